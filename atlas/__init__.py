@@ -1,0 +1,18 @@
+"""ATLAS: one store for thousands of named N-dimensional datasets.
+
+Arrays with the same name across datasets share one physical file family, so
+adding a dataset is an append and reading the same slice from every dataset is
+one call.  Start with :meth:`Atlas.create` or :meth:`Atlas.open`.
+"""
+
+from __future__ import annotations
+
+from atlas import errors
+from atlas.dataset import DatasetView
+from atlas.dtypes import DTYPE_NAMES
+from atlas.errors import AtlasError, ConflictError
+from atlas.store import Atlas
+
+__all__ = ["DTYPE_NAMES", "Atlas", "AtlasError", "ConflictError", "DatasetView", "__version__", "errors"]
+
+__version__ = "0.1.0"

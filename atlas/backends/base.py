@@ -1,0 +1,107 @@
+"""The few verbs the engine needs from a storage backend.
+
+Each verb is a tiny protocol of its own (in the spirit of obspec), so a backend is
+anything that implements them and a test wrapper can intercept any single one.
+Paths are ``/``-separated and relative to the store root.  Every failure surfaces
+as an :class:`atlas.errors.AtlasError` (usually :class:`~atlas.errors.BackendError`
+naming the operation and the path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "Backend",
+    "Buffer",
+    "CanCommit",
+    "CanDelete",
+    "CanGet",
+    "CanGetRanges",
+    "CanList",
+    "CanMap",
+    "CanPut",
+    "ObjectInfo",
+    "Version",
+]
+
+#: Anything with the buffer protocol: bytes, memoryview, numpy arrays.
+Buffer = bytes | bytearray | memoryview | np.ndarray
+
+#: An opaque version tag of an object (an ETag, or a local file identity).
+Version = str
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object."""
+
+    path: str
+    size: int
+    mtime: float
+
+
+class CanGet(Protocol):
+    def get(self, path: str) -> bytes:
+        """The whole object (raises :class:`~atlas.errors.BackendError` when absent)."""
+        ...
+
+    def get_versioned(self, path: str) -> tuple[bytes, Version] | None:
+        """The whole object and its version tag, or None when it does not exist."""
+        ...
+
+
+class CanGetRanges(Protocol):
+    def get_ranges(self, path: str, starts: Sequence[int], lengths: Sequence[int]) -> list[Buffer]:
+        """Byte ranges of one object, in the order asked."""
+        ...
+
+
+class CanPut(Protocol):
+    def put(self, path: str, parts: Sequence[Buffer]) -> None:
+        """Write a new immutable object durably (its name is never reused)."""
+        ...
+
+
+class CanCommit(Protocol):
+    def commit(self, path: str, data: bytes, expected: Version | None) -> Version:
+        """Replace ``path`` atomically if its version is still ``expected``.
+
+        ``expected=None`` means the object must not exist yet.  Raises
+        :class:`~atlas.errors.ConflictError` when the version moved on.
+        """
+        ...
+
+
+class CanDelete(Protocol):
+    def delete(self, path: str) -> None:
+        """Remove an object; a missing object is not an error."""
+        ...
+
+
+class CanList(Protocol):
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``."""
+        ...
+
+
+@runtime_checkable
+class CanMap(Protocol):
+    def map(self, path: str) -> np.ndarray:
+        """A read-only uint8 memory map of the whole object."""
+        ...
+
+
+class Backend(CanGet, CanGetRanges, CanPut, CanCommit, CanDelete, CanList, Protocol):
+    """Everything a writable store needs; ``location`` names it in messages."""
+
+    location: str
+    read_only: bool
+
+    def close(self) -> None:
+        """Release handles and maps."""
+        ...

@@ -1,0 +1,387 @@
+"""``DatasetView``: the arrays and attributes of one dataset in a store."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from atlas import dtypes
+from atlas.errors import (
+    ArrayExistsError,
+    ArrayNotFoundError,
+    AttributeNotFoundError,
+    InvalidArgumentError,
+    InvalidNameError,
+    SelectionError,
+)
+from atlas.metadata import ArrayMeta, DatasetMeta
+from atlas.names import encode_dir_name, validate_name
+
+if TYPE_CHECKING:
+    from atlas.store import Atlas
+    from atlas.state import WorkingState
+
+__all__ = ["DatasetView", "default_chunk_shape"]
+
+#: Target size of a default chunk, in bytes.
+DEFAULT_CHUNK_BYTES = 1 << 20
+#: Largest chunk accepted, in cells (keeps every chunk within one codec call).
+MAX_CHUNK_CELLS = 1 << 28
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def default_chunk_shape(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
+    """The chunk shape used when ``define_array`` gets none.
+
+    The whole array is one chunk when it is at most :data:`DEFAULT_CHUNK_BYTES`;
+    otherwise the longest axis is halved until a chunk fits that size (the same
+    idea as zarr's chunk guess, so whole rows of the last axis stay together
+    longest).
+    """
+    chunk = [max(1, int(s)) for s in shape]
+    while math.prod(chunk) * itemsize > DEFAULT_CHUNK_BYTES:
+        axis = max(range(len(chunk)), key=lambda a: (chunk[a], -a))
+        if chunk[axis] == 1:
+            break
+        chunk[axis] = -(-chunk[axis] // 2)
+    return tuple(chunk)
+
+
+def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise InvalidArgumentError(f"{what} must be a sequence of integers, got {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, (bool, np.bool_)):
+            raise InvalidArgumentError(f"{what} must hold integers, got {v!r} in {value!r}")
+        try:
+            out.append(operator.index(v))
+        except TypeError:
+            raise InvalidArgumentError(f"{what} must hold integers, got {v!r} in {value!r}") from None
+    return tuple(out)
+
+
+class DatasetView:
+    """One dataset of a store: define, write and read its arrays and attributes.
+
+    Obtained from :meth:`atlas.Atlas.create_dataset` or
+    :meth:`atlas.Atlas.open_dataset`.  A view holds no data of its own; every call
+    goes through the store handle, so it sees the handle's pending changes.
+    """
+
+    def __init__(self, store: Atlas, name: str) -> None:
+        self._store = store
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """The dataset name."""
+        return self._name
+
+    @property
+    def store(self) -> Atlas:
+        """The store this dataset lives in."""
+        return self._store
+
+    def __repr__(self) -> str:
+        try:
+            arrays = ", ".join(self.list_arrays())
+        except Exception:  # a closed store or a deleted dataset still gets a repr
+            return f"<DatasetView {self._name!r}>"
+        return f"<DatasetView {self._name!r} arrays=[{arrays}]>"
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _ds(self) -> DatasetMeta:
+        return self._store._st.dataset(self._name)
+
+    def _meta(self, array: str) -> ArrayMeta:
+        ds = self._ds()
+        try:
+            return ds.arrays[array]
+        except (KeyError, TypeError):
+            raise ArrayNotFoundError(f"dataset {self._name!r} has no array {array!r}") from None
+
+    def _where(self, array: str) -> str:
+        return f"dataset {self._name!r} array {array!r}"
+
+    def _writable(self, what: str) -> WorkingState:
+        return self._store._writable(f"{what} in dataset {self._name!r}")
+
+    def _selection(
+        self, meta: ArrayMeta, array: str, start: Any, shape: Any
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        ndim = len(meta.shape)
+        where = self._where(array)
+        start_t = (0,) * ndim if start is None else _int_tuple(start, f"{where}: start")
+        if len(start_t) != ndim:
+            raise SelectionError(f"{where}: start {list(start_t)} has rank {len(start_t)}, the array has rank {ndim}")
+        if shape is None:
+            shape_t = tuple(max(0, s - b) for s, b in zip(meta.shape, start_t))
+        else:
+            shape_t = _int_tuple(shape, f"{where}: shape")
+            if len(shape_t) != ndim:
+                raise SelectionError(f"{where}: shape {list(shape_t)} has rank {len(shape_t)}, the array has rank {ndim}")
+        _check_bounds(start_t, shape_t, meta.shape, where)
+        return start_t, shape_t
+
+    # -- arrays ------------------------------------------------------------------------------------
+
+    def list_arrays(self) -> list[str]:
+        """Names of the arrays defined in this dataset, sorted."""
+        with self._store._lock:
+            return sorted(self._ds().arrays)
+
+    def has_array(self, name: str) -> bool:
+        """True if the dataset defines array ``name``."""
+        with self._store._lock:
+            return name in self._ds().arrays
+
+    def define_array(
+        self,
+        name: str,
+        dtype: Any,
+        dims: Sequence[str],
+        shape: Sequence[int],
+        chunk_shape: Sequence[int] | None = None,
+        fill_value: Any = None,
+    ) -> None:
+        """Declare a new array; its cells read as the fill value until written.
+
+        Parameters
+        ----------
+        name : str
+            Array name (any non-empty unicode without ``/`` and not starting
+            with ``_``).
+        dtype : str or numpy.dtype
+            One of :data:`atlas.dtypes.DTYPE_NAMES` or an alias.
+        dims : sequence of str
+            One dimension name per axis.
+        shape : sequence of int
+            The array shape; ``[]`` for a 0-D array.
+        chunk_shape : sequence of int, optional
+            Cells per chunk along each axis (default: :func:`default_chunk_shape`).
+        fill_value : scalar, optional
+            The value of unwritten cells; checked against ``dtype`` (``TypeError``
+            for a value of the wrong kind, ``OverflowError`` out of range).
+
+        Raises
+        ------
+        ArrayExistsError
+            If the dataset already defines ``name`` (a ``FileExistsError``).
+        """
+        with self._store._lock:
+            state = self._writable(f"define array {name!r}")
+            validate_name(name, "array")
+            encode_dir_name(name)
+            where = self._where(name)
+            ds = self._ds()
+            if name in ds.arrays:
+                raise ArrayExistsError(f"{where} already exists")
+            dtype_name = dtypes.canonical_dtype(dtype)
+            shape_t = _int_tuple(shape, f"{where}: shape")
+            if any(s < 0 for s in shape_t):
+                raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
+            if math.prod(shape_t) > _INT64_MAX or any(s > _INT64_MAX for s in shape_t):
+                raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has more cells than int64 can count")
+            if isinstance(dims, str) or not hasattr(dims, "__iter__"):
+                raise InvalidArgumentError(f"{where}: dims must be a sequence of str, got {dims!r}")
+            dims_t = tuple(dims)
+            for d in dims_t:
+                if not isinstance(d, str) or d == "":
+                    raise InvalidNameError(f"{where}: dimension name {d!r} must be a non-empty str")
+            if len(dims_t) != len(shape_t):
+                raise InvalidArgumentError(f"{where}: {len(dims_t)} dims {list(dims_t)} for a shape of rank {len(shape_t)}")
+            itemsize = 8 if dtype_name == "string" else dtypes.storage_dtype(dtype_name).itemsize
+            if chunk_shape is None:
+                chunks = default_chunk_shape(shape_t, itemsize)
+            else:
+                chunks = _int_tuple(chunk_shape, f"{where}: chunk_shape")
+                if len(chunks) != len(shape_t):
+                    raise InvalidArgumentError(
+                        f"{where}: chunk_shape {list(chunks)} has rank {len(chunks)}, shape has rank {len(shape_t)}"
+                    )
+                if any(c <= 0 for c in chunks):
+                    raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} must be positive")
+            cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t))
+            if cells > MAX_CHUNK_CELLS:
+                raise InvalidArgumentError(
+                    f"{where}: chunk_shape {list(chunks)} has {cells} cells; at most {MAX_CHUNK_CELLS} per chunk"
+                )
+            fill = dtypes.check_fill_value(fill_value, dtype_name)
+            ds = state.touch(self._name)
+            ds.arrays[name] = ArrayMeta(
+                slot=state.new_slot(),
+                dtype=dtype_name,
+                dims=dims_t,
+                shape=shape_t,
+                chunk_shape=chunks,
+                fill_value=fill,
+            )
+
+    def delete_array(self, name: str) -> None:
+        """Remove an array from this dataset (at the next flush)."""
+        with self._store._lock:
+            state = self._writable(f"delete array {name!r}")
+            meta = self._meta(name)
+            state.engine(name).discard(meta.slot)
+            del state.touch(self._name).arrays[name]
+
+    def write_array(self, name: str, start: Sequence[int] | None, data: np.ndarray) -> None:
+        """Write ``data`` into array ``name`` with its first cell at ``start``.
+
+        ``data`` must be a C-contiguous numpy array of the array's dtype (see
+        :func:`atlas.dtypes.coerce_write_data`) and of the array's rank, and must
+        fit inside the array.  The write is visible to this handle at once and to
+        others after :meth:`atlas.Atlas.flush`.
+        """
+        with self._store._lock:
+            state = self._writable(f"write array {name!r}")
+            meta = self._meta(name)
+            where = self._where(name)
+            values = dtypes.coerce_write_data(data, meta.dtype, where)
+            if values.ndim != len(meta.shape):
+                raise SelectionError(f"{where}: data has rank {values.ndim}, the array has rank {len(meta.shape)}")
+            start_t, _ = self._selection(meta, name, start, values.shape)
+            state.engine(name).write(meta, start_t, values, where)
+            state.touch(self._name)
+
+    def read_array(self, name: str, start: Sequence[int] | None = None, shape: Sequence[int] | None = None) -> np.ndarray | None:
+        """Read a box of array ``name``; None when the dataset has no such array.
+
+        Parameters
+        ----------
+        start : sequence of int, optional
+            First cell (default: the origin).
+        shape : sequence of int, optional
+            Extent of the box (default: up to the end of every axis).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            A new array: numeric dtypes as stored, timestamps as
+            ``datetime64[ns]``, strings as an object array of ``str``.
+
+        Raises
+        ------
+        SelectionError
+            If ``start``/``shape`` have the wrong rank or leave the array (no
+            silent clamping).
+        """
+        with self._store._lock:
+            ds = self._ds()
+            meta = ds.arrays.get(name) if isinstance(name, str) else None
+            if meta is None:
+                return None
+            start_t, shape_t = self._selection(meta, name, start, shape)
+            out = self._store._st.engine(name).read(meta, start_t, shape_t, self._where(name))
+        return out.view("datetime64[ns]") if meta.dtype == "timestamp_nanoseconds" else out
+
+    def read_arrays(
+        self, names: Sequence[str], start: Sequence[int] | None = None, shape: Sequence[int] | None = None
+    ) -> dict[str, np.ndarray | None]:
+        """Read the same box of several arrays: ``{name: array or None}``."""
+        if isinstance(names, str):
+            raise InvalidArgumentError("names must be a sequence of array names, not a single str")
+        return {n: self.read_array(n, start, shape) for n in names}
+
+    def array_meta(self, name: str) -> dict[str, Any]:
+        """The schema of array ``name``.
+
+        Returns
+        -------
+        dict
+            ``dtype`` (canonical name), ``shape``, ``chunk_shape``,
+            ``dimension_names`` and ``fill_value`` (None when the array has none).
+        """
+        with self._store._lock:
+            meta = self._meta(name)
+            return {
+                "dtype": meta.dtype,
+                "shape": list(meta.shape),
+                "chunk_shape": list(meta.chunk_shape),
+                "dimension_names": list(meta.dims),
+                "fill_value": dtypes.to_result_scalar(meta.fill_value, meta.dtype),
+            }
+
+    def array_fill_value(self, name: str) -> Any:
+        """The fill value of array ``name`` (None when it has none)."""
+        with self._store._lock:
+            meta = self._meta(name)
+            return dtypes.to_result_scalar(meta.fill_value, meta.dtype)
+
+    def array_stats(self, name: str) -> dict[str, Any]:
+        """Statistics of array ``name``, including pending writes.
+
+        Returns
+        -------
+        dict
+            ``row_count`` (cells in the array), ``null_count`` (cells that equal the
+            fill value, are NaN/NaT, or were never written) and ``min``/``max``
+            over the other cells (None when there is none; ``str`` for strings,
+            ``numpy.datetime64`` for timestamps).
+        """
+        with self._store._lock:
+            meta = self._meta(name)
+            stats = self._store._st.array_stats(name, meta, self._where(name))
+            return {
+                "row_count": stats.row_count,
+                "null_count": stats.null_count,
+                "min": dtypes.to_result_scalar(stats.minimum, meta.dtype),
+                "max": dtypes.to_result_scalar(stats.maximum, meta.dtype),
+            }
+
+    # -- attributes --------------------------------------------------------------------------------
+
+    def attributes(self) -> dict[str, Any]:
+        """All dataset attributes as ``{key: value}``, in the order they were first set."""
+        with self._store._lock:
+            return {k: dtypes.attribute_to_python(v) for k, v in self._ds().attributes.items()}
+
+    def set_attribute(self, key: str, value: Any, dtype: Any = None) -> None:
+        """Set a typed dataset attribute.
+
+        Parameters
+        ----------
+        key : str
+            Attribute name (any non-empty str).
+        value : scalar, list or numpy array
+            A number, bool, str, ``numpy.datetime64`` or a list/array of those.
+        dtype : str, optional
+            Store the value as this dtype (``"int8"``, ``"float32"``,
+            ``"timestamp_nanoseconds"``, ...); the value is range-checked.
+        """
+        with self._store._lock:
+            state = self._writable(f"set attribute {key!r}")
+            if not isinstance(key, str) or key == "":
+                raise InvalidNameError(f"attribute name must be a non-empty str, got {key!r}")
+            self._ds()
+            typed = dtypes.normalize_attribute(value, dtype)
+            state.touch(self._name).attributes[key] = typed
+
+    def get_attribute(self, key: str, default: Any = None) -> Any:
+        """The value of attribute ``key``, or ``default`` (None) when it is not set."""
+        with self._store._lock:
+            typed = self._ds().attributes.get(key) if isinstance(key, str) else None
+            return default if typed is None else dtypes.attribute_to_python(typed)
+
+    def delete_attribute(self, key: str) -> None:
+        """Remove attribute ``key`` (``KeyError`` when it is not set)."""
+        with self._store._lock:
+            state = self._writable(f"delete attribute {key!r}")
+            if key not in self._ds().attributes:
+                raise AttributeNotFoundError(f"dataset {self._name!r} has no attribute {key!r}")
+            del state.touch(self._name).attributes[key]
+
+
+def _check_bounds(start: tuple[int, ...], shape: tuple[int, ...], bounds: tuple[int, ...], where: str) -> None:
+    for axis, (b, n, s) in enumerate(zip(start, shape, bounds)):
+        if b < 0 or n < 0 or b + n > s or b > s:
+            raise SelectionError(
+                f"{where}: selection start={list(start)} shape={list(shape)} leaves the array "
+                f"shape {list(bounds)} on axis {axis}"
+            )

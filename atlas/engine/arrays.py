@@ -1,0 +1,402 @@
+"""One array name's family: merged chunk index, reads, pending writes, stats.
+
+Every dataset that defines an array of a given name stores its chunks in the
+segments of that name's family, tagged with the array's *slot*.  The family index
+merges the records of all live segments so that, for each ``(slot, chunk)``, the
+newest record wins; lookups are binary searches over sorted columns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from atlas import dtypes
+from atlas.backends.base import Backend, CanMap
+from atlas.engine import kernels
+from atlas.engine.chunks import ChunkStats, bits_value, chunk_stats, decode_chunk, encode_chunk, fill_for, tracks_written
+from atlas.engine.planner import ChunkPlan, chunk_grid, plan_selection
+from atlas.engine.segment import RECORD_DTYPE, SegmentWriter, parse_index
+from atlas.errors import BackendError, CorruptStoreError
+from atlas.metadata import ArrayFamily, ArrayMeta, SegmentRef, Stats
+
+__all__ = ["FamilyIndex", "FamilyEngine", "PendingChunk", "SegmentIO"]
+
+
+class SegmentIO:
+    """Reads segment bytes through a backend, memory-mapping files when it can.
+
+    Maps are opened once per segment file and kept for the life of the store
+    handle; segment files are immutable, so a map never goes stale.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._maps: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self.can_map = isinstance(backend, CanMap)
+
+    def _map(self, path: str) -> np.ndarray:
+        mm = self._maps.get(path)
+        if mm is None:
+            with self._lock:
+                mm = self._maps.get(path)
+                if mm is None:
+                    mm = self.backend.map(path)  # type: ignore[attr-defined]
+                    self._maps[path] = mm
+        return mm
+
+    def read(self, path: str, offset: int, length: int, file_size: int) -> np.ndarray:
+        """``length`` bytes at ``offset`` of ``path`` as a uint8 array."""
+        if self.can_map:
+            mm = self._map(path)
+            if mm.nbytes != file_size:
+                raise CorruptStoreError(f"{path}: segment is {mm.nbytes} bytes, the manifest says {file_size}")
+            return mm[offset : offset + length]
+        (buf,) = self.backend.get_ranges(path, [offset], [length])
+        arr = np.frombuffer(buf, dtype=np.uint8)
+        if arr.nbytes != length:
+            raise CorruptStoreError(f"{path}: short read at {offset} ({arr.nbytes} of {length} bytes)")
+        return arr
+
+    def read_many(self, path: str, offsets: np.ndarray, lengths: np.ndarray, file_size: int) -> list[np.ndarray]:
+        """Several ranges of one file (one request batch on object stores)."""
+        if self.can_map:
+            return [self.read(path, int(o), int(n), file_size) for o, n in zip(offsets, lengths)]
+        bufs = self.backend.get_ranges(path, [int(o) for o in offsets], [int(n) for n in lengths])
+        return [np.frombuffer(b, dtype=np.uint8) for b in bufs]
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop maps of files not in ``keep`` (after a compaction)."""
+        keep = set(keep)
+        with self._lock:
+            for path in [p for p in self._maps if p not in keep]:
+                del self._maps[path]
+
+    def close(self) -> None:
+        with self._lock:
+            self._maps.clear()
+
+
+class FamilyIndex:
+    """The merged, deduplicated chunk records of a family's live segments.
+
+    Columns are sorted by ``(slot, chunk)``; ``seg`` says which segment (position in
+    the family's segment list) holds each winning record.
+    """
+
+    def __init__(self, tables: list[np.ndarray]) -> None:
+        if tables:
+            table = np.concatenate(tables)
+            seg = np.concatenate([np.full(t.shape[0], i, np.int32) for i, t in enumerate(tables)])
+        else:
+            table = np.zeros(0, RECORD_DTYPE)
+            seg = np.zeros(0, np.int32)
+        order = np.lexsort((seg, table["chunk"], table["slot"]))
+        table, seg = table[order], seg[order]
+        if table.shape[0] > 1:
+            same_next = (table["slot"][:-1] == table["slot"][1:]) & (table["chunk"][:-1] == table["chunk"][1:])
+            keep = np.append(~same_next, True)  # the last of each group is the newest
+            table, seg = table[keep], seg[keep]
+        self.table = table
+        self.seg = seg
+        self.slots = np.ascontiguousarray(table["slot"])
+        self.chunks = np.ascontiguousarray(table["chunk"])
+
+    def slot_range(self, slot: int) -> tuple[int, int]:
+        """Positions ``[lo, hi)`` of the records of ``slot``."""
+        s = np.uint64(slot)
+        return int(np.searchsorted(self.slots, s, "left")), int(np.searchsorted(self.slots, s, "right"))
+
+    def find(self, slot: int, chunk_ids: np.ndarray) -> np.ndarray:
+        """Record positions of ``chunk_ids`` of ``slot`` (-1 where none is stored)."""
+        lo, hi = self.slot_range(slot)
+        chunks = self.chunks[lo:hi]
+        ids = chunk_ids.astype(np.uint64)
+        pos = np.searchsorted(chunks, ids)
+        found = pos < chunks.shape[0]
+        found[found] = chunks[pos[found]] == ids[found]
+        return np.where(found, pos + lo, -1)
+
+
+@dataclass
+class PendingChunk:
+    """A chunk written since the last flush (flat cells + optional written mask)."""
+
+    values: np.ndarray
+    written: np.ndarray | None
+
+
+@dataclass
+class FamilyEngine:
+    """Reads and pending writes of one array name.
+
+    Parameters
+    ----------
+    name : str
+        The array name.
+    family : ArrayFamily
+        Its directory and live segments (as of the handle's snapshot).
+    io : SegmentIO
+        Shared byte reader.
+    """
+
+    name: str
+    family: ArrayFamily
+    io: SegmentIO
+    pending: dict[int, dict[int, PendingChunk]] = field(default_factory=dict)
+    _index: FamilyIndex | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- committed state ------------------------------------------------------------------
+
+    def set_family(self, family: ArrayFamily) -> None:
+        """Adopt a newer snapshot of the family (keeps the index when unchanged)."""
+        if family.segments != self.family.segments:
+            self._index = None
+        self.family = family
+
+    def path(self, ref: SegmentRef) -> str:
+        return f"{self.family.dir}/{ref.file}"
+
+    def index(self) -> FamilyIndex:
+        """The merged index, built on first use (one range read per segment)."""
+        idx = self._index
+        if idx is None:
+            with self._lock:
+                if self._index is None:
+                    tables = []
+                    for ref in self.family.segments:
+                        path = self.path(ref)
+                        try:
+                            raw = self.io.read(path, ref.index_offset, ref.index_length, ref.size)
+                        except BackendError as exc:
+                            raise CorruptStoreError(f"segment {path} of array {self.name!r} is unreadable: {exc}") from None
+                        table = parse_index(raw, ref.index_checksum, ref.index_offset, path)
+                        if table.shape[0] != ref.records:
+                            raise CorruptStoreError(f"{path}: index holds {table.shape[0]} records, expected {ref.records}")
+                        tables.append(table)
+                    self._index = FamilyIndex(tables)
+                idx = self._index
+        return idx
+
+    def stored_chunk(self, pos: int, meta: ArrayMeta, cells: int, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Decode the committed chunk at index position ``pos``."""
+        idx = self.index()
+        record = idx.table[pos]
+        ref = self.family.segments[int(idx.seg[pos])]
+        path = self.path(ref)
+        stored = self.io.read(path, int(record["offset"]), int(record["nbytes"]), ref.size)
+        return decode_chunk(stored, record, meta, cells, f"{path} ({where})")
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def read(self, meta: ArrayMeta, start: tuple[int, ...], shape: tuple[int, ...], where: str) -> np.ndarray:
+        """Read a selection in storage form (timestamps as int64)."""
+        out = np.empty(shape, dtype=dtypes.storage_dtype(meta.dtype))
+        plan = plan_selection(meta.shape, meta.chunk_shape, start, shape)
+        if len(plan) == 0:
+            return out
+        pending = self.pending.get(meta.slot, {})
+        positions = self.index().find(meta.slot, plan.chunk_ids) if self.family.segments else np.full(len(plan), -1)
+        fill = fill_for(meta)
+        for i in range(len(plan)):
+            cid = int(plan.chunk_ids[i])
+            cells = int(np.prod(plan.chunk_shapes[i]))
+            chunk = pending.get(cid)
+            if chunk is not None:
+                values = chunk.values
+            elif positions[i] >= 0:
+                values, _ = self.stored_chunk(int(positions[i]), meta, cells, where)
+            else:
+                _fill_into(out, plan, i, fill)
+                continue
+            _copy_into(out, values, plan, i)
+        return out
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def write(self, meta: ArrayMeta, start: tuple[int, ...], data: np.ndarray, where: str) -> None:
+        """Stage ``data`` (storage form, already checked) at ``start``.
+
+        A chunk partly covered by the write is loaded once (read-modify-write per
+        chunk, not per call); later writes to it update the staged copy.
+        """
+        plan = plan_selection(meta.shape, meta.chunk_shape, start, data.shape)
+        if len(plan) == 0:
+            return
+        staged = self.pending.setdefault(meta.slot, {})
+        track = tracks_written(meta)
+        missing = [i for i in range(len(plan)) if int(plan.chunk_ids[i]) not in staged and not plan.full(i)]
+        positions = {}
+        if missing and self.family.segments:
+            found = self.index().find(meta.slot, plan.chunk_ids[missing])
+            positions = {m: int(p) for m, p in zip(missing, found)}
+        # Load every chunk first: a damaged stored chunk must fail the call before
+        # any staged chunk has changed.
+        chunks: list[PendingChunk] = []
+        for i in range(len(plan)):
+            chunk = staged.get(int(plan.chunk_ids[i]))
+            if chunk is None:
+                cells = int(np.prod(plan.chunk_shapes[i]))
+                chunk = self._new_chunk(meta, plan, i, cells, positions.get(i, -1), track, where)
+            chunks.append(chunk)
+        for i, chunk in enumerate(chunks):
+            _copy_from(chunk.values, data, plan, i)
+            if chunk.written is not None:
+                kernels.mark_box(plan.boxes[i], plan.chunk_shapes[i], plan.in_chunk[i], chunk.written)
+                if chunk.written.all():
+                    chunk.written = None
+            staged[int(plan.chunk_ids[i])] = chunk
+
+    def _new_chunk(
+        self, meta: ArrayMeta, plan: ChunkPlan, i: int, cells: int, pos: int, track: bool, where: str
+    ) -> PendingChunk:
+        dt = dtypes.storage_dtype(meta.dtype)
+        if plan.full(i):
+            return PendingChunk(np.empty(cells, dtype=dt), None)
+        if pos >= 0:
+            values, written = self.stored_chunk(pos, meta, cells, where)
+            return PendingChunk(values.copy(), None if written is None else written.copy())
+        values = np.empty(cells, dtype=dt)
+        values[...] = fill_for(meta)
+        return PendingChunk(values, np.zeros(cells, np.uint8) if track else None)
+
+    def discard(self, slot: int) -> None:
+        """Forget staged chunks of ``slot`` (array deleted or changes discarded)."""
+        self.pending.pop(slot, None)
+
+    def pending_bytes(self) -> int:
+        return sum(c.values.nbytes for chunks in self.pending.values() for c in chunks.values())
+
+    # -- stats --------------------------------------------------------------------------------
+
+    def stats(self, meta: ArrayMeta, where: str) -> Stats:
+        """Fold chunk stats of ``meta``'s slot: committed records overlaid by staged chunks."""
+        grid = chunk_grid(meta.shape, meta.chunk_shape)
+        total = int(np.prod(meta.shape, dtype=np.int64)) if meta.shape else 1
+        pending = self.pending.get(meta.slot, {})
+        parts: list[ChunkStats] = [chunk_stats(c.values, c.written, meta) for c in pending.values()]
+        covered = sum(p.cells for p in parts)
+        if self.family.segments:
+            idx = self.index()
+            lo, hi = idx.slot_range(meta.slot)
+            table = idx.table[lo:hi]
+            if pending:
+                keep = ~np.isin(table["chunk"], np.fromiter(pending, np.uint64, len(pending)))
+                positions = np.arange(lo, hi)[keep]
+                table = table[keep]
+            else:
+                positions = np.arange(lo, hi)
+            cells = _chunk_cells(table["chunk"], meta.shape, meta.chunk_shape, grid)
+            covered += int(cells.sum())
+            if meta.dtype == "string":
+                for pos, n in zip(positions, cells):
+                    values, written = self.stored_chunk(int(pos), meta, int(n), where)
+                    parts.append(chunk_stats(values, written, meta))
+            else:
+                parts.append(_fold_records(table, cells, meta.dtype))
+        return _combine(parts, total, total - covered)
+
+
+def _chunk_cells(chunk_ids: np.ndarray, shape: tuple[int, ...], chunk_shape: tuple[int, ...], grid: tuple[int, ...]) -> np.ndarray:
+    if not shape:
+        return np.ones(chunk_ids.shape[0], np.int64)
+    coords = np.unravel_index(chunk_ids.astype(np.int64), grid)
+    cells = np.ones(chunk_ids.shape[0], np.int64)
+    for axis, c in enumerate(coords):
+        cells *= np.minimum(chunk_shape[axis], shape[axis] - c * chunk_shape[axis])
+    return cells
+
+
+def _fold_records(table: np.ndarray, cells: np.ndarray, name: str) -> ChunkStats:
+    nulls = table["null_count"].astype(np.int64)
+    valid = cells - nulls > 0
+    if not valid.any():
+        return ChunkStats(int(cells.sum()), int(nulls.sum()))
+    mins = bits_value(table["min"][valid], name)
+    maxs = bits_value(table["max"][valid], name)
+    lo, hi = mins.min(), maxs.max()
+    if name == "bool":
+        lo, hi = bool(lo), bool(hi)
+    elif dtypes.is_float(name):
+        lo, hi = float(lo), float(hi)
+    else:
+        lo, hi = int(lo), int(hi)
+    return ChunkStats(int(cells.sum()), int(nulls.sum()), lo, hi)
+
+
+def _combine(parts: list[ChunkStats], total: int, unwritten: int) -> Stats:
+    nulls = unwritten + sum(p.null_count for p in parts)
+    mins = [p.minimum for p in parts if p.minimum is not None]
+    maxs = [p.maximum for p in parts if p.maximum is not None]
+    return Stats(total, nulls, min(mins) if mins else None, max(maxs) if maxs else None)
+
+
+# -- copies between chunks and selections ----------------------------------------------------
+
+
+def _copy_into(out: np.ndarray, values: np.ndarray, plan: ChunkPlan, i: int) -> None:
+    """Copy plan row ``i`` from a flat chunk into the selection ``out``."""
+    if out.dtype == object:
+        chunk = values.reshape(tuple(plan.chunk_shapes[i]))
+        out[_slices(plan.in_selection[i], plan.boxes[i])] = chunk[_slices(plan.in_chunk[i], plan.boxes[i])]
+        return
+    kernels.copy_box(
+        _flat(values),
+        plan.chunk_shapes[i],
+        plan.in_chunk[i],
+        plan.boxes[i],
+        np.asarray(out.shape, np.int64),
+        plan.in_selection[i],
+        _flat(out),
+    )
+
+
+def _copy_from(chunk_values: np.ndarray, data: np.ndarray, plan: ChunkPlan, i: int) -> None:
+    """Copy plan row ``i`` from the written ``data`` into a flat chunk."""
+    if data.dtype == object:
+        chunk = chunk_values.reshape(tuple(plan.chunk_shapes[i]))
+        chunk[_slices(plan.in_chunk[i], plan.boxes[i])] = data[_slices(plan.in_selection[i], plan.boxes[i])]
+        return
+    kernels.copy_box(
+        _flat(data),
+        np.asarray(data.shape, np.int64),
+        plan.in_selection[i],
+        plan.boxes[i],
+        plan.chunk_shapes[i],
+        plan.in_chunk[i],
+        _flat(chunk_values),
+    )
+
+
+def _fill_into(out: np.ndarray, plan: ChunkPlan, i: int, fill: object) -> None:
+    out[_slices(plan.in_selection[i], plan.boxes[i])] = fill
+
+
+def _flat(arr: np.ndarray) -> np.ndarray:
+    flat = arr.reshape(-1)
+    return flat.view(np.uint8) if flat.dtype == np.bool_ else flat
+
+
+def _slices(start: np.ndarray, box: np.ndarray) -> tuple[slice, ...]:
+    return tuple(slice(int(s), int(s) + int(b)) for s, b in zip(start, box))
+
+
+def build_segment(
+    engine: FamilyEngine, metas: dict[int, ArrayMeta], codec: str, generation: int, token: bytes
+) -> tuple[SegmentWriter, dict[int, list[ChunkStats]]]:
+    """Encode every staged chunk of the slots in ``metas`` into one segment."""
+    writer = SegmentWriter(generation, token)
+    per_slot: dict[int, list[ChunkStats]] = {}
+    for slot in sorted(metas):
+        meta = metas[slot]
+        for cid in sorted(engine.pending.get(slot, {})):
+            chunk = engine.pending[slot][cid]
+            enc = encode_chunk(chunk.values, chunk.written, meta, codec)
+            writer.add(slot, cid, enc.stored, enc.codec, enc.raw_nbytes, enc.stats.null_count, enc.min_bits, enc.max_bits, enc.flags)
+            per_slot.setdefault(slot, []).append(enc.stats)
+    return writer, per_slot

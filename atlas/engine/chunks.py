@@ -1,0 +1,177 @@
+"""One chunk in memory: decoding a stored payload, encoding it back, its stats.
+
+A chunk in memory is a flat array of its cells in storage form (see
+:func:`atlas.dtypes.storage_dtype`) plus, for integer, bool and string arrays
+without a fill value, an optional ``written`` mask (uint8, 1 = written) that keeps
+``null_count`` exact for cells that were never written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from atlas import dtypes
+from atlas.engine import codecs, kernels
+from atlas.engine.segment import FLAG_WRITTEN_MASK
+from atlas.errors import ChecksumError, CorruptStoreError
+from atlas.metadata import ArrayMeta
+
+__all__ = ["ChunkStats", "EncodedChunk", "chunk_stats", "decode_chunk", "encode_chunk", "fill_for", "tracks_written"]
+
+
+@dataclass(frozen=True)
+class ChunkStats:
+    """Stats of one chunk: cells, null cells, and min/max of the valid cells."""
+
+    cells: int
+    null_count: int
+    minimum: Any = None
+    maximum: Any = None
+
+
+@dataclass(frozen=True)
+class EncodedChunk:
+    """A chunk ready for a segment: stored bytes and the fields of its record."""
+
+    stored: np.ndarray
+    codec: int
+    raw_nbytes: int
+    flags: int
+    stats: ChunkStats
+    min_bits: int
+    max_bits: int
+
+
+def fill_for(meta: ArrayMeta) -> Any:
+    """The storage-form value of unwritten cells."""
+    value = meta.fill_value if meta.fill_value is not None else dtypes.default_fill(meta.dtype)
+    return value
+
+
+def tracks_written(meta: ArrayMeta) -> bool:
+    """True when never-written cells are indistinguishable from written ones.
+
+    That is the case for integer, bool and string arrays without a fill value
+    (their default fill 0/False/"" is also a valid value), so partly written chunks
+    of such arrays carry a ``written`` mask.
+    """
+    return meta.fill_value is None and not (dtypes.is_float(meta.dtype) or meta.dtype == "timestamp_nanoseconds")
+
+
+def _numeric_view(values: np.ndarray) -> np.ndarray:
+    return values.view(np.uint8) if values.dtype == np.bool_ else values
+
+
+def chunk_stats(values: np.ndarray, written: np.ndarray | None, meta: ArrayMeta) -> ChunkStats:
+    """Null count and min/max over the valid cells of one chunk (one pass)."""
+    cells = values.shape[0]
+    mask = written if written is not None else np.zeros(0, np.uint8)
+    name = meta.dtype
+    fill = meta.fill_value
+    if name == "string":
+        valid = [
+            v for i, v in enumerate(values.tolist()) if (fill is None or v != fill) and (written is None or written[i])
+        ]
+        if not valid:
+            return ChunkStats(cells, cells)
+        return ChunkStats(cells, cells - len(valid), min(valid), max(valid))
+    if dtypes.is_float(name):
+        nulls, lo, hi = kernels.stats_float(values, float(fill) if fill is not None else 0.0, fill is not None, mask)
+        if math.isnan(lo):
+            return ChunkStats(cells, int(nulls))
+        return ChunkStats(cells, int(nulls), _as_dtype(lo, name), _as_dtype(hi, name))
+    view = _numeric_view(values)
+    fill_int = int(fill) if fill is not None else 0
+    if name == "uint64" and fill_int > np.iinfo(np.int64).max:
+        fill_int -= 1 << 64  # the kernel compares bit patterns of the same width
+    nulls, valid, lo, hi = kernels.stats_int(
+        view, np.int64(fill_int), fill is not None, name == "timestamp_nanoseconds", mask
+    )
+    if valid == 0:
+        return ChunkStats(cells, int(nulls))
+    if name == "bool":
+        return ChunkStats(cells, int(nulls), bool(lo), bool(hi))
+    return ChunkStats(cells, int(nulls), int(lo), int(hi))
+
+
+def _as_dtype(value: float, name: str) -> float:
+    return float(np.float32(value)) if name == "float32" else float(value)
+
+
+def value_bits(value: Any, name: str) -> int:
+    """The 8-byte record encoding of a numeric min/max (0 for strings or None)."""
+    if value is None or name == "string":
+        return 0
+    if dtypes.is_float(name):
+        return int(np.float64(value).view(np.uint64))
+    if name.startswith("uint") or name == "bool":
+        return int(value)
+    return int(np.int64(value).view(np.uint64))
+
+
+def bits_value(bits: np.ndarray, name: str) -> np.ndarray:
+    """Decode a column of record min/max bits into values of dtype ``name``."""
+    bits = bits.astype(np.uint64, copy=False)
+    if dtypes.is_float(name):
+        return bits.view(np.float64)
+    if name.startswith("uint") or name == "bool":
+        return bits
+    return bits.view(np.int64)
+
+
+def encode_chunk(values: np.ndarray, written: np.ndarray | None, meta: ArrayMeta, codec: str) -> EncodedChunk:
+    """Compute a chunk's stats and compress it, as one step of ``flush``."""
+    stats = chunk_stats(values, written, meta)
+    if meta.dtype == "string":
+        raw = codecs.encode_strings(values)
+        typesize = 1
+    else:
+        raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)
+        typesize = values.dtype.itemsize
+    flags = 0
+    if written is not None and not written.all():
+        raw = np.concatenate([raw, np.packbits(written.astype(bool), bitorder="little")])
+        flags |= FLAG_WRITTEN_MASK
+    stored, cid = codecs.encode_payload(raw, typesize, codec)
+    if stored is raw and raw.base is not None:
+        stored = raw.copy()  # never keep a view into a buffer the caller may reuse
+    return EncodedChunk(
+        stored=stored,
+        codec=cid,
+        raw_nbytes=raw.nbytes,
+        flags=flags,
+        stats=stats,
+        min_bits=value_bits(stats.minimum, meta.dtype),
+        max_bits=value_bits(stats.maximum, meta.dtype),
+    )
+
+
+def decode_chunk(
+    stored: np.ndarray, record: np.void, meta: ArrayMeta, cells: int, where: str, verify: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check and decode one stored chunk into ``(values, written mask or None)``."""
+    if verify and codecs.checksum(stored) != int(record["checksum"]):
+        raise ChecksumError(f"{where}: chunk checksum mismatch")
+    raw = codecs.decode_payload(stored, int(record["codec"]), int(record["raw_nbytes"]), where)
+    if meta.dtype == "string":
+        used = codecs.strings_nbytes(raw, where)
+        values = codecs.decode_strings(raw[:used], cells, where)
+    else:
+        dt = dtypes.storage_dtype(meta.dtype)
+        used = cells * dt.itemsize
+        if raw.nbytes < used:
+            raise CorruptStoreError(f"{where}: chunk holds {raw.nbytes} bytes, expected at least {used}")
+        values = raw[:used].view(dt)
+    written = None
+    if int(record["flags"]) & FLAG_WRITTEN_MASK:
+        packed = raw[used:]
+        if packed.nbytes != (cells + 7) // 8:
+            raise CorruptStoreError(f"{where}: chunk written-mask has the wrong length")
+        written = np.unpackbits(packed, count=cells, bitorder="little")
+    elif raw.nbytes != used:
+        raise CorruptStoreError(f"{where}: chunk has {raw.nbytes - used} unexpected trailing bytes")
+    return values, written

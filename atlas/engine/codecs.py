@@ -1,0 +1,149 @@
+"""Chunk codecs, the string chunk encoding and checksums.
+
+A chunk payload is the chunk's cells in storage form (little-endian, C order), for
+strings the encoding of :func:`encode_strings`, optionally followed by a packed
+"written" mask (see ``docs/format.md``), then compressed on its own.  Each stored
+chunk names its codec, so a chunk that does not shrink is stored raw and can be
+read straight from the memory map.
+"""
+
+from __future__ import annotations
+
+import blosc2
+import numpy as np
+
+from atlas.engine.kernels import xxh64
+from atlas.errors import ChecksumError, CorruptStoreError, InvalidArgumentError
+
+__all__ = [
+    "CODEC_IDS",
+    "RAW",
+    "checksum",
+    "decode_payload",
+    "decode_strings",
+    "encode_payload",
+    "encode_strings",
+    "normalize_codec",
+]
+
+#: Codec ids as stored in chunk records.
+RAW, ZSTD, LZ4 = 0, 1, 2
+CODEC_IDS = {"none": RAW, "zstd": ZSTD, "lz4": LZ4}
+_BLOSC = {ZSTD: blosc2.Codec.ZSTD, LZ4: blosc2.Codec.LZ4}
+_ALIASES = {"none": "none", "uncompressed": "none", "raw": "none", "zstd": "zstd", "lz4": "lz4"}
+#: blosc2 compression level used for every chunk (a measured sweet spot of speed/size).
+CLEVEL = 5
+_BLOSC_OVERHEAD = 32
+_BLOSC_MAX = 2**31 - 64
+
+
+def normalize_codec(codec: str) -> str:
+    """``zstd``, ``lz4`` or ``none`` (alias ``uncompressed``), case-insensitive."""
+    key = codec.strip().lower() if isinstance(codec, str) else None
+    if key not in _ALIASES:
+        raise InvalidArgumentError(f"unknown codec {codec!r}; expected 'zstd', 'lz4' or 'none'")
+    return _ALIASES[key]
+
+
+def checksum(data: np.ndarray | bytes | memoryview) -> int:
+    """XXH64 (seed 0) of a byte buffer, as a Python int."""
+    if not isinstance(data, np.ndarray):
+        data = np.frombuffer(data, dtype=np.uint8)
+    return int(xxh64(data))
+
+
+def encode_payload(raw: np.ndarray, typesize: int, codec: str) -> tuple[np.ndarray, int]:
+    """Compress the flat uint8 ``raw`` with the store ``codec``.
+
+    Returns ``(stored bytes as uint8 array, codec id)``.  The chunk is stored raw
+    when compression would not make it smaller.
+    """
+    cid = CODEC_IDS[codec]
+    if cid == RAW or raw.nbytes == 0 or raw.nbytes > _BLOSC_MAX:
+        return raw, RAW
+    packed = blosc2.compress2(
+        raw,
+        codec=_BLOSC[cid],
+        clevel=CLEVEL,
+        filter=blosc2.Filter.SHUFFLE if typesize > 1 else blosc2.Filter.NOFILTER,
+        typesize=max(1, min(typesize, 255)),
+        nthreads=1,
+    )
+    if len(packed) >= raw.nbytes:
+        return raw, RAW
+    return np.frombuffer(packed, dtype=np.uint8), cid
+
+
+def decode_payload(stored: np.ndarray, codec_id: int, raw_nbytes: int, where: str) -> np.ndarray:
+    """Decompress one stored chunk into a new flat uint8 array of ``raw_nbytes``."""
+    if codec_id == RAW:
+        if stored.nbytes != raw_nbytes:
+            raise CorruptStoreError(f"{where}: raw chunk has {stored.nbytes} bytes, expected {raw_nbytes}")
+        return stored
+    if codec_id not in _BLOSC:
+        raise CorruptStoreError(f"{where}: unknown chunk codec id {codec_id}")
+    if stored.nbytes < _BLOSC_OVERHEAD:
+        raise CorruptStoreError(f"{where}: compressed chunk is truncated")
+    nbytes, cbytes, _ = blosc2.get_cbuffer_sizes(stored[:_BLOSC_OVERHEAD].tobytes())
+    if nbytes != raw_nbytes or cbytes != stored.nbytes:
+        raise CorruptStoreError(f"{where}: compressed chunk header does not match its record")
+    out = np.empty(raw_nbytes, dtype=np.uint8)
+    try:
+        blosc2.decompress2(stored, dst=out)
+    except Exception as exc:  # blosc2 raises several types for damaged input
+        raise ChecksumError(f"{where}: chunk cannot be decompressed: {exc}") from None
+    return out
+
+
+# -- strings --------------------------------------------------------------------------------
+
+
+def encode_strings(values: np.ndarray) -> np.ndarray:
+    """Encode a flat object array of ``str`` as ``count | offsets[count + 1] | utf-8``.
+
+    ``count`` and the offsets are little-endian uint64; offsets are relative to the
+    start of the UTF-8 blob.
+    """
+    encoded = [v.encode("utf-8") for v in values.tolist()]
+    n = len(encoded)
+    offsets = np.zeros(n + 1, dtype="<u8")
+    if n:
+        np.cumsum(np.fromiter((len(e) for e in encoded), dtype="<u8", count=n), out=offsets[1:])
+    blob = b"".join(encoded)
+    out = np.empty(8 + offsets.nbytes + len(blob), dtype=np.uint8)
+    out[:8] = np.frombuffer(np.uint64(n).astype("<u8").tobytes(), np.uint8)
+    out[8 : 8 + offsets.nbytes] = offsets.view(np.uint8)
+    out[8 + offsets.nbytes :] = np.frombuffer(blob, np.uint8)
+    return out
+
+
+def strings_nbytes(raw: np.ndarray, where: str) -> int:
+    """Length of the string encoding at the start of ``raw`` (checks its header)."""
+    if raw.nbytes < 8:
+        raise CorruptStoreError(f"{where}: string chunk is truncated")
+    n = int(raw[:8].view("<u8")[0])
+    if 8 + 8 * (n + 1) > raw.nbytes:
+        raise CorruptStoreError(f"{where}: string chunk count {n} exceeds its size")
+    end = int(raw[8 + 8 * n : 16 + 8 * n].view("<u8")[0])
+    return 16 + 8 * n + end
+
+
+def decode_strings(raw: np.ndarray, count: int, where: str) -> np.ndarray:
+    """Inverse of :func:`encode_strings`; checks every length against the buffer."""
+    if raw.nbytes < 8 or int(raw[:8].view("<u8")[0]) != count:
+        raise CorruptStoreError(f"{where}: string chunk does not hold {count} values")
+    head = 8 + 8 * (count + 1)
+    if head > raw.nbytes:
+        raise CorruptStoreError(f"{where}: string chunk is truncated")
+    offsets = raw[8:head].view("<u8").astype(np.int64)
+    blob_len = raw.nbytes - head
+    if offsets[0] != 0 or (count and (np.any(np.diff(offsets) < 0) or offsets[-1] > blob_len)):
+        raise CorruptStoreError(f"{where}: string chunk offsets are damaged")
+    blob = raw[head:].tobytes()
+    out = np.empty(count, dtype=object)
+    try:
+        for i in range(count):
+            out[i] = blob[offsets[i] : offsets[i + 1]].decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptStoreError(f"{where}: string chunk holds invalid UTF-8") from None
+    return out

@@ -1,0 +1,168 @@
+"""The ``.af`` segment file: ``magic | header | chunk payloads | chunk index | footer``.
+
+A segment is written once and never changed.  Each flush writes one segment per
+touched array name holding every chunk that flush wrote for any dataset.  The
+manifest records where each segment's index is, so opening an array costs one
+range read per segment; the footer repeats that location so a segment can also be
+checked on its own (``verify``).  ``docs/format.md`` is the normative layout.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from atlas.engine.codecs import checksum
+from atlas.errors import ChecksumError, CorruptStoreError
+
+__all__ = [
+    "FOOTER_SIZE",
+    "HEADER_SIZE",
+    "MAGIC",
+    "RECORD_DTYPE",
+    "SegmentWriter",
+    "parse_index",
+    "read_footer",
+]
+
+MAGIC = b"\x89ATLAS\r\n"
+#: ``<HHIQ16s``: format version, flags, header size, generation, writer token.
+_HEADER = struct.Struct("<HHIQ16s")
+HEADER_SIZE = len(MAGIC) + _HEADER.size  # 40
+#: Payloads start at this offset and each is aligned to it (typed views need it).
+ALIGN = 64
+#: ``<QQQ8s``: index offset, index length, index checksum, end magic.
+_FOOTER = struct.Struct("<QQQ8s")
+FOOTER_SIZE = _FOOTER.size  # 32
+END_MAGIC = b"ATLASEND"
+SEGMENT_VERSION = 1
+
+#: Flag bit of a chunk record: the payload ends with a packed "written" mask.
+FLAG_WRITTEN_MASK = 1
+
+#: One record per stored chunk (80 bytes, little-endian).
+RECORD_DTYPE = np.dtype(
+    [
+        ("slot", "<u8"),
+        ("chunk", "<u8"),
+        ("offset", "<u8"),
+        ("nbytes", "<u8"),
+        ("raw_nbytes", "<u8"),
+        ("checksum", "<u8"),
+        ("null_count", "<u8"),
+        ("min", "<u8"),
+        ("max", "<u8"),
+        ("codec", "u1"),
+        ("flags", "u1"),
+        ("reserved", "V6"),
+    ]
+)
+
+
+def _pad(n: int) -> int:
+    return (-n) % ALIGN
+
+
+@dataclass
+class SegmentWriter:
+    """Accumulates chunk payloads and records, then lays out one segment.
+
+    Parameters
+    ----------
+    generation : int
+        The manifest generation this segment is written for.
+    token : bytes
+        16 random bytes identifying the writer (also in the file name).
+    """
+
+    generation: int
+    token: bytes
+    parts: list[bytes | np.ndarray] = field(default_factory=list)
+    records: list[tuple] = field(default_factory=list)
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        head = MAGIC + _HEADER.pack(SEGMENT_VERSION, 0, HEADER_SIZE, self.generation, self.token)
+        self.parts.append(head + b"\0" * _pad(len(head)))
+        self.size = len(self.parts[0])
+
+    def add(
+        self,
+        slot: int,
+        chunk: int,
+        stored: np.ndarray,
+        codec: int,
+        raw_nbytes: int,
+        null_count: int,
+        min_bits: int,
+        max_bits: int,
+        flags: int,
+        digest: int | None = None,
+    ) -> None:
+        """Append one chunk payload (``stored``, a flat uint8 array) and its record."""
+        offset = self.size
+        self.parts.append(stored)
+        pad = _pad(stored.nbytes)
+        if pad:
+            self.parts.append(b"\0" * pad)
+        self.size += stored.nbytes + pad
+        if digest is None:
+            digest = checksum(stored)
+        self.records.append(
+            (slot, chunk, offset, stored.nbytes, raw_nbytes, digest, null_count, min_bits, max_bits, codec, flags, b"")
+        )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def finish(self) -> tuple[list[bytes | np.ndarray], int, int, int, int]:
+        """Append index and footer; return ``(parts, size, index_offset, index_length, index_checksum)``."""
+        table = np.array(self.records, dtype=RECORD_DTYPE)
+        index = table.view(np.uint8).reshape(-1)
+        index_offset = self.size
+        digest = checksum(index)
+        self.parts.append(index)
+        footer = _FOOTER.pack(index_offset, index.nbytes, digest, END_MAGIC)
+        self.parts.append(footer)
+        self.size += index.nbytes + len(footer)
+        return self.parts, self.size, index_offset, index.nbytes, digest
+
+
+def parse_index(raw: bytes | np.ndarray, expected_checksum: int, index_offset: int, where: str) -> np.ndarray:
+    """Check a segment index read from ``where`` and return its record table.
+
+    Every record's payload range is checked to lie before the index, so a forged
+    index cannot point reads outside the file.
+    """
+    buf = np.frombuffer(raw, dtype=np.uint8) if not isinstance(raw, np.ndarray) else raw
+    if buf.nbytes % RECORD_DTYPE.itemsize:
+        raise CorruptStoreError(f"{where}: index length {buf.nbytes} is not a whole number of records")
+    if checksum(buf) != expected_checksum:
+        raise ChecksumError(f"{where}: segment index checksum mismatch")
+    table = buf.view(RECORD_DTYPE)
+    ends = table["offset"].astype(np.uint64) + table["nbytes"].astype(np.uint64)
+    if table.size and (np.any(table["offset"] < HEADER_SIZE) or np.any(ends > np.uint64(index_offset))):
+        raise CorruptStoreError(f"{where}: segment index points outside the payload area")
+    return table
+
+
+def read_footer(tail: bytes, where: str) -> tuple[int, int, int]:
+    """Parse the 32-byte footer: ``(index_offset, index_length, index_checksum)``."""
+    if len(tail) != FOOTER_SIZE:
+        raise CorruptStoreError(f"{where}: segment is truncated (no footer)")
+    index_offset, index_length, digest, end = _FOOTER.unpack(tail)
+    if end != END_MAGIC:
+        raise CorruptStoreError(f"{where}: segment footer magic is damaged")
+    return index_offset, index_length, digest
+
+
+def check_header(head: bytes, where: str) -> int:
+    """Check magic and version of a segment header; return its generation."""
+    if len(head) < HEADER_SIZE or head[: len(MAGIC)] != MAGIC:
+        raise CorruptStoreError(f"{where}: not an ATLAS segment (bad magic)")
+    version, _flags, size, generation, _token = _HEADER.unpack(head[len(MAGIC) : HEADER_SIZE])
+    if version != SEGMENT_VERSION or size != HEADER_SIZE:
+        raise CorruptStoreError(f"{where}: unsupported segment version {version}")
+    return generation

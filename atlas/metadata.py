@@ -1,0 +1,359 @@
+"""The manifest: the one mutable object of a store and its commit point.
+
+The manifest holds everything but the array cells: the format version, the commit
+``generation`` and ``write_token``, the store codec, every dataset with its arrays,
+typed attributes and per-array stats, and, per array name, the ordered list of live
+segment files.  ``docs/format.md`` is its normative description.
+
+It is stored as ``atlas.json`` or ``atlas.msgpack``, optionally compressed
+(``atlas.json.zst``, ``atlas.msgpack.lz4``, ...).  Format and compression are read
+back from the file name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import blosc2
+import msgpack
+
+from atlas import dtypes
+from atlas.errors import CorruptStoreError, FormatVersionError, InvalidArgumentError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_BASENAME",
+    "ArrayFamily",
+    "ArrayMeta",
+    "DatasetMeta",
+    "Manifest",
+    "SegmentRef",
+    "Stats",
+    "decode_manifest",
+    "encode_manifest",
+    "manifest_filename",
+    "normalize_meta_compression",
+    "normalize_meta_format",
+    "parse_manifest_filename",
+]
+
+#: The format version this library writes and the newest it reads.
+FORMAT_VERSION = 1
+MANIFEST_BASENAME = "atlas"
+#: Largest manifest accepted from a store, compressed or not (guards forged sizes).
+MAX_MANIFEST_BYTES = 1 << 31
+
+_FORMATS = {"json": "json", "msgpack": "msgpack", "mp": "msgpack"}
+_COMPRESSIONS = {"none": "none", "zstd": "zstd", "lz4": "lz4", "zst": "zstd", "uncompressed": "none"}
+_SUFFIX = {"none": "", "zstd": ".zst", "lz4": ".lz4"}
+
+
+def normalize_meta_format(value: str) -> str:
+    """``json``, ``msgpack`` (alias ``mp``), case-insensitive."""
+    key = str(value).strip().lower() if isinstance(value, str) else None
+    if key not in _FORMATS:
+        raise InvalidArgumentError(f"unknown meta_format {value!r}; expected 'json', 'msgpack' or 'mp'")
+    return _FORMATS[key]
+
+
+def normalize_meta_compression(value: str | None) -> str:
+    """``none``, ``zstd`` or ``lz4``, case-insensitive (``None`` means ``none``)."""
+    key = "none" if value is None else (value.strip().lower() if isinstance(value, str) else None)
+    if key not in _COMPRESSIONS:
+        raise InvalidArgumentError(f"unknown meta_compression {value!r}; expected 'none', 'zstd' or 'lz4'")
+    return _COMPRESSIONS[key]
+
+
+def manifest_filename(meta_format: str, compression: str) -> str:
+    """``atlas.json``, ``atlas.msgpack.zst``, ..."""
+    return f"{MANIFEST_BASENAME}.{meta_format}{_SUFFIX[compression]}"
+
+
+def parse_manifest_filename(name: str) -> tuple[str, str] | None:
+    """Return ``(meta_format, compression)`` for a manifest file name, else None."""
+    for fmt in ("json", "msgpack"):
+        for comp, suffix in _SUFFIX.items():
+            if name == f"{MANIFEST_BASENAME}.{fmt}{suffix}":
+                return fmt, comp
+    return None
+
+
+# -- model --------------------------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    """Per-array statistics: cells, null cells, and min/max over the valid cells.
+
+    ``minimum``/``maximum`` are normalised scalars (see :mod:`atlas.dtypes`) or None
+    when no cell is valid.
+    """
+
+    row_count: int
+    null_count: int
+    minimum: Any = None
+    maximum: Any = None
+
+
+@dataclass
+class ArrayMeta:
+    """The schema of one array in one dataset."""
+
+    slot: int
+    dtype: str
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    chunk_shape: tuple[int, ...]
+    fill_value: Any = None
+    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stats: Stats | None = None
+
+
+@dataclass
+class DatasetMeta:
+    """One dataset: a stable id, the generation it last changed at, attributes, arrays."""
+
+    id: int
+    version: int
+    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    arrays: dict[str, ArrayMeta] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    """Where a live segment file is and how to find its chunk index."""
+
+    file: str
+    size: int
+    index_offset: int
+    index_length: int
+    index_checksum: int
+    records: int
+
+
+@dataclass
+class ArrayFamily:
+    """All segments of one array name (shared by every dataset that has the array)."""
+
+    dir: str
+    segments: list[SegmentRef] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    """The whole committed state of a store at one generation."""
+
+    codec: str
+    generation: int = 0
+    write_token: str = ""
+    next_slot: int = 1
+    next_dataset_id: int = 1
+    datasets: dict[str, DatasetMeta] = field(default_factory=dict)
+    families: dict[str, ArrayFamily] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+
+def _stats_to_dict(stats: Stats, dtype: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"row_count": stats.row_count, "null_count": stats.null_count}
+    out["min"] = None if stats.minimum is None else dtypes.encode_value(stats.minimum, dtype)
+    out["max"] = None if stats.maximum is None else dtypes.encode_value(stats.maximum, dtype)
+    return out
+
+
+def _array_to_dict(meta: ArrayMeta) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "slot": meta.slot,
+        "dtype": meta.dtype,
+        "dims": list(meta.dims),
+        "shape": list(meta.shape),
+        "chunk_shape": list(meta.chunk_shape),
+        "fill_value": None if meta.fill_value is None else dtypes.encode_value(meta.fill_value, meta.dtype),
+    }
+    if meta.attributes:
+        out["attributes"] = {k: dtypes.encode_attribute(v) for k, v in meta.attributes.items()}
+    if meta.stats is not None:
+        out["stats"] = _stats_to_dict(meta.stats, meta.dtype)
+    return out
+
+
+def manifest_to_dict(m: Manifest) -> dict[str, Any]:
+    """The manifest as plain JSON/msgpack-safe Python objects."""
+    return {
+        "format": "atlas",
+        "format_version": m.format_version,
+        "generation": m.generation,
+        "write_token": m.write_token,
+        "codec": m.codec,
+        "next_slot": m.next_slot,
+        "next_dataset_id": m.next_dataset_id,
+        "datasets": {
+            name: {
+                "id": ds.id,
+                "version": ds.version,
+                "attributes": {k: dtypes.encode_attribute(v) for k, v in ds.attributes.items()},
+                "arrays": {a: _array_to_dict(am) for a, am in ds.arrays.items()},
+            }
+            for name, ds in m.datasets.items()
+        },
+        "arrays": {
+            name: {
+                "dir": fam.dir,
+                "segments": [
+                    [s.file, s.size, s.index_offset, s.index_length, s.index_checksum, s.records] for s in fam.segments
+                ],
+            }
+            for name, fam in m.families.items()
+        },
+    }
+
+
+def encode_manifest(m: Manifest, meta_format: str, compression: str) -> bytes:
+    """Serialise a manifest in the given format and compression."""
+    obj = manifest_to_dict(m)
+    if meta_format == "json":
+        raw = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    else:
+        raw = msgpack.packb(obj, use_bin_type=True)
+    if compression == "none":
+        return raw
+    if len(raw) >= MAX_MANIFEST_BYTES:
+        raise InvalidArgumentError(f"manifest of {len(raw)} bytes is too large to compress")
+    codec = blosc2.Codec.ZSTD if compression == "zstd" else blosc2.Codec.LZ4
+    return bytes(blosc2.compress2(raw, codec=codec, clevel=5, filter=blosc2.Filter.NOFILTER, typesize=1))
+
+
+def decode_manifest(data: bytes, meta_format: str, compression: str, where: str) -> Manifest:
+    """Parse and validate manifest bytes read from ``where``.
+
+    Raises
+    ------
+    CorruptStoreError
+        When the bytes do not decode or do not follow the schema.
+    FormatVersionError
+        When the manifest was written by a newer format version.
+    """
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise CorruptStoreError(f"manifest {where} is {len(data)} bytes, over the {MAX_MANIFEST_BYTES} limit")
+    try:
+        if compression != "none":
+            _check_blosc_sizes(data, where)
+            data = blosc2.decompress2(data)
+        if meta_format == "json":
+            obj = json.loads(bytes(data).decode("utf-8"))
+        else:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=0)
+    except CorruptStoreError:
+        raise
+    except Exception as exc:  # every decoder failure is damage, whatever its type
+        raise CorruptStoreError(f"manifest {where} cannot be decoded: {exc}") from None
+    try:
+        return _manifest_from_dict(obj)
+    except (FormatVersionError, CorruptStoreError):
+        raise
+    except Exception as exc:
+        raise CorruptStoreError(f"manifest {where} does not follow the format: {exc!r}") from None
+
+
+def _check_blosc_sizes(data: bytes, where: str) -> None:
+    if len(data) < 32:
+        raise CorruptStoreError(f"manifest {where} is truncated ({len(data)} bytes)")
+    nbytes, cbytes, _ = blosc2.get_cbuffer_sizes(data[:32])
+    if cbytes != len(data) or nbytes > MAX_MANIFEST_BYTES:
+        raise CorruptStoreError(f"manifest {where} has a damaged compression header")
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise CorruptStoreError(f"manifest field {what} is invalid")
+
+
+def _int(value: Any, what: str, minimum: int = 0) -> int:
+    _need(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, what)
+    return int(value)
+
+
+def _stats_from_dict(raw: dict[str, Any], dtype: str) -> Stats:
+    mn, mx = raw.get("min"), raw.get("max")
+    return Stats(
+        row_count=_int(raw["row_count"], "stats.row_count"),
+        null_count=_int(raw["null_count"], "stats.null_count"),
+        minimum=None if mn is None else dtypes.decode_value(mn, dtype),
+        maximum=None if mx is None else dtypes.decode_value(mx, dtype),
+    )
+
+
+def _array_from_dict(raw: dict[str, Any]) -> ArrayMeta:
+    dtype = dtypes.canonical_dtype(raw["dtype"])
+    shape = tuple(_int(v, "shape") for v in raw["shape"])
+    chunk_shape = tuple(_int(v, "chunk_shape", 1) for v in raw["chunk_shape"])
+    dims = tuple(raw["dims"])
+    _need(len(shape) == len(chunk_shape) == len(dims), "rank of shape/chunk_shape/dims")
+    _need(all(isinstance(d, str) for d in dims), "dims")
+    fill = raw.get("fill_value")
+    stats = raw.get("stats")
+    return ArrayMeta(
+        slot=_int(raw["slot"], "slot", 1),
+        dtype=dtype,
+        dims=dims,
+        shape=shape,
+        chunk_shape=chunk_shape,
+        fill_value=None if fill is None else dtypes.decode_value(fill, dtype),
+        attributes={str(k): dtypes.decode_attribute(v) for k, v in raw.get("attributes", {}).items()},
+        stats=None if stats is None else _stats_from_dict(stats, dtype),
+    )
+
+
+def _manifest_from_dict(obj: Any) -> Manifest:
+    _need(isinstance(obj, dict) and obj.get("format") == "atlas", "format")
+    version = obj.get("format_version")
+    _need(isinstance(version, int), "format_version")
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"store has format_version {version}; this ATLAS reads up to {FORMAT_VERSION}: upgrade atlas"
+        )
+    datasets = {}
+    for name, raw in obj["datasets"].items():
+        datasets[str(name)] = DatasetMeta(
+            id=_int(raw["id"], "dataset id"),
+            version=_int(raw["version"], "dataset version"),
+            attributes={str(k): dtypes.decode_attribute(v) for k, v in raw.get("attributes", {}).items()},
+            arrays={str(a): _array_from_dict(am) for a, am in raw["arrays"].items()},
+        )
+    families = {}
+    for name, raw in obj["arrays"].items():
+        segments = []
+        for entry in raw["segments"]:
+            _need(isinstance(entry, list) and len(entry) == 6, "segment entry")
+            file = entry[0]
+            _need(isinstance(file, str) and "/" not in file and file.endswith(".af"), "segment file name")
+            nums = [_int(v, "segment entry") for v in entry[1:]]
+            _need(nums[1] + nums[2] <= nums[0], "segment index range")
+            segments.append(SegmentRef(file, *nums))
+        dir_name = raw["dir"]
+        _need(isinstance(dir_name, str) and "/" not in dir_name and dir_name not in ("", ".", ".."), "array dir")
+        families[str(name)] = ArrayFamily(dir=dir_name, segments=segments)
+    codec = obj["codec"]
+    _need(codec in ("zstd", "lz4", "none"), "codec")
+    token = obj.get("write_token", "")
+    _need(isinstance(token, str), "write_token")
+    return Manifest(
+        codec=codec,
+        generation=_int(obj["generation"], "generation"),
+        write_token=token,
+        next_slot=_int(obj["next_slot"], "next_slot", 1),
+        next_dataset_id=_int(obj["next_dataset_id"], "next_dataset_id", 1),
+        datasets=datasets,
+        families=families,
+        format_version=version,
+    )
+
+
+def stats_is_finite(value: Any) -> bool:
+    """True unless ``value`` is a float NaN (used to keep NaN out of min/max)."""
+    return not (isinstance(value, float) and math.isnan(value))

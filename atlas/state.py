@@ -1,0 +1,223 @@
+"""The working state of a store handle: a committed snapshot plus pending changes.
+
+``Atlas`` delegates bookkeeping here so that its own module stays about the public
+API.  Datasets are copied on first write (copy-on-write), so a handle with no
+pending changes shares every object with its snapshot.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+from dataclasses import dataclass, field
+
+from atlas.backends.base import Backend, Version
+from atlas.engine.arrays import FamilyEngine, SegmentIO, build_segment
+from atlas.errors import ConflictError, DatasetNotFoundError
+from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, SegmentRef, Stats, encode_manifest
+from atlas.names import encode_dir_name
+
+__all__ = ["WorkingState"]
+
+
+@dataclass
+class WorkingState:
+    """Snapshot ``base`` (at ``version``) with the handle's uncommitted changes."""
+
+    backend: Backend
+    manifest_name: str
+    meta_format: str
+    meta_compression: str
+    base: Manifest
+    version: Version
+    datasets: dict[str, DatasetMeta] = field(init=False)
+    dirty: set[str] = field(default_factory=set)
+    next_slot: int = field(init=False)
+    next_dataset_id: int = field(init=False)
+    engines: dict[str, FamilyEngine] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.io = SegmentIO(self.backend)
+        self._adopt(self.base, self.version)
+
+    def _adopt(self, base: Manifest, version: Version) -> None:
+        self.base = base
+        self.version = version
+        self.datasets = dict(base.datasets)
+        self.next_slot = base.next_slot
+        self.next_dataset_id = base.next_dataset_id
+        for name, engine in self.engines.items():
+            engine.set_family(base.families.get(name, ArrayFamily(engine.family.dir)))
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def dataset(self, name: str) -> DatasetMeta:
+        try:
+            return self.datasets[name]
+        except KeyError:
+            raise DatasetNotFoundError(f"dataset {name!r} does not exist") from None
+
+    def engine(self, array_name: str) -> FamilyEngine:
+        engine = self.engines.get(array_name)
+        if engine is None:
+            family = self.base.families.get(array_name) or ArrayFamily(encode_dir_name(array_name))
+            engine = self.engines[array_name] = FamilyEngine(array_name, family, self.io)
+        return engine
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.dirty)
+
+    # -- mutations ---------------------------------------------------------------------------
+
+    def touch(self, name: str) -> DatasetMeta:
+        """The dataset's working copy, copied from the snapshot on first change."""
+        ds = self.dataset(name)
+        if name not in self.dirty:
+            ds = copy.deepcopy(ds)
+            self.datasets[name] = ds
+            self.dirty.add(name)
+        return ds
+
+    def add_dataset(self, name: str) -> DatasetMeta:
+        ds = DatasetMeta(id=self.next_dataset_id, version=self.base.generation + 1)
+        self.next_dataset_id += 1
+        self.datasets[name] = ds
+        self.dirty.add(name)
+        return ds
+
+    def remove_dataset(self, name: str) -> None:
+        ds = self.dataset(name)
+        for array_name, meta in ds.arrays.items():
+            self.engine(array_name).discard(meta.slot)
+        del self.datasets[name]
+        self.dirty.add(name)
+
+    def new_slot(self) -> int:
+        slot = self.next_slot
+        self.next_slot += 1
+        return slot
+
+    def discard(self) -> None:
+        """Drop every pending change; back to the snapshot."""
+        for engine in self.engines.values():
+            engine.pending.clear()
+        self.dirty.clear()
+        self._adopt(self.base, self.version)
+
+    # -- commit ------------------------------------------------------------------------------
+
+    def array_stats(self, array_name: str, meta: ArrayMeta, where: str) -> Stats:
+        """Stats including pending writes (equal to what a flush would store)."""
+        engine = self.engine(array_name)
+        if meta.slot in engine.pending or meta.stats is None:
+            return engine.stats(meta, where)
+        return meta.stats
+
+    def build_commit(self) -> tuple[Manifest, list[tuple[str, list, SegmentRef]]]:
+        """The next manifest and the segment files it references (not yet written)."""
+        gen = self.base.generation + 1
+        token = secrets.token_bytes(16)
+        new = Manifest(
+            codec=self.base.codec,
+            generation=gen,
+            write_token=token.hex(),
+            next_slot=self.next_slot,
+            next_dataset_id=self.next_dataset_id,
+            datasets=dict(self.base.datasets),
+            families={k: ArrayFamily(f.dir, list(f.segments)) for k, f in self.base.families.items()},
+        )
+        live_slots: dict[str, dict[int, ArrayMeta]] = {}
+        for name in sorted(self.dirty):
+            ds = self.datasets.get(name)
+            if ds is None:
+                new.datasets.pop(name, None)
+                continue
+            committed = copy.copy(ds)
+            committed.version = gen
+            committed.arrays = {}
+            for array_name, meta in ds.arrays.items():
+                meta = copy.copy(meta)
+                meta.stats = self.array_stats(array_name, meta, f"dataset {name!r} array {array_name!r}")
+                committed.arrays[array_name] = meta
+                live_slots.setdefault(array_name, {})[meta.slot] = meta
+            new.datasets[name] = committed
+        files = []
+        for array_name in sorted(live_slots):
+            engine = self.engine(array_name)
+            metas = {s: m for s, m in live_slots[array_name].items() if engine.pending.get(s)}
+            if not metas:
+                continue
+            writer, _ = build_segment(engine, metas, self.base.codec, gen, token)
+            parts, size, index_offset, index_length, digest = writer.finish()
+            ref = SegmentRef(f"{gen:012d}-{token.hex()[:16]}.af", size, index_offset, index_length, digest, len(writer))
+            family = new.families.setdefault(array_name, ArrayFamily(engine.family.dir))
+            family.segments.append(ref)
+            files.append((f"{family.dir}/{ref.file}", parts, ref))
+        return new, files
+
+    def commit(self) -> Manifest:
+        """Write segments, then atomically replace the manifest (the commit point).
+
+        On any failure, including :class:`ConflictError`, the pending changes stay
+        as they were, so the same handle can retry.
+        """
+        new, files = self.build_commit()
+        for path, parts, _ref in files:
+            self.backend.put(path, parts)
+        data = encode_manifest(new, self.meta_format, self.meta_compression)
+        try:
+            version = self.backend.commit(self.manifest_name, data, self.version)
+        except ConflictError:
+            raise ConflictError(
+                f"another writer committed to {self.backend.location} since this handle read generation "
+                f"{self.base.generation}; pending changes are kept: call refresh() and flush() again"
+            ) from None
+        for engine in self.engines.values():
+            engine.pending.clear()
+        self.dirty.clear()
+        self._adopt(new, version)
+        return new
+
+    def rebase(self, newer: Manifest, version: Version) -> None:
+        """Adopt a newer snapshot and re-apply pending changes on top of it.
+
+        Raises :class:`ConflictError` (changing nothing) when another writer changed
+        a dataset this handle also changed.
+        """
+        for name in sorted(self.dirty):
+            ours, theirs = self.base.datasets.get(name), newer.datasets.get(name)
+            same = (ours is None and theirs is None) or (
+                ours is not None and theirs is not None and (ours.id, ours.version) == (theirs.id, theirs.version)
+            )
+            if not same:
+                raise ConflictError(
+                    f"dataset {name!r} was changed by another writer and by this handle; "
+                    "discard this handle's changes (reopen) or re-apply them to a fresh handle"
+                )
+        slot_shift = newer.next_slot - self.base.next_slot
+        id_shift = newer.next_dataset_id - self.base.next_dataset_id
+        working = {n: self.datasets.get(n) for n in self.dirty}
+        moved: list[tuple[FamilyEngine, ArrayMeta, object]] = []
+        for ds in working.values():
+            if ds is None:
+                continue
+            if ds.id >= self.base.next_dataset_id:
+                ds.id += id_shift
+            for array_name, meta in ds.arrays.items():
+                if meta.slot >= self.base.next_slot and slot_shift:
+                    engine = self.engine(array_name)
+                    moved.append((engine, meta, engine.pending.pop(meta.slot, None)))
+        # Re-key staged chunks only after every old key is out, so no two swap.
+        for engine, meta, staged in moved:
+            meta.slot += slot_shift
+            if staged is not None:
+                engine.pending[meta.slot] = staged
+        next_slot, next_id = self.next_slot + slot_shift, self.next_dataset_id + id_shift
+        self._adopt(newer, version)
+        self.next_slot, self.next_dataset_id = next_slot, next_id
+        for name, ds in working.items():
+            if ds is None:
+                self.datasets.pop(name, None)
+            else:
+                self.datasets[name] = ds

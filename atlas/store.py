@@ -1,0 +1,379 @@
+"""``Atlas``: a store of many named datasets."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from atlas.backends import resolve
+from atlas.backends.base import Backend
+from atlas.dataset import DatasetView
+from atlas.engine.codecs import normalize_codec
+from atlas.errors import (
+    AtlasError,
+    ConflictError,
+    CorruptStoreError,
+    DatasetExistsError,
+    InvalidArgumentError,
+    NotAStoreError,
+    ReadOnlyError,
+    StoreClosedError,
+    StoreExistsError,
+)
+from atlas.metadata import (
+    Manifest,
+    decode_manifest,
+    encode_manifest,
+    manifest_filename,
+    normalize_meta_compression,
+    normalize_meta_format,
+    parse_manifest_filename,
+)
+from atlas.names import validate_name
+from atlas.state import WorkingState
+
+__all__ = ["Atlas"]
+
+_MODES = ("r", "r+")
+
+
+def _find_manifest(backend: Backend) -> str | None:
+    names = [info.path for info in backend.list("") if "/" not in info.path and parse_manifest_filename(info.path)]
+    if len(names) > 1:
+        raise CorruptStoreError(f"{backend.location} holds several manifests: {sorted(names)}")
+    return names[0] if names else None
+
+
+class Atlas:
+    """A store of many named datasets whose same-named arrays share file families.
+
+    Create one with :meth:`Atlas.create` or open one with :meth:`Atlas.open`; do
+    not call the constructor directly.  Changes are buffered in memory and become
+    visible (to other handles, and on disk) only at :meth:`flush`, which commits
+    them atomically.  Used as a context manager, the store is flushed and closed on
+    normal exit and its pending changes are discarded when the block raises.
+
+    Examples
+    --------
+    >>> import numpy as np, atlas
+    >>> with atlas.Atlas.create(tmp_path / "demo.atlas") as store:  # doctest: +SKIP
+    ...     ds = store.create_dataset("station_1")
+    ...     ds.define_array("temp", "float32", ["time"], [24])
+    ...     ds.write_array("temp", [0], np.arange(24, dtype="float32"))
+    """
+
+    def __init__(self, state: WorkingState, mode: str) -> None:
+        self._state: WorkingState | None = state
+        self._mode = mode
+        self._lock = threading.RLock()
+        self._location = state.backend.location
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        source: str | os.PathLike | Any,
+        codec: str = "zstd",
+        meta_format: str = "json",
+        meta_compression: str = "none",
+    ) -> Atlas:
+        """Create a new, empty store and return a writable handle to it.
+
+        Parameters
+        ----------
+        source : str, os.PathLike or URL
+            Where the store lives: a local directory (created if missing; it must
+            not hold a store already) or a ``file://`` URL.
+        codec : {"zstd", "lz4", "none"}
+            Compression of every chunk (case-insensitive; ``"uncompressed"`` is an
+            alias of ``"none"``).
+        meta_format : {"json", "msgpack", "mp"}
+            Encoding of the manifest.
+        meta_compression : {"none", "zstd", "lz4"}
+            Compression of the manifest.
+
+        Raises
+        ------
+        StoreExistsError
+            If ``source`` already holds a store (a ``FileExistsError``) or is a
+            non-empty directory.
+        InvalidArgumentError
+            For an unknown codec, format or compression (a ``ValueError``).
+        """
+        codec = normalize_codec(codec)
+        meta_format = normalize_meta_format(meta_format)
+        meta_compression = normalize_meta_compression(meta_compression)
+        backend = resolve(source, read_only=False)
+        if _find_manifest(backend) is not None:
+            raise StoreExistsError(f"{backend.location} already holds an ATLAS store; use Atlas.open")
+        if any(True for _ in backend.list("")):
+            raise StoreExistsError(f"{backend.location} is not empty and holds no ATLAS store")
+        name = manifest_filename(meta_format, meta_compression)
+        manifest = Manifest(codec=codec)
+        data = encode_manifest(manifest, meta_format, meta_compression)
+        try:
+            version = backend.commit(name, data, None)
+        except ConflictError:
+            raise StoreExistsError(f"{backend.location} already holds an ATLAS store; use Atlas.open") from None
+        return cls(WorkingState(backend, name, meta_format, meta_compression, manifest, version), "r+")
+
+    @classmethod
+    def open(cls, source: str | os.PathLike | Any, mode: str = "r+") -> Atlas:
+        """Open an existing store.
+
+        Opening never blocks and takes no lock; the handle reads one committed
+        generation (a snapshot) until :meth:`refresh`.
+
+        Parameters
+        ----------
+        source : str, os.PathLike or URL
+            The store location (see :meth:`create`).
+        mode : {"r+", "r"}
+            ``"r"`` opens read-only: every change raises
+            :class:`~atlas.errors.ReadOnlyError`.
+
+        Raises
+        ------
+        NotAStoreError
+            If there is no store at ``source`` (a ``FileNotFoundError``).
+        FormatVersionError
+            If the store was written by a newer format version.
+        CorruptStoreError
+            If the manifest cannot be decoded.
+        """
+        if mode not in _MODES:
+            raise InvalidArgumentError(f"mode must be 'r' or 'r+', got {mode!r}")
+        backend = resolve(source, read_only=mode == "r")
+        name = _find_manifest(backend)
+        if name is None:
+            raise NotAStoreError(f"{backend.location} holds no ATLAS store (no atlas.json or atlas.msgpack)")
+        manifest, version = cls._read_manifest(backend, name)
+        fmt, comp = parse_manifest_filename(name)  # type: ignore[misc]
+        return cls(WorkingState(backend, name, fmt, comp, manifest, version), mode)
+
+    @staticmethod
+    def _read_manifest(backend: Backend, name: str) -> tuple[Manifest, str]:
+        got = backend.get_versioned(name)
+        if got is None:
+            raise NotAStoreError(f"{backend.location}: manifest {name} disappeared")
+        data, version = got
+        fmt, comp = parse_manifest_filename(name)  # type: ignore[misc]
+        return decode_manifest(data, fmt, comp, f"{backend.location}/{name}"), version
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @property
+    def _st(self) -> WorkingState:
+        state = self._state
+        if state is None:
+            raise StoreClosedError(f"store {self._location} is closed")
+        return state
+
+    def _writable(self, what: str) -> WorkingState:
+        state = self._st
+        if self._mode == "r":
+            raise ReadOnlyError(f"cannot {what}: store {self._location} was opened read-only")
+        return state
+
+    @property
+    def location(self) -> str:
+        """Where the store lives (a path or URL)."""
+        return self._location
+
+    @property
+    def read_only(self) -> bool:
+        """True for handles opened with ``mode="r"``."""
+        return self._mode == "r"
+
+    @property
+    def generation(self) -> int:
+        """The committed generation this handle reads."""
+        return self._st.base.generation
+
+    @property
+    def codec(self) -> str:
+        """The chunk codec of the store."""
+        return self._st.base.codec
+
+    # -- datasets --------------------------------------------------------------------------------
+
+    def create_dataset(self, name: str) -> DatasetView:
+        """Create an empty dataset and return a view of it.
+
+        Raises
+        ------
+        InvalidNameError
+            For an empty name, a name with ``/``, a leading ``_``, ``.`` or ``..``.
+        DatasetExistsError
+            If the dataset exists (a ``FileExistsError``).
+        """
+        with self._lock:
+            state = self._writable(f"create dataset {name!r}")
+            validate_name(name, "dataset")
+            if name in state.datasets:
+                raise DatasetExistsError(f"dataset {name!r} already exists")
+            state.add_dataset(name)
+            return DatasetView(self, name)
+
+    def open_dataset(self, name: str) -> DatasetView:
+        """A view of an existing dataset (``KeyError`` if there is none)."""
+        with self._lock:
+            self._st.dataset(name)
+            return DatasetView(self, name)
+
+    def delete_dataset(self, name: str) -> None:
+        """Delete a dataset and all its arrays (at the next flush)."""
+        with self._lock:
+            self._writable(f"delete dataset {name!r}").remove_dataset(name)
+
+    def dataset_exists(self, name: str) -> bool:
+        """True if the dataset exists in this handle's view (pending changes included)."""
+        with self._lock:
+            return name in self._st.datasets
+
+    def list_datasets(self) -> list[str]:
+        """Names of all datasets, sorted."""
+        with self._lock:
+            return sorted(self._st.datasets)
+
+    def list_arrays(self) -> list[str]:
+        """Names of all arrays defined in at least one dataset, sorted."""
+        with self._lock:
+            names: set[str] = set()
+            for ds in self._st.datasets.values():
+                names.update(ds.arrays)
+            return sorted(names)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.dataset_exists(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.list_datasets())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._st.datasets)
+
+    # -- commit ------------------------------------------------------------------------------------
+
+    @property
+    def has_pending_changes(self) -> bool:
+        """True when changes wait for :meth:`flush`."""
+        with self._lock:
+            return self._st.has_changes
+
+    def flush(self) -> None:
+        """Commit every pending change atomically (one new generation).
+
+        New segment files are written and made durable first; the manifest is then
+        replaced in one atomic step.  A crash at any point leaves the store at the
+        old generation or the new one.  Does nothing when nothing is pending.
+
+        Raises
+        ------
+        ConflictError
+            If another writer committed since this handle's snapshot.  The pending
+            changes are kept: call :meth:`refresh`, then :meth:`flush` again.
+        BackendError
+            If an I/O operation failed; the pending changes are kept and the flush
+            can be retried.
+        """
+        with self._lock:
+            state = self._st
+            if not state.has_changes:
+                return
+            self._writable("flush")
+            state.commit()
+
+    def refresh(self) -> None:
+        """Move this handle to the newest committed generation.
+
+        Pending changes are re-applied on top of it when they touch datasets the
+        other writer did not touch; otherwise :class:`ConflictError` is raised and
+        nothing changes.
+        """
+        with self._lock:
+            state = self._st
+            manifest, version = self._read_manifest(state.backend, state.manifest_name)
+            if version == state.version:
+                return
+            state.rebase(manifest, version)
+
+    def discard(self) -> None:
+        """Drop every pending change; the handle returns to its committed snapshot."""
+        with self._lock:
+            self._st.discard()
+
+    def compact(self, grace_period: float = 3600.0) -> None:
+        """Rewrite live chunks into one segment per array name and delete dead files.
+
+        Pending changes are flushed first.  The rewritten segments are committed
+        like a flush; only then are the segments the new manifest no longer
+        references deleted.  Files that no manifest ever referenced (left by a
+        crash, or being written right now by another writer) are deleted only when
+        older than ``grace_period`` seconds.
+        """
+        from atlas.compact import compact_store
+
+        with self._lock:
+            state = self._writable("compact")
+            if state.has_changes:
+                state.commit()
+            compact_store(state, grace_period)
+
+    def close(self) -> None:
+        """Flush pending changes (writable handles) and release the store.
+
+        Closing twice is harmless; any other use after closing raises
+        :class:`~atlas.errors.StoreClosedError`.
+        """
+        with self._lock:
+            state = self._state
+            if state is None:
+                return
+            if self._mode != "r" and state.has_changes:
+                state.commit()
+            self._release()
+
+    def _release(self) -> None:
+        state = self._state
+        self._state = None
+        if state is not None:
+            state.io.close()
+            state.backend.close()
+
+    def __enter__(self) -> Atlas:
+        self._st
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        with self._lock:
+            if self._state is None:
+                return
+            if exc_type is not None:
+                self._state.discard()
+                self._release()
+                return
+            self.close()
+
+    def __del__(self) -> None:
+        # Never commit from a finaliser: an unreferenced handle just drops its maps.
+        try:
+            if getattr(self, "_state", None) is not None:
+                self._state.io.close()  # type: ignore[union-attr]
+        except AtlasError:
+            pass
+
+    def __repr__(self) -> str:
+        state = self._state
+        if state is None:
+            return f"<Atlas {self._location!r} (closed)>"
+        pending = ", pending changes" if state.has_changes else ""
+        ro = ", read-only" if self._mode == "r" else ""
+        return (
+            f"<Atlas {self._location!r} generation={state.base.generation} datasets={len(state.datasets)} "
+            f"codec={state.base.codec}{ro}{pending}>"
+        )
