@@ -100,10 +100,14 @@ class WorkingState:
 
     def discard(self) -> None:
         """Drop every pending change; back to the snapshot."""
+        self.adopt(self.base, self.version)
+
+    def adopt(self, base: Manifest, version: Version) -> None:
+        """Drop every pending change and move to snapshot ``base``."""
         for engine in self.engines.values():
             engine.pending.clear()
         self.dirty.clear()
-        self._adopt(self.base, self.version)
+        self._adopt(base, version)
 
     # -- commit ------------------------------------------------------------------------------
 
@@ -173,10 +177,7 @@ class WorkingState:
                 f"another writer committed to {self.backend.location} since this handle read generation "
                 f"{self.base.generation}; pending changes are kept: call refresh() and flush() again"
             ) from None
-        for engine in self.engines.values():
-            engine.pending.clear()
-        self.dirty.clear()
-        self._adopt(new, version)
+        self.adopt(new, version)
         return new
 
     def rebase(self, newer: Manifest, version: Version) -> None:

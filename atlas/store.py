@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+import numpy as np
 
 from atlas.backends import resolve
 from atlas.backends.base import Backend
@@ -257,6 +259,55 @@ class Atlas:
         with self._lock:
             return len(self._st.datasets)
 
+    # -- bulk reads ----------------------------------------------------------------------------------
+
+    def read_array_across(
+        self,
+        array: str,
+        dataset_names: Sequence[str],
+        start: Sequence[int] | None = None,
+        shape: Sequence[int] | None = None,
+    ) -> list[np.ndarray | None]:
+        """Read the same box of ``array`` from many datasets.
+
+        Returns
+        -------
+        list
+            One array per dataset name, in order; None where the dataset does not
+            define ``array``.
+
+        Raises
+        ------
+        DatasetNotFoundError
+            If a name is not a dataset (a ``KeyError``).
+        SelectionError
+            If the box does not fit one of the arrays.
+        """
+        from atlas.bulk import read_across
+
+        return read_across(self, array, dataset_names, start, shape)
+
+    def read_array_across_stacked(
+        self,
+        array: str,
+        dataset_names: Sequence[str],
+        start: Sequence[int] | None = None,
+        shape: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Read the same box of ``array`` from many datasets into one ``(N, *box)`` array.
+
+        Raises
+        ------
+        ArrayNotFoundError
+            If a dataset does not define ``array`` (a ``KeyError`` naming it).
+        SchemaMismatchError
+            If dtypes differ, or shapes differ when no box is given (a
+            ``ValueError`` naming the first dataset that differs).
+        """
+        from atlas.bulk import read_across_stacked
+
+        return read_across_stacked(self, array, dataset_names, start, shape)
+
     # -- commit ------------------------------------------------------------------------------------
 
     @property
@@ -312,9 +363,17 @@ class Atlas:
 
         Pending changes are flushed first.  The rewritten segments are committed
         like a flush; only then are the segments the new manifest no longer
-        references deleted.  Files that no manifest ever referenced (left by a
-        crash, or being written right now by another writer) are deleted only when
-        older than ``grace_period`` seconds.
+        references deleted, which reclaims the space of overwritten chunks and
+        deleted datasets and arrays.  Other handles that still read an older
+        generation must :meth:`refresh` (local handles keep reading the segments
+        they have already mapped).
+
+        Parameters
+        ----------
+        grace_period : float
+            Files that no manifest references (left by a crash, or written right
+            now by another writer that has not committed yet) are deleted only
+            when older than this many seconds.
         """
         from atlas.compact import compact_store
 

@@ -85,12 +85,9 @@ def chunk_stats(values: np.ndarray, written: np.ndarray | None, meta: ArrayMeta)
             return ChunkStats(cells, int(nulls))
         return ChunkStats(cells, int(nulls), _as_dtype(lo, name), _as_dtype(hi, name))
     view = _numeric_view(values)
-    fill_int = int(fill) if fill is not None else 0
-    if name == "uint64" and fill_int > np.iinfo(np.int64).max:
-        fill_int -= 1 << 64  # the kernel compares bit patterns of the same width
-    nulls, valid, lo, hi = kernels.stats_int(
-        view, np.int64(fill_int), fill is not None, name == "timestamp_nanoseconds", mask
-    )
+    # The fill is passed in the chunk's own dtype so the kernel compares like with like.
+    fill_typed = view.dtype.type(int(fill) if fill is not None else 0)
+    nulls, valid, lo, hi = kernels.stats_int(view, fill_typed, fill is not None, name == "timestamp_nanoseconds", mask)
     if valid == 0:
         return ChunkStats(cells, int(nulls))
     if name == "bool":

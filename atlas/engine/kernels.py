@@ -152,11 +152,12 @@ def stats_float(values: np.ndarray, fill: float, use_fill: bool, written: np.nda
 
 
 @numba.njit(**_JIT)
-def stats_int(values: np.ndarray, fill: np.int64, use_fill: bool, nat: bool, written: np.ndarray):  # noqa: ANN201
+def stats_int(values: np.ndarray, fill, use_fill: bool, nat: bool, written: np.ndarray):  # noqa: ANN201
     """Null count and min/max of the valid cells of an integer (or timestamp, or
     bool viewed as uint8) chunk.
 
-    A cell is null when it equals ``fill`` (if ``use_fill``), is the NaT pattern
+    ``fill`` has the dtype of ``values``.  A cell is null when it equals ``fill``
+    (if ``use_fill``), is the NaT pattern
     (if ``nat``), or its ``written`` flag is 0 (when ``written`` is not empty).
     Returns ``(null_count, n_valid, min, max)`` in the dtype of ``values``.
     """

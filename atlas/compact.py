@@ -1,0 +1,124 @@
+"""Compaction: rewrite live chunks into one segment per array name, then delete garbage.
+
+The order is the same as a flush: the new segments are written and made durable,
+the manifest is committed (conditionally, like any commit), and only then are
+files deleted.  A crash at any point leaves a store at the old or the new
+generation; files left behind are swept by a later compaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+
+import numpy as np
+
+from atlas.engine.codecs import checksum
+from atlas.engine.segment import SegmentWriter
+from atlas.errors import ChecksumError, ConflictError
+from atlas.metadata import ArrayFamily, Manifest, SegmentRef, encode_manifest
+from atlas.state import WorkingState
+
+__all__ = ["compact_store", "garbage_files"]
+
+
+def _live_slots(manifest: Manifest) -> dict[str, set[int]]:
+    live: dict[str, set[int]] = {}
+    for ds in manifest.datasets.values():
+        for array_name, meta in ds.arrays.items():
+            live.setdefault(array_name, set()).add(meta.slot)
+    return live
+
+
+def _referenced(manifest: Manifest) -> set[str]:
+    return {f"{fam.dir}/{ref.file}" for fam in manifest.families.values() for ref in fam.segments}
+
+
+def compact_store(state: WorkingState, orphan_grace: float) -> None:
+    """Compact the committed state of ``state`` (which has no pending changes)."""
+    base = state.base
+    gen = base.generation + 1
+    token = secrets.token_bytes(16)
+    live = _live_slots(base)
+    new = Manifest(
+        codec=base.codec,
+        generation=gen,
+        write_token=token.hex(),
+        next_slot=base.next_slot,
+        next_dataset_id=base.next_dataset_id,
+        datasets=dict(base.datasets),
+        families={},
+    )
+    files = []
+    for array_name, family in sorted(base.families.items()):
+        slots = live.get(array_name)
+        if not slots or not family.segments:
+            continue
+        engine = state.engine(array_name)
+        idx = engine.index()
+        keep = np.isin(idx.slots, np.fromiter(slots, np.uint64, len(slots)))
+        positions = np.nonzero(keep)[0]
+        if positions.size == 0:
+            continue
+        if len(family.segments) == 1 and positions.size == idx.table.shape[0]:
+            new.families[array_name] = ArrayFamily(family.dir, list(family.segments))
+            continue  # already compact: one segment, every record live
+        writer = SegmentWriter(gen, token)
+        for pos in positions:
+            record = idx.table[pos]
+            ref = family.segments[int(idx.seg[pos])]
+            path = engine.path(ref)
+            stored = state.io.read(path, int(record["offset"]), int(record["nbytes"]), ref.size)
+            if checksum(stored) != int(record["checksum"]):
+                raise ChecksumError(f"{path}: chunk {int(record['chunk'])} of slot {int(record['slot'])} is damaged")
+            writer.add(
+                int(record["slot"]),
+                int(record["chunk"]),
+                stored,
+                int(record["codec"]),
+                int(record["raw_nbytes"]),
+                int(record["null_count"]),
+                int(record["min"]),
+                int(record["max"]),
+                int(record["flags"]),
+                digest=int(record["checksum"]),
+            )
+        parts, size, index_offset, index_length, digest = writer.finish()
+        ref = SegmentRef(f"{gen:012d}-{token.hex()[:16]}.af", size, index_offset, index_length, digest, len(writer))
+        new.families[array_name] = ArrayFamily(family.dir, [ref])
+        files.append((f"{family.dir}/{ref.file}", parts))
+    for path, parts in files:
+        state.backend.put(path, parts)
+    data = encode_manifest(new, state.meta_format, state.meta_compression)
+    try:
+        version = state.backend.commit(state.manifest_name, data, state.version)
+    except ConflictError:
+        raise ConflictError(
+            f"another writer committed to {state.backend.location} during compaction; call refresh() and retry"
+        ) from None
+    retired = _referenced(base) - _referenced(new)
+    state.adopt(new, version)
+    state.io.forget(_referenced(new))
+    for path in sorted(retired):
+        state.backend.delete(path)
+    for path in garbage_files(state, orphan_grace):
+        with contextlib.suppress(Exception):  # a sweep failure never fails a committed compaction
+            state.backend.delete(path)
+
+
+def garbage_files(state: WorkingState, orphan_grace: float) -> list[str]:
+    """Files no manifest references that are older than ``orphan_grace`` seconds.
+
+    Younger ones may be segments another writer is about to commit, so they stay.
+    """
+    referenced = _referenced(state.base)
+    cutoff = time.time() - orphan_grace
+    out = []
+    for info in state.backend.list(""):
+        name = info.path.rsplit("/", 1)[-1]
+        is_segment = "/" in info.path and name.endswith(".af")
+        is_temp = name.startswith(".") and name.endswith(".tmp")
+        if (is_segment or is_temp) and info.path not in referenced and info.mtime < cutoff:
+            out.append(info.path)
+    return sorted(out)
