@@ -1,0 +1,241 @@
+"""Commit protocol, snapshots, optimistic concurrency, read-only handles, damage."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import atlas
+from atlas import errors
+
+
+def make(path, n=3):
+    with atlas.Atlas.create(path) as s:
+        for i in range(n):
+            ds = s.create_dataset(f"d{i}")
+            ds.define_array("x", "float64", ["n"], [20], chunk_shape=[8])
+            ds.write_array("x", [0], np.arange(20.0) + i)
+    return path
+
+
+def test_nothing_visible_before_flush(tmp_path):
+    path = make(tmp_path / "s")
+    writer = atlas.Atlas.open(path)
+    writer.open_dataset("d0").write_array("x", [0], np.full(20, -1.0))
+    writer.create_dataset("new")
+    reader = atlas.Atlas.open(path, mode="r")
+    assert reader.list_datasets() == ["d0", "d1", "d2"]
+    assert reader.open_dataset("d0").read_array("x")[0] == 0.0
+    writer.flush()
+    assert reader.open_dataset("d0").read_array("x")[0] == 0.0  # snapshot until refresh
+    reader.refresh()
+    assert reader.open_dataset("d0").read_array("x")[0] == -1.0
+    assert "new" in reader.list_datasets()
+
+
+def test_with_block_commits_on_success_and_discards_on_exception(tmp_path):
+    path = make(tmp_path / "s")
+    with pytest.raises(RuntimeError):
+        with atlas.Atlas.open(path) as s:
+            s.create_dataset("lost")
+            s.open_dataset("d1").write_array("x", [0], np.zeros(20))
+            raise RuntimeError("boom")
+    s = atlas.Atlas.open(path)
+    assert "lost" not in s.list_datasets()
+    assert s.open_dataset("d1").read_array("x")[0] == 1.0
+    with atlas.Atlas.open(path) as s:
+        s.create_dataset("kept")
+    assert "kept" in atlas.Atlas.open(path).list_datasets()
+
+
+def test_create_refuses_existing_store_and_non_empty_dir(tmp_path):
+    path = make(tmp_path / "s")
+    with pytest.raises(FileExistsError) as info:
+        atlas.Atlas.create(path)
+    assert isinstance(info.value, errors.StoreExistsError)
+    assert atlas.Atlas.open(path).list_datasets() == ["d0", "d1", "d2"]  # nothing wiped
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("hi")
+    with pytest.raises(FileExistsError):
+        atlas.Atlas.create(other)
+
+
+def test_open_not_a_store(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        atlas.Atlas.open(tmp_path / "missing")
+    assert isinstance(info.value, errors.NotAStoreError)
+    with pytest.raises(errors.NotAStoreError):
+        atlas.Atlas.open(tmp_path)
+    with pytest.raises(ValueError):
+        atlas.Atlas.open(tmp_path, mode="w")
+
+
+def test_newer_format_version_rejected(tmp_path):
+    path = make(tmp_path / "s")
+    manifest = json.loads((path / "atlas.json").read_text())
+    manifest["format_version"] = 99
+    (path / "atlas.json").write_text(json.dumps(manifest))
+    with pytest.raises(errors.FormatVersionError, match="99"):
+        atlas.Atlas.open(path)
+
+
+def test_garbled_manifest_is_a_clear_error(tmp_path):
+    path = make(tmp_path / "s")
+    (path / "atlas.json").write_bytes(b"{not json")
+    with pytest.raises(errors.CorruptStoreError, match="atlas.json"):
+        atlas.Atlas.open(path)
+
+
+def test_read_only_handle(tmp_path):
+    path = make(tmp_path / "s")
+    s = atlas.Atlas.open(path, mode="r")
+    assert s.read_only
+    ds = s.open_dataset("d0")
+    for call in (
+        lambda: s.create_dataset("x"),
+        lambda: s.delete_dataset("d0"),
+        lambda: ds.write_array("x", [0], np.zeros(20)),
+        lambda: ds.define_array("y", "int8", ["n"], [1]),
+        lambda: ds.set_attribute("a", 1),
+        lambda: ds.delete_array("x"),
+        s.compact,
+    ):
+        with pytest.raises(PermissionError) as info:
+            call()
+        assert isinstance(info.value, errors.ReadOnlyError)
+    assert ds.read_array("x")[1] == 1.0
+    s.close()
+
+
+def test_conflicting_commit_keeps_pending_and_refresh_retry_succeeds(tmp_path):
+    path = make(tmp_path / "s")
+    a = atlas.Atlas.open(path)
+    b = atlas.Atlas.open(path)
+    a.open_dataset("d0").write_array("x", [0], np.full(20, 100.0))
+    new = a.create_dataset("from_a")
+    new.define_array("x", "int8", ["n"], [2])
+    new.write_array("x", [0], np.array([1, 2], "int8"))
+    b.open_dataset("d1").write_array("x", [0], np.full(20, 200.0))
+    nb = b.create_dataset("from_b")
+    nb.define_array("y", "int8", ["n"], [2])
+    nb.write_array("y", [0], np.array([3, 4], "int8"))
+    b.flush()
+    with pytest.raises(errors.ConflictError):
+        a.flush()
+    assert a.has_pending_changes
+    assert a.open_dataset("d0").read_array("x")[0] == 100.0  # still staged
+    a.refresh()
+    a.flush()
+    final = atlas.Atlas.open(path)
+    assert final.list_datasets() == ["d0", "d1", "d2", "from_a", "from_b"]
+    assert final.open_dataset("d0").read_array("x")[0] == 100.0
+    assert final.open_dataset("d1").read_array("x")[0] == 200.0
+    assert final.open_dataset("from_a").read_array("x").tolist() == [1, 2]
+    assert final.open_dataset("from_b").read_array("y").tolist() == [3, 4]
+    slots = [m.slot for ds in final._st.datasets.values() for m in ds.arrays.values()]
+    assert len(slots) == len(set(slots))  # no slot shared by two arrays after the rebase
+
+
+def test_refresh_refuses_when_both_changed_the_same_dataset(tmp_path):
+    path = make(tmp_path / "s")
+    a = atlas.Atlas.open(path)
+    b = atlas.Atlas.open(path)
+    a.open_dataset("d0").set_attribute("who", "a")
+    b.open_dataset("d0").set_attribute("who", "b")
+    b.flush()
+    with pytest.raises(errors.ConflictError):
+        a.flush()
+    with pytest.raises(errors.ConflictError, match="d0"):
+        a.refresh()
+    assert a.open_dataset("d0").get_attribute("who") == "a"  # pending kept
+    a.discard()
+    a.refresh()
+    assert a.open_dataset("d0").get_attribute("who") == "b"
+
+
+def test_open_takes_no_lock_and_never_blocks(tmp_path):
+    import fcntl
+
+    path = make(tmp_path / "s")
+    fd = os.open(path / ".atlas.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        s = atlas.Atlas.open(path, mode="r")
+        assert s.open_dataset("d2").read_array("x")[0] == 2.0
+    finally:
+        os.close(fd)
+
+
+def test_damaged_chunk_raises_checksum_error_naming_file_and_dataset(tmp_path):
+    path = make(tmp_path / "s", n=1)
+    with atlas.Atlas.open(path) as s:
+        ds = s.create_dataset("other")
+        ds.define_array("y", "int32", ["n"], [4])
+        ds.write_array("y", [0], np.arange(4, dtype="int32"))
+    (seg,) = (path / "x").iterdir()
+    raw = bytearray(seg.read_bytes())
+    raw[80] ^= 0xFF  # inside the first chunk payload
+    seg.write_bytes(bytes(raw))
+    s = atlas.Atlas.open(path)
+    with pytest.raises(errors.ChecksumError) as info:
+        s.open_dataset("d0").read_array("x")
+    assert seg.name in str(info.value) and "'d0'" in str(info.value)
+    assert s.open_dataset("other").read_array("y").tolist() == [0, 1, 2, 3]
+
+
+def test_damaged_index_is_detected(tmp_path):
+    path = make(tmp_path / "s", n=1)
+    (seg,) = (path / "x").iterdir()
+    raw = bytearray(seg.read_bytes())
+    raw[-40] ^= 0x01  # inside the index
+    seg.write_bytes(bytes(raw))
+    with pytest.raises(errors.CorruptStoreError, match=seg.name):
+        atlas.Atlas.open(path).open_dataset("d0").read_array("x")
+
+
+def test_truncated_or_missing_segment(tmp_path):
+    path = make(tmp_path / "s", n=1)
+    (seg,) = (path / "x").iterdir()
+    seg.write_bytes(seg.read_bytes()[:100])
+    with pytest.raises(errors.CorruptStoreError):
+        atlas.Atlas.open(path).open_dataset("d0").read_array("x")
+    seg.unlink()
+    with pytest.raises(errors.CorruptStoreError, match="unreadable"):
+        atlas.Atlas.open(path).open_dataset("d0").read_array("x")
+
+
+def test_compact_keeps_content_and_removes_dead_files(tmp_path):
+    path = make(tmp_path / "s", n=4)
+    s = atlas.Atlas.open(path)
+    for i in range(3):
+        s.open_dataset("d0").write_array("x", [0], np.full(4, float(i)))
+        s.flush()
+    s.delete_dataset("d3")
+    s.flush()
+    before = {n: s.open_dataset(n).read_array("x") for n in s.list_datasets()}
+    stats = {n: s.open_dataset(n).array_stats("x") for n in s.list_datasets()}
+    (path / "x" / "000000000099-deadbeefdeadbeef.af").write_bytes(b"orphan")
+    os.utime(path / "x" / "000000000099-deadbeefdeadbeef.af", (0, 0))
+    (path / "x" / "000000000098-0000000000000000.af").write_bytes(b"young orphan")
+    s.compact()
+    files = sorted(p.name for p in (path / "x").iterdir())
+    assert len(files) == 2 and "000000000098-0000000000000000.af" in files
+    s2 = atlas.Atlas.open(path)
+    for n, arr in before.items():
+        np.testing.assert_array_equal(s2.open_dataset(n).read_array("x"), arr)
+        assert s2.open_dataset(n).array_stats("x") == stats[n]
+
+
+def test_flush_without_changes_is_a_no_op(tmp_path):
+    path = make(tmp_path / "s")
+    s = atlas.Atlas.open(path)
+    gen = s.generation
+    s.flush()
+    assert s.generation == gen
+    s.open_dataset("d0").set_attribute("k", 1)
+    s.flush()
+    assert s.generation == gen + 1
