@@ -67,7 +67,7 @@ def read_across_stacked(
                 raise ArrayNotFoundError(f"dataset {n!r} has no array {array!r}")
             metas.append(meta)
         first = metas[0]
-        for n, meta in zip(names, metas):
+        for n, meta in zip(names, metas, strict=False):
             if meta.dtype != first.dtype:
                 raise SchemaMismatchError(
                     f"dataset {n!r} array {array!r} has dtype {meta.dtype}, dataset {names[0]!r} has {first.dtype}"

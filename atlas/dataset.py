@@ -22,8 +22,8 @@ from atlas.metadata import ArrayMeta, DatasetMeta
 from atlas.names import encode_dir_name, validate_name
 
 if TYPE_CHECKING:
-    from atlas.store import Atlas
     from atlas.state import WorkingState
+    from atlas.store import Atlas
 
 __all__ = ["DatasetView", "default_chunk_shape"]
 
@@ -121,11 +121,13 @@ class DatasetView:
         if len(start_t) != ndim:
             raise SelectionError(f"{where}: start {list(start_t)} has rank {len(start_t)}, the array has rank {ndim}")
         if shape is None:
-            shape_t = tuple(max(0, s - b) for s, b in zip(meta.shape, start_t))
+            shape_t = tuple(max(0, s - b) for s, b in zip(meta.shape, start_t, strict=False))
         else:
             shape_t = _int_tuple(shape, f"{where}: shape")
             if len(shape_t) != ndim:
-                raise SelectionError(f"{where}: shape {list(shape_t)} has rank {len(shape_t)}, the array has rank {ndim}")
+                raise SelectionError(
+                    f"{where}: shape {list(shape_t)} has rank {len(shape_t)}, the array has rank {ndim}"
+                )
         _check_bounds(start_t, shape_t, meta.shape, where)
         return start_t, shape_t
 
@@ -195,7 +197,9 @@ class DatasetView:
                 if not isinstance(d, str) or d == "":
                     raise InvalidNameError(f"{where}: dimension name {d!r} must be a non-empty str")
             if len(dims_t) != len(shape_t):
-                raise InvalidArgumentError(f"{where}: {len(dims_t)} dims {list(dims_t)} for a shape of rank {len(shape_t)}")
+                raise InvalidArgumentError(
+                    f"{where}: {len(dims_t)} dims {list(dims_t)} for a shape of rank {len(shape_t)}"
+                )
             itemsize = 8 if dtype_name == "string" else dtypes.storage_dtype(dtype_name).itemsize
             if chunk_shape is None:
                 chunks = default_chunk_shape(shape_t, itemsize)
@@ -207,7 +211,7 @@ class DatasetView:
                     )
                 if any(c <= 0 for c in chunks):
                     raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} must be positive")
-            cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t))
+            cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t, strict=False))
             if cells > MAX_CHUNK_CELLS:
                 raise InvalidArgumentError(
                     f"{where}: chunk_shape {list(chunks)} has {cells} cells; at most {MAX_CHUNK_CELLS} per chunk"
@@ -250,7 +254,9 @@ class DatasetView:
             state.engine(name).write(meta, start_t, values, where)
             state.touch(self._name)
 
-    def read_array(self, name: str, start: Sequence[int] | None = None, shape: Sequence[int] | None = None) -> np.ndarray | None:
+    def read_array(
+        self, name: str, start: Sequence[int] | None = None, shape: Sequence[int] | None = None
+    ) -> np.ndarray | None:
         """Read a box of array ``name``; None when the dataset has no such array.
 
         Parameters
@@ -379,7 +385,7 @@ class DatasetView:
 
 
 def _check_bounds(start: tuple[int, ...], shape: tuple[int, ...], bounds: tuple[int, ...], where: str) -> None:
-    for axis, (b, n, s) in enumerate(zip(start, shape, bounds)):
+    for axis, (b, n, s) in enumerate(zip(start, shape, bounds, strict=False)):
         if b < 0 or n < 0 or b + n > s or b > s:
             raise SelectionError(
                 f"{where}: selection start={list(start)} shape={list(shape)} leaves the array "

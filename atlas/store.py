@@ -405,7 +405,8 @@ class Atlas:
             state.backend.close()
 
     def __enter__(self) -> Atlas:
-        self._st
+        if self._state is None:
+            raise StoreClosedError(f"store {self._location} is closed")
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

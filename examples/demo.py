@@ -53,7 +53,8 @@ def main(n_datasets: int = 500, where: str | None = None) -> None:
     print(f"write + flush  {t_write:8.3f} s   ({size / 1e6:.1f} MB on disk, codec {store.codec})")
     print(f"open           {t_open * 1e3:8.2f} ms")
     print(f"bulk read      {t_read * 1e3:8.2f} ms   TEMP[0:10, 0:24] of every dataset -> {block.shape} {block.dtype}")
-    print(f"first values   {np.round(block[0, 0, :4], 3)}; stats of {names[0]}: min={stats['min']:.3f} max={stats['max']:.3f}")
+    first = np.round(block[0, 0, :4], 3)
+    print(f"first values   {first}; stats of {names[0]}: min={stats['min']:.3f} max={stats['max']:.3f}")
     store.close()
     if tmp is not None:
         tmp.cleanup()

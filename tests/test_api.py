@@ -179,8 +179,13 @@ def test_bool_arrays(store):
 
 @pytest.mark.parametrize(
     ("dtype", "value"),
-    [("int32", np.array(7, "int32")), ("float64", np.array(2.5)), ("string", np.array("zero-d", dtype=object)),
-     ("bool", np.array(True)), ("timestamp_nanoseconds", np.array(np.datetime64("2024-05-01", "ns")))],
+    [
+        ("int32", np.array(7, "int32")),
+        ("float64", np.array(2.5)),
+        ("string", np.array("zero-d", dtype=object)),
+        ("bool", np.array(True)),
+        ("timestamp_nanoseconds", np.array(np.datetime64("2024-05-01", "ns"))),
+    ],
 )
 def test_zero_d_arrays(store, dtype, value):
     ds = store.create_dataset("d")
@@ -340,10 +345,10 @@ def test_read_and_partial_writes_across_chunks(store):
     rng = np.random.default_rng(0)
     for _ in range(20):
         start = [int(rng.integers(0, s)) for s in model.shape]
-        shape = [int(rng.integers(1, s - b + 1)) for s, b in zip(model.shape, start)]
+        shape = [int(rng.integers(1, s - b + 1)) for s, b in zip(model.shape, start, strict=False)]
         data = rng.integers(-1000, 1000, shape).astype("int64")
         ds.write_array("x", start, data)
-        model[tuple(slice(b, b + n) for b, n in zip(start, shape))] = data
+        model[tuple(slice(b, b + n) for b, n in zip(start, shape, strict=False))] = data
     np.testing.assert_array_equal(ds.read_array("x"), model)
     np.testing.assert_array_equal(ds.read_array("x", [2, 1, 1], [4, 4, 3]), model[2:6, 1:5, 1:4])
     s2 = reopen(store)

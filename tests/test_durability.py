@@ -38,11 +38,10 @@ def test_nothing_visible_before_flush(tmp_path):
 
 def test_with_block_commits_on_success_and_discards_on_exception(tmp_path):
     path = make(tmp_path / "s")
-    with pytest.raises(RuntimeError):
-        with atlas.Atlas.open(path) as s:
-            s.create_dataset("lost")
-            s.open_dataset("d1").write_array("x", [0], np.zeros(20))
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atlas.Atlas.open(path) as s:
+        s.create_dataset("lost")
+        s.open_dataset("d1").write_array("x", [0], np.zeros(20))
+        raise RuntimeError("boom")
     s = atlas.Atlas.open(path)
     assert "lost" not in s.list_datasets()
     assert s.open_dataset("d1").read_array("x")[0] == 1.0
@@ -86,7 +85,7 @@ def test_newer_format_version_rejected(tmp_path):
 def test_garbled_manifest_is_a_clear_error(tmp_path):
     path = make(tmp_path / "s")
     (path / "atlas.json").write_bytes(b"{not json")
-    with pytest.raises(errors.CorruptStoreError, match="atlas.json"):
+    with pytest.raises(errors.CorruptStoreError, match=r"atlas\.json"):
         atlas.Atlas.open(path)
 
 

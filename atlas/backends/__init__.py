@@ -36,10 +36,7 @@ def resolve(source: Any, read_only: bool) -> Backend:
             return LocalBackend(unquote(parsed.path), read_only=read_only)
         if parsed.scheme.lower() in _CLOUD_SCHEMES:
             raise MissingDependencyError(
-                f"{source!r} is an object-store location; this build of atlas serves local paths "
-                "and file:// URLs only"
+                f"{source!r} is an object-store location; this build of atlas serves local paths and file:// URLs only"
             )
         return LocalBackend(source, read_only=read_only)
-    raise InvalidArgumentError(
-        f"store location must be a path, a URL or a store handle, got {type(source).__name__}"
-    )
+    raise InvalidArgumentError(f"store location must be a path, a URL or a store handle, got {type(source).__name__}")

@@ -106,7 +106,7 @@ class LocalBackend:
         full = self._path(path)
         try:
             with open(full, "rb") as fh:
-                return [os.pread(fh.fileno(), n, s) for s, n in zip(starts, lengths)]
+                return [os.pread(fh.fileno(), n, s) for s, n in zip(starts, lengths, strict=False)]
         except OSError as exc:
             raise _fail("read", full, exc) from None
 

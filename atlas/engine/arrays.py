@@ -17,7 +17,15 @@ import numpy as np
 from atlas import dtypes
 from atlas.backends.base import Backend, CanMap
 from atlas.engine import kernels
-from atlas.engine.chunks import ChunkStats, bits_value, chunk_stats, decode_chunk, encode_chunk, fill_for, tracks_written
+from atlas.engine.chunks import (
+    ChunkStats,
+    bits_value,
+    chunk_stats,
+    decode_chunk,
+    encode_chunk,
+    fill_for,
+    tracks_written,
+)
 from atlas.engine.planner import ChunkPlan, chunk_grid, plan_selection
 from atlas.engine.segment import RECORD_DTYPE, SegmentWriter, parse_index
 from atlas.errors import BackendError, CorruptStoreError
@@ -65,7 +73,7 @@ class SegmentIO:
     def read_many(self, path: str, offsets: np.ndarray, lengths: np.ndarray, file_size: int) -> list[np.ndarray]:
         """Several ranges of one file (one request batch on object stores)."""
         if self.can_map:
-            return [self.read(path, int(o), int(n), file_size) for o, n in zip(offsets, lengths)]
+            return [self.read(path, int(o), int(n), file_size) for o, n in zip(offsets, lengths, strict=False)]
         bufs = self.backend.get_ranges(path, [int(o) for o in offsets], [int(n) for n in lengths])
         return [np.frombuffer(b, dtype=np.uint8) for b in bufs]
 
@@ -174,10 +182,14 @@ class FamilyEngine:
                         try:
                             raw = self.io.read(path, ref.index_offset, ref.index_length, ref.size)
                         except BackendError as exc:
-                            raise CorruptStoreError(f"segment {path} of array {self.name!r} is unreadable: {exc}") from None
+                            raise CorruptStoreError(
+                                f"segment {path} of array {self.name!r} is unreadable: {exc}"
+                            ) from None
                         table = parse_index(raw, ref.index_checksum, ref.index_offset, path)
                         if table.shape[0] != ref.records:
-                            raise CorruptStoreError(f"{path}: index holds {table.shape[0]} records, expected {ref.records}")
+                            raise CorruptStoreError(
+                                f"{path}: index holds {table.shape[0]} records, expected {ref.records}"
+                            )
                         tables.append(table)
                     self._index = FamilyIndex(tables)
                 idx = self._index
@@ -234,7 +246,7 @@ class FamilyEngine:
         positions = {}
         if missing and self.family.segments:
             found = self.index().find(meta.slot, plan.chunk_ids[missing])
-            positions = {m: int(p) for m, p in zip(missing, found)}
+            positions = {m: int(p) for m, p in zip(missing, found, strict=False)}
         # Load every chunk first: a damaged stored chunk must fail the call before
         # any staged chunk has changed.
         chunks: list[PendingChunk] = []
@@ -294,7 +306,7 @@ class FamilyEngine:
             cells = _chunk_cells(table["chunk"], meta.shape, meta.chunk_shape, grid)
             covered += int(cells.sum())
             if meta.dtype == "string":
-                for pos, n in zip(positions, cells):
+                for pos, n in zip(positions, cells, strict=False):
                     values, written = self.stored_chunk(int(pos), meta, int(n), where)
                     parts.append(chunk_stats(values, written, meta))
             else:
@@ -302,7 +314,9 @@ class FamilyEngine:
         return _combine(parts, total, total - covered)
 
 
-def _chunk_cells(chunk_ids: np.ndarray, shape: tuple[int, ...], chunk_shape: tuple[int, ...], grid: tuple[int, ...]) -> np.ndarray:
+def _chunk_cells(
+    chunk_ids: np.ndarray, shape: tuple[int, ...], chunk_shape: tuple[int, ...], grid: tuple[int, ...]
+) -> np.ndarray:
     if not shape:
         return np.ones(chunk_ids.shape[0], np.int64)
     coords = np.unravel_index(chunk_ids.astype(np.int64), grid)
@@ -383,7 +397,7 @@ def _flat(arr: np.ndarray) -> np.ndarray:
 
 
 def _slices(start: np.ndarray, box: np.ndarray) -> tuple[slice, ...]:
-    return tuple(slice(int(s), int(s) + int(b)) for s, b in zip(start, box))
+    return tuple(slice(int(s), int(s) + int(b)) for s, b in zip(start, box, strict=False))
 
 
 def build_segment(
@@ -397,6 +411,16 @@ def build_segment(
         for cid in sorted(engine.pending.get(slot, {})):
             chunk = engine.pending[slot][cid]
             enc = encode_chunk(chunk.values, chunk.written, meta, codec)
-            writer.add(slot, cid, enc.stored, enc.codec, enc.raw_nbytes, enc.stats.null_count, enc.min_bits, enc.max_bits, enc.flags)
+            writer.add(
+                slot,
+                cid,
+                enc.stored,
+                enc.codec,
+                enc.raw_nbytes,
+                enc.stats.null_count,
+                enc.min_bits,
+                enc.max_bits,
+                enc.flags,
+            )
             per_slot.setdefault(slot, []).append(enc.stats)
     return writer, per_slot

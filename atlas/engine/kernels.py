@@ -85,7 +85,7 @@ def copy_box(
 
 
 @numba.njit(**_JIT)
-def fill_box(value, box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarray, dst: np.ndarray) -> None:  # noqa: ANN001
+def fill_box(value, box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarray, dst: np.ndarray) -> None:
     """Set ``dst[dst_start : dst_start + box] = value`` on a flat C-ordered ``dst``."""
     ndim = box.shape[0]
     if ndim == 0:
@@ -152,7 +152,7 @@ def stats_float(values: np.ndarray, fill: float, use_fill: bool, written: np.nda
 
 
 @numba.njit(**_JIT)
-def stats_int(values: np.ndarray, fill, use_fill: bool, nat: bool, written: np.ndarray):  # noqa: ANN201
+def stats_int(values: np.ndarray, fill, use_fill: bool, nat: bool, written: np.ndarray):
     """Null count and min/max of the valid cells of an integer (or timestamp, or
     bool viewed as uint8) chunk.
 

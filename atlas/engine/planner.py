@@ -50,14 +50,14 @@ class ChunkPlan:
 
 def chunk_grid(shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Number of chunks along each axis."""
-    return tuple(-(-s // c) if s else 0 for s, c in zip(shape, chunk_shape))
+    return tuple(-(-s // c) if s else 0 for s, c in zip(shape, chunk_shape, strict=False))
 
 
 def chunk_extent(chunk_id: int, shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Extent of chunk ``chunk_id`` (cut at the array bounds)."""
     grid = chunk_grid(shape, chunk_shape)
     coords = np.unravel_index(chunk_id, grid) if grid else ()
-    return tuple(min(c, s - i * c) for i, c, s in zip(coords, chunk_shape, shape))
+    return tuple(min(c, s - i * c) for i, c, s in zip(coords, chunk_shape, shape, strict=False))
 
 
 def plan_selection(
@@ -78,7 +78,7 @@ def plan_selection(
     hi = lo + np.array(sel_shape, np.int64)
     first = lo // cs
     last = (hi - 1) // cs
-    axes = [np.arange(f, e + 1, dtype=np.int64) for f, e in zip(first, last)]
+    axes = [np.arange(f, e + 1, dtype=np.int64) for f, e in zip(first, last, strict=False)]
     mesh = np.meshgrid(*axes, indexing="ij")
     coords = np.stack([m.reshape(-1) for m in mesh], axis=1)  # (n, ndim)
     chunk_lo = coords * cs
