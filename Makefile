@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(PY) examples/demo.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check atlas tests benchmarks examples
+	$(PY) -m ruff check .
 
 test: $(STAMP) lint
 	$(PY) -m pytest
