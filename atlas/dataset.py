@@ -253,6 +253,7 @@ class DatasetView:
             start_t, _ = self._selection(meta, name, start, values.shape)
             state.engine(name).write(meta, start_t, values, where)
             state.touch(self._name)
+            state.maybe_spill()
 
     def read_array(
         self, name: str, start: Sequence[int] | None = None, shape: Sequence[int] | None = None

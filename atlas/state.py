@@ -7,13 +7,14 @@ pending changes shares every object with its snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import secrets
 from dataclasses import dataclass, field
 
 from atlas.backends.base import Backend, Version
 from atlas.engine.arrays import FamilyEngine, SegmentIO, build_segment
-from atlas.errors import ConflictError, DatasetNotFoundError
+from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError
 from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, SegmentRef, Stats, encode_manifest
 from atlas.names import encode_dir_name
 
@@ -35,6 +36,8 @@ class WorkingState:
     next_slot: int = field(init=False)
     next_dataset_id: int = field(init=False)
     engines: dict[str, FamilyEngine] = field(default_factory=dict)
+    #: Staged chunk bytes above which they are spilled to uncommitted segments.
+    max_pending_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
         self.io = SegmentIO(self.backend)
@@ -99,22 +102,46 @@ class WorkingState:
         return slot
 
     def discard(self) -> None:
-        """Drop every pending change; back to the snapshot."""
+        """Drop every pending change (and spilled segment); back to the snapshot."""
+        if not self.backend.read_only:
+            for engine in self.engines.values():
+                for ref, _ in engine.spilled:
+                    with contextlib.suppress(AtlasError):  # an orphan left here is swept by compact()
+                        self.backend.delete(engine.path(ref))
         self.adopt(self.base, self.version)
 
     def adopt(self, base: Manifest, version: Version) -> None:
-        """Drop every pending change and move to snapshot ``base``."""
+        """Forget every pending change and move to snapshot ``base``."""
         for engine in self.engines.values():
-            engine.pending.clear()
+            engine.reset()
         self.dirty.clear()
         self._adopt(base, version)
+
+    def _pending_metas(self) -> dict[str, dict[int, ArrayMeta]]:
+        """``{array name: {slot: meta}}`` of every array in a changed dataset."""
+        out: dict[str, dict[int, ArrayMeta]] = {}
+        for name in self.dirty:
+            ds = self.datasets.get(name)
+            if ds is not None:
+                for array_name, meta in ds.arrays.items():
+                    out.setdefault(array_name, {})[meta.slot] = meta
+        return out
+
+    def maybe_spill(self) -> None:
+        """Spill staged chunks to uncommitted segments when they exceed the budget."""
+        if sum(e.pending_nbytes for e in self.engines.values()) <= self.max_pending_bytes:
+            return
+        metas = self._pending_metas()
+        for array_name, engine in sorted(self.engines.items(), key=lambda kv: -kv[1].pending_nbytes):
+            if engine.pending:
+                engine.spill(metas.get(array_name, {}), self.base.codec, self.base.generation + 1, self.backend.put)
 
     # -- commit ------------------------------------------------------------------------------
 
     def array_stats(self, array_name: str, meta: ArrayMeta, where: str) -> Stats:
         """Stats including pending writes (equal to what a flush would store)."""
         engine = self.engine(array_name)
-        if meta.slot in engine.pending or meta.stats is None:
+        if meta.slot in engine.pending or meta.slot in engine.spilled_slots or meta.stats is None:
             return engine.stats(meta, where)
         return meta.stats
 
@@ -147,15 +174,17 @@ class WorkingState:
                 live_slots.setdefault(array_name, {})[meta.slot] = meta
             new.datasets[name] = committed
         files = []
-        for array_name in sorted(live_slots):
+        names = set(live_slots) | {n for n, e in self.engines.items() if e.spilled}
+        for array_name in sorted(names):
             engine = self.engine(array_name)
-            metas = {s: m for s, m in live_slots[array_name].items() if engine.pending.get(s)}
+            family = new.families.setdefault(array_name, ArrayFamily(engine.family.dir))
+            family.segments.extend(ref for ref, _ in engine.spilled)
+            metas = {s: m for s, m in live_slots.get(array_name, {}).items() if engine.pending.get(s)}
             if not metas:
                 continue
             writer, _ = build_segment(engine, metas, self.base.codec, gen, token)
             parts, size, index_offset, index_length, digest = writer.finish()
             ref = SegmentRef(f"{gen:012d}-{token.hex()[:16]}.af", size, index_offset, index_length, digest, len(writer))
-            family = new.families.setdefault(array_name, ArrayFamily(engine.family.dir))
             family.segments.append(ref)
             files.append((f"{family.dir}/{ref.file}", parts, ref))
         return new, files
@@ -198,6 +227,14 @@ class WorkingState:
                 )
         slot_shift = newer.next_slot - self.base.next_slot
         id_shift = newer.next_dataset_id - self.base.next_dataset_id
+        if slot_shift:
+            # Spilled records carry the old slot numbers: bring them back into memory
+            # so they are re-keyed with the rest and rewritten by the next flush.
+            metas = self._pending_metas()
+            for array_name, engine in self.engines.items():
+                for path in engine.unspill(metas.get(array_name, {})):
+                    with contextlib.suppress(AtlasError):
+                        self.backend.delete(path)
         working = {n: self.datasets.get(n) for n in self.dirty}
         moved: list[tuple[FamilyEngine, ArrayMeta, object]] = []
         for ds in working.values():

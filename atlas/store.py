@@ -39,6 +39,14 @@ from atlas.state import WorkingState
 __all__ = ["Atlas"]
 
 _MODES = ("r", "r+")
+#: Default memory budget for unflushed chunks.
+DEFAULT_MAX_PENDING = 256 << 20
+
+
+def _check_budget(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgumentError(f"max_pending_bytes must be a non-negative int, got {value!r}")
+    return value
 
 
 def _find_manifest(backend: Backend) -> str | None:
@@ -81,6 +89,8 @@ class Atlas:
         codec: str = "zstd",
         meta_format: str = "json",
         meta_compression: str = "none",
+        *,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING,
     ) -> Atlas:
         """Create a new, empty store and return a writable handle to it.
 
@@ -96,6 +106,11 @@ class Atlas:
             Encoding of the manifest.
         meta_compression : {"none", "zstd", "lz4"}
             Compression of the manifest.
+        max_pending_bytes : int
+            Memory budget for written-but-unflushed chunks.  Above it, staged
+            chunks are spilled to new segment files that no manifest references
+            yet (invisible to others, crash-safe), so streaming writes of any size
+            run in bounded memory.  Default 256 MiB.
 
         Raises
         ------
@@ -120,10 +135,14 @@ class Atlas:
             version = backend.commit(name, data, None)
         except ConflictError:
             raise StoreExistsError(f"{backend.location} already holds an ATLAS store; use Atlas.open") from None
-        return cls(WorkingState(backend, name, meta_format, meta_compression, manifest, version), "r+")
+        state = WorkingState(backend, name, meta_format, meta_compression, manifest, version)
+        state.max_pending_bytes = _check_budget(max_pending_bytes)
+        return cls(state, "r+")
 
     @classmethod
-    def open(cls, source: str | os.PathLike | Any, mode: str = "r+") -> Atlas:
+    def open(
+        cls, source: str | os.PathLike | Any, mode: str = "r+", *, max_pending_bytes: int = DEFAULT_MAX_PENDING
+    ) -> Atlas:
         """Open an existing store.
 
         Opening never blocks and takes no lock; the handle reads one committed
@@ -136,6 +155,8 @@ class Atlas:
         mode : {"r+", "r"}
             ``"r"`` opens read-only: every change raises
             :class:`~atlas.errors.ReadOnlyError`.
+        max_pending_bytes : int
+            Memory budget for unflushed chunks (see :meth:`create`).
 
         Raises
         ------
@@ -154,7 +175,9 @@ class Atlas:
             raise NotAStoreError(f"{backend.location} holds no ATLAS store (no atlas.json or atlas.msgpack)")
         manifest, version = cls._read_manifest(backend, name)
         fmt, comp = parse_manifest_filename(name)  # type: ignore[misc]
-        return cls(WorkingState(backend, name, fmt, comp, manifest, version), mode)
+        state = WorkingState(backend, name, fmt, comp, manifest, version)
+        state.max_pending_bytes = _check_budget(max_pending_bytes)
+        return cls(state, mode)
 
     @staticmethod
     def _read_manifest(backend: Backend, name: str) -> tuple[Manifest, str]:

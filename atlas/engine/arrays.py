@@ -8,8 +8,9 @@ newest record wins; lookups are binary searches over sorted columns.
 
 from __future__ import annotations
 
+import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ from atlas.engine.chunks import (
     fill_for,
     tracks_written,
 )
-from atlas.engine.planner import ChunkPlan, chunk_grid, plan_selection
+from atlas.engine.planner import ChunkPlan, chunk_extent, chunk_grid, plan_selection
 from atlas.engine.segment import RECORD_DTYPE, SegmentWriter, parse_index
 from atlas.errors import BackendError, CorruptStoreError
 from atlas.metadata import ArrayFamily, ArrayMeta, SegmentRef, Stats
@@ -156,6 +157,13 @@ class FamilyEngine:
     family: ArrayFamily
     io: SegmentIO
     pending: dict[int, dict[int, PendingChunk]] = field(default_factory=dict)
+    #: Segments written early to bound memory, not yet referenced by any manifest.
+    spilled: list[tuple[SegmentRef, np.ndarray]] = field(default_factory=list)
+    #: Bytes held by ``pending`` (kept up to date by writes, spills and discards).
+    pending_nbytes: int = 0
+    #: Slots with records in ``spilled``.
+    spilled_slots: set[int] = field(default_factory=set)
+    _tables: list[np.ndarray] | None = None
     _index: FamilyIndex | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -164,11 +172,33 @@ class FamilyEngine:
     def set_family(self, family: ArrayFamily) -> None:
         """Adopt a newer snapshot of the family (keeps the index when unchanged)."""
         if family.segments != self.family.segments:
+            self._tables = None
             self._index = None
         self.family = family
 
     def path(self, ref: SegmentRef) -> str:
         return f"{self.family.dir}/{ref.file}"
+
+    def segments(self) -> list[SegmentRef]:
+        """Committed segments, then spilled ones (newest last)."""
+        return self.family.segments + [ref for ref, _ in self.spilled]
+
+    def _committed_tables(self) -> list[np.ndarray]:
+        tables = self._tables
+        if tables is None:
+            tables = []
+            for ref in self.family.segments:
+                path = self.path(ref)
+                try:
+                    raw = self.io.read(path, ref.index_offset, ref.index_length, ref.size)
+                except BackendError as exc:
+                    raise CorruptStoreError(f"segment {path} of array {self.name!r} is unreadable: {exc}") from None
+                table = parse_index(raw, ref.index_checksum, ref.index_offset, path)
+                if table.shape[0] != ref.records:
+                    raise CorruptStoreError(f"{path}: index holds {table.shape[0]} records, expected {ref.records}")
+                tables.append(table)
+            self._tables = tables
+        return tables
 
     def index(self) -> FamilyIndex:
         """The merged index, built on first use (one range read per segment)."""
@@ -176,33 +206,75 @@ class FamilyEngine:
         if idx is None:
             with self._lock:
                 if self._index is None:
-                    tables = []
-                    for ref in self.family.segments:
-                        path = self.path(ref)
-                        try:
-                            raw = self.io.read(path, ref.index_offset, ref.index_length, ref.size)
-                        except BackendError as exc:
-                            raise CorruptStoreError(
-                                f"segment {path} of array {self.name!r} is unreadable: {exc}"
-                            ) from None
-                        table = parse_index(raw, ref.index_checksum, ref.index_offset, path)
-                        if table.shape[0] != ref.records:
-                            raise CorruptStoreError(
-                                f"{path}: index holds {table.shape[0]} records, expected {ref.records}"
-                            )
-                        tables.append(table)
+                    tables = self._committed_tables() + [table for _, table in self.spilled]
                     self._index = FamilyIndex(tables)
                 idx = self._index
         return idx
 
+    def has_stored(self) -> bool:
+        """True when any segment (committed or spilled) exists for this name."""
+        return bool(self.family.segments or self.spilled)
+
     def stored_chunk(self, pos: int, meta: ArrayMeta, cells: int, where: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """Decode the committed chunk at index position ``pos``."""
+        """Decode the stored chunk at index position ``pos``."""
         idx = self.index()
         record = idx.table[pos]
-        ref = self.family.segments[int(idx.seg[pos])]
+        ref = self.segments()[int(idx.seg[pos])]
         path = self.path(ref)
         stored = self.io.read(path, int(record["offset"]), int(record["nbytes"]), ref.size)
         return decode_chunk(stored, record, meta, cells, f"{path} ({where})")
+
+    # -- spilling ---------------------------------------------------------------------------
+
+    def spill(self, metas: dict[int, ArrayMeta], codec: str, generation: int, put: Callable) -> None:
+        """Write the staged chunks of ``metas``' slots to a new, uncommitted segment.
+
+        The segment is invisible to every other handle until a commit references
+        it; this handle reads it like a committed one (newest wins).
+        """
+        metas = {s: m for s, m in metas.items() if self.pending.get(s)}
+        if not metas:
+            return
+        token = secrets.token_bytes(16)
+        writer, _ = build_segment(self, metas, codec, generation, token)
+        parts, size, index_offset, index_length, digest = writer.finish()
+        ref = SegmentRef(
+            f"{generation:012d}-{token.hex()[:16]}.af", size, index_offset, index_length, digest, len(writer)
+        )
+        put(f"{self.family.dir}/{ref.file}", parts)
+        self.spilled.append((ref, writer.table))
+        self.spilled_slots.update(metas)
+        for slot in metas:
+            self.pending.pop(slot, None)
+        self.pending_nbytes = _nbytes(self.pending)
+        self._index = None
+
+    def unspill(self, metas: dict[int, ArrayMeta]) -> list[str]:
+        """Load every spilled chunk of ``metas``' slots back into ``pending``.
+
+        Used when a rebase renumbers slots (the spilled records carry the old
+        numbers).  Returns the paths of the dropped spilled segments.
+        """
+        if not self.spilled:
+            return []
+        idx = self.index()
+        first_spilled = len(self.family.segments)
+        for slot, meta in metas.items():
+            lo, hi = idx.slot_range(slot)
+            staged = self.pending.setdefault(slot, {})
+            for pos in range(lo, hi):
+                cid = int(idx.chunks[pos])
+                if idx.seg[pos] < first_spilled or cid in staged:
+                    continue
+                cells = int(np.prod(chunk_extent(cid, meta.shape, meta.chunk_shape), dtype=np.int64))
+                values, written = self.stored_chunk(pos, meta, cells, f"array {self.name!r}")
+                staged[cid] = PendingChunk(values.copy(), None if written is None else written.copy())
+        dropped = [self.path(ref) for ref, _ in self.spilled]
+        self.spilled = []
+        self.spilled_slots = set()
+        self._index = None
+        self.pending_nbytes = _nbytes(self.pending)
+        return dropped
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -213,7 +285,7 @@ class FamilyEngine:
         if len(plan) == 0:
             return out
         pending = self.pending.get(meta.slot, {})
-        positions = self.index().find(meta.slot, plan.chunk_ids) if self.family.segments else np.full(len(plan), -1)
+        positions = self.index().find(meta.slot, plan.chunk_ids) if self.has_stored() else np.full(len(plan), -1)
         fill = fill_for(meta)
         for i in range(len(plan)):
             cid = int(plan.chunk_ids[i])
@@ -244,7 +316,7 @@ class FamilyEngine:
         track = tracks_written(meta)
         missing = [i for i in range(len(plan)) if int(plan.chunk_ids[i]) not in staged and not plan.full(i)]
         positions = {}
-        if missing and self.family.segments:
+        if missing and self.has_stored():
             found = self.index().find(meta.slot, plan.chunk_ids[missing])
             positions = {m: int(p) for m, p in zip(missing, found, strict=False)}
         # Load every chunk first: a damaged stored chunk must fail the call before
@@ -255,6 +327,7 @@ class FamilyEngine:
             if chunk is None:
                 cells = int(np.prod(plan.chunk_shapes[i]))
                 chunk = self._new_chunk(meta, plan, i, cells, positions.get(i, -1), track, where)
+                self.pending_nbytes += chunk.values.nbytes + (0 if chunk.written is None else chunk.written.nbytes)
             chunks.append(chunk)
         for i, chunk in enumerate(chunks):
             _copy_from(chunk.values, data, plan, i)
@@ -279,10 +352,17 @@ class FamilyEngine:
 
     def discard(self, slot: int) -> None:
         """Forget staged chunks of ``slot`` (array deleted or changes discarded)."""
-        self.pending.pop(slot, None)
+        if self.pending.pop(slot, None) is not None:
+            self.pending_nbytes = _nbytes(self.pending)
 
-    def pending_bytes(self) -> int:
-        return sum(c.values.nbytes for chunks in self.pending.values() for c in chunks.values())
+    def reset(self) -> None:
+        """Forget every staged chunk and spilled segment (after a commit or a discard)."""
+        self.pending.clear()
+        self.pending_nbytes = 0
+        if self.spilled:
+            self.spilled = []
+            self.spilled_slots = set()
+            self._index = None
 
     # -- stats --------------------------------------------------------------------------------
 
@@ -293,7 +373,7 @@ class FamilyEngine:
         pending = self.pending.get(meta.slot, {})
         parts: list[ChunkStats] = [chunk_stats(c.values, c.written, meta) for c in pending.values()]
         covered = sum(p.cells for p in parts)
-        if self.family.segments:
+        if self.has_stored():
             idx = self.index()
             lo, hi = idx.slot_range(meta.slot)
             table = idx.table[lo:hi]
@@ -312,6 +392,14 @@ class FamilyEngine:
             else:
                 parts.append(_fold_records(table, cells, meta.dtype))
         return _combine(parts, total, total - covered)
+
+
+def _nbytes(pending: dict[int, dict[int, PendingChunk]]) -> int:
+    return sum(
+        c.values.nbytes + (0 if c.written is None else c.written.nbytes)
+        for chunks in pending.values()
+        for c in chunks.values()
+    )
 
 
 def _chunk_cells(

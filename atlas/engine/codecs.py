@@ -89,7 +89,7 @@ def decode_payload(stored: np.ndarray, codec_id: int, raw_nbytes: int, where: st
         raise CorruptStoreError(f"{where}: compressed chunk header does not match its record")
     out = np.empty(raw_nbytes, dtype=np.uint8)
     try:
-        blosc2.decompress2(stored, dst=out)
+        blosc2.decompress2(stored, dst=out, nthreads=1)
     except Exception as exc:  # blosc2 raises several types for damaged input
         raise ChecksumError(f"{where}: chunk cannot be decompressed: {exc}") from None
     return out

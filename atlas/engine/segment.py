@@ -82,6 +82,8 @@ class SegmentWriter:
     parts: list[bytes | np.ndarray] = field(default_factory=list)
     records: list[tuple] = field(default_factory=list)
     size: int = 0
+    #: The record table, set by :meth:`finish`.
+    table: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         head = MAGIC + _HEADER.pack(SEGMENT_VERSION, 0, HEADER_SIZE, self.generation, self.token)
@@ -120,6 +122,7 @@ class SegmentWriter:
     def finish(self) -> tuple[list[bytes | np.ndarray], int, int, int, int]:
         """Append index and footer; return ``(parts, size, index_offset, index_length, index_checksum)``."""
         table = np.array(self.records, dtype=RECORD_DTYPE)
+        self.table = table
         index = table.view(np.uint8).reshape(-1)
         index_offset = self.size
         digest = checksum(index)
