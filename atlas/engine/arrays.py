@@ -130,6 +130,33 @@ class FamilyIndex:
         found[found] = chunks[pos[found]] == ids[found]
         return np.where(found, pos + lo, -1)
 
+    def find_many(self, slots: np.ndarray, chunk_ids: np.ndarray) -> np.ndarray:
+        """Record positions for every ``(slot, chunk)`` pair: shape ``(len(slots), len(chunk_ids))``."""
+        out = np.full((slots.shape[0], chunk_ids.shape[0]), -1, np.int64)
+        if self.slots.shape[0] == 0 or chunk_ids.shape[0] == 0:
+            return out
+        keys = self._keys()
+        if keys is None:
+            for i, slot in enumerate(slots):
+                out[i] = self.find(int(slot), chunk_ids)
+            return out
+        wanted = (slots.astype(np.uint64)[:, None] << np.uint64(32)) | chunk_ids.astype(np.uint64)[None, :]
+        flat = wanted.reshape(-1)
+        pos = np.searchsorted(keys, flat)
+        ok = pos < keys.shape[0]
+        ok[ok] = keys[pos[ok]] == flat[ok]
+        return np.where(ok, pos, -1).reshape(out.shape)
+
+    def _keys(self) -> np.ndarray | None:
+        """``slot << 32 | chunk`` per record (same order as the table), when both fit."""
+        keys = getattr(self, "_packed", None)
+        if keys is None:
+            if self.slots.max() >= 1 << 31 or self.chunks.max() >= 1 << 32:
+                return None
+            keys = (self.slots << np.uint64(32)) | self.chunks
+            self._packed = keys
+        return keys
+
 
 @dataclass
 class PendingChunk:

@@ -14,6 +14,9 @@ import numpy as np
 __all__ = [
     "copy_box",
     "fill_box",
+    "fill_pieces",
+    "scatter_pieces",
+    "xxh64_many",
     "mark_box",
     "stats_float",
     "stats_int",
@@ -33,23 +36,20 @@ def _box_count(box: np.ndarray) -> int:
 
 
 @numba.njit(**_JIT)
-def copy_box(
+def _copy_box_at(
     src: np.ndarray,
+    src_base: int,
     src_shape: np.ndarray,
     src_start: np.ndarray,
     box: np.ndarray,
     dst_shape: np.ndarray,
     dst_start: np.ndarray,
     dst: np.ndarray,
+    dst_base: int,
 ) -> None:
-    """Copy the box ``src[src_start : src_start + box]`` into ``dst[dst_start : dst_start + box]``.
-
-    ``src`` and ``dst`` are flat C-ordered views of arrays of shape ``src_shape`` and
-    ``dst_shape``; the innermost axis is copied as one contiguous run.
-    """
     ndim = box.shape[0]
     if ndim == 0:
-        dst[0] = src[0]
+        dst[dst_base] = src[src_base]
         return
     if _box_count(box) == 0:
         return
@@ -65,8 +65,8 @@ def copy_box(
     inner = box[ndim - 1]
     idx = np.zeros(ndim, np.int64)
     while True:
-        so = 0
-        do = 0
+        so = src_base
+        do = dst_base
         for d in range(ndim):
             so += (src_start[d] + idx[d]) * src_strides[d]
             do += (dst_start[d] + idx[d]) * dst_strides[d]
@@ -85,11 +85,76 @@ def copy_box(
 
 
 @numba.njit(**_JIT)
-def fill_box(value, box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarray, dst: np.ndarray) -> None:
-    """Set ``dst[dst_start : dst_start + box] = value`` on a flat C-ordered ``dst``."""
+def copy_box(
+    src: np.ndarray,
+    src_shape: np.ndarray,
+    src_start: np.ndarray,
+    box: np.ndarray,
+    dst_shape: np.ndarray,
+    dst_start: np.ndarray,
+    dst: np.ndarray,
+) -> None:
+    """Copy the box ``src[src_start : src_start + box]`` into ``dst[dst_start : dst_start + box]``.
+
+    ``src`` and ``dst`` are flat C-ordered views of arrays of shape ``src_shape`` and
+    ``dst_shape``; the innermost axis is copied as one contiguous run.
+    """
+    _copy_box_at(src, 0, src_shape, src_start, box, dst_shape, dst_start, dst, 0)
+
+
+@numba.njit(**_JIT)
+def scatter_pieces(
+    src: np.ndarray,
+    src_offsets: np.ndarray,
+    chunk_shapes: np.ndarray,
+    in_chunk: np.ndarray,
+    boxes: np.ndarray,
+    sel_shape: np.ndarray,
+    in_selection: np.ndarray,
+    dst_bases: np.ndarray,
+    dst: np.ndarray,
+) -> None:
+    """Copy many chunk boxes into a stacked output in one call.
+
+    Piece ``p`` reads the chunk of shape ``chunk_shapes[p]`` starting at element
+    ``src_offsets[p]`` of ``src`` and copies its box ``boxes[p]`` at ``in_chunk[p]``
+    to position ``in_selection[p]`` of the selection (shape ``sel_shape``) that
+    starts at element ``dst_bases[p]`` of ``dst``.
+    """
+    for p in range(src_offsets.shape[0]):
+        _copy_box_at(
+            src, src_offsets[p], chunk_shapes[p], in_chunk[p], boxes[p], sel_shape, in_selection[p], dst, dst_bases[p]
+        )
+
+
+@numba.njit(**_JIT)
+def fill_pieces(
+    values: np.ndarray,
+    boxes: np.ndarray,
+    sel_shape: np.ndarray,
+    in_selection: np.ndarray,
+    dst_bases: np.ndarray,
+    dst: np.ndarray,
+) -> None:
+    """Set box ``p`` of the selection starting at ``dst_bases[p]`` to ``values[p]``."""
+    for p in range(boxes.shape[0]):
+        _fill_box_at(values[p], boxes[p], sel_shape, in_selection[p], dst, dst_bases[p])
+
+
+@numba.njit(**_JIT)
+def xxh64_many(src: np.ndarray, offsets: np.ndarray, nbytes: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = xxh64(src[offsets[i] : offsets[i] + nbytes[i]])``."""
+    for i in range(offsets.shape[0]):
+        out[i] = xxh64(src[offsets[i] : offsets[i] + nbytes[i]])
+
+
+@numba.njit(**_JIT)
+def _fill_box_at(
+    value, box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarray, dst: np.ndarray, base: int
+) -> None:  # noqa: ANN001
     ndim = box.shape[0]
     if ndim == 0:
-        dst[0] = value
+        dst[base] = value
         return
     if _box_count(box) == 0:
         return
@@ -101,7 +166,7 @@ def fill_box(value, box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarra
     inner = box[ndim - 1]
     idx = np.zeros(ndim, np.int64)
     while True:
-        do = 0
+        do = base
         for d in range(ndim):
             do += (dst_start[d] + idx[d]) * strides[d]
         for k in range(inner):
@@ -115,6 +180,12 @@ def fill_box(value, box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarra
             d -= 1
         if d < 0:
             return
+
+
+@numba.njit(**_JIT)
+def fill_box(value, box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarray, dst: np.ndarray) -> None:  # noqa: ANN001
+    """Set ``dst[dst_start : dst_start + box] = value`` on a flat C-ordered ``dst``."""
+    _fill_box_at(value, box, dst_shape, dst_start, dst, 0)
 
 
 @numba.njit(**_JIT)
