@@ -240,7 +240,7 @@ def _fast_group(
             _scatter(scratch, src_offsets[comp], plan, rows_s[comp], sel_shape, bases_p[sel][comp], dst)
 
 
-def _scatter(src, src_offsets, plan, rows, sel_shape, bases, dst) -> None:  # noqa: ANN001
+def _scatter(src, src_offsets, plan, rows, sel_shape, bases, dst) -> None:
     flat_src = src.view(np.uint8) if src.dtype == np.bool_ else src
     kernels.scatter_pieces(
         flat_src,

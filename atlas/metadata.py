@@ -312,7 +312,7 @@ def _array_from_dict(raw: dict[str, Any]) -> ArrayMeta:
 def _manifest_from_dict(obj: Any) -> Manifest:
     _need(isinstance(obj, dict) and obj.get("format") == "atlas", "format")
     version = obj.get("format_version")
-    _need(isinstance(version, int), "format_version")
+    _need(isinstance(version, int) and not isinstance(version, bool) and version >= 1, "format_version")
     if version > FORMAT_VERSION:
         raise FormatVersionError(
             f"store has format_version {version}; this ATLAS reads up to {FORMAT_VERSION}: upgrade atlas"
@@ -325,6 +325,8 @@ def _manifest_from_dict(obj: Any) -> Manifest:
             attributes={str(k): dtypes.decode_attribute(v) for k, v in raw.get("attributes", {}).items()},
             arrays={str(a): _array_from_dict(am) for a, am in raw["arrays"].items()},
         )
+    slots = [am.slot for ds in datasets.values() for am in ds.arrays.values()]
+    _need(len(slots) == len(set(slots)), "slot (two arrays share one)")
     families = {}
     for name, raw in obj["arrays"].items():
         segments = []

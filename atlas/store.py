@@ -406,6 +406,23 @@ class Atlas:
                 state.commit()
             compact_store(state, grace_period)
 
+    def verify(self) -> list[str]:
+        """Check every byte the committed manifest references.
+
+        Reads every segment's header, footer and index and every chunk payload,
+        and checks them against their checksums and the manifest.
+
+        Returns
+        -------
+        list of str
+            One message per problem, naming the file, the array and the datasets
+            it damages.  Empty when the store is intact.
+        """
+        from atlas.verify import verify_store
+
+        with self._lock:
+            return verify_store(self._st)
+
     def close(self) -> None:
         """Flush pending changes (writable handles) and release the store.
 

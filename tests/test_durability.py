@@ -238,3 +238,35 @@ def test_flush_without_changes_is_a_no_op(tmp_path):
     s.open_dataset("d0").set_attribute("k", 1)
     s.flush()
     assert s.generation == gen + 1
+
+
+def test_verify_reports_exactly_what_is_damaged(tmp_path):
+    path = make(tmp_path / "s", n=2)
+    with atlas.Atlas.open(path) as s:
+        ds = s.create_dataset("other")
+        ds.define_array("y", "int32", ["n"], [4])
+        ds.write_array("y", [0], np.arange(4, dtype="int32"))
+    assert atlas.Atlas.open(path, mode="r").verify() == []
+    (seg,) = (path / "x").iterdir()
+    raw = bytearray(seg.read_bytes())
+    raw[70] ^= 0x10  # first chunk payload of d0
+    seg.write_bytes(bytes(raw))
+    problems = atlas.Atlas.open(path, mode="r").verify()
+    assert len(problems) == 1 and seg.name in problems[0] and "'d0'" in problems[0]
+    raw[:4] = b"XXXX"  # the header magic too
+    seg.write_bytes(bytes(raw))
+    problems = atlas.Atlas.open(path, mode="r").verify()
+    assert any("magic" in p for p in problems)
+    (seg_y,) = (path / "y").iterdir()
+    seg_y.unlink()
+    problems = atlas.Atlas.open(path, mode="r").verify()
+    assert any(seg_y.name in p and "'other'" in p for p in problems)
+
+
+def test_manifest_with_shared_slot_is_rejected(tmp_path):
+    path = make(tmp_path / "s", n=2)
+    manifest = json.loads((path / "atlas.json").read_text())
+    manifest["datasets"]["d1"]["arrays"]["x"]["slot"] = manifest["datasets"]["d0"]["arrays"]["x"]["slot"]
+    (path / "atlas.json").write_text(json.dumps(manifest))
+    with pytest.raises(errors.CorruptStoreError, match="slot"):
+        atlas.Atlas.open(path)

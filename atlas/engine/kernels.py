@@ -151,7 +151,7 @@ def xxh64_many(src: np.ndarray, offsets: np.ndarray, nbytes: np.ndarray, out: np
 @numba.njit(**_JIT)
 def _fill_box_at(
     value, box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarray, dst: np.ndarray, base: int
-) -> None:  # noqa: ANN001
+) -> None:
     ndim = box.shape[0]
     if ndim == 0:
         dst[base] = value
@@ -183,7 +183,7 @@ def _fill_box_at(
 
 
 @numba.njit(**_JIT)
-def fill_box(value, box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarray, dst: np.ndarray) -> None:  # noqa: ANN001
+def fill_box(value, box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarray, dst: np.ndarray) -> None:
     """Set ``dst[dst_start : dst_start + box] = value`` on a flat C-ordered ``dst``."""
     _fill_box_at(value, box, dst_shape, dst_start, dst, 0)
 

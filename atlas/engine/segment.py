@@ -4,7 +4,7 @@ A segment is written once and never changed.  Each flush writes one segment per
 touched array name holding every chunk that flush wrote for any dataset.  The
 manifest records where each segment's index is, so opening an array costs one
 range read per segment; the footer repeats that location so a segment can also be
-checked on its own (``verify``).  ``docs/format.md`` is the normative layout.
+checked on its own (:meth:`atlas.Atlas.verify`).  ``docs/format.md`` is the normative layout.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def parse_index(raw: bytes | np.ndarray, expected_checksum: int, index_offset: i
         raise ChecksumError(f"{where}: segment index checksum mismatch")
     table = buf.view(RECORD_DTYPE)
     ends = table["offset"].astype(np.uint64) + table["nbytes"].astype(np.uint64)
-    if table.size and (np.any(table["offset"] < HEADER_SIZE) or np.any(ends > np.uint64(index_offset))):
+    if table.size and (np.any(table["offset"] < ALIGN) or np.any(ends > np.uint64(index_offset))):
         raise CorruptStoreError(f"{where}: segment index points outside the payload area")
     return table
 
