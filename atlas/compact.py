@@ -8,7 +8,7 @@ generation; files left behind are swept by a later compaction.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import secrets
 import time
 
@@ -16,11 +16,13 @@ import numpy as np
 
 from atlas.engine.codecs import checksum
 from atlas.engine.segment import SegmentWriter
-from atlas.errors import ChecksumError, ConflictError
+from atlas.errors import AtlasError, ChecksumError, ConflictError
 from atlas.metadata import ArrayFamily, Manifest, SegmentRef, encode_manifest
 from atlas.state import WorkingState
 
 __all__ = ["compact_store", "garbage_files"]
+
+logger = logging.getLogger("atlas")
 
 
 def _live_slots(manifest: Manifest) -> dict[str, set[int]]:
@@ -100,11 +102,18 @@ def compact_store(state: WorkingState, orphan_grace: float) -> None:
     retired = _referenced(base) - _referenced(new)
     state.adopt(new, version)
     state.io.forget(_referenced(new))
-    for path in sorted(retired):
-        state.backend.delete(path)
-    for path in garbage_files(state, orphan_grace):
-        with contextlib.suppress(Exception):  # a sweep failure never fails a committed compaction
+    # The compaction is committed: failing to delete garbage now only leaves files
+    # that the next compaction sweeps, so it is logged, never raised.
+    try:
+        garbage = sorted(retired | set(garbage_files(state, orphan_grace)))
+    except AtlasError as exc:
+        logger.warning("compact: listing %s failed, orphans kept: %s", state.backend.location, exc)
+        garbage = sorted(retired)
+    for path in garbage:
+        try:
             state.backend.delete(path)
+        except AtlasError as exc:
+            logger.warning("compact: could not delete %s (swept next time): %s", path, exc)
 
 
 def garbage_files(state: WorkingState, orphan_grace: float) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import secrets
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, Segmen
 from atlas.names import encode_dir_name
 
 __all__ = ["WorkingState"]
+
+logger = logging.getLogger("atlas")
 
 
 @dataclass
@@ -134,7 +137,13 @@ class WorkingState:
         metas = self._pending_metas()
         for array_name, engine in sorted(self.engines.items(), key=lambda kv: -kv[1].pending_nbytes):
             if engine.pending:
-                engine.spill(metas.get(array_name, {}), self.base.codec, self.base.generation + 1, self.backend.put)
+                try:
+                    engine.spill(metas.get(array_name, {}), self.base.codec, self.base.generation + 1, self.backend.put)
+                except AtlasError as exc:
+                    # The write itself succeeded in memory; spilling is retried at the
+                    # next write and a persistent failure surfaces at flush().
+                    logger.warning("could not spill staged chunks of %r: %s", array_name, exc)
+                    return
 
     # -- commit ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from atlas.backends import resolve
 from atlas.backends.base import Backend
+from atlas.backends.local import LOCK_NAME
 from atlas.dataset import DatasetView
 from atlas.engine.codecs import normalize_codec
 from atlas.errors import (
@@ -47,6 +48,11 @@ def _check_budget(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidArgumentError(f"max_pending_bytes must be a non-negative int, got {value!r}")
     return value
+
+
+def _own_leftover(path: str) -> bool:
+    """Files a failed ``create`` may leave behind: the lock and manifest temp files."""
+    return path == LOCK_NAME or (path.startswith(".atlas.") and path.endswith(".tmp"))
 
 
 def _find_manifest(backend: Backend) -> str | None:
@@ -126,7 +132,7 @@ class Atlas:
         backend = resolve(source, read_only=False)
         if _find_manifest(backend) is not None:
             raise StoreExistsError(f"{backend.location} already holds an ATLAS store; use Atlas.open")
-        if any(True for _ in backend.list("")):
+        if any(not _own_leftover(info.path) for info in backend.list("")):
             raise StoreExistsError(f"{backend.location} is not empty and holds no ATLAS store")
         name = manifest_filename(meta_format, meta_compression)
         manifest = Manifest(codec=codec)

@@ -8,6 +8,7 @@ newest record wins; lookups are binary searches over sorted columns.
 
 from __future__ import annotations
 
+import errno
 import secrets
 import threading
 from collections.abc import Callable, Iterable
@@ -219,7 +220,9 @@ class FamilyEngine:
                 try:
                     raw = self.io.read(path, ref.index_offset, ref.index_length, ref.size)
                 except BackendError as exc:
-                    raise CorruptStoreError(f"segment {path} of array {self.name!r} is unreadable: {exc}") from None
+                    if getattr(exc, "errno", None) != errno.ENOENT:
+                        raise  # a transient I/O failure is not damage: keep its errno
+                    raise CorruptStoreError(f"segment {path} of array {self.name!r} is missing: {exc}") from None
                 table = parse_index(raw, ref.index_checksum, ref.index_offset, path)
                 if table.shape[0] != ref.records:
                     raise CorruptStoreError(f"{path}: index holds {table.shape[0]} records, expected {ref.records}")
