@@ -13,6 +13,8 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from atlas.backends.base import Backend, Version
 from atlas.engine.arrays import FamilyEngine, SegmentIO, build_segment
 from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError
@@ -41,6 +43,8 @@ class WorkingState:
     engines: dict[str, FamilyEngine] = field(default_factory=dict)
     #: Staged chunk bytes above which they are spilled to uncommitted segments.
     max_pending_bytes: int = 256 << 20
+    #: Spilled files the commit being built leaves out (deleted once it lands).
+    obsolete: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.io = SegmentIO(self.backend)
@@ -187,7 +191,14 @@ class WorkingState:
         for array_name in sorted(names):
             engine = self.engine(array_name)
             family = new.families.setdefault(array_name, ArrayFamily(engine.family.dir))
-            family.segments.extend(ref for ref, _ in engine.spilled)
+            if engine.spilled:
+                live = {m.slot for d in new.datasets.values() for a, m in d.arrays.items() if a == array_name}
+                live_arr = np.fromiter(live, np.uint64, len(live))
+                for ref, table in engine.spilled:
+                    if np.isin(table["slot"], live_arr).any():
+                        family.segments.append(ref)
+                    else:  # holds only data of arrays deleted before they were ever committed
+                        self.obsolete.append(engine.path(ref))
             metas = {s: m for s, m in live_slots.get(array_name, {}).items() if engine.pending.get(s)}
             if not metas:
                 continue
@@ -196,6 +207,9 @@ class WorkingState:
             ref = SegmentRef(f"{gen:012d}-{token.hex()[:16]}.af", size, index_offset, index_length, digest, len(writer))
             family.segments.append(ref)
             files.append((f"{family.dir}/{ref.file}", parts, ref))
+        for array_name in names:
+            if not new.families[array_name].segments:
+                del new.families[array_name]  # nothing stored under this name
         return new, files
 
     def commit(self) -> Manifest:
@@ -204,6 +218,7 @@ class WorkingState:
         On any failure, including :class:`ConflictError`, the pending changes stay
         as they were, so the same handle can retry.
         """
+        self.obsolete = []
         new, files = self.build_commit()
         for path, parts, _ref in files:
             self.backend.put(path, parts)
@@ -216,6 +231,9 @@ class WorkingState:
                 f"{self.base.generation}; pending changes are kept: call refresh() and flush() again"
             ) from None
         self.adopt(new, version)
+        for path in self.obsolete:
+            with contextlib.suppress(AtlasError):  # an orphan left here is swept by compact()
+                self.backend.delete(path)
         return new
 
     def rebase(self, newer: Manifest, version: Version) -> None:

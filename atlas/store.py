@@ -337,6 +337,38 @@ class Atlas:
 
         return read_across_stacked(self, array, dataset_names, start, shape)
 
+    # -- xarray ----------------------------------------------------------------------------------
+
+    def add_xr_dataset(self, ds: Any, name: str, chunks: Any = None) -> DatasetView:
+        """Write an ``xarray.Dataset`` as dataset ``name``, staged until :meth:`flush`.
+
+        Dask-backed variables are written block by block.  A failing add leaves no
+        partial dataset behind.  See :func:`atlas.xarray.add_xr_dataset` and
+        ``docs/xarray.md``.
+        """
+        from atlas.xarray import add_xr_dataset
+
+        return add_xr_dataset(self, ds, name, chunks)
+
+    def to_xarray(self, name: str) -> Any:
+        """Dataset ``name`` as an ``xarray.Dataset``.
+
+        Multi-chunk variables come back as dask arrays with one task per on-disk
+        chunk; the graph pickles.  See :func:`atlas.xarray.to_xarray`.
+        """
+        from atlas.xarray import to_xarray
+
+        return to_xarray(self, name)
+
+    def to_xarray_many(self, names: Sequence[str], concat_dim: str = "dataset") -> Any:
+        """Many datasets of one schema stacked along a new dimension ``concat_dim``.
+
+        See :func:`atlas.xarray.to_xarray_many`.
+        """
+        from atlas.xarray import to_xarray_many
+
+        return to_xarray_many(self, names, concat_dim)
+
     # -- commit ------------------------------------------------------------------------------------
 
     @property

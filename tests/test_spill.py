@@ -98,3 +98,19 @@ def test_streaming_write_memory_is_bounded(tmp_path):
 def test_bad_budget_rejected(tmp_path):
     with pytest.raises(ValueError):
         atlas.Atlas.create(tmp_path / "s", max_pending_bytes=-1)
+
+
+def test_spilled_data_of_an_uncommitted_deleted_dataset_is_not_committed(tmp_path):
+    path = tmp_path / "s"
+    s = atlas.Atlas.create(path, max_pending_bytes=0)
+    d = s.create_dataset("x")
+    d.define_array("v", "float64", ["n"], [4000], chunk_shape=[1000])
+    for k in range(3):
+        d.write_array("v", [k * 1000], np.zeros(1000))
+    assert segment_files(path)
+    s.delete_dataset("x")
+    s.create_dataset("y")
+    s.flush()
+    assert segment_files(path) == []
+    assert s._st.base.families == {}
+    assert atlas.Atlas.open(path).verify() == []

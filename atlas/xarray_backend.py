@@ -1,0 +1,167 @@
+"""The ``engine="atlas"`` backend of ``xarray.open_dataset`` and ``open_mfdataset``.
+
+``xr.open_dataset(store_path, engine="atlas", group="jan_2024")`` opens dataset
+``group`` of the store lazily: every variable is an :class:`AtlasBackendArray`, which
+reads only the chunks a selection touches (basic and outer indexing with one vector,
+through ``xarray.core.indexing.explicit_indexing_adapter``).  The on-disk chunk shape
+is given as ``encoding["preferred_chunks"]``, so ``chunks={}`` yields one dask task per
+chunk.  Arrays hold a :class:`atlas.xarray.Recipe` (location, snapshot, dataset),
+never an open handle, so they pickle to dask workers.
+
+Registered as the ``atlas`` engine through the ``xarray.backends`` entry point;
+``engine=AtlasBackendEntrypoint`` works without installation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from xarray.backends import BackendArray, BackendEntrypoint
+from xarray.core import indexing
+
+from atlas import xarray as _ax
+from atlas.errors import DatasetNotFoundError, InvalidArgumentError
+from atlas.metadata import parse_manifest_filename
+
+__all__ = ["AtlasBackendArray", "AtlasBackendEntrypoint"]
+
+
+class AtlasBackendArray(BackendArray):
+    """A lazily read stored variable (picklable: it carries a recipe, not a handle)."""
+
+    def __init__(self, recipe: _ax.Recipe, spec: _ax.VarSpec) -> None:
+        self.recipe = recipe
+        self.array = spec.array
+        self.restore = spec.restore
+        self.shape = tuple(spec.shape)
+        self.dtype = spec.dtype
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER_1VECTOR, self._raw_indexing_method
+        )
+
+    def _raw_indexing_method(self, key: tuple) -> np.ndarray:
+        """Read the bounding box of ``key`` and index it in memory.
+
+        ``key`` holds ints, slices and at most one integer vector (OUTER_1VECTOR).
+        """
+        start, size, picks = [], [], []
+        for k, n in zip(key, self.shape):
+            if isinstance(k, slice):
+                positions = range(*k.indices(n))
+                if len(positions) == 0:
+                    start.append(0)
+                    size.append(0)
+                    picks.append(slice(0, 0))
+                    continue
+                lo, hi = min(positions[0], positions[-1]), max(positions[0], positions[-1]) + 1
+                start.append(lo)
+                size.append(hi - lo)
+                if positions.step > 0:
+                    picks.append(slice(positions[0] - lo, positions[-1] - lo + 1, positions.step))
+                else:  # descending: the last position is the box's first cell
+                    picks.append(slice(positions[0] - lo, None, positions.step))
+            elif isinstance(k, (int, np.integer)):
+                k = int(k) + (n if k < 0 else 0)
+                start.append(k)
+                size.append(1)
+                picks.append(0)
+            else:
+                vec = np.asarray(k, dtype=np.int64)
+                vec = np.where(vec < 0, vec + n, vec)
+                lo = int(vec.min()) if vec.size else 0
+                hi = int(vec.max()) + 1 if vec.size else 0
+                start.append(lo)
+                size.append(hi - lo)
+                picks.append(vec - lo)
+        if any(s == 0 for s in size):
+            box = np.empty(size, dtype=self.dtype)
+        else:
+            store = _ax.store_for(self.recipe)
+            raw = store.open_dataset(self.recipe.dataset).read_array(self.array, start, size)
+            box = _ax.restore_block(raw, self.restore)
+        # The vector first (np.take keeps every other axis), then slices, then drop int axes:
+        # all plain indexing, so numpy never reorders axes.
+        for axis, pick in enumerate(picks):
+            if isinstance(pick, np.ndarray):
+                box = np.take(box, pick, axis=axis)
+        box = box[(*(p if isinstance(p, slice) else slice(None) for p in picks), Ellipsis)]
+        return box[(*(0 if isinstance(p, int) else slice(None) for p in picks), Ellipsis)]  # "..." keeps 0-D arrays
+
+
+def _manifest_in(path: str) -> bool:
+    try:
+        return any(parse_manifest_filename(n) for n in os.listdir(path))
+    except OSError:
+        return False
+
+
+class AtlasBackendEntrypoint(BackendEntrypoint):
+    """Open one dataset of an ATLAS store: ``xr.open_dataset(path, engine="atlas", group=name)``."""
+
+    description = "Open a dataset of an ATLAS store (a directory with atlas.json / atlas.msgpack)"
+    url = "https://github.com/atlas-store/atlas/blob/main/docs/xarray.md"
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group")
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        if isinstance(filename_or_obj, os.PathLike):
+            filename_or_obj = os.fspath(filename_or_obj)
+        if not isinstance(filename_or_obj, str):
+            return False
+        path = filename_or_obj[len("file://") :] if filename_or_obj.startswith("file://") else filename_or_obj
+        return os.path.isdir(path) and _manifest_in(path)
+
+    def open_dataset(  # type: ignore[override]
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        group: str | None = None,
+    ) -> Any:
+        from atlas.store import Atlas
+
+        if isinstance(filename_or_obj, Atlas):
+            location = filename_or_obj.location
+        elif isinstance(filename_or_obj, (str, os.PathLike)):
+            location = filename_or_obj
+        else:
+            raise InvalidArgumentError(
+                f"engine='atlas' opens a store path or an atlas.Atlas, got {type(filename_or_obj).__name__}"
+            )
+        store = Atlas.open(location, mode="r")
+        if group is None:
+            names = store.list_datasets()
+            if len(names) != 1:
+                shown = ", ".join(repr(n) for n in names[:10]) + (", ..." if len(names) > 10 else "")
+                raise InvalidArgumentError(
+                    f"store {store.location} holds {len(names)} datasets ({shown}); pick one with group=<name>"
+                )
+            group = names[0]
+        if not store.dataset_exists(group):
+            raise DatasetNotFoundError(f"store {store.location} has no dataset {group!r}")
+        _ax.remember_store(store)
+        recipe = _ax.recipe_for(store, group)
+        assert recipe is not None  # a read-only handle has no pending changes
+        gattrs, specs = _ax.read_layout(store.open_dataset(group))
+        if isinstance(drop_variables, str):
+            drop_variables = [drop_variables]
+        drop = set(drop_variables or ())
+        variables = {}
+        for spec in specs:
+            if spec.name in drop:
+                continue
+            data = indexing.LazilyIndexedArray(AtlasBackendArray(recipe, spec))
+            var = _ax._variable(spec, data)
+            var.encoding["preferred_chunks"] = dict(zip(spec.dims, spec.chunk_shape))
+            variables[spec.name] = var
+        ds = _ax.build_dataset(variables, [s.name for s in specs if s.is_coord and s.name not in drop], gattrs)
+        ds.set_close(_nothing_to_close)  # reads go through the per-process handle cache
+        return ds
+
+
+def _nothing_to_close() -> None:
+    return None
