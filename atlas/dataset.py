@@ -15,11 +15,10 @@ from atlas.errors import (
     ArrayNotFoundError,
     AttributeNotFoundError,
     InvalidArgumentError,
-    InvalidNameError,
     SelectionError,
 )
 from atlas.metadata import ArrayMeta, DatasetMeta
-from atlas.names import encode_dir_name, validate_name
+from atlas.names import encode_dir_name, validate_label, validate_name
 
 if TYPE_CHECKING:
     from atlas.state import WorkingState
@@ -194,8 +193,7 @@ class DatasetView:
                 raise InvalidArgumentError(f"{where}: dims must be a sequence of str, got {dims!r}")
             dims_t = tuple(dims)
             for d in dims_t:
-                if not isinstance(d, str) or d == "":
-                    raise InvalidNameError(f"{where}: dimension name {d!r} must be a non-empty str")
+                validate_label(d, f"{where}: dimension name")
             if len(dims_t) != len(shape_t):
                 raise InvalidArgumentError(
                     f"{where}: {len(dims_t)} dims {list(dims_t)} for a shape of rank {len(shape_t)}"
@@ -364,8 +362,7 @@ class DatasetView:
         """
         with self._store._lock:
             state = self._writable(f"set attribute {key!r}")
-            if not isinstance(key, str) or key == "":
-                raise InvalidNameError(f"attribute name must be a non-empty str, got {key!r}")
+            validate_label(key, "attribute name")
             self._ds()
             typed = dtypes.normalize_attribute(value, dtype)
             state.touch(self._name).attributes[key] = typed

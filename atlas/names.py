@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from atlas.errors import InvalidNameError
 
-__all__ = ["MAX_DIR_NAME", "decode_dir_name", "encode_dir_name", "validate_name"]
+__all__ = ["MAX_DIR_NAME", "decode_dir_name", "encode_dir_name", "validate_label", "validate_name"]
 
 #: Longest directory name an array name may encode to (file systems allow 255 bytes).
 MAX_DIR_NAME = 240
@@ -54,6 +54,18 @@ def validate_name(name: object, what: str) -> str:
     except UnicodeEncodeError:
         raise InvalidNameError(f"{what} name {name!r} is not valid unicode (lone surrogate)") from None
     return name
+
+
+def validate_label(label: object, what: str) -> str:
+    """Return ``label`` if it is a non-empty str encodable as UTF-8 (attribute keys,
+    dimension names), else raise :class:`InvalidNameError`."""
+    if not isinstance(label, str) or label == "":
+        raise InvalidNameError(f"{what} must be a non-empty str, got {label!r}")
+    try:
+        label.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidNameError(f"{what} {label!r} is not valid unicode (lone surrogate)") from None
+    return label
 
 
 def encode_dir_name(array_name: str) -> str:

@@ -22,9 +22,10 @@ import numpy as np
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
-from atlas import xarray as _ax
 from atlas.errors import DatasetNotFoundError, InvalidArgumentError
 from atlas.metadata import parse_manifest_filename
+from atlas.xarray.decode import VarSpec, _variable, build_dataset, read_layout, restore_block
+from atlas.xarray.read import Recipe, recipe_for, remember_store, store_for
 
 __all__ = ["AtlasBackendArray", "AtlasBackendEntrypoint"]
 
@@ -32,7 +33,7 @@ __all__ = ["AtlasBackendArray", "AtlasBackendEntrypoint"]
 class AtlasBackendArray(BackendArray):
     """A lazily read stored variable (picklable: it carries a recipe, not a handle)."""
 
-    def __init__(self, recipe: _ax.Recipe, spec: _ax.VarSpec) -> None:
+    def __init__(self, recipe: Recipe, spec: VarSpec) -> None:
         self.recipe = recipe
         self.array = spec.array
         self.restore = spec.restore
@@ -81,9 +82,9 @@ class AtlasBackendArray(BackendArray):
         if any(s == 0 for s in size):
             box = np.empty(size, dtype=self.dtype)
         else:
-            store = _ax.store_for(self.recipe)
+            store = store_for(self.recipe)
             raw = store.open_dataset(self.recipe.dataset).read_array(self.array, start, size)
-            box = _ax.restore_block(raw, self.restore)
+            box = restore_block(raw, self.restore)
         # The vector first (np.take keeps every other axis), then slices, then drop int axes:
         # all plain indexing, so numpy never reorders axes.
         for axis, pick in enumerate(picks):
@@ -143,10 +144,10 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
             group = names[0]
         if not store.dataset_exists(group):
             raise DatasetNotFoundError(f"store {store.location} has no dataset {group!r}")
-        _ax.remember_store(store)
-        recipe = _ax.recipe_for(store, group)
+        remember_store(store)
+        recipe = recipe_for(store, group)
         assert recipe is not None  # a read-only handle has no pending changes
-        gattrs, specs = _ax.read_layout(store.open_dataset(group))
+        gattrs, specs = read_layout(store.open_dataset(group))
         if isinstance(drop_variables, str):
             drop_variables = [drop_variables]
         drop = set(drop_variables or ())
@@ -155,10 +156,10 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
             if spec.name in drop:
                 continue
             data = indexing.LazilyIndexedArray(AtlasBackendArray(recipe, spec))
-            var = _ax._variable(spec, data)
+            var = _variable(spec, data)
             var.encoding["preferred_chunks"] = dict(zip(spec.dims, spec.chunk_shape))
             variables[spec.name] = var
-        ds = _ax.build_dataset(variables, [s.name for s in specs if s.is_coord and s.name not in drop], gattrs)
+        ds = build_dataset(variables, [s.name for s in specs if s.is_coord and s.name not in drop], gattrs)
         ds.set_close(_nothing_to_close)  # reads go through the per-process handle cache
         return ds
 

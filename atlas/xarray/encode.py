@@ -1,0 +1,325 @@
+"""The xarray -> ATLAS mapping of :func:`atlas.xarray.add_xr_dataset`, decided before anything is staged.
+
+:func:`_plan` checks a whole ``xarray.Dataset`` and turns it into a :class:`_Plan`: for
+every variable its array name, ATLAS dtype and restore marker, on-disk chunk shape and
+typed fill value; and every attribute entry of the ``_atlas_xarray`` layout (global and
+variable attributes, kind markers, coordinates, kept encodings).  A bad dataset raises
+here, so nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from atlas import dtypes
+from atlas.dataset import default_chunk_shape
+from atlas.errors import AtlasError, DTypeError, InvalidArgumentError, InvalidNameError
+from atlas.names import validate_name
+from atlas.xarray.codec import (
+    _K_ARRAYS,
+    _K_COORDS,
+    _K_VARS,
+    LAYOUT_VERSION,
+    PREFIX,
+    _datetime_to_ns,
+    _decode_all,
+    _object_strings,
+    _vkey,
+    _where_var,
+    encode_attr_value,
+    sanitize_text,
+)
+
+#: Encoding keys kept with a variable (what a CF writer needs to re-encode it).
+ENCODING_KEYS = (
+    "_FillValue",
+    "missing_value",
+    "scale_factor",
+    "add_offset",
+    "units",
+    "calendar",
+    "dtype",
+    "_Unsigned",
+    "char_dim_name",
+)
+
+
+@dataclass
+class _VarPlan:
+    index: int
+    name: str
+    array: str
+    variable: Any  # xr.Variable
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    store_dtype: str
+    restore_dtype: str | None
+    is_coord: bool
+    chunk_shape: tuple[int, ...] = ()
+    fill: Any = None
+    text_kind: str | None = None  # set while writing: the encoding of bytes data
+    object_kind: str | None = None  # "str" or "bytes" for object data, once seen
+    datetime_as_int: bool = False  # datetimes beyond the ns range: int64 counts of their own unit
+
+
+@dataclass
+class _Plan:
+    attributes: list[tuple[str, Any, Any]] = field(default_factory=list)
+    variables: list[_VarPlan] = field(default_factory=list)
+
+
+def _array_name(name: str) -> str:
+    """The array that holds variable ``name`` (the name itself when it is a valid array name)."""
+    try:
+        validate_name(name, "array")
+        return name
+    except InvalidNameError:
+        from urllib.parse import quote
+
+        return "%" + quote(name, safe="")
+
+
+def _is_dask(data: Any) -> bool:
+    return hasattr(data, "__dask_graph__") and hasattr(data, "chunks") and data.__dask_graph__() is not None
+
+
+def _dask_data(var: Any) -> Any:
+    """The dask array behind a variable, or None (never loads a lazily indexed backend array)."""
+    if var.chunks is None:
+        return None
+    data = var.data
+    return data if _is_dask(data) else None
+
+
+def _storage_kind(var: Any, where: str) -> tuple[str, str | None]:
+    """The ATLAS dtype of variable ``var`` and the numpy dtype to restore on read (None: natural)."""
+    dt = var.dtype
+    if not isinstance(dt, np.dtype):
+        raise DTypeError(f"{where}: dtype {dt} is not a numpy dtype and is not supported")
+    kind = dt.kind
+    if kind == "b":
+        return "bool", None
+    if kind in "iu":
+        name = f"{'int' if kind == 'i' else 'uint'}{dt.itemsize * 8}"
+        return name, None if dt.isnative else dt.str
+    if kind == "f":
+        if dt.itemsize == 2:
+            return "float32", dt.str
+        if dt.itemsize in (4, 8):
+            return f"float{dt.itemsize * 8}", None if dt.isnative else dt.str
+        raise DTypeError(f"{where}: dtype {dt} (extended precision) is not supported; use float64")
+    if kind == "M":
+        return "timestamp_nanoseconds", None if np.datetime_data(dt)[0] == "ns" and dt.isnative else dt.str
+    if kind == "m":
+        return "int64", dt.str
+    if kind == "S":
+        return "string", dt.str
+    if kind == "U":
+        return "string", dt.str
+    if kind == "O":
+        return "string", None
+    if kind == "c":
+        raise DTypeError(f"{where}: complex dtype {dt} is not supported; store real and imaginary parts separately")
+    raise DTypeError(f"{where}: dtype {dt} is not supported")
+
+
+def _check_chunks_arg(chunks: Any, all_dims: set[str]) -> Any:
+    if chunks is None:
+        return None
+    if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, (bool, np.bool_)):
+        if chunks < 1:
+            raise InvalidArgumentError(f"chunks must be a positive int, got {chunks!r}")
+        return int(chunks)
+    if isinstance(chunks, Mapping):
+        out: dict[str, int | None] = {}
+        for dim, size in chunks.items():
+            if dim not in all_dims:
+                raise InvalidArgumentError(f"chunks names dimension {dim!r}, which the dataset does not have")
+            if size is None or (isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size == -1):
+                out[dim] = None
+            elif isinstance(size, (int, np.integer)) and not isinstance(size, (bool, np.bool_)) and size >= 1:
+                out[dim] = int(size)
+            else:
+                raise InvalidArgumentError(f"chunks[{dim!r}] must be a positive int, -1 or None, got {size!r}")
+        return out
+    raise InvalidArgumentError(f"chunks must be None, a positive int or a dict dim -> size, got {chunks!r}")
+
+
+def _disk_chunks(plan: _VarPlan, chunks: Any) -> tuple[int, ...]:
+    shape = plan.shape
+    if not shape:
+        return ()
+    itemsize = 8 if plan.store_dtype == "string" else dtypes.storage_dtype(plan.store_dtype).itemsize
+    default = default_chunk_shape(shape, itemsize)
+    data = _dask_data(plan.variable)
+    dask_chunks = data.chunks if data is not None else None
+    out = []
+    for axis, (dim, size) in enumerate(zip(plan.dims, shape)):
+        if isinstance(chunks, int):
+            c: int | None = chunks
+        elif isinstance(chunks, dict) and dim in chunks:
+            c = chunks[dim] if chunks[dim] is not None else size
+        elif dask_chunks is not None:
+            c = max((b for b in dask_chunks[axis]), default=1)
+        else:
+            c = default[axis]
+        out.append(max(1, min(int(c or 1), size)) if size > 0 else 1)
+    return tuple(out)
+
+
+def _fill_for(plan: _VarPlan) -> Any:
+    """The typed fill value of a variable: ``_FillValue`` from attrs, else from encoding (None if unusable)."""
+    var = plan.variable
+    raw = var.attrs.get("_FillValue", var.encoding.get("_FillValue"))
+    if raw is None:
+        return None
+    try:
+        value = raw.reshape(-1)[0] if isinstance(raw, np.ndarray) and raw.size == 1 else raw
+        if isinstance(value, (bytes, np.bytes_)):
+            value = _decode_all([bytes(value)])[0][0]
+        elif isinstance(value, str):
+            value = sanitize_text(value)
+        elif isinstance(value, np.timedelta64):
+            unit = np.datetime_data(plan.variable.dtype)[0]
+            value = int(np.asarray(value).astype(f"<m8[{unit}]").view("<i8"))
+        elif isinstance(value, np.datetime64):
+            value = _datetime_to_ns(np.asarray(value).reshape(1), "fill")[0]
+        return dtypes.check_fill_value(value, plan.store_dtype)
+    except (AtlasError, ValueError, TypeError, OverflowError):
+        return None  # kept exactly in attrs/encoding; the array simply has no typed fill
+
+
+def _attr_entries(
+    attrs: Mapping[Any, Any], default_key: Any, taken: set[str], fallback: Any, where: str
+) -> tuple[list[tuple[str, Any, Any]], list[str], list[str], list[str]]:
+    """Store entries for one attrs dict plus the layout lists (names, keys, kinds)."""
+    entries, names, keys, kinds = [], [], [], []
+    for j, (raw_key, value) in enumerate(attrs.items()):
+        if not isinstance(raw_key, str):
+            raise InvalidNameError(f"{where}: attribute name {raw_key!r} is not a str")
+        key = sanitize_text(raw_key)
+        what = f"{where} attribute {key!r}"
+        stored, dtype, kind = encode_attr_value(value, what)
+        try:
+            dtypes.normalize_attribute(stored, dtype)
+        except AtlasError as exc:
+            raise type(exc)(f"{what}: {exc}") from None
+        legacy = default_key(key)
+        if legacy and not legacy.startswith(PREFIX) and legacy not in taken:
+            store_key, listed = legacy, ""
+        else:
+            store_key = listed = fallback(j)
+        taken.add(store_key)
+        entries.append((store_key, stored, dtype))
+        names.append(key)
+        keys.append(listed)
+        kinds.append(kind)
+    return entries, names, keys, kinds
+
+
+def _layout_lists(prefix_key: Any, names: list[str], keys: list[str], kinds: list[str]) -> list[tuple[str, Any, Any]]:
+    out: list[tuple[str, Any, Any]] = []
+    if names:
+        out.append((prefix_key("attrs"), names, "string"))
+        if any(keys):
+            out.append((prefix_key("attr_keys"), keys, "string"))
+        if any(kinds):
+            out.append((prefix_key("attr_kinds"), kinds, "string"))
+    return out
+
+
+def _plan(ds: Any, chunks: Any) -> _Plan:
+    import pandas as pd
+
+    plan = _Plan()
+    all_dims = {d for d in ds.dims}
+    chunks = _check_chunks_arg(chunks, all_dims)
+    arrays_seen: dict[str, str] = {}
+    coord_names = set(ds.coords)
+    for i, (name, var) in enumerate(ds.variables.items()):
+        where = _where_var(name)
+        if not isinstance(name, str) or name == "":
+            raise InvalidNameError(f"{where}: variable names must be non-empty str")
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidNameError(f"{where}: the name is not valid unicode") from None
+        array = _array_name(name)
+        if array in arrays_seen:
+            raise InvalidNameError(f"{where} and variable {arrays_seen[array]!r} would share array {array!r}")
+        arrays_seen[array] = name
+        for d in var.dims:
+            if not isinstance(d, str) or d == "":
+                raise InvalidNameError(f"{where}: dimension names must be non-empty str, got {d!r}")
+            try:
+                d.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidNameError(f"{where}: dimension name {d!r} is not valid unicode") from None
+        if isinstance(ds.indexes.get(name), pd.MultiIndex):
+            raise DTypeError(f"{where} is a pandas MultiIndex, which is not supported; call ds.reset_index() first")
+        store_dtype, restore = _storage_kind(var, where)
+        vp = _VarPlan(
+            i,
+            name,
+            array,
+            var,
+            tuple(var.dims),
+            tuple(int(s) for s in var.shape),
+            store_dtype,
+            restore,
+            name in coord_names,
+        )
+        if var.dtype.kind == "O" and _dask_data(var) is None and 0 < var.size <= 4096:
+            _object_strings(list(np.asarray(var.values).reshape(-1)), where)  # fail early on small ones
+        vp.chunk_shape = _disk_chunks(vp, chunks)
+        vp.fill = _fill_for(vp)
+        plan.variables.append(vp)
+    taken: set[str] = set()
+    entries, names, keys, kinds = _attr_entries(ds.attrs, lambda k: k, taken, lambda j: f"{PREFIX}/a/{j}", "dataset")
+    plan.attributes += entries
+    plan.attributes.append((PREFIX, LAYOUT_VERSION, "int64"))
+    plan.attributes += _layout_lists(lambda w: f"{PREFIX}/{w}", names, keys, kinds)
+    plan.attributes.append((_K_VARS, [v.name for v in plan.variables], "string"))
+    if any(v.array != v.name for v in plan.variables):
+        plan.attributes.append((_K_ARRAYS, [v.array for v in plan.variables], "string"))
+    plan.attributes.append((_K_COORDS, [v.is_coord for v in plan.variables], "bool"))
+    for vp in plan.variables:
+        i = vp.index
+        where = _where_var(vp.name)
+        entries, names, keys, kinds = _attr_entries(
+            vp.variable.attrs, lambda k, a=vp.array: f"{a}.{k}", taken, lambda j, i=i: _vkey(i, f"a/{j}"), where
+        )
+        plan.attributes += entries
+        plan.attributes += _layout_lists(lambda w, i=i: _vkey(i, w), names, keys, kinds)
+        if vp.restore_dtype:
+            plan.attributes.append((_vkey(i, "dtype"), vp.restore_dtype, "string"))
+        enc_names, enc_kinds = [], []
+        for key in ENCODING_KEYS:
+            if key not in vp.variable.encoding:
+                continue
+            value = vp.variable.encoding[key]
+            if key == "dtype":
+                with contextlib.suppress(TypeError):
+                    value, kind = np.dtype(value).str, "npdtype"
+                    plan.attributes.append((_vkey(i, f"e/{len(enc_names)}"), value, "string"))
+                    enc_names.append(key)
+                    enc_kinds.append(kind)
+                continue
+            try:
+                stored, dtype, kind = encode_attr_value(value, f"{where} encoding {key!r}")
+                dtypes.normalize_attribute(stored, dtype)
+            except AtlasError:
+                continue  # encoding is advisory: an unstorable entry is dropped
+            plan.attributes.append((_vkey(i, f"e/{len(enc_names)}"), stored, dtype))
+            enc_names.append(key)
+            enc_kinds.append(kind)
+        if enc_names:
+            plan.attributes.append((_vkey(i, "encoding"), enc_names, "string"))
+            if any(enc_kinds):
+                plan.attributes.append((_vkey(i, "encoding_kinds"), enc_kinds, "string"))
+    return plan

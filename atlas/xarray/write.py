@@ -1,0 +1,220 @@
+"""Writing: :func:`add_xr_dataset` stages an ``xarray.Dataset`` in a store.
+
+The dataset is planned whole first (:mod:`atlas.xarray.encode`), then every variable
+is written block by block, aligned to its on-disk chunks: dask-backed variables are
+computed a few blocks at a time (:data:`BATCH_BYTES` per batch), lazily loaded ones in
+slabs of whole chunk rows, so nothing is materialised whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+from atlas.errors import DTypeError, InvalidArgumentError, ReadOnlyError, ValueOverflowError
+from atlas.names import validate_name
+from atlas.xarray.codec import (
+    _datetime_to_ns,
+    _numeric_storage,
+    _object_array,
+    _object_strings,
+    _timedelta_to_int,
+    _vkey,
+    _where_var,
+    sanitize_text,
+)
+from atlas.xarray.encode import _dask_data, _plan, _VarPlan
+
+if TYPE_CHECKING:
+    from atlas.dataset import DatasetView
+    from atlas.store import Atlas
+
+#: Bytes of dask blocks computed together (and of numpy slabs written at once).
+BATCH_BYTES = 16 << 20
+
+
+class _NotUtf8(Exception):
+    """Raised inside a streamed write when bytes data turns out not to be UTF-8."""
+
+
+class _OutOfNsRange(Exception):
+    """Raised inside a streamed write when datetimes do not fit timestamp_nanoseconds."""
+
+
+def _to_storage(block: np.ndarray, vp: _VarPlan, enc: str | None) -> np.ndarray:
+    """One block of variable data in the form ``write_array`` takes."""
+    where = _where_var(vp.name)
+    kind = block.dtype.kind
+    if kind == "M" and vp.datetime_as_int:
+        out = block.astype(f"<M8[{np.datetime_data(block.dtype)[0]}]", copy=False).view("<i8")
+    elif kind == "M":
+        try:
+            out = _datetime_to_ns(block, where)
+        except ValueOverflowError:
+            raise _OutOfNsRange from None
+    elif kind == "m":
+        out = _timedelta_to_int(block)
+    elif kind == "U":
+        out = _object_array([sanitize_text(s) for s in block.reshape(-1).tolist()], block.shape)
+    elif kind == "S":
+        try:
+            out = _object_array([b.decode(enc or "utf-8") for b in block.reshape(-1).tolist()], block.shape)
+        except UnicodeDecodeError:
+            raise _NotUtf8 from None
+    elif kind == "O":
+        flat = list(block.reshape(-1))
+        if not flat:
+            return _object_array([], block.shape)
+        seen = "bytes" if isinstance(flat[0], (bytes, np.bytes_)) else "str"
+        if vp.object_kind is not None and seen != vp.object_kind:
+            raise DTypeError(f"{where}: object data mixes str and bytes across blocks")
+        vp.object_kind = seen
+        if seen == "bytes":
+            if not all(isinstance(x, (bytes, np.bytes_)) for x in flat):
+                _object_strings(flat, where)  # raises the mixed-types error
+            try:
+                out = _object_array([bytes(b).decode(enc or "utf-8") for b in flat], block.shape)
+            except UnicodeDecodeError:
+                raise _NotUtf8 from None
+        else:
+            out = _object_array(_object_strings(flat, where)[0], block.shape)
+    else:
+        out = _numeric_storage(block, where)
+    return out if out.flags.c_contiguous else out.copy(order="C")  # (ascontiguousarray turns 0-D into 1-D)
+
+
+def _blocks(vp: _VarPlan) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """``(start, numpy block)`` pieces of a variable, aligned to its on-disk chunks, in bounded memory."""
+    var = vp.variable
+    if not vp.shape:
+        yield (), np.asarray(var.values)
+        return
+    if any(s == 0 for s in vp.shape):
+        return
+    data = _dask_data(var)
+    itemsize = max(var.dtype.itemsize, 8)
+    if data is not None:
+        new_chunks = []
+        for blocks, c in zip(data.chunks, vp.chunk_shape):
+            edges = np.cumsum(blocks)[:-1]
+            new_chunks.append(blocks if bool(np.all(edges % c == 0)) else c)
+        if any(not isinstance(c, tuple) for c in new_chunks):
+            data = data.rechunk(tuple(new_chunks))
+        offsets = [np.concatenate([[0], np.cumsum(b)[:-1]]).astype(int).tolist() for b in data.chunks]
+        batch: list[tuple[int, ...]] = []
+        nbytes = 0
+        for idx in itertools.product(*(range(len(b)) for b in data.chunks)):
+            size = math.prod(data.chunks[a][k] for a, k in enumerate(idx)) * itemsize
+            if batch and nbytes + size > BATCH_BYTES:
+                yield from _compute_batch(data, batch, offsets)
+                batch, nbytes = [], 0
+            batch.append(idx)
+            nbytes += size
+        if batch:
+            yield from _compute_batch(data, batch, offsets)
+        return
+    c0 = vp.chunk_shape[0]
+    row_bytes = max(1, math.prod(vp.shape[1:]) * itemsize)
+    rows = max(c0, (BATCH_BYTES // row_bytes) // c0 * c0)
+    dim0 = vp.dims[0]
+    for a in range(0, vp.shape[0], rows):
+        piece = var if rows >= vp.shape[0] else var.isel({dim0: slice(a, a + rows)})
+        yield (a,) + (0,) * (len(vp.shape) - 1), np.asarray(piece.values)
+
+
+def _compute_batch(data: Any, batch: list[tuple[int, ...]], offsets: list[list[int]]) -> Iterator:
+    import dask
+
+    results = dask.compute(*(data.blocks[idx] for idx in batch))
+    for idx, block in zip(batch, results):
+        yield tuple(offsets[a][k] for a, k in enumerate(idx)), np.asarray(block)
+
+
+def _write_variable(view: DatasetView, vp: _VarPlan) -> None:
+    encodings: tuple[str | None, ...] = ("utf-8", "latin-1") if vp.variable.dtype.kind in "SO" else (None,)
+    for enc in encodings:
+        try:
+            for start, block in _blocks(vp):
+                view.write_array(vp.array, start, _to_storage(block, vp, enc))
+        except _NotUtf8:
+            continue  # rare: bytes that are not UTF-8; rewrite every block as Latin-1 (exactly invertible)
+        except _OutOfNsRange:
+            # Datetimes beyond 1678..2262: store int64 counts of the variable's own unit instead.
+            view.delete_array(vp.array)
+            vp.store_dtype, vp.datetime_as_int, vp.fill = "int64", True, None
+            view.define_array(vp.array, "int64", vp.dims, vp.shape, vp.chunk_shape)
+            for start, block in _blocks(vp):
+                view.write_array(vp.array, start, _to_storage(block, vp, enc))
+        if vp.variable.dtype.kind == "S" or vp.object_kind == "bytes":
+            vp.text_kind = enc
+        return
+
+
+def add_xr_dataset(store: Atlas, ds: Any, name: str, chunks: Any = None) -> DatasetView:
+    """Write an ``xarray.Dataset`` as dataset ``name`` of ``store`` (staged; call ``flush``).
+
+    Every coordinate and data variable becomes an array with its dims; dataset and
+    variable attributes, ``_FillValue`` (from attrs or encoding), coordinates vs data
+    variables and the exact numpy dtypes are kept, so :func:`to_xarray` returns an
+    identical dataset.  dask-backed variables are computed and written block by
+    block, never whole.
+
+    Parameters
+    ----------
+    store : atlas.Atlas
+        A writable store handle.
+    ds : xarray.Dataset
+        The dataset to write.
+    name : str
+        The new dataset's name.
+    chunks : int or dict, optional
+        On-disk chunk size: one int for every dimension, or ``{dim: size}`` (``-1``
+        or None for the whole dimension).  Default: a dask variable's chunking
+        (irregular dask chunks are regularised to their largest block), otherwise
+        ATLAS's default chunk shape.
+
+    Returns
+    -------
+    atlas.DatasetView
+        The new dataset.  Nothing is committed until ``store.flush()`` (or the end
+        of a ``with`` block).
+
+    Raises
+    ------
+    DatasetExistsError
+        If the store already has a dataset ``name``.
+    DTypeError
+        For a variable of an unsupported dtype (complex, mixed object data, ...),
+        naming the variable; nothing is written.
+    """
+    if isinstance(ds, xr.DataArray):
+        raise InvalidArgumentError("add_xr_dataset takes an xarray.Dataset; use da.to_dataset() for a DataArray")
+    if not isinstance(ds, xr.Dataset):
+        raise InvalidArgumentError(f"add_xr_dataset takes an xarray.Dataset, got {type(ds).__name__}")
+    validate_name(name, "dataset")
+    if store.read_only:
+        raise ReadOnlyError(f"cannot add dataset {name!r}: store {store.location} was opened read-only")
+    plan = _plan(ds, chunks)
+    view = store.create_dataset(name)
+    try:
+        for key, value, dtype in plan.attributes:
+            view.set_attribute(key, value, dtype)
+        for vp in plan.variables:
+            view.define_array(vp.array, vp.store_dtype, vp.dims, vp.shape, vp.chunk_shape, vp.fill)
+        for vp in plan.variables:
+            _write_variable(view, vp)
+            if vp.text_kind:
+                view.set_attribute(_vkey(vp.index, "text"), vp.text_kind, "string")
+                if vp.restore_dtype is None:
+                    view.set_attribute(_vkey(vp.index, "dtype"), "|O", "string")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.delete_dataset(name)
+        raise
+    return view
