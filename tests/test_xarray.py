@@ -397,7 +397,7 @@ def test_streaming_write_of_a_dask_array_larger_than_the_budget_is_memory_bounde
     if "max_pending_bytes" not in atlas.Atlas.create.__code__.co_varnames:  # pragma: no cover
         pytest.skip("Atlas.create(max_pending_bytes=...) not available yet")
     budget = 8 << 20
-    monkeypatch.setattr(ax, "BATCH_BYTES", 4 << 20)
+    monkeypatch.setattr(atlas.xarray.write, "BATCH_BYTES", 4 << 20)
     n = 12 << 20  # 96 MiB of float64 in 2 MiB blocks
     ds = xr.Dataset({"v": ("n", da.arange(n, chunks=1 << 18, dtype="float64"))})
     s = atlas.Atlas.create(tmp_path / "big", codec="lz4", max_pending_bytes=budget)

@@ -32,8 +32,6 @@ Modules (imports run one way: this package -> ``write`` / ``read`` / ``backend``
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from atlas.errors import MissingDependencyError
@@ -46,8 +44,7 @@ except ImportError as _exc:  # pragma: no cover - exercised only without xarray
     ) from _exc
 
 # The names marked F401 are not in __all__ but stay importable from here, as before the split
-# (the docs name BATCH_BYTES and Recipe; the distributed test reads a worker's _CACHE).
-from atlas.xarray import write as _write
+# (the docs name Recipe; the distributed test reads a worker's _CACHE).
 from atlas.xarray.backend import AtlasBackendArray, AtlasBackendEntrypoint
 from atlas.xarray.codec import (
     LAYOUT_VERSION,
@@ -75,7 +72,6 @@ from atlas.xarray.read import (
     to_xarray_many,
 )
 from atlas.xarray.write import (
-    BATCH_BYTES,  # noqa: F401
     add_xr_dataset,
 )
 
@@ -109,19 +105,3 @@ class AtlasDatasetAccessor:
 
 if not hasattr(xr.Dataset, "atlas"):
     xr.register_dataset_accessor("atlas")(AtlasDatasetAccessor)
-
-
-class _Module(types.ModuleType):
-    """This package's module type: ``atlas.xarray.BATCH_BYTES = n`` still tunes the writer.
-
-    The streaming writer reads :data:`atlas.xarray.write.BATCH_BYTES`; setting the
-    name here (as before the split, and as tests do with ``monkeypatch``) sets it there too.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "BATCH_BYTES":
-            setattr(_write, name, value)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Module
