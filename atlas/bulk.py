@@ -82,7 +82,15 @@ def read_across(
         for members in groups.values():
             first = metas[members[0]]
             sel_start, box = _box(first, array, names[members[0]], start, shape)
-            block = _read_group(engine, array, [names[i] for i in members], [metas[i] for i in members], sel_start, box)
+            block = _read_group(
+                state.max_workers,
+                engine,
+                array,
+                [names[i] for i in members],
+                [metas[i] for i in members],
+                sel_start,
+                box,
+            )
             for k, i in enumerate(members):
                 out[i] = block[k]
         return out
@@ -121,10 +129,11 @@ def read_across_stacked(
         sel_start, box = _box(first, array, names[0], start, shape)
         for n, meta in zip(names, metas):
             _box(meta, array, n, sel_start, box)  # every array must hold the box
-        return _read_group(state.engine(array), array, names, metas, sel_start, box)
+        return _read_group(state.max_workers, state.engine(array), array, names, metas, sel_start, box)
 
 
 def _read_group(
+    workers: int,
     engine: FamilyEngine,
     array: str,
     names: list[str],
@@ -144,7 +153,7 @@ def _read_group(
         for i in fast:
             by_layout.setdefault((metas[i].shape, metas[i].chunk_shape), []).append(i)
         for (shape, chunk_shape), members in by_layout.items():
-            _fast_group(engine, array, names, metas, members, shape, chunk_shape, start, box, out)
+            _fast_group(workers, engine, array, names, metas, members, shape, chunk_shape, start, box, out)
     return out.view("datetime64[ns]") if name == "timestamp_nanoseconds" else out
 
 
@@ -154,6 +163,7 @@ def _flat(arr: np.ndarray) -> np.ndarray:
 
 
 def _fast_group(
+    workers: int,
     engine: FamilyEngine,
     array: str,
     names: list[str],
@@ -229,7 +239,9 @@ def _fast_group(
             starts = np.zeros(comp.size, np.int64)
             starts[1:] = np.cumsum(padded[:-1])
             scratch_u8 = np.empty(int(starts[-1] + padded[-1]), np.uint8)
-            decode_many(mm, offsets[comp], nbytes[comp], records["codec"][comp], scratch_u8, starts, raw_nbytes, path)
+            decode_many(
+                mm, offsets[comp], nbytes[comp], records["codec"][comp], scratch_u8, starts, raw_nbytes, path, workers
+            )
             scratch = scratch_u8[: scratch_u8.nbytes - scratch_u8.nbytes % itemsize].view(out.dtype)
             src_offsets[comp] = starts // itemsize
         rows_s = rows_p[sel]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import secrets
 from dataclasses import dataclass, field
 
@@ -43,6 +44,8 @@ class WorkingState:
     engines: dict[str, FamilyEngine] = field(default_factory=dict)
     #: Staged chunk bytes above which they are spilled to uncommitted segments.
     max_pending_bytes: int = 256 << 20
+    #: Threads that decode chunks of one bulk read in parallel.
+    max_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     #: Spilled files the commit being built leaves out (deleted once it lands).
     obsolete: list[str] = field(default_factory=list)
 

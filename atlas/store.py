@@ -50,6 +50,14 @@ def _check_budget(value: Any) -> int:
     return value
 
 
+def _check_workers(value: Any) -> int:
+    if value is None:
+        return os.cpu_count() or 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"max_workers must be a positive int or None, got {value!r}")
+    return value
+
+
 def _own_leftover(path: str) -> bool:
     """Files a failed ``create`` may leave behind: the lock and manifest temp files."""
     return path == LOCK_NAME or (path.startswith(".atlas.") and path.endswith(".tmp"))
@@ -97,6 +105,7 @@ class Atlas:
         meta_compression: str = "none",
         *,
         max_pending_bytes: int = DEFAULT_MAX_PENDING,
+        max_workers: int | None = None,
     ) -> Atlas:
         """Create a new, empty store and return a writable handle to it.
 
@@ -117,6 +126,9 @@ class Atlas:
             chunks are spilled to new segment files that no manifest references
             yet (invisible to others, crash-safe), so streaming writes of any size
             run in bounded memory.  Default 256 MiB.
+        max_workers : int, optional
+            Threads that decode the chunks of one bulk read in parallel (default:
+            the number of cores).
 
         Raises
         ------
@@ -143,11 +155,17 @@ class Atlas:
             raise StoreExistsError(f"{backend.location} already holds an ATLAS store; use Atlas.open") from None
         state = WorkingState(backend, name, meta_format, meta_compression, manifest, version)
         state.max_pending_bytes = _check_budget(max_pending_bytes)
+        state.max_workers = _check_workers(max_workers)
         return cls(state, "r+")
 
     @classmethod
     def open(
-        cls, source: str | os.PathLike | Any, mode: str = "r+", *, max_pending_bytes: int = DEFAULT_MAX_PENDING
+        cls,
+        source: str | os.PathLike | Any,
+        mode: str = "r+",
+        *,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING,
+        max_workers: int | None = None,
     ) -> Atlas:
         """Open an existing store.
 
@@ -163,6 +181,8 @@ class Atlas:
             :class:`~atlas.errors.ReadOnlyError`.
         max_pending_bytes : int
             Memory budget for unflushed chunks (see :meth:`create`).
+        max_workers : int, optional
+            Decoding threads of bulk reads (see :meth:`create`).
 
         Raises
         ------
@@ -183,6 +203,7 @@ class Atlas:
         fmt, comp = parse_manifest_filename(name)  # type: ignore[misc]
         state = WorkingState(backend, name, fmt, comp, manifest, version)
         state.max_pending_bytes = _check_budget(max_pending_bytes)
+        state.max_workers = _check_workers(max_workers)
         return cls(state, mode)
 
     @staticmethod
@@ -223,6 +244,15 @@ class Atlas:
     def generation(self) -> int:
         """The committed generation this handle reads."""
         return self._st.base.generation
+
+    @property
+    def max_workers(self) -> int:
+        """Threads that decode the chunks of one bulk read in parallel (settable)."""
+        return self._st.max_workers
+
+    @max_workers.setter
+    def max_workers(self, value: int | None) -> None:
+        self._st.max_workers = _check_workers(value)
 
     @property
     def codec(self) -> str:
