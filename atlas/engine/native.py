@@ -26,7 +26,7 @@ import numba
 import numpy as np
 from numba import types
 
-__all__ = ["AVAILABLE", "UNAVAILABLE_REASON", "decode_chunks", "thread_context"]
+__all__ = ["AVAILABLE", "UNAVAILABLE_REASON", "decode_chunks", "decode_items", "thread_context"]
 
 AVAILABLE = False
 UNAVAILABLE_REASON = ""
@@ -98,10 +98,27 @@ if _LIB is not None:
     _decompress.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32]
     _decompress.restype = ctypes.c_int32
     llb.add_symbol("atlas_blosc2_decompress_ctx", ctypes.cast(_decompress, ctypes.c_void_p).value)
+    _getitem = _LIB.blosc2_getitem_ctx
+    _getitem.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int32,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_int32,
+    ]
+    _getitem.restype = ctypes.c_int
+    llb.add_symbol("atlas_blosc2_getitem_ctx", ctypes.cast(_getitem, ctypes.c_void_p).value)
     AVAILABLE = True
 
 _blosc2_decompress_ctx = types.ExternalFunction(
     "atlas_blosc2_decompress_ctx", types.int32(types.uintp, types.uintp, types.int32, types.uintp, types.int32)
+)
+
+_blosc2_getitem_ctx = types.ExternalFunction(
+    "atlas_blosc2_getitem_ctx",
+    types.int32(types.uintp, types.uintp, types.int32, types.int32, types.int32, types.uintp, types.int32),
 )
 
 #: Status of a chunk whose byte ranges do not fit its buffers (never sent to blosc2).
@@ -136,6 +153,46 @@ def decode_chunks(
             status[i] = ERR_BOUNDS
         else:
             status[i] = _blosc2_decompress_ctx(ctx, src_base + off, np.int32(cb), dst_base + doff, np.int32(nb))
+
+
+@numba.njit(nogil=True, cache=True)
+def decode_items(
+    ctx: int,
+    src: np.ndarray,
+    offsets: np.ndarray,
+    nbytes: np.ndarray,
+    item_start: np.ndarray,
+    item_count: np.ndarray,
+    itemsize: int,
+    dst: np.ndarray,
+    dst_starts: np.ndarray,
+    status: np.ndarray,
+) -> None:
+    """Decode items ``[item_start[i], item_start[i] + item_count[i])`` of chunk ``i``.
+
+    Only the blosc2 blocks holding those items are decompressed.  ``status[i]``
+    receives the bytes written (``item_count[i] * itemsize`` on success), a negative
+    libblosc2 error code, or :data:`ERR_BOUNDS`.
+    """
+    src_base = src.ctypes.data
+    dst_base = dst.ctypes.data
+    for i in range(offsets.shape[0]):
+        off, cb, doff = offsets[i], nbytes[i], dst_starts[i]
+        nb = item_count[i] * itemsize
+        src_ok = off >= 0 and 0 < cb <= _INT32_MAX and off + cb <= src.shape[0]
+        dst_ok = doff >= 0 and 0 <= nb <= _INT32_MAX and doff + nb <= dst.shape[0]
+        if not (src_ok and dst_ok) or item_start[i] < 0 or item_start[i] > _INT32_MAX:
+            status[i] = ERR_BOUNDS
+        else:
+            status[i] = _blosc2_getitem_ctx(
+                ctx,
+                src_base + off,
+                np.int32(cb),
+                np.int32(item_start[i]),
+                np.int32(item_count[i]),
+                dst_base + doff,
+                np.int32(nb),
+            )
 
 
 _local = threading.local()
