@@ -383,8 +383,10 @@ class DatasetView:
 
 
 def _check_bounds(start: tuple[int, ...], shape: tuple[int, ...], bounds: tuple[int, ...], where: str) -> None:
-    for axis, (b, n, s) in enumerate(zip(start, shape, bounds, strict=False)):
-        if b < 0 or n < 0 or b + n > s or b > s:
+    if all(b >= 0 and n >= 0 and b + n <= s for b, n, s in zip(start, shape, bounds)):
+        return
+    for axis, (b, n, s) in enumerate(zip(start, shape, bounds)):
+        if b < 0 or n < 0 or b + n > s:
             raise SelectionError(
                 f"{where}: selection start={list(start)} shape={list(shape)} leaves the array "
                 f"shape {list(bounds)} on axis {axis}"

@@ -33,6 +33,9 @@ _BLOSC = {ZSTD: blosc2.Codec.ZSTD, LZ4: blosc2.Codec.LZ4}
 _ALIASES = {"none": "none", "uncompressed": "none", "raw": "none", "zstd": "zstd", "lz4": "lz4"}
 #: blosc2 compression level used for every chunk (a measured sweet spot of speed/size).
 CLEVEL = 5
+#: Chunks of at most this many bytes are stored raw: blosc2's 32-byte header alone
+#: would eat any saving, and a raw chunk is read straight from the memory map.
+MIN_COMPRESS = 128
 #: blosc2 block size of chunks larger than it (see :func:`encode_payload`).
 BLOCKSIZE = 16384
 _BLOSC_OVERHEAD = 32
@@ -61,7 +64,7 @@ def encode_payload(raw: np.ndarray, typesize: int, codec: str) -> tuple[np.ndarr
     when compression would not make it smaller.
     """
     cid = CODEC_IDS[codec]
-    if cid == RAW or raw.nbytes == 0 or raw.nbytes > _BLOSC_MAX:
+    if cid == RAW or raw.nbytes <= MIN_COMPRESS or raw.nbytes > _BLOSC_MAX:
         return raw, RAW
     packed = blosc2.compress2(
         raw,

@@ -71,6 +71,16 @@ def plan_selection(
     if any(s == 0 for s in sel_shape):
         empty = np.zeros((0, ndim), np.int64)
         return ChunkPlan(np.zeros(0, np.int64), empty, empty, empty, empty)
+    if all(c >= n for c, n in zip(chunk_shape, shape)):
+        # One chunk holds the whole array (the common case for small datasets).
+        one = np.array([shape], np.int64)
+        return ChunkPlan(
+            chunk_ids=np.zeros(1, np.int64),
+            chunk_shapes=one,
+            in_chunk=np.array([start], np.int64),
+            in_selection=np.zeros((1, ndim), np.int64),
+            boxes=np.array([sel_shape], np.int64),
+        )
     grid = np.array(chunk_grid(shape, chunk_shape), np.int64)
     cs = np.array(chunk_shape, np.int64)
     shp = np.array(shape, np.int64)
