@@ -5,10 +5,18 @@ read plans the touched ``(dataset, chunk)`` pieces of all datasets at once with
 numpy, verifies their checksums in one jitted pass per segment, decodes the
 compressed ones into one scratch buffer and scatters every piece into one
 preallocated ``(N, *box)`` output with one jitted call.
+
+Local segments are memory-mapped and read in place.  On object stores the same plan
+fetches exactly the touched chunk payloads of each segment with one coalesced
+``get_ranges`` call (:meth:`atlas.engine.arrays.SegmentIO.gather_many`), many
+segments at once, into one aligned buffer per segment; each segment is checked,
+decoded and scattered by the same code as soon as its bytes land.  The segment
+indexes an array needs are fetched together beforehand (one round of requests).
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +31,7 @@ from atlas.engine.decode import decode_many
 from atlas.engine.planner import plan_selection
 from atlas.errors import (
     ArrayNotFoundError,
+    BackendError,
     ChecksumError,
     InvalidArgumentError,
     SchemaMismatchError,
@@ -147,7 +156,7 @@ def _read_group(
     """Read the same box from datasets whose arrays share dtype (checked by callers)."""
     name = metas[0].dtype
     out = np.empty((len(names), *box), dtype=dtypes.storage_dtype(name))
-    slow = [i for i, m in enumerate(metas) if name == "string" or m.slot in engine.pending or not engine.io.can_map]
+    slow = [i for i, m in enumerate(metas) if name == "string" or m.slot in engine.pending]
     for i in slow:
         out[i] = engine.read(metas[i], start, box, f"dataset {names[i]!r} array {array!r}")
     fast = sorted(set(range(len(names))) - set(slow))
@@ -182,6 +191,8 @@ def _fast_group(
     rows = len(plan)
     members_arr = np.asarray(members, np.int64)
     slots = np.array([metas[i].slot for i in members], np.uint64)
+    if engine.has_stored():
+        _prefetch_index(engine)
     positions = engine.index().find_many(slots, plan.chunk_ids) if engine.has_stored() else None
     if positions is None:
         positions = np.full((len(members), rows), -1, np.int64)
@@ -214,45 +225,98 @@ def _fast_group(
     bases_p = dst_bases[present]
     segs = idx.seg[pos]
     segments = engine.segments()
-    itemsize = out.dtype.itemsize
+    jobs = []
     for seg in np.unique(segs):
         sel = segs == seg
         ref = segments[int(seg)]
-        path = engine.path(ref)
-        mm = engine.io.read(path, 0, ref.size, ref.size)
-        records = idx.table[pos[sel]]
-        offsets = records["offset"].astype(np.int64)
-        nbytes = records["nbytes"].astype(np.int64)
-        digests = np.empty(offsets.shape[0], np.uint64)
-        kernels.xxh64_many(mm, offsets, nbytes, digests)
-        bad = np.nonzero(digests != records["checksum"])[0]
-        if bad.size:
-            culprit = names[int(members_p[sel][bad[0]])]
-            raise ChecksumError(f"{path} (dataset {culprit!r} array {array!r}): chunk checksum mismatch")
-        raw = records["codec"] == RAW
-        src_offsets = np.empty(offsets.shape[0], np.int64)
-        # Raw chunks are scattered straight from the memory map.
-        src_offsets[raw] = offsets[raw] // itemsize
-        comp = np.nonzero(~raw)[0]
-        scratch = np.empty(0, out.dtype)
-        if comp.size:
-            raw_nbytes = records["raw_nbytes"][comp].astype(np.int64)
-            # Each decoded chunk starts at a multiple of the item size in the scratch.
-            padded = -(-raw_nbytes // itemsize) * itemsize
-            starts = np.zeros(comp.size, np.int64)
-            starts[1:] = np.cumsum(padded[:-1])
-            scratch_u8 = np.empty(int(starts[-1] + padded[-1]), np.uint8)
-            decode_many(
-                mm, offsets[comp], nbytes[comp], records["codec"][comp], scratch_u8, starts, raw_nbytes, path, workers
-            )
-            scratch = scratch_u8[: scratch_u8.nbytes - scratch_u8.nbytes % itemsize].view(out.dtype)
-            src_offsets[comp] = starts // itemsize
-        rows_s = rows_p[sel]
-        if raw.any():
-            typed_map = mm[: mm.nbytes - mm.nbytes % itemsize].view(out.dtype)
-            _scatter(typed_map, src_offsets[raw], plan, rows_s[raw], sel_shape, bases_p[sel][raw], dst)
-        if comp.size:
-            _scatter(scratch, src_offsets[comp], plan, rows_s[comp], sel_shape, bases_p[sel][comp], dst)
+        jobs.append((sel, ref, engine.path(ref), idx.table[pos[sel]]))
+    for sel, _ref, path, records, src, offsets in _sources(engine, jobs):
+        pieces = (members_p[sel], rows_p[sel], bases_p[sel])
+        _decode_segment(workers, array, names, plan, out, dst, sel_shape, path, records, src, offsets, *pieces)
+
+
+def _prefetch_index(engine: FamilyEngine) -> None:
+    """On object stores, fetch the index of every segment at once before it is built."""
+    # FamilyEngine caches its tables; only a family whose index was never read needs this.
+    if engine.io.can_map or engine._tables is not None or engine._index is not None:
+        return
+    refs = engine.family.segments
+    if len(refs) > 1:
+        try:
+            engine.io.prefetch([(engine.path(ref), ref.index_offset, ref.index_length) for ref in refs])
+        except BackendError as exc:
+            if getattr(exc, "errno", None) != errno.ENOENT:
+                raise
+            # A missing segment is damage: engine.index() reports it as such.
+
+
+def _sources(engine: FamilyEngine, jobs: list) -> Any:
+    """Per segment job: ``(*job, bytes, offsets of each record's payload in those bytes)``.
+
+    Memory-mapped segments are used in place.  Otherwise exactly the touched payloads
+    are fetched, one coalesced ``get_ranges`` call per segment and many segments at
+    once; each segment is decoded as soon as its bytes land.
+    """
+    if engine.io.can_map:
+        for sel, ref, path, records in jobs:
+            mm = engine.io.read(path, 0, ref.size, ref.size)
+            yield sel, ref, path, records, mm, records["offset"].astype(np.int64)
+        return
+    requests = [
+        (path, records["offset"].astype(np.int64), records["nbytes"].astype(np.int64)) for _, _, path, records in jobs
+    ]
+    for k, buf, starts in engine.io.gather_many(requests):
+        yield (*jobs[k], buf, starts)
+
+
+def _decode_segment(
+    workers: int,
+    array: str,
+    names: list[str],
+    plan: Any,
+    out: np.ndarray,
+    dst: np.ndarray,
+    sel_shape: np.ndarray,
+    path: str,
+    records: np.ndarray,
+    src: np.ndarray,
+    offsets: np.ndarray,
+    members: np.ndarray,
+    rows: np.ndarray,
+    bases: np.ndarray,
+) -> None:
+    """Verify, decode and scatter the records of one segment whose payloads are in ``src``."""
+    itemsize = out.dtype.itemsize
+    nbytes = records["nbytes"].astype(np.int64)
+    digests = np.empty(offsets.shape[0], np.uint64)
+    kernels.xxh64_many(src, offsets, nbytes, digests)
+    bad = np.nonzero(digests != records["checksum"])[0]
+    if bad.size:
+        culprit = names[int(members[bad[0]])]
+        raise ChecksumError(f"{path} (dataset {culprit!r} array {array!r}): chunk checksum mismatch")
+    raw = records["codec"] == RAW
+    src_offsets = np.empty(offsets.shape[0], np.int64)
+    # Raw chunks are scattered straight from the map (or the fetched buffer).
+    src_offsets[raw] = offsets[raw] // itemsize
+    comp = np.nonzero(~raw)[0]
+    scratch = np.empty(0, out.dtype)
+    if comp.size:
+        raw_nbytes = records["raw_nbytes"][comp].astype(np.int64)
+        # Each decoded chunk starts at a multiple of the item size in the scratch.
+        padded = -(-raw_nbytes // itemsize) * itemsize
+        starts = np.zeros(comp.size, np.int64)
+        starts[1:] = np.cumsum(padded[:-1])
+        scratch_u8 = np.empty(int(starts[-1] + padded[-1]), np.uint8)
+        decode_many(
+            src, offsets[comp], nbytes[comp], records["codec"][comp], scratch_u8, starts, raw_nbytes, path, workers
+        )
+        scratch = scratch_u8[: scratch_u8.nbytes - scratch_u8.nbytes % itemsize].view(out.dtype)
+        src_offsets[comp] = starts // itemsize
+    if raw.any():
+        typed_src = src[: src.nbytes - src.nbytes % itemsize].view(out.dtype)
+        _scatter(typed_src, src_offsets[raw], plan, rows[raw], sel_shape, bases[raw], dst)
+    if comp.size:
+        _scatter(scratch, src_offsets[comp], plan, rows[comp], sel_shape, bases[comp], dst)
 
 
 def _scatter(src, src_offsets, plan, rows, sel_shape, bases, dst) -> None:

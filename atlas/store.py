@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -106,14 +106,17 @@ class Atlas:
         *,
         max_pending_bytes: int = DEFAULT_MAX_PENDING,
         max_workers: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> Atlas:
         """Create a new, empty store and return a writable handle to it.
 
         Parameters
         ----------
-        source : str, os.PathLike or URL
+        source : str, os.PathLike, URL or obstore store handle
             Where the store lives: a local directory (created if missing; it must
-            not hold a store already) or a ``file://`` URL.
+            not hold a store already), a ``file://`` URL, an object-store URL
+            (``s3://bucket/prefix``, ``gs://``, ``az://``, ``memory://``) or an
+            ``obstore.store`` handle (see :doc:`cloud-storage`).
         codec : {"zstd", "lz4", "none"}
             Compression of every chunk (case-insensitive; ``"uncompressed"`` is an
             alias of ``"none"``).
@@ -129,6 +132,12 @@ class Atlas:
         max_workers : int, optional
             Threads that decode the chunks of one bulk read in parallel (default:
             the number of cores).
+        storage_options : mapping, optional
+            Options for an object-store location, passed through to obstore
+            (``region``, ``endpoint``, ``skip_signature``, ``client_options``,
+            ``retry_config``, ...) plus the ATLAS tuning options
+            ``max_concurrency``, ``coalesce_bytes``, ``max_request_bytes`` and
+            ``multipart_threshold``.  Local paths take none.
 
         Raises
         ------
@@ -141,7 +150,7 @@ class Atlas:
         codec = normalize_codec(codec)
         meta_format = normalize_meta_format(meta_format)
         meta_compression = normalize_meta_compression(meta_compression)
-        backend = resolve(source, read_only=False)
+        backend = resolve(source, read_only=False, **dict(storage_options or {}))
         if _find_manifest(backend) is not None:
             raise StoreExistsError(f"{backend.location} already holds an ATLAS store; use Atlas.open")
         if any(not _own_leftover(info.path) for info in backend.list("")):
@@ -166,6 +175,7 @@ class Atlas:
         *,
         max_pending_bytes: int = DEFAULT_MAX_PENDING,
         max_workers: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> Atlas:
         """Open an existing store.
 
@@ -183,6 +193,8 @@ class Atlas:
             Memory budget for unflushed chunks (see :meth:`create`).
         max_workers : int, optional
             Decoding threads of bulk reads (see :meth:`create`).
+        storage_options : mapping, optional
+            Object-store options (see :meth:`create`).
 
         Raises
         ------
@@ -195,7 +207,7 @@ class Atlas:
         """
         if mode not in _MODES:
             raise InvalidArgumentError(f"mode must be 'r' or 'r+', got {mode!r}")
-        backend = resolve(source, read_only=mode == "r")
+        backend = resolve(source, read_only=mode == "r", **dict(storage_options or {}))
         name = _find_manifest(backend)
         if name is None:
             raise NotAStoreError(f"{backend.location} holds no ATLAS store (no atlas.json or atlas.msgpack)")
