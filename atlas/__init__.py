@@ -7,6 +7,8 @@ one call.  Start with :meth:`Atlas.create` or :meth:`Atlas.open`.
 
 from __future__ import annotations
 
+import logging
+
 from atlas import errors
 from atlas.dataset import DatasetView
 from atlas.dtypes import DTYPE_NAMES
@@ -16,3 +18,6 @@ from atlas.store import Atlas
 __all__ = ["DTYPE_NAMES", "Atlas", "AtlasError", "ConflictError", "DatasetView", "__version__", "errors"]
 
 __version__ = "0.1.0"
+
+# A library logs but never prints: applications opt in by configuring "atlas".
+logging.getLogger("atlas").addHandler(logging.NullHandler())

@@ -1,0 +1,261 @@
+"""Source files of ``create``/``append``: finding them, naming datasets, opening them.
+
+**Which files.** Every regular file whose extension is ``.nc``, ``.nc4``, ``.cdf`` or
+``.netcdf`` (any case) under a source directory, recursively by default, sorted by
+relative path.  Names starting with ``.`` (hidden files and directories) are skipped
+and symlinked directories are not followed.  A file named explicitly (``append``)
+is taken whatever its extension.
+
+**Dataset names** (:func:`dataset_name`): the file's path relative to the source
+directory, POSIX separators, without its NetCDF extension, percent-encoded so that
+the mapping is reversible and every result is a valid dataset name: ``%`` becomes
+``%25``, ``/`` becomes ``%2F``, a leading ``_`` becomes ``%5F``, a name ``.``/``..``
+starts with ``%2E``, and bytes of a file name that are not UTF-8 (surrogate escapes)
+become ``%XX``.  ``urllib.parse.unquote(name, errors="surrogateescape")`` gives the
+relative path back (minus the extension).  ``GL_PR_BO_JLKU.nc`` -> ``GL_PR_BO_JLKU``;
+``2020/01/a.nc`` -> ``2020%2F01%2Fa``.
+
+**Opening** (:func:`load_source`, run in the reader processes): the file is opened
+lazily with ``xr.open_dataset``.  A file whose variables total at most
+``chunk_size`` bytes is loaded whole into memory right there and sent to the
+writer, so reading overlaps with writing; it is stored with ATLAS's default chunk
+shapes.  A larger file is reopened by the writer (:func:`open_streamed`) with
+``xr.open_dataset(chunks=...)``: dask blocks of at most ``chunk_size`` bytes that are
+whole multiples of the on-disk chunks (about 1 MiB, one size per dimension), so it
+is streamed block by block and every block is read once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "EXTENSIONS",
+    "Loaded",
+    "Source",
+    "dataset_name",
+    "discover",
+    "find_unsupported",
+    "load_source",
+    "open_streamed",
+]
+
+EXTENSIONS = (".nc", ".nc4", ".cdf", ".netcdf")
+
+
+@dataclass
+class Source:
+    """One file to store: where it is, the dataset it becomes, its size in bytes."""
+
+    path: Path
+    name: str
+    size: int = 0
+
+
+@dataclass
+class Loaded:
+    """An opened source: the dataset, and the on-disk chunks to use for a streamed one."""
+
+    source: Source
+    ds: Any
+    streamed: bool = False
+    blocks: dict[str, int] | None = None
+    disk_chunks: dict[str, int] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        if self.ds is not None:
+            with contextlib.suppress(Exception):  # closing a file never matters for the result
+                self.ds.close()
+
+
+def _escape_char(ch: str) -> str:
+    if ch == "%":
+        return "%25"
+    if ch == "/":
+        return "%2F"
+    if "\udc80" <= ch <= "\udcff":  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)
+        return f"%{ord(ch) - 0xDC00:02X}"
+    if "\ud800" <= ch <= "\udfff":
+        return "%EF%BF%BD"
+    return ch
+
+
+def dataset_name(relative: str) -> str:
+    """The dataset name of a file at POSIX path ``relative`` (see the module docstring)."""
+    stem = relative
+    lower = relative.lower()
+    for ext in EXTENSIONS:
+        if lower.endswith(ext) and len(relative) > len(ext):
+            stem = relative[: -len(ext)]
+            break
+    name = "".join(_escape_char(ch) for ch in stem)
+    if name.startswith("_"):
+        name = "%5F" + name[1:]
+    if name in (".", ".."):
+        name = "%2E" + name[1:]
+    return name
+
+
+def _is_netcdf(name: str) -> bool:
+    lower = name.lower()
+    return any(lower.endswith(ext) and len(name) > len(ext) for ext in EXTENSIONS)
+
+
+def _walk(root: Path, recursive: bool) -> list[Path]:
+    found = []
+    if recursive:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            found += [Path(dirpath) / f for f in filenames if not f.startswith(".") and _is_netcdf(f)]
+    else:
+        found = [p for p in root.iterdir() if not p.name.startswith(".") and _is_netcdf(p.name)]
+    return [p for p in found if p.is_file()]
+
+
+def discover(sources: Iterable[str | os.PathLike], recursive: bool) -> list[Source]:
+    """The files named by ``sources`` (directories are searched), in order, with their dataset names.
+
+    Raises ``FileNotFoundError`` for a source that does not exist.
+    """
+    out: list[Source] = []
+    for src in sources:
+        root = Path(src)
+        if root.is_dir():
+            files = _walk(root, recursive)
+            rel = {p: p.relative_to(root).as_posix() for p in files}
+            for p in sorted(files, key=lambda p: rel[p]):
+                out.append(Source(p, dataset_name(rel[p]), p.stat().st_size))
+        elif root.is_file():
+            out.append(Source(root, dataset_name(root.name), root.stat().st_size))
+        else:
+            raise FileNotFoundError(2, "no such file or directory", os.fspath(root))
+    return out
+
+
+# -- opening ------------------------------------------------------------------------------------------
+
+
+def _itemsize(var: Any) -> int:
+    kind = var.dtype.kind
+    return 8 if kind in "OSUMm" else max(1, var.dtype.itemsize)
+
+
+def stream_chunks(ds: Any, chunk_size: int) -> tuple[dict[str, int], dict[str, int]]:
+    """``(dask_blocks, disk_chunks)`` per dimension for streaming a large dataset.
+
+    The on-disk chunk of a dimension is the smallest default ATLAS chunk (at most
+    1 MiB per chunk) of any variable along it; the dask block is a whole multiple of
+    it, grown along the largest variable's leading dimensions up to ``chunk_size``.
+    """
+    from atlas.dataset import default_chunk_shape
+
+    sizes = {str(d): int(n) for d, n in ds.sizes.items()}
+    disk: dict[str, int] = {}
+    for var in ds.variables.values():
+        if not var.dims:
+            continue
+        default = default_chunk_shape([int(s) for s in var.shape], _itemsize(var))
+        for dim, c in zip(var.dims, default):
+            disk[str(dim)] = min(disk.get(str(dim), c), max(1, c))
+    block = dict(disk)
+    big = max((v for v in ds.variables.values() if v.dims), key=lambda v: v.size * _itemsize(v), default=None)
+    if big is not None:
+        dims = [str(d) for d in big.dims]
+        item = _itemsize(big)
+        for dim in dims:
+            others = math.prod(block[d] for d in dims if d != dim)
+            fit = max(1, chunk_size // max(1, others * item * disk[dim]))
+            block[dim] = min(sizes[dim], disk[dim] * fit)
+            if block[dim] < sizes[dim]:
+                break
+    # Where it costs nothing, make blocks whole multiples of the file's own (HDF5) chunks too.
+    for dim, pref in _preferred(ds).items():
+        if dim in block and block[dim] < sizes[dim]:
+            step = math.lcm(disk[dim], pref)
+            if step <= block[dim]:
+                block[dim] = block[dim] // step * step
+    return block, disk
+
+
+def _preferred(ds: Any) -> dict[str, int]:
+    """The largest source chunk size per dimension (``encoding["preferred_chunks"]``)."""
+    out: dict[str, int] = {}
+    for var in ds.variables.values():
+        for dim, size in (var.encoding.get("preferred_chunks") or {}).items():
+            if isinstance(size, int) and size > 0:
+                out[str(dim)] = max(out.get(str(dim), 0), size)
+    return out
+
+
+def load_source(source: Source, chunk_size: int, engine: str | None = None) -> Loaded:
+    """Open ``source`` in a reader process: loaded whole when small, else planned for streaming.
+
+    Runs in a worker process (netCDF-C and HDF5 are not thread-safe, and xarray does
+    not lock while it opens a file, so reader *threads* crash); the result is pickled
+    back.  Python warnings are returned in ``Loaded.warnings`` for the parent to log.
+    """
+    import warnings
+
+    import xarray as xr
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", UserWarning)  # what the parent reports too (see atlas.cli.progress)
+        warnings.simplefilter("always", RuntimeWarning)
+        try:
+            ds = xr.open_dataset(source.path, engine=engine)
+        except ValueError as exc:
+            if "did not find a match" in str(exc):  # xarray's words for "no engine reads this"
+                raise ValueError("not a file any installed xarray engine can read (not NetCDF?)") from None
+            raise
+        try:
+            if ds.nbytes <= chunk_size:  # metadata only: nothing is read yet
+                ds.load()
+                loaded = Loaded(source, ds)
+            else:
+                blocks, disk = stream_chunks(ds, chunk_size)
+                loaded = Loaded(source, None, streamed=True, blocks=blocks, disk_chunks=disk)
+        finally:
+            ds.close()
+    loaded.warnings = [f"{w.category.__name__}: {' '.join(str(w.message).split())}" for w in caught]
+    return loaded
+
+
+def open_streamed(loaded: Loaded, engine: str | None = None) -> Loaded:
+    """Open a large source lazily with dask blocks (``xr.open_dataset(chunks=...)``), in the writer."""
+    import xarray as xr
+
+    if loaded.ds is None:
+        loaded.ds = xr.open_dataset(loaded.source.path, engine=engine, chunks=loaded.blocks)
+    return loaded
+
+
+def find_unsupported(ds: Any) -> dict[str, str]:
+    """``{variable: reason}`` for the variables ATLAS refuses to store (complex, compound, ...)."""
+    import xarray as xr
+
+    from atlas.errors import DTypeError, ValueOverflowError
+
+    try:
+        from atlas.xarray.encode import _plan
+    except ImportError:  # pragma: no cover - the layout module moved: fall back to dtype kinds
+        _plan = None
+    bad: dict[str, str] = {}
+    for name, var in ds.variables.items():
+        if var.dtype.kind in "cV" or (var.dtype.kind == "f" and var.dtype.itemsize > 8):
+            bad[str(name)] = f"dtype {var.dtype} is not supported"
+            continue
+        if _plan is None:
+            continue
+        try:
+            _plan(xr.Dataset({name: var}), None)
+        except (DTypeError, ValueOverflowError) as exc:
+            bad[str(name)] = " ".join(str(exc).split())
+    return bad
