@@ -47,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import atlas  # noqa: E402
+import atlas
 
 #: Cells of the one array of every dataset.
 CELLS = 24
