@@ -219,3 +219,271 @@ def test_native_kernel_statuses():
         status[:1],
     )
     assert status[0] != 8000
+
+
+# -- item-range (partial) chunk decoding ------------------------------------------------------------
+
+PARTIAL_LAYOUTS = [
+    # shape, chunk_shape, dtype, selections (start, shape): leading boxes, inner boxes, edge chunks
+    ((20000,), (6000,), "float64", [([0], [1500]), ([0], [5000]), ([6100], [10]), ([18000], [2000]), ([5990], [20])]),
+    (
+        (60, 170),
+        (50, 168),
+        "float32",
+        [([0, 0], [13, 42]), ([3, 5], [4, 100]), ([0, 160], [55, 10]), ([50, 0], [10, 170]), ([0, 0], [60, 170])],
+    ),
+    (
+        (70, 60, 30),
+        (50, 50, 24),
+        "int32",
+        [([0, 0, 0], [25, 25, 12]), ([10, 3, 2], [5, 7, 9]), ([45, 45, 20], [25, 15, 10]), ([50, 50, 24], [20, 10, 6])],
+    ),
+]
+
+
+def smooth(rng, shape, dtype):
+    """Compressible data (so that chunks are stored compressed, not raw)."""
+    base = np.add.outer(np.arange(shape[0]), np.zeros(shape[1:])) if len(shape) > 1 else np.arange(shape[0]) * 1.0
+    walk = rng.integers(-2, 3, shape).cumsum(-1)
+    return (base * 3 + walk).astype(dtype)
+
+
+def partial_counts(monkeypatch):
+    """Record, per native call, how many pieces were decoded by item range."""
+    seen: list[int] = []
+    real = native.read_pieces
+
+    def spy(*args):
+        count, raw = args[9], args[6]
+        seen.append(int(((count > 0) & ~raw).sum()))
+        return real(*args)
+
+    monkeypatch.setattr(native, "read_pieces", spy)
+    return seen
+
+
+@pytest.mark.skipif(not native.AVAILABLE, reason=f"libblosc2 not reachable: {native.UNAVAILABLE_REASON}")
+@pytest.mark.parametrize("codec", ["zstd", "lz4", "none"])
+@pytest.mark.parametrize("layout", range(len(PARTIAL_LAYOUTS)), ids=["1d", "2d", "3d"])
+def test_partial_chunk_decoding_matches_numpy(tmp_path, monkeypatch, codec, layout):
+    shape, chunks, dtype, selections = PARTIAL_LAYOUTS[layout]
+    data = [smooth(np.random.default_rng(i), shape, dtype) for i in range(5)]
+    with atlas.Atlas.create(tmp_path / "s", codec=codec) as s:
+        for i, arr in enumerate(data):
+            ds = s.create_dataset(f"d{i}")
+            ds.define_array("v", dtype, [f"a{k}" for k in range(len(shape))], list(shape), chunk_shape=list(chunks))
+            ds.write_array("v", [0] * len(shape), arr)
+    s = atlas.Atlas.open(tmp_path / "s", mode="r")
+    names = s.list_datasets()
+    seen = partial_counts(monkeypatch)
+    for start, box in selections:
+        got = s.read_array_across_stacked("v", names, start, box)
+        sl = tuple(slice(a, a + b) for a, b in zip(start, box))
+        np.testing.assert_array_equal(got, np.stack([arr[sl] for arr in data]), err_msg=f"{start} {box}")
+    if codec == "none":
+        assert sum(seen) == 0  # uncompressed chunks are sliced in place
+    else:
+        assert sum(seen) > 0, "no chunk was decoded by item range"
+    monkeypatch.setattr(native, "AVAILABLE", False)
+    for start, box in selections:
+        sl = tuple(slice(a, a + b) for a, b in zip(start, box))
+        want = np.stack([arr[sl] for arr in data])
+        np.testing.assert_array_equal(s.read_array_across_stacked("v", names, start, box), want)
+
+
+def test_partial_item_range_per_plan_row():
+    from atlas.bulk import PARTIAL_MAX_FRACTION, _Rows
+    from atlas.engine.planner import plan_selection
+
+    plan = plan_selection((50, 168), (50, 168), (0, 0), (13, 42))
+    rows = _Rows(plan)
+    assert rows.cells.tolist() == [8400]
+    assert rows.first.tolist() == [0]
+    assert rows.count.tolist() == [12 * 168 + 41 + 1]
+    # Inner box of an edge chunk (cut at the array bounds): strides follow the cut shape.
+    plan = plan_selection((70, 60, 30), (50, 50, 24), (51, 52, 25), (3, 4, 2))
+    rows = _Rows(plan)
+    assert plan.chunk_shapes.tolist() == [[20, 10, 6]]
+    assert rows.first.tolist() == [1 * 60 + 2 * 6 + 1]
+    assert rows.count.tolist() == [(3 * 60 + 5 * 6 + 2) - (1 * 60 + 2 * 6 + 1) + 1]
+    # A box spanning most of the chunk is decoded whole.
+    plan = plan_selection((100,), (100,), (0,), (int(100 * PARTIAL_MAX_FRACTION) + 1,))
+    assert _Rows(plan).count.tolist() == [0]
+
+
+ALL_DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64"]
+
+
+@pytest.mark.parametrize("codec", ["zstd", "none"])
+def test_partial_decoding_every_dtype(tmp_path, codec):
+    rng = np.random.default_rng(7)
+    shape, chunks = (40, 300), (40, 300)
+    values = {}
+    with atlas.Atlas.create(tmp_path / "s", codec=codec) as s:
+        for i in range(4):
+            ds = s.create_dataset(f"d{i}")
+            for dt in ALL_DTYPES:
+                arr = (rng.integers(0, 4, shape).cumsum(-1) % 100).astype(dt)
+                values[dt, i] = arr
+                ds.define_array(dt, dt, ["y", "x"], list(shape), chunk_shape=list(chunks))
+                ds.write_array(dt, [0, 0], arr)
+            flags = rng.random(shape) < 0.1
+            values["bool", i] = flags
+            ds.define_array("bool", "bool", ["y", "x"], list(shape), chunk_shape=list(chunks))
+            ds.write_array("bool", [0, 0], flags)
+            when = (np.arange(np.prod(shape)).reshape(shape) * 1000 + i).astype("datetime64[ns]")
+            values["when", i] = when
+            ds.define_array("when", "timestamp_ns", ["y", "x"], list(shape), chunk_shape=list(chunks))
+            ds.write_array("when", [0, 0], when)
+            text = np.array([f"s{i}-{k}" for k in range(300)], dtype=object)
+            values["text", i] = text
+            ds.define_array("text", "string", ["x"], [300], chunk_shape=[300])
+            ds.write_array("text", [0], text)
+            # Partly written integers carry a written-mask after the cells.
+            ds.define_array("masked", "int16", ["y", "x"], list(shape), chunk_shape=list(chunks))
+            part = np.arange(300, dtype="int16").reshape(10, 30) + i
+            ds.write_array("masked", [5, 7], part)
+            full = np.zeros(shape, "int16")
+            full[5:15, 7:37] = part
+            values["masked", i] = full
+    s = atlas.Atlas.open(tmp_path / "s", mode="r")
+    names = s.list_datasets()
+    for array in [*ALL_DTYPES, "bool", "when", "masked"]:
+        for start, box in [([0, 0], [10, 75]), ([6, 8], [3, 20]), ([0, 0], [40, 300])]:
+            got = s.read_array_across_stacked(array, names, start, box)
+            want = np.stack(
+                [values[array, i][start[0] : start[0] + box[0], start[1] : start[1] + box[1]] for i in range(4)]
+            )
+            assert got.dtype == want.dtype, array
+            np.testing.assert_array_equal(got, want, err_msg=array)
+    got = s.read_array_across_stacked("text", names, [0], [30])
+    np.testing.assert_array_equal(got, np.stack([values["text", i][:30] for i in range(4)]))
+
+
+# -- records that do not match the chunk they claim to be -------------------------------------------
+
+
+def forge_record(path, array, field, value):
+    """Rewrite one field of the first chunk record of ``array`` (index checksum recomputed)."""
+    import json
+    import struct
+
+    from atlas.engine.codecs import checksum
+    from atlas.engine.segment import RECORD_DTYPE
+
+    manifest = json.loads((path / "atlas.json").read_text())
+    entry = manifest["arrays"][array]["segments"][0]
+    seg = path / array / entry[0]
+    data = bytearray(seg.read_bytes())
+    io_, il = entry[2], entry[3]
+    table = np.frombuffer(bytes(data[io_ : io_ + il]), RECORD_DTYPE).copy()
+    table[field][0] = value
+    data[io_ : io_ + il] = table.tobytes()
+    entry[4] = checksum(table.tobytes())
+    data[-32:] = struct.pack("<QQQ8s", io_, il, entry[4], b"ATLASEND")
+    seg.write_bytes(data)
+    (path / "atlas.json").write_text(json.dumps(manifest))
+    return seg
+
+
+@pytest.mark.parametrize(
+    ("codec", "field", "value"),
+    [
+        ("zstd", "raw_nbytes", 2**31 - 1000),  # would size a 2 GiB buffer
+        ("zstd", "raw_nbytes", 2**64 - 1),
+        ("zstd", "raw_nbytes", 8),  # shorter than the chunk
+        ("none", "raw_nbytes", 2**40),
+        ("zstd", "codec", 9),
+    ],
+)
+def test_forged_record_sizes_are_refused(tmp_path, codec, field, value):
+    with atlas.Atlas.create(tmp_path / "s", codec=codec) as s:
+        for i in range(3):
+            ds = s.create_dataset(f"d{i}")
+            ds.define_array("x", "float64", ["n"], [1000], chunk_shape=[1000])
+            ds.write_array("x", [0], np.zeros(1000))
+    seg = forge_record(tmp_path / "s", "x", field, value)
+    s = atlas.Atlas.open(tmp_path / "s", mode="r")
+    for workers in (1, 2):
+        s.max_workers = workers
+        with pytest.raises(errors.CorruptStoreError, match=seg.name):
+            s.read_array_across_stacked("x", s.list_datasets(), [0], [3])
+
+
+def test_forged_raw_chunk_shorter_than_its_cells(tmp_path):
+    with atlas.Atlas.create(tmp_path / "s", codec="none") as s:
+        for i in range(2):
+            ds = s.create_dataset(f"d{i}")
+            ds.define_array("x", "float64", ["n"], [100])
+            ds.write_array("x", [0], np.arange(100.0))
+    # Record and payload both shrink consistently: the checksum matches a prefix.
+    from atlas.engine.codecs import checksum
+
+    s = atlas.Atlas.open(tmp_path / "s", mode="r")
+    table = s._st.engine("x").index().table
+    off = int(table["offset"][0])
+    seg_path = next((tmp_path / "s" / "x").iterdir())
+    digest = checksum(seg_path.read_bytes()[off : off + 80])
+    s.close()
+    forge_record(tmp_path / "s", "x", "nbytes", 80)
+    forge_record(tmp_path / "s", "x", "checksum", digest)
+    s = atlas.Atlas.open(tmp_path / "s", mode="r")
+    with pytest.raises(errors.CorruptStoreError, match="claims"):
+        s.read_array_across_stacked("x", s.list_datasets())
+
+
+@pytest.mark.skipif(not native.AVAILABLE, reason=f"libblosc2 not reachable: {native.UNAVAILABLE_REASON}")
+def test_read_pieces_statuses():
+    import blosc2
+
+    from atlas.engine.codecs import checksum
+
+    data = np.arange(6000, dtype="float64").reshape(60, 100)
+    packed = np.frombuffer(blosc2.compress2(data, typesize=8, blocksize=16384), np.uint8)
+    raw_bytes = data.reshape(-1).view(np.uint8)
+    src = np.concatenate([packed, np.zeros((-packed.size) % 64, np.uint8), raw_bytes])
+    raw_at = src.size - raw_bytes.size
+    n = 6
+    offsets = np.array([0, 0, raw_at, raw_at + 4, 0, src.size - 8], np.int64)
+    nbytes = np.array([packed.size] * 2 + [raw_bytes.size] * 2 + [packed.size, 16], np.int64)
+    sums = np.array([checksum(src[o : o + k]) if o + k <= src.size else 0 for o, k in zip(offsets, nbytes)], np.uint64)
+    sums[4] ^= np.uint64(1)  # checksum mismatch
+    raw = np.array([False, False, True, True, False, False])
+    # Piece 0 decodes only items 203 (row 2, column 3) to 709 (row 7, column 9).
+    first = np.array([203, 0, 0, 0, 0, 0], np.int64)
+    count = np.array([709 - 203 + 1, 0, 0, 0, 0, 0], np.int64)
+    chunk_shapes = np.tile(np.array([60, 100], np.int64), (n, 1))
+    in_chunk = np.tile(np.array([2, 3], np.int64), (n, 1))
+    boxes = np.tile(np.array([6, 7], np.int64), (n, 1))
+    sel = np.array([6, 7], np.int64)
+    in_sel = np.zeros((n, 2), np.int64)
+    bases = np.arange(n, dtype=np.int64) * 42
+    dst = np.full(n * 42, -1.0)
+    status = np.full(n, 99, np.int64)
+    scratch = np.empty(48000, np.uint8)
+    native.read_pieces(
+        native.thread_context(),
+        src,
+        src[: src.size - src.size % 8].view("float64"),
+        offsets,
+        nbytes,
+        sums,
+        raw,
+        np.full(n, 48000, np.int64),
+        first,
+        count,
+        scratch,
+        scratch.view("float64"),
+        chunk_shapes,
+        in_chunk,
+        boxes,
+        sel,
+        in_sel,
+        bases,
+        dst,
+        status,
+    )
+    want = data[2:8, 3:10].reshape(-1)
+    assert status.tolist() == [0, 0, 0, native.ERR_BOUNDS, native.ERR_CHECKSUM, native.ERR_BOUNDS]
+    for p in range(3):  # item range, whole chunk, raw
+        np.testing.assert_array_equal(dst[p * 42 : (p + 1) * 42], want)

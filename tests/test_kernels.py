@@ -687,3 +687,20 @@ def test_xxh64_many(mode):
     assert [int(v) for v in out] == want
     empty = np.zeros(0, np.uint64)
     fn(src, np.zeros(0, np.int64), np.zeros(0, np.int64), empty)  # no pieces: nothing to do
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_copy_box_at_with_a_source_that_starts_before_its_buffer(mode):
+    """An item-range decode holds only items ``first..`` of a chunk: the copy is
+    addressed with base ``-first`` and must touch only what it holds."""
+    chunk = np.arange(7 * 11 * 5, dtype="int32").reshape(7, 11, 5)
+    start, box = vec([2, 3, 1]), vec([3, 4, 2])
+    first = int(np.ravel_multi_index((2, 3, 1), chunk.shape))
+    last = int(np.ravel_multi_index((4, 6, 2), chunk.shape))
+    held = chunk.reshape(-1)[first : last + 1].copy()
+    out = np.zeros((2, 3, 4, 2), "int32")
+    kernel("copy_box_at", mode)(
+        held, -first, vec(chunk.shape), start, box, vec([3, 4, 2]), vec([0, 0, 0]), flat(out), 24
+    )
+    np.testing.assert_array_equal(out[1], chunk[2:5, 3:7, 1:3])
+    assert not out[0].any()

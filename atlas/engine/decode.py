@@ -1,8 +1,10 @@
-"""Decoding many compressed chunks out of one buffer into one scratch buffer.
+"""Decoding many compressed chunks out of one buffer.
 
 With libblosc2 reachable (:mod:`atlas.engine.native`), every chunk of a batch is
 decoded by one jitted call per worker thread, the GIL released; otherwise each
-chunk goes through ``blosc2.decompress2``.
+chunk goes through ``blosc2.decompress2``.  :func:`read_pieces_many` verifies,
+decodes and scatters in the same call, chunk by chunk through a small per-thread
+scratch buffer.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from atlas.engine import native
 from atlas.engine.codecs import RAW
 from atlas.errors import ChecksumError
 
-__all__ = ["decode_items_many", "decode_many"]
+__all__ = ["decode_items_many", "decode_many", "read_pieces_many"]
 
 #: Below this many compressed bytes a batch is decoded on the calling thread.
 PARALLEL_MIN_BYTES = 1 << 20
+#: Per-thread scratch buffers up to this size are kept for the next call.
+SCRATCH_KEEP_BYTES = 16 << 20
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+_local = threading.local()
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -140,3 +145,106 @@ def decode_items_many(
         raise ChecksumError(
             f"{where}: chunk at offset {int(offsets[i])} cannot be decompressed (blosc2 status {int(status[i])})"
         )
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    """This thread's scratch buffer of at least ``nbytes`` (reused while small)."""
+    buf = getattr(_local, "scratch", None)
+    if buf is not None and buf.nbytes >= nbytes:
+        return buf
+    # Round up so that a run of slightly growing chunks does not reallocate each time.
+    buf = np.empty(max(nbytes, 1 << 16) * 5 // 4, np.uint8)
+    if buf.nbytes <= SCRATCH_KEEP_BYTES:
+        _local.scratch = buf
+    return buf
+
+
+def read_pieces_many(
+    src: np.ndarray,
+    typed_src: np.ndarray,
+    offsets: np.ndarray,
+    nbytes: np.ndarray,
+    checksums: np.ndarray,
+    raw: np.ndarray,
+    raw_nbytes: np.ndarray,
+    first: np.ndarray,
+    count: np.ndarray,
+    chunk_shapes: np.ndarray,
+    in_chunk: np.ndarray,
+    boxes: np.ndarray,
+    sel_shape: np.ndarray,
+    in_selection: np.ndarray,
+    dst_bases: np.ndarray,
+    dst: np.ndarray,
+    max_workers: int = 1,
+) -> np.ndarray:
+    """Verify, decode and scatter stored chunks (see :func:`atlas.engine.native.read_pieces`).
+
+    The caller has checked every record against the chunk it claims to be (the sizes
+    here never come from untrusted fields alone).  Pieces are split over up to
+    ``max_workers`` threads, each with its own decompression context and scratch
+    buffer; pieces write disjoint parts of ``dst``.  Returns the per-piece status
+    (0 = success).
+
+    Parameters
+    ----------
+    src, typed_src : ndarray
+        The payload bytes, as uint8 and as the output's dtype (same memory).
+    offsets, nbytes, checksums : ndarray
+        Each piece's payload range in ``src`` and its recorded XXH64.
+    raw : ndarray of bool
+        Pieces stored uncompressed (copied straight from ``typed_src``).
+    raw_nbytes, first, count : ndarray of int64
+        Decoded size of each chunk; the item range to decode (``count`` 0: whole chunk).
+    chunk_shapes, in_chunk, boxes, sel_shape, in_selection, dst_bases, dst : ndarray
+        Where each piece's box comes from and goes to, as in
+        :func:`atlas.engine.kernels.scatter_pieces`.
+    max_workers : int
+        Threads to use for batches of at least :data:`PARALLEL_MIN_BYTES`.
+    """
+    n = offsets.shape[0]
+    status = np.zeros(n, np.int64)
+    if n == 0:
+        return status
+    itemsize = typed_src.itemsize
+    need = np.where(raw, 0, np.where(count > 0, count * itemsize, raw_nbytes))
+    workers = max(1, min(max_workers, n))
+    if workers > 1 and int(nbytes.sum()) < PARALLEL_MIN_BYTES:
+        workers = 1
+
+    def part(lo: int, hi: int) -> None:
+        size = int(need[lo:hi].max()) if hi > lo else 0
+        scratch = _scratch(size)
+        typed = scratch[: scratch.nbytes - scratch.nbytes % itemsize].view(typed_src.dtype)
+        native.read_pieces(
+            native.thread_context(),
+            src,
+            typed_src,
+            offsets[lo:hi],
+            nbytes[lo:hi],
+            checksums[lo:hi],
+            raw[lo:hi],
+            raw_nbytes[lo:hi],
+            first[lo:hi],
+            count[lo:hi],
+            scratch,
+            typed,
+            chunk_shapes[lo:hi],
+            in_chunk[lo:hi],
+            boxes[lo:hi],
+            sel_shape,
+            in_selection[lo:hi],
+            dst_bases[lo:hi],
+            dst,
+            status[lo:hi],
+        )
+
+    if workers == 1:
+        part(0, n)
+    else:
+        # Split by payload bytes so that each thread gets about the same work.
+        ends = np.cumsum(nbytes)
+        cuts = np.searchsorted(ends, ends[-1] * np.arange(1, workers) / workers)
+        bounds = [0, *sorted({int(c) for c in cuts}), n]
+        list(_pool(workers).map(part, bounds[:-1], bounds[1:]))
+    return status

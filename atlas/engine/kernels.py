@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "copy_box",
+    "copy_box_at",
     "fill_box",
     "fill_pieces",
     "scatter_pieces",
@@ -36,7 +37,7 @@ def _box_count(box: np.ndarray) -> int:
 
 
 @numba.njit(**_JIT)
-def _copy_box_at(
+def copy_box_at(
     src: np.ndarray,
     src_base: int,
     src_shape: np.ndarray,
@@ -47,6 +48,8 @@ def _copy_box_at(
     dst: np.ndarray,
     dst_base: int,
 ) -> None:
+    """:func:`copy_box` between arrays that start at element ``src_base`` of ``src`` and
+    ``dst_base`` of ``dst`` (flat C-ordered views, as many as the boxes need)."""
     ndim = box.shape[0]
     if ndim == 0:
         dst[dst_base] = src[src_base]
@@ -99,7 +102,7 @@ def copy_box(
     ``src`` and ``dst`` are flat C-ordered views of arrays of shape ``src_shape`` and
     ``dst_shape``; the innermost axis is copied as one contiguous run.
     """
-    _copy_box_at(src, 0, src_shape, src_start, box, dst_shape, dst_start, dst, 0)
+    copy_box_at(src, 0, src_shape, src_start, box, dst_shape, dst_start, dst, 0)
 
 
 @numba.njit(**_JIT)
@@ -122,7 +125,7 @@ def scatter_pieces(
     starts at element ``dst_bases[p]`` of ``dst``.
     """
     for p in range(src_offsets.shape[0]):
-        _copy_box_at(
+        copy_box_at(
             src, src_offsets[p], chunk_shapes[p], in_chunk[p], boxes[p], sel_shape, in_selection[p], dst, dst_bases[p]
         )
 

@@ -26,7 +26,19 @@ import numba
 import numpy as np
 from numba import types
 
-__all__ = ["AVAILABLE", "UNAVAILABLE_REASON", "decode_chunks", "decode_items", "thread_context"]
+from atlas.engine.kernels import copy_box_at, xxh64
+
+__all__ = [
+    "AVAILABLE",
+    "ERR_BOUNDS",
+    "ERR_CHECKSUM",
+    "ERR_SIZE",
+    "UNAVAILABLE_REASON",
+    "decode_chunks",
+    "decode_items",
+    "read_pieces",
+    "thread_context",
+]
 
 AVAILABLE = False
 UNAVAILABLE_REASON = ""
@@ -123,6 +135,10 @@ _blosc2_getitem_ctx = types.ExternalFunction(
 
 #: Status of a chunk whose byte ranges do not fit its buffers (never sent to blosc2).
 ERR_BOUNDS = -1000
+#: Status of a chunk whose payload does not match its recorded checksum.
+ERR_CHECKSUM = -1001
+#: Status of a chunk that decoded without error to the wrong number of bytes.
+ERR_SIZE = -1002
 _INT32_MAX = 2**31 - 1
 
 
@@ -193,6 +209,107 @@ def decode_items(
                 dst_base + doff,
                 np.int32(nb),
             )
+
+
+@numba.njit(nogil=True, cache=True)
+def read_pieces(
+    ctx: int,
+    src: np.ndarray,
+    typed_src: np.ndarray,
+    offsets: np.ndarray,
+    nbytes: np.ndarray,
+    checksums: np.ndarray,
+    raw: np.ndarray,
+    raw_nbytes: np.ndarray,
+    first: np.ndarray,
+    count: np.ndarray,
+    scratch: np.ndarray,
+    typed_scratch: np.ndarray,
+    chunk_shapes: np.ndarray,
+    in_chunk: np.ndarray,
+    boxes: np.ndarray,
+    sel_shape: np.ndarray,
+    in_selection: np.ndarray,
+    dst_bases: np.ndarray,
+    dst: np.ndarray,
+    status: np.ndarray,
+) -> None:
+    """Verify, decode and scatter stored chunks into a stacked output, one piece at a time.
+
+    Piece ``p`` is the payload ``src[offsets[p]:][:nbytes[p]]``.  Its XXH64 must equal
+    ``checksums[p]``.  A ``raw[p]`` payload is copied straight from ``typed_src`` (the
+    same bytes typed; the caller checked its length and alignment).  Otherwise, when
+    ``count[p] > 0``, only items ``[first[p], first[p] + count[p])`` are decoded (the
+    blosc2 blocks holding them), else the whole chunk (``raw_nbytes[p]`` bytes); either
+    lands at the start of ``scratch`` (``typed_scratch`` is the same memory typed) and
+    the box ``boxes[p]`` at ``in_chunk[p]`` of the chunk (shape ``chunk_shapes[p]``) is
+    copied to ``in_selection[p]`` of the selection (shape ``sel_shape``) starting at
+    element ``dst_bases[p]`` of ``dst``.
+
+    Decoding chunk by chunk into one small scratch keeps the decoded bytes in cache for
+    the copy.  ``status[p]`` is 0 on success, :data:`ERR_CHECKSUM`, :data:`ERR_BOUNDS`,
+    :data:`ERR_SIZE` or a negative libblosc2 error code; a failed piece leaves its part
+    of ``dst`` undefined (the caller raises).
+    """
+    itemsize = typed_src.itemsize
+    src_base = src.ctypes.data
+    scratch_base = scratch.ctypes.data
+    for p in range(offsets.shape[0]):
+        off, cb = offsets[p], nbytes[p]
+        cells = 1
+        for d in range(chunk_shapes.shape[1]):
+            cells *= chunk_shapes[p, d]
+        if off < 0 or cb < 0 or off + cb > src.shape[0]:
+            status[p] = ERR_BOUNDS
+            continue
+        if xxh64(src[off : off + cb]) != checksums[p]:
+            status[p] = ERR_CHECKSUM
+            continue
+        if raw[p]:
+            if off % itemsize or cb < cells * itemsize or cb > typed_src.shape[0] * itemsize - off:
+                status[p] = ERR_BOUNDS
+                continue
+            copy_box_at(
+                typed_src,
+                off // itemsize,
+                chunk_shapes[p],
+                in_chunk[p],
+                boxes[p],
+                sel_shape,
+                in_selection[p],
+                dst,
+                dst_bases[p],
+            )
+            status[p] = 0
+            continue
+        if cb > _INT32_MAX:
+            status[p] = ERR_BOUNDS
+            continue
+        if count[p] > 0:
+            want = count[p] * itemsize
+            bad_range = first[p] < 0 or first[p] + count[p] > cells
+            if bad_range or want > scratch.shape[0] or first[p] > _INT32_MAX or want > _INT32_MAX:
+                status[p] = ERR_BOUNDS
+                continue
+            got = _blosc2_getitem_ctx(
+                ctx, src_base + off, np.int32(cb), np.int32(first[p]), np.int32(count[p]), scratch_base, np.int32(want)
+            )
+            base = -first[p]
+        else:
+            want = raw_nbytes[p]
+            if want < cells * itemsize or want > scratch.shape[0] or want > _INT32_MAX:
+                status[p] = ERR_BOUNDS
+                continue
+            got = _blosc2_decompress_ctx(ctx, src_base + off, np.int32(cb), scratch_base, np.int32(want))
+            base = 0
+        if got != want:
+            status[p] = got if got < 0 else ERR_SIZE
+            continue
+        # base may be negative: every cell of the box lies at or after item first[p].
+        copy_box_at(
+            typed_scratch, base, chunk_shapes[p], in_chunk[p], boxes[p], sel_shape, in_selection[p], dst, dst_bases[p]
+        )
+        status[p] = 0
 
 
 _local = threading.local()
