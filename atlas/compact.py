@@ -4,11 +4,19 @@ The order is the same as a flush: the new segments are written and made durable,
 the manifest is committed (conditionally, like any commit), and only then are
 files deleted.  A crash at any point leaves a store at the old or the new
 generation; files left behind are swept by a later compaction.
+
+Segments a compaction stops referencing are not deleted at once: handles that
+opened an older generation may still have to read them.  The new manifest lists
+them under ``retired`` with the time they were retired, and a later compaction
+deletes those older than its grace period (``grace_period=0`` deletes them right
+after the commit, without listing them).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import secrets
 import time
 
@@ -16,13 +24,28 @@ import numpy as np
 
 from atlas.engine.codecs import checksum
 from atlas.engine.segment import SegmentWriter
-from atlas.errors import AtlasError, ChecksumError, ConflictError
-from atlas.metadata import ArrayFamily, Manifest, SegmentRef, encode_manifest
+from atlas.errors import AtlasError, ChecksumError, ConflictError, InvalidArgumentError
+from atlas.metadata import ArrayFamily, Manifest, RetiredSegment, SegmentRef, encode_manifest
 from atlas.state import WorkingState
 
-__all__ = ["compact_store", "garbage_files"]
+__all__ = ["DEFAULT_GRACE_PERIOD", "check_grace_period", "compact_store", "garbage_files"]
 
 logger = logging.getLogger("atlas")
+
+#: Seconds a compaction keeps retired segments and unreferenced files by default.
+DEFAULT_GRACE_PERIOD = 3600.0
+
+
+def check_grace_period(value: object) -> float:
+    """``value`` as seconds, or :class:`InvalidArgumentError` unless a number ≥ 0."""
+    if not isinstance(value, bool) and isinstance(value, numbers.Real):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond float range: longer than any real grace
+            seconds = math.inf if value > 0 else -math.inf
+        if seconds >= 0:  # also refuses NaN
+            return seconds
+    raise InvalidArgumentError(f"grace_period must be a non-negative number of seconds, got {value!r}")
 
 
 def _live_slots(manifest: Manifest) -> dict[str, set[int]]:
@@ -37,11 +60,16 @@ def _referenced(manifest: Manifest) -> set[str]:
     return {f"{fam.dir}/{ref.file}" for fam in manifest.families.values() for ref in fam.segments}
 
 
-def compact_store(state: WorkingState, orphan_grace: float) -> None:
-    """Compact the committed state of ``state`` (which has no pending changes)."""
+def compact_store(state: WorkingState, grace_period: float) -> None:
+    """Compact the committed state of ``state`` (which has no pending changes).
+
+    ``grace_period`` (seconds, already validated) applies both to retired segments
+    (counted from their retire time) and to unreferenced files (from their mtime).
+    """
     base = state.base
     gen = base.generation + 1
     token = secrets.token_bytes(16)
+    now = time.time()
     live = _live_slots(base)
     new = Manifest(
         codec=base.codec,
@@ -90,6 +118,7 @@ def compact_store(state: WorkingState, orphan_grace: float) -> None:
         ref = SegmentRef(f"{gen:012d}-{token.hex()[:16]}.af", size, index_offset, index_length, digest, len(writer))
         new.families[array_name] = ArrayFamily(family.dir, [ref])
         files.append((f"{family.dir}/{ref.file}", parts))
+    new.retired, expired = _retire(base, new, now, grace_period)
     for path, parts in files:
         state.backend.put(path, parts)
     data = encode_manifest(new, state.meta_format, state.meta_compression)
@@ -99,16 +128,15 @@ def compact_store(state: WorkingState, orphan_grace: float) -> None:
         raise ConflictError(
             f"another writer committed to {state.backend.location} during compaction; call refresh() and retry"
         ) from None
-    retired = _referenced(base) - _referenced(new)
     state.adopt(new, version)
     state.io.forget(_referenced(new))
     # The compaction is committed: failing to delete garbage now only leaves files
     # that the next compaction sweeps, so it is logged, never raised.
     try:
-        garbage = sorted(retired | set(garbage_files(state, orphan_grace)))
+        garbage = sorted(set(expired) | set(garbage_files(state, grace_period, now)))
     except AtlasError as exc:
         logger.warning("compact: listing %s failed, orphans kept: %s", state.backend.location, exc)
-        garbage = sorted(retired)
+        garbage = sorted(expired)
     for path in garbage:
         try:
             state.backend.delete(path)
@@ -116,13 +144,36 @@ def compact_store(state: WorkingState, orphan_grace: float) -> None:
             logger.warning("compact: could not delete %s (swept next time): %s", path, exc)
 
 
-def garbage_files(state: WorkingState, orphan_grace: float) -> list[str]:
+def _retire(base: Manifest, new: Manifest, now: float, grace_period: float) -> tuple[list[RetiredSegment], list[str]]:
+    """The ``retired`` list of ``new`` and the paths to delete once it is committed.
+
+    Segments ``base`` references and ``new`` does not join those ``base`` already
+    retired; an entry whose grace period is over leaves the list and is deleted.
+    """
+    now_ms = int(now * 1000)
+    referenced = _referenced(new)
+    entries = [r for r in base.retired if r.path not in referenced]
+    listed = {r.path for r in entries}
+    for fam in base.families.values():
+        for ref in fam.segments:
+            path = f"{fam.dir}/{ref.file}"
+            if path not in referenced and path not in listed:
+                entries.append(RetiredSegment(fam.dir, ref.file, now_ms))
+                listed.add(path)
+    keep = [r for r in entries if now_ms - r.retired_ms < grace_period * 1000]
+    kept = {r.path for r in keep}
+    return keep, sorted(listed - kept)
+
+
+def garbage_files(state: WorkingState, orphan_grace: float, now: float | None = None) -> list[str]:
     """Files no manifest references that are older than ``orphan_grace`` seconds.
 
     Younger ones may be segments another writer is about to commit, so they stay.
+    Retired segments still listed by the manifest are not garbage yet, however old
+    their files are: their grace period runs from the compaction that retired them.
     """
-    referenced = _referenced(state.base)
-    cutoff = time.time() - orphan_grace
+    referenced = _referenced(state.base) | {r.path for r in state.base.retired}
+    cutoff = (time.time() if now is None else now) - orphan_grace
     out = []
     for info in state.backend.list(""):
         name = info.path.rsplit("/", 1)[-1]

@@ -139,3 +139,11 @@ class BackendError(AtlasError, OSError):
 class MissingDependencyError(AtlasError, ImportError):
     """An optional dependency is needed for this feature; the message names the extra
     to install."""
+
+
+class AllocationError(AtlasError, MemoryError):
+    """A read's output (or another buffer a call needs) is too large to allocate;
+    the message names the array and the requested size."""
+
+
+__all__ += ["AllocationError"]

@@ -33,6 +33,7 @@ __all__ = [
     "ArrayMeta",
     "DatasetMeta",
     "Manifest",
+    "RetiredSegment",
     "SegmentRef",
     "Stats",
     "decode_manifest",
@@ -145,6 +146,23 @@ class ArrayFamily:
     segments: list[SegmentRef] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RetiredSegment:
+    """A segment file a compaction stopped referencing, kept for a grace period.
+
+    ``retired_ms`` is when the compaction that retired it was built, in
+    milliseconds since the Unix epoch.
+    """
+
+    dir: str
+    file: str
+    retired_ms: int
+
+    @property
+    def path(self) -> str:
+        return f"{self.dir}/{self.file}"
+
+
 @dataclass
 class Manifest:
     """The whole committed state of a store at one generation."""
@@ -157,6 +175,8 @@ class Manifest:
     datasets: dict[str, DatasetMeta] = field(default_factory=dict)
     families: dict[str, ArrayFamily] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: Segments retired by compactions and not deleted yet (oldest first).
+    retired: list[RetiredSegment] = field(default_factory=list)
 
 
 # -- encoding -------------------------------------------------------------------------------
@@ -187,7 +207,7 @@ def _array_to_dict(meta: ArrayMeta) -> dict[str, Any]:
 
 def manifest_to_dict(m: Manifest) -> dict[str, Any]:
     """The manifest as plain JSON/msgpack-safe Python objects."""
-    return {
+    out = {
         "format": "atlas",
         "format_version": m.format_version,
         "generation": m.generation,
@@ -214,6 +234,9 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
             for name, fam in m.families.items()
         },
     }
+    if m.retired:  # omitted when empty, so stores without retired segments keep their exact bytes
+        out["retired"] = [[r.dir, r.file, r.retired_ms] for r in m.retired]
+    return out
 
 
 def encode_manifest(m: Manifest, meta_format: str, compression: str) -> bytes:
@@ -367,6 +390,18 @@ def _manifest_from_dict(obj: Any) -> Manifest:
         dir_name = raw["dir"]
         _need(isinstance(dir_name, str) and "/" not in dir_name and dir_name not in ("", ".", ".."), "array dir")
         families[str(name)] = ArrayFamily(dir=dir_name, segments=segments)
+    retired = []
+    raw_retired = obj.get("retired", [])
+    _need(isinstance(raw_retired, list), "retired")
+    for entry in raw_retired:
+        _need(isinstance(entry, list) and len(entry) == 3, "retired entry")
+        r_dir, r_file = entry[0], entry[1]
+        _need(isinstance(r_dir, str) and "/" not in r_dir and r_dir not in ("", ".", ".."), "retired dir")
+        _need(isinstance(r_file, str) and "/" not in r_file and r_file.endswith(".af"), "retired file name")
+        retired.append(RetiredSegment(r_dir, r_file, _int(entry[2], "retired time")))
+    live = {f"{fam.dir}/{ref.file}" for fam in families.values() for ref in fam.segments}
+    # A live segment listed as retired would be deleted by a later compaction.
+    _need(not any(r.path in live for r in retired), "retired (lists a live segment)")
     codec = obj["codec"]
     _need(codec in ("zstd", "lz4", "none"), "codec")
     token = obj.get("write_token", "")
@@ -380,6 +415,7 @@ def _manifest_from_dict(obj: Any) -> Manifest:
         datasets=datasets,
         families=families,
         format_version=version,
+        retired=retired,
     )
 
 

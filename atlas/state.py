@@ -173,6 +173,7 @@ class WorkingState:
             next_dataset_id=self.next_dataset_id,
             datasets=dict(self.base.datasets),
             families={k: ArrayFamily(f.dir, list(f.segments)) for k, f in self.base.families.items()},
+            retired=list(self.base.retired),  # still within their grace period: compact() decides
         )
         live_slots: dict[str, dict[int, ArrayMeta]] = {}
         for name in sorted(self.dirty):

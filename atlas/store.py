@@ -465,21 +465,38 @@ class Atlas:
         """Rewrite live chunks into one segment per array name and delete dead files.
 
         Pending changes are flushed first.  The rewritten segments are committed
-        like a flush; only then are the segments the new manifest no longer
-        references deleted, which reclaims the space of overwritten chunks and
-        deleted datasets and arrays.  Other handles that still read an older
-        generation must :meth:`refresh` (local handles keep reading the segments
-        they have already mapped).
+        like a flush.  The segments the new manifest no longer references are
+        *retired*, not deleted: the manifest lists them with the time of this
+        compaction, so handles that still read an older generation (in any
+        process) keep reading them, and a writer on such a snapshot gets a
+        :class:`ConflictError` from :meth:`flush`, never damage.  A later
+        compaction deletes the retired segments whose grace period is over; this
+        reclaims the space of overwritten chunks and deleted datasets and arrays.
 
         Parameters
         ----------
         grace_period : float
-            Files that no manifest references (left by a crash, or written right
-            now by another writer that has not committed yet) are deleted only
-            when older than this many seconds.
-        """
-        from atlas.compact import compact_store
+            Seconds (default 3600) that a retired segment is kept after the
+            compaction that retired it, and that a file no manifest references
+            (left by a crash, or written right now by another writer that has not
+            committed yet) is kept after its last modification.  ``0`` deletes
+            the segments this compaction retires right after its commit, together
+            with every earlier retired segment and every unreferenced file: use
+            it only when no other handle is open on the store.  ``math.inf``
+            deletes nothing.
 
+        Raises
+        ------
+        InvalidArgumentError
+            If ``grace_period`` is not a number, is negative or NaN (checked
+            before anything is flushed or written).
+        ConflictError
+            If another writer committed since this handle's snapshot: call
+            :meth:`refresh` and compact again.
+        """
+        from atlas.compact import check_grace_period, compact_store
+
+        grace_period = check_grace_period(grace_period)
         with self._lock:
             state = self._writable("compact")
             if state.has_changes:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -207,7 +209,15 @@ def test_truncated_or_missing_segment(tmp_path):
         atlas.Atlas.open(path).open_dataset("d0").read_array("x")
 
 
-def test_compact_keeps_content_and_removes_dead_files(tmp_path):
+def _segments(path):
+    return {p.name for p in (path / "x").iterdir()}
+
+
+def _manifest(path):
+    return json.loads((path / "atlas.json").read_text())
+
+
+def test_compact_keeps_content_and_retires_dead_files_for_the_grace_period(tmp_path, monkeypatch):
     path = make(tmp_path / "s", n=4)
     s = atlas.Atlas.open(path)
     for i in range(3):
@@ -217,16 +227,116 @@ def test_compact_keeps_content_and_removes_dead_files(tmp_path):
     s.flush()
     before = {n: s.open_dataset(n).read_array("x") for n in s.list_datasets()}
     stats = {n: s.open_dataset(n).array_stats("x") for n in s.list_datasets()}
-    (path / "x" / "000000000099-deadbeefdeadbeef.af").write_bytes(b"orphan")
-    os.utime(path / "x" / "000000000099-deadbeefdeadbeef.af", (0, 0))
-    (path / "x" / "000000000098-0000000000000000.af").write_bytes(b"young orphan")
+    old_segments = _segments(path)
+    old, young = "000000000099-deadbeefdeadbeef.af", "000000000098-0000000000000000.af"
+    (path / "x" / old).write_bytes(b"orphan")
+    os.utime(path / "x" / old, (0, 0))
+    (path / "x" / young).write_bytes(b"young orphan")
+    reader = atlas.Atlas.open(path, mode="r")  # an older generation, nothing mapped yet
     s.compact()
-    files = sorted(p.name for p in (path / "x").iterdir())
-    assert len(files) == 2 and "000000000098-0000000000000000.af" in files
+    files = _segments(path)
+    assert old not in files and young in files  # only the old orphan is swept
+    assert old_segments <= files, "retired segments were deleted before their grace period"
+    (compacted,) = files - old_segments - {young}
+    retired = _manifest(path)["retired"]
+    assert sorted(f for _d, f, _t in retired) == sorted(old_segments)
+    assert all(d == "x" and abs(t / 1000 - time.time()) < 60 for d, _f, t in retired)
+    for n, arr in before.items():  # the old snapshot still reads every chunk
+        np.testing.assert_array_equal(reader.open_dataset(n).read_array("x"), arr)
     s2 = atlas.Atlas.open(path)
     for n, arr in before.items():
         np.testing.assert_array_equal(s2.open_dataset(n).read_array("x"), arr)
         assert s2.open_dataset(n).array_stats("x") == stats[n]
+    # A flush keeps the retired list as it is; only a compaction changes it.
+    s2.open_dataset("d1").set_attribute("k", 1)
+    s2.flush()
+    assert _manifest(path)["retired"] == retired
+    # Within the grace period a second compaction keeps them; past it, it deletes them.
+    s2.compact()
+    assert old_segments <= _segments(path) and _manifest(path)["retired"] == retired
+    later = time.time() + 3601
+    monkeypatch.setattr(time, "time", lambda: later)
+    s2.compact()
+    assert _segments(path) == {compacted}
+    assert "retired" not in _manifest(path)
+    for n, arr in before.items():
+        np.testing.assert_array_equal(s2.open_dataset(n).read_array("x"), arr)
+    assert s2.verify() == []
+
+
+def test_compact_with_zero_grace_deletes_at_once_and_lists_nothing(tmp_path):
+    path = make(tmp_path / "s")
+    with atlas.Atlas.open(path) as s:
+        s.open_dataset("d0").write_array("x", [0], np.zeros(20))
+        s.flush()
+        s.compact()  # retires two segments for an hour
+        s.open_dataset("d0").write_array("x", [0], np.ones(20))
+        s.compact(grace_period=0)  # flushes, then deletes its own and the earlier retired segments
+        assert len(_segments(path)) == 1
+        assert "retired" not in _manifest(path)
+        np.testing.assert_array_equal(s.open_dataset("d0").read_array("x"), np.ones(20))
+
+
+def test_compact_with_infinite_grace_deletes_nothing(tmp_path):
+    path = make(tmp_path / "s")
+    with atlas.Atlas.open(path) as s:
+        s.open_dataset("d0").write_array("x", [0], np.zeros(20))
+        s.flush()
+        first = _segments(path)
+        s.compact(grace_period=math.inf)
+        assert first < _segments(path)
+        s.compact(grace_period=0)
+        assert len(_segments(path)) == 1
+
+
+@pytest.mark.parametrize("bad", ["soon", None, [1], 1j, -1, -0.5, math.nan, True, np.array([1.0])])
+def test_compact_refuses_a_bad_grace_period_before_doing_anything(tmp_path, bad):
+    path = make(tmp_path / "s")
+    s = atlas.Atlas.open(path)
+    s.open_dataset("d0").write_array("x", [0], np.zeros(20))  # pending: must not be flushed
+    gen, files = s.generation, _segments(path)
+    with pytest.raises(errors.InvalidArgumentError, match="grace_period"):
+        s.compact(grace_period=bad)
+    assert s.generation == gen and s.has_pending_changes and _segments(path) == files
+    assert atlas.Atlas.open(path).generation == gen
+
+
+def test_stale_writer_after_an_expired_grace_is_refused_not_damaged(tmp_path):
+    """A handle whose snapshot predates a grace_period=0 compaction reads deleted files:
+    it gets an AtlasError, never wrong data, and refresh() brings it back."""
+    path = make(tmp_path / "s")
+    with atlas.Atlas.open(path) as s:
+        s.open_dataset("d0").write_array("x", [0], np.zeros(4))
+    stale = atlas.Atlas.open(path)
+    with atlas.Atlas.open(path) as s:
+        s.compact(grace_period=0)
+    with pytest.raises((errors.CorruptStoreError, errors.ConflictError)):
+        stale.open_dataset("d1").read_array("x")
+    stale.refresh()
+    np.testing.assert_array_equal(stale.open_dataset("d1").read_array("x"), np.arange(20.0) + 1)
+
+
+def test_a_commit_reads_only_the_index_of_new_segments(tmp_path, monkeypatch):
+    """Without compaction a family grows by one segment per commit; each commit must
+    parse only the indexes it has not parsed yet, not the family's whole history."""
+    from atlas.engine import arrays
+
+    parsed = []
+    real = arrays.parse_index
+    monkeypatch.setattr(
+        arrays,
+        "parse_index",
+        lambda raw, digest, offset, where: parsed.append(where) or real(raw, digest, offset, where),
+    )
+    path = make(tmp_path / "s")
+    with atlas.Atlas.open(path) as s:
+        ds = s.open_dataset("d0")
+        for k in range(30):
+            ds.write_array("x", [k % 20], np.array([float(k)]))  # partial: reads the stored chunk
+            s.flush()
+        assert ds.read_array("x")[9] == 29.0
+        assert len(s._st.base.families["x"].segments) == 31
+        assert len(parsed) == len(set(parsed)) == 31, "an index was parsed twice"
 
 
 def test_flush_without_changes_is_a_no_op(tmp_path):
@@ -270,3 +380,39 @@ def test_manifest_with_shared_slot_is_rejected(tmp_path):
     (path / "atlas.json").write_text(json.dumps(manifest))
     with pytest.raises(errors.CorruptStoreError, match="slot"):
         atlas.Atlas.open(path)
+
+
+@pytest.mark.parametrize(
+    "retired",
+    [
+        "x",
+        [["x", "000000000001-0000000000000000.af"]],
+        [["x/y", "000000000001-0000000000000000.af", 0]],
+        [["x", "notasegment", 0]],
+        [["x", "000000000001-0000000000000000.af", -1]],
+        [["x", "000000000001-0000000000000000.af", 1.5]],
+        "live",
+    ],
+)
+def test_malformed_retired_list_is_corrupt(tmp_path, retired):
+    path = make(tmp_path / "s")
+    manifest = _manifest(path)
+    if retired == "live":  # a live segment listed as retired would be deleted by a compaction
+        fam = manifest["arrays"]["x"]
+        retired = [[fam["dir"], fam["segments"][0][0], 0]]
+    manifest["retired"] = retired
+    (path / "atlas.json").write_text(json.dumps(manifest))
+    with pytest.raises(errors.CorruptStoreError, match="retired"):
+        atlas.Atlas.open(path)
+
+
+def test_manifest_without_retired_key_has_none(tmp_path):
+    path = make(tmp_path / "s")
+    assert "retired" not in _manifest(path)
+    with atlas.Atlas.open(path) as s:
+        assert s._st.base.retired == []
+        s.open_dataset("d0").write_array("x", [0], np.zeros(2))
+        s.compact(grace_period=math.inf)
+    manifest = _manifest(path)
+    (live,) = manifest["arrays"]["x"]["segments"]
+    assert sorted(f for _d, f, _t in manifest["retired"]) == sorted(_segments(path) - {live[0]})

@@ -30,10 +30,10 @@ from atlas.engine.chunks import (
 )
 from atlas.engine.planner import ChunkPlan, chunk_extent, chunk_grid, plan_selection
 from atlas.engine.segment import RECORD_DTYPE, SegmentWriter, parse_index
-from atlas.errors import BackendError, CorruptStoreError
+from atlas.errors import AllocationError, BackendError, CorruptStoreError
 from atlas.metadata import ArrayFamily, ArrayMeta, SegmentRef, Stats
 
-__all__ = ["FamilyIndex", "FamilyEngine", "PendingChunk", "SegmentIO"]
+__all__ = ["FamilyIndex", "FamilyEngine", "PendingChunk", "SegmentIO", "allocate"]
 
 
 class SegmentIO:
@@ -375,15 +375,27 @@ class FamilyEngine:
     _tables: list[np.ndarray] | None = None
     _index: FamilyIndex | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Parsed index of every committed segment read so far (segments are immutable).
+    _parsed: dict[SegmentRef, np.ndarray] = field(default_factory=dict)
 
     # -- committed state ------------------------------------------------------------------
 
     def set_family(self, family: ArrayFamily) -> None:
-        """Adopt a newer snapshot of the family (keeps the index when unchanged)."""
-        if family.segments != self.family.segments:
-            self._tables = None
-            self._index = None
-        self.family = family
+        """Adopt a newer snapshot of the family.
+
+        The merged index is kept when the segment list is unchanged; otherwise it
+        is rebuilt on next use, reading only the indexes of segments not parsed
+        yet, so a commit costs one index read per new segment however long the
+        family's history.
+        """
+        with self._lock:
+            if family.segments != self.family.segments:
+                self._tables = None
+                self._index = None
+            self.family = family
+            listed = set(family.segments)
+            for ref in [r for r in self._parsed if r not in listed]:
+                del self._parsed[ref]
 
     def path(self, ref: SegmentRef) -> str:
         return f"{self.family.dir}/{ref.file}"
@@ -397,16 +409,24 @@ class FamilyEngine:
         if tables is None:
             tables = []
             for ref in self.family.segments:
+                table = self._parsed.get(ref)
+                if table is not None:
+                    tables.append(table)
+                    continue
                 path = self.path(ref)
                 try:
                     raw = self.io.read(path, ref.index_offset, ref.index_length, ref.size)
                 except BackendError as exc:
                     if getattr(exc, "errno", None) != errno.ENOENT:
                         raise  # a transient I/O failure is not damage: keep its errno
-                    raise CorruptStoreError(f"segment {path} of array {self.name!r} is missing: {exc}") from None
+                    raise CorruptStoreError(
+                        f"segment {path} of array {self.name!r} is missing: {exc} (if another handle compacted "
+                        "the store longer than its grace period ago, refresh() this handle)"
+                    ) from None
                 table = parse_index(raw, ref.index_checksum, ref.index_offset, path)
                 if table.shape[0] != ref.records:
                     raise CorruptStoreError(f"{path}: index holds {table.shape[0]} records, expected {ref.records}")
+                self._parsed[ref] = table
                 tables.append(table)
             self._tables = tables
         return tables
@@ -491,7 +511,7 @@ class FamilyEngine:
 
     def read(self, meta: ArrayMeta, start: tuple[int, ...], shape: tuple[int, ...], where: str) -> np.ndarray:
         """Read a selection in storage form (timestamps as int64)."""
-        out = np.empty(shape, dtype=dtypes.storage_dtype(meta.dtype))
+        out = allocate(shape, dtypes.storage_dtype(meta.dtype), f"the read of {where}")
         plan = plan_selection(meta.shape, meta.chunk_shape, start, shape)
         if len(plan) == 0:
             return out
@@ -571,6 +591,10 @@ class FamilyEngine:
         self.pending.clear()
         self.pending_nbytes = 0
         if self.spilled:
+            # A commit that references a spilled segment need not read its index
+            # back; set_family drops the tables of segments the new snapshot lacks.
+            for ref, table in self.spilled:
+                self._parsed[ref] = table
             self.spilled = []
             self.spilled_slots = set()
             self._index = None
@@ -603,6 +627,21 @@ class FamilyEngine:
             else:
                 parts.append(_fold_records(table, cells, meta.dtype))
         return _combine(parts, total, total - covered)
+
+
+def allocate(shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:
+    """``np.empty(shape, dtype)``, or :class:`AllocationError` naming ``what`` and the size."""
+    try:
+        return np.empty(shape, dtype=dtype)
+    except (MemoryError, ValueError):
+        cells = 1
+        for n in shape:
+            cells *= int(n)
+        nbytes = cells * np.dtype(dtype).itemsize
+        raise AllocationError(
+            f"{what}: {cells} cells of shape {tuple(int(n) for n in shape)} ({nbytes} bytes) cannot be allocated; "
+            "read a smaller selection"
+        ) from None
 
 
 def _nbytes(pending: dict[int, dict[int, PendingChunk]]) -> int:
