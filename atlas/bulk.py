@@ -8,7 +8,7 @@ preallocated ``(N, *box)`` output with one jitted call.
 
 Local segments are memory-mapped and read in place.  On object stores the same plan
 fetches exactly the touched chunk payloads of each segment with one coalesced
-``get_ranges`` call (:meth:`atlas.engine.arrays.SegmentIO.gather_many`), many
+``get_ranges`` call (:meth:`atlas.engine.segment_io.SegmentIO.gather_many`), many
 segments at once, into one aligned buffer per segment; each segment is checked,
 decoded and scattered by the same code as soon as its bytes land.  The segment
 indexes an array needs are fetched together beforehand (one round of requests).

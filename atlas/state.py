@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from atlas.backends.base import Backend, Version
-from atlas.engine.arrays import FamilyEngine, SegmentIO, build_segment
+from atlas.engine.arrays import FamilyEngine, build_segment
+from atlas.engine.segment_io import SegmentIO
 from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError
 from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, SegmentRef, Stats, encode_manifest
 from atlas.names import encode_dir_name

@@ -41,7 +41,7 @@ import atlas
 from atlas import errors
 from atlas.backends import LocalBackend, resolve
 from atlas.backends.base import CanMap
-from atlas.engine.arrays import SegmentIO
+from atlas.engine.segment_io import SegmentIO
 
 BACKENDS = ["local", "localstore", "memory", "s3", "azure", "http"]
 

@@ -56,7 +56,7 @@ import atlas.store
 from atlas import errors
 from atlas.backends import LocalBackend
 from atlas.backends.base import CanMap
-from atlas.engine.arrays import SegmentIO
+from atlas.engine.segment_io import SegmentIO
 
 _OP_WORD = {
     "get": "read",

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import atlas
-from atlas.engine.arrays import SegmentIO
+from atlas.engine.segment_io import SegmentIO
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 

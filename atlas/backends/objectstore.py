@@ -5,7 +5,7 @@ implements the verbs of :mod:`atlas.backends.base` over an obstore store handle 
 an optional key prefix:
 
 * reads are whole-object ``get``\\ s (the manifest) and ``get_ranges`` calls (segment
-  indexes and chunk payloads; :class:`atlas.engine.arrays.SegmentIO` coalesces them
+  indexes and chunk payloads; :class:`atlas.engine.segment_io.SegmentIO` coalesces them
   and runs them concurrently across segments, at most ``max_concurrency`` at once);
 * segments are written with ``put(mode="create")`` (multipart above
   ``multipart_threshold``: segment names carry a random token and are never reused);
