@@ -54,13 +54,23 @@ def cmd_compact(args: Any) -> int:
     with open_store(args, "r+") as store:
         before = sum(disk_files(store).values())
         store.compact(grace_period=args.grace_period)
-        after = sum(disk_files(store).values())
-        log.info("compacted %s: %d -> %d bytes", store.location, before, after)
+        files = disk_files(store)
+        after = sum(files.values())
+        # Retired segments stay on disk for the grace period (readers of older
+        # generations may still need them); report them apart from the live bytes.
+        kept = sum(files.get(r.path, 0) for r in store._st.base.retired)
+        log.info("compacted %s: %d -> %d bytes (%d retired)", store.location, before, after, kept)
         if not args.quiet:
-            print(
-                f"compacted {store.location}: {human_bytes(before)} -> {human_bytes(after)} "
-                f"(reclaimed {human_bytes(max(0, before - after))}), generation {store.generation}"
+            line = (
+                f"compacted {store.location}: {human_bytes(before)} -> {human_bytes(after - kept)} "
+                f"(reclaimed {human_bytes(max(0, before - after + kept))}), generation {store.generation}"
             )
+            if kept:
+                line += (
+                    f"; {human_bytes(kept)} of retired segments are deleted by a compaction after "
+                    f"the grace period ({args.grace_period:g} s)"
+                )
+            print(line)
     return 0
 
 

@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", metavar="STORE")
     p.add_argument(
         "--grace-period", type=_seconds, default=3600.0, metavar="SECONDS",
-        help="delete unreferenced files only when older than this (default 3600: another writer may be "
-        "about to commit them)",
+        help="delete retired segments and unreferenced files only when older than this (default 3600: "
+        "readers of older generations may still read them, another writer may be about to commit them)",
     )  # fmt: skip
     p.set_defaults(func="atlas.cli.maintain:cmd_compact")
 
