@@ -17,7 +17,7 @@ from atlas.errors import (
     InvalidArgumentError,
     SelectionError,
 )
-from atlas.metadata import ArrayMeta, DatasetMeta
+from atlas.metadata import MAX_CHUNK_CELLS, ArrayMeta, DatasetMeta
 from atlas.names import encode_dir_name, validate_label, validate_name
 
 if TYPE_CHECKING:
@@ -28,8 +28,6 @@ __all__ = ["DatasetView", "default_chunk_shape"]
 
 #: Target size of a default chunk, in bytes.
 DEFAULT_CHUNK_BYTES = 1 << 20
-#: Largest chunk accepted, in cells (keeps every chunk within one codec call).
-MAX_CHUNK_CELLS = 1 << 28
 _INT64_MAX = int(np.iinfo(np.int64).max)
 
 
@@ -51,10 +49,14 @@ def default_chunk_shape(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
 
 
 def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
         raise InvalidArgumentError(f"{what} must be a sequence of integers, got {value!r}")
+    try:
+        items = list(value)
+    except TypeError:  # a 0-d numpy array has __iter__ but cannot be iterated
+        raise InvalidArgumentError(f"{what} must be a sequence of integers, got {value!r}") from None
     out = []
-    for v in value:
+    for v in items:
         if isinstance(v, (bool, np.bool_)):
             raise InvalidArgumentError(f"{what} must hold integers, got {v!r} in {value!r}")
         try:
@@ -140,7 +142,7 @@ class DatasetView:
     def has_array(self, name: str) -> bool:
         """True if the dataset defines array ``name``."""
         with self._store._lock:
-            return name in self._ds().arrays
+            return isinstance(name, str) and name in self._ds().arrays
 
     def define_array(
         self,
@@ -159,13 +161,16 @@ class DatasetView:
             Array name (any non-empty unicode without ``/`` and not starting
             with ``_``).
         dtype : str or numpy.dtype
-            One of :data:`atlas.dtypes.DTYPE_NAMES` or an alias.
+            One of :data:`atlas.dtypes.DTYPE_NAMES` or an alias; required (``None``
+            is refused rather than read as float64, as numpy would).
         dims : sequence of str
             One dimension name per axis.
         shape : sequence of int
             The array shape; ``[]`` for a 0-D array.
         chunk_shape : sequence of int, optional
             Cells per chunk along each axis (default: :func:`default_chunk_shape`).
+            An extent may exceed the array's (the chunk is cut at the bounds) but
+            not ``2**63 - 1``, and a chunk may hold at most ``2**28`` cells.
         fill_value : scalar, optional
             The value of unwritten cells; checked against ``dtype`` (``TypeError``
             for a value of the wrong kind, ``OverflowError`` out of range).
@@ -209,6 +214,9 @@ class DatasetView:
                     )
                 if any(c <= 0 for c in chunks):
                     raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} must be positive")
+                if any(c > _INT64_MAX for c in chunks):
+                    # Reads and writes compute chunk bounds in int64.
+                    raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} has an extent beyond int64")
             cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t, strict=False))
             if cells > MAX_CHUNK_CELLS:
                 raise InvalidArgumentError(
@@ -289,9 +297,22 @@ class DatasetView:
     def read_arrays(
         self, names: Sequence[str], start: Sequence[int] | None = None, shape: Sequence[int] | None = None
     ) -> dict[str, np.ndarray | None]:
-        """Read the same box of several arrays: ``{name: array or None}``."""
-        if isinstance(names, str):
-            raise InvalidArgumentError("names must be a sequence of array names, not a single str")
+        """Read the same box of several arrays: ``{name: array or None}``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``names`` is not a sequence of str (a ``ValueError``).
+        """
+        if isinstance(names, (str, bytes, dict)) or not hasattr(names, "__iter__"):
+            raise InvalidArgumentError(f"names must be a sequence of array names, got {names!r:.80}")
+        try:
+            names = list(names)
+        except TypeError:  # a 0-d numpy array has __iter__ but cannot be iterated
+            raise InvalidArgumentError(f"names must be a sequence of array names, got {names!r:.80}") from None
+        for n in names:
+            if not isinstance(n, str):
+                raise InvalidArgumentError(f"array names must be str, got {type(n).__name__} {n!r:.80}")
         return {n: self.read_array(n, start, shape) for n in names}
 
     def array_meta(self, name: str) -> dict[str, Any]:
@@ -377,7 +398,7 @@ class DatasetView:
         """Remove attribute ``key`` (``KeyError`` when it is not set)."""
         with self._store._lock:
             state = self._writable(f"delete attribute {key!r}")
-            if key not in self._ds().attributes:
+            if not isinstance(key, str) or key not in self._ds().attributes:
                 raise AttributeNotFoundError(f"dataset {self._name!r} has no attribute {key!r}")
             del state.touch(self._name).attributes[key]
 

@@ -42,6 +42,7 @@ __all__ = [
 
 #: The int64 bit pattern numpy uses for ``NaT``.
 NAT = int(np.iinfo(np.int64).min)
+_INT64_MAX = int(np.iinfo(np.int64).max)
 
 _NUMERIC = {
     "int8": "<i1",
@@ -63,8 +64,6 @@ _ALIASES = {
     "timestamp_ns": "timestamp_nanoseconds",
     "timestamp": "timestamp_nanoseconds",
     "datetime64[ns]": "timestamp_nanoseconds",
-    "<m8[ns]": "timestamp_nanoseconds",
-    "m8[ns]": "timestamp_nanoseconds",
     "str": "string",
     "utf8": "string",
     "bool_": "bool",
@@ -73,6 +72,10 @@ _ALIASES = {
     "double": "float64",
     "int": "int64",
 }
+
+#: numpy type codes, matched case-sensitively: lowercase ``m8`` is a timedelta,
+#: which is not a timestamp.
+_NUMPY_CODES = {"M8[ns]": "timestamp_nanoseconds", "<M8[ns]": "timestamp_nanoseconds"}
 
 _STORAGE = {
     **{k: np.dtype(v) for k, v in _NUMERIC.items()},
@@ -103,7 +106,11 @@ def canonical_dtype(dtype: Any) -> str:
             return key
         if key in _ALIASES:
             return _ALIASES[key]
+        if dtype.strip() in _NUMPY_CODES:
+            return _NUMPY_CODES[dtype.strip()]
         raise DTypeError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_NAMES)}")
+    if dtype is None:  # numpy reads None as float64; a missing dtype is an error here
+        raise DTypeError(f"dtype must be given; expected one of {', '.join(DTYPE_NAMES)}")
     if dtype is str:
         return "string"
     if dtype is bool:
@@ -114,7 +121,7 @@ def canonical_dtype(dtype: Any) -> str:
         return "float64"
     try:
         npd = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError):
         raise DTypeError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_NAMES)}") from None
     return _from_numpy(npd, what=repr(dtype))
 
@@ -288,16 +295,22 @@ def encode_value(value: Any, name: str) -> Any:
 
 
 def decode_value(raw: Any, name: str) -> Any:
-    """Inverse of :func:`encode_value`."""
+    """Inverse of :func:`encode_value`; checks the value against dtype ``name``.
+
+    A manifest comes from outside, so a value of the wrong kind or out of the
+    dtype's range raises (:class:`FillValueError`, :class:`ValueOverflowError` or
+    :class:`InvalidArgumentError`) instead of surfacing later as a numpy error.
+    """
     if is_float(name):
         if isinstance(raw, str):
+            if raw not in _NONFINITE:
+                raise FillValueError(f"value {raw!r} is not a number of dtype {name}")
             return _NONFINITE[raw]
-        return float(raw)
-    if name == "bool":
-        return bool(raw)
-    if name == "string":
-        return str(raw)
-    return int(raw)
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            raw = float(raw)  # OverflowError beyond float64 is refused by the caller
+    elif name == "timestamp_nanoseconds" and not isinstance(raw, int):
+        raise FillValueError(f"value {raw!r} is not a timestamp in nanoseconds")
+    return coerce_scalar(raw, name, "value")
 
 
 # -- attributes -------------------------------------------------------------------------
@@ -335,7 +348,7 @@ def normalize_attribute(value: Any, dtype: Any = None) -> dict[str, Any]:
     (values are range-checked against it); otherwise it is inferred from the value.
     """
     forced = canonical_dtype(dtype) if dtype is not None else None
-    if isinstance(value, np.ndarray) and value.ndim > 0:
+    if isinstance(value, np.ndarray):
         name = forced or _from_numpy(value.dtype, what=f"attribute array of dtype {value.dtype}")
         flat = value.ravel(order="C")
         items = [coerce_scalar(v, name, "attribute element") for v in _iter_array(flat, name)]
@@ -378,14 +391,41 @@ def encode_attribute(typed: dict[str, Any]) -> dict[str, Any]:
 
 
 def decode_attribute(raw: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`encode_attribute` (validates the dtype name)."""
-    name = canonical_dtype(raw["t"])
-    out = dict(raw)
-    out["t"] = name
-    if "k" in raw:
-        out["v"] = [decode_value(v, name) for v in raw["v"]]
-    else:
+    """Inverse of :func:`encode_attribute`; validates the dtype, kind, shape and values.
+
+    Raises
+    ------
+    InvalidArgumentError, DTypeError or ValueOverflowError
+        When the typed form does not follow the format (the manifest reader turns
+        any of them into :class:`~atlas.errors.CorruptStoreError`).
+    """
+    if not isinstance(raw, dict) or not set(raw) <= {"t", "v", "k", "s"} or "t" not in raw or "v" not in raw:
+        raise InvalidArgumentError(f"typed attribute {raw!r:.80} does not have the keys t, v[, k, s]")
+    name = raw["t"]
+    if name not in DTYPE_NAMES:
+        raise DTypeError(f"typed attribute has unknown dtype {name!r:.40}")
+    out: dict[str, Any] = {"t": name}
+    kind = raw.get("k")
+    if kind is None:
+        if "s" in raw:
+            raise InvalidArgumentError("a scalar typed attribute has a shape")
         out["v"] = decode_value(raw["v"], name)
+        return out
+    if kind not in ("list", "ndarray") or not isinstance(raw["v"], list):
+        raise InvalidArgumentError(f"typed attribute of kind {kind!r:.40} with values {raw['v']!r:.40}")
+    out["v"] = [decode_value(v, name) for v in raw["v"]]
+    out["k"] = kind
+    if kind == "ndarray":
+        shape = raw.get("s")
+        if not isinstance(shape, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= _INT64_MAX for n in shape
+        ):
+            raise InvalidArgumentError(f"typed array attribute has a bad shape {shape!r:.80}")
+        if math.prod(shape) != len(out["v"]):
+            raise InvalidArgumentError(f"typed array attribute of shape {shape} holds {len(out['v'])} values")
+        out["s"] = list(shape)
+    elif "s" in raw:
+        raise InvalidArgumentError("a list typed attribute has a shape")
     return out
 
 

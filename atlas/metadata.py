@@ -49,6 +49,10 @@ FORMAT_VERSION = 1
 MANIFEST_BASENAME = "atlas"
 #: Largest manifest accepted from a store, compressed or not (guards forged sizes).
 MAX_MANIFEST_BYTES = 1 << 31
+#: Largest chunk an array may have, in cells (keeps every chunk within one codec call).
+MAX_CHUNK_CELLS = 1 << 28
+_INT64_MAX = 2**63 - 1
+_UINT64_MAX = 2**64 - 1
 
 _FORMATS = {"json": "json", "msgpack": "msgpack", "mp": "msgpack"}
 _COMPRESSIONS = {"none": "none", "zstd": "zstd", "lz4": "lz4", "zst": "zstd", "uncompressed": "none"}
@@ -323,12 +327,18 @@ def _need(cond: bool, what: str) -> None:
         raise CorruptStoreError(f"manifest field {what} is invalid")
 
 
-def _int(value: Any, what: str, minimum: int = 0) -> int:
-    _need(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, what)
+def _int(value: Any, what: str, minimum: int = 0, maximum: int = _INT64_MAX) -> int:
+    _need(isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum, what)
     return int(value)
 
 
+def _attributes(raw: Any) -> dict[str, dict[str, Any]]:
+    _need(isinstance(raw, dict) and all(isinstance(k, str) for k in raw), "attributes")
+    return {k: dtypes.decode_attribute(v) for k, v in raw.items()}
+
+
 def _stats_from_dict(raw: dict[str, Any], dtype: str) -> Stats:
+    _need(isinstance(raw, dict), "stats")
     mn, mx = raw.get("min"), raw.get("max")
     return Stats(
         row_count=_int(raw["row_count"], "stats.row_count"),
@@ -339,22 +349,28 @@ def _stats_from_dict(raw: dict[str, Any], dtype: str) -> Stats:
 
 
 def _array_from_dict(raw: dict[str, Any]) -> ArrayMeta:
-    dtype = dtypes.canonical_dtype(raw["dtype"])
+    _need(isinstance(raw, dict) and raw.get("dtype") in dtypes.DTYPE_NAMES, "dtype")
+    dtype = raw["dtype"]
+    _need(all(isinstance(raw.get(k), list) for k in ("shape", "chunk_shape", "dims")), "shape/chunk_shape/dims")
     shape = tuple(_int(v, "shape") for v in raw["shape"])
     chunk_shape = tuple(_int(v, "chunk_shape", 1) for v in raw["chunk_shape"])
     dims = tuple(raw["dims"])
     _need(len(shape) == len(chunk_shape) == len(dims), "rank of shape/chunk_shape/dims")
     _need(all(isinstance(d, str) for d in dims), "dims")
+    # Counted in Python ints: a forged shape must not overflow what reads compute.
+    _need(math.prod(shape) <= _INT64_MAX, "shape (more cells than int64 can count)")
+    cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunk_shape, shape, strict=True))
+    _need(cells <= MAX_CHUNK_CELLS, "chunk_shape (too many cells per chunk)")
     fill = raw.get("fill_value")
     stats = raw.get("stats")
     return ArrayMeta(
-        slot=_int(raw["slot"], "slot", 1),
+        slot=_int(raw["slot"], "slot", 1, _UINT64_MAX),
         dtype=dtype,
         dims=dims,
         shape=shape,
         chunk_shape=chunk_shape,
         fill_value=None if fill is None else dtypes.decode_value(fill, dtype),
-        attributes={str(k): dtypes.decode_attribute(v) for k, v in raw.get("attributes", {}).items()},
+        attributes=_attributes(raw.get("attributes", {})),
         stats=None if stats is None else _stats_from_dict(stats, dtype),
     )
 
@@ -372,7 +388,7 @@ def _manifest_from_dict(obj: Any) -> Manifest:
         datasets[str(name)] = DatasetMeta(
             id=_int(raw["id"], "dataset id"),
             version=_int(raw["version"], "dataset version"),
-            attributes={str(k): dtypes.decode_attribute(v) for k, v in raw.get("attributes", {}).items()},
+            attributes=_attributes(raw.get("attributes", {})),
             arrays={str(a): _array_from_dict(am) for a, am in raw["arrays"].items()},
         )
     slots = [am.slot for ds in datasets.values() for am in ds.arrays.values()]
@@ -384,7 +400,8 @@ def _manifest_from_dict(obj: Any) -> Manifest:
             _need(isinstance(entry, list) and len(entry) == 6, "segment entry")
             file = entry[0]
             _need(isinstance(file, str) and "/" not in file and file.endswith(".af"), "segment file name")
-            nums = [_int(v, "segment entry") for v in entry[1:]]
+            # size, index offset, index length, index checksum (an XXH64), records
+            nums = [_int(v, "segment entry", 0, _UINT64_MAX if k == 3 else _INT64_MAX) for k, v in enumerate(entry[1:])]
             _need(nums[1] + nums[2] <= nums[0], "segment index range")
             segments.append(SegmentRef(file, *nums))
         dir_name = raw["dir"]
@@ -410,7 +427,7 @@ def _manifest_from_dict(obj: Any) -> Manifest:
         codec=codec,
         generation=_int(obj["generation"], "generation"),
         write_token=token,
-        next_slot=_int(obj["next_slot"], "next_slot", 1),
+        next_slot=_int(obj["next_slot"], "next_slot", max(slots, default=0) + 1, _UINT64_MAX),
         next_dataset_id=_int(obj["next_dataset_id"], "next_dataset_id", 1),
         datasets=datasets,
         families=families,

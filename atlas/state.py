@@ -66,10 +66,10 @@ class WorkingState:
     # -- lookups ---------------------------------------------------------------------------
 
     def dataset(self, name: str) -> DatasetMeta:
-        try:
-            return self.datasets[name]
-        except KeyError:
-            raise DatasetNotFoundError(f"dataset {name!r} does not exist") from None
+        ds = self.datasets.get(name) if isinstance(name, str) else None  # a list or dict is unhashable
+        if ds is None:
+            raise DatasetNotFoundError(f"dataset {name!r:.200} does not exist")
+        return ds
 
     def engine(self, array_name: str) -> FamilyEngine:
         engine = self.engines.get(array_name)

@@ -20,6 +20,7 @@ from atlas.errors import (
     CorruptStoreError,
     DatasetExistsError,
     InvalidArgumentError,
+    InvalidNameError,
     NotAStoreError,
     ReadOnlyError,
     StoreClosedError,
@@ -56,6 +57,11 @@ def _check_workers(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidArgumentError(f"max_workers must be a positive int or None, got {value!r}")
     return value
+
+
+def _check_array_name(array: Any) -> None:
+    if not isinstance(array, str):  # a list or dict would fail as an unhashable key
+        raise InvalidNameError(f"array name must be a str, got {type(array).__name__} {array!r:.80}")
 
 
 def _own_leftover(path: str) -> bool:
@@ -205,7 +211,7 @@ class Atlas:
         CorruptStoreError
             If the manifest cannot be decoded.
         """
-        if mode not in _MODES:
+        if not isinstance(mode, str) or mode not in _MODES:
             raise InvalidArgumentError(f"mode must be 'r' or 'r+', got {mode!r}")
         backend = resolve(source, read_only=mode == "r", **dict(storage_options or {}))
         name = _find_manifest(backend)
@@ -305,7 +311,7 @@ class Atlas:
     def dataset_exists(self, name: str) -> bool:
         """True if the dataset exists in this handle's view (pending changes included)."""
         with self._lock:
-            return name in self._st.datasets
+            return isinstance(name, str) and name in self._st.datasets
 
     def list_datasets(self) -> list[str]:
         """Names of all datasets, sorted."""
@@ -353,9 +359,12 @@ class Atlas:
             If a name is not a dataset (a ``KeyError``).
         SelectionError
             If the box does not fit one of the arrays.
+        InvalidNameError
+            If ``array`` is not a str (a ``ValueError``).
         """
         from atlas.bulk import read_across
 
+        _check_array_name(array)
         return read_across(self, array, dataset_names, start, shape)
 
     def read_array_across_stacked(
@@ -374,9 +383,12 @@ class Atlas:
         SchemaMismatchError
             If dtypes differ, or shapes differ when no box is given (a
             ``ValueError`` naming the first dataset that differs).
+        InvalidNameError
+            If ``array`` is not a str (a ``ValueError``).
         """
         from atlas.bulk import read_across_stacked
 
+        _check_array_name(array)
         return read_across_stacked(self, array, dataset_names, start, shape)
 
     # -- xarray ----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy as np
 
 from atlas.backends.base import Buffer, ObjectInfo, Version
 from atlas.engine.codecs import checksum
-from atlas.errors import BackendError, ConflictError, ReadOnlyError
+from atlas.errors import BackendError, ConflictError, InvalidArgumentError, ReadOnlyError
 
 try:  # advisory locks are POSIX; elsewhere commits rely on the version check alone
     import fcntl
@@ -68,6 +68,8 @@ class LocalBackend:
     """
 
     def __init__(self, root: str | os.PathLike, read_only: bool = False) -> None:
+        if "\x00" in os.fspath(root):  # the OS would refuse it with a ValueError on first use
+            raise InvalidArgumentError(f"store path {os.fspath(root)!r:.200} contains a NUL byte")
         self.root = Path(root).absolute()
         self.read_only = read_only
         self.location = str(self.root)
@@ -85,7 +87,10 @@ class LocalBackend:
     # -- reads ----------------------------------------------------------------------------
 
     def exists(self, path: str) -> bool:
-        return self._path(path).is_file()
+        try:
+            return self._path(path).is_file()
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise _fail("stat", self._path(path), exc) from None
 
     def get(self, path: str) -> bytes:
         try:
@@ -109,6 +114,8 @@ class LocalBackend:
                 return [os.pread(fh.fileno(), n, s) for s, n in zip(starts, lengths, strict=False)]
         except OSError as exc:
             raise _fail("read", full, exc) from None
+        except (OverflowError, ValueError) as exc:  # a range beyond what the OS can address
+            raise BackendError(f"read {full} failed: bad range ({exc})") from None
 
     def size(self, path: str) -> int:
         try:
@@ -130,8 +137,11 @@ class LocalBackend:
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base = self._path(prefix) if prefix else self.root
-        if not base.is_dir():
-            return
+        try:
+            if not base.is_dir():
+                return
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise _fail("list", base, exc) from None
         for dirpath, _dirs, files in os.walk(base):
             for name in files:
                 full = Path(dirpath, name)

@@ -153,7 +153,10 @@ def decode_chunk(
     """Check and decode one stored chunk into ``(values, written mask or None)``."""
     if verify and codecs.checksum(stored) != int(record["checksum"]):
         raise ChecksumError(f"{where}: chunk checksum mismatch")
-    raw = codecs.decode_payload(stored, int(record["codec"]), int(record["raw_nbytes"]), where)
+    limit = None
+    if meta.dtype != "string":  # a forged length must not be allocated
+        limit = cells * dtypes.storage_dtype(meta.dtype).itemsize + (cells + 7) // 8
+    raw = codecs.decode_payload(stored, int(record["codec"]), int(record["raw_nbytes"]), where, limit)
     if meta.dtype == "string":
         used = codecs.strings_nbytes(raw, where)
         values = codecs.decode_strings(raw[:used], cells, where)

@@ -82,8 +82,29 @@ def encode_payload(raw: np.ndarray, typesize: int, codec: str) -> tuple[np.ndarr
     return np.frombuffer(packed, dtype=np.uint8), cid
 
 
-def decode_payload(stored: np.ndarray, codec_id: int, raw_nbytes: int, where: str) -> np.ndarray:
-    """Decompress one stored chunk into a new flat uint8 array of ``raw_nbytes``."""
+def decode_payload(
+    stored: np.ndarray, codec_id: int, raw_nbytes: int, where: str, max_nbytes: int | None = None
+) -> np.ndarray:
+    """Decompress one stored chunk into a new flat uint8 array of ``raw_nbytes``.
+
+    Parameters
+    ----------
+    max_nbytes : int, optional
+        The most bytes the chunk can decode to (its cells and written-mask; None
+        for strings, whose encoding has no fixed size).  The record's
+        ``raw_nbytes`` and the blosc header are checked against it, and against
+        the codec limit, before anything is allocated, so a forged length is
+        refused instead of allocated.
+
+    Raises
+    ------
+    CorruptStoreError
+        When the record, header or payload do not agree (message names ``where``).
+    """
+    if raw_nbytes < 0 or (max_nbytes is not None and raw_nbytes > max_nbytes):
+        raise CorruptStoreError(
+            f"{where}: chunk record claims {raw_nbytes} bytes, the chunk holds at most {max_nbytes}"
+        )
     if codec_id == RAW:
         if stored.nbytes != raw_nbytes:
             raise CorruptStoreError(f"{where}: raw chunk has {stored.nbytes} bytes, expected {raw_nbytes}")
@@ -92,7 +113,12 @@ def decode_payload(stored: np.ndarray, codec_id: int, raw_nbytes: int, where: st
         raise CorruptStoreError(f"{where}: unknown chunk codec id {codec_id}")
     if stored.nbytes < _BLOSC_OVERHEAD:
         raise CorruptStoreError(f"{where}: compressed chunk is truncated")
-    nbytes, cbytes, _ = blosc2.get_cbuffer_sizes(stored[:_BLOSC_OVERHEAD].tobytes())
+    if raw_nbytes > _BLOSC_MAX:  # such chunks are always stored raw (see encode_payload)
+        raise CorruptStoreError(f"{where}: compressed chunk claims {raw_nbytes} bytes, over the codec limit")
+    try:
+        nbytes, cbytes, _ = blosc2.get_cbuffer_sizes(stored[:_BLOSC_OVERHEAD].tobytes())
+    except Exception as exc:  # blosc2 raises several types for a damaged header
+        raise CorruptStoreError(f"{where}: compressed chunk header is damaged: {exc}") from None
     if nbytes != raw_nbytes or cbytes != stored.nbytes:
         raise CorruptStoreError(f"{where}: compressed chunk header does not match its record")
     out = np.empty(raw_nbytes, dtype=np.uint8)
