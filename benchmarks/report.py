@@ -20,6 +20,9 @@ ROWS = [
     ("zarr", "(d) N zarr v3 stores: `xr.open_mfdataset(engine='zarr')` + `.isel().load()`"),
     ("upstream", "(e) atlas-python 0.9.1 (original): `read_array_across_stacked` per variable"),
     ("floor", "(f) codec floor: `blosc2.decompress` of the touched chunks + numpy copy"),
+    ("floorv", "(g) verified floor: (f) plus the XXH64 of each payload (`xxhash`), as every ATLAS read checks"),
+    ("loop", "(h) ATLAS per dataset, plain loop: `DatasetView.read_array` x N x variables"),
+    ("xrmany", "(i) ATLAS `to_xarray_many` (whole arrays, stacked) + `.isel().values`"),
 ]
 ROW_SHORT = {
     "ours": "ATLAS bulk",
@@ -28,6 +31,9 @@ ROW_SHORT = {
     "zarr": "zarr v3",
     "upstream": "upstream",
     "floor": "floor",
+    "floorv": "verified floor",
+    "loop": "read_array loop",
+    "xrmany": "to_xarray_many",
 }
 COLORS = {
     "ours": "#1f77b4",
@@ -36,6 +42,9 @@ COLORS = {
     "zarr": "#9467bd",
     "upstream": "#d62728",
     "floor": "#7f7f7f",
+    "floorv": "#c7c7c7",
+    "loop": "#ff7f0e",
+    "xrmany": "#ffbb78",
 }
 
 
@@ -166,7 +175,7 @@ def workload_ratios(rows: dict) -> dict:
     """ours / other for the warm read, the first read on a fresh handle, open + read, write and bytes."""
     ours = rows.get("ours")
     out = {}
-    for other in ("upstream", "floor", "netcdf", "zarr", "dask"):
+    for other in ("upstream", "floor", "floorv", "netcdf", "zarr", "dask", "loop", "xrmany"):
         o = rows.get(other)
         if not o or not ours:
             continue
@@ -227,15 +236,16 @@ def evaluate_targets(results: dict) -> list[dict]:
         n, rows = _at(results, wl)
         if n is None:
             continue
-        r = ratio(med(rows.get("ours"), "read"), med(rows.get("floor"), "read"))
-        first = ratio(med(rows.get("ours"), "first_read"), med(rows.get("floor"), "read"))
-        add(
-            f"bulk read vs codec floor, {wl}-{n}",
-            fmt_ratio(r),
-            "<= 1.5x",
-            None if r is None else r <= 1.5,
-            f"warm handle; first read on a fresh handle: {fmt_ratio(first)}",
-        )
+        # ATLAS verifies every payload it reads: the fair floor does the same work.
+        floor = rows.get("floorv") or rows.get("floor")
+        r = ratio(med(rows.get("ours"), "read"), med(floor, "read"))
+        first = ratio(med(rows.get("ours"), "first_read"), med(floor, "read"))
+        note = f"warm handle; first read on a fresh handle: {fmt_ratio(first)}"
+        if "floorv" in rows:
+            plain = ratio(med(rows.get("ours"), "read"), med(rows.get("floor"), "read"))
+            note += f"; vs the floor without checksums (f): {fmt_ratio(plain)}"
+        kind = "verified codec floor (g)" if "floorv" in rows else "codec floor"
+        add(f"bulk read vs {kind}, {wl}-{n}", fmt_ratio(r), "<= 1.5x", None if r is None else r <= 1.5, note)
     n, rows = _at(results, "gridded", 500)
     if n is not None:
         note = "" if n == 500 else f"evaluated at N={n}"
@@ -282,7 +292,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def render_markdown(results: dict, targets: list[dict], images: dict[str, str]) -> str:
+def render_markdown(results: dict, targets: list[dict], images: dict[str, str], discussion: str = "") -> str:
     m = results["machine"]
     cfg = results["config"]
     up = results.get("upstream_info") or {}
@@ -359,7 +369,14 @@ def render_markdown(results: dict, targets: list[dict], images: dict[str, str]) 
         "- Row (f), the floor: the chunks a bulk read touches are compressed beforehand with "
         "`blosc2.compress2(codec=ZSTD, clevel=5, filter=SHUFFLE, typesize=itemsize, nthreads=1)`; only "
         "`blosc2.decompress` of those in-memory payloads plus a numpy copy of the selected part is timed "
-        "(the faster of decompressing into a new or into a reused buffer). No I/O, no index lookups, no Python API.",
+        "(the faster of decompressing into a new or into a reused buffer). No I/O, no index lookups, no Python API. "
+        "It decodes whole chunks; ATLAS decodes only the blosc2 blocks that hold a box's item range when that is "
+        "less than 3/4 of a chunk, so it can be faster than this floor. For chunks of a few dozen bytes (sensors) "
+        "the floor is mostly the Python calls per chunk (a few microseconds each), not the codec.",
+        "- Row (g), the verified floor: (f) with the XXH64 of each payload computed (python-xxhash, the C library) "
+        "and compared before it is decompressed. Every ATLAS read checks the checksum of every payload it touches "
+        "and so cannot do less than this; the floor target compares against (g), and gives the ratio to (f) "
+        "alongside.",
         "- Ratios are **ours / other**: below 1 means this project is faster (or smaller).",
         "",
         "## Targets",
@@ -370,6 +387,8 @@ def render_markdown(results: dict, targets: list[dict], images: dict[str, str]) 
         [[t["target"], t["measured"], t["threshold"], f"**{t['verdict']}**", t["note"]] for t in targets],
     )
     lines.append("")
+    if discussion.strip():
+        lines += [discussion.strip(), ""]
     if "read" in images:
         lines += [f"![Bulk read time per row]({images['read']})", ""]
     if "write" in images:
@@ -414,7 +433,7 @@ def render_markdown(results: dict, targets: list[dict], images: dict[str, str]) 
         rt = []
         for n_key in sorted(per_n, key=int):
             rr = workload_ratios(per_n[n_key])
-            for other in ("upstream", "floor", "netcdf", "zarr", "dask"):
+            for other in ("upstream", "floor", "floorv", "netcdf", "zarr", "dask", "loop", "xrmany"):
                 if other not in rr:
                     continue
                 x = rr[other]

@@ -14,7 +14,7 @@ from atlas_api import WARMUP_DATASETS, check
 from timing import clock, dir_bytes, log, measure, rmtree, summarize
 from workloads import Workload, dataset_name, expected_box, touched_chunks
 
-__all__ = ["bench_dask", "bench_floor", "bench_xarray"]
+__all__ = ["bench_dask", "bench_floor", "bench_reader", "bench_xarray"]
 
 #: Codec settings of the netCDF4 and zarr rows and of the floor: what ATLAS uses for
 #: ``codec="zstd"`` (blosc2 ZSTD, clevel 5, byte shuffle, one thread).
@@ -37,11 +37,34 @@ def dask_read(store: object, wl: Workload, names: list[str]) -> dict[str, np.nda
     return {v: np.stack([p[v] for p in parts]) for v in variables}
 
 
+def loop_read(store: object, wl: Workload, names: list[str]) -> dict[str, np.ndarray]:
+    """The plain per-dataset API: ``read_array`` of every variable of every dataset, then stacked."""
+    start, box = list(wl.start), list(wl.box)
+    views = [store.open_dataset(n) for n in names]
+    return {v: np.stack([d.read_array(v, start, box) for d in views]) for v in wl.var_names}
+
+
+def xarray_many_read(store: object, wl: Workload, names: list[str]) -> dict[str, np.ndarray]:
+    """``Atlas.to_xarray_many`` (whole arrays of every dataset, stacked), then the box by ``.isel``."""
+    ds = store.to_xarray_many(names)
+    sel = ds.isel({d: slice(a, a + b) for d, a, b in zip(wl.dims, wl.start, wl.box, strict=True)})
+    return {v: np.asarray(sel[v].values) for v in wl.var_names}
+
+
+READERS = {"dask": dask_read, "loop": loop_read, "xrmany": xarray_many_read}
+
+
 def bench_dask(atlas: object, path: str, wl: Workload, data: list, n: int, read_repeats: int) -> dict:
     """Read the store of row (a) with the per-dataset API, one dask task per dataset."""
+    return bench_reader("dask", atlas, path, wl, data, n, read_repeats)
+
+
+def bench_reader(kind: str, atlas: object, path: str, wl: Workload, data: list, n: int, read_repeats: int) -> dict:
+    """Read the store of row (a) through another read path of the public API (see :data:`READERS`)."""
+    reader = READERS[kind]
     want = expected_box(wl, data, n)
     names = [dataset_name(i) for i in range(n)]
-    log(f"  [dask] {wl.name}-{n}: open+read / read x{read_repeats}")
+    log(f"  [{kind}] {wl.name}-{n}: open+read / read x{read_repeats}")
 
     opens: list[float] = []
     first_reads: list[float] = []
@@ -50,23 +73,23 @@ def bench_dask(atlas: object, path: str, wl: Workload, data: list, n: int, read_
         t0 = clock()
         store = atlas.Atlas.open(path)
         t1 = clock()
-        got = dask_read(store, wl, names)
+        got = reader(store, wl, names)
         t2 = clock()
         if r >= 0:
             opens.append(t1 - t0)
             first_reads.append(t2 - t1)
         if r == 0:
-            check(got, want, f"dask {wl.name}-{n} open+read")
+            check(got, want, f"{kind} {wl.name}-{n} open+read")
         store.close()
         return t2 - t0
 
     cold = measure(one_cold, read_repeats)
     store = atlas.Atlas.open(path)
-    check(dask_read(store, wl, names), want, f"dask {wl.name}-{n} read")
+    check(reader(store, wl, names), want, f"{kind} {wl.name}-{n} read")
 
     def one_read(r: int) -> float:
         t0 = clock()
-        dask_read(store, wl, names)
+        reader(store, wl, names)
         return clock() - t0
 
     read = measure(one_read, read_repeats)
@@ -202,6 +225,18 @@ def _bench_xarray(fmt: str, wl: Workload, data: list, n: int, tmp: Path, read_re
 # -- (f) the codec floor -------------------------------------------------------------------------
 
 
+def _xxh64() -> tuple[str, object]:
+    """XXH64 of a bytes object: the ``xxhash`` C library, else ATLAS's own jitted kernel."""
+    try:
+        import xxhash
+
+        return "python-xxhash", xxhash.xxh64_intdigest
+    except ImportError:
+        from atlas.engine.kernels import xxh64
+
+        return "ATLAS's jitted XXH64; python-xxhash is not installed", lambda b: int(xxh64(np.frombuffer(b, np.uint8)))
+
+
 def bench_floor(wl: Workload, data: list, n: int, read_repeats: int) -> dict:
     """Decompress exactly the chunks a bulk read touches and copy the selected box out.
 
@@ -211,8 +246,14 @@ def bench_floor(wl: Workload, data: list, n: int, read_repeats: int) -> dict:
     in-memory payloads plus one numpy copy of the selected part into the
     ``(N, *box)`` output.  Two variants (a new buffer per chunk, or one reused
     destination buffer) are timed and the faster is the floor.
+
+    ATLAS checks the XXH64 of every payload it reads; the floor alone does not.  The
+    XXH64 of every payload (``xxhash.xxh64_intdigest``, the C library) is timed on its
+    own and added to the floor, returned under ``"verified"``: the work a checking
+    reader cannot skip.
     """
     log(f"  [floor] {wl.name}-{n}: compress touched chunks, decompress x{read_repeats}")
+    hash_name, xxh64 = _xxh64()
     chunks = touched_chunks(wl)
     box = wl.box
     payloads: dict[str, list[list[tuple[bytes, tuple[int, ...], tuple, tuple]]]] = {}
@@ -262,6 +303,11 @@ def bench_floor(wl: Workload, data: list, n: int, read_repeats: int) -> dict:
         return out
 
     want = expected_box(wl, data, n)
+    digests = {}
+    for per_ds in payloads.values():
+        for items in per_ds:
+            for packed, *_ in items:
+                digests[id(packed)] = xxh64(packed)
     best = None
     for reuse in (False, True):
         check(run(reuse), want, f"floor {wl.name}-{n}")
@@ -275,9 +321,29 @@ def bench_floor(wl: Workload, data: list, n: int, read_repeats: int) -> dict:
         m["variant"] = "decompress into a reused buffer" if reuse else "decompress to a new buffer"
         if best is None or m["median"] < best["median"]:
             best = m
+    # The checksums of the same payloads, timed on their own: added to the floor, so the
+    # verified floor is never below the plain one whatever the noise between two runs.
+    all_payloads = [packed for per_ds in payloads.values() for items in per_ds for packed, *_ in items]
+
+    def one_hash(r: int) -> float:
+        t0 = clock()
+        for packed in all_payloads:
+            if xxh64(packed) != digests[id(packed)]:
+                raise AssertionError("floor payload changed")
+        return clock() - t0
+
+    hashing = measure(one_hash, read_repeats)
+    verified = {
+        "median": best["median"] + hashing["median"],
+        "min": best["min"] + hashing["min"],
+        "max": best["max"] + hashing["max"],
+        "variant": best["variant"] + f" + XXH64 of each payload ({hash_name}, median {hashing['median'] * 1e3:.3g} ms)",
+        "hash": hashing,
+    }
     return {
         "read": best,
         "first_read": best,  # stateless: no handle, nothing to warm up
+        "verified": {"read": verified, "first_read": verified},
         "chunks": len(chunks) * n * len(wl.variables),
         "chunk_raw_bytes": raw_bytes,
         "chunk_stored_bytes": stored_bytes,

@@ -47,7 +47,7 @@ from report import (  # noqa: E402
     workload_ratios,
     write_charts,
 )
-from rows import bench_dask, bench_floor, bench_xarray  # noqa: E402
+from rows import bench_dask, bench_floor, bench_reader, bench_xarray  # noqa: E402
 from timing import clock, loadavg, log, rmtree, wait_idle  # noqa: E402
 from workloads import SWEEP_SIZES, WORKLOADS, generate_many  # noqa: E402
 
@@ -63,14 +63,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--from-json", metavar="PATH", help="measure nothing: re-render the report of a --json dump")
     p.add_argument("--note", action="append", default=[], help="a remark for the report's machine section (repeatable)")
     p.add_argument(
+        "--discussion",
+        metavar="MD",
+        help="a markdown file printed after the targets table (e.g. why a target is missed); use with --from-json",
+    )
+    p.add_argument(
         "--workloads",
         default="sensors,profile,gridded",
         help="comma-separated subset of: " + ", ".join(WORKLOADS) + " (default: all)",
     )
     p.add_argument(
         "--rows",
-        default="ours,dask,netcdf,zarr,upstream,floor",
-        help="comma-separated subset of rows: ours, dask, netcdf, zarr, upstream, floor (default: all)",
+        default="ours,dask,netcdf,zarr,upstream,floor,loop,xrmany",
+        help="comma-separated subset of rows: ours, dask, netcdf, zarr, upstream, floor (with the verified floor), "
+        "loop, xrmany (default: all)",
+    )
+    p.add_argument(
+        "--read-paths",
+        default="profile",
+        help="workloads (comma-separated, or 'none') that also time rows (h) and (i): a plain per-dataset "
+        "read_array loop and to_xarray_many (default: profile)",
     )
     p.add_argument("--sizes", help="comma-separated dataset counts for every workload (default: per workload)")
     p.add_argument("--sweep-workload", default="sensors", choices=sorted(WORKLOADS), help="workload of the sweep")
@@ -92,6 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if w not in WORKLOADS:
             p.error(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
     args.row_list = [r.strip() for r in args.rows.split(",") if r.strip()]
+    args.read_path_list = [w.strip() for w in args.read_paths.split(",") if w.strip() not in ("", "none")]
     if args.read_repeats is None:
         args.read_repeats = 3 if args.quick else 5
     if args.write_repeats is None:
@@ -163,19 +176,23 @@ def bench_workload(name: str, sizes: list[int], tmp: Path, args: argparse.Namesp
     log(f"[{name}] generated in {clock() - t0:.1f} s")
     for n in sizes:
         rows_n = per_n[str(n)]
-        if "ours" in rows or "dask" in rows:
+        if {"ours", "dask", "loop", "xrmany"} & set(rows):
             ours = bench_store(atlas, wl, data, n, tmp, args.read_repeats, args.write_repeats, True, "ours", keep=True)
             path = ours.pop("path")
             if "ours" in rows:
                 rows_n["ours"] = ours
             if "dask" in rows:
                 rows_n["dask"] = bench_dask(atlas, path, wl, data, n, args.read_repeats)
+            for kind in ("loop", "xrmany"):
+                if kind in rows and name in args.read_path_list:
+                    rows_n[kind] = bench_reader(kind, atlas, path, wl, data, n, args.read_repeats)
             rmtree(path)
         for fmt in ("netcdf", "zarr"):
             if fmt in rows:
                 rows_n[fmt] = bench_xarray(fmt, wl, data, n, tmp, args.read_repeats, args.write_repeats)
         if "floor" in rows:
             rows_n["floor"] = bench_floor(wl, data, n, args.read_repeats)
+            rows_n["floorv"] = rows_n["floor"].pop("verified")
         print_workload(name, n, rows_n)
     del data
     gc.collect()
@@ -185,7 +202,7 @@ def bench_workload(name: str, sizes: list[int], tmp: Path, args: argparse.Namesp
 def print_workload(name: str, n: int, rows: dict) -> None:
     cols = ("write", "on disk", "open", "1st read", "warm read", "open+read")
     lines = [f"\n== {name}-{n} ==", f"{'row':14}" + "".join(f" {c:>10}" for c in cols)]
-    for key in ("ours", "dask", "netcdf", "zarr", "upstream", "floor"):
+    for key in ("ours", "loop", "xrmany", "dask", "netcdf", "zarr", "upstream", "floor", "floorv"):
         r = rows.get(key)
         if r is None:
             continue
@@ -286,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
             out = Path.cwd() / out
         out.parent.mkdir(parents=True, exist_ok=True)
         images = write_charts(results, out.parent / "img", "img/")
-        out.write_text(render_markdown(results, targets, images))
+        discussion = Path(args.discussion).read_text() if args.discussion else ""
+        out.write_text(render_markdown(results, targets, images, discussion))
         log(f"wrote {out}" + (f" and {len(images)} charts in {out.parent / 'img'}" if images else ""))
     if args.json and not args.from_json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
