@@ -245,12 +245,16 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
 
 def encode_manifest(m: Manifest, meta_format: str, compression: str) -> bytes:
     """Serialise a manifest in the given format and compression."""
-    obj = manifest_to_dict(m)
     try:
-        if meta_format == "json":
-            raw = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-        else:
-            raw = msgpack.packb(obj, use_bin_type=True)
+        # Like decoding, encoding builds a large acyclic tree: the collector's
+        # passes over it cost about half the time of a commit to a 100 000-dataset
+        # store and free nothing.
+        with _gc_paused():
+            obj = manifest_to_dict(m)
+            if meta_format == "json":
+                raw = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+            else:
+                raw = msgpack.packb(obj, use_bin_type=True)
     except (UnicodeEncodeError, ValueError, TypeError) as exc:  # every input is validated; this is a guard
         raise InvalidArgumentError(f"the manifest cannot be encoded as {meta_format}: {exc}") from None
     if compression == "none":
