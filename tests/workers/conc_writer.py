@@ -15,7 +15,12 @@ Writer 0 optionally compacts every few steps (same retry loop).  The writer keep
 its own model of its datasets and writes it, with the generation each successful
 commit produced, to ``OUT`` (JSON) at the end.
 
-Usage: ``python conc_writer.py STORE OUT WID STEPS SEED MAX_PENDING COMPACT_EVERY``
+Usage: ``python conc_writer.py STORE OUT WID STEPS SEED MAX_PENDING COMPACT_EVERY [GO_FLAG]
+[--storage-options=JSON]``
+
+``STORE`` is a directory or a URL (``s3://bucket/prefix`` with its obstore options as
+JSON, see ``rel_common.options_arg``).  The writers wait for ``GO_FLAG`` (default
+``STORE.go``; required for a URL) so that they start together.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from rel_common import pop_options
+
 import atlas
 from atlas.errors import ConflictError
 
@@ -37,9 +44,9 @@ LOG_LEN = 4096
 
 
 class Writer:
-    def __init__(self, path: str, wid: int, seed: int, max_pending: int) -> None:
+    def __init__(self, path: str, wid: int, seed: int, max_pending: int, options: dict | None = None) -> None:
         kwargs = {"max_pending_bytes": max_pending} if max_pending > 0 else {}
-        self.store = atlas.Atlas.open(path, **kwargs)
+        self.store = atlas.Atlas.open(path, storage_options=options, **kwargs)
         self.wid = wid
         self.rng = np.random.default_rng([seed, wid])
         self.model: dict[str, dict] = {}
@@ -119,11 +126,12 @@ class Writer:
 
 
 def main(argv: list[str]) -> int:
+    argv, options = pop_options(argv)
     path, out, wid, steps, seed, max_pending, compact_every = argv[0], argv[1], *map(int, argv[2:7])
+    go = argv[7] if len(argv) > 7 else path + ".go"
     if steps > LOG_LEN:
         raise SystemExit(f"at most {LOG_LEN} steps")
-    writer = Writer(path, wid, seed, max_pending)
-    go = path + ".go"
+    writer = Writer(path, wid, seed, max_pending, options)
     while not os.path.exists(go):  # start together, so that commits really interleave
         time.sleep(0.005)
     for k in range(steps):

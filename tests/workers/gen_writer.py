@@ -15,7 +15,9 @@ name (a new slot).  Readers (``snapshot_reader.py``) check the invariant on ever
 snapshot they can get.  With ``COMPACT_EVERY > 0`` every that many generations are
 followed by a ``compact()``.
 
-Usage: ``python gen_writer.py STORE GENERATIONS SEED COMPACT_EVERY DONE_FLAG``
+Usage: ``python gen_writer.py STORE GENERATIONS SEED COMPACT_EVERY DONE_FLAG
+[--storage-options=JSON]`` (``STORE`` a directory, or a URL with its obstore options,
+see ``rel_common.options_arg``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rel_common import pop_options
 
 import atlas
 
@@ -68,12 +72,13 @@ def generation(store: atlas.Atlas, model: dict[str, np.ndarray], g: int, rng: np
 
 
 def main(argv: list[str]) -> int:
+    argv, options = pop_options(argv)
     path, generations, seed, compact_every, done = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), argv[4]
     rng = np.random.default_rng(seed)
     model: dict[str, np.ndarray] = {}
     started = time.monotonic()
     compactions = 0
-    with atlas.Atlas.open(path) as store:
+    with atlas.Atlas.open(path, storage_options=options) as store:
         for g in range(1, generations + 1):
             generation(store, model, g, rng)
             store.flush()

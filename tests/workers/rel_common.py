@@ -159,3 +159,39 @@ def store_files(store_dir: str | os.PathLike) -> set[str]:
         for name in files:
             found.add(os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/"))
     return found
+
+
+# -- passing a store location with its storage options to a worker process ---------------------------
+
+#: The worker argument that carries storage options (``--storage-options=<JSON>``).
+OPTIONS_FLAG = "--storage-options="
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, _dt.timedelta):  # obstore retry settings are timedeltas
+        return {"__seconds__": value.total_seconds()}
+    raise TypeError(f"storage option value {value!r} cannot be passed to a worker")
+
+
+def _json_hook(obj: dict) -> Any:
+    if set(obj) == {"__seconds__"}:
+        return _dt.timedelta(seconds=obj["__seconds__"])
+    return obj
+
+
+def options_arg(options: dict[str, Any] | None) -> list[str]:
+    """The worker arguments that pass ``options`` (none for a local store)."""
+    if not options:
+        return []
+    return [OPTIONS_FLAG + json.dumps(options, default=_json_default, sort_keys=True)]
+
+
+def pop_options(argv: list[str]) -> tuple[list[str], dict[str, Any] | None]:
+    """Split a worker's arguments into the positional ones and the storage options (or None)."""
+    rest, options = [], None
+    for arg in argv:
+        if arg.startswith(OPTIONS_FLAG):
+            options = json.loads(arg[len(OPTIONS_FLAG) :], object_hook=_json_hook)
+        else:
+            rest.append(arg)
+    return rest, options

@@ -7,7 +7,9 @@ backwards.  It runs until the writer's DONE_FLAG exists (then checks one last
 snapshot) and writes a JSON report to OUT.  The first violation or unexpected
 exception is reported with its traceback and ends the run.
 
-Usage: ``python snapshot_reader.py STORE MODE DONE_FLAG OUT``
+Usage: ``python snapshot_reader.py STORE MODE DONE_FLAG OUT [--storage-options=JSON]``
+(``STORE`` a directory, or a URL with its obstore options, see
+``rel_common.options_arg``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from gen_writer import N_DATASETS
+from rel_common import pop_options
 
 import atlas
 
@@ -67,16 +70,17 @@ def check(store: atlas.Atlas) -> int | None:
 
 
 def main(argv: list[str]) -> int:
+    argv, options = pop_options(argv)
     path, mode, done, out = argv
     report: dict = {"mode": mode, "snapshots": 0, "generations": [], "error": None}
     seen: set[int] = set()
     last = -1
-    handle = atlas.Atlas.open(path, mode="r") if mode == "refresh" else None
+    handle = atlas.Atlas.open(path, mode="r", storage_options=options) if mode == "refresh" else None
     try:
         while True:
             finished = os.path.exists(done)
             if mode == "open":
-                with atlas.Atlas.open(path, mode="r") as store:
+                with atlas.Atlas.open(path, mode="r", storage_options=options) as store:
                     g = check(store)
             else:
                 handle.refresh()
