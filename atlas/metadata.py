@@ -255,6 +255,9 @@ def encode_manifest(m: Manifest, meta_format: str, compression: str) -> bytes:
                 raw = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
             else:
                 raw = msgpack.packb(obj, use_bin_type=True)
+            # Freed while the collector is still paused: otherwise its first pass
+            # after the pause walks the whole temporary tree once more.
+            del obj
     except (UnicodeEncodeError, ValueError, TypeError) as exc:  # every input is validated; this is a guard
         raise InvalidArgumentError(f"the manifest cannot be encoded as {meta_format}: {exc}") from None
     if compression == "none":
