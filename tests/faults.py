@@ -31,6 +31,9 @@ import contextlib
 import errno
 import os
 import secrets
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +44,24 @@ import atlas.store
 from atlas.backends.base import CanMap
 from atlas.errors import BackendError
 
-__all__ = ["KINDS", "VERBS", "WRITE_VERBS", "Call", "FaultyBackend", "InjectedFault", "kinds_for", "patched_resolve"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "workers"))
+from rel_common import record_figure
+
+__all__ = [
+    "KINDS",
+    "OBJECT_KINDS",
+    "OBSTORE_VERBS",
+    "VERBS",
+    "WRITE_VERBS",
+    "Call",
+    "FaultyBackend",
+    "FaultyObstore",
+    "InjectedFault",
+    "kinds_for",
+    "object_kinds_for",
+    "patched_resolve",
+    "record_fault_figures",
+]
 
 #: Every verb of the backend protocols (``close`` is forwarded but never counted).
 VERBS = ("get", "get_versioned", "get_ranges", "put", "commit", "delete", "list", "map")
@@ -251,3 +271,202 @@ def patched_resolve(
     with monkeypatch.context() as m:
         m.setattr(atlas.store, "resolve", resolve)
         yield made
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+
+def record_fault_figures(
+    test: str,
+    *,
+    backend: str,
+    operation: str,
+    calls: int,
+    cases: Sequence[tuple[int, Call, str]],
+    started: float,
+    variant: str = "",
+) -> None:
+    """Append one line of figures for a fault-injection test to ``$ATLAS_RELIABILITY_FIGURES``.
+
+    ``cases`` are the ``(k, call, kind)`` triples that were injected; the line counts
+    them per failure kind and per verb, with the recorded call count and wall time.
+    """
+    by_kind: dict[str, int] = {}
+    by_verb: dict[str, int] = {}
+    for _, call, kind in cases:
+        by_kind[kind] = by_kind.get(kind, 0) + 1
+        by_verb[call.verb] = by_verb.get(call.verb, 0) + 1
+    record_figure(
+        test,
+        backend=backend,
+        operation=operation,
+        variant=variant,
+        calls=calls,
+        faults=len(cases),
+        by_kind=by_kind,
+        by_verb=by_verb,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+# -- faults below the object-store backend ----------------------------------------------------------
+
+#: The obstore functions :mod:`atlas.backends.objectstore` calls, logged as verbs.
+OBSTORE_VERBS = ("get", "get_ranges", "head", "list", "put", "delete")
+#: The failure kinds of :class:`FaultyObstore`.
+OBJECT_KINDS = ("error", "full", "lost", "lost-retry")
+
+
+def object_kinds_for(verb: str) -> tuple[str, ...]:
+    """The :data:`OBJECT_KINDS` that make sense for an obstore call of ``verb``."""
+    if verb == "put":
+        return OBJECT_KINDS
+    if verb == "delete":
+        return ("error", "lost")
+    return ("error",)
+
+
+class FaultyObstore:
+    """A stand-in for the ``obstore`` module as :mod:`atlas.backends.objectstore` sees it.
+
+    Install it with ``monkeypatch.setattr(atlas.backends.objectstore, "obstore",
+    FaultyObstore(obstore, store))``.  Calls on ``store`` (the handle under test)
+    are logged as ``(verb, key)`` while :attr:`recording` is true; calls on other
+    handles, and calls made while not recording, go straight through.  Armed with
+    ``(k, kind)`` it fails the k-th logged call with one of :data:`OBJECT_KINDS`:
+
+    ``"error"``
+        the request fails before reaching the store (an ``obstore`` ``GenericError``
+        such as a refused connection): nothing changed;
+    ``"full"``
+        (``put``) the store refuses the upload for lack of space (``GenericError``
+        carrying HTTP 507): object stores have no ``ENOSPC``, so this surfaces as a
+        generic I/O error;
+    ``"lost"``
+        (``put``, ``delete``) the request lands, then its response is lost (a
+        timeout): the caller sees an error although the store changed;
+    ``"lost-retry"``
+        (``put``) the request lands, its response is lost and the client's internal
+        retry fails the precondition of the conditional put (``AlreadyExistsError``
+        for ``mode="create"``, ``PreconditionError`` for an ETag/version match), as
+        a real S3 client would report it.
+    """
+
+    def __init__(self, real: Any, store: Any) -> None:
+        self.real = real
+        self.store = store
+        self.calls: list[Call] = []
+        self.fired: InjectedFault | None = None
+        self.recording = False
+        self._armed: tuple[int, str] | None = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def __repr__(self) -> str:
+        return f"FaultyObstore(calls={len(self.calls)}, armed={self._armed})"
+
+    def arm(self, k: int, kind: str) -> None:
+        """Fail the ``k``-th (1-based) logged call from now on, and start recording."""
+        if kind not in OBJECT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        if k < 1:
+            raise ValueError("k is 1-based")
+        with self._lock:
+            self.calls.clear()
+            self._armed = (k, kind)
+            self.fired = None
+            self.recording = True
+
+    def record(self) -> None:
+        """Start logging calls (un-armed), forgetting earlier ones."""
+        with self._lock:
+            self.calls.clear()
+            self._armed = None
+            self.recording = True
+
+    def stop(self) -> None:
+        """Stop logging and disarm."""
+        with self._lock:
+            self._armed = None
+            self.recording = False
+
+    @property
+    def armed(self) -> bool:
+        return self._armed is not None
+
+    def _fault(self, store: Any, verb: str, key: str) -> str | None:
+        """Log the call; the fault kind to inject when this is the armed call."""
+        if store is not self.store:
+            return None
+        with self._lock:
+            if not self.recording:
+                return None
+            self.calls.append(Call(verb, key))
+            if self._armed is None or len(self.calls) != self._armed[0]:
+                return None
+            k, kind = self._armed
+            self._armed = None  # one-shot
+        if kind not in object_kinds_for(verb):
+            raise AssertionError(f"a {kind!r} fault cannot hit a {verb} call ({key})")
+        self.fired = InjectedFault(k, verb, key, kind, BackendError(f"injected {kind} fault at call {k}"))
+        return kind
+
+    def _refuse(self, kind: str, verb: str, key: str) -> BaseException:
+        obx = self.real.exceptions
+        if kind == "full":
+            return obx.GenericError(
+                f"Generic S3 error: Error performing {verb} {key}: Server returned non-2xx status code: "
+                "507 Insufficient Storage (injected)"
+            )
+        return obx.GenericError(f"Generic error: Error performing {verb} {key}: connection refused (injected)")
+
+    def _lost(self, verb: str, key: str) -> BaseException:
+        return self.real.exceptions.GenericError(
+            f"Generic error: Error performing {verb} {key}: operation timed out after the request was sent (injected)"
+        )
+
+    def _simple(self, verb: str, store: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+        kind = self._fault(store, verb, key)
+        if kind is None:
+            return getattr(self.real, verb)(store, key, *args, **kwargs)
+        if kind == "lost":
+            getattr(self.real, verb)(store, key, *args, **kwargs)
+            raise self._lost(verb, key)
+        raise self._refuse(kind, verb, key)
+
+    def get(self, store: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        return self._simple("get", store, path, *args, **kwargs)
+
+    def get_ranges(self, store: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        return self._simple("get_ranges", store, path, *args, **kwargs)
+
+    def head(self, store: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        return self._simple("head", store, path, *args, **kwargs)
+
+    def delete(self, store: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        return self._simple("delete", store, path, *args, **kwargs)
+
+    def list(self, store: Any, prefix: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        kind = self._fault(store, "list", prefix or "")
+        if kind is None:
+            return self.real.list(store, prefix, *args, **kwargs)
+        raise self._refuse(kind, "list", prefix or "")
+
+    def put(self, store: Any, path: str, file: Any, *args: Any, **kwargs: Any) -> Any:
+        kind = self._fault(store, "put", path)
+        if kind is None:
+            return self.real.put(store, path, file, *args, **kwargs)
+        if kind in ("error", "full"):
+            raise self._refuse(kind, "put", path)
+        result = self.real.put(store, path, file, *args, **kwargs)
+        if kind == "lost":
+            raise self._lost("put", path)
+        mode = kwargs.get("mode")
+        obx = self.real.exceptions
+        if mode == "create":
+            raise obx.AlreadyExistsError(f"Object at location {path} already exists (injected retry)")
+        if isinstance(mode, dict):
+            raise obx.PreconditionError(f"Request precondition failure for path {path} (injected retry)")
+        return result  # an unconditional put retried just succeeds again

@@ -42,6 +42,7 @@ import errno
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from faults import KINDS, WRITE_VERBS, Call, FaultyBackend, kinds_for, patched_resolve
+from faults import KINDS, WRITE_VERBS, Call, FaultyBackend, kinds_for, patched_resolve, record_fault_figures
 
 import atlas
 import atlas.store
@@ -72,9 +73,9 @@ _OP_WORD = {
 # -- the scenario ----------------------------------------------------------------------------
 
 
-def _build_a(path: Path) -> None:
-    """Committed state A: generation 2, with dead records, a deleted dataset, debris."""
-    with atlas.Atlas.create(path) as s:
+def build_a_generations(source: Any) -> None:
+    """The two committed generations of state A (no debris), on any store location."""
+    with atlas.Atlas.create(source) as s:
         for i, name in enumerate(["alpha", "beta", "gamma", "old"]):
             ds = s.create_dataset(name)
             ds.define_array("temp", "float32", ["t", "x"], [40, 6], chunk_shape=[16, 4])
@@ -88,19 +89,30 @@ def _build_a(path: Path) -> None:
             ds.set_attribute("index", i)
             ds.set_attribute("title", f"dataset {name}")
         s.open_dataset("gamma").define_array("scalar", "float64", [], [], fill_value=0.5)
-    with atlas.Atlas.open(path) as s:
+    with atlas.Atlas.open(source) as s:
         s.open_dataset("alpha").write_array("temp", [16, 0], np.full((16, 6), 7.5, "float32"))
         s.open_dataset("beta").write_array("count", [0], np.array([5, 6], "int64"))
         s.open_dataset("gamma").write_array("scalar", [], np.array(2.25))
         s.open_dataset("gamma").set_attribute("revised", True)
         s.delete_dataset("old")
+
+
+#: Unreferenced objects a crashed writer could leave (an orphan segment, a torn temp file).
+DEBRIS = {
+    "temp/000000000002-00000000deadbeef.af": b"\x89ATLAS\r\n orphan",
+    ".atlas.json.0badf00d.tmp": b'{"torn',
+}
+
+
+def _build_a(path: Path) -> None:
+    """Committed state A: generation 2, with dead records, a deleted dataset, debris."""
+    build_a_generations(path)
     # Debris a crashed writer could leave: an unreferenced segment and a temp file.
     debris = LocalBackend(path)
-    debris.put("temp/000000000002-00000000deadbeef.af", [b"\x89ATLAS\r\n orphan"])
-    debris.put(".atlas.json.0badf00d.tmp", [b'{"torn'])
     old = 1_000_000_000  # 2001: far older than any grace period
-    os.utime(path / "temp" / "000000000002-00000000deadbeef.af", (old, old))
-    os.utime(path / ".atlas.json.0badf00d.tmp", (old, old))
+    for name, data in DEBRIS.items():
+        debris.put(name, [data])
+        os.utime(path / name, (old, old))
 
 
 def _b_steps() -> list[tuple[str, Callable[[atlas.Atlas], None]]]:
@@ -402,6 +414,7 @@ def test_wrapper_faults(tmp_path, kind):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.id)
 def test_flush_fault_at_every_call(template, monkeypatch, subtests, variant):
+    started = time.perf_counter()
     calls = _record(template, monkeypatch, f"flush-record-{variant.id}", lambda s: s.flush(), variant)
     assert calls[-1].verb == "commit"
     # spilled B: the flush only commits segments written earlier
@@ -440,6 +453,15 @@ def test_flush_fault_at_every_call(template, monkeypatch, subtests, variant):
                 checks.state(path, (want_a[0] + 1, want_b[1]), "after the retried flush")
             s.close()
             checks.done()
+    record_fault_figures(
+        f"test_faults::test_flush_fault_at_every_call[{variant.id}]",
+        backend="local",
+        operation="flush",
+        calls=len(calls),
+        cases=_cases(calls),
+        started=started,
+        variant=variant.id,
+    )
 
 
 # -- compact -------------------------------------------------------------------------------------
@@ -451,6 +473,7 @@ def _compact(s: atlas.Atlas) -> None:
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.id)
 def test_compact_fault_at_every_call(template, monkeypatch, subtests, variant):
+    started = time.perf_counter()
     calls = _record(template, monkeypatch, f"compact-record-{variant.id}", _compact, variant)
     commits = [k for k, c in enumerate(calls, 1) if c.verb == "commit"]
     # compact() first flushes B (commit 1), then commits the compacted manifest (commit 2),
@@ -507,6 +530,15 @@ def test_compact_fault_at_every_call(template, monkeypatch, subtests, variant):
                 checks.expect(on_disk == live, f"dead segment files remain: {sorted(on_disk - live)}")
             s.close()
             checks.done()
+    record_fault_figures(
+        f"test_faults::test_compact_fault_at_every_call[{variant.id}]",
+        backend="local",
+        operation="compact",
+        calls=len(calls),
+        cases=_cases(calls),
+        started=started,
+        variant=variant.id,
+    )
 
 
 def test_spilling_write_fault_at_every_call(template, monkeypatch, subtests):
@@ -518,6 +550,7 @@ def test_spilling_write_fault_at_every_call(template, monkeypatch, subtests):
     Either way, flushing must give exactly B, and nothing is visible on disk
     before the flush.
     """
+    started = time.perf_counter()
     variant = Variant(True, max_pending_bytes=0)
     path = _fresh_copy(template, "spill-write-record")
     s, w = _open_wrapped(monkeypatch, path, variant)
@@ -563,6 +596,15 @@ def test_spilling_write_fault_at_every_call(template, monkeypatch, subtests):
                 checks.state(path, (want_a[0] + 1, want_b[1]), "after the flush")
             s.close()
             checks.done()
+    record_fault_figures(
+        "test_faults::test_spilling_write_fault_at_every_call",
+        backend="local",
+        operation="spilling writes",
+        calls=len(calls),
+        cases=_cases(calls),
+        started=started,
+        variant="mmap-spill",
+    )
 
 
 def _families(path: Path) -> dict[str, list[str]]:
@@ -577,6 +619,7 @@ def _families(path: Path) -> dict[str, list[str]]:
 
 
 def test_create_fault_at_every_call(tmp_path, monkeypatch, subtests):
+    started = time.perf_counter()
     with patched_resolve(monkeypatch) as made:
         atlas.Atlas.create(tmp_path / "record").close()
     calls = list(made[0].calls)
@@ -619,6 +662,14 @@ def test_create_fault_at_every_call(tmp_path, monkeypatch, subtests):
                 checks.expect((s.generation, s.list_datasets(), s.codec) == (0, [], "lz4"), repr(s))
                 s.close()
             checks.done()
+    record_fault_figures(
+        "test_faults::test_create_fault_at_every_call",
+        backend="local",
+        operation="create",
+        calls=len(calls),
+        cases=_cases(calls),
+        started=started,
+    )
 
 
 # -- faults raised by the real LocalBackend (no wrapper) -------------------------------------------
