@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import struct
 from typing import Any
 
 import numpy as np
@@ -181,10 +182,19 @@ def default_fill(name: str) -> Any:
 # -- scalars -----------------------------------------------------------------------
 
 
+#: ``(min, max)`` of every dtype stored as integers (timestamps as int64 nanoseconds),
+#: computed once: ``numpy.iinfo`` per value was most of the cost of decoding a manifest.
+_INT_RANGE: dict[str, tuple[int, int]] = {
+    **{k: (int(np.iinfo(v).min), int(np.iinfo(v).max)) for k, v in _NUMERIC.items() if k[0] in "iu"},
+    "timestamp_nanoseconds": (NAT, _INT64_MAX),
+}
+_DTYPE_SET = frozenset(DTYPE_NAMES)
+
+
 def _int_in_range(value: int, name: str, what: str) -> int:
-    info = np.iinfo(_STORAGE[name] if name != "timestamp_nanoseconds" else np.int64)
-    if not info.min <= value <= info.max:
-        raise ValueOverflowError(f"{what} {value} is out of range for {name} [{info.min}, {info.max}]")
+    low, high = _INT_RANGE[name]
+    if not low <= value <= high:
+        raise ValueOverflowError(f"{what} {value} is out of range for {name} [{low}, {high}]")
     return int(value)
 
 
@@ -278,6 +288,11 @@ def to_result_scalar(value: Any, name: str) -> Any:
 # -- manifest encoding of scalars ------------------------------------------------------
 
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+#: Packing to a C float rounds a double to float32 exactly like ``numpy.float32``.
+_F32 = struct.Struct("<f")
+_TYPED_KEYS = frozenset(("t", "v", "k", "s"))
+#: The decoded type each dtype takes as it is, when every element of a list has it.
+_NO_CONVERSION: dict[type, str] = {float: "float64", bool: "bool", str: "string"}
 
 
 def encode_value(value: Any, name: str) -> Any:
@@ -301,6 +316,31 @@ def decode_value(raw: Any, name: str) -> Any:
     dtype's range raises (:class:`FillValueError`, :class:`ValueOverflowError` or
     :class:`InvalidArgumentError`) instead of surfacing later as a numpy error.
     """
+    # Fast paths for the values JSON and msgpack hand back that need no conversion:
+    # each makes exactly the checks coerce_scalar would (range, exact type, UTF-8).
+    kind = type(raw)
+    if kind is str:
+        if name == "string":
+            # An ASCII-only str cannot hold a lone surrogate (isascii is a flag test).
+            return raw if raw.isascii() else _check_utf8(raw, "value")
+    elif kind is int:
+        bounds = _INT_RANGE.get(name)
+        if bounds is not None and bounds[0] <= raw <= bounds[1]:
+            return raw
+    elif kind is float:
+        if name == "float64":
+            return raw
+        if name == "float32":
+            try:  # rounds to float32 as numpy does; overflow is refused by the checked path
+                return _F32.unpack(_F32.pack(raw))[0]
+            except OverflowError:
+                pass
+    elif kind is bool and name == "bool":
+        return raw
+    return _decode_value_checked(raw, name)
+
+
+def _decode_value_checked(raw: Any, name: str) -> Any:
     if is_float(name):
         if isinstance(raw, str):
             if raw not in _NONFINITE:
@@ -399,7 +439,12 @@ def decode_attribute(raw: dict[str, Any]) -> dict[str, Any]:
         When the typed form does not follow the format (the manifest reader turns
         any of them into :class:`~atlas.errors.CorruptStoreError`).
     """
-    if not isinstance(raw, dict) or not set(raw) <= {"t", "v", "k", "s"} or "t" not in raw or "v" not in raw:
+    if type(raw) is dict and len(raw) == 2 and "t" in raw and "v" in raw:
+        # A scalar ({"t", "v"} only), most attributes: the checks below, in short.
+        name = raw["t"]
+        if type(name) is str and name in _DTYPE_SET:
+            return {"t": name, "v": decode_value(raw["v"], name)}
+    if not isinstance(raw, dict) or not raw.keys() <= _TYPED_KEYS or "t" not in raw or "v" not in raw:
         raise InvalidArgumentError(f"typed attribute {raw!r:.80} does not have the keys t, v[, k, s]")
     name = raw["t"]
     if name not in DTYPE_NAMES:
@@ -413,7 +458,7 @@ def decode_attribute(raw: dict[str, Any]) -> dict[str, Any]:
         return out
     if kind not in ("list", "ndarray") or not isinstance(raw["v"], list):
         raise InvalidArgumentError(f"typed attribute of kind {kind!r:.40} with values {raw['v']!r:.40}")
-    out["v"] = [decode_value(v, name) for v in raw["v"]]
+    out["v"] = _decode_values(raw["v"], name)
     out["k"] = kind
     if kind == "ndarray":
         shape = raw.get("s")
@@ -427,6 +472,21 @@ def decode_attribute(raw: dict[str, Any]) -> dict[str, Any]:
     elif "s" in raw:
         raise InvalidArgumentError("a list typed attribute has a shape")
     return out
+
+
+def _decode_values(values: list[Any], name: str) -> list[Any]:
+    """:func:`decode_value` of every element, in bulk when all need no conversion."""
+    if values:
+        kinds = set(map(type, values))
+        if len(kinds) == 1:
+            kind = kinds.pop()
+            if kind is int:
+                bounds = _INT_RANGE.get(name)
+                if bounds is not None and bounds[0] <= min(values) and max(values) <= bounds[1]:
+                    return list(values)
+            elif _NO_CONVERSION.get(kind) == name and (kind is not str or all(map(str.isascii, values))):
+                return list(values)
+    return [decode_value(v, name) for v in values]
 
 
 def attribute_to_python(typed: dict[str, Any]) -> Any:

@@ -57,6 +57,7 @@ _UINT64_MAX = 2**64 - 1
 _FORMATS = {"json": "json", "msgpack": "msgpack", "mp": "msgpack"}
 _COMPRESSIONS = {"none": "none", "zstd": "zstd", "lz4": "lz4", "zst": "zstd", "uncompressed": "none"}
 _SUFFIX = {"none": "", "zstd": ".zst", "lz4": ".lz4"}
+_DTYPES = frozenset(dtypes.DTYPE_NAMES)
 
 
 def normalize_meta_format(value: str) -> str:
@@ -339,9 +340,34 @@ def _int(value: Any, what: str, minimum: int = 0, maximum: int = _INT64_MAX) -> 
     return int(value)
 
 
+def _ints(values: list[Any], what: str, minimum: int) -> tuple[int, ...]:
+    """``_int`` of every element of a list, checked in bulk."""
+    out = tuple(values)
+    for v in out:  # a plain loop: a generator costs more than the check on these short lists
+        if type(v) is not int or not minimum <= v <= _INT64_MAX:
+            _need(False, what)
+    return out
+
+
 def _attributes(raw: Any) -> dict[str, dict[str, Any]]:
-    _need(isinstance(raw, dict) and all(isinstance(k, str) for k in raw), "attributes")
-    return {k: dtypes.decode_attribute(v) for k, v in raw.items()}
+    _need(isinstance(raw, dict), "attributes")
+    decode, decode_value = dtypes.decode_attribute, dtypes.decode_value
+    out = {}
+    for k, typed in raw.items():
+        if not isinstance(k, str):
+            _need(False, "attributes")
+        if type(typed) is dict and len(typed) == 2 and "v" in typed:
+            # A scalar {"t", "v"}, most attributes, checked as decode_attribute does.
+            # The parsed tree is private to this decode, so when the value needs no
+            # conversion the parsed dict itself is kept rather than a copy.
+            name = typed.get("t")
+            if type(name) is str and name in _DTYPES:
+                value = typed["v"]
+                decoded = decode_value(value, name)
+                out[k] = typed if decoded is value else {"t": name, "v": decoded}
+                continue
+        out[k] = decode(typed)
+    return out
 
 
 def _stats_from_dict(raw: dict[str, Any], dtype: str) -> Stats:
@@ -356,17 +382,24 @@ def _stats_from_dict(raw: dict[str, Any], dtype: str) -> Stats:
 
 
 def _array_from_dict(raw: dict[str, Any]) -> ArrayMeta:
-    _need(isinstance(raw, dict) and raw.get("dtype") in dtypes.DTYPE_NAMES, "dtype")
-    dtype = raw["dtype"]
-    _need(all(isinstance(raw.get(k), list) for k in ("shape", "chunk_shape", "dims")), "shape/chunk_shape/dims")
-    shape = tuple(_int(v, "shape") for v in raw["shape"])
-    chunk_shape = tuple(_int(v, "chunk_shape", 1) for v in raw["chunk_shape"])
-    dims = tuple(raw["dims"])
+    _need(isinstance(raw, dict), "dtype")
+    dtype = raw.get("dtype")
+    _need(type(dtype) is str and dtype in _DTYPES, "dtype")
+    get = raw.get
+    raw_shape, raw_chunks, raw_dims = get("shape"), get("chunk_shape"), get("dims")
+    _need(type(raw_shape) is list and type(raw_chunks) is list and type(raw_dims) is list, "shape/chunk_shape/dims")
+    shape = _ints(raw_shape, "shape", 0)
+    chunk_shape = _ints(raw_chunks, "chunk_shape", 1)
+    dims = tuple(raw_dims)
     _need(len(shape) == len(chunk_shape) == len(dims), "rank of shape/chunk_shape/dims")
-    _need(all(isinstance(d, str) for d in dims), "dims")
+    for d in dims:
+        if type(d) is not str:
+            _need(False, "dims")
     # Counted in Python ints: a forged shape must not overflow what reads compute.
     _need(math.prod(shape) <= _INT64_MAX, "shape (more cells than int64 can count)")
-    cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunk_shape, shape, strict=True))
+    cells = 1
+    for c, s in zip(chunk_shape, shape):  # equal lengths, checked above
+        cells *= min(c, s) if s > 1 else 1  # min(c, max(s, 1)) with c >= 1
     _need(cells <= MAX_CHUNK_CELLS, "chunk_shape (too many cells per chunk)")
     fill = raw.get("fill_value")
     stats = raw.get("stats")
