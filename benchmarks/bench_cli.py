@@ -22,10 +22,14 @@ and then, in this process after the imports (best of ``--repeats``), the time to
 * **netCDF**: ``xr.open_dataset(f)["TEMP"][:, :10]`` per file, and the ``open_mfdataset``
   above ``.values``.
 
-Every read returns the same numbers (checked).  The table is printed and written as
-the "Benchmark" section of ``docs/cli.md`` (``--no-docs`` to skip).
+Every read returns the same numbers (checked).  The table is printed and written into
+the "Benchmark" section of ``docs/cli.md`` (``--no-docs`` to skip), one table per N: a
+run replaces the table of its own N and keeps the others.  ``--skip zarr`` leaves out
+the xarray -> zarr conversion and the zarr reads, ``--skip variants`` the ``-j 0`` and
+``--meta-compression zstd`` creates (the table says which rows were not run).
 
-Run: ``.venv/bin/python benchmarks/bench_cli.py -n 1000`` (``-n 10000`` optionally).
+Run: ``.venv/bin/python benchmarks/bench_cli.py -n 1000`` and
+``.venv/bin/python benchmarks/bench_cli.py -n 10000 --skip zarr --skip variants``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DOCS = ROOT / "docs" / "cli.md"
 START, END = "<!-- bench_cli:start -->", "<!-- bench_cli:end -->"
+#: Opens the table of one N inside the section.
+BLOCK = re.compile(r"<!-- bench_cli:n=(\d+) -->\n")
+SKIPPABLE = ("zarr", "variants")
 
 
 # -- conversions, each run in a fresh interpreter -------------------------------------------------------
@@ -205,6 +212,24 @@ def wait_idle(limit: float) -> None:
         time.sleep(5)
 
 
+def write_docs(n: int, block: str) -> None:
+    """Put the table of ``n`` files between the markers of ``docs/cli.md``, keeping other N's tables."""
+    text = DOCS.read_text(encoding="utf-8")
+    blocks: dict[int, str] = {}
+    if START in text and END in text:
+        inside = text[text.index(START) + len(START) : text.index(END)]
+        parts = BLOCK.split(inside)  # [before, n1, body1, n2, body2, ...]
+        for k in range(1, len(parts) - 1, 2):
+            blocks[int(parts[k])] = f"<!-- bench_cli:n={parts[k]} -->\n" + parts[k + 1].strip("\n")
+    blocks[n] = block
+    section = "\n\n".join([START, *(blocks[k] for k in sorted(blocks))]) + "\n" + END
+    if START in text and END in text:
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    DOCS.write_text(text, encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] in ("_zarr", "_mf"):
         if sys.argv[1] == "_zarr":
@@ -219,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each read (best is kept)")
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S", help="wait up to S s for an idle machine")
     parser.add_argument("--no-docs", action="store_true", help="do not write the table into docs/cli.md")
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=SKIPPABLE,
+        help="leave out the xarray -> zarr rows (zarr) or the -j 0 and zstd creates (variants); repeatable",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(HERE))
@@ -240,22 +269,30 @@ def main(argv: list[str] | None = None) -> int:
 
         store = work / "profiles.atlas"
         t_create, _ = _timed([py, "-m", "atlas", "create", str(src), str(store), "-q"])
+        skip = set(args.skip)
         store0 = work / "profiles-j0.atlas"
-        t_create0, _ = _timed([py, "-m", "atlas", "create", str(src), str(store0), "-q", "-j", "0"])
         storez = work / "profiles-zstd.atlas"
-        t_createz, _ = _timed([py, "-m", "atlas", "create", str(src), str(storez), "-q", "--meta-compression", "zstd"])
+        if "variants" not in skip:
+            t_create0, _ = _timed([py, "-m", "atlas", "create", str(src), str(store0), "-q", "-j", "0"])
+            cmd = [py, "-m", "atlas", "create", str(src), str(storez), "-q", "--meta-compression", "zstd"]
+            t_createz, _ = _timed(cmd)
         zstore = work / "profiles.zarr"
-        t_zarr, _ = _timed([py, str(Path(__file__).resolve()), "_zarr", str(src), str(zstore)])
+        if "zarr" not in skip:
+            t_zarr, _ = _timed([py, str(Path(__file__).resolve()), "_zarr", str(src), str(zstore)])
+            print(f"zarr conversion: {t_zarr:.1f} s", file=sys.stderr)
         t_mf, out = _timed([py, str(Path(__file__).resolve()), "_mf", str(src)])
         mf = dict(kv.split("=") for kv in out.split())
-        print(f"conversions done: atlas {t_create:.1f} s, zarr {t_zarr:.1f} s, mf {t_mf:.1f} s", file=sys.stderr)
+        print(f"conversions done: atlas {t_create:.1f} s, mf {t_mf:.1f} s", file=sys.stderr)
 
         r_atlas, v_atlas, r_open = best(lambda: read_atlas(store), args.repeats, also=lambda: LAST_OPEN[0])
-        r_zarr, v_zarr = best(lambda: read_zarr(zstore, names), args.repeats, lambda: read_zarr(zstore, names[:5]))
-        r_xzarr, v_xzarr = best(lambda: read_xr_zarr(zstore, names), 1, lambda: read_xr_zarr(zstore, names[:5]))
+        others = []
+        if "zarr" not in skip:
+            r_zarr, v_zarr = best(lambda: read_zarr(zstore, names), args.repeats, lambda: read_zarr(zstore, names[:5]))
+            r_xzarr, v_xzarr = best(lambda: read_xr_zarr(zstore, names), 1, lambda: read_xr_zarr(zstore, names[:5]))
+            others += [v_zarr, v_xzarr]
         r_nc, v_nc = best(lambda: read_netcdf(files), 1, lambda: read_netcdf(files[:5]))
         r_mf, v_mf = best(lambda: read_mf(files), 1, lambda: read_mf(files[:5]))
-        for other in (v_zarr, v_xzarr, v_nc, v_mf):
+        for other in (*others, v_nc, v_mf):
             np.testing.assert_array_equal(v_atlas, other)
         cells = v_atlas.size
         src_bytes = du(src)
@@ -267,12 +304,25 @@ def main(argv: list[str] | None = None) -> int:
             ("`atlas create` (default `-j`)", f"{t_create:.1f} s", f"{du(store) / 2**20:.1f} MiB",
              f"`Atlas.open` ({r_open * 1e3:.0f} ms) + `read_array_across` ({(r_atlas - r_open) * 1e3:.0f} ms)",
              f"{r_atlas * 1e3:.0f} ms", "1x"),
-            ("`atlas create -j 0`", f"{t_create0:.1f} s", f"{du(store0) / 2**20:.1f} MiB", "", "", ""),
-            ("`atlas create --meta-compression zstd`", f"{t_createz:.1f} s", f"{du(storez) / 2**20:.1f} MiB",
-             "", "", ""),
-            ("xarray `to_zarr`, one group per file", f"{t_zarr:.1f} s", f"{du(zstore) / 2**20:.1f} MiB",
-             "`zarr` per group", f"{r_zarr * 1e3:.0f} ms", ratio(r_zarr)),
-            ("", "", "", "`xr.open_zarr` per group", f"{r_xzarr * 1e3:.0f} ms", ratio(r_xzarr)),
+        ]  # fmt: skip
+        if "variants" in skip:
+            rows += [("`atlas create -j 0`, `--meta-compression zstd`", "not run (`--skip variants`)", "", "", "", "")]
+        else:
+            rows += [
+                ("`atlas create -j 0`", f"{t_create0:.1f} s", f"{du(store0) / 2**20:.1f} MiB", "", "", ""),
+                ("`atlas create --meta-compression zstd`", f"{t_createz:.1f} s", f"{du(storez) / 2**20:.1f} MiB",
+                 "", "", ""),
+            ]  # fmt: skip
+        if "zarr" in skip:
+            rows += [("xarray `to_zarr`, one group per file", "not run (`--skip zarr`)", "",
+                      "`zarr` / `xr.open_zarr` per group", "not run", "")]  # fmt: skip
+        else:
+            rows += [
+                ("xarray `to_zarr`, one group per file", f"{t_zarr:.1f} s", f"{du(zstore) / 2**20:.1f} MiB",
+                 "`zarr` per group", f"{r_zarr * 1e3:.0f} ms", ratio(r_zarr)),
+                ("", "", "", "`xr.open_zarr` per group", f"{r_xzarr * 1e3:.0f} ms", ratio(r_xzarr)),
+            ]  # fmt: skip
+        rows += [
             ("netCDF files as they are", "0 s", f"{src_bytes / 2**20:.1f} MiB",
              "`xr.open_dataset` per file", f"{r_nc * 1e3:.0f} ms", ratio(r_nc)),
             ("`xr.open_mfdataset` (open only)", f"{float(mf['open']):.1f} s", "(the netCDF files)",
@@ -284,10 +334,11 @@ def main(argv: list[str] | None = None) -> int:
             "|" + "|".join("---" for _ in header) + "|",
             *("| " + " | ".join(r) + " |" for r in rows),
         ]
-        section = "\n".join(
+        command = " ".join(["-n", str(args.n), *(f"--skip {k}" for k in sorted(skip))])
+        block = "\n".join(
             [
-                START,
-                f"{args.n} files ({src_bytes / 2**20:.1f} MiB of NetCDF-4, {cells} values read: "
+                f"<!-- bench_cli:n={args.n} -->",
+                f"**{args.n} files** ({src_bytes / 2**20:.1f} MiB of NetCDF-4, {cells} values read: "
                 f"{cells // 10} profiles x 10 levels). Conversions run in a fresh interpreter each "
                 "(imports included); reads are timed in one process after a warm-up read, best of "
                 f"{args.repeats} for atlas and zarr, one run for the others. "
@@ -295,18 +346,12 @@ def main(argv: list[str] | None = None) -> int:
                 "",
                 *lines,
                 "",
-                f"Machine: {env_machine}. Command: `.venv/bin/python benchmarks/bench_cli.py -n {args.n}`.",
-                END,
+                f"Machine: {env_machine}. Command: `.venv/bin/python benchmarks/bench_cli.py {command}`.",
             ]
         )
         print("\n".join(lines))
         if not args.no_docs and DOCS.exists():
-            text = DOCS.read_text(encoding="utf-8")
-            if START in text and END in text:
-                text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-            else:
-                text = text.rstrip("\n") + "\n\n" + section + "\n"
-            DOCS.write_text(text, encoding="utf-8")
+            write_docs(args.n, block)
             print(f"wrote the table into {DOCS}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
