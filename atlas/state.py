@@ -146,7 +146,10 @@ class WorkingState:
         for array_name, engine in sorted(self.engines.items(), key=lambda kv: -kv[1].pending_nbytes):
             if engine.pending:
                 try:
-                    engine.spill(metas.get(array_name, {}), self.base.codec, self.base.generation + 1, self.backend.put)
+                    engine.spill(
+                        metas.get(array_name, {}), self.base.codec, self.base.generation + 1, self.backend.put,
+                        self.max_workers,
+                    )  # fmt: skip
                 except AtlasError as exc:
                     # The write itself succeeded in memory; spilling is retried at the
                     # next write and a persistent failure surfaces at flush().
@@ -207,7 +210,7 @@ class WorkingState:
             metas = {s: m for s, m in live_slots.get(array_name, {}).items() if engine.pending.get(s)}
             if not metas:
                 continue
-            writer, _ = build_segment(engine, metas, self.base.codec, gen, token)
+            writer = build_segment(engine, metas, self.base.codec, gen, token, self.max_workers)
             parts, size, index_offset, index_length, digest = writer.finish()
             ref = SegmentRef(f"{gen:012d}-{token.hex()[:16]}.af", size, index_offset, index_length, digest, len(writer))
             family.segments.append(ref)

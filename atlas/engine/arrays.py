@@ -12,6 +12,7 @@ import errno
 import secrets
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ from atlas import dtypes
 from atlas.engine import kernels
 from atlas.engine.chunks import (
     ChunkStats,
+    EncodedChunk,
     bits_value,
     chunk_stats,
     decode_chunk,
@@ -221,7 +223,9 @@ class FamilyEngine:
 
     # -- spilling ---------------------------------------------------------------------------
 
-    def spill(self, metas: dict[int, ArrayMeta], codec: str, generation: int, put: Callable) -> None:
+    def spill(
+        self, metas: dict[int, ArrayMeta], codec: str, generation: int, put: Callable, workers: int = 1
+    ) -> None:
         """Write the staged chunks of ``metas``' slots to a new, uncommitted segment.
 
         The segment is invisible to every other handle until a commit references
@@ -231,7 +235,7 @@ class FamilyEngine:
         if not metas:
             return
         token = secrets.token_bytes(16)
-        writer, _ = build_segment(self, metas, codec, generation, token)
+        writer = build_segment(self, metas, codec, generation, token, workers)
         parts, size, index_offset, index_length, digest = writer.finish()
         ref = SegmentRef(
             f"{generation:012d}-{token.hex()[:16]}.af", size, index_offset, index_length, digest, len(writer)
@@ -503,26 +507,43 @@ def _slices(start: np.ndarray, box: np.ndarray) -> tuple[slice, ...]:
 
 
 def build_segment(
-    engine: FamilyEngine, metas: dict[int, ArrayMeta], codec: str, generation: int, token: bytes
-) -> tuple[SegmentWriter, dict[int, list[ChunkStats]]]:
-    """Encode every staged chunk of the slots in ``metas`` into one segment."""
+    engine: FamilyEngine, metas: dict[int, ArrayMeta], codec: str, generation: int, token: bytes, workers: int = 1
+) -> SegmentWriter:
+    """Encode every staged chunk of the slots in ``metas`` into one segment.
+
+    Chunks are compressed on up to ``workers`` threads (blosc2 releases the GIL
+    while it compresses, see :mod:`atlas.engine.codecs`) and added to the segment
+    in (slot, chunk) order, so the file does not depend on the thread count.
+    """
+    jobs = [(slot, cid) for slot in sorted(metas) for cid in sorted(engine.pending.get(slot, {}))]
+
+    def encode(job: tuple[int, int]) -> EncodedChunk:
+        slot, cid = job
+        chunk = engine.pending[slot][cid]
+        return encode_chunk(chunk.values, chunk.written, metas[slot], codec)
+
+    staged = sum(engine.pending[slot][cid].values.nbytes for slot, cid in jobs)
+    if workers > 1 and len(jobs) > 1 and staged >= _PARALLEL_ENCODE_BYTES:
+        encoded = list(_encode_pool(workers).map(encode, jobs))
+    else:
+        encoded = [encode(job) for job in jobs]
     writer = SegmentWriter(generation, token)
-    per_slot: dict[int, list[ChunkStats]] = {}
-    for slot in sorted(metas):
-        meta = metas[slot]
-        for cid in sorted(engine.pending.get(slot, {})):
-            chunk = engine.pending[slot][cid]
-            enc = encode_chunk(chunk.values, chunk.written, meta, codec)
-            writer.add(
-                slot,
-                cid,
-                enc.stored,
-                enc.codec,
-                enc.raw_nbytes,
-                enc.stats.null_count,
-                enc.min_bits,
-                enc.max_bits,
-                enc.flags,
-            )
-            per_slot.setdefault(slot, []).append(enc.stats)
-    return writer, per_slot
+    for (slot, cid), enc in zip(jobs, encoded):
+        writer.add(slot, cid, enc.stored, enc.codec, enc.raw_nbytes, enc.stats.null_count, enc.min_bits, enc.max_bits,
+                   enc.flags)  # fmt: skip
+    return writer
+
+
+#: Below this many staged bytes a flush encodes on the calling thread: handing
+#: chunks to a pool costs more than it saves.
+_PARALLEL_ENCODE_BYTES = 1 << 20
+_encode_pools: dict[int, ThreadPoolExecutor] = {}
+_encode_pools_lock = threading.Lock()
+
+
+def _encode_pool(workers: int) -> ThreadPoolExecutor:
+    with _encode_pools_lock:
+        pool = _encode_pools.get(workers)
+        if pool is None:
+            pool = _encode_pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="atlas-encode")
+        return pool

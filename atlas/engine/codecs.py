@@ -41,6 +41,11 @@ BLOCKSIZE = 16384
 _BLOSC_OVERHEAD = 32
 _BLOSC_MAX = 2**31 - 64
 
+# Flushes compress chunks on several threads (see ``build_segment``); blosc2 holds
+# the GIL while it compresses unless told otherwise.  The flag is process-wide and
+# costs a few microseconds per call, which chunks of 128+ bytes do not notice.
+blosc2.set_releasegil(True)
+
 
 def normalize_codec(codec: str) -> str:
     """``zstd``, ``lz4`` or ``none`` (alias ``uncompressed``), case-insensitive."""
