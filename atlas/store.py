@@ -136,7 +136,8 @@ class Atlas:
             yet (invisible to others, crash-safe), so streaming writes of any size
             run in bounded memory.  Default 256 MiB.
         max_workers : int, optional
-            Threads that decode the chunks of one bulk read in parallel (default:
+            Threads that decode the chunks of one bulk read, and compress the
+            chunks of one flush or spill, in parallel (default:
             the number of cores).
         storage_options : mapping, optional
             Options for an object-store location, passed through to obstore
@@ -198,7 +199,7 @@ class Atlas:
         max_pending_bytes : int
             Memory budget for unflushed chunks (see :meth:`create`).
         max_workers : int, optional
-            Decoding threads of bulk reads (see :meth:`create`).
+            Decoding and compression threads (see :meth:`create`).
         storage_options : mapping, optional
             Object-store options (see :meth:`create`).
 
@@ -265,7 +266,7 @@ class Atlas:
 
     @property
     def max_workers(self) -> int:
-        """Threads that decode the chunks of one bulk read in parallel (settable)."""
+        """Threads that decode a bulk read's chunks and compress a flush's chunks (settable)."""
         return self._st.max_workers
 
     @max_workers.setter
