@@ -11,6 +11,8 @@ from pathlib import Path
 
 from workloads import WORKLOADS
 
+from atlas.engine.codecs import CLEVEL
+
 __all__ = ["evaluate_targets", "machine_info", "render_markdown", "write_charts"]
 
 ROWS = [
@@ -359,15 +361,15 @@ def render_markdown(results: dict, targets: list[dict], images: dict[str, str], 
         "stores the cache stops helping: compare its two read columns); this project keeps no decoded chunks. "
         "The targets against the upstream therefore compare **first reads on fresh handles** "
         "(the warm-handle ratio is given alongside); the floor target uses our warm-handle read.",
-        '- Codec everywhere: zstd level 5 with byte shuffle — ATLAS `codec="zstd"` (blosc2), netCDF4 '
-        "`compression='zstd', complevel=5, shuffle=True`, zarr v3 "
-        "`BloscCodec(cname='zstd', clevel=5, shuffle='shuffle')`; chunking as in the workload. "
+        f'- Codec everywhere: zstd level {CLEVEL} with byte shuffle — ATLAS `codec="zstd"` (blosc2), netCDF4 '
+        f"`compression='zstd', complevel={CLEVEL}, shuffle=True`, zarr v3 "
+        f"`BloscCodec(cname='zstd', clevel={CLEVEL}, shuffle='shuffle')`; chunking as in the workload. "
         "The upstream uses its own zstd settings (`codec='zstd'`).",
         "- Row (b) reads the store written by row (a), so it has no write/bytes of its own. Row (e) runs "
         "`benchmarks/upstream_runner.py` in the upstream's interpreter: the same data, the same timing code "
         "(`benchmarks/atlas_api.py`), write and read timed inside that process, results returned as JSON.",
         "- Row (f), the floor: the chunks a bulk read touches are compressed beforehand with "
-        "`blosc2.compress2(codec=ZSTD, clevel=5, filter=SHUFFLE, typesize=itemsize, nthreads=1)`; only "
+        f"`blosc2.compress2(codec=ZSTD, clevel={CLEVEL}, filter=SHUFFLE, typesize=itemsize, nthreads=1)`; only "
         "`blosc2.decompress` of those in-memory payloads plus a numpy copy of the selected part is timed "
         "(the faster of decompressing into a new or into a reused buffer). No I/O, no index lookups, no Python API. "
         "It decodes whole chunks; ATLAS decodes only the blosc2 blocks that hold a box's item range when that is "

@@ -14,11 +14,13 @@ from atlas_api import WARMUP_DATASETS, check
 from timing import clock, dir_bytes, log, measure, rmtree, summarize
 from workloads import Workload, dataset_name, expected_box, touched_chunks
 
+from atlas.engine.codecs import CLEVEL as ATLAS_CLEVEL
+
 __all__ = ["bench_dask", "bench_floor", "bench_reader", "bench_xarray"]
 
 #: Codec settings of the netCDF4 and zarr rows and of the floor: what ATLAS uses for
-#: ``codec="zstd"`` (blosc2 ZSTD, clevel 5, byte shuffle, one thread).
-CLEVEL = 5
+#: ``codec="zstd"`` (blosc2 ZSTD at ATLAS's level, byte shuffle, one thread).
+CLEVEL = ATLAS_CLEVEL
 
 
 # -- (b) ATLAS per dataset, one dask.delayed per dataset --------------------------------------
@@ -241,7 +243,7 @@ def bench_floor(wl: Workload, data: list, n: int, read_repeats: int) -> dict:
     """Decompress exactly the chunks a bulk read touches and copy the selected box out.
 
     The touched chunks of every dataset and variable are compressed beforehand (not
-    timed) with the codec settings of ATLAS (blosc2 ZSTD, clevel 5, byte shuffle,
+    timed) with the codec settings of ATLAS (blosc2 ZSTD at ``CLEVEL``, byte shuffle,
     typesize = itemsize); the timing covers only ``blosc2.decompress`` of those
     in-memory payloads plus one numpy copy of the selected part into the
     ``(N, *box)`` output.  Two variants (a new buffer per chunk, or one reused

@@ -31,8 +31,11 @@ RAW, ZSTD, LZ4 = 0, 1, 2
 CODEC_IDS = {"none": RAW, "zstd": ZSTD, "lz4": LZ4}
 _BLOSC = {ZSTD: blosc2.Codec.ZSTD, LZ4: blosc2.Codec.LZ4}
 _ALIASES = {"none": "none", "uncompressed": "none", "raw": "none", "zstd": "zstd", "lz4": "lz4"}
-#: blosc2 compression level used for every chunk (a measured sweet spot of speed/size).
-CLEVEL = 5
+#: blosc2 compression level of every chunk.  With 16 KiB blocks, zstd level 3
+#: compresses the benchmark chunks 1.5-3x faster than level 5 for output within
+#: 0.5% of its size (zstd re-initialises its tables per block, and those are
+#: larger at higher levels); see docs/benchmarks.md.
+CLEVEL = 3
 #: Chunks of at most this many bytes are stored raw: blosc2's 32-byte header alone
 #: would eat any saving, and a raw chunk is read straight from the memory map.
 MIN_COMPRESS = 128
