@@ -202,7 +202,13 @@ def run_readers(
     for i, mode in enumerate(["open", "refresh"]):
         out, log = tmp_path / f"r{i}.json", tmp_path / f"r{i}.log"
         readers.append((_spawn([WORKERS / "snapshot_reader.py", location, mode, done, out, *extra], log), log, out))
-    time.sleep(1.0)  # readers are up before the first commit, so even a short run is watched from the start
+    # Readers are up before the first commit, so even a short run is watched from the start.
+    deadline = time.monotonic() + 120
+    while not all(Path(str(out) + ".ready").exists() for _proc, _log, out in readers):
+        if time.monotonic() > deadline or any(proc.poll() is not None for proc, _log, _out in readers):
+            done.touch(exist_ok=True)
+            break  # the checks below report the reader that failed to start
+        time.sleep(0.05)
     wlog = tmp_path / "writer.log"
     writer = _spawn([WORKERS / "gen_writer.py", location, generations, 42, compact_every, done, *extra], wlog)
     try:

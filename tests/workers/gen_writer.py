@@ -82,6 +82,9 @@ def main(argv: list[str]) -> int:
         for g in range(1, generations + 1):
             generation(store, model, g, rng)
             store.flush()
+            # Commits take a few milliseconds: pause as long again so that readers
+            # polling every 10-40 ms see many generations, not just the last ones.
+            time.sleep(0.005)
             if compact_every and g % compact_every == 0:
                 store.compact(grace_period=3600.0)
                 compactions += 1

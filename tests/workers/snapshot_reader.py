@@ -91,6 +91,8 @@ def main(argv: list[str]) -> int:
                 last = g
                 seen.add(g)
                 report["snapshots"] += 1
+            if not os.path.exists(out + ".ready"):
+                open(out + ".ready", "w").close()  # the test starts the writer once every reader is up
             if finished:
                 break
             time.sleep(random.uniform(0.01, 0.04))  # leave the writer some CPU
