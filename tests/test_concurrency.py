@@ -82,7 +82,11 @@ def run_writers(
         every = compact_every if wid == 0 else 0
         args = [WORKERS / "conc_writer.py", location, out, wid, steps, 1234, budget, every, go, *options_arg(options)]
         procs.append((_spawn(args, log), log, out))
-    time.sleep(0.5)
+    deadline = time.monotonic() + 120
+    while not all(Path(str(out) + ".ready").exists() for _proc, _log, out in procs):
+        if time.monotonic() > deadline or any(proc.poll() is not None for proc, _log, _out in procs):
+            break  # _wait below reports the writer that failed to start
+        time.sleep(0.05)
     go.touch()
     for proc, log, _ in procs:
         _wait(proc, log, timeout=600)

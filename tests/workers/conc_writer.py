@@ -132,6 +132,7 @@ def main(argv: list[str]) -> int:
     if steps > LOG_LEN:
         raise SystemExit(f"at most {LOG_LEN} steps")
     writer = Writer(path, wid, seed, max_pending, options)
+    open(out + ".ready", "w").close()  # imported and opened: the test says go once all are
     while not os.path.exists(go):  # start together, so that commits really interleave
         time.sleep(0.005)
     for k in range(steps):
