@@ -17,7 +17,7 @@ indexes an array needs are fetched together beforehand (one round of requests).
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,9 +48,12 @@ __all__ = ["read_across", "read_across_stacked"]
 
 
 def _names(names: Any) -> list[str]:
-    if isinstance(names, str) or not hasattr(names, "__iter__"):
-        raise InvalidArgumentError(f"dataset names must be a sequence of str, got {names!r}")
-    out = list(names)
+    if isinstance(names, (str, bytes, Mapping)) or not hasattr(names, "__iter__"):
+        raise InvalidArgumentError(f"dataset names must be a sequence of str, got {names!r:.200}")
+    try:
+        out = list(names)
+    except TypeError:  # a 0-d numpy array has __iter__ but cannot be iterated
+        raise InvalidArgumentError(f"dataset names must be a sequence of str, got {names!r:.200}") from None
     for n in out:
         if not isinstance(n, str):
             raise InvalidArgumentError(f"dataset names must be str, got {n!r}")

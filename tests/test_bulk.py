@@ -127,6 +127,9 @@ def test_bulk_errors(tmp_path):
         s.read_array_across_stacked("grid", "d000")
     with pytest.raises(errors.InvalidArgumentError):
         s.read_array_across("grid", [1, 2])
+    for odd in (np.array("d000"), {"d000": 1}, b"d000", 3):
+        with pytest.raises(errors.InvalidArgumentError):
+            s.read_array_across("grid", odd)
 
 
 def test_dtype_mismatch_names_the_dataset(tmp_path):
