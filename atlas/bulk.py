@@ -306,7 +306,7 @@ def _prefetch_index(engine: FamilyEngine) -> None:
     # FamilyEngine caches its tables; only a family whose index was never read needs this.
     if engine.io.can_map or engine._tables is not None or engine._index is not None:
         return
-    refs = engine.family.segments
+    refs = [ref for ref in engine.family.segments if ref not in engine._parsed]  # parsed ones are kept
     if len(refs) > 1:
         try:
             engine.io.prefetch([(engine.path(ref), ref.index_offset, ref.index_length) for ref in refs])
