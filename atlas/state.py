@@ -49,6 +49,12 @@ class WorkingState:
     max_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     #: Spilled files the commit being built leaves out (deleted once it lands).
     obsolete: list[str] = field(default_factory=list)
+    #: Bumped by every change, so that a later call can tell whether the handle
+    #: changed since a commit attempt.
+    changes: int = 0
+    #: ``(manifest, bytes, changes)`` of a commit whose manifest write may have
+    #: landed although it raised (see :meth:`settle_unknown_commit`).
+    unsure: tuple[Manifest, bytes, int] | None = None
 
     def __post_init__(self) -> None:
         self.io = SegmentIO(self.backend)
@@ -87,6 +93,7 @@ class WorkingState:
     def touch(self, name: str) -> DatasetMeta:
         """The dataset's working copy, copied from the snapshot on first change."""
         ds = self.dataset(name)
+        self.changes += 1
         if name not in self.dirty:
             ds = copy.deepcopy(ds)
             self.datasets[name] = ds
@@ -95,6 +102,7 @@ class WorkingState:
 
     def add_dataset(self, name: str) -> DatasetMeta:
         ds = DatasetMeta(id=self.next_dataset_id, version=self.base.generation + 1)
+        self.changes += 1
         self.next_dataset_id += 1
         self.datasets[name] = ds
         self.dirty.add(name)
@@ -102,6 +110,7 @@ class WorkingState:
 
     def remove_dataset(self, name: str) -> None:
         ds = self.dataset(name)
+        self.changes += 1
         for array_name, meta in ds.arrays.items():
             self.engine(array_name).discard(meta.slot)
         del self.datasets[name]
@@ -126,6 +135,8 @@ class WorkingState:
         for engine in self.engines.values():
             engine.reset()
         self.dirty.clear()
+        self.changes += 1
+        self.unsure = None
         self._adopt(base, version)
 
     def _pending_metas(self) -> dict[str, dict[int, ArrayMeta]]:
@@ -226,6 +237,9 @@ class WorkingState:
         On any failure, including :class:`ConflictError`, the pending changes stay
         as they were, so the same handle can retry.
         """
+        landed = self.settle_unknown_commit()
+        if landed is not None:
+            return landed
         self.obsolete = []
         new, files = self.build_commit()
         for path, parts, _ref in files:
@@ -238,11 +252,39 @@ class WorkingState:
                 f"another writer committed to {self.backend.location} since this handle read generation "
                 f"{self.base.generation}; pending changes are kept: call refresh() and flush() again"
             ) from None
+        except AtlasError:
+            # The backend could not tell whether the manifest landed (a lost
+            # response whose read-back failed too): the next flush or refresh
+            # looks again before doing anything else.
+            self.unsure = (new, data, self.changes)
+            raise
+        self._finish(new, version)
+        return new
+
+    def settle_unknown_commit(self) -> Manifest | None:
+        """Resolve a commit whose outcome was unknown; the manifest it committed, if it landed.
+
+        When the store's manifest is byte for byte the one that attempt sent (every
+        manifest carries a unique write token) and the handle has not changed
+        since, the attempt did commit: the handle moves to it and nothing is
+        written again.  Otherwise the attempt is forgotten and the caller goes on
+        as usual (a retried flush commits, or meets a ``ConflictError``).
+        """
+        if self.unsure is None:
+            return None
+        new, data, changes = self.unsure
+        current = self.backend.get_versioned(self.manifest_name)  # an error here keeps it unsure
+        self.unsure = None
+        if current is None or current[0] != data or changes != self.changes:
+            return None
+        self._finish(new, current[1])
+        return new
+
+    def _finish(self, new: Manifest, version: Version) -> None:
         self.adopt(new, version)
         for path in self.obsolete:
             with contextlib.suppress(AtlasError):  # an orphan left here is swept by compact()
                 self.backend.delete(path)
-        return new
 
     def rebase(self, newer: Manifest, version: Version) -> None:
         """Adopt a newer snapshot and re-apply pending changes on top of it.

@@ -464,6 +464,8 @@ class Atlas:
         """
         with self._lock:
             state = self._st
+            if state.settle_unknown_commit() is not None:
+                return  # the flush that raised had committed after all
             manifest, version = self._read_manifest(state.backend, state.manifest_name)
             if version == state.version:
                 return

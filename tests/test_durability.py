@@ -416,3 +416,83 @@ def test_manifest_without_retired_key_has_none(tmp_path):
     manifest = _manifest(path)
     (live,) = manifest["arrays"]["x"]["segments"]
     assert sorted(f for _d, f, _t in manifest["retired"]) == sorted(_segments(path) - {live[0]})
+
+
+class _LandsThenFails:
+    """A local backend whose next manifest commit lands, then reports an I/O error.
+
+    What a client sees when a commit's response is lost and reading the manifest
+    back fails too: the outcome is unknown to the backend.
+    """
+
+    def __init__(self, path):
+        from atlas.backends import LocalBackend
+
+        self.inner = LocalBackend(str(path), read_only=False)
+        self.location = self.inner.location
+        self.read_only = False
+        self.armed = False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def get(self, *a):
+        return self.inner.get(*a)
+
+    def get_versioned(self, *a):
+        return self.inner.get_versioned(*a)
+
+    def get_ranges(self, *a):
+        return self.inner.get_ranges(*a)
+
+    def put(self, *a):
+        return self.inner.put(*a)
+
+    def delete(self, *a):
+        return self.inner.delete(*a)
+
+    def list(self, *a):
+        return self.inner.list(*a)
+
+    def close(self):
+        return self.inner.close()
+
+    def commit(self, *a):
+        version = self.inner.commit(*a)
+        if self.armed:
+            self.armed = False
+            err = errors.BackendError("commit atlas.json: outcome unknown (injected)")
+            raise err
+        return version
+
+
+@pytest.mark.parametrize("settle_with", ["flush", "refresh"])
+def test_commit_with_unknown_outcome_is_settled_by_the_next_call(tmp_path, settle_with):
+    backend = _LandsThenFails(tmp_path / "s")
+    s = atlas.Atlas.create(backend)
+    ds = s.create_dataset("a")
+    ds.define_array("v", "int32", ["n"], [4])
+    ds.write_array("v", None, np.arange(4, dtype="int32"))
+    backend.armed = True
+    with pytest.raises(errors.BackendError, match="outcome unknown"):
+        s.flush()
+    assert s.has_pending_changes  # the handle cannot know yet
+    getattr(s, settle_with)()  # finds its own manifest in the store: the commit landed
+    assert not s.has_pending_changes and s.generation == 1
+    s.flush()  # nothing more to commit
+    fresh = atlas.Atlas.open(tmp_path / "s", mode="r")
+    assert fresh.generation == 1 and fresh.open_dataset("a").read_array("v").tolist() == [0, 1, 2, 3]
+
+
+def test_commit_with_unknown_outcome_and_later_changes_is_not_retried_blindly(tmp_path):
+    backend = _LandsThenFails(tmp_path / "s")
+    s = atlas.Atlas.create(backend)
+    s.create_dataset("a").set_attribute("k", 1)
+    backend.armed = True
+    with pytest.raises(errors.BackendError):
+        s.flush()
+    s.open_dataset("a").set_attribute("k", 2)  # changed since: the landed manifest is not all of it
+    with pytest.raises(errors.ConflictError):
+        s.flush()
+    assert s.has_pending_changes
+    assert atlas.Atlas.open(tmp_path / "s", mode="r").open_dataset("a").get_attribute("k") == 1
