@@ -19,7 +19,7 @@ from atlas.engine import native
 from atlas.engine.codecs import RAW
 from atlas.errors import ChecksumError
 
-__all__ = ["decode_items_many", "decode_many", "read_pieces_many"]
+__all__ = ["decode_many", "read_pieces_many"]
 
 #: Below this many compressed bytes a batch is decoded on the calling thread.
 PARALLEL_MIN_BYTES = 1 << 20
@@ -97,53 +97,6 @@ def decode_many(
         i = int(bad[0])
         raise ChecksumError(
             f"{where}: chunk at offset {int(args[0][i])} cannot be decompressed (blosc2 status {int(status[i])})"
-        )
-
-
-def decode_items_many(
-    src: np.ndarray,
-    offsets: np.ndarray,
-    nbytes: np.ndarray,
-    item_start: np.ndarray,
-    item_count: np.ndarray,
-    itemsize: int,
-    dst: np.ndarray,
-    dst_starts: np.ndarray,
-    where: str,
-    max_workers: int = 1,
-) -> None:
-    """Decode only items ``[item_start[i], item_start[i] + item_count[i])`` of each
-    compressed chunk (needs :data:`atlas.engine.native.AVAILABLE`)."""
-    status = np.empty(offsets.size, np.int64)
-    workers = max(1, min(max_workers, offsets.size))
-    if workers == 1 or int(nbytes.sum()) < PARALLEL_MIN_BYTES:
-        native.decode_items(
-            native.thread_context(), src, offsets, nbytes, item_start, item_count, itemsize, dst, dst_starts, status
-        )
-    else:
-        bounds = np.linspace(0, offsets.size, workers + 1).astype(np.int64)
-
-        def part(k: int) -> None:
-            lo, hi = bounds[k], bounds[k + 1]
-            native.decode_items(
-                native.thread_context(),
-                src,
-                offsets[lo:hi],
-                nbytes[lo:hi],
-                item_start[lo:hi],
-                item_count[lo:hi],
-                itemsize,
-                dst,
-                dst_starts[lo:hi],
-                status[lo:hi],
-            )
-
-        list(_pool(workers).map(part, range(workers)))
-    bad = np.nonzero(status != item_count * itemsize)[0]
-    if bad.size:
-        i = int(bad[0])
-        raise ChecksumError(
-            f"{where}: chunk at offset {int(offsets[i])} cannot be decompressed (blosc2 status {int(status[i])})"
         )
 
 

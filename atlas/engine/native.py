@@ -35,7 +35,6 @@ __all__ = [
     "ERR_SIZE",
     "UNAVAILABLE_REASON",
     "decode_chunks",
-    "decode_items",
     "read_pieces",
     "thread_context",
 ]
@@ -169,46 +168,6 @@ def decode_chunks(
             status[i] = ERR_BOUNDS
         else:
             status[i] = _blosc2_decompress_ctx(ctx, src_base + off, np.int32(cb), dst_base + doff, np.int32(nb))
-
-
-@numba.njit(nogil=True, cache=True)
-def decode_items(
-    ctx: int,
-    src: np.ndarray,
-    offsets: np.ndarray,
-    nbytes: np.ndarray,
-    item_start: np.ndarray,
-    item_count: np.ndarray,
-    itemsize: int,
-    dst: np.ndarray,
-    dst_starts: np.ndarray,
-    status: np.ndarray,
-) -> None:
-    """Decode items ``[item_start[i], item_start[i] + item_count[i])`` of chunk ``i``.
-
-    Only the blosc2 blocks holding those items are decompressed.  ``status[i]``
-    receives the bytes written (``item_count[i] * itemsize`` on success), a negative
-    libblosc2 error code, or :data:`ERR_BOUNDS`.
-    """
-    src_base = src.ctypes.data
-    dst_base = dst.ctypes.data
-    for i in range(offsets.shape[0]):
-        off, cb, doff = offsets[i], nbytes[i], dst_starts[i]
-        nb = item_count[i] * itemsize
-        src_ok = off >= 0 and 0 < cb <= _INT32_MAX and off + cb <= src.shape[0]
-        dst_ok = doff >= 0 and 0 <= nb <= _INT32_MAX and doff + nb <= dst.shape[0]
-        if not (src_ok and dst_ok) or item_start[i] < 0 or item_start[i] > _INT32_MAX:
-            status[i] = ERR_BOUNDS
-        else:
-            status[i] = _blosc2_getitem_ctx(
-                ctx,
-                src_base + off,
-                np.int32(cb),
-                np.int32(item_start[i]),
-                np.int32(item_count[i]),
-                dst_base + doff,
-                np.int32(nb),
-            )
 
 
 @numba.njit(nogil=True, cache=True)
