@@ -44,7 +44,6 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-import re
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -52,6 +51,17 @@ from typing import Any
 from urllib.parse import urlparse
 
 from atlas.backends.base import Buffer, ObjectInfo, Version
+from atlas.backends.objectstore_support import (
+    ATLAS_OPTIONS,
+    decode_version,
+    encode_version,
+    first_line,
+    join_path,
+    meta_version,
+    non_negative_int,
+    positive_int,
+    split_options,
+)
 from atlas.errors import (
     AtlasError,
     BackendError,
@@ -90,8 +100,6 @@ DEFAULT_COALESCE_BYTES = 1 << 20
 DEFAULT_MAX_REQUEST_BYTES = 16 << 20
 #: Segments larger than this are uploaded in parts (no single-PUT size limit applies).
 DEFAULT_MULTIPART_THRESHOLD = 256 << 20
-#: Options that tune ATLAS itself; every other keyword goes to obstore.
-ATLAS_OPTIONS = ("max_concurrency", "coalesce_bytes", "max_request_bytes", "multipart_threshold")
 
 _HTTP_SCHEMES = ("http", "https")
 _SCHEME_ALIASES = {"gcs": "gs"}
@@ -132,15 +140,6 @@ def _check_runtime(location: str) -> None:
         raise _fork_error(location, _IO_PID)
 
 
-_QUERY = re.compile(r"(?<=\S)\?[^\s\"'<>]+")
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an obstore message, without URL query strings (they may hold SAS tokens)."""
-    text = str(exc).strip()
-    return _QUERY.sub("?...", text.splitlines()[0]) if text else type(exc).__name__
-
-
 def _translate(exc: BaseException, op: str, where: str) -> AtlasError:
     """An obstore (or client) error as the AtlasError users catch; names op and path."""
     if isinstance(exc, AtlasError):
@@ -148,44 +147,18 @@ def _translate(exc: BaseException, op: str, where: str) -> AtlasError:
     if isinstance(exc, FileNotFoundError):  # obstore's NotFoundError
         code, what = errno.ENOENT, "not found"
     elif isinstance(exc, (obx.PermissionDeniedError, obx.UnauthenticatedError, PermissionError)):
-        code, what = errno.EACCES, _first_line(exc)
+        code, what = errno.EACCES, first_line(exc)
     elif isinstance(exc, obx.NotSupportedError):
-        code, what = errno.ENOTSUP, _first_line(exc)
+        code, what = errno.ENOTSUP, first_line(exc)
     elif isinstance(exc, obx.UnknownConfigurationKeyError):
-        return InvalidArgumentError(f"{where}: {_first_line(exc)}")
+        return InvalidArgumentError(f"{where}: {first_line(exc)}")
     elif isinstance(exc, TimeoutError):
-        code, what = errno.ETIMEDOUT, _first_line(exc)
+        code, what = errno.ETIMEDOUT, first_line(exc)
     else:
-        code, what = errno.EIO, _first_line(exc)
+        code, what = errno.EIO, first_line(exc)
     err = BackendError(f"{op} {where} failed: {what}")
     err.errno = code
     return err
-
-
-def _encode_version(e_tag: str | None, version: str | None) -> Version | None:
-    if e_tag is None and version is None:
-        return None
-    return (e_tag or "") if version is None else f"{e_tag or ''}\n{version}"
-
-
-def _decode_version(value: Version) -> dict[str, str]:
-    e_tag, _, version = value.partition("\n")
-    mode: dict[str, str] = {}
-    if e_tag:
-        mode["e_tag"] = e_tag
-    if version:
-        mode["version"] = version
-    return mode
-
-
-def _meta_version(meta: dict) -> Version:
-    """The version tag of a listed/read object; stores without ETags get a weak tag."""
-    tag = _encode_version(meta.get("e_tag"), meta.get("version"))
-    if tag is not None:
-        return tag
-    modified = meta.get("last_modified")
-    stamp = modified.timestamp() if modified is not None else 0.0
-    return f"~size={meta.get('size')};mtime={stamp}"  # "~": cannot drive a conditional put
 
 
 class ObjectStoreBackend:
@@ -231,10 +204,10 @@ class ObjectStoreBackend:
         self.is_http = self.kind == "HTTP"
         self.read_only = bool(read_only) or self.is_http
         self.prefix = prefix.strip("/")
-        self.max_concurrency = _positive_int(max_concurrency, "max_concurrency")
-        self.coalesce_bytes = _non_negative_int(coalesce_bytes, "coalesce_bytes")
-        self.max_request_bytes = _positive_int(max_request_bytes, "max_request_bytes")
-        self.multipart_threshold = _positive_int(multipart_threshold, "multipart_threshold")
+        self.max_concurrency = positive_int(max_concurrency, "max_concurrency")
+        self.coalesce_bytes = non_negative_int(coalesce_bytes, "coalesce_bytes")
+        self.max_request_bytes = positive_int(max_request_bytes, "max_request_bytes")
+        self.multipart_threshold = positive_int(multipart_threshold, "multipart_threshold")
         self._pid = os.getpid()
 
     def __repr__(self) -> str:
@@ -287,7 +260,7 @@ class ObjectStoreBackend:
             return None
         except Exception as exc:
             raise _translate(exc, "read", self._where(path)) from None
-        return data, _meta_version(result.meta)
+        return data, meta_version(result.meta)
 
     def get_ranges(self, path: str, starts: Sequence[int], lengths: Sequence[int]) -> list[Buffer]:
         """The ranges in order; one call fetches its ranges in parallel (no extra coalescing)."""
@@ -384,7 +357,7 @@ class ObjectStoreBackend:
                 "so ATLAS cannot commit conditionally; refusing to overwrite it unconditionally"
             )
         else:
-            mode = _decode_version(expected)
+            mode = decode_version(expected)
         try:
             result = obstore.put(self.store, self._key(path), data, mode=mode, use_multipart=False)
         except (obx.AlreadyExistsError, obx.PreconditionError):
@@ -407,10 +380,10 @@ class ObjectStoreBackend:
             if (None if got is None else got[1]) != expected:
                 raise ConflictError(f"{self._where(path)} was changed by another writer ({err})") from None
             raise err from None
-        tag = _encode_version(result.get("e_tag"), result.get("version"))
+        tag = encode_version(result.get("e_tag"), result.get("version"))
         if tag is None:  # a store that cannot tell versions apart: read it back
             got = self._read_back(path, "after the commit")
-            tag = _meta_version({}) if got is None else got[1]
+            tag = meta_version({}) if got is None else got[1]
         return tag
 
     def _read_back(self, path: str, context: str) -> tuple[bytes, Version] | None:
@@ -434,7 +407,7 @@ class ObjectStoreBackend:
         if isinstance(exc, (obx.NotSupportedError, NotImplementedError)) or "not implemented" in str(exc).lower():
             err = BackendError(
                 f"{op} {self._where(path)} failed: {self.kind} does not support conditional writes "
-                f"({_first_line(exc)}); ATLAS refuses to commit without them because concurrent writers would "
+                f"({first_line(exc)}); ATLAS refuses to commit without them because concurrent writers would "
                 "silently overwrite each other (for S3-compatible servers, enable conditional_put='etag')"
             )
             err.errno = errno.ENOTSUP
@@ -458,55 +431,23 @@ class ObjectStoreBackend:
 # -- construction ---------------------------------------------------------------------------------
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _non_negative_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgumentError(f"{name} must be a non-negative int, got {value!r}")
-    return value
+_STORE_KINDS = (
+    (obs_store.S3Store, "S3"),
+    (obs_store.GCSStore, "GCS"),
+    (obs_store.AzureStore, "Azure"),
+    (obs_store.HTTPStore, "HTTP"),
+    (obs_store.MemoryStore, "memory"),
+    (obs_store.LocalStore, "local"),
+)
 
 
 def _kind(store: Any) -> str:
-    for cls, name in (
-        (obs_store.S3Store, "S3"),
-        (obs_store.GCSStore, "GCS"),
-        (obs_store.AzureStore, "Azure"),
-        (obs_store.HTTPStore, "HTTP"),
-        (obs_store.MemoryStore, "memory"),
-        (obs_store.LocalStore, "local"),
-    ):
-        if isinstance(store, cls):
-            return name
-    return type(store).__name__
+    return next((name for cls, name in _STORE_KINDS if isinstance(store, cls)), type(store).__name__)
 
 
 def is_obstore_handle(source: Any) -> bool:
     """True for an ``obstore.store.*`` store instance."""
-    return isinstance(
-        source,
-        (
-            obs_store.S3Store,
-            obs_store.GCSStore,
-            obs_store.AzureStore,
-            obs_store.HTTPStore,
-            obs_store.MemoryStore,
-            obs_store.LocalStore,
-        ),
-    )
-
-
-def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    ours = {k: options[k] for k in ATLAS_OPTIONS if k in options}
-    theirs = {k: v for k, v in options.items() if k not in ATLAS_OPTIONS}
-    return ours, theirs
-
-
-def _join(*parts: str | None) -> str:
-    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+    return isinstance(source, tuple(cls for cls, _ in _STORE_KINDS))
 
 
 def _handle_location(store: Any) -> str:
@@ -516,11 +457,11 @@ def _handle_location(store: Any) -> str:
     config = store.config
     prefix = store.prefix or ""
     if kind == "S3":
-        return "s3://" + _join(config.get("bucket"), prefix)
+        return "s3://" + join_path(config.get("bucket"), prefix)
     if kind == "GCS":
-        return "gs://" + _join(config.get("bucket"), prefix)
+        return "gs://" + join_path(config.get("bucket"), prefix)
     if kind == "Azure":
-        return "az://" + _join(config.get("container_name"), prefix)
+        return "az://" + join_path(config.get("container_name"), prefix)
     raise InvalidArgumentError(f"unsupported obstore handle {store!r}")  # pragma: no cover
 
 
@@ -539,7 +480,7 @@ def _memory_location_for(store: Any) -> str:
 
 def backend_for_handle(store: Any, read_only: bool, **options: Any) -> Any:
     """A backend serving an obstore handle; ``LocalStore`` goes to the native local backend."""
-    ours, theirs = _split_options(options)
+    ours, theirs = split_options(options)
     if theirs:
         raise InvalidArgumentError(
             f"options {sorted(theirs)} configure obstore and cannot be applied to an existing store handle; "
@@ -562,7 +503,7 @@ def _memory_backend(url: str, read_only: bool, ours: dict[str, Any], theirs: dic
     if theirs:
         raise InvalidArgumentError(f"memory:// stores take no obstore options, got {sorted(theirs)}")
     parsed = urlparse(url)
-    name = _join(parsed.netloc, parsed.path)
+    name = join_path(parsed.netloc, parsed.path)
     if not name:  # memory:// alone: a fresh anonymous store
         store = obs_store.MemoryStore()
         location = f"memory://atlas-{os.getpid()}-{next(_memory_counter)}"
@@ -592,7 +533,7 @@ def _memory_backend(url: str, read_only: bool, ours: dict[str, Any], theirs: dic
 
 def backend_for_url(url: str, read_only: bool, **options: Any) -> ObjectStoreBackend:
     """A backend for an object-store URL; keyword options other than ATLAS's go to obstore."""
-    ours, theirs = _split_options(options)
+    ours, theirs = split_options(options)
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
     if scheme == "memory":
@@ -617,7 +558,7 @@ def backend_for_url(url: str, read_only: bool, **options: Any) -> ObjectStoreBac
         store = obs_store.from_url(canonical, **theirs)
     except Exception as exc:
         if isinstance(exc, (obx.UnknownConfigurationKeyError, TypeError, ValueError)):
-            raise InvalidArgumentError(f"cannot open {canonical}: {_first_line(exc)}") from None
+            raise InvalidArgumentError(f"cannot open {canonical}: {first_line(exc)}") from None
         raise _translate(exc, "open", canonical) from None
     if _kind(store) == "local":  # pragma: no cover - file:// is routed to LocalBackend before this
         return backend_for_handle(store, read_only, **ours)
