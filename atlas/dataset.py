@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from atlas import dtypes
+from atlas import attributes, dtypes
 from atlas.errors import (
     ArrayExistsError,
     ArrayNotFoundError,
@@ -19,9 +18,10 @@ from atlas.errors import (
 )
 from atlas.metadata import MAX_CHUNK_CELLS, ArrayMeta, DatasetMeta
 from atlas.names import encode_dir_name, validate_label, validate_name
+from atlas.selection import array_names, int_tuple, resolve_box
+from atlas.txn.state import WorkingState
 
 if TYPE_CHECKING:
-    from atlas.state import WorkingState
     from atlas.store import Atlas
 
 __all__ = ["DatasetView", "default_chunk_shape"]
@@ -48,24 +48,6 @@ def default_chunk_shape(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
     return tuple(chunk)
 
 
-def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
-        raise InvalidArgumentError(f"{what} must be a sequence of integers, got {value!r}")
-    try:
-        items = list(value)
-    except TypeError:  # a 0-d numpy array has __iter__ but cannot be iterated
-        raise InvalidArgumentError(f"{what} must be a sequence of integers, got {value!r}") from None
-    out = []
-    for v in items:
-        if isinstance(v, (bool, np.bool_)):
-            raise InvalidArgumentError(f"{what} must hold integers, got {v!r} in {value!r}")
-        try:
-            out.append(operator.index(v))
-        except TypeError:
-            raise InvalidArgumentError(f"{what} must hold integers, got {v!r} in {value!r}") from None
-    return tuple(out)
-
-
 class DatasetView:
     """One dataset of a store: define, write and read its arrays and attributes.
 
@@ -76,6 +58,8 @@ class DatasetView:
 
     def __init__(self, store: Atlas, name: str) -> None:
         self._store = store
+        self._session = store.session
+        self._lock = self._session.lock
         self._name = name
 
     @property
@@ -98,7 +82,7 @@ class DatasetView:
     # -- helpers -----------------------------------------------------------------------------------
 
     def _ds(self) -> DatasetMeta:
-        return self._store._st.dataset(self._name)
+        return self._session.state().dataset(self._name)
 
     def _meta(self, array: str) -> ArrayMeta:
         ds = self._ds()
@@ -111,37 +95,23 @@ class DatasetView:
         return f"dataset {self._name!r} array {array!r}"
 
     def _writable(self, what: str) -> WorkingState:
-        return self._store._writable(f"{what} in dataset {self._name!r}")
+        return self._session.writable(f"{what} in dataset {self._name!r}")
 
     def _selection(
         self, meta: ArrayMeta, array: str, start: Any, shape: Any
     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        ndim = len(meta.shape)
-        where = self._where(array)
-        start_t = (0,) * ndim if start is None else _int_tuple(start, f"{where}: start")
-        if len(start_t) != ndim:
-            raise SelectionError(f"{where}: start {list(start_t)} has rank {len(start_t)}, the array has rank {ndim}")
-        if shape is None:
-            shape_t = tuple(max(0, s - b) for s, b in zip(meta.shape, start_t, strict=False))
-        else:
-            shape_t = _int_tuple(shape, f"{where}: shape")
-            if len(shape_t) != ndim:
-                raise SelectionError(
-                    f"{where}: shape {list(shape_t)} has rank {len(shape_t)}, the array has rank {ndim}"
-                )
-        _check_bounds(start_t, shape_t, meta.shape, where)
-        return start_t, shape_t
+        return resolve_box(meta.shape, start, shape, self._where(array))
 
     # -- arrays ------------------------------------------------------------------------------------
 
     def list_arrays(self) -> list[str]:
         """Names of the arrays defined in this dataset, sorted."""
-        with self._store._lock:
+        with self._lock:
             return sorted(self._ds().arrays)
 
     def has_array(self, name: str) -> bool:
         """True if the dataset defines array ``name``."""
-        with self._store._lock:
+        with self._lock:
             return isinstance(name, str) and name in self._ds().arrays
 
     def define_array(
@@ -180,7 +150,7 @@ class DatasetView:
         ArrayExistsError
             If the dataset already defines ``name`` (a ``FileExistsError``).
         """
-        with self._store._lock:
+        with self._lock:
             state = self._writable(f"define array {name!r}")
             validate_name(name, "array")
             encode_dir_name(name)
@@ -189,7 +159,7 @@ class DatasetView:
             if name in ds.arrays:
                 raise ArrayExistsError(f"{where} already exists")
             dtype_name = dtypes.canonical_dtype(dtype)
-            shape_t = _int_tuple(shape, f"{where}: shape")
+            shape_t = int_tuple(shape, f"{where}: shape")
             if any(s < 0 for s in shape_t):
                 raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
             if math.prod(shape_t) > _INT64_MAX or any(s > _INT64_MAX for s in shape_t):
@@ -207,7 +177,7 @@ class DatasetView:
             if chunk_shape is None:
                 chunks = default_chunk_shape(shape_t, itemsize)
             else:
-                chunks = _int_tuple(chunk_shape, f"{where}: chunk_shape")
+                chunks = int_tuple(chunk_shape, f"{where}: chunk_shape")
                 if len(chunks) != len(shape_t):
                     raise InvalidArgumentError(
                         f"{where}: chunk_shape {list(chunks)} has rank {len(chunks)}, shape has rank {len(shape_t)}"
@@ -235,7 +205,7 @@ class DatasetView:
 
     def delete_array(self, name: str) -> None:
         """Remove an array from this dataset (at the next flush)."""
-        with self._store._lock:
+        with self._lock:
             state = self._writable(f"delete array {name!r}")
             meta = self._meta(name)
             state.engine(name).discard(meta.slot)
@@ -249,7 +219,7 @@ class DatasetView:
         fit inside the array.  The write is visible to this handle at once and to
         others after :meth:`atlas.Atlas.flush`.
         """
-        with self._store._lock:
+        with self._lock:
             state = self._writable(f"write array {name!r}")
             meta = self._meta(name)
             where = self._where(name)
@@ -285,13 +255,13 @@ class DatasetView:
             If ``start``/``shape`` have the wrong rank or leave the array (no
             silent clamping).
         """
-        with self._store._lock:
+        with self._lock:
             ds = self._ds()
             meta = ds.arrays.get(name) if isinstance(name, str) else None
             if meta is None:
                 return None
             start_t, shape_t = self._selection(meta, name, start, shape)
-            out = self._store._st.engine(name).read(meta, start_t, shape_t, self._where(name))
+            out = self._session.state().engine(name).read(meta, start_t, shape_t, self._where(name))
         return out.view("datetime64[ns]") if meta.dtype == "timestamp_nanoseconds" else out
 
     def read_arrays(
@@ -304,15 +274,7 @@ class DatasetView:
         InvalidArgumentError
             If ``names`` is not a sequence of str (a ``ValueError``).
         """
-        if isinstance(names, (str, bytes, dict)) or not hasattr(names, "__iter__"):
-            raise InvalidArgumentError(f"names must be a sequence of array names, got {names!r:.80}")
-        try:
-            names = list(names)
-        except TypeError:  # a 0-d numpy array has __iter__ but cannot be iterated
-            raise InvalidArgumentError(f"names must be a sequence of array names, got {names!r:.80}") from None
-        for n in names:
-            if not isinstance(n, str):
-                raise InvalidArgumentError(f"array names must be str, got {type(n).__name__} {n!r:.80}")
+        names = array_names(names)
         return {n: self.read_array(n, start, shape) for n in names}
 
     def array_meta(self, name: str) -> dict[str, Any]:
@@ -324,7 +286,7 @@ class DatasetView:
             ``dtype`` (canonical name), ``shape``, ``chunk_shape``,
             ``dimension_names`` and ``fill_value`` (None when the array has none).
         """
-        with self._store._lock:
+        with self._lock:
             meta = self._meta(name)
             return {
                 "dtype": meta.dtype,
@@ -336,7 +298,7 @@ class DatasetView:
 
     def array_fill_value(self, name: str) -> Any:
         """The fill value of array ``name`` (None when it has none)."""
-        with self._store._lock:
+        with self._lock:
             meta = self._meta(name)
             return dtypes.to_result_scalar(meta.fill_value, meta.dtype)
 
@@ -351,9 +313,9 @@ class DatasetView:
             over the other cells (None when there is none; ``str`` for strings,
             ``numpy.datetime64`` for timestamps).
         """
-        with self._store._lock:
+        with self._lock:
             meta = self._meta(name)
-            stats = self._store._st.array_stats(name, meta, self._where(name))
+            stats = self._session.state().array_stats(name, meta, self._where(name))
             return {
                 "row_count": stats.row_count,
                 "null_count": stats.null_count,
@@ -365,8 +327,8 @@ class DatasetView:
 
     def attributes(self) -> dict[str, Any]:
         """All dataset attributes as ``{key: value}``, in the order they were first set."""
-        with self._store._lock:
-            return {k: dtypes.attribute_to_python(v) for k, v in self._ds().attributes.items()}
+        with self._lock:
+            return {k: attributes.to_python(v) for k, v in self._ds().attributes.items()}
 
     def set_attribute(self, key: str, value: Any, dtype: Any = None) -> None:
         """Set a typed dataset attribute.
@@ -381,34 +343,24 @@ class DatasetView:
             Store the value as this dtype (``"int8"``, ``"float32"``,
             ``"timestamp_nanoseconds"``, ...); the value is range-checked.
         """
-        with self._store._lock:
+        with self._lock:
             state = self._writable(f"set attribute {key!r}")
             validate_label(key, "attribute name")
             self._ds()
-            typed = dtypes.normalize_attribute(value, dtype)
+            typed = attributes.normalize(value, dtype)
             state.touch(self._name).attributes[key] = typed
 
     def get_attribute(self, key: str, default: Any = None) -> Any:
         """The value of attribute ``key``, or ``default`` (None) when it is not set."""
-        with self._store._lock:
+        with self._lock:
             typed = self._ds().attributes.get(key) if isinstance(key, str) else None
-            return default if typed is None else dtypes.attribute_to_python(typed)
+            return default if typed is None else attributes.to_python(typed)
 
     def delete_attribute(self, key: str) -> None:
         """Remove attribute ``key`` (``KeyError`` when it is not set)."""
-        with self._store._lock:
+        with self._lock:
             state = self._writable(f"delete attribute {key!r}")
             if not isinstance(key, str) or key not in self._ds().attributes:
                 raise AttributeNotFoundError(f"dataset {self._name!r} has no attribute {key!r}")
             del state.touch(self._name).attributes[key]
 
-
-def _check_bounds(start: tuple[int, ...], shape: tuple[int, ...], bounds: tuple[int, ...], where: str) -> None:
-    if all(b >= 0 and n >= 0 and b + n <= s for b, n, s in zip(start, shape, bounds)):
-        return
-    for axis, (b, n, s) in enumerate(zip(start, shape, bounds)):
-        if b < 0 or n < 0 or b + n > s:
-            raise SelectionError(
-                f"{where}: selection start={list(start)} shape={list(shape)} leaves the array "
-                f"shape {list(bounds)} on axis {axis}"
-            )

@@ -9,6 +9,7 @@ variable-length UTF-8 and read back as object arrays of ``str``.
 Values that live in the manifest (fill values, stats, attributes) are *typed*: the
 dtype travels with the value, so ``float32(1.5)``, ``NaN`` and non-ASCII text
 survive JSON and msgpack unchanged (:func:`encode_value` / :func:`decode_value`).
+Typed attributes (scalars, lists and arrays) are in :mod:`atlas.attributes`.
 """
 
 from __future__ import annotations
@@ -28,14 +29,13 @@ __all__ = [
     "canonical_dtype",
     "check_fill_value",
     "coerce_write_data",
-    "decode_attribute",
     "decode_value",
     "default_fill",
-    "encode_attribute",
     "encode_value",
+    "from_numpy_dtype",
+    "int_range",
     "is_float",
     "is_integer",
-    "normalize_attribute",
     "result_dtype",
     "storage_dtype",
     "to_result_scalar",
@@ -124,10 +124,10 @@ def canonical_dtype(dtype: Any) -> str:
         npd = np.dtype(dtype)
     except (TypeError, ValueError):
         raise DTypeError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_NAMES)}") from None
-    return _from_numpy(npd, what=repr(dtype))
+    return from_numpy_dtype(npd, what=repr(dtype))
 
 
-def _from_numpy(npd: np.dtype, what: str) -> str:
+def from_numpy_dtype(npd: np.dtype, what: str) -> str:
     prefix = {"i": "int", "u": "uint", "f": "float"}.get(npd.kind)
     if prefix is not None and f"{prefix}{npd.itemsize * 8}" in _NUMERIC:
         return f"{prefix}{npd.itemsize * 8}"
@@ -189,6 +189,11 @@ _INT_RANGE: dict[str, tuple[int, int]] = {
     "timestamp_nanoseconds": (NAT, _INT64_MAX),
 }
 _DTYPE_SET = frozenset(DTYPE_NAMES)
+
+
+def int_range(name: str) -> tuple[int, int] | None:
+    """``(lowest, highest)`` value of integer dtype ``name``; None for other dtypes."""
+    return _INT_RANGE.get(name)
 
 
 def _int_in_range(value: int, name: str, what: str) -> int:
@@ -290,9 +295,6 @@ def to_result_scalar(value: Any, name: str) -> Any:
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 #: Packing to a C float rounds a double to float32 exactly like ``numpy.float32``.
 _F32 = struct.Struct("<f")
-_TYPED_KEYS = frozenset(("t", "v", "k", "s"))
-#: The decoded type each dtype takes as it is, when every element of a list has it.
-_NO_CONVERSION: dict[type, str] = {float: "float64", bool: "bool", str: "string"}
 
 
 def encode_value(value: Any, name: str) -> Any:
@@ -351,173 +353,6 @@ def _decode_value_checked(raw: Any, name: str) -> Any:
     elif name == "timestamp_nanoseconds" and not isinstance(raw, int):
         raise FillValueError(f"value {raw!r} is not a timestamp in nanoseconds")
     return coerce_scalar(raw, name, "value")
-
-
-# -- attributes -------------------------------------------------------------------------
-
-
-def _infer_scalar_dtype(value: Any) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return "bool"
-    if isinstance(value, np.generic):
-        return _from_numpy(value.dtype, what=repr(value))
-    if isinstance(value, int):
-        if -(2**63) <= value < 2**63:
-            return "int64"
-        if 0 <= value < 2**64:
-            return "uint64"
-        raise ValueOverflowError(f"attribute value {value} does not fit int64 or uint64")
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (_dt.datetime, _dt.date)):
-        return "timestamp_nanoseconds"
-    raise DTypeError(
-        f"attribute value {value!r} ({type(value).__name__}) is not a supported type; "
-        "use a number, bool, str, numpy.datetime64, or a list/array of those"
-    )
-
-
-def normalize_attribute(value: Any, dtype: Any = None) -> dict[str, Any]:
-    """Check an attribute value and return its typed form.
-
-    The typed form is ``{"t": dtype name, "v": value}`` for a scalar, with
-    ``"k": "list"`` for a list or tuple and ``"k": "ndarray", "s": shape`` for a
-    numpy array (values flattened in C order).  ``dtype`` forces the stored dtype
-    (values are range-checked against it); otherwise it is inferred from the value.
-    """
-    forced = canonical_dtype(dtype) if dtype is not None else None
-    if isinstance(value, np.ndarray):
-        name = forced or _from_numpy(value.dtype, what=f"attribute array of dtype {value.dtype}")
-        flat = value.ravel(order="C")
-        items = [coerce_scalar(v, name, "attribute element") for v in _iter_array(flat, name)]
-        return {"t": name, "v": items, "k": "ndarray", "s": list(value.shape)}
-    if isinstance(value, (list, tuple)):
-        if forced is not None:
-            name = forced
-        elif not value:
-            name = "float64"
-        else:
-            kinds = {_infer_scalar_dtype(v) for v in value}
-            if len(kinds) == 1:
-                name = kinds.pop()
-            elif kinds <= {"int64", "float64", "uint64"}:
-                name = "float64"
-            else:
-                raise DTypeError(f"attribute list {value!r} mixes element types {sorted(kinds)}")
-        return {"t": name, "v": [coerce_scalar(v, name, "attribute element") for v in value], "k": "list"}
-    if value is None:
-        raise DTypeError("attribute value None is not supported; delete or omit the attribute instead")
-    name = forced or _infer_scalar_dtype(value)
-    return {"t": name, "v": coerce_scalar(value, name, "attribute value")}
-
-
-def _iter_array(flat: np.ndarray, name: str) -> list[Any]:
-    if name == "timestamp_nanoseconds" and flat.dtype.kind == "M":
-        return list(flat.astype("datetime64[ns]"))
-    return list(flat.tolist()) if flat.dtype.kind != "O" else list(flat)
-
-
-def encode_attribute(typed: dict[str, Any]) -> dict[str, Any]:
-    """Make a typed attribute manifest-safe (non-finite floats as strings)."""
-    name = typed["t"]
-    out = dict(typed)
-    if "k" in typed:
-        out["v"] = [encode_value(v, name) for v in typed["v"]]
-    else:
-        out["v"] = encode_value(typed["v"], name)
-    return out
-
-
-def decode_attribute(raw: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`encode_attribute`; validates the dtype, kind, shape and values.
-
-    Raises
-    ------
-    InvalidArgumentError, DTypeError or ValueOverflowError
-        When the typed form does not follow the format (the manifest reader turns
-        any of them into :class:`~atlas.errors.CorruptStoreError`).
-    """
-    if type(raw) is dict and len(raw) == 2 and "t" in raw and "v" in raw:
-        # A scalar ({"t", "v"} only), most attributes: the checks below, in short.
-        name = raw["t"]
-        if type(name) is str and name in _DTYPE_SET:
-            return {"t": name, "v": decode_value(raw["v"], name)}
-    if not isinstance(raw, dict) or not raw.keys() <= _TYPED_KEYS or "t" not in raw or "v" not in raw:
-        raise InvalidArgumentError(f"typed attribute {raw!r:.80} does not have the keys t, v[, k, s]")
-    name = raw["t"]
-    if name not in DTYPE_NAMES:
-        raise DTypeError(f"typed attribute has unknown dtype {name!r:.40}")
-    out: dict[str, Any] = {"t": name}
-    kind = raw.get("k")
-    if kind is None:
-        if "s" in raw:
-            raise InvalidArgumentError("a scalar typed attribute has a shape")
-        out["v"] = decode_value(raw["v"], name)
-        return out
-    if kind not in ("list", "ndarray") or not isinstance(raw["v"], list):
-        raise InvalidArgumentError(f"typed attribute of kind {kind!r:.40} with values {raw['v']!r:.40}")
-    out["v"] = _decode_values(raw["v"], name)
-    out["k"] = kind
-    if kind == "ndarray":
-        shape = raw.get("s")
-        if not isinstance(shape, list) or not all(
-            isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= _INT64_MAX for n in shape
-        ):
-            raise InvalidArgumentError(f"typed array attribute has a bad shape {shape!r:.80}")
-        if math.prod(shape) != len(out["v"]):
-            raise InvalidArgumentError(f"typed array attribute of shape {shape} holds {len(out['v'])} values")
-        out["s"] = list(shape)
-    elif "s" in raw:
-        raise InvalidArgumentError("a list typed attribute has a shape")
-    return out
-
-
-def _decode_values(values: list[Any], name: str) -> list[Any]:
-    """:func:`decode_value` of every element, in bulk when all need no conversion."""
-    if values:
-        kinds = set(map(type, values))
-        if len(kinds) == 1:
-            kind = kinds.pop()
-            if kind is int:
-                bounds = _INT_RANGE.get(name)
-                if bounds is not None and bounds[0] <= min(values) and max(values) <= bounds[1]:
-                    return list(values)
-            elif _NO_CONVERSION.get(kind) == name and (kind is not str or all(map(str.isascii, values))):
-                return list(values)
-    return [decode_value(v, name) for v in values]
-
-
-def attribute_to_python(typed: dict[str, Any]) -> Any:
-    """The value ``get_attribute`` returns for a typed attribute.
-
-    Scalars of dtype int64, float64, bool and string come back as the Python types
-    they were most likely given as; every other dtype as a numpy scalar of that
-    dtype, so ``int8``/``float32``/timestamp hints survive the round trip.  Lists
-    come back as lists and arrays as numpy arrays of the stored dtype.
-    """
-    name = typed["t"]
-    kind = typed.get("k")
-    if kind == "ndarray":
-        values = typed["v"]
-        if name == "timestamp_nanoseconds":
-            arr = np.array(values, dtype="<i8").view("datetime64[ns]")
-        elif name == "string":
-            arr = np.empty(len(values), dtype=object)
-            arr[:] = values
-        else:
-            arr = np.array(values, dtype=_STORAGE[name])
-        return arr.reshape(typed["s"])
-    if kind == "list":
-        return [_scalar_to_python(v, name) for v in typed["v"]]
-    return _scalar_to_python(typed["v"], name)
-
-
-def _scalar_to_python(value: Any, name: str) -> Any:
-    if name in ("int64", "float64", "bool", "string"):
-        return {"int64": int, "float64": float, "bool": bool, "string": str}[name](value)
-    return to_result_scalar(value, name)
 
 
 # -- write data ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 import blosc2
 import msgpack
 
-from atlas import dtypes
+from atlas import attributes, dtypes
 from atlas.errors import CorruptStoreError, FormatVersionError, InvalidArgumentError
 
 __all__ = [
@@ -204,7 +204,7 @@ def _array_to_dict(meta: ArrayMeta) -> dict[str, Any]:
         "fill_value": None if meta.fill_value is None else dtypes.encode_value(meta.fill_value, meta.dtype),
     }
     if meta.attributes:
-        out["attributes"] = {k: dtypes.encode_attribute(v) for k, v in meta.attributes.items()}
+        out["attributes"] = {k: attributes.encode(v) for k, v in meta.attributes.items()}
     if meta.stats is not None:
         out["stats"] = _stats_to_dict(meta.stats, meta.dtype)
     return out
@@ -224,7 +224,7 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
             name: {
                 "id": ds.id,
                 "version": ds.version,
-                "attributes": {k: dtypes.encode_attribute(v) for k, v in ds.attributes.items()},
+                "attributes": {k: attributes.encode(v) for k, v in ds.attributes.items()},
                 "arrays": {a: _array_to_dict(am) for a, am in ds.arrays.items()},
             }
             for name, ds in m.datasets.items()
@@ -351,13 +351,13 @@ def _ints(values: list[Any], what: str, minimum: int) -> tuple[int, ...]:
 
 def _attributes(raw: Any) -> dict[str, dict[str, Any]]:
     _need(isinstance(raw, dict), "attributes")
-    decode, decode_value = dtypes.decode_attribute, dtypes.decode_value
+    decode, decode_value = attributes.decode, dtypes.decode_value
     out = {}
     for k, typed in raw.items():
         if not isinstance(k, str):
             _need(False, "attributes")
         if type(typed) is dict and len(typed) == 2 and "v" in typed:
-            # A scalar {"t", "v"}, most attributes, checked as decode_attribute does.
+            # A scalar {"t", "v"}, most attributes, checked as attributes.decode does.
             # The parsed tree is private to this decode, so when the value needs no
             # conversion the parsed dict itself is kept rather than a copy.
             name = typed.get("t")

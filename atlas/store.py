@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,9 +19,7 @@ from atlas.errors import (
     CorruptStoreError,
     DatasetExistsError,
     InvalidArgumentError,
-    InvalidNameError,
     NotAStoreError,
-    ReadOnlyError,
     StoreClosedError,
     StoreExistsError,
 )
@@ -36,32 +33,18 @@ from atlas.metadata import (
     parse_manifest_filename,
 )
 from atlas.names import validate_name
-from atlas.state import WorkingState
+from atlas.selection import check_array_name, check_budget, check_grace_period, check_workers
+from atlas.txn import commit
+from atlas.txn.compact import compact_store
+from atlas.txn.session import Session
+from atlas.txn.state import WorkingState
+from atlas.txn.verify import verify_store
 
 __all__ = ["Atlas"]
 
 _MODES = ("r", "r+")
 #: Default memory budget for unflushed chunks.
 DEFAULT_MAX_PENDING = 256 << 20
-
-
-def _check_budget(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgumentError(f"max_pending_bytes must be a non-negative int, got {value!r}")
-    return value
-
-
-def _check_workers(value: Any) -> int:
-    if value is None:
-        return os.cpu_count() or 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"max_workers must be a positive int or None, got {value!r}")
-    return value
-
-
-def _check_array_name(array: Any) -> None:
-    if not isinstance(array, str):  # a list or dict would fail as an unhashable key
-        raise InvalidNameError(f"array name must be a str, got {type(array).__name__} {array!r:.80}")
 
 
 def _own_leftover(path: str) -> bool:
@@ -95,9 +78,8 @@ class Atlas:
     """
 
     def __init__(self, state: WorkingState, mode: str) -> None:
-        self._state: WorkingState | None = state
-        self._mode = mode
-        self._lock = threading.RLock()
+        self._session = Session(state, mode)
+        self._lock = self._session.lock
         self._location = state.backend.location
 
     # -- construction ------------------------------------------------------------------------
@@ -170,8 +152,8 @@ class Atlas:
         except ConflictError:
             raise StoreExistsError(f"{backend.location} already holds an ATLAS store; use Atlas.open") from None
         state = WorkingState(backend, name, meta_format, meta_compression, manifest, version)
-        state.max_pending_bytes = _check_budget(max_pending_bytes)
-        state.max_workers = _check_workers(max_workers)
+        state.max_pending_bytes = check_budget(max_pending_bytes)
+        state.max_workers = check_workers(max_workers)
         return cls(state, "r+")
 
     @classmethod
@@ -221,8 +203,8 @@ class Atlas:
         manifest, version = cls._read_manifest(backend, name)
         fmt, comp = parse_manifest_filename(name)  # type: ignore[misc]
         state = WorkingState(backend, name, fmt, comp, manifest, version)
-        state.max_pending_bytes = _check_budget(max_pending_bytes)
-        state.max_workers = _check_workers(max_workers)
+        state.max_pending_bytes = check_budget(max_pending_bytes)
+        state.max_workers = check_workers(max_workers)
         return cls(state, mode)
 
     @staticmethod
@@ -237,17 +219,20 @@ class Atlas:
     # -- helpers -------------------------------------------------------------------------------
 
     @property
+    def session(self) -> Session:
+        """The lock and working state this handle shares with its dataset views (internal).
+
+        For the package's own layers (dataset views, the xarray integration, the
+        command line); not a stable API.
+        """
+        return self._session
+
+    @property
     def _st(self) -> WorkingState:
-        state = self._state
-        if state is None:
-            raise StoreClosedError(f"store {self._location} is closed")
-        return state
+        return self._session.state()
 
     def _writable(self, what: str) -> WorkingState:
-        state = self._st
-        if self._mode == "r":
-            raise ReadOnlyError(f"cannot {what}: store {self._location} was opened read-only")
-        return state
+        return self._session.writable(what)
 
     @property
     def location(self) -> str:
@@ -257,7 +242,7 @@ class Atlas:
     @property
     def read_only(self) -> bool:
         """True for handles opened with ``mode="r"``."""
-        return self._mode == "r"
+        return self._session.read_only
 
     @property
     def generation(self) -> int:
@@ -271,7 +256,7 @@ class Atlas:
 
     @max_workers.setter
     def max_workers(self, value: int | None) -> None:
-        self._st.max_workers = _check_workers(value)
+        self._st.max_workers = check_workers(value)
 
     @property
     def codec(self) -> str:
@@ -363,10 +348,11 @@ class Atlas:
         InvalidNameError
             If ``array`` is not a str (a ``ValueError``).
         """
-        from atlas.bulk import read_across
+        from atlas import bulk  # the gather and the libblosc2 bridge load on first use
 
-        _check_array_name(array)
-        return read_across(self, array, dataset_names, start, shape)
+        check_array_name(array)
+        with self._lock:
+            return bulk.read_across(self._st, array, dataset_names, start, shape)
 
     def read_array_across_stacked(
         self,
@@ -387,10 +373,11 @@ class Atlas:
         InvalidNameError
             If ``array`` is not a str (a ``ValueError``).
         """
-        from atlas.bulk import read_across_stacked
+        from atlas import bulk  # the gather and the libblosc2 bridge load on first use
 
-        _check_array_name(array)
-        return read_across_stacked(self, array, dataset_names, start, shape)
+        check_array_name(array)
+        with self._lock:
+            return bulk.read_across_stacked(self._st, array, dataset_names, start, shape)
 
     # -- xarray ----------------------------------------------------------------------------------
 
@@ -453,7 +440,7 @@ class Atlas:
             if not state.has_changes:
                 return
             self._writable("flush")
-            state.commit()
+            commit.flush(state)
 
     def refresh(self) -> None:
         """Move this handle to the newest committed generation.
@@ -464,7 +451,7 @@ class Atlas:
         """
         with self._lock:
             state = self._st
-            if state.settle_unknown_commit() is not None:
+            if commit.settle_unknown_commit(state) is not None:
                 return  # the flush that raised had committed after all
             manifest, version = self._read_manifest(state.backend, state.manifest_name)
             if version == state.version:
@@ -509,13 +496,11 @@ class Atlas:
             If another writer committed since this handle's snapshot: call
             :meth:`refresh` and compact again.
         """
-        from atlas.compact import check_grace_period, compact_store
-
         grace_period = check_grace_period(grace_period)
         with self._lock:
             state = self._writable("compact")
             if state.has_changes:
-                state.commit()
+                commit.flush(state)
             compact_store(state, grace_period)
 
     def verify(self) -> list[str]:
@@ -530,8 +515,6 @@ class Atlas:
             One message per problem, naming the file, the array and the datasets
             it damages.  Empty when the store is intact.
         """
-        from atlas.verify import verify_store
-
         with self._lock:
             return verify_store(self._st)
 
@@ -542,49 +525,51 @@ class Atlas:
         :class:`~atlas.errors.StoreClosedError`.
         """
         with self._lock:
-            state = self._state
+            state = self._session.working
             if state is None:
                 return
-            if self._mode != "r" and state.has_changes:
-                state.commit()
+            if not self._session.read_only and state.has_changes:
+                commit.flush(state)
             self._release()
 
     def _release(self) -> None:
-        state = self._state
-        self._state = None
+        state = self._session.working
+        self._session.working = None
         if state is not None:
             state.io.close()
             state.backend.close()
 
     def __enter__(self) -> Atlas:
-        if self._state is None:
+        if self._session.working is None:
             raise StoreClosedError(f"store {self._location} is closed")
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         with self._lock:
-            if self._state is None:
+            state = self._session.working
+            if state is None:
                 return
             if exc_type is not None:
-                self._state.discard()
+                state.discard()
                 self._release()
                 return
             self.close()
 
     def __del__(self) -> None:
         # Never commit from a finaliser: an unreferenced handle just drops its maps.
+        session = getattr(self, "_session", None)
         try:
-            if getattr(self, "_state", None) is not None:
-                self._state.io.close()  # type: ignore[union-attr]
+            if session is not None and session.working is not None:
+                session.working.io.close()
         except AtlasError:
             pass
 
     def __repr__(self) -> str:
-        state = self._state
+        state = self._session.working
         if state is None:
             return f"<Atlas {self._location!r} (closed)>"
         pending = ", pending changes" if state.has_changes else ""
-        ro = ", read-only" if self._mode == "r" else ""
+        ro = ", read-only" if self._session.read_only else ""
         return (
             f"<Atlas {self._location!r} generation={state.base.generation} datasets={len(state.datasets)} "
             f"codec={state.base.codec}{ro}{pending}>"

@@ -13,13 +13,6 @@ from atlas import errors
 DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64"]
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = atlas.Atlas.create(tmp_path / "s.atlas")
-    yield s
-    s.close()
-
-
 def reopen(s: atlas.Atlas, **kw) -> atlas.Atlas:
     s.flush()
     return atlas.Atlas.open(s.location, **kw)
@@ -497,7 +490,7 @@ def test_writes_only_partly_covering_a_chunk_read_it_once(store, monkeypatch):
     ds.define_array("x", "float64", ["n"], [100], chunk_shape=[100])
     ds.write_array("x", [0], np.arange(100.0))
     store.flush()
-    from atlas.engine import arrays
+    from atlas.engine import family as arrays
 
     calls = []
     original = arrays.FamilyEngine.stored_chunk

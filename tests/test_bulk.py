@@ -7,7 +7,9 @@ import pytest
 
 import atlas
 from atlas import errors
-from atlas.engine import decode, native
+from atlas.engine import gather
+from atlas.engine import libblosc2 as native
+from atlas.engine.pieces import ItemRanges, Payloads, Pieces
 
 
 def build(path, n=40, codec="zstd"):
@@ -168,7 +170,7 @@ def test_parallel_decode_gives_the_same_answer(tmp_path, monkeypatch, workers):
     s = build(tmp_path / "s", n=20)
     names = s.list_datasets()
     ref = s.read_array_across_stacked("grid", names)
-    monkeypatch.setattr(decode, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(gather, "PARALLEL_MIN_BYTES", 0)
     s.max_workers = workers
     np.testing.assert_array_equal(s.read_array_across_stacked("grid", names), ref)
     with pytest.raises(ValueError):
@@ -257,8 +259,8 @@ def partial_counts(monkeypatch):
     real = native.read_pieces
 
     def spy(*args):
-        count, raw = args[9], args[6]
-        seen.append(int(((count > 0) & ~raw).sum()))
+        payloads = args[3]
+        seen.append(int(((payloads.count > 0) & ~payloads.raw).sum()))
         return real(*args)
 
     monkeypatch.setattr(native, "read_pieces", spy)
@@ -295,23 +297,23 @@ def test_partial_chunk_decoding_matches_numpy(tmp_path, monkeypatch, codec, layo
 
 
 def test_partial_item_range_per_plan_row():
-    from atlas.bulk import PARTIAL_MAX_FRACTION, _Rows
+    from atlas.engine.pieces import PARTIAL_MAX_FRACTION
     from atlas.engine.planner import plan_selection
 
     plan = plan_selection((50, 168), (50, 168), (0, 0), (13, 42))
-    rows = _Rows(plan)
+    rows = ItemRanges(plan)
     assert rows.cells.tolist() == [8400]
     assert rows.first.tolist() == [0]
     assert rows.count.tolist() == [12 * 168 + 41 + 1]
     # Inner box of an edge chunk (cut at the array bounds): strides follow the cut shape.
     plan = plan_selection((70, 60, 30), (50, 50, 24), (51, 52, 25), (3, 4, 2))
-    rows = _Rows(plan)
+    rows = ItemRanges(plan)
     assert plan.chunk_shapes.tolist() == [[20, 10, 6]]
     assert rows.first.tolist() == [1 * 60 + 2 * 6 + 1]
     assert rows.count.tolist() == [(3 * 60 + 5 * 6 + 2) - (1 * 60 + 2 * 6 + 1) + 1]
     # A box spanning most of the chunk is decoded whole.
     plan = plan_selection((100,), (100,), (0,), (int(100 * PARTIAL_MAX_FRACTION) + 1,))
-    assert _Rows(plan).count.tolist() == [0]
+    assert ItemRanges(plan).count.tolist() == [0]
 
 
 ALL_DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64"]
@@ -468,22 +470,10 @@ def test_read_pieces_statuses():
         native.thread_context(),
         src,
         src[: src.size - src.size % 8].view("float64"),
-        offsets,
-        nbytes,
-        sums,
-        raw,
-        np.full(n, 48000, np.int64),
-        first,
-        count,
+        Payloads(offsets, nbytes, sums, raw, np.full(n, 48000, np.int64), first, count),
         scratch,
         scratch.view("float64"),
-        chunk_shapes,
-        in_chunk,
-        boxes,
-        sel,
-        in_sel,
-        bases,
-        dst,
+        Pieces(chunk_shapes, in_chunk, boxes, in_sel, bases, sel, dst),
         status,
     )
     want = data[2:8, 3:10].reshape(-1)

@@ -319,7 +319,7 @@ def test_stale_writer_after_an_expired_grace_is_refused_not_damaged(tmp_path):
 def test_a_commit_reads_only_the_index_of_new_segments(tmp_path, monkeypatch):
     """Without compaction a family grows by one segment per commit; each commit must
     parse only the indexes it has not parsed yet, not the family's whole history."""
-    from atlas.engine import arrays
+    from atlas.engine import family as arrays
 
     parsed = []
     real = arrays.parse_index

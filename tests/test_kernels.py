@@ -4,7 +4,7 @@ Every kernel (``copy_box``, ``fill_box``, ``mark_box``, ``stats_float``,
 ``stats_int`` and the batched ``scatter_pieces``, ``fill_pieces``, ``xxh64_many``)
 runs jitted and through ``.py_func`` (the same source as plain Python), except
 ``xxh64`` whose jitted version is checked against the ``xxhash`` package.
-Arguments are passed the way :mod:`atlas.engine.arrays`, :mod:`atlas.bulk` and
+Arguments are passed the way :mod:`atlas.engine.family`, :mod:`atlas.engine.gather` and
 :mod:`atlas.engine.chunks` pass them: flat C-ordered data, ``int64`` shape/start/box
 vectors, bool data viewed as ``uint8``, the fill value of ``stats_int`` in the
 dtype of the values.

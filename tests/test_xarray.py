@@ -35,13 +35,6 @@ def atlas_methods(monkeypatch):
             monkeypatch.setattr(atlas.Atlas, name, getattr(ax, name), raising=False)
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = atlas.Atlas.create(tmp_path / "s.atlas")
-    yield s
-    s.close()
-
-
 def assert_exact(expected, got):
     """assert_identical plus exact dtypes of variables and exact types of attribute values."""
     xr.testing.assert_identical(expected, got)

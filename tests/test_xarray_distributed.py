@@ -59,7 +59,7 @@ def test_local_process_cluster_reads_and_writes(saved, tmp_path):
         opened = xr.open_dataset(path, engine="atlas", group="d", chunks={})
         xr.testing.assert_identical(ds, opened.compute())
         # the chunks were read in the worker processes, through their own handle caches
-        cached = client.run(lambda: len(__import__("atlas.xarray").xarray._CACHE))
+        cached = client.run(lambda: len(__import__("atlas.xarray").xarray.HANDLE_CACHE))
         assert len(cached) == 2 and sum(cached.values()) >= 1
         # streaming a cluster-backed dask dataset into a store: blocks computed by the workers
         out = atlas.Atlas.create(tmp_path / "out.atlas")

@@ -54,7 +54,7 @@ class FamilyUsage:
 
 def store_usage(store: Any) -> dict[str, FamilyUsage]:
     """:class:`FamilyUsage` per array name of the committed state (reads every chunk index)."""
-    state = store._st  # the CLI is part of atlas: it reads the engine's indexes directly
+    state = store.session.state()  # the CLI is part of atlas: it reads the engine's indexes directly
     live: dict[str, set[int]] = {}
     for ds in state.base.datasets.values():
         for array_name, meta in ds.arrays.items():
@@ -62,7 +62,7 @@ def store_usage(store: Any) -> dict[str, FamilyUsage]:
     out: dict[str, FamilyUsage] = {}
     for array_name, family in sorted(state.base.families.items()):
         engine = state.engine(array_name)
-        tables = engine._committed_tables()  # every record of every segment, superseded ones included
+        tables = engine.committed_tables()  # every record of every segment, superseded ones included
         idx = engine.index()  # the newest record per (slot, chunk)
         slots = np.fromiter(live.get(array_name, ()), np.uint64)
         mask = np.isin(idx.slots, slots)
@@ -86,13 +86,13 @@ def store_usage(store: Any) -> dict[str, FamilyUsage]:
 
 def disk_files(store: Any) -> dict[str, int]:
     """``{path: size}`` of every file under the store."""
-    return {info.path: info.size for info in store._st.backend.list("")}
+    return {info.path: info.size for info in store.session.state().backend.list("")}
 
 
 def dataset_bytes(store: Any, usage: dict[str, FamilyUsage]) -> dict[str, int]:
     """Live chunk payload bytes of each dataset."""
     out = {}
-    for name, ds in store._st.base.datasets.items():
+    for name, ds in store.session.state().base.datasets.items():
         out[name] = sum(usage[a].per_slot.get(m.slot, 0) for a, m in ds.arrays.items() if a in usage)
     return out
 
@@ -137,7 +137,7 @@ def cmd_ls(args: Any) -> int:
 
 def info_data(store: Any) -> dict[str, Any]:
     """Everything ``atlas info`` prints, as plain data."""
-    state = store._st
+    state = store.session.state()
     base = state.base
     usage = store_usage(store)
     files = disk_files(store)

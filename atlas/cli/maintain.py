@@ -58,7 +58,7 @@ def cmd_compact(args: Any) -> int:
         after = sum(files.values())
         # Retired segments stay on disk for the grace period (readers of older
         # generations may still need them); report them apart from the live bytes.
-        kept = sum(files.get(r.path, 0) for r in store._st.base.retired)
+        kept = sum(files.get(r.path, 0) for r in store.session.state().base.retired)
         log.info("compacted %s: %d -> %d bytes (%d retired)", store.location, before, after, kept)
         if not args.quiet:
             line = (
@@ -78,7 +78,7 @@ def cmd_verify(args: Any) -> int:
     """``atlas verify STORE [--json]``: exit status 1 when any referenced byte is damaged."""
     with open_store(args) as store:
         problems = store.verify()
-        families = store._st.base.families.values()
+        families = store.session.state().base.families.values()
         segments = sum(len(f.segments) for f in families)
         chunks = sum(ref.records for f in families for ref in f.segments)
         location = store.location

@@ -1,7 +1,7 @@
 """``atlas show STORE NAME``: one dataset's header, in the style of ``ncdump -h``.
 
 Variables, their attributes and the global attributes are read through the xarray
-layout (:func:`atlas.xarray.decode.read_layout`), so a dataset written from a
+layout (:func:`atlas.xarray.layout.read_layout`), so a dataset written from a
 NetCDF file shows its original variable names and attributes, not the reserved
 ``_atlas_xarray`` keys; ``--raw`` (or a missing xarray) shows the plain ATLAS view:
 every array a variable, ``{array}.{attr}`` keys as its attributes, every other key
@@ -49,7 +49,7 @@ def _plain_layout(view: Any, raw: bool) -> tuple[dict[str, Any], list[dict[str, 
 
 def _xarray_layout(view: Any) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     try:
-        from atlas.xarray.decode import read_layout
+        from atlas.xarray.layout import read_layout
     except ImportError:
         return None
     gattrs, specs = read_layout(view)

@@ -244,18 +244,18 @@ def find_unsupported(ds: Any) -> dict[str, str]:
     from atlas.errors import DTypeError, ValueOverflowError
 
     try:
-        from atlas.xarray.encode import _plan
+        from atlas.xarray.plan import plan_dataset
     except ImportError:  # pragma: no cover - the layout module moved: fall back to dtype kinds
-        _plan = None
+        plan_dataset = None
     bad: dict[str, str] = {}
     for name, var in ds.variables.items():
         if var.dtype.kind in "cV" or (var.dtype.kind == "f" and var.dtype.itemsize > 8):
             bad[str(name)] = f"dtype {var.dtype} is not supported"
             continue
-        if _plan is None:
+        if plan_dataset is None:
             continue
         try:
-            _plan(xr.Dataset({name: var}), None)
+            plan_dataset(xr.Dataset({name: var}), None)
         except (DTypeError, ValueOverflowError) as exc:
             bad[str(name)] = " ".join(str(exc).split())
     return bad

@@ -120,9 +120,15 @@ def bits_value(bits: np.ndarray, name: str) -> np.ndarray:
     return bits.view(np.int64)
 
 
-def encode_chunk(values: np.ndarray, written: np.ndarray | None, meta: ArrayMeta, codec: str) -> EncodedChunk:
-    """Compute a chunk's stats and compress it, as one step of ``flush``."""
-    stats = chunk_stats(values, written, meta)
+def encode_chunk(
+    values: np.ndarray, written: np.ndarray | None, meta: ArrayMeta, codec: str, stats: ChunkStats | None = None
+) -> EncodedChunk:
+    """Compress a chunk for a segment, as one step of ``flush``.
+
+    ``stats`` are the chunk's stats when the caller has them (computed here otherwise).
+    """
+    if stats is None:
+        stats = chunk_stats(values, written, meta)
     if meta.dtype == "string":
         raw = codecs.encode_strings(values)
         typesize = 1

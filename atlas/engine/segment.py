@@ -16,6 +16,7 @@ import numpy as np
 
 from atlas.engine.codecs import checksum
 from atlas.errors import ChecksumError, CorruptStoreError
+from atlas.metadata import SegmentRef
 
 __all__ = [
     "FOOTER_SIZE",
@@ -25,6 +26,7 @@ __all__ = [
     "SegmentWriter",
     "parse_index",
     "read_footer",
+    "segment_name",
 ]
 
 MAGIC = b"\x89ATLAS\r\n"
@@ -59,6 +61,11 @@ RECORD_DTYPE = np.dtype(
         ("reserved", "V6"),
     ]
 )
+
+
+def segment_name(generation: int, token: bytes) -> str:
+    """The file name of a segment written for ``generation`` by the writer ``token``."""
+    return f"{generation:012d}-{token.hex()[:16]}.af"
 
 
 def _pad(n: int) -> int:
@@ -131,6 +138,12 @@ class SegmentWriter:
         self.parts.append(footer)
         self.size += index.nbytes + len(footer)
         return self.parts, self.size, index_offset, index.nbytes, digest
+
+    def finish_ref(self) -> tuple[list[bytes | np.ndarray], SegmentRef]:
+        """:meth:`finish`, as the file's parts and the manifest's reference to it."""
+        parts, size, index_offset, index_length, digest = self.finish()
+        name = segment_name(self.generation, self.token)
+        return parts, SegmentRef(name, size, index_offset, index_length, digest, len(self))
 
 
 def parse_index(raw: bytes | np.ndarray, expected_checksum: int, index_offset: int, where: str) -> np.ndarray:

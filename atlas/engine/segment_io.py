@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from atlas.backends.base import Backend, CanMap
+from atlas.engine.pools import shared_pool
 from atlas.errors import CorruptStoreError
 
 __all__ = ["SegmentIO"]
@@ -38,9 +39,6 @@ class SegmentIO:
     DEFAULT_MAX_REQUEST_BYTES = 16 << 20
     #: Alignment of every range landed by :meth:`gather` (that of segment payloads).
     ALIGN = 64
-
-    _pools: dict = {}  # noqa: RUF012 - shared by every handle, like the decode pools
-    _pools_lock = threading.Lock()
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -163,16 +161,6 @@ class SegmentIO:
         starts = places[which] + skew[which] + (offsets - req_starts[which])
         return buf, starts
 
-    def _pool(self) -> object:
-        from concurrent.futures import ThreadPoolExecutor
-
-        workers = max(1, self.max_concurrency)
-        with SegmentIO._pools_lock:
-            pool = SegmentIO._pools.get(workers)
-            if pool is None:
-                pool = SegmentIO._pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="atlas-fetch")
-            return pool
-
     def gather_many(
         self, requests: list[tuple[str, np.ndarray, np.ndarray]]
     ) -> Iterable[tuple[int, np.ndarray, np.ndarray]]:
@@ -188,7 +176,7 @@ class SegmentIO:
             return
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        pool = self._pool()
+        pool = shared_pool("fetch", self.max_concurrency)
         todo = list(enumerate(requests))[::-1]
         running: dict = {}
         try:

@@ -17,14 +17,14 @@ Importing this package registers the ``Dataset.atlas`` accessor.  The mapping ru
 (the reserved ``_atlas_xarray`` attribute layout) are documented in ``docs/xarray.md``.
 
 Modules (imports run one way: this package -> ``write`` / ``read`` / ``backend`` ->
-``encode`` / ``decode`` -> ``codec``):
+``plan`` / ``layout`` -> ``conversions``):
 
-* :mod:`atlas.xarray.codec`: reserved attribute keys, text, attribute-value and dtype
+* :mod:`atlas.xarray.conversions`: reserved attribute keys, text, attribute-value and dtype
   conversions (both directions);
-* :mod:`atlas.xarray.encode`: the xarray -> ATLAS plan (names, dtypes, chunks, fills,
+* :mod:`atlas.xarray.plan`: the xarray -> ATLAS plan (names, dtypes, chunks, fills,
   attribute layout);
 * :mod:`atlas.xarray.write`: :func:`add_xr_dataset` and the streaming writes;
-* :mod:`atlas.xarray.decode`: the ATLAS -> xarray mapping (:func:`read_layout`);
+* :mod:`atlas.xarray.layout`: the ATLAS -> xarray mapping (:func:`read_layout`);
 * :mod:`atlas.xarray.read`: :func:`to_xarray`, :func:`to_xarray_many`, lazy recipes and
   the per-process handle cache;
 * :mod:`atlas.xarray.backend`: :class:`AtlasBackendEntrypoint`, :class:`AtlasBackendArray`.
@@ -44,24 +44,24 @@ except ImportError as _exc:  # pragma: no cover - exercised only without xarray
     ) from _exc
 
 # The names marked F401 are not in __all__ but stay importable from here, as before the split
-# (the docs name Recipe; the distributed test reads a worker's _CACHE).
+# (the docs name Recipe; the distributed test reads a worker's HANDLE_CACHE).
 from atlas.xarray.backend import AtlasBackendArray, AtlasBackendEntrypoint
-from atlas.xarray.codec import (
+from atlas.xarray.conversions import (
     LAYOUT_VERSION,
     PREFIX,
     decode_attr_value,  # noqa: F401
     encode_attr_value,  # noqa: F401
     sanitize_text,  # noqa: F401
 )
-from atlas.xarray.decode import (
+from atlas.xarray.layout import (
     VarSpec,  # noqa: F401
     build_dataset,  # noqa: F401
     read_layout,  # noqa: F401
     restore_block,  # noqa: F401
 )
-from atlas.xarray.encode import ENCODING_KEYS  # noqa: F401
+from atlas.xarray.plan import ENCODING_KEYS  # noqa: F401
 from atlas.xarray.read import (
-    _CACHE,  # noqa: F401
+    HANDLE_CACHE,  # noqa: F401
     Recipe,  # noqa: F401
     clear_cache,
     read_block,  # noqa: F401

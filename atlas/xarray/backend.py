@@ -24,7 +24,7 @@ from xarray.core import indexing
 
 from atlas.errors import DatasetNotFoundError, InvalidArgumentError
 from atlas.metadata import parse_manifest_filename
-from atlas.xarray.decode import VarSpec, _variable, build_dataset, read_layout, restore_block
+from atlas.xarray.layout import VarSpec, build_dataset, make_variable, read_layout, restore_block
 from atlas.xarray.read import Recipe, recipe_for, remember_store, store_for
 
 __all__ = ["AtlasBackendArray", "AtlasBackendEntrypoint"]
@@ -156,7 +156,7 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
             if spec.name in drop:
                 continue
             data = indexing.LazilyIndexedArray(AtlasBackendArray(recipe, spec))
-            var = _variable(spec, data)
+            var = make_variable(spec, data)
             var.encoding["preferred_chunks"] = dict(zip(spec.dims, spec.chunk_shape))
             variables[spec.name] = var
         ds = build_dataset(variables, [s.name for s in specs if s.is_coord and s.name not in drop], gattrs)

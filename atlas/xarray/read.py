@@ -20,8 +20,8 @@ import numpy as np
 import xarray as xr
 
 from atlas.errors import ConflictError, DatasetNotFoundError, InvalidArgumentError, SchemaMismatchError
-from atlas.xarray.codec import _object_array
-from atlas.xarray.decode import VarSpec, _variable, build_dataset, read_layout, restore_block
+from atlas.xarray.conversions import object_array
+from atlas.xarray.layout import VarSpec, build_dataset, make_variable, read_layout, restore_block
 
 if TYPE_CHECKING:
     from atlas.store import Atlas
@@ -37,14 +37,14 @@ class Recipe(NamedTuple):
     dataset_version: int
 
 
-_CACHE: OrderedDict[tuple[str, int, int], list] = OrderedDict()
+HANDLE_CACHE: OrderedDict[tuple[str, int, int], list] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 32
 
 
 def _dataset_token(store: Atlas, name: str) -> tuple[int, int, bool]:
     """``(id, version, has pending changes)`` of a dataset in a handle's view."""
-    state = store._st
+    state = store.session.state()
     meta = state.dataset(name)
     return meta.id, meta.version, name in state.dirty
 
@@ -61,20 +61,20 @@ def remember_store(store: Atlas) -> None:
     """Offer a freshly opened read-only handle to this thread's cache."""
     key = (store.location, store.generation, threading.get_ident())
     with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = [store, set()]
+        if key not in HANDLE_CACHE:
+            HANDLE_CACHE[key] = [store, set()]
             _trim_cache()
 
 
 def clear_cache() -> None:
     """Drop this process's cached read-only handles (lazy arrays reopen the store on next use)."""
     with _CACHE_LOCK:
-        _CACHE.clear()
+        HANDLE_CACHE.clear()
 
 
 def _trim_cache() -> None:
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    while len(HANDLE_CACHE) > _CACHE_SIZE:
+        HANDLE_CACHE.popitem(last=False)
 
 
 def store_for(recipe: Recipe) -> Atlas:
@@ -87,13 +87,13 @@ def store_for(recipe: Recipe) -> Atlas:
 
     key = (recipe.location, recipe.generation, threading.get_ident())
     with _CACHE_LOCK:
-        entry = _CACHE.get(key)
+        entry = HANDLE_CACHE.get(key)
         if entry is not None:
-            _CACHE.move_to_end(key)
+            HANDLE_CACHE.move_to_end(key)
     if entry is None:
         entry = [Atlas.open(recipe.location, mode="r"), set()]
         with _CACHE_LOCK:
-            entry = _CACHE.setdefault(key, entry)
+            entry = HANDLE_CACHE.setdefault(key, entry)
             _trim_cache()
     store, checked = entry
     if recipe.dataset not in checked:
@@ -160,7 +160,7 @@ def to_xarray(store: Atlas, name: str) -> Any:
             data = restore_block(view.read_array(spec.array), spec.restore)
         else:
             data = _lazy_array(recipe, spec)
-        variables[spec.name] = _variable(spec, data)
+        variables[spec.name] = make_variable(spec, data)
     return build_dataset(variables, [s.name for s in specs if s.is_coord], gattrs)
 
 
@@ -215,14 +215,14 @@ def to_xarray_many(store: Atlas, names: Sequence[str], concat_dim: str = "datase
                         f"dataset {n!r} has other values of index coordinate {spec.name!r} than dataset "
                         f"{names[0]!r}; read the datasets one by one and combine them with xr.concat(join='outer')"
                     )
-            variables[spec.name] = _variable(spec, restore_block(values[0], spec.restore))
+            variables[spec.name] = make_variable(spec, restore_block(values[0], spec.restore))
         else:
             data = restore_block(store.read_array_across_stacked(spec.array, names), spec.restore)
             variables[spec.name] = xr.Variable(
                 (concat_dim, *spec.dims), data, attrs=spec.attrs, encoding=dict(spec.encoding)
             )
     ds = build_dataset(variables, [s.name for s in first if s.is_coord], gattrs)
-    return ds.assign_coords({concat_dim: (concat_dim, _object_array(names, (len(names),)))})
+    return ds.assign_coords({concat_dim: (concat_dim, object_array(names, (len(names),)))})
 
 
 def _schema_difference(name: str, first: str, have: dict[str, tuple], exp: dict[str, tuple]) -> str:

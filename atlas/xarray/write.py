@@ -1,6 +1,6 @@
 """Writing: :func:`add_xr_dataset` stages an ``xarray.Dataset`` in a store.
 
-The dataset is planned whole first (:mod:`atlas.xarray.encode`), then every variable
+The dataset is planned whole first (:mod:`atlas.xarray.plan`), then every variable
 is written block by block, aligned to its on-disk chunks: dask-backed variables are
 computed a few blocks at a time (:data:`BATCH_BYTES` per batch), lazily loaded ones in
 slabs of whole chunk rows, so nothing is materialised whole.
@@ -19,17 +19,17 @@ import xarray as xr
 
 from atlas.errors import DTypeError, InvalidArgumentError, ReadOnlyError, ValueOverflowError
 from atlas.names import validate_name
-from atlas.xarray.codec import (
-    _datetime_to_ns,
-    _numeric_storage,
-    _object_array,
-    _object_strings,
-    _timedelta_to_int,
-    _vkey,
-    _where_var,
+from atlas.xarray.conversions import (
+    datetime_to_ns,
+    numeric_storage,
+    object_array,
+    object_strings,
     sanitize_text,
+    timedelta_to_int,
+    vkey,
+    where_var,
 )
-from atlas.xarray.encode import _dask_data, _plan, _VarPlan
+from atlas.xarray.plan import VarPlan, dask_data, plan_dataset
 
 if TYPE_CHECKING:
     from atlas.dataset import DatasetView
@@ -47,49 +47,49 @@ class _OutOfNsRange(Exception):
     """Raised inside a streamed write when datetimes do not fit timestamp_nanoseconds."""
 
 
-def _to_storage(block: np.ndarray, vp: _VarPlan, enc: str | None) -> np.ndarray:
+def _to_storage(block: np.ndarray, vp: VarPlan, enc: str | None) -> np.ndarray:
     """One block of variable data in the form ``write_array`` takes."""
-    where = _where_var(vp.name)
+    where = where_var(vp.name)
     kind = block.dtype.kind
     if kind == "M" and vp.datetime_as_int:
         out = block.astype(f"<M8[{np.datetime_data(block.dtype)[0]}]", copy=False).view("<i8")
     elif kind == "M":
         try:
-            out = _datetime_to_ns(block, where)
+            out = datetime_to_ns(block, where)
         except ValueOverflowError:
             raise _OutOfNsRange from None
     elif kind == "m":
-        out = _timedelta_to_int(block)
+        out = timedelta_to_int(block)
     elif kind == "U":
-        out = _object_array([sanitize_text(s) for s in block.reshape(-1).tolist()], block.shape)
+        out = object_array([sanitize_text(s) for s in block.reshape(-1).tolist()], block.shape)
     elif kind == "S":
         try:
-            out = _object_array([b.decode(enc or "utf-8") for b in block.reshape(-1).tolist()], block.shape)
+            out = object_array([b.decode(enc or "utf-8") for b in block.reshape(-1).tolist()], block.shape)
         except UnicodeDecodeError:
             raise _NotUtf8 from None
     elif kind == "O":
         flat = list(block.reshape(-1))
         if not flat:
-            return _object_array([], block.shape)
+            return object_array([], block.shape)
         seen = "bytes" if isinstance(flat[0], (bytes, np.bytes_)) else "str"
         if vp.object_kind is not None and seen != vp.object_kind:
             raise DTypeError(f"{where}: object data mixes str and bytes across blocks")
         vp.object_kind = seen
         if seen == "bytes":
             if not all(isinstance(x, (bytes, np.bytes_)) for x in flat):
-                _object_strings(flat, where)  # raises the mixed-types error
+                object_strings(flat, where)  # raises the mixed-types error
             try:
-                out = _object_array([bytes(b).decode(enc or "utf-8") for b in flat], block.shape)
+                out = object_array([bytes(b).decode(enc or "utf-8") for b in flat], block.shape)
             except UnicodeDecodeError:
                 raise _NotUtf8 from None
         else:
-            out = _object_array(_object_strings(flat, where)[0], block.shape)
+            out = object_array(object_strings(flat, where)[0], block.shape)
     else:
-        out = _numeric_storage(block, where)
+        out = numeric_storage(block, where)
     return out if out.flags.c_contiguous else out.copy(order="C")  # (ascontiguousarray turns 0-D into 1-D)
 
 
-def _blocks(vp: _VarPlan) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+def _blocks(vp: VarPlan) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     """``(start, numpy block)`` pieces of a variable, aligned to its on-disk chunks, in bounded memory."""
     var = vp.variable
     if not vp.shape:
@@ -97,7 +97,7 @@ def _blocks(vp: _VarPlan) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
         return
     if any(s == 0 for s in vp.shape):
         return
-    data = _dask_data(var)
+    data = dask_data(var)
     itemsize = max(var.dtype.itemsize, 8)
     if data is not None:
         new_chunks = []
@@ -136,7 +136,7 @@ def _compute_batch(data: Any, batch: list[tuple[int, ...]], offsets: list[list[i
         yield tuple(offsets[a][k] for a, k in enumerate(idx)), np.asarray(block)
 
 
-def _write_variable(view: DatasetView, vp: _VarPlan) -> None:
+def _write_variable(view: DatasetView, vp: VarPlan) -> None:
     encodings: tuple[str | None, ...] = ("utf-8", "latin-1") if vp.variable.dtype.kind in "SO" else (None,)
     for enc in encodings:
         try:
@@ -200,7 +200,7 @@ def add_xr_dataset(store: Atlas, ds: Any, name: str, chunks: Any = None) -> Data
     validate_name(name, "dataset")
     if store.read_only:
         raise ReadOnlyError(f"cannot add dataset {name!r}: store {store.location} was opened read-only")
-    plan = _plan(ds, chunks)
+    plan = plan_dataset(ds, chunks)
     view = store.create_dataset(name)
     try:
         for key, value, dtype in plan.attributes:
@@ -210,9 +210,9 @@ def add_xr_dataset(store: Atlas, ds: Any, name: str, chunks: Any = None) -> Data
         for vp in plan.variables:
             _write_variable(view, vp)
             if vp.text_kind:
-                view.set_attribute(_vkey(vp.index, "text"), vp.text_kind, "string")
+                view.set_attribute(vkey(vp.index, "text"), vp.text_kind, "string")
                 if vp.restore_dtype is None:
-                    view.set_attribute(_vkey(vp.index, "dtype"), "|O", "string")
+                    view.set_attribute(vkey(vp.index, "dtype"), "|O", "string")
     except BaseException:
         with contextlib.suppress(Exception):
             store.delete_dataset(name)

@@ -2,7 +2,7 @@
 
 Run it from the repository root with the project's interpreter::
 
-    .venv/bin/python tests/data/golden/make_golden.py
+    PYTHONPATH=. .venv/bin/python tests/data/golden/make_golden.py
 
 It (re)creates three small stores, each written with two flushes through the public
 API, with deterministic data and deterministic write tokens (the random token of a
@@ -33,17 +33,15 @@ import hashlib
 import itertools
 import math
 import shutil
-import sys
 import types
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[2]))  # the repository root, for running from anywhere
 
 import atlas  # noqa: E402
-import atlas.state  # noqa: E402
+import atlas.txn.commit  # noqa: E402
 from atlas.backends.local import LOCK_NAME  # noqa: E402
 
 NAN = math.nan
@@ -57,7 +55,7 @@ def _deterministic_tokens(store_name: str) -> None:
     def token_bytes(n: int = 32) -> bytes:
         return hashlib.blake2b(f"{store_name}:{next(counter)}".encode(), digest_size=n).digest()
 
-    atlas.state.secrets = types.SimpleNamespace(token_bytes=token_bytes)  # type: ignore[attr-defined]
+    atlas.txn.commit.secrets = types.SimpleNamespace(token_bytes=token_bytes)  # type: ignore[attr-defined]
 
 
 def _fresh(name: str) -> Path:

@@ -12,7 +12,6 @@ import errno
 import secrets
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +29,7 @@ from atlas.engine.chunks import (
     tracks_written,
 )
 from atlas.engine.planner import ChunkPlan, chunk_extent, chunk_grid, plan_selection
+from atlas.engine.pools import shared_pool
 from atlas.engine.segment import RECORD_DTYPE, SegmentWriter, parse_index
 from atlas.engine.segment_io import SegmentIO
 from atlas.errors import AllocationError, BackendError, CorruptStoreError
@@ -108,10 +108,15 @@ class FamilyIndex:
 
 @dataclass
 class PendingChunk:
-    """A chunk written since the last flush (flat cells + optional written mask)."""
+    """A chunk written since the last flush (flat cells + optional written mask).
+
+    ``stats`` caches the chunk's stats between writes, so a flush computes them
+    once for both the manifest and the segment record.
+    """
 
     values: np.ndarray
     written: np.ndarray | None
+    stats: ChunkStats | None = None
 
 
 @dataclass
@@ -170,7 +175,8 @@ class FamilyEngine:
         """Committed segments, then spilled ones (newest last)."""
         return self.family.segments + [ref for ref, _ in self.spilled]
 
-    def _committed_tables(self) -> list[np.ndarray]:
+    def committed_tables(self) -> list[np.ndarray]:
+        """The record tables of the committed segments, in order (superseded records included)."""
         tables = self._tables
         if tables is None:
             tables = []
@@ -203,7 +209,7 @@ class FamilyEngine:
         if idx is None:
             with self._lock:
                 if self._index is None:
-                    tables = self._committed_tables() + [table for _, table in self.spilled]
+                    tables = self.committed_tables() + [table for _, table in self.spilled]
                     self._index = FamilyIndex(tables)
                 idx = self._index
         return idx
@@ -211,6 +217,23 @@ class FamilyEngine:
     def has_stored(self) -> bool:
         """True when any segment (committed or spilled) exists for this name."""
         return bool(self.family.segments or self.spilled)
+
+    def prefetch_index(self) -> None:
+        """On object stores, fetch the index of every unread segment at once (one round).
+
+        Does nothing on local disk, once the merged index exists, or when at most one
+        segment index is still unread (:meth:`index` reads it anyway).
+        """
+        if self.io.can_map or self._tables is not None or self._index is not None:
+            return
+        refs = [ref for ref in self.family.segments if ref not in self._parsed]  # parsed ones are kept
+        if len(refs) > 1:
+            try:
+                self.io.prefetch([(self.path(ref), ref.index_offset, ref.index_length) for ref in refs])
+            except BackendError as exc:
+                if getattr(exc, "errno", None) != errno.ENOENT:
+                    raise
+                # A missing segment is damage: index() reports it as such.
 
     def stored_chunk(self, pos: int, meta: ArrayMeta, cells: int, where: str) -> tuple[np.ndarray, np.ndarray | None]:
         """Decode the stored chunk at index position ``pos``."""
@@ -236,10 +259,7 @@ class FamilyEngine:
             return
         token = secrets.token_bytes(16)
         writer = build_segment(self, metas, codec, generation, token, workers)
-        parts, size, index_offset, index_length, digest = writer.finish()
-        ref = SegmentRef(
-            f"{generation:012d}-{token.hex()[:16]}.af", size, index_offset, index_length, digest, len(writer)
-        )
+        parts, ref = writer.finish_ref()
         put(f"{self.family.dir}/{ref.file}", parts)
         self.spilled.append((ref, writer.table))
         self.spilled_slots.update(metas)
@@ -329,6 +349,7 @@ class FamilyEngine:
                 self.pending_nbytes += chunk.values.nbytes + (0 if chunk.written is None else chunk.written.nbytes)
             chunks.append(chunk)
         for i, chunk in enumerate(chunks):
+            chunk.stats = None
             _copy_from(chunk.values, data, plan, i)
             if chunk.written is not None:
                 kernels.mark_box(plan.boxes[i], plan.chunk_shapes[i], plan.in_chunk[i], chunk.written)
@@ -374,7 +395,7 @@ class FamilyEngine:
         grid = chunk_grid(meta.shape, meta.chunk_shape)
         total = int(np.prod(meta.shape, dtype=np.int64)) if meta.shape else 1
         pending = self.pending.get(meta.slot, {})
-        parts: list[ChunkStats] = [chunk_stats(c.values, c.written, meta) for c in pending.values()]
+        parts: list[ChunkStats] = [_cached_stats(c, meta) for c in pending.values()]
         covered = sum(p.cells for p in parts)
         if self.has_stored():
             idx = self.index()
@@ -395,6 +416,13 @@ class FamilyEngine:
             else:
                 parts.append(_fold_records(table, cells, meta.dtype))
         return _combine(parts, total, total - covered)
+
+
+def _cached_stats(chunk: PendingChunk, meta: ArrayMeta) -> ChunkStats:
+    stats = chunk.stats
+    if stats is None:
+        stats = chunk.stats = chunk_stats(chunk.values, chunk.written, meta)
+    return stats
 
 
 def allocate(shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:
@@ -520,11 +548,11 @@ def build_segment(
     def encode(job: tuple[int, int]) -> EncodedChunk:
         slot, cid = job
         chunk = engine.pending[slot][cid]
-        return encode_chunk(chunk.values, chunk.written, metas[slot], codec)
+        return encode_chunk(chunk.values, chunk.written, metas[slot], codec, _cached_stats(chunk, metas[slot]))
 
     staged = sum(engine.pending[slot][cid].values.nbytes for slot, cid in jobs)
     if workers > 1 and len(jobs) > 1 and staged >= _PARALLEL_ENCODE_BYTES:
-        encoded = list(_encode_pool(workers).map(encode, jobs))
+        encoded = list(shared_pool("encode", workers).map(encode, jobs))
     else:
         encoded = [encode(job) for job in jobs]
     writer = SegmentWriter(generation, token)
@@ -537,13 +565,3 @@ def build_segment(
 #: Below this many staged bytes a flush encodes on the calling thread: handing
 #: chunks to a pool costs more than it saves.
 _PARALLEL_ENCODE_BYTES = 1 << 20
-_encode_pools: dict[int, ThreadPoolExecutor] = {}
-_encode_pools_lock = threading.Lock()
-
-
-def _encode_pool(workers: int) -> ThreadPoolExecutor:
-    with _encode_pools_lock:
-        pool = _encode_pools.get(workers)
-        if pool is None:
-            pool = _encode_pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="atlas-encode")
-        return pool

@@ -15,37 +15,23 @@ after the commit, without listing them).
 from __future__ import annotations
 
 import logging
-import math
-import numbers
-import secrets
 import time
 
 import numpy as np
 
 from atlas.engine.codecs import checksum
 from atlas.engine.segment import SegmentWriter
-from atlas.errors import AtlasError, ChecksumError, ConflictError, InvalidArgumentError
-from atlas.metadata import ArrayFamily, Manifest, RetiredSegment, SegmentRef, encode_manifest
-from atlas.state import WorkingState
+from atlas.errors import AtlasError, ChecksumError
+from atlas.metadata import ArrayFamily, Manifest, RetiredSegment
+from atlas.txn.commit import next_manifest, publish, write_token
+from atlas.txn.state import WorkingState
 
-__all__ = ["DEFAULT_GRACE_PERIOD", "check_grace_period", "compact_store", "garbage_files"]
+__all__ = ["DEFAULT_GRACE_PERIOD", "compact_store", "garbage_files"]
 
 logger = logging.getLogger("atlas")
 
 #: Seconds a compaction keeps retired segments and unreferenced files by default.
 DEFAULT_GRACE_PERIOD = 3600.0
-
-
-def check_grace_period(value: object) -> float:
-    """``value`` as seconds, or :class:`InvalidArgumentError` unless a number ≥ 0."""
-    if not isinstance(value, bool) and isinstance(value, numbers.Real):
-        try:
-            seconds = float(value)
-        except OverflowError:  # an int beyond float range: longer than any real grace
-            seconds = math.inf if value > 0 else -math.inf
-        if seconds >= 0:  # also refuses NaN
-            return seconds
-    raise InvalidArgumentError(f"grace_period must be a non-negative number of seconds, got {value!r}")
 
 
 def _live_slots(manifest: Manifest) -> dict[str, set[int]]:
@@ -67,19 +53,11 @@ def compact_store(state: WorkingState, grace_period: float) -> None:
     (counted from their retire time) and to unreferenced files (from their mtime).
     """
     base = state.base
-    gen = base.generation + 1
-    token = secrets.token_bytes(16)
+    token = write_token()
     now = time.time()
     live = _live_slots(base)
-    new = Manifest(
-        codec=base.codec,
-        generation=gen,
-        write_token=token.hex(),
-        next_slot=base.next_slot,
-        next_dataset_id=base.next_dataset_id,
-        datasets=dict(base.datasets),
-        families={},
-    )
+    new = next_manifest(base, token, next_slot=base.next_slot, next_dataset_id=base.next_dataset_id, families={})
+    gen = new.generation
     files = []
     for array_name, family in sorted(base.families.items()):
         slots = live.get(array_name)
@@ -114,21 +92,16 @@ def compact_store(state: WorkingState, grace_period: float) -> None:
                 int(record["flags"]),
                 digest=int(record["checksum"]),
             )
-        parts, size, index_offset, index_length, digest = writer.finish()
-        ref = SegmentRef(f"{gen:012d}-{token.hex()[:16]}.af", size, index_offset, index_length, digest, len(writer))
+        parts, ref = writer.finish_ref()
         new.families[array_name] = ArrayFamily(family.dir, [ref])
         files.append((f"{family.dir}/{ref.file}", parts))
     new.retired, expired = _retire(base, new, now, grace_period)
-    for path, parts in files:
-        state.backend.put(path, parts)
-    data = encode_manifest(new, state.meta_format, state.meta_compression)
-    try:
-        version = state.backend.commit(state.manifest_name, data, state.version)
-    except ConflictError:
-        raise ConflictError(
-            f"another writer committed to {state.backend.location} during compaction; call refresh() and retry"
-        ) from None
-    state.adopt(new, version)
+    publish(
+        state,
+        new,
+        files,
+        f"another writer committed to {state.backend.location} during compaction; call refresh() and retry",
+    )
     state.io.forget(_referenced(new))
     # The compaction is committed: failing to delete garbage now only leaves files
     # that the next compaction sweeps, so it is logged, never raised.

@@ -1,4 +1,4 @@
-"""Decoding many blosc2 chunks from one jitted call, through libblosc2's C API.
+"""The libblosc2 bridge: decoding many blosc2 chunks from one jitted call, through its C API.
 
 The python-blosc2 wheel ships ``libblosc2`` next to its extension module.  We load
 that library with :mod:`ctypes` (``RTLD_LOCAL``, so its bundled zstd/lz4 symbols
@@ -27,6 +27,7 @@ import numpy as np
 from numba import types
 
 from atlas.engine.kernels import copy_box_at, xxh64
+from atlas.engine.pieces import Payloads, Pieces
 
 __all__ = [
     "AVAILABLE",
@@ -175,41 +176,29 @@ def read_pieces(
     ctx: int,
     src: np.ndarray,
     typed_src: np.ndarray,
-    offsets: np.ndarray,
-    nbytes: np.ndarray,
-    checksums: np.ndarray,
-    raw: np.ndarray,
-    raw_nbytes: np.ndarray,
-    first: np.ndarray,
-    count: np.ndarray,
+    payloads: Payloads,
     scratch: np.ndarray,
     typed_scratch: np.ndarray,
-    chunk_shapes: np.ndarray,
-    in_chunk: np.ndarray,
-    boxes: np.ndarray,
-    sel_shape: np.ndarray,
-    in_selection: np.ndarray,
-    dst_bases: np.ndarray,
-    dst: np.ndarray,
+    pieces: Pieces,
     status: np.ndarray,
 ) -> None:
     """Verify, decode and scatter stored chunks into a stacked output, one piece at a time.
 
-    Piece ``p`` is the payload ``src[offsets[p]:][:nbytes[p]]``.  Its XXH64 must equal
-    ``checksums[p]``.  A ``raw[p]`` payload is copied straight from ``typed_src`` (the
-    same bytes typed; the caller checked its length and alignment).  Otherwise, when
-    ``count[p] > 0``, only items ``[first[p], first[p] + count[p])`` are decoded (the
-    blosc2 blocks holding them), else the whole chunk (``raw_nbytes[p]`` bytes); either
-    lands at the start of ``scratch`` (``typed_scratch`` is the same memory typed) and
-    the box ``boxes[p]`` at ``in_chunk[p]`` of the chunk (shape ``chunk_shapes[p]``) is
-    copied to ``in_selection[p]`` of the selection (shape ``sel_shape``) starting at
-    element ``dst_bases[p]`` of ``dst``.
+    Piece ``p``'s payload (see :class:`~atlas.engine.pieces.Payloads`) lies in ``src``;
+    ``typed_src`` is the same bytes typed as the output (a raw payload is copied
+    straight from it; the caller checked its length and alignment).  A compressed
+    payload is decoded, in full or only its item range, to the start of ``scratch``
+    (``typed_scratch`` is the same memory typed), and its box is copied to the output
+    as :class:`~atlas.engine.pieces.Pieces` says.
 
     Decoding chunk by chunk into one small scratch keeps the decoded bytes in cache for
     the copy.  ``status[p]`` is 0 on success, :data:`ERR_CHECKSUM`, :data:`ERR_BOUNDS`,
     :data:`ERR_SIZE` or a negative libblosc2 error code; a failed piece leaves its part
-    of ``dst`` undefined (the caller raises).
+    of the output undefined (the caller raises).
     """
+    offsets, nbytes, first, count = payloads.offsets, payloads.nbytes, payloads.first, payloads.count
+    chunk_shapes, in_chunk, boxes = pieces.chunk_shapes, pieces.in_chunk, pieces.boxes
+    sel_shape, in_selection, dst_bases, dst = pieces.sel_shape, pieces.in_selection, pieces.dst_bases, pieces.dst
     itemsize = typed_src.itemsize
     src_base = src.ctypes.data
     scratch_base = scratch.ctypes.data
@@ -221,10 +210,10 @@ def read_pieces(
         if off < 0 or cb < 0 or off + cb > src.shape[0]:
             status[p] = ERR_BOUNDS
             continue
-        if xxh64(src[off : off + cb]) != checksums[p]:
+        if xxh64(src[off : off + cb]) != payloads.checksums[p]:
             status[p] = ERR_CHECKSUM
             continue
-        if raw[p]:
+        if payloads.raw[p]:
             if off % itemsize or cb < cells * itemsize or cb > typed_src.shape[0] * itemsize - off:
                 status[p] = ERR_BOUNDS
                 continue
@@ -255,7 +244,7 @@ def read_pieces(
             )
             base = -first[p]
         else:
-            want = raw_nbytes[p]
+            want = payloads.raw_nbytes[p]
             if want < cells * itemsize or want > scratch.shape[0] or want > _INT32_MAX:
                 status[p] = ERR_BOUNDS
                 continue

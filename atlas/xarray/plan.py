@@ -1,6 +1,6 @@
 """The xarray -> ATLAS mapping of :func:`atlas.xarray.add_xr_dataset`, decided before anything is staged.
 
-:func:`_plan` checks a whole ``xarray.Dataset`` and turns it into a :class:`_Plan`: for
+:func:`plan_dataset` checks a whole ``xarray.Dataset`` and turns it into a :class:`DatasetPlan`: for
 every variable its array name, ATLAS dtype and restore marker, on-disk chunk shape and
 typed fill value; and every attribute entry of the ``_atlas_xarray`` layout (global and
 variable attributes, kind markers, coordinates, kept encodings).  A bad dataset raises
@@ -16,23 +16,23 @@ from typing import Any
 
 import numpy as np
 
-from atlas import dtypes
+from atlas import attributes, dtypes
 from atlas.dataset import default_chunk_shape
 from atlas.errors import AtlasError, DTypeError, InvalidArgumentError, InvalidNameError
 from atlas.names import validate_name
-from atlas.xarray.codec import (
-    _K_ARRAYS,
-    _K_COORDS,
-    _K_VARS,
+from atlas.xarray.conversions import (
+    K_ARRAYS,
+    K_COORDS,
+    K_VARS,
     LAYOUT_VERSION,
     PREFIX,
-    _datetime_to_ns,
-    _decode_all,
-    _object_strings,
-    _vkey,
-    _where_var,
+    datetime_to_ns,
+    decode_all,
     encode_attr_value,
+    object_strings,
     sanitize_text,
+    vkey,
+    where_var,
 )
 
 #: Encoding keys kept with a variable (what a CF writer needs to re-encode it).
@@ -50,7 +50,7 @@ ENCODING_KEYS = (
 
 
 @dataclass
-class _VarPlan:
+class VarPlan:
     index: int
     name: str
     array: str
@@ -68,9 +68,9 @@ class _VarPlan:
 
 
 @dataclass
-class _Plan:
+class DatasetPlan:
     attributes: list[tuple[str, Any, Any]] = field(default_factory=list)
-    variables: list[_VarPlan] = field(default_factory=list)
+    variables: list[VarPlan] = field(default_factory=list)
 
 
 def _array_name(name: str) -> str:
@@ -88,7 +88,7 @@ def _is_dask(data: Any) -> bool:
     return hasattr(data, "__dask_graph__") and hasattr(data, "chunks") and data.__dask_graph__() is not None
 
 
-def _dask_data(var: Any) -> Any:
+def dask_data(var: Any) -> Any:
     """The dask array behind a variable, or None (never loads a lazily indexed backend array)."""
     if var.chunks is None:
         return None
@@ -150,13 +150,13 @@ def _check_chunks_arg(chunks: Any, all_dims: set[str]) -> Any:
     raise InvalidArgumentError(f"chunks must be None, a positive int or a dict dim -> size, got {chunks!r}")
 
 
-def _disk_chunks(plan: _VarPlan, chunks: Any) -> tuple[int, ...]:
+def _disk_chunks(plan: VarPlan, chunks: Any) -> tuple[int, ...]:
     shape = plan.shape
     if not shape:
         return ()
     itemsize = 8 if plan.store_dtype == "string" else dtypes.storage_dtype(plan.store_dtype).itemsize
     default = default_chunk_shape(shape, itemsize)
-    data = _dask_data(plan.variable)
+    data = dask_data(plan.variable)
     dask_chunks = data.chunks if data is not None else None
     out = []
     for axis, (dim, size) in enumerate(zip(plan.dims, shape)):
@@ -172,7 +172,7 @@ def _disk_chunks(plan: _VarPlan, chunks: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _fill_for(plan: _VarPlan) -> Any:
+def _fill_for(plan: VarPlan) -> Any:
     """The typed fill value of a variable: ``_FillValue`` from attrs, else from encoding (None if unusable)."""
     var = plan.variable
     raw = var.attrs.get("_FillValue", var.encoding.get("_FillValue"))
@@ -181,14 +181,14 @@ def _fill_for(plan: _VarPlan) -> Any:
     try:
         value = raw.reshape(-1)[0] if isinstance(raw, np.ndarray) and raw.size == 1 else raw
         if isinstance(value, (bytes, np.bytes_)):
-            value = _decode_all([bytes(value)])[0][0]
+            value = decode_all([bytes(value)])[0][0]
         elif isinstance(value, str):
             value = sanitize_text(value)
         elif isinstance(value, np.timedelta64):
             unit = np.datetime_data(plan.variable.dtype)[0]
             value = int(np.asarray(value).astype(f"<m8[{unit}]").view("<i8"))
         elif isinstance(value, np.datetime64):
-            value = _datetime_to_ns(np.asarray(value).reshape(1), "fill")[0]
+            value = datetime_to_ns(np.asarray(value).reshape(1), "fill")[0]
         return dtypes.check_fill_value(value, plan.store_dtype)
     except (AtlasError, ValueError, TypeError, OverflowError):
         return None  # kept exactly in attrs/encoding; the array simply has no typed fill
@@ -206,7 +206,7 @@ def _attr_entries(
         what = f"{where} attribute {key!r}"
         stored, dtype, kind = encode_attr_value(value, what)
         try:
-            dtypes.normalize_attribute(stored, dtype)
+            attributes.normalize(stored, dtype)
         except AtlasError as exc:
             raise type(exc)(f"{what}: {exc}") from None
         legacy = default_key(key)
@@ -233,16 +233,16 @@ def _layout_lists(prefix_key: Any, names: list[str], keys: list[str], kinds: lis
     return out
 
 
-def _plan(ds: Any, chunks: Any) -> _Plan:
+def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
     import pandas as pd
 
-    plan = _Plan()
+    plan = DatasetPlan()
     all_dims = {d for d in ds.dims}
     chunks = _check_chunks_arg(chunks, all_dims)
     arrays_seen: dict[str, str] = {}
     coord_names = set(ds.coords)
     for i, (name, var) in enumerate(ds.variables.items()):
-        where = _where_var(name)
+        where = where_var(name)
         if not isinstance(name, str) or name == "":
             raise InvalidNameError(f"{where}: variable names must be non-empty str")
         try:
@@ -263,7 +263,7 @@ def _plan(ds: Any, chunks: Any) -> _Plan:
         if isinstance(ds.indexes.get(name), pd.MultiIndex):
             raise DTypeError(f"{where} is a pandas MultiIndex, which is not supported; call ds.reset_index() first")
         store_dtype, restore = _storage_kind(var, where)
-        vp = _VarPlan(
+        vp = VarPlan(
             i,
             name,
             array,
@@ -274,8 +274,8 @@ def _plan(ds: Any, chunks: Any) -> _Plan:
             restore,
             name in coord_names,
         )
-        if var.dtype.kind == "O" and _dask_data(var) is None and 0 < var.size <= 4096:
-            _object_strings(list(np.asarray(var.values).reshape(-1)), where)  # fail early on small ones
+        if var.dtype.kind == "O" and dask_data(var) is None and 0 < var.size <= 4096:
+            object_strings(list(np.asarray(var.values).reshape(-1)), where)  # fail early on small ones
         vp.chunk_shape = _disk_chunks(vp, chunks)
         vp.fill = _fill_for(vp)
         plan.variables.append(vp)
@@ -284,20 +284,20 @@ def _plan(ds: Any, chunks: Any) -> _Plan:
     plan.attributes += entries
     plan.attributes.append((PREFIX, LAYOUT_VERSION, "int64"))
     plan.attributes += _layout_lists(lambda w: f"{PREFIX}/{w}", names, keys, kinds)
-    plan.attributes.append((_K_VARS, [v.name for v in plan.variables], "string"))
+    plan.attributes.append((K_VARS, [v.name for v in plan.variables], "string"))
     if any(v.array != v.name for v in plan.variables):
-        plan.attributes.append((_K_ARRAYS, [v.array for v in plan.variables], "string"))
-    plan.attributes.append((_K_COORDS, [v.is_coord for v in plan.variables], "bool"))
+        plan.attributes.append((K_ARRAYS, [v.array for v in plan.variables], "string"))
+    plan.attributes.append((K_COORDS, [v.is_coord for v in plan.variables], "bool"))
     for vp in plan.variables:
         i = vp.index
-        where = _where_var(vp.name)
+        where = where_var(vp.name)
         entries, names, keys, kinds = _attr_entries(
-            vp.variable.attrs, lambda k, a=vp.array: f"{a}.{k}", taken, lambda j, i=i: _vkey(i, f"a/{j}"), where
+            vp.variable.attrs, lambda k, a=vp.array: f"{a}.{k}", taken, lambda j, i=i: vkey(i, f"a/{j}"), where
         )
         plan.attributes += entries
-        plan.attributes += _layout_lists(lambda w, i=i: _vkey(i, w), names, keys, kinds)
+        plan.attributes += _layout_lists(lambda w, i=i: vkey(i, w), names, keys, kinds)
         if vp.restore_dtype:
-            plan.attributes.append((_vkey(i, "dtype"), vp.restore_dtype, "string"))
+            plan.attributes.append((vkey(i, "dtype"), vp.restore_dtype, "string"))
         enc_names, enc_kinds = [], []
         for key in ENCODING_KEYS:
             if key not in vp.variable.encoding:
@@ -306,20 +306,20 @@ def _plan(ds: Any, chunks: Any) -> _Plan:
             if key == "dtype":
                 with contextlib.suppress(TypeError):
                     value, kind = np.dtype(value).str, "npdtype"
-                    plan.attributes.append((_vkey(i, f"e/{len(enc_names)}"), value, "string"))
+                    plan.attributes.append((vkey(i, f"e/{len(enc_names)}"), value, "string"))
                     enc_names.append(key)
                     enc_kinds.append(kind)
                 continue
             try:
                 stored, dtype, kind = encode_attr_value(value, f"{where} encoding {key!r}")
-                dtypes.normalize_attribute(stored, dtype)
+                attributes.normalize(stored, dtype)
             except AtlasError:
                 continue  # encoding is advisory: an unstorable entry is dropped
-            plan.attributes.append((_vkey(i, f"e/{len(enc_names)}"), stored, dtype))
+            plan.attributes.append((vkey(i, f"e/{len(enc_names)}"), stored, dtype))
             enc_names.append(key)
             enc_kinds.append(kind)
         if enc_names:
-            plan.attributes.append((_vkey(i, "encoding"), enc_names, "string"))
+            plan.attributes.append((vkey(i, "encoding"), enc_names, "string"))
             if any(enc_kinds):
-                plan.attributes.append((_vkey(i, "encoding_kinds"), enc_kinds, "string"))
+                plan.attributes.append((vkey(i, "encoding_kinds"), enc_kinds, "string"))
     return plan

@@ -7,7 +7,7 @@ import numpy as np
 from atlas.engine import kernels
 from atlas.engine.segment import FOOTER_SIZE, HEADER_SIZE, check_header, parse_index, read_footer
 from atlas.errors import AtlasError
-from atlas.state import WorkingState
+from atlas.txn.state import WorkingState
 
 __all__ = ["verify_store"]
 

@@ -24,16 +24,16 @@ from atlas.errors import DTypeError, ValueOverflowError
 LAYOUT_VERSION = 1
 #: Prefix of every reserved attribute key (dataset and array names cannot start with ``_``).
 PREFIX = "_atlas_xarray"
-_K_VARS = f"{PREFIX}/vars"
-_K_ARRAYS = f"{PREFIX}/arrays"
-_K_COORDS = f"{PREFIX}/coords"
+K_VARS = f"{PREFIX}/vars"
+K_ARRAYS = f"{PREFIX}/arrays"
+K_COORDS = f"{PREFIX}/coords"
 
 
-def _vkey(index: int, what: str) -> str:
+def vkey(index: int, what: str) -> str:
     return f"{PREFIX}/v/{index}/{what}"
 
 
-def _where_var(name: Any) -> str:
+def where_var(name: Any) -> str:
     return f"variable {name!r}"
 
 
@@ -66,7 +66,7 @@ def sanitize_text(text: str) -> str:
     return "".join(out)
 
 
-def _decode_all(items: Sequence[bytes]) -> tuple[list[str], str]:
+def decode_all(items: Sequence[bytes]) -> tuple[list[str], str]:
     """Decode byte strings as UTF-8 when all are valid UTF-8, else all as Latin-1 (exactly invertible)."""
     try:
         return [b.decode("utf-8") for b in items], "utf-8"
@@ -81,7 +81,7 @@ def _decode_all(items: Sequence[bytes]) -> tuple[list[str], str]:
 _NATURAL_SCALARS = frozenset(["int8", "int16", "int32", "uint8", "uint16", "uint32", "uint64", "float32"])
 
 
-def _numeric_storage(arr: np.ndarray, where: str) -> np.ndarray:
+def numeric_storage(arr: np.ndarray, where: str) -> np.ndarray:
     """Native-endian numeric/bool data in a dtype ATLAS stores (float16 widened to float32)."""
     kind, size = arr.dtype.kind, arr.dtype.itemsize
     if kind == "f" and size == 2:
@@ -93,7 +93,7 @@ def _numeric_storage(arr: np.ndarray, where: str) -> np.ndarray:
     raise DTypeError(f"{where}: dtype {arr.dtype} is not supported")
 
 
-def _datetime_to_ns(arr: np.ndarray, where: str) -> np.ndarray:
+def datetime_to_ns(arr: np.ndarray, where: str) -> np.ndarray:
     """datetime64 of any unit as datetime64[ns]; ValueOverflowError when a value does not fit exactly."""
     if np.datetime_data(arr.dtype)[0] == "ns":
         return arr.astype("datetime64[ns]", copy=False)
@@ -109,18 +109,18 @@ def _datetime_to_ns(arr: np.ndarray, where: str) -> np.ndarray:
     return ns
 
 
-def _timedelta_to_int(arr: np.ndarray) -> np.ndarray:
+def timedelta_to_int(arr: np.ndarray) -> np.ndarray:
     unit = np.datetime_data(arr.dtype)[0]
     return arr.astype(f"<m8[{unit}]", copy=False).view("<i8")
 
 
-def _object_strings(flat: Sequence[Any], where: str) -> tuple[list[str], str | None]:
+def object_strings(flat: Sequence[Any], where: str) -> tuple[list[str], str | None]:
     """Elements of an object array as text: all str (kind None) or all bytes (kind = encoding)."""
     kinds = {type(x) for x in flat}
     if not kinds or kinds <= {str, np.str_}:
         return [sanitize_text(str(x)) for x in flat], None
     if kinds <= {bytes, np.bytes_}:
-        return _decode_all([bytes(x) for x in flat])
+        return decode_all([bytes(x) for x in flat])
     names = sorted(k.__name__ for k in kinds)
     raise DTypeError(
         f"{where}: object data must hold only str or only bytes, got {', '.join(names)}; "
@@ -154,7 +154,7 @@ def encode_attr_value(value: Any, where: str) -> tuple[Any, str | None, str]:
     if isinstance(value, str):
         return sanitize_text(value), None, ""
     if isinstance(value, (bytes, bytearray)):
-        (text,), enc = _decode_all([bytes(value)])
+        (text,), enc = decode_all([bytes(value)])
         return text, None, f"bytes;{enc}"
     if isinstance(value, _dt.datetime):
         if value.tzinfo is not None:
@@ -194,25 +194,25 @@ def _encode_attr_array(arr: np.ndarray, where: str) -> tuple[np.ndarray, str]:
     kind = arr.dtype.kind
     flat = arr.reshape(-1)
     if kind == "S":
-        text, enc = _decode_all(flat.tolist())
-        return _object_array(text, arr.shape), f"nd;{arr.dtype.str};{enc}"
+        text, enc = decode_all(flat.tolist())
+        return object_array(text, arr.shape), f"nd;{arr.dtype.str};{enc}"
     if kind == "U":
-        return _object_array([sanitize_text(s) for s in flat.tolist()], arr.shape), f"nd;{arr.dtype.str};"
+        return object_array([sanitize_text(s) for s in flat.tolist()], arr.shape), f"nd;{arr.dtype.str};"
     if kind == "O":
-        text, enc = _object_strings(list(flat), where)
-        return _object_array(text, arr.shape), (f"nd;|O;{enc}" if enc else "")
+        text, enc = object_strings(list(flat), where)
+        return object_array(text, arr.shape), (f"nd;|O;{enc}" if enc else "")
     if kind == "M":
         unit = np.datetime_data(arr.dtype)[0]
         if unit == "ns":
             return arr.astype("<M8[ns]", copy=False), "" if arr.dtype.isnative else f"nd;{arr.dtype.str};"
         return arr.astype(f"<M8[{unit}]", copy=False).view("<i8"), f"nd;{arr.dtype.str};"  # counts of its unit
     if kind == "m":
-        return _timedelta_to_int(arr), f"nd;{arr.dtype.str};"
-    stored = _numeric_storage(arr, where)
+        return timedelta_to_int(arr), f"nd;{arr.dtype.str};"
+    stored = numeric_storage(arr, where)
     return stored, "" if stored.dtype == arr.dtype else f"nd;{arr.dtype.str};"
 
 
-def _object_array(items: Sequence[Any], shape: tuple[int, ...]) -> np.ndarray:
+def object_array(items: Sequence[Any], shape: tuple[int, ...]) -> np.ndarray:
     out = np.empty(len(items), dtype=object)
     out[:] = list(items)
     return out.reshape(shape)
@@ -238,8 +238,8 @@ def decode_attr_value(value: Any, kind: str) -> Any:
         return str(value).encode(rest[0])
     dtype_str, enc = rest[0], rest[1] if len(rest) > 1 else ""
     if head == "np":
-        return _restore_array(np.asarray([value], dtype=_stored_dtype_for(dtype_str)), dtype_str, enc)[0]
-    arr = _restore_array(np.asarray(value), dtype_str, enc)
+        return restore_array(np.asarray([value], dtype=_stored_dtype_for(dtype_str)), dtype_str, enc)[0]
+    arr = restore_array(np.asarray(value), dtype_str, enc)
     return arr.reshape(()) if head == "nd0" else arr
 
 
@@ -254,7 +254,7 @@ def _stored_dtype_for(dtype_str: str) -> Any:
     return None
 
 
-def _restore_array(data: np.ndarray, dtype_str: str | None, enc: str | None) -> np.ndarray:
+def restore_array(data: np.ndarray, dtype_str: str | None, enc: str | None) -> np.ndarray:
     """Stored data (as read) back to the original numpy dtype."""
     if not dtype_str and not enc:
         return data
@@ -263,7 +263,7 @@ def _restore_array(data: np.ndarray, dtype_str: str | None, enc: str | None) -> 
         encoded = [str(s).encode(enc) for s in data.reshape(-1)]
         if target.kind == "S":
             return np.array(encoded, dtype=target).reshape(data.shape)
-        return _object_array(encoded, data.shape)
+        return object_array(encoded, data.shape)
     if target.kind == "m":
         unit = np.datetime_data(target)[0]
         return np.asarray(data, dtype="<i8").view(f"<m8[{unit}]").astype(target, copy=False)

@@ -3,7 +3,7 @@
 :func:`read_layout` reads the ``_atlas_xarray`` attribute layout written by
 :func:`atlas.xarray.add_xr_dataset` (or maps a plain ATLAS dataset) into the global
 attributes and one :class:`VarSpec` per variable; :func:`restore_block`,
-:func:`_variable` and :func:`build_dataset` turn stored data back into xarray objects.
+:func:`make_variable` and :func:`build_dataset` turn stored data back into xarray objects.
 Shared by :func:`atlas.xarray.to_xarray` and the ``engine="atlas"`` backend.
 """
 
@@ -18,15 +18,15 @@ import xarray as xr
 
 from atlas import dtypes
 from atlas.errors import FormatVersionError
-from atlas.xarray.codec import (
-    _K_ARRAYS,
-    _K_COORDS,
-    _K_VARS,
+from atlas.xarray.conversions import (
+    K_ARRAYS,
+    K_COORDS,
+    K_VARS,
     LAYOUT_VERSION,
     PREFIX,
-    _restore_array,
-    _vkey,
     decode_attr_value,
+    restore_array,
+    vkey,
 )
 
 if TYPE_CHECKING:
@@ -109,9 +109,9 @@ def read_layout(view: DatasetView) -> tuple[dict[str, Any], list[VarSpec]]:
                 f"dataset {view.name!r} uses xarray layout {version!r}; this atlas reads up to {LAYOUT_VERSION}"
             )
         used.add(PREFIX)
-        names = list(attrs.get(_K_VARS, []))
-        arrays = list(attrs.get(_K_ARRAYS, names))
-        coords = list(attrs.get(_K_COORDS, [False] * len(names)))
+        names = list(attrs.get(K_VARS, []))
+        arrays = list(attrs.get(K_ARRAYS, names))
+        coords = list(attrs.get(K_COORDS, [False] * len(names)))
         gattrs = _decode_attrs(
             attrs,
             list(attrs.get(f"{PREFIX}/attrs", [])),
@@ -127,19 +127,19 @@ def read_layout(view: DatasetView) -> tuple[dict[str, Any], list[VarSpec]]:
             spec = _spec(name, array, meta, bool(coords[i]) if i < len(coords) else False)
             spec.attrs = _decode_attrs(
                 attrs,
-                list(attrs.get(_vkey(i, "attrs"), [])),
-                list(attrs.get(_vkey(i, "attr_keys"), [])),
-                list(attrs.get(_vkey(i, "attr_kinds"), [])),
+                list(attrs.get(vkey(i, "attrs"), [])),
+                list(attrs.get(vkey(i, "attr_keys"), [])),
+                list(attrs.get(vkey(i, "attr_kinds"), [])),
                 lambda k, a=array: f"{a}.{k}",
                 used,
             )
-            enc_names = list(attrs.get(_vkey(i, "encoding"), []))
-            enc_kinds = list(attrs.get(_vkey(i, "encoding_kinds"), []))
+            enc_names = list(attrs.get(vkey(i, "encoding"), []))
+            enc_kinds = list(attrs.get(vkey(i, "encoding_kinds"), []))
             for j, key in enumerate(enc_names):
-                raw = attrs.get(_vkey(i, f"e/{j}"))
+                raw = attrs.get(vkey(i, f"e/{j}"))
                 kind = enc_kinds[j] if j < len(enc_kinds) else ""
                 spec.encoding[key] = np.dtype(raw) if kind == "npdtype" else decode_attr_value(raw, kind)
-            spec.restore = (attrs.get(_vkey(i, "dtype")) or None, attrs.get(_vkey(i, "text")) or None)
+            spec.restore = (attrs.get(vkey(i, "dtype")) or None, attrs.get(vkey(i, "text")) or None)
             specs.append(spec)
     listed = {s.array for s in specs}
     by_array = {s.array: s for s in specs}
@@ -170,7 +170,7 @@ def _spec(name: str, array: str, meta: Mapping[str, Any], is_coord: bool) -> Var
 
 def restore_block(data: np.ndarray, restore: tuple[str | None, str | None]) -> np.ndarray:
     """Read data of one variable back to its original numpy dtype."""
-    return _restore_array(data, restore[0] if restore[0] != "|O" else None, restore[1])
+    return restore_array(data, restore[0] if restore[0] != "|O" else None, restore[1])
 
 
 def build_dataset(variables: dict[str, Any], coord_names: Sequence[str], attrs: dict[str, Any]) -> Any:
@@ -179,5 +179,5 @@ def build_dataset(variables: dict[str, Any], coord_names: Sequence[str], attrs: 
     return ds.set_coords(coords) if coords else ds
 
 
-def _variable(spec: VarSpec, data: Any) -> Any:
+def make_variable(spec: VarSpec, data: Any) -> Any:
     return xr.Variable(spec.dims, data, attrs=spec.attrs, encoding=dict(spec.encoding))

@@ -11,16 +11,13 @@ import contextlib
 import copy
 import logging
 import os
-import secrets
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from atlas.backends.base import Backend, Version
-from atlas.engine.arrays import FamilyEngine, build_segment
+from atlas.engine.family import FamilyEngine
 from atlas.engine.segment_io import SegmentIO
 from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError
-from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, SegmentRef, Stats, encode_manifest
+from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, Stats
 from atlas.names import encode_dir_name
 
 __all__ = ["WorkingState"]
@@ -53,7 +50,7 @@ class WorkingState:
     #: changed since a commit attempt.
     changes: int = 0
     #: ``(manifest, bytes, changes)`` of a commit whose manifest write may have
-    #: landed although it raised (see :meth:`settle_unknown_commit`).
+    #: landed although it raised (see :func:`atlas.txn.commit.settle_unknown_commit`).
     unsure: tuple[Manifest, bytes, int] | None = None
 
     def __post_init__(self) -> None:
@@ -139,7 +136,7 @@ class WorkingState:
         self.unsure = None
         self._adopt(base, version)
 
-    def _pending_metas(self) -> dict[str, dict[int, ArrayMeta]]:
+    def pending_metas(self) -> dict[str, dict[int, ArrayMeta]]:
         """``{array name: {slot: meta}}`` of every array in a changed dataset."""
         out: dict[str, dict[int, ArrayMeta]] = {}
         for name in self.dirty:
@@ -153,7 +150,7 @@ class WorkingState:
         """Spill staged chunks to uncommitted segments when they exceed the budget."""
         if sum(e.pending_nbytes for e in self.engines.values()) <= self.max_pending_bytes:
             return
-        metas = self._pending_metas()
+        metas = self.pending_metas()
         for array_name, engine in sorted(self.engines.items(), key=lambda kv: -kv[1].pending_nbytes):
             if engine.pending:
                 try:
@@ -167,7 +164,7 @@ class WorkingState:
                     logger.warning("could not spill staged chunks of %r: %s", array_name, exc)
                     return
 
-    # -- commit ------------------------------------------------------------------------------
+    # -- stats and rebase ----------------------------------------------------------------------
 
     def array_stats(self, array_name: str, meta: ArrayMeta, where: str) -> Stats:
         """Stats including pending writes (equal to what a flush would store)."""
@@ -175,116 +172,6 @@ class WorkingState:
         if meta.slot in engine.pending or meta.slot in engine.spilled_slots or meta.stats is None:
             return engine.stats(meta, where)
         return meta.stats
-
-    def build_commit(self) -> tuple[Manifest, list[tuple[str, list, SegmentRef]]]:
-        """The next manifest and the segment files it references (not yet written)."""
-        gen = self.base.generation + 1
-        token = secrets.token_bytes(16)
-        new = Manifest(
-            codec=self.base.codec,
-            generation=gen,
-            write_token=token.hex(),
-            next_slot=self.next_slot,
-            next_dataset_id=self.next_dataset_id,
-            datasets=dict(self.base.datasets),
-            families={k: ArrayFamily(f.dir, list(f.segments)) for k, f in self.base.families.items()},
-            retired=list(self.base.retired),  # still within their grace period: compact() decides
-        )
-        live_slots: dict[str, dict[int, ArrayMeta]] = {}
-        for name in sorted(self.dirty):
-            ds = self.datasets.get(name)
-            if ds is None:
-                new.datasets.pop(name, None)
-                continue
-            committed = copy.copy(ds)
-            committed.version = gen
-            committed.arrays = {}
-            for array_name, meta in ds.arrays.items():
-                meta = copy.copy(meta)
-                meta.stats = self.array_stats(array_name, meta, f"dataset {name!r} array {array_name!r}")
-                committed.arrays[array_name] = meta
-                live_slots.setdefault(array_name, {})[meta.slot] = meta
-            new.datasets[name] = committed
-        files = []
-        names = set(live_slots) | {n for n, e in self.engines.items() if e.spilled}
-        for array_name in sorted(names):
-            engine = self.engine(array_name)
-            family = new.families.setdefault(array_name, ArrayFamily(engine.family.dir))
-            if engine.spilled:
-                live = {m.slot for d in new.datasets.values() for a, m in d.arrays.items() if a == array_name}
-                live_arr = np.fromiter(live, np.uint64, len(live))
-                for ref, table in engine.spilled:
-                    if np.isin(table["slot"], live_arr).any():
-                        family.segments.append(ref)
-                    else:  # holds only data of arrays deleted before they were ever committed
-                        self.obsolete.append(engine.path(ref))
-            metas = {s: m for s, m in live_slots.get(array_name, {}).items() if engine.pending.get(s)}
-            if not metas:
-                continue
-            writer = build_segment(engine, metas, self.base.codec, gen, token, self.max_workers)
-            parts, size, index_offset, index_length, digest = writer.finish()
-            ref = SegmentRef(f"{gen:012d}-{token.hex()[:16]}.af", size, index_offset, index_length, digest, len(writer))
-            family.segments.append(ref)
-            files.append((f"{family.dir}/{ref.file}", parts, ref))
-        for array_name in names:
-            if not new.families[array_name].segments:
-                del new.families[array_name]  # nothing stored under this name
-        return new, files
-
-    def commit(self) -> Manifest:
-        """Write segments, then atomically replace the manifest (the commit point).
-
-        On any failure, including :class:`ConflictError`, the pending changes stay
-        as they were, so the same handle can retry.
-        """
-        landed = self.settle_unknown_commit()
-        if landed is not None:
-            return landed
-        self.obsolete = []
-        new, files = self.build_commit()
-        for path, parts, _ref in files:
-            self.backend.put(path, parts)
-        data = encode_manifest(new, self.meta_format, self.meta_compression)
-        try:
-            version = self.backend.commit(self.manifest_name, data, self.version)
-        except ConflictError:
-            raise ConflictError(
-                f"another writer committed to {self.backend.location} since this handle read generation "
-                f"{self.base.generation}; pending changes are kept: call refresh() and flush() again"
-            ) from None
-        except AtlasError:
-            # The backend could not tell whether the manifest landed (a lost
-            # response whose read-back failed too): the next flush or refresh
-            # looks again before doing anything else.
-            self.unsure = (new, data, self.changes)
-            raise
-        self._finish(new, version)
-        return new
-
-    def settle_unknown_commit(self) -> Manifest | None:
-        """Resolve a commit whose outcome was unknown; the manifest it committed, if it landed.
-
-        When the store's manifest is byte for byte the one that attempt sent (every
-        manifest carries a unique write token) and the handle has not changed
-        since, the attempt did commit: the handle moves to it and nothing is
-        written again.  Otherwise the attempt is forgotten and the caller goes on
-        as usual (a retried flush commits, or meets a ``ConflictError``).
-        """
-        if self.unsure is None:
-            return None
-        new, data, changes = self.unsure
-        current = self.backend.get_versioned(self.manifest_name)  # an error here keeps it unsure
-        self.unsure = None
-        if current is None or current[0] != data or changes != self.changes:
-            return None
-        self._finish(new, current[1])
-        return new
-
-    def _finish(self, new: Manifest, version: Version) -> None:
-        self.adopt(new, version)
-        for path in self.obsolete:
-            with contextlib.suppress(AtlasError):  # an orphan left here is swept by compact()
-                self.backend.delete(path)
 
     def rebase(self, newer: Manifest, version: Version) -> None:
         """Adopt a newer snapshot and re-apply pending changes on top of it.
@@ -307,7 +194,7 @@ class WorkingState:
         if slot_shift:
             # Spilled records carry the old slot numbers: bring them back into memory
             # so they are re-keyed with the rest and rewritten by the next flush.
-            metas = self._pending_metas()
+            metas = self.pending_metas()
             for array_name, engine in self.engines.items():
                 for path in engine.unspill(metas.get(array_name, {})):
                     with contextlib.suppress(AtlasError):

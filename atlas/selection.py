@@ -1,0 +1,145 @@
+"""Checks of the arguments users pass to :class:`~atlas.Atlas` and :class:`~atlas.DatasetView`.
+
+One place for every check of a box (``start``/``shape``), a list of names and a
+store option, so both classes refuse bad input with the same clear error (an
+:class:`~atlas.errors.AtlasError` subclass that keeps the builtin type users catch)
+before anything changes.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from atlas.errors import InvalidArgumentError, InvalidNameError, SelectionError
+
+__all__ = [
+    "array_names",
+    "check_array_name",
+    "check_bounds",
+    "check_budget",
+    "check_grace_period",
+    "check_workers",
+    "dataset_names",
+    "int_tuple",
+    "resolve_box",
+]
+
+
+def int_tuple(value: Any, what: str) -> tuple[int, ...]:
+    """``value`` (a sequence of integers, numpy ones included) as a tuple of int."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise InvalidArgumentError(f"{what} must be a sequence of integers, got {value!r}")
+    try:
+        items = list(value)
+    except TypeError:  # a 0-d numpy array has __iter__ but cannot be iterated
+        raise InvalidArgumentError(f"{what} must be a sequence of integers, got {value!r}") from None
+    out = []
+    for v in items:
+        if isinstance(v, (bool, np.bool_)):
+            raise InvalidArgumentError(f"{what} must hold integers, got {v!r} in {value!r}")
+        try:
+            out.append(operator.index(v))
+        except TypeError:
+            raise InvalidArgumentError(f"{what} must hold integers, got {v!r} in {value!r}") from None
+    return tuple(out)
+
+
+def check_bounds(start: tuple[int, ...], shape: tuple[int, ...], bounds: tuple[int, ...], where: str) -> None:
+    """Refuse a box that leaves an array of shape ``bounds`` (no silent clamping)."""
+    if all(b >= 0 and n >= 0 and b + n <= s for b, n, s in zip(start, shape, bounds)):
+        return
+    for axis, (b, n, s) in enumerate(zip(start, shape, bounds)):
+        if b < 0 or n < 0 or b + n > s:
+            raise SelectionError(
+                f"{where}: selection start={list(start)} shape={list(shape)} leaves the array "
+                f"shape {list(bounds)} on axis {axis}"
+            )
+
+
+def resolve_box(
+    array_shape: tuple[int, ...], start: Any, shape: Any, where: str
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The box ``(start, shape)`` a read or write names, checked against ``array_shape``.
+
+    ``start`` None is the origin; ``shape`` None reaches the end of every axis.
+    """
+    ndim = len(array_shape)
+    start_t = (0,) * ndim if start is None else int_tuple(start, f"{where}: start")
+    if len(start_t) != ndim:
+        raise SelectionError(f"{where}: start {list(start_t)} has rank {len(start_t)}, the array has rank {ndim}")
+    if shape is None:
+        shape_t = tuple(max(0, s - b) for s, b in zip(array_shape, start_t))
+    else:
+        shape_t = int_tuple(shape, f"{where}: shape")
+        if len(shape_t) != ndim:
+            raise SelectionError(f"{where}: shape {list(shape_t)} has rank {len(shape_t)}, the array has rank {ndim}")
+    check_bounds(start_t, shape_t, array_shape, where)
+    return start_t, shape_t
+
+
+def _str_list(value: Any, refused: str, element: str) -> list[str]:
+    """``value`` as a list of str; ``refused`` is the message for a non-sequence,
+    ``element`` (formatted with ``type`` and ``item``) for an element that is not a str."""
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        raise InvalidArgumentError(refused)
+    try:
+        out = list(value)
+    except TypeError:  # a 0-d numpy array has __iter__ but cannot be iterated
+        raise InvalidArgumentError(refused) from None
+    for item in out:
+        if not isinstance(item, str):
+            raise InvalidArgumentError(element.format(type=type(item).__name__, item=item))
+    return out
+
+
+def dataset_names(names: Any) -> list[str]:
+    """The dataset names of a bulk read, as a list of str."""
+    return _str_list(names, f"dataset names must be a sequence of str, got {names!r:.200}",
+                     "dataset names must be str, got {item!r}")  # fmt: skip
+
+
+def array_names(names: Any) -> list[str]:
+    """The array names of :meth:`~atlas.DatasetView.read_arrays`, as a list of str."""
+    return _str_list(names, f"names must be a sequence of array names, got {names!r:.80}",
+                     "array names must be str, got {type} {item!r:.80}")  # fmt: skip
+
+
+def check_array_name(array: Any) -> None:
+    """Refuse an array name that is not a str (a list or dict would fail as an unhashable key)."""
+    if not isinstance(array, str):
+        raise InvalidNameError(f"array name must be a str, got {type(array).__name__} {array!r:.80}")
+
+
+def check_budget(value: Any) -> int:
+    """``max_pending_bytes``: a non-negative int."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgumentError(f"max_pending_bytes must be a non-negative int, got {value!r}")
+    return value
+
+
+def check_workers(value: Any) -> int:
+    """``max_workers``: a positive int, or None for the number of cores."""
+    if value is None:
+        return os.cpu_count() or 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"max_workers must be a positive int or None, got {value!r}")
+    return value
+
+
+def check_grace_period(value: object) -> float:
+    """``value`` as seconds, or :class:`InvalidArgumentError` unless a number ≥ 0."""
+    if not isinstance(value, bool) and isinstance(value, numbers.Real):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond float range: longer than any real grace
+            seconds = math.inf if value > 0 else -math.inf
+        if seconds >= 0:  # also refuses NaN
+            return seconds
+    raise InvalidArgumentError(f"grace_period must be a non-negative number of seconds, got {value!r}")
