@@ -473,6 +473,14 @@ class RecordingBackend:
         with self._call("get_ranges", path, [(int(s), int(n)) for s, n in zip(starts, lengths)]):
             return self.inner.get_ranges(path, starts, lengths)
 
+    def size(self, path):
+        with self._call("size", path):
+            return self.inner.size(path)
+
+    def exists(self, path):
+        with self._call("exists", path):
+            return self.inner.exists(path)
+
     def put(self, path, parts):
         with self._call("put", path):
             return self.inner.put(path, parts)

@@ -25,22 +25,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cloud_servers import (  # noqa: F401  (fixtures)
-    RecordingBackend,
-    azure_container,
-    azurite,
-    http_server,
-    moto_s3,
-    populate,
-    s3_bucket,
-    snapshot,
-    unique,
-)
+from cloud_servers import RecordingBackend, populate, snapshot, unique
 
 import atlas
 from atlas import errors
 from atlas.backends import LocalBackend, resolve
-from atlas.backends.base import CanMap
+from atlas.backends.base import CALLED_VERBS, VERBS, Backend, CanMap
 from atlas.engine.segment_io import SegmentIO
 
 BACKENDS = ["local", "localstore", "memory", "s3", "azure", "http"]
@@ -132,6 +122,28 @@ class TestBackendConformance:
         assert isinstance(b, CanMap) is (subject.kind in ("local", "localstore"))
         assert b.location in repr(b)
         b.close()
+
+    def test_implements_every_verb_of_the_protocol(self, subject):
+        b = subject.backend
+        declared = {
+            name for cls in Backend.__mro__ if cls.__module__ == "atlas.backends.base" for name in vars(cls)
+            if not name.startswith("_")
+        }  # fmt: skip
+        assert declared == set(VERBS)  # VERBS lists the protocol's methods, no more, no less
+        assert {"location", "read_only"} <= set(Backend.__annotations__)
+        assert set(CALLED_VERBS) <= set(VERBS)
+        missing = [verb for verb in VERBS if not callable(getattr(b, verb, None))]
+        assert missing == []
+
+    def test_size_and_exists(self, subject):
+        seed(subject).put("s/five.af", [b"12345"])
+        b = subject.backend
+        assert b.exists("s/five.af") is True
+        assert b.exists("s/none.af") is False
+        assert b.size("s/five.af") == 5
+        with pytest.raises(errors.BackendError) as info:
+            b.size("s/none.af")
+        assert info.value.errno == errno.ENOENT
 
     # -- whole-object reads --------------------------------------------------------------------
 

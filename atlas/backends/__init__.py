@@ -1,4 +1,13 @@
-"""Storage backends and the resolution of a ``source`` argument into one."""
+"""Storage backends and the resolution of a ``source`` argument into one.
+
+* :mod:`~atlas.backends.base`: the verbs a backend implements (:class:`Backend`); a new backend
+  implements them in a module of its own.
+* :mod:`~atlas.backends.local`: a local directory (memory maps, fsync + rename, commit lock).
+* :mod:`~atlas.backends.objectstore`: S3, GCS, Azure, HTTP and memory stores through obstore.
+* :mod:`~atlas.backends.options`: object-store options, paths and safe error text (no obstore).
+* :mod:`~atlas.backends.versions`: version tags for conditional commits.
+* :func:`resolve` (here): a ``source`` argument to a backend; a new URL scheme is routed here.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +15,13 @@ import os
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from atlas.backends.base import Backend
+from atlas.backends.base import CALLED_VERBS, Backend
 from atlas.backends.local import LocalBackend
 from atlas.errors import InvalidArgumentError, MissingDependencyError
 
 __all__ = ["Backend", "LocalBackend", "resolve"]
 
 _CLOUD_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "azure", "abfs", "abfss", "adl", "http", "https", "memory")
-_VERBS = ("get", "get_versioned", "get_ranges", "put", "commit", "delete", "list", "close")
 
 
 def _objectstore() -> Any:
@@ -30,7 +38,7 @@ def _objectstore() -> Any:
 
 
 def _is_backend(source: Any) -> bool:
-    return all(callable(getattr(source, verb, None)) for verb in _VERBS) and isinstance(
+    return all(callable(getattr(source, verb, None)) for verb in CALLED_VERBS) and isinstance(
         getattr(source, "location", None), str
     )
 

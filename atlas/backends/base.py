@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = [
     "Backend",
+    "CALLED_VERBS",
     "Buffer",
     "CanCommit",
     "CanDelete",
@@ -25,7 +26,9 @@ __all__ = [
     "CanList",
     "CanMap",
     "CanPut",
+    "CanStat",
     "ObjectInfo",
+    "VERBS",
     "Version",
 ]
 
@@ -58,6 +61,16 @@ class CanGet(Protocol):
 class CanGetRanges(Protocol):
     def get_ranges(self, path: str, starts: Sequence[int], lengths: Sequence[int]) -> list[Buffer]:
         """Byte ranges of one object, in the order asked."""
+        ...
+
+
+class CanStat(Protocol):
+    def size(self, path: str) -> int:
+        """The object's size in bytes (raises :class:`~atlas.errors.BackendError` when absent)."""
+        ...
+
+    def exists(self, path: str) -> bool:
+        """True when the object exists."""
         ...
 
 
@@ -96,8 +109,12 @@ class CanMap(Protocol):
         ...
 
 
-class Backend(CanGet, CanGetRanges, CanPut, CanCommit, CanDelete, CanList, Protocol):
-    """Everything a writable store needs; ``location`` names it in messages."""
+class Backend(CanGet, CanGetRanges, CanStat, CanPut, CanCommit, CanDelete, CanList, Protocol):
+    """Everything a writable store needs; ``location`` names it in messages.
+
+    A read-only backend implements every verb too: its writes raise
+    :class:`~atlas.errors.ReadOnlyError`.  :class:`CanMap` is optional (local disk).
+    """
 
     location: str
     read_only: bool
@@ -105,3 +122,10 @@ class Backend(CanGet, CanGetRanges, CanPut, CanCommit, CanDelete, CanList, Proto
     def close(self) -> None:
         """Release handles and maps."""
         ...
+
+
+#: Every verb of :class:`Backend` (``map`` is optional); the conformance tests check each backend.
+VERBS = ("get", "get_versioned", "get_ranges", "size", "exists", "put", "commit", "delete", "list", "close")
+#: The verbs the engine and the transaction layer call: an object with these (and a
+#: ``location``) is taken as a backend as it is (test and instrumentation wrappers).
+CALLED_VERBS = ("get", "get_versioned", "get_ranges", "put", "commit", "delete", "list", "close")

@@ -5,7 +5,7 @@ renamed into place and the directory fsynced, so a crash never exposes a partial
 file under a final name.  The manifest is replaced the same way while holding an
 exclusive ``flock`` on ``.atlas.lock``; the lock is held only around
 check-then-rename, never while opening or reading.  The version tag of a local
-object is the XXH64 of its content (every manifest carries a unique write token, so
+object is a BLAKE2b digest of its content (every manifest carries a unique write token, so
 two commits never share a tag).
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from atlas.backends.base import Buffer, ObjectInfo, Version
-from atlas.engine.codecs import checksum
+from atlas.backends.versions import content_version
 from atlas.errors import BackendError, ConflictError, InvalidArgumentError, ReadOnlyError
 
 try:  # advisory locks are POSIX; elsewhere commits rely on the version check alone
@@ -105,7 +105,7 @@ class LocalBackend:
             return None
         except OSError as exc:
             raise _fail("read", self._path(path), exc) from None
-        return data, f"{checksum(data):016x}"
+        return data, content_version(data)
 
     def get_ranges(self, path: str, starts: Sequence[int], lengths: Sequence[int]) -> list[Buffer]:
         full = self._path(path)
@@ -196,7 +196,7 @@ class LocalBackend:
             if isinstance(exc, BackendError):
                 raise
             raise _fail("commit", target, exc) from None
-        return f"{checksum(data):016x}"
+        return content_version(data)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

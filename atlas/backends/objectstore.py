@@ -51,17 +51,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from atlas.backends.base import Buffer, ObjectInfo, Version
-from atlas.backends.objectstore_support import (
-    ATLAS_OPTIONS,
-    decode_version,
-    encode_version,
-    first_line,
-    join_path,
-    meta_version,
-    non_negative_int,
-    positive_int,
-    split_options,
-)
+from atlas.backends.options import ATLAS_OPTIONS, first_line, join_path, non_negative_int, positive_int, split_options
+from atlas.backends.versions import decode_version, encode_version, meta_version
 from atlas.errors import (
     AtlasError,
     BackendError,
@@ -291,6 +282,16 @@ class ObjectStoreBackend:
             return int(obstore.head(self.store, self._key(path))["size"])
         except Exception as exc:
             raise _translate(exc, "stat", self._where(path)) from None
+
+    def exists(self, path: str) -> bool:
+        self._check()
+        try:
+            obstore.head(self.store, self._key(path))
+        except FileNotFoundError:
+            return False
+        except Exception as exc:
+            raise _translate(exc, "stat", self._where(path)) from None
+        return True
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         self._check()
