@@ -31,7 +31,6 @@ import contextlib
 import errno
 import os
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,18 +38,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from rel_common import record_figure
 
 import atlas.store
 from atlas.backends.base import CanMap
 from atlas.errors import BackendError
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "workers"))
-from rel_common import record_figure
-
 __all__ = [
     "KINDS",
     "OBJECT_KINDS",
     "OBSTORE_VERBS",
+    "OP_WORDS",
     "VERBS",
     "WRITE_VERBS",
     "Call",
@@ -70,8 +68,8 @@ WRITE_VERBS = ("put", "commit")
 #: The failure kinds.
 KINDS = ("error", "short", "enospc")
 
-# The operation word LocalBackend uses in its messages for each verb.
-_OP = {
+#: The operation word LocalBackend uses in its messages for each verb.
+OP_WORDS = {
     "get": "read",
     "get_versioned": "read",
     "get_ranges": "read",
@@ -170,7 +168,7 @@ class FaultyBackend:
 
     def _error(self, verb: str, path: str, code: int, note: str) -> BackendError:
         full = f"{self.location}/{path}" if path else self.location
-        err = BackendError(f"{_OP[verb]} {full} failed: {os.strerror(code)} ({note})")
+        err = BackendError(f"{OP_WORDS[verb]} {full} failed: {os.strerror(code)} ({note})")
         err.errno = code
         return err
 
@@ -221,6 +219,14 @@ class FaultyBackend:
     def get_ranges(self, path: str, starts: Sequence[int], lengths: Sequence[int]):
         self._before("get_ranges", path)
         return self.inner.get_ranges(path, starts, lengths)
+
+    def size(self, path: str) -> int:
+        self._before("size", path)
+        return self.inner.size(path)
+
+    def exists(self, path: str) -> bool:
+        self._before("exists", path)
+        return self.inner.exists(path)
 
     def put(self, path: str, parts: Sequence[Any]) -> None:
         parts = list(parts)

@@ -516,3 +516,29 @@ def test_many_datasets_share_one_file_per_flush(tmp_path):
     assert len(list((path / "x").iterdir())) == 1
     s = atlas.Atlas.open(path)
     assert [int(s.open_dataset(f"d{i}").read_array("x")[0]) for i in range(50)] == list(range(50))
+
+
+def test_a_flush_computes_each_chunks_stats_once(store, monkeypatch):
+    """The manifest's array stats and the segment records share one pass per chunk."""
+    from atlas.engine import chunks, family
+
+    calls = []
+    real = chunks.chunk_stats
+
+    def counting(values, written, meta):
+        calls.append(values.shape[0])
+        return real(values, written, meta)
+
+    monkeypatch.setattr(chunks, "chunk_stats", counting)
+    monkeypatch.setattr(family, "chunk_stats", counting)
+    ds = store.create_dataset("d")
+    ds.define_array("x", "float64", ["n"], [30], chunk_shape=[10])
+    ds.write_array("x", [0], np.arange(30.0))
+    store.flush()
+    assert len(calls) == 3  # three chunks
+    assert ds.array_stats("x") == {"row_count": 30, "null_count": 0, "min": 0.0, "max": 29.0}
+    calls.clear()
+    ds.write_array("x", [5], np.array([-1.0]))  # a write invalidates that chunk's stats only
+    assert ds.array_stats("x")["min"] == -1.0
+    store.flush()
+    assert len(calls) == 1

@@ -21,17 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cloud_servers import (  # noqa: F401  (fixtures)
-    RecordingBackend,
-    azure_container,
-    azurite,
-    http_server,
-    moto_s3,
-    populate,
-    s3_bucket,
-    snapshot,
-    unique,
-)
+from cloud_servers import RecordingBackend, populate, snapshot, unique
 
 import atlas
 import atlas.backends

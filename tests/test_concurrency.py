@@ -32,14 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cloud_servers import unique
+from rel_common import options_arg, record_figure
 
 import atlas
 
 WORKERS = Path(__file__).parent / "workers"
-sys.path.insert(0, str(WORKERS))
 
-from cloud_servers import moto_s3, s3_bucket, unique  # noqa: E402, F401  (fixtures)
-from rel_common import options_arg, record_figure  # noqa: E402
 
 PY = sys.executable
 

@@ -33,14 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from crash_writer import COMPACT_EVERY
+from rel_common import append_line, record_figure, referenced_files, store_files, store_hash
 
 import atlas
 
 WORKERS = Path(__file__).parent / "workers"
-sys.path.insert(0, str(WORKERS))
-
-from crash_writer import COMPACT_EVERY  # noqa: E402
-from rel_common import append_line, record_figure, referenced_files, store_files, store_hash  # noqa: E402
 
 _ABOUT = re.compile(r"^about to commit generation (\d+) with content hash ([0-9a-f]{32})$")
 _COMMITTED = re.compile(r"^committed (\d+)$")

@@ -1,33 +1,46 @@
-"""Fault injection: every backend call of create, flush and compact fails once.
+"""Fault injection: every backend call of create, flush, compact and spilling writes fails once.
+
+One suite, parametrised over backends (:data:`TARGETS`): local disk, where a
+wrapper around :class:`~atlas.backends.LocalBackend` fails a verb
+(:class:`faults.FaultyBackend`; kinds: I/O error, ENOSPC, short write), and object
+stores (``MemoryStore`` and S3 on moto), where :class:`faults.FaultyObstore` stands
+in for the ``obstore`` module inside :mod:`atlas.backends.objectstore`, so the
+backend's own error translation and its recovery from lost responses are tested
+too (kinds: error, ``full`` = HTTP 507, ``lost`` = the request lands and its
+response is lost, ``lost-retry`` = the client's retry then fails the precondition).
 
 For each operation the call sequence is first recorded un-armed; then, for every
-call k of that sequence and every failure kind that fits it (see
-:mod:`tests.faults`), a fresh copy of the same store is built, the k-th call is
-made to fail, and the test checks (one subtest per case, all problems reported):
+call k of that sequence and every failure kind that fits it, a fresh copy of the
+same store is built, the k-th call is made to fail, and the test checks (one
+subtest per case, all problems reported):
 
-* the error is an :class:`~atlas.errors.AtlasError` -- a
-  :class:`~atlas.errors.BackendError` carrying the injected errno -- whose message
-  names the backend operation and the path;
-* a fresh ``Atlas.open`` of the directory sees exactly the old committed state A,
-  or exactly the new state B when the fault came after the commit point, and
-  every referenced byte verifies and every array reads without checksum errors;
+* when the fault must fail the operation, the error is an
+  :class:`~atlas.errors.AtlasError` -- a :class:`~atlas.errors.BackendError`
+  carrying the injected errno (``EIO`` on object stores, which have no
+  ``ENOSPC``), never a conflict -- whose message names the backend operation and
+  the object; a lost manifest ``put`` (or a lost-retry) must *not* fail the commit:
+  the backend reads the manifest back and finds its own bytes;
+* a fresh ``Atlas.open`` sees exactly the old committed state A, or exactly the new
+  state B when the fault came after the commit point (or was recognised), and every
+  referenced byte verifies and every array reads without checksum errors;
 * the failed handle still shows B (no pending change lost), and retrying the
   operation on the *same* handle, disarmed, commits exactly B.
 
 Commit points, from the code: ``flush`` makes only calls up to and including the
-manifest ``commit``, so every fault leaves A.  ``compact`` with pending changes
-first commits them like a flush (faults up to that commit leave A), then writes and
+manifest commit, so every fault leaves A.  ``compact`` with pending changes first
+commits them like a flush (faults up to that commit leave A), then writes and
 commits the compacted segments (faults up to that second commit leave B, at the
 generation after A), then deletes retired segments and sweeps debris.  A fault in
-that last phase hits a compaction that is already committed: the store is B, and,
-as ``compact_store`` itself says of the sweep ("a sweep failure never fails a
-committed compaction"; leftovers are swept by a later compaction), ``compact()``
-must not raise.
+that last phase hits a compaction that is already committed: the store is B and
+``compact()`` must not raise (leftovers are swept by a later compaction).
 
-Each operation runs on a handle that memory-maps, one that uses range reads (the
-wrapper hides ``map``), and one with ``max_pending_bytes=0`` whose pending writes
-were all spilled to uncommitted segments before the flush.  A further test fails
-every call made by those spilling writes themselves.
+Each operation runs on a handle that reads by memory maps (local only), one that
+uses range reads, and one with ``max_pending_bytes=0`` whose pending writes were all
+spilled to uncommitted segments before the flush.  A further test fails every call
+made by those spilling writes themselves.  On S3 (every request costs milliseconds)
+the default run injects ``error`` at every call of create and flush and at the first
+read, write or delete of each segment family in each phase of compact, plus both
+lost-response kinds at every manifest commit; the exhaustive S3 runs are ``slow``.
 
 State A has two generations (so segments hold dead records), a dataset deleted in
 the second one and unreferenced debris (an old orphan segment and a stale temp
@@ -39,10 +52,12 @@ delete a dataset, create one (uint64 near 2**64, string) and change attributes.
 from __future__ import annotations
 
 import errno
+import itertools
 import math
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +65,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from faults import KINDS, WRITE_VERBS, Call, FaultyBackend, kinds_for, patched_resolve, record_fault_figures
+from faults import (
+    KINDS,
+    OP_WORDS,
+    WRITE_VERBS,
+    Call,
+    FaultyBackend,
+    FaultyObstore,
+    kinds_for,
+    object_kinds_for,
+    patched_resolve,
+    record_fault_figures,
+)
 
 import atlas
 import atlas.store
@@ -59,16 +85,7 @@ from atlas.backends import LocalBackend
 from atlas.backends.base import CanMap
 from atlas.engine.segment_io import SegmentIO
 
-_OP_WORD = {
-    "get": "read",
-    "get_versioned": "read",
-    "get_ranges": "read",
-    "put": "write",
-    "commit": "commit",
-    "delete": "delete",
-    "list": "list",
-    "map": "map",
-}
+Case = tuple[int, Call, str]
 
 # -- the scenario ----------------------------------------------------------------------------
 
@@ -256,50 +273,23 @@ class Checks:
         assert not self.problems, f"{self.label}:\n  " + "\n  ".join(self.problems)
 
 
-def check_error(checks: Checks, exc: BaseException | None, fault: Any, location: str) -> None:
-    """The raised error is the injected I/O failure, classified and named properly."""
-    if exc is None:
-        checks.expect(False, "no error was raised")
-        return
-    text = f"{type(exc).__name__}: {exc}"
-    checks.expect(isinstance(exc, errors.AtlasError), f"not an AtlasError: {text}")
-    checks.expect(isinstance(exc, errors.BackendError), f"an I/O failure surfaced as {text}")
-    want_errno = errno.ENOSPC if fault.kind == "enospc" else errno.EIO
-    checks.expect(getattr(exc, "errno", None) == want_errno, f"errno {getattr(exc, 'errno', None)} != {want_errno}")
-    checks.expect(fault.path in str(exc), f"message does not name the path {fault.path!r}: {text}")
-    checks.expect(_OP_WORD[fault.verb] in str(exc), f"message does not name the operation: {text}")
-    if fault.path == "" and location not in str(exc):  # list("") names the store
-        checks.expect(False, f"message does not name the store {location}: {text}")
 
 
-# -- fixtures ----------------------------------------------------------------------------------
+# -- backends under test -------------------------------------------------------------------------
+
+_OBJECT_OP_WORD = {"get": "read", "get_ranges": "read", "head": "stat", "list": "list", "delete": "delete"}
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """State A on disk (copied per case) and the expected states A and B."""
-    root = tmp_path_factory.mktemp("faults")
-    a_path = root / "a"
-    _build_a(a_path)
-    want_a = disk_state(a_path)
-    b_path = root / "b"
-    shutil.copytree(a_path, b_path)
-    s = atlas.Atlas.open(b_path)
-    _apply_b(s)
-    view_b = snapshot(s)
-    s.flush()
-    s.close()
-    want_b = disk_state(b_path)
-    assert want_b[1] == view_b, describe_diff(want_b[1], view_b)
-    assert want_b[0] == want_a[0] + 1
-    assert want_a[1] != want_b[1]
-    return {"root": root, "a": a_path, "want_a": want_a, "want_b": want_b}
+def _obstore() -> Any:
+    return pytest.importorskip("obstore", reason="obstore (the 'cloud' extra) is not installed")
 
 
-def _fresh_copy(template: dict[str, Any], name: str) -> Path:
-    path = template["root"] / "cases" / name
-    shutil.copytree(template["a"], path)
-    return path
+def _keys(obstore: Any, store: Any) -> list[str]:
+    return sorted(meta["path"] for batch in obstore.list(store) for meta in batch)
+
+
+def _is_manifest(key: str) -> bool:
+    return "/" not in key and key.startswith("atlas.") and not key.endswith(".tmp")
 
 
 @dataclass(frozen=True)
@@ -313,43 +303,429 @@ class Variant:
     def id(self) -> str:
         return ("mmap" if self.expose_map else "get_ranges") + ("-spill" if self.max_pending_bytes is not None else "")
 
+    def options(self) -> dict[str, Any]:
+        return {} if self.max_pending_bytes is None else {"max_pending_bytes": self.max_pending_bytes}
 
-VARIANTS = [Variant(True), Variant(False), Variant(True, max_pending_bytes=0)]
+
+@dataclass
+class Template:
+    """State A (copied per case) and the states A and B seen by a fresh handle."""
+
+    fresh: Callable[[str], Any]
+    new: Callable[[str], Any]
+    want_a: tuple[int, dict[str, Any]]
+    want_b: tuple[int, dict[str, Any]]
 
 
-def _open_wrapped(monkeypatch: pytest.MonkeyPatch, path: Path, variant: Variant) -> tuple[atlas.Atlas, FaultyBackend]:
-    kw = {} if variant.max_pending_bytes is None else {"max_pending_bytes": variant.max_pending_bytes}
-    with patched_resolve(monkeypatch, lambda inner: FaultyBackend(inner, expose_map=variant.expose_map)) as made:
-        s = atlas.Atlas.open(path, **kw)
-    (w,) = made
-    assert (w.count("map") == 0) and (isinstance(w, CanMap) == variant.expose_map)
-    assert s._st.io.can_map == variant.expose_map  # the engine reads the way the wrapper says
-    return s, w
+class Injector:
+    """The fault injector of one handle, the same for every backend."""
+
+    def __init__(self, inner: Any, local: bool) -> None:
+        self.inner = inner
+        self.local = local
+
+    def record(self) -> None:
+        if self.local:
+            self.inner.reset()
+        else:
+            self.inner.record()
+
+    def arm(self, k: int, kind: str) -> None:
+        if self.local:
+            self.inner.reset()
+        self.inner.arm(k, kind)
+
+    def stop(self) -> None:
+        if self.local:
+            self.inner.disarm()
+        else:
+            self.inner.stop()
+
+    @property
+    def calls(self) -> list[Call]:
+        return list(self.inner.calls)
+
+    @property
+    def fired(self) -> Any:
+        return self.inner.fired
+
+
+class Target:
+    """A backend under fault injection: where copies of state A live, how faults are made."""
+
+    #: ``backend`` of the figures; local targets name the wrapper's verbs, object ones obstore's.
+    backend = ""
+    local = True
+    #: Inject only a representative subset of the cases (see the module docstring).
+    quick = False
+
+    def __init__(self, variant: Variant) -> None:
+        self.variant = variant
+
+    @property
+    def id(self) -> str:
+        return f"{self.backend}-{self.variant.id}"
+
+    def template(self, request: pytest.FixtureRequest) -> Template:
+        raise NotImplementedError
+
+    def open(
+        self, monkeypatch: pytest.MonkeyPatch, location: Any, variant: Variant | None = None
+    ) -> tuple[atlas.Atlas, Injector]:
+        """A handle on ``location`` whose backend calls go through a fault injector."""
+        raise NotImplementedError
+
+    def create(
+        self, monkeypatch: pytest.MonkeyPatch, location: Any, arm: tuple[int, str] | None
+    ) -> tuple[Any, Injector]:
+        """``Atlas.create(location, codec="lz4")`` with fault ``arm`` (None: recording).
+
+        Returns the error it raised (None) and the injector.
+        """
+        raise NotImplementedError
+
+    def kinds(self, verb: str) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def cases(self, calls: list[Call], distinct: bool = False) -> list[Case]:
+        return [(k, call, kind) for k, call in enumerate(calls, 1) for kind in self.kinds(call.verb)]
+
+    def is_commit(self, call: Call) -> bool:
+        raise NotImplementedError
+
+    def is_segment_write(self, call: Call) -> bool:
+        return call.verb == "put" and not self.is_commit(call)
+
+    def fails(self, call: Call, kind: str) -> bool:
+        """Whether the operation must fail with this fault (else it must succeed)."""
+        return True
+
+    def check_error(self, checks: Checks, exc: BaseException | None, fired: Any, location: Any) -> None:
+        raise NotImplementedError
+
+    def segments(self, location: Any) -> set[str]:
+        """The segment objects stored at ``location``."""
+        raise NotImplementedError
+
+    def listing(self, location: Any) -> list[str]:
+        raise NotImplementedError
+
+
+class LocalTarget(Target):
+    backend = "local"
+
+    @property
+    def read_verb(self) -> str:
+        return "map" if self.variant.expose_map else "get_ranges"
+
+    def template(self, request: pytest.FixtureRequest) -> Template:
+        return request.getfixturevalue("local_template")
+
+    def open(self, monkeypatch, location, variant=None):
+        variant = variant or self.variant
+        with patched_resolve(monkeypatch, lambda inner: FaultyBackend(inner, expose_map=variant.expose_map)) as made:
+            s = atlas.Atlas.open(location, **variant.options())
+        (w,) = made
+        assert (w.count("map") == 0) and (isinstance(w, CanMap) == variant.expose_map)
+        assert s._st.io.can_map == variant.expose_map  # the engine reads the way the wrapper says
+        return s, Injector(w, local=True)
+
+    def create(self, monkeypatch, location, arm):
+        def wrap(inner: Any) -> FaultyBackend:
+            w = FaultyBackend(inner)
+            if arm is not None:
+                w.arm(*arm)
+            return w
+
+        raised = None
+        with patched_resolve(monkeypatch, wrap) as made:
+            try:
+                atlas.Atlas.create(location, codec="lz4").close()
+            except Exception as exc:
+                raised = exc
+        return raised, Injector(made[0], local=True)
+
+    def kinds(self, verb):
+        return kinds_for(verb)
+
+    def is_commit(self, call):
+        return call.verb == "commit"
+
+    def check_error(self, checks, exc, fired, location):
+        if exc is None:
+            checks.expect(False, "no error was raised")
+            return
+        text = f"{type(exc).__name__}: {exc}"
+        checks.expect(isinstance(exc, errors.AtlasError), f"not an AtlasError: {text}")
+        checks.expect(isinstance(exc, errors.BackendError), f"an I/O failure surfaced as {text}")
+        want_errno = errno.ENOSPC if fired.kind == "enospc" else errno.EIO
+        checks.expect(getattr(exc, "errno", None) == want_errno, f"errno {getattr(exc, 'errno', None)} != {want_errno}")
+        checks.expect(fired.path in str(exc), f"message does not name the path {fired.path!r}: {text}")
+        checks.expect(OP_WORDS[fired.verb] in str(exc), f"message does not name the operation: {text}")
+        if fired.path == "" and str(location) not in str(exc):  # list("") names the store
+            checks.expect(False, f"message does not name the store {location}: {text}")
+
+    def segments(self, location):
+        return {p.relative_to(location).as_posix() for p in Path(location).rglob("*.af")}
+
+    def listing(self, location):
+        return sorted(p.name for p in Path(location).iterdir()) if Path(location).is_dir() else []
+
+
+class ObjectTarget(Target):
+    local = False
+
+    def __init__(self, space: str, variant: Variant, quick: bool = False) -> None:
+        super().__init__(variant)
+        self.backend = space
+        self.quick = quick
+
+    @property
+    def id(self) -> str:
+        return f"{self.backend}{'' if self.quick or self.backend == 'memory' else '-exhaustive'}-{self.variant.id}"
+
+    read_verb = "get_ranges"
+
+    def template(self, request):
+        t = request.getfixturevalue(f"{self.backend}_template")
+        if self.backend != "memory":  # the same scenario must give the same states everywhere
+            ref = request.getfixturevalue("memory_template")
+            assert t.want_a == ref.want_a and t.want_b == ref.want_b
+        return t
+
+    def _install(self, monkeypatch: pytest.MonkeyPatch, store: Any) -> FaultyObstore:
+        from atlas.backends import objectstore
+
+        faulty = FaultyObstore(_obstore(), store)
+        monkeypatch.setattr(objectstore, "obstore", faulty)
+        return faulty
+
+    def open(self, monkeypatch, location, variant=None):
+        variant = variant or self.variant
+        faulty = self._install(monkeypatch, location)
+        s = atlas.Atlas.open(location, **variant.options())
+        assert not s._st.io.can_map
+        return s, Injector(faulty, local=False)
+
+    def create(self, monkeypatch, location, arm):
+        faulty = self._install(monkeypatch, location)
+        if arm is None:
+            faulty.record()
+        else:
+            faulty.arm(*arm)
+        raised = None
+        try:
+            atlas.Atlas.create(location, codec="lz4").close()
+        except Exception as exc:
+            raised = exc
+        faulty.stop()
+        return raised, Injector(faulty, local=False)
+
+    def kinds(self, verb):
+        return object_kinds_for(verb)
+
+    def cases(self, calls, distinct=False):
+        every = super().cases(calls)
+        if not self.quick:
+            return every
+        # Every call with ``error``, and the lost-response kinds on manifest commits.  With
+        # ``distinct``, ``error`` hits only the first read or write of each segment family,
+        # and the first segment delete, between two commits: the calls it skips differ only
+        # in which segment they touch.
+        out, seen, phase = [], set(), 0
+        for k, call, kind in every:
+            commit = self.is_commit(call)
+            if kind == "error":
+                family = call.path.partition("/")[0] if "/" in call.path and call.verb != "delete" else ""
+                key = (phase, call.verb, family if "/" in call.path else call.path)
+                if not distinct or key not in seen:
+                    out.append((k, call, kind))
+                seen.add(key)
+            elif commit and kind.startswith("lost"):
+                out.append((k, call, kind))
+            if commit and kind == object_kinds_for("put")[-1]:
+                phase += 1
+        return out
+
+    def is_commit(self, call):
+        return call.verb == "put" and _is_manifest(call.path)
+
+    def fails(self, call, kind):
+        if kind in ("error", "full"):
+            return True
+        if kind == "lost":  # a lost manifest put is recognised by reading the manifest back
+            return not self.is_commit(call)
+        return False  # lost-retry: the backend recognises its own object
+
+    def check_error(self, checks, exc, fired, location):
+        if exc is None:
+            checks.expect(False, "no error was raised")
+            return
+        from atlas.backends import objectstore
+
+        call = Call(fired.verb, fired.path)
+        where = objectstore.backend_for_handle(location, True).location
+        text = f"{type(exc).__name__}: {exc}"
+        checks.expect(isinstance(exc, errors.AtlasError), f"not an AtlasError: {text}")
+        checks.expect(not isinstance(exc, errors.ConflictError), f"an I/O failure reported as a conflict: {text}")
+        checks.expect(isinstance(exc, errors.BackendError), f"an I/O failure surfaced as {text}")
+        checks.expect(getattr(exc, "errno", None) == errno.EIO, f"errno {getattr(exc, 'errno', None)} != EIO: {text}")
+        word = ("commit" if self.is_commit(call) else "write") if call.verb == "put" else _OBJECT_OP_WORD[call.verb]
+        checks.expect(word in str(exc), f"message does not name the operation {word!r}: {text}")
+        checks.expect(call.path in str(exc), f"message does not name the object {call.path!r}: {text}")
+        checks.expect(where.rstrip("/") in str(exc), f"message does not name the store {where}: {text}")
+
+    def segments(self, location):
+        return {k for k in _keys(_obstore(), location) if k.endswith(".af")}
+
+    def listing(self, location):
+        return _keys(_obstore(), location)
+
+
+LOCAL = LocalTarget(Variant())
+MMAP, RANGES, SPILLED = Variant(True), Variant(False), Variant(True, max_pending_bytes=0)
+OBJECT_RANGES, OBJECT_SPILLED = Variant(False), Variant(False, max_pending_bytes=0)
+
+
+def _targets(variants: list[tuple[Variant, Variant]]) -> list[Any]:
+    """``pytest.param`` per backend for the given ``(local variant, object variant)`` pairs."""
+    out = []
+    for local, remote in variants:
+        for target in (LocalTarget(local), ObjectTarget("memory", remote), ObjectTarget("s3", remote, quick=True),
+                       ObjectTarget("s3", remote)):  # fmt: skip
+            slow = target.backend == "s3" and not target.quick
+            if target.quick and remote.max_pending_bytes is not None:
+                continue  # spilled handles run on S3 only in the exhaustive variant
+            if not target.local and local is RANGES:
+                continue  # object stores always read by ranges: their range variant is listed once
+            out.append(pytest.param(target, id=target.id, marks=[pytest.mark.slow] if slow else []))
+    return out
+
+
+#: Flush and compaction: every backend, every way a handle reads and spills.
+TARGETS = _targets([(MMAP, OBJECT_RANGES), (RANGES, OBJECT_RANGES), (SPILLED, OBJECT_SPILLED)])
+#: Spilling writes and create (one handle kind per backend).
+SPILL_TARGETS = [p for p in _targets([(SPILLED, OBJECT_SPILLED)]) if not p.values[0].quick]
+CREATE_TARGETS = _targets([(MMAP, OBJECT_RANGES)])
+
+
+# -- templates ------------------------------------------------------------------------------------
+
+
+def _check_template(a: Any, b: Any) -> tuple[tuple[int, dict[str, Any]], tuple[int, dict[str, Any]]]:
+    """The states of A at ``a``, and of B after applying and flushing it at ``b`` (a copy of A)."""
+    want_a = disk_state(a)
+    s = atlas.Atlas.open(b)
+    _apply_b(s)
+    view_b = snapshot(s)
+    s.flush()
+    s.close()
+    want_b = disk_state(b)
+    assert want_b[1] == view_b, describe_diff(want_b[1], view_b)
+    assert want_b[0] == want_a[0] + 1 and want_a[1] != want_b[1]
+    return want_a, want_b
+
+
+@pytest.fixture(scope="module")
+def local_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    root = tmp_path_factory.mktemp("faults")
+    a_path = root / "a"
+    _build_a(a_path)
+    b_path = root / "b"
+    shutil.copytree(a_path, b_path)
+    want_a, want_b = _check_template(a_path, b_path)
+    counter = itertools.count(1)
+
+    def fresh(label: str) -> Path:
+        path = root / "cases" / f"{label}-{next(counter)}"
+        shutil.copytree(a_path, path)
+        return path
+
+    return Template(fresh, lambda label: root / "new" / f"{label}-{next(counter)}", want_a, want_b)
+
+
+def _object_template(new: Callable[[str], Any], copy: Callable[[Any, str], Any]) -> Template:
+    obstore = _obstore()
+    a = new("a")
+    build_a_generations(a)
+    for key, data in DEBRIS.items():
+        obstore.put(a, key, data)
+    want_a, want_b = _check_template(a, copy(a, "b"))
+    counter = itertools.count(1)
+    return Template(lambda label: copy(a, f"{label}-{next(counter)}"), lambda label: new(f"{label}-{next(counter)}"),
+                    want_a, want_b)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def memory_template() -> Template:
+    obstore = _obstore()
+    from obstore.store import MemoryStore
+
+    def copy(a: Any, label: str) -> Any:
+        store = MemoryStore()
+        for key in _keys(obstore, a):
+            obstore.put(store, key, bytes(obstore.get(a, key).bytes()))
+        return store
+
+    return _object_template(lambda label: MemoryStore(), copy)
+
+
+@pytest.fixture(scope="module")
+def s3_template(moto_s3, s3_bucket) -> Template:
+    obstore = _obstore()
+    root = moto_s3.store(s3_bucket)
+    base = f"faults-{uuid.uuid4().hex[:10]}"
+
+    def new(label: str) -> Any:
+        return moto_s3.store(s3_bucket, prefix=f"{base}/{label}")
+
+    def copy(a: Any, label: str) -> Any:
+        prefix = a.prefix.strip("/")
+        for key in _keys(obstore, a):
+            obstore.copy(root, f"{prefix}/{key}", f"{base}/{label}/{key}")
+        return new(label)
+
+    return _object_template(new, copy)
 
 
 def _record(
-    template: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
-    name: str,
-    run: Callable[[atlas.Atlas], None],
-    variant: Variant,
+    monkeypatch: pytest.MonkeyPatch, target: Target, t: Template, op: Callable[[atlas.Atlas], None]
 ) -> list[Call]:
-    """The un-armed call sequence of ``run`` on a fresh copy with B pending."""
-    path = _fresh_copy(template, name)
-    s, w = _open_wrapped(monkeypatch, path, variant)
+    """The un-armed call sequence of ``op`` on a fresh copy with B pending."""
+    location = t.fresh("record")
+    s, injector = target.open(monkeypatch, location)
     _apply_b(s)
-    if variant.max_pending_bytes == 0:
-        assert w.count("put") > 0, "B should have been spilled"
-    w.reset()
-    run(s)
-    calls = list(w.calls)
+    injector.record()
+    op(s)
+    injector.stop()
+    calls = injector.calls
     s.close()
-    assert disk_state(path)[1] == template["want_b"][1]
+    assert disk_state(location)[1] == t.want_b[1]
     return calls
 
 
-def _cases(calls: list[Call]) -> list[tuple[int, Call, str]]:
-    return [(k, call, kind) for k, call in enumerate(calls, 1) for kind in kinds_for(call.verb)]
+def _run(s: atlas.Atlas, injector: Injector, k: int, kind: str, op: Callable[[atlas.Atlas], None]) -> Any:
+    injector.arm(k, kind)
+    try:
+        op(s)
+    except Exception as exc:
+        return exc
+    finally:
+        injector.stop()
+    return None
+
+
+def _figures(request: pytest.FixtureRequest, target: Target, operation: str, calls: list[Call], cases: list[Case],
+             started: float, variant: str | None = None) -> None:  # fmt: skip
+    record_fault_figures(
+        f"test_faults::{request.node.name}",
+        backend=target.backend,
+        operation=operation,
+        calls=len(calls),
+        cases=cases,
+        started=started,
+        variant=target.variant.id if variant is None else variant,
+    )
 
 
 # -- the wrapper itself ---------------------------------------------------------------------------
@@ -409,59 +785,121 @@ def test_wrapper_faults(tmp_path, kind):
             w.arm(1, "bogus")
 
 
+# -- the injector itself -----------------------------------------------------------------------------
+
+
+def test_obstore_injector_kinds_do_what_they_say():
+    obstore = pytest.importorskip("obstore", reason="obstore (the 'cloud' extra) is not installed")
+    from obstore.store import MemoryStore
+
+    store, other = MemoryStore(), MemoryStore()
+    faulty = FaultyObstore(obstore, store)
+    obx = obstore.exceptions
+    faulty.arm(2, "error")
+    faulty.put(store, "a", b"1")
+    faulty.put(other, "x", b"not counted")
+    with pytest.raises(obx.GenericError, match="injected"):
+        faulty.put(store, "b", b"2")
+    assert _keys(obstore, store) == ["a"] and faulty.fired is not None and faulty.fired.verb == "put"
+    faulty.arm(1, "full")
+    with pytest.raises(obx.GenericError, match="507"):
+        faulty.put(store, "b", b"2")
+    faulty.arm(1, "lost")
+    with pytest.raises(obx.GenericError, match="timed out"):
+        faulty.put(store, "b", b"2", mode="create")
+    assert bytes(obstore.get(store, "b").bytes()) == b"2"  # it landed
+    faulty.arm(1, "lost-retry")
+    with pytest.raises(obx.AlreadyExistsError):
+        faulty.put(store, "c", b"3", mode="create")
+    tag = obstore.head(store, "c")["e_tag"]
+    faulty.arm(1, "lost-retry")
+    with pytest.raises(obx.PreconditionError):
+        faulty.put(store, "c", b"4", mode={"e_tag": tag})
+    assert bytes(obstore.get(store, "c").bytes()) == b"4"
+    faulty.arm(1, "lost")
+    with pytest.raises(obx.GenericError):
+        faulty.delete(store, "a")
+    assert _keys(obstore, store) == ["b", "c"]
+    faulty.arm(1, "lost")
+    with pytest.raises(AssertionError, match="cannot hit a get"):
+        faulty.get(store, "b")
+    faulty.stop()
+    faulty.get(store, "b")
+    assert [(c.verb, c.path) for c in faulty.calls] == [("get", "b")] and not faulty.armed
+    with pytest.raises(ValueError):
+        faulty.arm(1, "short")
+
+
+def test_a_lost_commit_response_is_not_a_conflict(monkeypatch):
+    """The manifest put lands but its response is lost: the commit succeeds, once."""
+    obstore = pytest.importorskip("obstore", reason="obstore (the 'cloud' extra) is not installed")
+    from obstore.store import MemoryStore
+
+    from atlas.backends import objectstore
+
+    store = MemoryStore()
+    faulty = FaultyObstore(obstore, store)
+    monkeypatch.setattr(objectstore, "obstore", faulty)
+    atlas.Atlas.create(store).close()
+    s = atlas.Atlas.open(store)
+    s.create_dataset("d")
+    for value, kind in enumerate(("lost", "lost-retry")):
+        s.open_dataset("d").set_attribute("x", value)
+        faulty.arm(1, kind)  # an attribute change writes no segment: call 1 is the commit
+        s.flush()
+        faulty.stop()
+        assert faulty.fired is not None and (faulty.fired.verb, faulty.fired.path) == ("put", "atlas.json")
+        assert not s.has_pending_changes
+    fresh = atlas.Atlas.open(store, mode="r")
+    assert fresh.generation == 2 and fresh.open_dataset("d").attributes() == {"x": 1}
+    s.close()
+
+
 # -- flush ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.id)
-def test_flush_fault_at_every_call(template, monkeypatch, subtests, variant):
+@pytest.mark.parametrize("target", TARGETS)
+def test_flush_fault_at_every_call(request, monkeypatch, subtests, target):
     started = time.perf_counter()
-    calls = _record(template, monkeypatch, f"flush-record-{variant.id}", lambda s: s.flush(), variant)
-    assert calls[-1].verb == "commit"
+    t = target.template(request)
+    calls = _record(monkeypatch, target, t, lambda s: s.flush())
+    assert target.is_commit(calls[-1]), calls
     # spilled B: the flush only commits segments written earlier
-    assert any(c.verb == "put" for c in calls) == (variant.max_pending_bytes is None)
-    read_verb = "map" if variant.expose_map else "get_ranges"
-    assert any(c.verb == read_verb for c in calls), "the flush should read a segment index (stats)"
-    want_a, want_b = template["want_a"], template["want_b"]
-    for k, call, kind in _cases(calls):
+    assert any(target.is_segment_write(c) for c in calls) == (target.variant.max_pending_bytes is None)
+    assert any(c.verb == target.read_verb for c in calls), "the flush should read a segment index (stats)"
+    want_a, want_b = t.want_a, t.want_b
+    cases = target.cases(calls)
+    for k, call, kind in cases:
         with subtests.test(msg=f"{call.verb} {call.path}", k=k, kind=kind):
-            path = _fresh_copy(template, f"flush-{variant.id}-{k}-{kind}")
-            s, w = _open_wrapped(monkeypatch, path, variant)
+            location = t.fresh(f"flush-{target.id}-{k}-{kind}")
+            s, injector = target.open(monkeypatch, location)
             _apply_b(s)
-            w.reset()
-            w.arm(k, kind)
-            raised = None
-            try:
-                s.flush()
-            except Exception as exc:
-                raised = exc
-            w.disarm()
-            checks = Checks(f"flush fault at call {k} ({call.verb} {call.path}, {kind})")
-            checks.expect(w.fired is not None and w.fired.verb == call.verb, f"fault fired at {w.fired}")
-            if w.fired is not None:
-                check_error(checks, raised, w.fired, str(path))
-            # Every call of a flush happens before (or is) the commit: the store is at A.
-            checks.state(path, want_a, "after the failed flush")
-            checks.expect(s.has_pending_changes, "the failed handle lost its pending changes")
+            raised = _run(s, injector, k, kind, lambda s: s.flush())
+            checks = Checks(f"{target.id}: flush fault at call {k} ({call.verb} {call.path}, {kind})")
+            fired = injector.fired
+            checks.expect(fired is not None and fired.verb == call.verb, f"fault fired at {fired}")
+            if target.fails(call, kind):
+                if fired is not None:
+                    target.check_error(checks, raised, fired, location)
+                # Every call of a flush happens before (or is) the commit: the store is at A.
+                checks.state(location, want_a, "after the failed flush")
+                checks.expect(s.has_pending_changes, "the failed handle lost its pending changes")
+            else:
+                checks.expect(raised is None, f"the flush raised {type(raised).__name__}: {raised}")
+                checks.state(location, (want_a[0] + 1, want_b[1]), "after a flush whose response was lost")
+                checks.expect(not s.has_pending_changes, "pending changes left after a successful flush")
             view = snapshot(s)
-            checks.expect(view == want_b[1], f"the failed handle's view is not B: {describe_diff(view, want_b[1])}")
+            checks.expect(view == want_b[1], f"the handle's view is not B: {describe_diff(view, want_b[1])}")
             try:
-                s.flush()  # disarmed retry on the same handle
+                s.flush()  # disarmed retry on the same handle (nothing to do after a success)
             except Exception as exc:
                 checks.expect(False, f"retried flush failed: {type(exc).__name__}: {exc}")
             else:
                 checks.expect(not s.has_pending_changes, "pending changes left after the retry")
-                checks.state(path, (want_a[0] + 1, want_b[1]), "after the retried flush")
+                checks.state(location, (want_a[0] + 1, want_b[1]), "after the retried flush")
             s.close()
             checks.done()
-    record_fault_figures(
-        f"test_faults::test_flush_fault_at_every_call[{variant.id}]",
-        backend="local",
-        operation="flush",
-        calls=len(calls),
-        cases=_cases(calls),
-        started=started,
-        variant=variant.id,
-    )
+    _figures(request, target, "flush", calls, cases, started)
 
 
 # -- compact -------------------------------------------------------------------------------------
@@ -471,47 +909,50 @@ def _compact(s: atlas.Atlas) -> None:
     s.compact(grace_period=0)  # the debris of A is old: the sweep has work to do
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.id)
-def test_compact_fault_at_every_call(template, monkeypatch, subtests, variant):
+def _families(location: Any) -> dict[str, list[str]]:
+    s = atlas.Atlas.open(location, mode="r")
+    try:
+        return {fam.dir: [ref.file for ref in fam.segments] for fam in s._st.base.families.values()}
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_compact_fault_at_every_call(request, monkeypatch, subtests, target):
     started = time.perf_counter()
-    calls = _record(template, monkeypatch, f"compact-record-{variant.id}", _compact, variant)
-    commits = [k for k, c in enumerate(calls, 1) if c.verb == "commit"]
+    t = target.template(request)
+    calls = _record(monkeypatch, target, t, _compact)
+    commits = [k for k, c in enumerate(calls, 1) if target.is_commit(c)]
     # compact() first flushes B (commit 1), then commits the compacted manifest (commit 2),
     # then deletes retired segments and sweeps the debris.
     assert len(commits) == 2, calls
     flush_commit, compact_commit = commits
     assert {c.verb for c in calls[compact_commit:]} == {"delete", "list"}, calls[compact_commit:]
-    swept = {c.path for c in calls[compact_commit:] if c.verb == "delete"}
-    assert {"temp/000000000002-00000000deadbeef.af", ".atlas.json.0badf00d.tmp"} <= swept
-    want_a, want_b = template["want_a"], template["want_b"]
-    for k, call, kind in _cases(calls):
+    assert set(DEBRIS) <= {c.path for c in calls[compact_commit:] if c.verb == "delete"}
+    want_a, want_b = t.want_a, t.want_b
+    cases = target.cases(calls, distinct=True)
+    for k, call, kind in cases:
         with subtests.test(msg=f"{call.verb} {call.path}", k=k, kind=kind):
-            path = _fresh_copy(template, f"compact-{variant.id}-{k}-{kind}")
-            s, w = _open_wrapped(monkeypatch, path, variant)
+            location = t.fresh(f"compact-{target.id}-{k}-{kind}")
+            s, injector = target.open(monkeypatch, location)
             _apply_b(s)
-            w.reset()
-            w.arm(k, kind)
-            raised = None
-            try:
-                _compact(s)
-            except Exception as exc:
-                raised = exc
-            w.disarm()
-            checks = Checks(f"compact fault at call {k} ({call.verb} {call.path}, {kind})")
-            checks.expect(w.fired is not None and w.fired.verb == call.verb, f"fault fired at {w.fired}")
-            if k <= flush_commit:  # while flushing B: nothing committed, B still pending
-                check_error(checks, raised, w.fired, str(path))
-                checks.state(path, want_a, "after a compaction failed while flushing")
+            raised = _run(s, injector, k, kind, _compact)
+            checks = Checks(f"{target.id}: compact fault at call {k} ({call.verb} {call.path}, {kind})")
+            fired = injector.fired
+            checks.expect(fired is not None and fired.verb == call.verb, f"fault fired at {fired}")
+            if not target.fails(call, kind) or k > compact_commit:
+                # a lost response recognised, or a fault past the compaction's commit point
+                checks.expect(raised is None, f"the compaction raised {type(raised).__name__}: {raised}")
+                checks.state(location, (want_a[0] + 2, want_b[1]), "after the compaction")
+            elif k <= flush_commit:  # while flushing B: nothing committed, B still pending
+                if fired is not None:
+                    target.check_error(checks, raised, fired, location)
+                checks.state(location, want_a, "after a compaction failed while flushing")
                 checks.expect(s.has_pending_changes, "the failed handle lost its pending changes")
-            elif k <= compact_commit:  # while compacting: B committed, compaction not
-                check_error(checks, raised, w.fired, str(path))
-                checks.state(path, (want_a[0] + 1, want_b[1]), "after a compaction failed before its commit")
-            else:  # after the commit point: the compaction is done and must not fail
-                checks.expect(
-                    raised is None,
-                    f"a committed compaction raised {type(raised).__name__}: {raised}",
-                )
-                checks.state(path, (want_a[0] + 2, want_b[1]), "after a fault past the compaction's commit")
+            else:  # while compacting: B committed, the compaction not
+                if fired is not None:
+                    target.check_error(checks, raised, fired, location)
+                checks.state(location, (want_a[0] + 1, want_b[1]), "after a compaction failed before its commit")
             view = snapshot(s)
             checks.expect(view == want_b[1], f"the handle's content is not B: {describe_diff(view, want_b[1])}")
             try:
@@ -519,55 +960,52 @@ def test_compact_fault_at_every_call(template, monkeypatch, subtests, variant):
             except Exception as exc:
                 checks.expect(False, f"retried compaction failed: {type(exc).__name__}: {exc}")
             else:
-                checks.state(path, (None, want_b[1]), "after the retried compaction")
-                families = _families(path)
+                checks.state(location, (None, want_b[1]), "after the retried compaction")
+                families = _families(location)
                 checks.expect(
                     all(len(segs) == 1 for segs in families.values()),
                     f"retried compaction left several segments: {families}",
                 )
-                on_disk = {p.relative_to(path).as_posix() for p in path.rglob("*.af")}
                 live = {f"{d}/{f}" for d, segs in families.items() for f in segs}
-                checks.expect(on_disk == live, f"dead segment files remain: {sorted(on_disk - live)}")
+                stored = target.segments(location)
+                checks.expect(stored == live, f"dead segment files remain: {sorted(stored - live)}")
             s.close()
             checks.done()
-    record_fault_figures(
-        f"test_faults::test_compact_fault_at_every_call[{variant.id}]",
-        backend="local",
-        operation="compact",
-        calls=len(calls),
-        cases=_cases(calls),
-        started=started,
-        variant=variant.id,
-    )
+    _figures(request, target, "compact", calls, cases, started)
 
 
-def test_spilling_write_fault_at_every_call(template, monkeypatch, subtests):
+# -- spilling writes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", SPILL_TARGETS)
+def test_spilling_write_fault_at_every_call(request, monkeypatch, subtests, target):
     """With no memory budget every write spills B to uncommitted segments at once.
 
     A failed read of a chunk the write must merge with fails that write call
     (changing nothing); retrying it succeeds.  A failed spill does not fail the
     write, which already succeeded in memory: it is logged and retried later.
-    Either way, flushing must give exactly B, and nothing is visible on disk
-    before the flush.
+    Either way, flushing must give exactly B, and nothing is visible before the
+    flush.
     """
     started = time.perf_counter()
-    variant = Variant(True, max_pending_bytes=0)
-    path = _fresh_copy(template, "spill-write-record")
-    s, w = _open_wrapped(monkeypatch, path, variant)
-    w.reset()
+    t = target.template(request)
+    location = t.fresh("spill-write-record")
+    s, injector = target.open(monkeypatch, location)
+    injector.record()
     _apply_b(s)
-    calls = list(w.calls)
+    injector.stop()
+    calls = injector.calls
     s.close()
-    want_a, want_b = template["want_a"], template["want_b"]
-    assert disk_state(path) == (want_a[0] + 1, want_b[1])
+    want_a, want_b = t.want_a, t.want_b
+    assert disk_state(location) == (want_a[0] + 1, want_b[1])
     assert sum(c.verb == "put" for c in calls) >= 5, calls
-    for k, call, kind in _cases(calls):
+    cases = target.cases(calls)
+    for k, call, kind in cases:
         with subtests.test(msg=f"{call.verb} {call.path}", k=k, kind=kind):
-            path = _fresh_copy(template, f"spill-write-{k}-{kind}")
-            s, w = _open_wrapped(monkeypatch, path, variant)
-            w.reset()
-            w.arm(k, kind)
-            checks = Checks(f"spilling write, fault at call {k} ({call.verb} {call.path}, {kind})")
+            location = t.fresh(f"spill-write-{target.id}-{k}-{kind}")
+            s, injector = target.open(monkeypatch, location)
+            injector.arm(k, kind)
+            checks = Checks(f"{target.id}: spilling write, fault at call {k} ({call.verb} {call.path}, {kind})")
             failed = []
             for label, step in B_STEPS:
                 try:
@@ -578,14 +1016,16 @@ def test_spilling_write_fault_at_every_call(template, monkeypatch, subtests):
                         step(s)  # the same call again: the fault was one-shot
                     except Exception as again:
                         checks.expect(False, f"retrying {label!r} failed: {type(again).__name__}: {again}")
-            checks.expect(w.fired is not None and w.fired.verb == call.verb, f"fault fired at {w.fired}")
-            expected_failures = 0 if call.verb == "put" else 1
+            injector.stop()
+            fired = injector.fired
+            checks.expect(fired is not None and fired.verb == call.verb, f"fault fired at {fired}")
+            expected_failures = 0 if call.verb == "put" or not target.fails(call, kind) else 1
             checks.expect(
                 len(failed) == expected_failures, f"calls that failed: {[(lbl, str(e)) for lbl, e in failed]}"
             )
-            if failed and w.fired is not None:
-                check_error(checks, failed[0][1], w.fired, str(path))
-            checks.state(path, want_a, "before the flush")
+            if failed and fired is not None:
+                target.check_error(checks, failed[0][1], fired, location)
+            checks.state(location, want_a, "before the flush")
             view = snapshot(s)
             checks.expect(view == want_b[1], f"the handle's view is not B: {describe_diff(view, want_b[1])}")
             try:
@@ -593,83 +1033,57 @@ def test_spilling_write_fault_at_every_call(template, monkeypatch, subtests):
             except Exception as exc:
                 checks.expect(False, f"flush failed: {type(exc).__name__}: {exc}")
             else:
-                checks.state(path, (want_a[0] + 1, want_b[1]), "after the flush")
+                checks.state(location, (want_a[0] + 1, want_b[1]), "after the flush")
             s.close()
             checks.done()
-    record_fault_figures(
-        "test_faults::test_spilling_write_fault_at_every_call",
-        backend="local",
-        operation="spilling writes",
-        calls=len(calls),
-        cases=_cases(calls),
-        started=started,
-        variant="mmap-spill",
-    )
-
-
-def _families(path: Path) -> dict[str, list[str]]:
-    s = atlas.Atlas.open(path, mode="r")
-    try:
-        return {fam.dir: [ref.file for ref in fam.segments] for fam in s._st.base.families.values()}
-    finally:
-        s.close()
+    _figures(request, target, "spilling writes", calls, cases, started)
 
 
 # -- create --------------------------------------------------------------------------------------
 
 
-def test_create_fault_at_every_call(tmp_path, monkeypatch, subtests):
+@pytest.mark.parametrize("target", CREATE_TARGETS)
+def test_create_fault_at_every_call(request, monkeypatch, subtests, target):
     started = time.perf_counter()
-    with patched_resolve(monkeypatch) as made:
-        atlas.Atlas.create(tmp_path / "record").close()
-    calls = list(made[0].calls)
-    assert calls[-1].verb == "commit", calls
-    for k, call, kind in _cases(calls):
+    t = target.template(request)
+    _, recorder = target.create(monkeypatch, t.new("create-record"), None)
+    calls = recorder.calls
+    assert target.is_commit(calls[-1]), calls
+    cases = target.cases(calls)
+    for k, call, kind in cases:
         with subtests.test(msg=f"{call.verb} {call.path}", k=k, kind=kind):
-            path = tmp_path / f"create-{k}-{kind}"
-
-            def armed(inner, k=k, kind=kind):
-                w = FaultyBackend(inner)
-                w.arm(k, kind)
-                return w
-
-            raised = None
-            with patched_resolve(monkeypatch, armed) as made:
+            location = t.new(f"create-{k}-{kind}")
+            raised, injector = target.create(monkeypatch, location, (k, kind))
+            checks = Checks(f"{target.id}: create fault at call {k} ({call.verb} {call.path}, {kind})")
+            fired = injector.fired
+            checks.expect(fired is not None and fired.verb == call.verb, f"fault fired at {fired}")
+            if target.fails(call, kind):
+                if fired is not None:
+                    target.check_error(checks, raised, fired, location)
                 try:
-                    atlas.Atlas.create(path, codec="lz4").close()
+                    atlas.Atlas.open(location)
+                except errors.NotAStoreError:
+                    pass
                 except Exception as exc:
-                    raised = exc
-            (w,) = made
-            checks = Checks(f"create fault at call {k} ({call.verb} {call.path}, {kind})")
-            checks.expect(w.fired is not None and w.fired.verb == call.verb, f"fault fired at {w.fired}")
-            if w.fired is not None:
-                check_error(checks, raised, w.fired, str(path))
+                    checks.expect(False, f"open after a failed create: {type(exc).__name__}: {exc}")
+                else:
+                    checks.expect(False, "a failed create left an openable store")
+                try:  # the same call again, without the fault, must now succeed
+                    atlas.Atlas.create(location, codec="lz4").close()
+                except Exception as exc:
+                    leftovers = target.listing(location)
+                    checks.expect(False, f"retried create failed: {type(exc).__name__}: {exc} (left: {leftovers})")
+            else:
+                checks.expect(raised is None, f"create raised {type(raised).__name__}: {raised}")
             try:
-                atlas.Atlas.open(path)
-            except errors.NotAStoreError:
-                pass
+                s = atlas.Atlas.open(location)
             except Exception as exc:
-                checks.expect(False, f"open after a failed create: {type(exc).__name__}: {exc}")
+                checks.expect(False, f"open after the create: {type(exc).__name__}: {exc}")
             else:
-                checks.expect(False, "a failed create left an openable store")
-            try:  # the same call again, without the fault, must now succeed
-                atlas.Atlas.create(path, codec="lz4").close()
-            except Exception as exc:
-                leftovers = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
-                checks.expect(False, f"retried create failed: {type(exc).__name__}: {exc} (directory: {leftovers})")
-            else:
-                s = atlas.Atlas.open(path)
                 checks.expect((s.generation, s.list_datasets(), s.codec) == (0, [], "lz4"), repr(s))
                 s.close()
             checks.done()
-    record_fault_figures(
-        "test_faults::test_create_fault_at_every_call",
-        backend="local",
-        operation="create",
-        calls=len(calls),
-        cases=_cases(calls),
-        started=started,
-    )
+    _figures(request, target, "create", calls, cases, started, variant="")
 
 
 # -- faults raised by the real LocalBackend (no wrapper) -------------------------------------------
@@ -682,8 +1096,9 @@ def _failing_fsync(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
     monkeypatch.setattr(os, "fsync", fsync)
 
 
-def test_flush_with_a_full_disk_keeps_everything_and_leaves_no_temp_files(template, monkeypatch):
-    path = _fresh_copy(template, "real-enospc-flush")
+def test_flush_with_a_full_disk_keeps_everything_and_leaves_no_temp_files(local_template, monkeypatch):
+    template = local_template
+    path = template.fresh("real-enospc-flush")
     debris_before = {p.relative_to(path).as_posix() for p in path.rglob(".*.tmp")}
     s = atlas.Atlas.open(path)
     _apply_b(s)
@@ -694,9 +1109,9 @@ def test_flush_with_a_full_disk_keeps_everything_and_leaves_no_temp_files(templa
     assert info.value.errno == errno.ENOSPC
     assert str(path) in str(info.value) and "write" in str(info.value)
     assert {p.relative_to(path).as_posix() for p in path.rglob(".*.tmp")} == debris_before
-    assert disk_state(path) == template["want_a"]
+    assert disk_state(path) == template.want_a
     s.flush()
-    assert disk_state(path) == (template["want_a"][0] + 1, template["want_b"][1])
+    assert disk_state(path) == (template.want_a[0] + 1, template.want_b[1])
     s.close()
 
 
@@ -719,10 +1134,11 @@ def test_short_write_verbs_are_the_write_verbs():
     assert kinds_for("map") == ("error", "enospc") and kinds_for("put") == KINDS
 
 
-def test_verify_works_through_a_backend_with_only_the_protocol_verbs(template, monkeypatch):
+def test_verify_works_through_a_backend_with_only_the_protocol_verbs(local_template, monkeypatch):
+    template = local_template
     """``Atlas.verify`` must need no more of a backend than the verbs of ``atlas.backends.base``."""
-    path = _fresh_copy(template, "verify-protocol-only")
-    s, w = _open_wrapped(monkeypatch, path, Variant(expose_map=False))
+    path = template.fresh("verify-protocol-only")
+    s, w = LOCAL.open(monkeypatch, path, Variant(expose_map=False))
     assert s.verify() == []
     assert {c.verb for c in w.calls} <= {"get_ranges", "list", "get_versioned"}
     s.close()

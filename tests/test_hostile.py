@@ -39,14 +39,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from rel_common import dump_store, record_figure, store_hash
 
 import atlas
 from atlas.errors import AtlasError
 
 WORKERS = Path(__file__).parent / "workers"
-sys.path.insert(0, str(WORKERS))
-
-from rel_common import dump_store, record_figure, store_hash  # noqa: E402
 
 # -- the store the hostile calls run against ---------------------------------------------------------
 

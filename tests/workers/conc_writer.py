@@ -31,9 +31,6 @@ import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 from rel_common import pop_options
 
 import atlas

@@ -44,9 +44,6 @@ from typing import Any
 import blosc2
 import msgpack
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 from rel_common import _enc
 
 import atlas

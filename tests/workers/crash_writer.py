@@ -23,9 +23,6 @@ import os
 import sys
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 from rel_common import append_line, store_hash
 
 import atlas

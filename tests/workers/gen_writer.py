@@ -22,14 +22,10 @@ see ``rel_common.options_arg``).
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 from rel_common import pop_options
 
 import atlas

@@ -6,14 +6,13 @@ sequences from the same strategies, runs each with the same checks, and groups t
 failures by exception type and innermost atlas frame, with one example each.  It is a
 tool for whoever fixes the bugs, not a test.
 
-Usage: ``python tests/workers/hostile_survey.py [EXAMPLES] [--hashable-only]``
+Usage: ``PYTHONPATH=.:tests python tests/workers/hostile_survey.py [EXAMPLES] [--hashable-only]``
 (``--hashable-only`` leaves out list/dict/set names and non-float grace periods,
 whose escapes are the most frequent, so that rarer ones surface).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sys
@@ -21,8 +20,6 @@ import tempfile
 import traceback
 from collections import Counter
 from pathlib import Path
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import test_hostile as th
 from hypothesis import HealthCheck, Phase, given, settings

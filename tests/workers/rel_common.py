@@ -1,8 +1,8 @@
 """Shared helpers of the reliability tests and their worker processes.
 
 Imported both by the test modules (``tests/test_crash.py``, ``test_concurrency.py``,
-``test_hostile.py``, which put this directory on ``sys.path``) and by the worker
-scripts next to it (run as ``python tests/workers/<name>.py``, so this directory is
+``test_hostile.py``; ``pythonpath`` in ``pyproject.toml`` puts this directory on
+``sys.path``) and by the worker scripts next to it (run as ``python tests/workers/<name>.py``, so this directory is
 ``sys.path[0]``).  Nothing here may import pytest.
 
 The central piece is a *canonical dump* of a store as seen through one handle:

@@ -22,9 +22,6 @@ import time
 import traceback
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 from gen_writer import N_DATASETS
 from rel_common import pop_options
 
