@@ -3,6 +3,17 @@
 Arrays with the same name across datasets share one physical file family, so
 adding a dataset is an append and reading the same slice from every dataset is
 one call.  Start with :meth:`Atlas.create` or :meth:`Atlas.open`.
+
+Layout (imports point down this list; each package's ``__init__`` maps its modules):
+
+* API: :mod:`~atlas.store` (:class:`Atlas`), :mod:`~atlas.dataset` (:class:`DatasetView`),
+  :mod:`~atlas.selection` (every argument check), :mod:`~atlas.bulk` (cross-dataset reads).
+* :mod:`atlas.txn`: snapshot and pending changes, the one commit path, compaction, verify.
+* :mod:`atlas.engine`: chunks, codecs, segment files, families, the bulk gather, kernels.
+* :mod:`atlas.backends`: the storage verbs (local disk, object stores).
+* Leaves: :mod:`~atlas.errors`, :mod:`~atlas.names`, :mod:`~atlas.dtypes`,
+  :mod:`~atlas.attributes` (typed attributes), :mod:`~atlas.metadata` (the manifest).
+* On top: :mod:`atlas.xarray` (xarray and dask), :mod:`atlas.cli` (the ``atlas`` command).
 """
 
 from __future__ import annotations

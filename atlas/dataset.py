@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -20,9 +20,6 @@ from atlas.metadata import MAX_CHUNK_CELLS, ArrayMeta, DatasetMeta
 from atlas.names import encode_dir_name, validate_label, validate_name
 from atlas.selection import array_names, int_tuple, resolve_box
 from atlas.txn.state import WorkingState
-
-if TYPE_CHECKING:
-    from atlas.store import Atlas
 
 __all__ = ["DatasetView", "default_chunk_shape"]
 
@@ -56,7 +53,9 @@ class DatasetView:
     goes through the store handle, so it sees the handle's pending changes.
     """
 
-    def __init__(self, store: Atlas, name: str) -> None:
+    # The store is typed loosely on purpose: this module sits below ``atlas.store``
+    # and needs nothing of the handle but its session (lock, working state, mode).
+    def __init__(self, store: Any, name: str) -> None:
         self._store = store
         self._session = store.session
         self._lock = self._session.lock
@@ -68,8 +67,8 @@ class DatasetView:
         return self._name
 
     @property
-    def store(self) -> Atlas:
-        """The store this dataset lives in."""
+    def store(self) -> Any:
+        """The store this dataset lives in (its :class:`atlas.Atlas` handle)."""
         return self._store
 
     def __repr__(self) -> str:
