@@ -7,8 +7,7 @@ import pytest
 
 import atlas
 from atlas import errors
-from atlas.engine import gather
-from atlas.engine import libblosc2 as native
+from atlas.engine import gather, libblosc2
 from atlas.engine.pieces import ItemRanges, Payloads, Pieces
 
 
@@ -183,11 +182,11 @@ def test_python_decoder_matches_native(tmp_path, monkeypatch):
     s = build(tmp_path / "s", n=10)
     names = s.list_datasets()
     ref = s.read_array_across_stacked("grid", names, [1, 1, 1], [8, 8, 4])
-    monkeypatch.setattr(native, "AVAILABLE", False)
+    monkeypatch.setattr(libblosc2, "AVAILABLE", False)
     np.testing.assert_array_equal(s.read_array_across_stacked("grid", names, [1, 1, 1], [8, 8, 4]), ref)
 
 
-@pytest.mark.skipif(not native.AVAILABLE, reason=f"libblosc2 not reachable: {native.UNAVAILABLE_REASON}")
+@pytest.mark.skipif(not libblosc2.AVAILABLE, reason=f"libblosc2 not reachable: {libblosc2.UNAVAILABLE_REASON}")
 def test_native_kernel_statuses():
     import blosc2
 
@@ -198,8 +197,8 @@ def test_native_kernel_statuses():
     dst = np.zeros(3 * 8000, np.uint8)
     status = np.zeros(3, np.int64)
     offsets = np.array([0, n, n + 10], np.int64)
-    native.decode_chunks(
-        native.thread_context(),
+    libblosc2.decode_chunks(
+        libblosc2.thread_context(),
         src,
         offsets,
         np.array([n, n, n], np.int64),
@@ -209,12 +208,12 @@ def test_native_kernel_statuses():
         status,
     )
     assert status[0] == status[1] == 8000
-    assert status[2] == native.ERR_BOUNDS  # would read past the end: never sent to blosc2
+    assert status[2] == libblosc2.ERR_BOUNDS  # would read past the end: never sent to blosc2
     np.testing.assert_array_equal(dst[:8000].view("float64"), data)
     damaged = src.copy()
     damaged[40:60] = 0xAB
-    native.decode_chunks(
-        native.thread_context(),
+    libblosc2.decode_chunks(
+        libblosc2.thread_context(),
         damaged,
         offsets[:1],
         np.array([n], np.int64),
@@ -256,18 +255,18 @@ def smooth(rng, shape, dtype):
 def partial_counts(monkeypatch):
     """Record, per native call, how many pieces were decoded by item range."""
     seen: list[int] = []
-    real = native.read_pieces
+    real = libblosc2.read_pieces
 
     def spy(*args):
         payloads = args[3]
         seen.append(int(((payloads.count > 0) & ~payloads.raw).sum()))
         return real(*args)
 
-    monkeypatch.setattr(native, "read_pieces", spy)
+    monkeypatch.setattr(libblosc2, "read_pieces", spy)
     return seen
 
 
-@pytest.mark.skipif(not native.AVAILABLE, reason=f"libblosc2 not reachable: {native.UNAVAILABLE_REASON}")
+@pytest.mark.skipif(not libblosc2.AVAILABLE, reason=f"libblosc2 not reachable: {libblosc2.UNAVAILABLE_REASON}")
 @pytest.mark.parametrize("codec", ["zstd", "lz4", "none"])
 @pytest.mark.parametrize("layout", range(len(PARTIAL_LAYOUTS)), ids=["1d", "2d", "3d"])
 def test_partial_chunk_decoding_matches_numpy(tmp_path, monkeypatch, codec, layout):
@@ -289,7 +288,7 @@ def test_partial_chunk_decoding_matches_numpy(tmp_path, monkeypatch, codec, layo
         assert sum(seen) == 0  # uncompressed chunks are sliced in place
     else:
         assert sum(seen) > 0, "no chunk was decoded by item range"
-    monkeypatch.setattr(native, "AVAILABLE", False)
+    monkeypatch.setattr(libblosc2, "AVAILABLE", False)
     for start, box in selections:
         sl = tuple(slice(a, a + b) for a, b in zip(start, box))
         want = np.stack([arr[sl] for arr in data])
@@ -437,7 +436,7 @@ def test_forged_raw_chunk_shorter_than_its_cells(tmp_path):
         s.read_array_across_stacked("x", s.list_datasets())
 
 
-@pytest.mark.skipif(not native.AVAILABLE, reason=f"libblosc2 not reachable: {native.UNAVAILABLE_REASON}")
+@pytest.mark.skipif(not libblosc2.AVAILABLE, reason=f"libblosc2 not reachable: {libblosc2.UNAVAILABLE_REASON}")
 def test_read_pieces_statuses():
     import blosc2
 
@@ -466,8 +465,8 @@ def test_read_pieces_statuses():
     dst = np.full(n * 42, -1.0)
     status = np.full(n, 99, np.int64)
     scratch = np.empty(48000, np.uint8)
-    native.read_pieces(
-        native.thread_context(),
+    libblosc2.read_pieces(
+        libblosc2.thread_context(),
         src,
         src[: src.size - src.size % 8].view("float64"),
         Payloads(offsets, nbytes, sums, raw, np.full(n, 48000, np.int64), first, count),
@@ -477,6 +476,6 @@ def test_read_pieces_statuses():
         status,
     )
     want = data[2:8, 3:10].reshape(-1)
-    assert status.tolist() == [0, 0, 0, native.ERR_BOUNDS, native.ERR_CHECKSUM, native.ERR_BOUNDS]
+    assert status.tolist() == [0, 0, 0, libblosc2.ERR_BOUNDS, libblosc2.ERR_CHECKSUM, libblosc2.ERR_BOUNDS]
     for p in range(3):  # item range, whole chunk, raw
         np.testing.assert_array_equal(dst[p * 42 : (p + 1) * 42], want)
