@@ -25,7 +25,7 @@ import numpy as np
 from atlas.engine.codecs import checksum
 from atlas.engine.segment import SegmentWriter
 from atlas.errors import AtlasError, ChecksumError, ConflictError, InvalidArgumentError
-from atlas.metadata import ArrayFamily, Manifest, RetiredSegment, SegmentRef, encode_manifest
+from atlas.metadata import ArrayFamily, Manifest, RetiredSegment, SegmentRef, check_counters, encode_manifest
 from atlas.state import WorkingState
 
 __all__ = ["DEFAULT_GRACE_PERIOD", "check_grace_period", "compact_store", "garbage_files"]
@@ -119,6 +119,7 @@ def compact_store(state: WorkingState, grace_period: float) -> None:
         new.families[array_name] = ArrayFamily(family.dir, [ref])
         files.append((f"{family.dir}/{ref.file}", parts))
     new.retired, expired = _retire(base, new, now, grace_period)
+    check_counters(new, state.backend.location)
     for path, parts in files:
         state.backend.put(path, parts)
     data = encode_manifest(new, state.meta_format, state.meta_compression)

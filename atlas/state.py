@@ -20,7 +20,17 @@ from atlas.backends.base import Backend, Version
 from atlas.engine.arrays import FamilyEngine, build_segment
 from atlas.engine.segment_io import SegmentIO
 from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError
-from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, SegmentRef, Stats, encode_manifest
+from atlas.metadata import (
+    ArrayFamily,
+    ArrayMeta,
+    DatasetMeta,
+    Manifest,
+    SegmentRef,
+    Stats,
+    check_counter,
+    check_counters,
+    encode_manifest,
+)
 from atlas.names import encode_dir_name
 
 __all__ = ["WorkingState"]
@@ -101,6 +111,7 @@ class WorkingState:
         return ds
 
     def add_dataset(self, name: str) -> DatasetMeta:
+        check_counter("next_dataset_id", self.next_dataset_id + 1, self.backend.location)
         ds = DatasetMeta(id=self.next_dataset_id, version=self.base.generation + 1)
         self.changes += 1
         self.next_dataset_id += 1
@@ -118,6 +129,7 @@ class WorkingState:
 
     def new_slot(self) -> int:
         slot = self.next_slot
+        check_counter("next_slot", slot + 1, self.backend.location)
         self.next_slot += 1
         return slot
 
@@ -241,7 +253,9 @@ class WorkingState:
         if landed is not None:
             return landed
         self.obsolete = []
+        check_counter("generation", self.base.generation + 1, self.backend.location)
         new, files = self.build_commit()
+        check_counters(new, self.backend.location)
         for path, parts, _ref in files:
             self.backend.put(path, parts)
         data = encode_manifest(new, self.meta_format, self.meta_compression)
