@@ -486,10 +486,12 @@ def _infer_list_dtype(value: list[Any] | tuple[Any, ...]) -> str:
     kinds = {_infer_scalar_dtype(v) for v in value}
     if len(kinds) == 1:
         return kinds.pop()
-    if kinds == {"int64", "uint64"}:  # Python ints beyond int64: uint64 when none is negative
+    if kinds == {"int64", "uint64"}:  # ints beyond int64 (or numpy uint64s): uint64 when none is negative
         negative = next((v for v in value if v < 0), None)
+        big = next((v for v in value if v > _INT64_MAX), None)
+        if big is None:
+            return "int64"
         if negative is not None:
-            big = next(v for v in value if v > _INT64_MAX)
             raise ValueOverflowError(
                 f"attribute list holds {negative} and {big}: no integer dtype holds both; "
                 "store them as strings or split the list"

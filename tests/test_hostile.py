@@ -1186,3 +1186,18 @@ def test_object_store_manifest_over_the_limit_is_refused_from_its_size(monkeypat
         atlas.Atlas.open(store.location)
     monkeypatch.undo()
     assert atlas.Atlas.open(store.location).open_dataset("d").get_attribute("pad") == "x" * 500
+
+
+def test_integer_list_mixing_numpy_uint64_and_negative_ints_stays_integer(tmp_path):
+    """A numpy uint64 next to a negative int: int64 when every value fits it."""
+    from atlas.errors import ValueOverflowError
+
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        ds = store.create_dataset("d")
+        ds.set_attribute("x", [np.uint64(5), -1])
+        with pytest.raises(ValueOverflowError):
+            ds.set_attribute("y", [np.uint64(2**64 - 1), -1])
+    with atlas.Atlas.open(tmp_path / "s", mode="r") as store:
+        got = store.open_dataset("d").get_attribute("x")
+        assert got == [5, -1] and all(type(v) is int for v in got)
+        assert "y" not in store.open_dataset("d").attributes()
