@@ -34,6 +34,8 @@ __all__ = ["decode", "encode", "normalize", "to_python"]
 _DTYPES = frozenset(DTYPE_NAMES)
 _INT64_MAX = int(np.iinfo(np.int64).max)
 _TYPED_KEYS = frozenset(("t", "v", "k", "s"))
+#: The most dimensions an array attribute read from a store may have (numpy's own limit).
+_MAX_ATTRIBUTE_DIMS = 64
 #: The decoded type each dtype takes as it is, when every element of a list has it.
 _NO_CONVERSION: dict[type, str] = {float: "float64", bool: "bool", str: "string"}
 
@@ -41,6 +43,8 @@ _NO_CONVERSION: dict[type, str] = {float: "float64", bool: "bool", str: "string"
 def _infer_scalar_dtype(value: Any) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "bool"
+    if isinstance(value, np.datetime64):  # any unit: converted exactly, or refused
+        return "timestamp_nanoseconds"
     if isinstance(value, np.generic):
         return from_numpy_dtype(value.dtype, what=repr(value))
     if isinstance(value, int):
@@ -71,7 +75,10 @@ def normalize(value: Any, dtype: Any = None) -> dict[str, Any]:
     """
     forced = canonical_dtype(dtype) if dtype is not None else None
     if isinstance(value, np.ndarray):
-        name = forced or from_numpy_dtype(value.dtype, what=f"attribute array of dtype {value.dtype}")
+        if forced is None and value.dtype.kind == "M":
+            name = "timestamp_nanoseconds"  # any unit: converted exactly, or refused
+        else:
+            name = forced or from_numpy_dtype(value.dtype, what=f"attribute array of dtype {value.dtype}")
         flat = value.ravel(order="C")
         items = [coerce_scalar(v, name, "attribute element") for v in _iter_array(flat, name)]
         return {"t": name, "v": items, "k": "ndarray", "s": list(value.shape)}
@@ -81,13 +88,7 @@ def normalize(value: Any, dtype: Any = None) -> dict[str, Any]:
         elif not value:
             name = "float64"
         else:
-            kinds = {_infer_scalar_dtype(v) for v in value}
-            if len(kinds) == 1:
-                name = kinds.pop()
-            elif kinds <= {"int64", "float64", "uint64"}:
-                name = "float64"
-            else:
-                raise DTypeError(f"attribute list {value!r} mixes element types {sorted(kinds)}")
+            name = _infer_list_dtype(value)
         return {"t": name, "v": [coerce_scalar(v, name, "attribute element") for v in value], "k": "list"}
     if value is None:
         raise DTypeError("attribute value None is not supported; delete or omit the attribute instead")
@@ -95,9 +96,36 @@ def normalize(value: Any, dtype: Any = None) -> dict[str, Any]:
     return {"t": name, "v": coerce_scalar(value, name, "attribute value")}
 
 
+def _infer_list_dtype(value: list[Any] | tuple[Any, ...]) -> str:
+    """The dtype of a list attribute: one element type, or one that holds every value exactly."""
+    kinds = {_infer_scalar_dtype(v) for v in value}
+    if len(kinds) == 1:
+        return kinds.pop()
+    if kinds == {"int64", "uint64"}:  # ints beyond int64 (or numpy uint64s): uint64 when none is negative
+        negative = next((v for v in value if v < 0), None)
+        big = next((v for v in value if v > _INT64_MAX), None)
+        if big is None:
+            return "int64"
+        if negative is not None:
+            raise ValueOverflowError(
+                f"attribute list holds {negative} and {big}: no integer dtype holds both; "
+                "store them as strings or split the list"
+            )
+        return "uint64"
+    if kinds <= {"int64", "float64", "uint64"}:
+        inexact = next((v for v in value if isinstance(v, int) and int(float(v)) != v), None)
+        if inexact is not None:
+            raise ValueOverflowError(
+                f"attribute list mixes floats with the integer {inexact}, which float64 cannot hold exactly; "
+                "store the integers in a list of their own"
+            )
+        return "float64"
+    raise DTypeError(f"attribute list {value!r:.200} mixes element types {sorted(kinds)}")
+
+
 def _iter_array(flat: np.ndarray, name: str) -> list[Any]:
     if name == "timestamp_nanoseconds" and flat.dtype.kind == "M":
-        return list(flat.astype("datetime64[ns]"))
+        return list(flat)  # datetime64 scalars of their own unit, converted exactly one by one
     return list(flat.tolist()) if flat.dtype.kind != "O" else list(flat)
 
 
@@ -148,6 +176,12 @@ def decode(raw: dict[str, Any]) -> dict[str, Any]:
             isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= _INT64_MAX for n in shape
         ):
             raise InvalidArgumentError(f"typed array attribute has a bad shape {shape!r:.80}")
+        if len(shape) > _MAX_ATTRIBUTE_DIMS:
+            raise InvalidArgumentError(f"typed array attribute has {len(shape)} dimensions, over {_MAX_ATTRIBUTE_DIMS}")
+        # numpy refuses (with a bare ValueError) a shape whose non-zero extents times
+        # the item size pass int64, even when another extent is 0 and it holds nothing.
+        if math.prod(max(n, 1) for n in shape) * 8 > _INT64_MAX:
+            raise InvalidArgumentError(f"typed array attribute has a shape {shape!r:.80} too large for any array")
         if math.prod(shape) != len(out["v"]):
             raise InvalidArgumentError(f"typed array attribute of shape {shape} holds {len(out['v'])} values")
         out["s"] = list(shape)

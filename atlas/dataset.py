@@ -192,9 +192,10 @@ class DatasetView:
                     f"{where}: chunk_shape {list(chunks)} has {cells} cells; at most {MAX_CHUNK_CELLS} per chunk"
                 )
             fill = dtypes.check_fill_value(fill_value, dtype_name)
+            slot = state.new_slot()  # first: it refuses a slot past the limit before anything changes
             ds = state.touch(self._name)
             ds.arrays[name] = ArrayMeta(
-                slot=state.new_slot(),
+                slot=slot,
                 dtype=dtype_name,
                 dims=dims_t,
                 shape=shape_t,

@@ -29,6 +29,7 @@ __all__ = [
     "canonical_dtype",
     "check_fill_value",
     "coerce_write_data",
+    "datetime_to_ns",
     "decode_value",
     "default_fill",
     "encode_value",
@@ -203,25 +204,91 @@ def _int_in_range(value: int, name: str, what: str) -> int:
     return int(value)
 
 
-def _timestamp_ns(value: Any, what: str) -> int:
-    if isinstance(value, (_dt.datetime, _dt.date, str)):
+#: The int64 minimum is NaT, so the earliest timestamp is one nanosecond later.
+_NS_LOW = NAT + 1
+_EPOCH = _dt.datetime(1970, 1, 1)
+_NS_PER_DAY = 86_400 * 10**9
+#: Nanoseconds per unit for the datetime64 units of fixed length.
+_NS_PER_UNIT = {"W": 7 * _NS_PER_DAY, "D": _NS_PER_DAY, "h": 3_600 * 10**9, "m": 60 * 10**9, "s": 10**9,
+                "ms": 10**6, "us": 10**3, "ns": 1}  # fmt: skip
+#: Units finer than a nanosecond: how many of them make one nanosecond.
+_PER_NS = {"ps": 10**3, "fs": 10**6, "as": 10**9}
+_NS_RANGE_TEXT = "1677-09-21T00:12:43.145224193 .. 2262-04-11T23:47:16.854775807"
+
+
+def _ns_in_range(ns: int, value: Any, what: str) -> int:
+    # Range-checked on exact Python integers: numpy's own conversion to datetime64[ns]
+    # wraps around without an error (year 3000 becomes 1830).
+    if not _NS_LOW <= ns <= _INT64_MAX:
+        raise ValueOverflowError(
+            f"{what} {value!r} is outside the timestamp_nanoseconds range ({_NS_RANGE_TEXT}); "
+            "store it as a string or as a number of a coarser unit"
+        )
+    return ns
+
+
+def _datetime64_ns(value: np.datetime64, what: str) -> int:
+    """Nanoseconds since the epoch of a datetime64 of any unit, computed exactly."""
+    if np.isnat(value):
+        return NAT
+    unit, step = np.datetime_data(value.dtype)
+    count = int(value.astype("<i8")) * step
+    if unit in _NS_PER_UNIT:
+        return _ns_in_range(count * _NS_PER_UNIT[unit], value, what)
+    if unit in _PER_NS:
+        ns, rest = divmod(count, _PER_NS[unit])
+        if rest:
+            raise ValueOverflowError(f"{what} {value!r} is finer than a nanosecond, which timestamp_nanoseconds holds")
+        return _ns_in_range(ns, value, what)
+    if unit in ("Y", "M"):  # calendar units: a year or month has no fixed length
+        year, month = (1970 + count, 1) if unit == "Y" else (1970 + count // 12, count % 12 + 1)
+        if not 1 <= year <= 9999:
+            raise ValueOverflowError(f"{what} {value!r} is outside the timestamp_nanoseconds range ({_NS_RANGE_TEXT})")
+        return _ns_in_range((_dt.date(year, month, 1) - _EPOCH.date()).days * _NS_PER_DAY, value, what)
+    raise FillValueError(f"{what} {value!r} has no time unit; it is not a timestamp")
+
+
+def _pydatetime_ns(value: _dt.date, what: str) -> int:
+    """Nanoseconds since the epoch of a ``datetime`` (aware ones as UTC) or ``date``, exactly."""
+    if isinstance(value, _dt.datetime):
+        delta = value.replace(tzinfo=None) - _EPOCH
+        offset = value.utcoffset()
+        if offset is not None:
+            delta -= offset
+        ns = (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000
+    else:
+        ns = (value - _EPOCH.date()).days * _NS_PER_DAY
+    return _ns_in_range(ns, value, what)
+
+
+def datetime_to_ns(value: Any, what: str) -> int:
+    """Nanoseconds since the epoch of a ``datetime``, ``date``, ``numpy.datetime64`` (any
+    unit) or ISO 8601 string, exactly; :data:`NAT` for NaT.
+
+    Raises
+    ------
+    ValueOverflowError
+        When the value lies outside the range of ``timestamp_nanoseconds`` (about
+        1678..2262) or is finer than a nanosecond: it is never stored as another date.
+    FillValueError
+        When the value is not a timestamp.
+    """
+    if isinstance(value, _dt.date):
+        return _pydatetime_ns(value, what)
+    if isinstance(value, str):
         try:
-            value = np.datetime64(value, "ns")
+            value = np.datetime64(value)  # its own unit: no conversion, hence no wrap-around
         except ValueError as exc:
             raise FillValueError(f"{what} {value!r} is not a timestamp: {exc}") from None
     if isinstance(value, np.datetime64):
-        if np.isnat(value):
-            return NAT
-        try:
-            as_ns = value.astype("datetime64[ns]")
-        except (OverflowError, ValueError):
-            raise ValueOverflowError(f"{what} {value!r} does not fit timestamp_nanoseconds") from None
-        if np.datetime_data(value.dtype)[0] not in ("ns",) and as_ns.astype("datetime64[us]") != value:
-            raise ValueOverflowError(f"{what} {value!r} does not fit timestamp_nanoseconds")
-        return int(as_ns.view("<i8"))
+        return _datetime64_ns(value, what)
+    raise FillValueError(f"{what} {value!r} ({type(value).__name__}) is not a timestamp")
+
+
+def _timestamp_ns(value: Any, what: str) -> int:
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         return _int_in_range(int(value), "int64", what)
-    raise FillValueError(f"{what} {value!r} ({type(value).__name__}) is not a timestamp")
+    return datetime_to_ns(value, what)
 
 
 def coerce_scalar(value: Any, name: str, what: str) -> Any:
@@ -378,6 +445,7 @@ def coerce_write_data(data: Any, name: str, what: str) -> np.ndarray:
     if name == "timestamp_nanoseconds":
         if data.dtype.kind == "M":
             if np.datetime_data(data.dtype)[0] != "ns":
+                _refuse_beyond_ns(data, what)
                 raise DTypeError(
                     f"{what}: timestamps must be datetime64[ns], got {data.dtype}; use data.astype('datetime64[ns]')"
                 )
@@ -389,6 +457,18 @@ def coerce_write_data(data: Any, name: str, what: str) -> np.ndarray:
     if data.dtype.kind != expected.kind or data.dtype.itemsize != expected.itemsize:
         raise DTypeError(f"{what}: expected {name} data, got {data.dtype}; convert with data.astype({name!r})")
     return data.astype(expected, copy=False)
+
+
+def _refuse_beyond_ns(data: np.ndarray, what: str) -> None:
+    """ValueOverflowError naming the first value of ``data`` (datetime64 of a unit other
+    than ns) that datetime64[ns] cannot hold, where ``astype`` would wrap it around silently."""
+    with np.errstate(all="ignore"):
+        ns = data.astype("datetime64[ns]")
+        bad = ~np.isnat(data) & (np.isnat(ns) | (ns.astype(data.dtype) != data))
+    if bad.any():
+        first = data.reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+        datetime_to_ns(first, f"{what}: value")  # raises, naming the value
+        raise ValueOverflowError(f"{what}: value {first!r} does not fit timestamp_nanoseconds")
 
 
 def _coerce_strings(data: np.ndarray, what: str) -> np.ndarray:

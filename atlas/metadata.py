@@ -24,6 +24,7 @@ import blosc2
 import msgpack
 
 from atlas import attributes, dtypes
+from atlas.backends.base import MAX_GET_BYTES
 from atlas.errors import CorruptStoreError, FormatVersionError, InvalidArgumentError
 
 __all__ = [
@@ -41,18 +42,24 @@ __all__ = [
     "manifest_filename",
     "normalize_meta_compression",
     "normalize_meta_format",
+    "check_counter",
+    "check_counters",
     "parse_manifest_filename",
 ]
 
 #: The format version this library writes and the newest it reads.
 FORMAT_VERSION = 1
 MANIFEST_BASENAME = "atlas"
-#: Largest manifest accepted from a store, compressed or not (guards forged sizes).
-MAX_MANIFEST_BYTES = 1 << 31
+#: Largest manifest accepted from a store, compressed or not (guards forged sizes);
+#: backends refuse a larger one from its size, before reading it.
+MAX_MANIFEST_BYTES = MAX_GET_BYTES
 #: Largest chunk an array may have, in cells (keeps every chunk within one codec call).
 MAX_CHUNK_CELLS = 1 << 28
 _INT64_MAX = 2**63 - 1
 _UINT64_MAX = 2**64 - 1
+#: The largest value the reader accepts for each manifest counter; a commit that
+#: would pass one is refused with the reader's error (:func:`check_counter`).
+COUNTER_LIMITS = {"generation": _INT64_MAX, "next_dataset_id": _INT64_MAX, "next_slot": _UINT64_MAX}
 
 _FORMATS = {"json": "json", "msgpack": "msgpack", "mp": "msgpack"}
 _COMPRESSIONS = {"none": "none", "zstd": "zstd", "lz4": "lz4", "zst": "zstd", "uncompressed": "none"}
@@ -465,15 +472,41 @@ def _manifest_from_dict(obj: Any) -> Manifest:
     _need(isinstance(token, str), "write_token")
     return Manifest(
         codec=codec,
-        generation=_int(obj["generation"], "generation"),
+        generation=_int(obj["generation"], "generation", 0, COUNTER_LIMITS["generation"]),
         write_token=token,
-        next_slot=_int(obj["next_slot"], "next_slot", max(slots, default=0) + 1, _UINT64_MAX),
-        next_dataset_id=_int(obj["next_dataset_id"], "next_dataset_id", 1),
+        next_slot=_int(obj["next_slot"], "next_slot", max(slots, default=0) + 1, COUNTER_LIMITS["next_slot"]),
+        next_dataset_id=_int(obj["next_dataset_id"], "next_dataset_id", 1, COUNTER_LIMITS["next_dataset_id"]),
         datasets=datasets,
         families=families,
         format_version=version,
         retired=retired,
     )
+
+
+def check_counter(name: str, value: int, where: str) -> None:
+    """Refuse to take manifest counter ``name`` to ``value`` past what the reader accepts.
+
+    Only a forged or damaged manifest starts close enough to a limit for this to
+    happen; without the check the commit would succeed and every later open would
+    refuse the manifest it wrote.
+
+    Raises
+    ------
+    CorruptStoreError
+        Naming the counter, its value and its limit.
+    """
+    limit = COUNTER_LIMITS[name]
+    if value > limit:
+        raise CorruptStoreError(
+            f"{where}: manifest field {name} would be {value}, past its limit {limit}; nothing was written "
+            "(a store whose counters are this close to their limits has a forged or damaged manifest)"
+        )
+
+
+def check_counters(m: Manifest, where: str) -> None:
+    """:func:`check_counter` of every counter of a manifest about to be committed."""
+    for name in COUNTER_LIMITS:
+        check_counter(name, getattr(m, name), where)
 
 
 def stats_is_finite(value: Any) -> bool:

@@ -25,6 +25,7 @@ import decimal
 import fractions
 import json
 import math
+import re
 import resource
 import shutil
 import subprocess
@@ -749,3 +750,452 @@ def test_api_store_dump_is_stable(tmp_path):
         assert store_hash(a) == store_hash(b)
         b.compact()
         assert store_hash(a) == store_hash(b)
+
+
+# -- second round: values stored as other values, forged counters, hostile files, links --------------
+
+
+def _small_store(path: Path, **kw: Any) -> None:
+    with atlas.Atlas.create(path, **kw) as store:
+        ds = store.create_dataset("d")
+        ds.define_array("a", "int64", ["n"], [4], chunk_shape=[4])
+        ds.write_array("a", [0], np.arange(4))
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` (not following links) with its bytes."""
+    out = {}
+    for item in sorted(path.rglob("*")):
+        if item.is_file() and not item.is_symlink():
+            out[item.relative_to(path).as_posix()] = item.read_bytes()
+    return out
+
+
+def _finishes_within(seconds: float, fn) -> BaseException | None:
+    """Run ``fn`` in a daemon thread; fail the test if it is still running after ``seconds``.
+
+    Returns the exception ``fn`` raised (None when it returned), so a hang is a failure
+    rather than a test run that never ends.
+    """
+    import threading
+
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            fn()
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        pytest.fail(f"the call was still running after {seconds} s (it hangs)")
+    return outcome[0]
+
+
+def _unblock_fifo(fifo: Path) -> None:
+    """Open and close the writing end, releasing a reader blocked in open(2) (a regression)."""
+    import os
+
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+OUT_OF_RANGE_DATES = {
+    "datetime-3000": dt.datetime(3000, 1, 1),
+    "date-year-1": dt.date(1, 1, 1),
+    "datetime64-day-3000": np.datetime64("3000-01-01"),
+    "datetime64-s-1500": np.datetime64("1500-06-01T00:00:00", "s"),
+    "datetime64-year-2263": np.datetime64("2263", "Y"),
+    "datetime64-ps-subnanosecond": np.datetime64(1, "ps"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUT_OF_RANGE_DATES))
+def test_out_of_range_date_attribute_is_refused(tmp_path, case):
+    """numpy wraps datetime(3000, 1, 1) to 1830 in datetime64[ns] without an error: a
+    date that timestamp_nanoseconds cannot hold exactly is refused, never stored."""
+    from atlas.errors import ValueOverflowError
+
+    value = OUT_OF_RANGE_DATES[case]
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        ds = store.create_dataset("d")
+        store.flush()
+        with pytest.raises(ValueOverflowError, match=re.escape(repr(value))) as err:
+            ds.set_attribute("when", value)
+        assert isinstance(err.value, OverflowError)
+        with pytest.raises(ValueOverflowError):
+            ds.set_attribute("when", value, dtype="timestamp_nanoseconds")
+        assert "when" not in ds.attributes() and not store.has_pending_changes
+
+
+def test_dates_at_the_edges_of_the_range_round_trip_exactly(tmp_path):
+    """What fits is converted exactly, from any unit (calendar units included)."""
+    values = {
+        "last-day": dt.date(2262, 4, 11),
+        "micro": dt.datetime(1677, 9, 22, 0, 0, 0, 1),
+        "aware": dt.datetime(2000, 1, 1, 2, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        "year": np.datetime64("2262", "Y"),
+        "month": np.datetime64("1678-01", "M"),
+        "tens-of-s": np.datetime64(3, "10s"),
+        "ps": np.datetime64(5000, "ps"),
+        "last-ns": np.datetime64(2**63 - 1, "ns"),
+        "first-ns": np.datetime64(-(2**63) + 1, "ns"),
+    }
+    expected = {
+        "last-day": np.datetime64("2262-04-11", "ns"),
+        "micro": np.datetime64("1677-09-22T00:00:00.000001", "ns"),
+        "aware": np.datetime64("2000-01-01T00:00", "ns"),
+        "year": np.datetime64("2262-01-01", "ns"),
+        "month": np.datetime64("1678-01-01", "ns"),
+        "tens-of-s": np.datetime64(30, "s").astype("M8[ns]"),
+        "ps": np.datetime64(5, "ns"),
+        "last-ns": np.datetime64(2**63 - 1, "ns"),
+        "first-ns": np.datetime64(-(2**63) + 1, "ns"),
+    }
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        ds = store.create_dataset("d")
+        for key, value in values.items():
+            ds.set_attribute(key, value)
+        ds.set_attribute("days", np.array(["2262-04-11", "NaT"], "M8[D]"))
+    with atlas.Atlas.open(tmp_path / "s", mode="r") as store:
+        ds = store.open_dataset("d")
+        for key, want in expected.items():
+            got = ds.get_attribute(key)
+            assert np.datetime64(got, "ns") == want, key
+        days = ds.get_attribute("days")
+        assert days.dtype == np.dtype("M8[ns]") and days[0] == np.datetime64("2262-04-11", "ns") and np.isnat(days[1])
+
+
+def test_out_of_range_date_in_attribute_list_or_array_is_refused(tmp_path):
+    from atlas.errors import ValueOverflowError
+
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        ds = store.create_dataset("d")
+        store.flush()
+        bad = [
+            [dt.datetime(2000, 1, 1), dt.datetime(3000, 1, 1)],
+            (dt.date(2000, 1, 1), dt.date(1, 1, 1)),
+            [np.datetime64("2000-01-01"), np.datetime64("3000-01-01")],
+            np.array(["2000-01-01", "3000-01-01"], "M8[D]"),
+            np.array(["1000-01-01T00:00:00"], "M8[s]").reshape(1, 1),
+        ]
+        for value in bad:
+            with pytest.raises(ValueOverflowError, match="outside the timestamp_nanoseconds range"):
+                ds.set_attribute("when", value)
+            with pytest.raises(ValueOverflowError):
+                ds.set_attribute("when", value, dtype="timestamp_ns")
+        assert "when" not in ds.attributes() and not store.has_pending_changes
+
+
+@pytest.mark.parametrize("fill", [np.datetime64("2999-12-31"), dt.datetime(2999, 12, 31), "2999-12-31"])
+def test_out_of_range_timestamp_fill_value_is_refused(tmp_path, fill):
+    """A timestamp_nanoseconds fill value of 2999-12-31 came back as 1830."""
+    from atlas.errors import ValueOverflowError
+
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        ds = store.create_dataset("d")
+        store.flush()
+        with pytest.raises(ValueOverflowError, match="2999"):
+            ds.define_array("t", "timestamp_nanoseconds", ["n"], [3], fill_value=fill)
+        assert not ds.has_array("t") and not store.has_pending_changes
+
+
+def test_out_of_range_date_xarray_attr_is_refused(tmp_path):
+    xr = pytest.importorskip("xarray")
+    from atlas.errors import ValueOverflowError
+
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        for when in (dt.datetime(3000, 1, 1), dt.date(1, 1, 1)):
+            ds = xr.Dataset({"v": ("x", np.arange(2.0), {"when": when})}, attrs={"created": when})
+            with pytest.raises(ValueOverflowError, match=re.escape(repr(when))):
+                store.add_xr_dataset(ds, "d")
+            assert not store.dataset_exists("d")
+        ok = xr.Dataset({"v": ("x", np.arange(2.0))}, attrs={"created": dt.datetime(2262, 4, 11, 23, 47, 16, 854775)})
+        store.add_xr_dataset(ok, "d")
+        store.flush()
+        assert store.to_xarray("d").attrs["created"] == dt.datetime(2262, 4, 11, 23, 47, 16, 854775)
+
+
+def test_out_of_range_datetime64_write_data_is_refused(tmp_path):
+    """Data of a coarser unit is refused (no silent cast); a value numpy's astype would
+    wrap is named in an OverflowError rather than a hint to convert it."""
+    from atlas.errors import DTypeError, ValueOverflowError
+
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        ds = store.create_dataset("d")
+        ds.define_array("t", "timestamp_nanoseconds", ["n"], [3])
+        store.flush()
+        with pytest.raises(ValueOverflowError, match=re.escape(repr(np.datetime64("3000-01-01")))):
+            ds.write_array("t", [0], np.array(["2000-01-01", "3000-01-01", "NaT"], "M8[D]"))
+        with pytest.raises(DTypeError):
+            ds.write_array("t", [0], np.array(["2000-01-01", "NaT"], "M8[D]"))
+        assert not store.has_pending_changes
+        assert np.isnat(ds.read_array("t")).all()
+
+
+INT_LISTS = {
+    "above-int64": [2**63 + 1, 1],
+    "uint64-max": [2**64 - 1, 0],
+    "tuple": (2**64 - 1, 2**63),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INT_LISTS))
+def test_integer_list_beyond_int64_is_stored_as_uint64(tmp_path, case):
+    """[2**63 + 1, 1] read back as [9.223372036854776e+18, 1.0]."""
+    value = INT_LISTS[case]
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        store.create_dataset("d").set_attribute("x", value)
+    with atlas.Atlas.open(tmp_path / "s", mode="r") as store:
+        got = store.open_dataset("d").get_attribute("x")
+    assert [int(v) for v in got] == list(value)
+    assert all(isinstance(v, np.uint64) for v in got)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[2**63, -1], [-(2**63), 2**64 - 1], [1.5, 2**63 + 1], [0.5, 2**53 + 1], np.array([2**63 + 1, -1], dtype=object)],
+    ids=["negative-and-above-int64", "int64-min-and-uint64-max", "float-and-above-int64", "float-and-inexact",
+         "object-array"],
+)  # fmt: skip
+def test_integer_list_fitting_no_dtype_is_refused(tmp_path, value):
+    """A list no single dtype holds exactly is refused, never rounded to float64."""
+    from atlas.errors import ValueOverflowError
+
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        ds = store.create_dataset("d")
+        store.flush()
+        expected = AtlasError if isinstance(value, np.ndarray) else ValueOverflowError
+        with pytest.raises(expected):
+            ds.set_attribute("x", value)
+        assert "x" not in ds.attributes() and not store.has_pending_changes
+
+
+COUNTER_FORGERIES = {"generation": 2**63 - 1, "next_dataset_id": 2**63 - 1, "next_slot": 2**64 - 1}
+
+
+def _forge_counter(path: Path, field: str) -> None:
+    _small_store(path, meta_format="json")
+    manifest = json.loads((path / "atlas.json").read_text())
+    manifest[field] = COUNTER_FORGERIES[field]
+    (path / "atlas.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("field", sorted(COUNTER_FORGERIES))
+def test_counter_at_its_limit_refuses_the_change_and_keeps_the_store_readable(tmp_path, field):
+    """A forged counter at the reader's limit opened fine, and the next flush wrote a
+    manifest the reader refused: the writer now refuses with the reader's error."""
+    from atlas.errors import CorruptStoreError
+
+    path = tmp_path / "s"
+    _forge_counter(path, field)
+    before = _tree(path)
+    store = atlas.Atlas.open(path)  # the reader's rule accepts the counter itself
+
+    def change() -> None:
+        ds = store.create_dataset("e")
+        ds.define_array("b", "int64", ["n"], [2])
+        ds.write_array("b", [0], np.arange(2))
+        store.flush()
+
+    with pytest.raises(CorruptStoreError, match=field):
+        change()
+    store.discard()
+    store.close()
+    assert _tree(path) == before
+    with atlas.Atlas.open(path, mode="r") as again:
+        assert again.open_dataset("d").read_array("a").tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("action", ["flush", "compact"])
+def test_generation_at_its_limit_refuses_flush_and_compact(tmp_path, action):
+    from atlas.errors import CorruptStoreError
+
+    path = tmp_path / "s"
+    _forge_counter(path, "generation")
+    before = _tree(path)
+    with atlas.Atlas.open(path) as store:
+        store.open_dataset("d").write_array("a", [0], np.array([7]))
+        with pytest.raises(CorruptStoreError, match="generation"):
+            store.flush() if action == "flush" else store.compact(grace_period=0)
+        store.discard()
+    assert _tree(path) == before
+    with atlas.Atlas.open(path, mode="r") as again:
+        assert again.generation == 2**63 - 1
+
+
+def test_manifest_symlink_to_dev_zero_is_refused(tmp_path):
+    """It ended in MemoryError after reading 5.5 GB of zeros."""
+    from atlas.errors import CorruptStoreError
+
+    path = tmp_path / "s"
+    _small_store(path)
+    (path / "atlas.json").unlink()
+    (path / "atlas.json").symlink_to("/dev/zero")
+    with address_space_limit(1 << 30):
+        exc = _finishes_within(30, lambda: atlas.Atlas.open(path))
+    assert isinstance(exc, CorruptStoreError), exc
+    assert str(path / "atlas.json") in str(exc) and "link" in str(exc)
+
+
+def test_manifest_fifo_is_refused_without_blocking(tmp_path):
+    import os
+
+    from atlas.errors import CorruptStoreError
+
+    path = tmp_path / "s"
+    _small_store(path)
+    (path / "atlas.json").unlink()
+    os.mkfifo(path / "atlas.json")
+    try:
+        exc = _finishes_within(10, lambda: atlas.Atlas.open(path))
+    finally:
+        _unblock_fifo(path / "atlas.json")
+    assert isinstance(exc, CorruptStoreError), exc
+    assert str(path / "atlas.json") in str(exc) and "FIFO" in str(exc)
+
+
+def test_sparse_huge_manifest_is_refused_from_its_size(tmp_path):
+    """A sparse 3 GiB manifest was read whole (3.3 GB) before the size check: under a
+    1 GiB address-space limit, reading it fails with a MemoryError instead."""
+    import os
+
+    from atlas.errors import CorruptStoreError
+
+    path = tmp_path / "s"
+    _small_store(path)
+    os.truncate(path / "atlas.json", 3 << 30)
+    with address_space_limit(1 << 30):
+        exc = _finishes_within(30, lambda: atlas.Atlas.open(path))
+    assert isinstance(exc, CorruptStoreError), exc
+    assert f"is {3 << 30} bytes, over the" in str(exc)
+
+
+def test_fifo_segment_fails_read_array_quickly(tmp_path):
+    """A segment replaced by a FIFO made read_array wait forever in open(2)."""
+    import os
+
+    from atlas.errors import CorruptStoreError
+
+    path = tmp_path / "s"
+    _small_store(path)
+    (segment,) = (path / "a").iterdir()
+    segment.unlink()
+    os.mkfifo(segment)
+    store = atlas.Atlas.open(path, mode="r")
+    try:
+        exc = _finishes_within(10, lambda: store.open_dataset("d").read_array("a"))
+    finally:
+        _unblock_fifo(segment)
+    assert isinstance(exc, CorruptStoreError), exc
+    assert str(segment) in str(exc) and "FIFO" in str(exc)
+
+
+def test_forged_attribute_shape_with_a_zero_extent_is_refused_at_open(tmp_path):
+    """Shape [2**40, 0, 2**40] matches its empty value list, then attributes() raised a
+    bare ValueError ("array is too big") from numpy."""
+    from atlas.errors import CorruptStoreError
+
+    path = tmp_path / "s"
+    with atlas.Atlas.create(path, meta_format="json") as store:
+        store.create_dataset("d").set_attribute("m", np.zeros((2, 0, 3)))
+    manifest = json.loads((path / "atlas.json").read_text())
+    for shape in ([2**40, 0, 2**40], [2**60, 0], [0] * 65):
+        manifest["datasets"]["d"]["attributes"]["m"]["s"] = shape
+        (path / "atlas.json").write_text(json.dumps(manifest))
+        with pytest.raises(CorruptStoreError, match="typed array attribute"):
+            atlas.Atlas.open(path)
+    manifest["datasets"]["d"]["attributes"]["m"]["s"] = [2**40, 0, 2**19]  # numpy can hold this one
+    (path / "atlas.json").write_text(json.dumps(manifest))
+    with atlas.Atlas.open(path, mode="r") as store:
+        assert store.open_dataset("d").attributes()["m"].shape == (2**40, 0, 2**19)
+
+
+def _linked_array_dir(tmp_path: Path) -> tuple[Path, Path]:
+    """A store whose array directory ``a`` (two segments) is a link to a directory outside it."""
+    path, outside = tmp_path / "s", tmp_path / "outside"
+    _small_store(path)
+    with atlas.Atlas.open(path) as store:
+        store.open_dataset("d").write_array("a", [0], np.array([9]))
+    shutil.move(path / "a", outside)
+    (path / "a").symlink_to(outside, target_is_directory=True)
+    return path, outside
+
+
+def test_symlinked_array_directory_is_never_written_through(tmp_path):
+    from atlas.errors import CorruptStoreError
+
+    path, outside = _linked_array_dir(tmp_path)
+    before, manifest = _tree(outside), (path / "atlas.json").read_bytes()
+    store = atlas.Atlas.open(path)
+    with pytest.raises(CorruptStoreError, match=re.escape(f"{path / 'a'} is a symbolic link")):
+        ds = store.create_dataset("e")  # an array new to this dataset: nothing to read first
+        ds.define_array("a", "int64", ["n"], [2])
+        ds.write_array("a", [0], np.array([5, 6]))
+        store.flush()
+    store.discard()
+    store.close()
+    assert _tree(outside) == before and (path / "atlas.json").read_bytes() == manifest
+
+
+def test_symlinked_array_directory_is_never_deleted_from(tmp_path):
+    from atlas.errors import CorruptStoreError
+
+    path, outside = _linked_array_dir(tmp_path)
+    before = _tree(outside)
+    assert len(before) == 2
+    with atlas.Atlas.open(path) as store, pytest.raises(CorruptStoreError, match="symbolic link"):
+        store.compact(grace_period=0)
+    assert _tree(outside) == before
+    with pytest.raises(CorruptStoreError, match="symbolic link"):  # reads are refused too
+        atlas.Atlas.open(path, mode="r").open_dataset("d").read_array("a")
+
+
+def test_store_root_may_be_a_symlink(tmp_path):
+    """A link to the store directory itself (a scratch directory, say) is followed."""
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real, target_is_directory=True)
+    _small_store(link)
+    with atlas.Atlas.open(link) as store:
+        store.open_dataset("d").write_array("a", [0], np.array([8]))
+        store.flush()
+        store.compact(grace_period=0)
+        assert store.open_dataset("d").read_array("a").tolist() == [8, 1, 2, 3]
+    assert (real / "atlas.json").is_file() and link.is_symlink()
+
+
+def test_object_store_manifest_over_the_limit_is_refused_from_its_size(monkeypatch):
+    """Object stores give the size with the response: a manifest over the limit is refused
+    before its body is read (the limit is lowered here so the test stores a small one)."""
+    pytest.importorskip("obstore")
+    import atlas.backends.objectstore as objectstore
+    from atlas.errors import CorruptStoreError
+
+    store = atlas.Atlas.create("memory://")
+    store.create_dataset("d").set_attribute("pad", "x" * 500)
+    store.flush()
+    monkeypatch.setattr(objectstore, "MAX_GET_BYTES", 200)
+    with pytest.raises(CorruptStoreError, match="over the 200-byte limit"):
+        atlas.Atlas.open(store.location)
+    monkeypatch.undo()
+    assert atlas.Atlas.open(store.location).open_dataset("d").get_attribute("pad") == "x" * 500
+
+
+def test_integer_list_mixing_numpy_uint64_and_negative_ints_stays_integer(tmp_path):
+    """A numpy uint64 next to a negative int: int64 when every value fits it."""
+    from atlas.errors import ValueOverflowError
+
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        ds = store.create_dataset("d")
+        ds.set_attribute("x", [np.uint64(5), -1])
+        with pytest.raises(ValueOverflowError):
+            ds.set_attribute("y", [np.uint64(2**64 - 1), -1])
+    with atlas.Atlas.open(tmp_path / "s", mode="r") as store:
+        got = store.open_dataset("d").get_attribute("x")
+        assert got == [5, -1] and all(type(v) is int for v in got)
+        assert "y" not in store.open_dataset("d").attributes()

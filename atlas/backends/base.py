@@ -27,6 +27,7 @@ __all__ = [
     "CanMap",
     "CanPut",
     "CanStat",
+    "MAX_GET_BYTES",
     "ObjectInfo",
     "VERBS",
     "Version",
@@ -37,6 +38,10 @@ Buffer = bytes | bytearray | memoryview | np.ndarray
 
 #: An opaque version tag of an object (an ETag, or a local file identity).
 Version = str
+
+#: The largest object ``get``/``get_versioned`` read whole (those reads are for the
+#: manifest): a larger one is refused from its size, before any byte is read.
+MAX_GET_BYTES = 1 << 31
 
 
 @dataclass(frozen=True)

@@ -50,13 +50,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-from atlas.backends.base import Buffer, ObjectInfo, Version
+from atlas.backends.base import MAX_GET_BYTES, Buffer, ObjectInfo, Version
 from atlas.backends.options import ATLAS_OPTIONS, first_line, join_path, non_negative_int, positive_int, split_options
 from atlas.backends.versions import decode_version, encode_version, meta_version
 from atlas.errors import (
     AtlasError,
     BackendError,
     ConflictError,
+    CorruptStoreError,
     InvalidArgumentError,
     MissingDependencyError,
     NotAStoreError,
@@ -238,7 +239,20 @@ class ObjectStoreBackend:
     def get(self, path: str) -> bytes:
         self._check()
         try:
-            return bytes(obstore.get(self.store, self._key(path)).bytes())
+            result = obstore.get(self.store, self._key(path))
+        except Exception as exc:
+            raise _translate(exc, "read", self._where(path)) from None
+        return self._bounded_bytes(result, path)
+
+    def _bounded_bytes(self, result: Any, path: str) -> bytes:
+        """The body of a GET, refused from its size before it is read when over ``MAX_GET_BYTES``."""
+        size = int(result.meta["size"])
+        if size > MAX_GET_BYTES:
+            raise CorruptStoreError(
+                f"{self._where(path)} is {size} bytes, over the {MAX_GET_BYTES}-byte limit of a whole-object read"
+            )
+        try:
+            return bytes(result.bytes())
         except Exception as exc:
             raise _translate(exc, "read", self._where(path)) from None
 
@@ -246,12 +260,11 @@ class ObjectStoreBackend:
         self._check()
         try:
             result = obstore.get(self.store, self._key(path))
-            data = bytes(result.bytes())
         except FileNotFoundError:
             return None
         except Exception as exc:
             raise _translate(exc, "read", self._where(path)) from None
-        return data, meta_version(result.meta)
+        return self._bounded_bytes(result, path), meta_version(result.meta)
 
     def get_ranges(self, path: str, starts: Sequence[int], lengths: Sequence[int]) -> list[Buffer]:
         """The ranges in order; one call fetches its ranges in parallel (no extra coalescing)."""

@@ -21,7 +21,7 @@ import numpy as np
 from atlas.backends.base import Buffer, Version
 from atlas.engine.family import build_segment
 from atlas.errors import AtlasError, ConflictError
-from atlas.metadata import ArrayFamily, ArrayMeta, Manifest, encode_manifest
+from atlas.metadata import ArrayFamily, ArrayMeta, Manifest, check_counters, encode_manifest
 from atlas.txn.state import WorkingState
 
 __all__ = ["build_flush", "flush", "next_manifest", "publish", "settle_unknown_commit", "write_token"]
@@ -132,6 +132,8 @@ def publish(state: WorkingState, new: Manifest, files: list[NewFile], conflict: 
     whose read-back failed too) the attempt is remembered for
     :func:`settle_unknown_commit` and the error is raised.
     """
+    # A forged manifest near a counter's limit must not lead to a commit the reader refuses.
+    check_counters(new, state.backend.location)
     for path, parts in files:
         state.backend.put(path, parts)
     data = encode_manifest(new, state.meta_format, state.meta_compression)

@@ -17,7 +17,7 @@ from atlas.backends.base import Backend, Version
 from atlas.engine.family import FamilyEngine
 from atlas.engine.segment_io import SegmentIO
 from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError
-from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, Stats
+from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, Stats, check_counter
 from atlas.names import encode_dir_name
 
 __all__ = ["WorkingState"]
@@ -98,6 +98,7 @@ class WorkingState:
         return ds
 
     def add_dataset(self, name: str) -> DatasetMeta:
+        check_counter("next_dataset_id", self.next_dataset_id + 1, self.backend.location)
         ds = DatasetMeta(id=self.next_dataset_id, version=self.base.generation + 1)
         self.changes += 1
         self.next_dataset_id += 1
@@ -115,6 +116,7 @@ class WorkingState:
 
     def new_slot(self) -> int:
         slot = self.next_slot
+        check_counter("next_slot", slot + 1, self.backend.location)
         self.next_slot += 1
         return slot
 

@@ -159,9 +159,9 @@ def encode_attr_value(value: Any, where: str) -> tuple[Any, str | None, str]:
     if isinstance(value, _dt.datetime):
         if value.tzinfo is not None:
             raise DTypeError(f"{where}: timezone-aware datetime {value!r}; convert it to naive UTC first")
-        return np.datetime64(value, "ns"), None, "pydatetime"
+        return np.datetime64(dtypes.datetime_to_ns(value, f"{where}: datetime"), "ns"), None, "pydatetime"
     if isinstance(value, _dt.date):
-        return np.datetime64(value, "ns"), None, "pydate"
+        return np.datetime64(dtypes.datetime_to_ns(value, f"{where}: date"), "ns"), None, "pydate"
     if isinstance(value, np.ndarray):
         if value.ndim == 0:
             stored, kind = _encode_attr_array(value.reshape(1), where)
