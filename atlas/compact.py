@@ -25,6 +25,7 @@ import numpy as np
 from atlas.engine.codecs import checksum
 from atlas.engine.segment import SegmentWriter
 from atlas.errors import AtlasError, ChecksumError, ConflictError, InvalidArgumentError
+from atlas.leases import leased_files
 from atlas.metadata import ArrayFamily, Manifest, RetiredSegment, SegmentRef, encode_manifest
 from atlas.state import WorkingState
 
@@ -171,14 +172,19 @@ def garbage_files(state: WorkingState, orphan_grace: float, now: float | None = 
     Younger ones may be segments another writer is about to commit, so they stay.
     Retired segments still listed by the manifest are not garbage yet, however old
     their files are: their grace period runs from the compaction that retired them.
+    Unreferenced files named by a fresh lease (:mod:`atlas.leases`) belong to a
+    writer that is still writing, so they stay too; stale leases are garbage.
     """
     referenced = _referenced(state.base) | {r.path for r in state.base.retired}
     cutoff = (time.time() if now is None else now) - orphan_grace
-    out = []
-    for info in state.backend.list(""):
+    listing = list(state.backend.list(""))
+    leased, out = leased_files(state.backend, listing, cutoff)
+    for info in listing:
         name = info.path.rsplit("/", 1)[-1]
         is_segment = "/" in info.path and name.endswith(".af")
         is_temp = name.startswith(".") and name.endswith(".tmp")
+        if is_segment and (leased is None or info.path in leased):
+            continue  # held by a live writer (or, when a lease is unreadable, perhaps)
         if (is_segment or is_temp) and info.path not in referenced and info.mtime < cutoff:
             out.append(info.path)
     return sorted(out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import logging
 import os
 import secrets
@@ -19,9 +20,10 @@ import numpy as np
 from atlas.backends.base import Backend, Version
 from atlas.engine.arrays import FamilyEngine, build_segment
 from atlas.engine.segment_io import SegmentIO
-from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError
+from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError, SegmentMissingError
+from atlas.leases import Lease
 from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, SegmentRef, Stats, encode_manifest
-from atlas.names import encode_dir_name
+from atlas.names import decode_dir_name, encode_dir_name
 
 __all__ = ["WorkingState"]
 
@@ -58,6 +60,8 @@ class WorkingState:
 
     def __post_init__(self) -> None:
         self.io = SegmentIO(self.backend)
+        #: Names this handle's spilled files so that a compaction keeps them.
+        self.lease = Lease(self.backend)
         self._adopt(self.base, self.version)
 
     def _adopt(self, base: Manifest, version: Version) -> None:
@@ -138,6 +142,7 @@ class WorkingState:
         self.changes += 1
         self.unsure = None
         self._adopt(base, version)
+        self.lease.release()  # no spilled file is pending any more
 
     def _pending_metas(self) -> dict[str, dict[int, ArrayMeta]]:
         """``{array name: {slot: meta}}`` of every array in a changed dataset."""
@@ -149,9 +154,18 @@ class WorkingState:
                     out.setdefault(array_name, {})[meta.slot] = meta
         return out
 
+    def spilled_paths(self) -> list[str]:
+        """Store paths of every spilled (written, not yet committed) segment."""
+        return [engine.path(ref) for engine in self.engines.values() for ref, _ in engine.spilled]
+
     def maybe_spill(self) -> None:
-        """Spill staged chunks to uncommitted segments when they exceed the budget."""
+        """Spill staged chunks to uncommitted segments when they exceed the budget.
+
+        Called after every write, it also keeps the lease over earlier spilled
+        files fresh (see :mod:`atlas.leases`).
+        """
         if sum(e.pending_nbytes for e in self.engines.values()) <= self.max_pending_bytes:
+            self.lease.renew()
             return
         metas = self._pending_metas()
         for array_name, engine in sorted(self.engines.items(), key=lambda kv: -kv[1].pending_nbytes):
@@ -165,7 +179,8 @@ class WorkingState:
                     # The write itself succeeded in memory; spilling is retried at the
                     # next write and a persistent failure surfaces at flush().
                     logger.warning("could not spill staged chunks of %r: %s", array_name, exc)
-                    return
+                    break
+        self.lease.hold(self.spilled_paths())
 
     # -- commit ------------------------------------------------------------------------------
 
@@ -242,8 +257,10 @@ class WorkingState:
             return landed
         self.obsolete = []
         new, files = self.build_commit()
+        self.lease.renew()
         for path, parts, _ref in files:
             self.backend.put(path, parts)
+        self.check_added_segments(new)
         data = encode_manifest(new, self.meta_format, self.meta_compression)
         try:
             version = self.backend.commit(self.manifest_name, data, self.version)
@@ -260,6 +277,44 @@ class WorkingState:
             raise
         self._finish(new, version)
         return new
+
+    def check_added_segments(self, new: Manifest) -> None:
+        """Raise :class:`SegmentMissingError` unless every segment ``new`` adds is stored whole.
+
+        Spilled segments were written by earlier calls, possibly long ago: a
+        compaction may have swept them (an expired lease, a compactor that
+        predates leases, ``grace_period=0``).  Committing a manifest that points
+        at a missing file would lose the data silently, so the commit stops here,
+        before the manifest is written.  One size query per added segment (a
+        ``stat`` locally, a ``HEAD`` on object stores; a listing of the array
+        directory on a backend without a ``size`` verb).
+        """
+        old = {(fam.dir, ref.file) for fam in self.base.families.values() for ref in fam.segments}
+        size_of = getattr(self.backend, "size", None)
+        listed: dict[str, dict[str, int]] = {}
+        for fam in new.families.values():
+            for ref in fam.segments:
+                if (fam.dir, ref.file) in old:
+                    continue
+                path = f"{fam.dir}/{ref.file}"
+                if size_of is not None:
+                    try:
+                        actual: int | None = int(size_of(path))
+                    except AtlasError as exc:
+                        if getattr(exc, "errno", None) != errno.ENOENT:
+                            raise  # an I/O failure: the flush can be retried as it is
+                        actual = None
+                else:
+                    if fam.dir not in listed:
+                        listed[fam.dir] = {i.path: i.size for i in self.backend.list(fam.dir)}
+                    actual = listed[fam.dir].get(path)
+                if actual != ref.size:
+                    found = "is missing" if actual is None else f"is {actual} bytes, {ref.size} were written"
+                    raise SegmentMissingError(
+                        f"cannot commit: segment {path} of array {decode_dir_name(fam.dir)!r} written by this handle "
+                        f"{found} (a compaction with a shorter grace period than this write, or another process, "
+                        "removed it); nothing was committed: call discard() and write the data again"
+                    )
 
     def settle_unknown_commit(self) -> Manifest | None:
         """Resolve a commit whose outcome was unknown; the manifest it committed, if it landed.
@@ -312,6 +367,7 @@ class WorkingState:
                 for path in engine.unspill(metas.get(array_name, {})):
                     with contextlib.suppress(AtlasError):
                         self.backend.delete(path)
+            self.lease.hold(self.spilled_paths())
         working = {n: self.datasets.get(n) for n in self.dirty}
         moved: list[tuple[FamilyEngine, ArrayMeta, object]] = []
         for ds in working.values():
