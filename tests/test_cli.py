@@ -309,6 +309,46 @@ def test_verify_reports_damage_with_exit_status_1(store, tmp_path):
 # -- errors and options ------------------------------------------------------------------------------------
 
 
+#: Invalid values of every option that takes a number: each is a usage error (exit status 2).
+BAD_NUMBERS = [
+    ("compact", "--grace-period", "nan"),
+    ("compact", "--grace-period", "NaN"),
+    ("compact", "--grace-period", "-5"),
+    ("compact", "--grace-period", "-0.5"),
+    ("compact", "--grace-period", "ten"),
+    ("create", "--chunk-size", "1e999"),
+    ("create", "--chunk-size", "9999999TiB"),
+    ("create", "--chunk-size", "0"),
+    ("create", "--chunk-size", "-1"),
+    ("create", "--chunk-size", "nan"),
+    ("append", "--max-pending", "1e999"),
+    ("append", "--max-pending", "0.1"),
+    ("append", "-j", "-1"),
+    ("create", "-j", "1.5"),
+    ("create", "--jobs", "nan"),
+    ("create", "--jobs", "5000"),
+]
+
+
+@pytest.mark.parametrize(("command", "option", "value"), BAD_NUMBERS)
+def test_invalid_numeric_options_are_usage_errors(tmp_path, command, option, value):
+    store = tmp_path / "s.atlas"
+    atlas.Atlas.create(store).close()
+    before = snapshot(store)
+    args = {"compact": [store], "create": [tmp_path, tmp_path / "new.atlas"], "append": [tmp_path, store]}[command]
+    done = run(command, *args, f"{option}={value}", ok=2)
+    assert done.stderr.startswith("usage: atlas ") and "error: argument " in done.stderr and option in done.stderr
+    assert "Traceback" not in done.stderr and value in done.stderr
+    assert snapshot(store) == before and not (tmp_path / "new.atlas").exists()
+
+
+def test_valid_edge_values_of_numeric_options(store, tmp_path):
+    copy = tmp_path / "copy.atlas"
+    shutil.copytree(store, copy)
+    for value in ("inf", "1e999", "0", "-0"):
+        cli("compact", copy, f"--grace-period={value}")
+
+
 def test_errors_are_one_line_with_exit_status_1(tmp_path):
     done = run("ls", tmp_path / "nowhere", ok=False)
     assert done.stderr.startswith("atlas: error: ") and done.stderr.count("\n") == 1
