@@ -23,7 +23,7 @@ from atlas.engine.segment_io import SegmentIO
 from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError, SegmentMissingError
 from atlas.leases import Lease
 from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, SegmentRef, Stats, encode_manifest
-from atlas.names import decode_dir_name, encode_dir_name
+from atlas.names import encode_dir_name
 
 __all__ = ["WorkingState"]
 
@@ -292,7 +292,7 @@ class WorkingState:
         old = {(fam.dir, ref.file) for fam in self.base.families.values() for ref in fam.segments}
         size_of = getattr(self.backend, "size", None)
         listed: dict[str, dict[str, int]] = {}
-        for fam in new.families.values():
+        for array_name, fam in new.families.items():
             for ref in fam.segments:
                 if (fam.dir, ref.file) in old:
                     continue
@@ -311,9 +311,9 @@ class WorkingState:
                 if actual != ref.size:
                     found = "is missing" if actual is None else f"is {actual} bytes, {ref.size} were written"
                     raise SegmentMissingError(
-                        f"cannot commit: segment {path} of array {decode_dir_name(fam.dir)!r} written by this handle "
-                        f"{found} (a compaction with a shorter grace period than this write, or another process, "
-                        "removed it); nothing was committed: call discard() and write the data again"
+                        f"cannot commit: segment {path} of array {array_name!r} written by this handle {found} "
+                        "(a compaction swept it after the handle's lease over it expired, or another process "
+                        "changed it); nothing was committed: call discard() and write the data again"
                     )
 
     def settle_unknown_commit(self) -> Manifest | None:
