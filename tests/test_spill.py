@@ -226,6 +226,32 @@ def test_flush_refuses_spilled_segments_that_a_compaction_removed(tmp_path):
     assert fresh.verify() == []
 
 
+def test_a_writer_that_keeps_writing_keeps_its_lease_fresh(tmp_path, monkeypatch):
+    """Writes that do not spill renew the lease (here at once instead of every minute)."""
+    monkeypatch.setattr(leases, "RENEW_SECONDS", 0.0)
+    path = tmp_path / "s"
+    atlas.Atlas.create(path).close()
+    w = atlas.Atlas.open(path, max_pending_bytes=64 << 10)
+    ds = w.create_dataset("d")
+    ds.define_array("x", "int64", ["n"], [20_000], chunk_shape=[1000])
+    ds.write_array("x", [0], np.arange(20_000))  # 160 kB: spilled
+    spilled = w._st.spilled_paths()
+    assert spilled
+    (first,) = (path / leases.LEASE_DIR).glob("*.lease")
+    _age([path / p for p in spilled] + [first], 2 * DEFAULT_GRACE_PERIOD)  # a long computation
+    ds.write_array("x", [5], np.array([-5]))  # 8 kB staged, under the budget: no spill, a renewal
+    assert w._st.spilled_paths() == spilled
+    (second,) = (path / leases.LEASE_DIR).glob("*.lease")
+    assert second != first and sorted(json.loads(second.read_bytes())["files"]) == sorted(spilled)
+    atlas.Atlas.open(path).compact()
+    assert all((path / p).exists() for p in spilled)
+    w.refresh()
+    w.flush()
+    want = np.arange(20_000)
+    want[5] = -5
+    np.testing.assert_array_equal(atlas.Atlas.open(path, mode="r").open_dataset("d").read_array("x"), want)
+
+
 def test_flush_refuses_a_spilled_segment_of_the_wrong_size(tmp_path):
     path = tmp_path / "s"
     atlas.Atlas.create(path).close()
