@@ -29,6 +29,7 @@ __all__ = [
     "NotAStoreError",
     "ReadOnlyError",
     "SchemaMismatchError",
+    "SegmentMissingError",
     "SelectionError",
     "StoreClosedError",
     "StoreExistsError",
@@ -129,6 +130,15 @@ class CorruptStoreError(AtlasError, OSError):
 
 class ChecksumError(CorruptStoreError):
     """A chunk payload or a segment index does not match its recorded checksum."""
+
+
+class SegmentMissingError(CorruptStoreError):
+    """A segment a commit was about to reference is missing or has the wrong size.
+
+    Raised by a flush before the manifest is written, so the store is unchanged;
+    the message names the file.  Typically the handle's spilled segments were
+    swept by a compaction while it was writing: discard and write the data again.
+    """
 
 
 class BackendError(AtlasError, OSError):

@@ -78,6 +78,8 @@ OP_WORDS = {
     "delete": "delete",
     "list": "list",
     "map": "map",
+    "size": "stat",
+    "exists": "stat",
 }
 
 

@@ -29,7 +29,7 @@ pytest.importorskip("netCDF4")
 import atlas  # noqa: E402
 from atlas.cli import main  # noqa: E402
 from atlas.cli.common import parse_size  # noqa: E402
-from atlas.cli.sources import dataset_name  # noqa: E402
+from atlas.cli.sources import dataset_name, group_dataset_name  # noqa: E402
 from atlas.names import encode_dir_name, validate_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,6 +268,79 @@ def test_large_file_is_streamed_in_blocks(tmp_path):
         xr.testing.assert_identical(st.to_xarray("big").load(), xr.open_dataset(src / "big.nc").load())
 
 
+def _grouped_file(path: Path, n: int = 200) -> dict[str, xr.Dataset]:
+    """A NetCDF-4 file with nested groups (made with netCDF4); ``{group path: expected content}``."""
+    import netCDF4
+
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.title = "root"
+        nc.createDimension("t", n)
+        nc.createVariable("time", "f8", ("t",))[:] = np.arange(n)
+        obs = nc.createGroup("obs")
+        obs.source = "buoy"
+        obs.createDimension("z", 4)
+        v = obs.createVariable("temp", "f4", ("t", "z"), chunksizes=(10, 4), zlib=True)
+        v.units = "K"
+        v[:] = np.arange(n * 4, dtype="f4").reshape(n, 4)
+        deep = obs.createGroup("deep 100%")
+        deep.createVariable("flag", "i2", ("z",))[:] = [1, 2, 3, 4]
+        nc.createGroup("empty")
+    return {g: xr.open_dataset(path, group=g).load() for g in ("/", "/obs", "/obs/deep 100%", "/empty")}
+
+
+@pytest.mark.parametrize("chunk_size", ["128MiB", "1KiB"])  # loaded whole; streamed in blocks
+def test_netcdf4_groups_become_datasets_of_their_own(tmp_path, chunk_size):
+    src = tmp_path / "src"
+    src.mkdir()
+    want = _grouped_file(src / "g.nc")
+    target = tmp_path / "g.atlas"
+    done = run("create", src, target, "--chunk-size", chunk_size)
+    assert "4 datasets from 1 file" in done.stdout
+    names = {"/": "g", "/obs": "g:obs", "/obs/deep 100%": "g:obs:deep 100%25", "/empty": "g:empty"}
+    assert json.loads(run("ls", target, "--json").stdout)["datasets"] == sorted(names.values())
+    with atlas.Atlas.open(target, mode="r") as st:
+        for group, name in names.items():
+            xr.testing.assert_identical(st.to_xarray(name).load(), want[group])
+    # append: the same naming; a name taken by another file's group stops the run, naming it
+    other = tmp_path / "other"
+    other.mkdir()
+    _grouped_file(other / "h.nc")
+    run("append", other / "h.nc", target, "-q")
+    assert "h:obs:deep 100%25" in json.loads(run("ls", target, "--json").stdout)["datasets"]
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    xr.Dataset({"a": ("x", [1.0])}).to_netcdf(clash / "k:obs.nc")
+    _grouped_file(clash / "k.nc")
+    before = snapshot(target)
+    done = run("append", clash, target, ok=False)
+    assert "k:obs" in done.stderr and "unchanged" in done.stderr
+    assert snapshot(target) == before
+
+
+def test_a_file_whose_group_cannot_be_stored_is_stored_not_at_all(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    xr.Dataset({"ok": ("x", np.arange(3.0))}).to_netcdf(src / "bad.nc", engine="netcdf4")
+    xr.Dataset({"good": ("x", np.arange(3.0))}).to_netcdf(src / "bad.nc", group="g1", mode="a", engine="netcdf4")
+    xr.Dataset({"z": ("x", np.arange(3) + 1j)}).to_netcdf(
+        src / "bad.nc", group="g2", mode="a", engine="netcdf4", auto_complex=True
+    )
+    _grouped_file(src / "fine.nc")
+    done = run("create", src, tmp_path / "s.atlas", "--skip-errors")
+    assert "skipped" in done.stderr and "bad.nc" in done.stderr
+    names = json.loads(run("ls", tmp_path / "s.atlas", "--json").stdout)["datasets"]
+    assert names == ["fine", "fine:empty", "fine:obs", "fine:obs:deep 100%25"]
+
+
+def test_group_dataset_names_are_valid_and_reversible():
+    cases = {("a%2Fb", "/x"): "a%2Fb:x", ("f:1", "/a:b/c%d"): "f%3A1:a%3Ab:c%25d", ("g", "/é/ü"): "g:é:ü"}
+    for (file_name, group), name in cases.items():
+        assert group_dataset_name(file_name, group) == name
+        validate_name(name, "dataset")
+        head, *parts = name.split(":")
+        assert unquote(head) == unquote(file_name) and "/" + "/".join(unquote(p) for p in parts) == group
+
+
 # -- rm, compact, verify -------------------------------------------------------------------------------------
 
 
@@ -307,6 +380,46 @@ def test_verify_reports_damage_with_exit_status_1(store, tmp_path):
 
 
 # -- errors and options ------------------------------------------------------------------------------------
+
+
+#: Invalid values of every option that takes a number: each is a usage error (exit status 2).
+BAD_NUMBERS = [
+    ("compact", "--grace-period", "nan"),
+    ("compact", "--grace-period", "NaN"),
+    ("compact", "--grace-period", "-5"),
+    ("compact", "--grace-period", "-0.5"),
+    ("compact", "--grace-period", "ten"),
+    ("create", "--chunk-size", "1e999"),
+    ("create", "--chunk-size", "9999999TiB"),
+    ("create", "--chunk-size", "0"),
+    ("create", "--chunk-size", "-1"),
+    ("create", "--chunk-size", "nan"),
+    ("append", "--max-pending", "1e999"),
+    ("append", "--max-pending", "0.1"),
+    ("append", "-j", "-1"),
+    ("create", "-j", "1.5"),
+    ("create", "--jobs", "nan"),
+    ("create", "--jobs", "5000"),
+]
+
+
+@pytest.mark.parametrize(("command", "option", "value"), BAD_NUMBERS)
+def test_invalid_numeric_options_are_usage_errors(tmp_path, command, option, value):
+    store = tmp_path / "s.atlas"
+    atlas.Atlas.create(store).close()
+    before = snapshot(store)
+    args = {"compact": [store], "create": [tmp_path, tmp_path / "new.atlas"], "append": [tmp_path, store]}[command]
+    done = run(command, *args, f"{option}={value}", ok=2)
+    assert done.stderr.startswith("usage: atlas ") and "error: argument " in done.stderr and option in done.stderr
+    assert "Traceback" not in done.stderr and value in done.stderr
+    assert snapshot(store) == before and not (tmp_path / "new.atlas").exists()
+
+
+def test_valid_edge_values_of_numeric_options(store, tmp_path):
+    copy = tmp_path / "copy.atlas"
+    shutil.copytree(store, copy)
+    for value in ("inf", "1e999", "0", "-0"):
+        cli("compact", copy, f"--grace-period={value}")
 
 
 def test_errors_are_one_line_with_exit_status_1(tmp_path):

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
 import tracemalloc
 
 import numpy as np
 import pytest
+from cloud_servers import moto_s3, s3_bucket, unique  # noqa: F401  (fixtures)
 
 import atlas
 from atlas import errors
+from atlas.txn import leases
+from atlas.txn.compact import DEFAULT_GRACE_PERIOD
 
 
 def segment_files(path):
@@ -148,3 +154,151 @@ def test_threaded_encoding_writes_the_same_chunks(tmp_path, budget):
             records[f.parent.name] = records.get(f.parent.name, 0) + len(blob)
         tables.append(records)
     assert tables[0] == tables[1]  # the same encoded bytes per family, whatever the thread count
+
+
+# -- spilled segments and concurrent compaction ----------------------------------------------------
+
+
+def _spilling_writer(source):
+    """A handle holding an uncommitted dataset whose chunks are all spilled."""
+    w = atlas.Atlas.open(source, max_pending_bytes=0)
+    ds = w.create_dataset("d")
+    ds.define_array("x", "int64", ["n"], [10_000], chunk_shape=[1000])
+    ds.write_array("x", [0], np.arange(10_000))
+    assert w._st.spilled_paths(), "the test needs spilled segments"
+    return w
+
+
+def _age(paths, seconds):
+    then = time.time() - seconds
+    for p in paths:
+        os.utime(p, (then, then))
+
+
+def test_compaction_keeps_a_live_writers_old_spilled_segments(tmp_path):
+    """The scenario of a long append racing a scheduled compaction (issue 18, item 3)."""
+    path = tmp_path / "s"
+    atlas.Atlas.create(path).close()
+    w = _spilling_writer(path)
+    spilled = [path / p for p in w._st.spilled_paths()]
+    _age(spilled, 2 * DEFAULT_GRACE_PERIOD)  # written long before the compaction
+    other = atlas.Atlas.open(path)
+    other.create_dataset("e")
+    other.flush()
+    other.compact()  # the default grace period
+    assert all(f.exists() for f in spilled), "a compaction removed a live writer's spilled segment"
+    w.refresh()
+    w.flush()
+    fresh = atlas.Atlas.open(path, mode="r")
+    np.testing.assert_array_equal(fresh.open_dataset("d").read_array("x"), np.arange(10_000))
+    assert fresh.verify() == []
+    assert list((path / leases.LEASE_DIR).glob("*")) == [], "the lease is released once the files are committed"
+
+
+def test_flush_refuses_spilled_segments_that_a_compaction_removed(tmp_path):
+    """An expired lease costs a clear error at flush, never a manifest naming a deleted file."""
+    path = tmp_path / "s"
+    atlas.Atlas.create(path).close()
+    w = _spilling_writer(path)
+    spilled = w._st.spilled_paths()
+    lease_files = list((path / leases.LEASE_DIR).glob("*.lease"))
+    assert len(lease_files) == 1
+    assert sorted(json.loads(lease_files[0].read_bytes())["files"]) == sorted(spilled)
+    _age([path / p for p in spilled] + lease_files, 2 * DEFAULT_GRACE_PERIOD)  # the writer went idle
+    other = atlas.Atlas.open(path)
+    other.compact()
+    assert not any((path / p).exists() for p in spilled) and not lease_files[0].exists()
+    manifest = sorted(path.glob("atlas.*"))
+    before = [(m.name, m.read_bytes()) for m in manifest]
+    w.refresh()
+    with pytest.raises(errors.SegmentMissingError) as caught:
+        w.flush()
+    assert isinstance(caught.value, OSError) and isinstance(caught.value, errors.CorruptStoreError)
+    assert any(p in str(caught.value) for p in spilled), caught.value
+    assert [(m.name, m.read_bytes()) for m in sorted(path.glob("atlas.*"))] == before, "nothing is committed"
+    assert atlas.Atlas.open(path, mode="r").list_datasets() == []
+    w.discard()  # the handle stays usable: write again and flush
+    ds = w.create_dataset("d")
+    ds.define_array("x", "int64", ["n"], [10_000], chunk_shape=[1000])
+    ds.write_array("x", [0], np.arange(10_000))
+    w.flush()
+    fresh = atlas.Atlas.open(path, mode="r")
+    np.testing.assert_array_equal(fresh.open_dataset("d").read_array("x"), np.arange(10_000))
+    assert fresh.verify() == []
+
+
+def test_a_writer_that_keeps_writing_keeps_its_lease_fresh(tmp_path, monkeypatch):
+    """Writes that do not spill renew the lease (here at once instead of every minute)."""
+    monkeypatch.setattr(leases, "RENEW_SECONDS", 0.0)
+    path = tmp_path / "s"
+    atlas.Atlas.create(path).close()
+    w = atlas.Atlas.open(path, max_pending_bytes=64 << 10)
+    ds = w.create_dataset("d")
+    ds.define_array("x", "int64", ["n"], [20_000], chunk_shape=[1000])
+    ds.write_array("x", [0], np.arange(20_000))  # 160 kB: spilled
+    spilled = w._st.spilled_paths()
+    assert spilled
+    (first,) = (path / leases.LEASE_DIR).glob("*.lease")
+    _age([path / p for p in spilled] + [first], 2 * DEFAULT_GRACE_PERIOD)  # a long computation
+    ds.write_array("x", [5], np.array([-5]))  # 8 kB staged, under the budget: no spill, a renewal
+    assert w._st.spilled_paths() == spilled
+    (second,) = (path / leases.LEASE_DIR).glob("*.lease")
+    assert second != first and sorted(json.loads(second.read_bytes())["files"]) == sorted(spilled)
+    atlas.Atlas.open(path).compact()
+    assert all((path / p).exists() for p in spilled)
+    w.refresh()
+    w.flush()
+    want = np.arange(20_000)
+    want[5] = -5
+    np.testing.assert_array_equal(atlas.Atlas.open(path, mode="r").open_dataset("d").read_array("x"), want)
+
+
+def test_flush_refuses_a_spilled_segment_of_the_wrong_size(tmp_path):
+    path = tmp_path / "s"
+    atlas.Atlas.create(path).close()
+    w = _spilling_writer(path)
+    victim = w._st.spilled_paths()[0]
+    with open(path / victim, "ab") as fh:
+        fh.write(b"junk")
+    with pytest.raises(errors.SegmentMissingError, match=f"{victim}.* is .* bytes"):
+        w.flush()
+    assert atlas.Atlas.open(path, mode="r").list_datasets() == []
+
+
+@pytest.mark.parametrize("kind", ["memory", "s3"])
+def test_leases_keep_spilled_objects_on_object_stores(kind, request):
+    """Objects cannot be touched: the lease object is what a compaction respects."""
+    pytest.importorskip("obstore", reason="obstore (the 'cloud' extra) is not installed")
+    if kind == "memory":
+        from obstore.store import MemoryStore
+
+        handle = MemoryStore()
+    else:
+        handle = request.getfixturevalue("moto_s3").store(request.getfixturevalue("s3_bucket"), unique("lease"))
+    grace = 2.0  # S3 modification times have a resolution of one second
+    atlas.Atlas.create(handle).close()
+    w = _spilling_writer(handle)
+    first = w._st.spilled_paths()
+    time.sleep(grace + 1)  # the spilled objects are now older than the grace period
+    w.open_dataset("d").write_array("x", [0], np.array([-1]))  # spills again: the lease is rewritten
+    other = atlas.Atlas.open(handle)
+    other.compact(grace_period=grace)
+    listed = {info.path for info in other._st.backend.list("")}
+    assert set(first) <= listed, "a compaction removed objects a fresh lease names"
+    w.refresh()
+    w.flush()
+    want = np.arange(10_000)
+    want[0] = -1
+    np.testing.assert_array_equal(atlas.Atlas.open(handle).open_dataset("d").read_array("x"), want)
+    # An idle writer's lease expires: its flush then fails clearly and commits nothing.
+    w.open_dataset("d").write_array("x", [0], np.array([-2]))
+    second = w._st.spilled_paths()
+    time.sleep(grace + 1)
+    other.refresh()
+    other.compact(grace_period=grace)
+    listed = {info.path for info in other._st.backend.list("")}
+    assert not set(second) & listed and not any(leases.is_lease(p) for p in listed)
+    w.refresh()
+    with pytest.raises(errors.SegmentMissingError, match=second[0]):
+        w.flush()
+    np.testing.assert_array_equal(atlas.Atlas.open(handle).open_dataset("d").read_array("x"), want)

@@ -61,6 +61,10 @@ _UNITS = {
 }  # fmt: skip
 
 
+#: Sizes are byte counts that fit a signed 64-bit integer.
+MAX_SIZE = 2**63
+
+
 def parse_size(text: str) -> int:
     """``"128MiB"`` -> 134217728.  Decimal (``kB``, ``MB``, ``k``) and binary (``KiB``, ``MiB``) units, like dask.
 
@@ -69,7 +73,10 @@ def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
     if not m or m.group(2).lower() not in _UNITS:
         raise ValueError(f"not a size: {text!r} (use e.g. 128MiB, 64KiB, 1GB, 1000000)")
-    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    number = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not number < MAX_SIZE:  # also an exponent that overflows to inf
+        raise ValueError(f"size must be less than 2**63 bytes, got {text!r}")
+    value = int(number)
     if value < 1:
         raise ValueError(f"size must be at least 1 byte, got {text!r}")
     return value

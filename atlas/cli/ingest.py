@@ -68,6 +68,8 @@ class Outcome:
     """What an ingest did."""
 
     stored: list[Source] = field(default_factory=list)
+    #: Datasets stored: one per file plus one per NetCDF-4 sub-group.
+    datasets: int = 0
     skipped: list[tuple[Source, str]] = field(default_factory=list)
     dropped: int = 0
     seconds: float = 0.0
@@ -80,9 +82,35 @@ def _reason(exc: BaseException) -> str:
     return text if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {text}"
 
 
+def _write_file(store: Atlas, loaded: Loaded, engine: str | None, skip_unsupported: bool) -> tuple[int, int]:
+    """Stage one file: its root group, then each sub-group as a dataset of its own.
+
+    Returns ``(datasets, dropped variables)``.  When a group fails, the datasets
+    already staged for the file are removed again, so a file is stored whole or not
+    at all (also with ``--skip-errors``).
+    """
+    staged: list[str] = []
+    dropped = 0
+    try:
+        for part in [loaded, *loaded.groups]:
+            try:
+                dropped += _write(store, open_streamed(part, engine), skip_unsupported)
+            finally:
+                part.close()
+            staged.append(part.name)
+    except _FATAL:
+        raise
+    except Exception:
+        for name in staged:
+            with contextlib.suppress(Exception):
+                store.delete_dataset(name)
+        raise
+    return len(staged), dropped
+
+
 def _write(store: Atlas, loaded: Loaded, skip_unsupported: bool) -> int:
-    """Stage one opened file; returns the number of variables dropped as unsupported."""
-    ds, name = loaded.ds, loaded.source.name
+    """Stage one opened file or group; returns the number of variables dropped as unsupported."""
+    ds, name = loaded.ds, loaded.name
     try:
         store.add_xr_dataset(ds, name, chunks=loaded.disk_chunks)
         return 0
@@ -173,15 +201,18 @@ def ingest(store: Atlas, sources: list[Source], args: Any, verb: str) -> Outcome
                     log.warning("%s: %s", src.path, text)
                 try:
                     with source_context(str(src.path)):
-                        out.dropped += _write(store, open_streamed(loaded, args.engine), args.skip_unsupported)
+                        datasets, dropped = _write_file(store, loaded, args.engine, args.skip_unsupported)
                 except _FATAL:
                     raise
                 except Exception as exc:
                     fail(src, exc)
                     continue
                 finally:
-                    loaded.close()
+                    for part in [loaded, *loaded.groups]:
+                        part.close()
                 out.stored.append(src)
+                out.datasets += datasets
+                out.dropped += dropped
                 reporter.advance(src.name)
         finally:
             for _src, fut in queue:  # files not reached because of an abort
@@ -229,13 +260,13 @@ def _check_names(sources: list[Source], existing: set[str], skip_existing: bool,
 def _summary(args: Any, verb: str, store: Atlas, out: Outcome, n_input: int) -> None:
     log.info(
         "%s %s: %d datasets stored, %d files skipped, generation %d",
-        verb, store.location, len(out.stored), len(out.skipped), store.generation,
+        verb, store.location, out.datasets, len(out.skipped), store.generation,
     )  # fmt: skip
     if args.quiet:
         return
     size = human_bytes(sum(s.size for s in out.stored))
     line = (
-        f"{verb} {store.location}: {plural(len(out.stored), 'dataset')} from {plural(n_input, 'file')} "
+        f"{verb} {store.location}: {plural(out.datasets, 'dataset')} from {plural(n_input, 'file')} "
         f"({size}) in {out.seconds:.1f} s"
     )
     if out.skipped:

@@ -12,7 +12,8 @@ DESCRIPTION = """\
 ATLAS: one store for thousands of named N-dimensional datasets.
 
 A STORE is a local directory or a file:// URL.  Every command exits with status 0 on
-success and 1 on failure (one `atlas: error: ...` line on stderr); usage errors exit 2.
+success and 1 on failure (one `atlas: error: ...` line on stderr); usage errors (unknown
+options, invalid option values such as a negative or NaN number) exit 2.
 `atlas COMMAND --help` documents each command; docs/cli.md has examples."""
 
 
@@ -23,6 +24,10 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+#: Most reader processes ``-j`` accepts (each holds a source file in memory).
+MAX_JOBS = 1024
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -30,6 +35,8 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    if value > MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_JOBS}, got {value}")
     return value
 
 
@@ -38,8 +45,8 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    if not value >= 0:  # also NaN: every invalid number is the same usage error
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0 (inf: keep everything), got {text!r}")
     return value
 
 

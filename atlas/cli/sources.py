@@ -15,6 +15,16 @@ become ``%XX``.  ``urllib.parse.unquote(name, errors="surrogateescape")`` gives 
 relative path back (minus the extension).  ``GL_PR_BO_JLKU.nc`` -> ``GL_PR_BO_JLKU``;
 ``2020/01/a.nc`` -> ``2020%2F01%2Fa``.
 
+**Groups** (:func:`group_dataset_name`): each sub-group of a NetCDF-4 file
+(nested ones too) becomes a dataset of its own, named after the file's dataset and
+the group path joined with ``:`` (dataset names cannot hold ``/``): group ``/obs/deep`` of
+``a.nc`` -> ``a:obs:deep``.  In these names ``:`` inside the file's part or inside
+a group name is written ``%3A`` (and ``%`` ``%25``), so every ``:`` is a separator
+and the name maps back to the file and the group.  The file's root group keeps the
+plain file name.  (A root-group name of a file with ``:`` in its own name, say
+``a:obs.nc``, can equal a group's name; such a clash stops the run like any other,
+naming the dataset.)
+
 **Opening** (:func:`load_source`, run in the reader processes): the file is opened
 lazily with ``xr.open_dataset``.  A file whose variables total at most
 ``chunk_size`` bytes is loaded whole into memory right there and sent to the
@@ -42,6 +52,8 @@ __all__ = [
     "dataset_name",
     "discover",
     "find_unsupported",
+    "group_dataset_name",
+    "group_paths",
     "load_source",
     "open_streamed",
 ]
@@ -68,6 +80,15 @@ class Loaded:
     blocks: dict[str, int] | None = None
     disk_chunks: dict[str, int] | None = None
     warnings: list[str] = field(default_factory=list)
+    #: The NetCDF-4 group this dataset is read from (None: the root group).
+    group: str | None = None
+    #: The file's sub-groups, each its own dataset (only on the root's ``Loaded``).
+    groups: list[Loaded] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The dataset this group (or the whole file) becomes."""
+        return self.source.name if self.group is None else group_dataset_name(self.source.name, self.group)
 
     def close(self) -> None:
         if self.ds is not None:
@@ -101,6 +122,52 @@ def dataset_name(relative: str) -> str:
     if name in (".", ".."):
         name = "%2E" + name[1:]
     return name
+
+
+def _escape_group_part(text: str) -> str:
+    return text.replace("%", "%25").replace(":", "%3A")
+
+
+def group_dataset_name(file_dataset: str, group: str) -> str:
+    """The dataset name of group ``group`` (``/a/b``) of the file whose dataset is ``file_dataset``."""
+    parts = [file_dataset.replace(":", "%3A")]  # its ``%`` are escapes already
+    parts += [_escape_group_part(p) for p in group.strip("/").split("/")]
+    return ":".join(parts)
+
+
+def group_paths(path: str | os.PathLike, engine: str | None = None) -> list[str]:
+    """Paths (``/a``, ``/a/b``, ...) of every sub-group of a NetCDF file, parents first.
+
+    Classic and 64-bit-offset NetCDF files have no groups.  Others are listed with
+    netCDF4 (cheap: no variable is decoded), or with ``xr.open_groups`` when netCDF4
+    cannot open the file; a file whose groups cannot be listed is refused, since
+    its groups would otherwise be dropped without a word.
+    """
+    with open(path, "rb") as fh:
+        if fh.read(3) == b"CDF":
+            return []
+    try:
+        import netCDF4
+
+        with netCDF4.Dataset(path) as nc:
+            out: list[str] = []
+            todo = list(nc.groups.values())
+            while todo:
+                group = todo.pop(0)
+                out.append(group.path)
+                todo[:0] = list(group.groups.values())
+            return out
+    except (ImportError, OSError):
+        pass
+    import xarray as xr
+
+    try:
+        groups = xr.open_groups(path, engine=engine)
+    except Exception as exc:
+        raise ValueError(f"cannot list the NetCDF-4 groups of this file: {type(exc).__name__}: {exc}") from None
+    for ds in groups.values():
+        ds.close()
+    return [p for p in groups if p != "/"]
 
 
 def _is_netcdf(name: str) -> bool:
@@ -215,17 +282,24 @@ def load_source(source: Source, chunk_size: int, engine: str | None = None) -> L
             if "did not find a match" in str(exc):  # xarray's words for "no engine reads this"
                 raise ValueError("not a file any installed xarray engine can read (not NetCDF?)") from None
             raise
-        try:
-            if ds.nbytes <= chunk_size:  # metadata only: nothing is read yet
-                ds.load()
-                loaded = Loaded(source, ds)
-            else:
-                blocks, disk = stream_chunks(ds, chunk_size)
-                loaded = Loaded(source, None, streamed=True, blocks=blocks, disk_chunks=disk)
-        finally:
-            ds.close()
+        loaded = _load_or_plan(source, ds, chunk_size, None)
+        for group in group_paths(source.path, engine):
+            loaded.groups.append(_load_or_plan(source, xr.open_dataset(source.path, engine=engine, group=group),
+                                               chunk_size, group))  # fmt: skip
     loaded.warnings = [f"{w.category.__name__}: {' '.join(str(w.message).split())}" for w in caught]
     return loaded
+
+
+def _load_or_plan(source: Source, ds: Any, chunk_size: int, group: str | None) -> Loaded:
+    """``ds`` loaded whole when small, else the plan to stream it; ``ds`` is closed."""
+    try:
+        if ds.nbytes <= chunk_size:  # metadata only: nothing is read yet
+            ds.load()
+            return Loaded(source, ds, group=group)
+        blocks, disk = stream_chunks(ds, chunk_size)
+        return Loaded(source, None, streamed=True, blocks=blocks, disk_chunks=disk, group=group)
+    finally:
+        ds.close()
 
 
 def open_streamed(loaded: Loaded, engine: str | None = None) -> Loaded:
@@ -233,7 +307,8 @@ def open_streamed(loaded: Loaded, engine: str | None = None) -> Loaded:
     import xarray as xr
 
     if loaded.ds is None:
-        loaded.ds = xr.open_dataset(loaded.source.path, engine=engine, chunks=loaded.blocks)
+        group = {} if loaded.group is None else {"group": loaded.group}
+        loaded.ds = xr.open_dataset(loaded.source.path, engine=engine, chunks=loaded.blocks, **group)
     return loaded
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import secrets
 from collections.abc import Sequence
 
@@ -20,11 +21,19 @@ import numpy as np
 
 from atlas.backends.base import Buffer, Version
 from atlas.engine.family import build_segment
-from atlas.errors import AtlasError, ConflictError
+from atlas.errors import AtlasError, ConflictError, SegmentMissingError
 from atlas.metadata import ArrayFamily, ArrayMeta, Manifest, check_counters, encode_manifest
 from atlas.txn.state import WorkingState
 
-__all__ = ["build_flush", "flush", "next_manifest", "publish", "settle_unknown_commit", "write_token"]
+__all__ = [
+    "build_flush",
+    "check_added_segments",
+    "flush",
+    "next_manifest",
+    "publish",
+    "settle_unknown_commit",
+    "write_token",
+]
 
 #: ``(path, parts)`` of a segment file a commit writes.
 NewFile = tuple[str, Sequence[Buffer]]
@@ -113,6 +122,7 @@ def flush(state: WorkingState) -> Manifest:
         return landed
     state.obsolete = []
     new, files = build_flush(state)
+    state.lease.renew()
     publish(
         state,
         new,
@@ -136,6 +146,7 @@ def publish(state: WorkingState, new: Manifest, files: list[NewFile], conflict: 
     check_counters(new, state.backend.location)
     for path, parts in files:
         state.backend.put(path, parts)
+    check_added_segments(state, new)
     data = encode_manifest(new, state.meta_format, state.meta_compression)
     try:
         version = state.backend.commit(state.manifest_name, data, state.version)
@@ -146,6 +157,45 @@ def publish(state: WorkingState, new: Manifest, files: list[NewFile], conflict: 
         raise
     _landed(state, new, version)
     return version
+
+
+def check_added_segments(state: WorkingState, new: Manifest) -> None:
+    """Raise :class:`SegmentMissingError` unless every segment ``new`` adds is stored whole.
+
+    Spilled segments were written by earlier calls, possibly long ago: a
+    compaction may have swept them (an expired lease, a compactor that predates
+    leases, ``grace_period=0``).  Committing a manifest that points at a missing
+    file would lose the data silently, so the commit stops here, before the
+    manifest is written.  One size query per added segment (a ``stat`` locally, a
+    ``HEAD`` on object stores; a listing of the array directory on a backend
+    without a ``size`` verb).
+    """
+    old = {(fam.dir, ref.file) for fam in state.base.families.values() for ref in fam.segments}
+    size_of = getattr(state.backend, "size", None)
+    listed: dict[str, dict[str, int]] = {}
+    for array_name, fam in new.families.items():
+        for ref in fam.segments:
+            if (fam.dir, ref.file) in old:
+                continue
+            path = f"{fam.dir}/{ref.file}"
+            if size_of is not None:
+                try:
+                    actual: int | None = int(size_of(path))
+                except AtlasError as exc:
+                    if getattr(exc, "errno", None) != errno.ENOENT:
+                        raise  # an I/O failure: the flush can be retried as it is
+                    actual = None
+            else:
+                if fam.dir not in listed:
+                    listed[fam.dir] = {i.path: i.size for i in state.backend.list(fam.dir)}
+                actual = listed[fam.dir].get(path)
+            if actual != ref.size:
+                found = "is missing" if actual is None else f"is {actual} bytes, {ref.size} were written"
+                raise SegmentMissingError(
+                    f"cannot commit: segment {path} of array {array_name!r} written by this handle {found} "
+                    "(a compaction swept it after the handle's lease over it expired, or another process "
+                    "changed it); nothing was committed: call discard() and write the data again"
+                )
 
 
 def settle_unknown_commit(state: WorkingState) -> Manifest | None:

@@ -24,6 +24,7 @@ from atlas.engine.segment import SegmentWriter
 from atlas.errors import AtlasError, ChecksumError
 from atlas.metadata import ArrayFamily, Manifest, RetiredSegment
 from atlas.txn.commit import next_manifest, publish, write_token
+from atlas.txn.leases import leased_files
 from atlas.txn.state import WorkingState
 
 __all__ = ["DEFAULT_GRACE_PERIOD", "compact_store", "garbage_files"]
@@ -144,14 +145,19 @@ def garbage_files(state: WorkingState, orphan_grace: float, now: float | None = 
     Younger ones may be segments another writer is about to commit, so they stay.
     Retired segments still listed by the manifest are not garbage yet, however old
     their files are: their grace period runs from the compaction that retired them.
+    Unreferenced files named by a fresh lease (:mod:`atlas.txn.leases`) belong to a
+    writer that is still writing, so they stay too; stale leases are garbage.
     """
     referenced = _referenced(state.base) | {r.path for r in state.base.retired}
     cutoff = (time.time() if now is None else now) - orphan_grace
-    out = []
-    for info in state.backend.list(""):
+    listing = list(state.backend.list(""))
+    leased, out = leased_files(state.backend, listing, cutoff)
+    for info in listing:
         name = info.path.rsplit("/", 1)[-1]
         is_segment = "/" in info.path and name.endswith(".af")
         is_temp = name.startswith(".") and name.endswith(".tmp")
+        if is_segment and (leased is None or info.path in leased):
+            continue  # held by a live writer (or, when a lease is unreadable, perhaps)
         if (is_segment or is_temp) and info.path not in referenced and info.mtime < cutoff:
             out.append(info.path)
     return sorted(out)

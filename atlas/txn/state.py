@@ -19,6 +19,7 @@ from atlas.engine.segment_io import SegmentIO
 from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError
 from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, Stats, check_counter
 from atlas.names import encode_dir_name
+from atlas.txn.leases import Lease
 
 __all__ = ["WorkingState"]
 
@@ -55,6 +56,8 @@ class WorkingState:
 
     def __post_init__(self) -> None:
         self.io = SegmentIO(self.backend)
+        #: Names this handle's spilled files so that a compaction keeps them.
+        self.lease = Lease(self.backend)
         self._adopt(self.base, self.version)
 
     def _adopt(self, base: Manifest, version: Version) -> None:
@@ -137,6 +140,7 @@ class WorkingState:
         self.changes += 1
         self.unsure = None
         self._adopt(base, version)
+        self.lease.release()  # no spilled file is pending any more
 
     def pending_metas(self) -> dict[str, dict[int, ArrayMeta]]:
         """``{array name: {slot: meta}}`` of every array in a changed dataset."""
@@ -148,9 +152,18 @@ class WorkingState:
                     out.setdefault(array_name, {})[meta.slot] = meta
         return out
 
+    def spilled_paths(self) -> list[str]:
+        """Store paths of every spilled (written, not yet committed) segment."""
+        return [engine.path(ref) for engine in self.engines.values() for ref, _ in engine.spilled]
+
     def maybe_spill(self) -> None:
-        """Spill staged chunks to uncommitted segments when they exceed the budget."""
+        """Spill staged chunks to uncommitted segments when they exceed the budget.
+
+        Called after every write, it also keeps the lease over earlier spilled
+        files fresh (see :mod:`atlas.txn.leases`).
+        """
         if sum(e.pending_nbytes for e in self.engines.values()) <= self.max_pending_bytes:
+            self.lease.renew()
             return
         metas = self.pending_metas()
         for array_name, engine in sorted(self.engines.items(), key=lambda kv: -kv[1].pending_nbytes):
@@ -164,7 +177,8 @@ class WorkingState:
                     # The write itself succeeded in memory; spilling is retried at the
                     # next write and a persistent failure surfaces at flush().
                     logger.warning("could not spill staged chunks of %r: %s", array_name, exc)
-                    return
+                    break
+        self.lease.hold(self.spilled_paths())
 
     # -- stats and rebase ----------------------------------------------------------------------
 
@@ -201,6 +215,7 @@ class WorkingState:
                 for path in engine.unspill(metas.get(array_name, {})):
                     with contextlib.suppress(AtlasError):
                         self.backend.delete(path)
+            self.lease.hold(self.spilled_paths())
         working = {n: self.datasets.get(n) for n in self.dirty}
         moved: list[tuple[FamilyEngine, ArrayMeta, object]] = []
         for ds in working.values():

@@ -1,62 +1,124 @@
-"""Checking every byte a store's manifest references."""
+"""Checking every byte a store's manifest references, as strictly as a reader does."""
 
 from __future__ import annotations
+
+import errno
 
 import numpy as np
 
 from atlas.engine import kernels
+from atlas.engine.chunks import decode_chunk
+from atlas.engine.planner import chunk_extent, chunk_grid
 from atlas.engine.segment import FOOTER_SIZE, HEADER_SIZE, check_header, parse_index, read_footer
 from atlas.errors import AtlasError
+from atlas.metadata import ArrayMeta, SegmentRef
 from atlas.txn.state import WorkingState
 
 __all__ = ["verify_store"]
 
 
-def _owners(state: WorkingState, array_name: str) -> dict[int, str]:
+def _owners(state: WorkingState, array_name: str) -> dict[int, tuple[str, ArrayMeta]]:
     return {
-        meta.slot: ds_name
+        meta.slot: (ds_name, meta)
         for ds_name, ds in state.base.datasets.items()
         for name, meta in ds.arrays.items()
         if name == array_name
     }
 
 
+class _Sizes:
+    """Actual object sizes: one ``size`` query per file, or one listing per directory."""
+
+    def __init__(self, state: WorkingState) -> None:
+        self.backend = state.backend
+        self.size_of = getattr(state.backend, "size", None)
+        self.listed: dict[str, dict[str, int]] = {}
+
+    def __call__(self, directory: str, path: str) -> int | None:
+        """The size of ``path``, or None when it does not exist."""
+        if self.size_of is None:
+            if directory not in self.listed:
+                self.listed[directory] = {i.path: i.size for i in self.backend.list(directory)}
+            return self.listed[directory].get(path)
+        try:
+            return int(self.size_of(path))
+        except AtlasError as exc:
+            if getattr(exc, "errno", None) == errno.ENOENT:
+                return None
+            raise
+
+
 def verify_store(state: WorkingState) -> list[str]:
-    """Check headers, footers, indexes and every chunk checksum of the committed state.
+    """Check sizes, headers, footers, indexes and every chunk of the committed state.
+
+    Every check a reader makes is made here, so that an empty result means every
+    array of every dataset reads: each segment's actual size against the manifest
+    (a memory-mapped reader refuses any other), the header, the footer at the
+    file's real end against the manifest's copy, the index checksum and record
+    count, and every chunk's checksum; the chunks of live arrays are also decoded.
 
     Returns one message per problem, naming the file and the datasets it damages;
     an empty list means every referenced byte is intact.
     """
     problems: list[str] = []
+    sizes = _Sizes(state)
     for array_name, family in sorted(state.base.families.items()):
         owners = _owners(state, array_name)
         for ref in family.segments:
-            path = f"{family.dir}/{ref.file}"
-            try:
-                head, tail = state.backend.get_ranges(path, [0, ref.size - FOOTER_SIZE], [HEADER_SIZE, FOOTER_SIZE])
-                if len(tail) != FOOTER_SIZE:
-                    problems.append(f"{path}: shorter than the {ref.size} bytes the manifest records")
-                    continue
-                check_header(bytes(head), path)
-                footer = read_footer(bytes(tail), path)
-                if footer != (ref.index_offset, ref.index_length, ref.index_checksum):
-                    problems.append(f"{path}: footer does not match the manifest")
-                (raw,) = state.backend.get_ranges(path, [ref.index_offset], [ref.index_length])
-                table = parse_index(np.frombuffer(raw, np.uint8), ref.index_checksum, ref.index_offset, path)
-            except AtlasError as exc:
-                hit = sorted(set(owners.values()))
-                problems.append(f"{exc} (array {array_name!r}; datasets {hit})")
-                continue
-            offsets = table["offset"].astype(np.int64)
-            nbytes = table["nbytes"].astype(np.int64)
-            starts = [int(o) for o in offsets]
-            payloads = state.backend.get_ranges(path, starts, [int(n) for n in nbytes]) if starts else []
-            for rec, payload in zip(table, payloads):
-                digest = int(kernels.xxh64(np.frombuffer(payload, np.uint8)))
-                if digest != int(rec["checksum"]):
-                    owner = owners.get(int(rec["slot"]))
-                    who = f"dataset {owner!r}" if owner else "a deleted array (harmless until compacted)"
-                    problems.append(
-                        f"{path}: chunk {int(rec['chunk'])} of {who} array {array_name!r} fails its checksum"
-                    )
+            problems += _verify_segment(state, sizes, array_name, family.dir, ref, owners)
+    return problems
+
+
+def _verify_segment(
+    state: WorkingState,
+    sizes: _Sizes,
+    array_name: str,
+    directory: str,
+    ref: SegmentRef,
+    owners: dict[int, tuple[str, ArrayMeta]],
+) -> list[str]:
+    path = f"{directory}/{ref.file}"
+    hit = sorted({ds for ds, _ in owners.values()})
+    context = f"(array {array_name!r}; datasets {hit})"
+    try:
+        actual = sizes(directory, path)
+        if actual is None:
+            return [f"{path}: segment is missing {context}"]
+        if actual != ref.size:
+            return [f"{path}: segment is {actual} bytes, the manifest says {ref.size} {context}"]
+        head, tail = state.backend.get_ranges(path, [0, ref.size - FOOTER_SIZE], [HEADER_SIZE, FOOTER_SIZE])
+        check_header(bytes(head), path)
+        footer = read_footer(bytes(tail), path)
+        problems = []
+        if footer != (ref.index_offset, ref.index_length, ref.index_checksum):
+            problems.append(f"{path}: footer does not match the manifest {context}")
+        (raw,) = state.backend.get_ranges(path, [ref.index_offset], [ref.index_length])
+        table = parse_index(np.frombuffer(raw, np.uint8), ref.index_checksum, ref.index_offset, path)
+        if table.shape[0] != ref.records:
+            return [*problems, f"{path}: index holds {table.shape[0]} records, expected {ref.records} {context}"]
+        offsets = [int(o) for o in table["offset"]]
+        payloads = state.backend.get_ranges(path, offsets, [int(n) for n in table["nbytes"]]) if offsets else []
+    except AtlasError as exc:
+        return [f"{exc} {context}"]
+    for rec, payload in zip(table, payloads):
+        stored = np.frombuffer(payload, np.uint8)
+        owner = owners.get(int(rec["slot"]))
+        where = f"{path}: chunk {int(rec['chunk'])} of " + (
+            f"dataset {owner[0]!r} array {array_name!r}" if owner else "a deleted array (harmless until compacted)"
+        )
+        if int(kernels.xxh64(stored)) != int(rec["checksum"]):
+            problems.append(f"{where} fails its checksum")
+            continue
+        if owner is None:
+            continue
+        meta = owner[1]
+        cid = int(rec["chunk"])
+        grid = chunk_grid(meta.shape, meta.chunk_shape)
+        if cid >= int(np.prod(grid, dtype=np.int64)):
+            continue  # outside the array: never read
+        cells = int(np.prod(chunk_extent(cid, meta.shape, meta.chunk_shape), dtype=np.int64))
+        try:
+            decode_chunk(stored, rec, meta, cells, where, verify=False)
+        except AtlasError as exc:
+            problems.append(f"{exc}")
     return problems
