@@ -45,25 +45,23 @@ def _where_var(name: Any) -> str:
 def sanitize_text(text: str) -> str:
     """Return ``text`` as valid unicode.
 
-    Lone surrogates ``U+DC80``..``U+DCFF`` (how Python's ``surrogateescape`` keeps the
-    undecodable bytes of old NetCDF files) become the Latin-1 character of that byte
-    (``"\\udcb0"`` -> ``"°"``); any other lone surrogate becomes ``U+FFFD``.
+    Lone surrogates ``U+DC80``..``U+DCFF`` are how Python's ``surrogateescape`` keeps
+    bytes it could not decode (netCDF-C hands Python such text for attributes not
+    declared UTF-8).  The escaped bytes are decoded as UTF-8 when the whole text then
+    is valid UTF-8 (``"\\udcc2\\udcb5mol"`` -> ``"µmol"``), else each becomes the
+    Latin-1 character of its byte (``"\\udcb0C"`` -> ``"°C"``); any other lone
+    surrogate becomes ``U+FFFD``.
     """
     try:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
         pass
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:
-            out.append(chr(code - 0xDC00))
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append("\ufffd")
-        else:
-            out.append(ch)
-    return "".join(out)
+    text = "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF and not 0xDC80 <= ord(ch) <= 0xDCFF else ch for ch in text)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeDecodeError:
+        return "".join(chr(ord(ch) - 0xDC00) if 0xDC80 <= ord(ch) <= 0xDCFF else ch for ch in text)
 
 
 def _decode_all(items: Sequence[bytes]) -> tuple[list[str], str]:
