@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+import warnings
+import weakref
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +28,7 @@ from atlas.errors import (
     ReadOnlyError,
     StoreClosedError,
     StoreExistsError,
+    UncommittedChangesWarning,
 )
 from atlas.metadata import (
     Manifest,
@@ -37,6 +41,9 @@ from atlas.metadata import (
 )
 from atlas.names import validate_name
 from atlas.state import WorkingState
+
+if TYPE_CHECKING:
+    from atlas.compact import CompactReport
 
 __all__ = ["Atlas"]
 
@@ -76,6 +83,32 @@ def _find_manifest(backend: Backend) -> str | None:
     return names[0] if names else None
 
 
+#: Writable handles, so that those still holding unflushed changes at exit can say so.
+_WRITERS: weakref.WeakSet[Atlas] = weakref.WeakSet()
+
+
+def _warn_uncommitted(store: Atlas, when: str, stacklevel: int = 2) -> None:
+    """Warn (once per handle) that ``store`` is dropping unflushed changes."""
+    state = store._state
+    if state is None or store._mode == "r" or getattr(store, "_warned", False) or not state.has_changes:
+        return
+    store._warned = True
+    n = len(state.dirty)
+    warnings.warn(
+        f"store {store._location}: {n} dataset{'s' if n != 1 else ''} with uncommitted changes "
+        f"{'was' if n == 1 else 'were'} never flushed and {'is' if n == 1 else 'are'} lost ({when}); "
+        "call flush() or close(), or use the store in a `with` block",
+        UncommittedChangesWarning,
+        stacklevel=stacklevel,
+    )
+
+
+@atexit.register
+def _warn_at_exit() -> None:
+    for store in list(_WRITERS):
+        _warn_uncommitted(store, "the handle was still open at interpreter exit")
+
+
 class Atlas:
     """A store of many named datasets whose same-named arrays share file families.
 
@@ -99,6 +132,9 @@ class Atlas:
         self._mode = mode
         self._lock = threading.RLock()
         self._location = state.backend.location
+        self._warned = False
+        if mode != "r":
+            _WRITERS.add(self)
 
     # -- construction ------------------------------------------------------------------------
 
@@ -330,6 +366,28 @@ class Atlas:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.dataset_exists(name)
 
+    def __getitem__(self, name: str) -> DatasetView:
+        """``store[name]``: :meth:`open_dataset` (:class:`~atlas.errors.DatasetNotFoundError`, a
+        ``KeyError``, when there is no such dataset)."""
+        return self.open_dataset(name)
+
+    def get(self, name: str, default: Any = None) -> DatasetView | Any:
+        """The view of dataset ``name``, or ``default`` when the store has no such dataset."""
+        with self._lock:
+            return self.open_dataset(name) if name in self else default
+
+    def keys(self) -> KeysView[str]:
+        """Dataset names (a live view: pending changes included, iterated sorted)."""
+        return KeysView(self)
+
+    def items(self) -> ItemsView[str, DatasetView]:
+        """``(name, DatasetView)`` pairs, sorted by name."""
+        return ItemsView(self)
+
+    def values(self) -> ValuesView[DatasetView]:
+        """A :class:`DatasetView` of every dataset, sorted by name."""
+        return ValuesView(self)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.list_datasets())
 
@@ -476,7 +534,7 @@ class Atlas:
         with self._lock:
             self._st.discard()
 
-    def compact(self, grace_period: float = 3600.0) -> None:
+    def compact(self, grace_period: float = 3600.0) -> CompactReport:
         """Rewrite live chunks into one segment per array name and delete dead files.
 
         Pending changes are flushed first.  The rewritten segments are committed
@@ -500,6 +558,13 @@ class Atlas:
             it only when no other handle is open on the store.  ``math.inf``
             deletes nothing.
 
+        Returns
+        -------
+        atlas.compact.CompactReport
+            What was rewritten, retired (kept on disk until ``deletable_after``)
+            and deleted now, and whether a generation was committed: a store with
+            nothing to rewrite or retire gets no new generation.
+
         Raises
         ------
         InvalidArgumentError
@@ -516,7 +581,7 @@ class Atlas:
             state = self._writable("compact")
             if state.has_changes:
                 state.commit()
-            compact_store(state, grace_period)
+            return compact_store(state, grace_period)
 
     def verify(self) -> list[str]:
         """Check every byte the committed manifest references.
@@ -572,7 +637,13 @@ class Atlas:
             self.close()
 
     def __del__(self) -> None:
-        # Never commit from a finaliser: an unreferenced handle just drops its maps.
+        # Never commit from a finaliser: an unreferenced handle just drops its maps,
+        # and says so loudly when that loses unflushed changes.
+        try:
+            if getattr(self, "_state", None) is not None:
+                _warn_uncommitted(self, "the handle was garbage-collected", stacklevel=2)
+        except Exception:  # warnings turned into errors, or a half torn-down interpreter
+            pass
         try:
             if getattr(self, "_state", None) is not None:
                 self._state.io.close()  # type: ignore[union-attr]
@@ -589,3 +660,9 @@ class Atlas:
             f"<Atlas {self._location!r} generation={state.base.generation} datasets={len(state.datasets)} "
             f"codec={state.base.codec}{ro}{pending}>"
         )
+
+
+# A read-only mapping of names to views (``store[name]``, ``keys()``, ``items()``,
+# ``get()``), registered rather than inherited: ``Mapping`` would bring content
+# equality, and with it unhashable handles, which callers keep in sets and dicts.
+Mapping.register(Atlas)

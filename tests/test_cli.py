@@ -14,6 +14,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -287,6 +288,28 @@ def test_rm_then_compact_reclaims_the_dead_bytes(store, tmp_path):
     assert before - after["bytes_on_disk"] >= info["dead_chunk_bytes"]
     cli("rm", copy, victims[0], ok=False)  # gone
     cli("rm", copy, victims[0], "--force", "-q")
+
+
+def test_compact_reports_retired_apart_from_deleted_and_an_idle_compact_commits_nothing(store, tmp_path):
+    copy = tmp_path / "copy.atlas"
+    shutil.copytree(store, copy)
+    cli("rm", copy, "region_00%2FGL_PR_CT_P00000")
+    out = cli("compact", copy).stdout
+    assert "reclaimed" not in out
+    assert re.search(r"retired \d+ files \([0-9.]+ \w*B\), deletable by a compaction after \d{4}-", out), out
+    assert "deleted now 0 files (0 B)" in out
+    info = json.loads(cli("info", copy, "--json").stdout)
+    gen = info["generation"]
+    assert info["retired_files"] > 0 and info["retired_bytes"] > 0
+    assert info["reclaimable_bytes"] == 0 and info["unreferenced_bytes"] == 0  # retired bytes are not free
+    text = cli("info", copy).stdout
+    assert re.search(r"retired: .* not free yet", text) and re.search(r"reclaimable:\s+0 B", text)
+    again = cli("compact", copy).stdout
+    assert f"nothing to rewrite or retire, generation {gen} unchanged" in again
+    assert json.loads(cli("info", copy, "--json").stdout)["generation"] == gen
+    final = cli("compact", copy, "--grace-period", "0").stdout
+    assert f"deleted now {info['retired_files']} files" in final
+    assert json.loads(cli("info", copy, "--json").stdout)["retired_files"] == 0
 
 
 def test_verify_reports_damage_with_exit_status_1(store, tmp_path):
