@@ -62,6 +62,10 @@ class SchemaMismatchError(InvalidArgumentError):
     """Arrays that must agree (in shape, dtype or dims) for a stacked read do not."""
 
 
+class UnexpectedKeywordError(AtlasError, TypeError):
+    """A call got a keyword argument it does not take (the message says where it belongs)."""
+
+
 class DTypeError(AtlasError, TypeError):
     """A dtype is unknown, or data of the wrong dtype was given."""
 
@@ -163,4 +167,4 @@ class UncommittedChangesWarning(AtlasWarning):
     call ``flush()`` or ``close()``, or use the store in a ``with`` block."""
 
 
-__all__ += ["AtlasWarning", "UncommittedChangesWarning"]
+__all__ += ["AtlasWarning", "UncommittedChangesWarning", "UnexpectedKeywordError"]

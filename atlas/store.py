@@ -29,6 +29,7 @@ from atlas.errors import (
     StoreClosedError,
     StoreExistsError,
     UncommittedChangesWarning,
+    UnexpectedKeywordError,
 )
 from atlas.metadata import (
     Manifest,
@@ -69,6 +70,16 @@ def _check_workers(value: Any) -> int:
 def _check_array_name(array: Any) -> None:
     if not isinstance(array, str):  # a list or dict would fail as an unhashable key
         raise InvalidNameError(f"array name must be a str, got {type(array).__name__} {array!r:.80}")
+
+
+def _no_stray_keywords(call: str, extra: dict[str, Any]) -> None:
+    """Object-store options go in ``storage_options``; say so instead of a bare TypeError."""
+    if extra:
+        shown = ", ".join(f"{k!r}: ..." for k in extra)
+        raise UnexpectedKeywordError(
+            f"{call}() got unexpected keyword argument{'s' if len(extra) > 1 else ''} {sorted(extra)}; "
+            f"object-store options go in storage_options={{{shown}}}"
+        )
 
 
 def _own_leftover(path: str) -> bool:
@@ -149,6 +160,7 @@ class Atlas:
         max_pending_bytes: int = DEFAULT_MAX_PENDING,
         max_workers: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        **unexpected: Any,
     ) -> Atlas:
         """Create a new, empty store and return a writable handle to it.
 
@@ -180,7 +192,11 @@ class Atlas:
             (``region``, ``endpoint``, ``skip_signature``, ``client_options``,
             ``retry_config``, ...) plus the ATLAS tuning options
             ``max_concurrency``, ``coalesce_bytes``, ``max_request_bytes`` and
-            ``multipart_threshold``.  Local paths take none.
+            ``multipart_threshold``, e.g. ``storage_options={"endpoint":
+            "https://storage.example.org", "region": "auto"}``.  They are not
+            accepted as plain keywords (:class:`~atlas.errors.UnexpectedKeywordError`,
+            a ``TypeError``, says so), so they never collide with this method's
+            own arguments.  Local paths take none.
 
         Raises
         ------
@@ -190,6 +206,7 @@ class Atlas:
         InvalidArgumentError
             For an unknown codec, format or compression (a ``ValueError``).
         """
+        _no_stray_keywords("Atlas.create", unexpected)
         codec = normalize_codec(codec)
         meta_format = normalize_meta_format(meta_format)
         meta_compression = normalize_meta_compression(meta_compression)
@@ -219,6 +236,7 @@ class Atlas:
         max_pending_bytes: int = DEFAULT_MAX_PENDING,
         max_workers: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        **unexpected: Any,
     ) -> Atlas:
         """Open an existing store.
 
@@ -237,7 +255,8 @@ class Atlas:
         max_workers : int, optional
             Decoding and compression threads (see :meth:`create`).
         storage_options : mapping, optional
-            Object-store options (see :meth:`create`).
+            Object-store options, e.g. ``{"endpoint": ..., "region": ...}`` (see
+            :meth:`create`; not accepted as plain keywords).
 
         Raises
         ------
@@ -248,6 +267,7 @@ class Atlas:
         CorruptStoreError
             If the manifest cannot be decoded.
         """
+        _no_stray_keywords("Atlas.open", unexpected)
         if not isinstance(mode, str) or mode not in _MODES:
             raise InvalidArgumentError(f"mode must be 'r' or 'r+', got {mode!r}")
         backend = resolve(source, read_only=mode == "r", **dict(storage_options or {}))

@@ -342,6 +342,26 @@ def test_errors_are_one_line_with_exit_status_1(tmp_path):
     assert cli("--version").stdout == f"atlas {atlas.__version__}\n"
 
 
+def test_create_takes_files_like_append_and_points_existing_stores_to_append(tmp_path):
+    target = tmp_path / "one.atlas"
+    done = cli("create", GL, target)
+    assert f"created {target}: 1 dataset from 1 file" in done.stdout
+    assert atlas.Atlas.open(target, mode="r").list_datasets() == [GL.stem]
+    again = cli("create", GL, target, ok=False)
+    assert "`atlas append SRC... " in again.stderr and "Atlas.open" not in again.stderr
+    assert again.stderr.count("\n") == 1
+    assert atlas.Atlas.open(target, mode="r").generation == 1  # untouched
+
+
+def test_help_and_docs_name_the_store_url_forms():
+    text = cli("--help").stdout
+    for form in ("file://", "s3://bucket/prefix", "gs://", "az://", "http(s)://", "--endpoint"):
+        assert form in text, form
+    assert "local directory or a file:// URL." not in text
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert "s3://bucket/prefix" in doc and "--endpoint" in doc
+
+
 def test_python_logging_is_silent_by_default(tmp_path):
     code = "import logging, atlas.cli; logging.getLogger('atlas').warning('should not print')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -64,7 +64,7 @@ def compact_summary(location: str, report: Any) -> str:
     if report.committed:
         head = (
             f"compacted {location}: generation {report.generation}, "
-            f"{plural(report.rewritten_arrays, 'array family')} rewritten"
+            f"{report.rewritten_arrays} array {'family' if report.rewritten_arrays == 1 else 'families'} rewritten"
         )
     else:
         head = f"compact {location}: nothing to rewrite or retire, generation {report.generation} unchanged"
@@ -80,10 +80,10 @@ def compact_summary(location: str, report: Any) -> str:
             f"retired {plural(report.retired_files, 'file')} ({human_bytes(report.retired_bytes)}), {when}"
         )
     parts.append(f"deleted now {plural(report.deleted_files, 'file')} ({human_bytes(report.deleted_bytes)})")
-    if report.kept_files:
+    if report.kept_files > report.retired_files:  # older compactions' segments wait too
         parts.append(
-            f"{human_bytes(report.kept_bytes)} in {plural(report.kept_files, 'retired file')} still on disk "
-            "for readers of older generations"
+            f"{human_bytes(report.kept_bytes)} in {plural(report.kept_files, 'retired file')} in all still on "
+            "disk for readers of older generations"
         )
     return "; ".join(parts)
 
