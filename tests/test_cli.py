@@ -126,7 +126,8 @@ def test_ls_long_counts_arrays_attributes_and_bytes(store):
     rows = {r["name"]: r for r in json.loads(cli("ls", store, "--long", "--json").stdout)["datasets"]}
     gl = rows["GL_PR_BO_JLKU"]
     assert gl["arrays"] == 12 and gl["bytes"] > 0
-    assert gl["attributes"] == 50 + sum(len(v.attrs) for v in xr.open_dataset(GL).variables.values())
+    # The four int8 QC flags are stored as the file holds them, with their _FillValue attribute.
+    assert gl["attributes"] == 50 + sum(len(v.attrs) for v in xr.open_dataset(GL).variables.values()) + 4
     text = cli("ls", store, "-l").stdout.splitlines()
     assert text[0].split() == ["NAME", "ARRAYS", "ATTRS", "STORED"]
     assert text[-1].startswith(f"{N_FILES + 1} datasets, ")
@@ -351,6 +352,62 @@ def test_create_takes_files_like_append_and_points_existing_stores_to_append(tmp
     assert "`atlas append SRC... " in again.stderr and "Atlas.open" not in again.stderr
     assert again.stderr.count("\n") == 1
     assert atlas.Atlas.open(target, mode="r").generation == 1  # untouched
+
+
+def _packed_file(path):
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    values = np.round(rng.uniform(0, 30, (40, 50)), 2)
+    values[3, :7] = np.nan
+    qc = rng.integers(0, 9, 40).astype("int8")
+    ds = xr.Dataset(
+        {"TEMP": (("TIME", "DEPTH"), values, {"units": "degree_Celsius"}), "TEMP_QC": ("TIME", qc)},
+        coords={"TIME": np.arange(40.0)},
+    )
+    ds.TEMP.encoding.update({"dtype": "int16", "scale_factor": 0.01, "add_offset": 10.0, "_FillValue": -32768})
+    ds.TEMP_QC.encoding.update({"dtype": "int8", "_FillValue": np.int8(-127)})
+    ds.to_netcdf(path)
+    return path
+
+
+@pytest.mark.parametrize("chunk_size", ["128MiB", "4KiB"], ids=["loaded", "streamed"])
+def test_create_stores_packed_and_qc_variables_as_the_file_holds_them(tmp_path, chunk_size):
+    import xarray as xr
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(GL, src / GL.name)
+    _packed_file(src / "packed.nc")
+    target = tmp_path / "p.atlas"
+    cli("create", src, target, "--chunk-size", chunk_size, "-q")
+    store = atlas.Atlas.open(target, mode="r")
+    stored = {n: store[n] for n in ("GL_PR_BO_JLKU", "packed")}
+    for qc in ("TIME_QC", "POSITION_QC", "DEPH_QC", "FLU2_QC"):
+        assert stored["GL_PR_BO_JLKU"].array_meta(qc)["dtype"] == "int8"  # not float32: 4x the bytes
+    assert stored["packed"].array_meta("TEMP")["dtype"] == "int16"
+    assert stored["packed"].array_meta("TEMP_QC")["dtype"] == "int8"
+    for name, path in (("GL_PR_BO_JLKU", GL), ("packed", src / "packed.nc")):
+        with xr.open_dataset(path) as want:
+            for got in (
+                store.to_xarray(name),
+                xr.open_dataset(target, engine="atlas", group=name),
+                xr.open_dataset(target, engine="atlas", group=name, chunks={}),
+            ):
+                for var in want.variables:
+                    a, b = want[var], got[var]
+                    assert a.dtype == b.dtype, (name, var, a.dtype, b.dtype)
+                    np.testing.assert_array_equal(a.values, b.values, err_msg=f"{name}/{var}")
+                    assert list(a.attrs) == list(b.attrs), (name, var)
+    out = tmp_path / "back.nc"
+    cli("export", target, "packed", out, "-q")
+    original = src / "packed.nc"
+    with xr.open_dataset(out, mask_and_scale=False) as raw, xr.open_dataset(original, mask_and_scale=False) as o:
+        assert raw.TEMP.dtype == np.int16 and raw.TEMP_QC.dtype == np.int8
+        np.testing.assert_array_equal(raw.TEMP.values, o.TEMP.values)
+        assert raw.TEMP.attrs["scale_factor"] == 0.01 and raw.TEMP.attrs["_FillValue"] == -32768
+    with xr.open_dataset(out) as back, xr.open_dataset(src / "packed.nc") as want:
+        xr.testing.assert_identical(back, want)
 
 
 def test_help_and_docs_name_the_store_url_forms():

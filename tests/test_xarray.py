@@ -796,3 +796,28 @@ def test_property_exact_round_trip(tmp_path_factory, ds):
     with xr.open_dataset(store.location, engine="atlas", group="d") as opened:
         assert_exact(ds, opened)
     store.close()
+
+
+def test_cf_packed_variables_are_stored_raw_and_decoded_on_read(store, tmp_path):
+    path = tmp_path / "packed.nc"
+    src = xr.Dataset({"p": (("t", "x"), np.round(np.linspace(0, 30, 24).reshape(4, 6), 2)), "q": ("t", [1, 2, 3, 4])})
+    src.p[0, 0] = np.nan
+    src.p.encoding.update({"dtype": "int16", "scale_factor": 0.01, "add_offset": 5.0, "_FillValue": -999})
+    src.q.encoding.update({"dtype": "int8", "_FillValue": np.int8(-127)})
+    src.to_netcdf(path)
+    with xr.open_dataset(path, mask_and_scale=False) as raw, xr.open_dataset(path) as want:
+        raw = raw.load()
+        for name in ("p", "q"):
+            raw[name].encoding[ax.encode.CF_PACKED] = True
+        store.add_xr_dataset(raw, "a")
+        store.add_xr_dataset(raw, "b")
+        store.add_xr_dataset(want, "plain")
+        store.flush()
+        assert store["a"].array_meta("p")["dtype"] == "int16" and store["a"].array_meta("q")["dtype"] == "int8"
+        assert store["a"].get_attribute(ax.PREFIX) == 2 and store["plain"].get_attribute(ax.PREFIX) == 1
+        xr.testing.assert_identical(store.to_xarray("a"), want)
+        xr.testing.assert_identical(xr.open_dataset(store.location, engine="atlas", group="a").load(), want)
+        assert store.to_xarray("a").p.encoding["scale_factor"] == 0.01
+        many = store.to_xarray_many(["a", "b"])
+        assert many.p.dtype == want.p.dtype
+        np.testing.assert_array_equal(many.p.values[1], want.p.values)

@@ -42,8 +42,10 @@ __all__ = [
     "dataset_name",
     "discover",
     "find_unsupported",
+    "keep_packed",
     "load_source",
     "open_streamed",
+    "packed_variables",
 ]
 
 EXTENSIONS = (".nc", ".nc4", ".cdf", ".netcdf")
@@ -68,11 +70,14 @@ class Loaded:
     blocks: dict[str, int] | None = None
     disk_chunks: dict[str, int] | None = None
     warnings: list[str] = field(default_factory=list)
+    #: More opened files to close with it (the file opened without mask-and-scale for packed variables).
+    others: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
-        if self.ds is not None:
-            with contextlib.suppress(Exception):  # closing a file never matters for the result
-                self.ds.close()
+        for ds in (self.ds, *self.others):
+            if ds is not None:
+                with contextlib.suppress(Exception):  # closing a file never matters for the result
+                    ds.close()
 
 
 def _escape_char(ch: str) -> str:
@@ -194,6 +199,59 @@ def _preferred(ds: Any) -> dict[str, int]:
     return out
 
 
+#: The attributes xarray's mask-and-scale decoding consumes.
+_PACKING = ("_FillValue", "missing_value", "scale_factor", "add_offset")
+
+
+def packed_variables(ds: Any) -> list[str]:
+    """Variables that xarray decoded from integers to floats (masked or scaled: QC flags, packed data).
+
+    Index coordinates are left decoded (they become pandas indexes).
+    """
+    import numpy as np
+
+    out = []
+    for name, var in ds.variables.items():
+        try:
+            raw = np.dtype(var.encoding.get("dtype"))
+        except TypeError:
+            continue
+        if var.encoding.get("dtype") is None or raw.kind not in "iu" or var.dtype.kind != "f":
+            continue
+        if any(k in var.encoding for k in _PACKING) and var.dims != (name,):
+            out.append(str(name))
+    return out
+
+
+def keep_packed(ds: Any, path: Any, engine: str | None, chunks: Any = None) -> tuple[Any, Any]:
+    """``ds`` with its packed variables as the file holds them, plus the raw dataset to close.
+
+    The variables :func:`packed_variables` names are taken from the file opened with
+    ``mask_and_scale=False``: the file's integers with ``_FillValue``, ``scale_factor``,
+    ``add_offset`` and ``missing_value`` as attributes, marked so that reading them back
+    (``to_xarray``, ``engine="atlas"``, ``atlas export``) decodes them exactly as
+    ``xr.open_dataset`` decodes the file.  Storing them so keeps QC flags in one byte
+    instead of four and packed data packed.
+    """
+    import xarray as xr
+
+    from atlas.xarray.codec import CF_PACKED
+
+    names = packed_variables(ds)
+    if not names:
+        return ds, None
+    raw = xr.open_dataset(
+        path, engine=engine, chunks=chunks, mask_and_scale=False, decode_times=False, decode_timedelta=False,
+        drop_variables=[str(n) for n in ds.variables if str(n) not in names],
+    )  # fmt: skip
+    ds = ds.copy()
+    for name in names:
+        var = raw.variables[name].copy(deep=False)
+        var.encoding[CF_PACKED] = True
+        ds[name] = var
+    return ds, raw
+
+
 def load_source(source: Source, chunk_size: int, engine: str | None = None) -> Loaded:
     """Open ``source`` in a reader process: loaded whole when small, else planned for streaming.
 
@@ -215,8 +273,10 @@ def load_source(source: Source, chunk_size: int, engine: str | None = None) -> L
             if "did not find a match" in str(exc):  # xarray's words for "no engine reads this"
                 raise ValueError("not a file any installed xarray engine can read (not NetCDF?)") from None
             raise
+        raw = None
         try:
             if ds.nbytes <= chunk_size:  # metadata only: nothing is read yet
+                ds, raw = keep_packed(ds, source.path, engine)
                 ds.load()
                 loaded = Loaded(source, ds)
             else:
@@ -224,6 +284,8 @@ def load_source(source: Source, chunk_size: int, engine: str | None = None) -> L
                 loaded = Loaded(source, None, streamed=True, blocks=blocks, disk_chunks=disk)
         finally:
             ds.close()
+            if raw is not None:
+                raw.close()
     loaded.warnings = [f"{w.category.__name__}: {' '.join(str(w.message).split())}" for w in caught]
     return loaded
 
@@ -233,7 +295,10 @@ def open_streamed(loaded: Loaded, engine: str | None = None) -> Loaded:
     import xarray as xr
 
     if loaded.ds is None:
-        loaded.ds = xr.open_dataset(loaded.source.path, engine=engine, chunks=loaded.blocks)
+        ds = xr.open_dataset(loaded.source.path, engine=engine, chunks=loaded.blocks)
+        loaded.others.append(ds)  # open until every block is written, like the raw file
+        loaded.ds, raw = keep_packed(ds, loaded.source.path, engine, loaded.blocks)
+        loaded.others.append(raw)
     return loaded
 
 

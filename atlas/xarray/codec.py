@@ -21,7 +21,14 @@ from atlas import dtypes
 from atlas.errors import DTypeError, ValueOverflowError
 
 #: Version of the reserved attribute layout written by :func:`add_xr_dataset`.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+#: Layout 2 adds one marker (``_atlas_xarray/v/{i}/cf``); datasets without it are written as layout 1,
+#: so older readers keep reading them and refuse only those they would misread.
+LAYOUT_PACKED = 2
+#: ``variable.encoding[CF_PACKED] = True`` on a variable holding CF-packed values (the file's integers with
+#: ``_FillValue``/``scale_factor``/``add_offset``/``missing_value`` in ``attrs``): it is stored as it is
+#: and decoded on read exactly as ``xr.open_dataset`` decodes it (mask and scale).
+CF_PACKED = "atlas_cf_packed"
 #: Prefix of every reserved attribute key (dataset and array names cannot start with ``_``).
 PREFIX = "_atlas_xarray"
 _K_VARS = f"{PREFIX}/vars"

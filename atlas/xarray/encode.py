@@ -24,7 +24,8 @@ from atlas.xarray.codec import (
     _K_ARRAYS,
     _K_COORDS,
     _K_VARS,
-    LAYOUT_VERSION,
+    CF_PACKED,
+    LAYOUT_PACKED,
     PREFIX,
     _datetime_to_ns,
     _decode_all,
@@ -260,6 +261,11 @@ def _fill_must_fit(plan: _VarPlan, in_attrs: bool) -> bool:
         return False
 
 
+def _is_packed(vp: _VarPlan) -> bool:
+    """A variable of CF-packed integers, to be decoded on read (see :data:`CF_PACKED`)."""
+    return bool(vp.variable.encoding.get(CF_PACKED)) and vp.variable.dtype.kind in "iu"
+
+
 def _attr_entries(
     attrs: Mapping[Any, Any], default_key: Any, taken: set[str], fallback: Any, where: str
 ) -> tuple[list[tuple[str, Any, Any]], list[str], list[str], list[str]]:
@@ -348,7 +354,8 @@ def _plan(ds: Any, chunks: Any) -> _Plan:
     taken: set[str] = set()
     entries, names, keys, kinds = _attr_entries(ds.attrs, lambda k: k, taken, lambda j: f"{PREFIX}/a/{j}", "dataset")
     plan.attributes += entries
-    plan.attributes.append((PREFIX, LAYOUT_VERSION, "int64"))
+    packed = any(_is_packed(vp) for vp in plan.variables)
+    plan.attributes.append((PREFIX, LAYOUT_PACKED if packed else 1, "int64"))
     plan.attributes += _layout_lists(lambda w: f"{PREFIX}/{w}", names, keys, kinds)
     plan.attributes.append((_K_VARS, [v.name for v in plan.variables], "string"))
     if any(v.array != v.name for v in plan.variables):
@@ -364,6 +371,8 @@ def _plan(ds: Any, chunks: Any) -> _Plan:
         plan.attributes += _layout_lists(lambda w, i=i: _vkey(i, w), names, keys, kinds)
         if vp.restore_dtype:
             plan.attributes.append((_vkey(i, "dtype"), vp.restore_dtype, "string"))
+        if _is_packed(vp):
+            plan.attributes.append((_vkey(i, "cf"), "mask_and_scale", "string"))
         enc_names, enc_kinds = [], []
         for key in ENCODING_KEYS:
             if key not in vp.variable.encoding:
