@@ -76,7 +76,9 @@ def install() -> None:
     module = sys.modules.get("xarray")
     if module is not None:
         spec = getattr(module, "__spec__", None)
-        if not getattr(spec, "_initializing", False):  # an xarray mid-import registers via its own path
+        # An xarray still mid-import (something it imports imported atlas) is half built:
+        # then the accessor is registered when atlas.xarray itself gets imported.
+        if not getattr(spec, "_initializing", False):
             _register()
         return
     if _FINDER not in sys.meta_path:

@@ -164,7 +164,8 @@ def compact_store(state: WorkingState, grace_period: float) -> CompactReport:
         files.append((f"{family.dir}/{ref.file}", parts))
     new.retired, expired = _retire(base, new, now, grace_period)
     sizes = {f"{fam.dir}/{ref.file}": ref.size for fam in base.families.values() for ref in fam.segments}
-    newly = [r.path for r in new.retired if r.path not in {x.path for x in base.retired}]
+    before = {r.path for r in base.retired}
+    newly = [r.path for r in new.retired if r.path not in before]
     newly += [p for p in expired if p in sizes]  # retired and deleted at once (grace_period 0)
     committed = bool(files) or new.families != base.families or new.retired != base.retired or bool(expired)
     if committed:

@@ -256,7 +256,7 @@ def _discover(paths: list[str], recursive: bool) -> list[Source]:
 
 def cmd_create(args: Any) -> int:
     """``atlas create SRC... STORE``: files, and the files under directories, like ``append``."""
-    srcs = [args.src] if isinstance(args.src, str) else list(args.src)
+    srcs = list(args.src)
     for src in srcs:
         if not os.path.exists(src):
             raise CLIError(f"{src} does not exist (give NetCDF files or directories that hold them)")
