@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 
-from atlas import errors
+from atlas import _xarray_hook, errors
 from atlas.dataset import DatasetView
 from atlas.dtypes import DTYPE_NAMES
 from atlas.errors import AtlasError, ConflictError
@@ -32,3 +32,7 @@ __version__ = "0.1.0"
 
 # A library logs but never prints: applications opt in by configuring "atlas".
 logging.getLogger("atlas").addHandler(logging.NullHandler())
+
+# ``ds.atlas`` works after ``import atlas`` in either import order, and a program that
+# never imports xarray does not load it.
+_xarray_hook.install()

@@ -316,7 +316,9 @@ def coerce_scalar(value: Any, name: str, what: str) -> Any:
     if is_float(name):
         if isinstance(value, (int, float, np.integer, np.floating)):
             as_float = float(value)
-            if name == "float32" and math.isfinite(as_float) and not math.isfinite(float(np.float32(as_float))):
+            with np.errstate(over="ignore"):
+                too_big = name == "float32" and math.isfinite(as_float) and not math.isfinite(np.float32(as_float))
+            if too_big:
                 raise ValueOverflowError(f"{what} {value!r} is out of range for float32")
             return float(np.float32(as_float)) if name == "float32" else as_float
         raise FillValueError(f"{what} {value!r} ({type(value).__name__}) is not a number, as dtype {name} needs")

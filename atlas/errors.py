@@ -63,6 +63,10 @@ class SchemaMismatchError(InvalidArgumentError):
     """Arrays that must agree (in shape, dtype or dims) for a stacked read do not."""
 
 
+class UnexpectedKeywordError(AtlasError, TypeError):
+    """A call got a keyword argument it does not take (the message says where it belongs)."""
+
+
 class DTypeError(AtlasError, TypeError):
     """A dtype is unknown, or data of the wrong dtype was given."""
 
@@ -157,3 +161,20 @@ class AllocationError(AtlasError, MemoryError):
 
 
 __all__ += ["AllocationError"]
+
+
+class AtlasWarning(UserWarning):
+    """Base class of the warnings ATLAS issues.
+
+    A ``UserWarning``, so Python shows it by default (unlike ``ResourceWarning``);
+    silence it with ``warnings.filterwarnings("ignore", category=AtlasWarning)``.
+    """
+
+
+class UncommittedChangesWarning(AtlasWarning):
+    """A writable handle with unflushed changes was garbage-collected or still open at
+    interpreter exit: its changes are lost.  ATLAS never commits from a finaliser;
+    call ``flush()`` or ``close()``, or use the store in a ``with`` block."""
+
+
+__all__ += ["AtlasWarning", "UncommittedChangesWarning", "UnexpectedKeywordError"]

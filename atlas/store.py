@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import warnings
+import weakref
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from typing import Any
 
 import numpy as np
@@ -22,6 +25,8 @@ from atlas.errors import (
     NotAStoreError,
     StoreClosedError,
     StoreExistsError,
+    UncommittedChangesWarning,
+    UnexpectedKeywordError,
 )
 from atlas.metadata import (
     Manifest,
@@ -35,7 +40,7 @@ from atlas.metadata import (
 from atlas.names import validate_name
 from atlas.selection import check_array_name, check_budget, check_grace_period, check_workers
 from atlas.txn import commit
-from atlas.txn.compact import compact_store
+from atlas.txn.compact import CompactReport, compact_store
 from atlas.txn.session import Session
 from atlas.txn.state import WorkingState
 from atlas.txn.verify import verify_store
@@ -45,6 +50,16 @@ __all__ = ["Atlas"]
 _MODES = ("r", "r+")
 #: Default memory budget for unflushed chunks.
 DEFAULT_MAX_PENDING = 256 << 20
+
+
+def _no_stray_keywords(call: str, extra: dict[str, Any]) -> None:
+    """Object-store options go in ``storage_options``; say so instead of a bare TypeError."""
+    if extra:
+        shown = ", ".join(f"{k!r}: ..." for k in extra)
+        raise UnexpectedKeywordError(
+            f"{call}() got unexpected keyword argument{'s' if len(extra) > 1 else ''} {sorted(extra)}; "
+            f"object-store options go in storage_options={{{shown}}}"
+        )
 
 
 def _own_leftover(path: str) -> bool:
@@ -57,6 +72,33 @@ def _find_manifest(backend: Backend) -> str | None:
     if len(names) > 1:
         raise CorruptStoreError(f"{backend.location} holds several manifests: {sorted(names)}")
     return names[0] if names else None
+
+
+#: Writable handles, so that those still holding unflushed changes at exit can say so.
+_WRITERS: weakref.WeakSet[Atlas] = weakref.WeakSet()
+
+
+def _warn_uncommitted(store: Atlas, when: str, stacklevel: int = 2) -> None:
+    """Warn (once per handle) that ``store`` is dropping unflushed changes."""
+    session = store.session
+    state = session.working
+    if state is None or session.read_only or getattr(store, "_warned", False) or not state.has_changes:
+        return
+    store._warned = True
+    n = len(state.dirty)
+    warnings.warn(
+        f"store {store._location}: {n} dataset{'s' if n != 1 else ''} with uncommitted changes "
+        f"{'was' if n == 1 else 'were'} never flushed and {'is' if n == 1 else 'are'} lost ({when}); "
+        "call flush() or close(), or use the store in a `with` block",
+        UncommittedChangesWarning,
+        stacklevel=stacklevel,
+    )
+
+
+@atexit.register
+def _warn_at_exit() -> None:
+    for store in list(_WRITERS):
+        _warn_uncommitted(store, "the handle was still open at interpreter exit")
 
 
 class Atlas:
@@ -81,6 +123,9 @@ class Atlas:
         self._session = Session(state, mode)
         self._lock = self._session.lock
         self._location = state.backend.location
+        self._warned = False
+        if mode != "r":
+            _WRITERS.add(self)
 
     # -- construction ------------------------------------------------------------------------
 
@@ -95,6 +140,7 @@ class Atlas:
         max_pending_bytes: int = DEFAULT_MAX_PENDING,
         max_workers: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        **unexpected: Any,
     ) -> Atlas:
         """Create a new, empty store and return a writable handle to it.
 
@@ -126,7 +172,11 @@ class Atlas:
             (``region``, ``endpoint``, ``skip_signature``, ``client_options``,
             ``retry_config``, ...) plus the ATLAS tuning options
             ``max_concurrency``, ``coalesce_bytes``, ``max_request_bytes`` and
-            ``multipart_threshold``.  Local paths take none.
+            ``multipart_threshold``, e.g. ``storage_options={"endpoint":
+            "https://storage.example.org", "region": "auto"}``.  They are not
+            accepted as plain keywords (:class:`~atlas.errors.UnexpectedKeywordError`,
+            a ``TypeError``, says so), so they never collide with this method's
+            own arguments.  Local paths take none.
 
         Raises
         ------
@@ -136,6 +186,7 @@ class Atlas:
         InvalidArgumentError
             For an unknown codec, format or compression (a ``ValueError``).
         """
+        _no_stray_keywords("Atlas.create", unexpected)
         codec = normalize_codec(codec)
         meta_format = normalize_meta_format(meta_format)
         meta_compression = normalize_meta_compression(meta_compression)
@@ -165,6 +216,7 @@ class Atlas:
         max_pending_bytes: int = DEFAULT_MAX_PENDING,
         max_workers: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        **unexpected: Any,
     ) -> Atlas:
         """Open an existing store.
 
@@ -183,7 +235,8 @@ class Atlas:
         max_workers : int, optional
             Decoding and compression threads (see :meth:`create`).
         storage_options : mapping, optional
-            Object-store options (see :meth:`create`).
+            Object-store options, e.g. ``{"endpoint": ..., "region": ...}`` (see
+            :meth:`create`; not accepted as plain keywords).
 
         Raises
         ------
@@ -194,6 +247,7 @@ class Atlas:
         CorruptStoreError
             If the manifest cannot be decoded.
         """
+        _no_stray_keywords("Atlas.open", unexpected)
         if not isinstance(mode, str) or mode not in _MODES:
             raise InvalidArgumentError(f"mode must be 'r' or 'r+', got {mode!r}")
         backend = resolve(source, read_only=mode == "r", **dict(storage_options or {}))
@@ -314,6 +368,28 @@ class Atlas:
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.dataset_exists(name)
+
+    def __getitem__(self, name: str) -> DatasetView:
+        """``store[name]``: :meth:`open_dataset` (:class:`~atlas.errors.DatasetNotFoundError`, a
+        ``KeyError``, when there is no such dataset)."""
+        return self.open_dataset(name)
+
+    def get(self, name: str, default: Any = None) -> DatasetView | Any:
+        """The view of dataset ``name``, or ``default`` when the store has no such dataset."""
+        with self._lock:
+            return self.open_dataset(name) if name in self else default
+
+    def keys(self) -> KeysView[str]:
+        """Dataset names (a live view: pending changes included, iterated sorted)."""
+        return KeysView(self)
+
+    def items(self) -> ItemsView[str, DatasetView]:
+        """``(name, DatasetView)`` pairs, sorted by name."""
+        return ItemsView(self)
+
+    def values(self) -> ValuesView[DatasetView]:
+        """A :class:`DatasetView` of every dataset, sorted by name."""
+        return ValuesView(self)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.list_datasets())
@@ -463,7 +539,7 @@ class Atlas:
         with self._lock:
             self._st.discard()
 
-    def compact(self, grace_period: float = 3600.0) -> None:
+    def compact(self, grace_period: float = 3600.0) -> CompactReport:
         """Rewrite live chunks into one segment per array name and delete dead files.
 
         Pending changes are flushed first.  The rewritten segments are committed
@@ -487,6 +563,13 @@ class Atlas:
             it only when no other handle is open on the store.  ``math.inf``
             deletes nothing.
 
+        Returns
+        -------
+        atlas.txn.compact.CompactReport
+            What was rewritten, retired (kept on disk until ``deletable_after``)
+            and deleted now, and whether a generation was committed: a store with
+            nothing to rewrite or retire gets no new generation.
+
         Raises
         ------
         InvalidArgumentError
@@ -501,7 +584,7 @@ class Atlas:
             state = self._writable("compact")
             if state.has_changes:
                 commit.flush(state)
-            compact_store(state, grace_period)
+            return compact_store(state, grace_period)
 
     def verify(self) -> list[str]:
         """Check every byte the committed manifest references.
@@ -570,8 +653,14 @@ class Atlas:
             self.close()
 
     def __del__(self) -> None:
-        # Never commit from a finaliser: an unreferenced handle just drops its maps.
+        # Never commit from a finaliser: an unreferenced handle just drops its maps,
+        # and says so loudly when that loses unflushed changes.
         session = getattr(self, "_session", None)
+        try:
+            if session is not None and session.working is not None:
+                _warn_uncommitted(self, "the handle was garbage-collected", stacklevel=2)
+        except Exception:  # warnings turned into errors, or a half torn-down interpreter
+            pass
         try:
             if session is not None and session.working is not None:
                 session.working.io.close()
@@ -588,3 +677,9 @@ class Atlas:
             f"<Atlas {self._location!r} generation={state.base.generation} datasets={len(state.datasets)} "
             f"codec={state.base.codec}{ro}{pending}>"
         )
+
+
+# A read-only mapping of names to views (``store[name]``, ``keys()``, ``items()``,
+# ``get()``), registered rather than inherited: ``Mapping`` would bring content
+# equality, and with it unhashable handles, which callers keep in sets and dicts.
+Mapping.register(Atlas)

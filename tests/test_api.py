@@ -542,3 +542,97 @@ def test_a_flush_computes_each_chunks_stats_once(store, monkeypatch):
     assert ds.array_stats("x")["min"] == -1.0
     store.flush()
     assert len(calls) == 1
+
+
+def test_store_is_a_read_only_mapping_of_names_to_views(tmp_path):
+    from collections.abc import Mapping
+
+    store = atlas.Atlas.create(tmp_path / "m.atlas")
+    for name in ("b", "a"):
+        store.create_dataset(name).define_array("v", "int32", ["x"], [2])
+    assert isinstance(store, Mapping)
+    assert store["a"].name == "a" and isinstance(store["a"], atlas.DatasetView)
+    assert list(store.keys()) == ["a", "b"] and "a" in store.keys()  # noqa: SIM118
+    assert [(k, v.name) for k, v in store.items()] == [("a", "a"), ("b", "b")]
+    assert [v.name for v in store.values()] == ["a", "b"]
+    assert store.get("a").name == "a" and store.get("zz") is None and store.get("zz", 0) == 0
+    assert dict(store).keys() == {"a", "b"} and len(store) == 2
+    for missing in ("zz", 3, ["a"]):
+        with pytest.raises(errors.DatasetNotFoundError) as info:
+            store[missing]
+        assert isinstance(info.value, KeyError)
+    with pytest.raises(TypeError):
+        store["c"] = store["a"]  # read-only: datasets are made with create_dataset
+    assert {store: 1}[store] == 1  # handles stay hashable (identity), unlike a Mapping subclass
+    store.close()
+
+
+# -- unflushed changes are never lost silently ----------------------------------------------------------
+
+
+def _run_script(code, *args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("PYTHONWARNINGS", None)
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+_WRITE_AND_EXIT = """
+import sys, numpy as np, atlas
+store = atlas.Atlas.create(sys.argv[1])
+for name in ("a", "b"):
+    store.create_dataset(name).define_array("v", "int32", ["x"], [3])
+store.open_dataset("a").write_array("v", [0], np.arange(3, dtype="int32"))
+"""
+
+
+def test_script_that_exits_without_flush_warns_on_stderr(tmp_path):
+    path = tmp_path / "s.atlas"
+    done = _run_script(_WRITE_AND_EXIT, path)
+    assert done.returncode == 0, done.stderr
+    assert "UncommittedChangesWarning" in done.stderr, done.stderr
+    assert str(path) in done.stderr and "2 datasets with uncommitted changes" in done.stderr
+    assert done.stderr.count("UncommittedChangesWarning") == 1  # once, not again from __del__
+    assert atlas.Atlas.open(path).list_datasets() == []  # never committed from a finaliser
+
+
+def test_collected_handle_with_pending_changes_warns(tmp_path):
+    import gc
+
+    def write_and_drop():
+        store = atlas.Atlas.create(tmp_path / "s.atlas")
+        store.create_dataset("a")
+
+    with pytest.warns(errors.UncommittedChangesWarning, match=r"s\.atlas: 1 dataset with uncommitted changes"):
+        write_and_drop()
+        gc.collect()
+    assert issubclass(errors.UncommittedChangesWarning, UserWarning)  # shown by default
+    assert atlas.Atlas.open(tmp_path / "s.atlas").list_datasets() == []
+
+
+def test_no_warning_after_close_discard_with_or_read_only(tmp_path, recwarn):
+    import gc
+
+    path = tmp_path / "s.atlas"
+    store = atlas.Atlas.create(path)
+    store.create_dataset("a")
+    store.close()  # close flushes
+    store = atlas.Atlas.open(path)
+    store.create_dataset("b")
+    store.discard()
+    del store
+    with pytest.raises(RuntimeError), atlas.Atlas.open(path) as store:
+        store.create_dataset("c")
+        raise RuntimeError("the block failed: its changes are discarded on purpose")
+    reader = atlas.Atlas.open(path, mode="r")
+    del reader, store
+    gc.collect()
+    assert not [w for w in recwarn if issubclass(w.category, errors.AtlasWarning)]
+    assert atlas.Atlas.open(path).list_datasets() == ["a"]

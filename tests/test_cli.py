@@ -14,6 +14,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,7 +126,8 @@ def test_ls_long_counts_arrays_attributes_and_bytes(store):
     rows = {r["name"]: r for r in json.loads(cli("ls", store, "--long", "--json").stdout)["datasets"]}
     gl = rows["GL_PR_BO_JLKU"]
     assert gl["arrays"] == 12 and gl["bytes"] > 0
-    assert gl["attributes"] == 50 + sum(len(v.attrs) for v in xr.open_dataset(GL).variables.values())
+    # The four int8 QC flags are stored as the file holds them, with their _FillValue attribute.
+    assert gl["attributes"] == 50 + sum(len(v.attrs) for v in xr.open_dataset(GL).variables.values()) + 4
     text = cli("ls", store, "-l").stdout.splitlines()
     assert text[0].split() == ["NAME", "ARRAYS", "ATTRS", "STORED"]
     assert text[-1].startswith(f"{N_FILES + 1} datasets, ")
@@ -362,6 +364,28 @@ def test_rm_then_compact_reclaims_the_dead_bytes(store, tmp_path):
     cli("rm", copy, victims[0], "--force", "-q")
 
 
+def test_compact_reports_retired_apart_from_deleted_and_an_idle_compact_commits_nothing(store, tmp_path):
+    copy = tmp_path / "copy.atlas"
+    shutil.copytree(store, copy)
+    cli("rm", copy, "region_00%2FGL_PR_CT_P00000")
+    out = cli("compact", copy).stdout
+    assert "reclaimed" not in out
+    assert re.search(r"retired \d+ files \([0-9.]+ \w*B\), deletable by a compaction after \d{4}-", out), out
+    assert "deleted now 0 files (0 B)" in out
+    info = json.loads(cli("info", copy, "--json").stdout)
+    gen = info["generation"]
+    assert info["retired_files"] > 0 and info["retired_bytes"] > 0
+    assert info["reclaimable_bytes"] == 0 and info["unreferenced_bytes"] == 0  # retired bytes are not free
+    text = cli("info", copy).stdout
+    assert re.search(r"retired: .* not free yet", text) and re.search(r"reclaimable:\s+0 B", text)
+    again = cli("compact", copy).stdout
+    assert f"nothing to rewrite or retire, generation {gen} unchanged" in again
+    assert json.loads(cli("info", copy, "--json").stdout)["generation"] == gen
+    final = cli("compact", copy, "--grace-period", "0").stdout
+    assert f"deleted now {info['retired_files']} files" in final
+    assert json.loads(cli("info", copy, "--json").stdout)["retired_files"] == 0
+
+
 def test_verify_reports_damage_with_exit_status_1(store, tmp_path):
     assert cli("verify", store).stdout.startswith("ok: ")
     assert json.loads(cli("verify", store, "--json").stdout)["ok"] is True
@@ -430,6 +454,82 @@ def test_errors_are_one_line_with_exit_status_1(tmp_path):
     assert cli("create", tmp_path / "nodir", tmp_path / "x", ok=False).stderr.startswith("atlas: error: ")
     assert cli("ls", ok=2).stderr.startswith("usage: atlas ls")  # usage error
     assert cli("--version").stdout == f"atlas {atlas.__version__}\n"
+
+
+def test_create_takes_files_like_append_and_points_existing_stores_to_append(tmp_path):
+    target = tmp_path / "one.atlas"
+    done = cli("create", GL, target)
+    assert f"created {target}: 1 dataset from 1 file" in done.stdout
+    assert atlas.Atlas.open(target, mode="r").list_datasets() == [GL.stem]
+    again = cli("create", GL, target, ok=False)
+    assert "`atlas append SRC... " in again.stderr and "Atlas.open" not in again.stderr
+    assert again.stderr.count("\n") == 1
+    assert atlas.Atlas.open(target, mode="r").generation == 1  # untouched
+
+
+def _packed_file(path):
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    values = np.round(rng.uniform(0, 30, (40, 50)), 2)
+    values[3, :7] = np.nan
+    qc = rng.integers(0, 9, 40).astype("int8")
+    ds = xr.Dataset(
+        {"TEMP": (("TIME", "DEPTH"), values, {"units": "degree_Celsius"}), "TEMP_QC": ("TIME", qc)},
+        coords={"TIME": np.arange(40.0)},
+    )
+    ds.TEMP.encoding.update({"dtype": "int16", "scale_factor": 0.01, "add_offset": 10.0, "_FillValue": -32768})
+    ds.TEMP_QC.encoding.update({"dtype": "int8", "_FillValue": np.int8(-127)})
+    ds.to_netcdf(path)
+    return path
+
+
+@pytest.mark.parametrize("chunk_size", ["128MiB", "4KiB"], ids=["loaded", "streamed"])
+def test_create_stores_packed_and_qc_variables_as_the_file_holds_them(tmp_path, chunk_size):
+    import xarray as xr
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(GL, src / GL.name)
+    _packed_file(src / "packed.nc")
+    target = tmp_path / "p.atlas"
+    cli("create", src, target, "--chunk-size", chunk_size, "-q")
+    store = atlas.Atlas.open(target, mode="r")
+    stored = {n: store[n] for n in ("GL_PR_BO_JLKU", "packed")}
+    for qc in ("TIME_QC", "POSITION_QC", "DEPH_QC", "FLU2_QC"):
+        assert stored["GL_PR_BO_JLKU"].array_meta(qc)["dtype"] == "int8"  # not float32: 4x the bytes
+    assert stored["packed"].array_meta("TEMP")["dtype"] == "int16"
+    assert stored["packed"].array_meta("TEMP_QC")["dtype"] == "int8"
+    for name, path in (("GL_PR_BO_JLKU", GL), ("packed", src / "packed.nc")):
+        with xr.open_dataset(path) as want:
+            for got in (
+                store.to_xarray(name),
+                xr.open_dataset(target, engine="atlas", group=name),
+                xr.open_dataset(target, engine="atlas", group=name, chunks={}),
+            ):
+                for var in want.variables:
+                    a, b = want[var], got[var]
+                    assert a.dtype == b.dtype, (name, var, a.dtype, b.dtype)
+                    np.testing.assert_array_equal(a.values, b.values, err_msg=f"{name}/{var}")
+                    assert list(a.attrs) == list(b.attrs), (name, var)
+    out = tmp_path / "back.nc"
+    cli("export", target, "packed", out, "-q")
+    original = src / "packed.nc"
+    with xr.open_dataset(out, mask_and_scale=False) as raw, xr.open_dataset(original, mask_and_scale=False) as o:
+        assert raw.TEMP.dtype == np.int16 and raw.TEMP_QC.dtype == np.int8
+        np.testing.assert_array_equal(raw.TEMP.values, o.TEMP.values)
+        assert raw.TEMP.attrs["scale_factor"] == 0.01 and raw.TEMP.attrs["_FillValue"] == -32768
+    with xr.open_dataset(out) as back, xr.open_dataset(src / "packed.nc") as want:
+        xr.testing.assert_identical(back, want)
+
+
+def test_help_and_docs_name_the_store_url_forms():
+    text = cli("--help").stdout
+    for form in ("file://", "s3://bucket/prefix", "gs://", "az://", "http(s)://", "--endpoint"):
+        assert form in text, form
+    assert "local directory or a file:// URL." not in text
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert "s3://bucket/prefix" in doc and "--endpoint" in doc
 
 
 def test_python_logging_is_silent_by_default(tmp_path):

@@ -476,6 +476,42 @@ def test_urls_and_options(request):
         resolve(moto.store(bucket, prefix), read_only=True, max_concurrency=0)
 
 
+def test_storage_options_not_plain_keywords_and_in_the_xarray_backend(request, tmp_path):
+    xr = pytest.importorskip("xarray")
+    moto = request.getfixturevalue("moto_s3")
+    bucket = request.getfixturevalue("s3_bucket")
+    url = f"s3://{bucket}/{unique('xr-opts')}"
+    for call in (atlas.Atlas.create, atlas.Atlas.open):
+        with pytest.raises(errors.UnexpectedKeywordError, match=r"storage_options=\{'endpoint': \.\.\.") as info:
+            call(url, endpoint=moto.endpoint)
+        assert isinstance(info.value, TypeError) and call.__name__ in str(info.value)
+    ds = xr.Dataset({"t": ("x", np.arange(5.0))})
+    with atlas.Atlas.create(url, storage_options=moto.options()) as s:
+        s.add_xr_dataset(ds, "obs")
+    # A fresh process has no handle registered for the URL: clear this one's and open with options only.
+    from atlas.backends import objectstore
+
+    with objectstore._registry_lock:
+        objectstore._HANDLES.pop(url, None)
+    back = xr.open_dataset(url, engine="atlas", group="obs", storage_options=moto.options())
+    xr.testing.assert_identical(back.load(), ds)
+    with pytest.raises(errors.InvalidArgumentError, match="local stores take no storage options"):
+        xr.open_dataset(tmp_path, engine="atlas", storage_options={"region": "x"})
+
+
+def test_local_store_handle_failures_are_one_line_backend_errors(tmp_path):
+    from obstore.store import LocalStore
+
+    root = tmp_path / "gone"
+    root.mkdir()
+    handle = LocalStore(root)
+    root.rmdir()
+    root.write_text("now a file")
+    with pytest.raises(errors.AtlasError) as info:
+        atlas.Atlas.create(handle)
+    assert isinstance(info.value, OSError) and "\n" not in str(info.value) and "Debug" not in str(info.value)
+
+
 def test_memory_urls_and_local_handles(tmp_path):
     from obstore.store import LocalStore
 

@@ -496,3 +496,38 @@ def test_commit_with_unknown_outcome_and_later_changes_is_not_retried_blindly(tm
         s.flush()
     assert s.has_pending_changes
     assert atlas.Atlas.open(tmp_path / "s", mode="r").open_dataset("a").get_attribute("k") == 1
+
+
+def test_compact_reports_retired_and_deleted_honestly_and_a_noop_commits_nothing(tmp_path, monkeypatch):
+    from atlas.txn.compact import CompactReport
+
+    path = make(tmp_path / "s", n=2)
+    s = atlas.Atlas.open(path)
+    s.open_dataset("d0").write_array("x", [0], np.ones(20))
+    s.flush()
+    old = {f"x/{n}": (path / "x" / n).stat().st_size for n in _segments(path)}
+    before = time.time()
+    report = s.compact()
+    assert isinstance(report, CompactReport) and report.committed and report.rewritten_arrays == 1
+    assert report.retired_files == len(old) and report.retired_bytes == sum(old.values())
+    assert before + 3600 <= report.deletable_after <= time.time() + 3600
+    assert (report.kept_files, report.kept_bytes) == (len(old), sum(old.values()))
+    assert (report.deleted_files, report.deleted_bytes) == (0, 0)  # nothing is free yet
+    assert report.generation == s.generation
+    # Nothing left to do: no new generation, no manifest write.
+    gen, manifest = s.generation, (path / "atlas.json").stat()
+    idle = s.compact()
+    assert not idle.committed and idle.generation == gen == s.generation
+    assert (idle.retired_files, idle.deleted_files) == (0, 0) and idle.kept_files == len(old)
+    after = (path / "atlas.json").stat()
+    assert (after.st_mtime_ns, after.st_ino) == (manifest.st_mtime_ns, manifest.st_ino)
+    assert atlas.Atlas.open(path, mode="r").generation == gen
+    # Past the grace period the retired segments go, and the report says how much.
+    later = time.time() + 3601
+    monkeypatch.setattr(time, "time", lambda: later)
+    done = s.compact()
+    assert done.committed and done.generation == gen + 1  # the retired list shrank
+    assert (done.deleted_files, done.deleted_bytes) == (len(old), sum(old.values()))
+    assert (done.kept_files, done.retired_files) == (0, 0)
+    assert not s.compact().committed
+    s.close()

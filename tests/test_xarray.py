@@ -21,6 +21,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import atlas  # noqa: E402
 import atlas.xarray as ax  # noqa: E402
+import atlas.xarray.conversions  # noqa: E402, F401  (ax.conversions)
 from atlas import errors  # noqa: E402
 from atlas.dataset import DatasetView  # noqa: E402
 
@@ -101,13 +102,11 @@ def test_encoding_fill_goes_back_to_encoding_and_attr_fill_to_attrs(store):
     ds = xr.Dataset({"a": ("x", np.array([1.0, np.nan])), "b": ("x", np.array([1, -9], dtype="int16"))})
     ds.a.encoding["_FillValue"] = np.float32(-999.0)
     ds.b.attrs["_FillValue"] = np.int16(-9)
-    ds["c"] = ("x", np.array([1, 2], dtype="int8"), {"_FillValue": 1000})  # does not fit: kept, no typed fill
     back = round_trip(store, ds)
     assert_exact(ds, back)
     view = store.open_dataset("d")
     assert view.array_meta("a")["fill_value"] == -999.0
     assert view.array_meta("b")["fill_value"] == -9
-    assert view.array_meta("c")["fill_value"] is None
     assert type(back.a.encoding["_FillValue"]) is np.float32 and "_FillValue" not in back.a.attrs
     assert back.b.attrs["_FillValue"] == -9 and "_FillValue" not in back.b.encoding
 
@@ -212,6 +211,104 @@ def test_surrogate_escaped_text_is_sanitised_to_utf8(store):
     assert back.attrs == {"title": "café", "kÿ": 1}
     reopened = atlas.Atlas.open(store.location)  # valid UTF-8 in the manifest
     assert reopened.open_dataset("d").get_attribute("title") == "café"
+
+
+def test_surrogate_escaped_utf8_bytes_decode_as_utf8_first(store):
+    # netCDF-C gives Python the UTF-8 bytes of "µmol" as surrogate escapes when the
+    # attribute is not declared UTF-8; only bytes that are not UTF-8 fall back to Latin-1.
+    ds = xr.Dataset(
+        {"v": ("x", np.array(["\udcc2\udcb5mol", "\udcb5"], dtype=object), {"units": "\udcc2\udcb5mol"})},
+        attrs={"mixed": "\udcc3\udca9t\udce9", "both": "é\udcb0"},
+    )
+    back = round_trip(store, ds)
+    assert back.v.attrs["units"] == "µmol"
+    assert back.v.values.tolist() == ["µmol", "µ"]
+    assert back.attrs == {"mixed": "Ã©té", "both": "é°"}  # not valid UTF-8 as a whole: Latin-1
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fill", "where"),
+    [("int32", 1.5, "attrs"), ("int8", 300, "attrs"), ("int16", float("nan"), "encoding"), ("int32", "x", "attrs"),
+     ("float32", 1e300, "encoding"), ("uint8", -1, "encoding")],
+)  # fmt: skip
+def test_fill_value_that_does_not_fit_the_dtype_raises(store, dtype, fill, where):
+    ds = xr.Dataset({"ok": ("x", np.arange(2.0)), "bad_var": ("x", np.array([1, 2], dtype=dtype))})
+    getattr(ds.bad_var, where)["_FillValue"] = fill
+    with pytest.raises(errors.FillValueError, match=r"variable 'bad_var'.*_FillValue") as info:
+        store.add_xr_dataset(ds, "d")
+    assert isinstance(info.value, TypeError)
+    assert repr(fill) in str(info.value) or str(fill) in str(info.value)
+    assert not store.dataset_exists("d")
+    assert not store.has_pending_changes
+
+
+def test_fill_value_of_the_encoded_dtype_is_left_to_cf(store):
+    # What xr.open_dataset gives for packed data and times: the fill belongs to the on-disk dtype.
+    ds = xr.Dataset({"t": ("x", np.array(["2020-01-01", "NaT"], dtype="datetime64[ns]")), "u": ("x", [1, 2])})
+    ds.t.encoding.update({"_FillValue": -1.5, "dtype": np.dtype("float64"), "units": "days since 2000-01-01"})
+    ds.u.encoding.update({"_FillValue": np.int8(-1), "dtype": np.dtype("int8"), "_Unsigned": "true"})
+    ds["u"] = ds.u.astype("uint8")
+    ds.u.encoding.update({"_FillValue": 300, "dtype": np.dtype("int16")})
+    back = round_trip(store, ds)
+    assert back.t.encoding["_FillValue"] == -1.5 and back.u.encoding["_FillValue"] == 300
+
+
+def test_per_variable_chunks_as_in_the_original_docs(store):
+    ds = xr.Dataset(
+        {"temperature": (("time", "lat", "lon"), np.zeros((4, 18, 36), "float32")), "depth": ("lat", np.arange(18.0))}
+    )
+    store.add_xr_dataset(ds, "a", chunks={"temperature": [1, 18, 36]})
+    ds.atlas.write(store, "b", chunks={"temperature": (2, -1, None), "depth": [9]})
+    store.add_xr_dataset(ds, "c", chunks={"lat": 6})
+    store.flush()
+    assert store.open_dataset("a").array_meta("temperature")["chunk_shape"] == [1, 18, 36]
+    assert store.open_dataset("b").array_meta("temperature")["chunk_shape"] == [2, 18, 36]
+    assert store.open_dataset("b").array_meta("depth")["chunk_shape"] == [9]
+    assert store.open_dataset("c").array_meta("temperature")["chunk_shape"][1] == 6
+    assert_exact(ds, store.to_xarray("a"))
+
+
+@pytest.mark.parametrize(
+    ("chunks", "match"),
+    [({"temperature": [1, 18, 36], "lat": 6}, "mixes"), ({"nope": [1]}, "variable 'nope'"),
+     ({"nope": 3}, "'nope', which is not a dimension"), ({"temperature": [1, 18]}, "one positive int"),
+     ({"temperature": [1, 0, 36]}, "one positive int")],
+)  # fmt: skip
+def test_bad_chunks_name_both_forms(store, chunks, match):
+    ds = xr.Dataset({"temperature": (("time", "lat", "lon"), np.zeros((4, 18, 36), "float32"))})
+    with pytest.raises(errors.InvalidArgumentError, match=match) as info:
+        store.add_xr_dataset(ds, "d", chunks=chunks)
+    if match in ("mixes", "variable 'nope'", "'nope', which is not a dimension"):
+        assert "{dimension: size}" in str(info.value) and "{variable: [" in str(info.value)
+    assert not store.dataset_exists("d")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import atlas, sys; assert 'xarray' not in sys.modules, 'import atlas imported xarray'",
+        "import atlas; import xarray as xr; ds = xr.Dataset({'v': ('x', [1, 2])}); "
+        "s = atlas.Atlas.create(sys.argv[1]); ds.atlas.write(s, 'd'); s.close(); "
+        "assert atlas.Atlas.open(sys.argv[1]).list_datasets() == ['d']",
+        "import xarray as xr; import atlas; assert hasattr(xr.Dataset, 'atlas'); "
+        "from atlas.xarray import AtlasDatasetAccessor; assert isinstance(xr.Dataset().atlas, AtlasDatasetAccessor)",
+        "import atlas; import xarray.core.dataset; import xarray; assert hasattr(xarray.Dataset, 'atlas'); "
+        "assert not any(type(f).__module__ == 'atlas._xarray_hook' for f in sys.meta_path)",
+    ],
+    ids=["atlas-alone", "atlas-then-xarray", "xarray-then-atlas", "hook-removed"],
+)
+def test_import_atlas_registers_the_accessor_in_either_order(tmp_path, code):
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + code, str(tmp_path / "s.atlas")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_bool_variables_are_bool_arrays(store):
@@ -693,3 +790,28 @@ def test_property_exact_round_trip(tmp_path_factory, ds):
     with xr.open_dataset(store.location, engine="atlas", group="d") as opened:
         assert_exact(ds, opened)
     store.close()
+
+
+def test_cf_packed_variables_are_stored_raw_and_decoded_on_read(store, tmp_path):
+    path = tmp_path / "packed.nc"
+    src = xr.Dataset({"p": (("t", "x"), np.round(np.linspace(0, 30, 24).reshape(4, 6), 2)), "q": ("t", [1, 2, 3, 4])})
+    src.p[0, 0] = np.nan
+    src.p.encoding.update({"dtype": "int16", "scale_factor": 0.01, "add_offset": 5.0, "_FillValue": -999})
+    src.q.encoding.update({"dtype": "int8", "_FillValue": np.int8(-127)})
+    src.to_netcdf(path)
+    with xr.open_dataset(path, mask_and_scale=False) as raw, xr.open_dataset(path) as want:
+        raw = raw.load()
+        for name in ("p", "q"):
+            raw[name].encoding[ax.conversions.CF_PACKED] = True
+        store.add_xr_dataset(raw, "a")
+        store.add_xr_dataset(raw, "b")
+        store.add_xr_dataset(want, "plain")
+        store.flush()
+        assert store["a"].array_meta("p")["dtype"] == "int16" and store["a"].array_meta("q")["dtype"] == "int8"
+        assert store["a"].get_attribute(ax.PREFIX) == 2 and store["plain"].get_attribute(ax.PREFIX) == 1
+        xr.testing.assert_identical(store.to_xarray("a"), want)
+        xr.testing.assert_identical(xr.open_dataset(store.location, engine="atlas", group="a").load(), want)
+        assert store.to_xarray("a").p.encoding["scale_factor"] == 0.01
+        many = store.to_xarray_many(["a", "b"])
+        assert many.p.dtype == want.p.dtype
+        np.testing.assert_array_equal(many.p.values[1], want.p.values)

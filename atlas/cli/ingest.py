@@ -53,6 +53,7 @@ from atlas.errors import (
     DTypeError,
     ReadOnlyError,
     StoreClosedError,
+    StoreExistsError,
     ValueOverflowError,
 )
 from atlas.store import Atlas
@@ -285,24 +286,33 @@ def _discover(paths: list[str], recursive: bool) -> list[Source]:
 
 
 def cmd_create(args: Any) -> int:
-    """``atlas create SRC_DIR STORE``."""
-    if not os.path.isdir(args.src):
-        raise CLIError(f"{args.src} is not a directory")
+    """``atlas create SRC... STORE``: files, and the files under directories, like ``append``."""
+    srcs = list(args.src)
+    for src in srcs:
+        if not os.path.exists(src):
+            raise CLIError(f"{src} does not exist (give NetCDF files or directories that hold them)")
     try:
-        sources = _check_names(_discover([args.src], args.recursive), set(), False, args.skip_errors)
+        sources = _check_names(_discover(srcs, args.recursive), set(), False, args.skip_errors)
     except FileFailure as exc:
         raise CLIError(f"{exc}; nothing was stored (--skip-errors skips such files)") from None
     require_xarray()
     path = local_path(args.store)
     existed = path is not None and os.path.exists(path)
-    store = Atlas.create(
-        args.store,
-        codec=args.codec,
-        meta_format=args.meta_format,
-        meta_compression=args.meta_compression,
-        max_pending_bytes=args.max_pending,
-        storage_options=store_options(args),
-    )
+    try:
+        store = Atlas.create(
+            args.store,
+            codec=args.codec,
+            meta_format=args.meta_format,
+            meta_compression=args.meta_compression,
+            max_pending_bytes=args.max_pending,
+            storage_options=store_options(args),
+        )
+    except StoreExistsError as exc:
+        if "already holds an ATLAS store" not in str(exc):
+            raise
+        raise CLIError(
+            f"{args.store} already holds an ATLAS store; add files to it with `atlas append SRC... {args.store}`"
+        ) from None
     try:
         out = ingest(store, sources, args, "created")
         _commit(store)

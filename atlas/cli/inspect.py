@@ -9,11 +9,15 @@ through the store's engine:
   segments (overwritten chunks, deleted datasets and arrays): what ``atlas compact``
   reclaims, besides the **unreferenced files** (segments of interrupted flushes or
   aborted writes, temp files), which ``compact`` deletes once older than its grace
-  period.
+  period;
+* **retired** segments (replaced by a compaction, listed in the manifest) are neither:
+  they stay until a compaction finds them older than its grace period, so they are
+  shown apart and never counted as reclaimable.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,8 +146,13 @@ def info_data(store: Any) -> dict[str, Any]:
     usage = store_usage(store)
     files = disk_files(store)
     referenced = {f"{fam.dir}/{ref.file}" for fam in base.families.values() for ref in fam.segments}
+    # Retired segments are not free space: readers of older generations may still read
+    # them until a compaction finds them older than its grace period.
+    retired = {r.path: files[r.path] for r in base.retired if r.path in files}
     unreferenced = {
-        p: s for p, s in files.items() if p not in referenced and p != state.manifest_name and not p.endswith(".lock")
+        p: s
+        for p, s in files.items()
+        if p not in referenced and p not in retired and p != state.manifest_name and not p.endswith(".lock")
     }
     arrays = sum(len(ds.arrays) for ds in base.datasets.values())
     dead = sum(u.dead for u in usage.values())
@@ -167,6 +176,9 @@ def info_data(store: Any) -> dict[str, Any]:
         "dead_chunks": sum(u.records - u.live_records for u in usage.values()),
         "unreferenced_files": len(unreferenced),
         "unreferenced_bytes": sum(unreferenced.values()),
+        "retired_files": len(retired),
+        "retired_bytes": sum(retired.values()),
+        "newest_retired": max((r.retired_ms for r in base.retired), default=None),
         "reclaimable_bytes": dead + sum(unreferenced.values()),
     }
 
@@ -198,6 +210,15 @@ def cmd_info(args: Any) -> int:
         ("unreferenced", f"{b(d['unreferenced_bytes'])} in {d['unreferenced_files']} files"),
         ("reclaimable", f"{b(d['reclaimable_bytes'])} by `atlas compact`"),
     ]
+    if d["retired_files"]:
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(d["newest_retired"] / 1000))
+        rows.append(
+            (
+                "retired",
+                f"{b(d['retired_bytes'])} in {d['retired_files']} files, not free yet: kept for readers of older "
+                f"generations until a compaction finds them older than its grace period (retired up to {since})",
+            )
+        )
     width = max(len(k) for k, _ in rows) + 1
     for key, value in rows:
         print(f"{key + ':':<{width}} {value}")

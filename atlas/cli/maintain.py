@@ -5,15 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from typing import Any
 
 from atlas.cli.common import CLIError, human_bytes, one_line, open_store, plural, require_xarray
 from atlas.cli.fmt import dump_json
-from atlas.cli.inspect import disk_files
 from atlas.cli.progress import log, source_context
 from atlas.errors import ConflictError, DatasetNotFoundError
 
-__all__ = ["cmd_compact", "cmd_export", "cmd_rm", "cmd_verify"]
+__all__ = ["cmd_compact", "cmd_export", "cmd_rm", "cmd_verify", "compact_summary"]
 
 
 def cmd_rm(args: Any) -> int:
@@ -52,26 +52,40 @@ def cmd_rm(args: Any) -> int:
 def cmd_compact(args: Any) -> int:
     """``atlas compact STORE [--grace-period SECONDS]``."""
     with open_store(args, "r+") as store:
-        before = sum(disk_files(store).values())
-        store.compact(grace_period=args.grace_period)
-        files = disk_files(store)
-        after = sum(files.values())
-        # Retired segments stay on disk for the grace period (readers of older
-        # generations may still need them); report them apart from the live bytes.
-        kept = sum(files.get(r.path, 0) for r in store.session.state().base.retired)
-        log.info("compacted %s: %d -> %d bytes (%d retired)", store.location, before, after, kept)
+        report = store.compact(grace_period=args.grace_period)
+        log.info("compact %s: %s", store.location, report)
         if not args.quiet:
-            line = (
-                f"compacted {store.location}: {human_bytes(before)} -> {human_bytes(after - kept)} "
-                f"(reclaimed {human_bytes(max(0, before - after + kept))}), generation {store.generation}"
-            )
-            if kept:
-                line += (
-                    f"; {human_bytes(kept)} of retired segments are deleted by a compaction after "
-                    f"the grace period ({args.grace_period:g} s)"
-                )
-            print(line)
+            print(compact_summary(store.location, report))
     return 0
+
+
+def compact_summary(location: str, report: Any) -> str:
+    """One honest line: what was rewritten, retired (still on disk) and deleted now."""
+    if report.committed:
+        head = (
+            f"compacted {location}: generation {report.generation}, "
+            f"{report.rewritten_arrays} array {'family' if report.rewritten_arrays == 1 else 'families'} rewritten"
+        )
+    else:
+        head = f"compact {location}: nothing to rewrite or retire, generation {report.generation} unchanged"
+    parts = [head]
+    if report.retired_files:
+        when = (
+            "kept for good (infinite grace period)"
+            if report.deletable_after is None or report.deletable_after == float("inf")
+            else "deletable by a compaction after "
+            + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.deletable_after))
+        )
+        parts.append(
+            f"retired {plural(report.retired_files, 'file')} ({human_bytes(report.retired_bytes)}), {when}"
+        )
+    parts.append(f"deleted now {plural(report.deleted_files, 'file')} ({human_bytes(report.deleted_bytes)})")
+    if report.kept_files > report.retired_files:  # older compactions' segments wait too
+        parts.append(
+            f"{human_bytes(report.kept_bytes)} in {plural(report.kept_files, 'retired file')} in all still on "
+            "disk for readers of older generations"
+        )
+    return "; ".join(parts)
 
 
 def cmd_verify(args: Any) -> int:

@@ -11,9 +11,14 @@ __all__ = ["build_parser"]
 DESCRIPTION = """\
 ATLAS: one store for thousands of named N-dimensional datasets.
 
-A STORE is a local directory or a file:// URL.  Every command exits with status 0 on
-success and 1 on failure (one `atlas: error: ...` line on stderr); usage errors (unknown
-options, invalid option values such as a negative or NaN number) exit 2.
+A STORE is a local directory, a file:// URL or an object-store URL: s3://bucket/prefix
+(also s3a://), gs://bucket/prefix, az://container/prefix (also azure://, abfs[s]://),
+or http(s)://host/path (read-only).  Object stores need obstore (pip install
+'atlas-store[cloud]'); credentials come from the environment (AWS_*, GOOGLE_*, AZURE_*),
+the endpoint and region from --endpoint/--region or the environment.  Every command
+exits with status 0 on success and 1 on failure (one `atlas: error: ...` line on
+stderr); usage errors (unknown options, invalid option values such as a
+negative or NaN number) exit 2.
 `atlas COMMAND --help` documents each command; docs/cli.md has examples."""
 
 
@@ -52,7 +57,7 @@ def _seconds(text: str) -> float:
 
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("object-store options (accepted; need a build of atlas with obstore)")
+    group = common.add_argument_group("object-store options (for s3://, gs://, az://, http(s):// stores)")
     group.add_argument("--region", metavar="REGION", help="object-store region")
     group.add_argument("--endpoint", metavar="URL", help="object-store endpoint URL")
     group.add_argument("--anonymous", action="store_true", help="object store: unsigned requests")
@@ -102,9 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, parents=[common])
 
-    p = command("create", "create a store from every NetCDF file under a directory (one atomic commit)")
-    p.add_argument("src", metavar="SRC_DIR", help="directory of .nc, .nc4, .cdf, .netcdf files")
-    p.add_argument("store", metavar="STORE", help="the new store (a directory that does not exist or is empty)")
+    p = command("create", "create a store from NetCDF files, or every one under directories (one atomic commit)")
+    p.add_argument("src", metavar="SRC", nargs="+", help="files, or directories of .nc, .nc4, .cdf, .netcdf files")
+    p.add_argument(
+        "store", metavar="STORE",
+        help="the new store: a directory that does not exist or is empty, or an empty object-store prefix "
+        "(to add files to an existing store, use `atlas append`)",
+    )  # fmt: skip
     p.add_argument("--codec", choices=("zstd", "lz4", "none"), default="zstd", help="chunk codec (default zstd)")
     p.add_argument(
         "--meta-format", choices=("json", "msgpack"), default="json", help="manifest encoding (default json)"

@@ -60,6 +60,7 @@ def _xarray_layout(view: Any) -> tuple[dict[str, Any], list[dict[str, Any]]] | N
             "coordinate": bool(s.is_coord),
             "attributes": dict(s.attrs),
             "encoding": dict(s.encoding),
+            "packed": bool(s.packed),
         }
         for s in specs
     ]
@@ -89,6 +90,7 @@ def describe(store: Any, name: str, raw: bool = False) -> dict[str, Any]:
                       "max": stats["max"]},
             "attributes": var["attributes"],
             "encoding": var["encoding"],
+            "packed": bool(var.get("packed")),  # CF-packed values, decoded on read like xarray does
         }  # fmt: skip
         for dim, size in zip(var["dims"], var["shape"]):
             if dim not in dims:
@@ -123,6 +125,8 @@ def _render(d: dict[str, Any]) -> list[str]:
             facts.append(f"fill_value = {plain_value(var['fill_value'])}")
         if var["coordinate"]:
             facts.append("coordinate")
+        if var.get("packed"):
+            facts.append("packed: decoded on read (mask and scale)")
         if facts:
             lines.append(f"\t\t// {' ; '.join(facts)}")
         if var["encoding"]:

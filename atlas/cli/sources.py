@@ -54,8 +54,10 @@ __all__ = [
     "find_unsupported",
     "group_dataset_name",
     "group_paths",
+    "keep_packed",
     "load_source",
     "open_streamed",
+    "packed_variables",
 ]
 
 EXTENSIONS = (".nc", ".nc4", ".cdf", ".netcdf")
@@ -84,6 +86,8 @@ class Loaded:
     group: str | None = None
     #: The file's sub-groups, each its own dataset (only on the root's ``Loaded``).
     groups: list[Loaded] = field(default_factory=list)
+    #: More opened files to close with it (the file opened without mask-and-scale for packed variables).
+    others: list[Any] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -91,9 +95,10 @@ class Loaded:
         return self.source.name if self.group is None else group_dataset_name(self.source.name, self.group)
 
     def close(self) -> None:
-        if self.ds is not None:
-            with contextlib.suppress(Exception):  # closing a file never matters for the result
-                self.ds.close()
+        for ds in (self.ds, *self.others):
+            if ds is not None:
+                with contextlib.suppress(Exception):  # closing a file never matters for the result
+                    ds.close()
 
 
 def _escape_char(ch: str) -> str:
@@ -261,6 +266,62 @@ def _preferred(ds: Any) -> dict[str, int]:
     return out
 
 
+#: The attributes xarray's mask-and-scale decoding consumes.
+_PACKING = ("_FillValue", "missing_value", "scale_factor", "add_offset")
+
+
+def packed_variables(ds: Any) -> list[str]:
+    """Variables that xarray decoded from integers to floats (masked or scaled: QC flags, packed data).
+
+    Index coordinates are left decoded (they become pandas indexes).
+    """
+    import numpy as np
+
+    out = []
+    for name, var in ds.variables.items():
+        try:
+            raw = np.dtype(var.encoding.get("dtype"))
+        except TypeError:
+            continue
+        if var.encoding.get("dtype") is None or raw.kind not in "iu" or var.dtype.kind != "f":
+            continue
+        if any(k in var.encoding for k in _PACKING) and var.dims != (name,):
+            out.append(str(name))
+    return out
+
+
+def keep_packed(
+    ds: Any, path: Any, engine: str | None, chunks: Any = None, group: str | None = None
+) -> tuple[Any, Any]:
+    """``ds`` with its packed variables as the file holds them, plus the raw dataset to close.
+
+    The variables :func:`packed_variables` names are taken from the file opened with
+    ``mask_and_scale=False``: the file's integers with ``_FillValue``, ``scale_factor``,
+    ``add_offset`` and ``missing_value`` as attributes, marked so that reading them back
+    (``to_xarray``, ``engine="atlas"``, ``atlas export``) decodes them exactly as
+    ``xr.open_dataset`` decodes the file.  Storing them so keeps QC flags in one byte
+    instead of four and packed data packed.
+    """
+    import xarray as xr
+
+    from atlas.xarray.conversions import CF_PACKED
+
+    names = packed_variables(ds)
+    if not names:
+        return ds, None
+    raw = xr.open_dataset(
+        path, engine=engine, chunks=chunks, mask_and_scale=False, decode_times=False, decode_timedelta=False,
+        drop_variables=[str(n) for n in ds.variables if str(n) not in names],
+        **({} if group is None else {"group": group}),
+    )  # fmt: skip
+    ds = ds.copy()
+    for name in names:
+        var = raw.variables[name].copy(deep=False)
+        var.encoding[CF_PACKED] = True
+        ds[name] = var
+    return ds, raw
+
+
 def load_source(source: Source, chunk_size: int, engine: str | None = None) -> Loaded:
     """Open ``source`` in a reader process: loaded whole when small, else planned for streaming.
 
@@ -282,24 +343,28 @@ def load_source(source: Source, chunk_size: int, engine: str | None = None) -> L
             if "did not find a match" in str(exc):  # xarray's words for "no engine reads this"
                 raise ValueError("not a file any installed xarray engine can read (not NetCDF?)") from None
             raise
-        loaded = _load_or_plan(source, ds, chunk_size, None)
+        loaded = _load_or_plan(source, ds, chunk_size, None, engine)
         for group in group_paths(source.path, engine):
             loaded.groups.append(_load_or_plan(source, xr.open_dataset(source.path, engine=engine, group=group),
-                                               chunk_size, group))  # fmt: skip
+                                               chunk_size, group, engine))  # fmt: skip
     loaded.warnings = [f"{w.category.__name__}: {' '.join(str(w.message).split())}" for w in caught]
     return loaded
 
 
-def _load_or_plan(source: Source, ds: Any, chunk_size: int, group: str | None) -> Loaded:
+def _load_or_plan(source: Source, ds: Any, chunk_size: int, group: str | None, engine: str | None) -> Loaded:
     """``ds`` loaded whole when small, else the plan to stream it; ``ds`` is closed."""
+    raw = None
     try:
         if ds.nbytes <= chunk_size:  # metadata only: nothing is read yet
+            ds, raw = keep_packed(ds, source.path, engine, None, group)
             ds.load()
             return Loaded(source, ds, group=group)
         blocks, disk = stream_chunks(ds, chunk_size)
         return Loaded(source, None, streamed=True, blocks=blocks, disk_chunks=disk, group=group)
     finally:
         ds.close()
+        if raw is not None:
+            raw.close()
 
 
 def open_streamed(loaded: Loaded, engine: str | None = None) -> Loaded:
@@ -308,7 +373,10 @@ def open_streamed(loaded: Loaded, engine: str | None = None) -> Loaded:
 
     if loaded.ds is None:
         group = {} if loaded.group is None else {"group": loaded.group}
-        loaded.ds = xr.open_dataset(loaded.source.path, engine=engine, chunks=loaded.blocks, **group)
+        ds = xr.open_dataset(loaded.source.path, engine=engine, chunks=loaded.blocks, **group)
+        loaded.others.append(ds)  # open until every block is written, like the raw file
+        loaded.ds, raw = keep_packed(ds, loaded.source.path, engine, loaded.blocks, loaded.group)
+        loaded.others.append(raw)
     return loaded
 
 

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -27,12 +30,51 @@ from atlas.txn.commit import next_manifest, publish, write_token
 from atlas.txn.leases import leased_files
 from atlas.txn.state import WorkingState
 
-__all__ = ["DEFAULT_GRACE_PERIOD", "compact_store", "garbage_files"]
+__all__ = ["DEFAULT_GRACE_PERIOD", "CompactReport", "compact_store", "garbage_files"]
 
 logger = logging.getLogger("atlas")
 
 #: Seconds a compaction keeps retired segments and unreferenced files by default.
 DEFAULT_GRACE_PERIOD = 3600.0
+
+
+@dataclass(frozen=True)
+class CompactReport:
+    """What one :meth:`atlas.Atlas.compact` did (its return value).
+
+    Attributes
+    ----------
+    committed : bool
+        False when there was nothing to rewrite or retire: no new generation was
+        committed (``generation`` is unchanged) and no manifest was written.
+    generation : int
+        The store's generation after the compaction.
+    rewritten_arrays : int
+        Array families whose live chunks were rewritten into one new segment.
+    retired_files, retired_bytes : int
+        Segments this compaction stopped referencing.  They stay on disk, listed
+        in the manifest, until ``deletable_after``.
+    deletable_after : float or None
+        POSIX time after which a later compaction deletes what this one retired
+        (None when it retired nothing; ``math.inf`` for an infinite grace).
+    kept_files, kept_bytes : int
+        Every retired segment still on disk within its grace period after this
+        compaction (those of earlier compactions included): not free space yet.
+    deleted_files, deleted_bytes : int
+        Files deleted by this call (retired segments past their grace period and
+        unreferenced files older than it): the space actually reclaimed now.
+    """
+
+    committed: bool
+    generation: int
+    rewritten_arrays: int = 0
+    retired_files: int = 0
+    retired_bytes: int = 0
+    deletable_after: float | None = None
+    kept_files: int = 0
+    kept_bytes: int = 0
+    deleted_files: int = 0
+    deleted_bytes: int = 0
 
 
 def _live_slots(manifest: Manifest) -> dict[str, set[int]]:
@@ -47,11 +89,13 @@ def _referenced(manifest: Manifest) -> set[str]:
     return {f"{fam.dir}/{ref.file}" for fam in manifest.families.values() for ref in fam.segments}
 
 
-def compact_store(state: WorkingState, grace_period: float) -> None:
+def compact_store(state: WorkingState, grace_period: float) -> CompactReport:
     """Compact the committed state of ``state`` (which has no pending changes).
 
     ``grace_period`` (seconds, already validated) applies both to retired segments
     (counted from their retire time) and to unreferenced files (from their mtime).
+    A compaction that has nothing to rewrite or retire commits nothing; it still
+    deletes expired garbage.
     """
     base = state.base
     token = write_token()
@@ -97,25 +141,50 @@ def compact_store(state: WorkingState, grace_period: float) -> None:
         new.families[array_name] = ArrayFamily(family.dir, [ref])
         files.append((f"{family.dir}/{ref.file}", parts))
     new.retired, expired = _retire(base, new, now, grace_period)
-    publish(
-        state,
-        new,
-        files,
-        f"another writer committed to {state.backend.location} during compaction; call refresh() and retry",
-    )
-    state.io.forget(_referenced(new))
-    # The compaction is committed: failing to delete garbage now only leaves files
-    # that the next compaction sweeps, so it is logged, never raised.
+    sizes = {f"{fam.dir}/{ref.file}": ref.size for fam in base.families.values() for ref in fam.segments}
+    before = {r.path for r in base.retired}
+    newly = [r.path for r in new.retired if r.path not in before]
+    newly += [p for p in expired if p in sizes]  # retired and deleted at once (grace_period 0)
+    committed = bool(files) or new.families != base.families or new.retired != base.retired or bool(expired)
+    if committed:
+        publish(
+            state,
+            new,
+            files,
+            f"another writer committed to {state.backend.location} during compaction; call refresh() and retry",
+        )
+        state.io.forget(_referenced(new))
+    # From here on the compaction is committed (or there was nothing to commit):
+    # failing to delete garbage only leaves files that the next compaction sweeps,
+    # so it is logged, never raised.
     try:
-        garbage = sorted(set(expired) | set(garbage_files(state, grace_period, now)))
+        listing = {info.path: info for info in state.backend.list("")}
+        garbage = sorted(set(expired) | set(garbage_files(state, grace_period, now, listing.values())))
     except AtlasError as exc:
         logger.warning("compact: listing %s failed, orphans kept: %s", state.backend.location, exc)
-        garbage = sorted(expired)
+        listing, garbage = {}, sorted(expired)
+    deleted_files = deleted_bytes = 0
     for path in garbage:
         try:
             state.backend.delete(path)
         except AtlasError as exc:
             logger.warning("compact: could not delete %s (swept next time): %s", path, exc)
+            continue
+        deleted_files += 1
+        deleted_bytes += listing[path].size if path in listing else sizes.get(path, 0)
+    kept = [r.path for r in state.base.retired]
+    return CompactReport(
+        committed=committed,
+        generation=state.base.generation,
+        rewritten_arrays=len(files),
+        retired_files=len(newly),
+        retired_bytes=sum(sizes.get(p, 0) for p in newly),
+        deletable_after=(now + grace_period) if newly else None,
+        kept_files=sum(1 for p in kept if p in listing),
+        kept_bytes=sum(listing[p].size for p in kept if p in listing),
+        deleted_files=deleted_files,
+        deleted_bytes=deleted_bytes,
+    )
 
 
 def _retire(base: Manifest, new: Manifest, now: float, grace_period: float) -> tuple[list[RetiredSegment], list[str]]:
@@ -139,7 +208,9 @@ def _retire(base: Manifest, new: Manifest, now: float, grace_period: float) -> t
     return keep, sorted(listed - kept)
 
 
-def garbage_files(state: WorkingState, orphan_grace: float, now: float | None = None) -> list[str]:
+def garbage_files(
+    state: WorkingState, orphan_grace: float, now: float | None = None, listing: Iterable[Any] | None = None
+) -> list[str]:
     """Files no manifest references that are older than ``orphan_grace`` seconds.
 
     Younger ones may be segments another writer is about to commit, so they stay.
@@ -150,7 +221,7 @@ def garbage_files(state: WorkingState, orphan_grace: float, now: float | None = 
     """
     referenced = _referenced(state.base) | {r.path for r in state.base.retired}
     cutoff = (time.time() if now is None else now) - orphan_grace
-    listing = list(state.backend.list(""))
+    listing = list(state.backend.list("") if listing is None else listing)
     leased, out = leased_files(state.backend, listing, cutoff)
     for info in listing:
         name = info.path.rsplit("/", 1)[-1]

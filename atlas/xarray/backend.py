@@ -15,7 +15,7 @@ Registered as the ``atlas`` engine through the ``xarray.backends`` entry point;
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -106,7 +106,7 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
 
     description = "Open a dataset of an ATLAS store (a directory with atlas.json / atlas.msgpack)"
     url = "https://github.com/atlas-store/atlas/blob/main/docs/xarray.md"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group")
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group", "storage_options")
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         if isinstance(filename_or_obj, os.PathLike):
@@ -122,7 +122,14 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
         *,
         drop_variables: str | Iterable[str] | None = None,
         group: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> Any:
+        """The dataset ``group`` of the store at ``filename_or_obj``, lazily.
+
+        ``storage_options`` are the object-store options of
+        :meth:`atlas.Atlas.open` (``{"endpoint": ..., "region": ...}``), for
+        ``s3://``, ``gs://``, ``az://`` and ``http(s)://`` locations.
+        """
         from atlas.store import Atlas
 
         if isinstance(filename_or_obj, Atlas):
@@ -133,7 +140,7 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
             raise InvalidArgumentError(
                 f"engine='atlas' opens a store path or an atlas.Atlas, got {type(filename_or_obj).__name__}"
             )
-        store = Atlas.open(location, mode="r")
+        store = Atlas.open(location, mode="r", storage_options=storage_options)
         if group is None:
             names = store.list_datasets()
             if len(names) != 1:

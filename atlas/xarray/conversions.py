@@ -21,7 +21,14 @@ from atlas import dtypes
 from atlas.errors import DTypeError, ValueOverflowError
 
 #: Version of the reserved attribute layout written by :func:`add_xr_dataset`.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+#: Layout 2 adds one marker (``_atlas_xarray/v/{i}/cf``); datasets without it are written as layout 1,
+#: so older readers keep reading them and refuse only those they would misread.
+LAYOUT_PACKED = 2
+#: ``variable.encoding[CF_PACKED] = True`` on a variable holding CF-packed values (the file's integers with
+#: ``_FillValue``/``scale_factor``/``add_offset``/``missing_value`` in ``attrs``): it is stored as it is
+#: and decoded on read exactly as ``xr.open_dataset`` decodes it (mask and scale).
+CF_PACKED = "atlas_cf_packed"
 #: Prefix of every reserved attribute key (dataset and array names cannot start with ``_``).
 PREFIX = "_atlas_xarray"
 K_VARS = f"{PREFIX}/vars"
@@ -45,25 +52,23 @@ def where_var(name: Any) -> str:
 def sanitize_text(text: str) -> str:
     """Return ``text`` as valid unicode.
 
-    Lone surrogates ``U+DC80``..``U+DCFF`` (how Python's ``surrogateescape`` keeps the
-    undecodable bytes of old NetCDF files) become the Latin-1 character of that byte
-    (``"\\udcb0"`` -> ``"°"``); any other lone surrogate becomes ``U+FFFD``.
+    Lone surrogates ``U+DC80``..``U+DCFF`` are how Python's ``surrogateescape`` keeps
+    bytes it could not decode (netCDF-C hands Python such text for attributes not
+    declared UTF-8).  The escaped bytes are decoded as UTF-8 when the whole text then
+    is valid UTF-8 (``"\\udcc2\\udcb5mol"`` -> ``"µmol"``), else each becomes the
+    Latin-1 character of its byte (``"\\udcb0C"`` -> ``"°C"``); any other lone
+    surrogate becomes ``U+FFFD``.
     """
     try:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
         pass
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:
-            out.append(chr(code - 0xDC00))
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append("\ufffd")
-        else:
-            out.append(ch)
-    return "".join(out)
+    text = "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF and not 0xDC80 <= ord(ch) <= 0xDCFF else ch for ch in text)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeDecodeError:
+        return "".join(chr(ord(ch) - 0xDC00) if 0xDC80 <= ord(ch) <= 0xDCFF else ch for ch in text)
 
 
 def decode_all(items: Sequence[bytes]) -> tuple[list[str], str]:

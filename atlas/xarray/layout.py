@@ -46,6 +46,8 @@ class VarSpec:
     attrs: dict[str, Any] = field(default_factory=dict)
     encoding: dict[str, Any] = field(default_factory=dict)
     restore: tuple[str | None, str | None] = (None, None)
+    #: CF-packed integers (``attrs`` hold ``_FillValue``/``scale_factor``/...): decoded on read like xarray does.
+    packed: bool = False
 
     @property
     def dtype(self) -> np.dtype:
@@ -140,6 +142,7 @@ def read_layout(view: DatasetView) -> tuple[dict[str, Any], list[VarSpec]]:
                 kind = enc_kinds[j] if j < len(enc_kinds) else ""
                 spec.encoding[key] = np.dtype(raw) if kind == "npdtype" else decode_attr_value(raw, kind)
             spec.restore = (attrs.get(vkey(i, "dtype")) or None, attrs.get(vkey(i, "text")) or None)
+            spec.packed = attrs.get(vkey(i, "cf")) == "mask_and_scale"
             specs.append(spec)
     listed = {s.array for s in specs}
     by_array = {s.array: s for s in specs}
@@ -179,5 +182,13 @@ def build_dataset(variables: dict[str, Any], coord_names: Sequence[str], attrs: 
     return ds.set_coords(coords) if coords else ds
 
 
-def make_variable(spec: VarSpec, data: Any) -> Any:
-    return xr.Variable(spec.dims, data, attrs=spec.attrs, encoding=dict(spec.encoding))
+def make_variable(spec: VarSpec, data: Any, dims: tuple[str, ...] | None = None) -> Any:
+    var = xr.Variable(spec.dims if dims is None else dims, data, attrs=spec.attrs, encoding=dict(spec.encoding))
+    if spec.packed:
+        # xarray's own mask-and-scale decoding (lazy for dask and backend arrays): the values, dtype
+        # and encoding come out exactly as xr.open_dataset gives them for the source file.
+        var = xr.conventions.decode_cf_variable(
+            spec.name, var, concat_characters=False, mask_and_scale=True, decode_times=False,
+            decode_endianness=False, stack_char_dim=False, decode_timedelta=False,
+        )  # fmt: skip
+    return var

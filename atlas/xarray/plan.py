@@ -18,13 +18,14 @@ import numpy as np
 
 from atlas import attributes, dtypes
 from atlas.dataset import default_chunk_shape
-from atlas.errors import AtlasError, DTypeError, InvalidArgumentError, InvalidNameError
+from atlas.errors import AtlasError, DTypeError, FillValueError, InvalidArgumentError, InvalidNameError
 from atlas.names import validate_name
 from atlas.xarray.conversions import (
+    CF_PACKED,
     K_ARRAYS,
     K_COORDS,
     K_VARS,
-    LAYOUT_VERSION,
+    LAYOUT_PACKED,
     PREFIX,
     datetime_to_ns,
     decode_all,
@@ -128,7 +129,26 @@ def _storage_kind(var: Any, where: str) -> tuple[str, str | None]:
     raise DTypeError(f"{where}: dtype {dt} is not supported")
 
 
-def _check_chunks_arg(chunks: Any, all_dims: set[str]) -> Any:
+class _PerVariable(dict):
+    """``chunks={variable: chunk shape}``: a full on-disk chunk shape per named variable."""
+
+
+_CHUNKS_FORMS = (
+    "chunks takes an int, {dimension: size} (size a positive int, -1 or None) or "
+    "{variable: [one size per dimension]}, not a mix of the two dict forms"
+)
+
+
+def _chunk_size(value: Any) -> int | bool | None:
+    """A positive int, None for "whole dimension" (``-1``/None), or False when not a size."""
+    if value is None or (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value == -1):
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= 1:
+        return int(value)
+    return False
+
+
+def _check_chunks_arg(chunks: Any, all_dims: set[str], var_dims: Mapping[Any, tuple[Any, ...]] | None = None) -> Any:
     if chunks is None:
         return None
     if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, (bool, np.bool_)):
@@ -136,18 +156,38 @@ def _check_chunks_arg(chunks: Any, all_dims: set[str]) -> Any:
             raise InvalidArgumentError(f"chunks must be a positive int, got {chunks!r}")
         return int(chunks)
     if isinstance(chunks, Mapping):
+        var_dims = var_dims or {}
+        per_var = {k for k, v in chunks.items() if isinstance(v, (list, tuple))}
+        if per_var and len(per_var) != len(chunks):
+            raise InvalidArgumentError(f"chunks mixes per-variable lists and per-dimension sizes; {_CHUNKS_FORMS}")
+        if per_var:
+            shapes: _PerVariable = _PerVariable()
+            for name, shape in chunks.items():
+                if name not in var_dims:
+                    raise InvalidArgumentError(
+                        f"chunks names variable {name!r}, which the dataset does not have; {_CHUNKS_FORMS}"
+                    )
+                dims = var_dims[name]
+                sizes = [_chunk_size(c) for c in shape]
+                if len(shape) != len(dims) or any(c is False for c in sizes):
+                    raise InvalidArgumentError(
+                        f"chunks[{name!r}] must hold one positive int (or -1/None) per dimension {tuple(dims)}, "
+                        f"got {shape!r}"
+                    )
+                shapes[name] = sizes
+            return shapes
         out: dict[str, int | None] = {}
         for dim, size in chunks.items():
             if dim not in all_dims:
-                raise InvalidArgumentError(f"chunks names dimension {dim!r}, which the dataset does not have")
-            if size is None or (isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size == -1):
-                out[dim] = None
-            elif isinstance(size, (int, np.integer)) and not isinstance(size, (bool, np.bool_)) and size >= 1:
-                out[dim] = int(size)
-            else:
+                raise InvalidArgumentError(
+                    f"chunks names {dim!r}, which is not a dimension of the dataset; {_CHUNKS_FORMS}"
+                )
+            c = _chunk_size(size)
+            if c is False:
                 raise InvalidArgumentError(f"chunks[{dim!r}] must be a positive int, -1 or None, got {size!r}")
+            out[dim] = c  # type: ignore[assignment]
         return out
-    raise InvalidArgumentError(f"chunks must be None, a positive int or a dict dim -> size, got {chunks!r}")
+    raise InvalidArgumentError(f"chunks must be None, a positive int or a dict, got {chunks!r}; {_CHUNKS_FORMS}")
 
 
 def _disk_chunks(plan: VarPlan, chunks: Any) -> tuple[int, ...]:
@@ -159,10 +199,13 @@ def _disk_chunks(plan: VarPlan, chunks: Any) -> tuple[int, ...]:
     data = dask_data(plan.variable)
     dask_chunks = data.chunks if data is not None else None
     out = []
+    per_var = chunks.get(plan.name) if isinstance(chunks, _PerVariable) else None
     for axis, (dim, size) in enumerate(zip(plan.dims, shape)):
-        if isinstance(chunks, int):
+        if per_var is not None:
+            c = per_var[axis] if per_var[axis] is not None else size
+        elif isinstance(chunks, int):
             c: int | None = chunks
-        elif isinstance(chunks, dict) and dim in chunks:
+        elif isinstance(chunks, dict) and not isinstance(chunks, _PerVariable) and dim in chunks:
             c = chunks[dim] if chunks[dim] is not None else size
         elif dask_chunks is not None:
             c = max((b for b in dask_chunks[axis]), default=1)
@@ -190,8 +233,37 @@ def _fill_for(plan: VarPlan) -> Any:
         elif isinstance(value, np.datetime64):
             value = datetime_to_ns(np.asarray(value).reshape(1), "fill")[0]
         return dtypes.check_fill_value(value, plan.store_dtype)
-    except (AtlasError, ValueError, TypeError, OverflowError):
-        return None  # kept exactly in attrs/encoding; the array simply has no typed fill
+    except (AtlasError, ValueError, TypeError, OverflowError) as exc:
+        if _fill_must_fit(plan, "_FillValue" in var.attrs):
+            raise FillValueError(
+                f"{where_var(plan.name)}: _FillValue {raw!r} does not fit its dtype {var.dtype} ({exc}); "
+                "give a fill value of the variable's dtype"
+            ) from None
+        return None  # a fill of the encoded (on-disk) dtype or of a time/text variable: kept as it is
+
+
+def _fill_must_fit(plan: VarPlan, in_attrs: bool) -> bool:
+    """True when a ``_FillValue`` that does not fit the variable's dtype is a mistake.
+
+    That is a numeric variable whose fill is given in ``attrs``, or in ``encoding``
+    for the variable's own dtype.  An ``encoding`` fill of another on-disk dtype
+    (what ``xr.open_dataset`` keeps for packed or masked data, and for times) is
+    CF's business and stays as it is.
+    """
+    if plan.variable.dtype.kind not in "iuf":
+        return False
+    if in_attrs:
+        return True
+    target = plan.variable.encoding.get("dtype")
+    try:
+        return target is None or np.dtype(target) == plan.variable.dtype
+    except TypeError:
+        return False
+
+
+def _is_packed(vp: VarPlan) -> bool:
+    """A variable of CF-packed integers, to be decoded on read (see :data:`CF_PACKED`)."""
+    return bool(vp.variable.encoding.get(CF_PACKED)) and vp.variable.dtype.kind in "iu"
 
 
 def _attr_entries(
@@ -238,7 +310,7 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
 
     plan = DatasetPlan()
     all_dims = {d for d in ds.dims}
-    chunks = _check_chunks_arg(chunks, all_dims)
+    chunks = _check_chunks_arg(chunks, all_dims, {k: tuple(v.dims) for k, v in ds.variables.items()})
     arrays_seen: dict[str, str] = {}
     coord_names = set(ds.coords)
     for i, (name, var) in enumerate(ds.variables.items()):
@@ -282,7 +354,8 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
     taken: set[str] = set()
     entries, names, keys, kinds = _attr_entries(ds.attrs, lambda k: k, taken, lambda j: f"{PREFIX}/a/{j}", "dataset")
     plan.attributes += entries
-    plan.attributes.append((PREFIX, LAYOUT_VERSION, "int64"))
+    packed = any(_is_packed(vp) for vp in plan.variables)
+    plan.attributes.append((PREFIX, LAYOUT_PACKED if packed else 1, "int64"))
     plan.attributes += _layout_lists(lambda w: f"{PREFIX}/{w}", names, keys, kinds)
     plan.attributes.append((K_VARS, [v.name for v in plan.variables], "string"))
     if any(v.array != v.name for v in plan.variables):
@@ -298,6 +371,8 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
         plan.attributes += _layout_lists(lambda w, i=i: vkey(i, w), names, keys, kinds)
         if vp.restore_dtype:
             plan.attributes.append((vkey(i, "dtype"), vp.restore_dtype, "string"))
+        if _is_packed(vp):
+            plan.attributes.append((vkey(i, "cf"), "mask_and_scale", "string"))
         enc_names, enc_kinds = [], []
         for key in ENCODING_KEYS:
             if key not in vp.variable.encoding:

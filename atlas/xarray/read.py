@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import xarray as xr
 
 from atlas.errors import ConflictError, DatasetNotFoundError, InvalidArgumentError, SchemaMismatchError
 from atlas.xarray.conversions import object_array
@@ -218,9 +217,7 @@ def to_xarray_many(store: Atlas, names: Sequence[str], concat_dim: str = "datase
             variables[spec.name] = make_variable(spec, restore_block(values[0], spec.restore))
         else:
             data = restore_block(store.read_array_across_stacked(spec.array, names), spec.restore)
-            variables[spec.name] = xr.Variable(
-                (concat_dim, *spec.dims), data, attrs=spec.attrs, encoding=dict(spec.encoding)
-            )
+            variables[spec.name] = make_variable(spec, data, (concat_dim, *spec.dims))
     ds = build_dataset(variables, [s.name for s in first if s.is_coord], gattrs)
     return ds.assign_coords({concat_dim: (concat_dim, object_array(names, (len(names),)))})
 
