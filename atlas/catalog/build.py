@@ -1,0 +1,194 @@
+"""Writing one catalogue part from dataset rows.
+
+A part holds one row per dataset name, sorted by name (code-point order, which is
+also UTF-8 byte order): key columns, the record blocks, attribute search columns
+and per-array stats columns (``docs/format-v2.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from atlas import dtypes
+from atlas.catalog.commit import PartRef, part_filename
+from atlas.catalog.encoding import encode_record, encode_strings, is_internal_key
+from atlas.catalog.layout import PartBuilder
+from atlas.errors import InvalidArgumentError
+from atlas.metadata import DatasetMeta
+
+__all__ = ["BLOCK_ROWS", "DTYPE_CODES", "write_part"]
+
+#: Rows per record block: materialising one dataset decompresses one block.
+BLOCK_ROWS = 256
+#: Stats column ``dtype`` code of each dtype name (its position in this tuple).
+DTYPE_CODES: tuple[str, ...] = dtypes.DTYPE_NAMES
+_CODE = {name: i for i, name in enumerate(DTYPE_CODES)}
+#: Storage of a typed attribute search column, per dtype (bools as one byte).
+_COLUMN_DTYPE = {name: dtypes.storage_dtype(name) for name in DTYPE_CODES if name != "string"}
+_COLUMN_DTYPE["bool"] = np.dtype("u1")
+_EXACT = frozenset(n for n in DTYPE_CODES if dtypes.is_integer(n)) | {"timestamp_nanoseconds"}
+#: Stats state codes: array absent, present without stats, stats without extremes, stats with extremes.
+ABSENT, NO_STATS, NO_EXTREMES, EXTREMES = 0, 1, 2, 3
+#: Stats group flags: exact integer extremes present / string extremes present.
+FLAG_EXACT, FLAG_STRINGS = 1, 2
+
+
+def write_part(
+    rows: Sequence[tuple[str, DatasetMeta | None]], codec: str, generation: int, token: bytes
+) -> tuple[str, list[bytes | np.ndarray], PartRef]:
+    """Lay out one catalogue part.
+
+    Parameters
+    ----------
+    rows : sequence of (name, DatasetMeta or None)
+        One entry per dataset the part records; ``None`` is a tombstone (the
+        dataset was deleted).  Names must be distinct; any order.
+    codec : str
+        The store codec (``zstd``, ``lz4`` or ``none``) for every column.
+    generation : int
+        The generation of the commit writing the part (in its header and name).
+    token : bytes
+        The 16-byte write token of that commit.
+
+    Returns
+    -------
+    (file name, buffers, PartRef)
+        The file name inside ``catalog/``, the buffers to write in order (their
+        concatenation is the file), and the entry for the commit object.
+    """
+    ordered = sorted(rows, key=lambda r: r[0])
+    names = [name for name, _ in ordered]
+    if len(set(names)) != len(names):
+        raise InvalidArgumentError("a catalogue part cannot hold two rows of one dataset name")
+    builder = PartBuilder(generation, token, codec)
+    n = len(ordered)
+    metas = [m for _, m in ordered]
+    builder.add("name", encode_strings(names))
+    ids = np.fromiter((0 if m is None else m.id for m in metas), dtype="<u8", count=n)
+    versions = np.fromiter((generation if m is None else m.version for m in metas), dtype="<u8", count=n)
+    builder.add("id", ids, 8)
+    builder.add("version", versions, 8)
+    builder.add("tombstone", np.fromiter((m is None for m in metas), dtype="u1", count=n))
+    blocks = [_record_block(metas[i : i + BLOCK_ROWS]) for i in range(0, n, BLOCK_ROWS)]
+    builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
+    attributes = _add_attribute_columns(builder, metas)
+    arrays = _add_stats_columns(builder, metas)
+    parts, size, index_offset, index_length, digest = builder.finish(n, BLOCK_ROWS, attributes, arrays)
+    file = part_filename(generation, token)
+    ref = PartRef(file, size, index_offset, index_length, digest, n, generation, generation)
+    return file, parts, ref
+
+
+def _record_block(metas: list[DatasetMeta | None]) -> bytes:
+    records = [encode_record(m) for m in metas]
+    offsets = np.zeros(len(records) + 1, dtype="<u4")
+    np.cumsum([len(r) for r in records], out=offsets[1:])
+    return offsets.tobytes() + b"".join(records)
+
+
+def _add_attribute_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) -> list[list[str]]:
+    per_key: dict[str, tuple[list[int], list[dict[str, Any]]]] = {}
+    for row, m in enumerate(metas):
+        if m is None:
+            continue
+        for key, typed in m.attributes.items():
+            entry = per_key.get(key)
+            if entry is None:
+                entry = per_key[key] = ([], [])
+            entry[0].append(row)
+            entry[1].append(typed)
+    n = len(metas)
+    out = []
+    for i, key in enumerate(sorted(k for k in per_key if not is_internal_key(k))):
+        rows, values = per_key[key]
+        kinds = {(v["t"], v.get("k")) for v in values}
+        idx = np.asarray(rows, dtype=np.intp)
+        present = np.zeros(n, dtype="u1")
+        present[idx] = 1
+        builder.add(f"a{i}.present", present)
+        (t, k) = next(iter(kinds)) if len(kinds) == 1 else (None, "mixed")
+        if k is None and t == "string":
+            dictionary, codes = np.unique(np.array([v["v"] for v in values], dtype=object), return_inverse=True)
+            col = np.zeros(n, dtype="<u4")
+            col[idx] = codes
+            builder.add(f"a{i}.codes", col, 4)
+            builder.add(f"a{i}.dict", encode_strings(dictionary.tolist()))
+            kind = "string"
+        elif k is None:
+            col = np.zeros(n, dtype=_COLUMN_DTYPE[t])
+            col[idx] = [v["v"] for v in values]
+            builder.add(f"a{i}.values", col, col.itemsize)
+            kind = t
+        else:
+            blob: list[Any] = [None] * n
+            for r, v in zip(rows, values):
+                blob[r] = dtypes.encode_attribute(v)
+            builder.add(f"a{i}.blob", msgpack.packb(blob, use_bin_type=True))
+            kind = "blob"
+        out.append([key, kind])
+    return out
+
+
+def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) -> list[list[Any]]:
+    per_array: dict[str, list[tuple[int, Any]]] = {}
+    for row, m in enumerate(metas):
+        if m is not None:
+            for name, am in m.arrays.items():
+                per_array.setdefault(name, []).append((row, am))
+    n = len(metas)
+    out = []
+    for j, name in enumerate(sorted(per_array)):
+        entries = per_array[name]
+        idx = np.fromiter((r for r, _ in entries), dtype=np.intp, count=len(entries))
+        state = np.zeros(n, dtype="u1")
+        slot, rows_, nulls = (np.zeros(n, dtype="<u8") for _ in range(3))
+        code, ndim = np.zeros(n, dtype="u1"), np.zeros(n, dtype="u1")
+        fmin, fmax = np.full(n, math.nan), np.full(n, math.nan)
+        imin, imax = np.zeros(n, dtype="<u8"), np.zeros(n, dtype="<u8")
+        smin, smax = [""] * n, [""] * n
+        extents: list[int] = []
+        flags = 0
+        for r, am in entries:
+            slot[r], code[r], ndim[r] = am.slot, _CODE[am.dtype], len(am.shape)
+            extents.extend(am.shape)
+            st = am.stats
+            if st is None:
+                state[r] = NO_STATS
+                continue
+            rows_[r], nulls[r] = st.row_count, st.null_count
+            if st.minimum is None or st.maximum is None:
+                state[r] = NO_EXTREMES
+                continue
+            state[r] = EXTREMES
+            if am.dtype == "string":
+                smin[r], smax[r] = st.minimum, st.maximum
+                flags |= FLAG_STRINGS
+                continue
+            fmin[r], fmax[r] = float(st.minimum), float(st.maximum)
+            if am.dtype in _EXACT:
+                imin[r], imax[r] = st.minimum & 0xFFFFFFFFFFFFFFFF, st.maximum & 0xFFFFFFFFFFFFFFFF
+                flags |= FLAG_EXACT
+        del idx
+        p = f"s{j}."
+        builder.add(p + "state", state)
+        builder.add(p + "slot", slot, 8)
+        builder.add(p + "dtype", code)
+        builder.add(p + "row_count", rows_, 8)
+        builder.add(p + "null_count", nulls, 8)
+        builder.add(p + "min", fmin, 8)
+        builder.add(p + "max", fmax, 8)
+        builder.add(p + "ndim", ndim)
+        builder.add(p + "extents", np.asarray(extents, dtype="<u8"), 8)
+        if flags & FLAG_EXACT:
+            builder.add(p + "imin", imin, 8)
+            builder.add(p + "imax", imax, 8)
+        if flags & FLAG_STRINGS:
+            builder.add(p + "smin", encode_strings(smin))
+            builder.add(p + "smax", encode_strings(smax))
+        out.append([name, flags])
+    return out
