@@ -7,7 +7,9 @@ and per-array stats columns (``docs/format-v2.md``).
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +25,7 @@ from atlas.metadata import DatasetMeta
 
 __all__ = ["BLOCK_ROWS", "DTYPE_CODES", "write_part"]
 
+_T, _V = operator.itemgetter("t"), operator.itemgetter("v")
 #: Rows per record block: materialising one dataset decompresses one block.
 BLOCK_ROWS = 256
 #: Stats column ``dtype`` code of each dtype name (its position in this tuple).
@@ -92,46 +95,47 @@ def _record_block(metas: list[DatasetMeta | None]) -> bytes:
 
 
 def _add_attribute_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) -> list[list[str]]:
-    per_key: dict[str, tuple[list[int], list[dict[str, Any]]]] = {}
-    for row, m in enumerate(metas):
-        if m is None:
-            continue
-        for key, typed in m.attributes.items():
-            entry = per_key.get(key)
-            if entry is None:
-                entry = per_key[key] = ([], [])
-            entry[0].append(row)
-            entry[1].append(typed)
+    # Column by column with C-level map() calls: a Python loop per (row, key)
+    # cost most of the time of writing a large part.
+    attrs = [{} if m is None else m.attributes for m in metas]
     n = len(metas)
     out = []
-    for i, key in enumerate(sorted(k for k in per_key if not is_internal_key(k))):
-        rows, values = per_key[key]
-        kinds = {(v["t"], v.get("k")) for v in values}
-        idx = np.asarray(rows, dtype=np.intp)
-        present = np.zeros(n, dtype="u1")
-        present[idx] = 1
-        builder.add(f"a{i}.present", present)
-        (t, k) = next(iter(kinds)) if len(kinds) == 1 else (None, "mixed")
-        if k is None and t == "string":
-            dictionary, codes = np.unique(np.array([v["v"] for v in values], dtype=object), return_inverse=True)
+    keys = sorted(k for k in set().union(*attrs) if not is_internal_key(k)) if attrs else []
+    for i, key in enumerate(keys):
+        column = np.empty(n, dtype=object)
+        column[:] = list(map(dict.get, attrs, itertools.repeat(key)))
+        present = np.not_equal(column, None)
+        idx = np.flatnonzero(present)
+        values = column[idx].tolist()
+        builder.add(f"a{i}.present", present.astype("u1"))
+        types = set(map(_T, values))
+        scalar = set(map(len, values)) == {2}  # {"t", "v"}: no "k" (list/ndarray)
+        t = next(iter(types)) if len(types) == 1 and scalar else None
+        if t == "string":
+            dictionary, codes = _dictionary_encode(list(map(_V, values)))
             col = np.zeros(n, dtype="<u4")
             col[idx] = codes
             builder.add(f"a{i}.codes", col, 4)
-            builder.add(f"a{i}.dict", encode_strings(dictionary.tolist()))
+            builder.add(f"a{i}.dict", encode_strings(dictionary))
             kind = "string"
-        elif k is None:
+        elif t is not None:
             col = np.zeros(n, dtype=_COLUMN_DTYPE[t])
-            col[idx] = [v["v"] for v in values]
+            col[idx] = list(map(_V, values))
             builder.add(f"a{i}.values", col, col.itemsize)
             kind = t
         else:
-            blob: list[Any] = [None] * n
-            for r, v in zip(rows, values):
-                blob[r] = dtypes.encode_attribute(v)
-            builder.add(f"a{i}.blob", msgpack.packb(blob, use_bin_type=True))
+            column[~present] = None
+            builder.add(f"a{i}.blob", msgpack.packb(column.tolist(), use_bin_type=True))
             kind = "blob"
         out.append([key, kind])
     return out
+
+
+def _dictionary_encode(values: list[str]) -> tuple[list[str], np.ndarray]:
+    """Sorted distinct values and the code of each value (sorting only the distinct ones)."""
+    distinct = sorted(dict.fromkeys(values))
+    code = {v: k for k, v in enumerate(distinct)}
+    return distinct, np.fromiter(map(code.__getitem__, values), dtype=np.int64, count=len(values))
 
 
 def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) -> list[list[Any]]:
@@ -144,7 +148,6 @@ def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) ->
     out = []
     for j, name in enumerate(sorted(per_array)):
         entries = per_array[name]
-        idx = np.fromiter((r for r, _ in entries), dtype=np.intp, count=len(entries))
         state = np.zeros(n, dtype="u1")
         slot, rows_, nulls = (np.zeros(n, dtype="<u8") for _ in range(3))
         code, ndim = np.zeros(n, dtype="u1"), np.zeros(n, dtype="u1")
@@ -173,7 +176,6 @@ def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) ->
             if am.dtype in _EXACT:
                 imin[r], imax[r] = st.minimum & 0xFFFFFFFFFFFFFFFF, st.maximum & 0xFFFFFFFFFFFFFFFF
                 flags |= FLAG_EXACT
-        del idx
         p = f"s{j}."
         builder.add(p + "state", state)
         builder.add(p + "slot", slot, 8)

@@ -4,7 +4,7 @@
   never occurs in UTF-8), so a whole column decodes and splits in two C-level
   passes instead of one Python call per string;
 * dataset records: the v1 dataset object (``docs/format.md`` §3.2) in msgpack,
-  decoded with the v1 checks.
+  attribute floats as native msgpack floats, decoded with the v1 checks.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from atlas import dtypes, metadata
+from atlas import metadata
 from atlas.errors import CorruptStoreError, InvalidArgumentError
 from atlas.metadata import DatasetMeta
 
@@ -31,7 +31,6 @@ __all__ = [
 #: kept in the records but get no search column.
 INTERNAL_PREFIX = "_atlas_xarray"
 _SEP = "\udcff"  # 0xFF under surrogateescape
-_FLOATS = frozenset(("float32", "float64"))
 
 
 def is_internal_key(key: str) -> bool:
@@ -69,18 +68,14 @@ def decode_strings(raw: np.ndarray | bytes, count: int, where: str) -> list[str]
     return out
 
 
-def _attr(typed: dict[str, Any]) -> dict[str, Any]:
-    if "k" not in typed and typed["t"] not in _FLOATS:
-        return typed  # nothing to convert: packed as it is
-    return dtypes.encode_attribute(typed)
-
-
 def record_dict(ds: DatasetMeta) -> dict[str, Any]:
     """The v1 dataset object of ``ds`` (msgpack-safe)."""
     return {
         "id": ds.id,
         "version": ds.version,
-        "attributes": {k: _attr(v) for k, v in ds.attributes.items()},
+        # Typed attributes are packed as they are: floats stay MessagePack floats,
+        # NaN and infinities included (the v1 string forms are accepted on read).
+        "attributes": ds.attributes,
         "arrays": {a: metadata._array_to_dict(am) for a, am in ds.arrays.items()},
     }
 

@@ -29,6 +29,8 @@ __all__ = ["STATS_FIELDS", "Catalog"]
 #: The fields :meth:`Catalog.stats_column` knows.
 STATS_FIELDS = ("slot", "dtype", "row_count", "null_count", "min", "max", "min_exact", "max_exact", "shape")
 _OBJECT_FIELDS = frozenset(("dtype", "min_exact", "max_exact", "shape"))
+#: Attribute dtypes ``get_attribute`` returns as plain Python values.
+_PLAIN = frozenset(("int64", "float64", "bool", "string"))
 
 
 class Catalog:
@@ -190,9 +192,17 @@ class Catalog:
     # -- search columns ------------------------------------------------------------------------
 
     def attribute_keys(self) -> list[str]:
-        """Sorted keys that have a search column in some part (internal keys excluded)."""
-        keys = {k for r in self._readers for k in r.attribute_kinds()}
-        return sorted(k for k in keys if not is_internal_key(k))
+        """Sorted attribute keys of the live datasets (internal keys excluded).
+
+        Reads the presence column of every key of every part.
+        """
+        self._resolve()
+        out: set[str] = set()
+        for reader, rows in zip(self._readers, self._live_rows):
+            for key, (i, _kind) in reader.attribute_kinds().items():
+                if key not in out and not is_internal_key(key) and reader.fixed(f"a{i}.present")[rows].any():
+                    out.add(key)
+        return sorted(out)
 
     def column(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """``(values, present)`` of attribute ``key``, aligned to :meth:`names`.
@@ -203,16 +213,18 @@ class Catalog:
         ``get_attribute`` would return.  ``present`` is False where a dataset
         lacks the key (its value is then a zero, NaN or None placeholder).
 
+        A key no live dataset has gives an object array of None, all absent.
+
         Raises
         ------
         KeyError
-            For an internal key or one no part has.
+            For an internal key (``_atlas_xarray...``).
         """
-        if not isinstance(key, str) or is_internal_key(key) or key not in self.attribute_keys():
+        if not isinstance(key, str) or is_internal_key(key):
             raise KeyError(f"no attribute column {key!r:.200}")
         names = self._resolve()
         found = [(p, r.attribute(key)) for p, r in enumerate(self._readers)]
-        found = [(p, f) for p, f in found if f is not None]
+        found = [(p, f) for p, f in found if f is not None and f[2][self._live_rows[p]].any()]
         kinds = {f[0] for _, f in found}
         dtype = found[0][1][1].dtype if len(kinds) == 1 else np.dtype(object)
         values = np.full(len(names), np.nan) if dtype.kind == "f" else np.zeros(len(names), dtype=dtype)
@@ -222,8 +234,9 @@ class Catalog:
         for p, (_kind, vals, pres) in found:
             rows, pos = self._live_rows[p], self._positions[p]
             if dtype.kind == "O" and vals.dtype.kind != "O":
+                # boxed as get_attribute returns them (see dtypes.attribute_to_python)
                 boxed = np.empty(vals.size, dtype=object)
-                boxed[:] = list(vals)
+                boxed[:] = vals.tolist() if _kind in _PLAIN else list(vals)
                 vals = boxed
             values[pos] = vals[rows]
             present[pos] = pres[rows].astype(bool)
