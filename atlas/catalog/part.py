@@ -24,6 +24,7 @@ from atlas.catalog.encoding import decode_record, decode_strings
 from atlas.catalog.layout import (
     FOOTER_SIZE,
     HEADER_SIZE,
+    MAX_INDEX_BYTES,
     PartIndex,
     check_header,
     decode_column,
@@ -78,6 +79,8 @@ class PartReader:
         """The part's index (read and checked on first use)."""
         if self._index is None:
             ref = self.ref
+            if ref.index_length > MAX_INDEX_BYTES:  # checked before anything is read
+                raise CorruptStoreError(f"{self.where}: index of {ref.index_length} bytes is over the limit")
             raw = bytes(self.read(ref.index_offset, ref.index_length))
             index = parse_index(raw, ref.index_checksum, ref.index_offset, self.where)
             if index.rows != ref.rows:
