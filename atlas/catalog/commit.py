@@ -81,6 +81,8 @@ class CommitObject:
     next_slot: int = 1
     next_dataset_id: int = 1
     families: dict[str, ArrayFamily] = field(default_factory=dict)
+    #: Segments retired by compactions and parts retired by merges (``dir`` ``catalog``),
+    #: kept for the grace period, as in v1.
     retired: list[RetiredSegment] = field(default_factory=list)
     #: Catalogue parts, oldest first: for a dataset name the newest row wins.
     parts: list[PartRef] = field(default_factory=list)
@@ -194,8 +196,19 @@ def _from_obj(obj: Any, where: str) -> CommitObject:
     # The fields shared with v1 are checked by the v1 decoder, on a shell without datasets.
     shell = {k: obj.get(k) for k in ("generation", "write_token", "codec", "next_slot", "next_dataset_id")}
     shell.update(format="atlas", format_version=1, datasets={}, arrays=obj.get("arrays"))
+    retired_parts: list[RetiredSegment] = []
+    raw_retired: list[Any] = []
     if "retired" in obj:
-        shell["retired"] = obj["retired"]
+        raw_retired = obj["retired"]
+        _need(isinstance(raw_retired, list), "retired", where)
+        # Parts retired by a merge sit in the catalogue directory; segments are checked as in v1.
+        shell["retired"] = [e for e in raw_retired if not (isinstance(e, list) and e[:1] == [CATALOG_DIR])]
+        for entry in raw_retired:
+            if isinstance(entry, list) and entry[:1] == [CATALOG_DIR]:
+                _need(len(entry) == 3 and isinstance(entry[1], str) and _PART_NAME.match(entry[1]) is not None,
+                      "retired part entry", where)  # fmt: skip
+                _need(type(entry[2]) is int and 0 <= entry[2] <= _INT64_MAX, "retired time", where)
+                retired_parts.append(RetiredSegment(CATALOG_DIR, entry[1], entry[2]))
     try:
         _need(isinstance(obj.get("arrays"), dict), "arrays", where)
         m = metadata._manifest_from_dict(shell)
@@ -221,6 +234,8 @@ def _from_obj(obj: Any, where: str) -> CommitObject:
         _need(index_offset + index_length <= size, "part index range", where)
         _need(gmin <= gmax <= m.generation, "part generations", where)
         parts.append(PartRef(file, *nums))
+    # A live part listed as retired would be deleted by a later compaction.
+    _need(not any(r.file in seen for r in retired_parts), "retired (lists a live part)", where)
     return CommitObject(
         codec=m.codec,
         generation=m.generation,
@@ -228,6 +243,12 @@ def _from_obj(obj: Any, where: str) -> CommitObject:
         next_slot=m.next_slot,
         next_dataset_id=m.next_dataset_id,
         families=m.families,
-        retired=m.retired,
+        retired=_in_order(raw_retired, m.retired, retired_parts),
         parts=parts,
     )
+
+
+def _in_order(raw: list[Any], segments: list[RetiredSegment], parts: list[RetiredSegment]) -> list[RetiredSegment]:
+    """Retired segments and parts merged back into the order of the file."""
+    seg, part = iter(segments), iter(parts)
+    return [next(part) if isinstance(e, list) and e[:1] == [CATALOG_DIR] else next(seg) for e in raw]
