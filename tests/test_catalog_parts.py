@@ -128,7 +128,7 @@ def _commit() -> CommitObject:
         codec="zstd", generation=3, write_token="ab" * 16, next_slot=9, next_dataset_id=12,
         families={"temp": ArrayFamily("temp", [seg]), "Air Temp": ArrayFamily("_41ir_20_54emp", [])},
         retired=[RetiredSegment("temp", "000000000001-0123456789abcdef.af", 1_767_225_600_000),
-                 RetiredSegment("catalog", "000000000002-cccccccccccccccc.cat", 1_767_225_600_001),
+                 RetiredSegment("_catalog", "000000000002-cccccccccccccccc.cat", 1_767_225_600_001),
                  RetiredSegment("temp", "000000000001-1123456789abcdef.af", 1_767_225_600_002)],
         parts=parts,
     )  # fmt: skip
@@ -175,9 +175,9 @@ def _json(c: CommitObject) -> dict:
         lambda o: o.update(next_slot=0),
         lambda o: o["arrays"]["temp"].update(dir="a/b"),
         lambda o: o.update(codec="brotli"),
-        lambda o: o["retired"].append(["catalog", o["parts"][0][0], 5]),  # a live part retired
-        lambda o: o["retired"].append(["catalog", "x.cat", 5]),
-        lambda o: o["retired"].append(["catalog", "000000000002-cccccccccccccccc.cat", -5]),
+        lambda o: o["retired"].append(["_catalog", o["parts"][0][0], 5]),  # a live part retired
+        lambda o: o["retired"].append(["_catalog", "x.cat", 5]),
+        lambda o: o["retired"].append(["_catalog", "000000000002-cccccccccccccccc.cat", -5]),
     ],
 )
 def test_damaged_commit_object_is_refused(damage):

@@ -33,8 +33,11 @@ __all__ = [
 
 #: The format version of a store whose datasets live in catalogue parts.
 FORMAT_VERSION_V2 = 2
-#: Directory (at the store root) of the catalogue part files.
-CATALOG_DIR = "catalog"
+#: Directory (at the store root) of the catalogue part files.  No array name
+#: encodes to it (docs/format.md §5 writes ``_`` only before two hex digits, and
+#: ``_ca`` followed by a plain letter would be invalid UTF-8), so it cannot clash
+#: with an array family.
+CATALOG_DIR = "_catalog"
 _PART_NAME = re.compile(r"^[0-9]{12}-[0-9a-f]{16}\.cat$")
 _INT64_MAX = 2**63 - 1
 _UINT64_MAX = 2**64 - 1
