@@ -23,7 +23,7 @@ from atlas.catalog.layout import PartBuilder
 from atlas.errors import InvalidArgumentError
 from atlas.metadata import DatasetMeta
 
-__all__ = ["BLOCK_ROWS", "DTYPE_CODES", "write_part"]
+__all__ = ["BLOCK_ROWS", "DTYPE_CODES", "add_attribute_column", "add_string_attribute", "record_block", "write_part"]
 
 _T, _V = operator.itemgetter("t"), operator.itemgetter("v")
 #: Rows per record block: materialising one dataset decompresses one block.
@@ -88,7 +88,11 @@ def write_part(
 
 
 def _record_block(metas: list[DatasetMeta | None]) -> bytes:
-    records = [encode_record(m) for m in metas]
+    return record_block([encode_record(m) for m in metas])
+
+
+def record_block(records: list[bytes]) -> bytes:
+    """One decompressed record block: u32 offsets, then the records."""
     offsets = np.zeros(len(records) + 1, dtype="<u4")
     np.cumsum([len(r) for r in records], out=offsets[1:])
     return offsets.tobytes() + b"".join(records)
@@ -104,31 +108,44 @@ def _add_attribute_columns(builder: PartBuilder, metas: list[DatasetMeta | None]
     for i, key in enumerate(keys):
         column = np.empty(n, dtype=object)
         column[:] = list(map(dict.get, attrs, itertools.repeat(key)))
-        present = np.not_equal(column, None)
-        idx = np.flatnonzero(present)
-        values = column[idx].tolist()
-        builder.add(f"a{i}.present", present.astype("u1"))
-        types = set(map(_T, values))
-        scalar = set(map(len, values)) == {2}  # {"t", "v"}: no "k" (list/ndarray)
-        t = next(iter(types)) if len(types) == 1 and scalar else None
-        if t == "string":
-            dictionary, codes = _dictionary_encode(list(map(_V, values)))
-            col = np.zeros(n, dtype="<u4")
-            col[idx] = codes
-            builder.add(f"a{i}.codes", col, 4)
-            builder.add(f"a{i}.dict", encode_strings(dictionary))
-            kind = "string"
-        elif t is not None:
-            col = np.zeros(n, dtype=_COLUMN_DTYPE[t])
-            col[idx] = list(map(_V, values))
-            builder.add(f"a{i}.values", col, col.itemsize)
-            kind = t
-        else:
-            column[~present] = None
-            builder.add(f"a{i}.blob", msgpack.packb(column.tolist(), use_bin_type=True))
-            kind = "blob"
-        out.append([key, kind])
+        out.append([key, add_attribute_column(builder, i, column)])
     return out
+
+
+def add_attribute_column(builder: PartBuilder, i: int, column: np.ndarray) -> str:
+    """Add the ``a{i}.*`` columns of one key from its typed values (object array, None = absent).
+
+    Returns the column kind.
+    """
+    n = column.size
+    present = np.not_equal(column, None)
+    idx = np.flatnonzero(present)
+    values = column[idx].tolist()
+    builder.add(f"a{i}.present", present.astype("u1"))
+    types = set(map(_T, values))
+    scalar = set(map(len, values)) == {2}  # {"t", "v"}: no "k" (list/ndarray)
+    t = next(iter(types)) if len(types) == 1 and scalar else None
+    if t == "string":
+        add_string_attribute(builder, i, n, idx, list(map(_V, values)))
+        return "string"
+    if t is not None:
+        col = np.zeros(n, dtype=_COLUMN_DTYPE[t])
+        col[idx] = list(map(_V, values))
+        builder.add(f"a{i}.values", col, col.itemsize)
+        return t
+    column = column.copy()
+    column[~present] = None
+    builder.add(f"a{i}.blob", msgpack.packb(column.tolist(), use_bin_type=True))
+    return "blob"
+
+
+def add_string_attribute(builder: PartBuilder, i: int, n: int, idx: np.ndarray, values: list[str]) -> None:
+    """Add ``a{i}.codes`` and ``a{i}.dict`` for string ``values`` of rows ``idx``."""
+    dictionary, codes = _dictionary_encode(values)
+    col = np.zeros(n, dtype="<u4")
+    col[idx] = codes
+    builder.add(f"a{i}.codes", col, 4)
+    builder.add(f"a{i}.dict", encode_strings(dictionary))
 
 
 def _dictionary_encode(values: list[str]) -> tuple[list[str], np.ndarray]:

@@ -24,7 +24,7 @@ from atlas.catalog.part import PartReader, ReadRange
 from atlas.errors import DatasetNotFoundError
 from atlas.metadata import DatasetMeta
 
-__all__ = ["STATS_FIELDS", "Catalog"]
+__all__ = ["STATS_FIELDS", "Catalog", "merge_sorted", "winning_rows"]
 
 #: The fields :meth:`Catalog.stats_column` knows.
 STATS_FIELDS = ("slot", "dtype", "row_count", "null_count", "min", "max", "min_exact", "max_exact", "shape")
@@ -136,38 +136,11 @@ class Catalog:
     def _resolve(self) -> list[str]:
         if self._names is not None:
             return self._names
-        kept: list[list[str]] = []
-        rows: list[np.ndarray] = []
-        shadow: list[str] = []  # names of newer parts: they hide older rows
-        for reader in reversed(self._readers):
-            names = reader.names()
-            live = ~reader.tombstones()
-            if shadow:
-                live = live.copy()
-                for name in shadow:
-                    row = reader.find(name)
-                    if row >= 0:
-                        live[row] = False
-            idx = np.flatnonzero(live)
-            kept.append(names if idx.size == len(names) else [names[i] for i in idx.tolist()])
-            rows.append(idx)
-            shadow.extend(names)
-        kept.reverse()
-        rows.reverse()
+        kept, rows = winning_rows(self._readers, keep_tombstones=False)
         self._positions = _merge_positions(kept)
-        total = sum(len(k) for k in kept)
-        if len(kept) == 1:
-            merged = list(kept[0])
-        else:
-            out = np.empty(total, dtype=object)
-            for names, pos in zip(kept, self._positions):
-                arr = np.empty(len(names), dtype=object)
-                arr[:] = names
-                out[pos] = arr
-            merged = out.tolist()
         self._live_rows = rows
-        self._names = merged
-        return merged
+        self._names = merge_sorted(kept, self._positions)
+        return self._names
 
     def names(self) -> list[str]:
         """Every live dataset name, sorted by code point (a new list each call)."""
@@ -310,6 +283,44 @@ class Catalog:
         """
         for reader in self._readers:
             reader.verify()
+
+
+def winning_rows(readers: Sequence[PartReader], keep_tombstones: bool) -> tuple[list[list[str]], list[np.ndarray]]:
+    """Per part (oldest first): the names and rows that win (no newer part has the name).
+
+    Tombstone rows are left out unless ``keep_tombstones``.
+    """
+    kept: list[list[str]] = []
+    rows: list[np.ndarray] = []
+    shadow: list[str] = []  # names of newer parts: they hide older rows
+    for reader in reversed(readers):
+        names = reader.names()
+        live = np.ones(len(names), dtype=bool) if keep_tombstones else ~reader.tombstones()
+        if shadow:
+            live = live.copy()
+            for name in shadow:
+                row = reader.find(name)
+                if row >= 0:
+                    live[row] = False
+        idx = np.flatnonzero(live)
+        kept.append(names if idx.size == len(names) else [names[i] for i in idx.tolist()])
+        rows.append(idx)
+        shadow.extend(names)
+    kept.reverse()
+    rows.reverse()
+    return kept, rows
+
+
+def merge_sorted(kept: list[list[str]], positions: list[np.ndarray]) -> list[str]:
+    """The merge of sorted disjoint lists, given each element's position in it."""
+    if len(kept) == 1:
+        return list(kept[0])
+    out = np.empty(sum(len(k) for k in kept), dtype=object)
+    for names, pos in zip(kept, positions):
+        arr = np.empty(len(names), dtype=object)
+        arr[:] = names
+        out[pos] = arr
+    return out.tolist()
 
 
 def _merge_positions(kept: list[list[str]]) -> list[np.ndarray]:
