@@ -346,3 +346,34 @@ def test_records_column_is_the_v1_dataset_object():
     assert obj["attributes"]["cycle"] == {"t": "int64", "v": 7}
     got = cat.get("x").attributes["nan"]["v"]
     assert got != got
+
+
+def test_merge_re_encodes_a_key_whose_kind_differs_between_parts():
+    store = Store()
+
+    def ds(i: int, value: dict) -> DatasetMeta:
+        when = ArrayMeta(slot=i, dtype="timestamp_nanoseconds", dims=("t", "u"), shape=(2, 3), chunk_shape=(2, 3),
+                         stats=Stats(6, 0, -(2**63) + 1, 2**62))  # fmt: skip
+        return DatasetMeta(i, 1, {"k": value, "ok": {"t": "bool", "v": i % 2 == 0},
+                                  "at": {"t": "timestamp_nanoseconds", "v": 10**18 + i}}, {"when": when})
+
+    refs = [
+        store.write([("a", ds(1, {"t": "int64", "v": 5})), ("b", ds(2, {"t": "int64", "v": -7}))], 1),
+        store.write([("c", ds(3, {"t": "string", "v": "x"})), ("b", None)], 2),
+        store.write([("d", ds(4, {"t": "float32", "v": [1.5], "k": "list"}))], 3),
+        store.write([("e", ds(5, {"t": "int64", "v": [1, 2, 3, 4], "k": "ndarray", "s": [2, 2]}))], 4),
+    ]
+    _, buffers, merged = merge_parts(refs, store.read_range, "none", 5, secrets.token_bytes(16), True)
+    store.files[merged.path] = b"".join(bytes(b) for b in buffers)
+    before, after = Catalog(refs, store.read_range), Catalog([merged], store.read_range)
+    assert after.names() == before.names() == ["a", "c", "d", "e"]
+    for name in after.names():
+        assert canonical(after.get(name)) == canonical(before.get(name))
+    values, present = after.column("k")
+    assert present.all() and values[0] == 5 and values[1] == "x" and values[2] == [1.5]
+    assert values[3].tolist() == [[1, 2], [3, 4]]
+    assert after.column("at")[0].dtype == np.dtype("datetime64[ns]")
+    assert after.column("ok")[0].tolist() == [False, False, True, False]
+    assert after.stats_column("when", "shape")[0].tolist() == [(2, 3)] * 4
+    assert after.stats_column("when", "min_exact")[0].tolist() == [-(2**63) + 1] * 4
+    after.verify()

@@ -205,8 +205,12 @@ class PartReader:
         """``{key: (column number, kind)}`` of the part's attribute search columns."""
         return {key: (i, kind) for i, (key, kind) in enumerate(self.index.attributes)}
 
-    def attribute(self, key: str) -> tuple[str, np.ndarray, np.ndarray] | None:
-        """``(kind, values per row, present per row)`` of one attribute, or None."""
+    def attribute(self, key: str, typed: bool = False) -> tuple[str, np.ndarray, np.ndarray] | None:
+        """``(kind, values per row, present per row)`` of one attribute, or None.
+
+        Blob values are what ``get_attribute`` returns, or with ``typed`` their
+        typed form (``{"t", "v"[, "k", "s"]}``).
+        """
         found = self.attribute_kinds().get(key)
         if found is None:
             return None
@@ -222,7 +226,7 @@ class PartReader:
                 raise CorruptStoreError(f"{where}: dictionary code out of range")
             return kind, (dictionary[codes] if len(dictionary) else np.full(codes.size, "", object)), present
         if kind == "blob":
-            return kind, self._blob(f"a{i}.blob", present, where), present
+            return kind, self._blob(f"a{i}.blob", present, where, typed), present
         if kind not in _TYPED_COLUMN:
             raise CorruptStoreError(f"{where}: unknown column kind {kind!r}")
         dtype = _TYPED_COLUMN[kind]
@@ -245,7 +249,7 @@ class PartReader:
         out[:] = items
         return out
 
-    def _blob(self, name: str, present: np.ndarray, where: str) -> np.ndarray:
+    def _blob(self, name: str, present: np.ndarray, where: str, typed: bool) -> np.ndarray:
         raw = self.column_bytes(name, None)
         try:
             items = msgpack.unpackb(raw.tobytes(), raw=False, strict_map_key=True, max_bin_len=0)
@@ -256,7 +260,8 @@ class PartReader:
                 if (item is None) == bool(present[r]):
                     raise CorruptStoreError("presence disagrees with the values")
                 if item is not None:
-                    out[r] = dtypes.attribute_to_python(dtypes.decode_attribute(item))
+                    value = dtypes.decode_attribute(item)
+                    out[r] = value if typed else dtypes.attribute_to_python(value)
         except Exception as exc:
             raise CorruptStoreError(f"{where}: blob column does not follow the format: {exc}") from None
         return out
