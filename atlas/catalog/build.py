@@ -77,7 +77,7 @@ def write_part(
     builder.add("id", ids, 8)
     builder.add("version", versions, 8)
     builder.add("tombstone", np.fromiter((m is None for m in metas), dtype="u1", count=n))
-    blocks = [_record_block(metas[i : i + BLOCK_ROWS]) for i in range(0, n, BLOCK_ROWS)]
+    blocks = (_record_block(metas[i : i + BLOCK_ROWS]) for i in range(0, n, BLOCK_ROWS))
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
     attributes = _add_attribute_columns(builder, metas)
     arrays = _add_stats_columns(builder, metas)

@@ -9,6 +9,7 @@ footer repeats where the index is.  ``docs/format-v2.md`` is the normative layou
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +101,7 @@ class PartBuilder:
         self.parts.append(stored)
         self.size += stored.nbytes
 
-    def add_blocks(self, name: str, blocks: list[bytes]) -> np.ndarray:
+    def add_blocks(self, name: str, blocks: Iterable[bytes]) -> np.ndarray:
         """Append one column made of independently compressed blocks.
 
         Returns the block table, ``(n, 5)`` uint64: offset in the column, stored
@@ -108,14 +109,14 @@ class PartBuilder:
         it as a column of its own; the blocks are verified through it, so the
         column's own entry carries checksum 0 and codec 0.
         """
-        start, table = self.size, np.zeros((len(blocks), 5), dtype="<u8")
-        for k, block in enumerate(blocks):
+        start, rows = self.size, []
+        for block in blocks:  # consumed one at a time: only compressed blocks are kept
             stored, cid = self._compress(block, 1)
-            table[k] = (self.size - start, stored.nbytes, len(block), checksum(stored), cid)
+            rows.append((self.size - start, stored.nbytes, len(block), checksum(stored), cid))
             self.parts.append(stored)
             self.size += stored.nbytes
         self.columns[name] = [start, self.size - start, self.size - start, 0, 0]
-        return table
+        return np.array(rows, dtype="<u8").reshape(-1, 5)
 
     def finish(self, rows: int, block_rows: int, attributes: list, arrays: list) -> tuple[list, int, int, int, int]:
         """Append index and footer; return ``(parts, size, index_offset, index_length, index_checksum)``."""

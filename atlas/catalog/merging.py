@@ -47,7 +47,7 @@ def merge_columns(
     records = np.empty(n, dtype=object)
     for reader, r, p in zip(readers, rows, pos):
         _copy_records(reader, r, p, records)
-    blocks = [record_block(records[i : i + BLOCK_ROWS].tolist()) for i in range(0, n, BLOCK_ROWS)]
+    blocks = (record_block(records[i : i + BLOCK_ROWS].tolist()) for i in range(0, n, BLOCK_ROWS))
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
     attributes = _merge_attributes(readers, rows, pos, n, builder)
     arrays = _merge_stats(readers, rows, pos, n, builder)
