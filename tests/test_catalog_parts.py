@@ -214,6 +214,10 @@ def test_lookups_read_nothing_at_open_and_only_what_they_use():
     cat.get("p01235")  # same block, cached
     assert len(store.reads) == before
     assert "p00000" not in cat and "p03000" in cat and len(cat) == 3000
+    # listing a fresh snapshot reads the index, the names and the tombstones: 3 reads per part
+    store.reads.clear()
+    fresh = Catalog([ref], store.read_range)
+    assert len(fresh.names()) == 3000 and len(store.reads) == 3
     with pytest.raises(DatasetNotFoundError):
         cat.get("nope")
     with pytest.raises(KeyError):
