@@ -308,6 +308,7 @@ def test_merge_of_newest_parts_keeps_tombstones_for_older_parts():
     assert (merged.rows, merged.min_generation, merged.max_generation) == (4, 2, 4)
     cat = Catalog([base, merged], store.read_range)
     assert "p3" not in cat and "p4" not in cat and cat.get("p5").id == 500 and "new" in cat
+    assert cat.key("p5") == (500, 3) and cat.key("p6") == (6, 1) and cat.key("p3") is None
     assert cat.names() == Catalog([base, delete, change], store.read_range).names()
 
 

@@ -92,6 +92,14 @@ class Catalog:
             raise DatasetNotFoundError(f"dataset {name!r:.200} does not exist")
         return self._record(*found)
 
+    def key(self, name: str) -> tuple[int, int] | None:
+        """``(id, version)`` of the live dataset ``name``, or None; decodes no record.
+
+        What a rebase compares for each dataset a writer touched (format v1 §12).
+        """
+        found = self._locate(name)
+        return None if found is None else self._readers[found[0]].key(found[1])
+
     def _record(self, p: int, row: int) -> DatasetMeta:
         reader = self._readers[p]
         k = row // reader.index.block_rows
