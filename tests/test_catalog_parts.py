@@ -382,3 +382,25 @@ def test_merge_re_encodes_a_key_whose_kind_differs_between_parts():
     assert after.stats_column("when", "shape")[0].tolist() == [(2, 3)] * 4
     assert after.stats_column("when", "min_exact")[0].tolist() == [-(2**63) + 1] * 4
     after.verify()
+
+
+@pytest.mark.parametrize("source", ["local", "memory"])
+def test_parts_written_and_read_through_a_real_backend(tmp_path, source):
+    from atlas.backends import resolve
+
+    backend = resolve(tmp_path if source == "local" else f"memory://catalog-{secrets.token_hex(4)}", read_only=False)
+    token = secrets.token_bytes(16)
+    _, buffers, ref = write_part([(f"p{i}", profile(i)) for i in range(1, 1000)], "zstd", 1, token)
+    backend.put(ref.path, buffers)
+    _, buffers2, ref2 = write_part([("p5", None), ("q", profile(5000, 2))], "zstd", 2, secrets.token_bytes(16))
+    backend.put(ref2.path, buffers2)
+    if source == "local":
+        assert (tmp_path / "_catalog" / ref.file).stat().st_size == ref.size
+    commit = CommitObject(codec="zstd", generation=2, write_token=token.hex(), next_slot=6000, next_dataset_id=6000,
+                          parts=[ref, ref2])  # fmt: skip
+    data = encode_commit(commit, "msgpack", "zstd")
+    back = decode_metadata(data, "msgpack", "zstd", "atlas.msgpack.zst")
+    cat = Catalog(back.parts, lambda p, o, n: backend.get_ranges(p, [o], [n])[0])
+    assert len(cat) == 999 and "p5" not in cat and cat.get("q").id == 5000
+    assert canonical(cat.get("p999")) == canonical(profile(999))
+    cat.verify()
