@@ -9,7 +9,8 @@ where their kinds differ between parts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,8 @@ from atlas.catalog.snapshot import _merge_positions, merge_sorted, winning_rows
 __all__ = ["merge_columns"]
 
 _NIL = b"\xc0"  # the MessagePack nil of a tombstone record
+#: Per part: row numbers, or positions in the merged part.
+Rows = list[np.ndarray]
 
 
 def merge_columns(
@@ -54,7 +57,10 @@ def merge_columns(
     return n, attributes, arrays
 
 
-def _gather(readers, rows, pos, n: int, column, dtype, fill=0) -> np.ndarray:
+def _gather(
+    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int,
+    column: Callable[[PartReader], np.ndarray | None], dtype: str, fill: float = 0,
+) -> np.ndarray:  # fmt: skip
     """One output column: each part's winning rows of ``column(reader)`` at their positions."""
     out = np.full(n, fill, dtype=dtype)
     for reader, r, p in zip(readers, rows, pos):
@@ -83,13 +89,15 @@ def _copy_records(reader: PartReader, rows: np.ndarray, pos: np.ndarray, out: np
         out[pos[sel]] = _as_objects(chunk)
 
 
-def _as_objects(items: list) -> np.ndarray:
+def _as_objects(items: list[Any]) -> np.ndarray:
     arr = np.empty(len(items), dtype=object)
     arr[:] = items
     return arr
 
 
-def _merge_attributes(readers, rows, pos, n: int, builder: PartBuilder) -> list[list[str]]:
+def _merge_attributes(
+    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder
+) -> list[list[str]]:
     keys = sorted({k for r in readers for k in r.attribute_kinds()})
     out = []
     for i, key in enumerate(keys):
@@ -137,7 +145,7 @@ def _typed_values(kind: str, values: np.ndarray, present: np.ndarray) -> np.ndar
     return out
 
 
-def _merge_stats(readers, rows, pos, n: int, builder: PartBuilder) -> list[list]:
+def _merge_stats(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder) -> list[list]:
     names = sorted({a for r in readers for a in r.stats_groups()})
     out = []
     for j, array in enumerate(names):
@@ -147,8 +155,8 @@ def _merge_stats(readers, rows, pos, n: int, builder: PartBuilder) -> list[list]
             flags |= g[1] if g is not None else 0
         p_ = f"s{j}."
 
-        def field(name: str, dtype: str, fill=0, groups=groups) -> np.ndarray:
-            def column(part: PartReader):
+        def field(name: str, dtype: str, fill: float = 0, groups: list = groups) -> np.ndarray:
+            def column(part: PartReader) -> np.ndarray | None:
                 g = groups[readers.index(part)]
                 return None if g is None else part.fixed(f"s{g[0]}.{name}")
 
@@ -182,7 +190,9 @@ def _merge_stats(readers, rows, pos, n: int, builder: PartBuilder) -> list[list]
     return out
 
 
-def _merge_extents(readers, groups, rows, pos, ndim_out: np.ndarray) -> np.ndarray:
+def _merge_extents(
+    readers: Sequence[PartReader], groups: list[tuple[int, int] | None], rows: Rows, pos: Rows, ndim_out: np.ndarray
+) -> np.ndarray:
     """The ragged ``extents`` column in merged row order."""
     starts_out = np.concatenate(([0], np.cumsum(ndim_out, dtype=np.int64)))
     out = np.zeros(int(starts_out[-1]), dtype="<u8")
