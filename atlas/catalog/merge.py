@@ -1,0 +1,117 @@
+"""Merging catalogue parts, the merge policy, and the v1 -> v2 upgrade.
+
+A commit appends one part; :func:`choose_merge` says when and which newest parts to
+merge into one so that the number of parts stays bounded while every row is
+rewritten only a logarithmic number of times (``docs/format-v2.md``, "Merge
+policy").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from atlas.catalog.build import BLOCK_ROWS, write_part
+from atlas.catalog.commit import PartRef, part_filename
+from atlas.catalog.layout import PartBuilder
+from atlas.catalog.merging import merge_columns
+from atlas.catalog.part import PartReader, ReadRange
+from atlas.errors import InvalidArgumentError
+from atlas.metadata import Manifest
+
+__all__ = ["MAX_PARTS", "MERGE_RATIO", "catalog_from_manifest", "choose_merge", "merge_parts"]
+
+#: Parts a commit object may list after a commit (the merge policy's hard cap).
+MAX_PARTS = 8
+#: An older part is merged with the newer ones unless it holds at least this many
+#: times their rows.
+MERGE_RATIO = 8
+
+
+def choose_merge(rows: Sequence[int], max_parts: int = MAX_PARTS, ratio: int = MERGE_RATIO) -> int | None:
+    """Index of the first of the newest parts to merge into one, or None.
+
+    Parameters
+    ----------
+    rows : sequence of int
+        Row counts of the parts, oldest first (the commit's new part last).
+    max_parts : int
+        The most parts to leave.
+    ratio : int
+        Size ratio between neighbouring parts below which they are merged.
+
+    Notes
+    -----
+    Leveled tiers: walking from the newest part towards the oldest, a part is
+    merged with everything newer than it while it holds fewer than ``ratio``
+    times their rows.  The parts left therefore grow by a factor of at least
+    ``ratio`` from newest to oldest, so there are at most
+    ``1 + log_ratio(N / c)`` of them for ``N`` rows written in commits of ``c``
+    rows, and a row is rewritten each time the tier it is in fills up: at most
+    about ``ratio`` times per tier, ``O(ratio * log_ratio(N / c))`` times in all,
+    so a commit costs ``O(c * ratio * log_ratio N)`` rows amortised.  When the walk
+    still leaves more than ``max_parts`` parts, the newest ones are merged until
+    ``max_parts`` remain.
+    """
+    n = len(rows)
+    if n < 2:
+        return None
+    start, acc = n - 1, rows[-1]
+    while start > 0 and rows[start - 1] < ratio * max(acc, 1):
+        start -= 1
+        acc += rows[start]
+    start = min(start, max_parts - 1)
+    return start if start < n - 1 else None
+
+
+def merge_parts(
+    parts: Sequence[PartRef],
+    read_range: ReadRange,
+    codec: str,
+    generation: int,
+    token: bytes,
+    drop_tombstones: bool,
+) -> tuple[str, list[bytes | np.ndarray], PartRef]:
+    """One part equivalent to ``parts`` (oldest first): the newest row of each name.
+
+    Parameters
+    ----------
+    drop_tombstones : bool
+        True when ``parts`` start at the oldest part of the commit: a tombstone
+        then hides nothing older and is left out.  Otherwise tombstones are kept,
+        since they must still hide rows of the older parts.
+
+    Returns
+    -------
+    (file name, buffers, PartRef)
+        As :func:`~atlas.catalog.write_part`; the ref's generation range covers
+        every merged part.
+
+    Notes
+    -----
+    Column by column (:mod:`atlas.catalog.merging`): record bytes are copied from
+    their checksum-verified blocks, not decoded, so a merge costs about as much
+    as copying the rows.
+    """
+    if not parts:
+        raise InvalidArgumentError("merge_parts needs at least one part")
+    readers = [PartReader(ref, read_range) for ref in parts]
+    builder = PartBuilder(generation, token, codec)
+    rows, attributes, arrays = merge_columns(readers, not drop_tombstones, builder)
+    buffers, size, index_offset, index_length, digest = builder.finish(rows, BLOCK_ROWS, attributes, arrays)
+    low = min(p.min_generation for p in parts)
+    high = max(generation, *(p.max_generation for p in parts))
+    ref = PartRef(part_filename(generation, token), size, index_offset, index_length, digest, rows, low, high)
+    return ref.file, buffers, ref
+
+
+def catalog_from_manifest(
+    manifest: Manifest, codec: str, generation: int, token: bytes
+) -> tuple[str, list[bytes | np.ndarray], PartRef]:
+    """The single part of a v1 store's datasets (the v1 -> v2 upgrade).
+
+    The part is written for the upgrading commit (``generation``, ``token``);
+    dataset ids and versions are kept as they are.
+    """
+    return write_part(list(manifest.datasets.items()), codec, generation, token)

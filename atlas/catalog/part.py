@@ -1,0 +1,354 @@
+"""Reading one catalogue part: lazily, one column (or one record block) at a time.
+
+Nothing is read when a :class:`PartReader` is made.  The index is read (one range
+read, checked against the commit object's checksum) on first use; each column is
+read, verified and decoded on first use and kept; record blocks are decoded one at
+a time and kept in a small cache owned by the caller.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from atlas import dtypes
+from atlas.catalog.build import DTYPE_CODES, EXTREMES, FLAG_EXACT, FLAG_STRINGS, NO_EXTREMES
+from atlas.catalog.commit import PartRef
+from atlas.catalog.encoding import decode_record, decode_strings
+from atlas.catalog.layout import (
+    FOOTER_SIZE,
+    HEADER_SIZE,
+    MAX_INDEX_BYTES,
+    PartIndex,
+    check_header,
+    decode_column,
+    parse_index,
+    read_footer,
+)
+from atlas.engine.codecs import checksum, decode_payload
+from atlas.errors import ChecksumError, CorruptStoreError
+from atlas.metadata import DatasetMeta
+
+__all__ = ["PartReader", "ReadRange"]
+
+#: ``read_range(path, offset, length) -> bytes``: the only way a reader gets bytes.
+ReadRange = Callable[[str, int, int], Any]
+_FIXED = {
+    "id": "<u8", "version": "<u8", "tombstone": "u1", "state": "u1", "slot": "<u8", "dtype": "u1",
+    "row_count": "<u8", "null_count": "<u8", "min": "<f8", "max": "<f8", "ndim": "u1", "imin": "<u8",
+    "imax": "<u8", "present": "u1", "codes": "<u4", "extents": "<u8",
+}  # fmt: skip
+_TYPED_COLUMN = {name: np.dtype("u1") if name == "bool" else dtypes.storage_dtype(name) for name in DTYPE_CODES}
+
+
+class PartReader:
+    """One part of a catalogue snapshot.
+
+    Parameters
+    ----------
+    ref : PartRef
+        The part's entry in the commit object.
+    read_range : ReadRange
+        Reads ``length`` bytes at ``offset`` of a store path.
+    """
+
+    def __init__(self, ref: PartRef, read_range: ReadRange) -> None:
+        self.ref = ref
+        self.where = f"catalogue part {ref.path}"
+        self._read_range = read_range
+        self._index: PartIndex | None = None
+        self._columns: dict[str, Any] = {}
+
+    # -- raw access -------------------------------------------------------------------------
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset`` of the part (short reads are damage)."""
+        data = self._read_range(self.ref.path, offset, length)
+        if len(data) != length:
+            raise CorruptStoreError(f"{self.where} is truncated: read {len(data)} of {length} bytes at {offset}")
+        return data
+
+    @property
+    def index(self) -> PartIndex:
+        """The part's index (read and checked on first use)."""
+        if self._index is None:
+            ref = self.ref
+            if ref.index_length > MAX_INDEX_BYTES:  # checked before anything is read
+                raise CorruptStoreError(f"{self.where}: index of {ref.index_length} bytes is over the limit")
+            raw = bytes(self.read(ref.index_offset, ref.index_length))
+            index = parse_index(raw, ref.index_checksum, ref.index_offset, self.where)
+            if index.rows != ref.rows:
+                raise CorruptStoreError(f"{self.where}: index holds {index.rows} rows, the commit object {ref.rows}")
+            blocks = -(-index.rows // index.block_rows)
+            # Every block holds at least its offsets table: a forged row count
+            # cannot claim more rows than the part's size can hold.
+            if blocks * 8 > ref.index_offset:
+                raise CorruptStoreError(f"{self.where}: {index.rows} rows do not fit a part of {ref.size} bytes")
+            self._index = index
+        return self._index
+
+    @property
+    def rows(self) -> int:
+        return self.ref.rows
+
+    def column_bytes(self, name: str, raw_length: int | None) -> np.ndarray:
+        """The verified, decompressed bytes of one column."""
+        col = self.index.columns.get(name)
+        if col is None:
+            raise CorruptStoreError(f"{self.where}: column {name!r} is missing")
+        stored = self.read(col.offset, col.length)
+        return decode_column(stored, col, raw_length, f"{self.where} column {name!r}")
+
+    def fixed(self, name: str, count: int | None = None) -> np.ndarray:
+        """A fixed-width column (kept after the first read)."""
+        out = self._columns.get(name)
+        if out is None:
+            dtype = np.dtype(_FIXED[name.rsplit(".", 1)[-1]])
+            n = self.rows if count is None else count
+            out = self.column_bytes(name, n * dtype.itemsize).view(dtype)
+            self._columns[name] = out
+        return out
+
+    def strings(self, name: str, count: int | None = None) -> list[str]:
+        """A string column (kept after the first read)."""
+        out = self._columns.get(name)
+        if out is None:
+            n = self.rows if count is None else count
+            out = decode_strings(self.column_bytes(name, None), n, f"{self.where} column {name!r}")
+            self._columns[name] = out
+        return out
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """Every row's dataset name, sorted (checked)."""
+        if "name" not in self._columns:
+            names = self.strings("name")
+            if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
+                raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
+        return self._columns["name"]
+
+    def find(self, name: str) -> int:
+        """Row of ``name`` in this part, or -1."""
+        names = self.names()
+        i = bisect.bisect_left(names, name)
+        return i if i < len(names) and names[i] == name else -1
+
+    def tombstones(self) -> np.ndarray:
+        """Bool per row: the row deletes its dataset."""
+        t = self.fixed("tombstone")
+        if t.size and t.max() > 1:
+            raise CorruptStoreError(f"{self.where}: tombstone column holds values other than 0/1")
+        return t.view(bool)
+
+    # -- records ------------------------------------------------------------------------------
+
+    def block_table(self) -> np.ndarray:
+        """``(blocks, 5)`` uint64: offset, stored length, raw length, checksum, codec of each block."""
+        out = self._columns.get("record_blocks")
+        if out is None:
+            index = self.index
+            blocks = -(-index.rows // index.block_rows)
+            out = self.column_bytes("record_blocks", blocks * 40).view("<u8").reshape(blocks, 5)
+            col = index.columns.get("records")
+            if col is None:
+                raise CorruptStoreError(f"{self.where}: column 'records' is missing")
+            starts, lengths = out[:, 0], out[:, 1]
+            expected = np.concatenate(([0], np.cumsum(lengths)[:-1])) if blocks else starts
+            if blocks and (np.any(starts != expected) or int(starts[-1] + lengths[-1]) != col.length):
+                raise CorruptStoreError(f"{self.where}: record blocks do not tile the records column")
+            self._columns["record_blocks"] = out
+        return out
+
+    def block(self, k: int) -> tuple[np.ndarray, bytes]:
+        """Record block ``k``: ``(record offsets, records bytes)``, verified."""
+        index = self.index
+        table = self.block_table()
+        offset, length, raw_length, digest, codec = (int(v) for v in table[k])
+        stored = np.frombuffer(self.read(index.columns["records"].offset + offset, length), np.uint8)
+        where = f"{self.where} record block {k}"
+        if checksum(stored) != digest:
+            raise ChecksumError(f"{where}: checksum mismatch")
+        count = min(index.block_rows, index.rows - k * index.block_rows)
+        head = 4 * (count + 1)
+        if raw_length < head or raw_length > max(16 << 20, 4096 * length):
+            raise CorruptStoreError(f"{where}: block claims {raw_length} bytes")
+        raw = decode_payload(stored, codec, raw_length, where)
+        offsets = raw[:head].view("<u4").astype(np.int64)
+        if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != raw_length - head:
+            raise CorruptStoreError(f"{where}: record offsets are damaged")
+        return offsets, raw[head:].tobytes()
+
+    def record(self, row: int, block: tuple[np.ndarray, bytes]) -> DatasetMeta | None:
+        """Decode row ``row`` from its block (as returned by :meth:`block`), checking its keys."""
+        offsets, data = block
+        i = row % self.index.block_rows
+        ds = decode_record(data[offsets[i] : offsets[i + 1]], f"{self.where} row {row}")
+        tomb = bool(self.tombstones()[row])
+        if (ds is None) != tomb or (ds is not None and (ds.id, ds.version) != self.key(row)):
+            raise CorruptStoreError(f"{self.where} row {row}: record disagrees with the key columns")
+        return ds
+
+    def key(self, row: int) -> tuple[int, int]:
+        """``(id, version)`` of a row from the key columns."""
+        return int(self.fixed("id")[row]), int(self.fixed("version")[row])
+
+    # -- search columns -----------------------------------------------------------------------
+
+    def attribute_kinds(self) -> dict[str, tuple[int, str]]:
+        """``{key: (column number, kind)}`` of the part's attribute search columns."""
+        return {key: (i, kind) for i, (key, kind) in enumerate(self.index.attributes)}
+
+    def attribute(self, key: str, typed: bool = False) -> tuple[str, np.ndarray, np.ndarray] | None:
+        """``(kind, values per row, present per row)`` of one attribute, or None.
+
+        Blob values are what ``get_attribute`` returns, or with ``typed`` their
+        typed form (``{"t", "v"[, "k", "s"]}``).
+        """
+        found = self.attribute_kinds().get(key)
+        if found is None:
+            return None
+        i, kind = found
+        present = self.fixed(f"a{i}.present")
+        if present.size and present.max() > 1:
+            raise CorruptStoreError(f"{self.where}: attribute {key!r} presence is not 0/1")
+        where = f"{self.where} attribute {key!r}"
+        if kind == "string":
+            codes = self.fixed(f"a{i}.codes")
+            dictionary = self._dictionary(f"a{i}.dict")
+            if codes.size and int(codes.max()) >= max(len(dictionary), 1):
+                raise CorruptStoreError(f"{where}: dictionary code out of range")
+            return kind, (dictionary[codes] if len(dictionary) else np.full(codes.size, "", object)), present
+        if kind == "blob":
+            return kind, self._blob(f"a{i}.blob", present, where, typed), present
+        if kind not in _TYPED_COLUMN:
+            raise CorruptStoreError(f"{where}: unknown column kind {kind!r}")
+        dtype = _TYPED_COLUMN[kind]
+        values = self.column_bytes(f"a{i}.values", self.rows * dtype.itemsize).view(dtype)
+        if kind == "bool":
+            if values.size and values.max() > 1:
+                raise CorruptStoreError(f"{where}: bool column holds values other than 0/1")
+            values = values.view(bool)
+        elif kind == "timestamp_nanoseconds":
+            values = values.view("datetime64[ns]")
+        return kind, values, present
+
+    def _dictionary(self, name: str) -> np.ndarray:
+        col = self.index.columns.get(name)
+        if col is None:
+            raise CorruptStoreError(f"{self.where}: column {name!r} is missing")
+        raw = self.column_bytes(name, None)
+        items = decode_strings(raw, int(np.count_nonzero(raw == 0xFF)), f"{self.where} column {name!r}")
+        out = np.empty(len(items), dtype=object)
+        out[:] = items
+        return out
+
+    def _blob(self, name: str, present: np.ndarray, where: str, typed: bool) -> np.ndarray:
+        raw = self.column_bytes(name, None)
+        try:
+            items = msgpack.unpackb(raw.tobytes(), raw=False, strict_map_key=True, max_bin_len=0)
+            if not isinstance(items, list) or len(items) != self.rows:
+                raise CorruptStoreError("not one value per row")
+            out = np.empty(self.rows, dtype=object)
+            for r, item in enumerate(items):
+                if (item is None) == bool(present[r]):
+                    raise CorruptStoreError("presence disagrees with the values")
+                if item is not None:
+                    value = dtypes.decode_attribute(item)
+                    out[r] = value if typed else dtypes.attribute_to_python(value)
+        except Exception as exc:
+            raise CorruptStoreError(f"{where}: blob column does not follow the format: {exc}") from None
+        return out
+
+    def stats_groups(self) -> dict[str, tuple[int, int]]:
+        """``{array name: (group number, flags)}`` of the part's stats columns."""
+        return {name: (j, flags) for j, (name, flags) in enumerate(self.index.arrays)}
+
+    def stats(self, array: str, field: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(values per row, valid per row)`` of one stats field of ``array``, or None."""
+        found = self.stats_groups().get(array)
+        if found is None:
+            return None
+        j, flags = found
+        p = f"s{j}."
+        state = self.fixed(p + "state")
+        if state.size and state.max() > EXTREMES:
+            raise CorruptStoreError(f"{self.where}: stats state of array {array!r} is out of range")
+        has = state > 0
+        if field in ("slot", "dtype_code"):
+            values = self.fixed(p + ("slot" if field == "slot" else "dtype"))
+            if field == "dtype_code" and values.size and values.max() >= len(DTYPE_CODES):
+                raise CorruptStoreError(f"{self.where}: dtype code of array {array!r} is out of range")
+            return values, has
+        if field in ("row_count", "null_count"):
+            return self.fixed(p + field), state >= NO_EXTREMES
+        if field in ("min", "max"):
+            return self.fixed(p + field), state == EXTREMES
+        if field in ("min_exact", "max_exact"):
+            return self._exact(p, field[:3], flags, state, array), state == EXTREMES
+        if field == "shape":
+            return self._shapes(p, has), has
+        raise KeyError(field)
+
+    def _exact(self, p: str, which: str, flags: int, state: np.ndarray, array: str) -> np.ndarray:
+        codes, _ = self.stats(array, "dtype_code")
+        out = self.fixed(p + which).astype(object)  # float64 values, exact for floats and bools
+        ints = self.fixed(p + "i" + which) if flags & FLAG_EXACT else None
+        strs = self.strings(p + "s" + which) if flags & FLAG_STRINGS else None
+        for r in np.flatnonzero(state == EXTREMES).tolist():
+            name = DTYPE_CODES[codes[r]]
+            if name == "string":
+                out[r] = strs[r] if strs is not None else None
+            elif ints is not None and (dtypes.is_integer(name) or name == "timestamp_nanoseconds"):
+                bits = int(ints[r])
+                value = bits - (1 << 64) if name[0] != "u" and bits >= 1 << 63 else bits
+                out[r] = dtypes.decode_value(value, name)
+            elif name == "bool":
+                out[r] = bool(out[r])
+        return out
+
+    def _shapes(self, p: str, has: np.ndarray) -> np.ndarray:
+        ndim = self.fixed(p + "ndim")
+        total = int(ndim.sum(dtype=np.int64))
+        extents = self.fixed(p + "extents", total)
+        starts = np.concatenate(([0], np.cumsum(ndim, dtype=np.int64)))
+        out = np.empty(self.rows, dtype=object)
+        flat = extents.tolist()
+        for r in np.flatnonzero(has).tolist():
+            out[r] = tuple(flat[starts[r] : starts[r + 1]])
+        return out
+
+    # -- full check ------------------------------------------------------------------------------
+
+    def verify(self) -> None:
+        """Check header, footer, every column and every record of the part."""
+        ref = self.ref
+        if ref.size < HEADER_SIZE + FOOTER_SIZE or ref.index_offset + ref.index_length + FOOTER_SIZE != ref.size:
+            raise CorruptStoreError(f"{self.where}: index range does not end at the footer")
+        footer = read_footer(bytes(self.read(ref.size - FOOTER_SIZE, FOOTER_SIZE)), self.where)
+        if footer != (ref.index_offset, ref.index_length, ref.index_checksum):
+            raise CorruptStoreError(f"{self.where}: footer disagrees with the commit object")
+        if check_header(bytes(self.read(0, HEADER_SIZE)), self.where) > ref.max_generation:
+            raise CorruptStoreError(f"{self.where}: header generation is newer than the commit object says")
+        names, tomb = self.names(), self.tombstones()
+        for name, col in self.index.columns.items():
+            if name != "records":
+                stored = self.read(col.offset, col.length)
+                decode_column(stored, col, None, f"{self.where} column {name!r}")
+        for k in range(self.block_table().shape[0]):
+            block = self.block(k)
+            start = k * self.index.block_rows
+            for row in range(start, min(start + self.index.block_rows, self.rows)):
+                self.record(row, block)
+        for key in self.attribute_kinds():
+            self.attribute(key)
+        for array in self.stats_groups():
+            for field in ("slot", "dtype_code", "row_count", "min", "min_exact", "max_exact", "shape"):
+                self.stats(array, field)
+        del names, tomb

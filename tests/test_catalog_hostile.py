@@ -1,0 +1,272 @@
+"""Hostile catalogue parts: every damage is a clear CorruptStoreError naming the part.
+
+Bit flips and truncations are made on real part bytes; forged parts (lies with
+valid checksums) are re-laid from a real part's decoded columns, so only the lie
+differs.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import numpy as np
+import pytest
+
+from atlas.catalog import Catalog, PartRef, write_part
+from atlas.catalog.layout import HEADER_SIZE, PartBuilder, decode_column
+from atlas.catalog.part import PartReader
+from atlas.errors import CorruptStoreError
+from atlas.metadata import ArrayMeta, DatasetMeta, Stats
+
+
+def _dataset(i: int) -> DatasetMeta:
+    temp = ArrayMeta(slot=i, dtype="float32", dims=("z",), shape=(3,), chunk_shape=(3,), stats=Stats(3, 0, 0.5, 2.5))
+    attrs = {"platform": {"t": "string", "v": f"p{i % 4}"}, "lat": {"t": "float64", "v": i * 0.25},
+             "tags": {"t": "int64", "v": [i, i + 1], "k": "list"}}  # fmt: skip
+    return DatasetMeta(id=i, version=1, attributes=attrs, arrays={"temp": temp})
+
+
+ROWS = [(f"ds{i:04d}", _dataset(i)) for i in range(1, 600)] + [("gone", None)]
+
+
+class Store:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        return self.files[path][offset : offset + length]
+
+
+@pytest.fixture(params=["zstd", "none"])
+def part(request) -> tuple[Store, PartRef]:
+    store = Store()
+    _, buffers, ref = write_part(ROWS, request.param, 1, secrets.token_bytes(16))
+    store.files[ref.path] = b"".join(bytes(b) for b in buffers)
+    return store, ref
+
+
+def _use_everything(store: Store, ref: PartRef) -> None:
+    cat = Catalog([ref], store.read_range)
+    cat.verify()
+    for name in cat.names():
+        cat.get(name)
+    for key in cat.attribute_keys():
+        cat.column(key)
+    for field in ("slot", "min", "min_exact", "shape", "dtype"):
+        cat.stats_column("temp", field)
+
+
+def test_the_undamaged_part_passes(part):
+    _use_everything(*part)
+
+
+def test_every_bit_flip_after_the_header_is_detected(part):
+    store, ref = part
+    good = store.files[ref.path]
+    for pos in range(HEADER_SIZE, len(good), max(1, len(good) // 300)):
+        damaged = bytearray(good)
+        damaged[pos] ^= 0x10
+        store.files[ref.path] = bytes(damaged)
+        with pytest.raises(CorruptStoreError, match=ref.file):
+            _use_everything(store, ref)
+    store.files[ref.path] = good
+
+
+def test_damaged_magic_is_detected(part):
+    store, ref = part
+    store.files[ref.path] = b"\x00" + store.files[ref.path][1:]
+    with pytest.raises(CorruptStoreError, match="bad magic"):
+        Catalog([ref], store.read_range).verify()
+
+
+@pytest.mark.parametrize("keep", [0, 10, HEADER_SIZE, 0.3, 0.9, -33, -1])
+def test_truncated_part_is_detected(part, keep):
+    store, ref = part
+    good = store.files[ref.path]
+    n = int(len(good) * keep) if isinstance(keep, float) else (len(good) + keep if keep < 0 else keep)
+    store.files[ref.path] = good[:n]
+    with pytest.raises(CorruptStoreError, match=ref.file):
+        _use_everything(store, ref)
+
+
+def test_commit_object_that_disagrees_with_the_part_is_detected(part):
+    store, ref = part
+    for wrong in (
+        PartRef(ref.file, ref.size, ref.index_offset, ref.index_length, ref.index_checksum ^ 1, ref.rows, 1, 1),
+        PartRef(ref.file, ref.size, ref.index_offset, ref.index_length, ref.index_checksum, ref.rows + 1, 1, 1),
+        PartRef(ref.file, ref.size, ref.index_offset - 1, ref.index_length, ref.index_checksum, ref.rows, 1, 1),
+        PartRef(ref.file, ref.size + 5, ref.index_offset, ref.index_length, ref.index_checksum, ref.rows, 1, 1),
+        PartRef(ref.file, ref.size, ref.index_offset, 1 << 40, ref.index_checksum, ref.rows, 1, 1),
+    ):
+        with pytest.raises(CorruptStoreError, match=ref.file):
+            _use_everything(store, wrong)
+
+
+# -- forged parts: lies with valid checksums --------------------------------------------------------
+
+
+def forge(store: Store, ref: PartRef, columns=None, entries=None, rows: int | None = None) -> PartRef:
+    """Re-lay ``ref`` (codec none) after ``columns(raw)`` / ``entries(index columns)`` edits."""
+    reader = PartReader(ref, store.read_range)
+    index = reader.index
+    data = store.files[ref.path]
+    raw: dict[str, bytes] = {}
+    for name, col in index.columns.items():
+        stored = data[col.offset : col.offset + col.length]
+        raw[name] = stored if name == "records" else decode_column(stored, col, None, "x").tobytes()
+    if columns is not None:
+        columns(raw)
+    builder = PartBuilder(1, bytes(16), "none")
+    for name, blob in raw.items():
+        builder.add(name, blob)
+    if entries is not None:
+        entries(builder.columns)
+    n = index.rows if rows is None else rows
+    attributes = [list(a) for a in index.attributes]
+    arrays = [list(a) for a in index.arrays]
+    buffers, size, offset, length, digest = builder.finish(n, index.block_rows, attributes, arrays)
+    forged = PartRef("000000000001-00000000000000ff.cat", size, offset, length, digest, n, 1, 1)
+    store.files[forged.path] = b"".join(bytes(b) for b in buffers)
+    return forged
+
+
+def _column_no(reader: PartReader, key: str) -> int:
+    return reader.attribute_kinds()[key][0]
+
+
+def test_forging_with_nothing_changed_still_reads(part):
+    store, ref = part
+    _use_everything(store, forge(store, ref))
+
+
+def _set_u32(raw: dict[str, bytes], name: str, row: int, value: int) -> None:
+    arr = np.frombuffer(raw[name], "<u4").copy()
+    arr[row] = value
+    raw[name] = arr.tobytes()
+
+
+def test_dictionary_code_out_of_range(part):
+    store, ref = part
+    i = _column_no(PartReader(ref, store.read_range), "platform")
+    forged = forge(store, ref, columns=lambda raw: _set_u32(raw, f"a{i}.codes", 3, 999))
+    with pytest.raises(CorruptStoreError, match="dictionary code"):
+        Catalog([forged], store.read_range).column("platform")
+
+
+def test_unsorted_names(part):
+    store, ref = part
+
+    def swap(raw):
+        names = raw["name"].split(b"\xff")
+        names[0], names[1] = names[1], names[0]
+        raw["name"] = b"\xff".join(names)
+
+    with pytest.raises(CorruptStoreError, match="not sorted"):
+        Catalog([forge(store, ref, columns=swap)], store.read_range).names()
+
+
+def test_invalid_utf8_across_a_terminator(part):
+    store, ref = part
+
+    def split_char(raw):  # "é" split by a terminator must not read as two valid names
+        names = raw["name"].split(b"\xff")
+        names[0], names[1] = b"a\xc3", b"\xa9b"
+        raw["name"] = b"\xff".join(names)
+
+    with pytest.raises(CorruptStoreError, match="UTF-8"):
+        Catalog([forge(store, ref, columns=split_char)], store.read_range).names()
+
+
+def test_names_count_disagrees_with_rows(part):
+    store, ref = part
+    forged = forge(store, ref, columns=lambda raw: raw.update(name=raw["name"] + b"zz\xff"))
+    with pytest.raises(CorruptStoreError, match="does not hold"):
+        Catalog([forged], store.read_range).names()
+
+
+def test_record_that_disagrees_with_the_key_columns(part):
+    store, ref = part
+
+    def bump(raw):
+        ids = np.frombuffer(raw["id"], "<u8").copy()
+        ids[5] += 1
+        raw["id"] = ids.tobytes()
+
+    cat = Catalog([forge(store, ref, columns=bump)], store.read_range)
+    with pytest.raises(CorruptStoreError, match="disagrees"):
+        cat.get(cat.names()[5])
+
+
+def test_tombstone_flag_out_of_range(part):
+    store, ref = part
+
+    def two(raw):
+        t = bytearray(raw["tombstone"])
+        t[0] = 2
+        raw["tombstone"] = bytes(t)
+
+    with pytest.raises(CorruptStoreError, match="tombstone"):
+        Catalog([forge(store, ref, columns=two)], store.read_range).names()
+
+
+def test_fixed_column_of_the_wrong_length(part):
+    store, ref = part
+    forged = forge(store, ref, columns=lambda raw: raw.update(version=raw["version"][:-8]))
+    with pytest.raises(CorruptStoreError, match="expected"):
+        Catalog([forged], store.read_range).get("ds0001")
+
+
+def test_record_blocks_that_do_not_tile_the_records(part):
+    store, ref = part
+
+    def shift(raw):
+        table = np.frombuffer(raw["record_blocks"], "<u8").copy().reshape(-1, 5)
+        table[1, 0] += 1
+        raw["record_blocks"] = table.tobytes()
+
+    with pytest.raises(CorruptStoreError, match="tile"):
+        Catalog([forge(store, ref, columns=shift)], store.read_range).get("ds0001")
+
+
+def test_column_range_outside_the_payload_area(part):
+    store, ref = part
+    forged = forge(store, ref, entries=lambda cols: cols["id"].__setitem__(0, 10**9))
+    with pytest.raises(CorruptStoreError, match="range"):
+        Catalog([forged], store.read_range).names()
+
+
+def test_huge_claimed_sizes_are_refused_before_allocating(part):
+    store, ref = part
+    t0 = time.perf_counter()
+    # a row count far beyond what the part's size can hold
+    with pytest.raises(CorruptStoreError, match="do not fit"):
+        Catalog([forge(store, ref, rows=1 << 39)], store.read_range).names()
+    # a variable-length column claiming 2 GiB from a few stored bytes
+    forged = forge(store, ref, entries=lambda cols: cols["name"].__setitem__(2, (1 << 31) - 100))
+    with pytest.raises(CorruptStoreError, match=forged.file):
+        Catalog([forged], store.read_range).names()
+    # a record block claiming more than its ratio bound
+    def big_block(raw):
+        table = np.frombuffer(raw["record_blocks"], "<u8").copy().reshape(-1, 5)
+        table[0, 2] = 1 << 40
+        raw["record_blocks"] = table.tobytes()
+
+    with pytest.raises(CorruptStoreError, match="claims"):
+        Catalog([forge(store, ref, columns=big_block)], store.read_range).get("ds0001")
+    assert time.perf_counter() - t0 < 30  # nothing was allocated or decompressed at those sizes
+
+
+def test_blob_column_with_values_for_absent_rows(part):
+    store, ref = part
+    import msgpack
+
+    i = _column_no(PartReader(ref, store.read_range), "tags")
+
+    def lie(raw):
+        items = msgpack.unpackb(raw[f"a{i}.blob"], raw=False)
+        items[-1] = {"t": "int64", "v": [1], "k": "list"}  # the tombstone row has no attributes
+        raw[f"a{i}.blob"] = msgpack.packb(items)
+
+    with pytest.raises(CorruptStoreError, match="presence"):
+        Catalog([forge(store, ref, columns=lie)], store.read_range).column("tags")

@@ -1,0 +1,406 @@
+"""The catalogue package on its own: commit objects, parts, snapshots, merges, v1 upgrade.
+
+Property tests of the same package are in ``tests/property/test_catalog_roundtrip.py``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import random
+import secrets
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+from atlas import dtypes, metadata
+from atlas.catalog import (
+    MAX_PARTS,
+    Catalog,
+    CommitObject,
+    PartRef,
+    catalog_from_manifest,
+    choose_merge,
+    decode_commit,
+    decode_metadata,
+    encode_commit,
+    merge_parts,
+    write_part,
+)
+from atlas.catalog.snapshot import _merge_positions
+from atlas.errors import CorruptStoreError, DatasetNotFoundError, FormatVersionError, InvalidArgumentError
+from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, RetiredSegment, SegmentRef, Stats
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+GOLDEN_STORES = ("v1-json-zstd", "v1-msgpack-lz4", "v1-json-none-raw")
+
+
+class Store:
+    """Part files in memory, served through ``read_range``; counts the reads."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.reads: list[tuple[str, int, int]] = []
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        self.reads.append((path, offset, length))
+        return self.files[path][offset : offset + length]
+
+    def write(self, rows, generation: int, codec: str = "zstd") -> PartRef:
+        _, buffers, ref = write_part(rows, codec, generation, secrets.token_bytes(16))
+        self.files[ref.path] = b"".join(bytes(b) for b in buffers)
+        return ref
+
+
+def canonical(ds: DatasetMeta) -> str:
+    return json.dumps({
+        "id": ds.id, "version": ds.version,
+        "attributes": [[k, dtypes.encode_attribute(v)] for k, v in ds.attributes.items()],
+        "arrays": [[a, metadata._array_to_dict(am)] for a, am in ds.arrays.items()],
+    })  # fmt: skip
+
+
+def profile(i: int, version: int = 1) -> DatasetMeta:
+    temp = ArrayMeta(slot=i, dtype="float32", dims=("depth",), shape=(24,), chunk_shape=(24,),
+                     stats=Stats(24, 1, -1.5, float(i)))  # fmt: skip
+    attrs = {
+        "lat": {"t": "float64", "v": i / 7},
+        "platform": {"t": "string", "v": f"float-{i % 5}"},
+        "cycle": {"t": "int64", "v": i},
+        "_atlas_xarray/vars": {"t": "string", "v": '["temp"]'},
+    }
+    if i % 3 == 0:
+        attrs["tags"] = {"t": "string", "v": ["a", "b"], "k": "list"}
+    return DatasetMeta(id=i, version=version, attributes=attrs, arrays={"temp": temp})
+
+
+def read_golden_manifest(name: str) -> metadata.Manifest:
+    root = GOLDEN / name
+    (file,) = [p for p in root.iterdir() if metadata.parse_manifest_filename(p.name)]
+    fmt, comp = metadata.parse_manifest_filename(file.name)
+    return metadata.decode_manifest(file.read_bytes(), fmt, comp, str(file))
+
+
+# -- v1 -> v2 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", GOLDEN_STORES)
+def test_golden_v1_store_upgrades_to_a_catalogue_with_every_dataset_equal(name):
+    manifest = read_golden_manifest(name)
+    assert manifest.datasets, "the golden stores hold datasets"
+    store = Store()
+    _, buffers, ref = catalog_from_manifest(manifest, manifest.codec, manifest.generation + 1, secrets.token_bytes(16))
+    store.files[ref.path] = b"".join(bytes(b) for b in buffers)
+    cat = Catalog([ref], store.read_range)
+    assert cat.names() == sorted(manifest.datasets)
+    for ds_name, ds in manifest.datasets.items():
+        assert canonical(cat.get(ds_name)) == canonical(ds)
+        assert cat.get_by_id(ds.id)[0] == ds_name
+    for array_name in manifest.families:
+        slots = sorted(am.slot for d in manifest.datasets.values() for a, am in d.arrays.items() if a == array_name)
+        assert cat.live_slots(array_name).tolist() == slots
+    cat.verify()
+
+
+@pytest.mark.parametrize("name", GOLDEN_STORES)
+def test_decode_metadata_reads_v1_manifests_and_v2_commit_objects(name):
+    root = GOLDEN / name
+    (file,) = [p for p in root.iterdir() if metadata.parse_manifest_filename(p.name)]
+    fmt, comp = metadata.parse_manifest_filename(file.name)
+    v1 = decode_metadata(file.read_bytes(), fmt, comp, str(file))
+    assert isinstance(v1, metadata.Manifest) and v1.datasets == read_golden_manifest(name).datasets
+    with pytest.raises(CorruptStoreError, match="v1 manifest"):
+        decode_commit(file.read_bytes(), fmt, comp, str(file))
+
+
+# -- commit object ----------------------------------------------------------------------------------
+
+
+def _commit() -> CommitObject:
+    seg = SegmentRef("000000000002-0123456789abcdef.af", 400, 200, 160, 2**64 - 1, 2)
+    parts = [
+        PartRef("000000000001-aaaaaaaaaaaaaaaa.cat", 900, 700, 160, 12345, 10, 1, 1),
+        PartRef("000000000003-bbbbbbbbbbbbbbbb.cat", 500, 300, 160, 2**64 - 1, 1, 2, 3),
+    ]
+    return CommitObject(
+        codec="zstd", generation=3, write_token="ab" * 16, next_slot=9, next_dataset_id=12,
+        families={"temp": ArrayFamily("temp", [seg]), "Air Temp": ArrayFamily("_41ir_20_54emp", [])},
+        retired=[RetiredSegment("temp", "000000000001-0123456789abcdef.af", 1_767_225_600_000),
+                 RetiredSegment("_catalog", "000000000002-cccccccccccccccc.cat", 1_767_225_600_001),
+                 RetiredSegment("temp", "000000000001-1123456789abcdef.af", 1_767_225_600_002)],
+        parts=parts,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+@pytest.mark.parametrize("comp", ["none", "zstd", "lz4"])
+def test_commit_object_round_trips_in_every_encoding(fmt, comp):
+    c = _commit()
+    data = encode_commit(c, fmt, comp)
+    assert decode_commit(data, fmt, comp, "x") == c
+    assert decode_metadata(data, fmt, comp, "x") == c
+    # an older reader refuses it by its version instead of reading a stale manifest
+    with pytest.raises(FormatVersionError):
+        metadata.decode_manifest(data, fmt, comp, "x")
+
+
+def test_commit_object_does_not_grow_with_datasets():
+    c = _commit()
+    assert b"datasets" not in encode_commit(c, "json", "none")
+
+
+def _json(c: CommitObject) -> dict:
+    return json.loads(encode_commit(c, "json", "none"))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda o: o.update(format_version=3),
+        lambda o: o.update(format="zip"),
+        lambda o: o.update(datasets={}),
+        lambda o: o.update(parts={}),
+        lambda o: o["parts"].append(o["parts"][0]),
+        lambda o: o["parts"][0].pop(),
+        lambda o: o["parts"][0].__setitem__(0, "../x.cat"),
+        lambda o: o["parts"][0].__setitem__(0, "000000000001-aaaaaaaaaaaaaaaa.af"),
+        lambda o: o["parts"][0].__setitem__(1, -1),
+        lambda o: o["parts"][0].__setitem__(2, 2**70),
+        lambda o: o["parts"][0].__setitem__(3, 10**6),  # index beyond the part size
+        lambda o: o["parts"][0].__setitem__(5, True),
+        lambda o: o["parts"][1].__setitem__(7, 99),  # newer than the commit
+        lambda o: o["parts"][1].__setitem__(6, 4),  # min generation above max
+        lambda o: o.update(next_slot=0),
+        lambda o: o["arrays"]["temp"].update(dir="a/b"),
+        lambda o: o.update(codec="brotli"),
+        lambda o: o["retired"].append(["_catalog", o["parts"][0][0], 5]),  # a live part retired
+        lambda o: o["retired"].append(["_catalog", "x.cat", 5]),
+        lambda o: o["retired"].append(["_catalog", "000000000002-cccccccccccccccc.cat", -5]),
+    ],
+)
+def test_damaged_commit_object_is_refused(damage):
+    obj = _json(_commit())
+    damage(obj)
+    data = json.dumps(obj).encode()
+    with pytest.raises((CorruptStoreError, FormatVersionError)) as info:
+        decode_commit(data, "json", "none", "atlas.json")
+    if obj.get("format_version") == 3:
+        assert info.type is FormatVersionError
+    else:
+        assert info.type is CorruptStoreError and "atlas.json" in str(info.value)
+
+
+def test_undecodable_commit_object_is_corrupt():
+    for data, fmt, comp in [(b"{", "json", "none"), (b"\xc1", "msgpack", "none"), (b"x" * 40, "json", "zstd")]:
+        with pytest.raises(CorruptStoreError):
+            decode_metadata(data, fmt, comp, "atlas.json")
+
+
+# -- snapshots ----------------------------------------------------------------------------------------
+
+
+def test_lookups_read_nothing_at_open_and_only_what_they_use():
+    store = Store()
+    ref = store.write([(f"p{i:05d}", profile(i)) for i in range(1, 3001)], 1)
+    cat = Catalog([ref], store.read_range)
+    assert store.reads == []  # construction reads nothing
+    ds = cat.get("p01234")
+    assert canonical(ds) == canonical(profile(1234))
+    # index, names, tombstones, id/version, block table, one block: no attribute or stats column
+    assert len(store.reads) <= 7, store.reads
+    before = len(store.reads)
+    cat.get("p01235")  # same block, cached
+    assert len(store.reads) == before
+    assert "p00000" not in cat and "p03000" in cat and len(cat) == 3000
+    # listing a fresh snapshot reads the index, the names and the tombstones: 3 reads per part
+    store.reads.clear()
+    fresh = Catalog([ref], store.read_range)
+    assert len(fresh.names()) == 3000 and len(store.reads) == 3
+    with pytest.raises(DatasetNotFoundError):
+        cat.get("nope")
+    with pytest.raises(KeyError):
+        cat.get_by_id(99999)
+
+
+def test_attribute_and_stats_columns_are_typed_and_aligned():
+    store = Store()
+    rows = [(f"p{i:05d}", profile(i)) for i in range(1, 601)]
+    cat = Catalog([store.write(rows[:400], 1), store.write(rows[400:], 2)], store.read_range)
+    names = cat.names()
+    assert cat.attribute_keys() == ["cycle", "lat", "platform", "tags"]  # the internal key is hidden
+    lat, present = cat.column("lat")
+    assert lat.dtype == np.float64 and present.all()
+    assert np.array_equal(lat, [int(n[1:]) / 7 for n in names])
+    platform, _ = cat.column("platform")
+    assert platform.dtype == object and platform[0] == "float-1"
+    cycle, _ = cat.column("cycle")
+    assert cycle.dtype == np.int64 and cycle.tolist() == [int(n[1:]) for n in names]
+    tags, has = cat.column("tags")
+    assert has.tolist() == [int(n[1:]) % 3 == 0 for n in names]
+    assert tags[has].tolist() == [["a", "b"]] * int(has.sum()) and all(t is None for t in tags[~has])
+    with pytest.raises(KeyError):
+        cat.column("_atlas_xarray/vars")
+    values, present = cat.column("never-set")
+    assert not present.any() and values.shape == (600,)
+    tmax, ok = cat.stats_column("temp", "max")
+    assert ok.all() and tmax.tolist() == [float(int(n[1:])) for n in names]
+    assert cat.stats_column("temp", "dtype")[0][0] == "float32"
+    assert cat.stats_column("temp", "shape")[0][5] == (24,)
+    assert cat.stats_column("temp", "null_count")[0].tolist() == [1] * 600
+    assert cat.live_slots("temp").tolist() == list(range(1, 601))
+    assert cat.array_names() == ["temp"]
+    absent, ok = cat.stats_column("psal", "min")
+    assert not ok.any() and np.isnan(absent).all()
+
+
+def test_exact_extremes_of_64_bit_integers_and_timestamps_survive():
+    big = ArrayMeta(slot=1, dtype="uint64", dims=("x",), shape=(2,), chunk_shape=(2,),
+                    stats=Stats(2, 0, 2**64 - 2, 2**64 - 1))  # fmt: skip
+    neg = ArrayMeta(slot=2, dtype="int64", dims=("x",), shape=(2,), chunk_shape=(2,),
+                    stats=Stats(2, 0, -(2**63), 2**63 - 1))  # fmt: skip
+    ts = ArrayMeta(slot=3, dtype="timestamp_nanoseconds", dims=(), shape=(), chunk_shape=(),
+                   stats=Stats(1, 0, 1704164645123456789, 1704164645123456789))  # fmt: skip
+    txt = ArrayMeta(slot=4, dtype="string", dims=(), shape=(), chunk_shape=(), stats=Stats(1, 0, "ç", "温度"))
+    store = Store()
+    rows = [("a", DatasetMeta(1, 1, {}, {"v": big})), ("b", DatasetMeta(2, 1, {}, {"v": neg})),
+            ("c", DatasetMeta(3, 1, {}, {"v": ts})), ("d", DatasetMeta(4, 1, {}, {"v": txt}))]  # fmt: skip
+    cat = Catalog([store.write(rows, 1)], store.read_range)
+    lo, _ = cat.stats_column("v", "min_exact")
+    hi, _ = cat.stats_column("v", "max_exact")
+    assert lo.tolist() == [2**64 - 2, -(2**63), 1704164645123456789, "ç"]
+    assert hi.tolist() == [2**64 - 1, 2**63 - 1, 1704164645123456789, "温度"]
+    assert np.isnan(cat.stats_column("v", "min")[0][3])
+
+
+def test_empty_parts_and_no_parts():
+    store = Store()
+    assert Catalog([], store.read_range).names() == []
+    cat = Catalog([store.write([], 1)], store.read_range)
+    assert cat.names() == [] and len(cat) == 0 and cat.attribute_keys() == [] and cat.live_slots("t").size == 0
+    cat.verify()
+
+
+def test_write_part_refuses_two_rows_of_one_name():
+    with pytest.raises(InvalidArgumentError):
+        write_part([("a", profile(1)), ("a", None)], "zstd", 1, secrets.token_bytes(16))
+
+
+def test_merge_positions_match_a_sorted_merge():
+    rng = random.Random(5)
+    pool = sorted({"".join(rng.choice("ab温é\x00z") for _ in range(rng.randint(1, 5))) for _ in range(400)})
+    rng.shuffle(pool)
+    lists = [sorted(pool[:300]), sorted(pool[300:310]), [], sorted(pool[310:])]
+    merged = sorted(pool)
+    for names, pos in zip(lists, _merge_positions(lists)):
+        assert [merged[p] for p in pos.tolist()] == names
+        assert all(merged[bisect.bisect_left(merged, n)] == n for n in names)
+
+
+def test_merge_of_newest_parts_keeps_tombstones_for_older_parts():
+    store = Store()
+    base = store.write([(f"p{i}", profile(i)) for i in range(1, 50)], 1)
+    delete = store.write([("p3", None), ("p4", None)], 2)
+    change = store.write([("p5", profile(500, version=3)), ("new", profile(600, version=3))], 3)
+    _, buffers, merged = merge_parts([delete, change], store.read_range, "zstd", 4, secrets.token_bytes(16), False)
+    store.files[merged.path] = b"".join(bytes(b) for b in buffers)
+    assert (merged.rows, merged.min_generation, merged.max_generation) == (4, 2, 4)
+    cat = Catalog([base, merged], store.read_range)
+    assert "p3" not in cat and "p4" not in cat and cat.get("p5").id == 500 and "new" in cat
+    assert cat.key("p5") == (500, 3) and cat.key("p6") == (6, 1) and cat.key("p3") is None
+    assert cat.names() == Catalog([base, delete, change], store.read_range).names()
+
+
+# -- merge policy ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("base", "commits", "rows"), [(0, 3000, 1), (100_000, 3000, 1), (0, 300, 1000)])
+def test_merge_policy_bounds_parts_and_rewrites(base, commits, rows):
+    parts = [base] if base else []
+    rewritten = 0
+    for _ in range(commits):
+        parts.append(rows)
+        start = choose_merge(parts)
+        if start is not None:
+            rewritten += sum(parts[start:])
+            parts = [*parts[:start], sum(parts[start:])]
+        assert len(parts) <= MAX_PARTS
+    # amortised rows rewritten per commit: a small multiple of the commit, not of the store
+    assert rewritten / commits <= 40 * rows
+
+
+def test_choose_merge_caps_the_part_count():
+    # equal-sized old parts that no ratio walk would merge: the cap still applies
+    sizes = [10**k for k in range(12, 0, -1)]
+    start = choose_merge(sizes, max_parts=8)
+    assert start is not None and len(sizes[:start]) + 1 <= 8
+    assert choose_merge([5]) is None and choose_merge([1000, 1]) is None
+
+
+def test_records_column_is_the_v1_dataset_object():
+    store = Store()
+    ds = profile(7)
+    ds.attributes["nan"] = {"t": "float64", "v": float("nan")}
+    ref = store.write([("x", ds)], 1)
+    cat = Catalog([ref], store.read_range)
+    reader = cat._readers[0]
+    offsets, data = reader.block(0)
+    obj = msgpack.unpackb(data[offsets[0] : offsets[1]], raw=False)
+    assert obj["id"] == 7 and obj["arrays"]["temp"]["slot"] == 7
+    assert obj["attributes"]["cycle"] == {"t": "int64", "v": 7}
+    got = cat.get("x").attributes["nan"]["v"]
+    assert got != got
+
+
+def test_merge_re_encodes_a_key_whose_kind_differs_between_parts():
+    store = Store()
+
+    def ds(i: int, value: dict) -> DatasetMeta:
+        when = ArrayMeta(slot=i, dtype="timestamp_nanoseconds", dims=("t", "u"), shape=(2, 3), chunk_shape=(2, 3),
+                         stats=Stats(6, 0, -(2**63) + 1, 2**62))  # fmt: skip
+        return DatasetMeta(i, 1, {"k": value, "ok": {"t": "bool", "v": i % 2 == 0},
+                                  "at": {"t": "timestamp_nanoseconds", "v": 10**18 + i}}, {"when": when})
+
+    refs = [
+        store.write([("a", ds(1, {"t": "int64", "v": 5})), ("b", ds(2, {"t": "int64", "v": -7}))], 1),
+        store.write([("c", ds(3, {"t": "string", "v": "x"})), ("b", None)], 2),
+        store.write([("d", ds(4, {"t": "float32", "v": [1.5], "k": "list"}))], 3),
+        store.write([("e", ds(5, {"t": "int64", "v": [1, 2, 3, 4], "k": "ndarray", "s": [2, 2]}))], 4),
+    ]
+    _, buffers, merged = merge_parts(refs, store.read_range, "none", 5, secrets.token_bytes(16), True)
+    store.files[merged.path] = b"".join(bytes(b) for b in buffers)
+    before, after = Catalog(refs, store.read_range), Catalog([merged], store.read_range)
+    assert after.names() == before.names() == ["a", "c", "d", "e"]
+    for name in after.names():
+        assert canonical(after.get(name)) == canonical(before.get(name))
+    values, present = after.column("k")
+    assert present.all() and values[0] == 5 and values[1] == "x" and values[2] == [1.5]
+    assert values[3].tolist() == [[1, 2], [3, 4]]
+    assert after.column("at")[0].dtype == np.dtype("datetime64[ns]")
+    assert after.column("ok")[0].tolist() == [False, False, True, False]
+    assert after.stats_column("when", "shape")[0].tolist() == [(2, 3)] * 4
+    assert after.stats_column("when", "min_exact")[0].tolist() == [-(2**63) + 1] * 4
+    after.verify()
+
+
+@pytest.mark.parametrize("source", ["local", "memory"])
+def test_parts_written_and_read_through_a_real_backend(tmp_path, source):
+    from atlas.backends import resolve
+
+    backend = resolve(tmp_path if source == "local" else f"memory://catalog-{secrets.token_hex(4)}", read_only=False)
+    token = secrets.token_bytes(16)
+    _, buffers, ref = write_part([(f"p{i}", profile(i)) for i in range(1, 1000)], "zstd", 1, token)
+    backend.put(ref.path, buffers)
+    _, buffers2, ref2 = write_part([("p5", None), ("q", profile(5000, 2))], "zstd", 2, secrets.token_bytes(16))
+    backend.put(ref2.path, buffers2)
+    if source == "local":
+        assert (tmp_path / "_catalog" / ref.file).stat().st_size == ref.size
+    commit = CommitObject(codec="zstd", generation=2, write_token=token.hex(), next_slot=6000, next_dataset_id=6000,
+                          parts=[ref, ref2])  # fmt: skip
+    data = encode_commit(commit, "msgpack", "zstd")
+    back = decode_metadata(data, "msgpack", "zstd", "atlas.msgpack.zst")
+    cat = Catalog(back.parts, lambda p, o, n: backend.get_ranges(p, [o], [n])[0])
+    assert len(cat) == 999 and "p5" not in cat and cat.get("q").id == 5000
+    assert canonical(cat.get("p999")) == canonical(profile(999))
+    cat.verify()
