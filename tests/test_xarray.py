@@ -21,7 +21,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import atlas  # noqa: E402
 import atlas.xarray as ax  # noqa: E402
-import atlas.xarray.conversions  # noqa: E402, F401  (ax.conversions)
+import atlas.xarray.conversions  # noqa: E402  (ax.conversions)
 from atlas import errors  # noqa: E402
 from atlas.dataset import DatasetView  # noqa: E402
 
