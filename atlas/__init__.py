@@ -13,7 +13,8 @@ Layout (imports point down this list; each package's ``__init__`` maps its modul
 * :mod:`atlas.backends`: the storage verbs (local disk, object stores).
 * Leaves: :mod:`~atlas.errors`, :mod:`~atlas.names`, :mod:`~atlas.dtypes`,
   :mod:`~atlas.attributes` (typed attributes), :mod:`~atlas.metadata` (the manifest).
-* On top: :mod:`atlas.xarray` (xarray and dask), :mod:`atlas.cli` (the ``atlas`` command).
+* On top: :mod:`atlas.xarray` (xarray and dask), :mod:`atlas.cli` (the ``atlas`` command),
+  :mod:`atlas.distributed` (:func:`ingest` with parallel writers).
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ import logging
 
 from atlas import _xarray_hook, errors
 from atlas.dataset import DatasetView
+from atlas.distributed import IngestReport, ingest
 from atlas.dtypes import DTYPE_NAMES
 from atlas.errors import AtlasError, ConflictError
 from atlas.store import Atlas
 
-__all__ = ["DTYPE_NAMES", "Atlas", "AtlasError", "ConflictError", "DatasetView", "__version__", "errors"]
+__all__ = [
+    "DTYPE_NAMES", "Atlas", "AtlasError", "ConflictError", "DatasetView", "IngestReport", "__version__", "errors",
+    "ingest",
+]  # fmt: skip
 
 __version__ = "0.1.0"
 

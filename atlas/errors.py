@@ -178,3 +178,16 @@ class UncommittedChangesWarning(AtlasWarning):
 
 
 __all__ += ["AtlasWarning", "UncommittedChangesWarning", "UnexpectedKeywordError"]
+
+
+class IngestError(AtlasError, RuntimeError):
+    """:func:`atlas.ingest` stopped: a source failed (without ``skip_errors``) or a task
+    failed for good.  The message names it and says what was committed before;
+    ``failed`` holds ``(source, reason)`` pairs."""
+
+    def __init__(self, message: str, failed: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.failed = list(failed or [])
+
+
+__all__ += ["IngestError"]

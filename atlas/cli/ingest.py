@@ -58,7 +58,7 @@ from atlas.errors import (
 )
 from atlas.store import Atlas
 
-__all__ = ["cmd_append", "cmd_create", "ingest"]
+__all__ = ["cmd_append", "cmd_create", "ingest", "write_file"]
 
 #: Errors of the store, not of a source file: they abort even with ``--skip-errors``.
 _FATAL = (BackendError, CorruptStoreError, StoreClosedError, ReadOnlyError, ConflictError, MemoryError)
@@ -83,7 +83,7 @@ def _reason(exc: BaseException) -> str:
     return text if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {text}"
 
 
-def _write_file(store: Atlas, loaded: Loaded, engine: str | None, skip_unsupported: bool) -> tuple[int, int]:
+def write_file(store: Atlas, loaded: Loaded, engine: str | None, skip_unsupported: bool) -> tuple[int, int]:
     """Stage one file: its root group, then each sub-group as a dataset of its own.
 
     Returns ``(datasets, dropped variables)``.  When a group fails, the datasets
@@ -202,7 +202,7 @@ def ingest(store: Atlas, sources: list[Source], args: Any, verb: str) -> Outcome
                     log.warning("%s: %s", src.path, text)
                 try:
                     with source_context(str(src.path)):
-                        datasets, dropped = _write_file(store, loaded, args.engine, args.skip_unsupported)
+                        datasets, dropped = write_file(store, loaded, args.engine, args.skip_unsupported)
                 except _FATAL:
                     raise
                 except Exception as exc:

@@ -1,0 +1,351 @@
+"""``atlas.ingest``: many source files in, written by workers, committed by this process.
+
+The calling process (the *client*) discovers the sources, names their datasets as
+``atlas create`` does, hands out batches with disjoint slot ranges
+(:mod:`atlas.txn.fragments`), and commits the metadata fragments the tasks
+return.  Array bytes go from the workers straight to the store; the client
+receives dataset records and segment references only.  Tasks run on a
+``dask.distributed`` client when one is given, else on a local process pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import multiprocessing
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import as_completed as pool_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from atlas.distributed.task import Task, run_task, source_label
+from atlas.errors import AtlasError, ConflictError, IngestError, InvalidArgumentError
+from atlas.txn.fragments import Fragment, SlotReservation, commit_fragments
+from atlas.txn.leases import Lease
+
+__all__ = ["IngestReport", "ingest"]
+
+logger = logging.getLogger("atlas")
+
+#: Attempts of one commit when other writers commit meanwhile.
+_COMMIT_ATTEMPTS = 5
+
+
+@dataclass
+class IngestReport:
+    """What :func:`ingest` did."""
+
+    #: Datasets committed (one per file, plus one per NetCDF-4 sub-group).
+    datasets: int = 0
+    #: Sources (files or callables) whose datasets were committed.
+    stored: list[str] = field(default_factory=list)
+    #: Sources skipped because their dataset already existed (``skip_existing``).
+    existing: list[str] = field(default_factory=list)
+    #: ``(source, reason)`` of sources that failed and were skipped (``skip_errors``).
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    #: Bytes the workers wrote into segment files that were committed.
+    stored_bytes: int = 0
+    #: Size of the source files committed.
+    source_bytes: int = 0
+    #: Pickled size of every fragment the client received (metadata only).
+    received_bytes: int = 0
+    commits: int = 0
+    generation: int = 0
+    seconds: float = 0.0
+
+
+def _expand(sources: Iterable[Any], recursive: bool) -> list[Any]:
+    """Files (as :class:`~atlas.cli.sources.Source`, named like the CLI names them) and callables."""
+    from atlas.cli.sources import discover
+
+    if isinstance(sources, (str, os.PathLike)) or callable(sources):
+        sources = [sources]
+    out: list[Any] = []
+    paths: list[Any] = []
+    for item in sources:
+        if callable(item):
+            out.extend(discover(paths, recursive) if paths else [])
+            paths = []
+            out.append(item)
+        elif isinstance(item, (str, os.PathLike)):
+            if not os.path.exists(item):
+                raise InvalidArgumentError(f"source {os.fspath(item)!r} does not exist")
+            paths.append(item)
+        else:
+            raise InvalidArgumentError(
+                f"a source must be a path or a callable returning (name, xr.Dataset) pairs, not {type(item).__name__}"
+            )
+    out.extend(discover(paths, recursive) if paths else [])
+    return out
+
+
+def _check_names(items: list[Any], existing: set[str], skip_existing: bool, skip_errors: bool,
+                 report: IngestReport) -> list[Any]:  # fmt: skip
+    """Drop (or refuse) files whose dataset name is taken by another file or by the store."""
+    seen: dict[str, Any] = {}
+    keep = []
+    for item in items:
+        name = getattr(item, "name", None)
+        if name is None:  # a callable: its names are checked on the worker and at commit
+            keep.append(item)
+            continue
+        if name in existing:
+            if skip_existing:
+                report.existing.append(str(item.path))
+                continue
+            reason = f"dataset {name!r} already exists in the store"
+        elif name in seen:
+            reason = f"dataset name {name!r} is also the name of {seen[name].path}"
+        else:
+            seen[name] = item
+            keep.append(item)
+            continue
+        if not skip_errors:
+            raise IngestError(f"{item.path}: {reason}; nothing was stored", [(str(item.path), reason)])
+        report.failed.append((str(item.path), reason))
+    return keep
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes that never inherit this process's threads (forkserver, else spawn)."""
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return ProcessPoolExecutor(workers, mp_context=ctx)
+
+
+def _run(tasks: list[Task], client: Any, workers: int | None) -> Iterator[tuple[Task, Any, BaseException | None]]:
+    """``(task, fragment, None)`` or ``(task, None, error)`` as tasks finish."""
+    if client is not None:
+        from distributed import as_completed
+
+        futures = {client.submit(run_task, t, pure=False, key=f"atlas-ingest-{os.getpid()}-{id(tasks)}-{t.index}"): t
+                   for t in tasks}  # fmt: skip
+        try:
+            for fut in as_completed(list(futures)):
+                task = futures[fut]
+                try:
+                    yield task, fut.result(), None
+                except Exception as exc:  # the task failed for good (dask's retries are spent)
+                    yield task, None, exc
+                fut.release()
+        finally:
+            client.cancel(list(futures))
+        return
+    with _pool(workers or os.cpu_count() or 1) as pool:
+        futs = {pool.submit(run_task, t): t for t in tasks}
+        try:
+            for fut in pool_completed(futs):
+                try:
+                    yield futs[fut], fut.result(), None
+                except Exception as exc:
+                    yield futs[fut], None, exc
+        finally:
+            for fut in futs:
+                fut.cancel()
+
+
+def ingest(
+    sources: Any,
+    store: Any,
+    *,
+    client: Any = None,
+    batch: int | None = None,
+    workers: int | None = None,
+    skip_existing: bool = False,
+    skip_errors: bool = False,
+    skip_unsupported: bool = False,
+    recursive: bool = True,
+    chunk_size: int = 128 << 20,
+    engine: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    max_pending_bytes: int = 256 << 20,
+    commit_interval: float = 60.0,
+    slots_per_source: int = 1024,
+    progress: Callable[[str, str], None] | None = None,
+) -> IngestReport:
+    """Store many NetCDF files (or datasets made by callables) with parallel writers.
+
+    Each task opens a batch of sources on a worker, writes their chunks into new
+    segment files at the store's location and returns only their metadata; this
+    process commits that metadata, in one commit every ``commit_interval`` seconds
+    and one at the end.  The datasets are the ones ``atlas create`` stores from
+    the same files (same names, same layout).
+
+    Parameters
+    ----------
+    sources : path, callable or iterable of them
+        NetCDF files, directories (searched like ``atlas create`` does), and
+        callables returning an iterable of ``(name, xr.Dataset)`` pairs (each
+        callable is one source; it must be picklable and runs on a worker).
+    store : Atlas or str or os.PathLike
+        An existing store (writable handle, path or URL).  The workers open the
+        same location themselves: a local path must be on a file system every
+        worker sees; object-store credentials are read from each worker's
+        environment (``storage_options`` travel with the tasks, so keep secrets
+        out of them).
+    client : distributed.Client, optional
+        Run the tasks on this dask cluster (dask retries a task whose worker
+        died).  Without it, a local pool of ``workers`` processes runs them.
+    batch : int, optional
+        Sources per task (default: about four tasks per worker, at most 64).
+    skip_existing : bool
+        Skip sources whose dataset is already in the store (resumes an ingest).
+    skip_errors : bool
+        Report a source that fails in ``IngestReport.failed`` and go on; by
+        default the first failure stops the ingest (see Raises).
+    skip_unsupported, chunk_size, engine, max_pending_bytes
+        As the ``atlas create`` options of the same names, per worker.
+    commit_interval : float
+        Seconds between commits of the fragments received so far.
+    slots_per_source : int
+        Arrays a source may define (its task's slot range is this times its
+        sources; unused slots cost nothing).
+    progress : callable, optional
+        Called as ``progress(source, note)`` once per source as its task returns
+        (``note`` is ``""``, ``"skipped"`` or ``"failed"``).
+
+    Returns
+    -------
+    IngestReport
+
+    Raises
+    ------
+    IngestError
+        A source failed (without ``skip_errors``), or a task failed after dask's
+        retries.  Fragments not yet committed are dropped (their files are
+        swept by ``compact``); commits made before stay.
+    ConflictError
+        Other writers committed so much meanwhile that the ingest's slot ranges
+        are taken (nothing of the ingest was committed).
+    """
+    from atlas.store import Atlas
+
+    t0 = time.perf_counter()
+    report = IngestReport()
+    for name, value in (("batch", batch), ("workers", workers), ("slots_per_source", slots_per_source)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+    own = not isinstance(store, Atlas)
+    handle = Atlas.open(store, "r+", storage_options=storage_options) if own else store
+    try:
+        state = handle.session.writable("ingest")
+        if state.has_changes:
+            raise InvalidArgumentError("atlas.ingest needs a store handle without pending changes (flush first)")
+        items = _check_names(_expand(sources, recursive), set(state.datasets), skip_existing, skip_errors, report)
+        if not items:
+            report.generation = handle.generation
+            return report
+        nworkers = workers or (len(client.scheduler_info()["workers"]) if client is not None else os.cpu_count() or 1)
+        size = batch or max(1, min(64, math.ceil(len(items) / (4 * max(1, nworkers)))))
+        batches = [items[i:i + size] for i in range(0, len(items), size)]
+        reservation, ranges = SlotReservation.plan(state.base.next_slot, [len(b) * slots_per_source for b in batches])
+        tasks = [
+            Task(i, handle.location, dict(storage_options) if storage_options else None, tuple(b), ranges[i],
+                 skip_existing, skip_unsupported, chunk_size, engine, max_pending_bytes)
+            for i, b in enumerate(batches)
+        ]  # fmt: skip
+        _drive(handle, tasks, client, nworkers, reservation, skip_errors, commit_interval, progress, report)
+        report.generation = handle.generation
+    finally:
+        if own:
+            handle.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _drive(handle: Any, tasks: list[Task], client: Any, workers: int, reservation: SlotReservation,
+           skip_errors: bool, commit_interval: float, progress: Callable[[str, str], None] | None,
+           report: IngestReport) -> None:  # fmt: skip
+    """Collect fragments as tasks finish and commit them every ``commit_interval`` seconds."""
+    state = handle.session.state()
+    lease = Lease(state.backend)  # takes over the workers' leases until their files are committed
+    pending: list[Fragment] = []
+    sizes = {t.index: {source_label(i): getattr(i, "size", 0) for i in t.items} for t in tasks}
+    last = time.monotonic()
+    try:
+        for task, frag, error in _run(tasks, client, workers):
+            if error is not None:
+                reason = f"task failed: {type(error).__name__}: {' '.join(str(error).split())}"
+                labels = [source_label(i) for i in task.items]
+                if not skip_errors:
+                    raise IngestError(f"{labels[0]} (and the {len(labels) - 1} other sources of its task): {reason}; "
+                                      f"{_done(report)}", [(lb, reason) for lb in labels])  # fmt: skip
+                report.failed += [(lb, reason) for lb in labels]
+                for lb in labels:
+                    _tick(progress, lb, "failed")
+                continue
+            report.received_bytes += len(pickle.dumps(frag, pickle.HIGHEST_PROTOCOL))
+            pending.append(frag)
+            lease.hold([p for f in pending for p in f.paths()])
+            if frag.lease:
+                with contextlib.suppress(AtlasError):
+                    state.backend.delete(frag.lease)
+            report.existing += frag.existing
+            for lb in frag.existing:
+                _tick(progress, lb, "skipped")
+            if frag.failed:
+                if not skip_errors:
+                    label, reason = frag.failed[0]
+                    raise IngestError(f"{label}: {reason}; {_done(report)}", frag.failed)
+                report.failed += frag.failed
+                for lb, _ in frag.failed:
+                    _tick(progress, lb, "failed")
+            for src in frag.stored:
+                _tick(progress, src.label, "")
+            if time.monotonic() - last >= commit_interval:
+                _commit(handle, pending, reservation, sizes, report, skip_errors)
+                pending = []
+                lease.release()
+                last = time.monotonic()
+        if pending:
+            _commit(handle, pending, reservation, sizes, report, skip_errors)
+            pending = []
+    finally:
+        lease.release()  # uncommitted files lose their protection: a compaction sweeps them
+
+
+def _tick(progress: Callable[[str, str], None] | None, label: str, note: str) -> None:
+    if progress is not None:
+        progress(label, note)
+
+
+def _done(report: IngestReport) -> str:
+    if not report.commits:
+        return "nothing was committed"
+    return f"the {report.datasets} datasets of {report.commits} earlier commits stay"
+
+
+def _commit(handle: Any, fragments: list[Fragment], reservation: SlotReservation,
+            sizes: dict[int, dict[str, int]], report: IngestReport, skip_errors: bool) -> None:  # fmt: skip
+    """Commit ``fragments``, moving onto other writers' generations as needed."""
+    state = handle.session.state()
+    for attempt in range(_COMMIT_ATTEMPTS):
+        try:
+            refused = commit_fragments(state, fragments, reservation)
+            break
+        except ConflictError:
+            taken = not reservation.claimed and state.base.next_slot > reservation.start
+            if attempt == _COMMIT_ATTEMPTS - 1 or taken:
+                raise
+            logger.info("another writer committed to %s; committing on top of its generation", handle.location)
+            handle.refresh()
+    report.commits += 1
+    bad = {label for label, _ in refused}
+    for frag in fragments:
+        report.stored_bytes += frag.stored_bytes
+        for src in frag.stored:
+            if src.label in bad:
+                continue
+            report.stored.append(src.label)
+            report.datasets += len(src.datasets)
+            report.source_bytes += sizes[frag.task].get(src.label, 0)
+    if refused:
+        if not skip_errors:
+            label, reason = refused[0]
+            raise IngestError(f"{label}: {reason} (another writer stored it meanwhile); {_done(report)}", refused)
+        report.failed += refused

@@ -1,0 +1,167 @@
+"""One ingest task, run on a worker: read sources, write segments, return metadata.
+
+The worker opens the store itself from its location (a path on a shared file
+system or an object-store URL; credentials come from the worker's environment),
+stages each source exactly as ``atlas create`` does (:func:`atlas.cli.ingest.write_file`,
+so the stored datasets are the same), builds the segment files with the commit
+path's own :func:`~atlas.txn.commit.build_flush`, writes them under a lease, and
+returns a :class:`~atlas.txn.fragments.Fragment`.  It never commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from atlas.errors import AtlasError, BackendError, CorruptStoreError, ReadOnlyError, StoreClosedError
+from atlas.txn.fragments import Fragment, StoredSource
+
+__all__ = ["Task", "run_task", "source_label"]
+
+logger = logging.getLogger("atlas")
+
+#: Errors of the store, not of a source: they fail the whole task.
+_FATAL = (BackendError, CorruptStoreError, StoreClosedError, ReadOnlyError, MemoryError)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A batch of sources and the slot range their arrays may use (sent to a worker: keep it small)."""
+
+    index: int
+    location: str
+    #: Non-secret store options (endpoint, region...); secrets come from the worker's environment.
+    storage_options: dict[str, Any] | None
+    #: :class:`atlas.cli.sources.Source` objects or callables returning ``(name, xr.Dataset)`` pairs.
+    items: tuple[Any, ...]
+    slots: tuple[int, int]
+    skip_existing: bool
+    skip_unsupported: bool
+    chunk_size: int
+    engine: str | None
+    max_pending_bytes: int
+
+
+def source_label(item: Any) -> str:
+    """How reports name a source: a file's path, or a callable's qualified name."""
+    path = getattr(item, "path", None)
+    if path is not None:
+        return str(path)
+    func = getattr(item, "func", item)  # functools.partial
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {text}"
+
+
+def _stage_file(store: Any, item: Any, task: Task, existing: set[str]) -> list[str] | str:
+    """Stage one file; its dataset names, or ``"exists"`` when skipped as existing."""
+    from atlas.cli.ingest import write_file
+    from atlas.cli.progress import source_context
+    from atlas.cli.sources import load_source
+
+    if item.name in existing:
+        if task.skip_existing:
+            return "exists"
+        raise FileExistsError(f"dataset {item.name!r} already exists in the store")
+    loaded = load_source(item, task.chunk_size, task.engine)
+    try:
+        for text in loaded.warnings:
+            logger.warning("%s: %s", item.path, text)
+        with source_context(str(item.path)):
+            write_file(store, loaded, task.engine, task.skip_unsupported)
+        return [part.name for part in [loaded, *loaded.groups]]
+    finally:
+        for part in [loaded, *loaded.groups]:
+            part.close()
+
+
+def _stage_callable(store: Any, make: Callable[[], Iterable[tuple[str, Any]]], existing: set[str],
+                    skip_existing: bool) -> list[str]:  # fmt: skip
+    """Stage every ``(name, dataset)`` a callable yields; all or none of them."""
+    names: list[str] = []
+    try:
+        for name, ds in make():
+            if name in existing and skip_existing:
+                continue
+            store.add_xr_dataset(ds, name)
+            names.append(name)
+    except _FATAL:
+        raise
+    except Exception:
+        for name in names:
+            with contextlib.suppress(Exception):
+                store.delete_dataset(name)
+        raise
+    return names
+
+
+def run_task(task: Task) -> Fragment:
+    """Store ``task``'s sources in new segment files; the metadata fragment to commit.
+
+    A source that fails is listed in ``Fragment.failed`` and leaves nothing behind;
+    a store error fails the task (no file it wrote is referenced by any manifest).
+    """
+    from atlas.store import Atlas
+    from atlas.txn.commit import build_flush
+    from atlas.txn.leases import Lease
+
+    frag = Fragment(task.index, task.slots)
+    store = Atlas.open(task.location, "r+", max_pending_bytes=task.max_pending_bytes,
+                       storage_options=task.storage_options)  # fmt: skip
+    state = store.session.writable("ingest")
+    lo, hi = task.slots
+    state.next_slot = lo
+    existing = set(state.base.datasets)
+    staged: list[tuple[str, list[str]]] = []
+    try:
+        for item in task.items:
+            label = source_label(item)
+            try:
+                if callable(item):
+                    names: list[str] | str = _stage_callable(store, item, existing, task.skip_existing)
+                else:
+                    names = _stage_file(store, item, task, existing)
+            except _FATAL:
+                raise
+            except Exception as exc:
+                frag.failed.append((label, _reason(exc)))
+                continue
+            if names == "exists":
+                frag.existing.append(label)
+                continue
+            if state.next_slot > hi:
+                raise AtlasError(
+                    f"{label}: the sources of this task define more than {hi - lo} arrays; "
+                    "pass a smaller batch or a larger slots_per_source to atlas.ingest"
+                )
+            existing.update(names)
+            staged.append((label, list(names)))
+        base_files = {(f.dir, ref.file) for f in state.base.families.values() for ref in f.segments}
+        new, files = build_flush(state)
+        for array_name, family in new.families.items():
+            for ref in family.segments:
+                if (family.dir, ref.file) not in base_files:
+                    frag.segments.append((array_name, family.dir, ref))
+        lease = Lease(state.backend)
+        lease.hold(frag.paths())  # before the files exist, so no compaction sweeps them
+        for path, parts in files:
+            state.backend.put(path, parts)
+        for obsolete in state.obsolete:  # spilled data of a source that failed afterwards
+            with contextlib.suppress(AtlasError):
+                state.backend.delete(obsolete)
+        frag.lease = lease.path
+        frag.stored_bytes = sum(ref.size for _, _, ref in frag.segments)
+        for label, names in staged:
+            frag.stored.append(StoredSource(label, [(n, new.datasets[n]) for n in names]))
+    finally:
+        # Forget the staged state without deleting anything: the files are now the
+        # committing process's to reference (or a compaction's to sweep).
+        state.adopt(state.base, state.version)
+        store.close()
+    return frag

@@ -1,0 +1,203 @@
+"""``atlas.ingest``: workers write segments, this process commits metadata only.
+
+Real NetCDF files (the generated CF profile corpus of benchmarks/corpus.py), a real
+local process pool, a real ``distributed.LocalCluster`` with process workers, and
+S3 on the moto emulator.  Every stored dataset is compared with a single-process
+``atlas create`` of the same files.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import pickle
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+xr = pytest.importorskip("xarray")
+distributed = pytest.importorskip("distributed")
+
+import atlas  # noqa: E402
+from atlas.cli import main  # noqa: E402
+from atlas.errors import IngestError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "workers"))  # spawned workers inherit sys.path
+
+import ingest_sources  # noqa: E402
+
+N_FILES = 40
+
+
+def _corpus_module():
+    spec = importlib.util.spec_from_file_location("atlas_bench_corpus", ROOT / "benchmarks" / "corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _make(root: Path, n: int) -> Path:
+    _corpus_module().make_corpus(root, n, subdirs=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return _make(tmp_path_factory.mktemp("corpus"), N_FILES)
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory) -> Path:
+    """The same files stored by today's single-process ``atlas create -j 0``."""
+    path = tmp_path_factory.mktemp("ref") / "ref.atlas"
+    assert main(["create", str(corpus), str(path), "-j", "0", "-q"]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    with (
+        distributed.LocalCluster(
+            processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=50
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+def assert_same_store(got: atlas.Atlas, ref_path: Path) -> None:
+    ref = atlas.Atlas.open(ref_path, "r")
+    assert sorted(got.list_datasets()) == sorted(ref.list_datasets())
+    for name in ref.list_datasets():
+        xr.testing.assert_identical(ref.to_xarray(name), got.to_xarray(name))
+    ref.close()
+
+
+def _new_store(path) -> str:
+    atlas.Atlas.create(path).close()
+    return str(path)
+
+
+def test_process_pool_ingest_equals_single_process(corpus, reference, tmp_path):
+    path = _new_store(tmp_path / "pool.atlas")
+    seen = []
+    report = atlas.ingest([corpus], path, workers=2, batch=7, progress=lambda label, note: seen.append(note))
+    assert report.datasets == N_FILES and len(report.stored) == N_FILES and not report.failed
+    assert seen == [""] * N_FILES and report.commits == 1
+    got = atlas.Atlas.open(path, "r")
+    assert got.verify() == []
+    assert_same_store(got, reference)
+    # the client received metadata only: less than the manifest it committed
+    manifest = (Path(path) / "atlas.json").stat().st_size
+    assert 0 < report.received_bytes < 1.5 * manifest
+
+
+def test_local_cluster_ingest_equals_single_process(corpus, reference, tmp_path, cluster_client):
+    path = _new_store(tmp_path / "cluster.atlas")
+    report = atlas.ingest([corpus], path, client=cluster_client, batch=5)
+    assert report.datasets == N_FILES and report.commits == 1
+    got = atlas.Atlas.open(path, "r")
+    assert got.verify() == []
+    assert_same_store(got, reference)
+
+
+def test_array_bytes_never_reach_the_client(tmp_path, cluster_client):
+    path = _new_store(tmp_path / "big.atlas")
+    sources = [functools.partial(ingest_sources.big, f"b{i}", i) for i in range(4)]
+    report = atlas.ingest(sources, path, client=cluster_client, batch=1)
+    assert report.datasets == 4 and report.stored_bytes > 4 * 8 * 500_000 * 0.9
+    assert report.received_bytes <= 0.01 * report.stored_bytes
+    got = atlas.Atlas.open(path, "r")
+    for i in range(4):
+        want = ingest_sources.big(f"b{i}", i)[0][1]
+        xr.testing.assert_identical(want, got.to_xarray(f"b{i}"))
+
+
+def test_killed_worker_is_retried_and_leaves_no_trace(tmp_path, cluster_client, corpus):
+    path = _new_store(tmp_path / "killed.atlas")
+    marker = tmp_path / "died"
+    sources = [functools.partial(ingest_sources.die_once, str(marker), "survivor"), *sorted(corpus.rglob("*.nc"))[:4]]
+    report = atlas.ingest(sources, path, client=cluster_client, batch=1)
+    assert marker.exists()  # a worker process did die in the middle of the ingest
+    assert report.datasets == 5 and not report.failed
+    got = atlas.Atlas.open(path, "r")
+    assert got.verify() == []
+    assert len(got.list_datasets()) == 5 and "survivor" in got.list_datasets()
+    xr.testing.assert_identical(got.to_xarray("survivor"), ingest_sources.die_once(str(marker), "survivor")[0][1])
+
+
+def test_failed_files_skip_errors_client_death_and_resume(corpus, reference, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(corpus, src)
+    (src / "broken.nc").write_bytes(b"not a netcdf file at all")
+    path = _new_store(tmp_path / "s.atlas")
+    # without skip_errors the bad file stops the ingest and nothing is committed
+    with pytest.raises(IngestError, match="broken.nc"):
+        atlas.ingest([src], path, workers=2, batch=10)
+    store = atlas.Atlas.open(path, "r")
+    assert store.generation == 1 and store.list_datasets() == []
+
+    # a client that dies before its commit leaves the store at its generation
+    def die(label, note, seen=[]):  # noqa: B006 - a counter
+        seen.append(label)
+        if len(seen) == 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atlas.ingest([src], path, workers=2, batch=4, skip_errors=True, progress=die)
+    store = atlas.Atlas.open(path, "r+")
+    assert store.generation == 1 and store.list_datasets() == []
+    orphans = [p for p in Path(path).rglob("*.af")]
+    assert orphans  # the workers did write segments, which no manifest references
+    store.compact(grace_period=0)
+    assert not list(Path(path).rglob("*.af")) and not list(Path(path).rglob("*.lease"))
+    store.close()
+
+    # skip_errors stores every good file and reports the bad one
+    part = [p for p in sorted(src.rglob("*.nc")) if p.name != "broken.nc"][:10] + [src / "broken.nc"]
+    report = atlas.ingest(part, path, workers=2, batch=4, skip_errors=True)
+    assert report.datasets == 10 and [Path(f).name for f, _ in report.failed] == ["broken.nc"]
+    # resume: the rest, skipping what exists
+    report = atlas.ingest([src], path, workers=2, skip_existing=True, skip_errors=True)
+    assert report.datasets == N_FILES - 10 and len(report.existing) == 10
+    got = atlas.Atlas.open(path, "r")
+    assert got.verify() == []
+    assert_same_store(got, reference)
+
+
+def test_s3_local_cluster(corpus, reference, moto_s3, s3_bucket, cluster_client):
+    url = f"s3://{s3_bucket}/ingest-{id(corpus)}"
+    opts = moto_s3.options()
+    atlas.Atlas.create(url, storage_options=opts).close()
+    report = atlas.ingest([corpus], url, client=cluster_client, batch=8, storage_options=opts)
+    assert report.datasets == N_FILES
+    got = atlas.Atlas.open(url, "r", storage_options=opts)
+    assert got.verify() == []
+    assert_same_store(got, reference)
+
+
+def test_bad_arguments_change_nothing(tmp_path):
+    path = _new_store(tmp_path / "a.atlas")
+    with pytest.raises(ValueError, match="batch"):
+        atlas.ingest([tmp_path], path, batch=0)
+    with pytest.raises(ValueError, match="does not exist"):
+        atlas.ingest([tmp_path / "nope.nc"], path)
+    with pytest.raises(ValueError, match="source must be"):
+        atlas.ingest([3], path)
+    assert pickle.loads(pickle.dumps(atlas.IngestReport())) == atlas.IngestReport()
+
+
+@pytest.mark.slow
+def test_200_files_on_a_local_cluster(tmp_path, cluster_client):
+    src = _make(tmp_path / "src", 200)
+    ref = tmp_path / "ref.atlas"
+    assert main(["create", str(src), str(ref), "-j", "2", "-q"]) == 0
+    path = _new_store(tmp_path / "c.atlas")
+    report = atlas.ingest([src], path, client=cluster_client)
+    assert report.datasets == 200
+    got = atlas.Atlas.open(path, "r")
+    assert got.verify() == []
+    assert_same_store(got, ref)

@@ -1,0 +1,26 @@
+"""Picklable sources for ``atlas.ingest`` tests (test_ingest_distributed.py): run on workers."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def big(name: str, seed: int, n: int = 500_000):
+    """One dataset of ``n`` random float64 values (incompressible: stored bytes ~ 8 n)."""
+    import xarray as xr
+
+    values = np.random.default_rng(seed).standard_normal(n)
+    return [(name, xr.Dataset({"v": ("x", values)}, attrs={"seed": seed}))]
+
+
+def die_once(marker: str, name: str):
+    """Kill the worker process the first time (when ``marker`` does not exist yet), then yield a dataset."""
+    import xarray as xr
+
+    if not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        os._exit(1)
+    return [(name, xr.Dataset({"v": ("x", np.arange(10.0))}))]
