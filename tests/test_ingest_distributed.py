@@ -135,7 +135,7 @@ def test_failed_files_skip_errors_client_death_and_resume(corpus, reference, tmp
     (src / "broken.nc").write_bytes(b"not a netcdf file at all")
     path = _new_store(tmp_path / "s.atlas")
     # without skip_errors the bad file stops the ingest and nothing is committed
-    with pytest.raises(IngestError, match="broken.nc"):
+    with pytest.raises(IngestError, match=r"broken\.nc"):
         atlas.ingest([src], path, workers=2, batch=10)
     store = atlas.Atlas.open(path, "r")
     assert store.generation == 0 and store.list_datasets() == []
@@ -209,3 +209,23 @@ def test_200_files_on_a_local_cluster(tmp_path, cluster_client):
     got = atlas.Atlas.open(path, "r")
     assert got.verify() == []
     assert_same_store(got, ref)
+
+
+def test_cli_create_and_append_on_a_cluster(corpus, reference, tmp_path, cluster_client):
+    path = tmp_path / "cli.atlas"
+    log = tmp_path / "ingest.log"
+    scheduler = cluster_client.scheduler.address
+    files = sorted(corpus.rglob("*.nc"))
+    first = tmp_path / "first"
+    for f in files[:6]:  # the same relative paths, so the same dataset names
+        (first / f.relative_to(corpus)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, first / f.relative_to(corpus))
+    assert main(["create", str(first), str(path), "--scheduler", scheduler, "--batch", "2", "-q",
+                 "--log-file", str(log)]) == 0  # fmt: skip
+    assert len(atlas.Atlas.open(path, "r").list_datasets()) == 6
+    assert "on a cluster" in log.read_text()
+    assert main(["append", str(corpus), str(path), "--cluster", "local:2", "--skip-existing", "-q"]) == 0
+    got = atlas.Atlas.open(path, "r")
+    assert got.verify() == []
+    assert_same_store(got, reference)
+    assert main(["append", str(corpus), str(path), "--cluster", "local:0"]) == 2  # a usage error

@@ -32,6 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
+from atlas.cli.cluster import ingest_on_cluster, wants_cluster
 from atlas.cli.common import (
     CLIError,
     FileFailure,
@@ -314,7 +315,7 @@ def cmd_create(args: Any) -> int:
             f"{args.store} already holds an ATLAS store; add files to it with `atlas append SRC... {args.store}`"
         ) from None
     try:
-        out = ingest(store, sources, args, "created")
+        out = (ingest_on_cluster if wants_cluster(args) else ingest)(store, sources, args, "created")
         _commit(store)
     except BaseException as exc:
         with contextlib.suppress(Exception):
@@ -364,7 +365,7 @@ def cmd_append(args: Any) -> int:
         require_xarray()
         generation = store.generation
         try:
-            out = ingest(store, sources, args, "appended")
+            out = (ingest_on_cluster if wants_cluster(args) else ingest)(store, sources, args, "appended")
             _commit(store)
         except BaseException as exc:
             with contextlib.suppress(Exception):

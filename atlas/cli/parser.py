@@ -55,6 +55,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _local_cluster(text: str) -> int:
+    kind, _, n = text.partition(":")
+    if kind != "local" or not n.isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"expected local:N with N >= 1 worker processes, got {text!r}")
+    return int(n)
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("object-store options (for s3://, gs://, az://, http(s):// stores)")
@@ -92,6 +99,20 @@ def _ingest_options(p: argparse.ArgumentParser) -> None:
         help="drop only the variables ATLAS cannot store (complex, compound, ...) and store the rest of the file",
     )  # fmt: skip
     p.add_argument("--engine", metavar="NAME", help="xarray engine to read sources with (default: xarray's guess)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="write on the dask.distributed cluster of this scheduler: workers write the segments, this process "
+        "commits metadata only (the store must be at a location every worker reaches)",
+    )  # fmt: skip
+    where.add_argument(
+        "--cluster", metavar="local:N", type=_local_cluster,
+        help="the same on a dask.distributed LocalCluster of N worker processes started for the command",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch", type=_count, default=None, metavar="N",
+        help="with --scheduler/--cluster: files per task (default: about four tasks per worker, at most 64)",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

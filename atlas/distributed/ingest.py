@@ -61,14 +61,14 @@ class IngestReport:
 
 def _expand(sources: Iterable[Any], recursive: bool) -> list[Any]:
     """Files (as :class:`~atlas.cli.sources.Source`, named like the CLI names them) and callables."""
-    from atlas.cli.sources import discover
+    from atlas.cli.sources import Source, discover
 
     if isinstance(sources, (str, os.PathLike)) or callable(sources):
         sources = [sources]
     out: list[Any] = []
     paths: list[Any] = []
     for item in sources:
-        if callable(item):
+        if isinstance(item, Source) or callable(item):  # a Source: discovered and named by the CLI
             out.extend(discover(paths, recursive) if paths else [])
             paths = []
             out.append(item)
