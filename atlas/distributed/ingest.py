@@ -55,6 +55,8 @@ class IngestReport:
     #: Pickled size of every fragment the client received (metadata only).
     received_bytes: int = 0
     commits: int = 0
+    #: Seconds spent committing (reading fragments into the state, writing the manifest).
+    commit_seconds: float = 0.0
     generation: int = 0
     seconds: float = 0.0
 
@@ -324,6 +326,7 @@ def _commit(handle: Any, fragments: list[Fragment], reservation: SlotReservation
             sizes: dict[int, dict[str, int]], report: IngestReport, skip_errors: bool) -> None:  # fmt: skip
     """Commit ``fragments``, moving onto other writers' generations as needed."""
     state = handle.session.state()
+    t0 = time.perf_counter()
     for attempt in range(_COMMIT_ATTEMPTS):
         try:
             refused = commit_fragments(state, fragments, reservation)
@@ -335,6 +338,7 @@ def _commit(handle: Any, fragments: list[Fragment], reservation: SlotReservation
             logger.info("another writer committed to %s; committing on top of its generation", handle.location)
             handle.refresh()
     report.commits += 1
+    report.commit_seconds += time.perf_counter() - t0
     bad = {label for label, _ in refused}
     for frag in fragments:
         report.stored_bytes += frag.stored_bytes
