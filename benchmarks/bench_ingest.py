@@ -11,7 +11,7 @@ variant in a fresh interpreter (so each pays its own imports and process starts)
   ``LocalCluster`` of 2 single-threaded worker processes (its start is timed too).
 
 Printed per variant: wall time, files/s, the speed-up over ``create -j 2``, and for
-the ingest variants the bytes the calling process received (pickled fragments)
+the ingest variants the bytes the calling process received (compressed fragments)
 against the bytes stored (segments + manifest), the per-file worker cost and the
 commit time (the inputs of the estimate in docs/scale.md).  Every store is checked
 to hold the same datasets as the ``create`` store (``to_xarray`` identical, on a

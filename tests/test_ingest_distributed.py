@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import pickle
 import shutil
 import sys
@@ -127,6 +128,27 @@ def test_killed_worker_is_retried_and_leaves_no_trace(tmp_path, cluster_client, 
     assert got.verify() == []
     assert len(got.list_datasets()) == 5 and "survivor" in got.list_datasets()
     xr.testing.assert_identical(got.to_xarray("survivor"), ingest_sources.die_once(str(marker), "survivor")[0][1])
+
+
+def test_worker_killed_mid_ingest(corpus, reference, tmp_path, cluster_client):
+    path = _new_store(tmp_path / "kill.atlas")
+    victim = sorted(cluster_client.scheduler_info()["workers"])[0]
+    killed = []
+
+    def kill_once(label, note):
+        if not killed:  # while the other tasks run, take one worker process down hard
+            killed.append(label)
+            cluster_client.run(os._exit, 1, workers=[victim], wait=False)
+
+    report = atlas.ingest([corpus], path, client=cluster_client, batch=2, progress=kill_once)
+    assert killed and report.datasets == N_FILES and not report.failed
+    store = atlas.Atlas.open(path, "r+")
+    assert store.verify() == []
+    assert_same_store(store, reference)
+    store.compact(grace_period=0)  # sweeps whatever the dead worker had written
+    assert store.verify() == [] and not list(Path(path).rglob("*.lease"))
+    assert_same_store(store, reference)
+    cluster_client.wait_for_workers(2, timeout=60)
 
 
 def test_failed_files_skip_errors_client_death_and_resume(corpus, reference, tmp_path):

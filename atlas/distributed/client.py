@@ -15,7 +15,6 @@ import logging
 import math
 import multiprocessing
 import os
-import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -25,7 +24,7 @@ from typing import Any
 
 from atlas.distributed.task import Task, run_task, source_label
 from atlas.errors import AtlasError, ConflictError, IngestError, InvalidArgumentError
-from atlas.txn.fragments import Fragment, SlotReservation, commit_fragments
+from atlas.txn.fragments import Fragment, SlotReservation, commit_fragments, unpack_fragment
 from atlas.txn.leases import Lease
 
 __all__ = ["IngestReport", "ingest"]
@@ -52,7 +51,7 @@ class IngestReport:
     stored_bytes: int = 0
     #: Size of the source files committed.
     source_bytes: int = 0
-    #: Pickled size of every fragment the client received (metadata only).
+    #: Bytes of the (compressed) fragments the client received: metadata only.
     received_bytes: int = 0
     commits: int = 0
     #: Seconds spent committing (reading fragments into the state, writing the manifest).
@@ -270,7 +269,7 @@ def _drive(handle: Any, tasks: list[Task], client: Any, workers: int, reservatio
     sizes = {t.index: {source_label(i): getattr(i, "size", 0) for i in t.items} for t in tasks}
     last = time.monotonic()
     try:
-        for task, frag, error in _run(tasks, client, workers):
+        for task, packed, error in _run(tasks, client, workers):
             if error is not None:
                 reason = f"task failed: {type(error).__name__}: {' '.join(str(error).split())}"
                 labels = [source_label(i) for i in task.items]
@@ -281,7 +280,8 @@ def _drive(handle: Any, tasks: list[Task], client: Any, workers: int, reservatio
                 for lb in labels:
                     _tick(progress, lb, "failed")
                 continue
-            report.received_bytes += len(pickle.dumps(frag, pickle.HIGHEST_PROTOCOL))
+            report.received_bytes += len(packed)
+            frag = unpack_fragment(packed)
             pending.append(frag)
             lease.hold([p for f in pending for p in f.paths()])
             if frag.lease:

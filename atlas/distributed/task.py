@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from atlas.errors import AtlasError, BackendError, CorruptStoreError, ReadOnlyError, StoreClosedError
-from atlas.txn.fragments import Fragment, StoredSource
+from atlas.txn.fragments import Fragment, StoredSource, pack_fragment
 
 __all__ = ["Task", "run_task", "source_label"]
 
@@ -101,8 +101,8 @@ def _stage_callable(store: Any, make: Callable[[], Iterable[tuple[str, Any]]], e
     return names
 
 
-def run_task(task: Task) -> Fragment:
-    """Store ``task``'s sources in new segment files; the metadata fragment to commit.
+def run_task(task: Task) -> bytes:
+    """Store ``task``'s sources in new segment files; the metadata fragment to commit, packed.
 
     A source that fails is listed in ``Fragment.failed`` and leaves nothing behind;
     a store error fails the task (no file it wrote is referenced by any manifest).
@@ -164,4 +164,4 @@ def run_task(task: Task) -> Fragment:
         # committing process's to reference (or a compaction's to sweep).
         state.adopt(state.base, state.version)
         store.close()
-    return frag
+    return pack_fragment(frag)
