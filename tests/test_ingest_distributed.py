@@ -13,6 +13,7 @@ import importlib.util
 import os
 import pickle
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -132,13 +133,13 @@ def test_killed_worker_is_retried_and_leaves_no_trace(tmp_path, cluster_client, 
 
 def test_worker_killed_mid_ingest(corpus, reference, tmp_path, cluster_client):
     path = _new_store(tmp_path / "kill.atlas")
-    victim = sorted(cluster_client.scheduler_info()["workers"])[0]
+    victim = sorted(cluster_client.run(os.getpid).values())[0]
     killed = []
 
     def kill_once(label, note):
         if not killed:  # while the other tasks run, take one worker process down hard
             killed.append(label)
-            cluster_client.run(os._exit, 1, workers=[victim], wait=False)
+            os.kill(victim, signal.SIGKILL)
 
     report = atlas.ingest([corpus], path, client=cluster_client, batch=2, progress=kill_once)
     assert killed and report.datasets == N_FILES and not report.failed
