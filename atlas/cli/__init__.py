@@ -8,7 +8,8 @@ stderr, never a traceback; ``verify`` also returns 1 when it finds damage), 2 fo
 usage error, 130 when interrupted.
 
 Modules: :mod:`~atlas.cli.parser` (arguments), :mod:`~atlas.cli.ingest` (``create``,
-``append``), :mod:`~atlas.cli.sources` (finding, naming and opening source files),
+``append``), :mod:`~atlas.cli.cluster` (the same on a dask cluster),
+:mod:`~atlas.cli.sources` (finding, naming and opening source files),
 :mod:`~atlas.cli.inspect` (``ls``, ``info``), :mod:`~atlas.cli.show` (``show``),
 :mod:`~atlas.cli.maintain` (``rm``, ``compact``, ``verify``, ``export``),
 :mod:`~atlas.cli.progress` (progress, logging, warnings), :mod:`~atlas.cli.fmt`

@@ -5,4 +5,6 @@
 * :mod:`~atlas.txn.commit`: the ONE commit routine (flush and compaction), unknown outcomes settled.
 * :mod:`~atlas.txn.compact`: compaction and the garbage it may delete.
 * :mod:`~atlas.txn.verify`: checking every byte a manifest references.
+* :mod:`~atlas.txn.leases`: leases over written, not yet committed segments.
+* :mod:`~atlas.txn.fragments`: committing segments other processes wrote (``atlas.ingest``).
 """
