@@ -17,6 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 xr = pytest.importorskip("xarray")
@@ -208,6 +209,26 @@ def test_s3_local_cluster(corpus, reference, moto_s3, s3_bucket, cluster_client)
     got = atlas.Atlas.open(url, "r", storage_options=opts)
     assert got.verify() == []
     assert_same_store(got, reference)
+
+
+def test_another_writer_commits_meanwhile(tmp_path, monkeypatch):
+    path = _new_store(tmp_path / "c.atlas")
+    make = functools.partial(ingest_sources.with_concurrent_commit, path)
+    report = atlas.ingest([functools.partial(make, "other", "mine")], path, workers=1)
+    assert report.datasets == 1 and report.commits == 1
+    got = atlas.Atlas.open(path, "r")
+    assert sorted(got.list_datasets()) == ["mine", "other"] and got.verify() == []
+    xr.testing.assert_identical(got.to_xarray("mine"), xr.Dataset({"v": ("x", np.arange(5.0))}))
+    assert list(got.to_xarray("other").b.values) == [1.0, 1.0, 1.0]
+    got.close()
+    # a writer that takes more slots than the headroom left: refused, nothing of the ingest committed
+    import atlas.txn.fragments as fragments
+
+    monkeypatch.setattr(fragments, "SLOT_HEADROOM", 1)
+    with pytest.raises(atlas.ConflictError, match="slot ranges are taken"):
+        atlas.ingest([functools.partial(make, "other2", "mine2")], path, workers=1)
+    got = atlas.Atlas.open(path, "r")
+    assert sorted(got.list_datasets()) == ["mine", "other", "other2"] and got.verify() == []
 
 
 def test_bad_arguments_change_nothing(tmp_path):

@@ -24,3 +24,14 @@ def die_once(marker: str, name: str):
             f.write(str(os.getpid()))
         os._exit(1)
     return [(name, xr.Dataset({"v": ("x", np.arange(10.0))}))]
+
+
+def with_concurrent_commit(store: str, other: str, name: str):
+    """Commit dataset ``other`` (two arrays) to ``store`` from another handle, then yield dataset ``name``."""
+    import xarray as xr
+
+    import atlas
+
+    with atlas.Atlas.open(store) as handle:
+        handle.add_xr_dataset(xr.Dataset({"a": ("x", np.arange(3)), "b": ("x", np.ones(3))}), other)
+    return [(name, xr.Dataset({"v": ("x", np.arange(5.0))}))]
