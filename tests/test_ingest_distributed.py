@@ -239,6 +239,11 @@ def test_bad_arguments_change_nothing(tmp_path):
         atlas.ingest([tmp_path / "nope.nc"], path)
     with pytest.raises(ValueError, match="source must be"):
         atlas.ingest([3], path)
+    memory = atlas.Atlas.create("memory://ingest-test")
+    with pytest.raises(ValueError, match="cannot reach this process's memory"):
+        atlas.ingest([tmp_path], memory)
+    memory.close()
+    assert atlas.Atlas.open(path, "r").generation == 0
     assert pickle.loads(pickle.dumps(atlas.IngestReport())) == atlas.IngestReport()
 
 

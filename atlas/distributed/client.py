@@ -237,6 +237,11 @@ def ingest(
         state = handle.session.writable("ingest")
         if state.has_changes:
             raise InvalidArgumentError("atlas.ingest needs a store handle without pending changes (flush first)")
+        if handle.location.startswith("memory://"):
+            raise InvalidArgumentError(
+                f"atlas.ingest cannot write to {handle.location}: worker processes cannot reach this process's "
+                "memory; use a path every worker sees or an object-store URL"
+            )
         items = _check_names(_expand(sources, recursive), set(state.datasets), skip_existing, skip_errors, report)
         if not items:
             report.generation = handle.generation
