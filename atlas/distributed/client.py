@@ -252,10 +252,11 @@ def ingest(
         reservation, ranges = SlotReservation.plan(state.base.next_slot, [len(b) * slots_per_source for b in batches])
         tasks = [
             Task(i, handle.location, dict(storage_options) if storage_options else None, tuple(b), ranges[i],
-                 skip_existing, skip_unsupported, chunk_size, engine, max_pending_bytes)
+                 state.base.codec, state.base.generation, skip_unsupported, chunk_size, engine, max_pending_bytes)
             for i, b in enumerate(batches)
         ]  # fmt: skip
-        _drive(handle, tasks, client, nworkers, reservation, skip_errors, commit_interval, progress, report)
+        _drive(handle, tasks, client, nworkers, reservation, skip_errors, skip_existing, commit_interval, progress,
+               report)  # fmt: skip
         report.generation = handle.generation
     finally:
         if own:
@@ -265,7 +266,7 @@ def ingest(
 
 
 def _drive(handle: Any, tasks: list[Task], client: Any, workers: int, reservation: SlotReservation,
-           skip_errors: bool, commit_interval: float, progress: Callable[[str, str], None] | None,
+           skip_errors: bool, skip_existing: bool, commit_interval: float, progress: Callable[[str, str], None] | None,
            report: IngestReport) -> None:  # fmt: skip
     """Collect fragments as tasks finish and commit them every ``commit_interval`` seconds."""
     state = handle.session.state()
@@ -292,9 +293,6 @@ def _drive(handle: Any, tasks: list[Task], client: Any, workers: int, reservatio
             if frag.lease:
                 with contextlib.suppress(AtlasError):
                     state.backend.delete(frag.lease)
-            report.existing += frag.existing
-            for lb in frag.existing:
-                _tick(progress, lb, "skipped")
             if frag.failed:
                 if not skip_errors:
                     label, reason = frag.failed[0]
@@ -305,12 +303,12 @@ def _drive(handle: Any, tasks: list[Task], client: Any, workers: int, reservatio
             for src in frag.stored:
                 _tick(progress, src.label, "")
             if time.monotonic() - last >= commit_interval:
-                _commit(handle, pending, reservation, sizes, report, skip_errors)
+                _commit(handle, pending, reservation, sizes, report, skip_errors, skip_existing)
                 pending = []
                 lease.release()
                 last = time.monotonic()
         if pending:
-            _commit(handle, pending, reservation, sizes, report, skip_errors)
+            _commit(handle, pending, reservation, sizes, report, skip_errors, skip_existing)
             pending = []
     finally:
         lease.release()  # uncommitted files lose their protection: a compaction sweeps them
@@ -328,7 +326,8 @@ def _done(report: IngestReport) -> str:
 
 
 def _commit(handle: Any, fragments: list[Fragment], reservation: SlotReservation,
-            sizes: dict[int, dict[str, int]], report: IngestReport, skip_errors: bool) -> None:  # fmt: skip
+            sizes: dict[int, dict[str, int]], report: IngestReport, skip_errors: bool,
+            skip_existing: bool) -> None:  # fmt: skip
     """Commit ``fragments``, moving onto other writers' generations as needed."""
     state = handle.session.state()
     t0 = time.perf_counter()
@@ -353,7 +352,9 @@ def _commit(handle: Any, fragments: list[Fragment], reservation: SlotReservation
             report.stored.append(src.label)
             report.datasets += len(src.datasets)
             report.source_bytes += sizes[frag.task].get(src.label, 0)
-    if refused:
+    if refused and skip_existing:  # names a callable made that the store already holds
+        report.existing += [label for label, _ in refused]
+    elif refused:
         if not skip_errors:
             label, reason = refused[0]
             raise IngestError(f"{label}: {reason} (another writer stored it meanwhile); {_done(report)}", refused)

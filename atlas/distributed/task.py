@@ -38,7 +38,10 @@ class Task:
     #: :class:`atlas.cli.sources.Source` objects or callables returning ``(name, xr.Dataset)`` pairs.
     items: tuple[Any, ...]
     slots: tuple[int, int]
-    skip_existing: bool
+    #: The store's chunk codec and the generation the ingest started from (the task
+    #: does not read the manifest: at 100 000 datasets it is hundreds of megabytes).
+    codec: str
+    generation: int
     skip_unsupported: bool
     chunk_size: int
     engine: str | None
@@ -59,16 +62,12 @@ def _reason(exc: BaseException) -> str:
     return text if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {text}"
 
 
-def _stage_file(store: Any, item: Any, task: Task, existing: set[str]) -> list[str] | str:
-    """Stage one file; its dataset names, or ``"exists"`` when skipped as existing."""
+def _stage_file(store: Any, item: Any, task: Task) -> list[str]:
+    """Stage one file (its name was checked by the client); its dataset names."""
     from atlas.cli.ingest import write_file
     from atlas.cli.progress import source_context
     from atlas.cli.sources import load_source
 
-    if item.name in existing:
-        if task.skip_existing:
-            return "exists"
-        raise FileExistsError(f"dataset {item.name!r} already exists in the store")
     loaded = load_source(item, task.chunk_size, task.engine)
     try:
         for text in loaded.warnings:
@@ -81,14 +80,14 @@ def _stage_file(store: Any, item: Any, task: Task, existing: set[str]) -> list[s
             part.close()
 
 
-def _stage_callable(store: Any, make: Callable[[], Iterable[tuple[str, Any]]], existing: set[str],
-                    skip_existing: bool) -> list[str]:  # fmt: skip
-    """Stage every ``(name, dataset)`` a callable yields; all or none of them."""
+def _stage_callable(store: Any, make: Callable[[], Iterable[tuple[str, Any]]]) -> list[str]:
+    """Stage every ``(name, dataset)`` a callable yields; all or none of them.
+
+    Names taken in the store are found at commit (the task does not read the manifest).
+    """
     names: list[str] = []
     try:
         for name, ds in make():
-            if name in existing and skip_existing:
-                continue
             store.add_xr_dataset(ds, name)
             names.append(name)
     except _FATAL:
@@ -107,47 +106,42 @@ def run_task(task: Task) -> bytes:
     A source that fails is listed in ``Fragment.failed`` and leaves nothing behind;
     a store error fails the task (no file it wrote is referenced by any manifest).
     """
+    from atlas.backends import resolve
+    from atlas.metadata import Manifest
     from atlas.store import Atlas
     from atlas.txn.commit import build_flush
     from atlas.txn.leases import Lease
+    from atlas.txn.state import WorkingState
 
     frag = Fragment(task.index, task.slots)
-    store = Atlas.open(task.location, "r+", max_pending_bytes=task.max_pending_bytes,
-                       storage_options=task.storage_options)  # fmt: skip
-    state = store.session.writable("ingest")
     lo, hi = task.slots
-    state.next_slot = lo
-    existing = set(state.base.datasets)
+    backend = resolve(task.location, read_only=False, **(task.storage_options or {}))
+    # An empty snapshot of the store: the task only adds datasets, and the families
+    # of new segments are named from the array names as in any store.
+    base = Manifest(codec=task.codec, generation=task.generation, next_slot=lo)
+    state = WorkingState(backend, "", "json", "none", base, None)
+    state.max_pending_bytes = task.max_pending_bytes
+    store = Atlas(state, "r+")
     staged: list[tuple[str, list[str]]] = []
     try:
         for item in task.items:
             label = source_label(item)
             try:
-                if callable(item):
-                    names: list[str] | str = _stage_callable(store, item, existing, task.skip_existing)
-                else:
-                    names = _stage_file(store, item, task, existing)
+                names = _stage_callable(store, item) if callable(item) else _stage_file(store, item, task)
             except _FATAL:
                 raise
             except Exception as exc:
                 frag.failed.append((label, _reason(exc)))
-                continue
-            if names == "exists":
-                frag.existing.append(label)
                 continue
             if state.next_slot > hi:
                 raise AtlasError(
                     f"{label}: the sources of this task define more than {hi - lo} arrays; "
                     "pass a smaller batch or a larger slots_per_source to atlas.ingest"
                 )
-            existing.update(names)
-            staged.append((label, list(names)))
-        base_files = {(f.dir, ref.file) for f in state.base.families.values() for ref in f.segments}
+            staged.append((label, names))
         new, files = build_flush(state)
         for array_name, family in new.families.items():
-            for ref in family.segments:
-                if (family.dir, ref.file) not in base_files:
-                    frag.segments.append((array_name, family.dir, ref))
+            frag.segments += [(array_name, family.dir, ref) for ref in family.segments]
         lease = Lease(state.backend)
         lease.hold(frag.paths())  # before the files exist, so no compaction sweeps them
         for path, parts in files:

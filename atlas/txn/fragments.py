@@ -62,8 +62,6 @@ class Fragment:
     segments: list[tuple[str, str, SegmentRef]] = field(default_factory=list)
     #: ``(label, reason)`` of sources that failed (the task went on: skip_errors).
     failed: list[tuple[str, str]] = field(default_factory=list)
-    #: Labels of sources skipped because their dataset exists (skip_existing).
-    existing: list[str] = field(default_factory=list)
     #: The lease object naming the task's segments until they are committed.
     lease: str = ""
     #: Bytes the task wrote into segment files.
