@@ -29,6 +29,7 @@ __all__ = [
     "NotAStoreError",
     "ReadOnlyError",
     "SchemaMismatchError",
+    "ShrinkError",
     "SegmentMissingError",
     "SelectionError",
     "StoreClosedError",
@@ -61,6 +62,10 @@ class SelectionError(InvalidArgumentError):
 
 class SchemaMismatchError(InvalidArgumentError):
     """Arrays that must agree (in shape, dtype or dims) for a stacked read do not."""
+
+
+class ShrinkError(InvalidArgumentError):
+    """A resize would drop stored cells and ``allow_shrink=True`` was not given."""
 
 
 class UnexpectedKeywordError(AtlasError, TypeError):
