@@ -436,8 +436,19 @@ class Atlas:
         dataset_names: Sequence[str],
         start: Sequence[int] | None = None,
         shape: Sequence[int] | None = None,
+        *,
+        pad: bool = False,
     ) -> np.ndarray:
         """Read the same box of ``array`` from many datasets into one ``(N, *box)`` array.
+
+        Parameters
+        ----------
+        pad : bool
+            When the datasets' shapes differ (arrays grown to different lengths),
+            read the box against the largest extent of every axis and fill each
+            dataset's cells beyond its own shape with its fill value (NaN, NaT, 0,
+            False or "" when the array has none).  Keyword only; without it
+            differing shapes need an explicit box.
 
         Raises
         ------
@@ -453,20 +464,25 @@ class Atlas:
 
         check_array_name(array)
         with self._lock:
-            return bulk.read_across_stacked(self._st, array, dataset_names, start, shape)
+            if pad is not True and pad is not False:
+                raise InvalidArgumentError(f"pad must be a bool, got {pad!r}")
+            return bulk.read_across_stacked(self._st, array, dataset_names, start, shape, pad)
 
     # -- xarray ----------------------------------------------------------------------------------
 
-    def add_xr_dataset(self, ds: Any, name: str, chunks: Any = None) -> DatasetView:
+    def add_xr_dataset(
+        self, ds: Any, name: str, chunks: Any = None, *, mode: str = "w-", append_dim: str | None = None
+    ) -> DatasetView:
         """Write an ``xarray.Dataset`` as dataset ``name``, staged until :meth:`flush`.
 
         Dask-backed variables are written block by block.  A failing add leaves no
-        partial dataset behind.  See :func:`atlas.xarray.add_xr_dataset` and
-        ``docs/xarray.md``.
+        partial dataset behind.  ``mode="w"`` replaces an existing dataset (one
+        commit); ``append_dim="time"`` appends ``ds`` to the existing dataset along
+        ``time``.  See :func:`atlas.xarray.add_xr_dataset` and ``docs/xarray.md``.
         """
         from atlas.xarray import add_xr_dataset
 
-        return add_xr_dataset(self, ds, name, chunks)
+        return add_xr_dataset(self, ds, name, chunks, mode=mode, append_dim=append_dim)
 
     def to_xarray(self, name: str) -> Any:
         """Dataset ``name`` as an ``xarray.Dataset``.

@@ -93,14 +93,18 @@ __all__ = [
 
 
 class AtlasDatasetAccessor:
-    """``ds.atlas``: ``ds.atlas.write(store, name, chunks=None)`` = :func:`add_xr_dataset`."""
+    """``ds.atlas``: ``ds.atlas.write(store, name, chunks=None, mode="w-", append_dim=None)`` =
+    :func:`add_xr_dataset`."""
 
     def __init__(self, ds: Any) -> None:
         self._ds = ds
 
-    def write(self, store: Atlas, name: str, chunks: Any = None) -> DatasetView:
-        """Write this dataset into ``store`` as dataset ``name`` (staged; see :func:`add_xr_dataset`)."""
-        return add_xr_dataset(store, self._ds, name, chunks)
+    def write(
+        self, store: Atlas, name: str, chunks: Any = None, *, mode: str = "w-", append_dim: str | None = None
+    ) -> DatasetView:
+        """Write this dataset into ``store`` as dataset ``name`` (staged; see :func:`add_xr_dataset`):
+        ``mode="w"`` replaces an existing one, ``append_dim="time"`` appends along ``time``."""
+        return add_xr_dataset(store, self._ds, name, chunks, mode=mode, append_dim=append_dim)
 
 
 if not hasattr(xr.Dataset, "atlas"):
