@@ -98,7 +98,8 @@ def read_across_stacked(
             if meta.shape != first.shape:
                 raise SchemaMismatchError(
                     f"dataset {n!r} array {array!r} has shape {list(meta.shape)}, "
-                    f"dataset {names[0]!r} has {list(first.shape)}; give start and shape to read a common box, or pad=True"
+                    f"dataset {names[0]!r} has {list(first.shape)}; "
+                    "give start and shape to read a common box, or pad=True"
                 )
     sel_start, box = _box(first, array, names[0], start, shape)
     if len(shapes) > 1:

@@ -129,7 +129,7 @@ def test_read_across_gives_each_shape_and_stacked_pads(store: atlas.Atlas) -> No
     store.flush()
     names = ["p0", "p1", "p2"]
     assert [a.shape for a in store.read_array_across("x", names)] == [(3,), (5,), (2,)]
-    with pytest.raises(errors.SchemaMismatchError, match="dataset 'p1'.*pad=True"):
+    with pytest.raises(errors.SchemaMismatchError, match=r"dataset 'p1'.*pad=True"):
         store.read_array_across_stacked("x", names)
     nan = np.nan
     np.testing.assert_array_equal(
