@@ -494,14 +494,25 @@ class Atlas:
 
         return to_xarray(self, name)
 
-    def to_xarray_many(self, names: Sequence[str], concat_dim: str = "dataset") -> Any:
-        """Many datasets of one schema stacked along a new dimension ``concat_dim``.
+    def to_xarray_many(
+        self,
+        names: Sequence[str],
+        concat_dim: str = "dataset",
+        *,
+        join: str = "exact",
+        layout: str = "stacked",
+        sample_dim: str | None = None,
+    ) -> Any:
+        """Many datasets of one schema in one ``xarray.Dataset``.
 
-        See :func:`atlas.xarray.to_xarray_many`.
+        Stacked along a new dimension ``concat_dim`` (``join="outer"`` pads
+        datasets of different lengths to the union of their index coordinates), or
+        as a CF contiguous ragged array (``layout="ragged"``).  See
+        :func:`atlas.xarray.to_xarray_many` and ``docs/growing.md``.
         """
         from atlas.xarray import to_xarray_many
 
-        return to_xarray_many(self, names, concat_dim)
+        return to_xarray_many(self, names, concat_dim, join=join, layout=layout, sample_dim=sample_dim)
 
     # -- commit ------------------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ from atlas.xarray.read import (
     to_xarray,
     to_xarray_many,
 )
+from atlas.xarray.many import from_ragged
 from atlas.xarray.write import (
     add_xr_dataset,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "AtlasDatasetAccessor",
     "add_xr_dataset",
     "clear_cache",
+    "from_ragged",
     "to_xarray",
     "to_xarray_many",
 ]
