@@ -59,6 +59,7 @@ from atlas.xarray.layout import (
     read_layout,  # noqa: F401
     restore_block,  # noqa: F401
 )
+from atlas.xarray.many import from_ragged
 from atlas.xarray.plan import ENCODING_KEYS  # noqa: F401
 from atlas.xarray.read import (
     HANDLE_CACHE,  # noqa: F401
@@ -71,7 +72,6 @@ from atlas.xarray.read import (
     to_xarray,
     to_xarray_many,
 )
-from atlas.xarray.many import from_ragged
 from atlas.xarray.write import (
     add_xr_dataset,
 )

@@ -119,7 +119,7 @@ def read_outer(store: Atlas, names: list[str], concat_dim: str) -> Any:
         positions = []
         for i in range(len(names)):
             per_dim = []
-            for a, d in enumerate(spec.dims):
+            for d in spec.dims:
                 if d in union and not indexes[d][i].equals(union[d]):
                     per_dim.append(union[d].get_indexer(indexes[d][i]))
                 else:
@@ -240,7 +240,8 @@ def from_ragged(ds: Any) -> dict[str, Any]:
                 continue
             if obs in var.dims:
                 part = var.isel({obs: slice(lo, hi)})
-                part = xr.Variable(tuple(dim if d == obs else d for d in part.dims), part.values, var.attrs, var.encoding)
+                dims = tuple(dim if d == obs else d for d in part.dims)
+                part = xr.Variable(dims, part.values, var.attrs, var.encoding)
             elif instance in var.dims:
                 part = var.isel({instance: i})
                 part = xr.Variable(part.dims, part.values, var.attrs, var.encoding)
