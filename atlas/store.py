@@ -6,7 +6,7 @@ import atexit
 import os
 import warnings
 import weakref
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from typing import Any
 
 import numpy as np
@@ -513,6 +513,39 @@ class Atlas:
         from atlas.xarray import to_xarray_many
 
         return to_xarray_many(self, names, concat_dim, join=join, layout=layout, sample_dim=sample_dim)
+
+    def to_datatree(
+        self, names: Sequence[str] | Callable[[str], bool] | None = None, *, root: str | None = None
+    ) -> Any:
+        """Datasets as one ``xarray.DataTree``: one node per dataset, read like :meth:`to_xarray`.
+
+        Parameters
+        ----------
+        names : sequence of str or callable, optional
+            The datasets (default: all, or all of ``root``'s tree), or a filter
+            ``f(name) -> bool``.  Each dataset's layout is read here, so name the
+            datasets you need in a store of millions.
+        root : str, optional
+            A tree stored by ``add_datatree(tree, name=root)``: dataset ``root`` is
+            the root node and dataset ``root:a:b`` node ``/a/b``.  Without it,
+            dataset ``a:b`` is node ``/a/b``.  See ``docs/growing.md``.
+        """
+        from atlas.xarray.tree import to_datatree
+
+        return to_datatree(self, names, root)
+
+    def add_datatree(self, tree: Any, name: str | None = None, chunks: Any = None) -> list[str]:
+        """Write every node of an ``xarray.DataTree`` as a dataset (staged); returns the dataset names.
+
+        Node ``/a/b`` becomes dataset ``a:b`` (``name:a:b`` under a tree ``name``,
+        whose root node becomes dataset ``name``); nodes that only group others
+        are not stored.  A node whose dataset exists already stops the call before
+        anything is written (``DatasetExistsError``); a failing node removes the
+        datasets this call added.
+        """
+        from atlas.xarray.tree import add_datatree
+
+        return add_datatree(self, tree, name, chunks)
 
     # -- commit ------------------------------------------------------------------------------------
 
