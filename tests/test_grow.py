@@ -201,3 +201,17 @@ def test_mode_w_replaces_in_one_commit(store: atlas.Atlas, profile: xr.Dataset) 
     xr.testing.assert_identical(store.to_xarray("gl").load(), profile.isel(TIME=[2]))
     profile.atlas.write(store, "gl", mode="w")
     xr.testing.assert_identical(store.to_xarray("gl").load(), profile)
+
+
+def test_verify_is_clean_after_growing_a_stored_edge_chunk(store: atlas.Atlas) -> None:
+    """The old edge chunk stays in its segment, superseded: verify must not decode it at the new extent."""
+    ds = store.create_dataset("a")
+    ds.define_array("x", "float64", ["t", "z"], [3, 4], chunk_shape=[8, 4])
+    ds.write_array("x", [0, 0], np.ones((3, 4)))
+    store.flush()
+    ds.append_array("x", np.zeros((2, 4)))
+    store.flush()
+    assert store.verify() == []
+    store.compact(grace_period=0)
+    assert store.verify() == []
+    np.testing.assert_array_equal(ds.read_array("x"), np.vstack([np.ones((3, 4)), np.zeros((2, 4))]))
