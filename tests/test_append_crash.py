@@ -44,7 +44,8 @@ def test_killed_append_leaves_old_or_new_length(tmp_path: Path) -> None:
     for _ in range(KILLS):
         before = log.read_text().count("about to commit") if log.exists() else 0
         with open(tmp_path / "stderr.txt", "ab") as err:
-            proc = subprocess.Popen([sys.executable, str(WORKERS / "append_writer.py"), str(path), str(log)], stderr=err)
+            cmd = [sys.executable, str(WORKERS / "append_writer.py"), str(path), str(log)]
+            proc = subprocess.Popen(cmd, stderr=err)
         deadline = time.monotonic() + 60
         while (log.read_text().count("about to commit") if log.exists() else 0) == before:
             assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
