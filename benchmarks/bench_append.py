@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import atlas  # noqa: E402
+import atlas
 
 WIDTH = 24
 WINDOW = 100
