@@ -1,5 +1,6 @@
-"""Random define / append / resize / write / flush / reopen / compact sequences against a numpy model.
+"""Random define / append / resize / write / flush / reopen / discard / compact sequences against a numpy model.
 
+Half the runs spill staged chunks to uncommitted segments after almost every write.
 Each model array keeps its expected cells and a ``written`` mask: a never-written
 cell of an integer array without a fill value reads as 0 but counts as null, so
 the stats invariants (row count, null count, min and max of the valid cells) are
@@ -8,6 +9,7 @@ checked exactly after every step, shrinks included.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,18 +65,25 @@ class GrowMachine(RuleBasedStateMachine):
         self.tmp = tempfile.TemporaryDirectory()
         self.path = Path(self.tmp.name) / "s.atlas"
         self.models: dict[str, Model] = {}
+        self.committed: dict[str, Model] = {}
+        self.budget = 0
 
     @initialize(
         chunks=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=3, max_size=3),
         shapes=st.lists(st.tuples(sizes, sizes), min_size=3, max_size=3),
+        spill=st.booleans(),
     )
-    def define(self, chunks: list[tuple[int, int]], shapes: list[tuple[int, int]]) -> None:
-        self.store = atlas.Atlas.create(self.path)
+    def define(self, chunks: list[tuple[int, int]], shapes: list[tuple[int, int]], spill: bool) -> None:
+        # A tiny budget spills staged chunks to uncommitted segments after almost every write.
+        self.budget = 64 if spill else 256 << 20
+        self.store = atlas.Atlas.create(self.path, max_pending_bytes=self.budget)
         ds = self.store.create_dataset("d")
         for (name, (dtype, fill, np_dtype)), chunk, shape in zip(KINDS.items(), chunks, shapes):
             ds.define_array(name, dtype, ["t", "z"], shape, chunk_shape=chunk, fill_value=fill)
             base = fill if fill is not None else (np.nan if np_dtype is np.float32 else 0)
             self.models[name] = Model(np.full(shape, base, np_dtype), np.zeros(shape, bool), fill)
+        self.store.flush()
+        self.committed = copy.deepcopy(self.models)
 
     def _data(self, data: st.DataObject, name: str, shape: tuple[int, ...]) -> np.ndarray:
         dt = self.models[name].values.dtype
@@ -130,16 +139,24 @@ class GrowMachine(RuleBasedStateMachine):
     @rule()
     def flush(self) -> None:
         self.store.flush()
+        self.committed = copy.deepcopy(self.models)
 
     @rule()
     def reopen(self) -> None:
         self.store.close()
-        self.store = atlas.Atlas.open(self.path)
+        self.committed = copy.deepcopy(self.models)
+        self.store = atlas.Atlas.open(self.path, max_pending_bytes=self.budget)
+
+    @rule()
+    def discard(self) -> None:
+        self.store.discard()
+        self.models = copy.deepcopy(self.committed)
 
     @precondition(lambda self: hasattr(self, "store"))
     @rule()
     def compact(self) -> None:
         self.store.compact(grace_period=0)
+        self.committed = copy.deepcopy(self.models)
 
     @invariant()
     def matches(self) -> None:
