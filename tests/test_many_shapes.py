@@ -100,3 +100,26 @@ def test_grown_datasets_read_in_one_view(store: atlas.Atlas, variants: dict[str,
     got = store.to_xarray_many(["p00", "p01"], join="outer")
     assert got.sizes["TIME"] == 3
     assert store.to_xarray_many(["p00", "p01"], layout="ragged")["row_size"].values.tolist() == [2, 1]
+
+
+def test_outer_and_ragged_are_lazy_in_blocks_of_datasets(
+    store: atlas.Atlas, variants: dict[str, xr.Dataset], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    import dask
+
+    from atlas.xarray import many
+
+    monkeypatch.setattr(many, "BLOCK_DATASETS", 7)
+    names = list(variants)
+    outer = store.to_xarray_many(names, join="outer")
+    assert outer["FLU2"].chunks[0] == (7, 7, 6)  # one task per 7 datasets
+    ragged = store.to_xarray_many(names, layout="ragged")
+    counts = [variants[n].sizes["TIME"] for n in names]
+    assert ragged["FLU2"].chunks[0] == (sum(counts[:7]), sum(counts[7:14]), sum(counts[14:]))
+    graph = pickle.loads(pickle.dumps(ragged["FLU2"].data))  # names the store by location, not a handle
+    with dask.config.set(scheduler="synchronous"):
+        np.testing.assert_array_equal(graph.compute(), np.concatenate([variants[n].FLU2.values for n in names]))
+    store.add_xr_dataset(variants["p00"], "p00", mode="w")  # unflushed: read eagerly from this handle
+    assert isinstance(store.to_xarray_many(names, join="outer")["FLU2"].data, np.ndarray)

@@ -7,14 +7,19 @@ representation of the CF conventions (appendix H, discrete sampling geometries):
 a sample dimension ``obs`` plus a count variable ``row_size`` whose
 ``sample_dimension`` attribute names it.  :func:`from_ragged` is the inverse.
 
-Both read each variable of all datasets with one bulk read
-(:meth:`atlas.Atlas.read_array_across`, grouped by shape) and return numpy-backed
-(eager) datasets: the padded or concatenated result is built in memory.
+Both read each variable of a group of up to :data:`BLOCK_DATASETS` datasets with
+one bulk read (:meth:`atlas.Atlas.read_array_across`, grouped by shape).  The
+result is lazy: every variable is a dask array with one task per group of
+datasets, whose graph names the store by location and snapshot (like
+:func:`atlas.xarray.to_xarray`); index coordinates, and the row counts, are read
+at once.  Datasets with unflushed changes in the handle, or a missing dask, make
+the read eager.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +29,7 @@ import xarray as xr
 from atlas.errors import InvalidArgumentError, SchemaMismatchError
 from atlas.xarray.conversions import object_array
 from atlas.xarray.layout import VarSpec, build_dataset, make_variable, read_layout, restore_block
+from atlas.xarray.read import Recipe, recipe_for, store_for
 
 if TYPE_CHECKING:
     from atlas.store import Atlas
@@ -61,6 +67,97 @@ def _decoded(store: Atlas, names: list[str], specs: list[VarSpec]) -> list[xr.Va
     """Variable ``specs[i]`` of every dataset ``names[i]`` in memory, decoded as ``to_xarray`` gives it."""
     arrays = store.read_array_across(specs[0].array, names)
     return [make_variable(s, restore_block(a, s.restore)) for s, a in zip(specs, arrays)]
+
+
+def _template(spec: VarSpec) -> xr.Variable:
+    """An empty variable decoded like ``spec``'s: its dtype, attrs and encoding, read from nothing."""
+    return make_variable(spec, np.zeros((0,) * len(spec.dims), spec.dtype))
+
+
+def _recipes(store: Atlas, names: list[str]) -> list[Recipe] | None:
+    """Recipes of every dataset for lazy blocks; None (read eagerly) when one has unflushed changes
+    in this handle or dask is not installed."""
+    try:
+        import dask.array  # noqa: F401
+    except ImportError:
+        return None
+    recipes = [recipe_for(store, n) for n in names]
+    return None if any(r is None for r in recipes) else recipes  # type: ignore[return-value]
+
+
+def _source(source: Any) -> Atlas:
+    """The handle a block reads from: ``source`` itself, or the cached read-only handle of its recipes."""
+    if not isinstance(source, list):
+        return source
+    store = None
+    for recipe in source:  # one cached handle per snapshot; each dataset is checked unchanged
+        store = store_for(recipe)
+    return store  # type: ignore[return-value]
+
+
+def outer_block(
+    names: list[str],
+    specs: list[VarSpec],
+    positions: list[list[np.ndarray | None]],
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    fill: Any,
+    source: Any,
+    part: slice,
+) -> np.ndarray:
+    """Datasets ``part`` of one variable padded to the union shape (a dask task; runs in any process)."""
+    names, specs, positions = names[part], specs[part], positions[part]
+    decoded = _decoded(_source(source), names, specs)
+    out = np.empty((len(names), *shape), dtype=dtype) if fill is None else np.full((len(names), *shape), fill, dtype)
+    for i, (var, per_dim) in enumerate(zip(decoded, positions)):
+        if all(p is None for p in per_dim):
+            out[i] = var.values
+        else:
+            where = tuple(np.arange(n) if p is None else p for p, n in zip(per_dim, var.shape))
+            out[i][np.ix_(*where)] = var.values
+    return out
+
+
+def ragged_block(
+    names: list[str], specs: list[VarSpec], along: bool, axis: int, source: Any, part: slice
+) -> np.ndarray:
+    """Datasets ``part`` of one variable concatenated along ``axis`` (``along``) or stacked (a dask task)."""
+    decoded = _decoded(_source(source), names[part], specs[part])
+    values = [v.values for v in decoded]
+    return np.concatenate(values, axis=axis) if along else np.stack(values)
+
+
+#: Datasets per block of a lazy many-dataset variable.
+BLOCK_DATASETS = 256
+
+
+def _assemble(
+    store: Atlas,
+    recipes: list[Recipe] | None,
+    block: Callable[[Any, slice], np.ndarray],
+    axis: int,
+    sizes: list[int],
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+) -> Any:
+    """The whole variable: ``block(store, all)`` eagerly, or a dask array of one task per
+    :data:`BLOCK_DATASETS` datasets (along ``axis``, where dataset ``i`` has ``sizes[i]`` cells)."""
+    n = len(sizes)
+    if recipes is None:
+        return block(store, slice(0, n))
+    import dask.array as da
+    from dask.base import tokenize
+
+    parts = [slice(a, min(a + BLOCK_DATASETS, n)) for a in range(0, n, BLOCK_DATASETS)]
+    along = tuple(sum(sizes[p]) for p in parts)
+    chunks = tuple(along if a == axis else (k,) for a, k in enumerate(shape))
+    name = "atlas-many-" + tokenize(recipes, block.func.__name__, block.args[1:])  # type: ignore[attr-defined]
+    dsk = {}
+    for k, p in enumerate(parts):
+        key = tuple(k if a == axis else 0 for a in range(len(shape)))
+        dsk[(name, *key)] = (block, recipes[p], p)
+    meta = np.empty((0,) * len(shape), dtype=dtype)
+    return da.Array(dsk, name, chunks, dtype=dtype, meta=meta)
 
 
 def _by_name(layouts: list[list[VarSpec]]) -> dict[str, list[VarSpec]]:
@@ -111,11 +208,13 @@ def read_outer(store: Atlas, names: list[str], concat_dim: str) -> Any:
                 f"dimension {d!r} has no index coordinate and different sizes {sorted(got)} across the datasets; "
                 "an outer join needs an index coordinate to align it"
             )
+    recipes = _recipes(store, names)
     for spec in first:
         if spec.is_index:
             continue
-        decoded = _decoded(store, names, by_name[spec.name])
-        shape = tuple(len(union[d]) if d in union else decoded[0].shape[a] for a, d in enumerate(spec.dims))
+        specs = by_name[spec.name]
+        template = _template(spec)
+        shape = tuple(len(union[d]) if d in union else spec.shape[a] for a, d in enumerate(spec.dims))
         positions = []
         for i in range(len(names)):
             per_dim = []
@@ -126,19 +225,10 @@ def read_outer(store: Atlas, names: list[str], concat_dim: str) -> Any:
                     per_dim.append(None)
             positions.append(per_dim)
         padded = any(p is not None for per_dim in positions for p in per_dim)
-        dtype = decoded[0].dtype
-        if padded:
-            dtype, fill = xr.core.dtypes.maybe_promote(dtype)
-            out = np.full((len(names), *shape), fill, dtype=dtype)
-        else:
-            out = np.empty((len(names), *shape), dtype=dtype)
-        for i, (var, per_dim) in enumerate(zip(decoded, positions)):
-            if all(p is None for p in per_dim):
-                out[i] = var.values
-            else:
-                where = tuple(np.arange(n) if p is None else p for p, n in zip(per_dim, var.shape))
-                out[i][np.ix_(*where)] = var.values
-        variables[spec.name] = xr.Variable((concat_dim, *spec.dims), out, decoded[0].attrs, decoded[0].encoding)
+        dtype, fill = xr.core.dtypes.maybe_promote(template.dtype) if padded else (template.dtype, None)
+        block = functools.partial(outer_block, names, specs, positions, shape, dtype, fill)
+        out = _assemble(store, recipes, block, 0, [1] * len(names), (len(names), *shape), dtype)
+        variables[spec.name] = xr.Variable((concat_dim, *spec.dims), out, template.attrs, template.encoding)
     ds = build_dataset(variables, [s.name for s in first if s.is_coord], gattrs)
     return ds.assign_coords({concat_dim: (concat_dim, object_array(names, (len(names),)))})
 
@@ -181,16 +271,23 @@ def read_ragged(store: Atlas, names: list[str], concat_dim: str, sample_dim: str
             )
     counts = np.array([sz.get(dim, 0) for sz in sizes], np.int64)
     variables: dict[str, Any] = {}
+    recipes = _recipes(store, names)
     for spec in first:
-        decoded = _decoded(store, names, by_name[spec.name])
+        specs = by_name[spec.name]
+        template = _template(spec)
         if dim in spec.dims:
             axis = spec.dims.index(dim)
-            data = np.concatenate([v.values for v in decoded], axis=axis)
+            sizes_along = counts.tolist()
+            shape = tuple(int(counts.sum()) if a == axis else n for a, n in enumerate(spec.shape))
             dims = tuple(SAMPLE_DIM if d == dim else d for d in spec.dims)
         else:
-            data = np.stack([v.values for v in decoded])
+            axis = 0
+            sizes_along = [1] * len(names)
+            shape = (len(names), *spec.shape)
             dims = (concat_dim, *spec.dims)
-        variables[spec.name] = xr.Variable(dims, data, decoded[0].attrs, decoded[0].encoding)
+        block = functools.partial(ragged_block, names, specs, dim in spec.dims, axis)
+        data = _assemble(store, recipes, block, axis, sizes_along, shape, template.dtype)
+        variables[spec.name] = xr.Variable(dims, data, template.attrs, template.encoding)
     variables[ROW_SIZE] = xr.Variable(
         (concat_dim,),
         counts,

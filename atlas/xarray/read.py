@@ -195,8 +195,8 @@ def to_xarray_many(
       their index coordinates with the missing value xarray uses (NaN, NaT; integer
       and bool variables that need padding become float64), as
       ``xr.concat(datasets, concat_dim, join="outer", coords="all")`` of the
-      per-dataset :meth:`~atlas.Atlas.to_xarray` gives.  Read eagerly, one bulk
-      read per variable.
+      per-dataset :meth:`~atlas.Atlas.to_xarray` gives.  Lazy: one dask task (one
+      bulk read) per :data:`atlas.xarray.many.BLOCK_DATASETS` datasets.
 
     ``layout="ragged"`` returns the CF contiguous ragged array representation
     instead: the datasets' ragged dimension (``sample_dim``, default the one
@@ -204,7 +204,7 @@ def to_xarray_many(
     on it are concatenated along it, the others are stacked along ``concat_dim``,
     and ``row_size(concat_dim)`` counts each dataset's observations (attribute
     ``sample_dimension="obs"``).  :func:`atlas.xarray.from_ragged` is the inverse.
-    Read eagerly.
+    Lazy like ``join="outer"``.
 
     Raises
     ------
