@@ -20,7 +20,7 @@ import numpy as np
 import atlas
 
 WORKERS = Path(__file__).parent / "workers"
-KILLS = 8
+KILLS = 5
 
 
 def _allowed(log: Path) -> set[int]:
