@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from atlas.engine import kernels
+from atlas.engine.codecs import checksum
 from atlas.engine.segment import FOOTER_SIZE, HEADER_SIZE, check_header, parse_index, read_footer
 from atlas.errors import AtlasError
 from atlas.state import WorkingState
@@ -52,7 +52,7 @@ def verify_store(state: WorkingState) -> list[str]:
             starts = [int(o) for o in offsets]
             payloads = state.backend.get_ranges(path, starts, [int(n) for n in nbytes]) if starts else []
             for rec, payload in zip(table, payloads):
-                digest = int(kernels.xxh64(np.frombuffer(payload, np.uint8)))
+                digest = checksum(payload)
                 if digest != int(rec["checksum"]):
                     owner = owners.get(int(rec["slot"]))
                     who = f"dataset {owner!r}" if owner else "a deleted array (harmless until compacted)"

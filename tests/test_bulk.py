@@ -177,7 +177,7 @@ def test_parallel_decode_gives_the_same_answer(tmp_path, monkeypatch, workers):
         atlas.Atlas.open(tmp_path / "s", max_workers=-2)
 
 
-def test_python_decoder_matches_native(tmp_path, monkeypatch):
+def test_python_decoder_matches_native(tmp_path, monkeypatch, read_path):
     s = build(tmp_path / "s", n=10)
     names = s.list_datasets()
     ref = s.read_array_across_stacked("grid", names, [1, 1, 1], [8, 8, 4])
@@ -252,23 +252,35 @@ def smooth(rng, shape, dtype):
 
 
 def partial_counts(monkeypatch):
-    """Record, per native call, how many pieces were decoded by item range."""
+    """Record, per native call (jitted or Python), how many pieces were decoded by item range."""
     seen: list[int] = []
-    real = native.read_pieces
+    for name in ("read_pieces", "read_pieces_py"):
+        real = getattr(native, name)
 
-    def spy(*args):
-        count, raw = args[9], args[6]
-        seen.append(int(((count > 0) & ~raw).sum()))
-        return real(*args)
+        def spy(*args, real=real):
+            count, raw = args[9], args[5]
+            seen.append(int(((count > 0) & ~raw).sum()))
+            return real(*args)
 
-    monkeypatch.setattr(native, "read_pieces", spy)
+        monkeypatch.setattr(native, name, spy)
     return seen
+
+
+@pytest.fixture(params=["kernel", "python"])
+def read_path(request, monkeypatch):
+    """Bulk reads through the jitted read_pieces, or through read_pieces_py (small batches)."""
+    if request.param == "kernel":
+        monkeypatch.setattr(decode, "KERNEL_MIN_PIECES", 0)
+    else:
+        monkeypatch.setattr(decode, "KERNEL_MIN_PIECES", 1 << 62)
+        monkeypatch.setattr(native, "read_pieces_compiled", lambda: False)
+    return request.param
 
 
 @pytest.mark.skipif(not native.AVAILABLE, reason=f"libblosc2 not reachable: {native.UNAVAILABLE_REASON}")
 @pytest.mark.parametrize("codec", ["zstd", "lz4", "none"])
 @pytest.mark.parametrize("layout", range(len(PARTIAL_LAYOUTS)), ids=["1d", "2d", "3d"])
-def test_partial_chunk_decoding_matches_numpy(tmp_path, monkeypatch, codec, layout):
+def test_partial_chunk_decoding_matches_numpy(tmp_path, monkeypatch, codec, layout, read_path):
     shape, chunks, dtype, selections = PARTIAL_LAYOUTS[layout]
     data = [smooth(np.random.default_rng(i), shape, dtype) for i in range(5)]
     with atlas.Atlas.create(tmp_path / "s", codec=codec) as s:
@@ -436,7 +448,8 @@ def test_forged_raw_chunk_shorter_than_its_cells(tmp_path):
 
 
 @pytest.mark.skipif(not native.AVAILABLE, reason=f"libblosc2 not reachable: {native.UNAVAILABLE_REASON}")
-def test_read_pieces_statuses():
+@pytest.mark.parametrize("fn", ["read_pieces", "read_pieces_py"])
+def test_read_pieces_statuses(fn):
     import blosc2
 
     from atlas.engine.codecs import checksum
@@ -455,35 +468,35 @@ def test_read_pieces_statuses():
     # Piece 0 decodes only items 203 (row 2, column 3) to 709 (row 7, column 9).
     first = np.array([203, 0, 0, 0, 0, 0], np.int64)
     count = np.array([709 - 203 + 1, 0, 0, 0, 0, 0], np.int64)
-    chunk_shapes = np.tile(np.array([60, 100], np.int64), (n, 1))
-    in_chunk = np.tile(np.array([2, 3], np.int64), (n, 1))
-    boxes = np.tile(np.array([6, 7], np.int64), (n, 1))
-    sel = np.array([6, 7], np.int64)
+    # The kernel works on bytes: the innermost extents, starts and bases are in bytes (x 8).
+    chunk_shapes = np.tile(np.array([60, 800], np.int64), (n, 1))
+    in_chunk = np.tile(np.array([2, 24], np.int64), (n, 1))
+    boxes = np.tile(np.array([6, 56], np.int64), (n, 1))
+    sel = np.array([6, 56], np.int64)
     in_sel = np.zeros((n, 2), np.int64)
-    bases = np.arange(n, dtype=np.int64) * 42
+    bases = np.arange(n, dtype=np.int64) * 42 * 8
     dst = np.full(n * 42, -1.0)
     status = np.full(n, 99, np.int64)
     scratch = np.empty(48000, np.uint8)
-    native.read_pieces(
+    getattr(native, fn)(
         native.thread_context(),
         src,
-        src[: src.size - src.size % 8].view("float64"),
         offsets,
         nbytes,
         sums,
         raw,
         np.full(n, 48000, np.int64),
+        8,
         first,
         count,
         scratch,
-        scratch.view("float64"),
         chunk_shapes,
         in_chunk,
         boxes,
         sel,
         in_sel,
         bases,
-        dst,
+        dst.view(np.uint8),
         status,
     )
     want = data[2:8, 3:10].reshape(-1)

@@ -21,11 +21,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atlas import dtypes
-from atlas.engine import kernels
+from atlas.engine import chunks, kernels
 from atlas.engine.chunks import chunk_stats
 from atlas.metadata import ArrayMeta
 
 MODES = ["jit", "py"]
+#: The stats kernels also have a numpy twin that chunks.py uses for small chunks.
+STATS_MODES = ["jit", "py", "numpy"]
 HYP = settings(max_examples=50, deadline=None)
 NO_MASK = np.zeros(0, np.uint8)
 NAT = int(np.iinfo(np.int64).min)
@@ -33,6 +35,8 @@ COPY_DTYPES = ["float32", "float64", "int8", "uint64", "bool"]
 
 
 def kernel(name: str, mode: str):
+    if mode == "numpy":
+        return {"stats_float": chunks._stats_float_numpy, "stats_int": chunks._stats_int_numpy}[name]
     fn = getattr(kernels, name)
     return fn if mode == "jit" else fn.py_func
 
@@ -377,7 +381,7 @@ def check_stats_float(mode, values, fill, use_fill, written):
     return got
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_stats_float_random(mode, dtype):
     rng = np.random.default_rng(21 if dtype == "float32" else 22)
@@ -392,7 +396,7 @@ def test_stats_float_random(mode, dtype):
         check_stats_float(mode, values, fill, bool(rng.random() < 0.6), written)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_stats_float_cases(mode, dtype):
     f = np.dtype(dtype).type
@@ -431,7 +435,7 @@ def test_stats_float_cases(mode, dtype):
         assert nulls == values.shape[0] and math.isnan(lo) and math.isnan(hi)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 @HYP
 @given(
     values=st.lists(st.one_of(st.floats(width=32), st.sampled_from([0.0, -0.0, 1.0, 2.5])), min_size=0, max_size=30),
@@ -491,7 +495,7 @@ def int_values(rng, dtype, n):
     return out
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 @pytest.mark.parametrize("dtype", INT_DTYPES)
 def test_stats_int_random(mode, dtype):
     rng = np.random.default_rng(300 + INT_DTYPES.index(dtype))
@@ -503,7 +507,7 @@ def test_stats_int_random(mode, dtype):
         check_stats_int(mode, values, fill, bool(rng.random() < 0.6), False, written)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 def test_stats_int_uint64_beyond_int64(mode):
     u = np.uint64
     values = np.array([2**64 - 1, 2**63, 2**63 - 1, 2**64 - 2, 7], np.uint64)
@@ -518,7 +522,7 @@ def test_stats_int_uint64_beyond_int64(mode):
     assert check_stats_int(mode, np.array([2**63], np.uint64), u(0), True, False, NO_MASK) == (0, 1, 2**63, 2**63)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 def test_stats_int_timestamps_and_nat(mode):
     i = np.int64
     values = np.array([NAT, 5, -9_000_000_000_000_000_000, NAT + 1, 2**63 - 1], np.int64)
@@ -533,7 +537,7 @@ def test_stats_int_timestamps_and_nat(mode):
     assert check_stats_int(mode, values, i(0), False, True, mask) == (3, 2, -9_000_000_000_000_000_000, 2**63 - 1)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 @pytest.mark.parametrize("dtype", ["int8", "uint64", "int64", "bool"])
 def test_stats_int_all_null(mode, dtype):
     dt = np.dtype("uint8" if dtype == "bool" else dtype)
@@ -551,7 +555,7 @@ def test_stats_int_all_null(mode, dtype):
         assert check_stats_int(mode, nat_only, np.int64(0), False, True, NO_MASK)[:2] == (2, 0)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 @HYP
 @given(
     dtype=st.sampled_from(INT_DTYPES),
@@ -581,6 +585,13 @@ def meta(dtype, fill=None):
     return ArrayMeta(slot=0, dtype=dtype, dims=("n",), shape=(5,), chunk_shape=(5,), fill_value=fill)
 
 
+@pytest.fixture(params=["kernel", "numpy"])
+def stats_path(request, monkeypatch):
+    """chunk_stats on each of its paths (numba kernels for large chunks, numpy for small)."""
+    monkeypatch.setattr(chunks, "NUMPY_STATS_MAX_CELLS", 0 if request.param == "kernel" else 1 << 62)
+
+
+@pytest.mark.usefixtures("stats_path")
 def test_chunk_stats_uint64_fill_beyond_int64():
     values = np.array([2**64 - 1, 3, 2**63 + 5, 2**64 - 1, 2**63], np.uint64)
     st_ = chunk_stats(values, None, meta("uint64", 2**64 - 1))
@@ -602,6 +613,7 @@ def test_chunk_stats_passes_the_fill_in_the_dtype_of_the_values(monkeypatch):
         return real(values, fill, *rest)
 
     monkeypatch.setattr(kernels, "stats_int", spy)
+    monkeypatch.setattr(chunks, "NUMPY_STATS_MAX_CELLS", 0)  # the kernel path, whatever the size
     chunk_stats(np.array([2**64 - 1, 1], np.uint64), None, meta("uint64", 2**64 - 1))
     chunk_stats(np.array([True, False]), None, meta("bool", True))
     chunk_stats(np.array([NAT, 1], np.int64), None, meta("timestamp_nanoseconds"))
@@ -609,6 +621,7 @@ def test_chunk_stats_passes_the_fill_in_the_dtype_of_the_values(monkeypatch):
     assert seen and all(v == f for v, f in seen), seen
 
 
+@pytest.mark.usefixtures("stats_path")
 def test_chunk_stats_int_timestamp_bool_float():
     st_ = chunk_stats(np.array([-128, 127, 0, -1, 5], np.int8), None, meta("int8", -1))
     assert (st_.null_count, st_.minimum, st_.maximum) == (1, -128, 127)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import blosc2
 import numpy as np
 
 from atlas.engine import native
@@ -23,6 +22,10 @@ __all__ = ["decode_many", "read_pieces_many"]
 
 #: Below this many compressed bytes a batch is decoded on the calling thread.
 PARALLEL_MIN_BYTES = 1 << 20
+#: Batches of fewer pieces are read without numba (:func:`atlas.engine.native.read_pieces_py`)
+#: unless the kernel is compiled in this process already: a few microseconds of Python
+#: per piece cost less than importing numba, let alone compiling the kernel.
+KERNEL_MIN_PIECES = 256
 #: Per-thread scratch buffers up to this size are kept for the next call.
 SCRATCH_KEEP_BYTES = 16 << 20
 
@@ -63,6 +66,8 @@ def decode_many(
     if todo.size == 0:
         return
     if not native.AVAILABLE:
+        import blosc2
+
         for i in todo:
             o, n, d, r = int(offsets[i]), int(nbytes[i]), int(dst_starts[i]), int(raw_nbytes[i])
             try:
@@ -142,7 +147,8 @@ def read_pieces_many(
     Parameters
     ----------
     src, typed_src : ndarray
-        The payload bytes, as uint8 and as the output's dtype (same memory).
+        The payload bytes as uint8; ``typed_src`` (the same memory as the output's
+        dtype) gives the item size.
     offsets, nbytes, checksums : ndarray
         Each piece's payload range in ``src`` and its recorded XXH64.
     raw : ndarray of bool
@@ -160,35 +166,44 @@ def read_pieces_many(
     if n == 0:
         return status
     itemsize = typed_src.itemsize
+    # The kernel works on bytes (one compile for every dtype): the same boxes over the
+    # arrays viewed as bytes.
+    chunk_shapes, in_chunk, boxes, sel_shape, in_selection, dst_bases = _byte_geometry(
+        itemsize, chunk_shapes, in_chunk, boxes, sel_shape, in_selection, dst_bases
+    )
+    dst_bytes = dst.view(np.uint8)
+    # Read-only views of the inputs: one compiled signature whatever the buffers are.
+    src = _read_only(src)
     need = np.where(raw, 0, np.where(count > 0, count * itemsize, raw_nbytes))
     workers = max(1, min(max_workers, n))
     if workers > 1 and int(nbytes.sum()) < PARALLEL_MIN_BYTES:
         workers = 1
+    kernel = native.read_pieces
+    if workers == 1 and n < KERNEL_MIN_PIECES and not native.read_pieces_compiled():
+        kernel = native.read_pieces_py
 
     def part(lo: int, hi: int) -> None:
         size = int(need[lo:hi].max()) if hi > lo else 0
         scratch = _scratch(size)
-        typed = scratch[: scratch.nbytes - scratch.nbytes % itemsize].view(typed_src.dtype)
-        native.read_pieces(
+        kernel(
             native.thread_context(),
             src,
-            typed_src,
             offsets[lo:hi],
             nbytes[lo:hi],
             checksums[lo:hi],
             raw[lo:hi],
             raw_nbytes[lo:hi],
+            itemsize,
             first[lo:hi],
             count[lo:hi],
-            scratch,
-            typed,
+            _read_only(scratch),  # blosc2 writes it through its address; the copies only read it
             chunk_shapes[lo:hi],
             in_chunk[lo:hi],
             boxes[lo:hi],
             sel_shape,
             in_selection[lo:hi],
             dst_bases[lo:hi],
-            dst,
+            dst_bytes,
             status[lo:hi],
         )
 
@@ -201,3 +216,39 @@ def read_pieces_many(
         bounds = [0, *sorted({int(c) for c in cuts}), n]
         list(_pool(workers).map(part, bounds[:-1], bounds[1:]))
     return status
+
+
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    if not arr.flags.writeable:
+        return arr
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+def _byte_geometry(
+    itemsize: int,
+    chunk_shapes: np.ndarray,
+    in_chunk: np.ndarray,
+    boxes: np.ndarray,
+    sel_shape: np.ndarray,
+    in_selection: np.ndarray,
+    dst_bases: np.ndarray,
+) -> tuple[np.ndarray, ...]:
+    """The piece geometry over C-ordered arrays viewed as bytes.
+
+    An array of shape ``(..., n)`` and item size ``k`` is, as bytes, an array of shape
+    ``(..., n * k)``: the innermost extent, start and box scale by ``k``, as do the
+    element offsets.  A rank-0 selection becomes one axis of ``k`` bytes.
+    """
+    pieces = chunk_shapes.shape[0]
+    if sel_shape.shape[0] == 0:
+        whole = np.full((pieces, 1), itemsize, np.int64)
+        zero = np.zeros((pieces, 1), np.int64)
+        return whole, zero, whole, np.array([itemsize], np.int64), zero, dst_bases * itemsize
+    out = []
+    for arr in (chunk_shapes, in_chunk, boxes, sel_shape, in_selection):
+        arr = np.array(arr, np.int64)  # a copy, C-contiguous
+        arr[..., -1] *= itemsize
+        out.append(arr)
+    return (*out, dst_bases * itemsize)
