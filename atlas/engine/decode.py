@@ -25,7 +25,7 @@ PARALLEL_MIN_BYTES = 1 << 20
 #: Batches of fewer pieces are read without numba (:func:`atlas.engine.native.read_pieces_py`)
 #: unless the kernel is compiled in this process already: a few microseconds of Python
 #: per piece cost less than importing numba, let alone compiling the kernel.
-KERNEL_MIN_PIECES = 256
+KERNEL_MIN_PIECES = 4096
 #: Per-thread scratch buffers up to this size are kept for the next call.
 SCRATCH_KEEP_BYTES = 16 << 20
 
