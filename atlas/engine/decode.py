@@ -24,7 +24,8 @@ __all__ = ["decode_many", "read_pieces_many"]
 PARALLEL_MIN_BYTES = 1 << 20
 #: Batches of fewer pieces are read without numba (:func:`atlas.engine.native.read_pieces_py`)
 #: unless the kernel is compiled in this process already: a few microseconds of Python
-#: per piece cost less than importing numba, let alone compiling the kernel.
+#: per piece cost less than importing numba, let alone compiling the kernel.  The C
+#: calls release the GIL, so the worker threads still decode in parallel.
 KERNEL_MIN_PIECES = 4096
 #: Per-thread scratch buffers up to this size are kept for the next call.
 SCRATCH_KEEP_BYTES = 16 << 20
@@ -179,7 +180,7 @@ def read_pieces_many(
     if workers > 1 and int(nbytes.sum()) < PARALLEL_MIN_BYTES:
         workers = 1
     kernel = native.read_pieces
-    if workers == 1 and n < KERNEL_MIN_PIECES and not native.read_pieces_compiled():
+    if n < KERNEL_MIN_PIECES and not native.read_pieces_compiled():
         kernel = native.read_pieces_py
 
     def part(lo: int, hi: int) -> None:
