@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from atlas import dtypes
-from atlas.engine import kernels, native
+from atlas.engine import decode, kernels, native
 from atlas.engine.arrays import FamilyEngine
 from atlas.engine.chunks import fill_for
 from atlas.engine.codecs import LZ4, RAW, ZSTD
@@ -267,7 +267,7 @@ def _fast_group(
     missing = flat_pos < 0
     if missing.any():
         fill_values = np.array([fill_for(metas[int(m)]) for m in piece_member[missing]], dtype=out.dtype)
-        kernels.fill_pieces(
+        _fill_pieces(
             _flat(fill_values),
             plan.boxes[piece_row[missing]],
             sel_shape,
@@ -427,6 +427,26 @@ def _decode_segment(
         decode_many(src, offsets[comp], nbytes[comp], codec[comp], scratch_u8, starts, sizes, where, workers)
         scratch = scratch_u8[: scratch_u8.nbytes - scratch_u8.nbytes % itemsize].view(dst.dtype)
         _scatter(scratch, starts // itemsize, plan, rows[comp], sel_shape, bases[comp], dst)
+
+
+def _fill_pieces(values, boxes, sel_shape, in_selection, bases, dst) -> None:
+    """:func:`atlas.engine.kernels.fill_pieces`, through numpy views for small batches
+    (as :func:`atlas.engine.decode.read_pieces_many` does): no compile per dtype."""
+    if values.shape[0] >= decode.KERNEL_MIN_PIECES:
+        kernels.fill_pieces(values, boxes, sel_shape, in_selection, bases, dst)
+        return
+    itemsize = dst.itemsize
+    sel = sel_shape.tolist()
+    strides = [itemsize] * len(sel)
+    for d in range(len(sel) - 2, -1, -1):
+        strides[d] = strides[d + 1] * sel[d + 1]
+    for p in range(values.shape[0]):
+        box = boxes[p].tolist()
+        if 0 in box:
+            continue
+        offset = int(bases[p]) * itemsize + sum(s * t for s, t in zip(in_selection[p].tolist(), strides))
+        view = np.ndarray(tuple(box), dst.dtype, buffer=dst, offset=offset, strides=tuple(strides))
+        view[...] = values[p]
 
 
 def _scatter(src, src_offsets, plan, rows, sel_shape, bases, dst) -> None:

@@ -503,3 +503,24 @@ def test_read_pieces_statuses(fn):
     assert status.tolist() == [0, 0, 0, native.ERR_BOUNDS, native.ERR_CHECKSUM, native.ERR_BOUNDS]
     for p in range(3):  # item range, whole chunk, raw
         np.testing.assert_array_equal(dst[p * 42 : (p + 1) * 42], want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16", "bool", "uint64"])
+def test_missing_chunks_read_as_fill_on_both_paths(tmp_path, monkeypatch, dtype, read_path):
+    """Unwritten chunks come back as each dataset's fill value, whether the fill goes
+    through the fill_pieces kernel or through numpy views (small batches)."""
+    fills = {"float32": [-1.5, 7.0], "int16": [-3, 12], "bool": [True, False], "uint64": [2**64 - 1, 5]}[dtype]
+    with atlas.Atlas.create(tmp_path / "s") as s:
+        for i, fill in enumerate(fills):
+            ds = s.create_dataset(f"d{i}")
+            ds.define_array("v", dtype, ["x", "y"], [6, 9], chunk_shape=[2, 4], fill_value=fill)
+            ds.write_array("v", [0, 0], np.ones((2, 4), dtype))  # one chunk of six written
+        ds = s.create_dataset("scalar")
+        ds.define_array("v", dtype, [], [], fill_value=fills[0])
+    s = atlas.Atlas.open(tmp_path / "s", mode="r")
+    got = s.read_array_across_stacked("v", ["d0", "d1"], [1, 2], [5, 7])
+    for i, fill in enumerate(fills):
+        want = np.full((6, 9), fill, dtype)
+        want[:2, :4] = 1
+        np.testing.assert_array_equal(got[i], want[1:6, 2:9])
+    assert s.read_array_across_stacked("v", ["scalar"]).tolist() == [fills[0]]

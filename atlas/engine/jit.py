@@ -14,14 +14,14 @@ other modules imported by name keep working: they forward to the dispatcher.
 Compiled code is cached on disk (``cache=True``).  numba stores it next to the
 source when that directory is writable, otherwise in the per-user cache directory
 (``~/.cache/numba``, or ``NUMBA_CACHE_DIR`` when set).  When neither is usable the
-kernels are compiled in memory for this process only (logged once).
+kernels are compiled in memory for this process only, with one ``RuntimeWarning``.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +30,6 @@ __all__ = ["JIT_OPTIONS", "Kernel", "KernelModule"]
 #: Every kernel releases the GIL and is cached on disk.
 JIT_OPTIONS = {"nogil": True, "cache": True}
 
-_log = logging.getLogger("atlas")
 # One lock for every module: binding one module binds the modules its kernels call.
 _BIND_LOCK = threading.RLock()
 
@@ -136,9 +135,10 @@ def _dispatcher(numba: Any, py_func: Callable[..., Any]) -> Any:
     except RuntimeError as exc:  # numba found no writable cache directory ("no locator available")
         if not _cache_warned:
             _cache_warned = True
-            _log.warning(
-                "numba cannot cache compiled kernels (%s); they are compiled for this process only. "
+            warnings.warn(
+                f"numba cannot cache compiled kernels ({exc}); they are compiled for this process only. "
                 "Set NUMBA_CACHE_DIR to a writable directory to keep them.",
-                exc,
+                RuntimeWarning,
+                stacklevel=2,
             )
         return numba.njit(**{**JIT_OPTIONS, "cache": False})(py_func)
