@@ -26,6 +26,7 @@ The store and caches live in a temporary directory that is deleted afterwards.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -163,7 +164,7 @@ def _importtime(env: dict[str, str], top: int) -> tuple[list[tuple[float, str]],
         rows.append((int(cum_us) / 1e6, name[1:].rstrip()))  # nested imports keep their indent
     # Top-level packages only (the cumulative time of a nested module is inside its parent's).
     tops = sorted(((t, n) for t, n in rows if not n.startswith(" ")), reverse=True)[:top]
-    loaded = eval(out.stdout)  # a printed list of module names
+    loaded = ast.literal_eval(out.stdout.strip())  # the printed list of module names
     heavy = [h for h in HEAVY if h in loaded]
     return tops, heavy
 
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args(argv)
 
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory(prefix="atlas-startup-") as tmp:
         work = Path(tmp)
         warm_cache = work / "numba-warm"
@@ -242,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label:42s} {t:7.3f}")
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\nPython {platform.python_version()}, {os.cpu_count()} CPUs, 1-min load average at the end {load:.2f}")
+    print(
+        f"\nPython {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"1-min load average {load_start:.2f} at the start, {load:.2f} at the end"
+    )
+    results["load"] = [load_start, load]
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
