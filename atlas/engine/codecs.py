@@ -47,7 +47,6 @@ _BLOSC_OVERHEAD = 32
 _BLOSC_MAX = 2**31 - 64
 
 
-
 @functools.cache
 def blosc2() -> Any:
     """The ``blosc2`` module, imported on first use (a third of a second)."""
