@@ -1,13 +1,13 @@
 """The numba kernels of :mod:`atlas.engine.kernels` against numpy references.
 
-Every kernel (``copy_box``, ``fill_box``, ``mark_box``, ``stats_float``,
-``stats_int`` and the batched ``scatter_pieces``, ``fill_pieces``, ``xxh64_many``)
-runs jitted and through ``.py_func`` (the same source as plain Python), except
-``xxh64`` whose jitted version is checked against the ``xxhash`` package.
-Arguments are passed the way :mod:`atlas.engine.arrays`, :mod:`atlas.bulk` and
-:mod:`atlas.engine.chunks` pass them: flat C-ordered data, ``int64`` shape/start/box
-vectors, bool data viewed as ``uint8``, the fill value of ``stats_int`` in the
-dtype of the values.
+Every kernel (``copy_box_at``, ``_fill_box_at``, ``stats_float``, ``stats_int``
+and the batched ``scatter_pieces``, ``fill_pieces``, ``xxh64_many``) runs jitted
+and through ``.py_func`` (the same source as plain Python), except ``xxh64`` whose
+jitted version is checked against the ``xxhash`` package; the stats kernels also
+against their numpy twins in :mod:`atlas.engine.chunks`.  Arguments are passed the
+way :mod:`atlas.bulk`, :mod:`atlas.engine.native` and :mod:`atlas.engine.chunks`
+pass them: flat C-ordered data, ``int64`` shape/start/box vectors, bool data viewed
+as ``uint8``, the fill value of ``stats_int`` in the dtype of the values.
 """
 
 from __future__ import annotations
@@ -86,17 +86,17 @@ def random_box(rng: np.random.Generator, rank: int, allow_empty: bool = True):
     return box, src_shape, src_start, dst_shape, dst_start
 
 
-# -- copy_box --------------------------------------------------------------------------------------
+# -- copy_box_at ------------------------------------------------------------------------------------
 
 
 def run_copy(mode, src, src_start, box, dst, dst_start) -> np.ndarray:
-    """Run copy_box on copies; also check the source is left alone."""
+    """Run copy_box_at (both bases 0) on copies; also check the source is left alone."""
     src_before = src.copy()
     out = dst.copy()
-    kernel("copy_box", mode)(
-        flat(src), vec(src.shape), vec(src_start), vec(box), vec(out.shape), vec(dst_start), flat(out)
+    kernel("copy_box_at", mode)(
+        flat(src), 0, vec(src.shape), vec(src_start), vec(box), vec(out.shape), vec(dst_start), flat(out), 0
     )
-    assert same_bits(src, src_before), "copy_box changed its source"
+    assert same_bits(src, src_before), "copy_box_at changed its source"
     return out
 
 
@@ -280,7 +280,7 @@ def test_fill_pieces_random(mode, dtype, rank):
         assert same_bits(out, want), (sel_shape, boxes, in_sel, bases)
 
 
-# -- fill_box and mark_box ---------------------------------------------------------------------------
+# -- _fill_box_at (the box of fill_pieces) ----------------------------------------------------------
 
 
 def fill_value_for(rng: np.random.Generator, dtype: str):
@@ -302,7 +302,7 @@ def test_fill_box_random(mode, dtype, rank):
         dst = random_values(rng, dtype, dst_shape)
         value = fill_value_for(rng, dtype)
         out = dst.copy()
-        kernel("fill_box", mode)(value, vec(box), vec(dst_shape), vec(dst_start), flat(out))
+        kernel("_fill_box_at", mode)(value, vec(box), vec(dst_shape), vec(dst_start), flat(out), 0)
         want = dst.copy()
         fill = value.view(np.bool_) if dtype == "bool" else value
         if rank == 0:
@@ -310,50 +310,6 @@ def test_fill_box_random(mode, dtype, rank):
         else:
             want[slices(dst_start, box)] = fill
         assert same_bits(out, want), (box, dst_shape, dst_start, value)
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("rank", [0, 1, 2, 3, 4])
-def test_mark_box_random(mode, rank):
-    rng = np.random.default_rng(500 + rank)
-    for _ in range(20 if mode == "jit" else 6):
-        box, _, _, shape, start = random_box(rng, rank)
-        mask = rng.integers(0, 2, shape).astype(np.uint8) if rank else np.zeros((), np.uint8)
-        out = mask.copy()
-        kernel("mark_box", mode)(vec(box), vec(shape), vec(start), out.reshape(-1))
-        want = mask.copy()
-        if rank == 0:
-            want[()] = 1
-        else:
-            want[slices(start, box)] = 1
-        assert same_bits(out, want), (box, shape, start)
-        assert set(np.unique(out).tolist()) <= {0, 1}
-
-
-@pytest.mark.parametrize("mode", MODES)
-@HYP
-@given(case=copy_case())
-def test_mark_box_property(mode, case):
-    _, box, _, _, shape, start, seed = case
-    mask = np.random.default_rng(seed).integers(0, 2, shape).astype(np.uint8)
-    out = mask.copy()
-    kernel("mark_box", mode)(vec(box), vec(shape), vec(start), out.reshape(-1))
-    want = mask.copy()
-    want[slices(start, box) if box else ()] = 1
-    assert same_bits(out, want)
-
-
-def test_mark_box_marks_what_copy_box_writes():
-    """The written mask of a partial write covers exactly the copied cells."""
-    rng = np.random.default_rng(11)
-    for _ in range(30):
-        box, src_shape, src_start, chunk_shape, chunk_start = random_box(rng, 3)
-        sentinel = np.full(chunk_shape, np.nan, np.float64)
-        data = rng.standard_normal(src_shape)
-        copied = run_copy("jit", data, src_start, box, sentinel, chunk_start)
-        mask = np.zeros(math.prod(chunk_shape), np.uint8)
-        kernels.mark_box(vec(box), vec(chunk_shape), vec(chunk_start), mask)
-        assert np.array_equal(mask.reshape(chunk_shape).astype(bool), ~np.isnan(copied))
 
 
 # -- stats_float ----------------------------------------------------------------------------------

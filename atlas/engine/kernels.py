@@ -4,7 +4,7 @@ Every kernel takes flat (1-D, C-ordered) arrays plus shapes, so one compiled
 function serves every rank.  Outputs are preallocated by the caller and passed
 last.  Each kernel is tested against a numpy reference, jitted and through
 ``.py_func``.  numba is imported on the first call of a kernel, not with this
-module (see :mod:`atlas.engine.jit`).
+module (:mod:`atlas.engine.jit`, the one import from ``atlas``).
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import numpy as np
 from atlas.engine.jit import KernelModule
 
 __all__ = [
-    "copy_box",
     "copy_box_at",
-    "fill_box",
     "fill_pieces",
     "scatter_pieces",
     "xxh64_many",
-    "mark_box",
     "stats_float",
     "stats_int",
     "xxh64",
@@ -50,8 +47,12 @@ def copy_box_at(
     dst: np.ndarray,
     dst_base: int,
 ) -> None:
-    """:func:`copy_box` between arrays that start at element ``src_base`` of ``src`` and
-    ``dst_base`` of ``dst`` (flat C-ordered views, as many as the boxes need)."""
+    """Copy the box ``src[src_start : src_start + box]`` into ``dst[dst_start : dst_start + box]``.
+
+    ``src`` holds, from element ``src_base`` on, a flat C-ordered array of shape
+    ``src_shape``; ``dst`` from element ``dst_base`` on one of shape ``dst_shape``.
+    The innermost axis is copied as one contiguous run.
+    """
     ndim = box.shape[0]
     if ndim == 0:
         dst[dst_base] = src[src_base]
@@ -87,24 +88,6 @@ def copy_box_at(
             d -= 1
         if d < 0:
             return
-
-
-@_kernels.jit
-def copy_box(
-    src: np.ndarray,
-    src_shape: np.ndarray,
-    src_start: np.ndarray,
-    box: np.ndarray,
-    dst_shape: np.ndarray,
-    dst_start: np.ndarray,
-    dst: np.ndarray,
-) -> None:
-    """Copy the box ``src[src_start : src_start + box]`` into ``dst[dst_start : dst_start + box]``.
-
-    ``src`` and ``dst`` are flat C-ordered views of arrays of shape ``src_shape`` and
-    ``dst_shape``; the innermost axis is copied as one contiguous run.
-    """
-    copy_box_at(src, 0, src_shape, src_start, box, dst_shape, dst_start, dst, 0)
 
 
 @_kernels.jit
@@ -185,18 +168,6 @@ def _fill_box_at(
             d -= 1
         if d < 0:
             return
-
-
-@_kernels.jit
-def fill_box(value, box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarray, dst: np.ndarray) -> None:
-    """Set ``dst[dst_start : dst_start + box] = value`` on a flat C-ordered ``dst``."""
-    _fill_box_at(value, box, dst_shape, dst_start, dst, 0)
-
-
-@_kernels.jit
-def mark_box(box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarray, dst: np.ndarray) -> None:
-    """Set a box of the flat uint8 mask ``dst`` to 1 (cells that were written)."""
-    fill_box(np.uint8(1), box, dst_shape, dst_start, dst)
 
 
 @_kernels.jit

@@ -6,9 +6,9 @@ interpose on nothing) on first use, without importing ``blosc2``.  Python calls
 its functions through ctypes (:func:`payload_xxh64`, :func:`decompress`,
 :func:`read_pieces_py`: no compile at all); for the jitted kernels we register
 the addresses of the few C functions they call under private symbol names with
-LLVM and call them from ``@numba.njit(nogil=True)`` code as external functions.  Referring to the functions *by name* keeps the
-kernel cacheable on disk (a ctypes pointer would be baked in as a constant and
-defeat ``cache=True``).
+LLVM and call them from ``@numba.njit(nogil=True)`` code as external functions.
+Referring to the functions *by name* keeps the kernel cacheable on disk (a ctypes
+pointer would be baked in as a constant and defeat ``cache=True``).
 
 Each thread decodes with its own single-threaded decompression context
 (``blosc2_decompress_ctx`` is re-entrant per context), so several threads
