@@ -164,7 +164,7 @@ def test_damaged_chunk_in_bulk_read_names_the_dataset(tmp_path):
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_parallel_decode_gives_the_same_answer(tmp_path, monkeypatch, workers):
+def test_parallel_decode_gives_the_same_answer(tmp_path, monkeypatch, workers, read_path):
     s = build(tmp_path / "s", n=20)
     names = s.list_datasets()
     ref = s.read_array_across_stacked("grid", names)
