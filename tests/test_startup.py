@@ -202,3 +202,35 @@ def test_no_writable_cache_compiles_in_memory(read_only_install):
     assert result["equal"] and result["stats"] == [0.0, 1198.0]
     assert result["cache_path"] is None
     assert "RuntimeWarning" in stderr and "NUMBA_CACHE_DIR" in stderr  # says how to keep compiled code
+
+
+def test_without_libblosc2_everything_still_reads_and_writes(tmp_path):
+    """ATLAS_NO_NATIVE: checksums by the jitted XXH64, chunks decoded by the blosc2 module."""
+    code = """
+import sys
+import numpy as np
+import atlas
+from atlas.engine import native
+assert not native.AVAILABLE and native.UNAVAILABLE_REASON == "disabled by ATLAS_NO_NATIVE"
+data = [np.arange(600, dtype="float32").reshape(20, 30) * (i + 1) for i in range(3)]
+with atlas.Atlas.create(sys.argv[1]) as s:
+    for i, arr in enumerate(data):
+        ds = s.create_dataset(f"d{i}")
+        ds.define_array("v", "float32", ["x", "y"], [20, 30], chunk_shape=[10, 30])
+        ds.write_array("v", [0, 0], arr)
+s = atlas.Atlas.open(sys.argv[1], mode="r")
+got = s.read_array_across_stacked("v", s.list_datasets(), [5, 3], [10, 20])
+assert (got == np.stack([a[5:15, 3:23] for a in data])).all()
+assert (s.open_dataset("d2").read_array("v") == data[2]).all()
+"""
+    run_python(code, str(tmp_path / "s.atlas"), env={"ATLAS_NO_NATIVE": "1", "NUMBA_CACHE_DIR": str(tmp_path / "nb")})
+
+
+def test_demo_compiles_nothing(tmp_path):
+    """`make demo` on a new machine prints I/O figures, not numba's compile time."""
+    code = f"""
+import runpy, sys
+sys.argv = ["demo.py", "40", sys.argv[1]]
+runpy.run_path({str(ROOT / "examples" / "demo.py")!r}, run_name="__main__")
+"""
+    assert loaded_after(code, str(tmp_path)) & {"numba", "llvmlite"} == set()
