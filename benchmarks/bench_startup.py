@@ -8,7 +8,7 @@ new dask worker:
   (``read_array_across_stacked`` of a float32 and an int16 array), the first
   ``read_array``, the first ``write_array`` + ``flush`` (float32 and int32), each
   timed on its own inside the child; then, outside their sum, one more bulk read
-  forced through the jitted kernel (what batches of 4096 pieces or more take).
+  forced through the jitted kernel (what batches of 256 pieces or more take).
   **cold** points ``NUMBA_CACHE_DIR`` at a new empty folder for every run (a new
   machine, a container, CI); **warm** at a folder populated beforehand.  The page
   cache is warm in both (the store was just written).

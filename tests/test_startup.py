@@ -224,13 +224,3 @@ assert (got == np.stack([a[5:15, 3:23] for a in data])).all()
 assert (s.open_dataset("d2").read_array("v") == data[2]).all()
 """
     run_python(code, str(tmp_path / "s.atlas"), env={"ATLAS_NO_NATIVE": "1", "NUMBA_CACHE_DIR": str(tmp_path / "nb")})
-
-
-def test_demo_compiles_nothing(tmp_path):
-    """`make demo` on a new machine prints I/O figures, not numba's compile time."""
-    code = f"""
-import runpy, sys
-sys.argv = ["demo.py", "40", sys.argv[1]]
-runpy.run_path({str(ROOT / "examples" / "demo.py")!r}, run_name="__main__")
-"""
-    assert loaded_after(code, str(tmp_path)) & {"numba", "llvmlite"} == set()

@@ -23,10 +23,11 @@ __all__ = ["decode_many", "read_pieces_many"]
 #: Below this many compressed bytes a batch is decoded on the calling thread.
 PARALLEL_MIN_BYTES = 1 << 20
 #: Batches of fewer pieces are read without numba (:func:`atlas.engine.native.read_pieces_py`)
-#: unless the kernel is compiled in this process already: a few microseconds of Python
-#: per piece cost less than importing numba, let alone compiling the kernel.  The C
-#: calls release the GIL, so the worker threads still decode in parallel.
-KERNEL_MIN_PIECES = 4096
+#: unless the kernel is compiled in this process already: tens of microseconds of Python
+#: per piece (about three times the kernel's) cost less, in so small a batch, than
+#: importing numba (a third of a second) or compiling the kernel (a second or more on
+#: an empty cache).  The C calls release the GIL, so worker threads still decode in parallel.
+KERNEL_MIN_PIECES = 256
 #: Per-thread scratch buffers up to this size are kept for the next call.
 SCRATCH_KEEP_BYTES = 16 << 20
 
