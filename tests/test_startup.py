@@ -94,6 +94,41 @@ assert (s.open_dataset("d2").read_array("v", [1, 2], [3, 4]) == d2[1:4, 2:6]).al
     assert loaded_after(code, str(small_store)) == set()
 
 
+def test_bulk_read_kernel_compiles_once_for_every_dtype(tmp_path):
+    """read_pieces works on bytes and fixed column types: one compiled signature serves
+    every dtype, rank, codec and raw chunk (a new dtype never waits for a compile)."""
+    code = """
+import sys
+import numpy as np
+import atlas
+from atlas.engine import gather, libblosc2
+gather.KERNEL_MIN_PIECES = 0
+dtypes = ["float32", "int16", "bool", "uint64", "float64", "timestamp_ns"]
+def values(i, dt):
+    return (np.arange(600).reshape(20, 30) % 7 + i).astype("datetime64[ns]" if dt == "timestamp_ns" else dt)
+with atlas.Atlas.create(sys.argv[1]) as s:
+    for i in range(3):
+        ds = s.create_dataset(f"d{i}")
+        for dt in dtypes:
+            ds.define_array(dt, dt, ["x", "y"], [20, 30], chunk_shape=[10, 30])
+            ds.write_array(dt, [0, 0], values(i, dt))
+        ds.define_array("scalar", "int32", [], [])
+        ds.write_array("scalar", [], np.array(i, "int32"))
+        ds.define_array("noise", "uint8", ["b"], [4096])  # incompressible: stored raw
+        ds.write_array("noise", [0], np.random.default_rng(i).integers(0, 256, 4096, dtype="uint8"))
+s = atlas.Atlas.open(sys.argv[1], mode="r")
+names = s.list_datasets()
+for dt in dtypes:
+    got = s.read_array_across_stacked(dt, names, [3, 2], [9, 20])
+    assert all((got[i] == values(i, dt)[3:12, 2:22]).all() for i in range(3))
+assert s.read_array_across_stacked("scalar", names).tolist() == [0, 1, 2]
+assert s.read_array_across_stacked("noise", names).shape == (3, 4096)
+print("SIGNATURES", len(libblosc2.read_pieces.signatures))
+"""
+    out = run_python(code, str(tmp_path / "s.atlas"))
+    assert "SIGNATURES 1" in out, out
+
+
 # -- the numba cache when the package directory is read-only ---------------------------------------
 
 # Forces the jitted paths (the sizes that choose them are small here), writes and reads
