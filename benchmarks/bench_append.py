@@ -11,9 +11,9 @@ call, ``--steps`` times (default 1000).  Two rows of figures:
 
 For each it prints the median time of an ``append_array`` call and of the flush
 after it over the first and the last 100 calls.  An O(appended) append has about
-the same figure at both ends, however long the array has grown.  A flush's cost
-grows with the number of segments of the family (one per commit) until a
-compaction merges them, whatever the writes were.  Run from the repository root::
+the same figure at both ends, however long the array has grown.  Each commit adds
+a segment to the family; the manifest lists every segment until a compaction
+merges them, so a flush's own cost (mostly fsyncs) grows slowly with their number.  Run from the repository root::
 
     .venv/bin/python benchmarks/bench_append.py            # about 10 s
     .venv/bin/python benchmarks/bench_append.py --steps 5000 --chunk 256
