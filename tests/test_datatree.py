@@ -83,3 +83,9 @@ def test_add_datatree_refuses_clearly_and_writes_nothing(store: atlas.Atlas, tre
     assert store.list_datasets() == ["cruise:a:deep"]
     with pytest.raises(errors.InvalidArgumentError, match="DataTree"):
         store.add_datatree(xr.Dataset(), name="x")
+
+
+def test_tree_accessor_writes_like_add_datatree(store: atlas.Atlas, tree: xr.DataTree) -> None:
+    assert sorted(tree.atlas.write(store, "t2")) == store.list_datasets()
+    store.flush()
+    xr.testing.assert_identical(store.to_datatree(root="t2"), tree)

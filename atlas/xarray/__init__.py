@@ -85,6 +85,7 @@ __all__ = [
     "PREFIX",
     "AtlasBackendArray",
     "AtlasBackendEntrypoint",
+    "AtlasDataTreeAccessor",
     "AtlasDatasetAccessor",
     "add_xr_dataset",
     "clear_cache",
@@ -109,5 +110,20 @@ class AtlasDatasetAccessor:
         return add_xr_dataset(store, self._ds, name, chunks, mode=mode, append_dim=append_dim)
 
 
+class AtlasDataTreeAccessor:
+    """``tree.atlas``: ``tree.atlas.write(store, name=None)`` = :meth:`atlas.Atlas.add_datatree`."""
+
+    def __init__(self, tree: Any) -> None:
+        self._tree = tree
+
+    def write(self, store: Atlas, name: str | None = None, chunks: Any = None) -> list[str]:
+        """Write every node of this tree into ``store`` as a dataset (staged); returns the dataset names."""
+        from atlas.xarray.tree import add_datatree
+
+        return add_datatree(store, self._tree, name, chunks)
+
+
 if not hasattr(xr.Dataset, "atlas"):
     xr.register_dataset_accessor("atlas")(AtlasDatasetAccessor)
+if hasattr(xr, "DataTree") and not hasattr(xr.DataTree, "atlas"):
+    xr.register_datatree_accessor("atlas")(AtlasDataTreeAccessor)
