@@ -18,7 +18,7 @@ from atlas.errors import (
 )
 from atlas.metadata import MAX_CHUNK_CELLS, ArrayMeta, DatasetMeta
 from atlas.names import encode_dir_name, validate_label, validate_name
-from atlas.selection import array_names, int_tuple, resolve_box
+from atlas.selection import array_names, fast_box, int_tuple, resolve_box
 from atlas.txn.state import WorkingState
 
 __all__ = ["DatasetView", "default_chunk_shape"]
@@ -99,7 +99,8 @@ class DatasetView:
     def _selection(
         self, meta: ArrayMeta, array: str, start: Any, shape: Any
     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        return resolve_box(meta.shape, start, shape, self._where(array))
+        box = fast_box(meta.shape, start, shape)
+        return resolve_box(meta.shape, start, shape, self._where(array)) if box is None else box
 
     # -- arrays ------------------------------------------------------------------------------------
 
@@ -256,12 +257,12 @@ class DatasetView:
             silent clamping).
         """
         with self._lock:
-            ds = self._ds()
-            meta = ds.arrays.get(name) if isinstance(name, str) else None
+            state = self._session.state()
+            meta = state.dataset(self._name).arrays.get(name) if isinstance(name, str) else None
             if meta is None:
                 return None
             start_t, shape_t = self._selection(meta, name, start, shape)
-            out = self._session.state().engine(name).read(meta, start_t, shape_t, self._where(name))
+            out = state.engine(name).read(meta, start_t, shape_t, self._where(name))
         return out.view("datetime64[ns]") if meta.dtype == "timestamp_nanoseconds" else out
 
     def read_arrays(

@@ -9,6 +9,7 @@ newest record wins; lookups are binary searches over sorted columns.
 from __future__ import annotations
 
 import errno
+import math
 import secrets
 import threading
 from collections.abc import Callable
@@ -62,6 +63,11 @@ class FamilyIndex:
         self.seg = seg
         self.slots = np.ascontiguousarray(table["slot"])
         self.chunks = np.ascontiguousarray(table["chunk"])
+        #: Decoded small chunks read through :meth:`FamilyEngine.read`, by ``(slot, chunk)``.
+        #: The index is replaced whenever the family's segments change, so the cache
+        #: never outlives the records it was decoded from.
+        self.decoded: dict[tuple[int, int], np.ndarray] = {}
+        self.decoded_nbytes = 0
 
     def slot_range(self, slot: int) -> tuple[int, int]:
         """Positions ``[lo, hi)`` of the records of ``slot``."""
@@ -299,6 +305,9 @@ class FamilyEngine:
 
     def read(self, meta: ArrayMeta, start: tuple[int, ...], shape: tuple[int, ...], where: str) -> np.ndarray:
         """Read a selection in storage form (timestamps as int64)."""
+        array_shape = meta.shape
+        if array_shape and all(shape) and all(c >= n for c, n in zip(meta.chunk_shape, array_shape)):
+            return self._read_single_chunk(meta, start, shape, where)
         out = allocate(shape, dtypes.storage_dtype(meta.dtype), f"the read of {where}")
         plan = plan_selection(meta.shape, meta.chunk_shape, start, shape)
         if len(plan) == 0:
@@ -320,6 +329,47 @@ class FamilyEngine:
             _copy_into(out, values, plan, i)
         return out
 
+    def _read_single_chunk(
+        self, meta: ArrayMeta, start: tuple[int, ...], shape: tuple[int, ...], where: str
+    ) -> np.ndarray:
+        """:meth:`read` of a non-empty box of an array held by one chunk (id 0).
+
+        Small arrays are the common case and a read of them is a few microseconds
+        of work: no chunk plan, no kernel call, and the decoded chunk is kept (up to
+        :data:`_DECODED_CACHE_BYTES` per family), so repeated reads skip the decode.
+        """
+        array_shape = meta.shape
+        staged = self.pending.get(meta.slot)
+        chunk = staged.get(0) if staged else None
+        if chunk is not None:
+            values = chunk.values
+        elif self.has_stored():
+            idx = self.index()
+            key = (meta.slot, 0)
+            values = idx.decoded.get(key)
+            if values is None:
+                pos = int(idx.find(meta.slot, _CHUNK_ZERO)[0])
+                if pos < 0:
+                    return self._filled(meta, shape, where)
+                cells = math.prod(array_shape)
+                values, _ = self.stored_chunk(pos, meta, cells, where)
+                if values.nbytes <= _DECODED_MAX_CHUNK:
+                    values = values.copy()  # never keep a view into a mapped file
+                    if idx.decoded_nbytes + values.nbytes > _DECODED_CACHE_BYTES:
+                        idx.decoded.clear()
+                        idx.decoded_nbytes = 0
+                    idx.decoded[key] = values
+                    idx.decoded_nbytes += values.nbytes
+        else:
+            return self._filled(meta, shape, where)
+        box = values.reshape(array_shape)[tuple(slice(b, b + n) for b, n in zip(start, shape))]
+        return box.copy()
+
+    def _filled(self, meta: ArrayMeta, shape: tuple[int, ...], where: str) -> np.ndarray:
+        out = allocate(shape, dtypes.storage_dtype(meta.dtype), f"the read of {where}")
+        out[...] = fill_for(meta)
+        return out
+
     # -- writes -----------------------------------------------------------------------------
 
     def write(self, meta: ArrayMeta, start: tuple[int, ...], data: np.ndarray, where: str) -> None:
@@ -328,6 +378,12 @@ class FamilyEngine:
         A chunk partly covered by the write is loaded once (read-modify-write per
         chunk, not per call); later writes to it update the staged copy.
         """
+        array_shape = meta.shape
+        if array_shape and data.shape == array_shape and all(array_shape) and all(
+            c >= n for c, n in zip(meta.chunk_shape, array_shape)
+        ):
+            self._write_whole(meta, data)
+            return
         plan = plan_selection(meta.shape, meta.chunk_shape, start, data.shape)
         if len(plan) == 0:
             return
@@ -356,6 +412,16 @@ class FamilyEngine:
                 if chunk.written.all():
                     chunk.written = None
             staged[int(plan.chunk_ids[i])] = chunk
+
+    def _write_whole(self, meta: ArrayMeta, data: np.ndarray) -> None:
+        """Stage ``data`` as the one chunk of an array it covers whole (no read-modify-write)."""
+        staged = self.pending.setdefault(meta.slot, {})
+        old = staged.get(0)
+        if old is not None:
+            self.pending_nbytes -= old.values.nbytes + (0 if old.written is None else old.written.nbytes)
+        values = data.reshape(-1).copy()  # the caller may reuse its buffer
+        staged[0] = PendingChunk(values, None)
+        self.pending_nbytes += values.nbytes
 
     def _new_chunk(
         self, meta: ArrayMeta, plan: ChunkPlan, i: int, cells: int, pos: int, track: bool, where: str
@@ -392,9 +458,13 @@ class FamilyEngine:
 
     def stats(self, meta: ArrayMeta, where: str) -> Stats:
         """Fold chunk stats of ``meta``'s slot: committed records overlaid by staged chunks."""
+        pending = self.pending.get(meta.slot, {})
+        if len(pending) == 1 and 0 in pending and all(c >= n for c, n in zip(meta.chunk_shape, meta.shape)):
+            # One staged chunk is the whole array: nothing stored can show through.
+            own = _cached_stats(pending[0], meta)
+            return _combine([own], own.cells, 0)
         grid = chunk_grid(meta.shape, meta.chunk_shape)
         total = int(np.prod(meta.shape, dtype=np.int64)) if meta.shape else 1
-        pending = self.pending.get(meta.slot, {})
         parts: list[ChunkStats] = [_cached_stats(c, meta) for c in pending.values()]
         covered = sum(p.cells for p in parts)
         if self.has_stored():
@@ -561,6 +631,13 @@ def build_segment(
                    enc.flags)  # fmt: skip
     return writer
 
+
+#: The chunk id of an array held by one chunk, as :meth:`FamilyIndex.find` takes it.
+_CHUNK_ZERO = np.zeros(1, np.int64)
+#: Decoded chunks up to this size are kept for repeated small reads ...
+_DECODED_MAX_CHUNK = 256 << 10
+#: ... up to this many bytes per family (the cache is dropped whole when full).
+_DECODED_CACHE_BYTES = 8 << 20
 
 #: Below this many staged bytes a flush encodes on the calling thread: handing
 #: chunks to a pool costs more than it saves.
