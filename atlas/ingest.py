@@ -12,6 +12,7 @@ values, attributes and, after ``flush``, the same bytes and stats.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -31,6 +32,13 @@ __all__ = ["add_datasets"]
 #: Staged bytes after which a batch lets the handle spill (see ``max_pending_bytes``).
 _SPILL_CHECK_BYTES = 16 << 20
 
+#: numpy dtype -> ATLAS dtype name, for the dtypes seen so far (formatting the
+#: message argument of ``from_numpy_dtype`` costs more than the lookup itself).
+_DTYPE_NAMES: dict[np.dtype, str] = {}
+
+#: ``(shape, itemsize)`` -> default chunk shape, for the shapes seen recently.
+_CHUNKS: dict[tuple[tuple[int, ...], int], tuple[int, ...]] = {}
+
 #: ``(name, dtype, dims, shape, chunk_shape, fill, storage-form values)`` of one array.
 _Array = tuple[str, str, tuple[str, ...], tuple[int, ...], tuple[int, ...], Any, np.ndarray]
 
@@ -41,6 +49,18 @@ def add_datasets(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
     See :meth:`atlas.Atlas.add_datasets` for the accepted forms.  Nothing is staged
     unless every entry is valid.
     """
+    # A batch creates many small acyclic objects: the collector's passes over the
+    # growing working state would cost more than the ingest itself and free nothing.
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        return _add(state, datasets)
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
     if isinstance(datasets, (str, bytes, Mapping)) or not hasattr(datasets, "__iter__"):
         raise InvalidArgumentError(
             f"datasets must be an iterable of (name, arrays[, attributes]) tuples, got {type(datasets).__name__}"
@@ -110,14 +130,22 @@ def _array(ds_name: str, name: Any, spec: Any, checked: set[str]) -> _Array:
         raise DTypeError(f"{where}: data must be a numpy array, got {type(data).__name__}")
     if len(dims_t) != data.ndim:
         raise InvalidArgumentError(f"{where}: {len(dims_t)} dims {list(dims_t)} for data of rank {data.ndim}")
-    dtype_name = dtypes.from_numpy_dtype(data.dtype, what=f"{data.dtype} of {where}")
+    dtype_name = _DTYPE_NAMES.get(data.dtype)
+    if dtype_name is None:
+        dtype_name = dtypes.from_numpy_dtype(data.dtype, what=f"{data.dtype} of {where}")
+        _DTYPE_NAMES[data.dtype] = dtype_name
     if not data.flags.c_contiguous:  # (never a 0-d array: ascontiguousarray would make it 1-d)
         data = np.ascontiguousarray(data)
     values = dtypes.coerce_write_data(data, dtype_name, where)
     itemsize = 8 if dtype_name == "string" else values.dtype.itemsize
-    shape = tuple(int(n) for n in values.shape)
+    shape = values.shape
     fill = dtypes.check_fill_value(fill_value, dtype_name)
-    return name, dtype_name, dims_t, shape, default_chunk_shape(shape, itemsize), fill, values
+    chunks = _CHUNKS.get((shape, itemsize))
+    if chunks is None:
+        chunks = _CHUNKS[shape, itemsize] = default_chunk_shape(shape, itemsize)
+        if len(_CHUNKS) > 1024:  # shapes of a batch repeat; a store of varied shapes must not grow this
+            _CHUNKS.clear()
+    return name, dtype_name, dims_t, shape, chunks, fill, values
 
 
 def _stage(state: WorkingState, planned: list[tuple[str, list[_Array], dict[str, dict[str, Any]]]]) -> None:
