@@ -28,6 +28,14 @@ DEFAULT_CHUNK_BYTES = 1 << 20
 _INT64_MAX = int(np.iinfo(np.int64).max)
 
 
+def _plain_ints(value: Any) -> tuple[int, ...] | None:
+    """``value`` as a tuple when it is a list or tuple of plain ``int``; None otherwise
+    (the caller then checks it with :func:`atlas.selection.int_tuple`)."""
+    if type(value) in (list, tuple) and all(type(v) is int for v in value):
+        return tuple(value)
+    return None
+
+
 def default_chunk_shape(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
     """The chunk shape used when ``define_array`` gets none.
 
@@ -94,7 +102,10 @@ class DatasetView:
         return f"dataset {self._name!r} array {array!r}"
 
     def _writable(self, what: str) -> WorkingState:
-        return self._session.writable(f"{what} in dataset {self._name!r}")
+        session = self._session
+        if session.mode != "r":  # the common case, without formatting the message
+            return session.state()
+        return session.writable(f"{what} in dataset {self._name!r}")
 
     def _selection(
         self, meta: ArrayMeta, array: str, start: Any, shape: Any
@@ -159,7 +170,9 @@ class DatasetView:
             if name in ds.arrays:
                 raise ArrayExistsError(f"{where} already exists")
             dtype_name = dtypes.canonical_dtype(dtype)
-            shape_t = int_tuple(shape, f"{where}: shape")
+            shape_t = _plain_ints(shape)
+            if shape_t is None:
+                shape_t = int_tuple(shape, f"{where}: shape")
             if any(s < 0 for s in shape_t):
                 raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
             if math.prod(shape_t) > _INT64_MAX or any(s > _INT64_MAX for s in shape_t):
