@@ -78,3 +78,44 @@ def test_bad_boxes_get_the_usual_errors(tmp_path, start, shape, error):
     with pytest.raises(error, match="dataset 'd' array 'v'"):
         ds.read_array("v", start, shape)
     assert ds.read_array("v", np.array([1]), (np.int64(2),)).tolist() == [2, 3]  # numpy integers still work
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fill"),
+    [("float32", None), ("float64", None), ("float32", -999.0), ("float64", 0.0), ("int16", None), ("int32", 7),
+     ("uint64", None), ("uint8", 0), ("bool", None), ("bool", False), ("timestamp_nanoseconds", None),
+     ("int64", -1)],
+)  # fmt: skip
+def test_stats_of_many_staged_chunks_equal_the_per_chunk_kernel(dtype, fill):
+    from atlas.engine.chunks import chunk_stats
+    from atlas.engine.family import FamilyEngine, PendingChunk
+    from atlas.metadata import ArrayFamily, ArrayMeta
+
+    rng = np.random.default_rng(0)
+    store_dtype = np.dtype("int64") if dtype == "timestamp_nanoseconds" else np.dtype(dtype)
+    cells = 6
+    rows = []
+    for r in range(60):
+        if store_dtype.kind == "f":
+            v = rng.choice(np.array([0.0, -0.0, 1.5, -2.25, np.nan, np.inf, -np.inf, -999.0, 3e38]), cells)
+        elif store_dtype.kind == "b":
+            v = rng.integers(0, 2, cells).astype(bool)
+        else:
+            info = np.iinfo(store_dtype)
+            v = rng.choice(np.array([info.min, info.max, 0, 1, 7, -1 if info.min < 0 else 2], dtype=store_dtype), cells)
+        v = v.astype(store_dtype)
+        if r % 10 == 0 and fill is not None:
+            v[:] = fill  # every cell null
+        rows.append(v)
+    metas = {slot: ArrayMeta(slot, dtype, ("n",), (cells,), (cells,), fill) for slot in range(len(rows))}
+    engine = FamilyEngine("v", ArrayFamily("v"), None)
+    for slot, v in enumerate(rows):
+        engine.pending[slot] = {0: PendingChunk(v, None)}
+    engine.precompute_stats(metas)
+    assert sum(engine.pending[s][0].stats is not None for s in metas) > len(rows) // 2  # the stacked path ran
+    for slot, v in enumerate(rows):
+        want = chunk_stats(v, None, metas[slot])
+        got = engine.pending[slot][0].stats or want
+        assert got == want, (slot, v)
+        for a, b in ((got.minimum, want.minimum), (got.maximum, want.maximum)):
+            assert type(a) is type(b) and (a is None or np.signbit(a) == np.signbit(b))

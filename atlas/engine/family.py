@@ -14,6 +14,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -456,13 +457,35 @@ class FamilyEngine:
 
     # -- stats --------------------------------------------------------------------------------
 
+    def precompute_stats(self, metas: dict[int, ArrayMeta]) -> None:
+        """Stats of many staged whole-array chunks at once (one numpy pass per group).
+
+        A flush of many small datasets needs the stats of every staged chunk; chunks
+        of one dtype, size and fill value are stacked and reduced together instead
+        of one kernel call each.  The results equal :func:`chunk_stats` exactly; the
+        rare float chunks holding a ``-0.0`` (whose min or max sign depends on the
+        order the kernel meets the zeros in) are left to it.
+        """
+        groups: dict[tuple[str, int, Any], list[PendingChunk]] = {}
+        for slot, meta in metas.items():
+            staged = self.pending.get(slot)
+            if not staged or len(staged) != 1 or meta.dtype == "string":
+                continue
+            chunk = staged.get(0)
+            if chunk is None or chunk.stats is not None or chunk.written is not None:
+                continue
+            groups.setdefault((meta.dtype, chunk.values.shape[0], meta.fill_value), []).append(chunk)
+        for (name, cells, fill), chunks in groups.items():
+            if len(chunks) >= _VECTOR_STATS_MIN:
+                _stack_stats(name, cells, fill, chunks)
+
     def stats(self, meta: ArrayMeta, where: str) -> Stats:
         """Fold chunk stats of ``meta``'s slot: committed records overlaid by staged chunks."""
         pending = self.pending.get(meta.slot, {})
         if len(pending) == 1 and 0 in pending and all(c >= n for c, n in zip(meta.chunk_shape, meta.shape)):
             # One staged chunk is the whole array: nothing stored can show through.
             own = _cached_stats(pending[0], meta)
-            return _combine([own], own.cells, 0)
+            return Stats(own.cells, own.null_count, own.minimum, own.maximum)
         grid = chunk_grid(meta.shape, meta.chunk_shape)
         total = int(np.prod(meta.shape, dtype=np.int64)) if meta.shape else 1
         parts: list[ChunkStats] = [_cached_stats(c, meta) for c in pending.values()]
@@ -486,6 +509,40 @@ class FamilyEngine:
             else:
                 parts.append(_fold_records(table, cells, meta.dtype))
         return _combine(parts, total, total - covered)
+
+
+def _stack_stats(name: str, cells: int, fill: Any, chunks: list[PendingChunk]) -> None:
+    """Set ``stats`` of same-shaped numeric chunks without written masks (see ``precompute_stats``)."""
+    stack = np.stack([c.values for c in chunks])
+    if dtypes.is_float(name):
+        null = np.isnan(stack)
+        if fill is not None:
+            null |= stack == stack.dtype.type(fill)
+        lo = np.where(null, np.inf, stack).min(axis=1).tolist()
+        hi = np.where(null, -np.inf, stack).max(axis=1).tolist()
+        nulls = null.sum(axis=1).tolist()
+        # With both 0.0 and -0.0 in a chunk, which one is its min or max depends on
+        # the order the kernel meets them in: such (rare) chunks are left to it.
+        signed_zero = ((stack == 0) & np.signbit(stack)).any(axis=1).tolist()
+        for chunk, n, a, b, neg in zip(chunks, nulls, lo, hi, signed_zero, strict=True):
+            if n == cells:
+                chunk.stats = ChunkStats(cells, n)
+            elif not neg:
+                chunk.stats = ChunkStats(cells, n, a, b)
+        return
+    view = stack.view(np.uint8) if stack.dtype == np.bool_ else stack
+    null = np.zeros(view.shape, np.bool_)
+    if fill is not None:
+        null |= view == view.dtype.type(int(fill))
+    if name == "timestamp_nanoseconds":
+        null |= view == np.iinfo(np.int64).min
+    info = np.iinfo(view.dtype)
+    lo = np.where(null, info.max, view).min(axis=1).tolist()
+    hi = np.where(null, info.min, view).max(axis=1).tolist()
+    nulls = null.sum(axis=1).tolist()
+    as_value = bool if name == "bool" else int
+    for chunk, n, a, b in zip(chunks, nulls, lo, hi, strict=True):
+        chunk.stats = ChunkStats(cells, n) if n == cells else ChunkStats(cells, n, as_value(a), as_value(b))
 
 
 def _cached_stats(chunk: PendingChunk, meta: ArrayMeta) -> ChunkStats:
@@ -632,6 +689,8 @@ def build_segment(
     return writer
 
 
+#: Fewer staged chunks of one kind than this get their stats one kernel call each.
+_VECTOR_STATS_MIN = 8
 #: The chunk id of an array held by one chunk, as :meth:`FamilyIndex.find` takes it.
 _CHUNK_ZERO = np.zeros(1, np.int64)
 #: Decoded chunks up to this size are kept for repeated small reads ...

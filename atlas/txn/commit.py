@@ -69,6 +69,8 @@ def build_flush(state: WorkingState) -> tuple[Manifest, list[NewFile]]:
     )
     new.retired = list(state.base.retired)  # still within their grace period: compact() decides
     gen = new.generation
+    for array_name, metas in state.pending_metas().items():
+        state.engine(array_name).precompute_stats(metas)  # many small chunks: one pass, not one each
     live_slots: dict[str, dict[int, ArrayMeta]] = {}
     for name in sorted(state.dirty):
         ds = state.datasets.get(name)
