@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,8 @@ __all__ = ["DatasetView", "default_chunk_shape"]
 #: Target size of a default chunk, in bytes.
 DEFAULT_CHUNK_BYTES = 1 << 20
 _INT64_MAX = int(np.iinfo(np.int64).max)
+#: Array names whose directory name is known to be valid (they repeat across datasets).
+_DIR_NAMES_CHECKED: set[str] = set()
 
 
 def _plain_ints(value: Any) -> tuple[int, ...] | None:
@@ -44,7 +47,12 @@ def default_chunk_shape(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
     idea as zarr's chunk guess, so whole rows of the last axis stay together
     longest).
     """
-    chunk = [max(1, int(s)) for s in shape]
+    return _default_chunks(tuple(int(s) for s in shape), int(itemsize))
+
+
+@functools.lru_cache(maxsize=1024)  # the shapes of a store's datasets repeat
+def _default_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    chunk = [max(1, s) for s in shape]
     while math.prod(chunk) * itemsize > DEFAULT_CHUNK_BYTES:
         axis = max(range(len(chunk)), key=lambda a: (chunk[a], -a))
         if chunk[axis] == 1:
@@ -101,11 +109,12 @@ class DatasetView:
     def _where(self, array: str) -> str:
         return f"dataset {self._name!r} array {array!r}"
 
-    def _writable(self, what: str) -> WorkingState:
+    def _writable(self, verb: str, target: Any) -> WorkingState:
+        """The working state; on a read-only handle ``ReadOnlyError`` naming ``verb target``."""
         session = self._session
         if session.mode != "r":  # the common case, without formatting the message
             return session.state()
-        return session.writable(f"{what} in dataset {self._name!r}")
+        return session.writable(f"{verb} {target!r} in dataset {self._name!r}")
 
     def _selection(
         self, meta: ArrayMeta, array: str, start: Any, shape: Any
@@ -162,9 +171,13 @@ class DatasetView:
             If the dataset already defines ``name`` (a ``FileExistsError``).
         """
         with self._lock:
-            state = self._writable(f"define array {name!r}")
+            state = self._writable("define array", name)
             validate_name(name, "array")
-            encode_dir_name(name)
+            if name not in _DIR_NAMES_CHECKED:
+                encode_dir_name(name)  # refuses a name too long for a directory
+                if len(_DIR_NAMES_CHECKED) > 4096:
+                    _DIR_NAMES_CHECKED.clear()
+                _DIR_NAMES_CHECKED.add(name)
             where = self._where(name)
             ds = self._ds()
             if name in ds.arrays:
@@ -220,7 +233,7 @@ class DatasetView:
     def delete_array(self, name: str) -> None:
         """Remove an array from this dataset (at the next flush)."""
         with self._lock:
-            state = self._writable(f"delete array {name!r}")
+            state = self._writable("delete array", name)
             meta = self._meta(name)
             state.engine(name).discard(meta.slot)
             del state.touch(self._name).arrays[name]
@@ -234,7 +247,7 @@ class DatasetView:
         others after :meth:`atlas.Atlas.flush`.
         """
         with self._lock:
-            state = self._writable(f"write array {name!r}")
+            state = self._writable("write array", name)
             meta = self._meta(name)
             where = self._where(name)
             values = dtypes.coerce_write_data(data, meta.dtype, where)
@@ -358,7 +371,7 @@ class DatasetView:
             ``"timestamp_nanoseconds"``, ...); the value is range-checked.
         """
         with self._lock:
-            state = self._writable(f"set attribute {key!r}")
+            state = self._writable("set attribute", key)
             validate_label(key, "attribute name")
             self._ds()
             typed = attributes.normalize(value, dtype)
@@ -373,7 +386,7 @@ class DatasetView:
     def delete_attribute(self, key: str) -> None:
         """Remove attribute ``key`` (``KeyError`` when it is not set)."""
         with self._lock:
-            state = self._writable(f"delete attribute {key!r}")
+            state = self._writable("delete attribute", key)
             if not isinstance(key, str) or key not in self._ds().attributes:
                 raise AttributeNotFoundError(f"dataset {self._name!r} has no attribute {key!r}")
             del state.touch(self._name).attributes[key]

@@ -36,9 +36,6 @@ _SPILL_CHECK_BYTES = 16 << 20
 #: message argument of ``from_numpy_dtype`` costs more than the lookup itself).
 _DTYPE_NAMES: dict[np.dtype, str] = {}
 
-#: ``(shape, itemsize)`` -> default chunk shape, for the shapes seen recently.
-_CHUNKS: dict[tuple[tuple[int, ...], int], tuple[int, ...]] = {}
-
 #: ``(name, dtype, dims, shape, chunk_shape, fill, storage-form values)`` of one array.
 _Array = tuple[str, str, tuple[str, ...], tuple[int, ...], tuple[int, ...], Any, np.ndarray]
 
@@ -140,12 +137,7 @@ def _array(ds_name: str, name: Any, spec: Any, checked: set[str]) -> _Array:
     itemsize = 8 if dtype_name == "string" else values.dtype.itemsize
     shape = values.shape
     fill = dtypes.check_fill_value(fill_value, dtype_name)
-    chunks = _CHUNKS.get((shape, itemsize))
-    if chunks is None:
-        chunks = _CHUNKS[shape, itemsize] = default_chunk_shape(shape, itemsize)
-        if len(_CHUNKS) > 1024:  # shapes of a batch repeat; a store of varied shapes must not grow this
-            _CHUNKS.clear()
-    return name, dtype_name, dims_t, shape, chunks, fill, values
+    return name, dtype_name, dims_t, shape, default_chunk_shape(shape, itemsize), fill, values
 
 
 def _stage(state: WorkingState, planned: list[tuple[str, list[_Array], dict[str, dict[str, Any]]]]) -> None:
