@@ -95,16 +95,24 @@ def fast_box(
     other argument, valid or not, returns None, and the caller goes through
     :func:`resolve_box`, which gives the usual answer or error.
     """
+    # Plain loops: this runs on every small read and write, where generator
+    # expressions would cost more than the checks themselves.
     ndim = len(array_shape)
     if start is None:
         start_t: tuple[int, ...] = (0,) * ndim
-    elif type(start) in _SEQ and len(start) == ndim and all(type(v) is int for v in start):
+    elif type(start) in _SEQ and len(start) == ndim:
+        for v in start:
+            if type(v) is not int:
+                return None
         start_t = tuple(start)
     else:
         return None
     if shape is None:
         shape_t = tuple(max(0, s - b) for s, b in zip(array_shape, start_t))
-    elif type(shape) in _SEQ and len(shape) == ndim and all(type(v) is int for v in shape):
+    elif type(shape) in _SEQ and len(shape) == ndim:
+        for v in shape:
+            if type(v) is not int:
+                return None
         shape_t = tuple(shape)
     else:
         return None

@@ -305,8 +305,7 @@ class FamilyEngine:
 
     def read(self, meta: ArrayMeta, start: tuple[int, ...], shape: tuple[int, ...], where: str) -> np.ndarray:
         """Read a selection in storage form (timestamps as int64)."""
-        array_shape = meta.shape
-        if array_shape and all(shape) and all(c >= n for c, n in zip(meta.chunk_shape, array_shape)):
+        if meta.shape and all(shape) and _one_chunk(meta.shape, meta.chunk_shape):
             return self._read_single_chunk(meta, start, shape, where)
         out = allocate(shape, dtypes.storage_dtype(meta.dtype), f"the read of {where}")
         plan = plan_selection(meta.shape, meta.chunk_shape, start, shape)
@@ -379,9 +378,7 @@ class FamilyEngine:
         chunk, not per call); later writes to it update the staged copy.
         """
         array_shape = meta.shape
-        if array_shape and data.shape == array_shape and all(array_shape) and all(
-            c >= n for c, n in zip(meta.chunk_shape, array_shape)
-        ):
+        if array_shape and data.shape == array_shape and all(array_shape) and _one_chunk(array_shape, meta.chunk_shape):
             self._write_whole(meta, data)
             return
         plan = plan_selection(meta.shape, meta.chunk_shape, start, data.shape)
@@ -482,7 +479,7 @@ class FamilyEngine:
     def stats(self, meta: ArrayMeta, where: str) -> Stats:
         """Fold chunk stats of ``meta``'s slot: committed records overlaid by staged chunks."""
         pending = self.pending.get(meta.slot, {})
-        if len(pending) == 1 and 0 in pending and all(c >= n for c, n in zip(meta.chunk_shape, meta.shape)):
+        if len(pending) == 1 and 0 in pending and _one_chunk(meta.shape, meta.chunk_shape):
             # One staged chunk is the whole array: nothing stored can show through.
             own = _cached_stats(pending[0], meta)
             return Stats(own.cells, own.null_count, own.minimum, own.maximum)
@@ -509,6 +506,21 @@ class FamilyEngine:
             else:
                 parts.append(_fold_records(table, cells, meta.dtype))
         return _combine(parts, total, total - covered)
+
+
+def _one_chunk(shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> bool:
+    """True when one chunk (id 0) holds the whole array (also for a 0-D array)."""
+    key = (shape, chunk_shape)
+    one = _ONE_CHUNK.get(key)
+    if one is None:
+        one = all(c >= n for c, n in zip(chunk_shape, shape))
+        if len(_ONE_CHUNK) > 4096:  # the shapes of a store repeat; keep the memo small
+            _ONE_CHUNK.clear()
+        _ONE_CHUNK[key] = one
+    return one
+
+
+_ONE_CHUNK: dict[tuple[tuple[int, ...], tuple[int, ...]], bool] = {}
 
 
 def _stack_stats(name: str, cells: int, fill: Any, chunks: list[PendingChunk]) -> None:
