@@ -119,3 +119,33 @@ def test_stats_of_many_staged_chunks_equal_the_per_chunk_kernel(dtype, fill):
         assert got == want, (slot, v)
         for a, b in ((got.minimum, want.minimum), (got.maximum, want.maximum)):
             assert type(a) is type(b) and (a is None or np.signbit(a) == np.signbit(b))
+
+
+def test_tiny_chunks_are_encoded_as_encode_chunk_does():
+    from atlas.engine.chunks import encode_chunk
+    from atlas.engine.codecs import checksum
+    from atlas.engine.family import FamilyEngine, PendingChunk, build_segment
+    from atlas.metadata import ArrayFamily, ArrayMeta
+
+    chunks = {
+        0: ("float32", np.array([1.5, np.nan, -2.0], np.float32), None),
+        1: ("bool", np.array([True, False, True]), None),
+        2: ("int64", np.array([-5, 7, 0], np.int64), -5),
+        3: ("timestamp_nanoseconds", np.array([-(2**63), 3, 9], np.int64), None),
+        4: ("uint8", np.arange(200, dtype=np.uint8), None),  # above the raw-only size: compressed path
+        5: ("string", np.array(["a", "bc", ""], dtype=object), None),
+    }
+    engine = FamilyEngine("v", ArrayFamily("v"), None)
+    metas = {}
+    for slot, (dtype, values, fill) in chunks.items():
+        metas[slot] = ArrayMeta(slot, dtype, ("n",), values.shape, values.shape, fill)
+        engine.pending[slot] = {0: PendingChunk(values, None)}
+    writer = build_segment(engine, metas, "zstd", 1, b"t" * 16)
+    for slot, record in enumerate(writer.records):
+        dtype, values, _ = chunks[slot]
+        enc = encode_chunk(values, None, metas[slot], "zstd")
+        want = (slot, 0, enc.stored.nbytes, enc.raw_nbytes, checksum(enc.stored), enc.stats.null_count,
+                enc.min_bits, enc.max_bits, enc.codec, enc.flags)  # fmt: skip
+        got = (record[0], record[1], record[3], record[4], record[5], record[6], record[7], record[8], record[9],
+               record[10])  # fmt: skip
+        assert got == want, dtype

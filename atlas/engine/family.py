@@ -21,14 +21,15 @@ import numpy as np
 from atlas import dtypes
 from atlas.engine.chunks import (
     ChunkStats,
-    EncodedChunk,
     bits_value,
     chunk_stats,
     decode_chunk,
     encode_chunk,
     fill_for,
     tracks_written,
+    value_bits,
 )
+from atlas.engine.codecs import MIN_COMPRESS, RAW
 from atlas.engine.planner import ChunkPlan, chunk_extent, chunk_grid, plan_selection
 from atlas.engine.pools import shared_pool
 from atlas.engine.segment import RECORD_DTYPE, SegmentWriter, parse_index
@@ -658,10 +659,22 @@ def build_segment(
     """
     jobs = [(slot, cid) for slot in sorted(metas) for cid in sorted(engine.pending.get(slot, {}))]
 
-    def encode(job: tuple[int, int]) -> EncodedChunk:
+    def encode(job: tuple[int, int]) -> tuple:
+        """The fields :meth:`SegmentWriter.add` takes after ``slot, chunk``."""
         slot, cid = job
         chunk = engine.pending[slot][cid]
-        return encode_chunk(chunk.values, chunk.written, metas[slot], codec, _cached_stats(chunk, metas[slot]))
+        meta = metas[slot]
+        stats = _cached_stats(chunk, meta)
+        values = chunk.values
+        if chunk.written is None and values.nbytes <= MIN_COMPRESS and meta.dtype != "string":
+            # Stored raw whatever the codec (see encode_payload): the fields of
+            # encode_chunk without building its record, for the many tiny chunks
+            # of a store of small datasets.
+            raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)
+            return (raw.copy(), RAW, raw.nbytes, stats.null_count, value_bits(stats.minimum, meta.dtype),
+                    value_bits(stats.maximum, meta.dtype), 0)  # fmt: skip
+        enc = encode_chunk(values, chunk.written, meta, codec, stats)
+        return enc.stored, enc.codec, enc.raw_nbytes, stats.null_count, enc.min_bits, enc.max_bits, enc.flags
 
     staged = sum(engine.pending[slot][cid].values.nbytes for slot, cid in jobs)
     if workers > 1 and len(jobs) > 1 and staged >= _PARALLEL_ENCODE_BYTES:
@@ -669,9 +682,8 @@ def build_segment(
     else:
         encoded = [encode(job) for job in jobs]
     writer = SegmentWriter(generation, token)
-    for (slot, cid), enc in zip(jobs, encoded):
-        writer.add(slot, cid, enc.stored, enc.codec, enc.raw_nbytes, enc.stats.null_count, enc.min_bits, enc.max_bits,
-                   enc.flags)  # fmt: skip
+    for (slot, cid), fields in zip(jobs, encoded):
+        writer.add(slot, cid, *fields)
     return writer
 
 
