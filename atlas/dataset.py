@@ -186,9 +186,9 @@ class DatasetView:
             shape_t = _plain_ints(shape)
             if shape_t is None:
                 shape_t = int_tuple(shape, f"{where}: shape")
-            if any(s < 0 for s in shape_t):
+            if min(shape_t, default=0) < 0:
                 raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
-            if math.prod(shape_t) > _INT64_MAX or any(s > _INT64_MAX for s in shape_t):
+            if math.prod(shape_t) > _INT64_MAX or max(shape_t, default=0) > _INT64_MAX:
                 raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has more cells than int64 can count")
             if isinstance(dims, str) or not hasattr(dims, "__iter__"):
                 raise InvalidArgumentError(f"{where}: dims must be a sequence of str, got {dims!r}")
@@ -201,7 +201,8 @@ class DatasetView:
                 )
             itemsize = 8 if dtype_name == "string" else dtypes.storage_dtype(dtype_name).itemsize
             if chunk_shape is None:
-                chunks = default_chunk_shape(shape_t, itemsize)
+                # At most DEFAULT_CHUNK_BYTES, so far below MAX_CHUNK_CELLS: no check needed.
+                chunks = _default_chunks(shape_t, itemsize)
             else:
                 chunks = int_tuple(chunk_shape, f"{where}: chunk_shape")
                 if len(chunks) != len(shape_t):
@@ -213,11 +214,11 @@ class DatasetView:
                 if any(c > _INT64_MAX for c in chunks):
                     # Reads and writes compute chunk bounds in int64.
                     raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} has an extent beyond int64")
-            cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t, strict=False))
-            if cells > MAX_CHUNK_CELLS:
-                raise InvalidArgumentError(
-                    f"{where}: chunk_shape {list(chunks)} has {cells} cells; at most {MAX_CHUNK_CELLS} per chunk"
-                )
+                cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t, strict=False))
+                if cells > MAX_CHUNK_CELLS:
+                    raise InvalidArgumentError(
+                        f"{where}: chunk_shape {list(chunks)} has {cells} cells; at most {MAX_CHUNK_CELLS} per chunk"
+                    )
             fill = dtypes.check_fill_value(fill_value, dtype_name)
             slot = state.new_slot()  # first: it refuses a slot past the limit before anything changes
             ds = state.touch(self._name)
