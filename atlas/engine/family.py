@@ -694,7 +694,7 @@ _CHUNK_ZERO = np.zeros(1, np.int64)
 #: Decoded chunks up to this size are kept for repeated small reads ...
 _DECODED_MAX_CHUNK = 256 << 10
 #: ... up to this many bytes per family (the cache is dropped whole when full).
-_DECODED_CACHE_BYTES = 8 << 20
+_DECODED_CACHE_BYTES = 2 << 20
 
 #: Below this many staged bytes a flush encodes on the calling thread: handing
 #: chunks to a pool costs more than it saves.
