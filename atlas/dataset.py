@@ -292,7 +292,7 @@ class DatasetView:
         from atlas.engine import resize  # only resizes need it
 
         with self._lock:
-            state = self._writable(f"resize array {name!r}")
+            state = self._writable("resize array", name)
             old = self._meta(name)
             where = self._where(name)
             shape_t = int_tuple(shape, f"{where}: shape")
@@ -345,7 +345,7 @@ class DatasetView:
             The start of the appended block.
         """
         with self._lock:
-            self._writable(f"append to array {name!r}")
+            self._writable("append to array", name)
             meta = self._meta(name)
             where = self._where(name)
             values = dtypes.coerce_write_data(data, meta.dtype, where)
