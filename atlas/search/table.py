@@ -92,7 +92,7 @@ def tidy(values: np.ndarray, present: np.ndarray) -> Column:
                      for t in types):  # fmt: skip
         if all(issubclass(t, (int, np.integer)) for t in types):
             lo, hi = min(vals), max(vals)
-            if -(2**63) <= lo and hi < 2**63:
+            if lo >= -(2**63) and hi < 2**63:
                 out = np.zeros(values.size, dtype=np.int64)
                 out[present] = vals
                 return Column(out, present, "int")
