@@ -57,6 +57,10 @@ class _Token:
     pos: int
     text: str
 
+    @property
+    def shown(self) -> str:
+        return "the end of the expression" if self.kind == "end" else repr(self.text[:40])
+
 
 def _error(message: str, pos: int) -> QuerySyntaxError:
     return QuerySyntaxError(f"{message} at position {pos}", pos)
@@ -101,7 +105,7 @@ def tokenize(text: str) -> list[_Token]:
                 raise _error(f"unexpected character {c!r}", i)
             out.append(_Token("op", "==" if op == "=" else op, i, op))
             i += len(op)
-    out.append(_Token("end", None, n, "end of the expression"))
+    out.append(_Token("end", None, n, ""))
     return out
 
 
@@ -163,13 +167,13 @@ class _Parser:
 
     def expect(self, kind: str, value: Any, what: str) -> _Token:
         if not self.is_(kind, value):
-            raise _error(f"expected {what}, found {self.tok.text!r:.40}", self.tok.pos)
+            raise _error(f"expected {what}, found {self.tok.shown}", self.tok.pos)
         return self.next()
 
     def parse(self) -> Expression:
         expr = self.or_expr()
         if not self.is_("end"):
-            raise _error(f"expected 'and', 'or' or the end, found {self.tok.text!r:.40}", self.tok.pos)
+            raise _error(f"expected 'and', 'or' or the end, found {self.tok.shown}", self.tok.pos)
         return expr
 
     def or_expr(self) -> Expression:
@@ -211,7 +215,7 @@ class _Parser:
         tok = self.tok
         if tok.kind != "name":
             hint = " (quote a column named like a keyword in backquotes: `in`)" if tok.kind == "keyword" else ""
-            raise _error(f"expected a column name, found {tok.text!r:.40}{hint}", tok.pos)
+            raise _error(f"expected a column name, found {tok.shown}{hint}", tok.pos)
         column = self.next().value
         tok = self.tok
         if tok.kind == "op":
@@ -231,7 +235,7 @@ class _Parser:
             if word == "startswith":
                 tok = self.tok
                 if tok.kind != "string":
-                    raise _error(f"startswith takes a quoted string, found {tok.text!r:.40}", tok.pos)
+                    raise _error(f"startswith takes a quoted string, found {tok.shown}", tok.pos)
                 return _Predicate(column, "startswith", self.next().value)
             if word == "is":
                 negate = self.is_("keyword", "not")
@@ -247,14 +251,14 @@ class _Parser:
                 return _Predicate(column, "overlaps", tuple(pair))
         raise _error(
             f"expected an operator (==, !=, <, <=, >, >=, between, in, not in, startswith, is null, overlaps) "
-            f"after {column!r:.60}, found {tok.text!r:.40}",
+            f"after {column!r:.60}, found {tok.shown}",
             tok.pos,
         )
 
     def list_(self) -> list[Any]:
         open_ = self.tok
         if not (self.is_("punct", "[") or self.is_("punct", "(")):
-            raise _error(f"expected a list [a, b, ...], found {open_.text!r:.40}", open_.pos)
+            raise _error(f"expected a list [a, b, ...], found {open_.shown}", open_.pos)
         self.next()
         close = "]" if open_.value == "[" else ")"
         items: list[Any] = []
@@ -276,7 +280,7 @@ class _Parser:
         if tok.kind == "keyword" and tok.value in ("true", "false"):
             self.next()
             return tok.value == "true"
-        raise _error(f"expected a value (number, 'string', true or false), found {tok.text!r:.40}", tok.pos)
+        raise _error(f"expected a value (number, 'string', true or false), found {tok.shown}", tok.pos)
 
 
 def parse_where(text: str) -> Expression:
