@@ -215,7 +215,7 @@ class Catalog:
         for p, (_kind, vals, pres) in found:
             rows, pos = self._live_rows[p], self._positions[p]
             if dtype.kind == "O" and vals.dtype.kind != "O":
-                # boxed as get_attribute returns them (see dtypes.attribute_to_python)
+                # boxed as get_attribute returns them (see attributes.to_python)
                 boxed = np.empty(vals.size, dtype=object)
                 boxed[:] = vals.tolist() if _kind in _PLAIN else list(vals)
                 vals = boxed
