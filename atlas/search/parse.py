@@ -6,6 +6,7 @@ Grammar (keywords are case-insensitive)::
     and_expr  := not_expr ("and" not_expr)*
     not_expr  := "not" not_expr | "(" expr ")" | predicate
     predicate := column ("==" | "=" | "!=" | "<" | "<=" | ">" | ">=") literal
+               | column ("==" | "!=") "[" [literal ("," literal)*] "]"   (a list attribute)
                | column "between" literal "and" literal
                | column ["not"] "in" list
                | column "startswith" string
@@ -220,6 +221,8 @@ class _Parser:
         tok = self.tok
         if tok.kind == "op":
             self.next()
+            if tok.value in ("==", "!=") and self.is_("punct", "["):
+                return _Predicate(column, tok.value, self.list_())  # a list attribute
             return _Predicate(column, tok.value, self.literal())
         if tok.kind == "keyword":
             word = self.next().value

@@ -107,13 +107,13 @@ class _Predicate(Expression):
         self.column, self.op, self.value = column, op, value
         if op in ("between", "overlaps"):
             if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
-                raise QueryError(f"{self!r}: {op} takes a pair (low, high), got {value!r:.100}")
+                raise QueryError(f"{column} {op}: takes a pair (low, high), got {value!r:.100}")
         elif op in ("in", "not in"):
             if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, set, frozenset, np.ndarray)):
-                raise QueryError(f"{self!r}: {op} takes a list of values, got {value!r:.100}")
+                raise QueryError(f"{column} {op}: takes a list of values, got {value!r:.100}")
             self.value = list(value)
         elif op == "startswith" and not isinstance(value, str):
-            raise QueryTypeError(f"{self!r}: startswith takes a string prefix, got {value!r:.100}")
+            raise QueryTypeError(f"{column} startswith: takes a string prefix, got {value!r:.100}")
 
     def __repr__(self) -> str:
         if self.op in ("is null", "is not null"):

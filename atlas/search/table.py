@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ import numpy as np
 from atlas import attributes, dtypes
 from atlas.catalog import Catalog, is_internal_key
 from atlas.errors import UnknownColumnError
-from atlas.metadata import DatasetMeta
+from atlas.metadata import ArrayMeta, DatasetMeta, Stats
 
 __all__ = [
     "STATS_SUFFIXES",
@@ -241,11 +241,20 @@ class Table:
 class DictTable(Table):
     """A table over a mapping name -> :class:`~atlas.metadata.DatasetMeta`."""
 
-    def __init__(self, datasets: Mapping[str, DatasetMeta]) -> None:
+    def __init__(
+        self,
+        datasets: Mapping[str, DatasetMeta],
+        fresh_stats: Callable[[str, ArrayMeta, str], Stats | None] | None = None,
+        dirty: Collection[str] = (),
+    ) -> None:
         super().__init__()
         self.names = sorted(datasets)
         self._metas = [datasets[n] for n in self.names]
         self._stats: dict[str, dict[str, Column]] = {}
+        # Stats of arrays with uncommitted writes are computed by the handle
+        # (``WorkingState.array_stats``): the records hold the committed ones.
+        self._fresh = fresh_stats
+        self._dirty = frozenset(dirty) if fresh_stats is not None else frozenset()
 
     def attribute_keys(self) -> list[str]:
         keys = set().union(*(m.attributes for m in self._metas)) if self._metas else set()
@@ -276,7 +285,8 @@ class DictTable(Table):
         for r, am in found:
             has[r] = True
             shapes[r] = tuple(am.shape)
-            st = am.stats
+            name = self.names[r]
+            st = self._fresh(array, am, name) if name in self._dirty else am.stats  # type: ignore[misc]
             if st is None:
                 continue
             counted[r] = True
@@ -365,10 +375,10 @@ def _concat(a: Column, b: Column) -> Column:
 class OverlayTable(Table):
     """``base`` with the rows of ``pending`` (name -> dataset, or None when deleted) replacing its own."""
 
-    def __init__(self, base: Table, pending: Mapping[str, DatasetMeta | None]) -> None:
+    def __init__(self, base: Table, pending: Mapping[str, DatasetMeta | None], top: DictTable | None = None) -> None:
         super().__init__()
         self.base = base
-        self.top = DictTable({k: v for k, v in pending.items() if v is not None})
+        self.top = top if top is not None else DictTable({k: v for k, v in pending.items() if v is not None})
         gone = set(pending)
         base_names = base.names
         keep = np.fromiter((n not in gone for n in base_names), dtype=bool, count=len(base_names))
@@ -417,11 +427,19 @@ def table_of_state(state: Any) -> Table:
 
     With a format v2 catalogue (``state.catalog``), the committed rows come from
     its columns and the datasets the handle changed (``state.dirty``) replace
-    theirs; otherwise every dataset comes from ``state.datasets``.
+    theirs; otherwise every dataset comes from ``state.datasets``.  Stats of
+    arrays with uncommitted writes are what a flush would record.
     """
+    dirty = set(state.dirty)
+
+    def fresh(array: str, meta: ArrayMeta, name: str) -> Stats | None:
+        return state.array_stats(array, meta, f"dataset {name!r} array {array!r}")
+
     catalog = getattr(state, "catalog", None)
     if isinstance(catalog, Catalog):
-        pending = {name: state.datasets.get(name) for name in state.dirty}
-        base = CatalogTable(catalog)
-        return OverlayTable(base, pending) if pending else base
-    return DictTable(state.datasets)
+        if not dirty:
+            return CatalogTable(catalog)
+        pending = {name: state.datasets.get(name) for name in dirty}
+        live = {k: v for k, v in pending.items() if v is not None}
+        return OverlayTable(CatalogTable(catalog), pending, DictTable(live, fresh, dirty))
+    return DictTable(state.datasets, fresh, dirty)
