@@ -213,7 +213,7 @@ class Table:
         if not close and "." not in name and name in self._array_set():
             close = [f"{name}.{s}" for s in STATS_SUFFIXES]
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        return f"no column {name!r:.200} in this store ({len(choices)} columns){hint}"
+        return f"no column {name!r:.200} in this store{hint}"
 
     def _attribute_set(self) -> set[str]:
         if not hasattr(self, "_attr_set"):
