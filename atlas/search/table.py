@@ -18,7 +18,10 @@ the handle's pending datasets (:func:`table_of_state`).
 from __future__ import annotations
 
 import difflib
+import functools
+import itertools
 import operator
+import weakref
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +40,7 @@ __all__ = [
     "DictTable",
     "OverlayTable",
     "Table",
+    "catalog_table",
     "table_of_state",
 ]
 
@@ -44,6 +48,7 @@ __all__ = [
 STATS_SUFFIXES = ("min", "max", "count", "nulls", "shape")
 _T, _V = operator.itemgetter("t"), operator.itemgetter("v")
 _NAT = np.iinfo(np.int64).min
+_is_not_none = functools.partial(operator.is_not, None)
 
 
 @dataclass
@@ -104,14 +109,14 @@ def tidy(values: np.ndarray, present: np.ndarray) -> Column:
     return Column(values, present, "object")
 
 
-def typed_column(typed: np.ndarray) -> Column:
-    """A column from typed attribute values (object array of ``{"t", "v"...}`` dicts, None = absent)."""
-    n = typed.size
-    present = np.not_equal(typed, None)
+def typed_column(typed: list[Any]) -> Column:
+    """A column from typed attribute values (``{"t", "v"...}`` dicts, None = absent), one per row."""
+    n = len(typed)
+    present = np.fromiter(map(_is_not_none, typed), dtype=bool, count=n)
     idx = np.flatnonzero(present)
-    vals = typed[idx].tolist()
+    vals = typed if idx.size == n else [typed[i] for i in idx.tolist()]
     kinds = set(map(_T, vals))
-    if len(kinds) == 1 and all(len(v) == 2 for v in vals):  # scalars: {"t", "v"}, no "k"
+    if len(kinds) == 1 and set(map(len, vals)) == {2}:  # scalars: {"t", "v"}, no "k"
         t = kinds.pop()
         raw = list(map(_V, vals))
         if t == "string":
@@ -198,10 +203,10 @@ class Table:
             For a name that is neither, listing close matches.
         """
         if isinstance(name, str) and not is_internal_key(name):
-            if name in self._attribute_set():
+            if self.has_attribute(name):
                 return ("attribute", name)
             array, dot, field = name.rpartition(".")
-            if dot and field in STATS_SUFFIXES and array in self._array_set():
+            if dot and field in STATS_SUFFIXES and self.has_array(array):
                 return ("stats", array, field)
         raise UnknownColumnError(self._unknown(name))
 
@@ -210,10 +215,18 @@ class Table:
             return f"a column name must be a str, not {type(name).__name__}"
         choices = self.column_names()
         close = difflib.get_close_matches(name, choices, n=5, cutoff=0.6)
-        if not close and "." not in name and name in self._array_set():
+        if not close and "." not in name and self.has_array(name):
             close = [f"{name}.{s}" for s in STATS_SUFFIXES]
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
         return f"no column {name!r:.200} in this store{hint}"
+
+    def has_attribute(self, key: str) -> bool:
+        """Whether some dataset has attribute ``key`` (internal keys excluded)."""
+        return key in self._attribute_set()
+
+    def has_array(self, name: str) -> bool:
+        """Whether some dataset has array ``name``."""
+        return name in self._array_set()
 
     def _attribute_set(self) -> set[str]:
         if not hasattr(self, "_attr_set"):
@@ -225,17 +238,23 @@ class Table:
             self._arr_set = set(self.array_names())
         return self._arr_set
 
+    #: Most columns kept built (None: all); a table cached across queries bounds its memory.
+    cached_columns: int | None = None
+
     def column(self, name: str) -> Column:
         """The column ``name`` (built once, then cached)."""
-        col = self._columns.get(name)
+        col = self._columns.pop(name, None)
         if col is None:
             where = self.resolve(name)
             col = self.attribute(where[1]) if where[0] == "attribute" else self.stats(where[1], where[2])
-            self._columns[name] = col
+        self._columns[name] = col  # most recently used last
+        if self.cached_columns is not None:
+            while len(self._columns) > self.cached_columns:
+                del self._columns[next(iter(self._columns))]
         return col
 
     def is_array(self, name: Any) -> bool:
-        return isinstance(name, str) and name in self._array_set()
+        return isinstance(name, str) and self.has_array(name)
 
 
 class DictTable(Table):
@@ -250,6 +269,7 @@ class DictTable(Table):
         super().__init__()
         self.names = sorted(datasets)
         self._metas = [datasets[n] for n in self.names]
+        self._attrs = [m.attributes for m in self._metas]
         self._stats: dict[str, dict[str, Column]] = {}
         # Stats of arrays with uncommitted writes are computed by the handle
         # (``WorkingState.array_stats``): the records hold the committed ones.
@@ -263,10 +283,14 @@ class DictTable(Table):
     def array_names(self) -> list[str]:
         return sorted(set().union(*(m.arrays for m in self._metas))) if self._metas else []
 
+    def has_attribute(self, key: str) -> bool:
+        return any(key in a for a in self._attrs) and not is_internal_key(key)
+
+    def has_array(self, name: str) -> bool:
+        return any(name in m.arrays for m in self._metas)
+
     def attribute(self, key: str) -> Column:
-        typed = np.empty(len(self._metas), dtype=object)
-        typed[:] = [m.attributes.get(key) for m in self._metas]
-        return typed_column(typed)
+        return typed_column(list(map(dict.get, self._attrs, itertools.repeat(key))))
 
     def stats(self, array: str, field: str) -> Column:
         cols = self._stats.get(array)
@@ -276,7 +300,8 @@ class DictTable(Table):
 
     def _array_stats(self, array: str) -> dict[str, Column]:
         n = len(self._metas)
-        found = [(r, m.arrays[array]) for r, m in enumerate(self._metas) if array in m.arrays]
+        per_row = [m.arrays.get(array) for m in self._metas]
+        found = [(r, am) for r, am in enumerate(per_row) if am is not None]
         has = np.zeros(n, dtype=bool)
         shapes = np.full(n, None, dtype=object)
         counted = np.zeros(n, dtype=bool)
@@ -307,7 +332,13 @@ class DictTable(Table):
 
 
 class CatalogTable(Table):
-    """A table over a format v2 :class:`~atlas.catalog.Catalog` (columns read per use)."""
+    """A table over a format v2 :class:`~atlas.catalog.Catalog` (columns read per use).
+
+    A catalogue is one immutable commit, so :func:`catalog_table` keeps one table
+    per catalogue and its most recently used columns for the next query.
+    """
+
+    cached_columns = 8
 
     def __init__(self, catalog: Catalog) -> None:
         super().__init__()
@@ -422,6 +453,17 @@ class OverlayTable(Table):
         return _concat(low, high).take(self._order)
 
 
+_TABLES: weakref.WeakKeyDictionary[Catalog, CatalogTable] = weakref.WeakKeyDictionary()
+
+
+def catalog_table(catalog: Catalog) -> CatalogTable:
+    """The table of ``catalog``, shared by every query while the catalogue lives."""
+    table = _TABLES.get(catalog)
+    if table is None:
+        table = _TABLES[catalog] = CatalogTable(catalog)
+    return table
+
+
 def table_of_state(state: Any) -> Table:
     """The search table of a handle's working state, pending changes included.
 
@@ -438,8 +480,8 @@ def table_of_state(state: Any) -> Table:
     catalog = getattr(state, "catalog", None)
     if isinstance(catalog, Catalog):
         if not dirty:
-            return CatalogTable(catalog)
+            return catalog_table(catalog)
         pending = {name: state.datasets.get(name) for name in dirty}
         live = {k: v for k, v in pending.items() if v is not None}
-        return OverlayTable(CatalogTable(catalog), pending, DictTable(live, fresh, dirty))
+        return OverlayTable(catalog_table(catalog), pending, DictTable(live, fresh, dirty))
     return DictTable(state.datasets, fresh, dirty)
