@@ -88,6 +88,7 @@ def buoys(tmp_path):
         ("platform in ['ship', 'buoy-2', 'none']", ["b", "d"]),
         ("platform not in ['ship', 'buoy-2']", ["a", "c", "e", "p"]),
         ("n in [1, 7, 3.0]", ["a", "p"]),
+        ("n in [1.5, 2.5, 7.0000001]", []),  # not truncated to 1, 2, 7
         ("n in []", []),
         ("platform startswith 'buoy-1'", ["a", "e", "p"]),
         ("platform startswith ''", ["a", "b", "c", "d", "e", "p"]),
@@ -567,3 +568,16 @@ def _leaves(p):
     if p[0] in ("and", "or", "not"):
         return _leaves(p[1]) | _leaves(p[2])
     return {p[0]}
+
+
+def test_one_table_per_catalogue_keeps_a_bounded_number_of_columns(buoys):
+    from atlas.search.table import catalog_table
+
+    cat = _catalog_of(dict(buoys.session.state().base.datasets), split=2)
+    table = catalog_table(cat)
+    assert catalog_table(cat) is table
+    assert table_of_state(SimpleNamespace(catalog=cat, datasets={}, dirty=set())) is table
+    for name in table.column_names():
+        table.column(name)
+    assert len(table._columns) == table.cached_columns < len(table.column_names())
+    assert catalog_table(_catalog_of(dict(buoys.session.state().base.datasets), split=1)) is not table

@@ -218,10 +218,11 @@ class _Predicate(Expression):
                 out |= self._compare(column, "==", v)
             return out
         if column.kind in ("int", "uint"):
-            values_ = [v for v in values if not isinstance(v, (int, np.integer)) or _fits(v, column.values.dtype)]
-            if not values_:
+            # only whole numbers within the column's range can match (3.5 must not become 3)
+            whole = [int(v) for v in values if isinstance(v, (int, np.integer)) or float(v).is_integer()]
+            values = [v for v in whole if _fits(v, column.values.dtype)]
+            if not values:
                 return np.zeros(column.values.size, dtype=bool)
-            values = values_
         vals = _filled(column) if column.kind == "string" else column.values
         return np.isin(vals, np.array(values, dtype=vals.dtype if column.kind != "float" else None)) & column.present
 
