@@ -52,7 +52,7 @@ def catalog_frame(table: Table, columns: str | Sequence[str] | None, where: Any)
         ) from exc
     names = column_names(table, columns)
     rows = np.asarray(select(table, where), dtype=np.int64)
-    index = pd.Index(np.asarray(table.names, dtype=object)[rows] if len(table) else [], dtype=object, name="dataset")
+    index = pd.Index(table.names_array()[rows], dtype=object, name="dataset")
     data = {}
     for name in names:
         if not len(table):

@@ -185,6 +185,13 @@ class Table:
     def __len__(self) -> int:
         return len(self.names)
 
+    def names_array(self) -> np.ndarray:
+        """``names`` as an object array (built once)."""
+        if getattr(self, "_names_array", None) is None:
+            self._names_array = np.empty(len(self.names), dtype=object)
+            self._names_array[:] = self.names
+        return self._names_array
+
     def column_names(self) -> list[str]:
         """Every column: attribute keys, then each array's stats columns."""
         out = list(self.attribute_keys())
