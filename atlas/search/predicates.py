@@ -52,10 +52,6 @@ class Expression:
     def __invert__(self) -> Expression:
         return _Not(self)
 
-    def columns(self) -> set[str]:
-        """The column names the predicate reads."""
-        raise NotImplementedError
-
     def mask(self, table: Table) -> np.ndarray:
         """Boolean mask over ``table.names``."""
         raise NotImplementedError
@@ -66,9 +62,6 @@ class _Logic(Expression):
         self.op = op
         # flattened, so long chains of `and`/`or` evaluate without deep recursion
         self.items = [x for i in items for x in (i.items if isinstance(i, _Logic) and i.op == op else [i])]
-
-    def columns(self) -> set[str]:
-        return set().union(*(i.columns() for i in self.items))
 
     def mask(self, table: Table) -> np.ndarray:
         out = self.items[0].mask(table)
@@ -83,9 +76,6 @@ class _Logic(Expression):
 class _Not(Expression):
     def __init__(self, inner: Expression) -> None:
         self.inner = inner
-
-    def columns(self) -> set[str]:
-        return self.inner.columns()
 
     def mask(self, table: Table) -> np.ndarray:
         return ~self.inner.mask(table)
@@ -121,11 +111,6 @@ class _Predicate(Expression):
         if self.op == "between":
             return f"{self.column} between {self.value[0]!r} and {self.value[1]!r}"
         return f"{self.column} {self.op} {_text(self.value)}"
-
-    def columns(self) -> set[str]:
-        if self.op == "overlaps":
-            return {f"{self.column}.min", f"{self.column}.max"}
-        return {self.column}
 
     def mask(self, table: Table) -> np.ndarray:
         op = self.op
