@@ -13,6 +13,8 @@ documents the grammar and the semantics of missing values.
 
 from __future__ import annotations
 
+import numpy as np
+
 from atlas.search.parse import parse_where
 from atlas.search.predicates import OPERATORS, ColumnRef, Expression, as_expression, col
 from atlas.search.table import STATS_SUFFIXES, Table, table_of_state
@@ -37,8 +39,6 @@ def select(table: Table, where: object) -> list[int]:
     A store without datasets answers every query with no rows, even one naming
     columns it does not have (it has none).
     """
-    import numpy as np
-
     if where is None:
         return list(range(len(table)))
     expr = as_expression(where)
