@@ -351,6 +351,7 @@ class CatalogTable(Table):
         super().__init__()
         self.catalog = catalog
         self.names = catalog.names()
+        self._checked: dict[str, Column] = {}
 
     def attribute_keys(self) -> list[str]:
         return self.catalog.attribute_keys()
@@ -358,7 +359,26 @@ class CatalogTable(Table):
     def array_names(self) -> list[str]:
         return self.catalog.array_names()
 
+    # Resolving a name checks only that name's column (which the query then uses),
+    # not the presence column of every key of every part.
+    def has_attribute(self, key: str) -> bool:
+        if is_internal_key(key):
+            return False
+        col = self._checked.get(key)
+        if col is None:
+            if len(self._checked) >= self.cached_columns:  # checked but never used (a failed query)
+                self._checked.clear()
+            col = self._checked[key] = self._read_attribute(key)
+        return bool(col.present.any())
+
+    def has_array(self, name: str) -> bool:
+        return bool(self.catalog.stats_column(name, "slot")[1].any())
+
     def attribute(self, key: str) -> Column:
+        col = self._checked.pop(key, None)
+        return col if col is not None else self._read_attribute(key)
+
+    def _read_attribute(self, key: str) -> Column:
         values, present = self.catalog.column(key)
         present = np.asarray(present, dtype=bool)
         kind = _kind_of(values)
