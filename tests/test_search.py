@@ -426,6 +426,13 @@ def test_cli_ls_where_and_columns(cli_store):
     assert _atlas("ls", cli_store).stdout.split() == ["a", "b", "c"]  # as before
 
 
+def test_cli_ls_on_an_empty_store(tmp_path):
+    path = str(tmp_path / "empty")
+    atlas.Atlas.create(path).close()
+    done = _atlas("ls", path, "--where", "x == 1", "--columns", "x,y", "--csv")
+    assert done.returncode == 0 and done.stdout == "name,x,y\n", done.stderr
+
+
 def test_cli_ls_json_and_csv(cli_store):
     done = _atlas("ls", cli_store, "--columns", "platform,temp.max,temp.shape", "--json")
     out = json.loads(done.stdout)

@@ -254,6 +254,8 @@ def _select(store: Any, where: Any, columns: list[str]) -> tuple[list[str], dict
     columns = column_names(table, columns)
     rows = np.asarray(select(table, where), dtype=np.int64)
     names = [table.names[i] for i in rows.tolist()]
+    if not names:  # an empty store has no columns to read
+        return names, {c: [] for c in columns}
     return names, {c: plain_values(table, c, rows) for c in columns}
 
 
