@@ -588,3 +588,19 @@ def test_one_table_per_catalogue_keeps_a_bounded_number_of_columns(buoys):
         table.column(name)
     assert len(table._columns) == table.cached_columns < len(table.column_names())
     assert catalog_table(_catalog_of(dict(buoys.session.state().base.datasets), split=1)) is not table
+
+
+def test_datasets_added_through_xarray_expose_no_internal_keys(tmp_path):
+    xr = pytest.importorskip("xarray")
+    ds = xr.Dataset(
+        {"TEMP": (("depth",), np.array([3.0, 4.0, 5.0]), {"units": "degC"})},
+        coords={"depth": [0.0, 10.0, 20.0]},
+        attrs={"platform_code": "6900123", "project": "argo"},
+    )
+    with atlas.Atlas.create(str(tmp_path / "x")) as s:
+        s.add_xr_dataset(ds, "p1")
+        frame = s.catalog()
+        assert not [c for c in frame.columns if "_atlas_xarray" in c]
+        assert s.find("platform_code == '6900123' and TEMP.max >= 5") == ["p1"]
+        assert s.find("depth overlaps [15, 30]") == ["p1"]
+        s.discard()
