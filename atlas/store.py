@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from atlas import ingest
+from atlas import batch
 from atlas.backends import resolve
 from atlas.backends.base import Backend
 from atlas.backends.local import LOCK_NAME
@@ -380,7 +380,7 @@ class Atlas:
         >>> store.flush()  # doctest: +SKIP
         """
         with self._lock:
-            return ingest.add_datasets(self._writable("add datasets"), datasets)
+            return batch.add_datasets(self._writable("add datasets"), datasets)
 
     def open_dataset(self, name: str) -> DatasetView:
         """A view of an existing dataset (``KeyError`` if there is none)."""
