@@ -604,3 +604,15 @@ def test_datasets_added_through_xarray_expose_no_internal_keys(tmp_path):
         assert s.find("platform_code == '6900123' and TEMP.max >= 5") == ["p1"]
         assert s.find("depth overlaps [15, 30]") == ["p1"]
         s.discard()
+
+
+def test_datasets_staged_in_one_batch_are_found_before_the_flush(tmp_path):
+    with atlas.Atlas.create(str(tmp_path / "b")) as s:
+        s.add_datasets(
+            (f"b{i}", {"temp": (("depth",), np.array([i, i + 1.0], dtype="float32"))}, {"platform": f"p{i % 2}"})
+            for i in range(6)
+        )
+        assert s.find("platform == 'p1' and temp.max > 3") == ["b3", "b5"]
+        assert s.catalog(columns=["temp.count"])["temp.count"].tolist() == [2] * 6
+        s.flush()
+        assert s.find("platform == 'p1' and temp.max > 3") == ["b3", "b5"]
