@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,10 +17,11 @@ from atlas.errors import (
     AttributeNotFoundError,
     InvalidArgumentError,
     SelectionError,
+    ShrinkError,
 )
 from atlas.metadata import MAX_CHUNK_CELLS, ArrayMeta, DatasetMeta
 from atlas.names import encode_dir_name, validate_label, validate_name
-from atlas.selection import array_names, int_tuple, resolve_box
+from atlas.selection import array_names, fast_box, int_tuple, resolve_box
 from atlas.txn.state import WorkingState
 
 __all__ = ["DatasetView", "default_chunk_shape"]
@@ -26,6 +29,16 @@ __all__ = ["DatasetView", "default_chunk_shape"]
 #: Target size of a default chunk, in bytes.
 DEFAULT_CHUNK_BYTES = 1 << 20
 _INT64_MAX = int(np.iinfo(np.int64).max)
+#: Array names whose directory name is known to be valid (they repeat across datasets).
+_DIR_NAMES_CHECKED: set[str] = set()
+
+
+def _plain_ints(value: Any) -> tuple[int, ...] | None:
+    """``value`` as a tuple when it is a list or tuple of plain ``int``; None otherwise
+    (the caller then checks it with :func:`atlas.selection.int_tuple`)."""
+    if type(value) in (list, tuple) and all(type(v) is int for v in value):
+        return tuple(value)
+    return None
 
 
 def default_chunk_shape(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
@@ -36,7 +49,12 @@ def default_chunk_shape(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
     idea as zarr's chunk guess, so whole rows of the last axis stay together
     longest).
     """
-    chunk = [max(1, int(s)) for s in shape]
+    return _default_chunks(tuple(int(s) for s in shape), int(itemsize))
+
+
+@functools.lru_cache(maxsize=1024)  # the shapes of a store's datasets repeat
+def _default_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    chunk = [max(1, s) for s in shape]
     while math.prod(chunk) * itemsize > DEFAULT_CHUNK_BYTES:
         axis = max(range(len(chunk)), key=lambda a: (chunk[a], -a))
         if chunk[axis] == 1:
@@ -93,13 +111,18 @@ class DatasetView:
     def _where(self, array: str) -> str:
         return f"dataset {self._name!r} array {array!r}"
 
-    def _writable(self, what: str) -> WorkingState:
-        return self._session.writable(f"{what} in dataset {self._name!r}")
+    def _writable(self, verb: str, target: Any) -> WorkingState:
+        """The working state; on a read-only handle ``ReadOnlyError`` naming ``verb target``."""
+        session = self._session
+        if session.mode != "r":  # the common case, without formatting the message
+            return session.state()
+        return session.writable(f"{verb} {target!r} in dataset {self._name!r}")
 
     def _selection(
         self, meta: ArrayMeta, array: str, start: Any, shape: Any
     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        return resolve_box(meta.shape, start, shape, self._where(array))
+        box = fast_box(meta.shape, start, shape)
+        return resolve_box(meta.shape, start, shape, self._where(array)) if box is None else box
 
     # -- arrays ------------------------------------------------------------------------------------
 
@@ -150,18 +173,24 @@ class DatasetView:
             If the dataset already defines ``name`` (a ``FileExistsError``).
         """
         with self._lock:
-            state = self._writable(f"define array {name!r}")
+            state = self._writable("define array", name)
             validate_name(name, "array")
-            encode_dir_name(name)
+            if name not in _DIR_NAMES_CHECKED:
+                encode_dir_name(name)  # refuses a name too long for a directory
+                if len(_DIR_NAMES_CHECKED) > 4096:
+                    _DIR_NAMES_CHECKED.clear()
+                _DIR_NAMES_CHECKED.add(name)
             where = self._where(name)
             ds = self._ds()
             if name in ds.arrays:
                 raise ArrayExistsError(f"{where} already exists")
             dtype_name = dtypes.canonical_dtype(dtype)
-            shape_t = int_tuple(shape, f"{where}: shape")
-            if any(s < 0 for s in shape_t):
+            shape_t = _plain_ints(shape)
+            if shape_t is None:
+                shape_t = int_tuple(shape, f"{where}: shape")
+            if min(shape_t, default=0) < 0:
                 raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
-            if math.prod(shape_t) > _INT64_MAX or any(s > _INT64_MAX for s in shape_t):
+            if math.prod(shape_t) > _INT64_MAX or max(shape_t, default=0) > _INT64_MAX:
                 raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has more cells than int64 can count")
             if isinstance(dims, str) or not hasattr(dims, "__iter__"):
                 raise InvalidArgumentError(f"{where}: dims must be a sequence of str, got {dims!r}")
@@ -174,7 +203,8 @@ class DatasetView:
                 )
             itemsize = 8 if dtype_name == "string" else dtypes.storage_dtype(dtype_name).itemsize
             if chunk_shape is None:
-                chunks = default_chunk_shape(shape_t, itemsize)
+                # At most DEFAULT_CHUNK_BYTES, so far below MAX_CHUNK_CELLS: no check needed.
+                chunks = _default_chunks(shape_t, itemsize)
             else:
                 chunks = int_tuple(chunk_shape, f"{where}: chunk_shape")
                 if len(chunks) != len(shape_t):
@@ -186,11 +216,11 @@ class DatasetView:
                 if any(c > _INT64_MAX for c in chunks):
                     # Reads and writes compute chunk bounds in int64.
                     raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} has an extent beyond int64")
-            cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t, strict=False))
-            if cells > MAX_CHUNK_CELLS:
-                raise InvalidArgumentError(
-                    f"{where}: chunk_shape {list(chunks)} has {cells} cells; at most {MAX_CHUNK_CELLS} per chunk"
-                )
+                cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t, strict=False))
+                if cells > MAX_CHUNK_CELLS:
+                    raise InvalidArgumentError(
+                        f"{where}: chunk_shape {list(chunks)} has {cells} cells; at most {MAX_CHUNK_CELLS} per chunk"
+                    )
             fill = dtypes.check_fill_value(fill_value, dtype_name)
             slot = state.new_slot()  # first: it refuses a slot past the limit before anything changes
             ds = state.touch(self._name)
@@ -206,7 +236,7 @@ class DatasetView:
     def delete_array(self, name: str) -> None:
         """Remove an array from this dataset (at the next flush)."""
         with self._lock:
-            state = self._writable(f"delete array {name!r}")
+            state = self._writable("delete array", name)
             meta = self._meta(name)
             state.engine(name).discard(meta.slot)
             del state.touch(self._name).arrays[name]
@@ -220,7 +250,7 @@ class DatasetView:
         others after :meth:`atlas.Atlas.flush`.
         """
         with self._lock:
-            state = self._writable(f"write array {name!r}")
+            state = self._writable("write array", name)
             meta = self._meta(name)
             where = self._where(name)
             values = dtypes.coerce_write_data(data, meta.dtype, where)
@@ -230,6 +260,115 @@ class DatasetView:
             state.engine(name).write(meta, start_t, values, where)
             state.touch(self._name)
             state.maybe_spill()
+
+    def resize_array(self, name: str, shape: Sequence[int], *, allow_shrink: bool = False) -> None:
+        """Change the shape of array ``name``; new cells read as its fill value.
+
+        The chunk shape stays; growing adds chunks.  Growing along the first axis
+        (the usual "append along time") reads and stages again only the edge
+        chunks whose extent changes, so its cost does not depend on the array's
+        size.  Any other change of the chunk grid, and every shrink, copies the
+        array's written chunks to a new layout (cost of the array).  Statistics stay
+        exact: they are recomputed from the chunks of the new extent.
+
+        Parameters
+        ----------
+        name : str
+            The array.
+        shape : sequence of int
+            The new shape, of the array's rank.
+        allow_shrink : bool
+            Shrinking an axis drops the cells beyond the new extent; it is refused
+            unless this is True (keyword only).
+
+        Raises
+        ------
+        ShrinkError
+            If an axis shrinks and ``allow_shrink`` is False (a ``ValueError``).
+        InvalidArgumentError
+            For a shape of another rank, a negative extent, or one that makes a
+            chunk exceed the cell limit.
+        """
+        from atlas.engine import resize  # only resizes need it
+
+        with self._lock:
+            state = self._writable("resize array", name)
+            old = self._meta(name)
+            where = self._where(name)
+            shape_t = int_tuple(shape, f"{where}: shape")
+            if len(shape_t) != len(old.shape):
+                raise InvalidArgumentError(
+                    f"{where}: new shape {list(shape_t)} has rank {len(shape_t)}, the array has rank {len(old.shape)}"
+                )
+            if any(s < 0 for s in shape_t):
+                raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
+            if math.prod(shape_t) > _INT64_MAX or any(s > _INT64_MAX for s in shape_t):
+                raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has more cells than int64 can count")
+            cells = math.prod(min(c, max(s, 1)) for c, s in zip(old.chunk_shape, shape_t, strict=False))
+            if cells > MAX_CHUNK_CELLS:
+                raise InvalidArgumentError(
+                    f"{where}: shape {list(shape_t)} makes chunks of {cells} cells (chunk_shape "
+                    f"{list(old.chunk_shape)}); at most {MAX_CHUNK_CELLS} per chunk"
+                )
+            if allow_shrink is not True and allow_shrink is not False:
+                raise InvalidArgumentError(f"{where}: allow_shrink must be a bool, got {allow_shrink!r}")
+            shrunk = [a for a, (n, o) in enumerate(zip(shape_t, old.shape, strict=False)) if n < o]
+            if shrunk and not allow_shrink:
+                axis = shrunk[0]
+                raise ShrinkError(
+                    f"{where}: resizing {list(old.shape)} to {list(shape_t)} drops cells along axis {axis} "
+                    f"({old.dims[axis]!r}); pass allow_shrink=True to drop them"
+                )
+            if shape_t == old.shape:
+                return
+            engine = state.engine(name)
+            if resize.grows_in_place(old, shape_t):
+                new = dataclasses.replace(old, shape=shape_t, stats=None)
+                resize.grow_in_place(engine, old, new, where)
+            else:
+                slot = state.new_slot()
+                new = dataclasses.replace(old, slot=slot, shape=shape_t, stats=None)
+                resize.relocate(engine, old, new, where)
+            state.touch(self._name).arrays[name] = new
+            state.maybe_spill()
+
+    def append_array(self, name: str, data: Any, axis: int = 0) -> tuple[int, ...]:
+        """Grow array ``name`` along ``axis`` by ``data`` and write ``data`` there.
+
+        ``data`` must have the array's rank and the array's extent on every other
+        axis.  Equivalent to :meth:`resize_array` then :meth:`write_array`, with the
+        data checked first, so bad data changes nothing.
+
+        Returns
+        -------
+        tuple of int
+            The start of the appended block.
+        """
+        with self._lock:
+            self._writable("append to array", name)
+            meta = self._meta(name)
+            where = self._where(name)
+            values = dtypes.coerce_write_data(data, meta.dtype, where)
+            rank = len(meta.shape)
+            if rank == 0:
+                raise InvalidArgumentError(f"{where}: a 0-D array cannot grow")
+            if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -rank <= axis < rank:
+                raise InvalidArgumentError(f"{where}: axis {axis!r} is not an axis of a rank-{rank} array")
+            axis = int(axis) % rank
+            if values.ndim != rank:
+                raise SelectionError(f"{where}: data has rank {values.ndim}, the array has rank {rank}")
+            other = [a for a in range(rank) if a != axis and values.shape[a] != meta.shape[a]]
+            if other:
+                a = other[0]
+                raise SelectionError(
+                    f"{where}: data has extent {values.shape[a]} along axis {a} ({meta.dims[a]!r}), "
+                    f"the array has {meta.shape[a]}"
+                )
+            start = tuple(meta.shape[axis] if a == axis else 0 for a in range(rank))
+            shape = tuple(meta.shape[a] + (values.shape[a] if a == axis else 0) for a in range(rank))
+            self.resize_array(name, shape)
+            self.write_array(name, start, values)
+            return start
 
     def read_array(
         self, name: str, start: Sequence[int] | None = None, shape: Sequence[int] | None = None
@@ -256,12 +395,12 @@ class DatasetView:
             silent clamping).
         """
         with self._lock:
-            ds = self._ds()
-            meta = ds.arrays.get(name) if isinstance(name, str) else None
+            state = self._session.state()
+            meta = state.dataset(self._name).arrays.get(name) if isinstance(name, str) else None
             if meta is None:
                 return None
             start_t, shape_t = self._selection(meta, name, start, shape)
-            out = self._session.state().engine(name).read(meta, start_t, shape_t, self._where(name))
+            out = state.engine(name).read(meta, start_t, shape_t, self._where(name))
         return out.view("datetime64[ns]") if meta.dtype == "timestamp_nanoseconds" else out
 
     def read_arrays(
@@ -344,7 +483,7 @@ class DatasetView:
             ``"timestamp_nanoseconds"``, ...); the value is range-checked.
         """
         with self._lock:
-            state = self._writable(f"set attribute {key!r}")
+            state = self._writable("set attribute", key)
             validate_label(key, "attribute name")
             self._ds()
             typed = attributes.normalize(value, dtype)
@@ -359,7 +498,7 @@ class DatasetView:
     def delete_attribute(self, key: str) -> None:
         """Remove attribute ``key`` (``KeyError`` when it is not set)."""
         with self._lock:
-            state = self._writable(f"delete attribute {key!r}")
+            state = self._writable("delete attribute", key)
             if not isinstance(key, str) or key not in self._ds().attributes:
                 raise AttributeNotFoundError(f"dataset {self._name!r} has no attribute {key!r}")
             del state.touch(self._name).attributes[key]

@@ -6,11 +6,12 @@ import atexit
 import os
 import warnings
 import weakref
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from typing import Any
 
 import numpy as np
 
+from atlas import batch
 from atlas.backends import resolve
 from atlas.backends.base import Backend
 from atlas.backends.local import LOCK_NAME
@@ -337,6 +338,50 @@ class Atlas:
             state.add_dataset(name)
             return DatasetView(self, name)
 
+    def add_datasets(self, datasets: Iterable[tuple[Any, ...]]) -> list[str]:
+        """Stage many new datasets in one call (the fast path for building a store).
+
+        Equivalent to ``create_dataset`` + ``define_array`` + ``write_array`` of every
+        array whole + ``set_attribute`` of every attribute, for each dataset, with
+        default chunk shapes, but checked as one batch and staged with far less
+        work per dataset.  Nothing is committed: call :meth:`flush` (once per batch,
+        or less often) as after the per-call path.
+
+        Parameters
+        ----------
+        datasets : iterable of tuple
+            ``(name, arrays)`` or ``(name, arrays, attributes)`` per dataset, where
+            ``arrays`` maps array names to ``(dims, data)`` or
+            ``(dims, data, fill_value)``: ``dims`` a sequence of dimension names,
+            ``data`` a numpy array whose dtype gives the array's dtype (numbers,
+            bool, ``datetime64[ns]``, str/object arrays of str) and whose shape is
+            the array's shape; ``attributes`` maps keys to values as
+            :meth:`DatasetView.set_attribute` takes them (dtype inferred).  A
+            generator is fine: it is consumed once.
+
+        Returns
+        -------
+        list of str
+            The names of the staged datasets, in order.
+
+        Raises
+        ------
+        InvalidNameError, DatasetExistsError, InvalidArgumentError, DTypeError, ValueOverflowError
+            The same errors the per-call path raises for the same input, plus
+            ``DatasetExistsError`` for a name given twice in the batch.  Every
+            entry is checked before anything is staged: on error nothing changes.
+
+        Examples
+        --------
+        >>> store.add_datasets(
+        ...     (f"buoy_{i}", {"temp": (["time"], temps[i])}, {"lat": lats[i], "platform": "buoy"})
+        ...     for i in range(len(temps))
+        ... )  # doctest: +SKIP
+        >>> store.flush()  # doctest: +SKIP
+        """
+        with self._lock:
+            return batch.add_datasets(self._writable("add datasets"), datasets)
+
     def open_dataset(self, name: str) -> DatasetView:
         """A view of an existing dataset (``KeyError`` if there is none)."""
         with self._lock:
@@ -365,6 +410,86 @@ class Atlas:
             for ds in self._st.datasets.values():
                 names.update(ds.arrays)
             return sorted(names)
+
+    def find(self, where: Any = None, **equals: Any) -> list[str]:
+        """Names of the datasets matching a metadata filter, sorted (needs only numpy).
+
+        Parameters
+        ----------
+        where : str, expression, tuple or list, optional
+            A predicate on attribute columns (``platform``) and per-array stats
+            columns (``temp.min``, ``temp.max``, ``temp.count``, ``temp.nulls``):
+            a string such as ``"platform == 'buoy-1' and temp.max > 20 and
+            LATITUDE overlaps [40, 50]"``, an expression built with
+            :func:`atlas.search.col` (``col("temp.max") > 20``, combined with
+            ``&``, ``|``, ``~``), a tuple ``(column, op, value)``, or a list of
+            those that must all hold.  None selects every dataset.
+        **equals
+            ``key=value``: attribute ``key`` equals ``value`` (ANDed with ``where``).
+
+        Returns
+        -------
+        list of str
+            Ready for :meth:`read_array_across_stacked` or ``to_xarray_many``.
+            Uncommitted changes of this handle are included.
+
+        Raises
+        ------
+        QuerySyntaxError
+            When a ``where`` string does not parse (the message gives the position).
+        UnknownColumnError
+            For a column the store does not have (close matches are listed).
+        QueryTypeError
+            When a value's type does not fit its column (a number for a string column).
+
+        Notes
+        -----
+        docs/finding.md has the grammar and how missing values and NaN behave.
+        """
+        from atlas.search import as_expression, select, table_of_state
+
+        expr = None if where is None else as_expression(where)
+        for key, value in equals.items():
+            term = as_expression((key, "==", value))
+            expr = term if expr is None else expr & term
+        with self._lock:
+            table = table_of_state(self._st)
+            return [table.names[i] for i in select(table, expr)]
+
+    def catalog(self, columns: str | Sequence[str] | None = None, where: Any = None) -> Any:
+        """A pandas DataFrame of dataset metadata, indexed by dataset name (sorted).
+
+        Parameters
+        ----------
+        columns : list of str, optional
+            Attribute keys and stats columns (``temp.min``, ``temp.max``,
+            ``temp.count`` = valid cells, ``temp.nulls``, ``temp.shape``) to
+            include; default every attribute key, then the five stats columns
+            of every array.
+        where : optional
+            A filter as for :meth:`find`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Typed columns: nullable integers (``Int64``...), ``boolean``,
+            ``string``, ``float64`` (NaN where missing), ``datetime64[ns]``
+            (NaT where missing); lists, arrays, mixed values and shapes as
+            objects (None where missing).  Internal keys of the xarray mapping
+            are never columns.  Uncommitted changes are included.
+
+        Raises
+        ------
+        MissingDependencyError
+            Without pandas (it comes with the ``xarray`` extra).
+        UnknownColumnError, QuerySyntaxError, QueryTypeError
+            As for :meth:`find`.
+        """
+        from atlas.search import table_of_state
+        from atlas.search.frame import catalog_frame
+
+        with self._lock:
+            return catalog_frame(table_of_state(self._st), columns, where)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.dataset_exists(name)
@@ -436,8 +561,19 @@ class Atlas:
         dataset_names: Sequence[str],
         start: Sequence[int] | None = None,
         shape: Sequence[int] | None = None,
+        *,
+        pad: bool = False,
     ) -> np.ndarray:
         """Read the same box of ``array`` from many datasets into one ``(N, *box)`` array.
+
+        Parameters
+        ----------
+        pad : bool
+            When the datasets' shapes differ (arrays grown to different lengths),
+            read the box against the largest extent of every axis and fill each
+            dataset's cells beyond its own shape with its fill value (NaN, NaT, 0,
+            False or "" when the array has none).  Keyword only; without it
+            differing shapes need an explicit box.
 
         Raises
         ------
@@ -453,20 +589,25 @@ class Atlas:
 
         check_array_name(array)
         with self._lock:
-            return bulk.read_across_stacked(self._st, array, dataset_names, start, shape)
+            if pad is not True and pad is not False:
+                raise InvalidArgumentError(f"pad must be a bool, got {pad!r}")
+            return bulk.read_across_stacked(self._st, array, dataset_names, start, shape, pad)
 
     # -- xarray ----------------------------------------------------------------------------------
 
-    def add_xr_dataset(self, ds: Any, name: str, chunks: Any = None) -> DatasetView:
+    def add_xr_dataset(
+        self, ds: Any, name: str, chunks: Any = None, *, mode: str = "w-", append_dim: str | None = None
+    ) -> DatasetView:
         """Write an ``xarray.Dataset`` as dataset ``name``, staged until :meth:`flush`.
 
         Dask-backed variables are written block by block.  A failing add leaves no
-        partial dataset behind.  See :func:`atlas.xarray.add_xr_dataset` and
-        ``docs/xarray.md``.
+        partial dataset behind.  ``mode="w"`` replaces an existing dataset (one
+        commit); ``append_dim="time"`` appends ``ds`` to the existing dataset along
+        ``time``.  See :func:`atlas.xarray.add_xr_dataset` and ``docs/xarray.md``.
         """
         from atlas.xarray import add_xr_dataset
 
-        return add_xr_dataset(self, ds, name, chunks)
+        return add_xr_dataset(self, ds, name, chunks, mode=mode, append_dim=append_dim)
 
     def to_xarray(self, name: str) -> Any:
         """Dataset ``name`` as an ``xarray.Dataset``.
@@ -478,14 +619,58 @@ class Atlas:
 
         return to_xarray(self, name)
 
-    def to_xarray_many(self, names: Sequence[str], concat_dim: str = "dataset") -> Any:
-        """Many datasets of one schema stacked along a new dimension ``concat_dim``.
+    def to_xarray_many(
+        self,
+        names: Sequence[str],
+        concat_dim: str = "dataset",
+        *,
+        join: str = "exact",
+        layout: str = "stacked",
+        sample_dim: str | None = None,
+    ) -> Any:
+        """Many datasets of one schema in one ``xarray.Dataset``.
 
-        See :func:`atlas.xarray.to_xarray_many`.
+        Stacked along a new dimension ``concat_dim`` (``join="outer"`` pads
+        datasets of different lengths to the union of their index coordinates), or
+        as a CF contiguous ragged array (``layout="ragged"``).  See
+        :func:`atlas.xarray.to_xarray_many` and ``docs/growing.md``.
         """
         from atlas.xarray import to_xarray_many
 
-        return to_xarray_many(self, names, concat_dim)
+        return to_xarray_many(self, names, concat_dim, join=join, layout=layout, sample_dim=sample_dim)
+
+    def to_datatree(
+        self, names: Sequence[str] | Callable[[str], bool] | None = None, *, root: str | None = None
+    ) -> Any:
+        """Datasets as one ``xarray.DataTree``: one node per dataset, read like :meth:`to_xarray`.
+
+        Parameters
+        ----------
+        names : sequence of str or callable, optional
+            The datasets (default: all, or all of ``root``'s tree), or a filter
+            ``f(name) -> bool``.  Each dataset's layout is read here, so name the
+            datasets you need in a store of millions.
+        root : str, optional
+            A tree stored by ``add_datatree(tree, name=root)``: dataset ``root`` is
+            the root node and dataset ``root:a:b`` node ``/a/b``.  Without it,
+            dataset ``a:b`` is node ``/a/b``.  See ``docs/growing.md``.
+        """
+        from atlas.xarray.tree import to_datatree
+
+        return to_datatree(self, names, root)
+
+    def add_datatree(self, tree: Any, name: str | None = None, chunks: Any = None) -> list[str]:
+        """Write every node of an ``xarray.DataTree`` as a dataset (staged); returns the dataset names.
+
+        Node ``/a/b`` becomes dataset ``a:b`` (``name:a:b`` under a tree ``name``,
+        whose root node becomes dataset ``name``); nodes that only group others
+        are not stored.  A node whose dataset exists already stops the call before
+        anything is written (``DatasetExistsError``); a failing node removes the
+        datasets this call added.
+        """
+        from atlas.xarray.tree import add_datatree
+
+        return add_datatree(self, tree, name, chunks)
 
     # -- commit ------------------------------------------------------------------------------------
 

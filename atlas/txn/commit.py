@@ -12,7 +12,6 @@ remembered and the next flush or refresh settles it
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import secrets
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from atlas.backends.base import Buffer, Version
 from atlas.engine.family import build_segment
 from atlas.errors import AtlasError, ConflictError, SegmentMissingError
 from atlas.metadata import ArrayFamily, ArrayMeta, Manifest, check_counters, encode_manifest
-from atlas.txn.state import WorkingState
+from atlas.txn.state import WorkingState, shallow_copy
 
 __all__ = [
     "build_flush",
@@ -70,17 +69,19 @@ def build_flush(state: WorkingState) -> tuple[Manifest, list[NewFile]]:
     )
     new.retired = list(state.base.retired)  # still within their grace period: compact() decides
     gen = new.generation
+    for array_name, metas in state.pending_metas().items():
+        state.engine(array_name).precompute_stats(metas)  # many small chunks: one pass, not one each
     live_slots: dict[str, dict[int, ArrayMeta]] = {}
     for name in sorted(state.dirty):
         ds = state.datasets.get(name)
         if ds is None:
             new.datasets.pop(name, None)
             continue
-        committed = copy.copy(ds)
+        committed = shallow_copy(ds)
         committed.version = gen
         committed.arrays = {}
         for array_name, meta in ds.arrays.items():
-            meta = copy.copy(meta)
+            meta = shallow_copy(meta)
             meta.stats = state.array_stats(array_name, meta, f"dataset {name!r} array {array_name!r}")
             committed.arrays[array_name] = meta
             live_slots.setdefault(array_name, {})[meta.slot] = meta

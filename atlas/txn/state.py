@@ -8,7 +8,6 @@ pending changes shares every object with its snapshot.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, Stats,
 from atlas.names import encode_dir_name
 from atlas.txn.leases import Lease
 
-__all__ = ["WorkingState"]
+__all__ = ["WorkingState", "shallow_copy"]
 
 logger = logging.getLogger("atlas")
 
@@ -95,7 +94,7 @@ class WorkingState:
         ds = self.dataset(name)
         self.changes += 1
         if name not in self.dirty:
-            ds = copy.deepcopy(ds)
+            ds = _copy_dataset(ds)
             self.datasets[name] = ds
             self.dirty.add(name)
         return ds
@@ -240,3 +239,28 @@ class WorkingState:
                 self.datasets.pop(name, None)
             else:
                 self.datasets[name] = ds
+
+
+def shallow_copy(obj: object) -> object:
+    """A new instance of ``obj``'s class holding the same field values (``copy.copy``
+    of a dataclass, without its generic protocol: a few times faster)."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    return new
+
+
+def _copy_dataset(ds: DatasetMeta) -> DatasetMeta:
+    """A working copy of ``ds`` that shares nothing mutable with it.
+
+    Its dicts and the array records in them are copied; what they hold (tuples,
+    typed attribute values, stats) is replaced, never changed in place, so it is
+    shared.  Much cheaper than ``copy.deepcopy`` and just as safe.
+    """
+    new = shallow_copy(ds)
+    new.attributes = dict(ds.attributes)
+    arrays = {}
+    for key, meta in ds.arrays.items():
+        arrays[key] = copied = shallow_copy(meta)
+        copied.attributes = dict(meta.attributes)
+    new.arrays = arrays
+    return new
