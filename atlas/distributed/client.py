@@ -202,7 +202,8 @@ def ingest(
     skip_unsupported, chunk_size, engine, max_pending_bytes
         As the ``atlas create`` options of the same names, per worker.
     commit_interval : float
-        Seconds between commits of the fragments received so far.
+        The fragments received so far are committed when a fragment arrives this
+        many seconds or more after the previous commit (and all at the end).
     slots_per_source : int
         Arrays a source may define (its task's slot range is this times its
         sources; unused slots cost nothing).
