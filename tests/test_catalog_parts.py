@@ -15,7 +15,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from atlas import dtypes, metadata
+from atlas import attributes, metadata
 from atlas.catalog import (
     MAX_PARTS,
     Catalog,
@@ -57,8 +57,8 @@ class Store:
 def canonical(ds: DatasetMeta) -> str:
     return json.dumps({
         "id": ds.id, "version": ds.version,
-        "attributes": [[k, dtypes.encode_attribute(v)] for k, v in ds.attributes.items()],
-        "arrays": [[a, metadata._array_to_dict(am)] for a, am in ds.arrays.items()],
+        "attributes": [[k, attributes.encode(v)] for k, v in ds.attributes.items()],
+        "arrays": [[a, metadata.array_to_dict(am)] for a, am in ds.arrays.items()],
     })  # fmt: skip
 
 

@@ -76,7 +76,7 @@ def record_dict(ds: DatasetMeta) -> dict[str, Any]:
         # Typed attributes are packed as they are: floats stay MessagePack floats,
         # NaN and infinities included (the v1 string forms are accepted on read).
         "attributes": ds.attributes,
-        "arrays": {a: metadata._array_to_dict(am) for a, am in ds.arrays.items()},
+        "arrays": {a: metadata.array_to_dict(am) for a, am in ds.arrays.items()},
     }
 
 
@@ -94,10 +94,10 @@ def decode_record(raw: bytes, where: str) -> DatasetMeta | None:
         if not isinstance(obj, dict) or not isinstance(obj.get("arrays"), dict):
             raise CorruptStoreError("not a dataset object")
         return DatasetMeta(
-            id=metadata._int(obj["id"], "dataset id"),
-            version=metadata._int(obj["version"], "dataset version"),
-            attributes=metadata._attributes(obj.get("attributes", {})),
-            arrays={str(a): metadata._array_from_dict(am) for a, am in obj["arrays"].items()},
+            id=metadata.checked_int(obj["id"], "dataset id"),
+            version=metadata.checked_int(obj["version"], "dataset version"),
+            attributes=metadata.attributes_from_dict(obj.get("attributes", {})),
+            arrays={str(a): metadata.array_from_dict(am) for a, am in obj["arrays"].items()},
         )
     except Exception as exc:  # every decoder or schema failure is damage
         raise CorruptStoreError(f"{where}: dataset record does not follow the format: {exc}") from None

@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from atlas import dtypes
+from atlas import attributes, dtypes, metadata
 from atlas.catalog.build import DTYPE_CODES, EXTREMES, FLAG_EXACT, FLAG_STRINGS, NO_EXTREMES
 from atlas.catalog.commit import PartRef
 from atlas.catalog.encoding import decode_record, decode_strings
@@ -260,8 +260,8 @@ class PartReader:
                 if (item is None) == bool(present[r]):
                     raise CorruptStoreError("presence disagrees with the values")
                 if item is not None:
-                    value = dtypes.decode_attribute(item)
-                    out[r] = value if typed else dtypes.attribute_to_python(value)
+                    value = metadata.attributes_from_dict({"": item})[""]  # the record's checks
+                    out[r] = value if typed else attributes.to_python(value)
         except Exception as exc:
             raise CorruptStoreError(f"{where}: blob column does not follow the format: {exc}") from None
         return out

@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from atlas import dtypes, metadata
+from atlas import attributes, dtypes, metadata
 from atlas.metadata import ArrayMeta, DatasetMeta, Stats
 
 from .strategies import (
@@ -39,7 +39,7 @@ def typed_attributes(draw: st.DrawFn, max_size: int = 5) -> dict[str, dict[str, 
     out = {}
     for key in keys:
         case = draw(attribute_cases())
-        out[key] = dtypes.normalize_attribute(case.value, case.dtype)
+        out[key] = attributes.normalize(case.value, case.dtype)
     return out
 
 
@@ -97,7 +97,7 @@ def canonical(ds: DatasetMeta | None) -> str | None:
     obj = {
         "id": ds.id,
         "version": ds.version,
-        "attributes": [[k, dtypes.encode_attribute(v)] for k, v in ds.attributes.items()],
-        "arrays": [[a, metadata._array_to_dict(am)] for a, am in ds.arrays.items()],
+        "attributes": [[k, attributes.encode(v)] for k, v in ds.attributes.items()],
+        "arrays": [[a, metadata.array_to_dict(am)] for a, am in ds.arrays.items()],
     }
     return json.dumps(obj, ensure_ascii=False)

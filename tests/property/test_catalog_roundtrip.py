@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atlas import dtypes
+from atlas import attributes, dtypes
 from atlas.catalog import Catalog, PartRef, merge_parts, write_part
 from atlas.catalog.encoding import is_internal_key
 from atlas.metadata import DatasetMeta
@@ -106,7 +106,7 @@ def test_columns_are_aligned_to_names_and_hide_internal_keys(datasets):
                 continue
             got = values[i]
             if values.dtype.kind == "O":
-                assert _same_value(got, dtypes.attribute_to_python(typed)), (key, name, got, typed)
+                assert _same_value(got, attributes.to_python(typed)), (key, name, got, typed)
             elif typed["t"] == "timestamp_nanoseconds":
                 assert int(got.view("i8")) == typed["v"]
             elif typed["t"] == "bool":
