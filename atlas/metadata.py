@@ -40,6 +40,7 @@ __all__ = [
     "array_from_dict",
     "array_to_dict",
     "attributes_from_dict",
+    "gc_paused",
     "check_blosc_sizes",
     "checked_int",
     "manifest_from_dict",
@@ -264,7 +265,7 @@ def encode_manifest(m: Manifest, meta_format: str, compression: str) -> bytes:
         # Like decoding, encoding builds a large acyclic tree: the collector's
         # passes over it cost about half the time of a commit to a 100 000-dataset
         # store and free nothing.
-        with _gc_paused():
+        with gc_paused():
             obj = manifest_to_dict(m)
             if meta_format == "json":
                 raw = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
@@ -284,7 +285,7 @@ def encode_manifest(m: Manifest, meta_format: str, compression: str) -> bytes:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector (when it is on) for the block."""
     was_on = gc.isenabled()
     gc.disable()
@@ -309,7 +310,7 @@ def decode_manifest(data: bytes, meta_format: str, compression: str, where: str)
     # cycles, so the cyclic collector can free nothing here; left on, its repeated
     # passes over the growing tree made opening a store of 100 000 datasets about
     # three times slower (docs/scale.md).
-    with _gc_paused():
+    with gc_paused():
         return _decode_manifest(data, meta_format, compression, where)
 
 
