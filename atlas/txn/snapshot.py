@@ -101,7 +101,7 @@ def part_reader(backend: Backend, io: SegmentIO, base: CommitObject) -> ReadRang
             size = sizes.get(path)
             if size is None:  # a part being merged before it is committed
                 return backend.get_ranges(path, [offset], [length])[0]  # type: ignore[return-value]
-            return io.read(path, offset, length, size)  # type: ignore[return-value]
+            return io.mapped(path, size)[offset : offset + length]  # type: ignore[return-value]
 
         return read
     # Range reads are requests: a small part is fetched whole on first use, so that
