@@ -390,14 +390,19 @@ class FamilyEngine:
 
     # -- stats --------------------------------------------------------------------------------
 
-    def stats(self, meta: ArrayMeta, where: str) -> Stats:
-        """Fold chunk stats of ``meta``'s slot: committed records overlaid by staged chunks."""
+    def stats(self, meta: ArrayMeta, where: str, stored: bool = True) -> Stats:
+        """Fold chunk stats of ``meta``'s slot: committed records overlaid by staged chunks.
+
+        ``stored=False`` says the slot has no record in any segment (a slot taken
+        since the snapshot, nothing spilled): the family's index, whose first build
+        reads every segment's index, is then not needed.
+        """
         grid = chunk_grid(meta.shape, meta.chunk_shape)
         total = int(np.prod(meta.shape, dtype=np.int64)) if meta.shape else 1
         pending = self.pending.get(meta.slot, {})
         parts: list[ChunkStats] = [_cached_stats(c, meta) for c in pending.values()]
         covered = sum(p.cells for p in parts)
-        if self.has_stored():
+        if stored and self.has_stored():
             idx = self.index()
             lo, hi = idx.slot_range(meta.slot)
             table = idx.table[lo:hi]

@@ -292,8 +292,11 @@ class WorkingState:
     def array_stats(self, array_name: str, meta: ArrayMeta, where: str) -> Stats:
         """Stats including pending writes (equal to what a flush would store)."""
         engine = self.engine(array_name)
-        if meta.slot in engine.pending or meta.slot in engine.spilled_slots or meta.stats is None:
-            return engine.stats(meta, where)
+        spilled = meta.slot in engine.spilled_slots
+        if meta.slot in engine.pending or spilled or meta.stats is None:
+            # Slots from next_slot on were taken since the snapshot: no segment holds them
+            # unless this handle spilled them, so a commit of new datasets reads no index.
+            return engine.stats(meta, where, stored=spilled or meta.slot < self.base.next_slot)
         return meta.stats
 
     def rebase(self, newer: Base, version: Version) -> None:
