@@ -209,3 +209,16 @@ def test_s3_open_and_list_cost_requests_independent_of_n(s3):
     total = {n: sum(v.values()) for n, v in sent.items()}
     assert total[500] <= 1.2 * total[50], total  # does not grow with the store
     assert total[500] < 16_000, total
+
+
+def test_commit_of_a_new_dataset_reads_no_segment(tmp_path):
+    """Its stats come from its staged chunks: no segment index is read (it was O(store))."""
+    path = tmp_path / "s"
+    _build(path, 50)  # five segments of temp
+    rec = RecordingBackend(resolve(path, read_only=False))
+    with atlas.Atlas.open(rec) as s:
+        _fill(s, 50, 1)
+        rec.reset()
+        s.flush()
+        assert not [c for c in rec.calls if c[1].endswith(".af") and c[0] == "get_ranges"], rec.calls
+        assert s.open_dataset("d000050").array_stats("temp")["max"] == 50.0
