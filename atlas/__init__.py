@@ -19,12 +19,15 @@ Layout (imports point down this list; each package's ``__init__`` maps its modul
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from atlas import _xarray_hook, errors
-from atlas.dataset import DatasetView
-from atlas.dtypes import DTYPE_NAMES
 from atlas.errors import AtlasError, ConflictError
-from atlas.store import Atlas
+
+if TYPE_CHECKING:
+    from atlas.dataset import DatasetView
+    from atlas.dtypes import DTYPE_NAMES
+    from atlas.store import Atlas
 
 __all__ = ["DTYPE_NAMES", "Atlas", "AtlasError", "ConflictError", "DatasetView", "__version__", "errors"]
 
@@ -36,3 +39,22 @@ logging.getLogger("atlas").addHandler(logging.NullHandler())
 # ``ds.atlas`` works after ``import atlas`` in either import order, and a program that
 # never imports xarray does not load it.
 _xarray_hook.install()
+
+# The store machinery (numpy and the engine) loads on first use of these names, so
+# that `import atlas` and the `atlas` command start fast; numba and blosc2 load later
+# still, on first data access.
+_LAZY = {"Atlas": "atlas.store", "DatasetView": "atlas.dataset", "DTYPE_NAMES": "atlas.dtypes"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'atlas' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

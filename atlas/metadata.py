@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import blosc2
 import msgpack
 
 from atlas import attributes, dtypes
@@ -280,6 +279,8 @@ def encode_manifest(m: Manifest, meta_format: str, compression: str) -> bytes:
         return raw
     if len(raw) >= MAX_MANIFEST_BYTES:
         raise InvalidArgumentError(f"manifest of {len(raw)} bytes is too large to compress")
+    import blosc2  # here, not at import: most programs never compress a manifest
+
     codec = blosc2.Codec.ZSTD if compression == "zstd" else blosc2.Codec.LZ4
     return bytes(blosc2.compress2(raw, codec=codec, clevel=5, filter=blosc2.Filter.NOFILTER, typesize=1))
 
@@ -319,6 +320,8 @@ def _decode_manifest(data: bytes, meta_format: str, compression: str, where: str
         raise CorruptStoreError(f"manifest {where} is {len(data)} bytes, over the {MAX_MANIFEST_BYTES} limit")
     try:
         if compression != "none":
+            import blosc2
+
             check_blosc_sizes(data, where)
             data = blosc2.decompress2(data)
         if meta_format == "json":
@@ -341,6 +344,8 @@ def check_blosc_sizes(data: bytes, where: str) -> None:
     """Refuse a Blosc2 frame whose header claims sizes beyond the metadata limit."""
     if len(data) < 32:
         raise CorruptStoreError(f"manifest {where} is truncated ({len(data)} bytes)")
+    import blosc2
+
     nbytes, cbytes, _ = blosc2.get_cbuffer_sizes(data[:32])
     if cbytes != len(data) or nbytes > MAX_MANIFEST_BYTES:
         raise CorruptStoreError(f"manifest {where} has a damaged compression header")

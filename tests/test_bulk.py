@@ -165,7 +165,7 @@ def test_damaged_chunk_in_bulk_read_names_the_dataset(tmp_path):
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_parallel_decode_gives_the_same_answer(tmp_path, monkeypatch, workers):
+def test_parallel_decode_gives_the_same_answer(tmp_path, monkeypatch, workers, read_path):
     s = build(tmp_path / "s", n=20)
     names = s.list_datasets()
     ref = s.read_array_across_stacked("grid", names)
@@ -178,7 +178,7 @@ def test_parallel_decode_gives_the_same_answer(tmp_path, monkeypatch, workers):
         atlas.Atlas.open(tmp_path / "s", max_workers=-2)
 
 
-def test_python_decoder_matches_native(tmp_path, monkeypatch):
+def test_python_decoder_matches_native(tmp_path, monkeypatch, read_path):
     s = build(tmp_path / "s", n=10)
     names = s.list_datasets()
     ref = s.read_array_across_stacked("grid", names, [1, 1, 1], [8, 8, 4])
@@ -253,23 +253,35 @@ def smooth(rng, shape, dtype):
 
 
 def partial_counts(monkeypatch):
-    """Record, per native call, how many pieces were decoded by item range."""
+    """Record, per native call (jitted or Python), how many pieces were decoded by item range."""
     seen: list[int] = []
-    real = libblosc2.read_pieces
+    for name in ("read_pieces", "read_pieces_py"):
+        real = getattr(libblosc2, name)
 
-    def spy(*args):
-        payloads = args[3]
-        seen.append(int(((payloads.count > 0) & ~payloads.raw).sum()))
-        return real(*args)
+        def spy(*args, real=real):
+            payloads = args[2]
+            seen.append(int(((payloads.count > 0) & ~payloads.raw).sum()))
+            return real(*args)
 
-    monkeypatch.setattr(libblosc2, "read_pieces", spy)
+        monkeypatch.setattr(libblosc2, name, spy)
     return seen
+
+
+@pytest.fixture(params=["kernel", "python"])
+def read_path(request, monkeypatch):
+    """Bulk reads through the jitted read_pieces, or through read_pieces_py (small batches)."""
+    if request.param == "kernel":
+        monkeypatch.setattr(gather, "KERNEL_MIN_PIECES", 0)
+    else:
+        monkeypatch.setattr(gather, "KERNEL_MIN_PIECES", 1 << 62)
+        monkeypatch.setattr(libblosc2, "read_pieces_compiled", lambda: False)
+    return request.param
 
 
 @pytest.mark.skipif(not libblosc2.AVAILABLE, reason=f"libblosc2 not reachable: {libblosc2.UNAVAILABLE_REASON}")
 @pytest.mark.parametrize("codec", ["zstd", "lz4", "none"])
 @pytest.mark.parametrize("layout", range(len(PARTIAL_LAYOUTS)), ids=["1d", "2d", "3d"])
-def test_partial_chunk_decoding_matches_numpy(tmp_path, monkeypatch, codec, layout):
+def test_partial_chunk_decoding_matches_numpy(tmp_path, monkeypatch, codec, layout, read_path):
     shape, chunks, dtype, selections = PARTIAL_LAYOUTS[layout]
     data = [smooth(np.random.default_rng(i), shape, dtype) for i in range(5)]
     with atlas.Atlas.create(tmp_path / "s", codec=codec) as s:
@@ -437,7 +449,8 @@ def test_forged_raw_chunk_shorter_than_its_cells(tmp_path):
 
 
 @pytest.mark.skipif(not libblosc2.AVAILABLE, reason=f"libblosc2 not reachable: {libblosc2.UNAVAILABLE_REASON}")
-def test_read_pieces_statuses():
+@pytest.mark.parametrize("fn", ["read_pieces", "read_pieces_py"])
+def test_read_pieces_statuses(fn):
     import blosc2
 
     from atlas.engine.codecs import checksum
@@ -456,26 +469,47 @@ def test_read_pieces_statuses():
     # Piece 0 decodes only items 203 (row 2, column 3) to 709 (row 7, column 9).
     first = np.array([203, 0, 0, 0, 0, 0], np.int64)
     count = np.array([709 - 203 + 1, 0, 0, 0, 0, 0], np.int64)
-    chunk_shapes = np.tile(np.array([60, 100], np.int64), (n, 1))
-    in_chunk = np.tile(np.array([2, 3], np.int64), (n, 1))
-    boxes = np.tile(np.array([6, 7], np.int64), (n, 1))
-    sel = np.array([6, 7], np.int64)
+    # The kernel works on bytes: the innermost extents, starts and bases are in bytes (x 8).
+    chunk_shapes = np.tile(np.array([60, 800], np.int64), (n, 1))
+    in_chunk = np.tile(np.array([2, 24], np.int64), (n, 1))
+    boxes = np.tile(np.array([6, 56], np.int64), (n, 1))
+    sel = np.array([6, 56], np.int64)
     in_sel = np.zeros((n, 2), np.int64)
-    bases = np.arange(n, dtype=np.int64) * 42
+    bases = np.arange(n, dtype=np.int64) * 42 * 8
     dst = np.full(n * 42, -1.0)
     status = np.full(n, 99, np.int64)
     scratch = np.empty(48000, np.uint8)
-    libblosc2.read_pieces(
+    getattr(libblosc2, fn)(
         libblosc2.thread_context(),
         src,
-        src[: src.size - src.size % 8].view("float64"),
         Payloads(offsets, nbytes, sums, raw, np.full(n, 48000, np.int64), first, count),
+        8,
         scratch,
-        scratch.view("float64"),
-        Pieces(chunk_shapes, in_chunk, boxes, in_sel, bases, sel, dst),
+        Pieces(chunk_shapes, in_chunk, boxes, in_sel, bases, sel, dst.view(np.uint8)),
         status,
     )
     want = data[2:8, 3:10].reshape(-1)
     assert status.tolist() == [0, 0, 0, libblosc2.ERR_BOUNDS, libblosc2.ERR_CHECKSUM, libblosc2.ERR_BOUNDS]
     for p in range(3):  # item range, whole chunk, raw
         np.testing.assert_array_equal(dst[p * 42 : (p + 1) * 42], want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16", "bool", "uint64"])
+def test_missing_chunks_read_as_fill_on_both_paths(tmp_path, monkeypatch, dtype, read_path):
+    """Unwritten chunks come back as each dataset's fill value, whether the fill goes
+    through the fill_pieces kernel or through numpy views (small batches)."""
+    fills = {"float32": [-1.5, 7.0], "int16": [-3, 12], "bool": [True, False], "uint64": [2**64 - 1, 5]}[dtype]
+    with atlas.Atlas.create(tmp_path / "s") as s:
+        for i, fill in enumerate(fills):
+            ds = s.create_dataset(f"d{i}")
+            ds.define_array("v", dtype, ["x", "y"], [6, 9], chunk_shape=[2, 4], fill_value=fill)
+            ds.write_array("v", [0, 0], np.ones((2, 4), dtype))  # one chunk of six written
+        ds = s.create_dataset("scalar")
+        ds.define_array("v", dtype, [], [], fill_value=fills[0])
+    s = atlas.Atlas.open(tmp_path / "s", mode="r")
+    got = s.read_array_across_stacked("v", ["d0", "d1"], [1, 2], [5, 7])
+    for i, fill in enumerate(fills):
+        want = np.full((6, 9), fill, dtype)
+        want[:2, :4] = 1
+        np.testing.assert_array_equal(got[i], want[1:6, 2:9])
+    assert s.read_array_across_stacked("v", ["scalar"]).tolist() == [fills[0]]

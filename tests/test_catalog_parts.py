@@ -29,7 +29,7 @@ from atlas.catalog import (
     merge_parts,
     write_part,
 )
-from atlas.catalog.snapshot import _merge_positions
+from atlas.catalog.snapshot import merge_positions
 from atlas.errors import CorruptStoreError, DatasetNotFoundError, FormatVersionError, InvalidArgumentError
 from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, RetiredSegment, SegmentRef, Stats
 
@@ -293,7 +293,7 @@ def test_merge_positions_match_a_sorted_merge():
     rng.shuffle(pool)
     lists = [sorted(pool[:300]), sorted(pool[300:310]), [], sorted(pool[310:])]
     merged = sorted(pool)
-    for names, pos in zip(lists, _merge_positions(lists)):
+    for names, pos in zip(lists, merge_positions(lists)):
         assert [merged[p] for p in pos.tolist()] == names
         assert all(merged[bisect.bisect_left(merged, n)] == n for n in names)
 

@@ -1,13 +1,13 @@
 """The numba kernels of :mod:`atlas.engine.kernels` against numpy references.
 
-Every kernel (``copy_box``, ``fill_box``, ``mark_box``, ``stats_float``,
-``stats_int`` and the batched ``scatter_pieces``, ``fill_pieces``, ``xxh64_many``)
-runs jitted and through ``.py_func`` (the same source as plain Python), except
-``xxh64`` whose jitted version is checked against the ``xxhash`` package.
-Arguments are passed the way :mod:`atlas.engine.family`, :mod:`atlas.engine.gather` and
-:mod:`atlas.engine.chunks` pass them: flat C-ordered data, ``int64`` shape/start/box
-vectors, bool data viewed as ``uint8``, the fill value of ``stats_int`` in the
-dtype of the values.
+Every kernel (``copy_box_at``, ``_fill_box_at``, ``stats_float``, ``stats_int``
+and the batched ``scatter_pieces``, ``fill_pieces``, ``xxh64_many``) runs jitted
+and through ``.py_func`` (the same source as plain Python), except ``xxh64`` whose
+jitted version is checked against the ``xxhash`` package; the stats kernels also
+against their numpy twins in :mod:`atlas.engine.chunks`.  Arguments are passed the
+way :mod:`atlas.engine.gather`, :mod:`atlas.engine.libblosc2` and :mod:`atlas.engine.chunks`
+pass them: flat C-ordered data, ``int64`` shape/start/box vectors, bool data viewed
+as ``uint8``, the fill value of ``stats_int`` in the dtype of the values.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atlas import dtypes
-from atlas.engine import kernels
+from atlas.engine import chunks, kernels
 from atlas.engine.chunks import chunk_stats
 from atlas.metadata import ArrayMeta
 
 MODES = ["jit", "py"]
+#: The stats kernels also have a numpy twin that chunks.py uses for small chunks.
+STATS_MODES = ["jit", "py", "numpy"]
 HYP = settings(max_examples=50, deadline=None)
 NO_MASK = np.zeros(0, np.uint8)
 NAT = int(np.iinfo(np.int64).min)
@@ -33,6 +35,8 @@ COPY_DTYPES = ["float32", "float64", "int8", "uint64", "bool"]
 
 
 def kernel(name: str, mode: str):
+    if mode == "numpy":
+        return {"stats_float": chunks._stats_float_numpy, "stats_int": chunks._stats_int_numpy}[name]
     fn = getattr(kernels, name)
     return fn if mode == "jit" else fn.py_func
 
@@ -82,17 +86,17 @@ def random_box(rng: np.random.Generator, rank: int, allow_empty: bool = True):
     return box, src_shape, src_start, dst_shape, dst_start
 
 
-# -- copy_box --------------------------------------------------------------------------------------
+# -- copy_box_at ------------------------------------------------------------------------------------
 
 
 def run_copy(mode, src, src_start, box, dst, dst_start) -> np.ndarray:
-    """Run copy_box on copies; also check the source is left alone."""
+    """Run copy_box_at (both bases 0) on copies; also check the source is left alone."""
     src_before = src.copy()
     out = dst.copy()
-    kernel("copy_box", mode)(
-        flat(src), vec(src.shape), vec(src_start), vec(box), vec(out.shape), vec(dst_start), flat(out)
+    kernel("copy_box_at", mode)(
+        flat(src), 0, vec(src.shape), vec(src_start), vec(box), vec(out.shape), vec(dst_start), flat(out), 0
     )
-    assert same_bits(src, src_before), "copy_box changed its source"
+    assert same_bits(src, src_before), "copy_box_at changed its source"
     return out
 
 
@@ -276,7 +280,7 @@ def test_fill_pieces_random(mode, dtype, rank):
         assert same_bits(out, want), (sel_shape, boxes, in_sel, bases)
 
 
-# -- fill_box and mark_box ---------------------------------------------------------------------------
+# -- _fill_box_at (the box of fill_pieces) ----------------------------------------------------------
 
 
 def fill_value_for(rng: np.random.Generator, dtype: str):
@@ -298,7 +302,7 @@ def test_fill_box_random(mode, dtype, rank):
         dst = random_values(rng, dtype, dst_shape)
         value = fill_value_for(rng, dtype)
         out = dst.copy()
-        kernel("fill_box", mode)(value, vec(box), vec(dst_shape), vec(dst_start), flat(out))
+        kernel("_fill_box_at", mode)(value, vec(box), vec(dst_shape), vec(dst_start), flat(out), 0)
         want = dst.copy()
         fill = value.view(np.bool_) if dtype == "bool" else value
         if rank == 0:
@@ -306,50 +310,6 @@ def test_fill_box_random(mode, dtype, rank):
         else:
             want[slices(dst_start, box)] = fill
         assert same_bits(out, want), (box, dst_shape, dst_start, value)
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("rank", [0, 1, 2, 3, 4])
-def test_mark_box_random(mode, rank):
-    rng = np.random.default_rng(500 + rank)
-    for _ in range(20 if mode == "jit" else 6):
-        box, _, _, shape, start = random_box(rng, rank)
-        mask = rng.integers(0, 2, shape).astype(np.uint8) if rank else np.zeros((), np.uint8)
-        out = mask.copy()
-        kernel("mark_box", mode)(vec(box), vec(shape), vec(start), out.reshape(-1))
-        want = mask.copy()
-        if rank == 0:
-            want[()] = 1
-        else:
-            want[slices(start, box)] = 1
-        assert same_bits(out, want), (box, shape, start)
-        assert set(np.unique(out).tolist()) <= {0, 1}
-
-
-@pytest.mark.parametrize("mode", MODES)
-@HYP
-@given(case=copy_case())
-def test_mark_box_property(mode, case):
-    _, box, _, _, shape, start, seed = case
-    mask = np.random.default_rng(seed).integers(0, 2, shape).astype(np.uint8)
-    out = mask.copy()
-    kernel("mark_box", mode)(vec(box), vec(shape), vec(start), out.reshape(-1))
-    want = mask.copy()
-    want[slices(start, box) if box else ()] = 1
-    assert same_bits(out, want)
-
-
-def test_mark_box_marks_what_copy_box_writes():
-    """The written mask of a partial write covers exactly the copied cells."""
-    rng = np.random.default_rng(11)
-    for _ in range(30):
-        box, src_shape, src_start, chunk_shape, chunk_start = random_box(rng, 3)
-        sentinel = np.full(chunk_shape, np.nan, np.float64)
-        data = rng.standard_normal(src_shape)
-        copied = run_copy("jit", data, src_start, box, sentinel, chunk_start)
-        mask = np.zeros(math.prod(chunk_shape), np.uint8)
-        kernels.mark_box(vec(box), vec(chunk_shape), vec(chunk_start), mask)
-        assert np.array_equal(mask.reshape(chunk_shape).astype(bool), ~np.isnan(copied))
 
 
 # -- stats_float ----------------------------------------------------------------------------------
@@ -377,7 +337,7 @@ def check_stats_float(mode, values, fill, use_fill, written):
     return got
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_stats_float_random(mode, dtype):
     rng = np.random.default_rng(21 if dtype == "float32" else 22)
@@ -392,7 +352,7 @@ def test_stats_float_random(mode, dtype):
         check_stats_float(mode, values, fill, bool(rng.random() < 0.6), written)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_stats_float_cases(mode, dtype):
     f = np.dtype(dtype).type
@@ -431,7 +391,7 @@ def test_stats_float_cases(mode, dtype):
         assert nulls == values.shape[0] and math.isnan(lo) and math.isnan(hi)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 @HYP
 @given(
     values=st.lists(st.one_of(st.floats(width=32), st.sampled_from([0.0, -0.0, 1.0, 2.5])), min_size=0, max_size=30),
@@ -491,7 +451,7 @@ def int_values(rng, dtype, n):
     return out
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 @pytest.mark.parametrize("dtype", INT_DTYPES)
 def test_stats_int_random(mode, dtype):
     rng = np.random.default_rng(300 + INT_DTYPES.index(dtype))
@@ -503,7 +463,7 @@ def test_stats_int_random(mode, dtype):
         check_stats_int(mode, values, fill, bool(rng.random() < 0.6), False, written)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 def test_stats_int_uint64_beyond_int64(mode):
     u = np.uint64
     values = np.array([2**64 - 1, 2**63, 2**63 - 1, 2**64 - 2, 7], np.uint64)
@@ -518,7 +478,7 @@ def test_stats_int_uint64_beyond_int64(mode):
     assert check_stats_int(mode, np.array([2**63], np.uint64), u(0), True, False, NO_MASK) == (0, 1, 2**63, 2**63)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 def test_stats_int_timestamps_and_nat(mode):
     i = np.int64
     values = np.array([NAT, 5, -9_000_000_000_000_000_000, NAT + 1, 2**63 - 1], np.int64)
@@ -533,7 +493,7 @@ def test_stats_int_timestamps_and_nat(mode):
     assert check_stats_int(mode, values, i(0), False, True, mask) == (3, 2, -9_000_000_000_000_000_000, 2**63 - 1)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 @pytest.mark.parametrize("dtype", ["int8", "uint64", "int64", "bool"])
 def test_stats_int_all_null(mode, dtype):
     dt = np.dtype("uint8" if dtype == "bool" else dtype)
@@ -551,7 +511,7 @@ def test_stats_int_all_null(mode, dtype):
         assert check_stats_int(mode, nat_only, np.int64(0), False, True, NO_MASK)[:2] == (2, 0)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", STATS_MODES)
 @HYP
 @given(
     dtype=st.sampled_from(INT_DTYPES),
@@ -581,6 +541,13 @@ def meta(dtype, fill=None):
     return ArrayMeta(slot=0, dtype=dtype, dims=("n",), shape=(5,), chunk_shape=(5,), fill_value=fill)
 
 
+@pytest.fixture(params=["kernel", "numpy"])
+def stats_path(request, monkeypatch):
+    """chunk_stats on each of its paths (numba kernels for large chunks, numpy for small)."""
+    monkeypatch.setattr(chunks, "NUMPY_STATS_MAX_CELLS", 0 if request.param == "kernel" else 1 << 62)
+
+
+@pytest.mark.usefixtures("stats_path")
 def test_chunk_stats_uint64_fill_beyond_int64():
     values = np.array([2**64 - 1, 3, 2**63 + 5, 2**64 - 1, 2**63], np.uint64)
     st_ = chunk_stats(values, None, meta("uint64", 2**64 - 1))
@@ -602,6 +569,7 @@ def test_chunk_stats_passes_the_fill_in_the_dtype_of_the_values(monkeypatch):
         return real(values, fill, *rest)
 
     monkeypatch.setattr(kernels, "stats_int", spy)
+    monkeypatch.setattr(chunks, "NUMPY_STATS_MAX_CELLS", 0)  # the kernel path, whatever the size
     chunk_stats(np.array([2**64 - 1, 1], np.uint64), None, meta("uint64", 2**64 - 1))
     chunk_stats(np.array([True, False]), None, meta("bool", True))
     chunk_stats(np.array([NAT, 1], np.int64), None, meta("timestamp_nanoseconds"))
@@ -609,6 +577,7 @@ def test_chunk_stats_passes_the_fill_in_the_dtype_of_the_values(monkeypatch):
     assert seen and all(v == f for v, f in seen), seen
 
 
+@pytest.mark.usefixtures("stats_path")
 def test_chunk_stats_int_timestamp_bool_float():
     st_ = chunk_stats(np.array([-128, 127, 0, -1, 5], np.int8), None, meta("int8", -1))
     assert (st_.null_count, st_.minimum, st_.maximum) == (1, -128, 127)

@@ -25,7 +25,7 @@ from atlas.catalog.build import (
 from atlas.catalog.encoding import encode_strings
 from atlas.catalog.layout import PartBuilder
 from atlas.catalog.part import PartReader
-from atlas.catalog.snapshot import _merge_positions, merge_sorted, winning_rows
+from atlas.catalog.snapshot import merge_positions, merge_sorted, winning_rows
 
 __all__ = ["merge_columns"]
 
@@ -42,7 +42,7 @@ def merge_columns(
     Returns ``(rows, attribute entries, array entries)`` for :meth:`PartBuilder.finish`.
     """
     kept, rows = winning_rows(readers, keep_tombstones)
-    pos = _merge_positions(kept)
+    pos = merge_positions(kept)
     n = sum(len(k) for k in kept)
     builder.add("name", encode_strings(merge_sorted(kept, pos)))
     for name, dtype in (("id", "<u8"), ("version", "<u8"), ("tombstone", "u1")):

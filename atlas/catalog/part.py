@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from atlas import attributes, dtypes, metadata
+from atlas import attributes, dtypes
 from atlas.catalog.build import DTYPE_CODES, EXTREMES, FLAG_EXACT, FLAG_STRINGS, NO_EXTREMES
 from atlas.catalog.commit import PartRef
 from atlas.catalog.encoding import decode_arrays, decode_record, decode_strings
@@ -269,7 +269,7 @@ class PartReader:
                 if (item is None) == bool(present[r]):
                     raise CorruptStoreError("presence disagrees with the values")
                 if item is not None:
-                    value = metadata.attributes_from_dict({"": item})[""]  # the record's checks
+                    value = attributes.decode(item)
                     out[r] = value if typed else attributes.to_python(value)
         except Exception as exc:
             raise CorruptStoreError(f"{where}: blob column does not follow the format: {exc}") from None

@@ -24,7 +24,7 @@ from atlas.catalog.part import PartReader, ReadRange
 from atlas.errors import DatasetNotFoundError
 from atlas.metadata import ArrayMeta, DatasetMeta
 
-__all__ = ["STATS_FIELDS", "Catalog", "merge_sorted", "winning_rows"]
+__all__ = ["STATS_FIELDS", "Catalog", "merge_positions", "merge_sorted", "winning_rows"]
 
 #: The fields :meth:`Catalog.stats_column` knows.
 STATS_FIELDS = ("slot", "dtype", "row_count", "null_count", "min", "max", "min_exact", "max_exact", "shape")
@@ -173,7 +173,7 @@ class Catalog:
         if self._names is not None:
             return self._names
         kept, rows = winning_rows(self._readers, keep_tombstones=False)
-        self._positions = _merge_positions(kept)
+        self._positions = merge_positions(kept)
         self._live_rows = rows
         self._names = merge_sorted(kept, self._positions)
         return self._names
@@ -359,7 +359,7 @@ def merge_sorted(kept: list[list[str]], positions: list[np.ndarray]) -> list[str
     return out.tolist()
 
 
-def _merge_positions(kept: list[list[str]]) -> list[np.ndarray]:
+def merge_positions(kept: list[list[str]]) -> list[np.ndarray]:
     """Position of every element of each sorted, mutually disjoint list in their merge.
 
     For each pair, the shorter list is located in the longer by binary search

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from atlas.store import Atlas
+if TYPE_CHECKING:
+    from atlas.store import Atlas
 
 __all__ = [
     "AUTO_JOBS_MIN_FILES",
@@ -114,6 +115,9 @@ def store_options(args: Any) -> dict[str, Any]:
 
 def open_store(args: Any, mode: str = "r", **kwargs: Any) -> Atlas:
     """``Atlas.open(args.store, mode, ...)`` with the command line's object-store options."""
+    # Imported here: `atlas --help` and `--version` need none of the library.
+    from atlas.store import Atlas
+
     return Atlas.open(args.store, mode=mode, storage_options=store_options(args), **kwargs)
 
 

@@ -1,7 +1,8 @@
 """The storage engine: chunks of many datasets in shared segment files (no API, no manifest writes).
 
 * :mod:`~atlas.engine.planner`: selections to chunk plans (pure numpy).
-* :mod:`~atlas.engine.kernels`: numba kernels (copies, fills, stats, XXH64); imports nothing from atlas.
+* :mod:`~atlas.engine.jit`: numba on demand (kernels declared at import, compiled on first call).
+* :mod:`~atlas.engine.kernels`: numba kernels (copies, fills, stats, XXH64); imports only :mod:`~atlas.engine.jit`.
 * :mod:`~atlas.engine.codecs`: chunk codecs (zstd, lz4, none), string encoding, checksums. A new codec goes here.
 * :mod:`~atlas.engine.chunks`: one chunk's stats, encoding and decoding.
 * :mod:`~atlas.engine.segment`: the ``.af`` segment file layout (writer, index, footer).
@@ -9,6 +10,6 @@
 * :mod:`~atlas.engine.family`: one array name's family: merged index, reads, pending writes, stats.
 * :mod:`~atlas.engine.pieces`: the piece table of a bulk read (geometry and payloads).
 * :mod:`~atlas.engine.gather`: the bulk gather across datasets. A faster gather goes here.
-* :mod:`~atlas.engine.libblosc2`: the libblosc2 bridge (jitted calls into its C API).
+* :mod:`~atlas.engine.libblosc2`: the libblosc2 bridge (ctypes and jitted calls into its C API, loaded on first use).
 * :mod:`~atlas.engine.pools`: the process-wide thread pools.
 """

@@ -46,6 +46,10 @@ class EncodedChunk:
     max_bits: int
 
 
+#: Chunks of fewer cells get their stats from numpy rather than a numba kernel.
+NUMPY_STATS_MAX_CELLS = 1 << 15
+
+
 def fill_for(meta: ArrayMeta) -> Any:
     """The storage-form value of unwritten cells."""
     value = meta.fill_value if meta.fill_value is not None else dtypes.default_fill(meta.dtype)
@@ -79,20 +83,61 @@ def chunk_stats(values: np.ndarray, written: np.ndarray | None, meta: ArrayMeta)
         if not valid:
             return ChunkStats(cells, cells)
         return ChunkStats(cells, cells - len(valid), min(valid), max(valid))
+    # Small chunks take the numpy path: the kernels pay for their compile (once per
+    # dtype on a machine whose numba cache is empty) only on chunks large enough to
+    # gain from one pass instead of several.
+    small = cells < NUMPY_STATS_MAX_CELLS
     if dtypes.is_float(name):
-        nulls, lo, hi = kernels.stats_float(values, float(fill) if fill is not None else 0.0, fill is not None, mask)
+        stats = _stats_float_numpy if small else kernels.stats_float
+        nulls, lo, hi = stats(values, float(fill) if fill is not None else 0.0, fill is not None, mask)
         if math.isnan(lo):
             return ChunkStats(cells, int(nulls))
         return ChunkStats(cells, int(nulls), _as_dtype(lo, name), _as_dtype(hi, name))
     view = _numeric_view(values)
     # The fill is passed in the chunk's own dtype so the kernel compares like with like.
     fill_typed = view.dtype.type(int(fill) if fill is not None else 0)
-    nulls, valid, lo, hi = kernels.stats_int(view, fill_typed, fill is not None, name == "timestamp_nanoseconds", mask)
+    stats = _stats_int_numpy if small else kernels.stats_int
+    nulls, valid, lo, hi = stats(view, fill_typed, fill is not None, name == "timestamp_nanoseconds", mask)
     if valid == 0:
         return ChunkStats(cells, int(nulls))
     if name == "bool":
         return ChunkStats(cells, int(nulls), bool(lo), bool(hi))
     return ChunkStats(cells, int(nulls), int(lo), int(hi))
+
+
+def _stats_float_numpy(
+    values: np.ndarray, fill: float, use_fill: bool, written: np.ndarray
+) -> tuple[int, float, float]:
+    """:func:`atlas.engine.kernels.stats_float` in numpy (same arguments and result)."""
+    null = np.isnan(values)
+    if use_fill:
+        null |= values == np.float64(fill)  # compared in float64, as the kernel does
+    if written.shape[0] > 0:
+        null |= written == 0
+    nulls = int(np.count_nonzero(null))
+    if nulls == values.shape[0]:
+        return nulls, math.nan, math.nan
+    valid = values[~null] if nulls else values
+    return nulls, float(valid.min()), float(valid.max())
+
+
+def _stats_int_numpy(
+    values: np.ndarray, fill: Any, use_fill: bool, nat: bool, written: np.ndarray
+) -> tuple[int, int, Any, Any]:
+    """:func:`atlas.engine.kernels.stats_int` in numpy (same arguments and result)."""
+    null = np.zeros(values.shape[0], np.bool_)
+    if use_fill:
+        null |= values == fill
+    if nat:
+        null |= values == np.iinfo(np.int64).min
+    if written.shape[0] > 0:
+        null |= written == 0
+    nulls = int(np.count_nonzero(null))
+    valid = values[~null] if nulls else values
+    if valid.shape[0] == 0:
+        zero = values.dtype.type(0)
+        return nulls, 0, zero, zero
+    return nulls, int(valid.shape[0]), valid.min(), valid.max()
 
 
 def _as_dtype(value: float, name: str) -> float:

@@ -9,10 +9,12 @@ read straight from the memory map.
 
 from __future__ import annotations
 
-import blosc2
+import functools
+from typing import Any
+
 import numpy as np
 
-from atlas.engine.kernels import xxh64
+from atlas.engine import libblosc2
 from atlas.errors import ChecksumError, CorruptStoreError, InvalidArgumentError
 
 __all__ = [
@@ -29,7 +31,7 @@ __all__ = [
 #: Codec ids as stored in chunk records.
 RAW, ZSTD, LZ4 = 0, 1, 2
 CODEC_IDS = {"none": RAW, "zstd": ZSTD, "lz4": LZ4}
-_BLOSC = {ZSTD: blosc2.Codec.ZSTD, LZ4: blosc2.Codec.LZ4}
+_BLOSC_IDS = (ZSTD, LZ4)
 _ALIASES = {"none": "none", "uncompressed": "none", "raw": "none", "zstd": "zstd", "lz4": "lz4"}
 #: blosc2 compression level of every chunk.  With 16 KiB blocks, zstd level 3
 #: compresses the benchmark chunks 1.5-3x faster than level 5 for output within
@@ -44,10 +46,17 @@ BLOCKSIZE = 16384
 _BLOSC_OVERHEAD = 32
 _BLOSC_MAX = 2**31 - 64
 
-# Flushes compress chunks on several threads (see ``build_segment``); blosc2 holds
-# the GIL while it compresses unless told otherwise.  The flag is process-wide and
-# costs a few microseconds per call, which chunks of 128+ bytes do not notice.
-blosc2.set_releasegil(True)
+
+@functools.cache
+def blosc2() -> Any:
+    """The ``blosc2`` module, imported on first use (a third of a second)."""
+    import blosc2
+
+    # Flushes compress chunks on several threads (see ``build_segment``); blosc2 holds
+    # the GIL while it compresses unless told otherwise.  The flag is process-wide and
+    # costs a few microseconds per call, which chunks of 128+ bytes do not notice.
+    blosc2.set_releasegil(True)
+    return blosc2
 
 
 def normalize_codec(codec: str) -> str:
@@ -62,7 +71,9 @@ def checksum(data: np.ndarray | bytes | memoryview) -> int:
     """XXH64 (seed 0) of a byte buffer, as a Python int."""
     if not isinstance(data, np.ndarray):
         data = np.frombuffer(data, dtype=np.uint8)
-    return int(xxh64(data))
+    elif data.dtype != np.uint8 or not data.flags.c_contiguous or data.ndim != 1:
+        data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    return libblosc2.payload_xxh64(data)
 
 
 def encode_payload(raw: np.ndarray, typesize: int, codec: str) -> tuple[np.ndarray, int]:
@@ -74,11 +85,12 @@ def encode_payload(raw: np.ndarray, typesize: int, codec: str) -> tuple[np.ndarr
     cid = CODEC_IDS[codec]
     if cid == RAW or raw.nbytes <= MIN_COMPRESS or raw.nbytes > _BLOSC_MAX:
         return raw, RAW
-    packed = blosc2.compress2(
+    blosc = blosc2()
+    packed = blosc.compress2(
         raw,
-        codec=_BLOSC[cid],
+        codec=blosc.Codec.ZSTD if cid == ZSTD else blosc.Codec.LZ4,
         clevel=CLEVEL,
-        filter=blosc2.Filter.SHUFFLE if typesize > 1 else blosc2.Filter.NOFILTER,
+        filter=blosc.Filter.SHUFFLE if typesize > 1 else blosc.Filter.NOFILTER,
         typesize=max(1, min(typesize, 255)),
         nthreads=1,
         # Blocks of 16 KiB (instead of one block per chunk) let a read decode only
@@ -117,21 +129,33 @@ def decode_payload(
         if stored.nbytes != raw_nbytes:
             raise CorruptStoreError(f"{where}: raw chunk has {stored.nbytes} bytes, expected {raw_nbytes}")
         return stored
-    if codec_id not in _BLOSC:
+    if codec_id not in _BLOSC_IDS:
         raise CorruptStoreError(f"{where}: unknown chunk codec id {codec_id}")
     if stored.nbytes < _BLOSC_OVERHEAD:
         raise CorruptStoreError(f"{where}: compressed chunk is truncated")
     if raw_nbytes > _BLOSC_MAX:  # such chunks are always stored raw (see encode_payload)
         raise CorruptStoreError(f"{where}: compressed chunk claims {raw_nbytes} bytes, over the codec limit")
+    if libblosc2.AVAILABLE:  # libblosc2 through ctypes: no `import blosc2` to read a chunk
+        stored = np.ascontiguousarray(stored)
+        sizes = libblosc2.cbuffer_sizes(stored[:_BLOSC_OVERHEAD])
+        if sizes is None:
+            raise CorruptStoreError(f"{where}: compressed chunk header is damaged")
+        if sizes != (raw_nbytes, stored.nbytes):
+            raise CorruptStoreError(f"{where}: compressed chunk header does not match its record")
+        out = np.empty(raw_nbytes, dtype=np.uint8)
+        got = libblosc2.decompress(stored, out)
+        if got != raw_nbytes:
+            raise ChecksumError(f"{where}: chunk cannot be decompressed (blosc2 status {got})")
+        return out
     try:
-        nbytes, cbytes, _ = blosc2.get_cbuffer_sizes(stored[:_BLOSC_OVERHEAD].tobytes())
+        nbytes, cbytes, _ = blosc2().get_cbuffer_sizes(stored[:_BLOSC_OVERHEAD].tobytes())
     except Exception as exc:  # blosc2 raises several types for a damaged header
         raise CorruptStoreError(f"{where}: compressed chunk header is damaged: {exc}") from None
     if nbytes != raw_nbytes or cbytes != stored.nbytes:
         raise CorruptStoreError(f"{where}: compressed chunk header does not match its record")
     out = np.empty(raw_nbytes, dtype=np.uint8)
     try:
-        blosc2.decompress2(stored, dst=out, nthreads=1)
+        blosc2().decompress2(stored, dst=out, nthreads=1)
     except Exception as exc:  # blosc2 raises several types for damaged input
         raise ChecksumError(f"{where}: chunk cannot be decompressed: {exc}") from None
     return out

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from atlas import dtypes
-from atlas.engine import kernels
 from atlas.engine.chunks import (
     ChunkStats,
     EncodedChunk,
@@ -352,7 +351,8 @@ class FamilyEngine:
             chunk.stats = None
             _copy_from(chunk.values, data, plan, i)
             if chunk.written is not None:
-                kernels.mark_box(plan.boxes[i], plan.chunk_shapes[i], plan.in_chunk[i], chunk.written)
+                written = chunk.written.reshape(tuple(plan.chunk_shapes[i]))
+                written[_slices(plan.in_chunk[i], plan.boxes[i])] = 1
                 if chunk.written.all():
                     chunk.written = None
             staged[int(plan.chunk_ids[i])] = chunk
@@ -494,45 +494,19 @@ def _combine(parts: list[ChunkStats], total: int, unwritten: int) -> Stats:
 
 def _copy_into(out: np.ndarray, values: np.ndarray, plan: ChunkPlan, i: int) -> None:
     """Copy plan row ``i`` from a flat chunk into the selection ``out``."""
-    if out.dtype == object:
-        chunk = values.reshape(tuple(plan.chunk_shapes[i]))
-        out[_slices(plan.in_selection[i], plan.boxes[i])] = chunk[_slices(plan.in_chunk[i], plan.boxes[i])]
-        return
-    kernels.copy_box(
-        _flat(values),
-        plan.chunk_shapes[i],
-        plan.in_chunk[i],
-        plan.boxes[i],
-        np.asarray(out.shape, np.int64),
-        plan.in_selection[i],
-        _flat(out),
-    )
+    # numpy slicing, not a kernel: as fast for one box, and nothing to compile per dtype.
+    chunk = values.reshape(tuple(plan.chunk_shapes[i]))
+    out[_slices(plan.in_selection[i], plan.boxes[i])] = chunk[_slices(plan.in_chunk[i], plan.boxes[i])]
 
 
 def _copy_from(chunk_values: np.ndarray, data: np.ndarray, plan: ChunkPlan, i: int) -> None:
     """Copy plan row ``i`` from the written ``data`` into a flat chunk."""
-    if data.dtype == object:
-        chunk = chunk_values.reshape(tuple(plan.chunk_shapes[i]))
-        chunk[_slices(plan.in_chunk[i], plan.boxes[i])] = data[_slices(plan.in_selection[i], plan.boxes[i])]
-        return
-    kernels.copy_box(
-        _flat(data),
-        np.asarray(data.shape, np.int64),
-        plan.in_selection[i],
-        plan.boxes[i],
-        plan.chunk_shapes[i],
-        plan.in_chunk[i],
-        _flat(chunk_values),
-    )
+    chunk = chunk_values.reshape(tuple(plan.chunk_shapes[i]))
+    chunk[_slices(plan.in_chunk[i], plan.boxes[i])] = data[_slices(plan.in_selection[i], plan.boxes[i])]
 
 
 def _fill_into(out: np.ndarray, plan: ChunkPlan, i: int, fill: object) -> None:
     out[_slices(plan.in_selection[i], plan.boxes[i])] = fill
-
-
-def _flat(arr: np.ndarray) -> np.ndarray:
-    flat = arr.reshape(-1)
-    return flat.view(np.uint8) if flat.dtype == np.bool_ else flat
 
 
 def _slices(start: np.ndarray, box: np.ndarray) -> tuple[slice, ...]:

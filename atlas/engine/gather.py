@@ -6,8 +6,10 @@ numpy, fills the pieces no segment stores, then per segment verifies, decodes an
 scatters its pieces (one :class:`~atlas.engine.pieces.Pieces` table and one
 :class:`~atlas.engine.pieces.Payloads` table) into one preallocated ``(N, *box)``
 output.  With libblosc2 reachable
-(:mod:`atlas.engine.libblosc2`) that is one jitted call per worker thread, chunk by
-chunk through a small per-thread scratch buffer; otherwise the checksums are
+(:mod:`atlas.engine.libblosc2`) that is one call per worker thread, chunk by chunk
+through a small per-thread scratch buffer: the jitted kernel, or for batches under
+:data:`KERNEL_MIN_PIECES` (until the kernel is compiled) its ctypes twin, which needs
+no numba; otherwise the checksums are
 verified in one jitted pass, the compressed chunks decoded by
 ``blosc2.decompress2`` into one scratch buffer and scattered with one jitted call.
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-import blosc2
 import numpy as np
 
 from atlas import dtypes
@@ -43,6 +44,13 @@ __all__ = ["decode_many", "gather", "read_pieces_many"]
 
 #: Below this many compressed bytes a batch is decoded on the calling thread.
 PARALLEL_MIN_BYTES = 1 << 20
+#: Batches of fewer pieces are read without numba (:func:`atlas.engine.libblosc2.read_pieces_py`,
+#: and missing chunks filled through numpy views) unless the kernel is compiled in this
+#: process already: tens of microseconds of Python per piece (about three times the
+#: kernel's) cost less, in so small a batch, than importing numba (a third of a second)
+#: or compiling the kernel (a second or more on an empty cache).  The C calls release
+#: the GIL, so worker threads still decode in parallel.
+KERNEL_MIN_PIECES = 256
 #: Per-thread scratch buffers up to this size are kept for the next call.
 SCRATCH_KEEP_BYTES = 16 << 20
 
@@ -146,8 +154,8 @@ def _gather_layout(
     if missing.any():
         fill_values = np.array([fill_for(metas[int(m)]) for m in piece_member[missing]], dtype=out.dtype)
         rows_m = piece_row[missing]
-        kernels.fill_pieces(_flat(fill_values), plan.boxes[rows_m], sel_shape, plan.in_selection[rows_m],
-                            dst_bases[missing], dst)  # fmt: skip
+        _fill_pieces(_flat(fill_values), plan.boxes[rows_m], sel_shape, plan.in_selection[rows_m],
+                     dst_bases[missing], dst)  # fmt: skip
         present = ~missing
         if not present.any():
             return
@@ -225,10 +233,9 @@ def _decode_segment(
             f"{where}: chunk record claims {int(claimed[k])} decoded bytes ({int(nbytes[k])} stored), "
             f"a chunk of {int(cells[k])} {dst.dtype} cells holds {int(expected[k])}"
         )
-    typed_src = src[: src.nbytes - src.nbytes % itemsize].view(dst.dtype)
     if libblosc2.AVAILABLE:
         payloads = Payloads(offsets, nbytes, records["checksum"], raw, expected, ranges.first[rows], ranges.count[rows])
-        status = read_pieces_many(src, typed_src, payloads, pieces, workers)
+        status = read_pieces_many(src, payloads, pieces, workers)
         failed = np.flatnonzero(status)
         if failed.size:
             k = int(failed[0])
@@ -247,6 +254,7 @@ def _decode_segment(
         culprit = labels[int(members[bad[0]])]
         raise ChecksumError(f"{path} (dataset {culprit!r} array {array!r}): chunk checksum mismatch")
     # Raw chunks are scattered straight from the map (or the fetched buffer).
+    typed_src = src[: src.nbytes - src.nbytes % itemsize].view(dst.dtype)
     if raw.any():
         _scatter(typed_src, offsets[raw] // itemsize, pieces.take(raw))
     comp = np.flatnonzero(~raw)
@@ -260,6 +268,27 @@ def _decode_segment(
         decode_many(src, offsets[comp], nbytes[comp], codec[comp], scratch_u8, starts, sizes, where, workers)
         scratch = scratch_u8[: scratch_u8.nbytes - scratch_u8.nbytes % itemsize].view(dst.dtype)
         _scatter(scratch, starts // itemsize, pieces.take(comp))
+
+
+def _fill_pieces(values: np.ndarray, boxes: np.ndarray, sel_shape: np.ndarray, in_selection: np.ndarray,
+                 bases: np.ndarray, dst: np.ndarray) -> None:  # fmt: skip
+    """:func:`atlas.engine.kernels.fill_pieces`, through numpy views for small batches
+    (as :func:`read_pieces_many` reads them without numba): no compile per dtype."""
+    if values.shape[0] >= KERNEL_MIN_PIECES:
+        kernels.fill_pieces(values, boxes, sel_shape, in_selection, bases, dst)
+        return
+    itemsize = dst.itemsize
+    sel = sel_shape.tolist()
+    strides = [itemsize] * len(sel)
+    for d in range(len(sel) - 2, -1, -1):
+        strides[d] = strides[d + 1] * sel[d + 1]
+    for p in range(values.shape[0]):
+        box = boxes[p].tolist()
+        if 0 in box:
+            continue
+        offset = int(bases[p]) * itemsize + sum(s * t for s, t in zip(in_selection[p].tolist(), strides))
+        view = np.ndarray(tuple(box), dst.dtype, buffer=dst, offset=offset, strides=tuple(strides))
+        view[...] = values[p]
 
 
 def _scatter(src: np.ndarray, src_offsets: np.ndarray, pieces: Pieces) -> None:
@@ -294,6 +323,8 @@ def decode_many(
     if todo.size == 0:
         return
     if not libblosc2.AVAILABLE:
+        import blosc2  # only without libblosc2 (it takes a third of a second)
+
         for i in todo:
             o, n, d, r = int(offsets[i]), int(nbytes[i]), int(dst_starts[i]), int(raw_nbytes[i])
             try:
@@ -335,25 +366,25 @@ def _scratch(nbytes: int) -> np.ndarray:
     return buf
 
 
-def read_pieces_many(
-    src: np.ndarray, typed_src: np.ndarray, payloads: Payloads, pieces: Pieces, max_workers: int = 1
-) -> np.ndarray:
+def read_pieces_many(src: np.ndarray, payloads: Payloads, pieces: Pieces, max_workers: int = 1) -> np.ndarray:
     """Verify, decode and scatter stored chunks (see :func:`atlas.engine.libblosc2.read_pieces`).
 
     The caller has checked every record against the chunk it claims to be (the sizes
     here never come from untrusted fields alone).  Pieces are split over up to
     ``max_workers`` threads, each with its own decompression context and scratch
-    buffer; pieces write disjoint parts of the output.  Returns the per-piece status
+    buffer; pieces write disjoint parts of the output.  Batches of fewer than
+    :data:`KERNEL_MIN_PIECES` pieces take :func:`~atlas.engine.libblosc2.read_pieces_py`
+    (no numba) unless the kernel is compiled already.  Returns the per-piece status
     (0 = success).
 
     Parameters
     ----------
-    src, typed_src : ndarray
-        The payload bytes, as uint8 and as the output's dtype (same memory).
+    src : ndarray
+        The payload bytes (uint8).
     payloads : Payloads
         Each piece's payload in ``src``, its checksum, codec and the items to decode.
     pieces : Pieces
-        Where each piece's box comes from and goes to.
+        Where each piece's box comes from and goes to, in items of ``pieces.dst``.
     max_workers : int
         Threads to use for batches of at least :data:`PARALLEL_MIN_BYTES`.
     """
@@ -361,19 +392,27 @@ def read_pieces_many(
     status = np.zeros(n, np.int64)
     if n == 0:
         return status
-    itemsize = typed_src.itemsize
+    itemsize = pieces.dst.itemsize
+    # The kernel works on bytes (one compile for every dtype) and on read-only views of
+    # its inputs and fixed column types (one compiled signature whatever the buffers are).
+    pieces = pieces.as_bytes()
+    payloads = payloads.normalized()
+    src = _read_only(src)
     need = np.where(payloads.raw, 0, np.where(payloads.count > 0, payloads.count * itemsize, payloads.raw_nbytes))
     workers = max(1, min(max_workers, n))
     if workers > 1 and int(payloads.nbytes.sum()) < PARALLEL_MIN_BYTES:
         workers = 1
+    kernel = libblosc2.read_pieces
+    if n < KERNEL_MIN_PIECES and not libblosc2.read_pieces_compiled():
+        kernel = libblosc2.read_pieces_py
 
     def part(lo: int, hi: int) -> None:
         size = int(need[lo:hi].max()) if hi > lo else 0
-        scratch = _scratch(size)
-        typed = scratch[: scratch.nbytes - scratch.nbytes % itemsize].view(typed_src.dtype)
+        # blosc2 writes the scratch through its address; the copies only read it.
+        scratch = _read_only(_scratch(size))
         rows = slice(lo, hi)
-        libblosc2.read_pieces(libblosc2.thread_context(), src, typed_src, payloads.take(rows), scratch, typed,
-                              pieces.take(rows), status[lo:hi])  # fmt: skip
+        kernel(libblosc2.thread_context(), src, payloads.take(rows), itemsize, scratch, pieces.take(rows),
+               status[lo:hi])  # fmt: skip
 
     if workers == 1:
         part(0, n)
@@ -385,3 +424,10 @@ def read_pieces_many(
         list(shared_pool("decode", workers).map(part, bounds[:-1], bounds[1:]))
     return status
 
+
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    if not arr.flags.writeable:
+        return arr
+    view = arr.view()
+    view.flags.writeable = False
+    return view

@@ -3,32 +3,31 @@
 Every kernel takes flat (1-D, C-ordered) arrays plus shapes, so one compiled
 function serves every rank.  Outputs are preallocated by the caller and passed
 last.  Each kernel is tested against a numpy reference, jitted and through
-``.py_func``.
+``.py_func``.  numba is imported on the first call of a kernel, not with this
+module (:mod:`atlas.engine.jit`, the one import from ``atlas``).
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from atlas.engine.jit import KernelModule
+
 __all__ = [
-    "copy_box",
     "copy_box_at",
-    "fill_box",
     "fill_pieces",
     "scatter_pieces",
     "xxh64_many",
-    "mark_box",
     "stats_float",
     "stats_int",
     "xxh64",
 ]
 
-# One place for the compilation flags: cache compiled code on disk, release the GIL.
-_JIT = {"nogil": True, "cache": True}
+# Compiled on first call, all at once, with the flags of atlas.engine.jit.JIT_OPTIONS.
+_kernels = KernelModule(globals())
 
 
-@numba.njit(**_JIT)
+@_kernels.jit
 def _box_count(box: np.ndarray) -> int:
     n = 1
     for d in range(box.shape[0]):
@@ -36,7 +35,7 @@ def _box_count(box: np.ndarray) -> int:
     return n
 
 
-@numba.njit(**_JIT)
+@_kernels.jit
 def copy_box_at(
     src: np.ndarray,
     src_base: int,
@@ -48,8 +47,12 @@ def copy_box_at(
     dst: np.ndarray,
     dst_base: int,
 ) -> None:
-    """:func:`copy_box` between arrays that start at element ``src_base`` of ``src`` and
-    ``dst_base`` of ``dst`` (flat C-ordered views, as many as the boxes need)."""
+    """Copy the box ``src[src_start : src_start + box]`` into ``dst[dst_start : dst_start + box]``.
+
+    ``src`` holds, from element ``src_base`` on, a flat C-ordered array of shape
+    ``src_shape``; ``dst`` from element ``dst_base`` on one of shape ``dst_shape``.
+    The innermost axis is copied as one contiguous run.
+    """
     ndim = box.shape[0]
     if ndim == 0:
         dst[dst_base] = src[src_base]
@@ -87,25 +90,7 @@ def copy_box_at(
             return
 
 
-@numba.njit(**_JIT)
-def copy_box(
-    src: np.ndarray,
-    src_shape: np.ndarray,
-    src_start: np.ndarray,
-    box: np.ndarray,
-    dst_shape: np.ndarray,
-    dst_start: np.ndarray,
-    dst: np.ndarray,
-) -> None:
-    """Copy the box ``src[src_start : src_start + box]`` into ``dst[dst_start : dst_start + box]``.
-
-    ``src`` and ``dst`` are flat C-ordered views of arrays of shape ``src_shape`` and
-    ``dst_shape``; the innermost axis is copied as one contiguous run.
-    """
-    copy_box_at(src, 0, src_shape, src_start, box, dst_shape, dst_start, dst, 0)
-
-
-@numba.njit(**_JIT)
+@_kernels.jit
 def scatter_pieces(
     src: np.ndarray,
     src_offsets: np.ndarray,
@@ -130,7 +115,7 @@ def scatter_pieces(
         )
 
 
-@numba.njit(**_JIT)
+@_kernels.jit
 def fill_pieces(
     values: np.ndarray,
     boxes: np.ndarray,
@@ -144,14 +129,14 @@ def fill_pieces(
         _fill_box_at(values[p], boxes[p], sel_shape, in_selection[p], dst, dst_bases[p])
 
 
-@numba.njit(**_JIT)
+@_kernels.jit
 def xxh64_many(src: np.ndarray, offsets: np.ndarray, nbytes: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = xxh64(src[offsets[i] : offsets[i] + nbytes[i]])``."""
     for i in range(offsets.shape[0]):
         out[i] = xxh64(src[offsets[i] : offsets[i] + nbytes[i]])
 
 
-@numba.njit(**_JIT)
+@_kernels.jit
 def _fill_box_at(
     value, box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarray, dst: np.ndarray, base: int
 ) -> None:
@@ -185,19 +170,7 @@ def _fill_box_at(
             return
 
 
-@numba.njit(**_JIT)
-def fill_box(value, box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarray, dst: np.ndarray) -> None:
-    """Set ``dst[dst_start : dst_start + box] = value`` on a flat C-ordered ``dst``."""
-    _fill_box_at(value, box, dst_shape, dst_start, dst, 0)
-
-
-@numba.njit(**_JIT)
-def mark_box(box: np.ndarray, dst_shape: np.ndarray, dst_start: np.ndarray, dst: np.ndarray) -> None:
-    """Set a box of the flat uint8 mask ``dst`` to 1 (cells that were written)."""
-    fill_box(np.uint8(1), box, dst_shape, dst_start, dst)
-
-
-@numba.njit(**_JIT)
+@_kernels.jit
 def stats_float(values: np.ndarray, fill: float, use_fill: bool, written: np.ndarray) -> tuple[int, float, float]:
     """Null count and min/max of the valid cells of a float chunk.
 
@@ -225,7 +198,7 @@ def stats_float(values: np.ndarray, fill: float, use_fill: bool, written: np.nda
     return nulls, float(lo), float(hi)
 
 
-@numba.njit(**_JIT)
+@_kernels.jit
 def stats_int(values: np.ndarray, fill, use_fill: bool, nat: bool, written: np.ndarray):
     """Null count and min/max of the valid cells of an integer (or timestamp, or
     bool viewed as uint8) chunk.
@@ -263,25 +236,25 @@ _P4 = np.uint64(9650029242287828579)
 _P5 = np.uint64(2870177450012600261)
 
 
-@numba.njit(**_JIT)
+@_kernels.jit
 def _rotl(x: np.uint64, r: int) -> np.uint64:
     return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
 
 
-@numba.njit(**_JIT)
+@_kernels.jit
 def _round(acc: np.uint64, lane: np.uint64) -> np.uint64:
     acc = acc + lane * _P2
     acc = _rotl(acc, 31)
     return acc * _P1
 
 
-@numba.njit(**_JIT)
+@_kernels.jit
 def _merge(acc: np.uint64, val: np.uint64) -> np.uint64:
     acc = acc ^ _round(np.uint64(0), val)
     return acc * _P1 + _P4
 
 
-@numba.njit(**_JIT)
+@_kernels.jit
 def _read64(b: np.ndarray, i: int) -> np.uint64:
     v = np.uint64(0)
     for k in range(8):
@@ -289,7 +262,7 @@ def _read64(b: np.ndarray, i: int) -> np.uint64:
     return v
 
 
-@numba.njit(**_JIT)
+@_kernels.jit
 def _read32(b: np.ndarray, i: int) -> np.uint64:
     v = np.uint64(0)
     for k in range(4):
@@ -297,7 +270,7 @@ def _read32(b: np.ndarray, i: int) -> np.uint64:
     return v
 
 
-@numba.njit(**_JIT)
+@_kernels.jit
 def xxh64(data: np.ndarray) -> np.uint64:
     """XXH64 with seed 0 of a flat uint8 array (the published algorithm, bit-exact)."""
     n = data.shape[0]

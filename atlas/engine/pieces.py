@@ -54,6 +54,31 @@ class Pieces(NamedTuple):
         return Pieces(self.chunk_shapes[which], self.in_chunk[which], self.boxes[which], self.in_selection[which],
                       self.dst_bases[which], self.sel_shape, self.dst)  # fmt: skip
 
+    def as_bytes(self) -> Pieces:
+        """The same pieces over the chunks and the output viewed as flat bytes.
+
+        A C-ordered array of shape ``(..., n)`` and item size ``k`` is, as bytes, one of
+        shape ``(..., n * k)``: the innermost extent, start and box scale by ``k``, as do
+        the output bases, and ``dst`` becomes its uint8 view.  A rank-0 selection
+        becomes one axis of ``k`` bytes.  Every column is a new C-contiguous int64
+        array, so a kernel taking byte geometry compiles once for every dtype.
+        """
+        itemsize = self.dst.itemsize
+        dst = self.dst.view(np.uint8)
+        bases = np.asarray(self.dst_bases, np.int64) * itemsize
+        if self.sel_shape.shape[0] == 0:
+            pieces = self.chunk_shapes.shape[0]
+            whole = np.full((pieces, 1), itemsize, np.int64)
+            zero = np.zeros((pieces, 1), np.int64)
+            return Pieces(whole, zero, whole, zero, bases, np.array([itemsize], np.int64), dst)
+        scaled = []
+        for column in (self.chunk_shapes, self.in_chunk, self.boxes, self.in_selection, self.sel_shape):
+            column = np.array(column, np.int64)  # a copy, C-contiguous
+            column[..., -1] *= itemsize
+            scaled.append(column)
+        chunk_shapes, in_chunk, boxes, in_selection, sel_shape = scaled
+        return Pieces(chunk_shapes, in_chunk, boxes, in_selection, bases, sel_shape, dst)
+
 
 class Payloads(NamedTuple):
     """The stored bytes of each piece's chunk, in one source buffer ``src``.
@@ -75,6 +100,15 @@ class Payloads(NamedTuple):
     def take(self, which: np.ndarray | slice) -> Payloads:
         """The payloads ``which`` (an index array, a mask or a slice)."""
         return Payloads(*(column[which] for column in self))
+
+    def normalized(self) -> Payloads:
+        """The columns as C-contiguous arrays of fixed dtypes (int64 sizes and offsets,
+        uint64 checksums, bool ``raw``), so that a kernel taking them compiles once
+        whatever buffers they came from (a record field is a strided view)."""
+        return Payloads(*(np.ascontiguousarray(column, dtype) for column, dtype in zip(self, _PAYLOAD_DTYPES)))
+
+
+_PAYLOAD_DTYPES = (np.int64, np.int64, np.uint64, np.bool_, np.int64, np.int64, np.int64)
 
 
 class ItemRanges:

@@ -7,8 +7,8 @@ import errno
 import numpy as np
 
 from atlas.catalog.part import PartReader
-from atlas.engine import kernels
 from atlas.engine.chunks import decode_chunk
+from atlas.engine.codecs import checksum
 from atlas.engine.planner import chunk_extent, chunk_grid
 from atlas.engine.segment import FOOTER_SIZE, HEADER_SIZE, check_header, parse_index, read_footer
 from atlas.errors import AtlasError
@@ -146,7 +146,7 @@ def _verify_segment(
         where = f"{path}: chunk {int(rec['chunk'])} of " + (
             f"dataset {owner[0]!r} array {array_name!r}" if owner else "a deleted array (harmless until compacted)"
         )
-        if int(kernels.xxh64(stored)) != int(rec["checksum"]):
+        if checksum(stored) != int(rec["checksum"]):
             problems.append(f"{where} fails its checksum")
             continue
         if owner is None:
