@@ -222,3 +222,30 @@ def test_commit_of_a_new_dataset_reads_no_segment(tmp_path):
         s.flush()
         assert not [c for c in rec.calls if c[1].endswith(".af") and c[0] == "get_ranges"], rec.calls
         assert s.open_dataset("d000050").array_stats("temp")["max"] == 50.0
+
+
+def test_retired_part_entries_stay_bounded_between_compactions(tmp_path, monkeypatch):
+    """Merges retire parts at every few commits; old entries leave the list, compact sweeps the files."""
+    import json
+    import time
+
+    path = tmp_path / "s"
+    _build(path, 10, batches=1)
+
+    def retired_parts() -> list:
+        return [e for e in json.loads((path / "atlas.json").read_text()).get("retired", []) if e[0] == "_catalog"]
+
+    with atlas.Atlas.open(path) as s:
+        for i in range(150):
+            s.open_dataset(f"d{i % 10:06d}").set_attribute("i", i)
+            s.flush()
+        assert len(retired_parts()) > 64
+        later = time.time() + 3601
+        monkeypatch.setattr(time, "time", lambda: later)
+        s.open_dataset("d000000").set_attribute("i", -1)
+        s.flush()
+        assert len(retired_parts()) <= 64 + 8
+        s.compact(grace_period=0)
+        listed = {p.file for p in s.session.state().base.parts}
+        assert {p.name for p in (path / "_catalog").iterdir()} == listed
+        assert s.open_dataset("d000000").get_attribute("i") == -1 and s.verify() == []
