@@ -7,7 +7,10 @@ one call.  Start with :meth:`Atlas.create` or :meth:`Atlas.open`.
 Layout (imports point down this list; each package's ``__init__`` maps its modules):
 
 * API: :mod:`~atlas.store` (:class:`Atlas`), :mod:`~atlas.dataset` (:class:`DatasetView`),
-  :mod:`~atlas.selection` (every argument check), :mod:`~atlas.bulk` (cross-dataset reads).
+  :mod:`~atlas.selection` (every argument check), :mod:`~atlas.bulk` (cross-dataset reads),
+  :mod:`~atlas.batch` (many small datasets staged in one call).
+* :mod:`atlas.search`: search by metadata (``Atlas.find``/``Atlas.catalog``): the column
+  table, predicates, the ``where`` parser.
 * :mod:`atlas.txn`: snapshot and pending changes, the one commit path, compaction, verify.
 * :mod:`atlas.engine`: chunks, codecs, segment files, families, the bulk gather, kernels.
 * :mod:`atlas.backends`: the storage verbs (local disk, object stores).

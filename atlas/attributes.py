@@ -73,6 +73,13 @@ def normalize(value: Any, dtype: Any = None) -> dict[str, Any]:
     numpy array (values flattened in C order).  ``dtype`` forces the stored dtype
     (values are range-checked against it); otherwise it is inferred from the value.
     """
+    if dtype is None:
+        # The two commonest values, without the general inference below (same result).
+        kind = type(value)
+        if kind is float:
+            return {"t": "float64", "v": value}
+        if kind is str:
+            return {"t": "string", "v": coerce_scalar(value, "string", "attribute value")}
     forced = canonical_dtype(dtype) if dtype is not None else None
     if isinstance(value, np.ndarray):
         if forced is None and value.dtype.kind == "M":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from atlas.errors import (
 )
 from atlas.metadata import MAX_CHUNK_CELLS, ArrayMeta, DatasetMeta
 from atlas.names import encode_dir_name, validate_label, validate_name
-from atlas.selection import array_names, int_tuple, resolve_box
+from atlas.selection import array_names, fast_box, int_tuple, resolve_box
 from atlas.txn.state import WorkingState
 
 __all__ = ["DatasetView", "default_chunk_shape"]
@@ -26,6 +27,16 @@ __all__ = ["DatasetView", "default_chunk_shape"]
 #: Target size of a default chunk, in bytes.
 DEFAULT_CHUNK_BYTES = 1 << 20
 _INT64_MAX = int(np.iinfo(np.int64).max)
+#: Array names whose directory name is known to be valid (they repeat across datasets).
+_DIR_NAMES_CHECKED: set[str] = set()
+
+
+def _plain_ints(value: Any) -> tuple[int, ...] | None:
+    """``value`` as a tuple when it is a list or tuple of plain ``int``; None otherwise
+    (the caller then checks it with :func:`atlas.selection.int_tuple`)."""
+    if type(value) in (list, tuple) and all(type(v) is int for v in value):
+        return tuple(value)
+    return None
 
 
 def default_chunk_shape(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
@@ -36,7 +47,12 @@ def default_chunk_shape(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
     idea as zarr's chunk guess, so whole rows of the last axis stay together
     longest).
     """
-    chunk = [max(1, int(s)) for s in shape]
+    return _default_chunks(tuple(int(s) for s in shape), int(itemsize))
+
+
+@functools.lru_cache(maxsize=1024)  # the shapes of a store's datasets repeat
+def _default_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    chunk = [max(1, s) for s in shape]
     while math.prod(chunk) * itemsize > DEFAULT_CHUNK_BYTES:
         axis = max(range(len(chunk)), key=lambda a: (chunk[a], -a))
         if chunk[axis] == 1:
@@ -93,13 +109,18 @@ class DatasetView:
     def _where(self, array: str) -> str:
         return f"dataset {self._name!r} array {array!r}"
 
-    def _writable(self, what: str) -> WorkingState:
-        return self._session.writable(f"{what} in dataset {self._name!r}")
+    def _writable(self, verb: str, target: Any) -> WorkingState:
+        """The working state; on a read-only handle ``ReadOnlyError`` naming ``verb target``."""
+        session = self._session
+        if session.mode != "r":  # the common case, without formatting the message
+            return session.state()
+        return session.writable(f"{verb} {target!r} in dataset {self._name!r}")
 
     def _selection(
         self, meta: ArrayMeta, array: str, start: Any, shape: Any
     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        return resolve_box(meta.shape, start, shape, self._where(array))
+        box = fast_box(meta.shape, start, shape)
+        return resolve_box(meta.shape, start, shape, self._where(array)) if box is None else box
 
     # -- arrays ------------------------------------------------------------------------------------
 
@@ -150,18 +171,24 @@ class DatasetView:
             If the dataset already defines ``name`` (a ``FileExistsError``).
         """
         with self._lock:
-            state = self._writable(f"define array {name!r}")
+            state = self._writable("define array", name)
             validate_name(name, "array")
-            encode_dir_name(name)
+            if name not in _DIR_NAMES_CHECKED:
+                encode_dir_name(name)  # refuses a name too long for a directory
+                if len(_DIR_NAMES_CHECKED) > 4096:
+                    _DIR_NAMES_CHECKED.clear()
+                _DIR_NAMES_CHECKED.add(name)
             where = self._where(name)
             ds = self._ds()
             if name in ds.arrays:
                 raise ArrayExistsError(f"{where} already exists")
             dtype_name = dtypes.canonical_dtype(dtype)
-            shape_t = int_tuple(shape, f"{where}: shape")
-            if any(s < 0 for s in shape_t):
+            shape_t = _plain_ints(shape)
+            if shape_t is None:
+                shape_t = int_tuple(shape, f"{where}: shape")
+            if min(shape_t, default=0) < 0:
                 raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
-            if math.prod(shape_t) > _INT64_MAX or any(s > _INT64_MAX for s in shape_t):
+            if math.prod(shape_t) > _INT64_MAX or max(shape_t, default=0) > _INT64_MAX:
                 raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has more cells than int64 can count")
             if isinstance(dims, str) or not hasattr(dims, "__iter__"):
                 raise InvalidArgumentError(f"{where}: dims must be a sequence of str, got {dims!r}")
@@ -174,7 +201,8 @@ class DatasetView:
                 )
             itemsize = 8 if dtype_name == "string" else dtypes.storage_dtype(dtype_name).itemsize
             if chunk_shape is None:
-                chunks = default_chunk_shape(shape_t, itemsize)
+                # At most DEFAULT_CHUNK_BYTES, so far below MAX_CHUNK_CELLS: no check needed.
+                chunks = _default_chunks(shape_t, itemsize)
             else:
                 chunks = int_tuple(chunk_shape, f"{where}: chunk_shape")
                 if len(chunks) != len(shape_t):
@@ -186,11 +214,11 @@ class DatasetView:
                 if any(c > _INT64_MAX for c in chunks):
                     # Reads and writes compute chunk bounds in int64.
                     raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} has an extent beyond int64")
-            cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t, strict=False))
-            if cells > MAX_CHUNK_CELLS:
-                raise InvalidArgumentError(
-                    f"{where}: chunk_shape {list(chunks)} has {cells} cells; at most {MAX_CHUNK_CELLS} per chunk"
-                )
+                cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t, strict=False))
+                if cells > MAX_CHUNK_CELLS:
+                    raise InvalidArgumentError(
+                        f"{where}: chunk_shape {list(chunks)} has {cells} cells; at most {MAX_CHUNK_CELLS} per chunk"
+                    )
             fill = dtypes.check_fill_value(fill_value, dtype_name)
             slot = state.new_slot()  # first: it refuses a slot past the limit before anything changes
             ds = state.touch(self._name)
@@ -206,7 +234,7 @@ class DatasetView:
     def delete_array(self, name: str) -> None:
         """Remove an array from this dataset (at the next flush)."""
         with self._lock:
-            state = self._writable(f"delete array {name!r}")
+            state = self._writable("delete array", name)
             meta = self._meta(name)
             state.engine(name).discard(meta.slot)
             del state.touch(self._name).arrays[name]
@@ -220,7 +248,7 @@ class DatasetView:
         others after :meth:`atlas.Atlas.flush`.
         """
         with self._lock:
-            state = self._writable(f"write array {name!r}")
+            state = self._writable("write array", name)
             meta = self._meta(name)
             where = self._where(name)
             values = dtypes.coerce_write_data(data, meta.dtype, where)
@@ -256,12 +284,12 @@ class DatasetView:
             silent clamping).
         """
         with self._lock:
-            ds = self._ds()
-            meta = ds.arrays.get(name) if isinstance(name, str) else None
+            state = self._session.state()
+            meta = state.dataset(self._name).arrays.get(name) if isinstance(name, str) else None
             if meta is None:
                 return None
             start_t, shape_t = self._selection(meta, name, start, shape)
-            out = self._session.state().engine(name).read(meta, start_t, shape_t, self._where(name))
+            out = state.engine(name).read(meta, start_t, shape_t, self._where(name))
         return out.view("datetime64[ns]") if meta.dtype == "timestamp_nanoseconds" else out
 
     def read_arrays(
@@ -344,7 +372,7 @@ class DatasetView:
             ``"timestamp_nanoseconds"``, ...); the value is range-checked.
         """
         with self._lock:
-            state = self._writable(f"set attribute {key!r}")
+            state = self._writable("set attribute", key)
             validate_label(key, "attribute name")
             self._ds()
             typed = attributes.normalize(value, dtype)
@@ -359,7 +387,7 @@ class DatasetView:
     def delete_attribute(self, key: str) -> None:
         """Remove attribute ``key`` (``KeyError`` when it is not set)."""
         with self._lock:
-            state = self._writable(f"delete attribute {key!r}")
+            state = self._writable("delete attribute", key)
             if not isinstance(key, str) or key not in self._ds().attributes:
                 raise AttributeNotFoundError(f"dataset {self._name!r} has no attribute {key!r}")
             del state.touch(self._name).attributes[key]

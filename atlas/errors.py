@@ -27,12 +27,16 @@ __all__ = [
     "InvalidNameError",
     "MissingDependencyError",
     "NotAStoreError",
+    "QueryError",
+    "QuerySyntaxError",
+    "QueryTypeError",
     "ReadOnlyError",
     "SchemaMismatchError",
     "SegmentMissingError",
     "SelectionError",
     "StoreClosedError",
     "StoreExistsError",
+    "UnknownColumnError",
     "ValueOverflowError",
 ]
 
@@ -57,6 +61,31 @@ class InvalidNameError(InvalidArgumentError):
 
 class SelectionError(InvalidArgumentError):
     """A ``start``/``shape`` selection has the wrong rank or leaves the array bounds."""
+
+
+class QueryError(InvalidArgumentError):
+    """A search (``Atlas.find``, ``Atlas.catalog``, ``atlas ls --where``) is invalid:
+    an unknown column or operator, or a value of the wrong type for its column; the
+    message names the predicate."""
+
+
+class QuerySyntaxError(QueryError):
+    """A ``where`` expression string does not parse; ``position`` is the 0-based
+    offset of the offending character and the message repeats it."""
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+class UnknownColumnError(QueryError, KeyError):
+    """A search names a column the store does not have; the message lists close
+    matches."""
+
+
+class QueryTypeError(QueryError, TypeError):
+    """A search compares a column with a value of another type (a string column
+    with a number, a range test on lists)."""
 
 
 class SchemaMismatchError(InvalidArgumentError):

@@ -27,6 +27,7 @@ __all__ = [
     "check_grace_period",
     "check_workers",
     "dataset_names",
+    "fast_box",
     "int_tuple",
     "resolve_box",
 ]
@@ -82,6 +83,46 @@ def resolve_box(
             raise SelectionError(f"{where}: shape {list(shape_t)} has rank {len(shape_t)}, the array has rank {ndim}")
     check_bounds(start_t, shape_t, array_shape, where)
     return start_t, shape_t
+
+
+def fast_box(
+    array_shape: tuple[int, ...], start: Any, shape: Any
+) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """:func:`resolve_box` for the common, valid case; None for anything else.
+
+    Lists or tuples of plain ``int`` (or None) that fit the array are taken as they
+    are, without building the error messages :func:`resolve_box` prepares.  Every
+    other argument, valid or not, returns None, and the caller goes through
+    :func:`resolve_box`, which gives the usual answer or error.
+    """
+    # Plain loops: this runs on every small read and write, where generator
+    # expressions would cost more than the checks themselves.
+    ndim = len(array_shape)
+    if start is None:
+        start_t: tuple[int, ...] = (0,) * ndim
+    elif type(start) in _SEQ and len(start) == ndim:
+        for v in start:
+            if type(v) is not int:
+                return None
+        start_t = tuple(start)
+    else:
+        return None
+    if shape is None:
+        shape_t = tuple(max(0, s - b) for s, b in zip(array_shape, start_t))
+    elif type(shape) in _SEQ and len(shape) == ndim:
+        for v in shape:
+            if type(v) is not int:
+                return None
+        shape_t = tuple(shape)
+    else:
+        return None
+    for b, n, s in zip(start_t, shape_t, array_shape):
+        if b < 0 or n < 0 or b + n > s:
+            return None
+    return start_t, shape_t
+
+
+_SEQ = (list, tuple)
 
 
 def _str_list(value: Any, refused: str, element: str) -> list[str]:

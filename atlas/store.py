@@ -6,11 +6,12 @@ import atexit
 import os
 import warnings
 import weakref
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from typing import Any
 
 import numpy as np
 
+from atlas import batch
 from atlas.backends import resolve
 from atlas.backends.base import Backend
 from atlas.backends.local import LOCK_NAME
@@ -372,6 +373,50 @@ class Atlas:
             state.add_dataset(name)
             return DatasetView(self, name)
 
+    def add_datasets(self, datasets: Iterable[tuple[Any, ...]]) -> list[str]:
+        """Stage many new datasets in one call (the fast path for building a store).
+
+        Equivalent to ``create_dataset`` + ``define_array`` + ``write_array`` of every
+        array whole + ``set_attribute`` of every attribute, for each dataset, with
+        default chunk shapes, but checked as one batch and staged with far less
+        work per dataset.  Nothing is committed: call :meth:`flush` (once per batch,
+        or less often) as after the per-call path.
+
+        Parameters
+        ----------
+        datasets : iterable of tuple
+            ``(name, arrays)`` or ``(name, arrays, attributes)`` per dataset, where
+            ``arrays`` maps array names to ``(dims, data)`` or
+            ``(dims, data, fill_value)``: ``dims`` a sequence of dimension names,
+            ``data`` a numpy array whose dtype gives the array's dtype (numbers,
+            bool, ``datetime64[ns]``, str/object arrays of str) and whose shape is
+            the array's shape; ``attributes`` maps keys to values as
+            :meth:`DatasetView.set_attribute` takes them (dtype inferred).  A
+            generator is fine: it is consumed once.
+
+        Returns
+        -------
+        list of str
+            The names of the staged datasets, in order.
+
+        Raises
+        ------
+        InvalidNameError, DatasetExistsError, InvalidArgumentError, DTypeError, ValueOverflowError
+            The same errors the per-call path raises for the same input, plus
+            ``DatasetExistsError`` for a name given twice in the batch.  Every
+            entry is checked before anything is staged: on error nothing changes.
+
+        Examples
+        --------
+        >>> store.add_datasets(
+        ...     (f"buoy_{i}", {"temp": (["time"], temps[i])}, {"lat": lats[i], "platform": "buoy"})
+        ...     for i in range(len(temps))
+        ... )  # doctest: +SKIP
+        >>> store.flush()  # doctest: +SKIP
+        """
+        with self._lock:
+            return batch.add_datasets(self._writable("add datasets"), datasets)
+
     def open_dataset(self, name: str) -> DatasetView:
         """A view of an existing dataset (``KeyError`` if there is none)."""
         with self._lock:
@@ -397,6 +442,86 @@ class Atlas:
         """Names of all arrays defined in at least one dataset, sorted."""
         with self._lock:
             return self._st.array_names()
+
+    def find(self, where: Any = None, **equals: Any) -> list[str]:
+        """Names of the datasets matching a metadata filter, sorted (needs only numpy).
+
+        Parameters
+        ----------
+        where : str, expression, tuple or list, optional
+            A predicate on attribute columns (``platform``) and per-array stats
+            columns (``temp.min``, ``temp.max``, ``temp.count``, ``temp.nulls``):
+            a string such as ``"platform == 'buoy-1' and temp.max > 20 and
+            LATITUDE overlaps [40, 50]"``, an expression built with
+            :func:`atlas.search.col` (``col("temp.max") > 20``, combined with
+            ``&``, ``|``, ``~``), a tuple ``(column, op, value)``, or a list of
+            those that must all hold.  None selects every dataset.
+        **equals
+            ``key=value``: attribute ``key`` equals ``value`` (ANDed with ``where``).
+
+        Returns
+        -------
+        list of str
+            Ready for :meth:`read_array_across_stacked` or ``to_xarray_many``.
+            Uncommitted changes of this handle are included.
+
+        Raises
+        ------
+        QuerySyntaxError
+            When a ``where`` string does not parse (the message gives the position).
+        UnknownColumnError
+            For a column the store does not have (close matches are listed).
+        QueryTypeError
+            When a value's type does not fit its column (a number for a string column).
+
+        Notes
+        -----
+        docs/finding.md has the grammar and how missing values and NaN behave.
+        """
+        from atlas.search import as_expression, select, table_of_state
+
+        expr = None if where is None else as_expression(where)
+        for key, value in equals.items():
+            term = as_expression((key, "==", value))
+            expr = term if expr is None else expr & term
+        with self._lock:
+            table = table_of_state(self._st)
+            return [table.names[i] for i in select(table, expr)]
+
+    def catalog(self, columns: str | Sequence[str] | None = None, where: Any = None) -> Any:
+        """A pandas DataFrame of dataset metadata, indexed by dataset name (sorted).
+
+        Parameters
+        ----------
+        columns : list of str, optional
+            Attribute keys and stats columns (``temp.min``, ``temp.max``,
+            ``temp.count`` = valid cells, ``temp.nulls``, ``temp.shape``) to
+            include; default every attribute key, then the five stats columns
+            of every array.
+        where : optional
+            A filter as for :meth:`find`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Typed columns: nullable integers (``Int64``...), ``boolean``,
+            ``string``, ``float64`` (NaN where missing), ``datetime64[ns]``
+            (NaT where missing); lists, arrays, mixed values and shapes as
+            objects (None where missing).  Internal keys of the xarray mapping
+            are never columns.  Uncommitted changes are included.
+
+        Raises
+        ------
+        MissingDependencyError
+            Without pandas (it comes with the ``xarray`` extra).
+        UnknownColumnError, QuerySyntaxError, QueryTypeError
+            As for :meth:`find`.
+        """
+        from atlas.search import table_of_state
+        from atlas.search.frame import catalog_frame
+
+        with self._lock:
+            return catalog_frame(table_of_state(self._st), columns, where)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.dataset_exists(name)

@@ -17,6 +17,8 @@ through the store's engine:
 
 from __future__ import annotations
 
+import csv
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +26,11 @@ from typing import Any
 import numpy as np
 
 from atlas.catalog import FORMAT_VERSION_V2
-from atlas.cli.common import human_bytes, open_store, plural
-from atlas.cli.fmt import dump_json, table
+from atlas.cli.common import human_bytes, one_line, open_store, plural
+from atlas.cli.fmt import dump_json, jsonable, plain_value, table
+from atlas.errors import QueryError
+from atlas.search import parse_where, select, table_of_state
+from atlas.search.frame import column_names, plain_values
 
 __all__ = ["FamilyUsage", "cmd_info", "cmd_ls", "disk_files", "store_usage", "user_attribute_count"]
 
@@ -97,16 +102,34 @@ def dataset_bytes(store: Any, usage: dict[str, FamilyUsage]) -> dict[str, int]:
     return out
 
 
+def _usage_error(text: str) -> int:
+    sys.stderr.write(f"atlas: error: {text}\n")
+    return 2
+
+
 def cmd_ls(args: Any) -> int:
-    """``atlas ls STORE [--long] [--json]``."""
+    """``atlas ls STORE [--long] [--where EXPR] [--columns A,B] [--json|--csv]``."""
+    where = columns = None
+    if args.where is not None:
+        try:
+            where = parse_where(args.where)
+        except QueryError as exc:
+            return _usage_error(f"--where: {one_line(exc)}")
+    if args.columns is not None:
+        columns = [c.strip() for c in args.columns.split(",")]
+        if not all(columns):
+            return _usage_error(f"--columns: empty column name in {args.columns!r}")
+        if args.long:
+            return _usage_error("--columns and --long cannot be combined")
+    if args.csv and args.long:
+        return _usage_error("--csv and --long cannot be combined")
     with open_store(args) as store:
-        names = store.list_datasets()
+        try:
+            names, values = _select(store, where, columns or [])
+        except QueryError as exc:
+            return _usage_error(one_line(exc))
         if not args.long:
-            if args.json:
-                dump_json({"store": store.location, "datasets": names})
-            else:
-                for name in names:
-                    print(name)
+            _print_rows(store.location, names, columns or [], values, args)
             return 0
         per_ds = dataset_bytes(store, store_usage(store))
         rows = []
@@ -223,3 +246,41 @@ def cmd_info(args: Any) -> int:
     for key, value in rows:
         print(f"{key + ':':<{width}} {value}")
     return 0
+
+
+def _select(store: Any, where: Any, columns: list[str]) -> tuple[list[str], dict[str, list[Any]]]:
+    """Names matching ``where`` and the values of ``columns`` for them (no pandas)."""
+    table = table_of_state(store.session.state())  # the CLI is part of atlas: it uses the search table
+    columns = column_names(table, columns)
+    rows = np.asarray(select(table, where), dtype=np.int64)
+    names = [table.names[i] for i in rows.tolist()]
+    if not names:  # an empty store has no columns to read
+        return names, {c: [] for c in columns}
+    return names, {c: plain_values(table, c, rows) for c in columns}
+
+
+def _cell(value: Any, missing: str) -> str:
+    if value is None:
+        return missing
+    return value if isinstance(value, str) else plain_value(value)
+
+
+def _print_rows(location: str, names: list[str], columns: list[str], values: dict[str, list[Any]], args: Any) -> None:
+    if args.json:
+        if not columns:
+            dump_json({"store": location, "datasets": names})
+            return
+        rows = [{"name": n, **{c: jsonable(values[c][i]) for c in columns}} for i, n in enumerate(names)]
+        dump_json({"store": location, "columns": columns, "datasets": rows})
+    elif args.csv:
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(["name", *columns])
+        for i, n in enumerate(names):
+            out.writerow([n, *(_cell(values[c][i], "") for c in columns)])
+    elif columns:
+        if names:
+            cells = [(n, *(_cell(values[c][i], "-") for c in columns)) for i, n in enumerate(names)]
+            print("\n".join(table(cells, ["NAME", *columns])))
+    else:
+        for name in names:
+            print(name)

@@ -132,10 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
     _ingest_options(p)
     p.set_defaults(func="atlas.cli.ingest:cmd_append")
 
-    p = command("ls", "list the datasets of a store")
+    p = command("ls", "list the datasets of a store, or those matching a metadata filter")
     p.add_argument("store", metavar="STORE")
     p.add_argument("-l", "--long", action="store_true", help="arrays, attributes and stored bytes per dataset")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--where", metavar="EXPR",
+        help="only datasets matching EXPR, e.g. \"platform == 'buoy-1' and temp.max > 20 and LAT overlaps [40, 50]\" "
+        "(grammar: docs/finding.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--columns", metavar="A,B,...",
+        help="print these attribute or stats columns (temp.min, temp.max, temp.count, temp.nulls, temp.shape) "
+        "after each name",
+    )  # fmt: skip
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument("--csv", action="store_true", help="print CSV (a header row, then one row per dataset)")
     p.set_defaults(func="atlas.cli.inspect:cmd_ls")
 
     p = command("show", "print one dataset's header (ncdump -h style, with chunks and stats)")

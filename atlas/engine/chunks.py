@@ -9,6 +9,7 @@ without a fill value, an optional ``written`` mask (uint8, 1 = written) that kee
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,15 +145,20 @@ def _as_dtype(value: float, name: str) -> float:
     return float(np.float32(value)) if name == "float32" else float(value)
 
 
+_F64 = struct.Struct("<d")
+_U64 = struct.Struct("<Q")
+_U64_MASK = (1 << 64) - 1
+
+
 def value_bits(value: Any, name: str) -> int:
     """The 8-byte record encoding of a numeric min/max (0 for strings or None)."""
     if value is None or name == "string":
         return 0
     if dtypes.is_float(name):
-        return int(np.float64(value).view(np.uint64))
+        return _U64.unpack(_F64.pack(value))[0]
     if name.startswith("uint") or name == "bool":
         return int(value)
-    return int(np.int64(value).view(np.uint64))
+    return int(value) & _U64_MASK  # two's complement, as int64 viewed as uint64
 
 
 def bits_value(bits: np.ndarray, name: str) -> np.ndarray:

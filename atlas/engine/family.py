@@ -9,24 +9,27 @@ newest record wins; lookups are binary searches over sorted columns.
 from __future__ import annotations
 
 import errno
+import math
 import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from atlas import dtypes
 from atlas.engine.chunks import (
     ChunkStats,
-    EncodedChunk,
     bits_value,
     chunk_stats,
     decode_chunk,
     encode_chunk,
     fill_for,
     tracks_written,
+    value_bits,
 )
+from atlas.engine.codecs import MIN_COMPRESS, RAW
 from atlas.engine.planner import ChunkPlan, chunk_extent, chunk_grid, plan_selection
 from atlas.engine.pools import shared_pool
 from atlas.engine.segment import RECORD_DTYPE, SegmentWriter, parse_index
@@ -61,6 +64,11 @@ class FamilyIndex:
         self.seg = seg
         self.slots = np.ascontiguousarray(table["slot"])
         self.chunks = np.ascontiguousarray(table["chunk"])
+        #: Decoded small chunks read through :meth:`FamilyEngine.read`, by ``(slot, chunk)``.
+        #: The index is replaced whenever the family's segments change, so the cache
+        #: never outlives the records it was decoded from.
+        self.decoded: dict[tuple[int, int], np.ndarray] = {}
+        self.decoded_nbytes = 0
 
     def slot_range(self, slot: int) -> tuple[int, int]:
         """Positions ``[lo, hi)`` of the records of ``slot``."""
@@ -298,6 +306,8 @@ class FamilyEngine:
 
     def read(self, meta: ArrayMeta, start: tuple[int, ...], shape: tuple[int, ...], where: str) -> np.ndarray:
         """Read a selection in storage form (timestamps as int64)."""
+        if meta.shape and all(shape) and _one_chunk(meta.shape, meta.chunk_shape):
+            return self._read_single_chunk(meta, start, shape, where)
         out = allocate(shape, dtypes.storage_dtype(meta.dtype), f"the read of {where}")
         plan = plan_selection(meta.shape, meta.chunk_shape, start, shape)
         if len(plan) == 0:
@@ -319,6 +329,47 @@ class FamilyEngine:
             _copy_into(out, values, plan, i)
         return out
 
+    def _read_single_chunk(
+        self, meta: ArrayMeta, start: tuple[int, ...], shape: tuple[int, ...], where: str
+    ) -> np.ndarray:
+        """:meth:`read` of a non-empty box of an array held by one chunk (id 0).
+
+        Small arrays are the common case and a read of them is a few microseconds
+        of work: no chunk plan, no kernel call, and the decoded chunk is kept (up to
+        :data:`_DECODED_CACHE_BYTES` per family), so repeated reads skip the decode.
+        """
+        array_shape = meta.shape
+        staged = self.pending.get(meta.slot)
+        chunk = staged.get(0) if staged else None
+        if chunk is not None:
+            values = chunk.values
+        elif self.has_stored():
+            idx = self.index()
+            key = (meta.slot, 0)
+            values = idx.decoded.get(key)
+            if values is None:
+                pos = int(idx.find(meta.slot, _CHUNK_ZERO)[0])
+                if pos < 0:
+                    return self._filled(meta, shape, where)
+                cells = math.prod(array_shape)
+                values, _ = self.stored_chunk(pos, meta, cells, where)
+                if values.nbytes <= _DECODED_MAX_CHUNK:
+                    values = values.copy()  # never keep a view into a mapped file
+                    if idx.decoded_nbytes + values.nbytes > _DECODED_CACHE_BYTES:
+                        idx.decoded.clear()
+                        idx.decoded_nbytes = 0
+                    idx.decoded[key] = values
+                    idx.decoded_nbytes += values.nbytes
+        else:
+            return self._filled(meta, shape, where)
+        box = values.reshape(array_shape)[tuple(slice(b, b + n) for b, n in zip(start, shape))]
+        return box.copy()
+
+    def _filled(self, meta: ArrayMeta, shape: tuple[int, ...], where: str) -> np.ndarray:
+        out = allocate(shape, dtypes.storage_dtype(meta.dtype), f"the read of {where}")
+        out[...] = fill_for(meta)
+        return out
+
     # -- writes -----------------------------------------------------------------------------
 
     def write(self, meta: ArrayMeta, start: tuple[int, ...], data: np.ndarray, where: str) -> None:
@@ -327,6 +378,10 @@ class FamilyEngine:
         A chunk partly covered by the write is loaded once (read-modify-write per
         chunk, not per call); later writes to it update the staged copy.
         """
+        array_shape = meta.shape
+        if array_shape and data.shape == array_shape and all(array_shape) and _one_chunk(array_shape, meta.chunk_shape):
+            self._write_whole(meta, data)
+            return
         plan = plan_selection(meta.shape, meta.chunk_shape, start, data.shape)
         if len(plan) == 0:
             return
@@ -356,6 +411,16 @@ class FamilyEngine:
                 if chunk.written.all():
                     chunk.written = None
             staged[int(plan.chunk_ids[i])] = chunk
+
+    def _write_whole(self, meta: ArrayMeta, data: np.ndarray) -> None:
+        """Stage ``data`` as the one chunk of an array it covers whole (no read-modify-write)."""
+        staged = self.pending.setdefault(meta.slot, {})
+        old = staged.get(0)
+        if old is not None:
+            self.pending_nbytes -= old.values.nbytes + (0 if old.written is None else old.written.nbytes)
+        values = data.reshape(-1).copy()  # the caller may reuse its buffer
+        staged[0] = PendingChunk(values, None)
+        self.pending_nbytes += values.nbytes
 
     def _new_chunk(
         self, meta: ArrayMeta, plan: ChunkPlan, i: int, cells: int, pos: int, track: bool, where: str
@@ -390,6 +455,28 @@ class FamilyEngine:
 
     # -- stats --------------------------------------------------------------------------------
 
+    def precompute_stats(self, metas: dict[int, ArrayMeta]) -> None:
+        """Stats of many staged whole-array chunks at once (one numpy pass per group).
+
+        A flush of many small datasets needs the stats of every staged chunk; chunks
+        of one dtype, size and fill value are stacked and reduced together instead
+        of one kernel call each.  The results equal :func:`chunk_stats` exactly; the
+        rare float chunks holding a ``-0.0`` (whose min or max sign depends on the
+        order the kernel meets the zeros in) are left to it.
+        """
+        groups: dict[tuple[str, int, Any], list[PendingChunk]] = {}
+        for slot, meta in metas.items():
+            staged = self.pending.get(slot)
+            if not staged or len(staged) != 1 or meta.dtype == "string":
+                continue
+            chunk = staged.get(0)
+            if chunk is None or chunk.stats is not None or chunk.written is not None:
+                continue
+            groups.setdefault((meta.dtype, chunk.values.shape[0], meta.fill_value), []).append(chunk)
+        for (name, cells, fill), chunks in groups.items():
+            if len(chunks) >= _VECTOR_STATS_MIN:
+                _stack_stats(name, cells, fill, chunks)
+
     def stats(self, meta: ArrayMeta, where: str, stored: bool = True) -> Stats:
         """Fold chunk stats of ``meta``'s slot: committed records overlaid by staged chunks.
 
@@ -397,9 +484,13 @@ class FamilyEngine:
         since the snapshot, nothing spilled): the family's index, whose first build
         reads every segment's index, is then not needed.
         """
+        pending = self.pending.get(meta.slot, {})
+        if len(pending) == 1 and 0 in pending and _one_chunk(meta.shape, meta.chunk_shape):
+            # One staged chunk is the whole array: nothing stored can show through.
+            own = _cached_stats(pending[0], meta)
+            return Stats(own.cells, own.null_count, own.minimum, own.maximum)
         grid = chunk_grid(meta.shape, meta.chunk_shape)
         total = int(np.prod(meta.shape, dtype=np.int64)) if meta.shape else 1
-        pending = self.pending.get(meta.slot, {})
         parts: list[ChunkStats] = [_cached_stats(c, meta) for c in pending.values()]
         covered = sum(p.cells for p in parts)
         if stored and self.has_stored():
@@ -421,6 +512,55 @@ class FamilyEngine:
             else:
                 parts.append(_fold_records(table, cells, meta.dtype))
         return _combine(parts, total, total - covered)
+
+
+def _one_chunk(shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> bool:
+    """True when one chunk (id 0) holds the whole array (also for a 0-D array)."""
+    key = (shape, chunk_shape)
+    one = _ONE_CHUNK.get(key)
+    if one is None:
+        one = all(c >= n for c, n in zip(chunk_shape, shape))
+        if len(_ONE_CHUNK) > 4096:  # the shapes of a store repeat; keep the memo small
+            _ONE_CHUNK.clear()
+        _ONE_CHUNK[key] = one
+    return one
+
+
+_ONE_CHUNK: dict[tuple[tuple[int, ...], tuple[int, ...]], bool] = {}
+
+
+def _stack_stats(name: str, cells: int, fill: Any, chunks: list[PendingChunk]) -> None:
+    """Set ``stats`` of same-shaped numeric chunks without written masks (see ``precompute_stats``)."""
+    stack = np.stack([c.values for c in chunks])
+    if dtypes.is_float(name):
+        null = np.isnan(stack)
+        if fill is not None:
+            null |= stack == stack.dtype.type(fill)
+        lo = np.where(null, np.inf, stack).min(axis=1).tolist()
+        hi = np.where(null, -np.inf, stack).max(axis=1).tolist()
+        nulls = null.sum(axis=1).tolist()
+        # With both 0.0 and -0.0 in a chunk, which one is its min or max depends on
+        # the order the kernel meets them in: such (rare) chunks are left to it.
+        signed_zero = ((stack == 0) & np.signbit(stack)).any(axis=1).tolist()
+        for chunk, n, a, b, neg in zip(chunks, nulls, lo, hi, signed_zero, strict=True):
+            if n == cells:
+                chunk.stats = ChunkStats(cells, n)
+            elif not neg:
+                chunk.stats = ChunkStats(cells, n, a, b)
+        return
+    view = stack.view(np.uint8) if stack.dtype == np.bool_ else stack
+    null = np.zeros(view.shape, np.bool_)
+    if fill is not None:
+        null |= view == view.dtype.type(int(fill))
+    if name == "timestamp_nanoseconds":
+        null |= view == np.iinfo(np.int64).min
+    info = np.iinfo(view.dtype)
+    lo = np.where(null, info.max, view).min(axis=1).tolist()
+    hi = np.where(null, info.min, view).max(axis=1).tolist()
+    nulls = null.sum(axis=1).tolist()
+    as_value = bool if name == "bool" else int
+    for chunk, n, a, b in zip(chunks, nulls, lo, hi, strict=True):
+        chunk.stats = ChunkStats(cells, n) if n == cells else ChunkStats(cells, n, as_value(a), as_value(b))
 
 
 def _cached_stats(chunk: PendingChunk, meta: ArrayMeta) -> ChunkStats:
@@ -524,10 +664,22 @@ def build_segment(
     """
     jobs = [(slot, cid) for slot in sorted(metas) for cid in sorted(engine.pending.get(slot, {}))]
 
-    def encode(job: tuple[int, int]) -> EncodedChunk:
+    def encode(job: tuple[int, int]) -> tuple:
+        """The fields :meth:`SegmentWriter.add` takes after ``slot, chunk``."""
         slot, cid = job
         chunk = engine.pending[slot][cid]
-        return encode_chunk(chunk.values, chunk.written, metas[slot], codec, _cached_stats(chunk, metas[slot]))
+        meta = metas[slot]
+        stats = _cached_stats(chunk, meta)
+        values = chunk.values
+        if chunk.written is None and values.nbytes <= MIN_COMPRESS and meta.dtype != "string":
+            # Stored raw whatever the codec (see encode_payload): the fields of
+            # encode_chunk without building its record, for the many tiny chunks
+            # of a store of small datasets.
+            raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)
+            return (raw.copy(), RAW, raw.nbytes, stats.null_count, value_bits(stats.minimum, meta.dtype),
+                    value_bits(stats.maximum, meta.dtype), 0)  # fmt: skip
+        enc = encode_chunk(values, chunk.written, meta, codec, stats)
+        return enc.stored, enc.codec, enc.raw_nbytes, stats.null_count, enc.min_bits, enc.max_bits, enc.flags
 
     staged = sum(engine.pending[slot][cid].values.nbytes for slot, cid in jobs)
     if workers > 1 and len(jobs) > 1 and staged >= _PARALLEL_ENCODE_BYTES:
@@ -535,11 +687,19 @@ def build_segment(
     else:
         encoded = [encode(job) for job in jobs]
     writer = SegmentWriter(generation, token)
-    for (slot, cid), enc in zip(jobs, encoded):
-        writer.add(slot, cid, enc.stored, enc.codec, enc.raw_nbytes, enc.stats.null_count, enc.min_bits, enc.max_bits,
-                   enc.flags)  # fmt: skip
+    for (slot, cid), fields in zip(jobs, encoded):
+        writer.add(slot, cid, *fields)
     return writer
 
+
+#: Fewer staged chunks of one kind than this get their stats one kernel call each.
+_VECTOR_STATS_MIN = 8
+#: The chunk id of an array held by one chunk, as :meth:`FamilyIndex.find` takes it.
+_CHUNK_ZERO = np.zeros(1, np.int64)
+#: Decoded chunks up to this size are kept for repeated small reads ...
+_DECODED_MAX_CHUNK = 256 << 10
+#: ... up to this many bytes per family (the cache is dropped whole when full).
+_DECODED_CACHE_BYTES = 2 << 20
 
 #: Below this many staged bytes a flush encodes on the calling thread: handing
 #: chunks to a pool costs more than it saves.

@@ -14,7 +14,6 @@ anything else.
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import secrets
 import time
@@ -28,7 +27,7 @@ from atlas.errors import AtlasError, ConflictError, SegmentMissingError
 from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, check_counters
 from atlas.txn.parts import NewFile, catalogue_files, next_commit
 from atlas.txn.snapshot import Base
-from atlas.txn.state import WorkingState
+from atlas.txn.state import WorkingState, shallow_copy
 
 __all__ = [
     "build_flush",
@@ -61,6 +60,8 @@ def build_flush(state: WorkingState) -> tuple[CommitObject, list[NewFile]]:
         families={k: ArrayFamily(f.dir, list(f.segments)) for k, f in state.base.families.items()},
     )  # ``retired`` is kept: entries still within their grace period, compact() decides
     gen = new.generation
+    for array_name, metas in state.pending_metas().items():
+        state.engine(array_name).precompute_stats(metas)  # many small chunks: one pass, not one each
     live_slots: dict[str, dict[int, ArrayMeta]] = {}
     rows: list[tuple[str, DatasetMeta | None]] = []
     for name in sorted(state.pending):
@@ -69,11 +70,11 @@ def build_flush(state: WorkingState) -> tuple[CommitObject, list[NewFile]]:
             if name in state.snapshot:  # a dataset created and deleted here leaves no row
                 rows.append((name, None))
             continue
-        committed = copy.copy(ds)
+        committed = shallow_copy(ds)
         committed.version = gen
         committed.arrays = {}
         for array_name, meta in ds.arrays.items():
-            meta = copy.copy(meta)
+            meta = shallow_copy(meta)
             meta.stats = state.array_stats(array_name, meta, f"dataset {name!r} array {array_name!r}")
             committed.arrays[array_name] = meta
             live_slots.setdefault(array_name, {})[meta.slot] = meta

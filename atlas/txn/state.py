@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import copy
 import logging
 import os
 from collections.abc import Iterator, KeysView
@@ -27,7 +26,7 @@ from atlas.names import encode_dir_name
 from atlas.txn.leases import Lease
 from atlas.txn.snapshot import Base, Snapshot, open_snapshot
 
-__all__ = ["WorkingState"]
+__all__ = ["WorkingState", "shallow_copy"]
 
 logger = logging.getLogger("atlas")
 
@@ -207,7 +206,7 @@ class WorkingState:
         ds = self.dataset(name)
         self.changes += 1
         if name not in self.pending:
-            ds = self.pending[name] = copy.deepcopy(ds)
+            ds = self.pending[name] = _copy_dataset(ds)
         return ds
 
     def add_dataset(self, name: str) -> DatasetMeta:
@@ -341,3 +340,28 @@ class WorkingState:
         next_slot, next_id = self.next_slot + slot_shift, self.next_dataset_id + id_shift
         self._adopt(newer, version, snapshot)
         self.next_slot, self.next_dataset_id = next_slot, next_id
+
+
+def shallow_copy(obj: object) -> object:
+    """A new instance of ``obj``'s class holding the same field values (``copy.copy``
+    of a dataclass, without its generic protocol: a few times faster)."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    return new
+
+
+def _copy_dataset(ds: DatasetMeta) -> DatasetMeta:
+    """A working copy of ``ds`` that shares nothing mutable with it.
+
+    Its dicts and the array records in them are copied; what they hold (tuples,
+    typed attribute values, stats) is replaced, never changed in place, so it is
+    shared.  Much cheaper than ``copy.deepcopy`` and just as safe.
+    """
+    new = shallow_copy(ds)
+    new.attributes = dict(ds.attributes)
+    arrays = {}
+    for key, meta in ds.arrays.items():
+        arrays[key] = copied = shallow_copy(meta)
+        copied.attributes = dict(meta.attributes)
+    new.arrays = arrays
+    return new

@@ -1,0 +1,47 @@
+"""Search by metadata: filter datasets on attribute and stats columns.
+
+* :mod:`~atlas.search.table` - the column table (from a manifest's datasets or a
+  format v2 catalogue plus pending changes), columns built per use;
+* :mod:`~atlas.search.predicates` - predicate objects (:func:`col`, tuples) and
+  their vectorised evaluation;
+* :mod:`~atlas.search.parse` - the safe parser of the string form;
+* :mod:`~atlas.search.frame` - the pandas DataFrame of ``Atlas.catalog``.
+
+``Atlas.find`` and ``Atlas.catalog`` are the entry points; ``docs/finding.md``
+documents the grammar and the semantics of missing values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from atlas.search.parse import parse_where
+from atlas.search.predicates import OPERATORS, ColumnRef, Expression, as_expression, col
+from atlas.search.table import STATS_SUFFIXES, Table, table_of_state
+
+__all__ = [
+    "OPERATORS",
+    "STATS_SUFFIXES",
+    "ColumnRef",
+    "Expression",
+    "Table",
+    "as_expression",
+    "col",
+    "parse_where",
+    "select",
+    "table_of_state",
+]
+
+
+def select(table: Table, where: object) -> list[int]:
+    """Row numbers of ``table`` that satisfy ``where`` (None: every row).
+
+    A store without datasets answers every query with no rows, even one naming
+    columns it does not have (it has none).
+    """
+    if where is None:
+        return list(range(len(table)))
+    expr = as_expression(where)
+    if not len(table):
+        return []
+    return np.flatnonzero(expr.mask(table)).tolist()

@@ -1,0 +1,69 @@
+"""The pandas DataFrame of ``Atlas.catalog`` (pandas is imported only here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from atlas.errors import MissingDependencyError, QueryError
+from atlas.search import select
+from atlas.search.table import Column, Table
+
+__all__ = ["catalog_frame", "column_names", "plain_values"]
+
+
+def column_names(table: Table, columns: str | Sequence[str] | None) -> list[str]:
+    """The requested columns (every column when None), checked against ``table``."""
+    if columns is None:
+        return table.column_names()
+    if isinstance(columns, str):
+        columns = [columns]
+    if not isinstance(columns, Sequence) or not all(isinstance(c, str) for c in columns):
+        raise QueryError(f"columns must be a list of column names, got {columns!r:.200}")
+    out = list(dict.fromkeys(columns))
+    if len(table):
+        for name in out:
+            table.resolve(name)
+    return out
+
+
+def _series_values(pd: Any, col: Column) -> Any:
+    kind, values, present = col.kind, col.values, col.present
+    if kind in ("int", "uint"):
+        dtype = pd.api.types.pandas_dtype(values.dtype.name.capitalize().replace("Uint", "UInt"))
+        return pd.array(values, dtype=dtype) if present.all() else pd.arrays.IntegerArray(values, ~present)
+    if kind == "bool":
+        return pd.arrays.BooleanArray(values.astype(bool), ~present)
+    if kind == "string":
+        return pd.array(values, dtype=pd.StringDtype())
+    return values  # float (NaN), timestamp (NaT), object/shape (None)
+
+
+def catalog_frame(table: Table, columns: str | Sequence[str] | None, where: Any) -> Any:
+    """``Atlas.catalog``: a DataFrame of ``columns`` for the rows matching ``where``."""
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "Atlas.catalog needs pandas, which comes with the xarray extra: pip install 'atlas-store[xarray]' "
+            "(Atlas.find needs only numpy)"
+        ) from exc
+    names = column_names(table, columns)
+    rows = np.asarray(select(table, where), dtype=np.int64)
+    index = pd.Index(table.names_array()[rows], dtype=object, name="dataset")
+    data = {}
+    for name in names:
+        if not len(table):
+            data[name] = pd.Series([], dtype=object)
+            continue
+        data[name] = pd.Series(_series_values(pd, table.column(name).take(rows)), index=index)
+    return pd.DataFrame(data, index=index, columns=names)
+
+
+def plain_values(table: Table, name: str, rows: np.ndarray) -> list[Any]:
+    """Column ``name`` at ``rows`` as Python values (None where missing), for the CLI."""
+    col = table.column(name).take(rows)
+    out = col.values.tolist() if col.kind != "timestamp" else list(col.values)
+    return [v if ok else None for v, ok in zip(out, col.present.tolist())]

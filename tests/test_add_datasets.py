@@ -1,0 +1,168 @@
+"""``Atlas.add_datasets``: the batched ingest path stages exactly what the per-call path does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from faults import FaultyBackend, patched_resolve
+
+import atlas
+from atlas import errors
+
+BIG = 300_000  # float64 cells: more than one default chunk (1 MiB)
+
+
+def sample(i: int) -> tuple[str, dict, dict]:
+    """Dataset ``i`` of a varied batch: every dtype family, 0-d, empty, multi-chunk, fill values."""
+    arrays = {
+        "temp": (["time"], (np.arange(24, dtype=np.float32) + i) * np.float32(0.5)),
+        "count": (["time"], np.arange(24, dtype=np.int16) - i, np.int16(-1)),
+        "ok": (["time"], np.arange(24) % (i + 2) == 0),
+        "label": (["station"], np.array([f"s{i}", "", "naïve"], dtype=object)),
+        "when": (["time"], np.arange(24, dtype=np.int64).astype("datetime64[ns]") + np.timedelta64(i, "s")),
+        "scalar": ((), np.float64(i) * 1.5),
+        "empty": (["n"], np.zeros(0, np.int32)),
+        "grid": (["y", "x"], np.arange(12, dtype=np.uint8).reshape(3, 4) + i),
+        "nan": (["time"], np.where(np.arange(24) % 3 == 0, np.nan, np.arange(24.0)), 0.0),
+    }
+    if i == 1:
+        arrays["big"] = (["n"], np.linspace(0, 1, BIG))
+    attrs = {"lat": 12.5 + i, "platform": "buoy", "n": i, "flags": [1, 2, 3], "ok": True}
+    return f"ds{i:03d}", arrays, attrs
+
+
+def per_call(store: atlas.Atlas, name: str, arrays: dict, attrs: dict) -> None:
+    ds = store.create_dataset(name)
+    for array, spec in arrays.items():
+        dims, data = spec[0], np.asarray(spec[1])
+        fill = spec[2] if len(spec) == 3 else None
+        dtype = {"M": "timestamp_nanoseconds", "O": "string"}.get(data.dtype.kind, data.dtype)
+        ds.define_array(array, dtype, dims, data.shape, fill_value=fill)
+        ds.write_array(array, [0] * data.ndim, data)
+    for key, value in attrs.items():
+        ds.set_attribute(key, value)
+
+
+def snapshot(store: atlas.Atlas) -> dict:
+    """Everything a reader can see of a store, plus its dataset records (ids, slots, stats)."""
+    out = {}
+    for name in store.list_datasets():
+        ds = store.open_dataset(name)
+        arrays = {}
+        for a in ds.list_arrays():
+            data = ds.read_array(a)
+            cells = data.tolist() if data.dtype == object else data.tobytes()  # bytes: NaN equals NaN
+            arrays[a] = (ds.array_meta(a), ds.array_stats(a), data.dtype, data.shape, cells)
+        out[name] = (ds.attributes(), arrays, store._st.dataset(name))
+    return out
+
+
+def test_round_trip_equals_the_per_call_path(tmp_path):
+    batch = [sample(i) for i in range(4)]
+    with atlas.Atlas.create(tmp_path / "a") as a:
+        for entry in batch:
+            per_call(a, *entry)
+    with atlas.Atlas.create(tmp_path / "b") as b:
+        assert b.add_datasets(iter(batch)) == [name for name, _, _ in batch]
+    a, b = atlas.Atlas.open(tmp_path / "a"), atlas.Atlas.open(tmp_path / "b")
+    want, got = snapshot(a), snapshot(b)
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name] == want[name], name
+    assert b.verify() == []
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(p.name for p in (tmp_path / "a").iterdir())
+
+
+def test_pending_changes_are_visible_to_the_handle_only(tmp_path):
+    store = atlas.Atlas.create(tmp_path / "s")
+    store.add_datasets([("one", {"v": (["n"], np.arange(5.0))}, {"k": "x"}), ("two", {})])
+    assert store.has_pending_changes
+    assert store.list_datasets() == ["one", "two"]
+    assert store.open_dataset("one").read_array("v", [1], [3]).tolist() == [1.0, 2.0, 3.0]
+    assert store.open_dataset("one").get_attribute("k") == "x"
+    assert store.open_dataset("two").list_arrays() == []
+    other = atlas.Atlas.open(tmp_path / "s", mode="r")
+    assert other.list_datasets() == []
+    store.discard()
+    assert store.list_datasets() == [] and not store.has_pending_changes
+    store.close()
+
+
+def test_later_calls_see_and_change_batched_data(tmp_path):
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        store.add_datasets([("d", {"v": (["n"], np.arange(4, dtype=np.int64))})])
+        ds = store.open_dataset("d")
+        ds.write_array("v", [2], np.array([20], np.int64))
+        ds.set_attribute("after", 1)
+    ds = atlas.Atlas.open(tmp_path / "s").open_dataset("d")
+    assert ds.read_array("v").tolist() == [0, 1, 20, 3]
+    assert ds.attributes() == {"after": 1}
+
+
+BAD = [
+    ("bad dataset name", ("a/b", {}), errors.InvalidNameError),
+    ("name twice", ("d000", {}), errors.DatasetExistsError),
+    ("existing name", ("old", {}), errors.DatasetExistsError),
+    ("not a tuple", ["x", {}], errors.InvalidArgumentError),
+    ("arrays not a mapping", ("x", [1, 2]), errors.InvalidArgumentError),
+    ("bad array name", ("x", {"_v": (["n"], np.zeros(2))}), errors.InvalidNameError),
+    ("spec not a tuple", ("x", {"v": np.zeros(2)}), errors.InvalidArgumentError),
+    ("data not an array", ("x", {"v": (["n"], [1.0, 2.0])}), errors.DTypeError),
+    ("rank mismatch", ("x", {"v": (["n", "m"], np.zeros(2))}), errors.InvalidArgumentError),
+    ("dims a str", ("x", {"v": ("n", np.zeros(2))}), errors.InvalidArgumentError),
+    ("unsupported dtype", ("x", {"v": (["n"], np.zeros(2, np.float16))}), errors.DTypeError),
+    ("fill of wrong kind", ("x", {"v": (["n"], np.zeros(2, np.int8), 0.5)}), TypeError),
+    ("fill out of range", ("x", {"v": (["n"], np.zeros(2, np.int8), 300)}), OverflowError),
+    ("attribute None", ("x", {}, {"k": None}), errors.DTypeError),
+    ("attribute key empty", ("x", {}, {"": 1}), errors.InvalidNameError),
+    ("attributes not a mapping", ("x", {}, [("k", 1)]), errors.InvalidArgumentError),
+]
+
+
+@pytest.mark.parametrize(("what", "entry", "error"), BAD, ids=[b[0] for b in BAD])
+def test_bad_entry_is_refused_and_nothing_is_staged(tmp_path, what, entry, error):
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        store.create_dataset("old")
+    store = atlas.Atlas.open(tmp_path / "s")
+    state = store._st
+    before = (state.next_slot, state.next_dataset_id, dict(state.pending), state.changes)
+    good = [(f"d{i:03d}", {"v": (["n"], np.arange(3.0))}, {"a": i}) for i in range(2)]
+    with pytest.raises(error):
+        store.add_datasets([*good, entry])
+    assert not store.has_pending_changes
+    assert (state.next_slot, state.next_dataset_id, dict(state.pending), state.changes) == before
+    assert all(not e.pending for e in state.engines.values())
+    store.flush()
+    assert atlas.Atlas.open(tmp_path / "s").list_datasets() == ["old"]
+
+
+def test_bad_arguments_and_read_only(tmp_path):
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        for bad in ("name", {"a": 1}, 5, None):
+            with pytest.raises(errors.InvalidArgumentError, match="iterable"):
+                store.add_datasets(bad)
+    ro = atlas.Atlas.open(tmp_path / "s", mode="r")
+    with pytest.raises(errors.ReadOnlyError):
+        ro.add_datasets([("x", {})])
+    ro.close()
+    with pytest.raises(errors.StoreClosedError):
+        ro.add_datasets([("x", {})])
+
+
+def test_flush_of_a_batch_is_atomic(tmp_path, monkeypatch):
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        store.add_datasets([("first", {"v": (["n"], np.arange(3.0))})])
+    with patched_resolve(monkeypatch, lambda inner: FaultyBackend(inner, expose_map=False)) as made:
+        store = atlas.Atlas.open(tmp_path / "s")
+    batch = [(f"b{i:04d}", {"v": (["n"], np.full(3, float(i)))}, {"i": i}) for i in range(500)]
+    store.add_datasets(batch)
+    made[-1].arm(1, "error", "commit")
+    with pytest.raises(errors.BackendError):
+        store.flush()
+    assert atlas.Atlas.open(tmp_path / "s").list_datasets() == ["first"]
+    made[-1].disarm()
+    store.flush()  # the changes were kept: the retry commits all of them at once
+    reopened = atlas.Atlas.open(tmp_path / "s")
+    assert len(reopened.list_datasets()) == 501
+    assert reopened.open_dataset("b0499").read_array("v").tolist() == [499.0] * 3
+    assert reopened.open_dataset("b0499").get_attribute("i") == 499

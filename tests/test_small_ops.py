@@ -1,0 +1,151 @@
+"""The fast paths of small reads and writes give the same answers as the general ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import atlas
+from atlas import errors
+
+
+def make(path, values):
+    with atlas.Atlas.create(path) as s:
+        ds = s.create_dataset("d")
+        ds.define_array("v", "float32", ["n"], [len(values)])
+        ds.write_array("v", [0], np.asarray(values, np.float32))
+
+
+def test_cached_small_read_follows_commits_of_other_handles(tmp_path):
+    make(tmp_path / "s", [1, 2, 3, 4])
+    reader = atlas.Atlas.open(tmp_path / "s")
+    ds = reader.open_dataset("d")
+    assert ds.read_array("v", [1], [2]).tolist() == [2, 3]
+    assert ds.read_array("v", [1], [2]).tolist() == [2, 3]  # from the decoded cache
+    with atlas.Atlas.open(tmp_path / "s") as writer:
+        writer.open_dataset("d").write_array("v", [0], np.array([9, 8, 7, 6], np.float32))
+    assert ds.read_array("v").tolist() == [1, 2, 3, 4]  # the reader's snapshot is unchanged
+    reader.refresh()
+    assert ds.read_array("v").tolist() == [9, 8, 7, 6]
+
+
+def test_cached_small_read_sees_pending_writes_and_discard(tmp_path):
+    make(tmp_path / "s", [1, 2, 3, 4])
+    s = atlas.Atlas.open(tmp_path / "s")
+    ds = s.open_dataset("d")
+    assert ds.read_array("v").tolist() == [1, 2, 3, 4]
+    ds.write_array("v", [2], np.array([30], np.float32))  # read-modify-write of the one chunk
+    assert ds.read_array("v").tolist() == [1, 2, 30, 4]
+    ds.write_array("v", [0], np.array([5, 6, 7, 8], np.float32))  # whole-array write
+    assert ds.read_array("v", [3], [1]).tolist() == [8]
+    s.discard()
+    assert ds.read_array("v").tolist() == [1, 2, 3, 4]
+    s.compact(grace_period=0)
+    assert ds.read_array("v").tolist() == [1, 2, 3, 4]
+
+
+def test_whole_array_write_copies_the_callers_buffer(tmp_path):
+    with atlas.Atlas.create(tmp_path / "s") as s:
+        ds = s.create_dataset("d")
+        ds.define_array("v", "int32", ["n"], [3])
+        buf = np.array([1, 2, 3], np.int32)
+        ds.write_array("v", [0], buf)
+        buf[:] = 0
+        out = ds.read_array("v")
+        out[:] = -1  # a read returns a new array, never the staged or cached one
+        assert ds.read_array("v").tolist() == [1, 2, 3]
+    ds = atlas.Atlas.open(tmp_path / "s").open_dataset("d")
+    first = ds.read_array("v")
+    first[:] = -1
+    assert ds.read_array("v").tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("start", "shape", "error"),
+    [
+        ([4], [1], errors.SelectionError),
+        ([-1], [1], errors.SelectionError),
+        ([0], [5], errors.SelectionError),
+        ([0, 0], [1, 1], errors.SelectionError),
+        ([True], [1], errors.InvalidArgumentError),
+        ([1.0], [1], errors.InvalidArgumentError),
+        ("0", [1], errors.InvalidArgumentError),
+    ],
+)
+def test_bad_boxes_get_the_usual_errors(tmp_path, start, shape, error):
+    make(tmp_path / "s", [1, 2, 3, 4])
+    ds = atlas.Atlas.open(tmp_path / "s").open_dataset("d")
+    with pytest.raises(error, match="dataset 'd' array 'v'"):
+        ds.read_array("v", start, shape)
+    assert ds.read_array("v", np.array([1]), (np.int64(2),)).tolist() == [2, 3]  # numpy integers still work
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fill"),
+    [("float32", None), ("float64", None), ("float32", -999.0), ("float64", 0.0), ("int16", None), ("int32", 7),
+     ("uint64", None), ("uint8", 0), ("bool", None), ("bool", False), ("timestamp_nanoseconds", None),
+     ("int64", -1)],
+)  # fmt: skip
+def test_stats_of_many_staged_chunks_equal_the_per_chunk_kernel(dtype, fill):
+    from atlas.engine.chunks import chunk_stats
+    from atlas.engine.family import FamilyEngine, PendingChunk
+    from atlas.metadata import ArrayFamily, ArrayMeta
+
+    rng = np.random.default_rng(0)
+    store_dtype = np.dtype("int64") if dtype == "timestamp_nanoseconds" else np.dtype(dtype)
+    cells = 6
+    rows = []
+    for r in range(60):
+        if store_dtype.kind == "f":
+            v = rng.choice(np.array([0.0, -0.0, 1.5, -2.25, np.nan, np.inf, -np.inf, -999.0, 3e38]), cells)
+        elif store_dtype.kind == "b":
+            v = rng.integers(0, 2, cells).astype(bool)
+        else:
+            info = np.iinfo(store_dtype)
+            v = rng.choice(np.array([info.min, info.max, 0, 1, 7, -1 if info.min < 0 else 2], dtype=store_dtype), cells)
+        v = v.astype(store_dtype)
+        if r % 10 == 0 and fill is not None:
+            v[:] = fill  # every cell null
+        rows.append(v)
+    metas = {slot: ArrayMeta(slot, dtype, ("n",), (cells,), (cells,), fill) for slot in range(len(rows))}
+    engine = FamilyEngine("v", ArrayFamily("v"), None)
+    for slot, v in enumerate(rows):
+        engine.pending[slot] = {0: PendingChunk(v, None)}
+    engine.precompute_stats(metas)
+    assert sum(engine.pending[s][0].stats is not None for s in metas) > len(rows) // 2  # the stacked path ran
+    for slot, v in enumerate(rows):
+        want = chunk_stats(v, None, metas[slot])
+        got = engine.pending[slot][0].stats or want
+        assert got == want, (slot, v)
+        for a, b in ((got.minimum, want.minimum), (got.maximum, want.maximum)):
+            assert type(a) is type(b) and (a is None or np.signbit(a) == np.signbit(b))
+
+
+def test_tiny_chunks_are_encoded_as_encode_chunk_does():
+    from atlas.engine.chunks import encode_chunk
+    from atlas.engine.codecs import checksum
+    from atlas.engine.family import FamilyEngine, PendingChunk, build_segment
+    from atlas.metadata import ArrayFamily, ArrayMeta
+
+    chunks = {
+        0: ("float32", np.array([1.5, np.nan, -2.0], np.float32), None),
+        1: ("bool", np.array([True, False, True]), None),
+        2: ("int64", np.array([-5, 7, 0], np.int64), -5),
+        3: ("timestamp_nanoseconds", np.array([-(2**63), 3, 9], np.int64), None),
+        4: ("uint8", np.arange(200, dtype=np.uint8), None),  # above the raw-only size: compressed path
+        5: ("string", np.array(["a", "bc", ""], dtype=object), None),
+    }
+    engine = FamilyEngine("v", ArrayFamily("v"), None)
+    metas = {}
+    for slot, (dtype, values, fill) in chunks.items():
+        metas[slot] = ArrayMeta(slot, dtype, ("n",), values.shape, values.shape, fill)
+        engine.pending[slot] = {0: PendingChunk(values, None)}
+    writer = build_segment(engine, metas, "zstd", 1, b"t" * 16)
+    for slot, record in enumerate(writer.records):
+        dtype, values, _ = chunks[slot]
+        enc = encode_chunk(values, None, metas[slot], "zstd")
+        want = (slot, 0, enc.stored.nbytes, enc.raw_nbytes, checksum(enc.stored), enc.stats.null_count,
+                enc.min_bits, enc.max_bits, enc.codec, enc.flags)  # fmt: skip
+        got = (record[0], record[1], record[3], record[4], record[5], record[6], record[7], record[8], record[9],
+               record[10])  # fmt: skip
+        assert got == want, dtype
