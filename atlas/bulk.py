@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from atlas import dtypes
+from atlas.engine.chunks import fill_for
 from atlas.engine.gather import gather
 from atlas.errors import ArrayNotFoundError, InvalidArgumentError, SchemaMismatchError
 from atlas.metadata import ArrayMeta, gc_paused
@@ -54,12 +56,19 @@ def read_across(
 
 
 def read_across_stacked(
-    state: WorkingState, array: str, names: Sequence[str], start: Sequence[int] | None, shape: Sequence[int] | None
+    state: WorkingState,
+    array: str,
+    names: Sequence[str],
+    start: Sequence[int] | None,
+    shape: Sequence[int] | None,
+    pad: bool = False,
 ) -> np.ndarray:
     """The box of ``array`` from every dataset stacked into one ``(N, *box)`` array.
 
     Every dataset must define the array with the same dtype and a shape that holds
-    the box; the error names the first dataset that does not.
+    the box; the error names the first dataset that does not.  With ``pad`` and
+    shapes that differ, the box is taken against the largest extent of every axis
+    and each dataset's cells beyond its own shape read as its fill value.
     """
     names = dataset_names(names)
     if not names:
@@ -84,12 +93,15 @@ def read_across_stacked(
                     f"dataset {n!r} array {array!r} has dtype {meta.dtype}, dataset {names[0]!r} has {first.dtype}"
                 )
     shapes = {m.shape for m in metas}
+    if pad and len(shapes) > 1:
+        return _padded(state, array, names, metas, start, shape)
     if (start is None or shape is None) and len(shapes) > 1:
         for n, meta in zip(names, metas):
             if meta.shape != first.shape:
                 raise SchemaMismatchError(
                     f"dataset {n!r} array {array!r} has shape {list(meta.shape)}, "
-                    f"dataset {names[0]!r} has {list(first.shape)}; give start and shape to read a common box"
+                    f"dataset {names[0]!r} has {list(first.shape)}; "
+                    "give start and shape to read a common box, or pad=True"
                 )
     sel_start, box = _box(first, array, names[0], start, shape)
     if len(shapes) > 1:
@@ -99,3 +111,50 @@ def read_across_stacked(
                 _box(meta, array, n, sel_start, box)
                 checked.add(meta.shape)
     return gather(state.engine(array), names, metas, sel_start, box, state.max_workers)
+
+
+def _padded(
+    state: WorkingState,
+    array: str,
+    names: list[str],
+    metas: list[ArrayMeta],
+    start: Sequence[int] | None,
+    shape: Sequence[int] | None,
+) -> np.ndarray:
+    """``read_across_stacked`` over the union of the shapes, each dataset padded with its fill."""
+    ranks = {len(m.shape) for m in metas}
+    if len(ranks) > 1:
+        for n, meta in zip(names, metas):
+            if len(meta.shape) != len(metas[0].shape):
+                raise SchemaMismatchError(
+                    f"dataset {n!r} array {array!r} has rank {len(meta.shape)}, "
+                    f"dataset {names[0]!r} has {len(metas[0].shape)}; only extents can differ when padding"
+                )
+    union = tuple(max(sizes) for sizes in zip(*(m.shape for m in metas)))
+    sel_start, box = resolve_box(union, start, shape, f"array {array!r} (padded to shape {list(union)})")
+    engine = state.engine(array)
+    first = metas[0]
+    out = np.empty((len(names), *box), dtype=_result_dtype(first))
+    groups: dict[tuple, list[int]] = {}
+    for i, meta in enumerate(metas):
+        groups.setdefault((meta.shape, meta.chunk_shape, meta.fill_value), []).append(i)
+    for members in groups.values():
+        meta = metas[members[0]]
+        # The part of the box inside this group's own shape; the rest is fill.
+        lo = [max(0, min(a, s)) for a, s in zip(sel_start, meta.shape)]
+        hi = [max(0, min(a + b, s)) for a, b, s in zip(sel_start, box, meta.shape)]
+        inner = tuple(h - low for h, low in zip(hi, lo))
+        fill = fill_for(meta)
+        rows = out[members]
+        (rows.view("int64") if rows.dtype.kind == "M" else rows).fill(fill)
+        if all(n > 0 for n in inner):
+            block = gather(engine, [names[i] for i in members], [metas[i] for i in members], tuple(lo), inner,
+                           state.max_workers)  # fmt: skip
+            dst = tuple(slice(low - a, h - a) for low, h, a in zip(lo, hi, sel_start))
+            rows[(slice(None), *dst)] = block
+        out[members] = rows
+    return out
+
+
+def _result_dtype(meta: ArrayMeta) -> np.dtype:
+    return dtypes.result_dtype(meta.dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from atlas.errors import (
     AttributeNotFoundError,
     InvalidArgumentError,
     SelectionError,
+    ShrinkError,
 )
 from atlas.metadata import MAX_CHUNK_CELLS, ArrayMeta, DatasetMeta
 from atlas.names import encode_dir_name, validate_label, validate_name
@@ -258,6 +260,115 @@ class DatasetView:
             state.engine(name).write(meta, start_t, values, where)
             state.touch(self._name)
             state.maybe_spill()
+
+    def resize_array(self, name: str, shape: Sequence[int], *, allow_shrink: bool = False) -> None:
+        """Change the shape of array ``name``; new cells read as its fill value.
+
+        The chunk shape stays; growing adds chunks.  Growing along the first axis
+        (the usual "append along time") reads and stages again only the edge
+        chunks whose extent changes, so its cost does not depend on the array's
+        size.  Any other change of the chunk grid, and every shrink, copies the
+        array's written chunks to a new layout (cost of the array).  Statistics stay
+        exact: they are recomputed from the chunks of the new extent.
+
+        Parameters
+        ----------
+        name : str
+            The array.
+        shape : sequence of int
+            The new shape, of the array's rank.
+        allow_shrink : bool
+            Shrinking an axis drops the cells beyond the new extent; it is refused
+            unless this is True (keyword only).
+
+        Raises
+        ------
+        ShrinkError
+            If an axis shrinks and ``allow_shrink`` is False (a ``ValueError``).
+        InvalidArgumentError
+            For a shape of another rank, a negative extent, or one that makes a
+            chunk exceed the cell limit.
+        """
+        from atlas.engine import resize  # only resizes need it
+
+        with self._lock:
+            state = self._writable("resize array", name)
+            old = self._meta(name)
+            where = self._where(name)
+            shape_t = int_tuple(shape, f"{where}: shape")
+            if len(shape_t) != len(old.shape):
+                raise InvalidArgumentError(
+                    f"{where}: new shape {list(shape_t)} has rank {len(shape_t)}, the array has rank {len(old.shape)}"
+                )
+            if any(s < 0 for s in shape_t):
+                raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
+            if math.prod(shape_t) > _INT64_MAX or any(s > _INT64_MAX for s in shape_t):
+                raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has more cells than int64 can count")
+            cells = math.prod(min(c, max(s, 1)) for c, s in zip(old.chunk_shape, shape_t, strict=False))
+            if cells > MAX_CHUNK_CELLS:
+                raise InvalidArgumentError(
+                    f"{where}: shape {list(shape_t)} makes chunks of {cells} cells (chunk_shape "
+                    f"{list(old.chunk_shape)}); at most {MAX_CHUNK_CELLS} per chunk"
+                )
+            if allow_shrink is not True and allow_shrink is not False:
+                raise InvalidArgumentError(f"{where}: allow_shrink must be a bool, got {allow_shrink!r}")
+            shrunk = [a for a, (n, o) in enumerate(zip(shape_t, old.shape, strict=False)) if n < o]
+            if shrunk and not allow_shrink:
+                axis = shrunk[0]
+                raise ShrinkError(
+                    f"{where}: resizing {list(old.shape)} to {list(shape_t)} drops cells along axis {axis} "
+                    f"({old.dims[axis]!r}); pass allow_shrink=True to drop them"
+                )
+            if shape_t == old.shape:
+                return
+            engine = state.engine(name)
+            if resize.grows_in_place(old, shape_t):
+                new = dataclasses.replace(old, shape=shape_t, stats=None)
+                resize.grow_in_place(engine, old, new, where)
+            else:
+                slot = state.new_slot()
+                new = dataclasses.replace(old, slot=slot, shape=shape_t, stats=None)
+                resize.relocate(engine, old, new, where)
+            state.touch(self._name).arrays[name] = new
+            state.maybe_spill()
+
+    def append_array(self, name: str, data: Any, axis: int = 0) -> tuple[int, ...]:
+        """Grow array ``name`` along ``axis`` by ``data`` and write ``data`` there.
+
+        ``data`` must have the array's rank and the array's extent on every other
+        axis.  Equivalent to :meth:`resize_array` then :meth:`write_array`, with the
+        data checked first, so bad data changes nothing.
+
+        Returns
+        -------
+        tuple of int
+            The start of the appended block.
+        """
+        with self._lock:
+            self._writable("append to array", name)
+            meta = self._meta(name)
+            where = self._where(name)
+            values = dtypes.coerce_write_data(data, meta.dtype, where)
+            rank = len(meta.shape)
+            if rank == 0:
+                raise InvalidArgumentError(f"{where}: a 0-D array cannot grow")
+            if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -rank <= axis < rank:
+                raise InvalidArgumentError(f"{where}: axis {axis!r} is not an axis of a rank-{rank} array")
+            axis = int(axis) % rank
+            if values.ndim != rank:
+                raise SelectionError(f"{where}: data has rank {values.ndim}, the array has rank {rank}")
+            other = [a for a in range(rank) if a != axis and values.shape[a] != meta.shape[a]]
+            if other:
+                a = other[0]
+                raise SelectionError(
+                    f"{where}: data has extent {values.shape[a]} along axis {a} ({meta.dims[a]!r}), "
+                    f"the array has {meta.shape[a]}"
+                )
+            start = tuple(meta.shape[axis] if a == axis else 0 for a in range(rank))
+            shape = tuple(meta.shape[a] + (values.shape[a] if a == axis else 0) for a in range(rank))
+            self.resize_array(name, shape)
+            self.write_array(name, start, values)
+            return start
 
     def read_array(
         self, name: str, start: Sequence[int] | None = None, shape: Sequence[int] | None = None

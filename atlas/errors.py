@@ -32,6 +32,7 @@ __all__ = [
     "QueryTypeError",
     "ReadOnlyError",
     "SchemaMismatchError",
+    "ShrinkError",
     "SegmentMissingError",
     "SelectionError",
     "StoreClosedError",
@@ -90,6 +91,10 @@ class QueryTypeError(QueryError, TypeError):
 
 class SchemaMismatchError(InvalidArgumentError):
     """Arrays that must agree (in shape, dtype or dims) for a stacked read do not."""
+
+
+class ShrinkError(InvalidArgumentError):
+    """A resize would drop stored cells and ``allow_shrink=True`` was not given."""
 
 
 class UnexpectedKeywordError(AtlasError, TypeError):

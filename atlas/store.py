@@ -6,7 +6,7 @@ import atexit
 import os
 import warnings
 import weakref
-from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from typing import Any
 
 import numpy as np
@@ -593,8 +593,19 @@ class Atlas:
         dataset_names: Sequence[str],
         start: Sequence[int] | None = None,
         shape: Sequence[int] | None = None,
+        *,
+        pad: bool = False,
     ) -> np.ndarray:
         """Read the same box of ``array`` from many datasets into one ``(N, *box)`` array.
+
+        Parameters
+        ----------
+        pad : bool
+            When the datasets' shapes differ (arrays grown to different lengths),
+            read the box against the largest extent of every axis and fill each
+            dataset's cells beyond its own shape with its fill value (NaN, NaT, 0,
+            False or "" when the array has none).  Keyword only; without it
+            differing shapes need an explicit box.
 
         Raises
         ------
@@ -610,20 +621,25 @@ class Atlas:
 
         check_array_name(array)
         with self._lock:
-            return bulk.read_across_stacked(self._st, array, dataset_names, start, shape)
+            if pad is not True and pad is not False:
+                raise InvalidArgumentError(f"pad must be a bool, got {pad!r}")
+            return bulk.read_across_stacked(self._st, array, dataset_names, start, shape, pad)
 
     # -- xarray ----------------------------------------------------------------------------------
 
-    def add_xr_dataset(self, ds: Any, name: str, chunks: Any = None) -> DatasetView:
+    def add_xr_dataset(
+        self, ds: Any, name: str, chunks: Any = None, *, mode: str = "w-", append_dim: str | None = None
+    ) -> DatasetView:
         """Write an ``xarray.Dataset`` as dataset ``name``, staged until :meth:`flush`.
 
         Dask-backed variables are written block by block.  A failing add leaves no
-        partial dataset behind.  See :func:`atlas.xarray.add_xr_dataset` and
-        ``docs/xarray.md``.
+        partial dataset behind.  ``mode="w"`` replaces an existing dataset (one
+        commit); ``append_dim="time"`` appends ``ds`` to the existing dataset along
+        ``time``.  See :func:`atlas.xarray.add_xr_dataset` and ``docs/xarray.md``.
         """
         from atlas.xarray import add_xr_dataset
 
-        return add_xr_dataset(self, ds, name, chunks)
+        return add_xr_dataset(self, ds, name, chunks, mode=mode, append_dim=append_dim)
 
     def to_xarray(self, name: str) -> Any:
         """Dataset ``name`` as an ``xarray.Dataset``.
@@ -635,14 +651,58 @@ class Atlas:
 
         return to_xarray(self, name)
 
-    def to_xarray_many(self, names: Sequence[str], concat_dim: str = "dataset") -> Any:
-        """Many datasets of one schema stacked along a new dimension ``concat_dim``.
+    def to_xarray_many(
+        self,
+        names: Sequence[str],
+        concat_dim: str = "dataset",
+        *,
+        join: str = "exact",
+        layout: str = "stacked",
+        sample_dim: str | None = None,
+    ) -> Any:
+        """Many datasets of one schema in one ``xarray.Dataset``.
 
-        See :func:`atlas.xarray.to_xarray_many`.
+        Stacked along a new dimension ``concat_dim`` (``join="outer"`` pads
+        datasets of different lengths to the union of their index coordinates), or
+        as a CF contiguous ragged array (``layout="ragged"``).  See
+        :func:`atlas.xarray.to_xarray_many` and ``docs/growing.md``.
         """
         from atlas.xarray import to_xarray_many
 
-        return to_xarray_many(self, names, concat_dim)
+        return to_xarray_many(self, names, concat_dim, join=join, layout=layout, sample_dim=sample_dim)
+
+    def to_datatree(
+        self, names: Sequence[str] | Callable[[str], bool] | None = None, *, root: str | None = None
+    ) -> Any:
+        """Datasets as one ``xarray.DataTree``: one node per dataset, read like :meth:`to_xarray`.
+
+        Parameters
+        ----------
+        names : sequence of str or callable, optional
+            The datasets (default: all, or all of ``root``'s tree), or a filter
+            ``f(name) -> bool``.  Each dataset's layout is read here, so name the
+            datasets you need in a store of millions.
+        root : str, optional
+            A tree stored by ``add_datatree(tree, name=root)``: dataset ``root`` is
+            the root node and dataset ``root:a:b`` node ``/a/b``.  Without it,
+            dataset ``a:b`` is node ``/a/b``.  See ``docs/growing.md``.
+        """
+        from atlas.xarray.tree import to_datatree
+
+        return to_datatree(self, names, root)
+
+    def add_datatree(self, tree: Any, name: str | None = None, chunks: Any = None) -> list[str]:
+        """Write every node of an ``xarray.DataTree`` as a dataset (staged); returns the dataset names.
+
+        Node ``/a/b`` becomes dataset ``a:b`` (``name:a:b`` under a tree ``name``,
+        whose root node becomes dataset ``name``); nodes that only group others
+        are not stored.  A node whose dataset exists already stops the call before
+        anything is written (``DatasetExistsError``); a failing node removes the
+        datasets this call added.
+        """
+        from atlas.xarray.tree import add_datatree
+
+        return add_datatree(self, tree, name, chunks)
 
     # -- commit ------------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from atlas.cli.parser import build_parser
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 # Pages whose python blocks run as one script, in order, in an empty directory.
-RUNNABLE_PAGES = ["quickstart.md", "concepts.md", "reading.md", "finding.md"]
+RUNNABLE_PAGES = ["quickstart.md", "concepts.md", "reading.md", "finding.md", "growing.md"]
 
 
 def all_docs_text() -> str:

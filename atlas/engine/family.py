@@ -47,13 +47,23 @@ class FamilyIndex:
     the family's segment list) holds each winning record.
     """
 
-    def __init__(self, tables: list[np.ndarray]) -> None:
-        if tables:
+    def __init__(self, tables: list[np.ndarray], base: FamilyIndex | None = None, first_seg: int = 0) -> None:
+        """Merge ``tables`` (segments ``first_seg``, ``first_seg + 1``, ...) over ``base``, the
+        index of the segments before them (their records lose to the new ones)."""
+        if tables and all(t.dtype == RECORD_DTYPE for t in tables):
+            # As bytes: concatenating structured arrays promotes their fields once per
+            # table, which made a family of many small segments slow to index.
+            raw = np.concatenate([np.ascontiguousarray(t).view(np.uint8).reshape(-1) for t in tables])
+            table = raw.view(RECORD_DTYPE)
+        elif tables:
             table = np.concatenate(tables)
-            seg = np.concatenate([np.full(t.shape[0], i, np.int32) for i, t in enumerate(tables)])
         else:
             table = np.zeros(0, RECORD_DTYPE)
-            seg = np.zeros(0, np.int32)
+        lengths = np.fromiter((t.shape[0] for t in tables), np.int64, len(tables))
+        seg = np.repeat(np.arange(first_seg, first_seg + len(tables), dtype=np.int32), lengths)
+        if base is not None:
+            table = np.concatenate([base.table, table])
+            seg = np.concatenate([base.seg, seg])
         order = np.lexsort((seg, table["chunk"], table["slot"]))
         table, seg = table[order], seg[order]
         if table.shape[0] > 1:
@@ -152,6 +162,8 @@ class FamilyEngine:
     spilled_slots: set[int] = field(default_factory=set)
     _tables: list[np.ndarray] | None = None
     _index: FamilyIndex | None = None
+    #: The index of the first ``n`` committed segments, no spilled one: ``(index, n)``.
+    _committed: tuple[FamilyIndex, int] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     #: Parsed index of every committed segment read so far (segments are immutable).
     _parsed: dict[SegmentRef, np.ndarray] = field(default_factory=dict)
@@ -167,13 +179,19 @@ class FamilyEngine:
         family's history.
         """
         with self._lock:
-            if family.segments != self.family.segments:
+            old = self.family.segments
+            if family.segments != old:
                 self._tables = None
                 self._index = None
+                base = self._committed
+                if base is not None and family.segments[: base[1]] != old[: base[1]]:
+                    self._committed = None  # a compaction rewrote the list: rebuild whole
+            grown = family.segments[: len(old)] == old  # (identical refs compare by identity first)
             self.family = family
-            listed = set(family.segments)
-            for ref in [r for r in self._parsed if r not in listed]:
-                del self._parsed[ref]
+            if not grown:
+                listed = set(family.segments)
+                for ref in [r for r in self._parsed if r not in listed]:
+                    del self._parsed[ref]
 
     def path(self, ref: SegmentRef) -> str:
         return f"{self.family.dir}/{ref.file}"
@@ -186,29 +204,30 @@ class FamilyEngine:
         """The record tables of the committed segments, in order (superseded records included)."""
         tables = self._tables
         if tables is None:
-            tables = []
-            for ref in self.family.segments:
-                table = self._parsed.get(ref)
-                if table is not None:
-                    tables.append(table)
-                    continue
-                path = self.path(ref)
-                try:
-                    raw = self.io.read(path, ref.index_offset, ref.index_length, ref.size)
-                except BackendError as exc:
-                    if getattr(exc, "errno", None) != errno.ENOENT:
-                        raise  # a transient I/O failure is not damage: keep its errno
-                    raise CorruptStoreError(
-                        f"segment {path} of array {self.name!r} is missing: {exc} (if another handle compacted "
-                        "the store longer than its grace period ago, refresh() this handle)"
-                    ) from None
-                table = parse_index(raw, ref.index_checksum, ref.index_offset, path)
-                if table.shape[0] != ref.records:
-                    raise CorruptStoreError(f"{path}: index holds {table.shape[0]} records, expected {ref.records}")
-                self._parsed[ref] = table
-                tables.append(table)
+            tables = [self._table(ref) for ref in self.family.segments]
             self._tables = tables
         return tables
+
+    def _table(self, ref: SegmentRef) -> np.ndarray:
+        """The parsed index of committed segment ``ref`` (read once)."""
+        table = self._parsed.get(ref)
+        if table is not None:
+            return table
+        path = self.path(ref)
+        try:
+            raw = self.io.read(path, ref.index_offset, ref.index_length, ref.size)
+        except BackendError as exc:
+            if getattr(exc, "errno", None) != errno.ENOENT:
+                raise  # a transient I/O failure is not damage: keep its errno
+            raise CorruptStoreError(
+                f"segment {path} of array {self.name!r} is missing: {exc} (if another handle compacted "
+                "the store longer than its grace period ago, refresh() this handle)"
+            ) from None
+        table = parse_index(raw, ref.index_checksum, ref.index_offset, path)
+        if table.shape[0] != ref.records:
+            raise CorruptStoreError(f"{path}: index holds {table.shape[0]} records, expected {ref.records}")
+        self._parsed[ref] = table
+        return table
 
     def index(self) -> FamilyIndex:
         """The merged index, built on first use (one range read per segment)."""
@@ -216,8 +235,18 @@ class FamilyEngine:
         if idx is None:
             with self._lock:
                 if self._index is None:
-                    tables = self.committed_tables() + [table for _, table in self.spilled]
-                    self._index = FamilyIndex(tables)
+                    spilled = [table for _, table in self.spilled]
+                    base = self._committed
+                    if base is not None and base[1] <= len(self.family.segments):
+                        # Commits append segments: merge only the new ones into the index
+                        # of the earlier ones, so a commit costs its own records.
+                        tables = [self._table(ref) for ref in self.family.segments[base[1] :]]
+                        new = tables + spilled
+                        self._index = FamilyIndex(new, base[0], base[1]) if new else base[0]
+                    else:
+                        self._index = FamilyIndex(self.committed_tables() + spilled)
+                    if not spilled:
+                        self._committed = (self._index, len(self.family.segments))
                 idx = self._index
         return idx
 

@@ -59,6 +59,7 @@ from atlas.xarray.layout import (
     read_layout,  # noqa: F401
     restore_block,  # noqa: F401
 )
+from atlas.xarray.many import from_ragged
 from atlas.xarray.plan import ENCODING_KEYS  # noqa: F401
 from atlas.xarray.read import (
     HANDLE_CACHE,  # noqa: F401
@@ -84,24 +85,45 @@ __all__ = [
     "PREFIX",
     "AtlasBackendArray",
     "AtlasBackendEntrypoint",
+    "AtlasDataTreeAccessor",
     "AtlasDatasetAccessor",
     "add_xr_dataset",
     "clear_cache",
+    "from_ragged",
     "to_xarray",
     "to_xarray_many",
 ]
 
 
 class AtlasDatasetAccessor:
-    """``ds.atlas``: ``ds.atlas.write(store, name, chunks=None)`` = :func:`add_xr_dataset`."""
+    """``ds.atlas``: ``ds.atlas.write(store, name, chunks=None, mode="w-", append_dim=None)`` =
+    :func:`add_xr_dataset`."""
 
     def __init__(self, ds: Any) -> None:
         self._ds = ds
 
-    def write(self, store: Atlas, name: str, chunks: Any = None) -> DatasetView:
-        """Write this dataset into ``store`` as dataset ``name`` (staged; see :func:`add_xr_dataset`)."""
-        return add_xr_dataset(store, self._ds, name, chunks)
+    def write(
+        self, store: Atlas, name: str, chunks: Any = None, *, mode: str = "w-", append_dim: str | None = None
+    ) -> DatasetView:
+        """Write this dataset into ``store`` as dataset ``name`` (staged; see :func:`add_xr_dataset`):
+        ``mode="w"`` replaces an existing one, ``append_dim="time"`` appends along ``time``."""
+        return add_xr_dataset(store, self._ds, name, chunks, mode=mode, append_dim=append_dim)
+
+
+class AtlasDataTreeAccessor:
+    """``tree.atlas``: ``tree.atlas.write(store, name=None)`` = :meth:`atlas.Atlas.add_datatree`."""
+
+    def __init__(self, tree: Any) -> None:
+        self._tree = tree
+
+    def write(self, store: Atlas, name: str | None = None, chunks: Any = None) -> list[str]:
+        """Write every node of this tree into ``store`` as a dataset (staged); returns the dataset names."""
+        from atlas.xarray.tree import add_datatree
+
+        return add_datatree(store, self._tree, name, chunks)
 
 
 if not hasattr(xr.Dataset, "atlas"):
     xr.register_dataset_accessor("atlas")(AtlasDatasetAccessor)
+if hasattr(xr, "DataTree") and not hasattr(xr.DataTree, "atlas"):
+    xr.register_datatree_accessor("atlas")(AtlasDataTreeAccessor)

@@ -107,6 +107,7 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
     description = "Open a dataset of an ATLAS store (a directory with atlas.json / atlas.msgpack)"
     url = "https://github.com/atlas-store/atlas/blob/main/docs/xarray.md"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "group", "storage_options")
+    supports_groups = True
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         if isinstance(filename_or_obj, os.PathLike):
@@ -130,17 +131,7 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
         :meth:`atlas.Atlas.open` (``{"endpoint": ..., "region": ...}``), for
         ``s3://``, ``gs://``, ``az://`` and ``http(s)://`` locations.
         """
-        from atlas.store import Atlas
-
-        if isinstance(filename_or_obj, Atlas):
-            location = filename_or_obj.location
-        elif isinstance(filename_or_obj, (str, os.PathLike)):
-            location = filename_or_obj
-        else:
-            raise InvalidArgumentError(
-                f"engine='atlas' opens a store path or an atlas.Atlas, got {type(filename_or_obj).__name__}"
-            )
-        store = Atlas.open(location, mode="r", storage_options=storage_options)
+        store = _open_store(filename_or_obj, storage_options)
         if group is None:
             names = store.list_datasets()
             if len(names) != 1:
@@ -152,23 +143,83 @@ class AtlasBackendEntrypoint(BackendEntrypoint):
         if not store.dataset_exists(group):
             raise DatasetNotFoundError(f"store {store.location} has no dataset {group!r}")
         remember_store(store)
-        recipe = recipe_for(store, group)
-        assert recipe is not None  # a read-only handle has no pending changes
-        gattrs, specs = read_layout(store.open_dataset(group))
-        if isinstance(drop_variables, str):
-            drop_variables = [drop_variables]
-        drop = set(drop_variables or ())
-        variables = {}
-        for spec in specs:
-            if spec.name in drop:
-                continue
-            data = indexing.LazilyIndexedArray(AtlasBackendArray(recipe, spec))
-            var = make_variable(spec, data)
-            var.encoding["preferred_chunks"] = dict(zip(spec.dims, spec.chunk_shape))
-            variables[spec.name] = var
-        ds = build_dataset(variables, [s.name for s in specs if s.is_coord and s.name not in drop], gattrs)
-        ds.set_close(_nothing_to_close)  # reads go through the per-process handle cache
-        return ds
+        return _open_group(store, group, drop_variables)
+
+    def open_groups_as_dict(  # type: ignore[override]
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        group: str | None = None,
+        names: Any = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``{node path: lazy Dataset}`` of the store's datasets (``xr.open_groups(path, engine="atlas")``).
+
+        ``group`` names a tree (its root dataset and the datasets ``group:...``),
+        ``names`` a sequence of dataset names or a filter callable; see
+        ``docs/growing.md`` for the path <-> name mapping.
+        """
+        from atlas.xarray.tree import node_path, select_names
+
+        store = _open_store(filename_or_obj, storage_options)
+        remember_store(store)
+        chosen = select_names(store, names, group)
+        groups = {node_path(n, group): _open_group(store, n, drop_variables) for n in chosen}
+        groups.setdefault("/", build_dataset({}, [], {}))
+        return groups
+
+    def open_datatree(  # type: ignore[override]
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        group: str | None = None,
+        names: Any = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """The store's datasets as one lazy ``DataTree`` (``xr.open_datatree(path, engine="atlas")``)."""
+        from atlas.xarray.tree import tree_from_groups
+
+        groups = self.open_groups_as_dict(
+            filename_or_obj, drop_variables=drop_variables, group=group, names=names, storage_options=storage_options
+        )
+        return tree_from_groups(groups)
+
+
+def _open_store(filename_or_obj: Any, storage_options: Mapping[str, Any] | None) -> Any:
+    from atlas.store import Atlas
+
+    if isinstance(filename_or_obj, Atlas):
+        location = filename_or_obj.location
+    elif isinstance(filename_or_obj, (str, os.PathLike)):
+        location = filename_or_obj
+    else:
+        raise InvalidArgumentError(
+            f"engine='atlas' opens a store path or an atlas.Atlas, got {type(filename_or_obj).__name__}"
+        )
+    return Atlas.open(location, mode="r", storage_options=storage_options)
+
+
+def _open_group(store: Any, group: str, drop_variables: str | Iterable[str] | None) -> Any:
+    """Dataset ``group`` of read-only handle ``store`` with lazily read variables."""
+    recipe = recipe_for(store, group)
+    assert recipe is not None  # a read-only handle has no pending changes
+    gattrs, specs = read_layout(store.open_dataset(group))
+    if isinstance(drop_variables, str):
+        drop_variables = [drop_variables]
+    drop = set(drop_variables or ())
+    variables = {}
+    for spec in specs:
+        if spec.name in drop:
+            continue
+        data = indexing.LazilyIndexedArray(AtlasBackendArray(recipe, spec))
+        var = make_variable(spec, data)
+        var.encoding["preferred_chunks"] = dict(zip(spec.dims, spec.chunk_shape))
+        variables[spec.name] = var
+    ds = build_dataset(variables, [s.name for s in specs if s.is_coord and s.name not in drop], gattrs)
+    ds.set_close(_nothing_to_close)  # reads go through the per-process handle cache
+    return ds
 
 
 def _nothing_to_close() -> None:

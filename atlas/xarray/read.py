@@ -171,29 +171,69 @@ def _values_equal(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def to_xarray_many(store: Atlas, names: Sequence[str], concat_dim: str = "dataset") -> Any:
-    """Read many datasets of one schema as one ``xarray.Dataset`` stacked along ``concat_dim``.
+def to_xarray_many(
+    store: Atlas,
+    names: Sequence[str],
+    concat_dim: str = "dataset",
+    *,
+    join: str = "exact",
+    layout: str = "stacked",
+    sample_dim: str | None = None,
+) -> Any:
+    """Read many datasets of one schema as one ``xarray.Dataset``.
 
-    Every variable is read for all datasets at once through
-    :meth:`atlas.Atlas.read_array_across_stacked` and gains the leading dimension
-    ``concat_dim``, whose coordinate holds the dataset names.  Index coordinates
-    (1-D coordinates named like their dimension) must be equal in every dataset and
-    are kept once.  Attributes and encodings are those of the first dataset.
+    With the default ``layout="stacked"`` every variable gains the leading
+    dimension ``concat_dim``, whose coordinate holds the dataset names; the
+    datasets' variables must agree in names, dims, dtypes and coordinate status.
+    Attributes and encodings are those of the first dataset.
+
+    * ``join="exact"`` (default): index coordinates (1-D coordinates named like
+      their dimension) must be equal in every dataset and are kept once; every
+      variable is read for all datasets at once through
+      :meth:`atlas.Atlas.read_array_across_stacked`, lazily where it is.
+    * ``join="outer"``: datasets of different lengths are padded to the union of
+      their index coordinates with the missing value xarray uses (NaN, NaT; integer
+      and bool variables that need padding become float64), as
+      ``xr.concat(datasets, concat_dim, join="outer", coords="all")`` of the
+      per-dataset :meth:`~atlas.Atlas.to_xarray` gives.  Lazy: one dask task (one
+      bulk read) per :data:`atlas.xarray.many.BLOCK_DATASETS` datasets.
+
+    ``layout="ragged"`` returns the CF contiguous ragged array representation
+    instead: the datasets' ragged dimension (``sample_dim``, default the one
+    dimension whose size differs) becomes the sample dimension ``obs``, variables
+    on it are concatenated along it, the others are stacked along ``concat_dim``,
+    and ``row_size(concat_dim)`` counts each dataset's observations (attribute
+    ``sample_dimension="obs"``).  :func:`atlas.xarray.from_ragged` is the inverse.
+    Lazy like ``join="outer"``.
 
     Raises
     ------
     SchemaMismatchError
         If a dataset's variables differ from the first one's (names, dims, shape,
-        dtype, coordinate status) or an index coordinate differs; the message names
-        the first dataset that differs.
+        dtype, coordinate status) or, with ``join="exact"``, an index coordinate
+        differs; the message names the first dataset that differs.
     """
-    if isinstance(names, str) or not hasattr(names, "__iter__"):
-        raise InvalidArgumentError(f"names must be a sequence of dataset names, got {names!r}")
-    names = list(names)
-    if not names:
-        raise InvalidArgumentError("to_xarray_many needs at least one dataset name")
+    from atlas.xarray import many
+
+    names = many.check_names(names)
     if not isinstance(concat_dim, str) or not concat_dim:
         raise InvalidArgumentError(f"concat_dim must be a non-empty str, got {concat_dim!r}")
+    if layout not in ("stacked", "ragged"):
+        raise InvalidArgumentError(f"layout must be 'stacked' or 'ragged', got {layout!r}")
+    if join not in ("exact", "outer"):
+        raise InvalidArgumentError(f"join must be 'exact' or 'outer', got {join!r}")
+    if layout == "ragged":
+        return many.read_ragged(store, names, concat_dim, sample_dim)
+    if sample_dim is not None:
+        raise InvalidArgumentError("sample_dim applies to layout='ragged' only")
+    if join == "outer":
+        for n in names[:1]:
+            for spec in read_layout(store.open_dataset(n))[1]:
+                if concat_dim == spec.name or concat_dim in spec.dims:
+                    raise InvalidArgumentError(
+                        f"concat_dim {concat_dim!r} is already a variable or dimension of the datasets"
+                    )
+        return many.read_outer(store, names, concat_dim)
     layouts = [read_layout(store.open_dataset(n)) for n in names]
     gattrs, first = layouts[0]
     expected = {s.name: s.signature() for s in first}

@@ -156,7 +156,29 @@ def _write_variable(view: DatasetView, vp: VarPlan) -> None:
         return
 
 
-def add_xr_dataset(store: Atlas, ds: Any, name: str, chunks: Any = None) -> DatasetView:
+def write_blocks(view: DatasetView, vp: VarPlan, enc: str | None, axis: int = 0, offset: int = 0) -> None:
+    """Write every block of ``vp`` with the text encoding ``enc``, shifted by ``offset`` along ``axis``
+    (an append after the stored cells)."""
+    try:
+        for start, block in _blocks(vp):
+            at = tuple(s + offset if a == axis else s for a, s in enumerate(start))
+            view.write_array(vp.array, at, _to_storage(block, vp, enc))
+    except _NotUtf8:
+        raise DTypeError(
+            f"{where_var(vp.name)}: appended bytes are not valid {enc or 'utf-8'}, the stored text encoding"
+        ) from None
+    except _OutOfNsRange:
+        raise ValueOverflowError(
+            f"{where_var(vp.name)}: appended datetimes do not fit timestamp_nanoseconds, the stored dtype"
+        ) from None
+
+
+MODES = ("w-", "w")
+
+
+def add_xr_dataset(
+    store: Atlas, ds: Any, name: str, chunks: Any = None, *, mode: str = "w-", append_dim: str | None = None
+) -> DatasetView:
     """Write an ``xarray.Dataset`` as dataset ``name`` of ``store`` (staged; call ``flush``).
 
     Every coordinate and data variable becomes an array with its dims; dataset and
@@ -178,6 +200,19 @@ def add_xr_dataset(store: Atlas, ds: Any, name: str, chunks: Any = None) -> Data
         or None for the whole dimension).  Default: a dask variable's chunking
         (irregular dask chunks are regularised to their largest block), otherwise
         ATLAS's default chunk shape.
+    mode : {"w-", "w"}
+        ``"w-"`` (default) refuses an existing dataset ``name``; ``"w"`` replaces
+        it: the old dataset is deleted and the new one written in the same staged
+        change, so the next flush commits the replacement in one generation.
+    append_dim : str, optional
+        Append ``ds`` to the existing dataset ``name`` along this dimension
+        instead: every stored variable on the dimension (coordinates included)
+        grows by ``ds``'s extent and gets ``ds``'s values after its own.  Every
+        variable must exist on both sides with the same dims and dtype and equal
+        extents on the other dimensions; variables without ``append_dim`` must be
+        equal to the stored ones.  The stored attributes and encodings are kept
+        (``ds``'s are ignored).  ``chunks`` does not apply: appended cells use the
+        stored chunk shape.  ``mode`` is ignored.
 
     Returns
     -------
@@ -188,7 +223,10 @@ def add_xr_dataset(store: Atlas, ds: Any, name: str, chunks: Any = None) -> Data
     Raises
     ------
     DatasetExistsError
-        If the store already has a dataset ``name``.
+        If the store already has a dataset ``name`` and ``mode`` is ``"w-"``.
+    SchemaMismatchError
+        For an append whose variables differ from the stored ones (a
+        ``ValueError`` naming the first variable that differs); nothing changes.
     DTypeError
         For a variable of an unsupported dtype (complex, mixed object data, ...),
         naming the variable; nothing is written.
@@ -200,7 +238,21 @@ def add_xr_dataset(store: Atlas, ds: Any, name: str, chunks: Any = None) -> Data
     validate_name(name, "dataset")
     if store.read_only:
         raise ReadOnlyError(f"cannot add dataset {name!r}: store {store.location} was opened read-only")
+    if append_dim is not None:
+        from atlas.xarray.append import append_xr_dataset
+
+        return append_xr_dataset(store, ds, name, append_dim, chunks)
+    if not isinstance(mode, str) or mode not in MODES:
+        raise InvalidArgumentError(f"mode must be 'w-' or 'w', got {mode!r}")
     plan = plan_dataset(ds, chunks)
+    if mode == "w" and name in store:
+        from atlas.xarray.append import replace_xr_dataset
+
+        return replace_xr_dataset(store, name, lambda: _write_new(store, plan, name))
+    return _write_new(store, plan, name)
+
+
+def _write_new(store: Atlas, plan: Any, name: str) -> DatasetView:
     view = store.create_dataset(name)
     try:
         for key, value, dtype in plan.attributes:
