@@ -71,7 +71,7 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
         validate_name(name, "dataset")
         if name in names:
             raise DatasetExistsError(f"dataset {name!r} appears twice in the batch")
-        if name in state.datasets:
+        if state.has_dataset(name):
             raise DatasetExistsError(f"dataset {name!r} already exists")
         names.add(name)
         checked = [_array(name, a, spec, checked_array_names) for a, spec in _items(arrays, name, "arrays")]
@@ -147,8 +147,7 @@ def _stage(state: WorkingState, planned: list[tuple[str, list[_Array], dict[str,
     for name, arrays, typed in planned:
         ds = DatasetMeta(id=state.next_dataset_id, version=version, attributes=typed)
         state.next_dataset_id += 1
-        state.datasets[name] = ds
-        state.dirty.add(name)
+        state.pending[name] = ds
         for array_name, dtype_name, dims, shape, chunks, fill, values in arrays:
             meta = ArrayMeta(state.next_slot, dtype_name, dims, shape, chunks, fill)
             state.next_slot += 1

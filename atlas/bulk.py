@@ -18,7 +18,7 @@ from atlas import dtypes
 from atlas.engine.chunks import fill_for
 from atlas.engine.gather import gather
 from atlas.errors import ArrayNotFoundError, InvalidArgumentError, SchemaMismatchError
-from atlas.metadata import ArrayMeta
+from atlas.metadata import ArrayMeta, gc_paused
 from atlas.selection import dataset_names, resolve_box
 from atlas.txn.state import WorkingState
 
@@ -35,7 +35,8 @@ def read_across(
     """One result per dataset name: the box of ``array``, or None where the dataset
     does not define it.  Datasets whose arrays share a schema are read together."""
     names = dataset_names(names)
-    metas = [state.dataset(n).arrays.get(array) for n in names]
+    with gc_paused():  # thousands of small objects: no collection passes over the heap meanwhile
+        metas = [state.arrays(n).get(array) for n in names]
     out: list[np.ndarray | None] = [None] * len(names)
     groups: dict[tuple, list[int]] = {}
     for i, meta in enumerate(metas):
@@ -72,10 +73,11 @@ def read_across_stacked(
     names = dataset_names(names)
     if not names:
         raise InvalidArgumentError("read_array_across_stacked needs at least one dataset name")
-    datasets = state.datasets
+    arrays = state.arrays
     try:
-        metas: list[ArrayMeta] = [datasets[n].arrays[array] for n in names]
-    except KeyError:
+        with gc_paused():  # thousands of small objects: no collection passes over the heap meanwhile
+            metas: list[ArrayMeta] = [arrays(n)[array] for n in names]
+    except KeyError:  # DatasetNotFoundError included
         metas = []
         for n in names:  # the slow way, for the error naming the first culprit
             meta = state.dataset(n).arrays.get(array)

@@ -36,6 +36,13 @@ __all__ = [
     "RetiredSegment",
     "SegmentRef",
     "Stats",
+    "array_from_dict",
+    "array_to_dict",
+    "attributes_from_dict",
+    "gc_paused",
+    "check_blosc_sizes",
+    "checked_int",
+    "manifest_from_dict",
     "decode_manifest",
     "encode_manifest",
     "manifest_filename",
@@ -200,7 +207,8 @@ def _stats_to_dict(stats: Stats, dtype: str) -> dict[str, Any]:
     return out
 
 
-def _array_to_dict(meta: ArrayMeta) -> dict[str, Any]:
+def array_to_dict(meta: ArrayMeta) -> dict[str, Any]:
+    """The format v1 array object (§3.3) of ``meta``."""
     out: dict[str, Any] = {
         "slot": meta.slot,
         "dtype": meta.dtype,
@@ -231,7 +239,7 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
                 "id": ds.id,
                 "version": ds.version,
                 "attributes": {k: attributes.encode(v) for k, v in ds.attributes.items()},
-                "arrays": {a: _array_to_dict(am) for a, am in ds.arrays.items()},
+                "arrays": {a: array_to_dict(am) for a, am in ds.arrays.items()},
             }
             for name, ds in m.datasets.items()
         },
@@ -256,7 +264,7 @@ def encode_manifest(m: Manifest, meta_format: str, compression: str) -> bytes:
         # Like decoding, encoding builds a large acyclic tree: the collector's
         # passes over it cost about half the time of a commit to a 100 000-dataset
         # store and free nothing.
-        with _gc_paused():
+        with gc_paused():
             obj = manifest_to_dict(m)
             if meta_format == "json":
                 raw = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
@@ -278,7 +286,7 @@ def encode_manifest(m: Manifest, meta_format: str, compression: str) -> bytes:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector (when it is on) for the block."""
     was_on = gc.isenabled()
     gc.disable()
@@ -303,7 +311,7 @@ def decode_manifest(data: bytes, meta_format: str, compression: str, where: str)
     # cycles, so the cyclic collector can free nothing here; left on, its repeated
     # passes over the growing tree made opening a store of 100 000 datasets about
     # three times slower (docs/scale.md).
-    with _gc_paused():
+    with gc_paused():
         return _decode_manifest(data, meta_format, compression, where)
 
 
@@ -314,7 +322,7 @@ def _decode_manifest(data: bytes, meta_format: str, compression: str, where: str
         if compression != "none":
             import blosc2
 
-            _check_blosc_sizes(data, where)
+            check_blosc_sizes(data, where)
             data = blosc2.decompress2(data)
         if meta_format == "json":
             obj = json.loads(bytes(data).decode("utf-8"))
@@ -325,14 +333,15 @@ def _decode_manifest(data: bytes, meta_format: str, compression: str, where: str
     except Exception as exc:  # every decoder failure is damage, whatever its type
         raise CorruptStoreError(f"manifest {where} cannot be decoded: {exc}") from None
     try:
-        return _manifest_from_dict(obj)
+        return manifest_from_dict(obj)
     except (FormatVersionError, CorruptStoreError):
         raise
     except Exception as exc:
         raise CorruptStoreError(f"manifest {where} does not follow the format: {exc!r}") from None
 
 
-def _check_blosc_sizes(data: bytes, where: str) -> None:
+def check_blosc_sizes(data: bytes, where: str) -> None:
+    """Refuse a Blosc2 frame whose header claims sizes beyond the metadata limit."""
     if len(data) < 32:
         raise CorruptStoreError(f"manifest {where} is truncated ({len(data)} bytes)")
     import blosc2
@@ -347,13 +356,14 @@ def _need(cond: bool, what: str) -> None:
         raise CorruptStoreError(f"manifest field {what} is invalid")
 
 
-def _int(value: Any, what: str, minimum: int = 0, maximum: int = _INT64_MAX) -> int:
+def checked_int(value: Any, what: str, minimum: int = 0, maximum: int = _INT64_MAX) -> int:
+    """``value`` as an int within ``[minimum, maximum]`` (bools refused), else damage naming ``what``."""
     _need(isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum, what)
     return int(value)
 
 
 def _ints(values: list[Any], what: str, minimum: int) -> tuple[int, ...]:
-    """``_int`` of every element of a list, checked in bulk."""
+    """``checked_int`` of every element of a list, checked in bulk."""
     out = tuple(values)
     for v in out:  # a plain loop: a generator costs more than the check on these short lists
         if type(v) is not int or not minimum <= v <= _INT64_MAX:
@@ -361,7 +371,8 @@ def _ints(values: list[Any], what: str, minimum: int) -> tuple[int, ...]:
     return out
 
 
-def _attributes(raw: Any) -> dict[str, dict[str, Any]]:
+def attributes_from_dict(raw: Any) -> dict[str, dict[str, Any]]:
+    """Typed attributes decoded and checked from their format v1 form (§4.4)."""
     _need(isinstance(raw, dict), "attributes")
     decode, decode_value = attributes.decode, dtypes.decode_value
     out = {}
@@ -386,14 +397,15 @@ def _stats_from_dict(raw: dict[str, Any], dtype: str) -> Stats:
     _need(isinstance(raw, dict), "stats")
     mn, mx = raw.get("min"), raw.get("max")
     return Stats(
-        row_count=_int(raw["row_count"], "stats.row_count"),
-        null_count=_int(raw["null_count"], "stats.null_count"),
+        row_count=checked_int(raw["row_count"], "stats.row_count"),
+        null_count=checked_int(raw["null_count"], "stats.null_count"),
         minimum=None if mn is None else dtypes.decode_value(mn, dtype),
         maximum=None if mx is None else dtypes.decode_value(mx, dtype),
     )
 
 
-def _array_from_dict(raw: dict[str, Any]) -> ArrayMeta:
+def array_from_dict(raw: dict[str, Any]) -> ArrayMeta:
+    """An :class:`ArrayMeta` decoded and checked from its format v1 object (§3.3)."""
     _need(isinstance(raw, dict), "dtype")
     dtype = raw.get("dtype")
     _need(type(dtype) is str and dtype in _DTYPES, "dtype")
@@ -416,18 +428,19 @@ def _array_from_dict(raw: dict[str, Any]) -> ArrayMeta:
     fill = raw.get("fill_value")
     stats = raw.get("stats")
     return ArrayMeta(
-        slot=_int(raw["slot"], "slot", 1, _UINT64_MAX),
+        slot=checked_int(raw["slot"], "slot", 1, _UINT64_MAX),
         dtype=dtype,
         dims=dims,
         shape=shape,
         chunk_shape=chunk_shape,
         fill_value=None if fill is None else dtypes.decode_value(fill, dtype),
-        attributes=_attributes(raw.get("attributes", {})),
+        attributes=attributes_from_dict(raw.get("attributes", {})),
         stats=None if stats is None else _stats_from_dict(stats, dtype),
     )
 
 
-def _manifest_from_dict(obj: Any) -> Manifest:
+def manifest_from_dict(obj: Any) -> Manifest:
+    """A :class:`Manifest` decoded and checked from the parsed v1 manifest object."""
     _need(isinstance(obj, dict) and obj.get("format") == "atlas", "format")
     version = obj.get("format_version")
     _need(isinstance(version, int) and not isinstance(version, bool) and version >= 1, "format_version")
@@ -438,10 +451,10 @@ def _manifest_from_dict(obj: Any) -> Manifest:
     datasets = {}
     for name, raw in obj["datasets"].items():
         datasets[str(name)] = DatasetMeta(
-            id=_int(raw["id"], "dataset id"),
-            version=_int(raw["version"], "dataset version"),
-            attributes=_attributes(raw.get("attributes", {})),
-            arrays={str(a): _array_from_dict(am) for a, am in raw["arrays"].items()},
+            id=checked_int(raw["id"], "dataset id"),
+            version=checked_int(raw["version"], "dataset version"),
+            attributes=attributes_from_dict(raw.get("attributes", {})),
+            arrays={str(a): array_from_dict(am) for a, am in raw["arrays"].items()},
         )
     slots = [am.slot for ds in datasets.values() for am in ds.arrays.values()]
     _need(len(slots) == len(set(slots)), "slot (two arrays share one)")
@@ -453,7 +466,10 @@ def _manifest_from_dict(obj: Any) -> Manifest:
             file = entry[0]
             _need(isinstance(file, str) and "/" not in file and file.endswith(".af"), "segment file name")
             # size, index offset, index length, index checksum (an XXH64), records
-            nums = [_int(v, "segment entry", 0, _UINT64_MAX if k == 3 else _INT64_MAX) for k, v in enumerate(entry[1:])]
+            nums = [
+                checked_int(v, "segment entry", 0, _UINT64_MAX if k == 3 else _INT64_MAX)
+                for k, v in enumerate(entry[1:])
+            ]
             _need(nums[1] + nums[2] <= nums[0], "segment index range")
             segments.append(SegmentRef(file, *nums))
         dir_name = raw["dir"]
@@ -467,7 +483,7 @@ def _manifest_from_dict(obj: Any) -> Manifest:
         r_dir, r_file = entry[0], entry[1]
         _need(isinstance(r_dir, str) and "/" not in r_dir and r_dir not in ("", ".", ".."), "retired dir")
         _need(isinstance(r_file, str) and "/" not in r_file and r_file.endswith(".af"), "retired file name")
-        retired.append(RetiredSegment(r_dir, r_file, _int(entry[2], "retired time")))
+        retired.append(RetiredSegment(r_dir, r_file, checked_int(entry[2], "retired time")))
     live = {f"{fam.dir}/{ref.file}" for fam in families.values() for ref in fam.segments}
     # A live segment listed as retired would be deleted by a later compaction.
     _need(not any(r.path in live for r in retired), "retired (lists a live segment)")
@@ -477,10 +493,10 @@ def _manifest_from_dict(obj: Any) -> Manifest:
     _need(isinstance(token, str), "write_token")
     return Manifest(
         codec=codec,
-        generation=_int(obj["generation"], "generation", 0, COUNTER_LIMITS["generation"]),
+        generation=checked_int(obj["generation"], "generation", 0, COUNTER_LIMITS["generation"]),
         write_token=token,
-        next_slot=_int(obj["next_slot"], "next_slot", max(slots, default=0) + 1, COUNTER_LIMITS["next_slot"]),
-        next_dataset_id=_int(obj["next_dataset_id"], "next_dataset_id", 1, COUNTER_LIMITS["next_dataset_id"]),
+        next_slot=checked_int(obj["next_slot"], "next_slot", max(slots, default=0) + 1, COUNTER_LIMITS["next_slot"]),
+        next_dataset_id=checked_int(obj["next_dataset_id"], "next_dataset_id", 1, COUNTER_LIMITS["next_dataset_id"]),
         datasets=datasets,
         families=families,
         format_version=version,

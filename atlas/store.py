@@ -15,6 +15,7 @@ from atlas import batch
 from atlas.backends import resolve
 from atlas.backends.base import Backend
 from atlas.backends.local import LOCK_NAME
+from atlas.catalog import CommitObject, decode_metadata, encode_commit
 from atlas.dataset import DatasetView
 from atlas.engine.codecs import normalize_codec
 from atlas.errors import (
@@ -31,8 +32,6 @@ from atlas.errors import (
 )
 from atlas.metadata import (
     Manifest,
-    decode_manifest,
-    encode_manifest,
     manifest_filename,
     normalize_meta_compression,
     normalize_meta_format,
@@ -43,6 +42,7 @@ from atlas.selection import check_array_name, check_budget, check_grace_period, 
 from atlas.txn import commit
 from atlas.txn.compact import CompactReport, compact_store
 from atlas.txn.session import Session
+from atlas.txn.snapshot import Base
 from atlas.txn.state import WorkingState
 from atlas.txn.verify import verify_store
 
@@ -197,8 +197,8 @@ class Atlas:
         if any(not _own_leftover(info.path) for info in backend.list("")):
             raise StoreExistsError(f"{backend.location} is not empty and holds no ATLAS store")
         name = manifest_filename(meta_format, meta_compression)
-        manifest = Manifest(codec=codec)
-        data = encode_manifest(manifest, meta_format, meta_compression)
+        manifest = CommitObject(codec=codec)
+        data = encode_commit(manifest, meta_format, meta_compression)
         try:
             version = backend.commit(name, data, None)
         except ConflictError:
@@ -263,13 +263,14 @@ class Atlas:
         return cls(state, mode)
 
     @staticmethod
-    def _read_manifest(backend: Backend, name: str) -> tuple[Manifest, str]:
+    def _read_manifest(backend: Backend, name: str) -> tuple[Base, str]:
+        """The store's committed metadata: a v2 commit object, or the manifest of a v1 store."""
         got = backend.get_versioned(name)
         if got is None:
             raise NotAStoreError(f"{backend.location}: manifest {name} disappeared")
         data, version = got
         fmt, comp = parse_manifest_filename(name)  # type: ignore[misc]
-        return decode_manifest(data, fmt, comp, f"{backend.location}/{name}"), version
+        return decode_metadata(data, fmt, comp, f"{backend.location}/{name}"), version
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -318,6 +319,40 @@ class Atlas:
         """The chunk codec of the store."""
         return self._st.base.codec
 
+    @property
+    def format_version(self) -> int:
+        """The format version of the committed metadata this handle reads (1 or 2).
+
+        Stores created by this version are format 2; a format 1 store becomes
+        format 2 at its first commit (or :meth:`upgrade`).
+        """
+        return self._st.base.format_version
+
+    def upgrade(self) -> bool:
+        """Rewrite a format v1 store's metadata as format v2 in one atomic commit.
+
+        Datasets, ids, versions, attributes, arrays and statistics are kept as they
+        are; pending changes of this handle are committed with it.  Any commit to a
+        v1 store does the same; this method commits even when nothing is pending.
+
+        Returns
+        -------
+        bool
+            True when this call upgraded the store, False when it was format v2
+            already (pending changes are then left pending).
+
+        Raises
+        ------
+        ConflictError
+            If another writer committed since this handle's snapshot.
+        """
+        with self._lock:
+            state = self._writable("upgrade")
+            if not isinstance(state.base, Manifest):
+                return False
+            commit.flush(state)
+            return True
+
     # -- datasets --------------------------------------------------------------------------------
 
     def create_dataset(self, name: str) -> DatasetView:
@@ -333,7 +368,7 @@ class Atlas:
         with self._lock:
             state = self._writable(f"create dataset {name!r}")
             validate_name(name, "dataset")
-            if name in state.datasets:
+            if state.has_dataset(name):
                 raise DatasetExistsError(f"dataset {name!r} already exists")
             state.add_dataset(name)
             return DatasetView(self, name)
@@ -396,20 +431,17 @@ class Atlas:
     def dataset_exists(self, name: str) -> bool:
         """True if the dataset exists in this handle's view (pending changes included)."""
         with self._lock:
-            return isinstance(name, str) and name in self._st.datasets
+            return self._st.has_dataset(name)
 
     def list_datasets(self) -> list[str]:
         """Names of all datasets, sorted."""
         with self._lock:
-            return sorted(self._st.datasets)
+            return self._st.names()
 
     def list_arrays(self) -> list[str]:
         """Names of all arrays defined in at least one dataset, sorted."""
         with self._lock:
-            names: set[str] = set()
-            for ds in self._st.datasets.values():
-                names.update(ds.arrays)
-            return sorted(names)
+            return self._st.array_names()
 
     def find(self, where: Any = None, **equals: Any) -> list[str]:
         """Names of the datasets matching a metadata filter, sorted (needs only numpy).
@@ -521,7 +553,7 @@ class Atlas:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._st.datasets)
+            return self._st.count()
 
     # -- bulk reads ----------------------------------------------------------------------------------
 
@@ -859,7 +891,7 @@ class Atlas:
         pending = ", pending changes" if state.has_changes else ""
         ro = ", read-only" if self._session.read_only else ""
         return (
-            f"<Atlas {self._location!r} generation={state.base.generation} datasets={len(state.datasets)} "
+            f"<Atlas {self._location!r} generation={state.base.generation} datasets={state.count()} "
             f"codec={state.base.codec}{ro}{pending}>"
         )
 

@@ -366,7 +366,7 @@ class FaultyObstore:
         self.calls: list[Call] = []
         self.fired: InjectedFault | None = None
         self.recording = False
-        self._armed: tuple[int, str] | None = None
+        self._armed: tuple[int, str, str | None] | None = None
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
@@ -375,15 +375,15 @@ class FaultyObstore:
     def __repr__(self) -> str:
         return f"FaultyObstore(calls={len(self.calls)}, armed={self._armed})"
 
-    def arm(self, k: int, kind: str) -> None:
-        """Fail the ``k``-th (1-based) logged call from now on, and start recording."""
+    def arm(self, k: int, kind: str, path: str | None = None) -> None:
+        """Fail the ``k``-th (1-based) logged call from now on (of key ``path`` if given); start recording."""
         if kind not in OBJECT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
         if k < 1:
             raise ValueError("k is 1-based")
         with self._lock:
             self.calls.clear()
-            self._armed = (k, kind)
+            self._armed = (k, kind, path)
             self.fired = None
             self.recording = True
 
@@ -412,9 +412,11 @@ class FaultyObstore:
             if not self.recording:
                 return None
             self.calls.append(Call(verb, key))
-            if self._armed is None or len(self.calls) != self._armed[0]:
+            if self._armed is None:
                 return None
-            k, kind = self._armed
+            k, kind, path = self._armed
+            if sum(1 for c in self.calls if path is None or c.path == path) != k or (path and key != path):
+                return None
             self._armed = None  # one-shot
         if kind not in object_kinds_for(verb):
             raise AssertionError(f"a {kind!r} fault cannot hit a {verb} call ({key})")

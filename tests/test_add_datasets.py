@@ -53,7 +53,7 @@ def snapshot(store: atlas.Atlas) -> dict:
             data = ds.read_array(a)
             cells = data.tolist() if data.dtype == object else data.tobytes()  # bytes: NaN equals NaN
             arrays[a] = (ds.array_meta(a), ds.array_stats(a), data.dtype, data.shape, cells)
-        out[name] = (ds.attributes(), arrays, store._st.datasets[name])
+        out[name] = (ds.attributes(), arrays, store._st.dataset(name))
     return out
 
 
@@ -125,12 +125,12 @@ def test_bad_entry_is_refused_and_nothing_is_staged(tmp_path, what, entry, error
         store.create_dataset("old")
     store = atlas.Atlas.open(tmp_path / "s")
     state = store._st
-    before = (state.next_slot, state.next_dataset_id, dict(state.datasets), state.changes)
+    before = (state.next_slot, state.next_dataset_id, dict(state.pending), state.changes)
     good = [(f"d{i:03d}", {"v": (["n"], np.arange(3.0))}, {"a": i}) for i in range(2)]
     with pytest.raises(error):
         store.add_datasets([*good, entry])
     assert not store.has_pending_changes
-    assert (state.next_slot, state.next_dataset_id, dict(state.datasets), state.changes) == before
+    assert (state.next_slot, state.next_dataset_id, dict(state.pending), state.changes) == before
     assert all(not e.pending for e in state.engines.values())
     store.flush()
     assert atlas.Atlas.open(tmp_path / "s").list_datasets() == ["old"]

@@ -149,7 +149,7 @@ def test_damaged_chunk_in_bulk_read_names_the_dataset(tmp_path):
     table_ref = atlas.Atlas.open(tmp_path / "s")
     engine = table_ref._st.engine("grid")
     idx = engine.index()
-    slot = table_ref._st.datasets["d002"].arrays["grid"].slot
+    slot = table_ref._st.dataset("d002").arrays["grid"].slot
     lo, _ = idx.slot_range(slot)
     offset = int(idx.table[lo]["offset"])
     raw = bytearray(seg.read_bytes())

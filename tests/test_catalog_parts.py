@@ -58,7 +58,7 @@ def canonical(ds: DatasetMeta) -> str:
     return json.dumps({
         "id": ds.id, "version": ds.version,
         "attributes": [[k, attributes.encode(v)] for k, v in ds.attributes.items()],
-        "arrays": [[a, metadata._array_to_dict(am)] for a, am in ds.arrays.items()],
+        "arrays": [[a, metadata.array_to_dict(am)] for a, am in ds.arrays.items()],
     })  # fmt: skip
 
 

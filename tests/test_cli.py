@@ -161,7 +161,7 @@ def test_show_json(store):
 
 def test_info_text_and_json(store):
     d = json.loads(run("info", store, "--json").stdout)
-    assert d["format_version"] == 1 and d["generation"] == 1 and d["codec"] == "zstd"
+    assert d["format_version"] == 2 and d["generation"] == 1 and d["codec"] == "zstd"
     assert d["datasets"] == N_FILES + 1 and d["dead_chunk_bytes"] == 0 and d["reclaimable_bytes"] == 0
     assert d["array_names"] == 16  # the corpus adds TEMP, PSAL (+QC) to GL's 12 arrays
     assert d["bytes_on_disk"] == sum(p.stat().st_size for p in store.rglob("*") if p.is_file())

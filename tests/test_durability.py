@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from v1_stores import to_v1
 
 import atlas
 from atlas import errors
@@ -137,7 +138,7 @@ def test_conflicting_commit_keeps_pending_and_refresh_retry_succeeds(tmp_path):
     assert final.open_dataset("d1").read_array("x")[0] == 200.0
     assert final.open_dataset("from_a").read_array("x").tolist() == [1, 2]
     assert final.open_dataset("from_b").read_array("y").tolist() == [3, 4]
-    slots = [m.slot for ds in final._st.datasets.values() for m in ds.arrays.values()]
+    slots = [m.slot for _, ds in final._st.items() for m in ds.arrays.values()]
     assert len(slots) == len(set(slots))  # no slot shared by two arrays after the rebase
 
 
@@ -217,6 +218,11 @@ def _manifest(path):
     return json.loads((path / "atlas.json").read_text())
 
 
+def _retired_segments(path):
+    """The commit object's retired segments (retired catalogue parts left out)."""
+    return [e for e in _manifest(path).get("retired", []) if e[0] != "_catalog"]
+
+
 def test_compact_keeps_content_and_retires_dead_files_for_the_grace_period(tmp_path, monkeypatch):
     path = make(tmp_path / "s", n=4)
     s = atlas.Atlas.open(path)
@@ -238,8 +244,12 @@ def test_compact_keeps_content_and_retires_dead_files_for_the_grace_period(tmp_p
     assert old not in files and young in files  # only the old orphan is swept
     assert old_segments <= files, "retired segments were deleted before their grace period"
     (compacted,) = files - old_segments - {young}
-    retired = _manifest(path)["retired"]
+    retired = _retired_segments(path)
     assert sorted(f for _d, f, _t in retired) == sorted(old_segments)
+    parts = _manifest(path)["parts"]
+    assert len(parts) == 1, "compaction merges every catalogue part into one"
+    retired_parts = [f for d, f, _t in _manifest(path)["retired"] if d == "_catalog"]
+    assert retired_parts and all((path / "_catalog" / f).exists() for f in retired_parts)
     assert all(d == "x" and abs(t / 1000 - time.time()) < 60 for d, _f, t in retired)
     for n, arr in before.items():  # the old snapshot still reads every chunk
         np.testing.assert_array_equal(reader.open_dataset(n).read_array("x"), arr)
@@ -247,18 +257,19 @@ def test_compact_keeps_content_and_retires_dead_files_for_the_grace_period(tmp_p
     for n, arr in before.items():
         np.testing.assert_array_equal(s2.open_dataset(n).read_array("x"), arr)
         assert s2.open_dataset(n).array_stats("x") == stats[n]
-    # A flush keeps the retired list as it is; only a compaction changes it.
+    # A flush keeps the retired segments as they are (it may retire the parts it merges).
     s2.open_dataset("d1").set_attribute("k", 1)
     s2.flush()
-    assert _manifest(path)["retired"] == retired
+    assert _retired_segments(path) == retired
     # Within the grace period a second compaction keeps them; past it, it deletes them.
     s2.compact()
-    assert old_segments <= _segments(path) and _manifest(path)["retired"] == retired
+    assert old_segments <= _segments(path) and _retired_segments(path) == retired
     later = time.time() + 3601
     monkeypatch.setattr(time, "time", lambda: later)
     s2.compact()
     assert _segments(path) == {compacted}
     assert "retired" not in _manifest(path)
+    assert {p.name for p in (path / "_catalog").iterdir()} == {_manifest(path)["parts"][0][0]}
     for n, arr in before.items():
         np.testing.assert_array_equal(s2.open_dataset(n).read_array("x"), arr)
     assert s2.verify() == []
@@ -374,7 +385,7 @@ def test_verify_reports_exactly_what_is_damaged(tmp_path):
 
 
 def test_manifest_with_shared_slot_is_rejected(tmp_path):
-    path = make(tmp_path / "s", n=2)
+    path = to_v1(make(tmp_path / "s", n=2))
     manifest = json.loads((path / "atlas.json").read_text())
     manifest["datasets"]["d1"]["arrays"]["x"]["slot"] = manifest["datasets"]["d0"]["arrays"]["x"]["slot"]
     (path / "atlas.json").write_text(json.dumps(manifest))
@@ -415,7 +426,11 @@ def test_manifest_without_retired_key_has_none(tmp_path):
         s.compact(grace_period=math.inf)
     manifest = _manifest(path)
     (live,) = manifest["arrays"]["x"]["segments"]
-    assert sorted(f for _d, f, _t in manifest["retired"]) == sorted(_segments(path) - {live[0]})
+    assert sorted(f for _d, f, _t in _retired_segments(path)) == sorted(_segments(path) - {live[0]})
+    (part,) = manifest["parts"]
+    assert {f for d, f, _t in manifest["retired"] if d == "_catalog"} == {
+        p.name for p in (path / "_catalog").iterdir()
+    } - {part[0]}
 
 
 class _LandsThenFails:
@@ -506,11 +521,14 @@ def test_compact_reports_retired_and_deleted_honestly_and_a_noop_commits_nothing
     s.open_dataset("d0").write_array("x", [0], np.ones(20))
     s.flush()
     old = {f"x/{n}": (path / "x" / n).stat().st_size for n in _segments(path)}
+    # the flush merged its catalogue part with the older one, which it retired
+    parts = {f"_catalog/{f}": (path / "_catalog" / f).stat().st_size for d, f, _ in _manifest(path)["retired"]}
     before = time.time()
     report = s.compact()
     assert isinstance(report, CompactReport) and report.committed and report.rewritten_arrays == 1
     assert report.retired_files == len(old) and report.retired_bytes == sum(old.values())
     assert before + 3600 <= report.deletable_after <= time.time() + 3600
+    old.update(parts)
     assert (report.kept_files, report.kept_bytes) == (len(old), sum(old.values()))
     assert (report.deleted_files, report.deleted_bytes) == (0, 0)  # nothing is free yet
     assert report.generation == s.generation

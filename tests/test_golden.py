@@ -1,4 +1,4 @@
-"""Golden stores of format version 1: pin the on-disk format and the reader.
+"""Golden stores of format versions 1 and 2: pin the on-disk format and the reader.
 
 The stores under ``tests/data/golden/`` were written once by
 ``tests/data/golden/make_golden.py`` and are committed.  Every expected value here
@@ -429,6 +429,20 @@ FAMILIES = {
 # -- comparison helpers ------------------------------------------------------------------------
 
 
+# The format 2 golden store (tests/data/golden/make_golden_v2.py): v1-json-zstd upgraded
+# (generation 3), then dataset ``late`` created and ``empty`` deleted (generation 4).
+EXPECTED["v2-json-zstd"] = {
+    **EXPECTED["v1-json-zstd"],
+    "generation": 4,
+    "datasets": {
+        **{k: v for k, v in EXPECTED["v1-json-zstd"]["datasets"].items() if k != "empty"},
+        "late": {"attributes": {"k": 7}, "arrays": {}},
+    },
+}
+V2_LIVE_PART = "000000000004-a05d071e5d5c26bd.cat"
+V2_RETIRED_PART = "000000000003-5a491411e60703ac.cat"
+
+
 def same(actual: Any, expected: Any, where: str = "") -> None:
     """Exact equality including types, dtypes, NaN and the sign of zero."""
     if isinstance(expected, np.ndarray):
@@ -476,7 +490,7 @@ def _files(root: Path) -> dict[str, tuple[int, int]]:
 # -- the library reads the golden stores exactly ----------------------------------------------
 
 
-@pytest.mark.parametrize("name", STORES)
+@pytest.mark.parametrize("name", (*STORES, "v2-json-zstd"))
 def test_golden_store_content(name):
     exp = EXPECTED[name]
     before = _files(GOLDEN / name)
@@ -727,13 +741,78 @@ def test_manifest_json_has_format_version_1():
     assert FORMAT_VERSION == 1
 
 
+def test_golden_v2_bytes_are_pinned():
+    """The v2 golden store read from docs/format-v2.md alone (no atlas code)."""
+    root = GOLDEN / "v2-json-zstd"
+    commit = json.loads(blosc2.decompress2((root / "atlas.json.zst").read_bytes()))
+    assert list(commit) == [
+        "format", "format_version", "generation", "write_token", "codec", "next_slot", "next_dataset_id",
+        "arrays", "retired", "parts",
+    ]  # fmt: skip
+    assert (commit["format_version"], commit["generation"], commit["next_dataset_id"]) == (2, 4, 6)
+    assert commit["write_token"] == "a05d071e5d5c26bdeeff4ccf7d603be7"
+    assert commit["retired"] == [["_catalog", V2_RETIRED_PART, 1800000000000]]
+    assert commit["parts"] == [[V2_LIVE_PART, 10345, 4449, 5864, 4052403297320250222, 3, 3, 4]]
+    assert sorted(p.name for p in (root / "_catalog").iterdir()) == [V2_RETIRED_PART, V2_LIVE_PART]
+    data = (root / "_catalog" / V2_LIVE_PART).read_bytes()
+    assert len(data) == 10345 and data[:8] == b"\x89ATLCAT\n"
+    version, flags, header, generation, token = struct.unpack("<HHIQ16s", data[8:40])
+    assert (version, flags, header, generation, token.hex()) == (1, 0, 40, 4, commit["write_token"])
+    assert struct.unpack("<QQQ8s", data[-32:]) == (4449, 5864, 4052403297320250222, b"ATLASCAT")
+    raw_index = data[4449 : 4449 + 5864]
+    assert xxhash.xxh64_intdigest(raw_index) == 4052403297320250222
+    index = msgpack.unpackb(raw_index)
+    assert (index["rows"], index["block_rows"]) == (3, 256)
+    assert ["k", "int64"] in index["attributes"] and ["text", "string"] in index["attributes"]
+    assert [a for a, _ in index["arrays"]][:3] == ["Air Temp", "count", "f64"]
+
+    def column(name: str) -> bytes:
+        offset, length, raw_length, digest, codec = index["columns"][name]
+        stored = data[offset : offset + length]
+        assert xxhash.xxh64_intdigest(stored) == digest, name
+        out = stored if codec == 0 else blosc2.decompress2(stored)
+        assert len(out) == raw_length, name
+        return bytes(out)
+
+    assert column("name") == b"late\xffstation_1\xffstation_2\xff"
+    assert np.frombuffer(column("tombstone"), "u1").tolist() == [0, 0, 0]
+    assert np.frombuffer(column("version"), "<u8").tolist() == [4, 2, 2]
+    ids = np.frombuffer(column("id"), "<u8").tolist()
+    k = [a for a, _ in index["attributes"]].index("k")
+    assert np.frombuffer(column(f"a{k}.present"), "u1").tolist() == [1, 0, 0]
+    assert np.frombuffer(column(f"a{k}.values"), "<i8").tolist() == [7, 0, 0]
+    # records: one block; offsets table then one MessagePack v1 dataset object per row
+    blocks = np.frombuffer(column("record_blocks"), "<u8").reshape(-1, 5)
+    assert blocks.shape == (1, 5)
+    off, length, raw_length, digest, codec = (int(v) for v in blocks[0])
+    records_at = index["columns"]["records"][0]
+    stored = data[records_at + off : records_at + off + length]
+    assert xxhash.xxh64_intdigest(stored) == digest
+    block = bytes(stored if codec == 0 else blosc2.decompress2(stored))
+    assert len(block) == raw_length
+    offsets = np.frombuffer(block[:16], "<u4").tolist()
+    late = msgpack.unpackb(block[16 + offsets[0] : 16 + offsets[1]])
+    assert late == {"id": ids[0], "version": 4, "attributes": {"k": {"t": "int64", "v": 7}}, "arrays": {}}
+
+
 def test_newer_format_version_is_rejected(tmp_path):
+    path = tmp_path / "store"
+    shutil.copytree(GOLDEN / "v1-json-none-raw", path)
+    manifest = json.loads((path / "atlas.json").read_text("utf-8"))
+    manifest["format_version"] = 3
+    (path / "atlas.json").write_text(json.dumps(manifest), "utf-8")
+    with pytest.raises(errors.FormatVersionError):
+        atlas.Atlas.open(path, mode="r")
+
+
+def test_v1_manifest_claiming_format_2_is_refused(tmp_path):
+    """A v1 manifest relabelled 2 keeps its datasets: a v2 reader refuses it as damage."""
     path = tmp_path / "store"
     shutil.copytree(GOLDEN / "v1-json-none-raw", path)
     manifest = json.loads((path / "atlas.json").read_text("utf-8"))
     manifest["format_version"] = 2
     (path / "atlas.json").write_text(json.dumps(manifest), "utf-8")
-    with pytest.raises(errors.FormatVersionError):
+    with pytest.raises(errors.CorruptStoreError, match="datasets"):
         atlas.Atlas.open(path, mode="r")
 
 

@@ -350,15 +350,17 @@ def _frames_equal(a, b):
 
 
 def test_catalog_backed_table_matches_the_dict_table(buoys):
-    committed = dict(buoys.session.state().base.datasets)
+    committed = dict(buoys.session.state().snapshot.items())
     cat = _catalog_of(committed, split=2)
-    pending = {n: buoys.session.state().datasets.get(n) for n in buoys.session.state().dirty}
+    pending = dict(buoys.session.state().pending)
     assert list(pending) == ["p"]
     live = buoys.session.state()
-    state = SimpleNamespace(catalog=cat, datasets=live.datasets, dirty={"p"}, array_stats=live.array_stats)
+    state = SimpleNamespace(catalog=cat, pending=live.pending, dirty={"p"}, array_stats=live.array_stats)
     table = table_of_state(state)
     assert isinstance(table, OverlayTable) and isinstance(table.base, CatalogTable)
-    reference = table_of_state(live)  # the v1 path: every row from the datasets dict
+    # the v1 path (no catalogue): every row from the handle's datasets
+    v1_state = SimpleNamespace(catalog=None, items=live.items, dirty={"p"}, array_stats=live.array_stats)
+    reference = table_of_state(v1_state)
     assert isinstance(reference, DictTable)
     assert table.names == reference.names
     assert table.column_names() == reference.column_names()
@@ -374,12 +376,12 @@ def test_catalog_backed_table_matches_the_dict_table(buoys):
 
 def test_catalog_overlay_replaces_and_removes_rows(buoys):
     state = buoys.session.state()
-    cat = _catalog_of(dict(state.base.datasets), split=3)
+    cat = _catalog_of(dict(state.snapshot.items()), split=3)
     buoys.delete_dataset("d")  # the only one with a 2**40 n
     buoys.open_dataset("a").set_attribute("platform", "changed")
     buoys.open_dataset("c").set_attribute("n", 0.5)  # an int column meets a float
     table = table_of_state(
-        SimpleNamespace(catalog=cat, datasets=state.datasets, dirty=set(state.dirty), array_stats=state.array_stats)
+        SimpleNamespace(catalog=cat, pending=dict(state.pending), dirty=set(state.dirty), array_stats=state.array_stats)
     )
     assert table.names == ["a", "b", "c", "e", "p"]
     assert np.flatnonzero(parse_where("platform == 'changed'").mask(table)).tolist() == [0]
@@ -387,11 +389,11 @@ def test_catalog_overlay_replaces_and_removes_rows(buoys):
     assert n.kind == "float" and n.values[2] == 0.5 and n.present.tolist() == [True, True, True, False, True]
     assert "_atlas_xarray/layout" not in table.column_names()
     # with no pending change the catalogue is used as it is
-    assert isinstance(table_of_state(SimpleNamespace(catalog=cat, datasets={}, dirty=set())), CatalogTable)
+    assert isinstance(table_of_state(SimpleNamespace(catalog=cat, pending={}, dirty=set())), CatalogTable)
 
 
 def test_catalog_columns_load_lazily(buoys):
-    cat = _catalog_of(dict(buoys.session.state().base.datasets), split=2)
+    cat = _catalog_of(dict(buoys.session.state().snapshot.items()), split=2)
     table = CatalogTable(cat)
     parse_where("platform == 'ship'").mask(table)
     assert set(table._columns) == {"platform"}
@@ -580,14 +582,14 @@ def _leaves(p):
 def test_one_table_per_catalogue_keeps_a_bounded_number_of_columns(buoys):
     from atlas.search.table import catalog_table
 
-    cat = _catalog_of(dict(buoys.session.state().base.datasets), split=2)
+    cat = _catalog_of(dict(buoys.session.state().snapshot.items()), split=2)
     table = catalog_table(cat)
     assert catalog_table(cat) is table
-    assert table_of_state(SimpleNamespace(catalog=cat, datasets={}, dirty=set())) is table
+    assert table_of_state(SimpleNamespace(catalog=cat, pending={}, dirty=set())) is table
     for name in table.column_names():
         table.column(name)
     assert len(table._columns) == table.cached_columns < len(table.column_names())
-    assert catalog_table(_catalog_of(dict(buoys.session.state().base.datasets), split=1)) is not table
+    assert catalog_table(_catalog_of(dict(buoys.session.state().snapshot.items()), split=1)) is not table
 
 
 def test_datasets_added_through_xarray_expose_no_internal_keys(tmp_path):

@@ -142,7 +142,7 @@ def decode_metadata(data: bytes, meta_format: str, compression: str, where: str)
     version = obj.get("format_version") if isinstance(obj, dict) else None
     if version == 1:
         try:
-            return metadata._manifest_from_dict(obj)
+            return metadata.manifest_from_dict(obj)
         except (FormatVersionError, CorruptStoreError):
             raise
         except Exception as exc:
@@ -168,7 +168,7 @@ def _parse(data: bytes, meta_format: str, compression: str, where: str) -> Any:
         raise CorruptStoreError(f"commit object {where} is {len(data)} bytes, over the limit")
     try:
         if compression != "none":
-            metadata._check_blosc_sizes(data, where)
+            metadata.check_blosc_sizes(data, where)
             import blosc2
 
             data = blosc2.decompress2(data)
@@ -214,7 +214,7 @@ def _from_obj(obj: Any, where: str) -> CommitObject:
                 retired_parts.append(RetiredSegment(CATALOG_DIR, entry[1], entry[2]))
     try:
         _need(isinstance(obj.get("arrays"), dict), "arrays", where)
-        m = metadata._manifest_from_dict(shell)
+        m = metadata.manifest_from_dict(shell)
     except CorruptStoreError as exc:
         raise CorruptStoreError(f"commit object {where}: {exc}") from None
     except Exception as exc:

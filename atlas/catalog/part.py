@@ -20,7 +20,7 @@ import numpy as np
 from atlas import attributes, dtypes
 from atlas.catalog.build import DTYPE_CODES, EXTREMES, FLAG_EXACT, FLAG_STRINGS, NO_EXTREMES
 from atlas.catalog.commit import PartRef
-from atlas.catalog.encoding import decode_record, decode_strings
+from atlas.catalog.encoding import decode_arrays, decode_record, decode_strings
 from atlas.catalog.layout import (
     FOOTER_SIZE,
     HEADER_SIZE,
@@ -33,7 +33,7 @@ from atlas.catalog.layout import (
 )
 from atlas.engine.codecs import checksum, decode_payload
 from atlas.errors import ChecksumError, CorruptStoreError
-from atlas.metadata import DatasetMeta
+from atlas.metadata import ArrayMeta, DatasetMeta
 
 __all__ = ["PartReader", "ReadRange"]
 
@@ -142,10 +142,13 @@ class PartReader:
 
     def tombstones(self) -> np.ndarray:
         """Bool per row: the row deletes its dataset."""
-        t = self.fixed("tombstone")
-        if t.size and t.max() > 1:
-            raise CorruptStoreError(f"{self.where}: tombstone column holds values other than 0/1")
-        return t.view(bool)
+        checked = self._columns.get("tombstone?")
+        if checked is None:  # checked once: lookups call this for every dataset
+            t = self.fixed("tombstone")
+            if t.size and t.max() > 1:
+                raise CorruptStoreError(f"{self.where}: tombstone column holds values other than 0/1")
+            checked = self._columns["tombstone?"] = t.view(bool)
+        return checked
 
     # -- records ------------------------------------------------------------------------------
 
@@ -194,6 +197,12 @@ class PartReader:
         if (ds is None) != tomb or (ds is not None and (ds.id, ds.version) != self.key(row)):
             raise CorruptStoreError(f"{self.where} row {row}: record disagrees with the key columns")
         return ds
+
+    def arrays(self, row: int, block: tuple[np.ndarray, bytes]) -> dict[str, ArrayMeta] | None:
+        """The arrays of row ``row`` (None for a tombstone), its attributes left undecoded."""
+        offsets, data = block
+        i = row % self.index.block_rows
+        return decode_arrays(data[offsets[i] : offsets[i + 1]], f"{self.where} row {row}")
 
     def key(self, row: int) -> tuple[int, int]:
         """``(id, version)`` of a row from the key columns."""

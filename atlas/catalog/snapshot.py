@@ -22,7 +22,7 @@ from atlas.catalog.commit import PartRef
 from atlas.catalog.encoding import is_internal_key
 from atlas.catalog.part import PartReader, ReadRange
 from atlas.errors import DatasetNotFoundError
-from atlas.metadata import DatasetMeta
+from atlas.metadata import ArrayMeta, DatasetMeta
 
 __all__ = ["STATS_FIELDS", "Catalog", "merge_positions", "merge_sorted", "winning_rows"]
 
@@ -45,6 +45,9 @@ class Catalog:
         e.g. ``lambda p, o, n: backend.get_ranges(p, [o], [n])[0]``.
     cached_blocks : int
         How many decoded record blocks to keep (each holds up to 256 records).
+    previous : Catalog, optional
+        An earlier snapshot of the same store whose part readers (and what they
+        have read) are shared for the parts both list.
 
     Notes
     -----
@@ -53,9 +56,15 @@ class Catalog:
     :meth:`attribute_keys` does not list them and :meth:`column` refuses them.
     """
 
-    def __init__(self, parts: Sequence[PartRef], read_range: ReadRange, cached_blocks: int = 8) -> None:
+    def __init__(
+        self, parts: Sequence[PartRef], read_range: ReadRange, cached_blocks: int = 8, previous: Catalog | None = None
+    ) -> None:
         self.parts = list(parts)
-        self._readers = [PartReader(ref, read_range) for ref in self.parts]
+        # Parts are immutable: a part the previous snapshot already read (its index,
+        # its decoded names) is not read again, so a commit's next snapshot costs
+        # only the parts it added.
+        known = {r.ref: r for r in previous._readers} if previous is not None else {}
+        self._readers = [known.get(ref) or PartReader(ref, read_range) for ref in self.parts]
         self._blocks: OrderedDict[tuple[int, int], tuple[np.ndarray, bytes]] = OrderedDict()
         self._cached_blocks = max(1, cached_blocks)
         self._names: list[str] | None = None
@@ -100,7 +109,23 @@ class Catalog:
         found = self._locate(name)
         return None if found is None else self._readers[found[0]].key(found[1])
 
-    def _record(self, p: int, row: int) -> DatasetMeta:
+    def arrays(self, name: str) -> dict[str, ArrayMeta]:
+        """The arrays of dataset ``name``, without decoding its attributes (what bulk reads use).
+
+        Raises
+        ------
+        DatasetNotFoundError
+            When no live dataset has that name.
+        """
+        found = self._locate(name)
+        if found is None:
+            raise DatasetNotFoundError(f"dataset {name!r:.200} does not exist")
+        p, row = found
+        arrays = self._readers[p].arrays(row, self._block(p, row))
+        assert arrays is not None  # live rows are not tombstones
+        return arrays
+
+    def _block(self, p: int, row: int) -> tuple[np.ndarray, bytes]:
         reader = self._readers[p]
         k = row // reader.index.block_rows
         block = self._blocks.get((p, k))
@@ -110,7 +135,10 @@ class Catalog:
                 self._blocks.popitem(last=False)
         else:
             self._blocks.move_to_end((p, k))
-        ds = reader.record(row, block)
+        return block
+
+    def _record(self, p: int, row: int) -> DatasetMeta:
+        ds = self._readers[p].record(row, self._block(p, row))
         assert ds is not None  # live rows are not tombstones (checked by record())
         return ds
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from atlas.catalog import FORMAT_VERSION_V2
 from atlas.cli.common import human_bytes, one_line, open_store, plural
 from atlas.cli.fmt import dump_json, jsonable, plain_value, table
 from atlas.errors import QueryError
-from atlas.metadata import FORMAT_VERSION
 from atlas.search import parse_where, select, table_of_state
 from atlas.search.frame import column_names, plain_values
 
@@ -64,16 +64,12 @@ class FamilyUsage:
 def store_usage(store: Any) -> dict[str, FamilyUsage]:
     """:class:`FamilyUsage` per array name of the committed state (reads every chunk index)."""
     state = store.session.state()  # the CLI is part of atlas: it reads the engine's indexes directly
-    live: dict[str, set[int]] = {}
-    for ds in state.base.datasets.values():
-        for array_name, meta in ds.arrays.items():
-            live.setdefault(array_name, set()).add(meta.slot)
     out: dict[str, FamilyUsage] = {}
     for array_name, family in sorted(state.base.families.items()):
         engine = state.engine(array_name)
         tables = engine.committed_tables()  # every record of every segment, superseded ones included
         idx = engine.index()  # the newest record per (slot, chunk)
-        slots = np.fromiter(live.get(array_name, ()), np.uint64)
+        slots = state.snapshot.live_slots(array_name)
         mask = np.isin(idx.slots, slots)
         nbytes = idx.table["nbytes"][mask].astype(np.int64)
         u = FamilyUsage(
@@ -101,7 +97,7 @@ def disk_files(store: Any) -> dict[str, int]:
 def dataset_bytes(store: Any, usage: dict[str, FamilyUsage]) -> dict[str, int]:
     """Live chunk payload bytes of each dataset."""
     out = {}
-    for name, ds in store.session.state().base.datasets.items():
+    for name, ds in store.session.state().snapshot.items():
         out[name] = sum(usage[a].per_slot.get(m.slot, 0) for a, m in ds.arrays.items() if a in usage)
     return out
 
@@ -169,6 +165,7 @@ def info_data(store: Any) -> dict[str, Any]:
     usage = store_usage(store)
     files = disk_files(store)
     referenced = {f"{fam.dir}/{ref.file}" for fam in base.families.values() for ref in fam.segments}
+    referenced.update(p.path for p in getattr(base, "parts", ()))
     # Retired segments are not free space: readers of older generations may still read
     # them until a compaction finds them older than its grace period.
     retired = {r.path: files[r.path] for r in base.retired if r.path in files}
@@ -177,18 +174,21 @@ def info_data(store: Any) -> dict[str, Any]:
         for p, s in files.items()
         if p not in referenced and p not in retired and p != state.manifest_name and not p.endswith(".lock")
     }
-    arrays = sum(len(ds.arrays) for ds in base.datasets.values())
+    snapshot = state.snapshot
+    array_names = snapshot.array_names()
+    arrays = sum(int(snapshot.live_slots(a).size) for a in array_names)
     dead = sum(u.dead for u in usage.values())
     return {
         "store": store.location,
         "format_version": base.format_version,
-        "library_format_version": FORMAT_VERSION,
+        "library_format_version": FORMAT_VERSION_V2,
         "generation": base.generation,
         "codec": base.codec,
         "manifest": {"name": state.manifest_name, "bytes": files.get(state.manifest_name, 0)},
-        "datasets": len(base.datasets),
+        "datasets": len(snapshot),
+        "catalogue_parts": len(getattr(base, "parts", ())),
         "arrays": arrays,
-        "array_names": len({a for ds in base.datasets.values() for a in ds.arrays}),
+        "array_names": len(array_names),
         "segments": sum(u.segments for u in usage.values()),
         "chunks": sum(u.live_records for u in usage.values()),
         "bytes_on_disk": sum(files.values()),

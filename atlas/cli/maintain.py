@@ -1,4 +1,4 @@
-"""``atlas rm``, ``atlas compact``, ``atlas verify`` and ``atlas export``."""
+"""``atlas rm``, ``atlas compact``, ``atlas upgrade``, ``atlas verify`` and ``atlas export``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from atlas.cli.fmt import dump_json
 from atlas.cli.progress import log, source_context
 from atlas.errors import ConflictError, DatasetNotFoundError
 
-__all__ = ["cmd_compact", "cmd_export", "cmd_rm", "cmd_verify", "compact_summary"]
+__all__ = ["cmd_compact", "cmd_export", "cmd_rm", "cmd_upgrade", "cmd_verify", "compact_summary"]
 
 
 def cmd_rm(args: Any) -> int:
@@ -46,6 +46,19 @@ def cmd_rm(args: Any) -> int:
                 f"removed {plural(len(removed), 'dataset')} from {store.location} "
                 f"(generation {store.generation}); `atlas compact` reclaims their bytes"
             )
+    return 0
+
+
+def cmd_upgrade(args: Any) -> int:
+    """``atlas upgrade STORE``: format 1 metadata to format 2, in one commit."""
+    with open_store(args, "r+") as store:
+        upgraded = store.upgrade()
+        log.info("upgrade %s: %s", store.location, "upgraded" if upgraded else "already format 2")
+        if not args.quiet:
+            if upgraded:
+                print(f"upgraded {store.location} to format 2 (generation {store.generation})")
+            else:
+                print(f"{store.location} is format 2 already; nothing to do")
     return 0
 
 

@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.set_defaults(func="atlas.cli.maintain:cmd_compact")
 
+    p = command("upgrade", "rewrite a format 1 store's metadata as format 2 (one atomic commit)")
+    p.add_argument("store", metavar="STORE")
+    p.set_defaults(func="atlas.cli.maintain:cmd_upgrade")
+
     p = command("verify", "check every checksum; exit status 1 and one line per problem on damage")
     p.add_argument("store", metavar="STORE")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -506,8 +506,13 @@ class FamilyEngine:
             if len(chunks) >= _VECTOR_STATS_MIN:
                 _stack_stats(name, cells, fill, chunks)
 
-    def stats(self, meta: ArrayMeta, where: str) -> Stats:
-        """Fold chunk stats of ``meta``'s slot: committed records overlaid by staged chunks."""
+    def stats(self, meta: ArrayMeta, where: str, stored: bool = True) -> Stats:
+        """Fold chunk stats of ``meta``'s slot: committed records overlaid by staged chunks.
+
+        ``stored=False`` says the slot has no record in any segment (a slot taken
+        since the snapshot, nothing spilled): the family's index, whose first build
+        reads every segment's index, is then not needed.
+        """
         pending = self.pending.get(meta.slot, {})
         if len(pending) == 1 and 0 in pending and _one_chunk(meta.shape, meta.chunk_shape):
             # One staged chunk is the whole array: nothing stored can show through.
@@ -517,7 +522,7 @@ class FamilyEngine:
         total = int(np.prod(meta.shape, dtype=np.int64)) if meta.shape else 1
         parts: list[ChunkStats] = [_cached_stats(c, meta) for c in pending.values()]
         covered = sum(p.cells for p in parts)
-        if self.has_stored():
+        if stored and self.has_stored():
             idx = self.index()
             lo, hi = idx.slot_range(meta.slot)
             table = idx.table[lo:hi]

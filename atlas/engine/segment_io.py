@@ -61,6 +61,13 @@ class SegmentIO:
                     self._maps[path] = mm
         return mm
 
+    def mapped(self, path: str, file_size: int) -> np.ndarray:
+        """The whole memory map of ``path`` (a backend that can map), checked to be ``file_size`` bytes."""
+        mm = self._map(path)
+        if mm.nbytes != file_size:
+            raise CorruptStoreError(f"{path}: file is {mm.nbytes} bytes, the manifest says {file_size}")
+        return mm
+
     def read(self, path: str, offset: int, length: int, file_size: int) -> np.ndarray:
         """``length`` bytes at ``offset`` of ``path`` as a uint8 array."""
         if self.can_map:

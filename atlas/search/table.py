@@ -496,7 +496,7 @@ def table_of_state(state: Any) -> Table:
 
     With a format v2 catalogue (``state.catalog``), the committed rows come from
     its columns and the datasets the handle changed (``state.dirty``) replace
-    theirs; otherwise every dataset comes from ``state.datasets``.  Stats of
+    theirs; otherwise (a v1 manifest) every dataset comes from ``state.items()``.  Stats of
     arrays with uncommitted writes are what a flush would record.
     """
     dirty = set(state.dirty)
@@ -508,7 +508,7 @@ def table_of_state(state: Any) -> Table:
     if isinstance(catalog, Catalog):
         if not dirty:
             return catalog_table(catalog)
-        pending = {name: state.datasets.get(name) for name in dirty}
+        pending = dict(state.pending)
         live = {k: v for k, v in pending.items() if v is not None}
         return OverlayTable(catalog_table(catalog), pending, DictTable(live, fresh, dirty))
-    return DictTable(state.datasets, fresh, dirty)
+    return DictTable(dict(state.items()), fresh, dirty)  # a v1 manifest: its datasets are in memory

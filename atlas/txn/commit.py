@@ -1,12 +1,14 @@
-"""The one commit path: write new segments, then replace the manifest conditionally.
+"""The one commit path: write new segments and parts, then replace the commit object conditionally.
 
 A flush (:func:`flush`) and a compaction (:mod:`atlas.txn.compact`) both end in
-:func:`publish`: every new segment file is written and made durable first, then
-the manifest is replaced only if the store is still at the handle's version (the
-commit point).  A crash at any point leaves the store at the old generation or the
-new one.  When the backend cannot tell whether the manifest landed, the attempt is
-remembered and the next flush or refresh settles it
-(:func:`settle_unknown_commit`) before doing anything else.
+:func:`publish`: every new segment and catalogue part file is written and made
+durable first, then the commit object (the manifest file) is replaced only if the
+store is still at the handle's version (the commit point).  Every commit writes
+format v2 metadata: the first one to a v1 store upgrades it.  A crash at any
+point leaves the store at the old generation or the new one.  When the backend
+cannot tell whether the commit object landed, the attempt is remembered and the
+next flush or refresh settles it (:func:`settle_unknown_commit`) before doing
+anything else.
 """
 
 from __future__ import annotations
@@ -14,28 +16,28 @@ from __future__ import annotations
 import contextlib
 import errno
 import secrets
-from collections.abc import Sequence
+import time
 
 import numpy as np
 
-from atlas.backends.base import Buffer, Version
+from atlas.backends.base import Version
+from atlas.catalog import CATALOG_DIR, CommitObject, encode_commit
 from atlas.engine.family import build_segment
 from atlas.errors import AtlasError, ConflictError, SegmentMissingError
-from atlas.metadata import ArrayFamily, ArrayMeta, Manifest, check_counters, encode_manifest
+from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, check_counters
+from atlas.txn.parts import NewFile, catalogue_files, next_commit
+from atlas.txn.snapshot import Base
 from atlas.txn.state import WorkingState, shallow_copy
 
 __all__ = [
     "build_flush",
     "check_added_segments",
     "flush",
-    "next_manifest",
+    "next_commit",
     "publish",
     "settle_unknown_commit",
     "write_token",
 ]
-
-#: ``(path, parts)`` of a segment file a commit writes.
-NewFile = tuple[str, Sequence[Buffer]]
 
 
 def write_token() -> bytes:
@@ -43,39 +45,30 @@ def write_token() -> bytes:
     return secrets.token_bytes(16)
 
 
-def next_manifest(base: Manifest, token: bytes, *, next_slot: int, next_dataset_id: int,
-                  families: dict[str, ArrayFamily]) -> Manifest:  # fmt: skip
-    """The manifest of the generation after ``base``: same datasets, the given families."""
-    return Manifest(
-        codec=base.codec,
-        generation=base.generation + 1,
-        write_token=token.hex(),
-        next_slot=next_slot,
-        next_dataset_id=next_dataset_id,
-        datasets=dict(base.datasets),
-        families=families,
-    )
+def build_flush(state: WorkingState) -> tuple[CommitObject, list[NewFile]]:
+    """The next commit object of ``state``'s pending changes and the files it references.
 
-
-def build_flush(state: WorkingState) -> tuple[Manifest, list[NewFile]]:
-    """The next manifest of ``state``'s pending changes and the segment files it references."""
+    The files are the new segments and the commit's catalogue part (or the part
+    that replaces merged ones, or, on a v1 store, the part of every dataset).
+    """
     token = write_token()
-    new = next_manifest(
+    new = next_commit(
         state.base,
         token,
         next_slot=state.next_slot,
         next_dataset_id=state.next_dataset_id,
         families={k: ArrayFamily(f.dir, list(f.segments)) for k, f in state.base.families.items()},
-    )
-    new.retired = list(state.base.retired)  # still within their grace period: compact() decides
+    )  # ``retired`` is kept: entries still within their grace period, compact() decides
     gen = new.generation
     for array_name, metas in state.pending_metas().items():
         state.engine(array_name).precompute_stats(metas)  # many small chunks: one pass, not one each
     live_slots: dict[str, dict[int, ArrayMeta]] = {}
-    for name in sorted(state.dirty):
-        ds = state.datasets.get(name)
+    rows: list[tuple[str, DatasetMeta | None]] = []
+    for name in sorted(state.pending):
+        ds = state.pending[name]
         if ds is None:
-            new.datasets.pop(name, None)
+            if name in state.snapshot:  # a dataset created and deleted here leaves no row
+                rows.append((name, None))
             continue
         committed = shallow_copy(ds)
         committed.version = gen
@@ -85,14 +78,16 @@ def build_flush(state: WorkingState) -> tuple[Manifest, list[NewFile]]:
             meta.stats = state.array_stats(array_name, meta, f"dataset {name!r} array {array_name!r}")
             committed.arrays[array_name] = meta
             live_slots.setdefault(array_name, {})[meta.slot] = meta
-        new.datasets[name] = committed
+        rows.append((name, committed))
     files: list[NewFile] = []
     names = set(live_slots) | {n for n, e in state.engines.items() if e.spilled}
     for array_name in sorted(names):
         engine = state.engine(array_name)
         family = new.families.setdefault(array_name, ArrayFamily(engine.family.dir))
         if engine.spilled:
-            live = {m.slot for d in new.datasets.values() for a, m in d.arrays.items() if a == array_name}
+            # Spilled segments hold only chunks of datasets this handle changed, so
+            # their live slots are among the committed rows' (no catalogue read).
+            live = live_slots.get(array_name, {})
             live_arr = np.fromiter(live, np.uint64, len(live))
             for ref, table in engine.spilled:
                 if np.isin(table["slot"], live_arr).any():
@@ -109,10 +104,11 @@ def build_flush(state: WorkingState) -> tuple[Manifest, list[NewFile]]:
     for array_name in names:
         if not new.families[array_name].segments:
             del new.families[array_name]  # nothing stored under this name
+    files += catalogue_files(state, new, rows, token, int(time.time() * 1000))
     return new, files
 
 
-def flush(state: WorkingState) -> Manifest:
+def flush(state: WorkingState) -> Base:
     """Commit ``state``'s pending changes (one new generation); the manifest committed.
 
     On any failure, including :class:`ConflictError`, the pending changes stay as
@@ -134,8 +130,8 @@ def flush(state: WorkingState) -> Manifest:
     return new
 
 
-def publish(state: WorkingState, new: Manifest, files: list[NewFile], conflict: str) -> Version:
-    """Write ``files``, then replace the manifest by ``new`` if the store is still at ``state.version``.
+def publish(state: WorkingState, new: CommitObject, files: list[NewFile], conflict: str) -> Version:
+    """Write ``files``, then replace the commit object by ``new`` if the store is still at ``state.version``.
 
     On success ``state`` moves to ``new`` and the files in ``state.obsolete`` are
     deleted.  Raises :class:`ConflictError` with the message ``conflict`` when
@@ -148,7 +144,7 @@ def publish(state: WorkingState, new: Manifest, files: list[NewFile], conflict: 
     for path, parts in files:
         state.backend.put(path, parts)
     check_added_segments(state, new)
-    data = encode_manifest(new, state.meta_format, state.meta_compression)
+    data = encode_commit(new, state.meta_format, state.meta_compression)
     try:
         version = state.backend.commit(state.manifest_name, data, state.version)
     except ConflictError:
@@ -160,8 +156,8 @@ def publish(state: WorkingState, new: Manifest, files: list[NewFile], conflict: 
     return version
 
 
-def check_added_segments(state: WorkingState, new: Manifest) -> None:
-    """Raise :class:`SegmentMissingError` unless every segment ``new`` adds is stored whole.
+def check_added_segments(state: WorkingState, new: CommitObject) -> None:
+    """Raise :class:`SegmentMissingError` unless every segment and part ``new`` adds is stored whole.
 
     Spilled segments were written by earlier calls, possibly long ago: a
     compaction may have swept them (an expired lease, a compactor that predates
@@ -172,34 +168,37 @@ def check_added_segments(state: WorkingState, new: Manifest) -> None:
     without a ``size`` verb).
     """
     old = {(fam.dir, ref.file) for fam in state.base.families.values() for ref in fam.segments}
+    old.update((CATALOG_DIR, p.file) for p in getattr(state.base, "parts", ()))
     size_of = getattr(state.backend, "size", None)
     listed: dict[str, dict[str, int]] = {}
-    for array_name, fam in new.families.items():
-        for ref in fam.segments:
-            if (fam.dir, ref.file) in old:
-                continue
-            path = f"{fam.dir}/{ref.file}"
-            if size_of is not None:
-                try:
-                    actual: int | None = int(size_of(path))
-                except AtlasError as exc:
-                    if getattr(exc, "errno", None) != errno.ENOENT:
-                        raise  # an I/O failure: the flush can be retried as it is
-                    actual = None
-            else:
-                if fam.dir not in listed:
-                    listed[fam.dir] = {i.path: i.size for i in state.backend.list(fam.dir)}
-                actual = listed[fam.dir].get(path)
-            if actual != ref.size:
-                found = "is missing" if actual is None else f"is {actual} bytes, {ref.size} were written"
-                raise SegmentMissingError(
-                    f"cannot commit: segment {path} of array {array_name!r} written by this handle {found} "
-                    "(a compaction swept it after the handle's lease over it expired, or another process "
-                    "changed it); nothing was committed: call discard() and write the data again"
-                )
+    added = [(a, fam.dir, ref.file, ref.size) for a, fam in new.families.items() for ref in fam.segments]
+    added += [(None, CATALOG_DIR, p.file, p.size) for p in new.parts]
+    for array_name, directory, file, size in added:
+        if (directory, file) in old:
+            continue
+        path = f"{directory}/{file}"
+        if size_of is not None:
+            try:
+                actual: int | None = int(size_of(path))
+            except AtlasError as exc:
+                if getattr(exc, "errno", None) != errno.ENOENT:
+                    raise  # an I/O failure: the flush can be retried as it is
+                actual = None
+        else:
+            if directory not in listed:
+                listed[directory] = {i.path: i.size for i in state.backend.list(directory)}
+            actual = listed[directory].get(path)
+        if actual != size:
+            found = "is missing" if actual is None else f"is {actual} bytes, {size} were written"
+            what = f"catalogue part {path}" if array_name is None else f"segment {path} of array {array_name!r}"
+            raise SegmentMissingError(
+                f"cannot commit: {what} written by this handle {found} "
+                "(a compaction swept it after the handle's lease over it expired, or another process "
+                "changed it); nothing was committed: call discard() and write the data again"
+            )
 
 
-def settle_unknown_commit(state: WorkingState) -> Manifest | None:
+def settle_unknown_commit(state: WorkingState) -> Base | None:
     """Resolve a commit whose outcome was unknown; the manifest it committed, if it landed.
 
     When the store's manifest is byte for byte the one that attempt sent (every
@@ -219,7 +218,7 @@ def settle_unknown_commit(state: WorkingState) -> Manifest | None:
     return new
 
 
-def _landed(state: WorkingState, new: Manifest, version: Version) -> None:
+def _landed(state: WorkingState, new: Base, version: Version) -> None:
     state.adopt(new, version)
     for path in state.obsolete:
         with contextlib.suppress(AtlasError):  # an orphan left here is swept by compact()

@@ -3,7 +3,9 @@
 The order is the same as a flush: the new segments are written and made durable,
 the manifest is committed (conditionally, like any commit), and only then are
 files deleted.  A crash at any point leaves a store at the old or the new
-generation; files left behind are swept by a later compaction.
+generation; files left behind are swept by a later compaction.  A compaction
+also merges every catalogue part into one (tombstones dropped), and upgrades a
+format v1 store.
 
 Segments a compaction stops referencing are not deleted at once: handles that
 opened an older generation may still have to read them.  The new manifest lists
@@ -22,12 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from atlas.catalog import CATALOG_DIR
 from atlas.engine.codecs import checksum
 from atlas.engine.segment import SegmentWriter
 from atlas.errors import AtlasError, ChecksumError
-from atlas.metadata import ArrayFamily, Manifest, RetiredSegment
-from atlas.txn.commit import next_manifest, publish, write_token
+from atlas.metadata import ArrayFamily, RetiredSegment
+from atlas.txn.commit import publish, write_token
 from atlas.txn.leases import leased_files
+from atlas.txn.parts import merge_all, next_commit
+from atlas.txn.snapshot import Base
 from atlas.txn.state import WorkingState
 
 __all__ = ["DEFAULT_GRACE_PERIOD", "CompactReport", "compact_store", "garbage_files"]
@@ -77,16 +82,17 @@ class CompactReport:
     deleted_bytes: int = 0
 
 
-def _live_slots(manifest: Manifest) -> dict[str, set[int]]:
-    live: dict[str, set[int]] = {}
-    for ds in manifest.datasets.values():
-        for array_name, meta in ds.arrays.items():
-            live.setdefault(array_name, set()).add(meta.slot)
-    return live
+def _referenced(base: Base) -> set[str]:
+    """Store paths of every segment and catalogue part ``base`` references."""
+    out = {f"{fam.dir}/{ref.file}" for fam in base.families.values() for ref in fam.segments}
+    out.update(p.path for p in getattr(base, "parts", ()))
+    return out
 
 
-def _referenced(manifest: Manifest) -> set[str]:
-    return {f"{fam.dir}/{ref.file}" for fam in manifest.families.values() for ref in fam.segments}
+def _sizes(base: Base) -> dict[str, int]:
+    out = {f"{fam.dir}/{ref.file}": ref.size for fam in base.families.values() for ref in fam.segments}
+    out.update((p.path, p.size) for p in getattr(base, "parts", ()))
+    return out
 
 
 def compact_store(state: WorkingState, grace_period: float) -> CompactReport:
@@ -100,17 +106,18 @@ def compact_store(state: WorkingState, grace_period: float) -> CompactReport:
     base = state.base
     token = write_token()
     now = time.time()
-    live = _live_slots(base)
-    new = next_manifest(base, token, next_slot=base.next_slot, next_dataset_id=base.next_dataset_id, families={})
+    new = next_commit(base, token, next_slot=base.next_slot, next_dataset_id=base.next_dataset_id, families={})
     gen = new.generation
     files = []
     for array_name, family in sorted(base.families.items()):
-        slots = live.get(array_name)
-        if not slots or not family.segments:
+        if not family.segments:
+            continue
+        slots = state.snapshot.live_slots(array_name)
+        if not slots.size:
             continue
         engine = state.engine(array_name)
         idx = engine.index()
-        keep = np.isin(idx.slots, np.fromiter(slots, np.uint64, len(slots)))
+        keep = np.isin(idx.slots, slots)
         positions = np.nonzero(keep)[0]
         if positions.size == 0:
             continue
@@ -140,12 +147,18 @@ def compact_store(state: WorkingState, grace_period: float) -> CompactReport:
         parts, ref = writer.finish_ref()
         new.families[array_name] = ArrayFamily(family.dir, [ref])
         files.append((f"{family.dir}/{ref.file}", parts))
+    part_files = merge_all(state, new, token, int(now * 1000))
     new.retired, expired = _retire(base, new, now, grace_period)
-    sizes = {f"{fam.dir}/{ref.file}": ref.size for fam in base.families.values() for ref in fam.segments}
+    sizes = _sizes(base)
     before = {r.path for r in base.retired}
     newly = [r.path for r in new.retired if r.path not in before]
     newly += [p for p in expired if p in sizes]  # retired and deleted at once (grace_period 0)
-    committed = bool(files) or new.families != base.families or new.retired != base.retired or bool(expired)
+    committed = (
+        bool(files) or bool(part_files) or new.families != base.families or new.retired != base.retired
+        or bool(expired) or new.format_version != base.format_version
+    )  # fmt: skip
+    rewritten = len(files)
+    files += part_files
     if committed:
         publish(
             state,
@@ -176,7 +189,7 @@ def compact_store(state: WorkingState, grace_period: float) -> CompactReport:
     return CompactReport(
         committed=committed,
         generation=state.base.generation,
-        rewritten_arrays=len(files),
+        rewritten_arrays=rewritten,
         retired_files=len(newly),
         retired_bytes=sum(sizes.get(p, 0) for p in newly),
         deletable_after=(now + grace_period) if newly else None,
@@ -187,22 +200,23 @@ def compact_store(state: WorkingState, grace_period: float) -> CompactReport:
     )
 
 
-def _retire(base: Manifest, new: Manifest, now: float, grace_period: float) -> tuple[list[RetiredSegment], list[str]]:
+def _retire(base: Base, new: Base, now: float, grace_period: float) -> tuple[list[RetiredSegment], list[str]]:
     """The ``retired`` list of ``new`` and the paths to delete once it is committed.
 
-    Segments ``base`` references and ``new`` does not join those ``base`` already
+    Segments and parts ``base`` references and ``new`` does not join those already
     retired; an entry whose grace period is over leaves the list and is deleted.
     """
     now_ms = int(now * 1000)
     referenced = _referenced(new)
-    entries = [r for r in base.retired if r.path not in referenced]
+    entries = [r for r in new.retired if r.path not in referenced]
     listed = {r.path for r in entries}
-    for fam in base.families.values():
-        for ref in fam.segments:
-            path = f"{fam.dir}/{ref.file}"
-            if path not in referenced and path not in listed:
-                entries.append(RetiredSegment(fam.dir, ref.file, now_ms))
-                listed.add(path)
+    old = [(fam.dir, ref.file) for fam in base.families.values() for ref in fam.segments]
+    old += [(CATALOG_DIR, p.file) for p in getattr(base, "parts", ())]
+    for directory, file in old:
+        path = f"{directory}/{file}"
+        if path not in referenced and path not in listed:
+            entries.append(RetiredSegment(directory, file, now_ms))
+            listed.add(path)
     keep = [r for r in entries if now_ms - r.retired_ms < grace_period * 1000]
     kept = {r.path for r in keep}
     return keep, sorted(listed - kept)
@@ -225,7 +239,8 @@ def garbage_files(
     leased, out = leased_files(state.backend, listing, cutoff)
     for info in listing:
         name = info.path.rsplit("/", 1)[-1]
-        is_segment = "/" in info.path and name.endswith(".af")
+        # Catalogue parts are immutable files written before their commit, like segments.
+        is_segment = "/" in info.path and (name.endswith(".af") or name.endswith(".cat"))
         is_temp = name.startswith(".") and name.endswith(".tmp")
         if is_segment and (leased is None or info.path in leased):
             continue  # held by a live writer (or, when a lease is unreadable, perhaps)

@@ -1,24 +1,30 @@
 """The working state of a store handle: a committed snapshot plus pending changes.
 
 ``Atlas`` delegates bookkeeping here so that its own module stays about the public
-API.  Datasets are copied on first write (copy-on-write), so a handle with no
-pending changes shares every object with its snapshot.
+API.  The committed datasets are read lazily through the snapshot
+(:mod:`atlas.txn.snapshot`); the handle keeps only an overlay of the datasets it
+changed (``pending``), each copied on first write, so opening a store or
+committing to it creates no Python object per dataset.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import os
+from collections.abc import Iterator, KeysView
 from dataclasses import dataclass, field
 
 from atlas.backends.base import Backend, Version
+from atlas.catalog import Catalog
 from atlas.engine.family import FamilyEngine
 from atlas.engine.segment_io import SegmentIO
 from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError
-from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Manifest, Stats, check_counter
+from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Stats, check_counter
 from atlas.names import encode_dir_name
 from atlas.txn.leases import Lease
+from atlas.txn.snapshot import Base, Snapshot, open_snapshot
 
 __all__ = ["WorkingState", "shallow_copy"]
 
@@ -33,10 +39,12 @@ class WorkingState:
     manifest_name: str
     meta_format: str
     meta_compression: str
-    base: Manifest
+    base: Base
     version: Version
-    datasets: dict[str, DatasetMeta] = field(init=False)
-    dirty: set[str] = field(default_factory=set)
+    #: The committed datasets of ``base`` (read lazily).
+    snapshot: Snapshot = field(init=False)
+    #: Datasets this handle created, changed (its working copies) or deleted (None).
+    pending: dict[str, DatasetMeta | None] = field(default_factory=dict)
     next_slot: int = field(init=False)
     next_dataset_id: int = field(init=False)
     engines: dict[str, FamilyEngine] = field(default_factory=dict)
@@ -51,18 +59,25 @@ class WorkingState:
     changes: int = 0
     #: ``(manifest, bytes, changes)`` of a commit whose manifest write may have
     #: landed although it raised (see :func:`atlas.txn.commit.settle_unknown_commit`).
-    unsure: tuple[Manifest, bytes, int] | None = None
+    unsure: tuple[Base, bytes, int] | None = None
 
     def __post_init__(self) -> None:
         self.io = SegmentIO(self.backend)
         #: Names this handle's spilled files so that a compaction keeps them.
         self.lease = Lease(self.backend)
-        self._adopt(self.base, self.version)
+        #: Committed datasets materialised from the snapshot (read-only objects).
+        self._seen: dict[str, DatasetMeta] = {}
+        self._seen_arrays: dict[str, dict[str, ArrayMeta]] = {}
+        self.snapshot = open_snapshot(self.backend, self.io, self.base)
+        self._adopt(self.base, self.version, self.snapshot)
 
-    def _adopt(self, base: Manifest, version: Version) -> None:
+    def _adopt(self, base: Base, version: Version, snapshot: Snapshot | None = None) -> None:
         self.base = base
         self.version = version
-        self.datasets = dict(base.datasets)
+        # ``is None``, not truth: the truth of a catalogue is its length, which lists every name.
+        self.snapshot = open_snapshot(self.backend, self.io, base, self.snapshot) if snapshot is None else snapshot
+        self._seen = {}
+        self._seen_arrays = {}
         self.next_slot = base.next_slot
         self.next_dataset_id = base.next_dataset_id
         for name, engine in self.engines.items():
@@ -70,11 +85,108 @@ class WorkingState:
 
     # -- lookups ---------------------------------------------------------------------------
 
+    @property
+    def catalog(self) -> Catalog | None:
+        """The committed snapshot's catalogue, or None while the store is format v1."""
+        return self.snapshot if isinstance(self.snapshot, Catalog) else None
+
+    @property
+    def dirty(self) -> KeysView[str]:
+        """Names of the datasets this handle created, changed or deleted."""
+        return self.pending.keys()
+
     def dataset(self, name: str) -> DatasetMeta:
-        ds = self.datasets.get(name) if isinstance(name, str) else None  # a list or dict is unhashable
-        if ds is None:
+        if not isinstance(name, str):  # a list or dict is unhashable
             raise DatasetNotFoundError(f"dataset {name!r:.200} does not exist")
+        if name in self.pending:
+            ds = self.pending[name]
+            if ds is None:
+                raise DatasetNotFoundError(f"dataset {name!r:.200} does not exist")
+            return ds
+        ds = self._seen.get(name)
+        if ds is None:
+            ds = self.snapshot.get(name)
+            if len(self._seen) >= 65536:  # a bound on what a long scan keeps
+                self._seen.clear()
+            self._seen[name] = ds
         return ds
+
+    def arrays(self, name: str) -> dict[str, ArrayMeta]:
+        """The arrays of dataset ``name`` (a committed one's read without its attributes).
+
+        Raises
+        ------
+        DatasetNotFoundError
+            When there is no such dataset.
+        """
+        if not isinstance(name, str) or name in self.pending:
+            return self.dataset(name).arrays
+        ds = self._seen.get(name)
+        if ds is not None:
+            return ds.arrays
+        arrays = self._seen_arrays.get(name)
+        if arrays is None:
+            arrays = self.snapshot.arrays(name)
+            if len(self._seen_arrays) >= 1 << 20:  # a bound on what repeated bulk reads keep
+                self._seen_arrays.clear()
+            self._seen_arrays[name] = arrays
+        return arrays
+
+    def has_dataset(self, name: object) -> bool:
+        """True when ``name`` is a dataset of this handle (pending changes included)."""
+        if not isinstance(name, str):
+            return False
+        if name in self.pending:
+            return self.pending[name] is not None
+        return name in self._seen or name in self.snapshot
+
+    def names(self) -> list[str]:
+        """Every dataset name, sorted (pending changes included)."""
+        names = self.snapshot.names()
+        if not self.pending:
+            return names
+        if len(self.pending) > 64:
+            live = set(names)
+            for name, ds in self.pending.items():
+                if ds is None:
+                    live.discard(name)
+                else:
+                    live.add(name)
+            return sorted(live)
+        for name, ds in self.pending.items():  # a few changes: edit the sorted list in place
+            i = bisect.bisect_left(names, name)
+            there = i < len(names) and names[i] == name
+            if ds is None and there:
+                del names[i]
+            elif ds is not None and not there:
+                names.insert(i, name)
+        return names
+
+    def count(self) -> int:
+        """The number of datasets (pending changes included)."""
+        n = len(self.snapshot)
+        for name, ds in self.pending.items():
+            n += (ds is not None) - (name in self.snapshot)
+        return n
+
+    def array_names(self) -> list[str]:
+        """Sorted array names defined by at least one dataset (pending changes included)."""
+        out = {a for ds in self.pending.values() if ds is not None for a in ds.arrays}
+        overridden: dict[str, int] = {}
+        for name in self.pending:
+            if name in self.snapshot:
+                for a in self.snapshot.get(name).arrays:
+                    overridden[a] = overridden.get(a, 0) + 1
+        for a in self.snapshot.array_names():
+            # Kept unless every committed dataset defining it is changed or deleted here.
+            if a not in out and (a not in overridden or self.snapshot.live_slots(a).size > overridden[a]):
+                out.add(a)
+        return sorted(out)
+
+    def items(self) -> Iterator[tuple[str, DatasetMeta]]:
+        """``(name, dataset)`` of every dataset in name order (materialises each)."""
+        for name in self.names():
+            yield name, self.dataset(name)
 
     def engine(self, array_name: str) -> FamilyEngine:
         engine = self.engines.get(array_name)
@@ -85,7 +197,7 @@ class WorkingState:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.dirty)
+        return bool(self.pending)
 
     # -- mutations ---------------------------------------------------------------------------
 
@@ -93,10 +205,8 @@ class WorkingState:
         """The dataset's working copy, copied from the snapshot on first change."""
         ds = self.dataset(name)
         self.changes += 1
-        if name not in self.dirty:
-            ds = _copy_dataset(ds)
-            self.datasets[name] = ds
-            self.dirty.add(name)
+        if name not in self.pending:
+            ds = self.pending[name] = _copy_dataset(ds)
         return ds
 
     def add_dataset(self, name: str) -> DatasetMeta:
@@ -104,8 +214,7 @@ class WorkingState:
         ds = DatasetMeta(id=self.next_dataset_id, version=self.base.generation + 1)
         self.changes += 1
         self.next_dataset_id += 1
-        self.datasets[name] = ds
-        self.dirty.add(name)
+        self.pending[name] = ds
         return ds
 
     def remove_dataset(self, name: str) -> None:
@@ -113,8 +222,7 @@ class WorkingState:
         self.changes += 1
         for array_name, meta in ds.arrays.items():
             self.engine(array_name).discard(meta.slot)
-        del self.datasets[name]
-        self.dirty.add(name)
+        self.pending[name] = None
 
     def new_slot(self) -> int:
         slot = self.next_slot
@@ -131,11 +239,11 @@ class WorkingState:
                         self.backend.delete(engine.path(ref))
         self.adopt(self.base, self.version)
 
-    def adopt(self, base: Manifest, version: Version) -> None:
+    def adopt(self, base: Base, version: Version) -> None:
         """Forget every pending change and move to snapshot ``base``."""
         for engine in self.engines.values():
             engine.reset()
-        self.dirty.clear()
+        self.pending.clear()
         self.changes += 1
         self.unsure = None
         self._adopt(base, version)
@@ -144,8 +252,7 @@ class WorkingState:
     def pending_metas(self) -> dict[str, dict[int, ArrayMeta]]:
         """``{array name: {slot: meta}}`` of every array in a changed dataset."""
         out: dict[str, dict[int, ArrayMeta]] = {}
-        for name in self.dirty:
-            ds = self.datasets.get(name)
+        for ds in self.pending.values():
             if ds is not None:
                 for array_name, meta in ds.arrays.items():
                     out.setdefault(array_name, {})[meta.slot] = meta
@@ -184,22 +291,22 @@ class WorkingState:
     def array_stats(self, array_name: str, meta: ArrayMeta, where: str) -> Stats:
         """Stats including pending writes (equal to what a flush would store)."""
         engine = self.engine(array_name)
-        if meta.slot in engine.pending or meta.slot in engine.spilled_slots or meta.stats is None:
-            return engine.stats(meta, where)
+        spilled = meta.slot in engine.spilled_slots
+        if meta.slot in engine.pending or spilled or meta.stats is None:
+            # Slots from next_slot on were taken since the snapshot: no segment holds them
+            # unless this handle spilled them, so a commit of new datasets reads no index.
+            return engine.stats(meta, where, stored=spilled or meta.slot < self.base.next_slot)
         return meta.stats
 
-    def rebase(self, newer: Manifest, version: Version) -> None:
+    def rebase(self, newer: Base, version: Version) -> None:
         """Adopt a newer snapshot and re-apply pending changes on top of it.
 
         Raises :class:`ConflictError` (changing nothing) when another writer changed
         a dataset this handle also changed.
         """
-        for name in sorted(self.dirty):
-            ours, theirs = self.base.datasets.get(name), newer.datasets.get(name)
-            same = (ours is None and theirs is None) or (
-                ours is not None and theirs is not None and (ours.id, ours.version) == (theirs.id, theirs.version)
-            )
-            if not same:
+        snapshot = open_snapshot(self.backend, self.io, newer, self.snapshot)
+        for name in sorted(self.pending):
+            if self.snapshot.key(name) != snapshot.key(name):
                 raise ConflictError(
                     f"dataset {name!r} was changed by another writer and by this handle; "
                     "discard this handle's changes (reopen) or re-apply them to a fresh handle"
@@ -215,9 +322,8 @@ class WorkingState:
                     with contextlib.suppress(AtlasError):
                         self.backend.delete(path)
             self.lease.hold(self.spilled_paths())
-        working = {n: self.datasets.get(n) for n in self.dirty}
         moved: list[tuple[FamilyEngine, ArrayMeta, object]] = []
-        for ds in working.values():
+        for ds in self.pending.values():
             if ds is None:
                 continue
             if ds.id >= self.base.next_dataset_id:
@@ -232,13 +338,8 @@ class WorkingState:
             if staged is not None:
                 engine.pending[meta.slot] = staged
         next_slot, next_id = self.next_slot + slot_shift, self.next_dataset_id + id_shift
-        self._adopt(newer, version)
+        self._adopt(newer, version, snapshot)
         self.next_slot, self.next_dataset_id = next_slot, next_id
-        for name, ds in working.items():
-            if ds is None:
-                self.datasets.pop(name, None)
-            else:
-                self.datasets[name] = ds
 
 
 def shallow_copy(obj: object) -> object:

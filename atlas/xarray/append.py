@@ -41,10 +41,10 @@ def staged_atomically(store: Atlas, name: str, arrays: list[str], action: Callab
     in memory where it can be rolled back.
     """
     state = store.session.state()
-    existed = name in state.datasets
-    was_dirty = name in state.dirty
-    saved = copy.deepcopy(state.datasets[name]) if existed and was_dirty else None
-    base = state.datasets.get(name)
+    existed = state.has_dataset(name)
+    was_dirty = name in state.pending
+    saved = copy.deepcopy(state.pending[name]) if was_dirty else None  # None: deleted by this handle
+    base = state.dataset(name) if existed else None
     slots = {a: m.slot for a, m in base.arrays.items() if a in arrays} if base is not None else {}
     pending = {a: copy.deepcopy(state.engine(a).pending.get(s)) for a, s in slots.items()}
     budget = state.max_pending_bytes
@@ -52,12 +52,10 @@ def staged_atomically(store: Atlas, name: str, arrays: list[str], action: Callab
     try:
         return action()
     except BaseException:
-        if existed:
-            state.datasets[name] = saved if was_dirty else state.base.datasets[name]
-        else:
-            state.datasets.pop(name, None)
-        if not was_dirty:
-            state.dirty.discard(name)
+        if was_dirty:
+            state.pending[name] = saved
+        else:  # back to the committed dataset (or to none)
+            state.pending.pop(name, None)
         for array, slot in slots.items():
             engine = state.engine(array)
             if pending[array] is None:

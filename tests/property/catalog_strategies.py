@@ -98,6 +98,6 @@ def canonical(ds: DatasetMeta | None) -> str | None:
         "id": ds.id,
         "version": ds.version,
         "attributes": [[k, attributes.encode(v)] for k, v in ds.attributes.items()],
-        "arrays": [[a, metadata._array_to_dict(am)] for a, am in ds.arrays.items()],
+        "arrays": [[a, metadata.array_to_dict(am)] for a, am in ds.arrays.items()],
     }
     return json.dumps(obj, ensure_ascii=False)

@@ -141,13 +141,14 @@ def record_figure(test: str, **figures: Any) -> None:
 
 
 def referenced_files(store_dir: str | os.PathLike) -> tuple[set[str], str]:
-    """Segment paths the committed manifest references, and the manifest file name.
+    """Segment and catalogue part paths the committed manifest references, and its file name.
 
     Reads the manifest directly (JSON only; the reliability stores are JSON).
     """
     with open(os.path.join(store_dir, "atlas.json"), encoding="utf-8") as fh:
         manifest = json.load(fh)
     refs = {f"{fam['dir']}/{seg[0]}" for fam in manifest["arrays"].values() for seg in fam["segments"]}
+    refs |= {f"_catalog/{part[0]}" for part in manifest.get("parts", [])}
     return refs, "atlas.json"
 
 

@@ -24,6 +24,10 @@ unchanged writer and blosc2 reproduces the same bytes):
 ``tests/test_golden.py`` asserts their content with literal values.  Regenerate
 only for a deliberate format change, together with ``format_version``, the
 expected values in that test and ``docs/format.md``.
+
+The library now writes format 2, so this script writes format 1 stores only when
+run from a checkout whose writer is format 1 (before the catalogue was wired into
+the store); the format 2 golden store comes from ``make_golden_v2.py``.
 """
 
 from __future__ import annotations

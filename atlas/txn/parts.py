@@ -1,0 +1,122 @@
+"""The catalogue side of a commit: the part a commit writes, merges, and the v1 upgrade.
+
+A commit of a format v2 store writes one part with the rows of the datasets it
+created, changed or deleted, appends it to the commit object's ``parts`` and,
+when the merge policy asks for it, merges the newest parts into one
+(``docs/format-v2.md`` §6).  The first commit to a format v1 store writes instead
+one part holding every dataset (§7): the store is upgraded by that same atomic
+commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from atlas.backends.base import Buffer
+from atlas.catalog import CATALOG_DIR, CommitObject, choose_merge, merge_parts, write_part
+from atlas.catalog.commit import PartRef
+from atlas.metadata import ArrayFamily, DatasetMeta, Manifest, RetiredSegment
+from atlas.txn.snapshot import Base, part_reader
+from atlas.txn.state import WorkingState
+
+__all__ = ["catalogue_files", "merge_all", "next_commit", "retire_parts"]
+
+#: ``(path, buffers)`` of a file a commit writes.
+NewFile = tuple[str, Sequence[Buffer]]
+#: Retired part entries a commit keeps listing whatever their age; older ones past
+#: ``_RETIRED_PART_AGE_S`` leave the list (their files become unreferenced and are
+#: swept by ``compact`` like any orphan), so that frequent merges cannot grow the
+#: commit object without bound between compactions.
+_RETIRED_PARTS_KEPT = 64
+_RETIRED_PART_AGE_S = 3600.0
+
+
+def next_commit(base: Base, token: bytes, *, next_slot: int, next_dataset_id: int,
+                families: dict[str, ArrayFamily]) -> CommitObject:  # fmt: skip
+    """The commit object of the generation after ``base``: same parts and retired list."""
+    return CommitObject(
+        codec=base.codec,
+        generation=base.generation + 1,
+        write_token=token.hex(),
+        next_slot=next_slot,
+        next_dataset_id=next_dataset_id,
+        families=families,
+        retired=list(base.retired),
+        parts=list(base.parts) if isinstance(base, CommitObject) else [],
+    )
+
+
+def catalogue_files(
+    state: WorkingState, new: CommitObject, rows: list[tuple[str, DatasetMeta | None]], token: bytes, now_ms: int
+) -> list[NewFile]:
+    """Add the part of ``rows`` to ``new`` (merging as the policy says); the part file to write.
+
+    ``rows`` are the committed datasets the commit changed (None: deleted).  On a
+    v1 base the part holds every dataset of the manifest with ``rows`` applied
+    (the upgrade).  Replaced parts join ``new.retired``.
+    """
+    base, gen = state.base, new.generation
+    if isinstance(base, Manifest):
+        datasets = dict(base.datasets)
+        for name, ds in rows:
+            if ds is None:
+                datasets.pop(name, None)
+            else:
+                datasets[name] = ds
+        _, buffers, ref = write_part(list(datasets.items()), new.codec, gen, token)
+        new.parts = [ref]
+        return [(ref.path, buffers)]
+    _prune_retired(new, now_ms)
+    if not rows:
+        return []
+    _, buffers, ref = write_part(rows, new.codec, gen, token)
+    parts = [*new.parts, ref]
+    start = choose_merge([p.rows for p in parts])
+    if start is None:
+        new.parts = parts
+        return [(ref.path, buffers)]
+    # The new part is merged before it is ever written: serve it from memory.
+    fresh = b"".join(bytes(memoryview(b)) for b in buffers)
+    on_store = part_reader(state.backend, state.io, base)
+
+    def read(path: str, offset: int, length: int) -> bytes:
+        return fresh[offset : offset + length] if path == ref.path else on_store(path, offset, length)
+
+    _, merged_buffers, merged = merge_parts(parts[start:], read, new.codec, gen, token, drop_tombstones=start == 0)
+    retire_parts(new, parts[start:-1], now_ms)
+    new.parts = [*parts[:start], merged]
+    return [(merged.path, merged_buffers)]
+
+
+def merge_all(state: WorkingState, new: CommitObject, token: bytes, now_ms: int) -> list[NewFile]:
+    """Merge every part of ``new`` into one (tombstones dropped); what ``compact`` does.
+
+    Returns no file when there is at most one part: a lone part holds no
+    tombstone (a commit writes none for names its base lacks, and a merge down to
+    the oldest part drops them).
+    """
+    base = state.base
+    if isinstance(base, Manifest):
+        return catalogue_files(state, new, [], token, now_ms)  # compaction upgrades too
+    parts = new.parts
+    if len(parts) <= 1:
+        return []
+    read = part_reader(state.backend, state.io, base)
+    _, buffers, merged = merge_parts(parts, read, new.codec, new.generation, token, drop_tombstones=True)
+    retire_parts(new, parts, now_ms)
+    new.parts = [merged] if merged.rows else []
+    return [(merged.path, buffers)] if merged.rows else []
+
+
+def retire_parts(new: CommitObject, parts: Sequence[PartRef], now_ms: int) -> None:
+    """List ``parts`` in ``new.retired`` (they stay readable for the grace period)."""
+    listed = {r.path for r in new.retired}
+    new.retired.extend(RetiredSegment(CATALOG_DIR, p.file, now_ms) for p in parts if p.path not in listed)
+
+
+def _prune_retired(new: CommitObject, now_ms: int) -> None:
+    entries = [r for r in new.retired if r.dir == CATALOG_DIR]
+    if len(entries) <= _RETIRED_PARTS_KEPT:
+        return
+    old = {r.path for r in entries[:-_RETIRED_PARTS_KEPT] if now_ms - r.retired_ms >= _RETIRED_PART_AGE_S * 1000}
+    new.retired = [r for r in new.retired if r.path not in old]

@@ -1,0 +1,180 @@
+"""The catalogue workload of ``bench_scale.py --catalogue``: many datasets with many attributes.
+
+Each dataset holds one ``float32`` array ``temp`` of shape ``(24,)`` and 30
+attributes (15 float64, 15 short strings); the store is built in batches of
+``--flush-every`` datasets per commit.  For each N the script reports
+
+* ``build``: creating and committing every dataset;
+* ``open``: ``Atlas.open`` in a fresh process (warm page cache; the modules it
+  imports on first use, numpy included, are imported before timing), and
+  ``open + list``: ``Atlas.open`` then ``list_datasets()`` there, with the RSS the
+  two added;
+* ``commit attr`` / ``commit new``: a flush of one changed attribute, and of one new
+  dataset (best of 3), and their ratio between the largest and the smallest N;
+* ``bulk read``: ``read_array_across_stacked("temp", every name)`` on a fresh handle
+  (after a read of 1024 datasets that loads the kernels), per dataset.
+
+Only the public API is used, so ``ATLAS_BENCH_ROOT=/path/to/other/checkout python
+benchmarks/scale_catalogue.py --sizes 10000`` runs the same workload against another
+version of the library (to compare with "before").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CELLS = 24
+FLOATS = [f"value_{k:02d}" for k in range(15)]
+STRINGS = [f"label_{k:02d}" for k in range(15)]
+
+_CHILD = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import atlas
+import numpy, atlas.store, atlas.txn.state  # module imports are per process, not per store: not timed
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+path = sys.argv[2]
+before = rss()
+t0 = time.perf_counter()
+s = atlas.Atlas.open(path, "r")
+t1 = time.perf_counter()
+names = s.list_datasets()
+t2 = time.perf_counter()
+after = rss()
+print(json.dumps({"open": t1 - t0, "open + list": t2 - t0, "rss MiB": (after - before) / 2**20, "n": len(names)}))
+"""
+
+
+def _name(i: int) -> str:
+    return f"profile_{i:08d}"
+
+
+def _add(store: Any, i: int) -> None:
+    ds = store.create_dataset(_name(i))
+    ds.define_array("temp", "float32", ["depth"], [CELLS])
+    ds.write_array("temp", [0], np.arange(CELLS, dtype=np.float32) + np.float32(i % 1000))
+    for k, key in enumerate(FLOATS):
+        ds.set_attribute(key, i * 0.25 + k)
+    for k, key in enumerate(STRINGS):
+        ds.set_attribute(key, f"v{(i + k) % 50}")
+
+
+def build(atlas: Any, path: Path, n: int, flush_every: int) -> float:
+    t0 = time.perf_counter()
+    with atlas.Atlas.create(path) as store:
+        for lo in range(0, n, flush_every):
+            for i in range(lo, min(n, lo + flush_every)):
+                _add(store, i)
+            store.flush()
+    return time.perf_counter() - t0
+
+
+def fresh_open(root: str, path: Path) -> dict[str, float]:
+    """Open and list in a fresh process (the best of three runs for the times)."""
+    runs = []
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", _CHILD, root, str(path)], capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(done.stderr)
+        runs.append(json.loads(done.stdout))
+    return {k: min(r[k] for r in runs) for k in ("open", "open + list", "rss MiB")}
+
+
+def commits(atlas: Any, path: Path, n: int) -> dict[str, float]:
+    out = {"commit attr": float("inf"), "commit new": float("inf")}
+    with atlas.Atlas.open(path) as store:
+        for r in range(3):
+            store.open_dataset(_name(r * 7)).set_attribute(FLOATS[0], -1.0 - r)
+            t0 = time.perf_counter()
+            store.flush()
+            out["commit attr"] = min(out["commit attr"], time.perf_counter() - t0)
+            _add(store, n + r)
+            t0 = time.perf_counter()
+            store.flush()
+            out["commit new"] = min(out["commit new"], time.perf_counter() - t0)
+    return out
+
+
+def bulk(atlas: Any, path: Path) -> float:
+    with atlas.Atlas.open(path, "r") as store:
+        names = store.list_datasets()
+        store.read_array_across_stacked("temp", names[:1024])  # loads (or compiles) the read kernels first
+        t0 = time.perf_counter()
+        block = store.read_array_across_stacked("temp", names)
+        took = time.perf_counter() - t0
+    if block.shape != (len(names), CELLS):
+        raise SystemExit("bulk read returned the wrong shape")
+    return took
+
+
+def run(atlas: Any, root: str, sizes: list[int], flush_every: int, tmp: Path) -> dict[int, dict[str, float]]:
+    rows: dict[int, dict[str, float]] = {}
+    for n in sizes:
+        path = tmp / f"c{n}"
+        row = {"build": build(atlas, path, n, flush_every)}
+        row.update(fresh_open(root, path))
+        row.update(commits(atlas, path, n))
+        row["bulk read us/ds"] = 1e6 * bulk(atlas, path) / n
+        meta = [p for p in path.rglob("*") if p.name.startswith("atlas.") or p.suffix == ".cat"]
+        row["metadata MiB"] = sum(p.stat().st_size for p in meta) / 2**20
+        rows[n] = row
+        print(f"  N={n}: done", file=sys.stderr, flush=True)
+    return rows
+
+
+def report(rows: dict[int, dict[str, float]]) -> None:
+    cols = ["build", "open", "open + list", "rss MiB", "commit attr", "commit new", "bulk read us/ds", "metadata MiB"]
+    print("| N | " + " | ".join(cols) + " |")
+    print("|---:|" + "---:|" * len(cols))
+    for n, row in rows.items():
+        print(f"| {n} | " + " | ".join(f"{row[c]:.4g}" for c in cols) + " |")
+    sizes = list(rows)
+    if len(sizes) > 1:
+        lo, hi = rows[sizes[0]], rows[sizes[-1]]
+        print()
+        print(
+            f"commit ratio N={sizes[-1]} / N={sizes[0]}: one attribute {hi['commit attr'] / lo['commit attr']:.2f}, "
+            f"one new dataset {hi['commit new'] / lo['commit new']:.2f}"
+        )
+
+
+def main(sizes: list[int], flush_every: int, tmp: Path) -> int:
+    root = os.environ.get("ATLAS_BENCH_ROOT", str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, root)
+    import atlas
+
+    if not Path(atlas.__file__).resolve().is_relative_to(Path(root).resolve()):
+        raise SystemExit(f"atlas was imported from {atlas.__file__}, not {root}: run scale_catalogue.py directly")
+
+    print(f"atlas from {root}; datasets of one float32 ({CELLS},) array + 15 float64 + 15 string attributes; "
+          f"flush every {flush_every}")  # fmt: skip
+    report(run(atlas, root, sizes, flush_every, tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+    import shutil
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="2000,10000", help="comma-separated dataset counts")
+    parser.add_argument("--flush-every", type=int, default=10_000, help="datasets per commit while building")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="atlas-catalogue-"))
+    try:
+        sys.exit(main(sorted(int(s) for s in args.sizes.split(",")), args.flush_every, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
