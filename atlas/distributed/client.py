@@ -243,7 +243,7 @@ def ingest(
                 f"atlas.ingest cannot write to {handle.location}: worker processes cannot reach this process's "
                 "memory; use a path every worker sees or an object-store URL"
             )
-        items = _check_names(_expand(sources, recursive), set(state.datasets), skip_existing, skip_errors, report)
+        items = _check_names(_expand(sources, recursive), set(state.names()), skip_existing, skip_errors, report)
         if not items:
             report.generation = handle.generation
             return report

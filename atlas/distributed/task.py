@@ -11,6 +11,7 @@ returns a :class:`~atlas.txn.fragments.Fragment`.  It never commits.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -139,9 +140,20 @@ def run_task(task: Task) -> bytes:
                     "pass a smaller batch or a larger slots_per_source to atlas.ingest"
                 )
             staged.append((label, names))
-        new, files = build_flush(state)
+        # The records as a commit stores them (stats folded), before build_flush resets nothing.
+        records = {}
+        for _label, names in staged:
+            for n in names:
+                ds = copy.copy(state.pending[n])
+                ds.arrays = {a: copy.copy(m) for a, m in ds.arrays.items()}
+                for a, m in ds.arrays.items():
+                    m.stats = state.array_stats(a, m, f"dataset {n!r} array {a!r}")
+                records[n] = ds
+        new, built = build_flush(state)
         for array_name, family in new.families.items():
             frag.segments += [(array_name, family.dir, ref) for ref in family.segments]
+        wanted = set(frag.paths())
+        files = [(path, parts) for path, parts in built if path in wanted]  # not the catalogue part
         lease = Lease(state.backend)
         lease.hold(frag.paths())  # before the files exist, so no compaction sweeps them
         for path, parts in files:
@@ -152,7 +164,7 @@ def run_task(task: Task) -> bytes:
         frag.lease = lease.path
         frag.stored_bytes = sum(ref.size for _, _, ref in frag.segments)
         for label, names in staged:
-            frag.stored.append(StoredSource(label, [(n, new.datasets[n]) for n in names]))
+            frag.stored.append(StoredSource(label, [(n, records[n]) for n in names]))
     finally:
         # Forget the staged state without deleting anything: the files are now the
         # committing process's to reference (or a compaction's to sweep).

@@ -123,7 +123,7 @@ def _adopt(state: WorkingState, fragments: list[Fragment], reservation: SlotRese
         if not (reservation.start <= lo <= hi <= reservation.end):
             raise AtlasError(f"fragment of task {frag.task} holds slots {lo}..{hi} outside the reservation")
         for src in frag.stored:
-            taken = [n for n, _ in src.datasets if n in state.datasets]
+            taken = [n for n, _ in src.datasets if state.has_dataset(n)]
             if taken:
                 refused.append((src.label, f"dataset {taken[0]!r} already exists in the store"))
                 continue
@@ -151,9 +151,7 @@ def commit_fragments(
         raise AtlasError("commit_fragments needs a handle without pending changes")
     try:
         refused = _adopt(state, fragments, reservation)
-        new, files = build_flush(state)
-        if files:  # staged chunks cannot exist: the datasets arrived as records only
-            raise AtlasError("internal error: fragments left chunks to write")
+        new, files = build_flush(state)  # no chunks are staged: the files are catalogue parts
         for array_name, directory, ref in (s for f in fragments for s in f.segments):
             family = new.families.setdefault(array_name, ArrayFamily(directory))
             if family.dir != directory:
@@ -163,7 +161,7 @@ def commit_fragments(
         publish(
             state,
             new,
-            [],
+            files,
             f"another writer committed to {state.backend.location} since generation {state.base.generation}",
         )
     except BaseException:
