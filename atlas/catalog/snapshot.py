@@ -85,6 +85,13 @@ class Catalog:
                 return None if reader.tombstones()[row] else (p, row)
         return None
 
+    def _locate_live(self, name: str) -> tuple[int, int]:
+        """:meth:`_locate`, raising DatasetNotFoundError when ``name`` has no live dataset."""
+        found = self._locate(name)
+        if found is None:
+            raise DatasetNotFoundError(f"dataset {name!r:.200} does not exist")
+        return found
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._locate(name) is not None
 
@@ -96,10 +103,7 @@ class Catalog:
         DatasetNotFoundError
             When no live dataset has that name.
         """
-        found = self._locate(name)
-        if found is None:
-            raise DatasetNotFoundError(f"dataset {name!r:.200} does not exist")
-        return self._record(*found)
+        return self._record(*self._locate_live(name))
 
     def key(self, name: str) -> tuple[int, int] | None:
         """``(id, version)`` of the live dataset ``name``, or None; decodes no record.
@@ -117,10 +121,7 @@ class Catalog:
         DatasetNotFoundError
             When no live dataset has that name.
         """
-        found = self._locate(name)
-        if found is None:
-            raise DatasetNotFoundError(f"dataset {name!r:.200} does not exist")
-        p, row = found
+        p, row = self._locate_live(name)
         arrays = self._readers[p].arrays(row, self._block(p, row))
         assert arrays is not None  # live rows are not tombstones
         return arrays
