@@ -14,7 +14,6 @@ anything else.
 from __future__ import annotations
 
 import contextlib
-import errno
 import secrets
 import time
 
@@ -28,6 +27,7 @@ from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, check_counters
 from atlas.txn.parts import NewFile, catalogue_files, next_commit
 from atlas.txn.snapshot import Base
 from atlas.txn.state import WorkingState, shallow_copy
+from atlas.txn.verify import StoreSizes
 
 __all__ = [
     "build_flush",
@@ -169,25 +169,14 @@ def check_added_segments(state: WorkingState, new: CommitObject) -> None:
     """
     old = {(fam.dir, ref.file) for fam in state.base.families.values() for ref in fam.segments}
     old.update((CATALOG_DIR, p.file) for p in getattr(state.base, "parts", ()))
-    size_of = getattr(state.backend, "size", None)
-    listed: dict[str, dict[str, int]] = {}
+    sizes = StoreSizes(state)
     added = [(a, fam.dir, ref.file, ref.size) for a, fam in new.families.items() for ref in fam.segments]
     added += [(None, CATALOG_DIR, p.file, p.size) for p in new.parts]
     for array_name, directory, file, size in added:
         if (directory, file) in old:
             continue
         path = f"{directory}/{file}"
-        if size_of is not None:
-            try:
-                actual: int | None = int(size_of(path))
-            except AtlasError as exc:
-                if getattr(exc, "errno", None) != errno.ENOENT:
-                    raise  # an I/O failure: the flush can be retried as it is
-                actual = None
-        else:
-            if directory not in listed:
-                listed[directory] = {i.path: i.size for i in state.backend.list(directory)}
-            actual = listed[directory].get(path)
+        actual = sizes(directory, path)  # an I/O failure raises: the flush can be retried as it is
         if actual != size:
             found = "is missing" if actual is None else f"is {actual} bytes, {size} were written"
             what = f"catalogue part {path}" if array_name is None else f"segment {path} of array {array_name!r}"

@@ -16,7 +16,7 @@ from atlas.metadata import ArrayMeta, SegmentRef
 from atlas.txn.snapshot import part_reader
 from atlas.txn.state import WorkingState
 
-__all__ = ["verify_store"]
+__all__ = ["StoreSizes", "verify_store"]
 
 
 def _owners(state: WorkingState, problems: list[str]) -> dict[str, dict[int, tuple[str, ArrayMeta]]]:
@@ -39,7 +39,7 @@ def _owners(state: WorkingState, problems: list[str]) -> dict[str, dict[int, tup
     return out
 
 
-def _verify_parts(state: WorkingState, sizes: _Sizes) -> list[str]:
+def _verify_parts(state: WorkingState, sizes: StoreSizes) -> list[str]:
     """Every catalogue part: its size, footer, header, index, columns and records."""
     base = state.base
     parts = getattr(base, "parts", ())
@@ -61,8 +61,12 @@ def _verify_parts(state: WorkingState, sizes: _Sizes) -> list[str]:
     return problems
 
 
-class _Sizes:
-    """Actual object sizes: one ``size`` query per file, or one listing per directory."""
+class StoreSizes:
+    """Actual sizes of a store's files: one ``size`` query per file, or one listing per directory.
+
+    A ``size`` query is a ``stat`` locally and a ``HEAD`` on object stores; a
+    backend without the ``size`` verb is listed once per directory asked about.
+    """
 
     def __init__(self, state: WorkingState) -> None:
         self.backend = state.backend
@@ -95,7 +99,7 @@ def verify_store(state: WorkingState) -> list[str]:
     Returns one message per problem, naming the file and the datasets it damages;
     an empty list means every referenced byte is intact.
     """
-    sizes = _Sizes(state)
+    sizes = StoreSizes(state)
     problems = _verify_parts(state, sizes)
     if problems:
         return problems  # the datasets cannot be read to check the segments against them
@@ -118,7 +122,7 @@ def verify_store(state: WorkingState) -> list[str]:
 
 def _verify_segment(
     state: WorkingState,
-    sizes: _Sizes,
+    sizes: StoreSizes,
     array_name: str,
     directory: str,
     ref: SegmentRef,
