@@ -19,7 +19,7 @@ import numpy as np
 from atlas import attributes, dtypes
 from atlas.dataset import default_chunk_shape
 from atlas.errors import AtlasError, DTypeError, FillValueError, InvalidArgumentError, InvalidNameError
-from atlas.names import validate_name
+from atlas.names import validate_label, validate_name
 from atlas.xarray.conversions import (
     CF_PACKED,
     K_ARRAYS,
@@ -315,23 +315,13 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
     coord_names = set(ds.coords)
     for i, (name, var) in enumerate(ds.variables.items()):
         where = where_var(name)
-        if not isinstance(name, str) or name == "":
-            raise InvalidNameError(f"{where}: variable names must be non-empty str")
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidNameError(f"{where}: the name is not valid unicode") from None
+        validate_label(name, f"{where}: variable name")
         array = _array_name(name)
         if array in arrays_seen:
             raise InvalidNameError(f"{where} and variable {arrays_seen[array]!r} would share array {array!r}")
         arrays_seen[array] = name
         for d in var.dims:
-            if not isinstance(d, str) or d == "":
-                raise InvalidNameError(f"{where}: dimension names must be non-empty str, got {d!r}")
-            try:
-                d.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InvalidNameError(f"{where}: dimension name {d!r} is not valid unicode") from None
+            validate_label(d, f"{where}: dimension name")
         if isinstance(ds.indexes.get(name), pd.MultiIndex):
             raise DTypeError(f"{where} is a pandas MultiIndex, which is not supported; call ds.reset_index() first")
         store_dtype, restore = _storage_kind(var, where)
