@@ -466,6 +466,8 @@ def test_attributes(store):
     with pytest.raises(KeyError):
         d2.delete_attribute("s")
     assert "s" not in d2.attributes()
+    s2.close()
+    assert "s" not in atlas.Atlas.open(store.location, mode="r").open_dataset("d").attributes()
 
 
 def test_repr(store):

@@ -91,6 +91,7 @@ def test_pending_writes_are_seen(tmp_path):
     w.open_dataset("d002").write_array("grid", [0, 0, 0], np.full((2, 2, 2), 42.0))
     got = w.read_array_across_stacked("grid", w.list_datasets(), [0, 0, 0], [2, 2, 2])
     assert (got[2] == 42).all() and not (got[1] == 42).all()
+    w.discard()
 
 
 def test_different_layouts_and_shapes_with_a_common_box(tmp_path):

@@ -174,6 +174,27 @@ def test_damaged_part_is_reported_by_verify_and_refused_on_read(tmp_path):
             s.list_datasets()
 
 
+
+@pytest.mark.parametrize("kind", ["local", "memory"])  # memory maps, and range reads of an object store
+def test_missing_part_is_damage_named_on_read_and_by_verify(tmp_path, kind):
+    if kind == "local":
+        location = tmp_path / "s"
+    else:
+        obstore = pytest.importorskip("obstore.store", reason="obstore (the 'cloud' extra) is not installed")
+        location = obstore.MemoryStore()
+    _build(location, 30, batches=1)
+    backend = resolve(location, read_only=False)
+    (part,) = [info.path for info in backend.list("_catalog")]
+    backend.delete(part)
+    with atlas.Atlas.open(location, mode="r") as s:  # opening reads no part
+        problems = s.verify()
+        assert problems and all(part in p and "missing" in p for p in problems), problems
+        for read in (s.list_datasets, lambda: s.open_dataset("d000003")):
+            with pytest.raises(errors.CorruptStoreError, match=f"{part}.*missing.*commit object") as info:
+                read()
+            assert not isinstance(info.value, errors.BackendError)
+
+
 @pytest.fixture
 def s3(request):
     moto = request.getfixturevalue("moto_s3")

@@ -335,6 +335,7 @@ def test_store_without_conditional_put_is_refused(monkeypatch):
     with pytest.raises(errors.BackendError, match="does not support conditional writes"):
         s.flush()
     assert s.has_pending_changes
+    s.discard()
 
 
 # -- HTTP -------------------------------------------------------------------------------------------
@@ -358,6 +359,7 @@ def test_http_serves_a_store_written_locally(request, tmp_path):
     with pytest.raises(errors.ReadOnlyError, match="HTTP") as info:
         writable.flush()
     assert isinstance(info.value, PermissionError) and writable.has_pending_changes
+    writable.discard()
     with pytest.raises(errors.ReadOnlyError, match="HTTP"):
         atlas.Atlas.create(f"{server.url}/{unique('new')}")
     with pytest.raises(errors.NotAStoreError):

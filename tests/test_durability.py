@@ -310,6 +310,7 @@ def test_compact_refuses_a_bad_grace_period_before_doing_anything(tmp_path, bad)
         s.compact(grace_period=bad)
     assert s.generation == gen and s.has_pending_changes and _segments(path) == files
     assert atlas.Atlas.open(path).generation == gen
+    s.discard()
 
 
 def test_stale_writer_after_an_expired_grace_is_refused_not_damaged(tmp_path):
@@ -511,6 +512,7 @@ def test_commit_with_unknown_outcome_and_later_changes_is_not_retried_blindly(tm
         s.flush()
     assert s.has_pending_changes
     assert atlas.Atlas.open(tmp_path / "s", mode="r").open_dataset("a").get_attribute("k") == 1
+    s.discard()
 
 
 def test_compact_reports_retired_and_deleted_honestly_and_a_noop_commits_nothing(tmp_path, monkeypatch):

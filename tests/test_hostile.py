@@ -498,6 +498,7 @@ def test_chunk_extent_beyond_int64_is_rejected_or_usable(tmp_path):
     if ds.has_array("c"):
         _expect_atlas_error_or_success(store, lambda: ds.write_array("c", [0], np.zeros(3)))
         _expect_atlas_error_or_success(store, lambda: ds.read_array("c"))
+    store.discard()
 
 
 @pytest.mark.parametrize("cells", [2**62, 2**40], ids=["beyond-address-space", "beyond-memory"])

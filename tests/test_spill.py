@@ -268,6 +268,7 @@ def test_flush_refuses_a_spilled_segment_of_the_wrong_size(tmp_path):
     with pytest.raises(errors.SegmentMissingError, match=f"{victim}.* is .* bytes"):
         w.flush()
     assert atlas.Atlas.open(path, mode="r").list_datasets() == []
+    w.discard()
 
 
 @pytest.mark.parametrize("kind", ["memory", "s3"])
@@ -307,3 +308,4 @@ def test_leases_keep_spilled_objects_on_object_stores(kind, request):
     with pytest.raises(errors.SegmentMissingError, match=second[0]):
         w.flush()
     np.testing.assert_array_equal(atlas.Atlas.open(handle).open_dataset("d").read_array("x"), want)
+    w.discard()

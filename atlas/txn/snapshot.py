@@ -8,6 +8,7 @@ interface, so the working state has one code path for both.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from atlas.backends.base import Backend
 from atlas.catalog import Catalog, CommitObject, ReadRange
 from atlas.engine.segment_io import SegmentIO
-from atlas.errors import DatasetNotFoundError
+from atlas.errors import BackendError, CorruptStoreError, DatasetNotFoundError
 from atlas.metadata import ArrayMeta, DatasetMeta, Manifest
 
 __all__ = ["Base", "ManifestCatalog", "Snapshot", "open_snapshot", "part_reader"]
@@ -93,8 +94,27 @@ def part_reader(backend: Backend, io: SegmentIO, base: CommitObject) -> ReadRang
     A part's size is the commit object's, so a memory map of any other size is
     refused as damage (as for segments).  Elsewhere a part of at most
     :data:`WHOLE_PART_BYTES` is fetched whole once; larger ones column by column.
+    A committed part that is not there is damage (:class:`~atlas.errors.CorruptStoreError`);
+    any other I/O failure stays a :class:`~atlas.errors.BackendError`.
     """
     sizes = {ref.path: ref.size for ref in base.parts}
+    read = _raw_part_reader(backend, io, sizes)
+
+    def read_committed(path: str, offset: int, length: int) -> bytes:
+        try:
+            return read(path, offset, length)
+        except BackendError as exc:
+            if path not in sizes or getattr(exc, "errno", None) != errno.ENOENT:
+                raise  # a transient failure is not damage; an uncommitted part is not named yet
+            raise CorruptStoreError(
+                f"catalogue part {path} is missing (the commit object names it): {exc}"
+            ) from None
+
+    return read_committed
+
+
+def _raw_part_reader(backend: Backend, io: SegmentIO, sizes: dict[str, int]) -> ReadRange:
+    """:func:`part_reader` without the translation of a missing part."""
     if io.can_map:
 
         def read(path: str, offset: int, length: int) -> bytes:
