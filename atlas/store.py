@@ -2,107 +2,32 @@
 
 from __future__ import annotations
 
-import atexit
 import os
-import warnings
-import weakref
-from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
-import numpy as np
-
 from atlas import batch
-from atlas.backends import resolve
-from atlas.backends.base import Backend
-from atlas.backends.local import LOCK_NAME
-from atlas.catalog import CommitObject, decode_metadata, encode_commit
+from atlas.across import AcrossDatasets
 from atlas.dataset import DatasetView
-from atlas.engine.codecs import normalize_codec
-from atlas.errors import (
-    AtlasError,
-    ConflictError,
-    CorruptStoreError,
-    DatasetExistsError,
-    InvalidArgumentError,
-    NotAStoreError,
-    StoreClosedError,
-    StoreExistsError,
-    UncommittedChangesWarning,
-    UnexpectedKeywordError,
-)
-from atlas.metadata import (
-    Manifest,
-    manifest_filename,
-    normalize_meta_compression,
-    normalize_meta_format,
-    parse_manifest_filename,
-)
+from atlas.errors import AtlasError, DatasetExistsError, StoreClosedError
+from atlas.metadata import Manifest
 from atlas.names import validate_name
-from atlas.selection import check_array_name, check_budget, check_grace_period, check_workers
+from atlas.selection import check_grace_period, check_workers
+from atlas.store_xarray import XarrayMethods
 from atlas.txn import commit
 from atlas.txn.compact import CompactReport, compact_store
+from atlas.txn.opening import create_state, find_manifest, no_stray_keywords, open_state, read_metadata
 from atlas.txn.session import Session
-from atlas.txn.snapshot import Base
 from atlas.txn.state import WorkingState
 from atlas.txn.verify import verify_store
 
 __all__ = ["Atlas"]
 
-_MODES = ("r", "r+")
 #: Default memory budget for unflushed chunks.
 DEFAULT_MAX_PENDING = 256 << 20
 
 
-def _no_stray_keywords(call: str, extra: dict[str, Any]) -> None:
-    """Object-store options go in ``storage_options``; say so instead of a bare TypeError."""
-    if extra:
-        shown = ", ".join(f"{k!r}: ..." for k in extra)
-        raise UnexpectedKeywordError(
-            f"{call}() got unexpected keyword argument{'s' if len(extra) > 1 else ''} {sorted(extra)}; "
-            f"object-store options go in storage_options={{{shown}}}"
-        )
-
-
-def _own_leftover(path: str) -> bool:
-    """Files a failed ``create`` may leave behind: the lock and manifest temp files."""
-    return path == LOCK_NAME or (path.startswith(".atlas.") and path.endswith(".tmp"))
-
-
-def _find_manifest(backend: Backend) -> str | None:
-    names = [info.path for info in backend.list("") if "/" not in info.path and parse_manifest_filename(info.path)]
-    if len(names) > 1:
-        raise CorruptStoreError(f"{backend.location} holds several manifests: {sorted(names)}")
-    return names[0] if names else None
-
-
-#: Writable handles, so that those still holding unflushed changes at exit can say so.
-_WRITERS: weakref.WeakSet[Atlas] = weakref.WeakSet()
-
-
-def _warn_uncommitted(store: Atlas, when: str, stacklevel: int = 2) -> None:
-    """Warn (once per handle) that ``store`` is dropping unflushed changes."""
-    session = store.session
-    state = session.working
-    if state is None or session.read_only or getattr(store, "_warned", False) or not state.has_changes:
-        return
-    store._warned = True
-    n = len(state.dirty)
-    warnings.warn(
-        f"store {store._location}: {n} dataset{'s' if n != 1 else ''} with uncommitted changes "
-        f"{'was' if n == 1 else 'were'} never flushed and {'is' if n == 1 else 'are'} lost ({when}); "
-        "call flush() or close(), or use the store in a `with` block",
-        UncommittedChangesWarning,
-        stacklevel=stacklevel,
-    )
-
-
-@atexit.register
-def _warn_at_exit() -> None:
-    for store in list(_WRITERS):
-        _warn_uncommitted(store, "the handle was still open at interpreter exit")
-
-
-class Atlas:
+class Atlas(AcrossDatasets, XarrayMethods):
     """A store of many named datasets whose same-named arrays share file families.
 
     Create one with :meth:`Atlas.create` or open one with :meth:`Atlas.open`; do
@@ -124,9 +49,6 @@ class Atlas:
         self._session = Session(state, mode)
         self._lock = self._session.lock
         self._location = state.backend.location
-        self._warned = False
-        if mode != "r":
-            _WRITERS.add(self)
 
     # -- construction ------------------------------------------------------------------------
 
@@ -187,25 +109,10 @@ class Atlas:
         InvalidArgumentError
             For an unknown codec, format or compression (a ``ValueError``).
         """
-        _no_stray_keywords("Atlas.create", unexpected)
-        codec = normalize_codec(codec)
-        meta_format = normalize_meta_format(meta_format)
-        meta_compression = normalize_meta_compression(meta_compression)
-        backend = resolve(source, read_only=False, **dict(storage_options or {}))
-        if _find_manifest(backend) is not None:
-            raise StoreExistsError(f"{backend.location} already holds an ATLAS store; use Atlas.open")
-        if any(not _own_leftover(info.path) for info in backend.list("")):
-            raise StoreExistsError(f"{backend.location} is not empty and holds no ATLAS store")
-        name = manifest_filename(meta_format, meta_compression)
-        manifest = CommitObject(codec=codec)
-        data = encode_commit(manifest, meta_format, meta_compression)
-        try:
-            version = backend.commit(name, data, None)
-        except ConflictError:
-            raise StoreExistsError(f"{backend.location} already holds an ATLAS store; use Atlas.open") from None
-        state = WorkingState(backend, name, meta_format, meta_compression, manifest, version)
-        state.max_pending_bytes = check_budget(max_pending_bytes)
-        state.max_workers = check_workers(max_workers)
+        no_stray_keywords("Atlas.create", unexpected)
+        state = create_state(
+            source, codec, meta_format, meta_compression, max_pending_bytes, max_workers, storage_options
+        )
         return cls(state, "r+")
 
     @classmethod
@@ -248,29 +155,9 @@ class Atlas:
         CorruptStoreError
             If the manifest cannot be decoded.
         """
-        _no_stray_keywords("Atlas.open", unexpected)
-        if not isinstance(mode, str) or mode not in _MODES:
-            raise InvalidArgumentError(f"mode must be 'r' or 'r+', got {mode!r}")
-        backend = resolve(source, read_only=mode == "r", **dict(storage_options or {}))
-        name = _find_manifest(backend)
-        if name is None:
-            raise NotAStoreError(f"{backend.location} holds no ATLAS store (no atlas.json or atlas.msgpack)")
-        manifest, version = cls._read_manifest(backend, name)
-        fmt, comp = parse_manifest_filename(name)  # type: ignore[misc]
-        state = WorkingState(backend, name, fmt, comp, manifest, version)
-        state.max_pending_bytes = check_budget(max_pending_bytes)
-        state.max_workers = check_workers(max_workers)
+        no_stray_keywords("Atlas.open", unexpected)
+        state = open_state(source, mode, max_pending_bytes, max_workers, storage_options)
         return cls(state, mode)
-
-    @staticmethod
-    def _read_manifest(backend: Backend, name: str) -> tuple[Base, str]:
-        """The store's committed metadata: a v2 commit object, or the manifest of a v1 store."""
-        got = backend.get_versioned(name)
-        if got is None:
-            raise NotAStoreError(f"{backend.location}: manifest {name} disappeared")
-        data, version = got
-        fmt, comp = parse_manifest_filename(name)  # type: ignore[misc]
-        return decode_metadata(data, fmt, comp, f"{backend.location}/{name}"), version
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -443,86 +330,6 @@ class Atlas:
         with self._lock:
             return self._st.array_names()
 
-    def find(self, where: Any = None, **equals: Any) -> list[str]:
-        """Names of the datasets matching a metadata filter, sorted (needs only numpy).
-
-        Parameters
-        ----------
-        where : str, expression, tuple or list, optional
-            A predicate on attribute columns (``platform``) and per-array stats
-            columns (``temp.min``, ``temp.max``, ``temp.count``, ``temp.nulls``):
-            a string such as ``"platform == 'buoy-1' and temp.max > 20 and
-            LATITUDE overlaps [40, 50]"``, an expression built with
-            :func:`atlas.search.col` (``col("temp.max") > 20``, combined with
-            ``&``, ``|``, ``~``), a tuple ``(column, op, value)``, or a list of
-            those that must all hold.  None selects every dataset.
-        **equals
-            ``key=value``: attribute ``key`` equals ``value`` (ANDed with ``where``).
-
-        Returns
-        -------
-        list of str
-            Ready for :meth:`read_array_across_stacked` or ``to_xarray_many``.
-            Uncommitted changes of this handle are included.
-
-        Raises
-        ------
-        QuerySyntaxError
-            When a ``where`` string does not parse (the message gives the position).
-        UnknownColumnError
-            For a column the store does not have (close matches are listed).
-        QueryTypeError
-            When a value's type does not fit its column (a number for a string column).
-
-        Notes
-        -----
-        docs/finding.md has the grammar and how missing values and NaN behave.
-        """
-        from atlas.search import as_expression, select, table_of_state
-
-        expr = None if where is None else as_expression(where)
-        for key, value in equals.items():
-            term = as_expression((key, "==", value))
-            expr = term if expr is None else expr & term
-        with self._lock:
-            table = table_of_state(self._st)
-            return [table.names[i] for i in select(table, expr)]
-
-    def catalog(self, columns: str | Sequence[str] | None = None, where: Any = None) -> Any:
-        """A pandas DataFrame of dataset metadata, indexed by dataset name (sorted).
-
-        Parameters
-        ----------
-        columns : list of str, optional
-            Attribute keys and stats columns (``temp.min``, ``temp.max``,
-            ``temp.count`` = valid cells, ``temp.nulls``, ``temp.shape``) to
-            include; default every attribute key, then the five stats columns
-            of every array.
-        where : optional
-            A filter as for :meth:`find`.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Typed columns: nullable integers (``Int64``...), ``boolean``,
-            ``string``, ``float64`` (NaN where missing), ``datetime64[ns]``
-            (NaT where missing); lists, arrays, mixed values and shapes as
-            objects (None where missing).  Internal keys of the xarray mapping
-            are never columns.  Uncommitted changes are included.
-
-        Raises
-        ------
-        MissingDependencyError
-            Without pandas (it comes with the ``xarray`` extra).
-        UnknownColumnError, QuerySyntaxError, QueryTypeError
-            As for :meth:`find`.
-        """
-        from atlas.search import table_of_state
-        from atlas.search.frame import catalog_frame
-
-        with self._lock:
-            return catalog_frame(table_of_state(self._st), columns, where)
-
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.dataset_exists(name)
 
@@ -554,155 +361,6 @@ class Atlas:
     def __len__(self) -> int:
         with self._lock:
             return self._st.count()
-
-    # -- bulk reads ----------------------------------------------------------------------------------
-
-    def read_array_across(
-        self,
-        array: str,
-        dataset_names: Sequence[str],
-        start: Sequence[int] | None = None,
-        shape: Sequence[int] | None = None,
-    ) -> list[np.ndarray | None]:
-        """Read the same box of ``array`` from many datasets.
-
-        Returns
-        -------
-        list
-            One array per dataset name, in order; None where the dataset does not
-            define ``array``.
-
-        Raises
-        ------
-        DatasetNotFoundError
-            If a name is not a dataset (a ``KeyError``).
-        SelectionError
-            If the box does not fit one of the arrays.
-        InvalidNameError
-            If ``array`` is not a str (a ``ValueError``).
-        """
-        from atlas import bulk  # the gather and the libblosc2 bridge load on first use
-
-        check_array_name(array)
-        with self._lock:
-            return bulk.read_across(self._st, array, dataset_names, start, shape)
-
-    def read_array_across_stacked(
-        self,
-        array: str,
-        dataset_names: Sequence[str],
-        start: Sequence[int] | None = None,
-        shape: Sequence[int] | None = None,
-        *,
-        pad: bool = False,
-    ) -> np.ndarray:
-        """Read the same box of ``array`` from many datasets into one ``(N, *box)`` array.
-
-        Parameters
-        ----------
-        pad : bool
-            When the datasets' shapes differ (arrays grown to different lengths),
-            read the box against the largest extent of every axis and fill each
-            dataset's cells beyond its own shape with its fill value (NaN, NaT, 0,
-            False or "" when the array has none).  Keyword only; without it
-            differing shapes need an explicit box.
-
-        Raises
-        ------
-        ArrayNotFoundError
-            If a dataset does not define ``array`` (a ``KeyError`` naming it).
-        SchemaMismatchError
-            If dtypes differ, or shapes differ when no box is given (a
-            ``ValueError`` naming the first dataset that differs).
-        InvalidNameError
-            If ``array`` is not a str (a ``ValueError``).
-        """
-        from atlas import bulk  # the gather and the libblosc2 bridge load on first use
-
-        check_array_name(array)
-        with self._lock:
-            if pad is not True and pad is not False:
-                raise InvalidArgumentError(f"pad must be a bool, got {pad!r}")
-            return bulk.read_across_stacked(self._st, array, dataset_names, start, shape, pad)
-
-    # -- xarray ----------------------------------------------------------------------------------
-
-    def add_xr_dataset(
-        self, ds: Any, name: str, chunks: Any = None, *, mode: str = "w-", append_dim: str | None = None
-    ) -> DatasetView:
-        """Write an ``xarray.Dataset`` as dataset ``name``, staged until :meth:`flush`.
-
-        Dask-backed variables are written block by block.  A failing add leaves no
-        partial dataset behind.  ``mode="w"`` replaces an existing dataset (one
-        commit); ``append_dim="time"`` appends ``ds`` to the existing dataset along
-        ``time``.  See :func:`atlas.xarray.add_xr_dataset` and ``docs/xarray.md``.
-        """
-        from atlas.xarray import add_xr_dataset
-
-        return add_xr_dataset(self, ds, name, chunks, mode=mode, append_dim=append_dim)
-
-    def to_xarray(self, name: str) -> Any:
-        """Dataset ``name`` as an ``xarray.Dataset``.
-
-        Multi-chunk variables come back as dask arrays with one task per on-disk
-        chunk; the graph pickles.  See :func:`atlas.xarray.to_xarray`.
-        """
-        from atlas.xarray import to_xarray
-
-        return to_xarray(self, name)
-
-    def to_xarray_many(
-        self,
-        names: Sequence[str],
-        concat_dim: str = "dataset",
-        *,
-        join: str = "exact",
-        layout: str = "stacked",
-        sample_dim: str | None = None,
-    ) -> Any:
-        """Many datasets of one schema in one ``xarray.Dataset``.
-
-        Stacked along a new dimension ``concat_dim`` (``join="outer"`` pads
-        datasets of different lengths to the union of their index coordinates), or
-        as a CF contiguous ragged array (``layout="ragged"``).  See
-        :func:`atlas.xarray.to_xarray_many` and ``docs/growing.md``.
-        """
-        from atlas.xarray import to_xarray_many
-
-        return to_xarray_many(self, names, concat_dim, join=join, layout=layout, sample_dim=sample_dim)
-
-    def to_datatree(
-        self, names: Sequence[str] | Callable[[str], bool] | None = None, *, root: str | None = None
-    ) -> Any:
-        """Datasets as one ``xarray.DataTree``: one node per dataset, read like :meth:`to_xarray`.
-
-        Parameters
-        ----------
-        names : sequence of str or callable, optional
-            The datasets (default: all, or all of ``root``'s tree), or a filter
-            ``f(name) -> bool``.  Each dataset's layout is read here, so name the
-            datasets you need in a store of millions.
-        root : str, optional
-            A tree stored by ``add_datatree(tree, name=root)``: dataset ``root`` is
-            the root node and dataset ``root:a:b`` node ``/a/b``.  Without it,
-            dataset ``a:b`` is node ``/a/b``.  See ``docs/growing.md``.
-        """
-        from atlas.xarray.tree import to_datatree
-
-        return to_datatree(self, names, root)
-
-    def add_datatree(self, tree: Any, name: str | None = None, chunks: Any = None) -> list[str]:
-        """Write every node of an ``xarray.DataTree`` as a dataset (staged); returns the dataset names.
-
-        Node ``/a/b`` becomes dataset ``a:b`` (``name:a:b`` under a tree ``name``,
-        whose root node becomes dataset ``name``); nodes that only group others
-        are not stored.  A node whose dataset exists already stops the call before
-        anything is written (``DatasetExistsError``); a failing node removes the
-        datasets this call added.
-        """
-        from atlas.xarray.tree import add_datatree
-
-        return add_datatree(self, tree, name, chunks)
 
     # -- commit ------------------------------------------------------------------------------------
 
@@ -746,7 +404,7 @@ class Atlas:
             state = self._st
             if commit.settle_unknown_commit(state) is not None:
                 return  # the flush that raised had committed after all
-            manifest, version = self._read_manifest(state.backend, state.manifest_name)
+            manifest, version = read_metadata(state.backend, state.manifest_name)
             if version == state.version:
                 return
             state.rebase(manifest, version)
@@ -823,11 +481,11 @@ class Atlas:
             state = self._st
             problems = []
             try:
-                name = _find_manifest(state.backend)
+                name = find_manifest(state.backend)
                 if name is None:
                     problems.append(f"{state.backend.location}: the manifest is missing")
                 else:
-                    self._read_manifest(state.backend, name)
+                    read_metadata(state.backend, name)
             except AtlasError as exc:
                 problems.append(str(exc))
             return problems + verify_store(state)
@@ -874,8 +532,8 @@ class Atlas:
         # and says so loudly when that loses unflushed changes.
         session = getattr(self, "_session", None)
         try:
-            if session is not None and session.working is not None:
-                _warn_uncommitted(self, "the handle was garbage-collected", stacklevel=2)
+            if session is not None:
+                session.warn_uncommitted("the handle was garbage-collected")
         except Exception:  # warnings turned into errors, or a half torn-down interpreter
             pass
         try:

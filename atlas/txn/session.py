@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
+import warnings
+import weakref
 
-from atlas.errors import ReadOnlyError, StoreClosedError
+from atlas.errors import ReadOnlyError, StoreClosedError, UncommittedChangesWarning
 from atlas.txn.state import WorkingState
 
 __all__ = ["Session"]
+
+#: Sessions of writable handles, so that those still holding unflushed changes at exit can say so.
+_WRITERS: weakref.WeakSet[Session] = weakref.WeakSet()
 
 
 class Session:
@@ -23,6 +29,9 @@ class Session:
         self.mode = mode
         self.location = state.backend.location
         self.lock = threading.RLock()
+        self.warned = False
+        if mode != "r":
+            _WRITERS.add(self)
 
     @property
     def read_only(self) -> bool:
@@ -42,3 +51,24 @@ class Session:
         if self.mode == "r":
             raise ReadOnlyError(f"cannot {what}: store {self.location} was opened read-only")
         return state
+
+    def warn_uncommitted(self, when: str, stacklevel: int = 2) -> None:
+        """Warn (once per session) that its unflushed changes are being dropped (``when`` says why)."""
+        state = self.working
+        if state is None or self.read_only or self.warned or not state.has_changes:
+            return
+        self.warned = True
+        n = len(state.dirty)
+        warnings.warn(
+            f"store {self.location}: {n} dataset{'s' if n != 1 else ''} with uncommitted changes "
+            f"{'was' if n == 1 else 'were'} never flushed and {'is' if n == 1 else 'are'} lost ({when}); "
+            "call flush() or close(), or use the store in a `with` block",
+            UncommittedChangesWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+@atexit.register
+def _warn_at_exit() -> None:
+    for session in list(_WRITERS):
+        session.warn_uncommitted("the handle was still open at interpreter exit")
