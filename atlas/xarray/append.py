@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from atlas.engine.family import _nbytes
 from atlas.errors import DatasetNotFoundError, InvalidArgumentError, SchemaMismatchError
 from atlas.xarray.conversions import K_VARS, vkey
 from atlas.xarray.layout import VarSpec, read_layout
@@ -57,12 +56,7 @@ def staged_atomically(store: Atlas, name: str, arrays: list[str], action: Callab
         else:  # back to the committed dataset (or to none)
             state.pending.pop(name, None)
         for array, slot in slots.items():
-            engine = state.engine(array)
-            if pending[array] is None:
-                engine.pending.pop(slot, None)
-            else:
-                engine.pending[slot] = pending[array]
-            engine.pending_nbytes = _nbytes(engine.pending)
+            state.engine(array).restore_pending(slot, pending[array])
         state.changes += 1
         raise
     finally:
@@ -142,9 +136,9 @@ def append_xr_dataset(store: Atlas, ds: Any, name: str, append_dim: str, chunks:
             raise SchemaMismatchError(f"the appended dataset has variable {vp.name!r}, which dataset {name!r} lacks")
         axis = _check(vp, spec, append_dim, name)
         if axis is None:
-            from atlas.xarray.write import _to_storage
+            from atlas.xarray.write import to_storage
 
-            new = _to_storage(np.asarray(vp.variable.values), vp, spec.restore[1])
+            new = to_storage(np.asarray(vp.variable.values), vp, spec.restore[1])
             if not _equal(new.view("int64") if new.dtype.kind == "M" else new, _stored_values(view, spec)):
                 raise SchemaMismatchError(
                     f"variable {vp.name!r} has no dimension {append_dim!r} and its values differ from those "

@@ -47,7 +47,7 @@ class _OutOfNsRange(Exception):
     """Raised inside a streamed write when datetimes do not fit timestamp_nanoseconds."""
 
 
-def _to_storage(block: np.ndarray, vp: VarPlan, enc: str | None) -> np.ndarray:
+def to_storage(block: np.ndarray, vp: VarPlan, enc: str | None) -> np.ndarray:
     """One block of variable data in the form ``write_array`` takes."""
     where = where_var(vp.name)
     kind = block.dtype.kind
@@ -141,7 +141,7 @@ def _write_variable(view: DatasetView, vp: VarPlan) -> None:
     for enc in encodings:
         try:
             for start, block in _blocks(vp):
-                view.write_array(vp.array, start, _to_storage(block, vp, enc))
+                view.write_array(vp.array, start, to_storage(block, vp, enc))
         except _NotUtf8:
             continue  # rare: bytes that are not UTF-8; rewrite every block as Latin-1 (exactly invertible)
         except _OutOfNsRange:
@@ -150,7 +150,7 @@ def _write_variable(view: DatasetView, vp: VarPlan) -> None:
             vp.store_dtype, vp.datetime_as_int, vp.fill = "int64", True, None
             view.define_array(vp.array, "int64", vp.dims, vp.shape, vp.chunk_shape)
             for start, block in _blocks(vp):
-                view.write_array(vp.array, start, _to_storage(block, vp, enc))
+                view.write_array(vp.array, start, to_storage(block, vp, enc))
         if vp.variable.dtype.kind == "S" or vp.object_kind == "bytes":
             vp.text_kind = enc
         return
@@ -162,7 +162,7 @@ def write_blocks(view: DatasetView, vp: VarPlan, enc: str | None, axis: int = 0,
     try:
         for start, block in _blocks(vp):
             at = tuple(s + offset if a == axis else s for a, s in enumerate(start))
-            view.write_array(vp.array, at, _to_storage(block, vp, enc))
+            view.write_array(vp.array, at, to_storage(block, vp, enc))
     except _NotUtf8:
         raise DTypeError(
             f"{where_var(vp.name)}: appended bytes are not valid {enc or 'utf-8'}, the stored text encoding"
