@@ -21,7 +21,7 @@ import numpy as np
 
 from atlas import attributes, dtypes
 from atlas.dataset import default_chunk_shape
-from atlas.engine.family import PendingChunk
+from atlas.engine.staged import PendingChunk
 from atlas.errors import DatasetExistsError, DTypeError, InvalidArgumentError
 from atlas.metadata import ArrayMeta, DatasetMeta, check_counter
 from atlas.names import encode_dir_name, validate_label, validate_name

@@ -22,7 +22,7 @@ arming with one of :data:`KINDS`:
 ``map`` is exposed only when the wrapped backend has it (the engine decides to
 memory-map with ``isinstance(backend, CanMap)``); pass ``expose_map=False`` to force
 the ``get_ranges`` read path.  Inject a wrapper into a store by monkeypatching
-``atlas.store.resolve`` (see :func:`patched_resolve`).
+``atlas.txn.opening.resolve`` (see :func:`patched_resolve`).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 from rel_common import record_figure
 
-import atlas.store
 from atlas.backends.base import CanMap
 from atlas.errors import BackendError
+from atlas.txn import opening
 
 __all__ = [
     "KINDS",
@@ -268,7 +268,7 @@ def patched_resolve(
     Yields the list of wrappers made so far (newest last).  Handles opened after
     the block use the real backend again.
     """
-    real = atlas.store.resolve
+    real = opening.resolve
     made: list[FaultyBackend] = []
 
     def resolve(source: Any, read_only: bool) -> FaultyBackend:
@@ -277,7 +277,7 @@ def patched_resolve(
         return wrapper
 
     with monkeypatch.context() as m:
-        m.setattr(atlas.store, "resolve", resolve)
+        m.setattr(opening, "resolve", resolve)
         yield made
 
 

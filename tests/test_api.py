@@ -522,7 +522,7 @@ def test_many_datasets_share_one_file_per_flush(tmp_path):
 
 def test_a_flush_computes_each_chunks_stats_once(store, monkeypatch):
     """The manifest's array stats and the segment records share one pass per chunk."""
-    from atlas.engine import chunks, family
+    from atlas.engine import chunks, family, staged
 
     calls = []
     real = chunks.chunk_stats
@@ -533,6 +533,7 @@ def test_a_flush_computes_each_chunks_stats_once(store, monkeypatch):
 
     monkeypatch.setattr(chunks, "chunk_stats", counting)
     monkeypatch.setattr(family, "chunk_stats", counting)
+    monkeypatch.setattr(staged, "chunk_stats", counting)
     ds = store.create_dataset("d")
     ds.define_array("x", "float64", ["n"], [30], chunk_shape=[10])
     ds.write_array("x", [0], np.arange(30.0))

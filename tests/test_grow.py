@@ -219,7 +219,7 @@ def test_verify_is_clean_after_growing_a_stored_edge_chunk(store: atlas.Atlas) -
 
 def test_incremental_family_index_equals_a_full_rebuild(store: atlas.Atlas) -> None:
     """After commits that append segments the index is merged, not rebuilt: it must hold the same records."""
-    from atlas.engine.family import FamilyIndex
+    from atlas.engine.family_index import FamilyIndex
 
     ds = store.create_dataset("a")
     ds.define_array("x", "int32", ["t"], [0], chunk_shape=[3])

@@ -88,7 +88,8 @@ def test_bad_boxes_get_the_usual_errors(tmp_path, start, shape, error):
 )  # fmt: skip
 def test_stats_of_many_staged_chunks_equal_the_per_chunk_kernel(dtype, fill):
     from atlas.engine.chunks import chunk_stats
-    from atlas.engine.family import FamilyEngine, PendingChunk
+    from atlas.engine.family import FamilyEngine
+    from atlas.engine.staged import PendingChunk
     from atlas.metadata import ArrayFamily, ArrayMeta
 
     rng = np.random.default_rng(0)
@@ -124,7 +125,8 @@ def test_stats_of_many_staged_chunks_equal_the_per_chunk_kernel(dtype, fill):
 def test_tiny_chunks_are_encoded_as_encode_chunk_does():
     from atlas.engine.chunks import encode_chunk
     from atlas.engine.codecs import checksum
-    from atlas.engine.family import FamilyEngine, PendingChunk, build_segment
+    from atlas.engine.family import FamilyEngine
+    from atlas.engine.staged import PendingChunk, build_segment
     from atlas.metadata import ArrayFamily, ArrayMeta
 
     chunks = {

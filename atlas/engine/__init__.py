@@ -7,7 +7,9 @@
 * :mod:`~atlas.engine.chunks`: one chunk's stats, encoding and decoding.
 * :mod:`~atlas.engine.segment`: the ``.af`` segment file layout (writer, index, footer).
 * :mod:`~atlas.engine.segment_io`: segment bytes through a backend (memory maps, coalesced ranges).
-* :mod:`~atlas.engine.family`: one array name's family: merged index, reads, pending writes, stats.
+* :mod:`~atlas.engine.family`: one array name's family: reads, pending writes, stats.
+* :mod:`~atlas.engine.family_index`: a family's merged chunk index (newest record per slot and chunk).
+* :mod:`~atlas.engine.staged`: staged (unflushed) chunks, their stats, their encoding into a segment.
 * :mod:`~atlas.engine.pieces`: the piece table of a bulk read (geometry and payloads).
 * :mod:`~atlas.engine.gather`: the bulk gather across datasets. A faster gather goes here.
 * :mod:`~atlas.engine.libblosc2`: the libblosc2 bridge (ctypes and jitted calls into its C API, loaded on first use).

@@ -24,116 +24,18 @@ from atlas.engine.chunks import (
     bits_value,
     chunk_stats,
     decode_chunk,
-    encode_chunk,
     fill_for,
     tracks_written,
-    value_bits,
 )
-from atlas.engine.codecs import MIN_COMPRESS, RAW
+from atlas.engine.family_index import FamilyIndex
 from atlas.engine.planner import ChunkPlan, chunk_extent, chunk_grid, plan_selection
-from atlas.engine.pools import shared_pool
-from atlas.engine.segment import RECORD_DTYPE, SegmentWriter, parse_index
+from atlas.engine.segment import parse_index
 from atlas.engine.segment_io import SegmentIO
+from atlas.engine.staged import VECTOR_STATS_MIN, PendingChunk, build_segment, stack_stats, staged_nbytes, staged_stats
 from atlas.errors import AllocationError, BackendError, CorruptStoreError
 from atlas.metadata import ArrayFamily, ArrayMeta, SegmentRef, Stats
 
-__all__ = ["FamilyIndex", "FamilyEngine", "PendingChunk", "allocate"]
-
-
-class FamilyIndex:
-    """The merged, deduplicated chunk records of a family's live segments.
-
-    Columns are sorted by ``(slot, chunk)``; ``seg`` says which segment (position in
-    the family's segment list) holds each winning record.
-    """
-
-    def __init__(self, tables: list[np.ndarray], base: FamilyIndex | None = None, first_seg: int = 0) -> None:
-        """Merge ``tables`` (segments ``first_seg``, ``first_seg + 1``, ...) over ``base``, the
-        index of the segments before them (their records lose to the new ones)."""
-        if tables and all(t.dtype == RECORD_DTYPE for t in tables):
-            # As bytes: concatenating structured arrays promotes their fields once per
-            # table, which made a family of many small segments slow to index.
-            raw = np.concatenate([np.ascontiguousarray(t).view(np.uint8).reshape(-1) for t in tables])
-            table = raw.view(RECORD_DTYPE)
-        elif tables:
-            table = np.concatenate(tables)
-        else:
-            table = np.zeros(0, RECORD_DTYPE)
-        lengths = np.fromiter((t.shape[0] for t in tables), np.int64, len(tables))
-        seg = np.repeat(np.arange(first_seg, first_seg + len(tables), dtype=np.int32), lengths)
-        if base is not None:
-            table = np.concatenate([base.table, table])
-            seg = np.concatenate([base.seg, seg])
-        order = np.lexsort((seg, table["chunk"], table["slot"]))
-        table, seg = table[order], seg[order]
-        if table.shape[0] > 1:
-            same_next = (table["slot"][:-1] == table["slot"][1:]) & (table["chunk"][:-1] == table["chunk"][1:])
-            keep = np.append(~same_next, True)  # the last of each group is the newest
-            table, seg = table[keep], seg[keep]
-        self.table = table
-        self.seg = seg
-        self.slots = np.ascontiguousarray(table["slot"])
-        self.chunks = np.ascontiguousarray(table["chunk"])
-        #: Decoded small chunks read through :meth:`FamilyEngine.read`, by ``(slot, chunk)``.
-        #: The index is replaced whenever the family's segments change, so the cache
-        #: never outlives the records it was decoded from.
-        self.decoded: dict[tuple[int, int], np.ndarray] = {}
-        self.decoded_nbytes = 0
-
-    def slot_range(self, slot: int) -> tuple[int, int]:
-        """Positions ``[lo, hi)`` of the records of ``slot``."""
-        s = np.uint64(slot)
-        return int(np.searchsorted(self.slots, s, "left")), int(np.searchsorted(self.slots, s, "right"))
-
-    def find(self, slot: int, chunk_ids: np.ndarray) -> np.ndarray:
-        """Record positions of ``chunk_ids`` of ``slot`` (-1 where none is stored)."""
-        lo, hi = self.slot_range(slot)
-        chunks = self.chunks[lo:hi]
-        ids = chunk_ids.astype(np.uint64)
-        pos = np.searchsorted(chunks, ids)
-        found = pos < chunks.shape[0]
-        found[found] = chunks[pos[found]] == ids[found]
-        return np.where(found, pos + lo, -1)
-
-    def find_many(self, slots: np.ndarray, chunk_ids: np.ndarray) -> np.ndarray:
-        """Record positions for every ``(slot, chunk)`` pair: shape ``(len(slots), len(chunk_ids))``."""
-        out = np.full((slots.shape[0], chunk_ids.shape[0]), -1, np.int64)
-        if self.slots.shape[0] == 0 or chunk_ids.shape[0] == 0:
-            return out
-        keys = self._keys()
-        if keys is None:
-            for i, slot in enumerate(slots):
-                out[i] = self.find(int(slot), chunk_ids)
-            return out
-        wanted = (slots.astype(np.uint64)[:, None] << np.uint64(32)) | chunk_ids.astype(np.uint64)[None, :]
-        flat = wanted.reshape(-1)
-        pos = np.searchsorted(keys, flat)
-        ok = pos < keys.shape[0]
-        ok[ok] = keys[pos[ok]] == flat[ok]
-        return np.where(ok, pos, -1).reshape(out.shape)
-
-    def _keys(self) -> np.ndarray | None:
-        """``slot << 32 | chunk`` per record (same order as the table), when both fit."""
-        keys = getattr(self, "_packed", None)
-        if keys is None:
-            if self.slots.max() >= 1 << 31 or self.chunks.max() >= 1 << 32:
-                return None
-            keys = (self.slots << np.uint64(32)) | self.chunks
-            self._packed = keys
-        return keys
-
-
-@dataclass
-class PendingChunk:
-    """A chunk written since the last flush (flat cells + optional written mask).
-
-    ``stats`` caches the chunk's stats between writes, so a flush computes them
-    once for both the manifest and the segment record.
-    """
-
-    values: np.ndarray
-    written: np.ndarray | None
-    stats: ChunkStats | None = None
+__all__ = ["FamilyEngine", "allocate"]
 
 
 @dataclass
@@ -301,8 +203,16 @@ class FamilyEngine:
         self.spilled_slots.update(metas)
         for slot in metas:
             self.pending.pop(slot, None)
-        self.pending_nbytes = _nbytes(self.pending)
+        self.pending_nbytes = staged_nbytes(self.pending)
         self._index = None
+
+    def restore_pending(self, slot: int, staged: dict[int, PendingChunk] | None) -> None:
+        """Put back ``slot``'s staged chunks as a caller saved them (None: nothing staged), e.g. to undo a call."""
+        if staged is None:
+            self.pending.pop(slot, None)
+        else:
+            self.pending[slot] = staged
+        self.pending_nbytes = staged_nbytes(self.pending)
 
     def unspill(self, metas: dict[int, ArrayMeta]) -> list[str]:
         """Load every spilled chunk of ``metas``' slots back into ``pending``.
@@ -328,7 +238,7 @@ class FamilyEngine:
         self.spilled = []
         self.spilled_slots = set()
         self._index = None
-        self.pending_nbytes = _nbytes(self.pending)
+        self.pending_nbytes = staged_nbytes(self.pending)
         return dropped
 
     # -- reads ------------------------------------------------------------------------------
@@ -467,7 +377,7 @@ class FamilyEngine:
     def discard(self, slot: int) -> None:
         """Forget staged chunks of ``slot`` (array deleted or changes discarded)."""
         if self.pending.pop(slot, None) is not None:
-            self.pending_nbytes = _nbytes(self.pending)
+            self.pending_nbytes = staged_nbytes(self.pending)
 
     def reset(self) -> None:
         """Forget every staged chunk and spilled segment (after a commit or a discard)."""
@@ -503,8 +413,8 @@ class FamilyEngine:
                 continue
             groups.setdefault((meta.dtype, chunk.values.shape[0], meta.fill_value), []).append(chunk)
         for (name, cells, fill), chunks in groups.items():
-            if len(chunks) >= _VECTOR_STATS_MIN:
-                _stack_stats(name, cells, fill, chunks)
+            if len(chunks) >= VECTOR_STATS_MIN:
+                stack_stats(name, cells, fill, chunks)
 
     def stats(self, meta: ArrayMeta, where: str, stored: bool = True) -> Stats:
         """Fold chunk stats of ``meta``'s slot: committed records overlaid by staged chunks.
@@ -516,11 +426,11 @@ class FamilyEngine:
         pending = self.pending.get(meta.slot, {})
         if len(pending) == 1 and 0 in pending and _one_chunk(meta.shape, meta.chunk_shape):
             # One staged chunk is the whole array: nothing stored can show through.
-            own = _cached_stats(pending[0], meta)
+            own = staged_stats(pending[0], meta)
             return Stats(own.cells, own.null_count, own.minimum, own.maximum)
         grid = chunk_grid(meta.shape, meta.chunk_shape)
         total = int(np.prod(meta.shape, dtype=np.int64)) if meta.shape else 1
-        parts: list[ChunkStats] = [_cached_stats(c, meta) for c in pending.values()]
+        parts: list[ChunkStats] = [staged_stats(c, meta) for c in pending.values()]
         covered = sum(p.cells for p in parts)
         if stored and self.has_stored():
             idx = self.index()
@@ -558,47 +468,6 @@ def _one_chunk(shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> bool:
 _ONE_CHUNK: dict[tuple[tuple[int, ...], tuple[int, ...]], bool] = {}
 
 
-def _stack_stats(name: str, cells: int, fill: Any, chunks: list[PendingChunk]) -> None:
-    """Set ``stats`` of same-shaped numeric chunks without written masks (see ``precompute_stats``)."""
-    stack = np.stack([c.values for c in chunks])
-    if dtypes.is_float(name):
-        null = np.isnan(stack)
-        if fill is not None:
-            null |= stack == stack.dtype.type(fill)
-        lo = np.where(null, np.inf, stack).min(axis=1).tolist()
-        hi = np.where(null, -np.inf, stack).max(axis=1).tolist()
-        nulls = null.sum(axis=1).tolist()
-        # With both 0.0 and -0.0 in a chunk, which one is its min or max depends on
-        # the order the kernel meets them in: such (rare) chunks are left to it.
-        signed_zero = ((stack == 0) & np.signbit(stack)).any(axis=1).tolist()
-        for chunk, n, a, b, neg in zip(chunks, nulls, lo, hi, signed_zero, strict=True):
-            if n == cells:
-                chunk.stats = ChunkStats(cells, n)
-            elif not neg:
-                chunk.stats = ChunkStats(cells, n, a, b)
-        return
-    view = stack.view(np.uint8) if stack.dtype == np.bool_ else stack
-    null = np.zeros(view.shape, np.bool_)
-    if fill is not None:
-        null |= view == view.dtype.type(int(fill))
-    if name == "timestamp_nanoseconds":
-        null |= view == np.iinfo(np.int64).min
-    info = np.iinfo(view.dtype)
-    lo = np.where(null, info.max, view).min(axis=1).tolist()
-    hi = np.where(null, info.min, view).max(axis=1).tolist()
-    nulls = null.sum(axis=1).tolist()
-    as_value = bool if name == "bool" else int
-    for chunk, n, a, b in zip(chunks, nulls, lo, hi, strict=True):
-        chunk.stats = ChunkStats(cells, n) if n == cells else ChunkStats(cells, n, as_value(a), as_value(b))
-
-
-def _cached_stats(chunk: PendingChunk, meta: ArrayMeta) -> ChunkStats:
-    stats = chunk.stats
-    if stats is None:
-        stats = chunk.stats = chunk_stats(chunk.values, chunk.written, meta)
-    return stats
-
-
 def allocate(shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:
     """``np.empty(shape, dtype)``, or :class:`AllocationError` naming ``what`` and the size."""
     try:
@@ -612,14 +481,6 @@ def allocate(shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:
             f"{what}: {cells} cells of shape {tuple(int(n) for n in shape)} ({nbytes} bytes) cannot be allocated; "
             "read a smaller selection"
         ) from None
-
-
-def _nbytes(pending: dict[int, dict[int, PendingChunk]]) -> int:
-    return sum(
-        c.values.nbytes + (0 if c.written is None else c.written.nbytes)
-        for chunks in pending.values()
-        for c in chunks.values()
-    )
 
 
 def _chunk_cells(
@@ -682,54 +543,9 @@ def _slices(start: np.ndarray, box: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(int(s), int(s) + int(b)) for s, b in zip(start, box, strict=False))
 
 
-def build_segment(
-    engine: FamilyEngine, metas: dict[int, ArrayMeta], codec: str, generation: int, token: bytes, workers: int = 1
-) -> SegmentWriter:
-    """Encode every staged chunk of the slots in ``metas`` into one segment.
-
-    Chunks are compressed on up to ``workers`` threads (blosc2 releases the GIL
-    while it compresses, see :mod:`atlas.engine.codecs`) and added to the segment
-    in (slot, chunk) order, so the file does not depend on the thread count.
-    """
-    jobs = [(slot, cid) for slot in sorted(metas) for cid in sorted(engine.pending.get(slot, {}))]
-
-    def encode(job: tuple[int, int]) -> tuple:
-        """The fields :meth:`SegmentWriter.add` takes after ``slot, chunk``."""
-        slot, cid = job
-        chunk = engine.pending[slot][cid]
-        meta = metas[slot]
-        stats = _cached_stats(chunk, meta)
-        values = chunk.values
-        if chunk.written is None and values.nbytes <= MIN_COMPRESS and meta.dtype != "string":
-            # Stored raw whatever the codec (see encode_payload): the fields of
-            # encode_chunk without building its record, for the many tiny chunks
-            # of a store of small datasets.
-            raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)
-            return (raw.copy(), RAW, raw.nbytes, stats.null_count, value_bits(stats.minimum, meta.dtype),
-                    value_bits(stats.maximum, meta.dtype), 0)  # fmt: skip
-        enc = encode_chunk(values, chunk.written, meta, codec, stats)
-        return enc.stored, enc.codec, enc.raw_nbytes, stats.null_count, enc.min_bits, enc.max_bits, enc.flags
-
-    staged = sum(engine.pending[slot][cid].values.nbytes for slot, cid in jobs)
-    if workers > 1 and len(jobs) > 1 and staged >= _PARALLEL_ENCODE_BYTES:
-        encoded = list(shared_pool("encode", workers).map(encode, jobs))
-    else:
-        encoded = [encode(job) for job in jobs]
-    writer = SegmentWriter(generation, token)
-    for (slot, cid), fields in zip(jobs, encoded):
-        writer.add(slot, cid, *fields)
-    return writer
-
-
-#: Fewer staged chunks of one kind than this get their stats one kernel call each.
-_VECTOR_STATS_MIN = 8
 #: The chunk id of an array held by one chunk, as :meth:`FamilyIndex.find` takes it.
 _CHUNK_ZERO = np.zeros(1, np.int64)
 #: Decoded chunks up to this size are kept for repeated small reads ...
 _DECODED_MAX_CHUNK = 256 << 10
 #: ... up to this many bytes per family (the cache is dropped whole when full).
 _DECODED_CACHE_BYTES = 2 << 20
-
-#: Below this many staged bytes a flush encodes on the calling thread: handing
-#: chunks to a pool costs more than it saves.
-_PARALLEL_ENCODE_BYTES = 1 << 20

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from atlas.engine.chunks import fill_for, tracks_written
-from atlas.engine.family import FamilyEngine, PendingChunk
+from atlas.engine.family import FamilyEngine
 from atlas.engine.planner import chunk_extent, chunk_grid, plan_selection
+from atlas.engine.staged import PendingChunk
 from atlas.metadata import ArrayMeta
 
 __all__ = ["grows_in_place", "grow_in_place", "relocate"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from atlas.backends.base import Version
 from atlas.catalog import CATALOG_DIR, CommitObject, encode_commit
-from atlas.engine.family import build_segment
+from atlas.engine.staged import build_segment
 from atlas.errors import AtlasError, ConflictError, SegmentMissingError
 from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, check_counters
 from atlas.txn.parts import NewFile, catalogue_files, next_commit
