@@ -87,10 +87,10 @@ def test_bad_boxes_get_the_usual_errors(tmp_path, start, shape, error):
      ("int64", -1)],
 )  # fmt: skip
 def test_stats_of_many_staged_chunks_equal_the_per_chunk_kernel(dtype, fill):
-    from atlas.engine.chunks import chunk_stats
+    from atlas.engine.chunks import chunk_stats, value_bits
     from atlas.engine.family import FamilyEngine
     from atlas.engine.staged import PendingChunk
-    from atlas.metadata import ArrayFamily, ArrayMeta
+    from atlas.metadata import ArrayFamily, ArrayMeta, Stats
 
     rng = np.random.default_rng(0)
     store_dtype = np.dtype("int64") if dtype == "timestamp_nanoseconds" else np.dtype(dtype)
@@ -112,12 +112,18 @@ def test_stats_of_many_staged_chunks_equal_the_per_chunk_kernel(dtype, fill):
     engine = FamilyEngine("v", ArrayFamily("v"), None)
     for slot, v in enumerate(rows):
         engine.pending[slot] = {0: PendingChunk(v, None)}
-    engine.precompute_stats(metas)
-    assert sum(engine.pending[s][0].stats is not None for s in metas) > len(rows) // 2  # the stacked path ran
-    for slot, v in enumerate(rows):
+    (group,) = engine.stack_staged(metas, "zstd")
+    assert len(group) > len(rows) // 2  # the stacked path ran
+    assert group.slots.tolist() == sorted(group.slots.tolist())
+    stats = group.array_stats()
+    for row, slot in enumerate(group.slots.tolist()):
+        v = rows[slot]
         want = chunk_stats(v, None, metas[slot])
-        got = engine.pending[slot][0].stats or want
+        got = group.chunk_stats(row)
         assert got == want, (slot, v)
+        assert stats[row] == Stats(want.cells, want.null_count, want.minimum, want.maximum)
+        assert int(group.min_bits[row]) == value_bits(want.minimum, dtype)
+        assert int(group.max_bits[row]) == value_bits(want.maximum, dtype)
         for a, b in ((got.minimum, want.minimum), (got.maximum, want.maximum)):
             assert type(a) is type(b) and (a is None or np.signbit(a) == np.signbit(b))
 
@@ -143,7 +149,8 @@ def test_tiny_chunks_are_encoded_as_encode_chunk_does():
         metas[slot] = ArrayMeta(slot, dtype, ("n",), values.shape, values.shape, fill)
         engine.pending[slot] = {0: PendingChunk(values, None)}
     writer = build_segment(engine, metas, "zstd", 1, b"t" * 16)
-    for slot, record in enumerate(writer.records):
+    writer.finish()
+    for slot, record in enumerate(writer.table.tolist()):
         dtype, values, _ = chunks[slot]
         enc = encode_chunk(values, None, metas[slot], "zstd")
         want = (slot, 0, enc.stored.nbytes, enc.raw_nbytes, checksum(enc.stored), enc.stats.null_count,
@@ -151,3 +158,51 @@ def test_tiny_chunks_are_encoded_as_encode_chunk_does():
         got = (record[0], record[1], record[3], record[4], record[5], record[6], record[7], record[8], record[9],
                record[10])  # fmt: skip
         assert got == want, dtype
+
+
+@pytest.mark.parametrize("codec", ["zstd", "none"])
+def test_stacked_chunks_lay_out_the_segment_a_chunk_by_chunk_encoding_writes(codec):
+    """Blocks of stacked tiny chunks, interleaved with chunks encoded one by one, give the same bytes."""
+    from atlas.engine.family import FamilyEngine
+    from atlas.engine.staged import PendingChunk, build_segment
+    from atlas.metadata import ArrayFamily, ArrayMeta
+
+    rng = np.random.default_rng(1)
+    metas, staged = {}, {}
+    for slot in range(3, 400):
+        kind = slot % 7
+        if kind == 0:  # a string array: never stacked
+            values = np.array([f"s{slot}", ""], dtype=object)
+            metas[slot] = ArrayMeta(slot, "string", ("n",), (2,), (2,), None)
+            staged[slot] = {0: PendingChunk(values, None)}
+        elif kind == 1:  # two chunks: never stacked
+            metas[slot] = ArrayMeta(slot, "int16", ("n",), (8,), (4,), None)
+            staged[slot] = {c: PendingChunk(rng.integers(-9, 9, 4).astype(np.int16), None) for c in (0, 1)}
+        elif kind == 2:  # above the raw-only size: stacked stats, compressed one by one (zstd)
+            metas[slot] = ArrayMeta(slot, "float64", ("n",), (40,), (40,), None)
+            staged[slot] = {0: PendingChunk(np.repeat(rng.normal(size=4), 10), None)}
+        elif kind == 3:  # a -0.0 next to a 0.0: left to the per-chunk kernel
+            metas[slot] = ArrayMeta(slot, "float32", ("t",), (5,), (5,), None)
+            staged[slot] = {0: PendingChunk(np.array([0.0, -0.0, 1, 2, np.nan], np.float32), None)}
+        elif kind == 4:  # a 0-d bool
+            metas[slot] = ArrayMeta(slot, "bool", (), (), (), None)
+            staged[slot] = {0: PendingChunk(np.array([slot % 2 == 0]), None)}
+        else:  # the common case: small float32 arrays, some every cell null
+            metas[slot] = ArrayMeta(slot, "float32", ("t",), (5,), (5,), -999.0)
+            values = rng.normal(size=5).astype(np.float32)
+            if slot % 5 == 0:
+                values[:] = -999.0
+            staged[slot] = {0: PendingChunk(values, None)}
+
+    def segment(stack: bool) -> bytes:
+        engine = FamilyEngine("v", ArrayFamily("v"), None)
+        engine.pending = {s: {c: PendingChunk(p.values, p.written) for c, p in chunks.items()}
+                          for s, chunks in staged.items()}  # fmt: skip
+        groups = engine.stack_staged(metas, codec) if stack else []
+        if stack:
+            assert {g.dtype for g in groups} == {"float32", "float64", "bool"}
+            assert any(g.raw for g in groups) and (codec == "none" or not all(g.raw for g in groups))
+        parts, _ = build_segment(engine, metas, codec, 1, b"t" * 16, 1, groups).finish_ref()
+        return b"".join(bytes(memoryview(p)) for p in parts)
+
+    assert segment(True) == segment(False)

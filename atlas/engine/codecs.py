@@ -21,6 +21,7 @@ __all__ = [
     "CODEC_IDS",
     "RAW",
     "checksum",
+    "row_checksums",
     "decode_payload",
     "decode_strings",
     "encode_payload",
@@ -74,6 +75,11 @@ def checksum(data: np.ndarray | bytes | memoryview) -> int:
     elif data.dtype != np.uint8 or not data.flags.c_contiguous or data.ndim != 1:
         data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     return libblosc2.payload_xxh64(data)
+
+
+def row_checksums(block: np.ndarray, nbytes: int) -> list[int]:
+    """:func:`checksum` of the first ``nbytes`` of every row of a C-contiguous uint8 matrix."""
+    return libblosc2.rows_xxh64(block, nbytes)
 
 
 def encode_payload(raw: np.ndarray, typesize: int, codec: str) -> tuple[np.ndarray, int]:

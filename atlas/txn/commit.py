@@ -21,9 +21,9 @@ import numpy as np
 
 from atlas.backends.base import Version
 from atlas.catalog import CATALOG_DIR, CommitObject, encode_commit
-from atlas.engine.staged import build_segment
+from atlas.engine.staged import StackedChunks, build_segment
 from atlas.errors import AtlasError, ConflictError, SegmentMissingError
-from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, check_counters
+from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Stats, check_counters
 from atlas.txn.parts import NewFile, catalogue_files, next_commit
 from atlas.txn.snapshot import Base
 from atlas.txn.state import WorkingState, shallow_copy
@@ -60,8 +60,16 @@ def build_flush(state: WorkingState) -> tuple[CommitObject, list[NewFile]]:
         families={k: ArrayFamily(f.dir, list(f.segments)) for k, f in state.base.families.items()},
     )  # ``retired`` is kept: entries still within their grace period, compact() decides
     gen = new.generation
+    codec = state.base.codec
+    # Many small one-chunk arrays of a name: stats and segment layout in one pass, not one each.
+    stacked: dict[str, list[StackedChunks]] = {}
+    known: dict[str, dict[int, Stats]] = {}
     for array_name, metas in state.pending_metas().items():
-        state.engine(array_name).precompute_stats(metas)  # many small chunks: one pass, not one each
+        groups = stacked[array_name] = state.engine(array_name).stack_staged(metas, codec)
+        if groups:
+            known[array_name] = by_slot = {}
+            for g in groups:
+                by_slot.update(zip(g.slots.tolist(), g.array_stats()))
     live_slots: dict[str, dict[int, ArrayMeta]] = {}
     rows: list[tuple[str, DatasetMeta | None]] = []
     for name in sorted(state.pending):
@@ -75,7 +83,10 @@ def build_flush(state: WorkingState) -> tuple[CommitObject, list[NewFile]]:
         committed.arrays = {}
         for array_name, meta in ds.arrays.items():
             meta = shallow_copy(meta)
-            meta.stats = state.array_stats(array_name, meta, f"dataset {name!r} array {array_name!r}")
+            stats = known[array_name].get(meta.slot) if array_name in known else None
+            if stats is None:
+                stats = state.array_stats(array_name, meta, f"dataset {name!r} array {array_name!r}")
+            meta.stats = stats
             committed.arrays[array_name] = meta
             live_slots.setdefault(array_name, {})[meta.slot] = meta
         rows.append((name, committed))
@@ -97,7 +108,7 @@ def build_flush(state: WorkingState) -> tuple[CommitObject, list[NewFile]]:
         metas = {s: m for s, m in live_slots.get(array_name, {}).items() if engine.pending.get(s)}
         if not metas:
             continue
-        writer = build_segment(engine, metas, state.base.codec, gen, token, state.max_workers)
+        writer = build_segment(engine, metas, codec, gen, token, state.max_workers, stacked.get(array_name, []))
         parts, ref = writer.finish_ref()
         family.segments.append(ref)
         files.append((f"{family.dir}/{ref.file}", parts))
