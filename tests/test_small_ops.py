@@ -84,7 +84,7 @@ def test_bad_boxes_get_the_usual_errors(tmp_path, start, shape, error):
     ("dtype", "fill"),
     [("float32", None), ("float64", None), ("float32", -999.0), ("float64", 0.0), ("int16", None), ("int32", 7),
      ("uint64", None), ("uint8", 0), ("bool", None), ("bool", False), ("timestamp_nanoseconds", None),
-     ("int64", -1)],
+     ("int64", -1), ("float64", "nan")],
 )  # fmt: skip
 def test_stats_of_many_staged_chunks_equal_the_per_chunk_kernel(dtype, fill):
     from atlas.engine.chunks import chunk_stats, value_bits
@@ -93,6 +93,10 @@ def test_stats_of_many_staged_chunks_equal_the_per_chunk_kernel(dtype, fill):
     from atlas.metadata import ArrayFamily, ArrayMeta, Stats
 
     rng = np.random.default_rng(0)
+    metas_fill = [fill] * 60
+    if fill == "nan":  # a distinct NaN object per array: still one group
+        metas_fill = [float("nan") for _ in range(60)]
+        fill = None
     store_dtype = np.dtype("int64") if dtype == "timestamp_nanoseconds" else np.dtype(dtype)
     cells = 6
     rows = []
@@ -108,7 +112,7 @@ def test_stats_of_many_staged_chunks_equal_the_per_chunk_kernel(dtype, fill):
         if r % 10 == 0 and fill is not None:
             v[:] = fill  # every cell null
         rows.append(v)
-    metas = {slot: ArrayMeta(slot, dtype, ("n",), (cells,), (cells,), fill) for slot in range(len(rows))}
+    metas = {slot: ArrayMeta(slot, dtype, ("n",), (cells,), (cells,), metas_fill[slot]) for slot in range(len(rows))}
     engine = FamilyEngine("v", ArrayFamily("v"), None)
     for slot, v in enumerate(rows):
         engine.pending[slot] = {0: PendingChunk(v, None)}

@@ -9,6 +9,7 @@ newest record wins; lookups are binary searches over sorted columns.
 from __future__ import annotations
 
 import errno
+import itertools
 import math
 import secrets
 import threading
@@ -414,31 +415,36 @@ class FamilyEngine:
         :data:`STACK_MAX_CHUNK_BYTES`, strings and partly written chunks are left
         to the one-by-one path.  Rows are in slot order.
         """
-        groups: dict[tuple[str, int, Any], tuple[list[int], list[PendingChunk]]] = {}
+        groups: dict[tuple[str, tuple, tuple, Any], tuple[list[int], list[PendingChunk]]] = {}
         pending = self.pending
-        for slot in sorted(metas):
+        for slot, meta in metas.items():
             staged = pending.get(slot)
             if not staged or len(staged) != 1:
                 continue
             chunk = staged.get(0)
-            meta = metas[slot]
-            if chunk is None or chunk.written is not None or meta.dtype == "string":
+            if chunk is None or chunk.written is not None:
                 continue
-            values = chunk.values
-            if values.nbytes > STACK_MAX_CHUNK_BYTES or not _one_chunk(meta.shape, meta.chunk_shape):
-                continue
-            group = groups.get((meta.dtype, values.shape[0], meta.fill_value))
+            fill = meta.fill_value
+            key = (meta.dtype, meta.shape, meta.chunk_shape, _NAN if fill != fill else fill)  # NaN != NaN
+            group = groups.get(key)
             if group is None:
-                group = groups[(meta.dtype, values.shape[0], meta.fill_value)] = ([], [])
+                group = groups[key] = ([], [])
             group[0].append(slot)
             group[1].append(chunk)
         raw_codec = CODEC_IDS[codec] == RAW
         out = []
-        for (name, _cells, fill), (slots, chunks) in groups.items():
-            if len(chunks) >= VECTOR_STATS_MIN:
-                stacked = stack_chunks(name, fill, slots, chunks)
-                stacked.raw = raw_codec or stacked.values[:1].nbytes <= MIN_COMPRESS
-                out.append(stacked)
+        for (name, shape, chunk_shape, fill), (slots, chunks) in groups.items():
+            fill = math.nan if fill is _NAN else fill
+            if len(chunks) < VECTOR_STATS_MIN or name == "string" or not _one_chunk(shape, chunk_shape):
+                continue
+            if chunks[0].values.nbytes > STACK_MAX_CHUNK_BYTES:
+                continue
+            if any(a > b for a, b in itertools.pairwise(slots)):
+                order = sorted(range(len(slots)), key=slots.__getitem__)
+                slots, chunks = [slots[i] for i in order], [chunks[i] for i in order]
+            stacked = stack_chunks(name, fill, slots, chunks)
+            stacked.raw = raw_codec or chunks[0].values.nbytes <= MIN_COMPRESS
+            out.append(stacked)
         return out
 
     def stats(self, meta: ArrayMeta, where: str, stored: bool = True) -> Stats:
@@ -491,6 +497,8 @@ def _one_chunk(shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> bool:
 
 
 _ONE_CHUNK: dict[tuple[tuple[int, ...], tuple[int, ...]], bool] = {}
+#: Stands for a NaN fill value in a dict key (NaN is not equal to itself).
+_NAN = object()
 
 
 def allocate(shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:

@@ -113,8 +113,8 @@ def stack_chunks(name: str, fill: Any, slots: list[int], chunks: list[PendingChu
     holding both a ``0.0`` and a ``-0.0`` (whose min or max sign depends on the
     order the kernel meets them in) are left out: the caller takes them one by one.
     """
-    stack = np.stack([c.values for c in chunks])
-    cells = stack.shape[1]
+    cells = chunks[0].values.shape[0]
+    stack = np.concatenate([c.values for c in chunks]).reshape(len(chunks), cells)
     if dtypes.is_float(name):
         null = np.isnan(stack)
         if fill is not None:
