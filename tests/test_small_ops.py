@@ -210,3 +210,18 @@ def test_stacked_chunks_lay_out_the_segment_a_chunk_by_chunk_encoding_writes(cod
         return b"".join(bytes(memoryview(p)) for p in parts)
 
     assert segment(True) == segment(False)
+
+
+def test_row_checksums_equal_the_checksum_of_each_row():
+    """The numpy XXH64 of many short rows (and the C path of long ones) is the payload checksum."""
+    from atlas.engine.codecs import checksum, row_checksums
+    from atlas.engine.rowhash import xxh64_rows
+
+    rng = np.random.default_rng(2)
+    for nbytes in [*range(0, 130), 255, 256, 257, 1000]:
+        stride = max(64, -(-nbytes // 64) * 64)
+        block = rng.integers(0, 256, (20, stride), dtype=np.uint8)
+        want = [checksum(block[i, :nbytes].copy()) for i in range(20)]
+        assert xxh64_rows(block, nbytes).tolist() == want, nbytes
+        assert [int(x) for x in row_checksums(block, nbytes)] == want, nbytes
+        assert [int(x) for x in row_checksums(block[:3], nbytes)] == want[:3], nbytes  # few rows: one call each
