@@ -406,7 +406,7 @@ class FamilyEngine:
     # -- stats --------------------------------------------------------------------------------
 
     def stack_staged(self, metas: dict[int, ArrayMeta], codec: str) -> list[StackedChunks]:
-        """Group the staged one-chunk arrays of ``metas``' slots by dtype, size and fill value.
+        """Group the staged one-chunk arrays of ``metas``' slots by dtype, shape and fill value.
 
         A flush of many small datasets needs the stats of every staged chunk and
         writes each to the segment: the chunks of a group get both in one pass

@@ -1,7 +1,7 @@
 """Staged chunks: what a handle wrote since its last flush, their stats, and their encoding.
 
 :class:`PendingChunk` is one written chunk.  A flush of many small datasets stages
-many one-chunk arrays of one name: those that share dtype, size and fill value are
+many one-chunk arrays of one name: those that share dtype, shape and fill value are
 stacked (:func:`stack_chunks`) so that their stats come from one numpy pass and,
 when they are stored raw, :func:`build_segment` lays their payloads and records
 out as one block of the segment instead of one chunk at a time.
@@ -10,6 +10,7 @@ out as one block of the segment instead of one chunk at a time.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,7 @@ class PendingChunk:
 
 @dataclass
 class StackedChunks:
-    """Staged one-chunk arrays of one family sharing dtype, size and fill value.
+    """Staged one-chunk arrays of one family sharing dtype, shape and fill value.
 
     Row ``i`` is the only chunk (id 0) of the array in ``slots[i]``; ``values[i]``
     holds its cells.  ``minimum``/``maximum`` are Python values (None where every
@@ -179,7 +180,7 @@ def build_segment(
     generation: int,
     token: bytes,
     workers: int = 1,
-    stacked: list[StackedChunks] = (),  # type: ignore[assignment]
+    stacked: Sequence[StackedChunks] = (),
 ) -> SegmentWriter:
     """Encode every staged chunk of the slots in ``metas`` into one segment.
 
