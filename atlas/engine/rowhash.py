@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from atlas.errors import InvalidArgumentError
+
 __all__ = ["xxh64_rows"]
 
 _MASK = (1 << 64) - 1
@@ -40,7 +42,7 @@ def xxh64_rows(block: np.ndarray, nbytes: int) -> np.ndarray:
     """
     n, stride = block.shape
     if stride % 8 or nbytes > stride or not block.flags.c_contiguous:
-        raise ValueError("rows must be C-contiguous and a whole number of 8-byte words long")
+        raise InvalidArgumentError("rows to hash must be C-contiguous and a whole number of 8-byte words long")
     words = block.view("<u8")
     pos = 0
     if nbytes >= 32:

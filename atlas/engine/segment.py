@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from atlas.engine.codecs import checksum
-from atlas.errors import ChecksumError, CorruptStoreError
+from atlas.errors import ChecksumError, CorruptStoreError, InvalidArgumentError
 from atlas.metadata import SegmentRef
 
 __all__ = [
@@ -141,7 +141,7 @@ class SegmentWriter:
         """
         n, stride = block.shape
         if stride % ALIGN or n != records.shape[0] or nbytes > stride:
-            raise ValueError("a block of payloads must have one aligned row per record")
+            raise InvalidArgumentError("a block of payloads must have one aligned row per record")
         if self.records:
             self._tables.append(np.array(self.records, dtype=RECORD_DTYPE))
             self.records = []
