@@ -225,3 +225,34 @@ def test_row_checksums_equal_the_checksum_of_each_row():
         assert xxh64_rows(block, nbytes).tolist() == want, nbytes
         assert [int(x) for x in row_checksums(block, nbytes)] == want, nbytes
         assert [int(x) for x in row_checksums(block[:3], nbytes)] == want[:3], nbytes  # few rows: one call each
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_flush_pauses_the_cycle_collector_and_restores_it(tmp_path, enabled):
+    """No automatic collection traverses the staged datasets during a commit; the collector's state is kept."""
+    import gc
+
+    values = np.arange(24, dtype=np.float32)
+    store = atlas.Atlas.create(tmp_path / "s")
+    store.add_datasets((f"d{i:04d}", {"temp": (["time"], values)}, {"lat": float(i)}) for i in range(300))
+    collections = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    threshold = gc.get_threshold()
+    was = gc.isenabled()
+    gc.callbacks.append(count)
+    try:
+        (gc.enable if enabled else gc.disable)()
+        gc.set_threshold(1, 1, 1)  # a collection at nearly every allocation, unless paused
+        store.flush()
+        assert gc.isenabled() is enabled
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(count)
+        (gc.enable if was else gc.disable)()
+    assert len(collections) < 20, len(collections)  # the few before and after the paused commit
+    with atlas.Atlas.open(tmp_path / "s") as s:
+        assert s.open_dataset("d0299").read_array("temp").tolist() == values.tolist()

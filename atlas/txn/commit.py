@@ -14,8 +14,10 @@ anything else.
 from __future__ import annotations
 
 import contextlib
+import gc
 import secrets
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -153,16 +155,40 @@ def flush(state: WorkingState) -> Base:
     if landed is not None:
         return landed
     state.obsolete = []
-    new, files = build_flush(state)
-    state.lease.renew()
-    publish(
-        state,
-        new,
-        files,
-        f"another writer committed to {state.backend.location} since this handle read generation "
-        f"{state.base.generation}; pending changes are kept: call refresh() and flush() again",
-    )
+    with _cycle_collector_paused():
+        new, files = build_flush(state)
+        state.lease.renew()
+        publish(
+            state,
+            new,
+            files,
+            f"another writer committed to {state.backend.location} since this handle read generation "
+            f"{state.base.generation}; pending changes are kept: call refresh() and flush() again",
+        )
     return new
+
+
+@contextlib.contextmanager
+def _cycle_collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the duration of a commit.
+
+    A flush of many datasets allocates a few objects per dataset while every
+    staged dataset is still alive, so the collections those allocations trigger
+    traverse all of them (with 10 000 staged datasets of 30 attributes, about
+    15 us of CPU per dataset) and find nothing: a commit creates no reference
+    cycle, and what it allocates is freed by reference counting as it ends,
+    together with the staged objects.  The collector is enabled again at the
+    end (only if it was enabled before), so a program that switches it off
+    itself, from another thread, during a flush finds it on again afterwards.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def publish(state: WorkingState, new: CommitObject, files: list[NewFile], conflict: str) -> Version:
