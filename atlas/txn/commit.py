@@ -170,7 +170,6 @@ def flush(state: WorkingState) -> Base:
     return new
 
 
-
 def publish(state: WorkingState, new: CommitObject, files: list[NewFile], conflict: str) -> Version:
     """Write ``files``, then replace the commit object by ``new`` if the store is still at ``state.version``.
 
