@@ -98,34 +98,34 @@ def fast_box(
     other argument, valid or not, returns None, and the caller goes through
     :func:`resolve_box`, which gives the usual answer or error.
     """
-    # Plain loops: this runs on every small read and write, where generator
-    # expressions would cost more than the checks themselves.
+    # Plain loops and type identity tests: this runs on every small read and write,
+    # where generator expressions, zip or ``in`` a tuple of types would cost more
+    # than the checks themselves.
     ndim = len(array_shape)
     if start is None:
         start_t: tuple[int, ...] = (0,) * ndim
-    elif type(start) in _SEQ and len(start) == ndim:
+    else:
+        if (type(start) is not list and type(start) is not tuple) or len(start) != ndim:
+            return None
         for v in start:
             if type(v) is not int:
                 return None
         start_t = tuple(start)
-    else:
-        return None
     if shape is None:
         shape_t = tuple(max(0, s - b) for s, b in zip(array_shape, start_t))
-    elif type(shape) in _SEQ and len(shape) == ndim:
+    else:
+        if (type(shape) is not list and type(shape) is not tuple) or len(shape) != ndim:
+            return None
         for v in shape:
             if type(v) is not int:
                 return None
         shape_t = tuple(shape)
-    else:
-        return None
-    for b, n, s in zip(start_t, shape_t, array_shape):
-        if b < 0 or n < 0 or b + n > s:
+    for axis in range(ndim):
+        b = start_t[axis]
+        n = shape_t[axis]
+        if b < 0 or n < 0 or b + n > array_shape[axis]:
             return None
     return start_t, shape_t
-
-
-_SEQ = (list, tuple)
 
 
 def _str_list(value: Any, refused: str, element: str) -> list[str]:
