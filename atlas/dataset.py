@@ -283,8 +283,9 @@ class DatasetView:
             state = session.working
             if state is None or session.mode == "r":
                 state = self._writable("write array", name)
+            arrays = state.dataset(self._name).arrays  # DatasetNotFoundError, a KeyError: not caught below
             try:
-                meta = state.dataset(self._name).arrays[name]
+                meta = arrays[name]
             except (KeyError, TypeError):
                 raise ArrayNotFoundError(f"dataset {self._name!r} has no array {name!r}") from None
             where = self._where(name)
