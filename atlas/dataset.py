@@ -529,10 +529,11 @@ class DatasetView:
             if state is None or session.mode == "r":
                 state = self._writable("set attribute", key)
             check_label(key, "attribute name")
-            if state.pending.get(self._name) is None:
-                state.dataset(self._name)  # a missing dataset fails before the value is checked
+            name = self._name
+            if type(name) is not str or state.pending.get(name) is None:
+                state.dataset(name)  # a missing dataset fails before the value is checked
             typed = attributes.normalize(value, dtype)
-            state.touch(self._name).attributes[key] = typed
+            state.touch(name).attributes[key] = typed
 
     def get_attribute(self, key: str, default: Any = None) -> Any:
         """The value of attribute ``key``, or ``default`` (None) when it is not set."""

@@ -220,6 +220,11 @@ def test_fast_paths_fail_as_before_on_deleted_datasets_and_closed_or_read_only_h
     with pytest.raises(errors.DatasetNotFoundError, match="dataset 'd' does not exist"):
         ds.define_array("w", "nonsense", ["n"], [2])
     s.discard()
+    odd = atlas.DatasetView(s, ["d"])  # a view of an unhashable name finds no dataset
+    with pytest.raises(errors.DatasetNotFoundError):
+        odd.set_attribute("k", 1.0)
+    with pytest.raises(errors.DatasetNotFoundError):
+        odd.write_array("v", [0], np.zeros(2, np.float32))
     ds.set_attribute("k", "y")  # the committed dataset: copied on this first change
     ds.set_attribute("k2", 2.5)
     assert ds.attributes() == {"k": "y", "k2": 2.5}
