@@ -5,7 +5,10 @@ whole.  Doing that through ``create_dataset`` / ``define_array`` / ``write_array
 ``set_attribute`` checks and stages every piece separately; this module checks the
 whole batch first (so bad input changes nothing), then stages it with the least
 work per dataset: one record per dataset and per array, one staged chunk per small
-array (its data copied once, no read-modify-write, no chunk plan).  The result is
+array (its data copied once, no read-modify-write, no chunk plan).  The arrays of a
+batch repeat a few schemas: an array whose name, dims, dtype and shape passed every
+check before, with data already in storage form, is not checked again (see
+:data:`_KNOWN`).  The result is
 exactly what the per-call path would have staged: the same schemas, chunks, fill
 values, attributes and, after ``flush``, the same bytes and stats.
 """
