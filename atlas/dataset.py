@@ -141,12 +141,6 @@ class DatasetView:
             return state
         return session.writable(f"{verb} {target!r} in dataset {self._name!r}")
 
-    def _selection(
-        self, meta: ArrayMeta, array: str, start: Any, shape: Any
-    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        box = fast_box(meta.shape, start, shape)
-        return resolve_box(meta.shape, start, shape, self._where(array)) if box is None else box
-
     # -- arrays ------------------------------------------------------------------------------------
 
     def list_arrays(self) -> list[str]:
@@ -436,12 +430,17 @@ class DatasetView:
             silent clamping).
         """
         with self._lock:
-            state = self._session.state()
+            state = self._session.working
+            if state is None:
+                state = self._session.state()  # StoreClosedError
             meta = state.dataset(self._name).arrays.get(name) if isinstance(name, str) else None
             if meta is None:
                 return None
-            start_t, shape_t = self._selection(meta, name, start, shape)
-            out = state.engine(name).read(meta, start_t, shape_t, self._where(name))
+            where = self._where(name)
+            box = fast_box(meta.shape, start, shape)
+            start_t, shape_t = resolve_box(meta.shape, start, shape, where) if box is None else box
+            engine = state.engines.get(name)
+            out = (state.engine(name) if engine is None else engine).read(meta, start_t, shape_t, where)
         return out.view("datetime64[ns]") if meta.dtype == "timestamp_nanoseconds" else out
 
     def read_arrays(
