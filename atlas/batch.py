@@ -88,6 +88,7 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
     names: set[str] = set()
     n_arrays = 0
     normalize = attributes.normalize
+    keys: set[str] = set()  # attribute keys checked in this batch
     for position, entry in enumerate(datasets):
         if type(entry) is tuple and len(entry) == 3:
             name, arrays, attrs = entry
@@ -99,11 +100,14 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
         if state.has_dataset(name):
             raise DatasetExistsError(f"dataset {name!r} already exists")
         names.add(name)
-        pairs = arrays.items() if type(arrays) is dict else _items(arrays, name, "arrays")
-        checked = [_array(name, a, spec) for a, spec in pairs]
+        checked = []  # loops, not comprehensions: no function frame of their own per dataset
+        for a, spec in arrays.items() if type(arrays) is dict else _items(arrays, name, "arrays"):
+            checked.append(_array(name, a, spec))
         typed = {}
         for key, value in attrs.items() if type(attrs) is dict else _items(attrs, name, "attributes"):
-            check_label(key, "attribute name")
+            if type(key) is not str or key not in keys:
+                check_label(key, "attribute name")
+                keys.add(key)
             typed[key] = normalize(value)
         n_arrays += len(checked)
         planned.append((name, checked, typed))
