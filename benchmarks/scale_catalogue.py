@@ -12,7 +12,14 @@ attributes (15 float64, 15 short strings); the store is built in batches of
 * ``commit attr`` / ``commit new``: a flush of one changed attribute, and of one new
   dataset (best of 3), and their ratio between the largest and the smallest N;
 * ``bulk read``: ``read_array_across_stacked("temp", every name)`` on a fresh handle
-  (after a read of 1024 datasets that loads the kernels), per dataset.
+  (after a read of 1024 datasets that loads the kernels), per dataset;
+* ``catalog`` / ``find``: the first query on a freshly opened handle,
+  ``catalog(columns=4 attributes)`` and ``find`` with three predicates (an equality
+  on a string attribute, a range on a float attribute and a range on the
+  ``temp.max`` stats column), best of 3 fresh handles.
+
+``--batched`` builds through :meth:`atlas.Atlas.add_datasets` (one call per
+``--flush-every`` datasets) instead of the five per-dataset calls.
 
 Only the public API is used, so ``ATLAS_BENCH_ROOT=/path/to/other/checkout python
 benchmarks/scale_catalogue.py --sizes 10000`` runs the same workload against another
@@ -71,14 +78,51 @@ def _add(store: Any, i: int) -> None:
         ds.set_attribute(key, f"v{(i + k) % 50}")
 
 
-def build(atlas: Any, path: Path, n: int, flush_every: int) -> float:
+def _entry(i: int) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Dataset ``i`` in the form :meth:`atlas.Atlas.add_datasets` takes (same content as ``_add``)."""
+    attrs: dict[str, Any] = {key: i * 0.25 + k for k, key in enumerate(FLOATS)}
+    attrs.update((key, f"v{(i + k) % 50}") for k, key in enumerate(STRINGS))
+    temp = np.arange(CELLS, dtype=np.float32) + np.float32(i % 1000)
+    return _name(i), {"temp": (["depth"], temp)}, attrs
+
+
+def build(atlas: Any, path: Path, n: int, flush_every: int, batched: bool = False) -> float:
     t0 = time.perf_counter()
     with atlas.Atlas.create(path) as store:
         for lo in range(0, n, flush_every):
-            for i in range(lo, min(n, lo + flush_every)):
-                _add(store, i)
+            if batched:
+                store.add_datasets(_entry(i) for i in range(lo, min(n, lo + flush_every)))
+            else:
+                for i in range(lo, min(n, lo + flush_every)):
+                    _add(store, i)
             store.flush()
     return time.perf_counter() - t0
+
+
+#: The queries of the issue's targets: four attribute columns, three predicates.
+CATALOG_COLUMNS = [FLOATS[0], FLOATS[5], STRINGS[3], STRINGS[7]]
+FIND_WHERE = f"{STRINGS[3]} == 'v10' and {FLOATS[5]} > 100 and temp.max between 200 and 800"
+
+
+def queries(atlas: Any, path: Path) -> dict[str, float]:
+    """``catalog`` and ``find`` as the first call on a fresh handle (best of 3 handles)."""
+    out = {"catalog": float("inf"), "find": float("inf")}
+    found = None
+    for _ in range(3):
+        with atlas.Atlas.open(path, "r") as store:
+            t0 = time.perf_counter()
+            frame = store.catalog(columns=CATALOG_COLUMNS)
+            out["catalog"] = min(out["catalog"], time.perf_counter() - t0)
+        if list(frame.columns) != CATALOG_COLUMNS:
+            raise SystemExit(f"catalog returned columns {list(frame.columns)}")
+        with atlas.Atlas.open(path, "r") as store:
+            t0 = time.perf_counter()
+            names = store.find(FIND_WHERE)
+            out["find"] = min(out["find"], time.perf_counter() - t0)
+        if found is not None and names != found:
+            raise SystemExit("find gave different answers on the same store")
+        found = names
+    return out
 
 
 def fresh_open(root: str, path: Path) -> dict[str, float]:
@@ -119,12 +163,15 @@ def bulk(atlas: Any, path: Path) -> float:
     return took
 
 
-def run(atlas: Any, root: str, sizes: list[int], flush_every: int, tmp: Path) -> dict[int, dict[str, float]]:
+def run(
+    atlas: Any, root: str, sizes: list[int], flush_every: int, tmp: Path, batched: bool
+) -> dict[int, dict[str, float]]:
     rows: dict[int, dict[str, float]] = {}
     for n in sizes:
         path = tmp / f"c{n}"
-        row = {"build": build(atlas, path, n, flush_every)}
+        row = {"build": build(atlas, path, n, flush_every, batched)}
         row.update(fresh_open(root, path))
+        row.update(queries(atlas, path))
         row.update(commits(atlas, path, n))
         row["bulk read us/ds"] = 1e6 * bulk(atlas, path) / n
         meta = [p for p in path.rglob("*") if p.name.startswith("atlas.") or p.suffix == ".cat"]
@@ -135,7 +182,8 @@ def run(atlas: Any, root: str, sizes: list[int], flush_every: int, tmp: Path) ->
 
 
 def report(rows: dict[int, dict[str, float]]) -> None:
-    cols = ["build", "open", "open + list", "rss MiB", "commit attr", "commit new", "bulk read us/ds", "metadata MiB"]
+    cols = ["build", "open", "open + list", "rss MiB", "commit attr", "commit new", "catalog", "find",
+            "bulk read us/ds", "metadata MiB"]  # fmt: skip
     print("| N | " + " | ".join(cols) + " |")
     print("|---:|" + "---:|" * len(cols))
     for n, row in rows.items():
@@ -150,7 +198,7 @@ def report(rows: dict[int, dict[str, float]]) -> None:
         )
 
 
-def main(sizes: list[int], flush_every: int, tmp: Path) -> int:
+def main(sizes: list[int], flush_every: int, tmp: Path, batched: bool = False) -> int:
     root = os.environ.get("ATLAS_BENCH_ROOT", str(Path(__file__).resolve().parent.parent))
     sys.path.insert(0, root)
     import atlas
@@ -159,8 +207,8 @@ def main(sizes: list[int], flush_every: int, tmp: Path) -> int:
         raise SystemExit(f"atlas was imported from {atlas.__file__}, not {root}: run scale_catalogue.py directly")
 
     print(f"atlas from {root}; datasets of one float32 ({CELLS},) array + 15 float64 + 15 string attributes; "
-          f"flush every {flush_every}")  # fmt: skip
-    report(run(atlas, root, sizes, flush_every, tmp))
+          f"flush every {flush_every}; build {'add_datasets' if batched else 'per call'}")  # fmt: skip
+    report(run(atlas, root, sizes, flush_every, tmp, batched))
     return 0
 
 
@@ -172,9 +220,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="2000,10000", help="comma-separated dataset counts")
     parser.add_argument("--flush-every", type=int, default=10_000, help="datasets per commit while building")
+    parser.add_argument("--batched", action="store_true", help="build with Atlas.add_datasets")
+    parser.add_argument("--tmp", type=Path, default=None, help="directory for the stores (default: system temp)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="atlas-catalogue-"))
+    work = Path(tempfile.mkdtemp(prefix="atlas-catalogue-", dir=args.tmp))
     try:
-        sys.exit(main(sorted(int(s) for s in args.sizes.split(",")), args.flush_every, work))
+        sys.exit(main(sorted(int(s) for s in args.sizes.split(",")), args.flush_every, work, args.batched))
     finally:
         shutil.rmtree(work, ignore_errors=True)
