@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flush-every", type=int, default=None, help="datasets per commit while building")
     parser.add_argument("--catalogue", action="store_true", help="the many-attributes workload (scale_catalogue.py)")
     parser.add_argument("--batched", action="store_true", help="with --catalogue: build with Atlas.add_datasets")
+    parser.add_argument("--original", default=None, help="with --catalogue: python of the original, to build with too")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of open/list/read (best kept)")
     parser.add_argument("--max-ratio", type=float, default=2.0, help="largest accepted per-dataset cost ratio")
     parser.add_argument("--check-flush", action="store_true", help="include the build's flushes in the check")
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = sorted(int(s) for s in (args.sizes or "2000,10000").split(","))
         tmp = Path(tempfile.mkdtemp(prefix="atlas-catalogue-", dir=args.tmp))
         try:
-            return scale_catalogue.main(sizes, args.flush_every or 10_000, tmp, args.batched)
+            return scale_catalogue.main(sizes, args.flush_every or 10_000, tmp, args.batched, args.original)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     args.flush_every = args.flush_every or 5000

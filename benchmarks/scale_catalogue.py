@@ -20,6 +20,10 @@ attributes (15 float64, 15 short strings); the store is built in batches of
 
 ``--batched`` builds through :meth:`atlas.Atlas.add_datasets` (one call per
 ``--flush-every`` datasets) instead of the five per-dataset calls.
+``--original PYTHON`` also builds each store with another implementation of the
+same API (the original ``atlas-python``, installed in the environment of
+``PYTHON``), in a subprocess started in an empty directory, through the per-call
+path (the only one it has), and prints the build times side by side.
 
 Only the public API is used, so ``ATLAS_BENCH_ROOT=/path/to/other/checkout python
 benchmarks/scale_catalogue.py --sizes 10000`` runs the same workload against another
@@ -125,6 +129,31 @@ def queries(atlas: Any, path: Path) -> dict[str, float]:
     return out
 
 
+_ORIGINAL_BUILD = r"""
+import json, sys, time
+from pathlib import Path
+sys.path.append(sys.argv[1])  # after the directory of the original's package
+import atlas
+import scale_catalogue
+n, flush_every = int(sys.argv[3]), int(sys.argv[4])
+took = scale_catalogue.build(atlas, Path(sys.argv[2]), n, flush_every)
+print(json.dumps({"build": took, "from": atlas.__file__}))
+"""
+
+
+def original_build(python: str, path: Path, n: int, flush_every: int) -> float:
+    """Seconds the other implementation takes to build the same store through the per-call path."""
+    here = str(Path(__file__).resolve().parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [python, "-c", _ORIGINAL_BUILD, here, str(path), str(n), str(flush_every)],
+        capture_output=True, text=True, cwd=path.parent,
+    )  # fmt: skip
+    if done.returncode:
+        raise SystemExit(done.stderr)
+    return json.loads(done.stdout)["build"]
+
+
 def fresh_open(root: str, path: Path) -> dict[str, float]:
     """Open and list in a fresh process (the best of three runs for the times)."""
     runs = []
@@ -198,7 +227,7 @@ def report(rows: dict[int, dict[str, float]]) -> None:
         )
 
 
-def main(sizes: list[int], flush_every: int, tmp: Path, batched: bool = False) -> int:
+def main(sizes: list[int], flush_every: int, tmp: Path, batched: bool = False, original: str | None = None) -> int:
     root = os.environ.get("ATLAS_BENCH_ROOT", str(Path(__file__).resolve().parent.parent))
     sys.path.insert(0, root)
     import atlas
@@ -208,7 +237,16 @@ def main(sizes: list[int], flush_every: int, tmp: Path, batched: bool = False) -
 
     print(f"atlas from {root}; datasets of one float32 ({CELLS},) array + 15 float64 + 15 string attributes; "
           f"flush every {flush_every}; build {'add_datasets' if batched else 'per call'}")  # fmt: skip
-    report(run(atlas, root, sizes, flush_every, tmp, batched))
+    rows = run(atlas, root, sizes, flush_every, tmp, batched)
+    report(rows)
+    if original:
+        print()
+        print(f"| N | build s (this) | build s ({original}, per call) | us/dataset this / original |")
+        print("|---:|---:|---:|---:|")
+        for n in sizes:
+            theirs = original_build(original, tmp / "original" / f"c{n}", n, flush_every)
+            ours = rows[n]["build"]
+            print(f"| {n} | {ours:.3f} | {theirs:.3f} | {1e6 * ours / n:.1f} / {1e6 * theirs / n:.1f} |")
     return 0
 
 
@@ -222,9 +260,11 @@ if __name__ == "__main__":
     parser.add_argument("--flush-every", type=int, default=10_000, help="datasets per commit while building")
     parser.add_argument("--batched", action="store_true", help="build with Atlas.add_datasets")
     parser.add_argument("--tmp", type=Path, default=None, help="directory for the stores (default: system temp)")
+    parser.add_argument("--original", default=None, help="python of another implementation to build with too")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="atlas-catalogue-", dir=args.tmp))
     try:
-        sys.exit(main(sorted(int(s) for s in args.sizes.split(",")), args.flush_every, work, args.batched))
+        sizes = sorted(int(s) for s in args.sizes.split(","))
+        sys.exit(main(sizes, args.flush_every, work, args.batched, args.original))
     finally:
         shutil.rmtree(work, ignore_errors=True)
