@@ -20,6 +20,7 @@ from atlas import dtypes
 from atlas.catalog.commit import PartRef, part_filename
 from atlas.catalog.encoding import encode_record, encode_strings, is_internal_key
 from atlas.catalog.layout import PartBuilder
+from atlas.catalog.schemas import FLAG_SCHEMAS, SchemaInterner
 from atlas.errors import InvalidArgumentError
 from atlas.metadata import DatasetMeta
 
@@ -172,9 +173,11 @@ def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) ->
         imin, imax = np.zeros(n, dtype="<u8"), np.zeros(n, dtype="<u8")
         smin, smax = [""] * n, [""] * n
         extents: list[int] = []
-        flags = 0
+        schema, interner = np.zeros(n, dtype="<u4"), SchemaInterner()
+        flags = FLAG_SCHEMAS
         for r, am in entries:
             slot[r], code[r], ndim[r] = am.slot, _CODE[am.dtype], len(am.shape)
+            schema[r] = interner.code(am)
             extents.extend(am.shape)
             st = am.stats
             if st is None:
@@ -203,6 +206,8 @@ def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) ->
         builder.add(p + "max", fmax, 8)
         builder.add(p + "ndim", ndim)
         builder.add(p + "extents", np.asarray(extents, dtype="<u8"), 8)
+        builder.add(p + "schema", schema, 4)
+        builder.add(p + "schemas", interner.column())
         if flags & FLAG_EXACT:
             builder.add(p + "imin", imin, 8)
             builder.add(p + "imax", imax, 8)

@@ -25,7 +25,9 @@ from atlas.catalog.build import (
 from atlas.catalog.encoding import encode_strings
 from atlas.catalog.layout import PartBuilder
 from atlas.catalog.part import PartReader
+from atlas.catalog.schemas import FLAG_SCHEMAS, SchemaInterner
 from atlas.catalog.snapshot import merge_positions, merge_sorted, winning_rows
+from atlas.errors import CorruptStoreError
 
 __all__ = ["merge_columns"]
 
@@ -170,6 +172,10 @@ def _merge_stats(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, b
         ndim = field("ndim", "u1")
         builder.add(p_ + "ndim", ndim)
         builder.add(p_ + "extents", _merge_extents(readers, groups, rows, pos, ndim), 8)
+        codes, interner = _merge_schemas(readers, array, groups, rows, pos, n)
+        builder.add(p_ + "schema", codes, 4)
+        builder.add(p_ + "schemas", interner.column())
+        flags |= FLAG_SCHEMAS
         for bit, names_ in ((FLAG_EXACT, ("imin", "imax")), (FLAG_STRINGS, ("smin", "smax"))):
             if not flags & bit:
                 continue
@@ -188,6 +194,39 @@ def _merge_stats(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, b
                     builder.add(p_ + name, encode_strings(strs.tolist()))
         out.append([array, flags])
     return out
+
+
+def _merge_schemas(
+    readers: Sequence[PartReader], array: str, groups: list[tuple[int, int] | None], rows: Rows, pos: Rows, n: int
+) -> tuple[np.ndarray, SchemaInterner]:
+    """The ``schema`` codes in merged row order and their dictionary.
+
+    Codes of parts with interned schemas are remapped into the merged dictionary;
+    parts written before schema interning get theirs from their records.
+    """
+    codes = np.zeros(n, dtype="<u4")
+    interner = SchemaInterner()
+    for reader, g, r, p in zip(readers, groups, rows, pos):
+        if g is None or not r.size:
+            continue
+        table = reader.schemas(array)
+        if table is not None:
+            has = table.has[r]
+            remap = np.array([interner.code_of(t) for t in table.template_bytes()], dtype="<u4")
+            codes[p[has]] = remap[table.codes[r[has]]] if remap.size else 0
+            continue
+        has = reader.fixed(f"s{g[0]}.state")[r] > 0
+        block_rows, k, block = reader.index.block_rows, -1, None
+        for row, at in zip(r[has].tolist(), p[has].tolist()):  # rows ascending: each block decoded once
+            if row // block_rows != k:
+                k = row // block_rows
+                block = reader.block(k)
+            arrays = reader.arrays(row, block)
+            am = None if arrays is None else arrays.get(array)
+            if am is None:
+                raise CorruptStoreError(f"{reader.where} row {row}: stats state disagrees with the record")
+            codes[at] = interner.code(am)
+    return codes, interner
 
 
 def _merge_extents(
