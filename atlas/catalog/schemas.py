@@ -146,10 +146,15 @@ class SchemaTable:
         ndim = self.ndim[r]
         d = int(ndim[0])
         if np.all(ndim == d):
-            # One rank (the usual case): the distinct (code, shape) pairs in one np.unique.
-            ext = self.extents[self.starts[r][:, None] + np.arange(d)] if d else np.zeros((r.size, 0), np.uint64)
-            keys, inverse = np.unique(np.column_stack((codes, ext)), axis=0, return_inverse=True)
-            protos = [self._proto(int(k[0]), tuple(k[1:].tolist())) for k in keys]
+            # One rank (the usual case): the distinct (code, shape) pairs, numbered by
+            # combining per-column ranks (integer uniques; rows of a 2-d array sort slowly).
+            starts = self.starts[r]
+            key = np.zeros(r.size, np.int64)
+            for col in (codes, *(self.extents[starts + k] for k in range(d))):
+                values, ranks = np.unique(col, return_inverse=True)
+                key = np.unique(key * values.size + ranks.reshape(-1), return_inverse=True)[1].reshape(-1)
+            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+            protos = [self._proto(int(codes[i]), self.shape(int(r[i]))) for i in first.tolist()]
             which = map(protos.__getitem__, inverse.reshape(-1).tolist())
         else:
             which = (self._proto(int(c), self.shape(int(row))) for c, row in zip(codes.tolist(), r.tolist()))
