@@ -355,3 +355,29 @@ def test_huge_claimed_schema_dictionary_is_refused_before_allocating(part):
 
     with pytest.raises(CorruptStoreError, match="claims"):
         _bulk(store, forge(store, ref, entries=claim))
+
+
+@pytest.mark.parametrize("row", [5, 599])
+def test_merge_refuses_a_record_that_disagrees_with_its_tombstone_flag(part, row):
+    from atlas.catalog import merge_parts
+
+    store, ref = part
+
+    def flip(raw):
+        t = bytearray(raw["tombstone"])
+        t[row] ^= 1
+        raw["tombstone"] = bytes(t)
+
+    forged = forge(store, ref, columns=flip)
+    with pytest.raises(CorruptStoreError, match="disagrees"):
+        merge_parts([forged], store.read_range, "zstd", 2, bytes(16), False)
+
+
+def test_merge_refuses_string_codes_out_of_range(part):
+    from atlas.catalog import merge_parts
+
+    store, ref = part
+    i = _column_no(PartReader(ref, store.read_range), "platform")
+    forged = forge(store, ref, columns=lambda raw: _set_u32(raw, f"a{i}.codes", 3, 999))
+    with pytest.raises(CorruptStoreError, match="out of range"):
+        merge_parts([forged], store.read_range, "zstd", 2, bytes(16), True)

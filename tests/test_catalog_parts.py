@@ -538,3 +538,70 @@ def test_parts_without_schema_columns_read_through_records_and_merges_rebuild_th
         assert [packed(a) for a in final.array_metas("temp", names)[0]] == [packed(a) for a in expected]
         assert len(final._readers[0].schemas("temp").templates) == 6
         final.verify()
+
+
+# -- the writer's fast paths give what the plain encoding gives -----------------------------------------
+
+
+def test_record_encoder_writes_the_bytes_of_the_plain_encoding():
+    from atlas.catalog.encoding import RecordEncoder, encode_record
+
+    many = DatasetMeta(9, 2, {}, {f"a{k:02d}": ArrayMeta(k + 1, "uint8", ("x",), (k,), (4,), k) for k in range(20)})
+    empty_stats = ArrayMeta(3, "float64", ("x",), (2,), (2,), float("inf"), stats=Stats(2, 2, None, None))
+    odd = DatasetMeta(4, 1, {"v": {"v": 1.5, "t": "float64"}}, {"e": empty_stats})
+    rows = [*(varied(i) for i in range(40)), *(profile(i) for i in range(1, 20)), many, odd, None]
+    encoder = RecordEncoder()
+    for ds in rows * 2:  # the second pass goes through the memoised schemas
+        assert encoder.encode(ds) == encode_record(ds)
+
+
+def _typed(i: int, k: int) -> dict:
+    if k == 0:
+        return {"t": "string", "v": f"s{i % 3}"}
+    if k == 1:
+        return {"v": i * 0.5, "t": "float64"} if i % 5 == 0 else {"t": "float64", "v": i * 0.5}  # other key order
+    if k == 2:
+        return {"t": "int64", "v": [i, i], "k": "list"} if i % 4 == 0 else {"t": "int64", "v": i}
+    return {"t": "bool", "v": i % 2 == 0}
+
+
+@pytest.mark.parametrize("orders", [1, 3, 40])
+def test_attribute_columns_whatever_the_key_orders(orders):
+    """Rows in one key order, a few, or many (the per-key fallback) give the same columns."""
+    store = Store()
+    rows = []
+    for i in range(1, 400):
+        keys = [f"k{(j + i % orders) % 4}" for j in range(4)] if orders < 40 else [f"k{j}" for j in range(i % 4 + 1)]
+        if orders == 40:
+            keys += [f"x{i % 37}"]
+        attrs = {key: _typed(i, int(key[1:]) if key[0] == "k" else 3) for key in keys}
+        rows.append((f"r{i:04d}", DatasetMeta(i, 1, attrs, {}) if i % 50 else None))
+    cat = Catalog([store.write(rows, 1)], store.read_range)
+    names = cat.names()
+    live = {n: ds for n, ds in rows if ds is not None}
+    for key in cat.attribute_keys():
+        values, present = cat.column(key)
+        for name, value, has in zip(names, values.tolist(), present.tolist()):
+            typed = live[name].attributes.get(key)
+            assert has == (typed is not None), (key, name)
+            if typed is not None:
+                assert value == attributes.to_python(attributes.decode(typed)), (key, name)
+    assert [canonical(cat.get(n)) for n in names] == [canonical(live[n]) for n in names]
+
+
+def test_merged_string_dictionaries_hold_the_used_values_sorted():
+    store = Store()
+
+    def ds(i: int, label: str) -> DatasetMeta:
+        return DatasetMeta(i, 1, {"label": {"t": "string", "v": label}}, {})
+
+    old = store.write([("a", ds(1, "zebra")), ("b", ds(2, "apple")), ("c", ds(3, "mango"))], 1)
+    new = store.write([("b", ds(4, "kiwi")), ("d", ds(5, "zebra")), ("c", None)], 2)
+    for drop in (True, False):
+        _, buffers, merged = merge_parts([old, new], store.read_range, "zstd", 3, secrets.token_bytes(16), drop)
+        store.files[merged.path] = b"".join(bytes(b) for b in buffers)
+        reader = Catalog([merged], store.read_range)._readers[0]
+        codes, dictionary, present = reader.string_codes("label")
+        assert dictionary.tolist() == ["kiwi", "zebra"]  # "apple" and "mango" were overwritten or deleted
+        assert reader.names() == (["a", "b", "d"] if drop else ["a", "b", "c", "d"])
+        assert dictionary[codes[present.astype(bool)]].tolist() == ["zebra", "kiwi", "zebra"]

@@ -11,6 +11,7 @@ import itertools
 import math
 import operator
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -18,17 +19,19 @@ import numpy as np
 
 from atlas import dtypes
 from atlas.catalog.commit import PartRef, part_filename
-from atlas.catalog.encoding import encode_record, encode_strings, is_internal_key
+from atlas.catalog.encoding import RecordEncoder, encode_strings, is_internal_key
 from atlas.catalog.layout import PartBuilder
 from atlas.catalog.schemas import FLAG_SCHEMAS, SchemaInterner
 from atlas.errors import InvalidArgumentError
-from atlas.metadata import DatasetMeta
+from atlas.metadata import DatasetMeta, gc_paused
 
 __all__ = ["BLOCK_ROWS", "DTYPE_CODES", "add_attribute_column", "add_string_attribute", "record_block", "write_part"]
 
 _T, _V = operator.itemgetter("t"), operator.itemgetter("v")
 #: Rows per record block: materialising one dataset decompresses one block.
 BLOCK_ROWS = 256
+#: Up to this many distinct attribute key orders, rows are transposed per order.
+_MAX_ORDERS = 16
 #: Stats column ``dtype`` code of each dtype name (its position in this tuple).
 DTYPE_CODES: tuple[str, ...] = dtypes.DTYPE_NAMES
 _CODE = {name: i for i, name in enumerate(DTYPE_CODES)}
@@ -65,7 +68,14 @@ def write_part(
         The file name inside ``catalog/``, the buffers to write in order (their
         concatenation is the file), and the entry for the commit object.
     """
-    ordered = sorted(rows, key=lambda r: r[0])
+    with gc_paused():  # millions of small objects alive: no collection passes over them meanwhile
+        return _write_part(rows, codec, generation, token)
+
+
+def _write_part(
+    rows: Sequence[tuple[str, DatasetMeta | None]], codec: str, generation: int, token: bytes
+) -> tuple[str, list[bytes | np.ndarray], PartRef]:
+    ordered = sorted(rows, key=operator.itemgetter(0))
     names = [name for name, _ in ordered]
     if len(set(names)) != len(names):
         raise InvalidArgumentError("a catalogue part cannot hold two rows of one dataset name")
@@ -78,7 +88,8 @@ def write_part(
     builder.add("id", ids, 8)
     builder.add("version", versions, 8)
     builder.add("tombstone", np.fromiter((m is None for m in metas), dtype="u1", count=n))
-    blocks = (_record_block(metas[i : i + BLOCK_ROWS]) for i in range(0, n, BLOCK_ROWS))
+    encode = RecordEncoder().encode
+    blocks = (record_block(list(map(encode, metas[i : i + BLOCK_ROWS]))) for i in range(0, n, BLOCK_ROWS))
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
     attributes = _add_attribute_columns(builder, metas)
     arrays = _add_stats_columns(builder, metas)
@@ -86,10 +97,6 @@ def write_part(
     file = part_filename(generation, token)
     ref = PartRef(file, size, index_offset, index_length, digest, n, generation, generation)
     return file, parts, ref
-
-
-def _record_block(metas: list[DatasetMeta | None]) -> bytes:
-    return record_block([encode_record(m) for m in metas])
 
 
 def record_block(records: list[bytes]) -> bytes:
@@ -100,17 +107,83 @@ def record_block(records: list[bytes]) -> bytes:
 
 
 def _add_attribute_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) -> list[list[str]]:
-    # Column by column with C-level map() calls: a Python loop per (row, key)
-    # cost most of the time of writing a large part.
     attrs = [{} if m is None else m.attributes for m in metas]
-    n = len(metas)
-    out = []
-    keys = sorted(k for k in set().union(*attrs) if not is_internal_key(k)) if attrs else []
-    for i, key in enumerate(keys):
-        column = np.empty(n, dtype=object)
-        column[:] = list(map(dict.get, attrs, itertools.repeat(key)))
-        out.append([key, add_attribute_column(builder, i, column)])
-    return out
+    columns = _attribute_values(attrs)
+    return [[key, add_attribute_values(builder, i, len(metas), columns[key])]
+            for i, key in enumerate(sorted(k for k in columns if not is_internal_key(k)))]  # fmt: skip
+
+
+@dataclass
+class KeyValues:
+    """The values of one attribute key: the rows that have it (any order) and, per row, its typed value."""
+
+    rows: np.ndarray
+    typed: list[dict[str, Any]]
+    #: ``typed`` split: each value's ``t`` and ``v``, and whether none has a ``k`` (list or n-d array).
+    types: list[str]
+    plain: list[Any]
+    scalar: bool
+
+    @classmethod
+    def of(cls, rows: np.ndarray, typed: list[dict[str, Any]]) -> KeyValues:
+        return cls(rows, typed, list(map(_T, typed)), list(map(_V, typed)), set(map(len, typed)) <= {2})
+
+
+def _attribute_values(attrs: list[dict[str, Any]]) -> dict[str, KeyValues]:
+    """The :class:`KeyValues` of every attribute key of ``attrs`` (one dict per row).
+
+    Datasets made alike hold their keys in one order.  The typed values of the rows
+    of one order are flattened row by row, in the order they were made, and split
+    into types and values by C-level passes over that one list; each key is then a
+    strided slice.  Passes per key over values scattered in memory (one per key and
+    per field) cost several times more.  Rows in many orders fall back to them.
+    """
+    n = len(attrs)
+    orders = list(map(tuple, attrs))
+    if n and orders.count(orders[0]) == n:  # hashing every row's keys costs more than comparing them
+        distinct = [orders[0]] if orders[0] else []
+    else:
+        distinct = [o for o in dict.fromkeys(orders) if o]
+    if len(distinct) > _MAX_ORDERS:
+        out = {}
+        for key in set().union(*attrs):
+            values = list(map(dict.get, attrs, itertools.repeat(key)))
+            rows = np.flatnonzero(np.fromiter(map(operator.is_not, values, itertools.repeat(None)), bool, n))
+            out[key] = KeyValues.of(rows, [values[r] for r in rows.tolist()])
+        return out
+    parts: dict[str, list[KeyValues]] = {}
+    for order in distinct:
+        mask = np.fromiter(map(order.__eq__, orders), bool, n)
+        if mask.all():
+            rows, group = np.arange(n), attrs
+        else:
+            rows = np.flatnonzero(mask)
+            group = [attrs[r] for r in rows.tolist()]
+        flat = list(itertools.chain.from_iterable(map(dict.values, group)))
+        # Two passes over the typed values (their keys, then their fields): when every
+        # one is a scalar {"t", "v"} in that order, types and values are the even and
+        # odd fields.  Otherwise (lists, arrays, other orders) each key is split on its own.
+        keys = list(itertools.chain.from_iterable(flat))
+        if len(keys) == 2 * len(flat) and keys[0::2].count("t") == len(flat) and keys[1::2].count("v") == len(flat):
+            fields = list(itertools.chain.from_iterable(map(dict.values, flat)))
+            types, plain = fields[0::2], fields[1::2]
+            split = None
+        else:
+            split = True
+        step = len(order)
+        for k, key in enumerate(order):
+            typed = flat[k::step]
+            kv = KeyValues.of(rows, typed) if split else KeyValues(rows, typed, types[k::step], plain[k::step], True)
+            parts.setdefault(key, []).append(kv)
+    return {key: kv[0] if len(kv) == 1 else _concat(kv) for key, kv in parts.items()}
+
+
+def _concat(parts: list[KeyValues]) -> KeyValues:
+    def chain(field: str) -> list[Any]:
+        return list(itertools.chain.from_iterable(getattr(p, field) for p in parts))
+
+    rows = np.concatenate([p.rows for p in parts])
+    return KeyValues(rows, chain("typed"), chain("types"), chain("plain"), all(p.scalar for p in parts))
 
 
 def add_attribute_column(builder: PartBuilder, i: int, column: np.ndarray) -> str:
@@ -118,24 +191,30 @@ def add_attribute_column(builder: PartBuilder, i: int, column: np.ndarray) -> st
 
     Returns the column kind.
     """
-    n = column.size
-    present = np.not_equal(column, None)
-    idx = np.flatnonzero(present)
-    values = column[idx].tolist()
-    builder.add(f"a{i}.present", present.astype("u1"))
-    types = set(map(_T, values))
-    scalar = set(map(len, values)) == {2}  # {"t", "v"}: no "k" (list/ndarray)
-    t = next(iter(types)) if len(types) == 1 and scalar else None
+    rows = np.flatnonzero(np.fromiter(map(operator.is_not, column, itertools.repeat(None)), bool, column.size))
+    return add_attribute_values(builder, i, column.size, KeyValues.of(rows, column[rows].tolist()))
+
+
+def add_attribute_values(builder: PartBuilder, i: int, n: int, values: KeyValues) -> str:
+    """Add the ``a{i}.*`` columns of one key in a part of ``n`` rows; returns the column kind."""
+    rows = values.rows
+    present = np.zeros(n, dtype="u1")
+    present[rows] = 1
+    builder.add(f"a{i}.present", present)
+    types = set(values.types)
+    t = next(iter(types)) if len(types) == 1 and values.scalar else None
     if t == "string":
-        add_string_attribute(builder, i, n, idx, list(map(_V, values)))
+        add_string_attribute(builder, i, n, rows, values.plain)
         return "string"
     if t is not None:
         col = np.zeros(n, dtype=_COLUMN_DTYPE[t])
-        col[idx] = list(map(_V, values))
+        col[rows] = values.plain
         builder.add(f"a{i}.values", col, col.itemsize)
         return t
-    column = column.copy()
-    column[~present] = None
+    column = np.full(n, None, dtype=object)
+    boxed = np.empty(len(values.typed), dtype=object)
+    boxed[:] = values.typed
+    column[rows] = boxed
     builder.add(f"a{i}.blob", msgpack.packb(column.tolist(), use_bin_type=True))
     return "blob"
 

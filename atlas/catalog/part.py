@@ -216,6 +216,19 @@ class PartReader:
             self._columns[key] = read_schema_table(self, array)
         return self._columns[key]
 
+    def string_codes(self, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(codes, dictionary, present)`` of a ``string`` attribute column (what merges remap), or None."""
+        found = self.attribute_kinds().get(key)
+        if found is None or found[1] != "string":
+            return None
+        i = found[0]
+        present = self.fixed(f"a{i}.present")
+        codes = self.fixed(f"a{i}.codes")
+        dictionary = self._dictionary(f"a{i}.dict")
+        if (present.size and present.max() > 1) or (codes.size and int(codes.max()) >= max(len(dictionary), 1)):
+            raise CorruptStoreError(f"{self.where} attribute {key!r}: dictionary code or presence out of range")
+        return codes, dictionary, present
+
     def key(self, row: int) -> tuple[int, int]:
         """``(id, version)`` of a row from the key columns."""
         return int(self.fixed("id")[row]), int(self.fixed("version")[row])
