@@ -230,9 +230,14 @@ def add_string_attribute(builder: PartBuilder, i: int, n: int, idx: np.ndarray, 
 
 def _dictionary_encode(values: list[str]) -> tuple[list[str], np.ndarray]:
     """Sorted distinct values and the code of each value (sorting only the distinct ones)."""
-    distinct = sorted(dict.fromkeys(values))
-    code = {v: k for k, v in enumerate(distinct)}
-    return distinct, np.fromiter(map(code.__getitem__, values), dtype=np.int64, count=len(values))
+    # One pass over the values (scattered in memory, so each visit costs): each gets
+    # the position of its first occurrence, renumbered in sorted order afterwards.
+    first: dict[str, int] = {}
+    provisional = np.fromiter(map(first.setdefault, values, itertools.count()), dtype=np.int64, count=len(values))
+    order = sorted(first)
+    rank = np.zeros(len(values), dtype=np.int64)
+    rank[np.fromiter(map(first.__getitem__, order), dtype=np.int64, count=len(order))] = np.arange(len(order))
+    return order, rank[provisional]
 
 
 def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) -> list[list[Any]]:
