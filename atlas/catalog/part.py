@@ -384,7 +384,7 @@ class PartReader:
                 for array, table in tables.items():
                     table.check_row(row, None if ds is None else ds.arrays.get(array))
         for table in tables.values():
-            table.metas(np.arange(self.rows))  # every template checked with the shapes it is used with
+            table.check()  # every template checked with the shapes it is used with
         for key in self.attribute_kinds():
             self.attribute(key)
         for array in self.stats_groups():

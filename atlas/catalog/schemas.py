@@ -110,6 +110,8 @@ class SchemaTable:
             raise CorruptStoreError(f"{self.where}: slot 0 in a row that has the array")
         self._protos: dict[tuple[int, tuple[int, ...]], ArrayMeta] = {}
         self._packed: list[bytes] | None = None
+        self._kept: np.ndarray | None = None
+        self._built: np.ndarray | None = None
 
     def template_bytes(self) -> list[bytes]:
         """Each template packed again (what :class:`SchemaInterner` keys them by)."""
@@ -135,8 +137,24 @@ class SchemaTable:
         """Object array: the :class:`ArrayMeta` of each row of ``rows`` (None where absent).
 
         The arrays carry no ``stats`` (a bulk read needs none) and share their
-        ``dims``, ``shape`` and ``attributes`` objects: read-only.
+        ``dims``, ``shape`` and ``attributes`` objects: read-only.  They are kept, so a
+        repeated bulk read builds none (as a handle kept the arrays it decoded).
         """
+        if self._kept is None:
+            self._kept = np.full(self.has.size, None, dtype=object)
+            self._built = np.zeros(self.has.size, dtype=bool)
+        need = rows[~self._built[rows]]
+        if need.size:
+            need = np.unique(need)
+            self._kept[need] = self._build(need)
+            self._built[need] = True
+        return self._kept[rows]
+
+    def check(self) -> None:
+        """Check every row's template with its shape (``verify``; nothing kept)."""
+        self._build(np.arange(self.has.size))
+
+    def _build(self, rows: np.ndarray) -> np.ndarray:
         out = np.full(rows.size, None, dtype=object)
         sel = np.flatnonzero(self.has[rows])
         if not sel.size:
