@@ -25,7 +25,16 @@ from atlas.catalog.schemas import FLAG_SCHEMAS, SchemaInterner
 from atlas.errors import InvalidArgumentError
 from atlas.metadata import DatasetMeta, gc_paused
 
-__all__ = ["BLOCK_ROWS", "DTYPE_CODES", "add_attribute_column", "add_string_attribute", "record_block", "write_part"]
+__all__ = [
+    "BLOCK_ROWS",
+    "DTYPE_CODES",
+    "KeyValues",
+    "add_attribute_column",
+    "add_attribute_values",
+    "add_string_attribute",
+    "record_block",
+    "write_part",
+]
 
 _T, _V = operator.itemgetter("t"), operator.itemgetter("v")
 #: Rows per record block: materialising one dataset decompresses one block.
@@ -164,16 +173,15 @@ def _attribute_values(attrs: list[dict[str, Any]]) -> dict[str, KeyValues]:
         # one is a scalar {"t", "v"} in that order, types and values are the even and
         # odd fields.  Otherwise (lists, arrays, other orders) each key is split on its own.
         keys = list(itertools.chain.from_iterable(flat))
-        if len(keys) == 2 * len(flat) and keys[0::2].count("t") == len(flat) and keys[1::2].count("v") == len(flat):
+        m = len(flat)
+        pairs = len(keys) == 2 * m and keys[0::2].count("t") == m and keys[1::2].count("v") == m
+        if pairs:
             fields = list(itertools.chain.from_iterable(map(dict.values, flat)))
             types, plain = fields[0::2], fields[1::2]
-            split = None
-        else:
-            split = True
         step = len(order)
         for k, key in enumerate(order):
             typed = flat[k::step]
-            kv = KeyValues.of(rows, typed) if split else KeyValues(rows, typed, types[k::step], plain[k::step], True)
+            kv = KeyValues(rows, typed, types[k::step], plain[k::step], True) if pairs else KeyValues.of(rows, typed)
             parts.setdefault(key, []).append(kv)
     return {key: kv[0] if len(kv) == 1 else _concat(kv) for key, kv in parts.items()}
 
