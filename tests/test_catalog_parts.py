@@ -589,17 +589,25 @@ def _typed(i: int, k: int) -> dict:
     return {"t": "bool", "v": i % 2 == 0}
 
 
-@pytest.mark.parametrize("orders", [1, 3, 40])
-def test_attribute_columns_whatever_the_key_orders(orders):
-    """Rows in one key order, a few, or many (the per-key fallback) give the same columns."""
+@pytest.mark.parametrize("orders", [0, 1, 3, 40])
+def test_attribute_columns_whatever_the_key_orders(orders, monkeypatch):
+    """Rows in one key order (0: and no tombstone), a few, or many (the per-key fallback): same columns."""
+    from atlas.catalog import build
+
+    monkeypatch.setattr(build, "_SPLIT_ROWS", 7)  # many chunks of rows, some mixing scalars and lists
     store = Store()
     rows = []
     for i in range(1, 400):
-        keys = [f"k{(j + i % orders) % 4}" for j in range(4)] if orders < 40 else [f"k{j}" for j in range(i % 4 + 1)]
+        if orders < 2:
+            keys = ["k0", "k1", "k2", "k3"]
+        elif orders < 40:
+            keys = [f"k{(j + i % orders) % 4}" for j in range(4)]
+        else:
+            keys = [f"k{j}" for j in range(i % 4 + 1)]
         if orders == 40:
             keys += [f"x{i % 37}"]
         attrs = {key: _typed(i, int(key[1:]) if key[0] == "k" else 3) for key in keys}
-        rows.append((f"r{i:04d}", DatasetMeta(i, 1, attrs, {}) if i % 50 else None))
+        rows.append((f"r{i:04d}", DatasetMeta(i, 1, attrs, {}) if i % 50 or orders == 0 else None))
     cat = Catalog([store.write(rows, 1)], store.read_range)
     names = cat.names()
     live = {n: ds for n, ds in rows if ds is not None}

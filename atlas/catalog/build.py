@@ -41,6 +41,8 @@ _T, _V = operator.itemgetter("t"), operator.itemgetter("v")
 BLOCK_ROWS = 256
 #: Up to this many distinct attribute key orders, rows are transposed per order.
 _MAX_ORDERS = 16
+#: Rows whose attribute values are flattened and split at once (bounds the lists made).
+_SPLIT_ROWS = 1 << 14
 #: Stats column ``dtype`` code of each dtype name (its position in this tuple).
 DTYPE_CODES: tuple[str, ...] = dtypes.DTYPE_NAMES
 _CODE = {name: i for i, name in enumerate(DTYPE_CODES)}
@@ -124,18 +126,31 @@ def _add_attribute_columns(builder: PartBuilder, metas: list[DatasetMeta | None]
 
 @dataclass
 class KeyValues:
-    """The values of one attribute key: the rows that have it (any order) and, per row, its typed value."""
+    """The values of one attribute key: the rows that have it (any order) and their values.
 
+    ``types`` is the set of their dtype names, ``plain`` their values (``v``) per row,
+    ``scalar`` False when one is a list or an n-d array; the typed values themselves
+    are needed only for a blob column and are taken from ``source`` (each row's
+    attribute dict) then.
+    """
+
+    key: str
     rows: np.ndarray
-    typed: list[dict[str, Any]]
-    #: ``typed`` split: each value's ``t`` and ``v``, and whether none has a ``k`` (list or n-d array).
-    types: list[str]
+    types: set[str]
     plain: list[Any]
     scalar: bool
+    source: list[dict[str, Any]]
+    given: list[dict[str, Any]] | None = None
 
     @classmethod
-    def of(cls, rows: np.ndarray, typed: list[dict[str, Any]]) -> KeyValues:
-        return cls(rows, typed, list(map(_T, typed)), list(map(_V, typed)), set(map(len, typed)) <= {2})
+    def of(cls, key: str, rows: np.ndarray, typed: list[dict[str, Any]]) -> KeyValues:
+        """From the typed values of ``rows``."""
+        scalar = set(map(len, typed)) <= {2}
+        return cls(key, rows, set(map(_T, typed)), list(map(_V, typed)), scalar, [], typed)
+
+    def typed(self) -> list[dict[str, Any]]:
+        """The typed value of each row."""
+        return self.given if self.given is not None else list(map(operator.itemgetter(self.key), self.source))
 
 
 def _attribute_values(attrs: list[dict[str, Any]]) -> dict[str, KeyValues]:
@@ -143,55 +158,64 @@ def _attribute_values(attrs: list[dict[str, Any]]) -> dict[str, KeyValues]:
 
     Datasets made alike hold their keys in one order.  The typed values of the rows
     of one order are flattened row by row, in the order they were made, and split
-    into types and values by C-level passes over that one list; each key is then a
-    strided slice.  Passes per key over values scattered in memory (one per key and
-    per field) cost several times more.  Rows in many orders fall back to them.
+    into types and values by C-level passes over that one list (in chunks of rows,
+    so the lists stay small); each key is then a strided slice.  Passes per key over
+    values scattered in memory (one per key and per field) cost several times more.
+    Rows in many orders fall back to them.
     """
     n = len(attrs)
     orders = list(map(tuple, attrs))
-    if n and orders.count(orders[0]) == n:  # hashing every row's keys costs more than comparing them
-        distinct = [orders[0]] if orders[0] else []
-    else:
-        distinct = [o for o in dict.fromkeys(orders) if o]
+    uniform = bool(n) and orders.count(orders[0]) == n  # cheaper than hashing every row's keys
+    distinct = ([orders[0]] if orders[0] else []) if uniform else [o for o in dict.fromkeys(orders) if o]
     if len(distinct) > _MAX_ORDERS:
         out = {}
         for key in set().union(*attrs):
             values = list(map(dict.get, attrs, itertools.repeat(key)))
             rows = np.flatnonzero(np.fromiter(map(operator.is_not, values, itertools.repeat(None)), bool, n))
-            out[key] = KeyValues.of(rows, [values[r] for r in rows.tolist()])
+            out[key] = KeyValues.of(key, rows, [values[r] for r in rows.tolist()])
         return out
     parts: dict[str, list[KeyValues]] = {}
     for order in distinct:
-        mask = np.fromiter(map(order.__eq__, orders), bool, n)
-        if mask.all():
+        if uniform:
             rows, group = np.arange(n), attrs
         else:
-            rows = np.flatnonzero(mask)
+            rows = np.flatnonzero(np.fromiter(map(order.__eq__, orders), bool, n))
             group = [attrs[r] for r in rows.tolist()]
-        flat = list(itertools.chain.from_iterable(map(dict.values, group)))
-        # Two passes over the typed values (their keys, then their fields): when every
-        # one is a scalar {"t", "v"} in that order, types and values are the even and
-        # odd fields.  Otherwise (lists, arrays, other orders) each key is split on its own.
-        keys = list(itertools.chain.from_iterable(flat))
-        m = len(flat)
-        pairs = len(keys) == 2 * m and keys[0::2].count("t") == m and keys[1::2].count("v") == m
-        if pairs:
-            fields = list(itertools.chain.from_iterable(map(dict.values, flat)))
-            types, plain = fields[0::2], fields[1::2]
         step = len(order)
-        for k, key in enumerate(order):
-            typed = flat[k::step]
-            kv = KeyValues(rows, typed, types[k::step], plain[k::step], True) if pairs else KeyValues.of(rows, typed)
-            parts.setdefault(key, []).append(kv)
+        found = [KeyValues(key, rows, set(), [], True, group) for key in order]
+        for lo in range(0, len(group), _SPLIT_ROWS):
+            flat = list(itertools.chain.from_iterable(map(dict.values, group[lo : lo + _SPLIT_ROWS])))
+            # Two passes over the typed values (their keys, then their fields): when
+            # every one is a scalar {"t", "v"} in that order, types and values are the
+            # even and odd fields.  Otherwise (lists, arrays, other orders) each key is
+            # split on its own.
+            keys = list(itertools.chain.from_iterable(flat))
+            m = len(flat)
+            pairs = len(keys) == 2 * m and keys[0::2].count("t") == m and keys[1::2].count("v") == m
+            del keys
+            fields = list(itertools.chain.from_iterable(map(dict.values, flat))) if pairs else []
+            for k, kv in enumerate(found):
+                if pairs:
+                    kv.types.update(fields[2 * k :: 2 * step])
+                    kv.plain += fields[2 * k + 1 :: 2 * step]
+                else:
+                    typed = flat[k::step]
+                    kv.types.update(map(_T, typed))
+                    kv.plain += map(_V, typed)
+                    kv.scalar = kv.scalar and set(map(len, typed)) <= {2}
+        for kv in found:
+            parts.setdefault(kv.key, []).append(kv)
     return {key: kv[0] if len(kv) == 1 else _concat(kv) for key, kv in parts.items()}
 
 
 def _concat(parts: list[KeyValues]) -> KeyValues:
+    """One key's values over several key orders (made by the split, so from ``source``)."""
     def chain(field: str) -> list[Any]:
         return list(itertools.chain.from_iterable(getattr(p, field) for p in parts))
 
     rows = np.concatenate([p.rows for p in parts])
-    return KeyValues(rows, chain("typed"), chain("types"), chain("plain"), all(p.scalar for p in parts))
+    types = set().union(*(p.types for p in parts))
+    return KeyValues(parts[0].key, rows, types, chain("plain"), all(p.scalar for p in parts), chain("source"))
 
 
 def add_attribute_column(builder: PartBuilder, i: int, column: np.ndarray) -> str:
@@ -200,7 +224,7 @@ def add_attribute_column(builder: PartBuilder, i: int, column: np.ndarray) -> st
     Returns the column kind.
     """
     rows = np.flatnonzero(np.fromiter(map(operator.is_not, column, itertools.repeat(None)), bool, column.size))
-    return add_attribute_values(builder, i, column.size, KeyValues.of(rows, column[rows].tolist()))
+    return add_attribute_values(builder, i, column.size, KeyValues.of("", rows, column[rows].tolist()))
 
 
 def add_attribute_values(builder: PartBuilder, i: int, n: int, values: KeyValues) -> str:
@@ -209,7 +233,7 @@ def add_attribute_values(builder: PartBuilder, i: int, n: int, values: KeyValues
     present = np.zeros(n, dtype="u1")
     present[rows] = 1
     builder.add(f"a{i}.present", present)
-    types = set(values.types)
+    types = values.types
     t = next(iter(types)) if len(types) == 1 and values.scalar else None
     if t == "string":
         add_string_attribute(builder, i, n, rows, values.plain)
@@ -220,8 +244,9 @@ def add_attribute_values(builder: PartBuilder, i: int, n: int, values: KeyValues
         builder.add(f"a{i}.values", col, col.itemsize)
         return t
     column = np.full(n, None, dtype=object)
-    boxed = np.empty(len(values.typed), dtype=object)
-    boxed[:] = values.typed
+    typed = values.typed()
+    boxed = np.empty(len(typed), dtype=object)
+    boxed[:] = typed
     column[rows] = boxed
     builder.add(f"a{i}.blob", msgpack.packb(column.tolist(), use_bin_type=True))
     return "blob"
