@@ -164,9 +164,15 @@ def _attribute_values(attrs: list[dict[str, Any]]) -> dict[str, KeyValues]:
     Rows in many orders fall back to them.
     """
     n = len(attrs)
-    orders = list(map(tuple, attrs))
-    uniform = bool(n) and orders.count(orders[0]) == n  # cheaper than hashing every row's keys
-    distinct = ([orders[0]] if orders[0] else []) if uniform else [o for o in dict.fromkeys(orders) if o]
+    # One key order for every row (the usual case) is checked chunk by chunk, so no
+    # tuple per row is kept; comparing tuples is cheaper than hashing them.
+    first = tuple(attrs[0]) if n else ()
+    uniform = bool(n) and all(
+        list(map(tuple, attrs[lo : lo + _SPLIT_ROWS])).count(first) == len(attrs[lo : lo + _SPLIT_ROWS])
+        for lo in range(0, n, _SPLIT_ROWS)
+    )
+    orders = [] if uniform else list(map(tuple, attrs))
+    distinct = ([first] if first else []) if uniform else [o for o in dict.fromkeys(orders) if o]
     if len(distinct) > _MAX_ORDERS:
         out = {}
         for key in set().union(*attrs):
