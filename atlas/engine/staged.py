@@ -75,10 +75,12 @@ class StackedChunks:
     def __len__(self) -> int:
         return int(self.slots.shape[0])
 
-    def array_stats(self) -> list[Stats]:
-        """The array stats of every row (each array is its one chunk)."""
+    def set_array_stats(self, metas: dict[int, ArrayMeta]) -> None:
+        """Set ``metas[slot].stats`` of every row's slot (each array is its one chunk)."""
         cells = int(self.values.shape[1])
-        return [Stats(cells, n, a, b) for n, a, b in zip(self.nulls.tolist(), self.minimum, self.maximum)]
+        rows = zip(map(metas.__getitem__, self.slots.tolist()), self.nulls.tolist(), self.minimum, self.maximum)
+        for meta, n, a, b in rows:
+            meta.stats = Stats(cells, n, a, b)
 
     def chunk_stats(self, row: int) -> ChunkStats:
         """The stats of row ``row``'s chunk."""

@@ -66,13 +66,10 @@ def build_flush(state: WorkingState) -> tuple[CommitObject, list[NewFile]]:
     stacked: dict[str, list[StackedChunks]] = {}
     for array_name, metas in live_slots.items():
         groups = stacked[array_name] = state.engine(array_name).stack_staged(metas, codec)
-        done: set[int] = set()
         for g in groups:
-            slots = g.slots.tolist()
-            done.update(slots)
-            for slot, stats in zip(slots, g.array_stats()):
-                metas[slot].stats = stats
-        if len(done) < len(metas):
+            g.set_array_stats(metas)
+        if sum(len(g) for g in groups) < len(metas):
+            done = set().union(*(g.slots.tolist() for g in groups))
             owner = {m.arrays[array_name].slot: n for n, m in rows if m is not None and array_name in m.arrays}
             for slot, meta in metas.items():
                 if slot not in done:
