@@ -227,6 +227,8 @@ class PartReader:
         dictionary = self._dictionary(f"a{i}.dict")
         if (present.size and present.max() > 1) or (codes.size and int(codes.max()) >= max(len(dictionary), 1)):
             raise CorruptStoreError(f"{self.where} attribute {key!r}: dictionary code or presence out of range")
+        if not len(dictionary) and present.any():  # code 0 passes the bound above, and names no value
+            raise CorruptStoreError(f"{self.where} attribute {key!r}: dictionary code out of range (empty dictionary)")
         return codes, dictionary, present
 
     def key(self, row: int) -> tuple[int, int]:
