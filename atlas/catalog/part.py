@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -129,10 +129,45 @@ class PartReader:
     def names(self) -> list[str]:
         """Every row's dataset name, sorted (checked)."""
         if "name" not in self._columns:
+            held = self._columns.pop("name ends", None)  # the bytes a search already read
+            if held is not None:
+                where = f"{self.where} column 'name'"
+                self._columns["name"] = decode_strings(held[0], self.rows, where)
             names = self.strings("name")
             if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
+                del self._columns["name"]
                 raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
         return self._columns["name"]
+
+    def name_ends(self) -> tuple[np.ndarray, np.ndarray]:
+        """The names column's bytes (uint8) and the offset of each row's terminator (kept).
+
+        What a search needs to decode the names of its result rows only.
+        """
+        out = self._columns.get("name ends")
+        if out is None:
+            raw = self.column_bytes("name", None)
+            ends = np.flatnonzero(raw == 0xFF)
+            if ends.size != self.rows or (ends.size and ends[-1] != raw.size - 1) or (not ends.size and raw.size):
+                raise CorruptStoreError(f"{self.where} column 'name': string column does not hold {self.rows} values")
+            out = self._columns["name ends"] = (raw, ends)
+        return out
+
+    def names_of(self, rows: Sequence[int]) -> list[str]:
+        """The names of ``rows``, in that order: only those are decoded, unless more
+        than a quarter of the part is asked for (then the whole column, checked)."""
+        idx = np.asarray(rows, dtype=np.int64)
+        if "name" in self._columns or 4 * idx.size > self.rows:
+            names = self.names()
+            return [names[r] for r in idx.tolist()]
+        raw, ends = self.name_ends()
+        blob = memoryview(raw)
+        last = ends[idx]
+        first = np.where(idx > 0, ends[idx - 1] + 1, 0)
+        try:
+            return [str(blob[a:b], "utf-8") for a, b in zip(first.tolist(), last.tolist())]
+        except UnicodeDecodeError:
+            raise CorruptStoreError(f"{self.where} column 'name': string column holds invalid UTF-8") from None
 
     def find(self, name: str) -> int:
         """Row of ``name`` in this part, or -1."""
@@ -224,16 +259,11 @@ class PartReader:
         if found is None:
             return None
         i, kind = found
-        present = self.fixed(f"a{i}.present")
-        if present.size and present.max() > 1:
-            raise CorruptStoreError(f"{self.where}: attribute {key!r} presence is not 0/1")
-        where = f"{self.where} attribute {key!r}"
         if kind == "string":
-            codes = self.fixed(f"a{i}.codes")
-            dictionary = self._dictionary(f"a{i}.dict")
-            if codes.size and int(codes.max()) >= max(len(dictionary), 1):
-                raise CorruptStoreError(f"{where}: dictionary code out of range")
+            codes, dictionary, present = self._coded(i, key)
             return kind, (dictionary[codes] if len(dictionary) else np.full(codes.size, "", object)), present
+        present = self._present(i, key)
+        where = f"{self.where} attribute {key!r}"
         if kind == "blob":
             return kind, self._blob(f"a{i}.blob", present, where, typed), present
         if kind not in _TYPED_COLUMN:
@@ -247,6 +277,33 @@ class PartReader:
         elif kind == "timestamp_nanoseconds":
             values = values.view("datetime64[ns]")
         return kind, values, present
+
+    def string_codes(self, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(codes, dictionary, present)`` of a string attribute column, or None.
+
+        None when the part has no column ``key`` or stores it as another kind.
+        ``dictionary`` is an object array of ``str`` and every code indexes it
+        (checked); the codes of rows without the key are placeholders.  The codes
+        and presence arrays are the reader's own: not to be written to.
+        """
+        found = self.attribute_kinds().get(key)
+        if found is None or found[1] != "string":
+            return None
+        return self._coded(found[0], key)
+
+    def _coded(self, i: int, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        present = self._present(i, key)
+        codes = self.fixed(f"a{i}.codes")
+        dictionary = self._dictionary(f"a{i}.dict")
+        if codes.size and int(codes.max()) >= max(len(dictionary), 1):
+            raise CorruptStoreError(f"{self.where} attribute {key!r}: dictionary code out of range")
+        return codes, dictionary, present
+
+    def _present(self, i: int, key: str) -> np.ndarray:
+        present = self.fixed(f"a{i}.present")
+        if present.size and present.max() > 1:
+            raise CorruptStoreError(f"{self.where}: attribute {key!r} presence is not 0/1")
+        return present
 
     def _dictionary(self, name: str) -> np.ndarray:
         col = self.index.columns.get(name)
@@ -274,6 +331,14 @@ class PartReader:
         except Exception as exc:
             raise CorruptStoreError(f"{where}: blob column does not follow the format: {exc}") from None
         return out
+
+    def extreme_dtypes(self, array: str) -> np.ndarray | None:
+        """Dtype codes of the rows whose stats of ``array`` hold extremes (-1 for the others), or None."""
+        got = self.stats(array, "dtype_code")
+        if got is None:
+            return None
+        state = self.fixed(f"s{self.stats_groups()[array][0]}.state")
+        return np.where(state == EXTREMES, got[0], -1)
 
     def stats_groups(self) -> dict[str, tuple[int, int]]:
         """``{array name: (group number, flags)}`` of the part's stats columns."""

@@ -12,6 +12,8 @@ object per dataset.
 from __future__ import annotations
 
 import bisect
+import itertools
+import operator
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
@@ -21,7 +23,7 @@ from atlas.catalog.build import DTYPE_CODES
 from atlas.catalog.commit import PartRef
 from atlas.catalog.encoding import is_internal_key
 from atlas.catalog.part import PartReader, ReadRange
-from atlas.errors import DatasetNotFoundError
+from atlas.errors import CorruptStoreError, DatasetNotFoundError
 from atlas.metadata import ArrayMeta, DatasetMeta
 
 __all__ = ["STATS_FIELDS", "Catalog", "merge_positions", "merge_sorted", "winning_rows"]
@@ -68,8 +70,14 @@ class Catalog:
         self._blocks: OrderedDict[tuple[int, int], tuple[np.ndarray, bytes]] = OrderedDict()
         self._cached_blocks = max(1, cached_blocks)
         self._names: list[str] | None = None
+        # Per part, oldest first: the rows that are live and their positions in
+        # name order; set by _layout (with _count, the number of live datasets).
         self._live_rows: list[np.ndarray] = []
         self._positions: list[np.ndarray] = []
+        self._count: int | None = None
+        # One part whose every row is live: rows and positions are the identity,
+        # so its columns are used as they are, without a gather.
+        self._whole = False
         self._id_order: dict[int, np.ndarray] = {}
 
     # -- point lookups ----------------------------------------------------------------------
@@ -170,13 +178,39 @@ class Catalog:
 
     # -- listing -------------------------------------------------------------------------------
 
+    def _layout(self) -> int:
+        """Live rows and their positions per part; returns the number of live datasets.
+
+        One part needs no names for that (its rows are sorted and a tombstone
+        hides only its own row), so a search of a one-part catalogue decodes only
+        the names of the rows it returns (:meth:`names_at`).
+        """
+        if self._count is None:
+            if len(self._readers) == 1:
+                reader = self._readers[0]
+                tombs = reader.tombstones()
+                self._whole = not tombs.any()
+                rows = np.arange(reader.rows) if self._whole else np.flatnonzero(~tombs)
+                self._live_rows, self._positions = [rows], [rows if self._whole else np.arange(rows.size)]
+                self._count = int(rows.size)
+            else:
+                self._resolve()
+        assert self._count is not None
+        return self._count
+
     def _resolve(self) -> list[str]:
         if self._names is not None:
+            return self._names
+        if len(self._readers) == 1:
+            self._layout()
+            names = self._readers[0].names()
+            self._names = names if self._whole else [names[i] for i in self._live_rows[0].tolist()]
             return self._names
         kept, rows = winning_rows(self._readers, keep_tombstones=False)
         self._positions = merge_positions(kept)
         self._live_rows = rows
         self._names = merge_sorted(kept, self._positions)
+        self._count = len(self._names)
         return self._names
 
     def names(self) -> list[str]:
@@ -184,7 +218,30 @@ class Catalog:
         return list(self._resolve())
 
     def __len__(self) -> int:
-        return len(self._resolve())
+        return self._layout()
+
+    def names_at(self, positions: Sequence[int] | np.ndarray) -> list[str]:
+        """The names at ``positions`` of :meth:`names` (a search's result rows).
+
+        Decodes only those names when the catalogue has one part and its names
+        are not decoded yet; ascending positions are then checked to give
+        ascending names, so a damaged names column cannot return unsorted results.
+
+        Raises
+        ------
+        CorruptStoreError
+            When the names read are not sorted and distinct.
+        """
+        pos = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if self._names is not None or len(self._readers) != 1:
+            names = self._resolve()
+            return [names[i] for i in pos.tolist()]
+        self._layout()
+        reader = self._readers[0]
+        out = reader.names_of(pos if self._whole else self._live_rows[0][pos])
+        if np.all(pos[1:] > pos[:-1]) and not all(map(operator.lt, out, itertools.islice(out, 1, None))):
+            raise CorruptStoreError(f"{reader.where}: names are not sorted and distinct")
+        return out
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._resolve())
@@ -201,16 +258,27 @@ class Catalog:
 
     # -- search columns ------------------------------------------------------------------------
 
+    def _live(self, p: int, values: np.ndarray) -> np.ndarray:
+        """The live rows of part ``p``'s column ``values`` (the column itself when all are)."""
+        return values if self._whole else values[self._live_rows[p]]
+
+    def _scatter(self, p: int, out: np.ndarray, values: np.ndarray) -> None:
+        """Place part ``p``'s live rows of ``values`` at their positions in ``out``."""
+        if self._whole:
+            out[:] = values
+        else:
+            out[self._positions[p]] = values[self._live_rows[p]]
+
     def attribute_keys(self) -> list[str]:
         """Sorted attribute keys of the live datasets (internal keys excluded).
 
         Reads the presence column of every key of every part.
         """
-        self._resolve()
+        self._layout()
         out: set[str] = set()
-        for reader, rows in zip(self._readers, self._live_rows):
+        for p, reader in enumerate(self._readers):
             for key, (i, _kind) in reader.attribute_kinds().items():
-                if key not in out and not is_internal_key(key) and reader.fixed(f"a{i}.present")[rows].any():
+                if key not in out and not is_internal_key(key) and self._live(p, reader.fixed(f"a{i}.present")).any():
                     out.add(key)
         return sorted(out)
 
@@ -230,41 +298,111 @@ class Catalog:
         KeyError
             For an internal key (``_atlas_xarray...``).
         """
-        if not isinstance(key, str) or is_internal_key(key):
-            raise KeyError(f"no attribute column {key!r:.200}")
-        names = self._resolve()
+        self._check_key(key)
+        n = self._layout()
         found = [(p, r.attribute(key)) for p, r in enumerate(self._readers)]
-        found = [(p, f) for p, f in found if f is not None and f[2][self._live_rows[p]].any()]
+        found = [(p, f) for p, f in found if f is not None and self._live(p, f[2]).any()]
         kinds = {f[0] for _, f in found}
         dtype = found[0][1][1].dtype if len(kinds) == 1 else np.dtype(object)
-        values = np.full(len(names), np.nan) if dtype.kind == "f" else np.zeros(len(names), dtype=dtype)
+        if self._whole and found and found[0][1][1].dtype == dtype:
+            # One part, every row live: its column is the answer (no gather, no copy).
+            _kind, values, pres = found[0][1]
+            present = pres.astype(bool)
+            if dtype.kind == "O":
+                values[~present] = None  # a new array (decoded for this call)
+            return values, present
+        values = np.full(n, np.nan) if dtype.kind == "f" else np.zeros(n, dtype=dtype)
         if dtype.kind == "f":
             values = values.astype(dtype)
-        present = np.zeros(len(names), dtype=bool)
+        present = np.zeros(n, dtype=bool)
         for p, (_kind, vals, pres) in found:
-            rows, pos = self._live_rows[p], self._positions[p]
             if dtype.kind == "O" and vals.dtype.kind != "O":
                 # boxed as get_attribute returns them (see attributes.to_python)
                 boxed = np.empty(vals.size, dtype=object)
                 boxed[:] = vals.tolist() if _kind in _PLAIN else list(vals)
                 vals = boxed
-            values[pos] = vals[rows]
-            present[pos] = pres[rows].astype(bool)
+            self._scatter(p, values, vals)
+            self._scatter(p, present, pres.view(bool))
         if dtype.kind == "O":
             values[~present] = None
         return values, present
 
+    def string_column(self, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(codes, categories, present)`` of a string attribute, aligned to :meth:`names`.
+
+        The dictionary-coded form of :meth:`column` for a key that every part
+        storing it (for a live dataset) stores as strings: the value of dataset
+        ``i`` is ``categories[codes[i]]`` where ``present[i]``.  ``categories`` is
+        an object array of ``str`` (the parts' dictionaries one after the other,
+        so a string may appear more than once); ``codes`` always index it.  A
+        search compares the categories once and gathers the answers by code.
+
+        Returns None when some part stores the key as another kind, or no live
+        dataset has it (:meth:`column` then gives the values).  The arrays may be
+        the catalogue's own: not to be written to.
+
+        Raises
+        ------
+        KeyError
+            For an internal key (``_atlas_xarray...``).
+        """
+        self._check_key(key)
+        n = self._layout()
+        found = []
+        for p, reader in enumerate(self._readers):
+            kind = reader.attribute_kinds().get(key)
+            if kind is None:
+                continue
+            got = reader.string_codes(key)
+            if got is None:
+                if self._live(p, reader.fixed(f"a{kind[0]}.present")).any():
+                    return None  # another kind for some live dataset
+                continue
+            if self._live(p, got[2]).any():
+                found.append((p, got))
+        if not found:
+            return None
+        if self._whole:
+            codes, dictionary, pres = found[0][1]
+            categories = dictionary if len(dictionary) else np.array([""], dtype=object)
+            return codes, categories, pres.view(bool)
+        codes_out = np.zeros(n, dtype=np.int64)
+        present = np.zeros(n, dtype=bool)
+        categories_parts = []
+        offset = 0
+        for p, (codes, dictionary, pres) in found:
+            self._scatter(p, codes_out, codes.astype(np.int64) + offset)
+            self._scatter(p, present, pres.view(bool))
+            dictionary = dictionary if len(dictionary) else np.array([""], dtype=object)
+            categories_parts.append(dictionary)
+            offset += len(dictionary)
+        return codes_out, np.concatenate(categories_parts), present
+
+    @staticmethod
+    def _check_key(key: object) -> None:
+        if not isinstance(key, str) or is_internal_key(key):
+            raise KeyError(f"no attribute column {key!r:.200}")
+
     def array_names(self) -> list[str]:
         """Sorted array names defined by at least one live dataset."""
-        self._resolve()
+        self._layout()
         out = set()
-        for reader, rows in zip(self._readers, self._live_rows):
+        for p, reader in enumerate(self._readers):
             for name in reader.stats_groups():
                 if name not in out:
                     _, has = reader.stats(name, "slot")
-                    if has[rows].any():
+                    if self._live(p, has).any():
                         out.add(name)
         return sorted(out)
+
+    def has_array(self, array: str) -> bool:
+        """Whether some live dataset defines ``array`` (reads its stats state columns)."""
+        self._layout()
+        for p, reader in enumerate(self._readers):
+            got = reader.stats(array, "slot")
+            if got is not None and self._live(p, got[1]).any():
+                return True
+        return False
 
     def stats_column(self, array: str, field: str) -> tuple[np.ndarray, np.ndarray]:
         """``(values, valid)`` of one per-array stats field, aligned to :meth:`names`.
@@ -273,41 +411,63 @@ class Catalog:
         where stats are recorded), ``min``, ``max`` (float64; valid where the array
         has a valid cell; NaN for strings), ``min_exact``, ``max_exact`` (the exact
         typed values, object array), ``shape`` (tuples).  ``valid`` is False where a
-        dataset does not have the array or the field is unknown for it.
+        dataset does not have the array or the field is unknown for it.  The
+        values may be a read-only view of the catalogue's own column.
         """
         if field not in STATS_FIELDS:
             raise KeyError(f"unknown stats field {field!r:.80}; expected one of {', '.join(STATS_FIELDS)}")
-        names = self._resolve()
+        n = self._layout()
         part_field = "dtype_code" if field == "dtype" else field
+        if self._whole and field not in _OBJECT_FIELDS:
+            got = self._readers[0].stats(array, part_field)
+            if got is not None:
+                values = got[0].view()
+                values.flags.writeable = False  # the reader keeps the column for later calls
+                return values, got[1]
         if field in _OBJECT_FIELDS:
-            values = np.full(len(names), None, dtype=object)
+            values = np.full(n, None, dtype=object)
         elif field in ("min", "max"):
-            values = np.full(len(names), np.nan)
+            values = np.full(n, np.nan)
         else:
-            values = np.zeros(len(names), dtype=np.uint64)
-        valid = np.zeros(len(names), dtype=bool)
-        for reader, rows, pos in zip(self._readers, self._live_rows, self._positions):
+            values = np.zeros(n, dtype=np.uint64)
+        valid = np.zeros(n, dtype=bool)
+        for p, reader in enumerate(self._readers):
             got = reader.stats(array, part_field)
             if got is None:
                 continue
             vals, ok = got
             if field == "dtype":
                 vals = np.array(DTYPE_CODES, dtype=object)[vals]
-            values[pos] = vals[rows]
-            valid[pos] = ok[rows]
+            self._scatter(p, values, vals)
+            self._scatter(p, valid, ok)
         if field in _OBJECT_FIELDS:
             values[~valid] = None
         return values, valid
 
+    def stats_dtypes(self, array: str) -> set[str]:
+        """The dtypes of ``array`` in the live datasets whose stats hold its extremes."""
+        self._layout()
+        out: set[str] = set()
+        for p, reader in enumerate(self._readers):
+            codes = reader.extreme_dtypes(array)
+            if codes is not None:
+                counts = np.bincount(self._live(p, codes) + 1, minlength=1)[1:]
+                out.update(DTYPE_CODES[c] for c in np.flatnonzero(counts).tolist())
+        return out
+
+    def lists_attribute(self, key: str) -> bool:
+        """Whether some part has a search column for ``key`` (reads no column)."""
+        return any(key in reader.attribute_kinds() for reader in self._readers)
+
     def live_slots(self, array: str) -> np.ndarray:
         """Sorted uint64 slots of ``array`` in every live dataset (no record decoded)."""
-        self._resolve()
+        self._layout()
         out = []
-        for reader, rows in zip(self._readers, self._live_rows):
+        for p, reader in enumerate(self._readers):
             got = reader.stats(array, "slot")
             if got is not None:
                 slots, has = got
-                out.append(slots[rows][has[rows]])
+                out.append(self._live(p, slots)[self._live(p, has)])
         return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.uint64)
 
     def verify(self) -> None:

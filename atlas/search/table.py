@@ -22,8 +22,7 @@ import functools
 import itertools
 import operator
 import weakref
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,7 +50,6 @@ _NAT = np.iinfo(np.int64).min
 _is_not_none = functools.partial(operator.is_not, None)
 
 
-@dataclass
 class Column:
     """One column: ``values`` aligned to the table's names and ``present`` (False = missing).
 
@@ -60,13 +58,41 @@ class Column:
     NaT where missing), ``string`` (object array of ``str``, None where missing),
     ``object`` (lists, arrays, mixed types: object array, None where missing) or
     ``shape`` (tuples).
+
+    A string column read from a catalogue is held dictionary-coded: ``codes``
+    index ``categories`` (placeholders where missing) and ``values`` is built
+    from them only when asked for; searches compare ``categories`` once instead.
     """
 
-    values: np.ndarray
-    present: np.ndarray
-    kind: str
+    __slots__ = ("_values", "categories", "codes", "kind", "present")
+
+    def __init__(
+        self,
+        values: np.ndarray | None,
+        present: np.ndarray,
+        kind: str,
+        codes: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+    ) -> None:
+        self._values = values
+        self.present = present
+        self.kind = kind
+        self.codes = codes
+        self.categories = categories
+
+    @property
+    def values(self) -> np.ndarray:
+        if self._values is None:
+            assert self.codes is not None and self.categories is not None
+            values = self.categories[self.codes]
+            values[~self.present] = None
+            self._values = values
+        return self._values
 
     def take(self, idx: np.ndarray) -> Column:
+        if self._values is None:
+            assert self.codes is not None
+            return Column(None, self.present[idx], self.kind, self.codes[idx], self.categories)
         return Column(self.values[idx], self.present[idx], self.kind)
 
 
@@ -184,6 +210,11 @@ class Table:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def names_at(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        """The names of ``rows`` (as :func:`~atlas.search.select` returns them)."""
+        names = self.names
+        return [names[i] for i in np.asarray(rows, dtype=np.int64).tolist()]
 
     def names_array(self) -> np.ndarray:
         """``names`` as an object array (built once)."""
@@ -342,7 +373,9 @@ class CatalogTable(Table):
     """A table over a format v2 :class:`~atlas.catalog.Catalog` (columns read per use).
 
     A catalogue is one immutable commit, so :func:`catalog_table` keeps one table
-    per catalogue and its most recently used columns for the next query.
+    per catalogue and its most recently used columns for the next query.  The
+    names are decoded only when a caller needs all of them (:attr:`names`); a
+    search asks for those of its result rows (:meth:`names_at`).
     """
 
     cached_columns = 8
@@ -350,8 +383,20 @@ class CatalogTable(Table):
     def __init__(self, catalog: Catalog) -> None:
         super().__init__()
         self.catalog = catalog
-        self.names = catalog.names()
+        self._names: list[str] | None = None
         self._checked: dict[str, Column] = {}
+
+    @property  # type: ignore[override]
+    def names(self) -> list[str]:
+        if self._names is None:
+            self._names = self.catalog.names()
+        return self._names
+
+    def __len__(self) -> int:
+        return len(self.catalog)
+
+    def names_at(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        return self.catalog.names_at(rows)
 
     def attribute_keys(self) -> list[str]:
         return self.catalog.attribute_keys()
@@ -362,7 +407,7 @@ class CatalogTable(Table):
     # Resolving a name checks only that name's column (which the query then uses),
     # not the presence column of every key of every part.
     def has_attribute(self, key: str) -> bool:
-        if is_internal_key(key):
+        if is_internal_key(key) or not self.catalog.lists_attribute(key):
             return False
         col = self._checked.get(key)
         if col is None:
@@ -372,18 +417,24 @@ class CatalogTable(Table):
         return bool(col.present.any())
 
     def has_array(self, name: str) -> bool:
-        return bool(self.catalog.stats_column(name, "slot")[1].any())
+        return self.catalog.has_array(name)
 
     def attribute(self, key: str) -> Column:
         col = self._checked.pop(key, None)
         return col if col is not None else self._read_attribute(key)
 
     def _read_attribute(self, key: str) -> Column:
+        coded = self.catalog.string_column(key)
+        if coded is not None:
+            codes, categories, present = coded
+            return Column(None, present, "string", codes, categories)
         values, present = self.catalog.column(key)
         present = np.asarray(present, dtype=bool)
         kind = _kind_of(values)
         if kind == "object":
             return tidy(values, present)
+        if present.all():
+            return Column(values, present, kind)
         if kind == "timestamp":
             values = values.astype("datetime64[ns]", copy=True)
             values[~present] = np.datetime64("NaT")
@@ -402,13 +453,12 @@ class CatalogTable(Table):
         if field == "shape":
             values, ok = cat.stats_column(array, "shape")
             return Column(values, ok, "shape")
-        names, _ = cat.stats_column(array, "dtype")
-        low, ok = cat.stats_column(array, field)
-        kinds = set(names[ok].tolist())
+        kinds = cat.stats_dtypes(array)
         if kinds & {"string", "timestamp_nanoseconds"}:
             exact, ok = cat.stats_column(array, f"{field}_exact")
             idx = np.flatnonzero(ok)
-            return _stats_values(exact[idx].tolist(), kinds, len(self.names), idx)
+            return _stats_values(exact[idx].tolist(), kinds, len(self), idx)
+        low, ok = cat.stats_column(array, field)
         return Column(low, ok, "float")
 
 
