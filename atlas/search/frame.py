@@ -32,7 +32,7 @@ def column_names(table: Table, columns: str | Sequence[str] | None) -> list[str]
 def _series_values(pd: Any, col: Column) -> Any:
     if col.codes is not None and col.categories is not None:  # strings read from a catalogue
         # The distinct strings are checked once, then taken by code (-1: missing).
-        codes = np.where(col.present, col.codes, -1)
+        codes = np.where(col.present, col.codes.astype(np.intp, copy=False), -1)
         return pd.array(col.categories, dtype=pd.StringDtype()).take(codes, allow_fill=True)
     kind, values, present = col.kind, col.values, col.present
     if kind in ("int", "uint"):
