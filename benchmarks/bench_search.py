@@ -11,10 +11,12 @@ Each dataset: one float32 ``temp`` (24,) with stats plus 30 attributes (15 float
 * ``listed``: the same catalogue after ``list_datasets`` (names resolved once),
   columns built anew for each run;
 * ``repeat``: the same table for every run, as ``Atlas.find`` keeps it per
-  committed catalogue (columns built by the first run, up to 8 kept).
+  committed catalogue (columns built by the first run, up to 8 kept);
+* ``2 parts``: as ``catalog`` with a newer part on top (a later commit that
+  replaced 1 000 datasets, deleted every tenth of them and added 100).
 
 Timed for each: ``list`` (a fresh catalogue's ``names()``, what ``list_datasets``
-costs after ``Atlas.open``; ``catalog`` source only), ``catalog(columns=4
+costs after ``Atlas.open``; fresh sources only), ``catalog(columns=4
 attributes)`` (the pandas DataFrame) and ``find`` with 3 predicates including a
 stats range (the matching names as a list).  The part write is not timed.
 Figures are the median of ``--repeat`` runs (default 5) of the process CPU time
@@ -26,7 +28,7 @@ directory) and reused by later runs, so two checkouts can be timed on the same
 file: ``ATLAS_BENCH_ROOT=/path/to/other/checkout python benchmarks/bench_search.py
 --dir /tmp/parts 1000000`` runs this script against the other checkout's library.
 
-Usage: ``python benchmarks/bench_search.py [--dir DIR] [--only dict,catalog,listed,repeat]
+Usage: ``python benchmarks/bench_search.py [--dir DIR] [--only dict,catalog,listed,repeat,2 parts]
 [--repeat K] [N ...]`` (default 10000 100000).
 """
 
@@ -71,11 +73,20 @@ def timed(fn, repeat: int) -> tuple[float, float]:
     return statistics.median(cpu), min(wall)
 
 
-def part_file(n: int, directory: Path) -> tuple[Path, PartRef]:
-    """The part of ``n`` rows in ``directory``, written on first use."""
-    path, meta = directory / f"search-{n}.cat", directory / f"search-{n}.json"
+def newer_rows(n: int) -> list:
+    """A later commit's part over ``n`` rows: 1 000 datasets replaced (every 10th deleted), 100 added."""
+    rows = [(name, None if i % 10 == 0 else meta) for i, (name, meta) in enumerate(make_rows(min(n, 1000)))]
+    added = [(f"profile_{n + i:07d}", meta) for i, (_, meta) in enumerate(make_rows(100))]
+    return rows + added
+
+
+def part_file(n: int, directory: Path, newer: bool = False) -> tuple[Path, PartRef]:
+    """The part of ``n`` rows in ``directory`` (or the newer part over it), written on first use."""
+    stem = f"search-{n}" + ("-newer" if newer else "")
+    path, meta = directory / f"{stem}.cat", directory / f"{stem}.json"
     if not (path.exists() and meta.exists()):
-        _, buffers, ref = write_part(make_rows(n), "zstd", 1, secrets.token_bytes(16))
+        rows = newer_rows(n) if newer else make_rows(n)
+        _, buffers, ref = write_part(rows, "zstd", 2 if newer else 1, secrets.token_bytes(16))
         with open(path, "wb") as fh:
             for buf in buffers:
                 fh.write(bytes(buf))
@@ -84,12 +95,16 @@ def part_file(n: int, directory: Path) -> tuple[Path, PartRef]:
 
 
 def run(n: int, directory: Path, only: set[str] | None, repeat: int) -> None:
-    path, ref = part_file(n, directory)
-    fh = open(path, "rb")  # noqa: SIM115 - kept open for the mmap's lifetime
-    mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    refs, files = [], {}
+    for newer in (False, True):
+        path, part = part_file(n, directory, newer)
+        fh = open(path, "rb")  # noqa: SIM115 - kept open for the mmap's lifetime
+        files[part.path] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        refs.append(part)
+    ref = refs[0]
 
-    def read_range(_path: str, offset: int, length: int) -> bytes:
-        return mm[offset : offset + length]
+    def read_range(path: str, offset: int, length: int) -> bytes:
+        return files[path][offset : offset + length]
 
     opened = Catalog([ref], read_range)
     opened.names()  # a handle's catalogue after open + list_datasets
@@ -98,6 +113,7 @@ def run(n: int, directory: Path, only: set[str] | None, repeat: int) -> None:
         "catalog": lambda: CatalogTable(Catalog([ref], read_range)),
         "listed": lambda: CatalogTable(opened),
         "repeat": lambda: shared,
+        "2 parts": lambda: CatalogTable(Catalog(refs, read_range)),
     }
     if only is not None and "dict" in only:
         datasets = dict(make_rows(n))
@@ -107,8 +123,9 @@ def run(n: int, directory: Path, only: set[str] | None, repeat: int) -> None:
             continue
         found = len(select(make(), WHERE))
         listing = ""
-        if label == "catalog":
-            cpu, wall = timed(lambda: Catalog([ref], read_range).names(), repeat)
+        if label in ("catalog", "2 parts"):
+            parts = [ref] if label == "catalog" else refs
+            cpu, wall = timed(lambda: Catalog(parts, read_range).names(), repeat)  # noqa: B023
             listing = f"list {cpu * 1e3:7.1f} ms cpu ({wall * 1e3:7.1f} wall)  "
         cat_cpu, cat_wall = timed(lambda: catalog_frame(make(), COLUMNS, None), repeat)  # noqa: B023
 
@@ -130,7 +147,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[10_000, 100_000])
     parser.add_argument("--dir", type=Path, default=None, help="where the part files are written and reused")
-    parser.add_argument("--only", default=None, help="comma-separated sources (dict, catalog, listed, repeat)")
+    parser.add_argument("--only", default=None, help="comma-separated sources (dict, catalog, listed, repeat, 2 parts)")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     chosen = None if args.only is None else set(args.only.split(","))

@@ -26,7 +26,7 @@ from atlas.catalog.part import PartReader, ReadRange
 from atlas.errors import CorruptStoreError, DatasetNotFoundError
 from atlas.metadata import ArrayMeta, DatasetMeta
 
-__all__ = ["STATS_FIELDS", "Catalog", "merge_positions", "merge_sorted", "winning_rows"]
+__all__ = ["STATS_FIELDS", "Catalog", "live_rows", "merge_positions", "merge_sorted", "row_positions", "winning_rows"]
 
 #: The fields :meth:`Catalog.stats_column` knows.
 STATS_FIELDS = ("slot", "dtype", "row_count", "null_count", "min", "max", "min_exact", "max_exact", "shape")
@@ -78,6 +78,7 @@ class Catalog:
         # One part whose every row is live: rows and positions are the identity,
         # so its columns are used as they are, without a gather.
         self._whole = False
+        self._owners: tuple[np.ndarray, np.ndarray] | None = None  # part and row of each position
         self._id_order: dict[int, np.ndarray] = {}
 
     # -- point lookups ----------------------------------------------------------------------
@@ -183,34 +184,39 @@ class Catalog:
 
         One part needs no names for that (its rows are sorted and a tombstone
         hides only its own row), so a search of a one-part catalogue decodes only
-        the names of the rows it returns (:meth:`names_at`).
+        the names of the rows it returns (:meth:`names_at`).  Several parts need
+        every part's names (newer rows hide older ones), but their merged list is
+        built only when asked for.
         """
         if self._count is None:
-            if len(self._readers) == 1:
-                reader = self._readers[0]
+            readers = self._readers
+            if len(readers) == 1:
+                reader = readers[0]
                 tombs = reader.tombstones()
                 self._whole = not tombs.any()
                 rows = np.arange(reader.rows) if self._whole else np.flatnonzero(~tombs)
                 self._live_rows, self._positions = [rows], [rows if self._whole else np.arange(rows.size)]
-                self._count = int(rows.size)
             else:
-                self._resolve()
-        assert self._count is not None
+                self._live_rows = live_rows(readers, keep_tombstones=False)
+                self._positions = row_positions([r.names() for r in readers], self._live_rows)
+            self._count = sum(int(r.size) for r in self._live_rows)
         return self._count
 
     def _resolve(self) -> list[str]:
+        """Every live name, sorted (built once)."""
         if self._names is not None:
             return self._names
+        n = self._layout()
         if len(self._readers) == 1:
-            self._layout()
             names = self._readers[0].names()
             self._names = names if self._whole else [names[i] for i in self._live_rows[0].tolist()]
             return self._names
-        kept, rows = winning_rows(self._readers, keep_tombstones=False)
-        self._positions = merge_positions(kept)
-        self._live_rows = rows
-        self._names = merge_sorted(kept, self._positions)
-        self._count = len(self._names)
+        out = np.empty(n, dtype=object)
+        for reader, rows, pos in zip(self._readers, self._live_rows, self._positions):
+            names = np.empty(reader.rows, dtype=object)
+            names[:] = reader.names()
+            out[pos] = names[rows]
+        self._names = out.tolist()
         return self._names
 
     def names(self) -> list[str]:
@@ -233,10 +239,19 @@ class Catalog:
             When the names read are not sorted and distinct.
         """
         pos = np.asarray(positions, dtype=np.int64).reshape(-1)
-        if self._names is not None or len(self._readers) != 1:
+        if self._names is not None:
             names = self._resolve()
             return [names[i] for i in pos.tolist()]
-        self._layout()
+        n = self._layout()
+        if len(self._readers) != 1:  # every part's names are decoded: look each one up
+            if self._owners is None:
+                part, row = np.zeros(n, dtype=np.intp), np.zeros(n, dtype=np.int64)
+                for p, (rows, at) in enumerate(zip(self._live_rows, self._positions)):
+                    part[at], row[at] = p, rows
+                self._owners = (part, row)
+            lists = [reader.names() for reader in self._readers]
+            part, row = self._owners
+            return [lists[p][r] for p, r in zip(part[pos].tolist(), row[pos].tolist())]
         reader = self._readers[0]
         out = reader.names_of(pos if self._whole else self._live_rows[0][pos])
         if np.all(pos[1:] > pos[:-1]) and not all(map(operator.lt, out, itertools.islice(out, 1, None))):
@@ -482,30 +497,68 @@ class Catalog:
             reader.verify()
 
 
-def winning_rows(readers: Sequence[PartReader], keep_tombstones: bool) -> tuple[list[list[str]], list[np.ndarray]]:
-    """Per part (oldest first): the names and rows that win (no newer part has the name).
+def live_rows(readers: Sequence[PartReader], keep_tombstones: bool) -> list[np.ndarray]:
+    """Per part (oldest first): the rows that win (no newer part has the name).
 
     Tombstone rows are left out unless ``keep_tombstones``.
     """
-    kept: list[list[str]] = []
     rows: list[np.ndarray] = []
     shadow: list[str] = []  # names of newer parts: they hide older rows
     for reader in reversed(readers):
         names = reader.names()
         live = np.ones(len(names), dtype=bool) if keep_tombstones else ~reader.tombstones()
         if shadow:
-            live = live.copy()
-            for name in shadow:
-                row = reader.find(name)
-                if row >= 0:
-                    live[row] = False
-        idx = np.flatnonzero(live)
-        kept.append(names if idx.size == len(names) else [names[i] for i in idx.tolist()])
-        rows.append(idx)
+            live[_rows_named(reader, names, shadow)] = False
+        rows.append(np.flatnonzero(live))
         shadow.extend(names)
-    kept.reverse()
     rows.reverse()
+    return rows
+
+
+def _rows_named(reader: PartReader, names: list[str], wanted: list[str]) -> np.ndarray:
+    """The rows of ``reader`` (whose sorted names are ``names``) named in ``wanted``."""
+    if len(wanted) * max(1, len(names)).bit_length() <= len(names):  # a few: binary searches
+        found = (reader.find(name) for name in wanted)
+        return np.fromiter((r for r in found if r >= 0), np.int64)
+    hidden = set(wanted)  # many: one pass over the part
+    return np.flatnonzero(np.fromiter(map(hidden.__contains__, names), bool, len(names)))
+
+
+def winning_rows(readers: Sequence[PartReader], keep_tombstones: bool) -> tuple[list[list[str]], list[np.ndarray]]:
+    """Per part (oldest first): the names and rows that win (no newer part has the name).
+
+    Tombstone rows are left out unless ``keep_tombstones``.
+    """
+    rows = live_rows(readers, keep_tombstones)
+    kept = []
+    for reader, idx in zip(readers, rows):
+        names = reader.names()
+        kept.append(names if idx.size == len(names) else [names[i] for i in idx.tolist()])
     return kept, rows
+
+
+def row_positions(names: Sequence[list[str]], rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Position in name order of each part's winning rows (:func:`live_rows`).
+
+    :func:`merge_positions` without listing the winners: only the names of the
+    shorter side of each pair are listed and located (by binary search over the
+    longer side's sorted names, every row of it); the longer side's shifts follow
+    with vectorised ``searchsorted`` calls, so no Python step is spent per row of
+    a large part.
+    """
+    pos = [np.arange(r.size, dtype=np.int64) for r in rows]
+    for a in range(len(rows)):
+        for b in range(a + 1, len(rows)):
+            small, big = (a, b) if rows[a].size <= rows[b].size else (b, a)
+            if not rows[small].size or not rows[big].size:
+                continue
+            target, mine = names[big], names[small]
+            located = (bisect.bisect_left(target, mine[i]) for i in rows[small].tolist())
+            # rows of the longer side before each name, then the winners among them
+            ranks = np.searchsorted(rows[big], np.fromiter(located, np.int64, rows[small].size))
+            pos[small] += ranks
+            pos[big] += np.searchsorted(ranks, np.arange(rows[big].size), side="right")
+    return pos
 
 
 def merge_sorted(kept: list[list[str]], positions: list[np.ndarray]) -> list[str]:
