@@ -49,14 +49,15 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = Path(os.environ.get("ATLAS_BENCH_ROOT", BENCH.parent)).resolve()
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(BENCH))
 
-from bench_catalog import make_rows  # noqa: E402
-
+# The library first: bench_catalog puts this checkout first on the path when imported.
 from atlas.catalog import Catalog, PartRef, write_part  # noqa: E402
 from atlas.search import select  # noqa: E402
 from atlas.search.frame import catalog_frame  # noqa: E402
 from atlas.search.table import CatalogTable, DictTable  # noqa: E402
+
+sys.path.insert(0, str(BENCH))
+from bench_catalog import make_rows  # noqa: E402
 
 COLUMNS = ["f1", "f7", "s2", "s9"]
 WHERE = "s3 == 'plat10' and f5 > 100 and temp.max between 200 and 800"
@@ -151,7 +152,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     chosen = None if args.only is None else set(args.only.split(","))
-    print(f"library: {ROOT}", flush=True)
+    print(f"library: {Path(sys.modules['atlas'].__file__).parent}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             run(size, args.dir or Path(tmp), chosen, args.repeat)
