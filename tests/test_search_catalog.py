@@ -147,3 +147,12 @@ def test_invalid_utf8_is_refused_on_either_decoding_path(extra):
     blob = extra + b"\xff" + b"a\xc3\xff\xa9b\xff"  # "é" split by a terminator
     with pytest.raises(CorruptStoreError, match="UTF-8"):
         decode_strings(np.frombuffer(blob, np.uint8), 3, "x")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_names_at_takes_positions_like_a_list(layout):
+    table, reference = _tables(layout)
+    for positions in ([0, 5, -1], [-len(reference)], [3, 1]):
+        assert table.catalog.names_at(positions) == [reference.names[i] for i in positions]
+    with pytest.raises(IndexError):
+        table.catalog.names_at([len(reference)])

@@ -78,7 +78,7 @@ class Catalog:
         # One part whose every row is live: rows and positions are the identity,
         # so its columns are used as they are, without a gather.
         self._whole = False
-        self._owners: tuple[np.ndarray, np.ndarray] | None = None  # part and row of each position
+        self._dead: dict[int, np.ndarray] = {}  # rows of a part that are not live, where asked for
         self._id_order: dict[int, np.ndarray] = {}
 
     # -- point lookups ----------------------------------------------------------------------
@@ -239,19 +239,22 @@ class Catalog:
             When the names read are not sorted and distinct.
         """
         pos = np.asarray(positions, dtype=np.int64).reshape(-1)
-        if self._names is not None:
-            names = self._resolve()
-            return [names[i] for i in pos.tolist()]
         n = self._layout()
+        if pos.size and (pos.min() < -n or pos.max() >= n):
+            raise IndexError(f"position out of range for {n} datasets")
+        pos = pos % max(n, 1)  # negative positions count from the end, as in a list
+        if self._names is not None:
+            return [self._names[i] for i in pos.tolist()]
         if len(self._readers) != 1:  # every part's names are decoded: look each one up
-            if self._owners is None:
-                part, row = np.zeros(n, dtype=np.intp), np.zeros(n, dtype=np.int64)
-                for p, (rows, at) in enumerate(zip(self._live_rows, self._positions)):
-                    part[at], row[at] = p, rows
-                self._owners = (part, row)
-            lists = [reader.names() for reader in self._readers]
-            part, row = self._owners
-            return [lists[p][r] for p, r in zip(part[pos].tolist(), row[pos].tolist())]
+            out: list[str | None] = [None] * pos.size
+            for reader, rows, at in zip(self._readers, self._live_rows, self._positions):
+                # a part's positions ascend with its rows: each is found by binary search
+                i = np.minimum(np.searchsorted(at, pos), max(at.size - 1, 0))
+                mine = np.flatnonzero(at[i] == pos) if at.size else np.zeros(0, dtype=np.int64)
+                names = reader.names()
+                for k, r in zip(mine.tolist(), rows[i[mine]].tolist()):
+                    out[k] = names[r]
+            return out  # type: ignore[return-value]  # every position belongs to one part
         reader = self._readers[0]
         out = reader.names_of(pos if self._whole else self._live_rows[0][pos])
         if np.all(pos[1:] > pos[:-1]) and not all(map(operator.lt, out, itertools.islice(out, 1, None))):
@@ -277,6 +280,21 @@ class Catalog:
         """The live rows of part ``p``'s column ``values`` (the column itself when all are)."""
         return values if self._whole else values[self._live_rows[p]]
 
+    def _any_live(self, p: int, flags: np.ndarray) -> bool:
+        """Whether ``flags`` (0/1 per row of part ``p``) is set for one of its live rows."""
+        if self._whole:
+            return bool(flags.any())
+        rows = self._live_rows[p]
+        if 2 * rows.size < flags.size:
+            return bool(flags[rows].any())
+        # mostly live (a large old part): count the few dead rows instead of gathering
+        dead = self._dead.get(p)
+        if dead is None:
+            keep = np.zeros(flags.size, dtype=bool)
+            keep[rows] = True
+            dead = self._dead[p] = np.flatnonzero(~keep)
+        return int(np.count_nonzero(flags)) > int(np.count_nonzero(flags[dead]))
+
     def _scatter(self, p: int, out: np.ndarray, values: np.ndarray) -> None:
         """Place part ``p``'s live rows of ``values`` at their positions in ``out``."""
         if self._whole:
@@ -293,7 +311,7 @@ class Catalog:
         out: set[str] = set()
         for p, reader in enumerate(self._readers):
             for key, (i, _kind) in reader.attribute_kinds().items():
-                if key not in out and not is_internal_key(key) and self._live(p, reader.fixed(f"a{i}.present")).any():
+                if key not in out and not is_internal_key(key) and self._any_live(p, reader.fixed(f"a{i}.present")):
                     out.add(key)
         return sorted(out)
 
@@ -316,7 +334,7 @@ class Catalog:
         self._check_key(key)
         n = self._layout()
         found = [(p, r.attribute(key)) for p, r in enumerate(self._readers)]
-        found = [(p, f) for p, f in found if f is not None and self._live(p, f[2]).any()]
+        found = [(p, f) for p, f in found if f is not None and self._any_live(p, f[2])]
         kinds = {f[0] for _, f in found}
         dtype = found[0][1][1].dtype if len(kinds) == 1 else np.dtype(object)
         if self._whole and found and found[0][1][1].dtype == dtype:
@@ -370,10 +388,10 @@ class Catalog:
                 continue
             got = reader.string_codes(key)
             if got is None:
-                if self._live(p, reader.fixed(f"a{kind[0]}.present")).any():
+                if self._any_live(p, reader.fixed(f"a{kind[0]}.present")):
                     return None  # another kind for some live dataset
                 continue
-            if self._live(p, got[2]).any():
+            if self._any_live(p, got[2]):
                 found.append((p, got))
         if not found:
             return None
@@ -406,7 +424,7 @@ class Catalog:
             for name in reader.stats_groups():
                 if name not in out:
                     _, has = reader.stats(name, "slot")
-                    if self._live(p, has).any():
+                    if self._any_live(p, has):
                         out.add(name)
         return sorted(out)
 
@@ -415,7 +433,7 @@ class Catalog:
         self._layout()
         for p, reader in enumerate(self._readers):
             got = reader.stats(array, "slot")
-            if got is not None and self._live(p, got[1]).any():
+            if got is not None and self._any_live(p, got[1]):
                 return True
         return False
 
@@ -504,13 +522,15 @@ def live_rows(readers: Sequence[PartReader], keep_tombstones: bool) -> list[np.n
     """
     rows: list[np.ndarray] = []
     shadow: list[str] = []  # names of newer parts: they hide older rows
-    for reader in reversed(readers):
+    for p in range(len(readers) - 1, -1, -1):
+        reader = readers[p]
         names = reader.names()
         live = np.ones(len(names), dtype=bool) if keep_tombstones else ~reader.tombstones()
         if shadow:
             live[_rows_named(reader, names, shadow)] = False
         rows.append(np.flatnonzero(live))
-        shadow.extend(names)
+        if p:  # the oldest part hides nothing
+            shadow.extend(names)
     rows.reverse()
     return rows
 
@@ -557,7 +577,8 @@ def row_positions(names: Sequence[list[str]], rows: Sequence[np.ndarray]) -> lis
             # rows of the longer side before each name, then the winners among them
             ranks = np.searchsorted(rows[big], np.fromiter(located, np.int64, rows[small].size))
             pos[small] += ranks
-            pos[big] += np.searchsorted(ranks, np.arange(rows[big].size), side="right")
+            # how many of the shorter side go before each row of the longer one
+            pos[big] += np.cumsum(np.bincount(ranks, minlength=rows[big].size + 1))[: rows[big].size]
     return pos
 
 
