@@ -45,6 +45,10 @@ def _parts(layout: str) -> list[list[tuple[str, DatasetMeta | None]]]:
     first = [(f"d{i:03d}", _meta(i, 1)) for i in range(60)]
     if layout == "one part":
         return [first]
+    if layout == "a few rows over a large part":  # the large part's names are only searched
+        large = [(f"d{i:04d}", _meta(i, 1)) for i in range(2000)]
+        newer = [("d0003", _meta(3, 2)), ("d0010", None), ("d1999", None), ("d0500", _meta(500, 2))]
+        return [large, [*newer, ("c", _meta(2001, 2)), ("d0500x", _meta(2002, 2)), ("z", _meta(2003, 2))]]
     if layout == "one part with tombstones":
         return [[(name, None if i % 9 == 4 else meta) for i, (name, meta) in enumerate(first)]]
     # replaced rows (with "old" gone and "kind" now a float), deleted rows, new rows,
@@ -78,7 +82,7 @@ WHERE = [
     "lat > 3 and n < 50", "temp.max between 0 and 4", "temp.count > 2 or temp.nulls == 4", "temp overlaps [1, 2]",
     "kind is null", "kind is not null and lat < 0",
 ]  # fmt: skip
-LAYOUTS = ["one part", "one part with tombstones", "three parts"]
+LAYOUTS = ["one part", "one part with tombstones", "three parts", "a few rows over a large part"]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -119,6 +123,15 @@ def test_a_one_part_search_decodes_only_the_names_it_returns():
     reader = table.catalog._readers[0]
     assert "name" not in reader._columns  # the names column was never decoded whole
     assert table.catalog.names() == reference.names  # listing still decodes (and checks) them all
+
+
+def test_a_few_new_rows_do_not_decode_the_large_part_names():
+    table, reference = _tables("a few rows over a large part")
+    rows = select_rows(table, "platform == 'ship' or n > 3990")
+    assert rows is not None and 0 < rows.size < len(reference) // 4
+    assert table.names_at(rows) == [reference.names[i] for i in rows.tolist()]
+    assert "name" not in table.catalog._readers[0]._columns  # searched, never decoded whole
+    assert table.catalog.names() == reference.names
 
 
 def test_coded_and_plain_string_columns_agree():

@@ -11,7 +11,6 @@ object per dataset.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import operator
 from collections import OrderedDict
@@ -23,13 +22,25 @@ from atlas.catalog.build import DTYPE_CODES
 from atlas.catalog.commit import PartRef
 from atlas.catalog.encoding import is_internal_key
 from atlas.catalog.part import PartReader, ReadRange
+from atlas.catalog.winners import (  # noqa: F401 - merge_positions, merge_sorted, winning_rows: merging's
+    RowNames,
+    live_rows,
+    merge_positions,
+    merge_sorted,
+    row_positions,
+    winning_rows,
+)
 from atlas.errors import CorruptStoreError, DatasetNotFoundError
 from atlas.metadata import ArrayMeta, DatasetMeta
 
-__all__ = ["STATS_FIELDS", "Catalog", "live_rows", "merge_positions", "merge_sorted", "row_positions", "winning_rows"]
+__all__ = ["STATS_FIELDS", "Catalog"]
 
 #: The fields :meth:`Catalog.stats_column` knows.
 STATS_FIELDS = ("slot", "dtype", "row_count", "null_count", "min", "max", "min_exact", "max_exact", "shape")
+#: Binary-searching a large oldest part for a name of a newer part costs about as
+#: much as decoding this many of its names; below that many newer rows per oldest
+#: row, a search does not decode the oldest part's names.
+_LOOKUPS_PER_ROW = 200
 _OBJECT_FIELDS = frozenset(("dtype", "min_exact", "max_exact", "shape"))
 #: Attribute dtypes ``get_attribute`` returns as plain Python values.
 _PLAIN = frozenset(("int64", "float64", "bool", "string"))
@@ -79,6 +90,9 @@ class Catalog:
         # so its columns are used as they are, without a gather.
         self._whole = False
         self._dead: dict[int, np.ndarray] = {}  # rows of a part that are not live, where asked for
+        # The names of the newer parts when the oldest part's names are only searched
+        # (:class:`RowNames`): a live row of the oldest part never has one of them.
+        self._newer: set[str] | None = None
         self._id_order: dict[int, np.ndarray] = {}
 
     # -- point lookups ----------------------------------------------------------------------
@@ -185,8 +199,10 @@ class Catalog:
         One part needs no names for that (its rows are sorted and a tombstone
         hides only its own row), so a search of a one-part catalogue decodes only
         the names of the rows it returns (:meth:`names_at`).  Several parts need
-        every part's names (newer rows hide older ones), but their merged list is
-        built only when asked for.
+        the newer parts' names (newer rows hide older ones); the oldest part's are
+        decoded too unless it is much larger (then it is binary-searched for the
+        newer names, see :class:`~atlas.catalog.winners.RowNames`).  The merged
+        list is built only when asked for.
         """
         if self._count is None:
             readers = self._readers
@@ -196,9 +212,18 @@ class Catalog:
                 self._whole = not tombs.any()
                 rows = np.arange(reader.rows) if self._whole else np.flatnonzero(~tombs)
                 self._live_rows, self._positions = [rows], [rows if self._whole else np.arange(rows.size)]
-            else:
-                self._live_rows = live_rows(readers, keep_tombstones=False)
-                self._positions = row_positions([r.names() for r in readers], self._live_rows)
+            elif readers:
+                names: list[Sequence[str]] = [r.names() for r in readers[1:]]
+                oldest = readers[0]
+                if sum(len(x) for x in names) * _LOOKUPS_PER_ROW <= oldest.rows:
+                    # A few recent rows over a large merged part: that part's names are
+                    # binary-searched for the newer ones instead of decoded.
+                    self._newer = set().union(*names)
+                    names.insert(0, RowNames(oldest))
+                else:
+                    names.insert(0, oldest.names())
+                self._live_rows = live_rows(readers, False, names)
+                self._positions = row_positions(names, self._live_rows)
             self._count = sum(int(r.size) for r in self._live_rows)
         return self._count
 
@@ -245,20 +270,22 @@ class Catalog:
         pos = pos % max(n, 1)  # negative positions count from the end, as in a list
         if self._names is not None:
             return [self._names[i] for i in pos.tolist()]
-        if len(self._readers) != 1:  # every part's names are decoded: look each one up
-            out: list[str | None] = [None] * pos.size
-            for reader, rows, at in zip(self._readers, self._live_rows, self._positions):
+        if len(self._readers) == 1:
+            out = self._readers[0].names_of(pos if self._whole else self._live_rows[0][pos])
+        else:
+            out = [None] * pos.size  # type: ignore[list-item]  # every position belongs to one part
+            for p, (reader, rows, at) in enumerate(zip(self._readers, self._live_rows, self._positions)):
                 # a part's positions ascend with its rows: each is found by binary search
                 i = np.minimum(np.searchsorted(at, pos), max(at.size - 1, 0))
                 mine = np.flatnonzero(at[i] == pos) if at.size else np.zeros(0, dtype=np.int64)
-                names = reader.names()
-                for k, r in zip(mine.tolist(), rows[i[mine]].tolist()):
-                    out[k] = names[r]
-            return out  # type: ignore[return-value]  # every position belongs to one part
-        reader = self._readers[0]
-        out = reader.names_of(pos if self._whole else self._live_rows[0][pos])
+                got = reader.names_of(rows[i[mine]])
+                if p == 0 and self._newer is not None and not self._newer.isdisjoint(got):
+                    raise CorruptStoreError(f"{reader.where}: names are not sorted and distinct")
+                for k, name in zip(mine.tolist(), got):
+                    out[k] = name
+        # Names not decoded and checked whole: what is returned must still be sorted.
         if np.all(pos[1:] > pos[:-1]) and not all(map(operator.lt, out, itertools.islice(out, 1, None))):
-            raise CorruptStoreError(f"{reader.where}: names are not sorted and distinct")
+            raise CorruptStoreError(f"{self._readers[0].where}: names are not sorted and distinct")
         return out
 
     def __iter__(self) -> Iterator[str]:
@@ -513,102 +540,3 @@ class Catalog:
         """
         for reader in self._readers:
             reader.verify()
-
-
-def live_rows(readers: Sequence[PartReader], keep_tombstones: bool) -> list[np.ndarray]:
-    """Per part (oldest first): the rows that win (no newer part has the name).
-
-    Tombstone rows are left out unless ``keep_tombstones``.
-    """
-    rows: list[np.ndarray] = []
-    shadow: list[str] = []  # names of newer parts: they hide older rows
-    for p in range(len(readers) - 1, -1, -1):
-        reader = readers[p]
-        names = reader.names()
-        live = np.ones(len(names), dtype=bool) if keep_tombstones else ~reader.tombstones()
-        if shadow:
-            live[_rows_named(reader, names, shadow)] = False
-        rows.append(np.flatnonzero(live))
-        if p:  # the oldest part hides nothing
-            shadow.extend(names)
-    rows.reverse()
-    return rows
-
-
-def _rows_named(reader: PartReader, names: list[str], wanted: list[str]) -> np.ndarray:
-    """The rows of ``reader`` (whose sorted names are ``names``) named in ``wanted``."""
-    if len(wanted) * max(1, len(names)).bit_length() <= len(names):  # a few: binary searches
-        found = (reader.find(name) for name in wanted)
-        return np.fromiter((r for r in found if r >= 0), np.int64)
-    hidden = set(wanted)  # many: one pass over the part
-    return np.flatnonzero(np.fromiter(map(hidden.__contains__, names), bool, len(names)))
-
-
-def winning_rows(readers: Sequence[PartReader], keep_tombstones: bool) -> tuple[list[list[str]], list[np.ndarray]]:
-    """Per part (oldest first): the names and rows that win (no newer part has the name).
-
-    Tombstone rows are left out unless ``keep_tombstones``.
-    """
-    rows = live_rows(readers, keep_tombstones)
-    kept = []
-    for reader, idx in zip(readers, rows):
-        names = reader.names()
-        kept.append(names if idx.size == len(names) else [names[i] for i in idx.tolist()])
-    return kept, rows
-
-
-def row_positions(names: Sequence[list[str]], rows: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Position in name order of each part's winning rows (:func:`live_rows`).
-
-    :func:`merge_positions` without listing the winners: only the names of the
-    shorter side of each pair are listed and located (by binary search over the
-    longer side's sorted names, every row of it); the longer side's shifts follow
-    with vectorised ``searchsorted`` calls, so no Python step is spent per row of
-    a large part.
-    """
-    pos = [np.arange(r.size, dtype=np.int64) for r in rows]
-    for a in range(len(rows)):
-        for b in range(a + 1, len(rows)):
-            small, big = (a, b) if rows[a].size <= rows[b].size else (b, a)
-            if not rows[small].size or not rows[big].size:
-                continue
-            target, mine = names[big], names[small]
-            located = (bisect.bisect_left(target, mine[i]) for i in rows[small].tolist())
-            # rows of the longer side before each name, then the winners among them
-            ranks = np.searchsorted(rows[big], np.fromiter(located, np.int64, rows[small].size))
-            pos[small] += ranks
-            # how many of the shorter side go before each row of the longer one
-            pos[big] += np.cumsum(np.bincount(ranks, minlength=rows[big].size + 1))[: rows[big].size]
-    return pos
-
-
-def merge_sorted(kept: list[list[str]], positions: list[np.ndarray]) -> list[str]:
-    """The merge of sorted disjoint lists, given each element's position in it."""
-    if len(kept) == 1:
-        return list(kept[0])
-    out = np.empty(sum(len(k) for k in kept), dtype=object)
-    for names, pos in zip(kept, positions):
-        arr = np.empty(len(names), dtype=object)
-        arr[:] = names
-        out[pos] = arr
-    return out.tolist()
-
-
-def merge_positions(kept: list[list[str]]) -> list[np.ndarray]:
-    """Position of every element of each sorted, mutually disjoint list in their merge.
-
-    For each pair, the shorter list is located in the longer by binary search
-    (``len(short) * log(len(long))`` comparisons); the longer one's shifts follow
-    from those ranks with one vectorised ``searchsorted``.
-    """
-    pos = [np.arange(len(k), dtype=np.int64) for k in kept]
-    for a in range(len(kept)):
-        for b in range(a + 1, len(kept)):
-            small, big = (a, b) if len(kept[a]) <= len(kept[b]) else (b, a)
-            if not kept[small] or not kept[big]:
-                continue
-            target = kept[big]
-            ranks = np.fromiter((bisect.bisect_left(target, x) for x in kept[small]), np.int64, len(kept[small]))
-            pos[small] += ranks
-            pos[big] += np.searchsorted(ranks, np.arange(len(target)), side="right")
-    return pos
