@@ -40,7 +40,7 @@ STATS_FIELDS = ("slot", "dtype", "row_count", "null_count", "min", "max", "min_e
 #: Binary-searching a large oldest part for a name of a newer part costs about as
 #: much as decoding this many of its names; below that many newer rows per oldest
 #: row, a search does not decode the oldest part's names.
-_LOOKUPS_PER_ROW = 200
+_LOOKUPS_PER_ROW = 100
 _OBJECT_FIELDS = frozenset(("dtype", "min_exact", "max_exact", "shape"))
 #: Attribute dtypes ``get_attribute`` returns as plain Python values.
 _PLAIN = frozenset(("int64", "float64", "bool", "string"))
@@ -90,6 +90,7 @@ class Catalog:
         # so its columns are used as they are, without a gather.
         self._whole = False
         self._dead: dict[int, np.ndarray] = {}  # rows of a part that are not live, where asked for
+        self._runs: dict[int, list[tuple[int, int, int]]] = {}  # see _runs_of
         # The names of the newer parts when the oldest part's names are only searched
         # (:class:`RowNames`): a live row of the oldest part never has one of them.
         self._newer: set[str] | None = None
@@ -326,6 +327,13 @@ class Catalog:
         """Place part ``p``'s live rows of ``values`` at their positions in ``out``."""
         if self._whole:
             out[:] = values
+            return
+        runs = self._runs.get(p)
+        if runs is None:
+            runs = self._runs[p] = _runs_of(self._live_rows[p], self._positions[p])
+        if runs:
+            for at, row, length in runs:
+                out[at : at + length] = values[row : row + length]
         else:
             out[self._positions[p]] = values[self._live_rows[p]]
 
@@ -540,3 +548,20 @@ class Catalog:
         """
         for reader in self._readers:
             reader.verify()
+
+
+def _runs_of(rows: np.ndarray, positions: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(position, row, length)`` of the runs where consecutive live rows keep
+    consecutive positions, when a large part has few of them (else empty).
+
+    A large old part under a few newer rows moves in long runs: copying them as
+    slices costs less than gathering and scattering every row.
+    """
+    if rows.size < 4096:
+        return []
+    breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(positions) != 1)) + 1
+    if breaks.size > rows.size // 256:
+        return []
+    starts = np.concatenate(([0], breaks))
+    lengths = np.diff(np.concatenate((starts, [rows.size])))
+    return list(zip(positions[starts].tolist(), rows[starts].tolist(), lengths.tolist()))

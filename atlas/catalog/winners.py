@@ -25,15 +25,22 @@ __all__ = ["RowNames", "live_rows", "merge_positions", "merge_sorted", "row_posi
 class RowNames(Sequence):
     """The sorted names of a part, each decoded when first read (for binary searches).
 
-    The part's names are not checked to be sorted as a whole: what is looked up
-    here is checked where it is used (see ``Catalog.names_at``).
+    :meth:`lower_bound` first searches a sample of every :data:`SAMPLE`-th name
+    (decoded up front), then the rows between two samples.  The part's names are
+    not checked to be sorted as a whole: what is looked up here is checked where
+    it is used (see ``Catalog.names_at``).
     """
+
+    #: One name in this many is decoded up front.
+    SAMPLE = 128
 
     def __init__(self, reader: PartReader) -> None:
         raw, ends = reader.name_ends()
         self._raw, self._ends = memoryview(raw), memoryview(ends)
         self._where = reader.where
         self._seen: dict[int, str] = {}
+        self._bounds: dict[str, int] = {}
+        self._sample = reader.names_of(np.arange(0, len(ends), self.SAMPLE))
 
     def __len__(self) -> int:
         return len(self._ends)
@@ -47,6 +54,19 @@ class RowNames(Sequence):
             except UnicodeDecodeError:
                 raise CorruptStoreError(f"{self._where} column 'name': string column holds invalid UTF-8") from None
         return name
+
+    def lower_bound(self, name: str) -> int:
+        """``bisect_left(self, name)``: the first row whose name is not less than ``name``."""
+        found = self._bounds.get(name)
+        if found is None:
+            k = bisect.bisect_left(self._sample, name)  # sample k - 1 < name <= sample k
+            lo, hi = max(k - 1, 0) * self.SAMPLE, min(k * self.SAMPLE, len(self))
+            found = self._bounds[name] = bisect.bisect_left(self, name, lo, hi) if k else 0
+        return found
+
+
+def _lower_bound(names: Sequence[str], name: str) -> int:
+    return names.lower_bound(name) if isinstance(names, RowNames) else bisect.bisect_left(names, name)
 
 
 def live_rows(
@@ -77,7 +97,7 @@ def _rows_named(names: Sequence[str], wanted: list[str]) -> np.ndarray:
     """The rows of the sorted ``names`` whose name is in ``wanted``."""
     n = len(names)
     if isinstance(names, RowNames) or len(wanted) * max(1, n).bit_length() <= n:  # a few: binary searches
-        found = (bisect.bisect_left(names, name) for name in wanted)
+        found = (_lower_bound(names, name) for name in wanted)
         return np.fromiter((i for i, name in zip(found, wanted) if i < n and names[i] == name), np.int64)
     hidden = set(wanted)  # many: one pass over the part
     return np.flatnonzero(np.fromiter(map(hidden.__contains__, names), bool, n))
@@ -112,7 +132,7 @@ def row_positions(names: Sequence[Sequence[str]], rows: Sequence[np.ndarray]) ->
             if not rows[small].size or not rows[big].size:
                 continue
             target, mine = names[big], names[small]
-            located = (bisect.bisect_left(target, mine[i]) for i in rows[small].tolist())
+            located = (_lower_bound(target, mine[i]) for i in rows[small].tolist())
             # rows of the longer side before each name, then the winners among them
             ranks = np.searchsorted(rows[big], np.fromiter(located, np.int64, rows[small].size))
             if ranks.size > 1 and np.any(ranks[1:] < ranks[:-1]):  # only names not checked whole
