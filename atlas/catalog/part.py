@@ -355,6 +355,8 @@ class PartReader:
         if state.size and state.max() > EXTREMES:
             raise CorruptStoreError(f"{self.where}: stats state of array {array!r} is out of range")
         has = state > 0
+        if field == "has":  # whether each row defines the array (no other column read)
+            return has, has
         if field in ("slot", "dtype_code"):
             values = self.fixed(p + ("slot" if field == "slot" else "dtype"))
             if field == "dtype_code" and values.size and values.max() >= len(DTYPE_CODES):

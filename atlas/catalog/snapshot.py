@@ -458,7 +458,7 @@ class Catalog:
         for p, reader in enumerate(self._readers):
             for name in reader.stats_groups():
                 if name not in out:
-                    _, has = reader.stats(name, "slot")
+                    _, has = reader.stats(name, "has")
                     if self._any_live(p, has):
                         out.add(name)
         return sorted(out)
@@ -467,7 +467,7 @@ class Catalog:
         """Whether some live dataset defines ``array`` (reads its stats state columns)."""
         self._layout()
         for p, reader in enumerate(self._readers):
-            got = reader.stats(array, "slot")
+            got = reader.stats(array, "has")
             if got is not None and self._any_live(p, got[1]):
                 return True
         return False
