@@ -337,8 +337,8 @@ class PartReader:
         got = self.stats(array, "dtype_code")
         if got is None:
             return None
-        state = self.fixed(f"s{self.stats_groups()[array][0]}.state")
-        return np.where(state == EXTREMES, got[0], -1)
+        state = self.fixed(f"s{self.stats_groups()[array][0]}.state")  # checked by stats()
+        return np.where(state == EXTREMES, got[0].astype(np.int16), np.int16(-1))
 
     def stats_groups(self) -> dict[str, tuple[int, int]]:
         """``{array name: (group number, flags)}`` of the part's stats columns."""
@@ -351,26 +351,32 @@ class PartReader:
             return None
         j, flags = found
         p = f"s{j}."
-        state = self.fixed(p + "state")
-        if state.size and state.max() > EXTREMES:
-            raise CorruptStoreError(f"{self.where}: stats state of array {array!r} is out of range")
-        has = state > 0
-        if field == "has":  # whether each row defines the array (no other column read)
-            return has, has
-        if field in ("slot", "dtype_code"):
-            values = self.fixed(p + ("slot" if field == "slot" else "dtype"))
-            if field == "dtype_code" and values.size and values.max() >= len(DTYPE_CODES):
-                raise CorruptStoreError(f"{self.where}: dtype code of array {array!r} is out of range")
-            return values, has
+        state = self._checked(p + "state", EXTREMES, f"stats state of array {array!r}")
+        if field in ("has", "slot", "dtype_code", "shape"):
+            has = state > 0
+            if field == "has":  # whether each row defines the array (no other column read)
+                return has, has
+            if field == "shape":
+                return self._shapes(p, has), has
+            if field == "slot":
+                return self.fixed(p + "slot"), has
+            return self._checked(p + "dtype", len(DTYPE_CODES) - 1, f"dtype code of array {array!r}"), has
         if field in ("row_count", "null_count"):
             return self.fixed(p + field), state >= NO_EXTREMES
         if field in ("min", "max"):
             return self.fixed(p + field), state == EXTREMES
         if field in ("min_exact", "max_exact"):
             return self._exact(p, field[:3], flags, state, array), state == EXTREMES
-        if field == "shape":
-            return self._shapes(p, has), has
         raise KeyError(field)
+
+    def _checked(self, name: str, top: int, what: str) -> np.ndarray:
+        """The fixed-width column ``name``, checked once to hold no value above ``top``."""
+        values = self.fixed(name)
+        if f"{name}?" not in self._columns:
+            if values.size and values.max() > top:
+                raise CorruptStoreError(f"{self.where}: {what} is out of range")
+            self._columns[f"{name}?"] = True
+        return values
 
     def _exact(self, p: str, which: str, flags: int, state: np.ndarray, array: str) -> np.ndarray:
         codes, _ = self.stats(array, "dtype_code")

@@ -518,8 +518,14 @@ class Catalog:
         out: set[str] = set()
         for p, reader in enumerate(self._readers):
             codes = reader.extreme_dtypes(array)
-            if codes is not None:
-                counts = np.bincount(self._live(p, codes) + 1, minlength=1)[1:]
+            if codes is None:
+                continue
+            codes = self._live(p, codes)
+            top = int(codes.max()) if codes.size else -1
+            if top >= 0 and int(np.where(codes < 0, top, codes).min()) == top:  # one dtype (the usual case)
+                out.add(DTYPE_CODES[top])
+            elif top >= 0:
+                counts = np.bincount(codes + 1)[1:]
                 out.update(DTYPE_CODES[c] for c in np.flatnonzero(counts).tolist())
         return out
 
