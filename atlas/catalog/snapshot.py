@@ -263,6 +263,8 @@ class Catalog:
         ------
         CorruptStoreError
             When the names read are not sorted and distinct.
+        IndexError
+            For a position outside ``-len(self) .. len(self) - 1``.
         """
         pos = np.asarray(positions, dtype=np.int64).reshape(-1)
         n = self._layout()
