@@ -10,11 +10,15 @@ several parts where newer rows replace and delete older ones.
 from __future__ import annotations
 
 import secrets
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from v1_stores import to_v1
 
+import atlas
 from atlas.catalog import Catalog, write_part
 from atlas.catalog.encoding import decode_strings, encode_strings
 from atlas.errors import CorruptStoreError, QueryTypeError, UnknownColumnError
@@ -169,3 +173,42 @@ def test_names_at_takes_positions_like_a_list(layout):
         assert table.catalog.names_at(positions) == [reference.names[i] for i in positions]
     with pytest.raises(IndexError):
         table.catalog.names_at([len(reference)])
+
+
+def _store_with_pending(path):
+    s = atlas.Atlas.open(path, mode="r+")
+    s.open_dataset("b03").set_attribute("platform", "changed")  # replaced
+    s.delete_dataset("b05")  # deleted
+    ds = s.create_dataset("a-new")  # added
+    ds.set_attribute("platform", "ship")
+    ds.set_attribute("lat", 2.5)
+    return s
+
+
+def test_a_store_answers_alike_in_format_1_and_2_with_pending_changes(tmp_path):
+    v2 = tmp_path / "v2"
+    with atlas.Atlas.create(v2) as s:
+        for i in range(12):
+            ds = s.create_dataset(f"b{i:02d}")
+            if i % 4:
+                ds.set_attribute("platform", ["buoy-1", "buoy-2", "ship"][i % 3])
+            ds.set_attribute("lat", i * 1.5 - 4)
+            if i % 3:
+                ds.define_array("temp", "float32", ("z",), (3,))
+                ds.write_array("temp", None, np.array([i, i + 1, np.nan], dtype="float32"))
+        s.flush()
+    v1 = to_v1(Path(shutil.copytree(v2, tmp_path / "v1")))
+    stores = [_store_with_pending(v2), _store_with_pending(v1)]
+    try:
+        for where in ("platform == 'ship'", "platform != 'ship' and lat > 0", "platform startswith 'b'",
+                      "platform is null or temp.max > 9", "temp overlaps [3, 5]"):  # fmt: skip
+            assert stores[0].find(where) == stores[1].find(where), where
+        pd.testing.assert_frame_equal(stores[0].catalog(), stores[1].catalog())
+        pd.testing.assert_frame_equal(stores[0].catalog(["platform", "temp.max"], "lat < 3"),
+                                      stores[1].catalog(["platform", "temp.max"], "lat < 3"))  # fmt: skip
+        for s in stores:
+            s.flush()
+        assert stores[0].find("platform == 'ship'") == stores[1].find("platform == 'ship'")
+    finally:
+        for s in stores:
+            s.close()
