@@ -25,7 +25,7 @@ from atlas.errors import CorruptStoreError, QueryTypeError, UnknownColumnError
 from atlas.metadata import ArrayMeta, DatasetMeta, Stats
 from atlas.search import select, select_rows
 from atlas.search.frame import catalog_frame
-from atlas.search.table import CatalogTable, DictTable
+from atlas.search.table import CatalogTable, DictTable, OverlayTable
 
 
 def _meta(i: int, generation: int) -> DatasetMeta:
@@ -212,3 +212,26 @@ def test_a_store_answers_alike_in_format_1_and_2_with_pending_changes(tmp_path):
     finally:
         for s in stores:
             s.close()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_pending_changes_over_a_catalogue_match_the_datasets(layout):
+    table, reference = _tables(layout)
+    live = dict(zip(reference.names, reference._metas))
+    first, last = reference.names[0], reference.names[-1]
+    pending = {first: _meta(3, 9), reference.names[7]: None, last: None, "0-new": _meta(70, 9), "zz": _meta(71, 9),
+               "d0025x": _meta(72, 9), "d004": None}  # fmt: skip
+    for name, meta in pending.items():
+        if meta is None:
+            live.pop(name, None)
+        else:
+            live[name] = meta
+    overlay = OverlayTable(table, pending)
+    expected = DictTable(live)
+    assert len(overlay) == len(expected)
+    for where in WHERE:
+        rows = select(overlay, where)
+        assert rows == select(expected, where), where
+        assert overlay.names_at(rows) == [expected.names[i] for i in rows], where
+    pd.testing.assert_frame_equal(catalog_frame(overlay, None, None), catalog_frame(expected, None, None))
+    assert overlay.names == expected.names

@@ -11,6 +11,7 @@ object per dataset.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import operator
 from collections import OrderedDict
@@ -94,6 +95,7 @@ class Catalog:
         # The names of the newer parts when the oldest part's names are only searched
         # (:class:`RowNames`): a live row of the oldest part never has one of them.
         self._newer: set[str] | None = None
+        self._row_names: RowNames | None = None  # the one part's names, searched undecoded
         self._id_order: dict[int, np.ndarray] = {}
 
     # -- point lookups ----------------------------------------------------------------------
@@ -290,6 +292,35 @@ class Catalog:
         if np.all(pos[1:] > pos[:-1]) and not all(map(operator.lt, out, itertools.islice(out, 1, None))):
             raise CorruptStoreError(f"{self._readers[0].where}: names are not sorted and distinct")
         return out
+
+    def locate_names(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, found)``: where each of ``names`` goes in :meth:`names`
+        (``bisect_left``) and whether a live dataset has it.
+
+        A one-part catalogue whose names are not decoded is binary-searched
+        without decoding them (what a handle with a few pending changes needs);
+        :meth:`names_at` checks the order of what a search then returns.
+        """
+        n = self._layout()
+        count = len(names)
+        if self._names is None and len(self._readers) == 1:
+            if self._row_names is None:
+                self._row_names = RowNames(self._readers[0])
+            part = self._row_names
+            rows = np.fromiter((part.lower_bound(x) for x in names), np.int64, count)
+            hits = (r < len(part) and part[r] == x for r, x in zip(rows.tolist(), names))
+            found = np.fromiter(hits, bool, count)
+            if self._whole:
+                return rows, found
+            live = self._live_rows[0]
+            pos = np.searchsorted(live, rows)  # live rows before each
+            if live.size:
+                found &= live[np.minimum(pos, live.size - 1)] == rows  # not a tombstone
+            return pos, found & (pos < live.size)
+        listing = self._resolve()
+        pos = np.fromiter((bisect.bisect_left(listing, x) for x in names), np.int64, count)
+        found = np.fromiter((p < n and listing[p] == x for p, x in zip(pos.tolist(), names)), bool, count)
+        return pos, found
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._resolve())
