@@ -13,7 +13,9 @@ Each dataset: one float32 ``temp`` (24,) with stats plus 30 attributes (15 float
 * ``repeat``: the same table for every run, as ``Atlas.find`` keeps it per
   committed catalogue (columns built by the first run, up to 8 kept);
 * ``2 parts``: as ``catalog`` with a newer part on top (a later commit that
-  replaced 1 000 datasets, deleted every tenth of them and added 100).
+  replaced 1 000 datasets, deleted every tenth of them and added 100);
+* ``pending``: as ``catalog`` under a handle's uncommitted changes (one dataset
+  replaced, one deleted, one added), as ``Atlas.find`` sees them.
 
 Timed for each: ``list`` (a fresh catalogue's ``names()``, what ``list_datasets``
 costs after ``Atlas.open``; fresh sources only), ``catalog(columns=4
@@ -28,7 +30,7 @@ directory) and reused by later runs, so two checkouts can be timed on the same
 file: ``ATLAS_BENCH_ROOT=/path/to/other/checkout python benchmarks/bench_search.py
 --dir /tmp/parts 1000000`` runs this script against the other checkout's library.
 
-Usage: ``python benchmarks/bench_search.py [--dir DIR] [--only dict,catalog,listed,repeat,2 parts]
+Usage: ``python benchmarks/bench_search.py [--dir DIR] [--only dict,catalog,listed,repeat,2 parts,pending]
 [--repeat K] [N ...]`` (default 10000 100000).
 """
 
@@ -54,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 from atlas.catalog import Catalog, PartRef, write_part  # noqa: E402
 from atlas.search import select  # noqa: E402
 from atlas.search.frame import catalog_frame  # noqa: E402
-from atlas.search.table import CatalogTable, DictTable  # noqa: E402
+from atlas.search.table import CatalogTable, DictTable, OverlayTable  # noqa: E402
 
 sys.path.insert(0, str(BENCH))
 from bench_catalog import make_rows  # noqa: E402
@@ -107,6 +109,8 @@ def run(n: int, directory: Path, only: set[str] | None, repeat: int) -> None:
     def read_range(path: str, offset: int, length: int) -> bytes:
         return files[path][offset : offset + length]
 
+    changed = make_rows(2)
+    pending = {changed[0][0]: changed[1][1], f"profile_{n // 2:07d}": None, "zz-new": changed[0][1]}
     opened = Catalog([ref], read_range)
     opened.names()  # a handle's catalogue after open + list_datasets
     shared = CatalogTable(opened)
@@ -115,6 +119,7 @@ def run(n: int, directory: Path, only: set[str] | None, repeat: int) -> None:
         "listed": lambda: CatalogTable(opened),
         "repeat": lambda: shared,
         "2 parts": lambda: CatalogTable(Catalog(refs, read_range)),
+        "pending": lambda: OverlayTable(CatalogTable(Catalog([ref], read_range)), pending),
     }
     if only is not None and "dict" in only:
         datasets = dict(make_rows(n))
@@ -148,7 +153,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[10_000, 100_000])
     parser.add_argument("--dir", type=Path, default=None, help="where the part files are written and reused")
-    parser.add_argument("--only", default=None, help="comma-separated sources (dict, catalog, listed, repeat, 2 parts)")
+    parser.add_argument("--only", default=None, help="comma-separated sources (default: all but dict)")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     chosen = None if args.only is None else set(args.only.split(","))
