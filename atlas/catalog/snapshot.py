@@ -29,6 +29,7 @@ from atlas.catalog.winners import (  # noqa: F401 - merge_positions, merge_sorte
     merge_positions,
     merge_sorted,
     row_positions,
+    runs_of,
     winning_rows,
 )
 from atlas.errors import CorruptStoreError, DatasetNotFoundError
@@ -91,7 +92,7 @@ class Catalog:
         # so its columns are used as they are, without a gather.
         self._whole = False
         self._dead: dict[int, np.ndarray] = {}  # rows of a part that are not live, where asked for
-        self._runs: dict[int, list[tuple[int, int, int]]] = {}  # see _runs_of
+        self._runs: dict[int, list[tuple[int, int, int]]] = {}  # see runs_of
         # The names of the newer parts when the oldest part's names are only searched
         # (:class:`RowNames`): a live row of the oldest part never has one of them.
         self._newer: set[str] | None = None
@@ -363,7 +364,7 @@ class Catalog:
             return
         runs = self._runs.get(p)
         if runs is None:
-            runs = self._runs[p] = _runs_of(self._live_rows[p], self._positions[p])
+            runs = self._runs[p] = runs_of(self._live_rows[p], self._positions[p])
         if runs:
             for at, row, length in runs:
                 out[at : at + length] = values[row : row + length]
@@ -587,20 +588,3 @@ class Catalog:
         """
         for reader in self._readers:
             reader.verify()
-
-
-def _runs_of(rows: np.ndarray, positions: np.ndarray) -> list[tuple[int, int, int]]:
-    """``(position, row, length)`` of the runs where consecutive live rows keep
-    consecutive positions, when a large part has few of them (else empty).
-
-    A large old part under a few newer rows moves in long runs: copying them as
-    slices costs less than gathering and scattering every row.
-    """
-    if rows.size < 4096:
-        return []
-    breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(positions) != 1)) + 1
-    if breaks.size > rows.size // 256:
-        return []
-    starts = np.concatenate(([0], breaks))
-    lengths = np.diff(np.concatenate((starts, [rows.size])))
-    return list(zip(positions[starts].tolist(), rows[starts].tolist(), lengths.tolist()))

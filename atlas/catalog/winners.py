@@ -19,7 +19,7 @@ import numpy as np
 from atlas.catalog.part import PartReader
 from atlas.errors import CorruptStoreError
 
-__all__ = ["RowNames", "live_rows", "merge_positions", "merge_sorted", "row_positions", "winning_rows"]
+__all__ = ["RowNames", "live_rows", "merge_positions", "merge_sorted", "row_positions", "runs_of", "winning_rows"]
 
 
 class RowNames(Sequence):
@@ -175,3 +175,20 @@ def merge_positions(kept: list[list[str]]) -> list[np.ndarray]:
             pos[small] += ranks
             pos[big] += np.searchsorted(ranks, np.arange(len(target)), side="right")
     return pos
+
+
+def runs_of(rows: np.ndarray, positions: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(position, row, length)`` of the runs where consecutive live rows keep
+    consecutive positions, when a large part has few of them (else empty).
+
+    A large old part under a few newer rows moves in long runs: copying them as
+    slices costs less than gathering and scattering every row.
+    """
+    if rows.size < 4096:
+        return []
+    breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(positions) != 1)) + 1
+    if breaks.size > rows.size // 256:
+        return []
+    starts = np.concatenate(([0], breaks))
+    lengths = np.diff(np.concatenate((starts, [rows.size])))
+    return list(zip(positions[starts].tolist(), rows[starts].tolist(), lengths.tolist()))

@@ -30,6 +30,7 @@ import numpy as np
 
 from atlas import attributes, dtypes
 from atlas.catalog import Catalog, is_internal_key
+from atlas.catalog.winners import runs_of
 from atlas.errors import CorruptStoreError, UnknownColumnError
 from atlas.metadata import ArrayMeta, DatasetMeta, Stats
 
@@ -526,6 +527,7 @@ class OverlayTable(Table):
         self._size = kept + ranks.size
         self._merged: list[str] | None = None
         self._order: np.ndarray | None = None
+        self._runs: list[tuple[int, int, int]] | None = None  # see runs_of
 
     @property  # type: ignore[override]
     def names(self) -> list[str]:
@@ -611,14 +613,45 @@ class OverlayTable(Table):
         return self._merge(f"{array}.{field}")
 
     def _merge(self, name: str) -> Column:
+        low = self._side(self.base, name, None)
+        high = self._side(self.top, name, None)
+        kept = low.present if self._keep is None else low.present[self._keep]
+        # as _concat decides: a side without values takes the other's kind
+        kind = low.kind if low.kind == high.kind else high.kind if not kept.any() else None
+        if kind is None and not high.present.any():
+            kind = low.kind
+        if kind is not None:
+            # One kind: the kept base rows are copied in place (long runs between
+            # the pending rows) and the pending rows set after them.
+            low = low if low.kind == kind else missing_column(low.present.size, kind)
+            high = high if high.kind == kind else missing_column(high.present.size, kind)
+            present = self._assemble(low.present, high.present)
+            if kind == "string" and (low.codes is not None or high.codes is not None):
+                low, high = _coded(low), _coded(high)
+                offset = low.categories.size  # type: ignore[union-attr]
+                codes = self._assemble(low.codes.astype(np.int64), high.codes.astype(np.int64) + offset)  # type: ignore[union-attr]
+                return Column(None, present, kind, codes, np.concatenate([low.categories, high.categories]))  # type: ignore[list-item]
+            return Column(self._assemble(low.values, high.values), present, kind)
         if self._order is None:  # merged row -> row of (kept base rows, then pending rows)
             order = np.empty(self._size, dtype=np.int64)
             order[self._base_at] = np.arange(self._base_at.size)
             order[self._top_at] = self._base_at.size + np.arange(self._top_at.size)
             self._order = order
-        low = self._side(self.base, name, self._keep)
-        high = self._side(self.top, name, None)
-        return _concat(low, high).take(self._order)
+        return _concat(low if self._keep is None else low.take(self._keep), high).take(self._order)
+
+    def _assemble(self, base: np.ndarray, top: np.ndarray) -> np.ndarray:
+        """The merged column: ``base`` (every base row) at the kept rows' places, ``top`` at the pending ones'."""
+        out = np.empty(self._size, dtype=np.result_type(base, top))
+        if self._runs is None:
+            rows = np.arange(base.size) if self._keep is None else self._keep
+            self._runs = runs_of(rows, self._base_at)
+        if self._runs:
+            for at, row, length in self._runs:
+                out[at : at + length] = base[row : row + length]
+        else:
+            out[self._base_at] = base if self._keep is None else base[self._keep]
+        out[self._top_at] = top
+        return out
 
 
 _TABLES: weakref.WeakKeyDictionary[Catalog, CatalogTable] = weakref.WeakKeyDictionary()
