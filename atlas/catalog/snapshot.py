@@ -252,6 +252,13 @@ class Catalog:
         """Every live dataset name, sorted by code point (a new list each call)."""
         return list(self._resolve())
 
+    def names_array(self) -> np.ndarray:
+        """:meth:`names` as a new object array (what a DataFrame index is made of)."""
+        names = self._resolve()
+        out = np.empty(len(names), dtype=object)
+        out[:] = names
+        return out
+
     def __len__(self) -> int:
         return self._layout()
 

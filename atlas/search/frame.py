@@ -56,8 +56,12 @@ def catalog_frame(table: Table, columns: str | Sequence[str] | None, where: Any)
         ) from exc
     names = column_names(table, columns)
     rows = select_rows(table, where)  # None: every row, so no column is gathered
-    labels = table.names if rows is None else table.names_at(rows)
-    index = pd.Index(labels, dtype=object, name="dataset")
+    if rows is None:
+        labels = table.names_array()  # a new array: the index takes it as it is
+    else:
+        labels = np.empty(rows.size, dtype=object)
+        labels[:] = table.names_at(rows)
+    index = pd.Index(labels, dtype=object, name="dataset", copy=False)
     data = {}
     for name in names:
         if not len(table):

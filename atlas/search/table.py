@@ -219,11 +219,10 @@ class Table:
         return [names[i] for i in np.asarray(rows, dtype=np.int64).tolist()]
 
     def names_array(self) -> np.ndarray:
-        """``names`` as an object array (built once)."""
-        if getattr(self, "_names_array", None) is None:
-            self._names_array = np.empty(len(self.names), dtype=object)
-            self._names_array[:] = self.names
-        return self._names_array
+        """``names`` as a new object array (the caller owns it)."""
+        out = np.empty(len(self.names), dtype=object)
+        out[:] = self.names
+        return out
 
     def column_names(self) -> list[str]:
         """Every column: attribute keys, then each array's stats columns."""
@@ -400,6 +399,9 @@ class CatalogTable(Table):
     def names_at(self, rows: Sequence[int] | np.ndarray) -> list[str]:
         return self.catalog.names_at(rows)
 
+    def names_array(self) -> np.ndarray:
+        return self.catalog.names_array()  # without copying the names list first
+
     def attribute_keys(self) -> list[str]:
         return self.catalog.attribute_keys()
 
@@ -532,13 +534,15 @@ class OverlayTable(Table):
     @property  # type: ignore[override]
     def names(self) -> list[str]:
         if self._merged is None:
-            out = np.empty(self._size, dtype=object)
-            base = np.empty(len(self.base), dtype=object)
-            base[:] = self.base.names
-            out[self._base_at] = base if self._keep is None else base[self._keep]
-            out[self._top_at] = self.top.names
-            self._merged = out.tolist()
+            self._merged = self.names_array().tolist()
         return self._merged
+
+    def names_array(self) -> np.ndarray:
+        out = np.empty(self._size, dtype=object)
+        base = self.base.names_array()
+        out[self._base_at] = base if self._keep is None else base[self._keep]
+        out[self._top_at] = self.top.names
+        return out
 
     def __len__(self) -> int:
         return self._size
