@@ -1,12 +1,13 @@
 """A catalogue snapshot: the datasets of one commit, read lazily from its parts.
 
 Making a :class:`Catalog` reads nothing.  Point lookups (``get``, ``in``) read the
-names column of the parts, newest first, and decode one record block.  Listing
-(``names``) resolves every part once: for each name the row of the newest part
-wins and a tombstone hides the name.  The result is a sorted list of names plus,
-per part, the rows that are live and their positions in that list, so search
-columns come out aligned to ``names()`` with numpy fancy indexing and no Python
-object per dataset.
+names column of the parts, newest first, and decode one record block.  A search
+needs, per part, the rows that are live (for each name the row of the newest
+part wins and a tombstone hides the name) and their positions in name order
+(:mod:`atlas.catalog.winners`): search columns then come out aligned to
+``names()`` without a Python object per dataset, used as stored when one part
+has every row live, and only the names a search returns are decoded
+(:meth:`Catalog.names_at`).  Listing (``names``) decodes and checks them all.
 """
 
 from __future__ import annotations
