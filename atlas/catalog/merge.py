@@ -18,7 +18,7 @@ from atlas.catalog.layout import PartBuilder
 from atlas.catalog.merging import merge_columns
 from atlas.catalog.part import PartReader, ReadRange
 from atlas.errors import InvalidArgumentError
-from atlas.metadata import Manifest
+from atlas.metadata import Manifest, gc_paused
 
 __all__ = ["MAX_PARTS", "MERGE_RATIO", "catalog_from_manifest", "choose_merge", "merge_parts"]
 
@@ -101,7 +101,8 @@ def merge_parts(
         raise InvalidArgumentError("merge_parts needs at least one part")
     readers = [PartReader(ref, read_range) for ref in parts]
     builder = PartBuilder(generation, token, codec)
-    rows, attributes, arrays = merge_columns(readers, not drop_tombstones, builder)
+    with gc_paused():  # many small objects (names, codes) made and dropped: no collection passes meanwhile
+        rows, attributes, arrays = merge_columns(readers, not drop_tombstones, builder)
     buffers, size, index_offset, index_length, digest = builder.finish(rows, BLOCK_ROWS, attributes, arrays)
     low = min(p.min_generation for p in parts)
     high = max(generation, *(p.max_generation for p in parts))
