@@ -168,6 +168,41 @@ def test_unsorted_names(part):
         Catalog([forge(store, ref, columns=swap)], store.read_range).names()
 
 
+def test_unsorted_names_fail_a_search_that_returns_them(part):
+    from atlas.search import select_rows
+    from atlas.search.table import CatalogTable
+
+    store, ref = part
+
+    def swap(raw):
+        names = raw["name"].split(b"\xff")
+        names[0], names[1] = names[1], names[0]
+        raw["name"] = b"\xff".join(names)
+
+    table = CatalogTable(Catalog([forge(store, ref, columns=swap)], store.read_range))
+    assert table.names_at(select_rows(table, "lat > 140")) == [f"ds{i:04d}" for i in range(561, 600)]  # not rows 0, 1
+    with pytest.raises(CorruptStoreError, match="not sorted"):
+        table.names_at(select_rows(table, "lat < 1"))
+
+
+def test_unsorted_names_of_a_large_part_fail_a_search_over_newer_rows(part):
+    from atlas.search import select_rows
+    from atlas.search.table import CatalogTable
+
+    store, ref = part
+
+    def swap(raw):
+        names = raw["name"].split(b"\xff")
+        names[0], names[1] = names[1], names[0]
+        raw["name"] = b"\xff".join(names)
+
+    _, buffers, newer = write_part([("ds0001", _dataset(1)), ("new", _dataset(900))], "zstd", 2, bytes(16))
+    store.files[newer.path] = b"".join(bytes(b) for b in buffers)
+    table = CatalogTable(Catalog([forge(store, ref, columns=swap), newer], store.read_range))
+    with pytest.raises(CorruptStoreError, match="not sorted"):
+        table.names_at(select_rows(table, "lat < 1"))
+
+
 def test_invalid_utf8_across_a_terminator(part):
     store, ref = part
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_catalog_hostile import ROWS, Store, _column_no, forge
 
-from atlas.catalog import merge_parts, write_part
+from atlas.catalog import Catalog, merge_parts, write_part
 from atlas.catalog.encoding import encode_strings
 from atlas.catalog.part import PartReader
 from atlas.errors import CorruptStoreError
@@ -42,6 +42,8 @@ def test_merge_refuses_present_string_rows_with_an_empty_dictionary(part):
         raw[f"a{i}.dict"] = encode_strings([])
 
     forged = forge(store, ref, columns=empty_dictionary)
+    with pytest.raises(CorruptStoreError, match="out of range"):  # read as "" for every row before
+        Catalog([forged], store.read_range).column("platform")
     for drop in (False, True):
         with pytest.raises(CorruptStoreError, match="out of range"):
             merge_parts([forged], store.read_range, "zstd", 2, bytes(16), drop)
@@ -86,8 +88,6 @@ def test_flag_4_without_the_schema_columns_reads_through_the_records(part):
     with interned schemas into one that keeps flag 4 and lacks the columns.  Bulk
     reads, verify and the next merge by this writer then failed with "column
     's0.schema' is missing"; the records hold everything, so they are read instead."""
-    from atlas.catalog import Catalog
-
     store, ref = part
     forged = forge(store, ref, columns=_without_schema_columns)
     flags = dict(PartReader(forged, store.read_range).stats_groups())["temp"][1]
@@ -110,8 +110,6 @@ def test_flag_4_without_the_schema_columns_reads_through_the_records(part):
 
 def test_one_schema_column_without_the_other_is_refused(part):
     store, ref = part
-    from atlas.catalog import Catalog
-
     forged = forge(store, ref, columns=lambda raw: raw.pop("s0.schemas"))
     with pytest.raises(CorruptStoreError, match="missing"):
         cat = Catalog([forged], store.read_range)
