@@ -136,7 +136,7 @@ def test_merged_parts_keep_their_bytes(drop):
 
     refs = []
     for g, (lo, hi) in enumerate([(0, 500), (300, 650), (640, 700)], start=1):
-        name, buffers, ref = write_part(rows(lo, hi, g), "zstd", g, bytes([g]) * 16)
+        _name, buffers, ref = write_part(rows(lo, hi, g), "zstd", g, bytes([g]) * 16)
         files[ref.path] = b"".join(bytes(b) for b in buffers)
         refs.append(ref)
     bench = write_part(bench_rows(300), "lz4", 4, bytes([4]) * 16)
