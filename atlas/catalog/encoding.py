@@ -127,7 +127,12 @@ class RecordEncoder:
         """
         fill = am.fill_value
         # repr tells -0.0 from 0.0 and NaN apart; attributes are rare and packed each time
-        key = None if am.attributes else (am.dtype, am.dims, am.chunk_shape, type(fill), repr(fill))
+        if am.attributes:
+            key = None
+        elif fill is None:  # the usual case, without the cost of repr
+            key = (am.dtype, am.dims, am.chunk_shape)
+        else:
+            key = (am.dtype, am.dims, am.chunk_shape, type(fill), repr(fill))
         got = self._halves.get(key) if key is not None else None
         if got is None:
             obj = metadata.array_to_dict(am)
