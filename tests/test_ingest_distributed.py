@@ -298,15 +298,36 @@ def test_bad_arguments_change_nothing(tmp_path):
     assert pickle.loads(pickle.dumps(atlas.IngestReport())) == atlas.IngestReport()
 
 
+@pytest.fixture(scope="module")
+def corpus200(tmp_path_factory) -> tuple[Path, Path]:
+    """200 derived CMEMS-like files and their single-process ``atlas create`` store."""
+    root = tmp_path_factory.mktemp("c200")
+    src = _make(root / "src", 200)
+    ref = root / "ref.atlas"
+    assert main(["create", str(src), str(ref), "-j", "0", "-q"]) == 0
+    return src, ref
+
+
 @pytest.mark.slow
-def test_200_files_on_a_local_cluster(tmp_path, cluster_client):
-    src = _make(tmp_path / "src", 200)
-    ref = tmp_path / "ref.atlas"
-    assert main(["create", str(src), str(ref), "-j", "2", "-q"]) == 0
+def test_200_files_on_a_local_cluster(tmp_path, cluster_client, corpus200):
+    src, ref = corpus200
     path = _new_store(tmp_path / "c.atlas")
     report = atlas.ingest([src], path, client=cluster_client)
     assert report.datasets == 200
     got = atlas.Atlas.open(path, "r")
+    assert got.verify() == []
+    assert_same_store(got, ref)
+
+
+@pytest.mark.slow
+def test_200_files_on_a_local_cluster_to_s3(cluster_client, corpus200, moto_s3, s3_bucket):
+    src, ref = corpus200
+    url = f"s3://{s3_bucket}/ingest200-{id(src)}"
+    opts = moto_s3.options()
+    atlas.Atlas.create(url, storage_options=opts).close()
+    report = atlas.ingest([src], url, client=cluster_client, storage_options=opts)
+    assert report.datasets == 200
+    got = atlas.Atlas.open(url, "r", storage_options=opts)
     assert got.verify() == []
     assert_same_store(got, ref)
 
