@@ -79,6 +79,8 @@ def normalize(value: Any, dtype: Any = None) -> dict[str, Any]:
         if kind is float:
             return {"t": "float64", "v": value}
         if kind is str:
+            if value.isascii():  # ASCII is always valid UTF-8
+                return {"t": "string", "v": value}
             return {"t": "string", "v": coerce_scalar(value, "string", "attribute value")}
     forced = canonical_dtype(dtype) if dtype is not None else None
     if isinstance(value, np.ndarray):

@@ -5,7 +5,10 @@ whole.  Doing that through ``create_dataset`` / ``define_array`` / ``write_array
 ``set_attribute`` checks and stages every piece separately; this module checks the
 whole batch first (so bad input changes nothing), then stages it with the least
 work per dataset: one record per dataset and per array, one staged chunk per small
-array (its data copied once, no read-modify-write, no chunk plan).  The result is
+array (its data copied once, no read-modify-write, no chunk plan).  The arrays of a
+batch repeat a few schemas: an array whose name, dims, dtype and shape passed every
+check before, with data already in storage form, is not checked again (see
+:data:`_KNOWN`).  The result is
 exactly what the per-call path would have staged: the same schemas, chunks, fill
 values, attributes and, after ``flush``, the same bytes and stats.
 """
@@ -24,7 +27,8 @@ from atlas.dataset import default_chunk_shape
 from atlas.engine.staged import PendingChunk
 from atlas.errors import DatasetExistsError, DTypeError, InvalidArgumentError
 from atlas.metadata import ArrayMeta, DatasetMeta, check_counter
-from atlas.names import encode_dir_name, validate_label, validate_name
+from atlas.names import validate_label, validate_name
+from atlas.selection import check_label, check_new_array_name
 from atlas.txn.state import WorkingState
 
 __all__ = ["add_datasets"]
@@ -36,8 +40,26 @@ _SPILL_CHECK_BYTES = 16 << 20
 #: message argument of ``from_numpy_dtype`` costs more than the lookup itself).
 _DTYPE_NAMES: dict[np.dtype, str] = {}
 
-#: ``(name, dtype, dims, shape, chunk_shape, fill, storage-form values)`` of one array.
-_Array = tuple[str, str, tuple[str, ...], tuple[int, ...], tuple[int, ...], Any, np.ndarray]
+#: How an array is staged: as its one chunk, through the engine's chunked write, or
+#: not at all (no cells).
+_WHOLE, _CHUNKED, _EMPTY = 0, 1, 2
+
+#: ``(name, dtype, dims, shape, chunk_shape, fill, storage-form values, how)`` of one array.
+_Array = tuple[str, str, tuple[str, ...], tuple[int, ...], tuple[int, ...], Any, np.ndarray, int]
+
+_SEQ = (list, tuple)
+#: Numeric and bool dtypes whose data is staged as it is (their storage dtype).
+_PLAIN_DTYPES = {
+    name: dtypes.storage_dtype(name) for name in dtypes.DTYPE_NAMES if name not in ("string", "timestamp_nanoseconds")
+}
+#: The same by ``id``: cheaper than hashing a dtype, and exact (``_PLAIN_DTYPES``
+#: keeps these dtype objects alive, so no other object has their ids).
+_PLAIN_BY_ID = {id(dt): name for name, dt in _PLAIN_DTYPES.items()}
+#: ``(array name, dims, dtype name, shape) -> (dims, chunk shape, how)`` of arrays
+#: given as ``(dims, data)`` with plain data that passed every check: a batch repeats
+#: a few array schemas, checked in full once.
+_KNOWN: dict[tuple[str, tuple[str, ...], str, tuple[int, ...]], tuple[tuple[str, ...], tuple[int, ...], int]] = {}
+_MAX_KNOWN = 1024
 
 
 def add_datasets(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
@@ -62,23 +84,31 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
         raise InvalidArgumentError(
             f"datasets must be an iterable of (name, arrays[, attributes]) tuples, got {type(datasets).__name__}"
         )
-    checked_array_names: set[str] = set()
     planned: list[tuple[str, list[_Array], dict[str, dict[str, Any]]]] = []
     names: set[str] = set()
     n_arrays = 0
+    normalize = attributes.normalize
+    keys: set[str] = set()  # attribute keys checked in this batch
     for position, entry in enumerate(datasets):
-        name, arrays, attrs = _entry(entry, position)
+        if type(entry) is tuple and len(entry) == 3:
+            name, arrays, attrs = entry
+        else:
+            name, arrays, attrs = _entry(entry, position)
         validate_name(name, "dataset")
         if name in names:
             raise DatasetExistsError(f"dataset {name!r} appears twice in the batch")
         if state.has_dataset(name):
             raise DatasetExistsError(f"dataset {name!r} already exists")
         names.add(name)
-        checked = [_array(name, a, spec, checked_array_names) for a, spec in _items(arrays, name, "arrays")]
+        checked = []  # loops, not comprehensions: no function frame of their own per dataset
+        for a, spec in arrays.items() if type(arrays) is dict else _items(arrays, name, "arrays"):
+            checked.append(_array(name, a, spec))
         typed = {}
-        for key, value in _items(attrs, name, "attributes"):
-            validate_label(key, "attribute name")
-            typed[key] = attributes.normalize(value)
+        for key, value in attrs.items() if type(attrs) is dict else _items(attrs, name, "attributes"):
+            if type(key) is not str or key not in keys:
+                check_label(key, "attribute name")
+                keys.add(key)
+            typed[key] = normalize(value)
         n_arrays += len(checked)
         planned.append((name, checked, typed))
     where = state.backend.location
@@ -97,6 +127,8 @@ def _entry(entry: Any, position: int) -> tuple[Any, Any, Any]:
 
 
 def _items(value: Any, name: str, what: str) -> Iterable[tuple[Any, Any]]:
+    if type(value) is dict:  # the common case, before the slower ABC check
+        return value.items()
     if value is None:
         return ()
     if not isinstance(value, Mapping):
@@ -104,12 +136,40 @@ def _items(value: Any, name: str, what: str) -> Iterable[tuple[Any, Any]]:
     return value.items()
 
 
-def _array(ds_name: str, name: Any, spec: Any, checked: set[str]) -> _Array:
+def _array(ds_name: str, name: Any, spec: Any) -> _Array:
     """Check one array of the batch (the checks of ``define_array`` and ``write_array``)."""
-    if name not in checked:
-        validate_name(name, "array")
-        encode_dir_name(name)
-        checked.add(name)
+    if type(spec) is tuple and len(spec) == 2:
+        # The common case: the same array name, dims, dtype and shape in every dataset,
+        # checked in full once (see _KNOWN).
+        dims, data = spec
+        if type(data) is np.ndarray and type(name) is str and type(dims) in _SEQ:
+            # By identity: a dtype equal to a storage dtype but not it (another byte order
+            # compares unequal anyway; metadata does not) takes the full checks.
+            dtype_name = _PLAIN_BY_ID.get(id(data.dtype))
+            if dtype_name is not None and data.flags.c_contiguous:
+                dims_t = tuple(dims)
+                for d in dims_t:
+                    if type(d) is not str:
+                        break
+                else:
+                    shape = data.shape
+                    known = _KNOWN.get((name, dims_t, dtype_name, shape))
+                    if known is not None:
+                        return name, dtype_name, known[0], shape, known[1], None, data, known[2]
+    checked = _check_array(ds_name, name, spec)
+    if len(spec) == 2 and checked[5] is None and checked[6] is spec[1] and type(name) is str:
+        # ``values is data``: no conversion was needed, so the same key can skip the checks.
+        key = (name, checked[2], checked[1], checked[3])
+        if all(type(d) is str for d in key[1]) and checked[1] in _PLAIN_DTYPES:
+            if len(_KNOWN) >= _MAX_KNOWN:
+                _KNOWN.clear()
+            _KNOWN[key] = (checked[2], checked[4], checked[7])
+    return checked
+
+
+def _check_array(ds_name: str, name: Any, spec: Any) -> _Array:
+    """Every check of ``define_array`` and ``write_array`` for one array of the batch."""
+    check_new_array_name(name)
     where = f"dataset {ds_name!r} array {name!r}"
     if not isinstance(spec, tuple) or len(spec) not in (2, 3):
         raise InvalidArgumentError(f"{where}: expected a tuple (dims, data) or (dims, data, fill_value), got "
@@ -137,29 +197,41 @@ def _array(ds_name: str, name: Any, spec: Any, checked: set[str]) -> _Array:
     itemsize = 8 if dtype_name == "string" else values.dtype.itemsize
     shape = values.shape
     fill = dtypes.check_fill_value(fill_value, dtype_name)
-    return name, dtype_name, dims_t, shape, default_chunk_shape(shape, itemsize), fill, values
+    chunks = default_chunk_shape(shape, itemsize)
+    if not shape or (all(shape) and all(c >= n for c, n in zip(chunks, shape, strict=False))):
+        how = _WHOLE
+    elif math.prod(shape):
+        how = _CHUNKED
+    else:
+        how = _EMPTY
+    return name, dtype_name, dims_t, shape, chunks, fill, values, how
 
 
 def _stage(state: WorkingState, planned: list[tuple[str, list[_Array], dict[str, dict[str, Any]]]]) -> None:
     """Stage checked datasets (nothing here can fail on valid input but allocation)."""
     version = state.base.generation + 1
     since_spill_check = 0
+    pending = state.pending
+    engines = state.engines
     for name, arrays, typed in planned:
-        ds = DatasetMeta(id=state.next_dataset_id, version=version, attributes=typed)
+        ds = DatasetMeta(state.next_dataset_id, version, typed, {})
         state.next_dataset_id += 1
-        state.pending[name] = ds
-        for array_name, dtype_name, dims, shape, chunks, fill, values in arrays:
-            meta = ArrayMeta(state.next_slot, dtype_name, dims, shape, chunks, fill)
+        pending[name] = ds
+        ds_arrays = ds.arrays
+        for array_name, dtype_name, dims, shape, chunks, fill, values, how in arrays:
+            meta = ArrayMeta(state.next_slot, dtype_name, dims, shape, chunks, fill, {}, None)
             state.next_slot += 1
-            ds.arrays[array_name] = meta
-            engine = state.engine(array_name)
-            if not shape or (all(shape) and all(c >= n for c, n in zip(chunks, shape))):
+            ds_arrays[array_name] = meta
+            engine = engines.get(array_name)
+            if engine is None:
+                engine = state.engine(array_name)
+            if how == _WHOLE:
                 # One chunk holds the whole array: stage a copy of the data as that chunk.
-                flat = values.reshape(-1).copy()
+                flat = values.copy() if values.ndim == 1 else values.reshape(-1).copy()
                 engine.pending[meta.slot] = {0: PendingChunk(flat, None)}
                 engine.pending_nbytes += flat.nbytes
                 since_spill_check += flat.nbytes
-            elif math.prod(shape):
+            elif how == _CHUNKED:
                 engine.write(meta, (0,) * len(shape), values, f"dataset {name!r} array {array_name!r}")
                 since_spill_check += values.nbytes
         if since_spill_check >= _SPILL_CHECK_BYTES:

@@ -9,6 +9,8 @@ lock.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,11 +24,36 @@ from atlas.metadata import ArrayMeta, gc_paused
 from atlas.selection import dataset_names, resolve_box
 from atlas.txn.state import WorkingState
 
-__all__ = ["read_across", "read_across_stacked"]
+__all__ = ["array_metas", "read_across", "read_across_stacked"]
 
 
 def _box(meta: ArrayMeta, array: str, dataset: str, start: Any, shape: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return resolve_box(meta.shape, start, shape, f"dataset {dataset!r} array {array!r}")
+
+
+def array_metas(state: WorkingState, array: str, names: list[str]) -> list[ArrayMeta | None]:
+    """Array ``array`` of every dataset of ``names`` (None where it has none).
+
+    The handle's pending changes win; the committed datasets of a v2 catalogue are
+    looked up all at once (:meth:`atlas.catalog.Catalog.array_metas`: from the
+    interned schema columns, no record decoded).
+
+    Raises
+    ------
+    DatasetNotFoundError
+        For the first name without a dataset, as ``state.arrays`` does.
+    """
+    catalog = state.catalog
+    if catalog is None:  # format v1: every dataset was decoded at open
+        return [state.arrays(n).get(array) for n in names]
+    metas, missing = catalog.array_metas(array, names)
+    pending = state.pending
+    redo = set(missing)
+    if pending:
+        redo.update(i for i, n in enumerate(names) if n in pending)
+    for i in sorted(redo):  # in order: the first name without a dataset raises
+        metas[i] = state.arrays(names[i]).get(array)
+    return metas
 
 
 def read_across(
@@ -36,7 +63,7 @@ def read_across(
     does not define it.  Datasets whose arrays share a schema are read together."""
     names = dataset_names(names)
     with gc_paused():  # thousands of small objects: no collection passes over the heap meanwhile
-        metas = [state.arrays(n).get(array) for n in names]
+        metas = array_metas(state, array, names)
     out: list[np.ndarray | None] = [None] * len(names)
     groups: dict[tuple, list[int]] = {}
     for i, meta in enumerate(metas):
@@ -73,10 +100,11 @@ def read_across_stacked(
     names = dataset_names(names)
     if not names:
         raise InvalidArgumentError("read_array_across_stacked needs at least one dataset name")
-    arrays = state.arrays
     try:
         with gc_paused():  # thousands of small objects: no collection passes over the heap meanwhile
-            metas: list[ArrayMeta] = [arrays(n)[array] for n in names]
+            metas = array_metas(state, array, names)
+        if any(map(operator.is_, metas, itertools.repeat(None))):
+            raise KeyError(array)
     except KeyError:  # DatasetNotFoundError included
         metas = []
         for n in names:  # the slow way, for the error naming the first culprit

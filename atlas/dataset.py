@@ -20,8 +20,8 @@ from atlas.errors import (
     ShrinkError,
 )
 from atlas.metadata import MAX_CHUNK_CELLS, ArrayMeta, DatasetMeta
-from atlas.names import encode_dir_name, validate_label, validate_name
-from atlas.selection import array_names, fast_box, int_tuple, resolve_box
+from atlas.names import validate_label
+from atlas.selection import array_names, check_label, check_new_array_name, fast_box, int_tuple, resolve_box
 from atlas.txn.state import WorkingState
 
 __all__ = ["DatasetView", "default_chunk_shape"]
@@ -29,8 +29,30 @@ __all__ = ["DatasetView", "default_chunk_shape"]
 #: Target size of a default chunk, in bytes.
 DEFAULT_CHUNK_BYTES = 1 << 20
 _INT64_MAX = int(np.iinfo(np.int64).max)
-#: Array names whose directory name is known to be valid (they repeat across datasets).
-_DIR_NAMES_CHECKED: set[str] = set()
+#: ``(dtype, dims, shape) -> (dtype name, dims, shape, chunk shape)`` of the
+#: ``define_array`` calls without a chunk shape that passed every check: a store's
+#: datasets repeat a few schemas, which are then checked once (see :func:`_schema_key`).
+_SCHEMAS: dict[tuple[Any, ...], tuple[str, tuple[str, ...], tuple[int, ...], tuple[int, ...]]] = {}
+_MAX_SCHEMAS = 1024
+_SEQ = (list, tuple)
+#: Storage dtype of every dtype whose writes need no conversion when the data has it
+#: exactly (strings are checked element by element, so they are not here).
+_PLAIN_STORAGE = {name: dtypes.storage_dtype(name) for name in dtypes.DTYPE_NAMES if name != "string"}
+
+
+def _schema_key(dtype: Any, dims: Any, shape: Any) -> tuple[Any, ...] | None:
+    """The :data:`_SCHEMAS` key of a ``define_array`` call, or None when its arguments
+    are not all plain (a str dtype, a list or tuple of exact ``str`` dims and of exact
+    ``int`` extents): ``24.0`` or ``True`` compare equal to ``24`` or ``1`` but are refused."""
+    if type(dtype) is not str or type(dims) not in _SEQ or type(shape) not in _SEQ:
+        return None
+    for d in dims:
+        if type(d) is not str:
+            return None
+    for n in shape:
+        if type(n) is not int:
+            return None
+    return dtype, tuple(dims), tuple(shape)
 
 
 def _plain_ints(value: Any) -> tuple[int, ...] | None:
@@ -114,15 +136,10 @@ class DatasetView:
     def _writable(self, verb: str, target: Any) -> WorkingState:
         """The working state; on a read-only handle ``ReadOnlyError`` naming ``verb target``."""
         session = self._session
-        if session.mode != "r":  # the common case, without formatting the message
-            return session.state()
+        state = session.working
+        if state is not None and session.mode != "r":  # the common case, without formatting the message
+            return state
         return session.writable(f"{verb} {target!r} in dataset {self._name!r}")
-
-    def _selection(
-        self, meta: ArrayMeta, array: str, start: Any, shape: Any
-    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        box = fast_box(meta.shape, start, shape)
-        return resolve_box(meta.shape, start, shape, self._where(array)) if box is None else box
 
     # -- arrays ------------------------------------------------------------------------------------
 
@@ -173,65 +190,71 @@ class DatasetView:
             If the dataset already defines ``name`` (a ``FileExistsError``).
         """
         with self._lock:
-            state = self._writable("define array", name)
-            validate_name(name, "array")
-            if name not in _DIR_NAMES_CHECKED:
-                encode_dir_name(name)  # refuses a name too long for a directory
-                if len(_DIR_NAMES_CHECKED) > 4096:
-                    _DIR_NAMES_CHECKED.clear()
-                _DIR_NAMES_CHECKED.add(name)
-            where = self._where(name)
-            ds = self._ds()
+            session = self._session
+            state = session.working
+            if state is None or session.mode == "r":
+                state = self._writable("define array", name)
+            check_new_array_name(name)
+            ds = state.dataset(self._name)
             if name in ds.arrays:
-                raise ArrayExistsError(f"{where} already exists")
-            dtype_name = dtypes.canonical_dtype(dtype)
-            shape_t = _plain_ints(shape)
-            if shape_t is None:
-                shape_t = int_tuple(shape, f"{where}: shape")
-            if min(shape_t, default=0) < 0:
-                raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
-            if math.prod(shape_t) > _INT64_MAX or max(shape_t, default=0) > _INT64_MAX:
-                raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has more cells than int64 can count")
-            if isinstance(dims, str) or not hasattr(dims, "__iter__"):
-                raise InvalidArgumentError(f"{where}: dims must be a sequence of str, got {dims!r}")
-            dims_t = tuple(dims)
-            for d in dims_t:
-                validate_label(d, f"{where}: dimension name")
-            if len(dims_t) != len(shape_t):
-                raise InvalidArgumentError(
-                    f"{where}: {len(dims_t)} dims {list(dims_t)} for a shape of rank {len(shape_t)}"
-                )
-            itemsize = 8 if dtype_name == "string" else dtypes.storage_dtype(dtype_name).itemsize
-            if chunk_shape is None:
-                # At most DEFAULT_CHUNK_BYTES, so far below MAX_CHUNK_CELLS: no check needed.
-                chunks = _default_chunks(shape_t, itemsize)
+                raise ArrayExistsError(f"{self._where(name)} already exists")
+            key = _schema_key(dtype, dims, shape) if chunk_shape is None else None
+            known = _SCHEMAS.get(key) if key is not None else None
+            if known is None:
+                dtype_name, dims_t, shape_t, chunks = self._check_schema(name, dtype, dims, shape, chunk_shape)
+                if key is not None:
+                    if len(_SCHEMAS) >= _MAX_SCHEMAS:
+                        _SCHEMAS.clear()
+                    _SCHEMAS[key] = (dtype_name, dims_t, shape_t, chunks)
             else:
-                chunks = int_tuple(chunk_shape, f"{where}: chunk_shape")
-                if len(chunks) != len(shape_t):
-                    raise InvalidArgumentError(
-                        f"{where}: chunk_shape {list(chunks)} has rank {len(chunks)}, shape has rank {len(shape_t)}"
-                    )
-                if any(c <= 0 for c in chunks):
-                    raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} must be positive")
-                if any(c > _INT64_MAX for c in chunks):
-                    # Reads and writes compute chunk bounds in int64.
-                    raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} has an extent beyond int64")
-                cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t, strict=False))
-                if cells > MAX_CHUNK_CELLS:
-                    raise InvalidArgumentError(
-                        f"{where}: chunk_shape {list(chunks)} has {cells} cells; at most {MAX_CHUNK_CELLS} per chunk"
-                    )
-            fill = dtypes.check_fill_value(fill_value, dtype_name)
+                # The same dtype, dims and shape passed every check before: only the
+                # checks that depend on the dataset (above) and the fill value remain.
+                dtype_name, dims_t, shape_t, chunks = known
+            fill = None if fill_value is None else dtypes.check_fill_value(fill_value, dtype_name)
             slot = state.new_slot()  # first: it refuses a slot past the limit before anything changes
-            ds = state.touch(self._name)
-            ds.arrays[name] = ArrayMeta(
-                slot=slot,
-                dtype=dtype_name,
-                dims=dims_t,
-                shape=shape_t,
-                chunk_shape=chunks,
-                fill_value=fill,
+            state.touch(self._name).arrays[name] = ArrayMeta(slot, dtype_name, dims_t, shape_t, chunks, fill, {}, None)
+
+    def _check_schema(
+        self, name: str, dtype: Any, dims: Any, shape: Any, chunk_shape: Any
+    ) -> tuple[str, tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
+        """``define_array``'s checks of the dtype, shape, dims and chunk shape, in that order:
+        ``(dtype name, dims, shape, chunk shape)``."""
+        where = self._where(name)
+        dtype_name = dtypes.canonical_dtype(dtype)
+        shape_t = _plain_ints(shape)
+        if shape_t is None:
+            shape_t = int_tuple(shape, f"{where}: shape")
+        if min(shape_t, default=0) < 0:
+            raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
+        if math.prod(shape_t) > _INT64_MAX or max(shape_t, default=0) > _INT64_MAX:
+            raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has more cells than int64 can count")
+        if isinstance(dims, str) or not hasattr(dims, "__iter__"):
+            raise InvalidArgumentError(f"{where}: dims must be a sequence of str, got {dims!r}")
+        dims_t = tuple(dims)
+        for d in dims_t:
+            validate_label(d, f"{where}: dimension name")
+        if len(dims_t) != len(shape_t):
+            raise InvalidArgumentError(f"{where}: {len(dims_t)} dims {list(dims_t)} for a shape of rank {len(shape_t)}")
+        itemsize = 8 if dtype_name == "string" else dtypes.storage_dtype(dtype_name).itemsize
+        if chunk_shape is None:
+            # At most DEFAULT_CHUNK_BYTES, so far below MAX_CHUNK_CELLS: no check needed.
+            return dtype_name, dims_t, shape_t, _default_chunks(shape_t, itemsize)
+        chunks = int_tuple(chunk_shape, f"{where}: chunk_shape")
+        if len(chunks) != len(shape_t):
+            raise InvalidArgumentError(
+                f"{where}: chunk_shape {list(chunks)} has rank {len(chunks)}, shape has rank {len(shape_t)}"
             )
+        if any(c <= 0 for c in chunks):
+            raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} must be positive")
+        if any(c > _INT64_MAX for c in chunks):
+            # Reads and writes compute chunk bounds in int64.
+            raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} has an extent beyond int64")
+        cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t, strict=False))
+        if cells > MAX_CHUNK_CELLS:
+            raise InvalidArgumentError(
+                f"{where}: chunk_shape {list(chunks)} has {cells} cells; at most {MAX_CHUNK_CELLS} per chunk"
+            )
+        return dtype_name, dims_t, shape_t, chunks
 
     def delete_array(self, name: str) -> None:
         """Remove an array from this dataset (at the next flush)."""
@@ -250,14 +273,26 @@ class DatasetView:
         others after :meth:`atlas.Atlas.flush`.
         """
         with self._lock:
-            state = self._writable("write array", name)
-            meta = self._meta(name)
+            session = self._session
+            state = session.working
+            if state is None or session.mode == "r":
+                state = self._writable("write array", name)
+            arrays = state.dataset(self._name).arrays  # DatasetNotFoundError, a KeyError: not caught below
+            try:
+                meta = arrays[name]
+            except (KeyError, TypeError):
+                raise ArrayNotFoundError(f"dataset {self._name!r} has no array {name!r}") from None
             where = self._where(name)
-            values = dtypes.coerce_write_data(data, meta.dtype, where)
+            if type(data) is np.ndarray and data.dtype is _PLAIN_STORAGE.get(meta.dtype) and data.flags.c_contiguous:
+                values = data  # already in storage form: what coerce_write_data would return
+            else:
+                values = dtypes.coerce_write_data(data, meta.dtype, where)
             if values.ndim != len(meta.shape):
                 raise SelectionError(f"{where}: data has rank {values.ndim}, the array has rank {len(meta.shape)}")
-            start_t, _ = self._selection(meta, name, start, values.shape)
-            state.engine(name).write(meta, start_t, values, where)
+            box = fast_box(meta.shape, start, values.shape)
+            start_t = resolve_box(meta.shape, start, values.shape, where)[0] if box is None else box[0]
+            engine = state.engines.get(name)
+            (state.engine(name) if engine is None else engine).write(meta, start_t, values, where)
             state.touch(self._name)
             state.maybe_spill()
 
@@ -395,12 +430,17 @@ class DatasetView:
             silent clamping).
         """
         with self._lock:
-            state = self._session.state()
+            state = self._session.working
+            if state is None:
+                state = self._session.state()  # StoreClosedError
             meta = state.dataset(self._name).arrays.get(name) if isinstance(name, str) else None
             if meta is None:
                 return None
-            start_t, shape_t = self._selection(meta, name, start, shape)
-            out = state.engine(name).read(meta, start_t, shape_t, self._where(name))
+            where = self._where(name)
+            box = fast_box(meta.shape, start, shape)
+            start_t, shape_t = resolve_box(meta.shape, start, shape, where) if box is None else box
+            engine = state.engines.get(name)
+            out = (state.engine(name) if engine is None else engine).read(meta, start_t, shape_t, where)
         return out.view("datetime64[ns]") if meta.dtype == "timestamp_nanoseconds" else out
 
     def read_arrays(
@@ -483,11 +523,16 @@ class DatasetView:
             ``"timestamp_nanoseconds"``, ...); the value is range-checked.
         """
         with self._lock:
-            state = self._writable("set attribute", key)
-            validate_label(key, "attribute name")
-            self._ds()
+            session = self._session
+            state = session.working
+            if state is None or session.mode == "r":
+                state = self._writable("set attribute", key)
+            check_label(key, "attribute name")
+            name = self._name
+            if type(name) is not str or state.pending.get(name) is None:
+                state.dataset(name)  # a missing dataset fails before the value is checked
             typed = attributes.normalize(value, dtype)
-            state.touch(self._name).attributes[key] = typed
+            state.touch(name).attributes[key] = typed
 
     def get_attribute(self, key: str, default: Any = None) -> Any:
         """The value of attribute ``key``, or ``default`` (None) when it is not set."""

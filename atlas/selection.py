@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from atlas.errors import InvalidArgumentError, InvalidNameError, SelectionError
+from atlas.names import encode_dir_name, validate_label, validate_name
 
 __all__ = [
     "array_names",
@@ -25,6 +26,8 @@ __all__ = [
     "check_bounds",
     "check_budget",
     "check_grace_period",
+    "check_label",
+    "check_new_array_name",
     "check_workers",
     "dataset_names",
     "fast_box",
@@ -95,34 +98,34 @@ def fast_box(
     other argument, valid or not, returns None, and the caller goes through
     :func:`resolve_box`, which gives the usual answer or error.
     """
-    # Plain loops: this runs on every small read and write, where generator
-    # expressions would cost more than the checks themselves.
+    # Plain loops and type identity tests: this runs on every small read and write,
+    # where generator expressions, zip or ``in`` a tuple of types would cost more
+    # than the checks themselves.
     ndim = len(array_shape)
     if start is None:
         start_t: tuple[int, ...] = (0,) * ndim
-    elif type(start) in _SEQ and len(start) == ndim:
+    else:
+        if (type(start) is not list and type(start) is not tuple) or len(start) != ndim:
+            return None
         for v in start:
             if type(v) is not int:
                 return None
         start_t = tuple(start)
-    else:
-        return None
     if shape is None:
         shape_t = tuple(max(0, s - b) for s, b in zip(array_shape, start_t))
-    elif type(shape) in _SEQ and len(shape) == ndim:
+    else:
+        if (type(shape) is not list and type(shape) is not tuple) or len(shape) != ndim:
+            return None
         for v in shape:
             if type(v) is not int:
                 return None
         shape_t = tuple(shape)
-    else:
-        return None
-    for b, n, s in zip(start_t, shape_t, array_shape):
-        if b < 0 or n < 0 or b + n > s:
+    for axis in range(ndim):
+        b = start_t[axis]
+        n = shape_t[axis]
+        if b < 0 or n < 0 or b + n > array_shape[axis]:
             return None
     return start_t, shape_t
-
-
-_SEQ = (list, tuple)
 
 
 def _str_list(value: Any, refused: str, element: str) -> list[str]:
@@ -156,6 +159,41 @@ def check_array_name(array: Any) -> None:
     """Refuse an array name that is not a str (a list or dict would fail as an unhashable key)."""
     if not isinstance(array, str):
         raise InvalidNameError(f"array name must be a str, got {type(array).__name__} {array!r:.80}")
+
+
+#: Labels (attribute keys, dimension names) and array names known to be valid: the
+#: same few repeat across every dataset of a store, so each is checked once.  Only
+#: exact ``str`` objects are remembered (a subclass may compare equal to a valid
+#: name without being one); both sets are bounded.
+_LABELS_CHECKED: set[str] = set()
+_ARRAY_NAMES_CHECKED: set[str] = set()
+_MAX_REMEMBERED = 4096
+
+
+def check_label(label: Any, what: str) -> None:
+    """:func:`atlas.names.validate_label` (``what`` names the label in the error),
+    remembering the labels that passed."""
+    if type(label) is str and label in _LABELS_CHECKED:
+        return
+    validate_label(label, what)
+    if type(label) is str:
+        if len(_LABELS_CHECKED) >= _MAX_REMEMBERED:
+            _LABELS_CHECKED.clear()
+        _LABELS_CHECKED.add(label)
+
+
+def check_new_array_name(name: Any) -> None:
+    """The checks of a new array's name: :func:`atlas.names.validate_name` and a
+    directory name short enough (:func:`atlas.names.encode_dir_name`), remembering
+    the names that passed."""
+    if type(name) is str and name in _ARRAY_NAMES_CHECKED:
+        return
+    validate_name(name, "array")
+    encode_dir_name(name)  # refuses a name too long for a directory
+    if type(name) is str:
+        if len(_ARRAY_NAMES_CHECKED) >= _MAX_REMEMBERED:
+            _ARRAY_NAMES_CHECKED.clear()
+        _ARRAY_NAMES_CHECKED.add(name)
 
 
 def check_budget(value: Any) -> int:

@@ -253,7 +253,10 @@ class Atlas(AcrossDatasets, XarrayMethods):
             If the dataset exists (a ``FileExistsError``).
         """
         with self._lock:
-            state = self._writable(f"create dataset {name!r}")
+            session = self._session
+            state = session.working
+            if state is None or session.mode == "r":  # the message is formatted only when it is needed
+                state = self._writable(f"create dataset {name!r}")
             validate_name(name, "dataset")
             if state.has_dataset(name):
                 raise DatasetExistsError(f"dataset {name!r} already exists")

@@ -24,13 +24,16 @@ check.
 
 ``--catalogue`` runs instead the workload of many attributes per dataset
 (``scale_catalogue.py``: open in a fresh process, open + list, RSS added, commits of
-one change, bulk read); default sizes 2 000 and 10 000, ``--flush-every`` 10 000.
+one change, first ``catalog`` and ``find`` on a fresh handle, bulk read); default
+sizes 2 000 and 10 000, ``--flush-every`` 10 000; ``--batched`` builds with
+``Atlas.add_datasets``.
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/bench_scale.py                       # 1k, 10k, 100k
     .venv/bin/python benchmarks/bench_scale.py --sizes 1000,10000 --repeats 3
     .venv/bin/python benchmarks/bench_scale.py --catalogue --sizes 10000,100000
+    .venv/bin/python benchmarks/bench_scale.py --catalogue --batched --sizes 1000000   # by hand
 
 Every store lives in a temporary directory under ``--tmp`` that is deleted at the end.
 """
@@ -163,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=None, help="comma-separated dataset counts (default 1000,10000,100000)")
     parser.add_argument("--flush-every", type=int, default=None, help="datasets per commit while building")
     parser.add_argument("--catalogue", action="store_true", help="the many-attributes workload (scale_catalogue.py)")
+    parser.add_argument("--batched", action="store_true", help="with --catalogue: build with Atlas.add_datasets")
+    parser.add_argument("--original", default=None, help="with --catalogue: python of the original, to build with too")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of open/list/read (best kept)")
     parser.add_argument("--max-ratio", type=float, default=2.0, help="largest accepted per-dataset cost ratio")
     parser.add_argument("--check-flush", action="store_true", help="include the build's flushes in the check")
@@ -174,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = sorted(int(s) for s in (args.sizes or "2000,10000").split(","))
         tmp = Path(tempfile.mkdtemp(prefix="atlas-catalogue-", dir=args.tmp))
         try:
-            return scale_catalogue.main(sizes, args.flush_every or 10_000, tmp)
+            return scale_catalogue.main(sizes, args.flush_every or 10_000, tmp, args.batched, args.original)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     args.flush_every = args.flush_every or 5000

@@ -10,9 +10,22 @@ attributes (15 float64, 15 short strings); the store is built in batches of
   ``open + list``: ``Atlas.open`` then ``list_datasets()`` there, with the RSS the
   two added;
 * ``commit attr`` / ``commit new``: a flush of one changed attribute, and of one new
-  dataset (best of 3), and their ratio between the largest and the smallest N;
+  dataset, wall and CPU time (medians of 5, the sizes interleaved round by round so
+  that each sees the same machine load), and their ratio between the largest and
+  the smallest N;
 * ``bulk read``: ``read_array_across_stacked("temp", every name)`` on a fresh handle
-  (after a read of 1024 datasets that loads the kernels), per dataset.
+  (after a read of 1024 datasets that loads the kernels), per dataset;
+* ``catalog`` / ``find``: the first query on a freshly opened handle,
+  ``catalog(columns=4 attributes)`` and ``find`` with three predicates (an equality
+  on a string attribute, a range on a float attribute and a range on the
+  ``temp.max`` stats column), best of 3 fresh handles.
+
+``--batched`` builds through :meth:`atlas.Atlas.add_datasets` (one call per
+``--flush-every`` datasets) instead of the five per-dataset calls.
+``--original PYTHON`` also builds each store with another implementation of the
+same API (the original ``atlas-python``, installed in the environment of
+``PYTHON``), in a subprocess started in an empty directory, through the per-call
+path (the only one it has), and prints the build times side by side.
 
 Only the public API is used, so ``ATLAS_BENCH_ROOT=/path/to/other/checkout python
 benchmarks/scale_catalogue.py --sizes 10000`` runs the same workload against another
@@ -71,14 +84,76 @@ def _add(store: Any, i: int) -> None:
         ds.set_attribute(key, f"v{(i + k) % 50}")
 
 
-def build(atlas: Any, path: Path, n: int, flush_every: int) -> float:
+def _entry(i: int) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Dataset ``i`` in the form :meth:`atlas.Atlas.add_datasets` takes (same content as ``_add``)."""
+    attrs: dict[str, Any] = {key: i * 0.25 + k for k, key in enumerate(FLOATS)}
+    attrs.update((key, f"v{(i + k) % 50}") for k, key in enumerate(STRINGS))
+    temp = np.arange(CELLS, dtype=np.float32) + np.float32(i % 1000)
+    return _name(i), {"temp": (["depth"], temp)}, attrs
+
+
+def build(atlas: Any, path: Path, n: int, flush_every: int, batched: bool = False) -> float:
     t0 = time.perf_counter()
     with atlas.Atlas.create(path) as store:
         for lo in range(0, n, flush_every):
-            for i in range(lo, min(n, lo + flush_every)):
-                _add(store, i)
+            if batched:
+                store.add_datasets(_entry(i) for i in range(lo, min(n, lo + flush_every)))
+            else:
+                for i in range(lo, min(n, lo + flush_every)):
+                    _add(store, i)
             store.flush()
     return time.perf_counter() - t0
+
+
+#: The queries of the issue's targets: four attribute columns, three predicates.
+CATALOG_COLUMNS = [FLOATS[0], FLOATS[5], STRINGS[3], STRINGS[7]]
+FIND_WHERE = f"{STRINGS[3]} == 'v10' and {FLOATS[5]} > 100 and temp.max between 200 and 800"
+
+
+def queries(atlas: Any, path: Path) -> dict[str, float]:
+    """``catalog`` and ``find`` as the first call on a fresh handle (best of 3 handles)."""
+    out = {"catalog": float("inf"), "find": float("inf")}
+    found = None
+    for _ in range(3):
+        with atlas.Atlas.open(path, "r") as store:
+            t0 = time.perf_counter()
+            frame = store.catalog(columns=CATALOG_COLUMNS)
+            out["catalog"] = min(out["catalog"], time.perf_counter() - t0)
+        if list(frame.columns) != CATALOG_COLUMNS:
+            raise SystemExit(f"catalog returned columns {list(frame.columns)}")
+        with atlas.Atlas.open(path, "r") as store:
+            t0 = time.perf_counter()
+            names = store.find(FIND_WHERE)
+            out["find"] = min(out["find"], time.perf_counter() - t0)
+        if found is not None and names != found:
+            raise SystemExit("find gave different answers on the same store")
+        found = names
+    return out
+
+
+_ORIGINAL_BUILD = r"""
+import json, sys, time
+from pathlib import Path
+sys.path.append(sys.argv[1])  # after the directory of the original's package
+import atlas
+import scale_catalogue
+n, flush_every = int(sys.argv[3]), int(sys.argv[4])
+took = scale_catalogue.build(atlas, Path(sys.argv[2]), n, flush_every)
+print(json.dumps({"build": took, "from": atlas.__file__}))
+"""
+
+
+def original_build(python: str, path: Path, n: int, flush_every: int) -> float:
+    """Seconds the other implementation takes to build the same store through the per-call path."""
+    here = str(Path(__file__).resolve().parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [python, "-c", _ORIGINAL_BUILD, here, str(path), str(n), str(flush_every)],
+        capture_output=True, text=True, cwd=path.parent,
+    )  # fmt: skip
+    if done.returncode:
+        raise SystemExit(done.stderr)
+    return json.loads(done.stdout)["build"]
 
 
 def fresh_open(root: str, path: Path) -> dict[str, float]:
@@ -92,19 +167,36 @@ def fresh_open(root: str, path: Path) -> dict[str, float]:
     return {k: min(r[k] for r in runs) for k in ("open", "open + list", "rss MiB")}
 
 
-def commits(atlas: Any, path: Path, n: int) -> dict[str, float]:
-    out = {"commit attr": float("inf"), "commit new": float("inf")}
-    with atlas.Atlas.open(path) as store:
-        for r in range(3):
-            store.open_dataset(_name(r * 7)).set_attribute(FLOATS[0], -1.0 - r)
-            t0 = time.perf_counter()
-            store.flush()
-            out["commit attr"] = min(out["commit attr"], time.perf_counter() - t0)
-            _add(store, n + r)
-            t0 = time.perf_counter()
-            store.flush()
-            out["commit new"] = min(out["commit new"], time.perf_counter() - t0)
-    return out
+def commits(atlas: Any, paths: dict[int, Path], rounds: int = 5) -> dict[int, dict[str, float]]:
+    """Commits of one change on every store, interleaved round by round (medians).
+
+    Interleaving the sizes puts the same machine load on each, so the ratio between
+    sizes is fair on a shared machine; the first commit of each handle (which reads
+    the names it looks up) is not counted.
+    """
+    import statistics
+
+    samples: dict[int, dict[str, list[float]]] = {n: {} for n in paths}
+    stores = {n: atlas.Atlas.open(p) for n, p in paths.items()}
+    try:
+        for r in range(rounds + 1):
+            for n, store in stores.items():
+                store.open_dataset(_name(r * 7)).set_attribute(FLOATS[0], -1.0 - r)
+                t0, c0 = time.perf_counter(), time.process_time()
+                store.flush()
+                t1, c1 = time.perf_counter(), time.process_time()
+                _add(store, n + r)
+                t2, c2 = time.perf_counter(), time.process_time()
+                store.flush()
+                t3, c3 = time.perf_counter(), time.process_time()
+                if r:
+                    for key, value in (("commit attr", t1 - t0), ("commit attr cpu", c1 - c0),
+                                       ("commit new", t3 - t2), ("commit new cpu", c3 - c2)):  # fmt: skip
+                        samples[n].setdefault(key, []).append(value)
+    finally:
+        for store in stores.values():
+            store.close()
+    return {n: {k: statistics.median(v) for k, v in got.items()} for n, got in samples.items()}
 
 
 def bulk(atlas: Any, path: Path) -> float:
@@ -119,23 +211,28 @@ def bulk(atlas: Any, path: Path) -> float:
     return took
 
 
-def run(atlas: Any, root: str, sizes: list[int], flush_every: int, tmp: Path) -> dict[int, dict[str, float]]:
+def run(
+    atlas: Any, root: str, sizes: list[int], flush_every: int, tmp: Path, batched: bool
+) -> dict[int, dict[str, float]]:
     rows: dict[int, dict[str, float]] = {}
     for n in sizes:
         path = tmp / f"c{n}"
-        row = {"build": build(atlas, path, n, flush_every)}
+        row = {"build": build(atlas, path, n, flush_every, batched)}
         row.update(fresh_open(root, path))
-        row.update(commits(atlas, path, n))
+        row.update(queries(atlas, path))
         row["bulk read us/ds"] = 1e6 * bulk(atlas, path) / n
         meta = [p for p in path.rglob("*") if p.name.startswith("atlas.") or p.suffix == ".cat"]
         row["metadata MiB"] = sum(p.stat().st_size for p in meta) / 2**20
         rows[n] = row
         print(f"  N={n}: done", file=sys.stderr, flush=True)
+    for n, got in commits(atlas, {n: tmp / f"c{n}" for n in sizes}).items():
+        rows[n].update(got)
     return rows
 
 
 def report(rows: dict[int, dict[str, float]]) -> None:
-    cols = ["build", "open", "open + list", "rss MiB", "commit attr", "commit new", "bulk read us/ds", "metadata MiB"]
+    cols = ["build", "open", "open + list", "rss MiB", "commit attr", "commit attr cpu", "commit new",
+            "commit new cpu", "catalog", "find", "bulk read us/ds", "metadata MiB"]  # fmt: skip
     print("| N | " + " | ".join(cols) + " |")
     print("|---:|" + "---:|" * len(cols))
     for n, row in rows.items():
@@ -144,13 +241,12 @@ def report(rows: dict[int, dict[str, float]]) -> None:
     if len(sizes) > 1:
         lo, hi = rows[sizes[0]], rows[sizes[-1]]
         print()
-        print(
-            f"commit ratio N={sizes[-1]} / N={sizes[0]}: one attribute {hi['commit attr'] / lo['commit attr']:.2f}, "
-            f"one new dataset {hi['commit new'] / lo['commit new']:.2f}"
-        )
+        for unit in ("", " cpu"):
+            attr, new = (hi[f"commit {k}{unit}"] / lo[f"commit {k}{unit}"] for k in ("attr", "new"))
+            print(f"commit ratio{unit} N={sizes[-1]} / N={sizes[0]}: one attribute {attr:.2f}, one new {new:.2f}")
 
 
-def main(sizes: list[int], flush_every: int, tmp: Path) -> int:
+def main(sizes: list[int], flush_every: int, tmp: Path, batched: bool = False, original: str | None = None) -> int:
     root = os.environ.get("ATLAS_BENCH_ROOT", str(Path(__file__).resolve().parent.parent))
     sys.path.insert(0, root)
     import atlas
@@ -159,8 +255,17 @@ def main(sizes: list[int], flush_every: int, tmp: Path) -> int:
         raise SystemExit(f"atlas was imported from {atlas.__file__}, not {root}: run scale_catalogue.py directly")
 
     print(f"atlas from {root}; datasets of one float32 ({CELLS},) array + 15 float64 + 15 string attributes; "
-          f"flush every {flush_every}")  # fmt: skip
-    report(run(atlas, root, sizes, flush_every, tmp))
+          f"flush every {flush_every}; build {'add_datasets' if batched else 'per call'}")  # fmt: skip
+    rows = run(atlas, root, sizes, flush_every, tmp, batched)
+    report(rows)
+    if original:
+        print()
+        print(f"| N | build s (this) | build s ({original}, per call) | us/dataset this / original |")
+        print("|---:|---:|---:|---:|")
+        for n in sizes:
+            theirs = original_build(original, tmp / "original" / f"c{n}", n, flush_every)
+            ours = rows[n]["build"]
+            print(f"| {n} | {ours:.3f} | {theirs:.3f} | {1e6 * ours / n:.1f} / {1e6 * theirs / n:.1f} |")
     return 0
 
 
@@ -172,9 +277,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="2000,10000", help="comma-separated dataset counts")
     parser.add_argument("--flush-every", type=int, default=10_000, help="datasets per commit while building")
+    parser.add_argument("--batched", action="store_true", help="build with Atlas.add_datasets")
+    parser.add_argument("--tmp", type=Path, default=None, help="directory for the stores (default: system temp)")
+    parser.add_argument("--original", default=None, help="python of another implementation to build with too")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="atlas-catalogue-"))
+    work = Path(tempfile.mkdtemp(prefix="atlas-catalogue-", dir=args.tmp))
     try:
-        sys.exit(main(sorted(int(s) for s in args.sizes.split(",")), args.flush_every, work))
+        sizes = sorted(int(s) for s in args.sizes.split(","))
+        sys.exit(main(sizes, args.flush_every, work, args.batched, args.original))
     finally:
         shutil.rmtree(work, ignore_errors=True)

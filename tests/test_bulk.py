@@ -94,6 +94,41 @@ def test_pending_writes_are_seen(tmp_path):
     w.discard()
 
 
+def test_pending_changes_override_the_catalogue_on_a_fresh_handle(tmp_path):
+    """The committed arrays come from the catalogue columns; the handle's changes win over them."""
+    with atlas.Atlas.create(tmp_path / "s") as s:
+        for i in range(600):
+            ds = s.create_dataset(f"d{i:03d}")
+            dtype = "float32" if i != 500 else "float64"
+            ds.define_array("v", dtype, ["n"], [4 + i % 3], fill_value=-1.0)
+            ds.write_array("v", [0], np.full(4, i, dtype))
+            if i % 2:
+                ds.define_array("w", "int8", ["n"], [2])
+        s.delete_dataset("d599")
+    w = atlas.Atlas.open(tmp_path / "s")
+    names = [n for n in w.list_datasets() if n != "d500"]
+    base = w.read_array_across_stacked("v", names, pad=True)
+    assert base.shape == (598, 6) and base[:, 0].tolist() == [float(n[1:]) for n in names]
+    assert base[1].tolist() == [1, 1, 1, 1, -1, -1] and base[0].tolist() == [0, 0, 0, 0, -1, -1]
+    w.open_dataset("d001").resize_array("v", [7])
+    w.open_dataset("d002").write_array("v", [0], np.full(4, 42, "float32"))
+    w.delete_dataset("d003")
+    w.create_dataset("d599").define_array("v", "float32", ["n"], [4], fill_value=-2.0)
+    got = w.read_array_across_stacked("v", ["d000", "d001", "d002", "d599"], pad=True)
+    assert got.tolist() == [[0, 0, 0, 0, -1, -1, -1], [1, 1, 1, 1, -1, -1, -1], [42, 42, 42, 42, -1, -1, -1],
+                            [-2, -2, -2, -2, -2, -2, -2]]  # fmt: skip
+    with pytest.raises(errors.DatasetNotFoundError, match="'d003'"):
+        w.read_array_across_stacked("v", ["d000", "d003", "nope"])
+    with pytest.raises(errors.DatasetNotFoundError, match="'nope'"):
+        w.read_array_across("v", ["d000", "nope", "d003"])
+    with pytest.raises(errors.ArrayNotFoundError, match="'d000'"):
+        w.read_array_across_stacked("w", ["d001", "d000"])
+    with pytest.raises(errors.SchemaMismatchError, match=r"'d500'.*float64"):
+        w.read_array_across_stacked("v", ["d000", "d500"], [0], [4])
+    assert [a is None for a in w.read_array_across("w", ["d000", "d001", "d599"])] == [True, False, True]
+    w.discard()
+
+
 def test_different_layouts_and_shapes_with_a_common_box(tmp_path):
     with atlas.Atlas.create(tmp_path / "s") as s:
         for i, (shape, chunks) in enumerate([([10, 10], [3, 3]), ([12, 9], [12, 9]), ([10, 10], [10, 1])]):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import secrets
 import time
 
+import msgpack
 import numpy as np
 import pytest
 
 from atlas.catalog import Catalog, PartRef, write_part
 from atlas.catalog.layout import HEADER_SIZE, PartBuilder, decode_column
 from atlas.catalog.part import PartReader
-from atlas.errors import CorruptStoreError
+from atlas.errors import ChecksumError, CorruptStoreError
 from atlas.metadata import ArrayMeta, DatasetMeta, Stats
 
 
@@ -55,6 +56,7 @@ def _use_everything(store: Store, ref: PartRef) -> None:
         cat.column(key)
     for field in ("slot", "min", "min_exact", "shape", "dtype"):
         cat.stats_column("temp", field)
+    cat.array_metas("temp", cat.names())
 
 
 def test_the_undamaged_part_passes(part):
@@ -270,3 +272,112 @@ def test_blob_column_with_values_for_absent_rows(part):
 
     with pytest.raises(CorruptStoreError, match="presence"):
         Catalog([forge(store, ref, columns=lie)], store.read_range).column("tags")
+
+
+# -- interned array schemas ------------------------------------------------------------------------
+
+
+def _bulk(store: Store, ref: PartRef) -> None:
+    cat = Catalog([ref], store.read_range)
+    cat.array_metas("temp", cat.names())
+
+
+def _schemas(raw: dict[str, bytes], templates) -> None:
+    raw["s0.schemas"] = msgpack.packb(templates)
+
+
+def _template() -> dict:
+    return {"dtype": "float32", "dims": ["z"], "chunk_shape": [3], "fill_value": None}
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda raw: _set_u32(raw, "s0.schema", 5, 1), "schema code out of range"),
+        (lambda raw: _set_u32(raw, "s0.schema", 5, 2**32 - 1), "schema code out of range"),
+        (lambda raw: raw.__setitem__("s0.schemas", b"\x91\xc1"), "schema dictionary cannot be decoded"),
+        (lambda raw: _schemas(raw, {"dtype": "float32"}), "does not hold templates"),
+        (lambda raw: _schemas(raw, [{**_template(), "stats": {"row_count": 1}}]), "does not hold templates"),
+        (lambda raw: _schemas(raw, [{**_template(), "chunk_shape": [3, 3]}]), "schema 0 does not follow"),
+        (lambda raw: _schemas(raw, [{**_template(), "dtype": "complex"}]), "schema 0 does not follow"),
+        (lambda raw: _schemas(raw, [{**_template(), "chunk_shape": [0]}]), "schema 0 does not follow"),
+        (lambda raw: raw.__setitem__("s0.slot", np.zeros(600, "<u8").tobytes()), "slot 0"),
+        (lambda raw: raw.__setitem__("s0.state", np.full(600, 9, "u1").tobytes()), "state out of range"),
+    ],
+)
+def test_forged_schema_columns_are_refused(part, edit, match):
+    store, ref = part
+    forged = forge(store, ref, columns=edit)
+    with pytest.raises(CorruptStoreError, match=match):
+        _bulk(store, forged)
+    with pytest.raises(CorruptStoreError):
+        Catalog([forged], store.read_range).verify()
+
+
+def test_schema_columns_that_disagree_with_the_records_fail_verify(part):
+    store, ref = part
+
+    def other_slot(raw):
+        slots = np.frombuffer(raw["s0.slot"], "<u8").copy()
+        slots[7] += 1000
+        raw["s0.slot"] = slots.tobytes()
+
+    def other_fill(raw):
+        raw["s0.schemas"] = msgpack.packb([{**_template(), "fill_value": 1.5}])
+
+    def other_state(raw):
+        state = np.frombuffer(raw["s0.state"], "u1").copy()
+        state[7] = 0
+        raw["s0.state"] = state.tobytes()
+
+    for edit in (other_slot, other_fill, other_state):
+        forged = forge(store, ref, columns=edit)
+        _bulk(store, forged)  # consistent on its own: only the records tell
+        with pytest.raises(CorruptStoreError, match="disagree"):
+            Catalog([forged], store.read_range).verify()
+
+
+def test_damaged_schema_dictionary_fails_its_checksum(part):
+    store, ref = part
+    col = PartReader(ref, store.read_range).index.columns["s0.schemas"]
+    data = bytearray(store.files[ref.path])
+    data[col.offset + col.length // 2] ^= 0x01
+    store.files[ref.path] = bytes(data)
+    with pytest.raises(ChecksumError, match=ref.file):
+        _bulk(store, ref)
+
+
+def test_huge_claimed_schema_dictionary_is_refused_before_allocating(part):
+    store, ref = part
+
+    def claim(columns):
+        columns["s0.schemas"][2] = (1 << 31) - 65
+
+    with pytest.raises(CorruptStoreError, match="claims"):
+        _bulk(store, forge(store, ref, entries=claim))
+
+
+@pytest.mark.parametrize("row", [5, 599])
+def test_merge_refuses_a_record_that_disagrees_with_its_tombstone_flag(part, row):
+    from atlas.catalog import merge_parts
+
+    store, ref = part
+
+    def flip(raw):
+        t = bytearray(raw["tombstone"])
+        t[row] ^= 1
+        raw["tombstone"] = bytes(t)
+
+    forged = forge(store, ref, columns=flip)
+    with pytest.raises(CorruptStoreError, match="disagrees"):
+        merge_parts([forged], store.read_range, "zstd", 2, bytes(16), False)
+
+
+def test_merge_refuses_string_codes_out_of_range(part):
+    from atlas.catalog import merge_parts
+
+    store, ref = part
+    i = _column_no(PartReader(ref, store.read_range), "platform")
+    forged = forge(store, ref, columns=lambda raw: _set_u32(raw, f"a{i}.codes", 3, 999))
+    with pytest.raises(CorruptStoreError, match="out of range"):
+        merge_parts([forged], store.read_range, "zstd", 2, bytes(16), True)

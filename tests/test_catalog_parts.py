@@ -330,6 +330,30 @@ def test_merge_policy_bounds_parts_and_rewrites(base, commits, rows):
     assert rewritten / commits <= 40 * rows
 
 
+def _simulate(parts: list[int], commits: int, rows: int) -> tuple[float, int]:
+    """Rows written per committed row (the commits' own parts included) and the most parts seen."""
+    written, most = 0, len(parts)
+    for _ in range(commits):
+        parts.append(rows)
+        written += rows
+        start = choose_merge(parts)
+        if start is not None:
+            written += sum(parts[start:])
+            parts[start:] = [sum(parts[start:])]
+        most = max(most, len(parts))
+    return written / (commits * rows), most
+
+
+def test_merge_policy_figures_of_the_format_page():
+    # docs/format-v2.md 6.3: a million rows committed 10 000 at a time are written
+    # about 7 times each; one-row commits on a million-row store rewrite about 14
+    # rows each; the part cap holds in both
+    per_row, most = _simulate([], 100, 10_000)
+    assert per_row == pytest.approx(7.03, abs=0.01) and most <= MAX_PARTS
+    per_commit, most = _simulate([1_000_000], 20_000, 1)
+    assert per_commit - 1 == pytest.approx(13.66, abs=0.01) and most <= MAX_PARTS
+
+
 def test_choose_merge_caps_the_part_count():
     # equal-sized old parts that no ratio walk would merge: the cap still applies
     sizes = [10**k for k in range(12, 0, -1)]
@@ -404,3 +428,212 @@ def test_parts_written_and_read_through_a_real_backend(tmp_path, source):
     assert len(cat) == 999 and "p5" not in cat and cat.get("q").id == 5000
     assert canonical(cat.get("p999")) == canonical(profile(999))
     cat.verify()
+
+
+# -- interned array schemas -------------------------------------------------------------------------
+
+
+def varied(i: int, version: int = 1) -> DatasetMeta:
+    """Datasets whose ``temp`` differs in dtype, rank, extents, fill and attributes (or is absent)."""
+    kind = i % 7
+    if kind == 0:
+        return DatasetMeta(i, version, {"k": {"t": "int64", "v": i}}, {})  # no temp
+    if kind == 1:
+        temp = ArrayMeta(i, "float32", ("z",), (i % 5 + 1,), (4,), float("nan"), stats=Stats(1, 0, 0.5, 0.5))
+    elif kind == 2:
+        temp = ArrayMeta(i, "float32", ("z",), (24,), (24,), -0.0, {"units": {"t": "string", "v": "K"}})
+    elif kind == 3:
+        temp = ArrayMeta(i, "float32", ("z",), (24,), (24,), 0.0)
+    elif kind == 4:
+        temp = ArrayMeta(i, "int16", ("t", "z"), (3, i % 4), (2, 2), 7, stats=Stats(6, 1, -3, 9))
+    elif kind == 5:
+        temp = ArrayMeta(i, "string", (), (), (), "n/a")
+    else:
+        temp = ArrayMeta(i, "timestamp_nanoseconds", ("t",), (0,), (8,))
+    return DatasetMeta(i, version, {}, {"temp": temp, "psal": ArrayMeta(10_000 + i, "float64", ("z",), (2,), (2,))})
+
+
+def packed(am: ArrayMeta | None) -> bytes | None:
+    """Everything of an array but its stats, NaN and the sign of zero included."""
+    if am is None:
+        return None
+    obj = metadata.array_to_dict(am)
+    obj.pop("stats", None)
+    return msgpack.packb(obj)
+
+
+def strip_schemas(store: Store, ref: PartRef) -> PartRef:
+    """``ref`` as written before schema interning: no ``schema``/``schemas`` columns, no flag 4."""
+    from atlas.catalog.layout import PartBuilder, decode_column
+    from atlas.catalog.part import PartReader
+
+    index = PartReader(ref, store.read_range).index
+    data = store.files[ref.path]
+    builder = PartBuilder(ref.max_generation, secrets.token_bytes(16), "none")
+    for name, col in index.columns.items():
+        if name.endswith((".schema", ".schemas")):
+            continue
+        stored = data[col.offset : col.offset + col.length]
+        if name == "records":
+            builder.columns[name] = [builder.size, col.length, col.length, 0, 0]
+            builder.parts.append(stored)
+            builder.size += col.length
+        else:
+            builder.add(name, decode_column(stored, col, None, "x").tobytes())
+    arrays = [[a, flags & ~4] for a, flags in index.arrays]
+    buffers, size, offset, length, digest = builder.finish(index.rows, index.block_rows, index.attributes, arrays)
+    old = PartRef(ref.file.replace("-", "-0", 1)[:-5] + ".cat", size, offset, length, digest, ref.rows,
+                  ref.min_generation, ref.max_generation)  # fmt: skip
+    store.files[old.path] = b"".join(bytes(b) for b in buffers)
+    return old
+
+
+def test_array_metas_come_from_the_schema_columns_without_reading_a_record():
+    store = Store()
+    ref = store.write([(f"v{i:04d}", varied(i)) for i in range(1, 800)] + [("gone", None)], 1)
+    cat = Catalog([ref], store.read_range)
+    names = [*reversed(cat.names()), "gone", "nope", "v0001"]
+    got, missing = cat.array_metas("temp", names)
+    assert missing == [len(names) - 3, len(names) - 2]
+    records = cat._readers[0].index.columns["records"]
+    touched = [(o, n) for _, o, n in store.reads if o < records.offset + records.length and o + n > records.offset]
+    assert touched == []  # no record block read
+    for name, am in zip(names, got):
+        expected = None if name in ("gone", "nope") else cat.arrays(name).get("temp")
+        assert packed(am) == packed(expected), name
+        assert am is None or am.stats is None
+    assert [packed(a) for a in cat.array_metas("psal", names[:50])[0]] == [
+        packed(cat.arrays(n).get("psal")) for n in names[:50]
+    ]
+    assert cat.array_metas("never", names[:5]) == ([None] * 5, [])
+    cat.verify()
+
+
+def test_the_schema_columns_follow_the_format():
+    """``s{j}.schema`` is u32 codes into ``s{j}.schemas``, a MessagePack array of templates (§4.4)."""
+    store = Store()
+    rows = [(f"v{i:04d}", varied(i)) for i in range(1, 30)]
+    ref = store.write(rows, 1, codec="none")
+    data = store.files[ref.path]
+    index = msgpack.unpackb(data[ref.index_offset : ref.index_offset + ref.index_length])
+    j, flags = next((j, f) for j, (a, f) in enumerate(index["arrays"]) if a == "temp")
+    assert flags & 4
+
+    def column(name: str) -> bytes:
+        offset, length, *_ = index["columns"][f"s{j}.{name}"]
+        return data[offset : offset + length]
+
+    codes = np.frombuffer(column("schema"), "<u4")
+    templates = msgpack.unpackb(column("schemas"))
+    state = np.frombuffer(column("state"), "u1")
+    for (_, ds), code, st in zip(rows, codes.tolist(), state.tolist()):
+        am = ds.arrays.get("temp")
+        assert (st > 0) == (am is not None)
+        if am is not None:
+            obj = metadata.array_to_dict(am)
+            assert templates[code] == {k: v for k, v in obj.items() if k not in ("slot", "shape", "stats")}
+    # datasets built alike share one template: 6 kinds of temp, -0.0 and 0.0 fills told apart
+    assert len(templates) == 6
+
+
+def test_parts_without_schema_columns_read_through_records_and_merges_rebuild_them():
+    store = Store()
+    old = strip_schemas(store, store.write([(f"v{i:04d}", varied(i)) for i in range(1, 600)], 1))
+    new = store.write([("v0003", varied(3004, 2)), ("v0004", None), ("w", varied(5, 2))], 2)
+    cat = Catalog([old, new], store.read_range)
+    assert cat._readers[0].schemas("temp") is None and cat._readers[1].schemas("temp") is not None
+    names = cat.names()
+    got, missing = cat.array_metas("temp", names)
+    assert missing == [] and "v0004" not in names
+    expected = [cat.arrays(n).get("temp") for n in names]
+    assert [packed(a) for a in got] == [packed(a) for a in expected]
+    assert packed(got[names.index("v0003")]) == packed(varied(3004).arrays["temp"])
+    for drop in (True, False):
+        _, buffers, merged = merge_parts([old, new], store.read_range, "zstd", 3, secrets.token_bytes(16), drop)
+        store.files[merged.path] = b"".join(bytes(b) for b in buffers)
+        after = Catalog([merged], store.read_range)
+        assert after._readers[0].schemas("temp") is not None
+        assert [packed(a) for a in after.array_metas("temp", names)[0]] == [packed(a) for a in expected]
+        after.verify()
+        # and merged again with a part that has the columns: codes remapped into one dictionary
+        _, buffers, again = merge_parts([merged, new], store.read_range, "none", 4, secrets.token_bytes(16), drop)
+        store.files[again.path] = b"".join(bytes(b) for b in buffers)
+        final = Catalog([again], store.read_range)
+        assert [packed(a) for a in final.array_metas("temp", names)[0]] == [packed(a) for a in expected]
+        assert len(final._readers[0].schemas("temp").templates) == 6
+        final.verify()
+
+
+# -- the writer's fast paths give what the plain encoding gives -----------------------------------------
+
+
+def test_record_encoder_writes_the_bytes_of_the_plain_encoding():
+    from atlas.catalog.encoding import RecordEncoder, encode_record
+
+    many = DatasetMeta(9, 2, {}, {f"a{k:02d}": ArrayMeta(k + 1, "uint8", ("x",), (k,), (4,), k) for k in range(20)})
+    empty_stats = ArrayMeta(3, "float64", ("x",), (2,), (2,), float("inf"), stats=Stats(2, 2, None, None))
+    odd = DatasetMeta(4, 1, {"v": {"v": 1.5, "t": "float64"}}, {"e": empty_stats})
+    rows = [*(varied(i) for i in range(40)), *(profile(i) for i in range(1, 20)), many, odd, None]
+    encoder = RecordEncoder()
+    for ds in rows * 2:  # the second pass goes through the memoised schemas
+        assert encoder.encode(ds) == encode_record(ds)
+
+
+def _typed(i: int, k: int) -> dict:
+    if k == 0:
+        return {"t": "string", "v": f"s{i % 3}"}
+    if k == 1:
+        return {"v": i * 0.5, "t": "float64"} if i % 5 == 0 else {"t": "float64", "v": i * 0.5}  # other key order
+    if k == 2:
+        return {"t": "int64", "v": [i, i], "k": "list"} if i % 4 == 0 else {"t": "int64", "v": i}
+    return {"t": "bool", "v": i % 2 == 0}
+
+
+@pytest.mark.parametrize("orders", [0, 1, 3, 40])
+def test_attribute_columns_whatever_the_key_orders(orders, monkeypatch):
+    """Rows in one key order (0: and no tombstone), a few, or many (the per-key fallback): same columns."""
+    from atlas.catalog import build
+
+    monkeypatch.setattr(build, "_SPLIT_ROWS", 7)  # many chunks of rows, some mixing scalars and lists
+    store = Store()
+    rows = []
+    for i in range(1, 400):
+        if orders < 2:
+            keys = ["k0", "k1", "k2", "k3"]
+        elif orders < 40:
+            keys = [f"k{(j + i % orders) % 4}" for j in range(4)]
+        else:
+            keys = [f"k{j}" for j in range(i % 4 + 1)]
+        if orders == 40:
+            keys += [f"x{i % 37}"]
+        attrs = {key: _typed(i, int(key[1:]) if key[0] == "k" else 3) for key in keys}
+        rows.append((f"r{i:04d}", DatasetMeta(i, 1, attrs, {}) if i % 50 or orders == 0 else None))
+    cat = Catalog([store.write(rows, 1)], store.read_range)
+    names = cat.names()
+    live = {n: ds for n, ds in rows if ds is not None}
+    for key in cat.attribute_keys():
+        values, present = cat.column(key)
+        for name, value, has in zip(names, values.tolist(), present.tolist()):
+            typed = live[name].attributes.get(key)
+            assert has == (typed is not None), (key, name)
+            if typed is not None:
+                assert value == attributes.to_python(attributes.decode(typed)), (key, name)
+    assert [canonical(cat.get(n)) for n in names] == [canonical(live[n]) for n in names]
+
+
+def test_merged_string_dictionaries_hold_the_used_values_sorted():
+    store = Store()
+
+    def ds(i: int, label: str) -> DatasetMeta:
+        return DatasetMeta(i, 1, {"label": {"t": "string", "v": label}}, {})
+
+    old = store.write([("a", ds(1, "zebra")), ("b", ds(2, "apple")), ("c", ds(3, "mango"))], 1)
+    new = store.write([("b", ds(4, "kiwi")), ("d", ds(5, "zebra")), ("c", None)], 2)
+    for drop in (True, False):
+        _, buffers, merged = merge_parts([old, new], store.read_range, "zstd", 3, secrets.token_bytes(16), drop)
+        store.files[merged.path] = b"".join(bytes(b) for b in buffers)
+        reader = Catalog([merged], store.read_range)._readers[0]
+        codes, dictionary, present = reader.string_codes("label")
+        assert dictionary.tolist() == ["kiwi", "zebra"]  # "apple" and "mango" were overwritten or deleted
+        assert reader.names() == (["a", "b", "d"] if drop else ["a", "b", "c", "d"])
+        assert dictionary[codes[present.astype(bool)]].tolist() == ["zebra", "kiwi", "zebra"]

@@ -439,6 +439,9 @@ EXPECTED["v2-json-zstd"] = {
         "late": {"attributes": {"k": 7}, "arrays": {}},
     },
 }
+# The same history written by a writer that interns array schemas (make_golden_v2_schemas.py).
+EXPECTED["v2-schemas-json-zstd"] = EXPECTED["v2-json-zstd"]
+V2S_LIVE_PART = "000000000004-bcf68efa210e8d80.cat"
 V2_LIVE_PART = "000000000004-a05d071e5d5c26bd.cat"
 V2_RETIRED_PART = "000000000003-5a491411e60703ac.cat"
 
@@ -490,7 +493,7 @@ def _files(root: Path) -> dict[str, tuple[int, int]]:
 # -- the library reads the golden stores exactly ----------------------------------------------
 
 
-@pytest.mark.parametrize("name", (*STORES, "v2-json-zstd"))
+@pytest.mark.parametrize("name", (*STORES, "v2-json-zstd", "v2-schemas-json-zstd"))
 def test_golden_store_content(name):
     exp = EXPECTED[name]
     before = _files(GOLDEN / name)
@@ -741,6 +744,27 @@ def test_manifest_json_has_format_version_1():
     assert FORMAT_VERSION == 1
 
 
+@pytest.mark.parametrize("name", ["v2-json-zstd", "v2-schemas-json-zstd"])
+def test_golden_v2_bulk_reads_with_and_without_schema_columns(name):
+    """``v2-json-zstd``'s part predates interned schemas (``docs/format-v2.md`` §4.4): read through records."""
+    store = _open(name)
+    try:
+        catalog = store.session.state().catalog
+        assert catalog is not None
+        assert [r.schemas("temp") is None for r in catalog._readers] == [name == "v2-json-zstd"]
+        names = store.list_datasets()
+        for array in store.list_arrays():
+            got = store.read_array_across(array, names)
+            for name, value in zip(names, got):
+                ds = store.open_dataset(name)
+                if not ds.has_array(array):
+                    assert value is None, (name, array)
+                else:
+                    same(np.asarray(value), ds.read_array(array), f"{name}/{array}")  # 0-d: a numpy scalar
+    finally:
+        store.close()
+
+
 def test_golden_v2_bytes_are_pinned():
     """The v2 golden store read from docs/format-v2.md alone (no atlas code)."""
     root = GOLDEN / "v2-json-zstd"
@@ -793,6 +817,54 @@ def test_golden_v2_bytes_are_pinned():
     offsets = np.frombuffer(block[:16], "<u4").tolist()
     late = msgpack.unpackb(block[16 + offsets[0] : 16 + offsets[1]])
     assert late == {"id": ids[0], "version": 4, "attributes": {"k": {"t": "int64", "v": 7}}, "arrays": {}}
+
+
+def test_golden_v2_schema_columns_are_pinned():
+    """The interned schemas of the second v2 golden read from docs/format-v2.md §4.4 alone."""
+    root = GOLDEN / "v2-schemas-json-zstd"
+    commit = json.loads(blosc2.decompress2((root / "atlas.json.zst").read_bytes()))
+    assert [p[0] for p in commit["parts"]] == [V2S_LIVE_PART]
+    data = (root / "_catalog" / V2S_LIVE_PART).read_bytes()
+    index_offset, index_length, digest, end = struct.unpack("<QQQ8s", data[-32:])
+    raw_index = data[index_offset : index_offset + index_length]
+    assert xxhash.xxh64_intdigest(raw_index) == digest and end == b"ATLASCAT"
+    index = msgpack.unpackb(raw_index)
+
+    def column(name: str) -> bytes:
+        offset, length, raw_length, checksum, codec = index["columns"][name]
+        stored = data[offset : offset + length]
+        assert xxhash.xxh64_intdigest(stored) == checksum, name
+        out = bytes(stored if codec == 0 else blosc2.decompress2(stored))
+        assert len(out) == raw_length, name
+        return out
+
+    names = column("name").split(b"\xff")[:-1]
+    assert names == [b"late", b"station_1", b"station_2"]
+    datasets = EXPECTED["v2-schemas-json-zstd"]["datasets"]
+    for j, (array, flags) in enumerate(index["arrays"]):
+        assert flags & 4, array
+        state = np.frombuffer(column(f"s{j}.state"), "u1")
+        ndim = np.frombuffer(column(f"s{j}.ndim"), "u1")
+        extents = np.frombuffer(column(f"s{j}.extents"), "<u8").tolist()
+        codes = np.frombuffer(column(f"s{j}.schema"), "<u4")
+        templates = msgpack.unpackb(column(f"s{j}.schemas"))
+        starts = [0, *np.cumsum(ndim, dtype=np.int64).tolist()]
+        for row, name in enumerate(n.decode() for n in names):
+            expected = datasets[name]["arrays"].get(array)
+            assert (state[row] > 0) == (expected is not None), (name, array)
+            if expected is None:
+                continue
+            dtype, dims, shape, chunk_shape, fill = expected[0]
+            template = templates[codes[row]]
+            assert set(template) <= {"dtype", "dims", "chunk_shape", "fill_value", "attributes"}
+            assert (template["dtype"], template["dims"], template["chunk_shape"]) == (dtype, dims, chunk_shape)
+            assert extents[starts[row] : starts[row + 1]] == shape, (name, array)
+            if fill is None:
+                assert template["fill_value"] is None
+            else:
+                want = np.asarray(fill)
+                got = np.asarray(atlas.dtypes.decode_value(template["fill_value"], dtype)).astype(want.dtype)
+                same(got, want, f"{name}/{array} fill")
 
 
 def test_newer_format_version_is_rejected(tmp_path):

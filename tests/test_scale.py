@@ -91,19 +91,25 @@ def test_twenty_thousand_datasets(tmp_path):
 
 
 def test_read_path_work_is_linear_in_datasets(tmp_path):
-    small, large = 1_000, 10_000
-    # Same batch count for both, so both stores have the same number of segments.
-    scale.build_store(tmp_path / "small", small, flush_every=small // 4)
-    scale.build_store(tmp_path / "large", large, flush_every=large // 4)
-    _read_path_calls(tmp_path / "small")  # compile and import everything first
-    calls_small, reads_small = _read_path_calls(tmp_path / "small")
-    calls_large, reads_large = _read_path_calls(tmp_path / "large")
-    # Per-dataset work is constant: ten times the datasets, at most ~ten times the calls.
-    print(f"calls {calls_small} -> {calls_large}, segment reads {reads_small} -> {reads_large}")
-    assert calls_large <= 10.5 * calls_small, (calls_small, calls_large)
-    assert calls_large >= 5 * calls_small, "the count no longer measures per-dataset work"
+    sizes = (1_000, 4_000, 10_000)
+    for n in sizes:
+        # Same batch count for all, so every store has the same number of segments.
+        scale.build_store(tmp_path / str(n), n, flush_every=n // 4)
+    for n in sizes:  # compile and import everything first (some kernels only above a size)
+        _read_path_calls(tmp_path / str(n))
+    counted = [_read_path_calls(tmp_path / str(n)) for n in sizes]
+    calls = [c for c, _ in counted]
+    print(f"calls {calls}, segment reads {[r for _, r in counted]}")
+    # Calls = fixed + per-dataset * N: the per-dataset slope from 4 000 to 10 000 is
+    # the slope from 1 000 to 4 000 (a super-linear step, a sort in Python or a
+    # lookup per pair, would steepen it), and it is small.
+    low = (calls[1] - calls[0]) / (sizes[1] - sizes[0])
+    high = (calls[2] - calls[1]) / (sizes[2] - sizes[1])
+    assert 0 < high <= 1.15 * low + 0.05, (calls, low, high)
+    assert high <= 10, f"{high:.1f} Python calls per dataset"
     # One index read and one payload map per segment, whatever the number of datasets.
-    assert reads_large == reads_small <= 2 * 4 + 2, (reads_small, reads_large)
+    reads = {r for _, r in counted}
+    assert len(reads) == 1 and reads.pop() <= 2 * 4 + 2, counted
 
 
 def _assert_bounded(

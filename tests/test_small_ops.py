@@ -151,3 +151,147 @@ def test_tiny_chunks_are_encoded_as_encode_chunk_does():
         got = (record[0], record[1], record[3], record[4], record[5], record[6], record[7], record[8], record[9],
                record[10])  # fmt: skip
         assert got == want, dtype
+
+
+# -- the per-call and batched staging paths remember what passed their checks ---------------------------
+
+
+def test_a_remembered_schema_still_refuses_lookalike_arguments(tmp_path):
+    s = atlas.Atlas.create(tmp_path / "s")
+    s.create_dataset("a").define_array("temp", "float32", ["time"], [24])  # checked in full, remembered
+    ds = s.create_dataset("b")
+    # Equal as dict keys to the remembered (dtype, dims, shape), yet refused as before.
+    with pytest.raises(errors.InvalidArgumentError, match="dataset 'b' array 'temp': shape must hold integers"):
+        ds.define_array("temp", "float32", ["time"], [24.0])
+    with pytest.raises(errors.InvalidArgumentError, match="shape must hold integers, got True"):
+        s.create_dataset("c").define_array("one", "float32", ["time"], [True])
+    s.create_dataset("c1").define_array("one", "float32", ["time"], [1])
+    with pytest.raises(errors.InvalidArgumentError, match="shape must hold integers, got True"):
+        s.create_dataset("c2").define_array("one", "float32", ["time"], [True])
+    with pytest.raises(errors.InvalidArgumentError, match="dims must be a sequence of str"):
+        ds.define_array("temp", "float32", "time", [24])
+    with pytest.raises(errors.InvalidNameError, match="dimension name must be a non-empty str"):
+        ds.define_array("temp", "float32", [b"time"], [24])
+    with pytest.raises(errors.FillValueError):
+        ds.define_array("temp", "float32", ["time"], [24], fill_value="x")  # the fill value is checked every time
+    assert not ds.has_array("temp")
+    ds.define_array("temp", "float32", ("time",), (np.int64(24),), fill_value=-1.0)  # numpy ints still work
+    assert ds.array_meta("temp") == {"dtype": "float32", "shape": [24], "chunk_shape": [24],
+                                     "dimension_names": ["time"], "fill_value": np.float32(-1.0)}  # fmt: skip
+    assert type(s.session.state().dataset("b").arrays["temp"].shape[0]) is int
+    with pytest.raises(errors.ArrayExistsError, match="dataset 'b' array 'temp' already exists"):
+        ds.define_array("temp", "float32", ["time"], [24])
+    s.discard()
+
+
+def test_remembered_names_and_labels_still_refuse_bad_ones(tmp_path):
+    s = atlas.Atlas.create(tmp_path / "s")
+    ds = s.create_dataset("a")
+    ds.set_attribute("lat", 1.5)
+    ds.define_array("temp", "float32", ["time"], [2])
+    for _ in range(2):  # an invalid name is never remembered
+        with pytest.raises(errors.InvalidNameError, match="attribute name must be a non-empty str"):
+            ds.set_attribute("", 1.0)
+        with pytest.raises(errors.InvalidNameError, match="not valid unicode"):
+            ds.set_attribute("lat\ud800", 1.0)
+        with pytest.raises(errors.InvalidNameError, match="must not start with '_'"):
+            ds.define_array("_temp", "float32", ["time"], [2])
+        with pytest.raises(errors.InvalidNameError, match="is too long"):
+            ds.define_array("t" * 300, "float32", ["time"], [2])
+        with pytest.raises(errors.InvalidNameError, match="array name must be a str"):
+            ds.define_array(["temp"], "float32", ["time"], [2])
+    assert ds.attributes() == {"lat": 1.5}
+    assert ds.list_arrays() == ["temp"]
+    s.discard()
+
+
+def test_fast_paths_fail_as_before_on_deleted_datasets_and_closed_or_read_only_handles(tmp_path):
+    s = atlas.Atlas.create(tmp_path / "s")
+    ds = s.create_dataset("d")
+    ds.define_array("v", "float32", ["n"], [2])
+    ds.set_attribute("k", "x")
+    s.flush()
+    s.delete_dataset("d")  # pending as deleted
+    # The missing dataset is named before the value is looked at.
+    with pytest.raises(errors.DatasetNotFoundError, match="dataset 'd' does not exist"):
+        ds.set_attribute("k", None)
+    with pytest.raises(errors.DatasetNotFoundError, match="dataset 'd' does not exist"):
+        ds.write_array("v", [0], "not an array")
+    with pytest.raises(errors.DatasetNotFoundError, match="dataset 'd' does not exist"):
+        ds.define_array("w", "nonsense", ["n"], [2])
+    s.discard()
+    odd = atlas.DatasetView(s, ["d"])  # a view of an unhashable name finds no dataset
+    with pytest.raises(errors.DatasetNotFoundError):
+        odd.set_attribute("k", 1.0)
+    with pytest.raises(errors.DatasetNotFoundError):
+        odd.write_array("v", [0], np.zeros(2, np.float32))
+    ds.set_attribute("k", "y")  # the committed dataset: copied on this first change
+    ds.set_attribute("k2", 2.5)
+    assert ds.attributes() == {"k": "y", "k2": 2.5}
+    s.close()
+    r = atlas.Atlas.open(tmp_path / "s", mode="r")
+    rds = r.open_dataset("d")
+    with pytest.raises(errors.ReadOnlyError, match=r"cannot create dataset 'e': store .* was opened read-only"):
+        r.create_dataset("e")
+    with pytest.raises(errors.ReadOnlyError, match="cannot set attribute 'k' in dataset 'd'"):
+        rds.set_attribute("k", "z")
+    with pytest.raises(errors.ReadOnlyError, match="cannot write array 'v' in dataset 'd'"):
+        rds.write_array("v", [0], np.zeros(2, np.float32))
+    with pytest.raises(errors.ReadOnlyError, match="cannot define array 'w' in dataset 'd'"):
+        rds.define_array("w", "float32", ["n"], [2])
+    r.close()
+    for handle, view in ((s, ds), (r, rds)):
+        with pytest.raises(errors.StoreClosedError):
+            handle.create_dataset("e")
+        with pytest.raises(errors.StoreClosedError):
+            view.set_attribute("k", 1.0)
+        with pytest.raises(errors.StoreClosedError):
+            view.write_array("v", [0], np.zeros(2, np.float32))
+        with pytest.raises(errors.StoreClosedError):
+            view.define_array("w", "float32", ["n"], [2])
+
+
+def test_write_array_converts_or_refuses_data_not_in_storage_form(tmp_path):
+    with atlas.Atlas.create(tmp_path / "s") as s:
+        ds = s.create_dataset("d")
+        ds.define_array("v", "float32", ["n"], [3])
+        ds.define_array("t", "timestamp_nanoseconds", ["n"], [2])
+        ds.write_array("v", [0], np.array([1, 2, 3], np.float32))  # the storage form: staged as it is
+        ds.write_array("v", [0], np.array([4, 5, 6], ">f4"))  # another byte order: converted
+        assert ds.read_array("v").tolist() == [4, 5, 6]
+        with pytest.raises(errors.DTypeError, match="expected float32 data, got float64"):
+            ds.write_array("v", [0], np.zeros(3))
+        with pytest.raises(errors.DTypeError, match="must be C-contiguous"):
+            ds.write_array("v", [0], np.zeros(6, np.float32)[::2])
+        ds.write_array("t", [0], np.array([5, 6], np.int64))  # int64 cells of a timestamp array
+        assert ds.read_array("t").tolist() == [5, 6]
+        assert ds.read_array("v").tolist() == [4, 5, 6]
+
+
+def test_a_remembered_batch_schema_stages_lookalike_data_as_the_full_checks_do(tmp_path):
+    def first(values):
+        return ("a", {"v": (["n"], values)}, {"k": 1.0})
+
+    with atlas.Atlas.create(tmp_path / "s") as s:
+        s.add_datasets([first(np.arange(4, dtype=np.float32))])  # checked in full, remembered
+        s.add_datasets([
+            ("b", {"v": (["n"], np.arange(8, dtype=np.float32)[::2])}),  # not contiguous: copied
+            ("c", {"v": (["n"], np.arange(4, dtype=">f4"))}),  # another byte order: converted
+            ("d", {"v": (["n"], np.arange(4, dtype=np.float32), np.float32(-1))}),  # a fill value
+            ("e", {"v": ([np.str_("n")], np.arange(4, dtype=np.float32))}),  # a str subclass as dimension
+        ])  # fmt: skip
+        with pytest.raises(errors.InvalidNameError, match="dimension name must be a non-empty str"):
+            s.add_datasets([("f", {"v": ([b"n"], np.arange(4, dtype=np.float32))})])
+        with pytest.raises(errors.InvalidArgumentError, match="1 dims"):
+            s.add_datasets([("f", {"v": (["n"], np.zeros((2, 2), np.float32))})])
+        with pytest.raises(errors.InvalidNameError, match="must not contain '/'"):
+            s.add_datasets([("f", {"v/w": (["n"], np.arange(4, dtype=np.float32))})])
+        assert "f" not in s
+        for name, want in (("b", [0, 2, 4, 6]), ("c", [0, 1, 2, 3]), ("d", [0, 1, 2, 3]), ("e", [0, 1, 2, 3])):
+            assert s[name].read_array("v").tolist() == want
+            assert s[name].read_array("v").dtype == np.float32
+        assert s["d"].array_fill_value("v") == -1
+        assert s["a"].array_meta("v") == s["e"].array_meta("v")
+    s = atlas.Atlas.open(tmp_path / "s")
+    assert s["c"].read_array("v").tolist() == [0, 1, 2, 3]
+    assert s.verify() == []

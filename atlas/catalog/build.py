@@ -11,6 +11,7 @@ import itertools
 import math
 import operator
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -18,16 +19,30 @@ import numpy as np
 
 from atlas import dtypes
 from atlas.catalog.commit import PartRef, part_filename
-from atlas.catalog.encoding import encode_record, encode_strings, is_internal_key
+from atlas.catalog.encoding import RecordEncoder, encode_strings, is_internal_key
 from atlas.catalog.layout import PartBuilder
+from atlas.catalog.schemas import FLAG_SCHEMAS, SchemaInterner
 from atlas.errors import InvalidArgumentError
-from atlas.metadata import DatasetMeta
+from atlas.metadata import DatasetMeta, gc_paused
 
-__all__ = ["BLOCK_ROWS", "DTYPE_CODES", "add_attribute_column", "add_string_attribute", "record_block", "write_part"]
+__all__ = [
+    "BLOCK_ROWS",
+    "DTYPE_CODES",
+    "KeyValues",
+    "add_attribute_column",
+    "add_attribute_values",
+    "add_string_attribute",
+    "record_block",
+    "write_part",
+]
 
 _T, _V = operator.itemgetter("t"), operator.itemgetter("v")
 #: Rows per record block: materialising one dataset decompresses one block.
 BLOCK_ROWS = 256
+#: Up to this many distinct attribute key orders, rows are transposed per order.
+_MAX_ORDERS = 16
+#: Rows whose attribute values are flattened and split at once (bounds the lists made).
+_SPLIT_ROWS = 1 << 14
 #: Stats column ``dtype`` code of each dtype name (its position in this tuple).
 DTYPE_CODES: tuple[str, ...] = dtypes.DTYPE_NAMES
 _CODE = {name: i for i, name in enumerate(DTYPE_CODES)}
@@ -64,7 +79,14 @@ def write_part(
         The file name inside ``catalog/``, the buffers to write in order (their
         concatenation is the file), and the entry for the commit object.
     """
-    ordered = sorted(rows, key=lambda r: r[0])
+    with gc_paused():  # millions of small objects alive: no collection passes over them meanwhile
+        return _write_part(rows, codec, generation, token)
+
+
+def _write_part(
+    rows: Sequence[tuple[str, DatasetMeta | None]], codec: str, generation: int, token: bytes
+) -> tuple[str, list[bytes | np.ndarray], PartRef]:
+    ordered = sorted(rows, key=operator.itemgetter(0))
     names = [name for name, _ in ordered]
     if len(set(names)) != len(names):
         raise InvalidArgumentError("a catalogue part cannot hold two rows of one dataset name")
@@ -77,7 +99,8 @@ def write_part(
     builder.add("id", ids, 8)
     builder.add("version", versions, 8)
     builder.add("tombstone", np.fromiter((m is None for m in metas), dtype="u1", count=n))
-    blocks = (_record_block(metas[i : i + BLOCK_ROWS]) for i in range(0, n, BLOCK_ROWS))
+    encode = RecordEncoder().encode
+    blocks = (record_block(list(map(encode, metas[i : i + BLOCK_ROWS]))) for i in range(0, n, BLOCK_ROWS))
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
     attributes = _add_attribute_columns(builder, metas)
     arrays = _add_stats_columns(builder, metas)
@@ -85,10 +108,6 @@ def write_part(
     file = part_filename(generation, token)
     ref = PartRef(file, size, index_offset, index_length, digest, n, generation, generation)
     return file, parts, ref
-
-
-def _record_block(metas: list[DatasetMeta | None]) -> bytes:
-    return record_block([encode_record(m) for m in metas])
 
 
 def record_block(records: list[bytes]) -> bytes:
@@ -99,17 +118,110 @@ def record_block(records: list[bytes]) -> bytes:
 
 
 def _add_attribute_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) -> list[list[str]]:
-    # Column by column with C-level map() calls: a Python loop per (row, key)
-    # cost most of the time of writing a large part.
     attrs = [{} if m is None else m.attributes for m in metas]
-    n = len(metas)
-    out = []
-    keys = sorted(k for k in set().union(*attrs) if not is_internal_key(k)) if attrs else []
-    for i, key in enumerate(keys):
-        column = np.empty(n, dtype=object)
-        column[:] = list(map(dict.get, attrs, itertools.repeat(key)))
-        out.append([key, add_attribute_column(builder, i, column)])
-    return out
+    columns = _attribute_values(attrs)
+    return [[key, add_attribute_values(builder, i, len(metas), columns[key])]
+            for i, key in enumerate(sorted(k for k in columns if not is_internal_key(k)))]  # fmt: skip
+
+
+@dataclass
+class KeyValues:
+    """The values of one attribute key: the rows that have it (any order) and their values.
+
+    ``types`` is the set of their dtype names, ``plain`` their values (``v``) per row,
+    ``scalar`` False when one is a list or an n-d array; the typed values themselves
+    are needed only for a blob column and are taken from ``source`` (each row's
+    attribute dict) then.
+    """
+
+    key: str
+    rows: np.ndarray
+    types: set[str]
+    plain: list[Any]
+    scalar: bool
+    source: list[dict[str, Any]]
+    given: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def of(cls, key: str, rows: np.ndarray, typed: list[dict[str, Any]]) -> KeyValues:
+        """From the typed values of ``rows``."""
+        scalar = set(map(len, typed)) <= {2}
+        return cls(key, rows, set(map(_T, typed)), list(map(_V, typed)), scalar, [], typed)
+
+    def typed(self) -> list[dict[str, Any]]:
+        """The typed value of each row."""
+        return self.given if self.given is not None else list(map(operator.itemgetter(self.key), self.source))
+
+
+def _attribute_values(attrs: list[dict[str, Any]]) -> dict[str, KeyValues]:
+    """The :class:`KeyValues` of every attribute key of ``attrs`` (one dict per row).
+
+    Datasets made alike hold their keys in one order.  The typed values of the rows
+    of one order are flattened row by row, in the order they were made, and split
+    into types and values by C-level passes over that one list (in chunks of rows,
+    so the lists stay small); each key is then a strided slice.  Passes per key over
+    values scattered in memory (one per key and per field) cost several times more.
+    Rows in many orders fall back to them.
+    """
+    n = len(attrs)
+    # One key order for every row (the usual case) is checked chunk by chunk, so no
+    # tuple per row is kept; comparing tuples is cheaper than hashing them.
+    first = tuple(attrs[0]) if n else ()
+    uniform = bool(n) and all(
+        list(map(tuple, attrs[lo : lo + _SPLIT_ROWS])).count(first) == len(attrs[lo : lo + _SPLIT_ROWS])
+        for lo in range(0, n, _SPLIT_ROWS)
+    )
+    orders = [] if uniform else list(map(tuple, attrs))
+    distinct = ([first] if first else []) if uniform else [o for o in dict.fromkeys(orders) if o]
+    if len(distinct) > _MAX_ORDERS:
+        out = {}
+        for key in set().union(*attrs):
+            values = list(map(dict.get, attrs, itertools.repeat(key)))
+            rows = np.flatnonzero(np.fromiter(map(operator.is_not, values, itertools.repeat(None)), bool, n))
+            out[key] = KeyValues.of(key, rows, [values[r] for r in rows.tolist()])
+        return out
+    parts: dict[str, list[KeyValues]] = {}
+    for order in distinct:
+        if uniform:
+            rows, group = np.arange(n), attrs
+        else:
+            rows = np.flatnonzero(np.fromiter(map(order.__eq__, orders), bool, n))
+            group = [attrs[r] for r in rows.tolist()]
+        step = len(order)
+        found = [KeyValues(key, rows, set(), [], True, group) for key in order]
+        for lo in range(0, len(group), _SPLIT_ROWS):
+            flat = list(itertools.chain.from_iterable(map(dict.values, group[lo : lo + _SPLIT_ROWS])))
+            # Two passes over the typed values (their keys, then their fields): when
+            # every one is a scalar {"t", "v"} in that order, types and values are the
+            # even and odd fields.  Otherwise (lists, arrays, other orders) each key is
+            # split on its own.
+            keys = list(itertools.chain.from_iterable(flat))
+            m = len(flat)
+            pairs = len(keys) == 2 * m and keys[0::2].count("t") == m and keys[1::2].count("v") == m
+            del keys
+            fields = list(itertools.chain.from_iterable(map(dict.values, flat))) if pairs else []
+            for k, kv in enumerate(found):
+                if pairs:
+                    kv.types.update(fields[2 * k :: 2 * step])
+                    kv.plain += fields[2 * k + 1 :: 2 * step]
+                else:
+                    typed = flat[k::step]
+                    kv.types.update(map(_T, typed))
+                    kv.plain += map(_V, typed)
+                    kv.scalar = kv.scalar and set(map(len, typed)) <= {2}
+        for kv in found:
+            parts.setdefault(kv.key, []).append(kv)
+    return {key: kv[0] if len(kv) == 1 else _concat(kv) for key, kv in parts.items()}
+
+
+def _concat(parts: list[KeyValues]) -> KeyValues:
+    """One key's values over several key orders (made by the split, so from ``source``)."""
+    def chain(field: str) -> list[Any]:
+        return list(itertools.chain.from_iterable(getattr(p, field) for p in parts))
+
+    rows = np.concatenate([p.rows for p in parts])
+    types = set().union(*(p.types for p in parts))
+    return KeyValues(parts[0].key, rows, types, chain("plain"), all(p.scalar for p in parts), chain("source"))
 
 
 def add_attribute_column(builder: PartBuilder, i: int, column: np.ndarray) -> str:
@@ -117,24 +229,31 @@ def add_attribute_column(builder: PartBuilder, i: int, column: np.ndarray) -> st
 
     Returns the column kind.
     """
-    n = column.size
-    present = np.not_equal(column, None)
-    idx = np.flatnonzero(present)
-    values = column[idx].tolist()
-    builder.add(f"a{i}.present", present.astype("u1"))
-    types = set(map(_T, values))
-    scalar = set(map(len, values)) == {2}  # {"t", "v"}: no "k" (list/ndarray)
-    t = next(iter(types)) if len(types) == 1 and scalar else None
+    rows = np.flatnonzero(np.fromiter(map(operator.is_not, column, itertools.repeat(None)), bool, column.size))
+    return add_attribute_values(builder, i, column.size, KeyValues.of("", rows, column[rows].tolist()))
+
+
+def add_attribute_values(builder: PartBuilder, i: int, n: int, values: KeyValues) -> str:
+    """Add the ``a{i}.*`` columns of one key in a part of ``n`` rows; returns the column kind."""
+    rows = values.rows
+    present = np.zeros(n, dtype="u1")
+    present[rows] = 1
+    builder.add(f"a{i}.present", present)
+    types = values.types
+    t = next(iter(types)) if len(types) == 1 and values.scalar else None
     if t == "string":
-        add_string_attribute(builder, i, n, idx, list(map(_V, values)))
+        add_string_attribute(builder, i, n, rows, values.plain)
         return "string"
     if t is not None:
         col = np.zeros(n, dtype=_COLUMN_DTYPE[t])
-        col[idx] = list(map(_V, values))
+        col[rows] = values.plain
         builder.add(f"a{i}.values", col, col.itemsize)
         return t
-    column = column.copy()
-    column[~present] = None
+    column = np.full(n, None, dtype=object)
+    typed = values.typed()
+    boxed = np.empty(len(typed), dtype=object)
+    boxed[:] = typed
+    column[rows] = boxed
     builder.add(f"a{i}.blob", msgpack.packb(column.tolist(), use_bin_type=True))
     return "blob"
 
@@ -150,9 +269,14 @@ def add_string_attribute(builder: PartBuilder, i: int, n: int, idx: np.ndarray, 
 
 def _dictionary_encode(values: list[str]) -> tuple[list[str], np.ndarray]:
     """Sorted distinct values and the code of each value (sorting only the distinct ones)."""
-    distinct = sorted(dict.fromkeys(values))
-    code = {v: k for k, v in enumerate(distinct)}
-    return distinct, np.fromiter(map(code.__getitem__, values), dtype=np.int64, count=len(values))
+    # One pass over the values (scattered in memory, so each visit costs): each gets
+    # the position of its first occurrence, renumbered in sorted order afterwards.
+    first: dict[str, int] = {}
+    provisional = np.fromiter(map(first.setdefault, values, itertools.count()), dtype=np.int64, count=len(values))
+    order = sorted(first)
+    rank = np.zeros(len(values), dtype=np.int64)
+    rank[np.fromiter(map(first.__getitem__, order), dtype=np.int64, count=len(order))] = np.arange(len(order))
+    return order, rank[provisional]
 
 
 def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) -> list[list[Any]]:
@@ -172,9 +296,11 @@ def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) ->
         imin, imax = np.zeros(n, dtype="<u8"), np.zeros(n, dtype="<u8")
         smin, smax = [""] * n, [""] * n
         extents: list[int] = []
-        flags = 0
+        schema, interner = np.zeros(n, dtype="<u4"), SchemaInterner()
+        flags = FLAG_SCHEMAS
         for r, am in entries:
             slot[r], code[r], ndim[r] = am.slot, _CODE[am.dtype], len(am.shape)
+            schema[r] = interner.code(am)
             extents.extend(am.shape)
             st = am.stats
             if st is None:
@@ -203,6 +329,8 @@ def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) ->
         builder.add(p + "max", fmax, 8)
         builder.add(p + "ndim", ndim)
         builder.add(p + "extents", np.asarray(extents, dtype="<u8"), 8)
+        builder.add(p + "schema", schema, 4)
+        builder.add(p + "schemas", interner.column())
         if flags & FLAG_EXACT:
             builder.add(p + "imin", imin, 8)
             builder.add(p + "imax", imax, 8)

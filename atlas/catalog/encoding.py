@@ -14,12 +14,13 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from atlas import metadata
+from atlas import dtypes, metadata
 from atlas.errors import CorruptStoreError, InvalidArgumentError
 from atlas.metadata import ArrayMeta, DatasetMeta
 
 __all__ = [
     "INTERNAL_PREFIX",
+    "RecordEncoder",
     "decode_arrays",
     "decode_record",
     "decode_strings",
@@ -84,6 +85,71 @@ def record_dict(ds: DatasetMeta) -> dict[str, Any]:
 def encode_record(ds: DatasetMeta | None) -> bytes:
     """One record: the dataset object in msgpack, ``nil`` for a tombstone."""
     return msgpack.packb(None if ds is None else record_dict(ds), use_bin_type=True)
+
+
+def _key(name: str) -> bytes:
+    return msgpack.packb(name, use_bin_type=True)
+
+
+_ID, _VERSION, _ATTRIBUTES, _ARRAYS = _key("id"), _key("version"), _key("attributes"), _key("arrays")
+_SLOT, _SHAPE, _STATS = _key("slot"), _key("shape"), _key("stats")
+#: Members of an array object packed per row (or in the head of the shared part).
+_PER_ROW = frozenset(("slot", "dtype", "dims", "shape", "stats"))
+
+
+class RecordEncoder:
+    """:func:`encode_record` for many rows, the same bytes at a fraction of the cost.
+
+    A MessagePack map is the concatenation of its keys and values, so the members of
+    an array object that datasets made alike share (dtype, dims, chunk shape, fill
+    value, attributes) are packed once per distinct array schema and joined with the
+    members that vary per row (slot, shape, stats); one packer serves every value.
+    """
+
+    def __init__(self) -> None:
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._halves: dict[tuple, tuple[bytes, bytes, int]] = {}
+
+    def _schema(self, am: ArrayMeta) -> tuple[bytes, bytes, int]:
+        """``(dtype + dims, chunk_shape + fill_value [+ attributes], members)`` of ``am``, packed."""
+        fill = am.fill_value
+        # repr tells -0.0 from 0.0 and NaN apart; attributes are rare and packed each time
+        key = None if am.attributes else (am.dtype, am.dims, am.chunk_shape, type(fill), repr(fill))
+        got = self._halves.get(key) if key is not None else None
+        if got is None:
+            obj = metadata.array_to_dict(am)
+            pack = self._pack
+            head = pack("dtype") + pack(obj["dtype"]) + pack("dims") + pack(obj["dims"])
+            tail = b"".join(pack(k) + pack(v) for k, v in obj.items() if k not in _PER_ROW)
+            got = (head, tail, len(obj) - ("stats" in obj))
+            if key is not None:
+                self._halves[key] = got
+        return got
+
+    def encode(self, ds: DatasetMeta | None) -> bytes:
+        """The record of ``ds`` (``nil`` for a tombstone), as :func:`encode_record`."""
+        if ds is None:
+            return b"\xc0"
+        pack = self._pack
+        out = [b"\x84", _ID, pack(ds.id), _VERSION, pack(ds.version), _ATTRIBUTES, pack(ds.attributes), _ARRAYS,
+               _map_header(len(ds.arrays))]  # fmt: skip
+        for name, am in ds.arrays.items():
+            head, tail, members = self._schema(am)
+            stats = am.stats
+            out += [pack(name), _map_header(members + (stats is not None)), _SLOT, pack(am.slot), head, _SHAPE,
+                    pack(list(am.shape)), tail]  # fmt: skip
+            if stats is not None:
+                lo, hi = stats.minimum, stats.maximum
+                out += [_STATS, pack({"row_count": stats.row_count, "null_count": stats.null_count,  # v1 §3.4
+                                      "min": None if lo is None else dtypes.encode_value(lo, am.dtype),
+                                      "max": None if hi is None else dtypes.encode_value(hi, am.dtype)})]  # fmt: skip
+        return b"".join(out)
+
+
+def _map_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x80 | n,))
+    return b"\xde" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xdf" + n.to_bytes(4, "big")
 
 
 def decode_arrays(raw: bytes, where: str) -> dict[str, ArrayMeta] | None:

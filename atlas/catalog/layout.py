@@ -47,6 +47,10 @@ MAX_COLUMN_BYTES = (1 << 31) - 64
 #: size (or 16 MiB, whichever is larger): bounds what a forged length can allocate.
 MAX_RATIO = 4096
 _RATIO_FLOOR = 16 << 20
+#: blosc2 level of catalogue columns: zstd level 1 compresses the record blocks (most
+#: of a part) 2.4 times faster than level 3 for output about 2% larger, and every
+#: row is rewritten by several merges.
+CLEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ class PartBuilder:
 
     def _compress(self, raw: np.ndarray | bytes, typesize: int) -> tuple[np.ndarray, int]:
         flat = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, (bytes, bytearray)) else raw.view(np.uint8)
-        return encode_payload(flat.reshape(-1), typesize, self.codec)
+        return encode_payload(flat.reshape(-1), typesize, self.codec, CLEVEL)
 
     def add(self, name: str, raw: np.ndarray | bytes, typesize: int = 1) -> None:
         """Append one column from its raw bytes (a numpy array is taken as its bytes)."""

@@ -9,7 +9,7 @@ where their kinds differ between parts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,12 +20,13 @@ from atlas.catalog.build import (
     FLAG_STRINGS,
     add_attribute_column,
     add_string_attribute,
-    record_block,
 )
 from atlas.catalog.encoding import encode_strings
 from atlas.catalog.layout import PartBuilder
 from atlas.catalog.part import PartReader
+from atlas.catalog.schemas import FLAG_SCHEMAS, SchemaInterner
 from atlas.catalog.snapshot import merge_positions, merge_sorted, winning_rows
+from atlas.errors import CorruptStoreError
 
 __all__ = ["merge_columns"]
 
@@ -47,11 +48,7 @@ def merge_columns(
     builder.add("name", encode_strings(merge_sorted(kept, pos)))
     for name, dtype in (("id", "<u8"), ("version", "<u8"), ("tombstone", "u1")):
         builder.add(name, _gather(readers, rows, pos, n, lambda r, c=name: r.fixed(c), dtype), np.dtype(dtype).itemsize)
-    records = np.empty(n, dtype=object)
-    for reader, r, p in zip(readers, rows, pos):
-        _copy_records(reader, r, p, records)
-    blocks = (record_block(records[i : i + BLOCK_ROWS].tolist()) for i in range(0, n, BLOCK_ROWS))
-    builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
+    builder.add("record_blocks", builder.add_blocks("records", _record_blocks(readers, rows, pos, n)), 8)
     attributes = _merge_attributes(readers, rows, pos, n, builder)
     arrays = _merge_stats(readers, rows, pos, n, builder)
     return n, attributes, arrays
@@ -70,23 +67,58 @@ def _gather(
     return out
 
 
-def _copy_records(reader: PartReader, rows: np.ndarray, pos: np.ndarray, out: np.ndarray) -> None:
-    if not rows.size:
+def _record_blocks(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int) -> Iterator[bytes]:
+    """The merged record blocks, copied from the (verified) source blocks without decoding a record.
+
+    Each merged row points at its record's bytes in a decompressed source block;
+    the rows whose records follow each other in one source block form runs, and each
+    merged block is its offsets table plus a join of slices of a few runs.
+    """
+    pool_of = np.zeros(n, dtype=np.int64)
+    start = np.zeros(n, dtype=np.int64)
+    length = np.zeros(n, dtype=np.int64)
+    pools: list[bytes] = []
+    for reader, r, p in zip(readers, rows, pos):
+        if not r.size:
+            continue
+        block_rows = reader.index.block_rows
+        which = r // block_rows
+        cuts = np.flatnonzero(which[1:] != which[:-1]) + 1  # rows ascending: one slice per block
+        tomb = reader.tombstones()
+        for sel in np.split(np.arange(r.size), cuts):
+            k = int(which[sel[0]])
+            offsets, data = reader.block(k)
+            local = r[sel] - k * block_rows
+            lo, hi = offsets[local], offsets[local + 1]
+            nil = hi - lo == 1
+            if nil.any():  # offsets are checked to lie within the block
+                nil[nil] = np.frombuffer(data, dtype=np.uint8)[lo[nil]] == _NIL[0]
+            bad = np.flatnonzero(nil != tomb[r[sel]])
+            if bad.size:  # a record must agree with its tombstone flag: the precise error
+                reader.record(int(r[sel[bad[0]]]), (offsets, data))
+            pool_of[p[sel]], start[p[sel]], length[p[sel]] = len(pools), lo, hi - lo
+            pools.append(data)
+    if not n:
         return
-    block_rows = reader.index.block_rows
-    which = rows // block_rows
-    tomb = reader.tombstones()
-    for k in np.unique(which).tolist():
-        sel = np.flatnonzero(which == k)
-        offsets, data = reader.block(k)
-        local = (rows[sel] - k * block_rows).tolist()
-        starts, ends = offsets[local].tolist(), offsets[np.asarray(local) + 1].tolist()
-        chunk = [data[a:b] for a, b in zip(starts, ends)]
-        for j, row in enumerate(rows[sel].tolist()):
-            # a record must agree with its tombstone flag; anything else is checked on read
-            if tomb[row] != (chunk[j] == _NIL):
-                reader.record(row, (offsets, data))  # raises the precise error
-        out[pos[sel]] = _as_objects(chunk)
+    end = start + length
+    joined = np.ones(n, dtype=bool)  # row i continues the run of row i - 1
+    joined[1:] = (pool_of[1:] == pool_of[:-1]) & (start[1:] == end[:-1])
+    joined[::BLOCK_ROWS] = False
+    heads = np.flatnonzero(~joined)
+    tails = np.append(heads[1:], n)
+    pieces = [memoryview(pools[q])[a:b] for q, a, b in zip(pool_of[heads].tolist(), start[heads].tolist(),
+                                                           end[tails - 1].tolist())]  # fmt: skip
+    block_of = (heads // BLOCK_ROWS).tolist()
+    first = 0
+    for b in range(0, n, BLOCK_ROWS):
+        count = min(BLOCK_ROWS, n - b)
+        offsets = np.zeros(count + 1, dtype="<u4")
+        np.cumsum(length[b : b + count], out=offsets[1:])
+        last = first
+        while last < len(block_of) and block_of[last] == b // BLOCK_ROWS:
+            last += 1
+        yield offsets.tobytes() + b"".join(pieces[first:last])
+        first = last
 
 
 def _as_objects(items: list[Any]) -> np.ndarray:
@@ -101,6 +133,11 @@ def _merge_attributes(
     keys = sorted({k for r in readers for k in r.attribute_kinds()})
     out = []
     for i, key in enumerate(keys):
+        kinds_ = {r.attribute_kinds()[key][1] for r in readers if key in r.attribute_kinds()}
+        if kinds_ == {"string"}:
+            _merge_strings(readers, rows, pos, n, builder, i, key)
+            out.append([key, "string"])
+            continue
         found = [(r, rw, p, r.attribute(key, typed=True)) for r, rw, p in zip(readers, rows, pos)]
         found = [(rw, p, f) for _, rw, p, f in found if f is not None]
         kinds = {f[0] for _, _, f in found}
@@ -132,6 +169,34 @@ def _merge_attributes(
             kind = add_attribute_column(builder, i, typed)
         out.append([key, kind])
     return out
+
+
+def _merge_strings(
+    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder, i: int, key: str
+) -> None:
+    """A string key of every part: codes remapped into the sorted union of the used values."""
+    present = np.zeros(n, dtype="u1")
+    found = []
+    for reader, rw, p in zip(readers, rows, pos):
+        got = reader.string_codes(key)
+        if got is None:
+            continue
+        codes, dictionary, has = got
+        live = has[rw].astype(bool)
+        present[p[live]] = 1
+        used = np.unique(codes[rw[live]])
+        found.append((p[live], codes[rw[live]], used, dictionary[used].tolist()))
+    merged = sorted(set().union(*(values for *_, values in found)))
+    code = {v: k for k, v in enumerate(merged)}
+    out = np.zeros(n, dtype="<u4")
+    for at, codes, used, values in found:
+        if used.size:
+            remap = np.zeros(int(used[-1]) + 1, dtype="<u4")
+            remap[used] = [code[v] for v in values]
+            out[at] = remap[codes]
+    builder.add(f"a{i}.present", present)
+    builder.add(f"a{i}.codes", out, 4)
+    builder.add(f"a{i}.dict", encode_strings(merged))
 
 
 def _typed_values(kind: str, values: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -170,6 +235,10 @@ def _merge_stats(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, b
         ndim = field("ndim", "u1")
         builder.add(p_ + "ndim", ndim)
         builder.add(p_ + "extents", _merge_extents(readers, groups, rows, pos, ndim), 8)
+        codes, interner = _merge_schemas(readers, array, groups, rows, pos, n)
+        builder.add(p_ + "schema", codes, 4)
+        builder.add(p_ + "schemas", interner.column())
+        flags |= FLAG_SCHEMAS
         for bit, names_ in ((FLAG_EXACT, ("imin", "imax")), (FLAG_STRINGS, ("smin", "smax"))):
             if not flags & bit:
                 continue
@@ -188,6 +257,39 @@ def _merge_stats(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, b
                     builder.add(p_ + name, encode_strings(strs.tolist()))
         out.append([array, flags])
     return out
+
+
+def _merge_schemas(
+    readers: Sequence[PartReader], array: str, groups: list[tuple[int, int] | None], rows: Rows, pos: Rows, n: int
+) -> tuple[np.ndarray, SchemaInterner]:
+    """The ``schema`` codes in merged row order and their dictionary.
+
+    Codes of parts with interned schemas are remapped into the merged dictionary;
+    parts written before schema interning get theirs from their records.
+    """
+    codes = np.zeros(n, dtype="<u4")
+    interner = SchemaInterner()
+    for reader, g, r, p in zip(readers, groups, rows, pos):
+        if g is None or not r.size:
+            continue
+        table = reader.schemas(array)
+        if table is not None:
+            has = table.has[r]
+            remap = np.array([interner.code_of(t) for t in table.template_bytes()], dtype="<u4")
+            codes[p[has]] = remap[table.codes[r[has]]] if remap.size else 0
+            continue
+        has = reader.fixed(f"s{g[0]}.state")[r] > 0
+        block_rows, k, block = reader.index.block_rows, -1, None
+        for row, at in zip(r[has].tolist(), p[has].tolist()):  # rows ascending: each block decoded once
+            if row // block_rows != k:
+                k = row // block_rows
+                block = reader.block(k)
+            arrays = reader.arrays(row, block)
+            am = None if arrays is None else arrays.get(array)
+            if am is None:
+                raise CorruptStoreError(f"{reader.where} row {row}: stats state disagrees with the record")
+            codes[at] = interner.code(am)
+    return codes, interner
 
 
 def _merge_extents(

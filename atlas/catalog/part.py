@@ -31,6 +31,7 @@ from atlas.catalog.layout import (
     parse_index,
     read_footer,
 )
+from atlas.catalog.schemas import SchemaTable, read_schema_table
 from atlas.engine.codecs import checksum, decode_payload
 from atlas.errors import ChecksumError, CorruptStoreError
 from atlas.metadata import ArrayMeta, DatasetMeta
@@ -42,7 +43,7 @@ ReadRange = Callable[[str, int, int], Any]
 _FIXED = {
     "id": "<u8", "version": "<u8", "tombstone": "u1", "state": "u1", "slot": "<u8", "dtype": "u1",
     "row_count": "<u8", "null_count": "<u8", "min": "<f8", "max": "<f8", "ndim": "u1", "imin": "<u8",
-    "imax": "<u8", "present": "u1", "codes": "<u4", "extents": "<u8",
+    "imax": "<u8", "present": "u1", "codes": "<u4", "extents": "<u8", "schema": "<u4",
 }  # fmt: skip
 _TYPED_COLUMN = {name: np.dtype("u1") if name == "bool" else dtypes.storage_dtype(name) for name in DTYPE_CODES}
 
@@ -204,6 +205,30 @@ class PartReader:
         i = row % self.index.block_rows
         return decode_arrays(data[offsets[i] : offsets[i + 1]], f"{self.where} row {row}")
 
+    def schemas(self, array: str) -> SchemaTable | None:
+        """The interned schemas of ``array`` (kept), or None when the part has none for it.
+
+        Parts written before schema interning have none: their arrays are read
+        through the records.
+        """
+        key = "schemas:" + array
+        if key not in self._columns:
+            self._columns[key] = read_schema_table(self, array)
+        return self._columns[key]
+
+    def string_codes(self, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(codes, dictionary, present)`` of a ``string`` attribute column (what merges remap), or None."""
+        found = self.attribute_kinds().get(key)
+        if found is None or found[1] != "string":
+            return None
+        i = found[0]
+        present = self.fixed(f"a{i}.present")
+        codes = self.fixed(f"a{i}.codes")
+        dictionary = self._dictionary(f"a{i}.dict")
+        if (present.size and present.max() > 1) or (codes.size and int(codes.max()) >= max(len(dictionary), 1)):
+            raise CorruptStoreError(f"{self.where} attribute {key!r}: dictionary code or presence out of range")
+        return codes, dictionary, present
+
     def key(self, row: int) -> tuple[int, int]:
         """``(id, version)`` of a row from the key columns."""
         return int(self.fixed("id")[row]), int(self.fixed("version")[row])
@@ -350,11 +375,16 @@ class PartReader:
             if name != "records":
                 stored = self.read(col.offset, col.length)
                 decode_column(stored, col, None, f"{self.where} column {name!r}")
+        tables = {a: t for a in self.stats_groups() if (t := self.schemas(a)) is not None}
         for k in range(self.block_table().shape[0]):
             block = self.block(k)
             start = k * self.index.block_rows
             for row in range(start, min(start + self.index.block_rows, self.rows)):
-                self.record(row, block)
+                ds = self.record(row, block)
+                for array, table in tables.items():
+                    table.check_row(row, None if ds is None else ds.arrays.get(array))
+        for table in tables.values():
+            table.check()  # every template checked with the shapes it is used with
         for key in self.attribute_kinds():
             self.attribute(key)
         for array in self.stats_groups():

@@ -76,8 +76,8 @@ def checksum(data: np.ndarray | bytes | memoryview) -> int:
     return libblosc2.payload_xxh64(data)
 
 
-def encode_payload(raw: np.ndarray, typesize: int, codec: str) -> tuple[np.ndarray, int]:
-    """Compress the flat uint8 ``raw`` with the store ``codec``.
+def encode_payload(raw: np.ndarray, typesize: int, codec: str, clevel: int = CLEVEL) -> tuple[np.ndarray, int]:
+    """Compress the flat uint8 ``raw`` with the store ``codec`` (at ``clevel``).
 
     Returns ``(stored bytes as uint8 array, codec id)``.  The chunk is stored raw
     when compression would not make it smaller.
@@ -89,7 +89,7 @@ def encode_payload(raw: np.ndarray, typesize: int, codec: str) -> tuple[np.ndarr
     packed = blosc.compress2(
         raw,
         codec=blosc.Codec.ZSTD if cid == ZSTD else blosc.Codec.LZ4,
-        clevel=CLEVEL,
+        clevel=clevel,
         filter=blosc.Filter.SHUFFLE if typesize > 1 else blosc.Filter.NOFILTER,
         typesize=max(1, min(typesize, 255)),
         nthreads=1,

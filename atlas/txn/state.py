@@ -21,7 +21,7 @@ from atlas.catalog import Catalog
 from atlas.engine.family import FamilyEngine
 from atlas.engine.segment_io import SegmentIO
 from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError
-from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, Stats, check_counter
+from atlas.metadata import COUNTER_LIMITS, ArrayFamily, ArrayMeta, DatasetMeta, Stats, check_counter
 from atlas.names import encode_dir_name
 from atlas.txn.leases import Lease
 from atlas.txn.snapshot import Base, Snapshot, open_snapshot
@@ -29,6 +29,10 @@ from atlas.txn.snapshot import Base, Snapshot, open_snapshot
 __all__ = ["WorkingState", "shallow_copy"]
 
 logger = logging.getLogger("atlas")
+
+# The counter limits, read once: every new dataset and array compares against them.
+_ID_LIMIT = COUNTER_LIMITS["next_dataset_id"]
+_SLOT_LIMIT = COUNTER_LIMITS["next_slot"]
 
 
 @dataclass
@@ -202,18 +206,32 @@ class WorkingState:
     # -- mutations ---------------------------------------------------------------------------
 
     def touch(self, name: str) -> DatasetMeta:
-        """The dataset's working copy, copied from the snapshot on first change."""
-        ds = self.dataset(name)
+        """The dataset's working copy, copied from the snapshot on first change.
+
+        Copy-on-write once per dataset per transaction: later changes to the same
+        dataset find its working copy in ``pending`` and copy nothing.
+
+        Raises
+        ------
+        DatasetNotFoundError
+            When there is no such dataset (or this handle deleted it).
+        """
+        ds = self.pending.get(name) if type(name) is str else None
+        if ds is None:
+            ds = self.dataset(name)  # raises for a missing or deleted dataset
+            if name not in self.pending:
+                ds = self.pending[name] = _copy_dataset(ds)
         self.changes += 1
-        if name not in self.pending:
-            ds = self.pending[name] = _copy_dataset(ds)
         return ds
 
     def add_dataset(self, name: str) -> DatasetMeta:
-        check_counter("next_dataset_id", self.next_dataset_id + 1, self.backend.location)
-        ds = DatasetMeta(id=self.next_dataset_id, version=self.base.generation + 1)
+        """Stage a new, empty dataset ``name`` (the caller checked that it is free)."""
+        next_id = self.next_dataset_id
+        if next_id + 1 > _ID_LIMIT:
+            check_counter("next_dataset_id", next_id + 1, self.backend.location)
+        ds = DatasetMeta(next_id, self.base.generation + 1, {}, {})
         self.changes += 1
-        self.next_dataset_id += 1
+        self.next_dataset_id = next_id + 1
         self.pending[name] = ds
         return ds
 
@@ -225,9 +243,11 @@ class WorkingState:
         self.pending[name] = None
 
     def new_slot(self) -> int:
+        """Take the next array slot (``CorruptStoreError`` past the counter's limit)."""
         slot = self.next_slot
-        check_counter("next_slot", slot + 1, self.backend.location)
-        self.next_slot += 1
+        if slot + 1 > _SLOT_LIMIT:
+            check_counter("next_slot", slot + 1, self.backend.location)
+        self.next_slot = slot + 1
         return slot
 
     def discard(self) -> None:
@@ -268,7 +288,10 @@ class WorkingState:
         Called after every write, it also keeps the lease over earlier spilled
         files fresh (see :mod:`atlas.txn.leases`).
         """
-        if sum(e.pending_nbytes for e in self.engines.values()) <= self.max_pending_bytes:
+        staged = 0
+        for engine in self.engines.values():  # a loop: cheaper than sum() over a generator
+            staged += engine.pending_nbytes
+        if staged <= self.max_pending_bytes:
             self.lease.renew()
             return
         metas = self.pending_metas()
