@@ -15,7 +15,6 @@ values, attributes and, after ``flush``, the same bytes and stats.
 
 from __future__ import annotations
 
-import gc
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -26,7 +25,7 @@ from atlas import attributes, dtypes
 from atlas.dataset import default_chunk_shape
 from atlas.engine.staged import PendingChunk
 from atlas.errors import DatasetExistsError, DTypeError, InvalidArgumentError
-from atlas.metadata import ArrayMeta, DatasetMeta, check_counter
+from atlas.metadata import ArrayMeta, DatasetMeta, check_counter, gc_paused
 from atlas.names import validate_label, validate_name
 from atlas.selection import check_label, check_new_array_name
 from atlas.txn.state import WorkingState
@@ -70,13 +69,8 @@ def add_datasets(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
     """
     # A batch creates many small acyclic objects: the collector's passes over the
     # growing working state would cost more than the ingest itself and free nothing.
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _add(state, datasets)
-    finally:
-        if was_on:
-            gc.enable()
 
 
 def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:

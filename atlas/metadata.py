@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -285,16 +286,32 @@ def encode_manifest(m: Manifest, meta_format: str, compression: str) -> bytes:
     return bytes(blosc2.compress2(raw, codec=codec, clevel=5, filter=blosc2.Filter.NOFILTER, typesize=1))
 
 
+#: Blocks inside :func:`gc_paused` in every thread, and whether the collector was on
+#: when the first of them began: the collector is a process-wide switch, so threads
+#: pausing it at once must agree on who turns it back on (the last one out).
+_gc_pause = {"depth": 0, "was_on": False}
+_gc_pause_lock = threading.Lock()
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector (when it is on) for the block."""
-    was_on = gc.isenabled()
-    gc.disable()
+    """Pause the cyclic garbage collector (when it is on) for the block.
+
+    Safe from several threads at once: the collector is turned back on when the
+    last overlapping block ends, and only if it was on when the first began.
+    """
+    with _gc_pause_lock:
+        if _gc_pause["depth"] == 0:
+            _gc_pause["was_on"] = gc.isenabled()
+            gc.disable()
+        _gc_pause["depth"] += 1
     try:
         yield
     finally:
-        if was_on:
-            gc.enable()
+        with _gc_pause_lock:
+            _gc_pause["depth"] -= 1
+            if _gc_pause["depth"] == 0 and _gc_pause["was_on"]:
+                gc.enable()
 
 
 def decode_manifest(data: bytes, meta_format: str, compression: str, where: str) -> Manifest:

@@ -1,93 +1,163 @@
 """Benchmark of search by metadata (``Atlas.catalog`` / ``Atlas.find`` machinery).
 
 Each dataset: one float32 ``temp`` (24,) with stats plus 30 attributes (15 float64,
-15 short strings), the rows of ``bench_catalog.py``.  For each N, two sources:
+15 short strings), the rows of ``bench_catalog.py``.  For each N, the sources:
 
 * ``dict``: the mapping name -> DatasetMeta a v1 store (or a handle's pending
-  datasets) searches, as ``Atlas.find`` does today;
-* ``catalog``: a format v2 :class:`~atlas.catalog.Catalog` over one part held in
-  memory (the source once the catalogue is wired into the store), opened anew
-  for each run (its names are resolved by every run);
+  datasets) searches;
+* ``catalog``: a format v2 :class:`~atlas.catalog.Catalog` over one part file,
+  opened anew for each run: the first query after ``Atlas.open`` (its names,
+  columns and everything else are read by the run);
 * ``listed``: the same catalogue after ``list_datasets`` (names resolved once),
   columns built anew for each run;
 * ``repeat``: the same table for every run, as ``Atlas.find`` keeps it per
-  committed catalogue (columns built by the first run, up to 8 kept).
+  committed catalogue (columns built by the first run, up to 8 kept);
+* ``2 parts``: as ``catalog`` with a newer part on top (a later commit that
+  replaced 1 000 datasets, deleted every tenth of them and added 100);
+* ``pending``: as ``catalog`` under a handle's uncommitted changes (one dataset
+  replaced, one deleted, one added), as ``Atlas.find`` sees them.
 
-Timed, on a fresh table each time (columns are built on first use, so nothing is
-cached between runs; best of 3): ``catalog(columns=4 attributes)`` (the pandas
-DataFrame) and ``find`` with 3 predicates including a stats range.  The part
-write is not timed.  Issue 15 targets at N = 1 000 000: catalog 0.3 s, find 50 ms.
+Timed for each: ``list`` (a fresh catalogue's ``names()``, what ``list_datasets``
+costs after ``Atlas.open``; fresh sources only), ``catalog(columns=4
+attributes)`` (the pandas DataFrame) and ``find`` with 3 predicates including a
+stats range (the matching names as a list).  The part write is not timed.
+Figures are the median of ``--repeat`` runs (default 5) of the process CPU time
+(``time.process_time``) and the best wall time.  Issue 15 targets at
+N = 1 000 000: catalog 0.3 s, find 50 ms, open + list 0.5 s.
 
-Usage: ``python benchmarks/bench_search.py [--only dict,catalog,listed,repeat] [N ...]`` (default 10000 100000).
+The part of each N is written once into ``--dir`` (default a temporary
+directory) and reused by later runs, so two checkouts can be timed on the same
+file: ``ATLAS_BENCH_ROOT=/path/to/other/checkout python benchmarks/bench_search.py
+--dir /tmp/parts 1000000`` runs this script against the other checkout's library.
+
+Usage: ``python benchmarks/bench_search.py [--dir DIR] [--only dict,catalog,listed,repeat,2 parts,pending]
+[--repeat K] [N ...]`` (default 10000 100000).
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import mmap
+import os
 import secrets
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+ROOT = Path(os.environ.get("ATLAS_BENCH_ROOT", BENCH.parent)).resolve()
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_catalog import make_rows  # noqa: E402
-
-from atlas.catalog import Catalog, write_part  # noqa: E402
+# The library first: bench_catalog puts this checkout first on the path when imported.
+from atlas.catalog import Catalog, PartRef, write_part  # noqa: E402
 from atlas.search import select  # noqa: E402
 from atlas.search.frame import catalog_frame  # noqa: E402
-from atlas.search.table import CatalogTable, DictTable  # noqa: E402
+from atlas.search.table import CatalogTable, DictTable, OverlayTable  # noqa: E402
+
+sys.path.insert(0, str(BENCH))
+from bench_catalog import make_rows  # noqa: E402
 
 COLUMNS = ["f1", "f7", "s2", "s9"]
 WHERE = "s3 == 'plat10' and f5 > 100 and temp.max between 200 and 800"
 
 
-def best(fn, repeat: int = 3) -> float:
-    times = []
+def timed(fn, repeat: int) -> tuple[float, float]:
+    """``(median CPU seconds, best wall seconds)`` of ``repeat`` calls of ``fn``."""
+    cpu, wall = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, w0 = time.process_time(), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return statistics.median(cpu), min(wall)
 
 
-def run(n: int, only: str | None = None) -> None:
-    rows = make_rows(n)
-    datasets = dict(rows)
-    _, buffers, ref = write_part(rows, "zstd", 1, secrets.token_bytes(16))
-    blob = b"".join(bytes(b) for b in buffers)
+def newer_rows(n: int) -> list:
+    """A later commit's part over ``n`` rows: 1 000 datasets replaced (every 10th deleted), 100 added."""
+    rows = [(name, None if i % 10 == 0 else meta) for i, (name, meta) in enumerate(make_rows(min(n, 1000)))]
+    added = [(f"profile_{n + i:07d}", meta) for i, (_, meta) in enumerate(make_rows(100))]
+    return rows + added
 
-    def read_range(_path: str, offset: int, length: int) -> bytes:
-        return blob[offset : offset + length]
 
+def part_file(n: int, directory: Path, newer: bool = False) -> tuple[Path, PartRef]:
+    """The part of ``n`` rows in ``directory`` (or the newer part over it), written on first use."""
+    stem = f"search-{n}" + ("-newer" if newer else "")
+    path, meta = directory / f"{stem}.cat", directory / f"{stem}.json"
+    if not (path.exists() and meta.exists()):
+        rows = newer_rows(n) if newer else make_rows(n)
+        _, buffers, ref = write_part(rows, "zstd", 2 if newer else 1, secrets.token_bytes(16))
+        with open(path, "wb") as fh:
+            for buf in buffers:
+                fh.write(bytes(buf))
+        meta.write_text(json.dumps(dataclasses.asdict(ref)))
+    return path, PartRef(**json.loads(meta.read_text()))
+
+
+def run(n: int, directory: Path, only: set[str] | None, repeat: int) -> None:
+    refs, files = [], {}
+    for newer in (False, True):
+        path, part = part_file(n, directory, newer)
+        fh = open(path, "rb")  # noqa: SIM115 - kept open for the mmap's lifetime
+        files[part.path] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        refs.append(part)
+    ref = refs[0]
+
+    def read_range(path: str, offset: int, length: int) -> bytes:
+        return files[path][offset : offset + length]
+
+    changed = make_rows(2)
+    pending = {changed[0][0]: changed[1][1], f"profile_{n // 2:07d}": None, "zz-new": changed[0][1]}
     opened = Catalog([ref], read_range)
     opened.names()  # a handle's catalogue after open + list_datasets
     shared = CatalogTable(opened)
     sources = {
-        "dict": lambda: DictTable(datasets),
         "catalog": lambda: CatalogTable(Catalog([ref], read_range)),
         "listed": lambda: CatalogTable(opened),
         "repeat": lambda: shared,
+        "2 parts": lambda: CatalogTable(Catalog(refs, read_range)),
+        "pending": lambda: OverlayTable(CatalogTable(Catalog([ref], read_range)), pending),
     }
+    if only is not None and "dict" in only:
+        datasets = dict(make_rows(n))
+        sources = {"dict": lambda: DictTable(datasets), **sources}
     for label, make in sources.items():
-        if only is not None and label not in only.split(","):
+        if only is not None and label not in only:
             continue
         found = len(select(make(), WHERE))
-        t_cat = best(lambda: catalog_frame(make(), COLUMNS, None))  # noqa: B023
-        t_find = best(lambda: select(make(), WHERE))  # noqa: B023
-        t_open = best(make)
+        listing = ""
+        if label in ("catalog", "2 parts"):
+            parts = [ref] if label == "catalog" else refs
+            cpu, wall = timed(lambda: Catalog(parts, read_range).names(), repeat)  # noqa: B023
+            listing = f"list {cpu * 1e3:7.1f} ms cpu ({wall * 1e3:7.1f} wall)  "
+        cat_cpu, cat_wall = timed(lambda: catalog_frame(make(), COLUMNS, None), repeat)  # noqa: B023
+
+        def find() -> list[str]:  # what Atlas.find does
+            table = make()  # noqa: B023
+            rows = select(table, WHERE)
+            names_at = getattr(table, "names_at", None)  # only the result's names (absent before)
+            return names_at(rows) if names_at is not None else [table.names[i] for i in rows]
+
+        find_cpu, find_wall = timed(find, repeat)
         print(
-            f"N={n:>8} {label:8} table {t_open * 1e3:8.1f} ms  catalog(4 columns) {t_cat * 1e3:8.1f} ms  "
-            f"find(3 predicates) {t_find * 1e3:8.1f} ms  ({found} found)",
+            f"N={n:>8} {label:8} {listing}catalog(4 columns) {cat_cpu * 1e3:7.1f} ms cpu ({cat_wall * 1e3:7.1f} wall)  "
+            f"find(3 predicates) {find_cpu * 1e3:7.1f} ms cpu ({find_wall * 1e3:7.1f} wall)  ({found} found)",
             flush=True,
         )
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    only = None
-    if args[:1] == ["--only"]:
-        only, args = args[1], args[2:]
-    for arg in args or ["10000", "100000"]:
-        run(int(arg), only)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[10_000, 100_000])
+    parser.add_argument("--dir", type=Path, default=None, help="where the part files are written and reused")
+    parser.add_argument("--only", default=None, help="comma-separated sources (default: all but dict)")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    chosen = None if args.only is None else set(args.only.split(","))
+    print(f"library: {Path(sys.modules['atlas'].__file__).parent}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            run(size, args.dir or Path(tmp), chosen, args.repeat)

@@ -22,6 +22,7 @@ runs the same scenarios at full size.
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import subprocess
@@ -36,6 +37,7 @@ from cloud_servers import unique
 from rel_common import options_arg, record_figure
 
 import atlas
+from atlas.metadata import gc_paused
 
 WORKERS = Path(__file__).parent / "workers"
 
@@ -533,3 +535,31 @@ def test_writer_thread_compacts_while_reader_threads_share_the_handle(tmp_path):
 def test_writer_thread_and_reader_threads_soak(tmp_path):
     figures = run_writer_and_readers(tmp_path, writes=5000, compact=True)
     record_figure("test_concurrency::test_writer_thread_and_reader_threads_soak", **figures)
+
+
+def test_gc_paused_from_several_threads_leaves_the_collector_on():
+    """Overlapping ``gc_paused`` blocks in two threads (two handles committing, or
+    bulk-reading, at once): a thread that saw the collector already paused by the
+    other must not leave it off for the rest of the process."""
+    interval = sys.getswitchinterval()
+    was_on = gc.isenabled()
+    gc.enable()
+    sys.setswitchinterval(1e-6)  # thread switches between any two bytecodes
+
+    def work():
+        for _ in range(5000):
+            with gc_paused():
+                pass
+
+    try:
+        for _ in range(10):
+            threads = [threading.Thread(target=work) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert gc.isenabled(), "the cyclic garbage collector was left disabled"
+    finally:
+        sys.setswitchinterval(interval)
+        if was_on:
+            gc.enable()

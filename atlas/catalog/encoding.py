@@ -33,6 +33,8 @@ __all__ = [
 #: kept in the records but get no search column.
 INTERNAL_PREFIX = "_atlas_xarray"
 _SEP = "\udcff"  # 0xFF under surrogateescape
+#: Bytes a string column is split on after decoding, the first it does not hold.
+_SPLITTERS = (b"\x00", b"\x01", b"\x1f", b"\n")
 
 
 def is_internal_key(key: str) -> bool:
@@ -57,15 +59,20 @@ def decode_strings(raw: np.ndarray | bytes, count: int, where: str) -> list[str]
     blob = raw.tobytes() if isinstance(raw, np.ndarray) else bytes(raw)
     if blob.count(b"\xff") != count or (count and blob[-1:] != b"\xff") or (not count and blob):
         raise CorruptStoreError(f"{where}: string column does not hold {count} values")
-    try:
-        # 0xFF replaced by an ASCII byte cannot complete a multi-byte sequence, so
-        # this checks every string on its own.
-        blob.replace(b"\xff", b"\x00").decode("utf-8")
-    except UnicodeDecodeError:
-        raise CorruptStoreError(f"{where}: string column holds invalid UTF-8") from None
     if not count:
         return []
-    out = blob.decode("utf-8", "surrogateescape").split(_SEP)
+    # The terminator becomes a control byte the column does not hold: a strict
+    # decode then checks every string's UTF-8 on its own (an ASCII byte cannot
+    # complete a multi-byte sequence) and the text splits into compact strings.
+    sep = next((c for c in _SPLITTERS if c not in blob), None)
+    try:
+        if sep is not None:
+            out = blob.replace(b"\xff", sep).decode("utf-8").split(sep.decode())
+        else:  # every control byte occurs: split on the escaped terminator instead
+            blob.replace(b"\xff", b"\x00").decode("utf-8")
+            out = blob.decode("utf-8", "surrogateescape").split(_SEP)
+    except UnicodeDecodeError:
+        raise CorruptStoreError(f"{where}: string column holds invalid UTF-8") from None
     out.pop()  # the empty tail after the last terminator
     return out
 

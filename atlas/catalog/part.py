@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -130,10 +130,45 @@ class PartReader:
     def names(self) -> list[str]:
         """Every row's dataset name, sorted (checked)."""
         if "name" not in self._columns:
+            held = self._columns.pop("name ends", None)  # the bytes a search already read
+            if held is not None:
+                where = f"{self.where} column 'name'"
+                self._columns["name"] = decode_strings(held[0], self.rows, where)
             names = self.strings("name")
             if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
+                del self._columns["name"]
                 raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
         return self._columns["name"]
+
+    def name_ends(self) -> tuple[np.ndarray, np.ndarray]:
+        """The names column's bytes (uint8) and the offset of each row's terminator (kept).
+
+        What a search needs to decode the names of its result rows only.
+        """
+        out = self._columns.get("name ends")
+        if out is None:
+            raw = self.column_bytes("name", None)
+            ends = np.flatnonzero(raw == 0xFF)
+            if ends.size != self.rows or (ends.size and ends[-1] != raw.size - 1) or (not ends.size and raw.size):
+                raise CorruptStoreError(f"{self.where} column 'name': string column does not hold {self.rows} values")
+            out = self._columns["name ends"] = (raw, ends)
+        return out
+
+    def names_of(self, rows: Sequence[int]) -> list[str]:
+        """The names of ``rows``, in that order: only those are decoded, unless more
+        than a quarter of the part is asked for (then the whole column, checked)."""
+        idx = np.asarray(rows, dtype=np.int64)
+        if "name" in self._columns or 4 * idx.size > self.rows:
+            names = self.names()
+            return [names[r] for r in idx.tolist()]
+        raw, ends = self.name_ends()
+        blob = memoryview(raw)
+        last = ends[idx]
+        first = np.where(idx > 0, ends[idx - 1] + 1, 0)
+        try:
+            return [str(blob[a:b], "utf-8") for a, b in zip(first.tolist(), last.tolist())]
+        except UnicodeDecodeError:
+            raise CorruptStoreError(f"{self.where} column 'name': string column holds invalid UTF-8") from None
 
     def find(self, name: str) -> int:
         """Row of ``name`` in this part, or -1."""
@@ -216,19 +251,6 @@ class PartReader:
             self._columns[key] = read_schema_table(self, array)
         return self._columns[key]
 
-    def string_codes(self, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """``(codes, dictionary, present)`` of a ``string`` attribute column (what merges remap), or None."""
-        found = self.attribute_kinds().get(key)
-        if found is None or found[1] != "string":
-            return None
-        i = found[0]
-        present = self.fixed(f"a{i}.present")
-        codes = self.fixed(f"a{i}.codes")
-        dictionary = self._dictionary(f"a{i}.dict")
-        if (present.size and present.max() > 1) or (codes.size and int(codes.max()) >= max(len(dictionary), 1)):
-            raise CorruptStoreError(f"{self.where} attribute {key!r}: dictionary code or presence out of range")
-        return codes, dictionary, present
-
     def key(self, row: int) -> tuple[int, int]:
         """``(id, version)`` of a row from the key columns."""
         return int(self.fixed("id")[row]), int(self.fixed("version")[row])
@@ -249,16 +271,11 @@ class PartReader:
         if found is None:
             return None
         i, kind = found
-        present = self.fixed(f"a{i}.present")
-        if present.size and present.max() > 1:
-            raise CorruptStoreError(f"{self.where}: attribute {key!r} presence is not 0/1")
-        where = f"{self.where} attribute {key!r}"
         if kind == "string":
-            codes = self.fixed(f"a{i}.codes")
-            dictionary = self._dictionary(f"a{i}.dict")
-            if codes.size and int(codes.max()) >= max(len(dictionary), 1):
-                raise CorruptStoreError(f"{where}: dictionary code out of range")
+            codes, dictionary, present = self._coded(i, key)
             return kind, (dictionary[codes] if len(dictionary) else np.full(codes.size, "", object)), present
+        present = self._present(i, key)
+        where = f"{self.where} attribute {key!r}"
         if kind == "blob":
             return kind, self._blob(f"a{i}.blob", present, where, typed), present
         if kind not in _TYPED_COLUMN:
@@ -272,6 +289,36 @@ class PartReader:
         elif kind == "timestamp_nanoseconds":
             values = values.view("datetime64[ns]")
         return kind, values, present
+
+    def string_codes(self, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(codes, dictionary, present)`` of a string attribute column, or None
+        (what searches compare and merges remap).
+
+        None when the part has no column ``key`` or stores it as another kind.
+        ``dictionary`` is an object array of ``str`` and every code indexes it
+        (checked); the codes of rows without the key are placeholders.  The codes
+        and presence arrays are the reader's own: not to be written to.
+        """
+        found = self.attribute_kinds().get(key)
+        if found is None or found[1] != "string":
+            return None
+        return self._coded(found[0], key)
+
+    def _coded(self, i: int, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        present = self._present(i, key)
+        codes = self.fixed(f"a{i}.codes")
+        dictionary = self._dictionary(f"a{i}.dict")
+        if codes.size and int(codes.max()) >= max(len(dictionary), 1):
+            raise CorruptStoreError(f"{self.where} attribute {key!r}: dictionary code out of range")
+        if not len(dictionary) and present.any():  # code 0 passes the bound above, and names no value
+            raise CorruptStoreError(f"{self.where} attribute {key!r}: dictionary code out of range (empty dictionary)")
+        return codes, dictionary, present
+
+    def _present(self, i: int, key: str) -> np.ndarray:
+        present = self.fixed(f"a{i}.present")
+        if present.size and present.max() > 1:
+            raise CorruptStoreError(f"{self.where}: attribute {key!r} presence is not 0/1")
+        return present
 
     def _dictionary(self, name: str) -> np.ndarray:
         col = self.index.columns.get(name)
@@ -300,6 +347,14 @@ class PartReader:
             raise CorruptStoreError(f"{where}: blob column does not follow the format: {exc}") from None
         return out
 
+    def extreme_dtypes(self, array: str) -> np.ndarray | None:
+        """Dtype codes of the rows whose stats of ``array`` hold extremes (-1 for the others), or None."""
+        got = self.stats(array, "dtype_code")
+        if got is None:
+            return None
+        state = self.fixed(f"s{self.stats_groups()[array][0]}.state")  # checked by stats()
+        return np.where(state == EXTREMES, got[0].astype(np.int16), np.int16(-1))
+
     def stats_groups(self) -> dict[str, tuple[int, int]]:
         """``{array name: (group number, flags)}`` of the part's stats columns."""
         return {name: (j, flags) for j, (name, flags) in enumerate(self.index.arrays)}
@@ -311,24 +366,32 @@ class PartReader:
             return None
         j, flags = found
         p = f"s{j}."
-        state = self.fixed(p + "state")
-        if state.size and state.max() > EXTREMES:
-            raise CorruptStoreError(f"{self.where}: stats state of array {array!r} is out of range")
-        has = state > 0
-        if field in ("slot", "dtype_code"):
-            values = self.fixed(p + ("slot" if field == "slot" else "dtype"))
-            if field == "dtype_code" and values.size and values.max() >= len(DTYPE_CODES):
-                raise CorruptStoreError(f"{self.where}: dtype code of array {array!r} is out of range")
-            return values, has
+        state = self._checked(p + "state", EXTREMES, f"stats state of array {array!r}")
+        if field in ("has", "slot", "dtype_code", "shape"):
+            has = state > 0
+            if field == "has":  # whether each row defines the array (no other column read)
+                return has, has
+            if field == "shape":
+                return self._shapes(p, has), has
+            if field == "slot":
+                return self.fixed(p + "slot"), has
+            return self._checked(p + "dtype", len(DTYPE_CODES) - 1, f"dtype code of array {array!r}"), has
         if field in ("row_count", "null_count"):
             return self.fixed(p + field), state >= NO_EXTREMES
         if field in ("min", "max"):
             return self.fixed(p + field), state == EXTREMES
         if field in ("min_exact", "max_exact"):
             return self._exact(p, field[:3], flags, state, array), state == EXTREMES
-        if field == "shape":
-            return self._shapes(p, has), has
         raise KeyError(field)
+
+    def _checked(self, name: str, top: int, what: str) -> np.ndarray:
+        """The fixed-width column ``name``, checked once to hold no value above ``top``."""
+        values = self.fixed(name)
+        if f"{name}?" not in self._columns:
+            if values.size and values.max() > top:
+                raise CorruptStoreError(f"{self.where}: {what} is out of range")
+            self._columns[f"{name}?"] = True
+        return values
 
     def _exact(self, p: str, which: str, flags: int, state: np.ndarray, array: str) -> np.ndarray:
         codes, _ = self.stats(array, "dtype_code")

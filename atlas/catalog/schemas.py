@@ -200,4 +200,10 @@ def read_schema_table(reader: PartReader, array: str) -> SchemaTable | None:
     found = reader.stats_groups().get(array)
     if found is None or not found[1] & FLAG_SCHEMAS:
         return None
+    columns = reader.index.columns
+    if f"s{found[0]}.schema" not in columns and f"s{found[0]}.schemas" not in columns:
+        # Merges by writers that predate flag 4 OR the groups' flags and write neither
+        # column (docs/format-v2.md §4.4): the records hold the arrays.  One column
+        # without the other is damage, refused by SchemaTable.
+        return None
     return SchemaTable(reader, found[0], array)

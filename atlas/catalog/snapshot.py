@@ -1,18 +1,20 @@
 """A catalogue snapshot: the datasets of one commit, read lazily from its parts.
 
 Making a :class:`Catalog` reads nothing.  Point lookups (``get``, ``in``) read the
-names column of the parts, newest first, and decode one record block.  Listing
-(``names``) resolves every part once: for each name the row of the newest part
-wins and a tombstone hides the name.  The result is a sorted list of names plus,
-per part, the rows that are live and their positions in that list, so search
-columns come out aligned to ``names()`` with numpy fancy indexing and no Python
-object per dataset.
+names column of the parts, newest first, and decode one record block.  A search
+needs, per part, the rows that are live (for each name the row of the newest
+part wins and a tombstone hides the name) and their positions in name order
+(:mod:`atlas.catalog.winners`): search columns then come out aligned to
+``names()`` without a Python object per dataset, used as stored when one part
+has every row live, and only the names a search returns are decoded
+(:meth:`Catalog.names_at`).  Listing (``names``) decodes and checks them all.
 """
 
 from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import operator
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -23,13 +25,26 @@ from atlas.catalog.build import DTYPE_CODES
 from atlas.catalog.commit import PartRef
 from atlas.catalog.encoding import is_internal_key
 from atlas.catalog.part import PartReader, ReadRange
-from atlas.errors import DatasetNotFoundError
+from atlas.catalog.winners import (  # noqa: F401 - merge_positions, merge_sorted, winning_rows: merging's
+    RowNames,
+    live_rows,
+    merge_positions,
+    merge_sorted,
+    row_positions,
+    runs_of,
+    winning_rows,
+)
+from atlas.errors import CorruptStoreError, DatasetNotFoundError
 from atlas.metadata import ArrayMeta, DatasetMeta
 
-__all__ = ["STATS_FIELDS", "Catalog", "merge_positions", "merge_sorted", "winning_rows"]
+__all__ = ["STATS_FIELDS", "Catalog"]
 
 #: The fields :meth:`Catalog.stats_column` knows.
 STATS_FIELDS = ("slot", "dtype", "row_count", "null_count", "min", "max", "min_exact", "max_exact", "shape")
+#: Binary-searching a large oldest part for a name of a newer part costs about as
+#: much as decoding this many of its names; below that many newer rows per oldest
+#: row, a search does not decode the oldest part's names.
+_LOOKUPS_PER_ROW = 100
 _OBJECT_FIELDS = frozenset(("dtype", "min_exact", "max_exact", "shape"))
 #: Attribute dtypes ``get_attribute`` returns as plain Python values.
 _PLAIN = frozenset(("int64", "float64", "bool", "string"))
@@ -70,8 +85,20 @@ class Catalog:
         self._blocks: OrderedDict[tuple[int, int], tuple[np.ndarray, bytes]] = OrderedDict()
         self._cached_blocks = max(1, cached_blocks)
         self._names: list[str] | None = None
+        # Per part, oldest first: the rows that are live and their positions in
+        # name order; set by _layout (with _count, the number of live datasets).
         self._live_rows: list[np.ndarray] = []
         self._positions: list[np.ndarray] = []
+        self._count: int | None = None
+        # One part whose every row is live: rows and positions are the identity,
+        # so its columns are used as they are, without a gather.
+        self._whole = False
+        self._dead: dict[int, np.ndarray] = {}  # rows of a part that are not live, where asked for
+        self._runs: dict[int, list[tuple[int, int, int]]] = {}  # see runs_of
+        # The names of the newer parts when the oldest part's names are only searched
+        # (:class:`RowNames`): a live row of the oldest part never has one of them.
+        self._newer: set[str] | None = None
+        self._row_names: RowNames | None = None  # the one part's names, searched undecoded
         self._id_order: dict[int, np.ndarray] = {}
 
     # -- point lookups ----------------------------------------------------------------------
@@ -230,21 +257,138 @@ class Catalog:
 
     # -- listing -------------------------------------------------------------------------------
 
+    def _layout(self) -> int:
+        """Live rows and their positions per part; returns the number of live datasets.
+
+        One part needs no names for that (its rows are sorted and a tombstone
+        hides only its own row), so a search of a one-part catalogue decodes only
+        the names of the rows it returns (:meth:`names_at`).  Several parts need
+        the newer parts' names (newer rows hide older ones); the oldest part's are
+        decoded too unless it is much larger (then it is binary-searched for the
+        newer names, see :class:`~atlas.catalog.winners.RowNames`).  The merged
+        list is built only when asked for.
+        """
+        if self._count is None:
+            readers = self._readers
+            if len(readers) == 1:
+                reader = readers[0]
+                tombs = reader.tombstones()
+                self._whole = not tombs.any()
+                rows = np.arange(reader.rows) if self._whole else np.flatnonzero(~tombs)
+                self._live_rows, self._positions = [rows], [rows if self._whole else np.arange(rows.size)]
+            elif readers:
+                names: list[Sequence[str]] = [r.names() for r in readers[1:]]
+                oldest = readers[0]
+                if sum(len(x) for x in names) * _LOOKUPS_PER_ROW <= oldest.rows:
+                    # A few recent rows over a large merged part: that part's names are
+                    # binary-searched for the newer ones instead of decoded.
+                    self._newer = set().union(*names)
+                    names.insert(0, RowNames(oldest))
+                else:
+                    names.insert(0, oldest.names())
+                self._live_rows = live_rows(readers, False, names)
+                self._positions = row_positions(names, self._live_rows)
+            self._count = sum(int(r.size) for r in self._live_rows)
+        return self._count
+
     def _resolve(self) -> list[str]:
+        """Every live name, sorted (built once)."""
         if self._names is not None:
             return self._names
-        kept, rows = winning_rows(self._readers, keep_tombstones=False)
-        self._positions = merge_positions(kept)
-        self._live_rows = rows
-        self._names = merge_sorted(kept, self._positions)
+        n = self._layout()
+        if len(self._readers) == 1:
+            names = self._readers[0].names()
+            self._names = names if self._whole else [names[i] for i in self._live_rows[0].tolist()]
+            return self._names
+        out = np.empty(n, dtype=object)
+        for reader, rows, pos in zip(self._readers, self._live_rows, self._positions):
+            names = np.empty(reader.rows, dtype=object)
+            names[:] = reader.names()
+            out[pos] = names[rows]
+        self._names = out.tolist()
         return self._names
 
     def names(self) -> list[str]:
         """Every live dataset name, sorted by code point (a new list each call)."""
         return list(self._resolve())
 
+    def names_array(self) -> np.ndarray:
+        """:meth:`names` as a new object array (what a DataFrame index is made of)."""
+        names = self._resolve()
+        out = np.empty(len(names), dtype=object)
+        out[:] = names
+        return out
+
     def __len__(self) -> int:
-        return len(self._resolve())
+        return self._layout()
+
+    def names_at(self, positions: Sequence[int] | np.ndarray) -> list[str]:
+        """The names at ``positions`` of :meth:`names` (a search's result rows).
+
+        Decodes only those names when the catalogue has one part and its names
+        are not decoded yet; ascending positions are then checked to give
+        ascending names, so a damaged names column cannot return unsorted results.
+
+        Raises
+        ------
+        CorruptStoreError
+            When the names read are not sorted and distinct.
+        IndexError
+            For a position outside ``-len(self) .. len(self) - 1``.
+        """
+        pos = np.asarray(positions, dtype=np.int64).reshape(-1)
+        n = self._layout()
+        if pos.size and (pos.min() < -n or pos.max() >= n):
+            raise IndexError(f"position out of range for {n} datasets")
+        pos = pos % max(n, 1)  # negative positions count from the end, as in a list
+        if self._names is not None:
+            return [self._names[i] for i in pos.tolist()]
+        if len(self._readers) == 1:
+            out = self._readers[0].names_of(pos if self._whole else self._live_rows[0][pos])
+        else:
+            out = [None] * pos.size  # type: ignore[list-item]  # every position belongs to one part
+            for p, (reader, rows, at) in enumerate(zip(self._readers, self._live_rows, self._positions)):
+                # a part's positions ascend with its rows: each is found by binary search
+                i = np.minimum(np.searchsorted(at, pos), max(at.size - 1, 0))
+                mine = np.flatnonzero(at[i] == pos) if at.size else np.zeros(0, dtype=np.int64)
+                got = reader.names_of(rows[i[mine]])
+                if p == 0 and self._newer is not None and not self._newer.isdisjoint(got):
+                    raise CorruptStoreError(f"{reader.where}: names are not sorted and distinct")
+                for k, name in zip(mine.tolist(), got):
+                    out[k] = name
+        # Names not decoded and checked whole: what is returned must still be sorted.
+        if np.all(pos[1:] > pos[:-1]) and not all(map(operator.lt, out, itertools.islice(out, 1, None))):
+            raise CorruptStoreError(f"{self._readers[0].where}: names are not sorted and distinct")
+        return out
+
+    def locate_names(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, found)``: where each of ``names`` goes in :meth:`names`
+        (``bisect_left``) and whether a live dataset has it.
+
+        A one-part catalogue whose names are not decoded is binary-searched
+        without decoding them (what a handle with a few pending changes needs);
+        :meth:`names_at` checks the order of what a search then returns.
+        """
+        n = self._layout()
+        count = len(names)
+        if self._names is None and len(self._readers) == 1:
+            if self._row_names is None:
+                self._row_names = RowNames(self._readers[0])
+            part = self._row_names
+            rows = np.fromiter((part.lower_bound(x) for x in names), np.int64, count)
+            hits = (r < len(part) and part[r] == x for r, x in zip(rows.tolist(), names))
+            found = np.fromiter(hits, bool, count)
+            if self._whole:
+                return rows, found
+            live = self._live_rows[0]
+            pos = np.searchsorted(live, rows)  # live rows before each
+            if live.size:
+                found &= live[np.minimum(pos, live.size - 1)] == rows  # not a tombstone
+            return pos, found & (pos < live.size)
+        listing = self._resolve()
+        pos = np.fromiter((bisect.bisect_left(listing, x) for x in names), np.int64, count)
+        found = np.fromiter((p < n and listing[p] == x for p, x in zip(pos.tolist(), names)), bool, count)
+        return pos, found
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._resolve())
@@ -261,16 +405,49 @@ class Catalog:
 
     # -- search columns ------------------------------------------------------------------------
 
+    def _live(self, p: int, values: np.ndarray) -> np.ndarray:
+        """The live rows of part ``p``'s column ``values`` (the column itself when all are)."""
+        return values if self._whole else values[self._live_rows[p]]
+
+    def _any_live(self, p: int, flags: np.ndarray) -> bool:
+        """Whether ``flags`` (0/1 per row of part ``p``) is set for one of its live rows."""
+        if self._whole:
+            return bool(flags.any())
+        rows = self._live_rows[p]
+        if 2 * rows.size < flags.size:
+            return bool(flags[rows].any())
+        # mostly live (a large old part): count the few dead rows instead of gathering
+        dead = self._dead.get(p)
+        if dead is None:
+            keep = np.zeros(flags.size, dtype=bool)
+            keep[rows] = True
+            dead = self._dead[p] = np.flatnonzero(~keep)
+        return int(np.count_nonzero(flags)) > int(np.count_nonzero(flags[dead]))
+
+    def _scatter(self, p: int, out: np.ndarray, values: np.ndarray) -> None:
+        """Place part ``p``'s live rows of ``values`` at their positions in ``out``."""
+        if self._whole:
+            out[:] = values
+            return
+        runs = self._runs.get(p)
+        if runs is None:
+            runs = self._runs[p] = runs_of(self._live_rows[p], self._positions[p])
+        if runs:
+            for at, row, length in runs:
+                out[at : at + length] = values[row : row + length]
+        else:
+            out[self._positions[p]] = values[self._live_rows[p]]
+
     def attribute_keys(self) -> list[str]:
         """Sorted attribute keys of the live datasets (internal keys excluded).
 
         Reads the presence column of every key of every part.
         """
-        self._resolve()
+        self._layout()
         out: set[str] = set()
-        for reader, rows in zip(self._readers, self._live_rows):
+        for p, reader in enumerate(self._readers):
             for key, (i, _kind) in reader.attribute_kinds().items():
-                if key not in out and not is_internal_key(key) and reader.fixed(f"a{i}.present")[rows].any():
+                if key not in out and not is_internal_key(key) and self._any_live(p, reader.fixed(f"a{i}.present")):
                     out.add(key)
         return sorted(out)
 
@@ -290,41 +467,111 @@ class Catalog:
         KeyError
             For an internal key (``_atlas_xarray...``).
         """
-        if not isinstance(key, str) or is_internal_key(key):
-            raise KeyError(f"no attribute column {key!r:.200}")
-        names = self._resolve()
+        self._check_key(key)
+        n = self._layout()
         found = [(p, r.attribute(key)) for p, r in enumerate(self._readers)]
-        found = [(p, f) for p, f in found if f is not None and f[2][self._live_rows[p]].any()]
+        found = [(p, f) for p, f in found if f is not None and self._any_live(p, f[2])]
         kinds = {f[0] for _, f in found}
         dtype = found[0][1][1].dtype if len(kinds) == 1 else np.dtype(object)
-        values = np.full(len(names), np.nan) if dtype.kind == "f" else np.zeros(len(names), dtype=dtype)
+        if self._whole and found and found[0][1][1].dtype == dtype:
+            # One part, every row live: its column is the answer (no gather, no copy).
+            _kind, values, pres = found[0][1]
+            present = pres.astype(bool)
+            if dtype.kind == "O":
+                values[~present] = None  # a new array (decoded for this call)
+            return values, present
+        values = np.full(n, np.nan) if dtype.kind == "f" else np.zeros(n, dtype=dtype)
         if dtype.kind == "f":
             values = values.astype(dtype)
-        present = np.zeros(len(names), dtype=bool)
+        present = np.zeros(n, dtype=bool)
         for p, (_kind, vals, pres) in found:
-            rows, pos = self._live_rows[p], self._positions[p]
             if dtype.kind == "O" and vals.dtype.kind != "O":
                 # boxed as get_attribute returns them (see attributes.to_python)
                 boxed = np.empty(vals.size, dtype=object)
                 boxed[:] = vals.tolist() if _kind in _PLAIN else list(vals)
                 vals = boxed
-            values[pos] = vals[rows]
-            present[pos] = pres[rows].astype(bool)
+            self._scatter(p, values, vals)
+            self._scatter(p, present, pres.view(bool))
         if dtype.kind == "O":
             values[~present] = None
         return values, present
 
+    def string_column(self, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(codes, categories, present)`` of a string attribute, aligned to :meth:`names`.
+
+        The dictionary-coded form of :meth:`column` for a key that every part
+        storing it (for a live dataset) stores as strings: the value of dataset
+        ``i`` is ``categories[codes[i]]`` where ``present[i]``.  ``categories`` is
+        an object array of ``str`` (the parts' dictionaries one after the other,
+        so a string may appear more than once); ``codes`` always index it.  A
+        search compares the categories once and gathers the answers by code.
+
+        Returns None when some part stores the key as another kind, or no live
+        dataset has it (:meth:`column` then gives the values).  The arrays may be
+        the catalogue's own: not to be written to.
+
+        Raises
+        ------
+        KeyError
+            For an internal key (``_atlas_xarray...``).
+        """
+        self._check_key(key)
+        n = self._layout()
+        found = []
+        for p, reader in enumerate(self._readers):
+            kind = reader.attribute_kinds().get(key)
+            if kind is None:
+                continue
+            got = reader.string_codes(key)
+            if got is None:
+                if self._any_live(p, reader.fixed(f"a{kind[0]}.present")):
+                    return None  # another kind for some live dataset
+                continue
+            if self._any_live(p, got[2]):
+                found.append((p, got))
+        if not found:
+            return None
+        if self._whole:
+            codes, dictionary, pres = found[0][1]
+            categories = dictionary if len(dictionary) else np.array([""], dtype=object)
+            return codes, categories, pres.view(bool)
+        codes_out = np.zeros(n, dtype=np.int64)
+        present = np.zeros(n, dtype=bool)
+        categories_parts = []
+        offset = 0
+        for p, (codes, dictionary, pres) in found:
+            self._scatter(p, codes_out, codes.astype(np.int64) + offset)
+            self._scatter(p, present, pres.view(bool))
+            dictionary = dictionary if len(dictionary) else np.array([""], dtype=object)
+            categories_parts.append(dictionary)
+            offset += len(dictionary)
+        return codes_out, np.concatenate(categories_parts), present
+
+    @staticmethod
+    def _check_key(key: object) -> None:
+        if not isinstance(key, str) or is_internal_key(key):
+            raise KeyError(f"no attribute column {key!r:.200}")
+
     def array_names(self) -> list[str]:
         """Sorted array names defined by at least one live dataset."""
-        self._resolve()
+        self._layout()
         out = set()
-        for reader, rows in zip(self._readers, self._live_rows):
+        for p, reader in enumerate(self._readers):
             for name in reader.stats_groups():
                 if name not in out:
-                    _, has = reader.stats(name, "slot")
-                    if has[rows].any():
+                    _, has = reader.stats(name, "has")
+                    if self._any_live(p, has):
                         out.add(name)
         return sorted(out)
+
+    def has_array(self, array: str) -> bool:
+        """Whether some live dataset defines ``array`` (reads its stats state columns)."""
+        self._layout()
+        for p, reader in enumerate(self._readers):
+            got = reader.stats(array, "has")
+            if got is not None and self._any_live(p, got[1]):
+                return True
+        return False
 
     def stats_column(self, array: str, field: str) -> tuple[np.ndarray, np.ndarray]:
         """``(values, valid)`` of one per-array stats field, aligned to :meth:`names`.
@@ -333,41 +580,69 @@ class Catalog:
         where stats are recorded), ``min``, ``max`` (float64; valid where the array
         has a valid cell; NaN for strings), ``min_exact``, ``max_exact`` (the exact
         typed values, object array), ``shape`` (tuples).  ``valid`` is False where a
-        dataset does not have the array or the field is unknown for it.
+        dataset does not have the array or the field is unknown for it.  The
+        values may be a read-only view of the catalogue's own column.
         """
         if field not in STATS_FIELDS:
             raise KeyError(f"unknown stats field {field!r:.80}; expected one of {', '.join(STATS_FIELDS)}")
-        names = self._resolve()
+        n = self._layout()
         part_field = "dtype_code" if field == "dtype" else field
+        if self._whole and field not in _OBJECT_FIELDS:
+            got = self._readers[0].stats(array, part_field)
+            if got is not None:
+                values = got[0].view()
+                values.flags.writeable = False  # the reader keeps the column for later calls
+                return values, got[1]
         if field in _OBJECT_FIELDS:
-            values = np.full(len(names), None, dtype=object)
+            values = np.full(n, None, dtype=object)
         elif field in ("min", "max"):
-            values = np.full(len(names), np.nan)
+            values = np.full(n, np.nan)
         else:
-            values = np.zeros(len(names), dtype=np.uint64)
-        valid = np.zeros(len(names), dtype=bool)
-        for reader, rows, pos in zip(self._readers, self._live_rows, self._positions):
+            values = np.zeros(n, dtype=np.uint64)
+        valid = np.zeros(n, dtype=bool)
+        for p, reader in enumerate(self._readers):
             got = reader.stats(array, part_field)
             if got is None:
                 continue
             vals, ok = got
             if field == "dtype":
                 vals = np.array(DTYPE_CODES, dtype=object)[vals]
-            values[pos] = vals[rows]
-            valid[pos] = ok[rows]
+            self._scatter(p, values, vals)
+            self._scatter(p, valid, ok)
         if field in _OBJECT_FIELDS:
             values[~valid] = None
         return values, valid
 
+    def stats_dtypes(self, array: str) -> set[str]:
+        """The dtypes of ``array`` in the live datasets whose stats hold its extremes."""
+        self._layout()
+        out: set[str] = set()
+        for p, reader in enumerate(self._readers):
+            codes = reader.extreme_dtypes(array)
+            if codes is None:
+                continue
+            codes = self._live(p, codes)
+            top = int(codes.max()) if codes.size else -1
+            if top >= 0 and int(np.where(codes < 0, top, codes).min()) == top:  # one dtype (the usual case)
+                out.add(DTYPE_CODES[top])
+            elif top >= 0:
+                counts = np.bincount(codes + 1)[1:]
+                out.update(DTYPE_CODES[c] for c in np.flatnonzero(counts).tolist())
+        return out
+
+    def lists_attribute(self, key: str) -> bool:
+        """Whether some part has a search column for ``key`` (reads no column)."""
+        return any(key in reader.attribute_kinds() for reader in self._readers)
+
     def live_slots(self, array: str) -> np.ndarray:
         """Sorted uint64 slots of ``array`` in every live dataset (no record decoded)."""
-        self._resolve()
+        self._layout()
         out = []
-        for reader, rows in zip(self._readers, self._live_rows):
+        for p, reader in enumerate(self._readers):
             got = reader.stats(array, "slot")
             if got is not None:
                 slots, has = got
-                out.append(slots[rows][has[rows]])
+                out.append(self._live(p, slots)[self._live(p, has)])
         return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.uint64)
 
     def verify(self) -> None:
@@ -380,61 +655,3 @@ class Catalog:
         """
         for reader in self._readers:
             reader.verify()
-
-
-def winning_rows(readers: Sequence[PartReader], keep_tombstones: bool) -> tuple[list[list[str]], list[np.ndarray]]:
-    """Per part (oldest first): the names and rows that win (no newer part has the name).
-
-    Tombstone rows are left out unless ``keep_tombstones``.
-    """
-    kept: list[list[str]] = []
-    rows: list[np.ndarray] = []
-    shadow: list[str] = []  # names of newer parts: they hide older rows
-    for reader in reversed(readers):
-        names = reader.names()
-        live = np.ones(len(names), dtype=bool) if keep_tombstones else ~reader.tombstones()
-        if shadow:
-            live = live.copy()
-            for name in shadow:
-                row = reader.find(name)
-                if row >= 0:
-                    live[row] = False
-        idx = np.flatnonzero(live)
-        kept.append(names if idx.size == len(names) else [names[i] for i in idx.tolist()])
-        rows.append(idx)
-        shadow.extend(names)
-    kept.reverse()
-    rows.reverse()
-    return kept, rows
-
-
-def merge_sorted(kept: list[list[str]], positions: list[np.ndarray]) -> list[str]:
-    """The merge of sorted disjoint lists, given each element's position in it."""
-    if len(kept) == 1:
-        return list(kept[0])
-    out = np.empty(sum(len(k) for k in kept), dtype=object)
-    for names, pos in zip(kept, positions):
-        arr = np.empty(len(names), dtype=object)
-        arr[:] = names
-        out[pos] = arr
-    return out.tolist()
-
-
-def merge_positions(kept: list[list[str]]) -> list[np.ndarray]:
-    """Position of every element of each sorted, mutually disjoint list in their merge.
-
-    For each pair, the shorter list is located in the longer by binary search
-    (``len(short) * log(len(long))`` comparisons); the longer one's shifts follow
-    from those ranks with one vectorised ``searchsorted``.
-    """
-    pos = [np.arange(len(k), dtype=np.int64) for k in kept]
-    for a in range(len(kept)):
-        for b in range(a + 1, len(kept)):
-            small, big = (a, b) if len(kept[a]) <= len(kept[b]) else (b, a)
-            if not kept[small] or not kept[big]:
-                continue
-            target = kept[big]
-            ranks = np.fromiter((bisect.bisect_left(target, x) for x in kept[small]), np.int64, len(kept[small]))
-            pos[small] += ranks
-            pos[big] += np.searchsorted(ranks, np.arange(len(target)), side="right")
-    return pos

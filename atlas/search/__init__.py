@@ -29,6 +29,7 @@ __all__ = [
     "col",
     "parse_where",
     "select",
+    "select_rows",
     "table_of_state",
 ]
 
@@ -39,9 +40,15 @@ def select(table: Table, where: object) -> list[int]:
     A store without datasets answers every query with no rows, even one naming
     columns it does not have (it has none).
     """
+    rows = select_rows(table, where)
+    return list(range(len(table))) if rows is None else rows.tolist()
+
+
+def select_rows(table: Table, where: object) -> np.ndarray | None:
+    """:func:`select` as an int64 array, or None when ``where`` is None (every row)."""
     if where is None:
-        return list(range(len(table)))
+        return None
     expr = as_expression(where)
     if not len(table):
-        return []
-    return np.flatnonzero(expr.mask(table)).tolist()
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(expr.mask(table))

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from atlas.errors import MissingDependencyError, QueryError
-from atlas.search import select
+from atlas.search import select_rows
 from atlas.search.table import Column, Table
 
 __all__ = ["catalog_frame", "column_names", "plain_values"]
@@ -30,6 +30,10 @@ def column_names(table: Table, columns: str | Sequence[str] | None) -> list[str]
 
 
 def _series_values(pd: Any, col: Column) -> Any:
+    if col.codes is not None and col.categories is not None:  # strings read from a catalogue
+        # The distinct strings are checked once, then taken by code (-1: missing).
+        codes = np.where(col.present, col.codes.astype(np.intp, copy=False), -1)
+        return pd.array(col.categories, dtype=pd.StringDtype()).take(codes, allow_fill=True)
     kind, values, present = col.kind, col.values, col.present
     if kind in ("int", "uint"):
         dtype = pd.api.types.pandas_dtype(values.dtype.name.capitalize().replace("Uint", "UInt"))
@@ -51,14 +55,20 @@ def catalog_frame(table: Table, columns: str | Sequence[str] | None, where: Any)
             "(Atlas.find needs only numpy)"
         ) from exc
     names = column_names(table, columns)
-    rows = np.asarray(select(table, where), dtype=np.int64)
-    index = pd.Index(table.names_array()[rows], dtype=object, name="dataset")
+    rows = select_rows(table, where)  # None: every row, so no column is gathered
+    if rows is None:
+        labels = table.names_array()  # a new array: the index takes it as it is
+    else:
+        labels = np.empty(rows.size, dtype=object)
+        labels[:] = table.names_at(rows)
+    index = pd.Index(labels, dtype=object, name="dataset", copy=False)
     data = {}
     for name in names:
         if not len(table):
             data[name] = pd.Series([], dtype=object)
             continue
-        data[name] = pd.Series(_series_values(pd, table.column(name).take(rows)), index=index)
+        col = table.column(name)
+        data[name] = pd.Series(_series_values(pd, col if rows is None else col.take(rows)), index=index)
     return pd.DataFrame(data, index=index, columns=names)
 
 

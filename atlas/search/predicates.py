@@ -125,6 +125,16 @@ class _Predicate(Expression):
             return ~column.present
         if op == "is not null":
             return column.present.copy()
+        if column.codes is not None and column.categories is not None:
+            # A dictionary-coded string column: decided once per distinct string,
+            # then gathered by code (missing rows hold placeholder codes).
+            strings = Column(column.categories, np.ones(column.categories.size, dtype=bool), column.kind)
+            return self._test(strings)[column.codes] & column.present
+        return self._test(column)
+
+    def _test(self, column: Column) -> np.ndarray:
+        """The mask of every test but ``overlaps`` and the ``is null`` forms."""
+        op = self.op
         if op in _COMPARE:
             return self._compare(column, op, self._literal(column, self.value))
         if op == "between":
