@@ -60,8 +60,9 @@ _PLAIN_BY_ID = {id(dt): name for name, dt in _PLAIN_DTYPES.items()}
 _KNOWN: dict[tuple[str, tuple[str, ...], str, tuple[int, ...]], tuple[tuple[str, ...], tuple[int, ...], int]] = {}
 _MAX_KNOWN = 1024
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-#: The most string values whose typed form a batch shares between its datasets.
-_MAX_SHARED_STRINGS = 1 << 16
+#: The most string values whose typed form a batch shares between its datasets: the
+#: values that repeat (platform, units, flags) are few; unique ones would only grow it.
+_MAX_SHARED_STRINGS = 1 << 10
 
 
 def add_datasets(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
