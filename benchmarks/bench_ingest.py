@@ -10,14 +10,18 @@ variant in a fresh interpreter (so each pays its own imports and process starts)
 * **ingest, LocalCluster of 2** (``--cluster``): the same on a dask.distributed
   ``LocalCluster`` of 2 single-threaded worker processes (its start is timed too).
 
-Printed per variant: wall time, files/s, the speed-up over ``create -j 2``, and for
-the ingest variants the bytes the calling process received (compressed fragments)
-against the bytes stored (segments + manifest), the per-file worker cost and the
-commit time (the inputs of the estimate in docs/scale.md).  Every store is checked
-to hold the same datasets as the ``create`` store (``to_xarray`` identical, on a
-sample of ``--check`` datasets).
+``--base LABEL=PATH`` also times ``atlas create -j 2`` of another checkout (a ``git
+worktree`` of an older commit, run with ``PYTHONPATH=PATH``).  Variants run
+interleaved ``--repeat`` times; printed per variant: median wall time, files/s,
+median CPU time (the child and every process it waited for: the machine may be
+shared, CPU time is the steadier figure) and the speed-ups over each ``create``;
+for the ingest variants, the bytes the calling process received (pickled task
+results) against the bytes stored, and the commit time (the inputs of the
+estimate in docs/scale.md).  Every store is checked to hold the same datasets as
+the ``create`` store (``to_xarray`` identical, on a sample of ``--check`` datasets).
 
-Run: ``.venv/bin/python benchmarks/bench_ingest.py -n 2000 --cluster`` (default N: 400).
+Run: ``.venv/bin/python benchmarks/bench_ingest.py -n 2000 --cluster --repeat 3
+--base f93481a=/tmp/base-f93`` (default N: 400).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,14 +70,54 @@ def _run_one(mode: str, src: str, store: str) -> None:
     }))  # fmt: skip
 
 
-def _child(*args: str) -> tuple[float, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def _tree_cpu(root: int, seen: dict[tuple[int, str], float]) -> None:
+    """Record the CPU seconds so far of ``root`` and its descendants (from /proc) in ``seen``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        parents[pid] = int(fields[1])
+        cpu[pid] = ((int(fields[11]) + int(fields[12])) / tick, fields[19])  # utime + stime, start time
+    for pid, (seconds, start) in cpu.items():
+        p = pid
+        while p > 1 and p != root:
+            p = parents.get(p, 0)
+        if p == root:
+            seen[(pid, start)] = max(seen.get((pid, start), 0.0), seconds)
+
+
+def _child(*args: str, path: Path = ROOT) -> tuple[float, float, str]:
+    """Run ``python ARGS`` with ``path`` first on PYTHONPATH: wall seconds, CPU seconds and stdout.
+
+    The CPU time is the child's and every descendant's (worker processes, a fork
+    server's children), sampled from /proc every 0.1 s: the last tenth of a second
+    of each process is missed, a slight underestimate alike for every variant.
+    """
+    env = dict(os.environ, PYTHONPATH=str(path))
+    seen: dict[tuple[int, str], float] = {}
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, check=False)
-    wall = time.perf_counter() - t0
-    if done.returncode:
-        raise SystemExit(f"{args} failed:\n{done.stderr[-3000:]}")
-    return wall, done.stdout
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err, text=True, env=env)
+        while True:
+            try:
+                proc.wait(0.1)
+                break
+            except subprocess.TimeoutExpired:
+                _tree_cpu(proc.pid, seen)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode:
+        raise SystemExit(f"{args} failed:\n{stderr[-3000:]}")
+    return wall, sum(seen.values()), stdout
 
 
 def _same(a: Path, b: Path, sample: int) -> None:
@@ -93,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=400, help="source files (default 400)")
     p.add_argument("--cluster", action="store_true", help="also time a dask.distributed LocalCluster of 2")
     p.add_argument("--check", type=int, default=50, help="datasets compared per store (default 50)")
+    p.add_argument("--repeat", type=int, default=1, help="runs of every variant, interleaved (medians printed)")
+    p.add_argument("--base", action="append", default=[], metavar="LABEL=PATH",
+                   help="also time `atlas create -j 2` of the checkout at PATH (e.g. a `git worktree` of an "
+                        "older commit); repeatable")  # fmt: skip
     p.add_argument("--run-one", nargs=3, metavar=("MODE", "SRC", "STORE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.run_one:
@@ -101,29 +150,56 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     import corpus
 
+    # the reference store is the first base's; without --base, this checkout's own create
+    bases = [(b.split("=", 1)[0], Path(b.split("=", 1)[1])) for b in args.base] or [("this", ROOT)]
+    modes = ["pool"] + (["cluster"] if args.cluster else [])
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    runs: dict[str, list[tuple[float, float]]] = {}
+    extra: dict[str, list[dict]] = {}
+    loads = []
     try:
         src = work / "src"
         corpus.make_corpus(src, args.n, subdirs=4, jobs=2)
         src_bytes = _tree_bytes(src)
-        print(f"{args.n} files, {src_bytes / 1e6:.1f} MB, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
-        ref = work / "create.atlas"
-        base, _ = _child("-m", "atlas", "create", str(src), str(ref), "-j", "2", "-q")
-        print(f"{'create -j 2':<24} {base:7.1f} s {args.n / base:7.1f} files/s   1.00x")
-        modes = ["pool"] + (["cluster"] if args.cluster else [])
-        for mode in modes:
-            out = work / f"{mode}.atlas"
-            wall, text = _child(str(Path(__file__).resolve()), "--run-one", mode, str(src), str(out))
-            r = json.loads(text.strip().splitlines()[-1])
-            stored = _tree_bytes(out)
-            manifest = sum(f.stat().st_size for f in out.glob("atlas.*"))
-            label = "ingest, pool of 2" if mode == "pool" else "ingest, LocalCluster 2"
-            print(f"{label:<24} {wall:7.1f} s {args.n / wall:7.1f} files/s {base / wall:6.2f}x   "
-                  f"received {r['received'] / 1e3:.0f} kB = {100 * r['received'] / stored:.1f}% of stored "
-                  f"{stored / 1e3:.0f} kB (segments {r['segments'] / 1e3:.0f} kB, manifest {manifest / 1e3:.0f} kB); "
-                  f"{r['commits']} commits, {r['commit_s']:.2f} s committing; "
-                  f"{1e3 * 2 * (r['ingest_s'] - r['commit_s']) / args.n:.1f} ms worker time per file")  # fmt: skip
-            _same(ref, out, args.check)
+        print(f"{args.n} files, {src_bytes / 1e6:.1f} MB, {os.cpu_count()} cores, {args.repeat} runs per variant")
+        for rep in range(args.repeat):
+            for i, (name, path) in enumerate(bases):
+                label = f"create -j 2 @{name}"
+                out = work / f"create-{i}.atlas"
+                shutil.rmtree(out, ignore_errors=True)
+                loads.append(os.getloadavg()[0])
+                wall, cpu, _ = _child("-m", "atlas", "create", str(src), str(out), "-j", "2", "-q", path=path)
+                runs.setdefault(label, []).append((wall, cpu))
+                if rep == 0 and i:
+                    _same(work / "create-0.atlas", out, args.check)
+            for mode in modes:
+                label = "ingest, pool of 2" if mode == "pool" else "ingest, LocalCluster 2"
+                out = work / f"{mode}.atlas"
+                shutil.rmtree(out, ignore_errors=True)
+                loads.append(os.getloadavg()[0])
+                wall, cpu, text = _child(str(Path(__file__).resolve()), "--run-one", mode, str(src), str(out))
+                r = json.loads(text.strip().splitlines()[-1])
+                r["stored"] = _tree_bytes(out)
+                runs.setdefault(label, []).append((wall, cpu))
+                extra.setdefault(label, []).append(r)
+                if rep == 0:
+                    _same(work / "create-0.atlas", out, args.check)
+            print(f"run {rep + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f} s" for k, v in runs.items()), flush=True)
+        print(f"1-minute load average at the starts: median {statistics.median(loads):.1f}, "
+              f"range {min(loads):.1f} to {max(loads):.1f}")  # fmt: skip
+        print(f"{'variant':<26} {'wall (median)':>14} {'files/s':>8} {'CPU (median)':>13} {'CPU ms/file':>12}"
+              + "".join(f" {'vs @' + name:>14}" for name, _ in bases))
+        for label, vals in runs.items():
+            wall = statistics.median(v[0] for v in vals)
+            cpu = statistics.median(v[1] for v in vals)
+            ratios = "".join(f" {statistics.median(v[0] for v in runs[f'create -j 2 @{name}']) / wall:13.2f}x"
+                             for name, _ in bases)  # fmt: skip
+            print(f"{label:<26} {wall:12.1f} s {args.n / wall:8.1f} {cpu:11.1f} s {1e3 * cpu / args.n:12.1f}{ratios}")
+        for label, rs in extra.items():
+            r = rs[-1]
+            print(f"{label}: received {r['received'] / 1e3:.0f} kB = {100 * r['received'] / r['stored']:.2f}% of the "
+                  f"{r['stored'] / 1e3:.0f} kB stored (segments {r['segments'] / 1e3:.0f} kB); {r['commits']} "
+                  f"commits, {statistics.median(x['commit_s'] for x in rs):.2f} s committing (median)")  # fmt: skip
         print("every store holds the same datasets (sample compared with to_xarray)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

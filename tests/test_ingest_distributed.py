@@ -93,9 +93,12 @@ def test_process_pool_ingest_equals_single_process(corpus, reference, tmp_path):
     got = atlas.Atlas.open(path, "r")
     assert got.verify() == []
     assert_same_store(got, reference)
-    # the client received metadata only: about the size of the metadata it committed
-    metadata = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and p.suffix != ".af")
-    assert 0 < report.received_bytes < 1.5 * metadata
+    # the client received metadata only, compressed: these files hold more metadata than data,
+    # so it is a fair share of the store (9.6% in batches of 7, 4% in batches of 64: the
+    # records of a batch compress together); 1% needs more data per file (test below)
+    stored = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    catalogue = sum(p.stat().st_size for p in Path(path).rglob("*.cat"))
+    assert 0 < report.received_bytes <= 0.12 * stored and report.received_bytes < 0.25 * catalogue
 
 
 def test_local_cluster_ingest_equals_single_process(corpus, reference, tmp_path, cluster_client):
@@ -130,6 +133,54 @@ def test_killed_worker_is_retried_and_leaves_no_trace(tmp_path, cluster_client, 
     assert got.verify() == []
     assert len(got.list_datasets()) == 5 and "survivor" in got.list_datasets()
     xr.testing.assert_identical(got.to_xarray("survivor"), ingest_sources.die_once(str(marker), "survivor")[0][1])
+
+
+@pytest.mark.parametrize("how", ["exit", "kill"])
+def test_process_pool_retries_a_worker_that_died(tmp_path, corpus, reference, how):
+    path = _new_store(tmp_path / "died.atlas")
+    marker = tmp_path / "died"
+    files = sorted(corpus.rglob("*.nc"))[:5]
+    die = functools.partial(ingest_sources.die_once, str(marker), "survivor", how)
+    # the dying source in the middle: a task before it and one beside it are in flight
+    report = atlas.ingest([files[0], files[1], die, *files[2:]], path, workers=2, batch=1)
+    assert marker.exists()  # a worker process did die in the middle of the ingest
+    assert report.datasets == 6 and len(report.stored) == 6 and not report.failed and report.commits == 1
+    got = atlas.Atlas.open(path, "r+")
+    assert got.verify() == []
+    # identical to a single-process ingest of the same sources
+    single = atlas.Atlas.create(tmp_path / "single.atlas")
+    single.add_xr_dataset(die()[0][1], "survivor")
+    single.flush()
+    ref = atlas.Atlas.open(reference, "r")
+    # a file named alone is named by its stem; in the reference, by its path below the corpus
+    want = {f.stem: ref.to_xarray(f"{f.parent.name}%2F{f.stem}") for f in files}
+    want["survivor"] = single.to_xarray("survivor")
+    assert len(want) == 6 and sorted(got.list_datasets()) == sorted(want)
+    for name, ds in want.items():
+        xr.testing.assert_identical(ds, got.to_xarray(name))
+    got.compact(grace_period=0)  # sweeps whatever the dead process had written
+    assert got.verify() == [] and not list(Path(path).rglob("*.lease"))
+    for name, ds in want.items():
+        xr.testing.assert_identical(ds, got.to_xarray(name))
+
+
+def test_process_pool_gives_up_on_a_task_that_always_kills_its_worker(tmp_path, corpus):
+    from atlas.distributed.client import POOL_RETRIES
+
+    path = _new_store(tmp_path / "doomed.atlas")
+    counter = tmp_path / "attempts"
+    files = sorted(corpus.rglob("*.nc"))[:3]
+    doomed = functools.partial(ingest_sources.die_always, str(counter), "doomed")
+    with pytest.raises(IngestError, match="worker process died each of the 4 times"):
+        atlas.ingest([doomed, *files], path, workers=2, batch=1)
+    assert len(counter.read_text().split()) == POOL_RETRIES + 1 == 4
+    assert atlas.Atlas.open(path, "r").generation == 0  # nothing was committed
+    counter.unlink()
+    report = atlas.ingest([doomed, *files], path, workers=2, batch=1, skip_errors=True)
+    assert len(counter.read_text().split()) == 4
+    assert report.datasets == 3 and len(report.failed) == 1 and "died each of the 4 times" in report.failed[0][1]
+    got = atlas.Atlas.open(path, "r")
+    assert len(got.list_datasets()) == 3 and got.verify() == []
 
 
 def test_worker_killed_mid_ingest(corpus, reference, tmp_path, cluster_client):
@@ -247,15 +298,36 @@ def test_bad_arguments_change_nothing(tmp_path):
     assert pickle.loads(pickle.dumps(atlas.IngestReport())) == atlas.IngestReport()
 
 
+@pytest.fixture(scope="module")
+def corpus200(tmp_path_factory) -> tuple[Path, Path]:
+    """200 derived CMEMS-like files and their single-process ``atlas create`` store."""
+    root = tmp_path_factory.mktemp("c200")
+    src = _make(root / "src", 200)
+    ref = root / "ref.atlas"
+    assert main(["create", str(src), str(ref), "-j", "0", "-q"]) == 0
+    return src, ref
+
+
 @pytest.mark.slow
-def test_200_files_on_a_local_cluster(tmp_path, cluster_client):
-    src = _make(tmp_path / "src", 200)
-    ref = tmp_path / "ref.atlas"
-    assert main(["create", str(src), str(ref), "-j", "2", "-q"]) == 0
+def test_200_files_on_a_local_cluster(tmp_path, cluster_client, corpus200):
+    src, ref = corpus200
     path = _new_store(tmp_path / "c.atlas")
     report = atlas.ingest([src], path, client=cluster_client)
     assert report.datasets == 200
     got = atlas.Atlas.open(path, "r")
+    assert got.verify() == []
+    assert_same_store(got, ref)
+
+
+@pytest.mark.slow
+def test_200_files_on_a_local_cluster_to_s3(cluster_client, corpus200, moto_s3, s3_bucket):
+    src, ref = corpus200
+    url = f"s3://{s3_bucket}/ingest200-{id(src)}"
+    opts = moto_s3.options()
+    atlas.Atlas.create(url, storage_options=opts).close()
+    report = atlas.ingest([src], url, client=cluster_client, storage_options=opts)
+    assert report.datasets == 200
+    got = atlas.Atlas.open(url, "r", storage_options=opts)
     assert got.verify() == []
     assert_same_store(got, ref)
 

@@ -84,15 +84,19 @@ def test_bad_boxes_get_the_usual_errors(tmp_path, start, shape, error):
     ("dtype", "fill"),
     [("float32", None), ("float64", None), ("float32", -999.0), ("float64", 0.0), ("int16", None), ("int32", 7),
      ("uint64", None), ("uint8", 0), ("bool", None), ("bool", False), ("timestamp_nanoseconds", None),
-     ("int64", -1)],
+     ("int64", -1), ("float64", "nan")],
 )  # fmt: skip
 def test_stats_of_many_staged_chunks_equal_the_per_chunk_kernel(dtype, fill):
-    from atlas.engine.chunks import chunk_stats
+    from atlas.engine.chunks import chunk_stats, value_bits
     from atlas.engine.family import FamilyEngine
     from atlas.engine.staged import PendingChunk
-    from atlas.metadata import ArrayFamily, ArrayMeta
+    from atlas.metadata import ArrayFamily, ArrayMeta, Stats
 
     rng = np.random.default_rng(0)
+    metas_fill = [fill] * 60
+    if fill == "nan":  # a distinct NaN object per array: still one group
+        metas_fill = [float("nan") for _ in range(60)]
+        fill = None
     store_dtype = np.dtype("int64") if dtype == "timestamp_nanoseconds" else np.dtype(dtype)
     cells = 6
     rows = []
@@ -108,16 +112,22 @@ def test_stats_of_many_staged_chunks_equal_the_per_chunk_kernel(dtype, fill):
         if r % 10 == 0 and fill is not None:
             v[:] = fill  # every cell null
         rows.append(v)
-    metas = {slot: ArrayMeta(slot, dtype, ("n",), (cells,), (cells,), fill) for slot in range(len(rows))}
+    metas = {slot: ArrayMeta(slot, dtype, ("n",), (cells,), (cells,), metas_fill[slot]) for slot in range(len(rows))}
     engine = FamilyEngine("v", ArrayFamily("v"), None)
     for slot, v in enumerate(rows):
         engine.pending[slot] = {0: PendingChunk(v, None)}
-    engine.precompute_stats(metas)
-    assert sum(engine.pending[s][0].stats is not None for s in metas) > len(rows) // 2  # the stacked path ran
-    for slot, v in enumerate(rows):
+    (group,) = engine.stack_staged(metas, "zstd")
+    assert len(group) > len(rows) // 2  # the stacked path ran
+    assert group.slots.tolist() == sorted(group.slots.tolist())
+    group.set_array_stats(metas)
+    for row, slot in enumerate(group.slots.tolist()):
+        v = rows[slot]
         want = chunk_stats(v, None, metas[slot])
-        got = engine.pending[slot][0].stats or want
+        got = group.chunk_stats(row)
         assert got == want, (slot, v)
+        assert metas[slot].stats == Stats(want.cells, want.null_count, want.minimum, want.maximum)
+        assert int(group.min_bits[row]) == value_bits(want.minimum, dtype)
+        assert int(group.max_bits[row]) == value_bits(want.maximum, dtype)
         for a, b in ((got.minimum, want.minimum), (got.maximum, want.maximum)):
             assert type(a) is type(b) and (a is None or np.signbit(a) == np.signbit(b))
 
@@ -143,7 +153,8 @@ def test_tiny_chunks_are_encoded_as_encode_chunk_does():
         metas[slot] = ArrayMeta(slot, dtype, ("n",), values.shape, values.shape, fill)
         engine.pending[slot] = {0: PendingChunk(values, None)}
     writer = build_segment(engine, metas, "zstd", 1, b"t" * 16)
-    for slot, record in enumerate(writer.records):
+    writer.finish()
+    for slot, record in enumerate(writer.table.tolist()):
         dtype, values, _ = chunks[slot]
         enc = encode_chunk(values, None, metas[slot], "zstd")
         want = (slot, 0, enc.stored.nbytes, enc.raw_nbytes, checksum(enc.stored), enc.stats.null_count,
@@ -151,6 +162,100 @@ def test_tiny_chunks_are_encoded_as_encode_chunk_does():
         got = (record[0], record[1], record[3], record[4], record[5], record[6], record[7], record[8], record[9],
                record[10])  # fmt: skip
         assert got == want, dtype
+
+
+@pytest.mark.parametrize("codec", ["zstd", "none"])
+def test_stacked_chunks_lay_out_the_segment_a_chunk_by_chunk_encoding_writes(codec):
+    """Blocks of stacked tiny chunks, interleaved with chunks encoded one by one, give the same bytes."""
+    from atlas.engine.family import FamilyEngine
+    from atlas.engine.staged import PendingChunk, build_segment
+    from atlas.metadata import ArrayFamily, ArrayMeta
+
+    rng = np.random.default_rng(1)
+    metas, staged = {}, {}
+    for slot in range(3, 400):
+        kind = slot % 7
+        if kind == 0:  # a string array: never stacked
+            values = np.array([f"s{slot}", ""], dtype=object)
+            metas[slot] = ArrayMeta(slot, "string", ("n",), (2,), (2,), None)
+            staged[slot] = {0: PendingChunk(values, None)}
+        elif kind == 1:  # two chunks: never stacked
+            metas[slot] = ArrayMeta(slot, "int16", ("n",), (8,), (4,), None)
+            staged[slot] = {c: PendingChunk(rng.integers(-9, 9, 4).astype(np.int16), None) for c in (0, 1)}
+        elif kind == 2:  # above the raw-only size: stacked stats, compressed one by one (zstd)
+            metas[slot] = ArrayMeta(slot, "float64", ("n",), (40,), (40,), None)
+            staged[slot] = {0: PendingChunk(np.repeat(rng.normal(size=4), 10), None)}
+        elif kind == 3:  # a -0.0 next to a 0.0: left to the per-chunk kernel
+            metas[slot] = ArrayMeta(slot, "float32", ("t",), (5,), (5,), None)
+            staged[slot] = {0: PendingChunk(np.array([0.0, -0.0, 1, 2, np.nan], np.float32), None)}
+        elif kind == 4:  # a 0-d bool
+            metas[slot] = ArrayMeta(slot, "bool", (), (), (), None)
+            staged[slot] = {0: PendingChunk(np.array([slot % 2 == 0]), None)}
+        else:  # the common case: small float32 arrays, some every cell null
+            metas[slot] = ArrayMeta(slot, "float32", ("t",), (5,), (5,), -999.0)
+            values = rng.normal(size=5).astype(np.float32)
+            if slot % 5 == 0:
+                values[:] = -999.0
+            staged[slot] = {0: PendingChunk(values, None)}
+
+    def segment(stack: bool) -> bytes:
+        engine = FamilyEngine("v", ArrayFamily("v"), None)
+        engine.pending = {s: {c: PendingChunk(p.values, p.written) for c, p in chunks.items()}
+                          for s, chunks in staged.items()}  # fmt: skip
+        groups = engine.stack_staged(metas, codec) if stack else []
+        if stack:
+            assert {g.dtype for g in groups} == {"float32", "float64", "bool"}
+            assert any(g.raw for g in groups) and (codec == "none" or not all(g.raw for g in groups))
+        parts, _ = build_segment(engine, metas, codec, 1, b"t" * 16, 1, groups).finish_ref()
+        return b"".join(bytes(memoryview(p)) for p in parts)
+
+    assert segment(True) == segment(False)
+
+
+def test_row_checksums_equal_the_checksum_of_each_row():
+    """The numpy XXH64 of many short rows (and the C path of long ones) is the payload checksum."""
+    from atlas.engine.codecs import checksum, row_checksums
+    from atlas.engine.rowhash import xxh64_rows
+
+    rng = np.random.default_rng(2)
+    for nbytes in [*range(0, 130), 255, 256, 257, 1000]:
+        stride = max(64, -(-nbytes // 64) * 64)
+        block = rng.integers(0, 256, (20, stride), dtype=np.uint8)
+        want = [checksum(block[i, :nbytes].copy()) for i in range(20)]
+        assert xxh64_rows(block, nbytes).tolist() == want, nbytes
+        assert [int(x) for x in row_checksums(block, nbytes)] == want, nbytes
+        assert [int(x) for x in row_checksums(block[:3], nbytes)] == want[:3], nbytes  # few rows: one call each
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_flush_pauses_the_cycle_collector_and_restores_it(tmp_path, enabled):
+    """No automatic collection traverses the staged datasets during a commit; the collector's state is kept."""
+    import gc
+
+    values = np.arange(24, dtype=np.float32)
+    store = atlas.Atlas.create(tmp_path / "s")
+    store.add_datasets((f"d{i:04d}", {"temp": (["time"], values)}, {"lat": float(i)}) for i in range(300))
+    collections = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    threshold = gc.get_threshold()
+    was = gc.isenabled()
+    gc.callbacks.append(count)
+    try:
+        (gc.enable if enabled else gc.disable)()
+        gc.set_threshold(1, 1, 1)  # a collection at nearly every allocation, unless paused
+        store.flush()
+        assert gc.isenabled() is enabled
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(count)
+        (gc.enable if was else gc.disable)()
+    assert len(collections) < 20, len(collections)  # the few before and after the paused commit
+    with atlas.Atlas.open(tmp_path / "s") as s:
+        assert s.open_dataset("d0299").read_array("temp").tolist() == values.tolist()
 
 
 # -- the per-call and batched staging paths remember what passed their checks ---------------------------

@@ -15,10 +15,12 @@ import logging
 import math
 import multiprocessing
 import os
+import pickle
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures import as_completed as pool_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +29,15 @@ from atlas.errors import AtlasError, ConflictError, IngestError, InvalidArgument
 from atlas.txn.fragments import Fragment, SlotReservation, commit_fragments, unpack_fragment
 from atlas.txn.leases import Lease
 
-__all__ = ["IngestReport", "ingest"]
+__all__ = ["POOL_RETRIES", "IngestReport", "ingest"]
 
 logger = logging.getLogger("atlas")
 
 #: Attempts of one commit when other writers commit meanwhile.
 _COMMIT_ATTEMPTS = 5
+#: Times a task of the local pool runs again after a worker process died while it
+#: ran (dask's default ``distributed.scheduler.allowed-failures``).
+POOL_RETRIES = 3
 
 
 @dataclass
@@ -51,7 +56,8 @@ class IngestReport:
     stored_bytes: int = 0
     #: Size of the source files committed.
     source_bytes: int = 0
-    #: Bytes of the (compressed) fragments the client received: metadata only.
+    #: Bytes of the task results the client received, counted pickled as they
+    #: cross the wire (compressed fragments: metadata only).
     received_bytes: int = 0
     commits: int = 0
     #: Seconds spent committing (reading fragments into the state, writing the manifest).
@@ -119,35 +125,83 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=ctx)
 
 
-def _run(tasks: list[Task], client: Any, workers: int | None) -> Iterator[tuple[Task, Any, BaseException | None]]:
+def _run(tasks: list[Task], client: Any, workers: int) -> Iterator[tuple[Task, Any, BaseException | None]]:
     """``(task, fragment, None)`` or ``(task, None, error)`` as tasks finish."""
-    if client is not None:
-        from distributed import as_completed
-
-        futures = {client.submit(run_task, t, pure=False, key=f"atlas-ingest-{os.getpid()}-{id(tasks)}-{t.index}"): t
-                   for t in tasks}  # fmt: skip
-        try:
-            for fut in as_completed(list(futures)):
-                task = futures[fut]
-                try:
-                    yield task, fut.result(), None
-                except Exception as exc:  # the task failed for good (dask's retries are spent)
-                    yield task, None, exc
-                fut.release()
-        finally:
-            client.cancel(list(futures))
+    if client is None:
+        yield from _run_pool(tasks, workers)
         return
-    with _pool(workers or os.cpu_count() or 1) as pool:
-        futs = {pool.submit(run_task, t): t for t in tasks}
-        try:
-            for fut in pool_completed(futs):
-                try:
-                    yield futs[fut], fut.result(), None
-                except Exception as exc:
-                    yield futs[fut], None, exc
-        finally:
-            for fut in futs:
-                fut.cancel()
+    from distributed import as_completed
+
+    futures = {client.submit(run_task, t, pure=False, key=f"atlas-ingest-{os.getpid()}-{id(tasks)}-{t.index}"): t
+               for t in tasks}  # fmt: skip
+    try:
+        for fut in as_completed(list(futures)):
+            task = futures[fut]
+            try:
+                yield task, fut.result(), None
+            except Exception as exc:  # the task failed for good (dask's retries are spent)
+                yield task, None, exc
+            fut.release()
+    finally:
+        client.cancel(list(futures))
+
+
+def _run_pool(tasks: list[Task], workers: int) -> Iterator[tuple[Task, Any, BaseException | None]]:
+    """:func:`_run` on a local process pool, retrying the tasks of a worker process that died.
+
+    At most ``workers`` tasks are in the pool at once, so each of them is running
+    when a process dies.  Which one the dead process ran is unknown (a dead process
+    breaks the whole pool), so, as dask counts a task that was running on a worker
+    that died, every task in flight gets a strike and runs again on a new pool.
+    Unlike dask, a task with a strike then runs alone, so a task that kills its
+    process does not take the strikes of the tasks beside it: only the culprit
+    collects more than :data:`POOL_RETRIES` strikes, and then fails like a task
+    that raised.
+    """
+    todo = deque(tasks)
+    suspects: deque[Task] = deque()  # tasks that were running when a process died: each runs alone
+    strikes = dict.fromkeys((t.index for t in tasks), 0)
+    pool = _pool(workers)
+    running: dict[Future[Any], Task] = {}
+    try:
+        while todo or suspects or running:
+            broken = False
+            try:
+                if suspects and not running:
+                    running[pool.submit(run_task, suspects[0])] = suspects[0]
+                    suspects.popleft()
+                while not suspects and todo and len(running) < workers:
+                    running[pool.submit(run_task, todo[0])] = todo[0]
+                    todo.popleft()
+            except BrokenProcessPool:  # a process died since the last wait
+                broken = True
+            done = wait(running, return_when=FIRST_COMPLETED)[0] if running else set()
+            if broken or any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                done = wait(running)[0]  # a broken pool fails every future it still holds at once
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = _pool(workers)
+            died = []
+            for fut in done:
+                task = running.pop(fut)
+                error = fut.exception()
+                if isinstance(error, BrokenProcessPool):
+                    died.append(task)
+                    strikes[task.index] += 1
+                    if strikes[task.index] > POOL_RETRIES:
+                        yield task, None, BrokenProcessPool(
+                            f"a worker process died each of the {POOL_RETRIES + 1} times this task ran"
+                        )
+                    else:
+                        suspects.append(task)
+                else:
+                    yield task, (None if error else fut.result()), error
+            if died:
+                logger.warning(
+                    "a worker process died while tasks %s ran (their files are left unreferenced); running them again",
+                    ", ".join(str(t.index) for t in died),
+                )
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def ingest(
@@ -191,7 +245,9 @@ def ingest(
         out of them).
     client : distributed.Client, optional
         Run the tasks on this dask cluster (dask retries a task whose worker
-        died).  Without it, a local pool of ``workers`` processes runs them.
+        died).  Without it, a local pool of ``workers`` processes runs them, and
+        runs a task again when a worker process dies while it runs (at most
+        :data:`POOL_RETRIES` times; then the task's sources fail as below).
     batch : int, optional
         Sources per task (default: about four tasks per worker, at most 64).
     skip_existing : bool
@@ -287,7 +343,8 @@ def _drive(handle: Any, tasks: list[Task], client: Any, workers: int, reservatio
                 for lb in labels:
                     _tick(progress, lb, "failed")
                 continue
-            report.received_bytes += len(packed)
+            # Counted as the pool or dask ships the result (pickled), whatever its type.
+            report.received_bytes += len(pickle.dumps(packed, pickle.HIGHEST_PROTOCOL))
             frag = unpack_fragment(packed)
             pending.append(frag)
             lease.hold([p for f in pending for p in f.paths()])

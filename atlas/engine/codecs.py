@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 
 from atlas.engine import libblosc2
+from atlas.engine.rowhash import xxh64_rows
 from atlas.errors import ChecksumError, CorruptStoreError, InvalidArgumentError
 
 __all__ = [
     "CODEC_IDS",
     "RAW",
     "checksum",
+    "row_checksums",
     "decode_payload",
     "decode_strings",
     "encode_payload",
@@ -44,6 +46,9 @@ MIN_COMPRESS = 128
 #: blosc2 block size of chunks larger than it (see :func:`encode_payload`).
 BLOCKSIZE = 16384
 _BLOSC_OVERHEAD = 32
+#: :func:`row_checksums` hashes rows in numpy up to this length and from this many rows on.
+_ROWHASH_MAX_BYTES = 256
+_ROWHASH_MIN_ROWS = 16
 _BLOSC_MAX = 2**31 - 64
 
 
@@ -74,6 +79,17 @@ def checksum(data: np.ndarray | bytes | memoryview) -> int:
     elif data.dtype != np.uint8 or not data.flags.c_contiguous or data.ndim != 1:
         data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     return libblosc2.payload_xxh64(data)
+
+
+def row_checksums(block: np.ndarray, nbytes: int) -> np.ndarray | list[int]:
+    """:func:`checksum` of the first ``nbytes`` of every row of a C-contiguous uint8 matrix.
+
+    Many short rows are hashed all at once in numpy (:mod:`atlas.engine.rowhash`),
+    longer or few rows one C call each.
+    """
+    if nbytes <= _ROWHASH_MAX_BYTES and block.shape[0] >= _ROWHASH_MIN_ROWS and block.shape[1] % 8 == 0:
+        return xxh64_rows(block, nbytes)
+    return libblosc2.rows_xxh64(block, nbytes)
 
 
 def encode_payload(raw: np.ndarray, typesize: int, codec: str, clevel: int = CLEVEL) -> tuple[np.ndarray, int]:

@@ -9,6 +9,7 @@ newest record wins; lookups are binary searches over sorted columns.
 from __future__ import annotations
 
 import errno
+import itertools
 import math
 import secrets
 import threading
@@ -27,11 +28,21 @@ from atlas.engine.chunks import (
     fill_for,
     tracks_written,
 )
+from atlas.engine.codecs import CODEC_IDS, MIN_COMPRESS, RAW
 from atlas.engine.family_index import FamilyIndex
 from atlas.engine.planner import ChunkPlan, chunk_extent, chunk_grid, plan_selection
 from atlas.engine.segment import parse_index
 from atlas.engine.segment_io import SegmentIO
-from atlas.engine.staged import VECTOR_STATS_MIN, PendingChunk, build_segment, stack_stats, staged_nbytes, staged_stats
+from atlas.engine.staged import (
+    STACK_MAX_CHUNK_BYTES,
+    VECTOR_STATS_MIN,
+    PendingChunk,
+    StackedChunks,
+    build_segment,
+    stack_chunks,
+    staged_nbytes,
+    staged_stats,
+)
 from atlas.errors import AllocationError, BackendError, CorruptStoreError
 from atlas.metadata import ArrayFamily, ArrayMeta, SegmentRef, Stats
 
@@ -196,7 +207,7 @@ class FamilyEngine:
         if not metas:
             return
         token = secrets.token_bytes(16)
-        writer = build_segment(self, metas, codec, generation, token, workers)
+        writer = build_segment(self, metas, codec, generation, token, workers, self.stack_staged(metas, codec))
         parts, ref = writer.finish_ref()
         put(f"{self.family.dir}/{ref.file}", parts)
         self.spilled.append((ref, writer.table))
@@ -394,27 +405,47 @@ class FamilyEngine:
 
     # -- stats --------------------------------------------------------------------------------
 
-    def precompute_stats(self, metas: dict[int, ArrayMeta]) -> None:
-        """Stats of many staged whole-array chunks at once (one numpy pass per group).
+    def stack_staged(self, metas: dict[int, ArrayMeta], codec: str) -> list[StackedChunks]:
+        """Group the staged one-chunk arrays of ``metas``' slots by dtype, shape and fill value.
 
-        A flush of many small datasets needs the stats of every staged chunk; chunks
-        of one dtype, size and fill value are stacked and reduced together instead
-        of one kernel call each.  The results equal :func:`chunk_stats` exactly; the
-        rare float chunks holding a ``-0.0`` (whose min or max sign depends on the
-        order the kernel meets the zeros in) are left to it.
+        A flush of many small datasets needs the stats of every staged chunk and
+        writes each to the segment: the chunks of a group get both in one pass
+        (:func:`stack_chunks`, :func:`build_segment`) instead of one call each.
+        Groups smaller than :data:`VECTOR_STATS_MIN`, chunks larger than
+        :data:`STACK_MAX_CHUNK_BYTES`, strings and partly written chunks are left
+        to the one-by-one path.  Rows are in slot order.
         """
-        groups: dict[tuple[str, int, Any], list[PendingChunk]] = {}
+        groups: dict[tuple[str, tuple, tuple, Any], tuple[list[int], list[PendingChunk]]] = {}
+        pending = self.pending
         for slot, meta in metas.items():
-            staged = self.pending.get(slot)
-            if not staged or len(staged) != 1 or meta.dtype == "string":
+            staged = pending.get(slot)
+            if not staged or len(staged) != 1:
                 continue
             chunk = staged.get(0)
-            if chunk is None or chunk.stats is not None or chunk.written is not None:
+            if chunk is None or chunk.written is not None:
                 continue
-            groups.setdefault((meta.dtype, chunk.values.shape[0], meta.fill_value), []).append(chunk)
-        for (name, cells, fill), chunks in groups.items():
-            if len(chunks) >= VECTOR_STATS_MIN:
-                stack_stats(name, cells, fill, chunks)
+            fill = meta.fill_value
+            key = (meta.dtype, meta.shape, meta.chunk_shape, _NAN if fill != fill else fill)  # NaN != NaN
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = ([], [])
+            group[0].append(slot)
+            group[1].append(chunk)
+        raw_codec = CODEC_IDS[codec] == RAW
+        out = []
+        for (name, shape, chunk_shape, fill), (slots, chunks) in groups.items():
+            fill = math.nan if fill is _NAN else fill
+            if len(chunks) < VECTOR_STATS_MIN or name == "string" or not _one_chunk(shape, chunk_shape):
+                continue
+            if chunks[0].values.nbytes > STACK_MAX_CHUNK_BYTES:
+                continue
+            if any(a > b for a, b in itertools.pairwise(slots)):
+                order = sorted(range(len(slots)), key=slots.__getitem__)
+                slots, chunks = [slots[i] for i in order], [chunks[i] for i in order]
+            stacked = stack_chunks(name, fill, slots, chunks)
+            stacked.raw = raw_codec or chunks[0].values.nbytes <= MIN_COMPRESS
+            out.append(stacked)
+        return out
 
     def stats(self, meta: ArrayMeta, where: str, stored: bool = True) -> Stats:
         """Fold chunk stats of ``meta``'s slot: committed records overlaid by staged chunks.
@@ -466,6 +497,8 @@ def _one_chunk(shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> bool:
 
 
 _ONE_CHUNK: dict[tuple[tuple[int, ...], tuple[int, ...]], bool] = {}
+#: Stands for a NaN fill value in a dict key (NaN is not equal to itself).
+_NAN = object()
 
 
 def allocate(shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:

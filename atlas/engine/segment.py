@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from atlas.engine.codecs import checksum
-from atlas.errors import ChecksumError, CorruptStoreError
+from atlas.errors import ChecksumError, CorruptStoreError, InvalidArgumentError
 from atlas.metadata import SegmentRef
 
 __all__ = [
@@ -76,6 +76,9 @@ def _pad(n: int) -> int:
 class SegmentWriter:
     """Accumulates chunk payloads and records, then lays out one segment.
 
+    Records are kept in the order their payloads were added (the layout of
+    ``docs/format.md`` §7 has payloads in record order).
+
     Parameters
     ----------
     generation : int
@@ -87,10 +90,14 @@ class SegmentWriter:
     generation: int
     token: bytes
     parts: list[bytes | np.ndarray] = field(default_factory=list)
+    #: Records added one by one since the last block (see :meth:`add_block`).
     records: list[tuple] = field(default_factory=list)
     size: int = 0
     #: The record table, set by :meth:`finish`.
     table: np.ndarray | None = None
+    #: Record tables of earlier records, in payload order.
+    _tables: list[np.ndarray] = field(default_factory=list)
+    _count: int = 0
 
     def __post_init__(self) -> None:
         head = MAGIC + _HEADER.pack(SEGMENT_VERSION, 0, HEADER_SIZE, self.generation, self.token)
@@ -122,13 +129,38 @@ class SegmentWriter:
         self.records.append(
             (slot, chunk, offset, stored.nbytes, raw_nbytes, digest, null_count, min_bits, max_bits, codec, flags, b"")
         )
+        self._count += 1
+
+    def add_block(self, block: np.ndarray, nbytes: int, records: np.ndarray) -> None:
+        """Append many equal-sized payloads at once: row ``i`` of ``block`` holds the ``i``-th.
+
+        ``block`` is a C-contiguous uint8 matrix whose rows are ``nbytes`` of payload
+        followed by zero bytes up to a multiple of :data:`ALIGN`; ``records`` (a
+        :data:`RECORD_DTYPE` table, one row per payload) gets its ``offset`` and
+        ``nbytes`` set here.
+        """
+        n, stride = block.shape
+        if stride % ALIGN or n != records.shape[0] or nbytes > stride:
+            raise InvalidArgumentError("a block of payloads must have one aligned row per record")
+        if self.records:
+            self._tables.append(np.array(self.records, dtype=RECORD_DTYPE))
+            self.records = []
+        records["offset"] = self.size + np.arange(n, dtype=np.uint64) * np.uint64(stride)
+        records["nbytes"] = nbytes
+        self._tables.append(records)
+        self.parts.append(block.reshape(-1))
+        self.size += n * stride
+        self._count += n
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self._count
 
     def finish(self) -> tuple[list[bytes | np.ndarray], int, int, int, int]:
         """Append index and footer; return ``(parts, size, index_offset, index_length, index_checksum)``."""
-        table = np.array(self.records, dtype=RECORD_DTYPE)
+        tables = [*self._tables, np.array(self.records, dtype=RECORD_DTYPE)] if self.records else self._tables
+        if not tables:
+            tables = [np.zeros(0, RECORD_DTYPE)]
+        table = tables[0] if len(tables) == 1 else np.concatenate(tables)
         self.table = table
         index = table.view(np.uint8).reshape(-1)
         index_offset = self.size

@@ -1,12 +1,16 @@
 """Staged chunks: what a handle wrote since its last flush, their stats, and their encoding.
 
-:class:`PendingChunk` is one written chunk; its stats are computed once (many small
-chunks in one numpy pass, :func:`stack_stats`) and serve both the commit's array
-stats and the segment records that :func:`build_segment` encodes.
+:class:`PendingChunk` is one written chunk.  A flush of many small datasets stages
+many one-chunk arrays of one name: those that share dtype, shape and fill value are
+stacked (:func:`stack_chunks`) so that their stats come from one numpy pass and,
+when they are stored raw, :func:`build_segment` lays their payloads and records
+out as one block of the segment instead of one chunk at a time.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,19 +18,22 @@ import numpy as np
 
 from atlas import dtypes
 from atlas.engine.chunks import ChunkStats, chunk_stats, encode_chunk, value_bits
-from atlas.engine.codecs import MIN_COMPRESS, RAW
+from atlas.engine.codecs import MIN_COMPRESS, RAW, row_checksums
 from atlas.engine.pools import shared_pool
-from atlas.engine.segment import SegmentWriter
-from atlas.metadata import ArrayMeta
+from atlas.engine.segment import ALIGN, RECORD_DTYPE, SegmentWriter
+from atlas.metadata import ArrayMeta, Stats
 
 if TYPE_CHECKING:
     from atlas.engine.family import FamilyEngine
 
-__all__ = ["PARALLEL_ENCODE_BYTES", "VECTOR_STATS_MIN", "PendingChunk", "build_segment", "stack_stats",
-           "staged_nbytes", "staged_stats"]  # fmt: skip
+__all__ = ["PARALLEL_ENCODE_BYTES", "STACK_MAX_CHUNK_BYTES", "VECTOR_STATS_MIN", "PendingChunk", "StackedChunks",
+           "build_segment", "stack_chunks", "staged_nbytes", "staged_stats"]  # fmt: skip
 
 #: Fewer staged chunks of one kind than this get their stats one kernel call each.
 VECTOR_STATS_MIN = 8
+#: Larger chunks are not stacked: their per-chunk overhead is small next to their
+#: size, and a stack would copy them all at once.
+STACK_MAX_CHUNK_BYTES = 1 << 16
 #: Below this many staged bytes a flush encodes on the calling thread: handing
 #: chunks to a pool costs more than it saves.
 PARALLEL_ENCODE_BYTES = 1 << 20
@@ -45,38 +52,110 @@ class PendingChunk:
     stats: ChunkStats | None = None
 
 
-def stack_stats(name: str, cells: int, fill: Any, chunks: list[PendingChunk]) -> None:
-    """Set ``stats`` of same-shaped numeric chunks without written masks (see ``precompute_stats``)."""
-    stack = np.stack([c.values for c in chunks])
+@dataclass
+class StackedChunks:
+    """Staged one-chunk arrays of one family sharing dtype, shape and fill value.
+
+    Row ``i`` is the only chunk (id 0) of the array in ``slots[i]``; ``values[i]``
+    holds its cells.  ``minimum``/``maximum`` are Python values (None where every
+    cell is null), as :func:`~atlas.engine.chunks.chunk_stats` gives them.
+    """
+
+    dtype: str
+    slots: np.ndarray
+    values: np.ndarray
+    nulls: np.ndarray
+    minimum: list[Any]
+    maximum: list[Any]
+    min_bits: np.ndarray
+    max_bits: np.ndarray
+    #: True when every row is stored raw (see :func:`build_segment`).
+    raw: bool = False
+
+    def __len__(self) -> int:
+        return int(self.slots.shape[0])
+
+    def set_array_stats(self, metas: dict[int, ArrayMeta]) -> None:
+        """Set ``metas[slot].stats`` of every row's slot (each array is its one chunk)."""
+        cells = int(self.values.shape[1])
+        rows = zip(map(metas.__getitem__, self.slots.tolist()), self.nulls.tolist(), self.minimum, self.maximum)
+        for meta, n, a, b in rows:
+            meta.stats = Stats(cells, n, a, b)
+
+    def chunk_stats(self, row: int) -> ChunkStats:
+        """The stats of row ``row``'s chunk."""
+        return ChunkStats(int(self.values.shape[1]), int(self.nulls[row]), self.minimum[row], self.maximum[row])
+
+    def block(self) -> tuple[np.ndarray, int, np.ndarray]:
+        """``(payloads, nbytes, records)`` for :meth:`SegmentWriter.add_block`: row ``i``'s
+        raw bytes padded to the segment alignment, and its record (checksum included)."""
+        n = len(self)
+        raw = self.values.view(np.uint8).reshape(n, -1)
+        nbytes = raw.shape[1]
+        stride = -(-nbytes // ALIGN) * ALIGN
+        if stride == nbytes:
+            block = np.ascontiguousarray(raw)
+        else:
+            block = np.zeros((n, stride), np.uint8)
+            block[:, :nbytes] = raw
+        records = np.zeros(n, RECORD_DTYPE)
+        records["slot"] = self.slots
+        records["raw_nbytes"] = nbytes
+        records["checksum"] = row_checksums(block, nbytes)
+        records["null_count"] = self.nulls
+        records["min"] = self.min_bits
+        records["max"] = self.max_bits
+        records["codec"] = RAW
+        return block, nbytes, records
+
+
+def stack_chunks(name: str, fill: Any, slots: list[int], chunks: list[PendingChunk]) -> StackedChunks:
+    """Stats of same-sized numeric chunks without written masks, in one pass.
+
+    The results equal :func:`~atlas.engine.chunks.chunk_stats` exactly.  Float rows
+    holding both a ``0.0`` and a ``-0.0`` (whose min or max sign depends on the
+    order the kernel meets them in) are left out: the caller takes them one by one.
+    """
+    cells = chunks[0].values.shape[0]
+    stack = np.concatenate([c.values for c in chunks]).reshape(len(chunks), cells)
     if dtypes.is_float(name):
         null = np.isnan(stack)
         if fill is not None:
             null |= stack == stack.dtype.type(fill)
-        lo = np.where(null, np.inf, stack).min(axis=1).tolist()
-        hi = np.where(null, -np.inf, stack).max(axis=1).tolist()
-        nulls = null.sum(axis=1).tolist()
-        # With both 0.0 and -0.0 in a chunk, which one is its min or max depends on
-        # the order the kernel meets them in: such (rare) chunks are left to it.
-        signed_zero = ((stack == 0) & np.signbit(stack)).any(axis=1).tolist()
-        for chunk, n, a, b, neg in zip(chunks, nulls, lo, hi, signed_zero, strict=True):
-            if n == cells:
-                chunk.stats = ChunkStats(cells, n)
-            elif not neg:
-                chunk.stats = ChunkStats(cells, n, a, b)
-        return
-    view = stack.view(np.uint8) if stack.dtype == np.bool_ else stack
-    null = np.zeros(view.shape, np.bool_)
-    if fill is not None:
-        null |= view == view.dtype.type(int(fill))
-    if name == "timestamp_nanoseconds":
-        null |= view == np.iinfo(np.int64).min
-    info = np.iinfo(view.dtype)
-    lo = np.where(null, info.max, view).min(axis=1).tolist()
-    hi = np.where(null, info.min, view).max(axis=1).tolist()
-    nulls = null.sum(axis=1).tolist()
-    as_value = bool if name == "bool" else int
-    for chunk, n, a, b in zip(chunks, nulls, lo, hi, strict=True):
-        chunk.stats = ChunkStats(cells, n) if n == cells else ChunkStats(cells, n, as_value(a), as_value(b))
+        lo = np.where(null, np.inf, stack).min(axis=1)
+        hi = np.where(null, -np.inf, stack).max(axis=1)
+        nulls = null.sum(axis=1)
+        empty = nulls == cells
+        keep = empty | ~((stack == 0) & np.signbit(stack)).any(axis=1)
+        lo_bits, hi_bits = lo.astype(np.float64).view(np.uint64), hi.astype(np.float64).view(np.uint64)
+    else:
+        view = stack.view(np.uint8) if stack.dtype == np.bool_ else stack
+        null = np.zeros(view.shape, np.bool_)
+        if fill is not None:
+            null |= view == view.dtype.type(int(fill))
+        if name == "timestamp_nanoseconds":
+            null |= view == np.iinfo(np.int64).min
+        info = np.iinfo(view.dtype)
+        lo = np.where(null, info.max, view).min(axis=1)
+        hi = np.where(null, info.min, view).max(axis=1)
+        nulls = null.sum(axis=1)
+        empty = nulls == cells
+        keep = None
+        # Record bits as value_bits gives them: two's complement of signed values.
+        wide = np.int64 if info.min < 0 else np.uint64
+        lo_bits, hi_bits = lo.astype(wide).view(np.uint64), hi.astype(wide).view(np.uint64)
+        if name == "bool":
+            lo, hi = lo.astype(np.bool_), hi.astype(np.bool_)
+    slot_arr = np.asarray(slots, dtype=np.uint64)
+    if keep is not None and not keep.all():
+        stack, nulls, empty, lo, hi = stack[keep], nulls[keep], empty[keep], lo[keep], hi[keep]
+        lo_bits, hi_bits, slot_arr = lo_bits[keep], hi_bits[keep], slot_arr[keep]
+    lo_list, hi_list = lo.tolist(), hi.tolist()
+    if empty.any():
+        lo_bits, hi_bits = np.where(empty, 0, lo_bits).astype(np.uint64), np.where(empty, 0, hi_bits).astype(np.uint64)
+        for i in np.flatnonzero(empty).tolist():
+            lo_list[i] = hi_list[i] = None
+    return StackedChunks(name, slot_arr, stack, nulls.astype(np.int64), lo_list, hi_list, lo_bits, hi_bits)
 
 
 def staged_stats(chunk: PendingChunk, meta: ArrayMeta) -> ChunkStats:
@@ -97,15 +176,34 @@ def staged_nbytes(pending: dict[int, dict[int, PendingChunk]]) -> int:
 
 
 def build_segment(
-    engine: FamilyEngine, metas: dict[int, ArrayMeta], codec: str, generation: int, token: bytes, workers: int = 1
+    engine: FamilyEngine,
+    metas: dict[int, ArrayMeta],
+    codec: str,
+    generation: int,
+    token: bytes,
+    workers: int = 1,
+    stacked: Sequence[StackedChunks] = (),
 ) -> SegmentWriter:
     """Encode every staged chunk of the slots in ``metas`` into one segment.
 
-    Chunks are compressed on up to ``workers`` threads (blosc2 releases the GIL
-    while it compresses, see :mod:`atlas.engine.codecs`) and added to the segment
-    in (slot, chunk) order, so the file does not depend on the thread count.
+    ``stacked`` are groups of these slots' one-chunk arrays (from
+    :meth:`FamilyEngine.stack_staged`): their stats are taken from the group, and
+    the rows of a group stored raw are laid out as one block (the file is byte for
+    byte the one a chunk-by-chunk encoding writes).  Other chunks are compressed on
+    up to ``workers`` threads (blosc2 releases the GIL while it compresses, see
+    :mod:`atlas.engine.codecs`).  Records are in (slot, chunk) order whatever the
+    thread count.
     """
-    jobs = [(slot, cid) for slot in sorted(metas) for cid in sorted(engine.pending.get(slot, {}))]
+    blocks = [g for g in stacked if g.raw and len(g)]
+    in_block: set[int] = set()
+    for g in blocks:
+        in_block.update(g.slots.tolist())
+    for g in stacked:
+        if not g.raw:  # compressed one by one below, with the group's stats
+            for row, slot in enumerate(g.slots.tolist()):
+                engine.pending[slot][0].stats = g.chunk_stats(row)
+    pending = engine.pending
+    jobs = [(slot, cid) for slot in sorted(metas) if slot not in in_block for cid in sorted(pending.get(slot, {}))]
 
     def encode(job: tuple[int, int]) -> tuple:
         """The fields :meth:`SegmentWriter.add` takes after ``slot, chunk``."""
@@ -116,8 +214,7 @@ def build_segment(
         values = chunk.values
         if chunk.written is None and values.nbytes <= MIN_COMPRESS and meta.dtype != "string":
             # Stored raw whatever the codec (see encode_payload): the fields of
-            # encode_chunk without building its record, for the many tiny chunks
-            # of a store of small datasets.
+            # encode_chunk without building its record.
             raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)
             return (raw.copy(), RAW, raw.nbytes, stats.null_count, value_bits(stats.minimum, meta.dtype),
                     value_bits(stats.maximum, meta.dtype), 0)  # fmt: skip
@@ -130,6 +227,26 @@ def build_segment(
     else:
         encoded = [encode(job) for job in jobs]
     writer = SegmentWriter(generation, token)
-    for (slot, cid), fields in zip(jobs, encoded):
-        writer.add(slot, cid, *fields)
+    if not blocks:
+        for (slot, cid), fields in zip(jobs, encoded):
+            writer.add(slot, cid, *fields)
+        return writer
+    # Merge blocks and single chunks in slot order (a blocked slot has one chunk, a
+    # single chunk's slot is in no block): runs of one source become one call each.
+    source = np.concatenate([np.full(len(g), i, np.int64) for i, g in enumerate(blocks)] + [np.full(len(jobs), -1)])
+    row = np.concatenate([np.arange(len(g)) for g in blocks] + [np.arange(len(jobs))])
+    keys = np.concatenate([g.slots for g in blocks] + [np.fromiter((s for s, _ in jobs), np.uint64, len(jobs))])
+    order = np.argsort(keys, kind="stable")
+    source, row = source[order], row[order]
+    cuts = [0, *(np.flatnonzero(source[1:] != source[:-1]) + 1).tolist(), len(order)]
+    laid_out = [g.block() for g in blocks]
+    for a, b in itertools.pairwise(cuts):
+        src, first = int(source[a]), int(row[a])
+        if src < 0:
+            for i in range(first, first + b - a):
+                writer.add(*jobs[i], *encoded[i])
+        else:
+            block, nbytes, records = laid_out[src]
+            last = first + b - a
+            writer.add_block(block[first:last], nbytes, records[first:last].copy())
     return writer

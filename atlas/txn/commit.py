@@ -21,12 +21,12 @@ import numpy as np
 
 from atlas.backends.base import Version
 from atlas.catalog import CATALOG_DIR, CommitObject, encode_commit
-from atlas.engine.staged import build_segment
+from atlas.engine.staged import StackedChunks, build_segment
 from atlas.errors import AtlasError, ConflictError, SegmentMissingError
-from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, check_counters
+from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, check_counters, gc_paused
 from atlas.txn.parts import NewFile, catalogue_files, next_commit
 from atlas.txn.snapshot import Base
-from atlas.txn.state import WorkingState, shallow_copy
+from atlas.txn.state import WorkingState
 from atlas.txn.verify import StoreSizes
 
 __all__ = [
@@ -60,25 +60,21 @@ def build_flush(state: WorkingState) -> tuple[CommitObject, list[NewFile]]:
         families={k: ArrayFamily(f.dir, list(f.segments)) for k, f in state.base.families.items()},
     )  # ``retired`` is kept: entries still within their grace period, compact() decides
     gen = new.generation
-    for array_name, metas in state.pending_metas().items():
-        state.engine(array_name).precompute_stats(metas)  # many small chunks: one pass, not one each
-    live_slots: dict[str, dict[int, ArrayMeta]] = {}
-    rows: list[tuple[str, DatasetMeta | None]] = []
-    for name in sorted(state.pending):
-        ds = state.pending[name]
-        if ds is None:
-            if name in state.snapshot:  # a dataset created and deleted here leaves no row
-                rows.append((name, None))
-            continue
-        committed = shallow_copy(ds)
-        committed.version = gen
-        committed.arrays = {}
-        for array_name, meta in ds.arrays.items():
-            meta = shallow_copy(meta)
-            meta.stats = state.array_stats(array_name, meta, f"dataset {name!r} array {array_name!r}")
-            committed.arrays[array_name] = meta
-            live_slots.setdefault(array_name, {})[meta.slot] = meta
-        rows.append((name, committed))
+    codec = state.base.codec
+    rows, live_slots = _committed_rows(state, gen)
+    # Many small one-chunk arrays of a name: stats and segment layout in one pass, not one each.
+    stacked: dict[str, list[StackedChunks]] = {}
+    for array_name, metas in live_slots.items():
+        groups = stacked[array_name] = state.engine(array_name).stack_staged(metas, codec)
+        for g in groups:
+            g.set_array_stats(metas)
+        if sum(len(g) for g in groups) < len(metas):
+            done = set().union(*(g.slots.tolist() for g in groups))
+            owner = {m.arrays[array_name].slot: n for n, m in rows if m is not None and array_name in m.arrays}
+            for slot, meta in metas.items():
+                if slot not in done:
+                    where = f"dataset {owner[slot]!r} array {array_name!r}"
+                    meta.stats = state.array_stats(array_name, meta, where)
     files: list[NewFile] = []
     names = set(live_slots) | {n for n, e in state.engines.items() if e.spilled}
     for array_name in sorted(names):
@@ -94,10 +90,10 @@ def build_flush(state: WorkingState) -> tuple[CommitObject, list[NewFile]]:
                     family.segments.append(ref)
                 else:  # holds only data of arrays deleted before they were ever committed
                     state.obsolete.append(engine.path(ref))
-        metas = {s: m for s, m in live_slots.get(array_name, {}).items() if engine.pending.get(s)}
-        if not metas:
+        metas = live_slots.get(array_name, {})
+        if not any(engine.pending.get(s) for s in metas):
             continue
-        writer = build_segment(engine, metas, state.base.codec, gen, token, state.max_workers)
+        writer = build_segment(engine, metas, codec, gen, token, state.max_workers, stacked.get(array_name, []))
         parts, ref = writer.finish_ref()
         family.segments.append(ref)
         files.append((f"{family.dir}/{ref.file}", parts))
@@ -106,6 +102,42 @@ def build_flush(state: WorkingState) -> tuple[CommitObject, list[NewFile]]:
             del new.families[array_name]  # nothing stored under this name
     files += catalogue_files(state, new, rows, token, int(time.time() * 1000))
     return new, files
+
+
+def _committed_rows(
+    state: WorkingState, gen: int
+) -> tuple[list[tuple[str, DatasetMeta | None]], dict[str, dict[int, ArrayMeta]]]:
+    """The catalogue rows of the pending changes (None: deleted) and ``{array: {slot: meta}}`` of their arrays.
+
+    The rows are copies (the pending ones stay as they are should the commit
+    fail); their arrays' ``stats`` are still the pending ones, for the caller to set.
+    """
+    rows: list[tuple[str, DatasetMeta | None]] = []
+    live_slots: dict[str, dict[int, ArrayMeta]] = {}
+    pending, snapshot = state.pending, state.snapshot
+    new = object.__new__
+    for name in sorted(pending):
+        ds = pending[name]
+        if ds is None:
+            if name in snapshot:  # a dataset created and deleted here leaves no row
+                rows.append((name, None))
+            continue
+        # shallow_copy, inlined: a dict copy per object is most of the cost of a row.
+        committed = new(type(ds))
+        fields = ds.__dict__.copy()
+        fields["version"] = gen
+        fields["arrays"] = arrays = {}
+        committed.__dict__ = fields
+        for array_name, meta in ds.arrays.items():
+            arrays[array_name] = copied = new(type(meta))
+            copied.__dict__ = meta.__dict__.copy()
+            meta = copied
+            by_slot = live_slots.get(array_name)
+            if by_slot is None:
+                by_slot = live_slots[array_name] = {}
+            by_slot[meta.slot] = meta
+        rows.append((name, committed))
+    return rows, live_slots
 
 
 def flush(state: WorkingState) -> Base:
@@ -118,15 +150,20 @@ def flush(state: WorkingState) -> Base:
     if landed is not None:
         return landed
     state.obsolete = []
-    new, files = build_flush(state)
-    state.lease.renew()
-    publish(
-        state,
-        new,
-        files,
-        f"another writer committed to {state.backend.location} since this handle read generation "
-        f"{state.base.generation}; pending changes are kept: call refresh() and flush() again",
-    )
+    # A commit allocates a few objects per dataset while every staged dataset is
+    # alive: the collections they would trigger traverse all of those (about 15 us
+    # per dataset at 10 000 datasets of 30 attributes) and free nothing, since a
+    # commit makes no reference cycle and its objects die with the staged ones.
+    with gc_paused():
+        new, files = build_flush(state)
+        state.lease.renew()
+        publish(
+            state,
+            new,
+            files,
+            f"another writer committed to {state.backend.location} since this handle read generation "
+            f"{state.base.generation}; pending changes are kept: call refresh() and flush() again",
+        )
     return new
 
 

@@ -23,8 +23,6 @@ manifest holds ordinary slots and the segments ordinary records.
 from __future__ import annotations
 
 import contextlib
-import pickle
-import zlib
 from dataclasses import dataclass, field
 
 from atlas.errors import AtlasError, ConflictError
@@ -48,7 +46,6 @@ class StoredSource:
 
     label: str
     datasets: list[tuple[str, DatasetMeta]]
-    nbytes: int = 0
 
 
 @dataclass
@@ -72,20 +69,78 @@ class Fragment:
         return [f"{d}/{ref.file}" for _, d, ref in self.segments]
 
 
+#: First byte of a packed fragment: how the msgpack body is stored.
+_RAW, _ZSTD = b"r", b"z"
+#: zstd level of a packed fragment: over one block, level 5 makes fragments of
+#: profile files within 8% of level 9's size at a thirtieth of its time.
+_CLEVEL = 5
+#: Bodies larger than this are sent raw (one blosc2 block holds at most this much).
+_MAX_BLOCK = 1 << 28
+
+
 def pack_fragment(frag: Fragment) -> bytes:
     """``frag`` as compressed bytes: what travels from a worker to the committing process.
 
-    Dataset records of files from one source repeat the same attribute names and
-    values, so they compress about tenfold.
+    The body is MessagePack (dataset records in their catalogue encoding, see
+    :func:`atlas.catalog.encoding.encode_record`) compressed with zstd as *one*
+    block: the records of one batch repeat the same keys and most values, so the
+    whole batch compresses about 45 times (profile files: ~17 kB of records per
+    file become ~350 bytes in a batch of 64), where a block per record would not.
     """
-    return zlib.compress(pickle.dumps(frag, pickle.HIGHEST_PROTOCOL), 6)
+    import msgpack
+
+    from atlas.catalog.encoding import encode_record
+    from atlas.engine.codecs import blosc2
+
+    stored = [[s.label, [[n, encode_record(ds)] for n, ds in s.datasets]] for s in frag.stored]
+    segments = [[a, d, [r.file, r.size, r.index_offset, r.index_length, r.index_checksum, r.records]]
+                for a, d, r in frag.segments]  # fmt: skip
+    body = msgpack.packb(
+        [frag.task, list(frag.slots), stored, segments, [list(f) for f in frag.failed], frag.lease, frag.stored_bytes],
+        use_bin_type=True,
+    )
+    if not body or len(body) > _MAX_BLOCK:
+        return _RAW + body
+    b2 = blosc2()
+    packed = b2.compress2(
+        body, codec=b2.Codec.ZSTD, clevel=_CLEVEL, typesize=1, blocksize=len(body),
+        splitmode=b2.SplitMode.NEVER_SPLIT, filters=[b2.Filter.NOFILTER], nthreads=1,
+    )  # fmt: skip
+    return _ZSTD + packed
 
 
 def unpack_fragment(data: bytes) -> Fragment:
-    """The fragment :func:`pack_fragment` made (the bytes come from this ingest's own tasks)."""
-    frag = pickle.loads(zlib.decompress(data))
-    if not isinstance(frag, Fragment):
-        raise AtlasError(f"an ingest task returned {type(frag).__name__}, not a fragment")
+    """The fragment :func:`pack_fragment` made, with the catalogue's checks on every record."""
+    import msgpack
+
+    from atlas.catalog.encoding import decode_record
+    from atlas.engine.codecs import blosc2
+
+    where = "an ingest task's fragment"
+    try:
+        kind, body = data[:1], data[1:]
+        if kind == _ZSTD:
+            body = blosc2().decompress2(body, nthreads=1)
+        elif kind != _RAW:
+            raise ValueError(f"unknown encoding {kind!r}")
+        task, slots, stored, segments, failed, lease, stored_bytes = msgpack.unpackb(
+            body, raw=False, strict_map_key=True
+        )
+        frag = Fragment(task, (slots[0], slots[1]), lease=lease, stored_bytes=stored_bytes)
+        frag.failed = [(label, reason) for label, reason in failed]
+        frag.segments = [(a, d, SegmentRef(*ref)) for a, d, ref in segments]
+        for label, datasets in stored:
+            records = []
+            for name, raw in datasets:
+                ds = decode_record(raw, f"{where}, dataset {name!r}")
+                if ds is None:
+                    raise ValueError(f"dataset {name!r} has no record")
+                records.append((name, ds))
+            frag.stored.append(StoredSource(label, records))
+    except AtlasError:
+        raise
+    except Exception as exc:  # a task of another version of atlas, or damage in transit
+        raise AtlasError(f"{where} cannot be decoded: {type(exc).__name__}: {exc}") from None
     return frag
 
 

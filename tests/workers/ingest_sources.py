@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import numpy as np
 
@@ -15,15 +16,27 @@ def big(name: str, seed: int, n: int = 500_000):
     return [(name, xr.Dataset({"v": ("x", values)}, attrs={"seed": seed}))]
 
 
-def die_once(marker: str, name: str):
-    """Kill the worker process the first time (when ``marker`` does not exist yet), then yield a dataset."""
+def die_once(marker: str, name: str, how: str = "exit"):
+    """Kill the worker process the first time (when ``marker`` does not exist yet), then yield a dataset.
+
+    ``how``: ``"exit"`` (``os._exit``) or ``"kill"`` (SIGKILL, as the OOM killer does).
+    """
     import xarray as xr
 
     if not os.path.exists(marker):
         with open(marker, "w") as f:
             f.write(str(os.getpid()))
+        if how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
         os._exit(1)
     return [(name, xr.Dataset({"v": ("x", np.arange(10.0))}))]
+
+
+def die_always(counter: str, name: str):
+    """Count the attempt in ``counter`` (one line each), then kill the worker process."""
+    with open(counter, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    os._exit(1)
 
 
 def with_concurrent_commit(store: str, other: str, name: str):
