@@ -287,11 +287,6 @@ def test_numbers_of_mixed_kinds_under_pending_changes_leave_missing_rows_missing
     assert select(overlay, "u is null") == select(reference, "u is null") == [1, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a catalogue column's kind is decided over every base row, replaced ones included: a uint64 above 2**63 "
-    "in a row pending changes delete still makes the kept int64 rows float64",
-)
 def test_a_deleted_row_does_not_decide_the_kind_of_the_kept_rows():
     parts = [[("a", _u64(2**64 - 1)), ("b", _i64(2**53 + 1))]]
     overlay, reference = _overlay_of(parts, [])

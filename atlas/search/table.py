@@ -64,9 +64,11 @@ class Column:
     A string column read from a catalogue is held dictionary-coded: ``codes``
     index ``categories`` (placeholders where missing) and ``values`` is built
     from them only when asked for; searches compare ``categories`` once instead.
+    A number column typed from mixed Python numbers keeps them in ``objects``, so
+    that a subset of its rows can be typed again on their own (:func:`tidy`).
     """
 
-    __slots__ = ("_values", "categories", "codes", "kind", "present")
+    __slots__ = ("_values", "categories", "codes", "kind", "objects", "present")
 
     def __init__(
         self,
@@ -75,12 +77,14 @@ class Column:
         kind: str,
         codes: np.ndarray | None = None,
         categories: np.ndarray | None = None,
+        objects: np.ndarray | None = None,
     ) -> None:
         self._values = values
         self.present = present
         self.kind = kind
         self.codes = codes
         self.categories = categories
+        self.objects = objects
 
     @property
     def values(self) -> np.ndarray:
@@ -128,10 +132,10 @@ def tidy(values: np.ndarray, present: np.ndarray) -> Column:
             if lo >= -(2**63) and hi < 2**63:
                 out = np.zeros(values.size, dtype=np.int64)
                 out[present] = vals
-                return Column(out, present, "int")
+                return Column(out, present, "int", objects=values)
         out = np.full(values.size, np.nan)
         out[present] = [float(v) for v in vals]
-        return Column(out, present, "float")
+        return Column(out, present, "float", objects=values)
     values = values.copy()
     values[~present] = None
     return Column(values, present, "object")
@@ -629,6 +633,12 @@ class OverlayTable(Table):
     def _merge(self, name: str) -> Column:
         low = self._side(self.base, name, None)
         high = self._side(self.top, name, None)
+        if self._keep is not None and low.objects is not None:
+            # typed from mixed numbers over every base row: the rows pending changes
+            # replace or delete must not decide the kind of the rows kept
+            present = np.zeros_like(low.present)
+            present[self._keep] = low.present[self._keep]
+            low = tidy(low.objects, present)
         kept = low.present if self._keep is None else low.present[self._keep]
         # as _concat decides: a side without values takes the other's kind
         kind = low.kind if low.kind == high.kind else high.kind if not kept.any() else None
