@@ -56,7 +56,13 @@ sys.path.insert(0, str(ROOT))
 from atlas.catalog import Catalog, PartRef, write_part  # noqa: E402
 from atlas.search import select  # noqa: E402
 from atlas.search.frame import catalog_frame  # noqa: E402
-from atlas.search.table import CatalogTable, DictTable, OverlayTable  # noqa: E402
+from atlas.search.table import DictTable  # noqa: E402
+
+try:
+    from atlas.search.catalog_table import CatalogTable
+    from atlas.search.overlay import OverlayTable
+except ImportError:  # a checkout from before the table module was split
+    from atlas.search.table import CatalogTable, OverlayTable  # type: ignore[attr-defined,no-redef]
 
 sys.path.insert(0, str(BENCH))
 from bench_catalog import make_rows  # noqa: E402

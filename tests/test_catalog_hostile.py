@@ -171,7 +171,7 @@ def test_unsorted_names(part):
 
 def test_unsorted_names_fail_a_search_that_returns_them(part):
     from atlas.search import select_rows
-    from atlas.search.table import CatalogTable
+    from atlas.search.catalog_table import CatalogTable
 
     store, ref = part
 
@@ -188,7 +188,7 @@ def test_unsorted_names_fail_a_search_that_returns_them(part):
 
 def test_unsorted_names_of_a_large_part_fail_a_search_over_newer_rows(part):
     from atlas.search import select_rows
-    from atlas.search.table import CatalogTable
+    from atlas.search.catalog_table import CatalogTable
 
     store, ref = part
 

@@ -24,8 +24,10 @@ import atlas
 from atlas.catalog import Catalog, write_part
 from atlas.errors import QueryError, QuerySyntaxError, QueryTypeError, UnknownColumnError
 from atlas.search import col, parse_where, table_of_state
+from atlas.search.catalog_table import CatalogTable
+from atlas.search.overlay import OverlayTable
 from atlas.search.parse import MAX_DEPTH, MAX_LENGTH
-from atlas.search.table import CatalogTable, DictTable, OverlayTable
+from atlas.search.table import DictTable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -580,7 +582,7 @@ def _leaves(p):
 
 
 def test_one_table_per_catalogue_keeps_a_bounded_number_of_columns(buoys):
-    from atlas.search.table import catalog_table
+    from atlas.search.catalog_table import catalog_table
 
     cat = _catalog_of(dict(buoys.session.state().snapshot.items()), split=2)
     table = catalog_table(cat)

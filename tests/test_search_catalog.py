@@ -24,8 +24,10 @@ from atlas.catalog.encoding import decode_strings, encode_strings
 from atlas.errors import CorruptStoreError, QueryTypeError, UnknownColumnError
 from atlas.metadata import ArrayMeta, DatasetMeta, Stats
 from atlas.search import select, select_rows
+from atlas.search.catalog_table import CatalogTable
 from atlas.search.frame import catalog_frame
-from atlas.search.table import CatalogTable, DictTable, OverlayTable
+from atlas.search.overlay import OverlayTable
+from atlas.search.table import DictTable
 
 
 def _meta(i: int, generation: int) -> DatasetMeta:

@@ -1,7 +1,10 @@
 """Search by metadata: filter datasets on attribute and stats columns.
 
-* :mod:`~atlas.search.table` - the column table (from a manifest's datasets or a
-  format v2 catalogue plus pending changes), columns built per use;
+* :mod:`~atlas.search.table` - the column model and the table of datasets held in
+  memory (a v1 manifest's, pending ones), columns built per use;
+* :mod:`~atlas.search.catalog_table` - the table of a format v2 catalogue;
+* :mod:`~atlas.search.overlay` - pending changes over a committed table, and
+  :func:`table_of_state`, the table of a handle;
 * :mod:`~atlas.search.predicates` - predicate objects (:func:`col`, tuples) and
   their vectorised evaluation;
 * :mod:`~atlas.search.parse` - the safe parser of the string form;
@@ -15,9 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from atlas.search.overlay import table_of_state
 from atlas.search.parse import parse_where
 from atlas.search.predicates import OPERATORS, ColumnRef, Expression, as_expression, col
-from atlas.search.table import STATS_SUFFIXES, Table, table_of_state
+from atlas.search.table import STATS_SUFFIXES, Table
 
 __all__ = [
     "OPERATORS",
