@@ -34,6 +34,7 @@ hostile: damage raises :class:`~atlas.errors.CorruptStoreError` naming the part.
 from __future__ import annotations
 
 from atlas.catalog.build import BLOCK_ROWS, write_part
+from atlas.catalog.columns import STATS_FIELDS
 from atlas.catalog.commit import (
     CATALOG_DIR,
     FORMAT_VERSION_V2,
@@ -47,7 +48,7 @@ from atlas.catalog.commit import (
 from atlas.catalog.encoding import INTERNAL_PREFIX, is_internal_key
 from atlas.catalog.merge import MAX_PARTS, MERGE_RATIO, catalog_from_manifest, choose_merge, merge_parts
 from atlas.catalog.part import ReadRange
-from atlas.catalog.snapshot import STATS_FIELDS, Catalog
+from atlas.catalog.snapshot import Catalog
 
 __all__ = [
     "BLOCK_ROWS",
