@@ -290,6 +290,22 @@ def packed_variables(ds: Any) -> list[str]:
     return out
 
 
+def _with_packed(ds: Any, raw: Any, names: list[str]) -> Any:
+    """A copy of ``ds`` whose variables ``names`` are ``raw``'s, marked CF-packed.
+
+    One ``assign`` for all of them: each ``ds[name] = ...`` would merge the whole
+    dataset again, a quarter of the time of loading a small file with a few QC flags.
+    """
+    from atlas.xarray.conversions import CF_PACKED
+
+    packed = {}
+    for name in names:
+        var = raw.variables[name].copy(deep=False)
+        var.encoding[CF_PACKED] = True
+        packed[name] = var
+    return ds.assign(packed)
+
+
 def keep_packed(
     ds: Any, path: Any, engine: str | None, chunks: Any = None, group: str | None = None
 ) -> tuple[Any, Any]:
@@ -304,8 +320,6 @@ def keep_packed(
     """
     import xarray as xr
 
-    from atlas.xarray.conversions import CF_PACKED
-
     names = packed_variables(ds)
     if not names:
         return ds, None
@@ -314,19 +328,12 @@ def keep_packed(
         drop_variables=[str(n) for n in ds.variables if str(n) not in names],
         **({} if group is None else {"group": group}),
     )  # fmt: skip
-    ds = ds.copy()
-    for name in names:
-        var = raw.variables[name].copy(deep=False)
-        var.encoding[CF_PACKED] = True
-        ds[name] = var
-    return ds, raw
+    return _with_packed(ds, raw, names), raw
 
 
 def _packed_from(ds: Any, store: Any) -> tuple[Any, Any]:
     """:func:`keep_packed` reading the already open ``store`` instead of opening the file again."""
     import xarray as xr
-
-    from atlas.xarray.conversions import CF_PACKED
 
     names = packed_variables(ds)
     if not names:
@@ -335,12 +342,7 @@ def _packed_from(ds: Any, store: Any) -> tuple[Any, Any]:
         store, mask_and_scale=False, decode_times=False, decode_timedelta=False,
         drop_variables=[str(n) for n in ds.variables if str(n) not in names],
     )  # fmt: skip
-    ds = ds.copy()
-    for name in names:
-        var = raw.variables[name].copy(deep=False)
-        var.encoding[CF_PACKED] = True
-        ds[name] = var
-    return ds, raw
+    return _with_packed(ds, raw, names), raw
 
 
 def load_source(source: Source, chunk_size: int, engine: str | None = None) -> Loaded:
