@@ -26,7 +26,9 @@ plain file name.  (A root-group name of a file with ``:`` in its own name, say
 naming the dataset.)
 
 **Opening** (:func:`load_source`, run in the reader processes): the file is opened
-lazily with ``xr.open_dataset``.  A file whose variables total at most
+lazily with ``xr.open_dataset``.  A file the netCDF4 engine reads is opened once: its
+data, its packed variables as stored and its list of groups all come from that one
+netCDF4 handle, decoded exactly as ``xr.open_dataset(path)`` decodes it.  A file whose variables total at most
 ``chunk_size`` bytes is loaded whole into memory right there and sent to the
 writer, so reading overlaps with writing; it is stored with ATLAS's default chunk
 shapes.  A larger file is reopened by the writer (:func:`open_streamed`) with
