@@ -32,6 +32,7 @@ from atlas.errors import DTypeError, InvalidArgumentError, ValueOverflowError
 __all__ = ["decode", "encode", "normalize", "to_python"]
 
 _DTYPES = frozenset(DTYPE_NAMES)
+_INT64_MIN = int(np.iinfo(np.int64).min)
 _INT64_MAX = int(np.iinfo(np.int64).max)
 _TYPED_KEYS = frozenset(("t", "v", "k", "s"))
 #: The most dimensions an array attribute read from a store may have (numpy's own limit).
@@ -74,7 +75,7 @@ def normalize(value: Any, dtype: Any = None) -> dict[str, Any]:
     (values are range-checked against it); otherwise it is inferred from the value.
     """
     if dtype is None:
-        # The two commonest values, without the general inference below (same result).
+        # The commonest values, without the general inference below (same result).
         kind = type(value)
         if kind is float:
             return {"t": "float64", "v": value}
@@ -82,6 +83,10 @@ def normalize(value: Any, dtype: Any = None) -> dict[str, Any]:
             if value.isascii():  # ASCII is always valid UTF-8
                 return {"t": "string", "v": value}
             return {"t": "string", "v": coerce_scalar(value, "string", "attribute value")}
+        if kind is int and _INT64_MIN <= value <= _INT64_MAX:
+            return {"t": "int64", "v": value}
+        if kind is bool:
+            return {"t": "bool", "v": value}
     forced = canonical_dtype(dtype) if dtype is not None else None
     if isinstance(value, np.ndarray):
         if forced is None and value.dtype.kind == "M":

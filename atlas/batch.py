@@ -59,6 +59,10 @@ _PLAIN_BY_ID = {id(dt): name for name, dt in _PLAIN_DTYPES.items()}
 #: a few array schemas, checked in full once.
 _KNOWN: dict[tuple[str, tuple[str, ...], str, tuple[int, ...]], tuple[tuple[str, ...], tuple[int, ...], int]] = {}
 _MAX_KNOWN = 1024
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: The most string values whose typed form a batch shares between its datasets: the
+#: values that repeat (platform, units, flags) are few; unique ones would only grow it.
+_MAX_SHARED_STRINGS = 1 << 10
 
 
 def add_datasets(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
@@ -83,6 +87,7 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
     n_arrays = 0
     normalize = attributes.normalize
     keys: set[str] = set()  # attribute keys checked in this batch
+    strings: dict[str, dict[str, Any]] = {}  # typed form of the string values seen in this batch
     for position, entry in enumerate(datasets):
         if type(entry) is tuple and len(entry) == 3:
             name, arrays, attrs = entry
@@ -102,7 +107,26 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
             if type(key) is not str or key not in keys:
                 check_label(key, "attribute name")
                 keys.add(key)
-            typed[key] = normalize(value)
+            # The commonest values typed here, exactly as ``normalize`` types them: the
+            # call would cost more than the typing (a batch has many attributes per dataset).
+            kind = type(value)
+            if kind is float:
+                typed[key] = {"t": "float64", "v": value}
+            elif kind is str:
+                # Typed values are replaced, never changed in place (see
+                # ``txn.state._copy_dataset``), so the datasets of a batch share one
+                # typed form per string value: short strings repeat across datasets.
+                shared = strings.get(value)
+                if shared is None:
+                    # ASCII is always valid UTF-8; any other text takes every check.
+                    shared = {"t": "string", "v": value} if value.isascii() else normalize(value)
+                    if len(strings) < _MAX_SHARED_STRINGS:
+                        strings[value] = shared
+                typed[key] = shared
+            elif kind is int and _INT64_MIN <= value <= _INT64_MAX:
+                typed[key] = {"t": "int64", "v": value}
+            else:
+                typed[key] = normalize(value)
         n_arrays += len(checked)
         planned.append((name, checked, typed))
     where = state.backend.location

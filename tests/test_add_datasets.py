@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import numpy as np
 import pytest
 from faults import FaultyBackend, patched_resolve
@@ -166,3 +168,141 @@ def test_flush_of_a_batch_is_atomic(tmp_path, monkeypatch):
     assert len(reopened.list_datasets()) == 501
     assert reopened.open_dataset("b0499").read_array("v").tolist() == [499.0] * 3
     assert reopened.open_dataset("b0499").get_attribute("i") == 499
+
+
+class _Text(str):
+    """A str subclass: typed through the general path, never shared."""
+
+
+#: One attribute value of every kind ``set_attribute`` takes (dtype inferred).
+ATTRIBUTE_VALUES = {
+    "float": 12.5,
+    "float_neg_zero": -0.0,
+    "float_nan": float("nan"),
+    "float_inf": float("-inf"),
+    "str": "buoy",
+    "str_empty": "",
+    "str_non_ascii": "naïve ✓",
+    "str_subclass": _Text("buoy"),
+    "int": 7,
+    "int_min": -(2**63),
+    "int_max": 2**63 - 1,
+    "int_uint64": 2**63,
+    "bool": True,
+    "bool_false": False,
+    "np_float32": np.float32(0.1),
+    "np_float64": np.float64(2.5),
+    "np_int8": np.int8(-3),
+    "np_uint64": np.uint64(2**64 - 1),
+    "np_bool": np.bool_(True),
+    "np_str": np.str_("txt"),
+    "np_datetime_s": np.datetime64("2024-01-02T03:04:05", "s"),
+    "np_datetime_nat": np.datetime64("NaT", "ns"),
+    "datetime": datetime.datetime(2024, 1, 2, 3, 4, 5, 6),
+    "date": datetime.date(2024, 1, 2),
+    "list_int": [1, 2, 3],
+    "list_mixed_numbers": [1, 2.5],
+    "list_big_ints": [1, 2**63],
+    "list_str": ["a", "é"],
+    "list_empty": [],
+    "tuple": (True, False),
+    "array_2d": np.arange(6, dtype=np.int16).reshape(2, 3),
+    "array_str": np.array(["x", "yz"], dtype=object),
+    "array_datetime": np.array(["2024-01-01", "NaT"], dtype="datetime64[D]"),
+    "array_0d": np.array(1.5),
+}
+
+
+#: The dtype each of ``ATTRIBUTE_VALUES`` is stored as (both paths).
+INFERRED = {
+    **dict.fromkeys(["float", "float_neg_zero", "float_nan", "float_inf", "np_float64"], "float64"),
+    **dict.fromkeys(["str", "str_empty", "str_non_ascii", "str_subclass", "np_str", "list_str", "array_str"], "string"),
+    **dict.fromkeys(["int", "int_min", "int_max", "list_int"], "int64"),
+    **dict.fromkeys(["int_uint64", "np_uint64", "list_big_ints"], "uint64"),
+    **dict.fromkeys(["bool", "bool_false", "np_bool", "tuple"], "bool"),
+    **dict.fromkeys(["np_datetime_s", "np_datetime_nat", "datetime", "date"], "timestamp_nanoseconds"),
+    "array_datetime": "timestamp_nanoseconds",
+    "np_float32": "float32",
+    "np_int8": "int8",
+    "list_empty": "float64",
+    "list_mixed_numbers": "float64",
+    "array_2d": "int16",
+    "array_0d": "float64",
+}
+
+
+def typed_repr(typed: dict) -> str:
+    """``repr`` of staged typed attributes: tells 1, 1.0 and True apart, and -0.0 from 0.0."""
+    return repr({key: sorted(value.items()) for key, value in typed.items()})
+
+
+def test_staged_attributes_equal_the_per_call_path_for_every_value_kind(tmp_path):
+    # Several datasets repeat the same values (the batch shares typed string forms).
+    names = [f"d{i}" for i in range(3)]
+    per = atlas.Atlas.create(tmp_path / "a")
+    for name in names:
+        ds = per.create_dataset(name)
+        for key, value in ATTRIBUTE_VALUES.items():
+            ds.set_attribute(key, value)
+    bat = atlas.Atlas.create(tmp_path / "b")
+    bat.add_datasets((name, {}, dict(ATTRIBUTE_VALUES)) for name in names)
+    for name in names:
+        want, got = per._st.pending[name].attributes, bat._st.pending[name].attributes
+        assert list(got) == list(ATTRIBUTE_VALUES)
+        assert typed_repr(got) == typed_repr(want), name
+        assert {key: typed["t"] for key, typed in want.items()} == INFERRED
+        for key in got:
+            assert [type(v) for v in got[key].values()] == [type(v) for v in want[key].values()], key
+    per.flush()
+    bat.flush()
+    for name in names:
+        assert repr(bat.open_dataset(name).attributes()) == repr(per.open_dataset(name).attributes())
+    per.close()
+    bat.close()
+
+
+def test_a_shared_string_value_changes_in_one_dataset_only(tmp_path):
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        store.add_datasets((f"d{i}", {}, {"platform": "buoy", "note": "naïve"}) for i in range(3))
+        store.open_dataset("d1").set_attribute("platform", "ship")
+        store.open_dataset("d2").delete_attribute("note")
+    store = atlas.Atlas.open(tmp_path / "s", mode="r")
+    assert [store.open_dataset(f"d{i}").attributes() for i in range(3)] == [
+        {"platform": "buoy", "note": "naïve"},
+        {"platform": "ship", "note": "naïve"},
+        {"platform": "buoy"},
+    ]
+
+
+#: Bad attribute keys and values: each refused by ``add_datasets`` as ``set_attribute`` refuses it.
+BAD_ATTRIBUTES = [
+    ("value None", "k", None),
+    ("int over uint64", "k", 2**64),
+    ("int under int64", "k", -(2**63) - 1),
+    ("lone surrogate value", "k", "a\udc80"),
+    ("lone surrogate in a str subclass", "k", _Text("\ud800")),
+    ("object value", "k", object()),
+    ("float16 scalar", "k", np.float16(1)),
+    ("list of mixed kinds", "k", [1, "a"]),
+    ("list of ints of both signs beyond int64", "k", [-1, 2**63]),
+    ("empty key", "", 1.0),
+    ("int key", 3, "x"),
+    ("lone surrogate key", "\udc80", "x"),
+]
+
+
+@pytest.mark.parametrize(("what", "key", "value"), BAD_ATTRIBUTES, ids=[b[0] for b in BAD_ATTRIBUTES])
+def test_bad_attribute_gets_the_per_call_error_and_nothing_is_staged(tmp_path, what, key, value):
+    store = atlas.Atlas.create(tmp_path / "s")
+    ds = store.create_dataset("probe")
+    with pytest.raises(errors.AtlasError) as per_call_error:
+        ds.set_attribute(key, value)
+    store.discard()
+    # Good datasets with the same key and string values first: the bad entry comes
+    # after keys and typed strings the batch already remembers.
+    good = [(f"d{i}", {}, {"k": "x", "kk": 1.5, "kkk": 2}) for i in range(3)]
+    with pytest.raises(type(per_call_error.value)) as batch_error:
+        store.add_datasets([*good, ("bad", {}, {"k": "x", key: value})])
+    assert str(batch_error.value) == str(per_call_error.value)
+    assert not store.has_pending_changes and store.list_datasets() == []
+    store.close()

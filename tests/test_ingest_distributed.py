@@ -298,6 +298,31 @@ def test_bad_arguments_change_nothing(tmp_path):
     assert pickle.loads(pickle.dumps(atlas.IngestReport())) == atlas.IngestReport()
 
 
+@pytest.mark.parametrize(
+    "body",
+    [[0, ["a", "b"], [], [], [], "", 0],  # slots that are not numbers
+     [0, [0, 5, 9], [], [], [], "", 0],  # three slot bounds
+     [0, [0, 5], [[7, []]], [], [], "", 0],  # a source label that is not a string
+     [0, [0, 5], [], [], [[1, 2]], "", 0],  # a failure record of numbers
+     [0, [0, 5], [], [], [], 5, 0],  # a lease that is not a path
+     [0, [0, 5], [], [], [], "", "z"],  # a byte count that is not one
+     [0, [0, 5], [], [["v", "v", [1, "x", 2, 3, 4, 5]]], [], "", 0],  # a segment reference of the wrong types
+     [True, [0, 5], [], [], [], "", 0]],
+)  # fmt: skip
+def test_a_fragment_with_fields_of_the_wrong_type_is_refused(tmp_path, body):
+    """Valid MessagePack of the wrong shape is refused when decoded, not by a TypeError of the commit."""
+    import msgpack
+
+    from atlas.errors import AtlasError
+    from atlas.txn.fragments import SlotReservation, commit_fragments, unpack_fragment
+
+    with pytest.raises(AtlasError, match="cannot be decoded"):
+        frag = unpack_fragment(b"r" + msgpack.packb(body))
+        with atlas.Atlas.open(_new_store(tmp_path / "a.atlas")) as s:  # what an accepted fragment led to
+            state = s.session.state()
+            commit_fragments(state, [frag], SlotReservation.plan(state.base.next_slot, [5])[0])
+
+
 @pytest.fixture(scope="module")
 def corpus200(tmp_path_factory) -> tuple[Path, Path]:
     """200 derived CMEMS-like files and their single-process ``atlas create`` store."""

@@ -100,6 +100,9 @@ def _key(name: str) -> bytes:
 
 _ID, _VERSION, _ATTRIBUTES, _ARRAYS = _key("id"), _key("version"), _key("attributes"), _key("arrays")
 _SLOT, _SHAPE, _STATS = _key("slot"), _key("shape"), _key("stats")
+_RECORD_HEAD = b"\x84" + _ID
+#: The header of each MessagePack map of fewer than 16 members.
+_MAP_HEADERS = [bytes((0x80 | n,)) for n in range(16)]
 #: Members of an array object packed per row (or in the head of the shared part).
 _PER_ROW = frozenset(("slot", "dtype", "dims", "shape", "stats"))
 
@@ -115,20 +118,28 @@ class RecordEncoder:
 
     def __init__(self) -> None:
         self._pack = msgpack.Packer(use_bin_type=True).pack
-        self._halves: dict[tuple, tuple[bytes, bytes, int]] = {}
+        self._halves: dict[tuple, tuple[bytes, bytes, int, bool]] = {}
 
-    def _schema(self, am: ArrayMeta) -> tuple[bytes, bytes, int]:
-        """``(dtype + dims, chunk_shape + fill_value [+ attributes], members)`` of ``am``, packed."""
+    def _schema(self, am: ArrayMeta) -> tuple[bytes, bytes, int, bool]:
+        """``(dtype + dims, chunk_shape + fill_value [+ attributes], members, float dtype)`` of ``am``.
+
+        The first two packed; the last tells whether stats extremes are floats.
+        """
         fill = am.fill_value
         # repr tells -0.0 from 0.0 and NaN apart; attributes are rare and packed each time
-        key = None if am.attributes else (am.dtype, am.dims, am.chunk_shape, type(fill), repr(fill))
+        if am.attributes:
+            key = None
+        elif fill is None:  # the usual case, without the cost of repr
+            key = (am.dtype, am.dims, am.chunk_shape)
+        else:
+            key = (am.dtype, am.dims, am.chunk_shape, type(fill), repr(fill))
         got = self._halves.get(key) if key is not None else None
         if got is None:
             obj = metadata.array_to_dict(am)
             pack = self._pack
             head = pack("dtype") + pack(obj["dtype"]) + pack("dims") + pack(obj["dims"])
             tail = b"".join(pack(k) + pack(v) for k, v in obj.items() if k not in _PER_ROW)
-            got = (head, tail, len(obj) - ("stats" in obj))
+            got = (head, tail, len(obj) - ("stats" in obj), dtypes.is_float(am.dtype))
             if key is not None:
                 self._halves[key] = got
         return got
@@ -138,18 +149,30 @@ class RecordEncoder:
         if ds is None:
             return b"\xc0"
         pack = self._pack
-        out = [b"\x84", _ID, pack(ds.id), _VERSION, pack(ds.version), _ATTRIBUTES, pack(ds.attributes), _ARRAYS,
-               _map_header(len(ds.arrays))]  # fmt: skip
-        for name, am in ds.arrays.items():
-            head, tail, members = self._schema(am)
+        arrays = ds.arrays
+        out = [_RECORD_HEAD, pack(ds.id), _VERSION, pack(ds.version), _ATTRIBUTES, pack(ds.attributes), _ARRAYS,
+               _MAP_HEADERS[len(arrays)] if len(arrays) < 16 else _map_header(len(arrays))]  # fmt: skip
+        for name, am in arrays.items():
+            head, tail, members, floats = self._schema(am)
             stats = am.stats
-            out += [pack(name), _map_header(members + (stats is not None)), _SLOT, pack(am.slot), head, _SHAPE,
-                    pack(list(am.shape)), tail]  # fmt: skip
+            # a tuple packs as the array a list would
+            out += [pack(name), _MAP_HEADERS[members + (stats is not None)], _SLOT, pack(am.slot), head, _SHAPE,
+                    pack(am.shape), tail]  # fmt: skip
             if stats is not None:
                 lo, hi = stats.minimum, stats.maximum
+                if floats:
+                    # dtypes.encode_value of a float: only NaN and the infinities are
+                    # not themselves (for them x - x is not 0)
+                    if lo is not None:
+                        lo = float(lo)
+                        if lo - lo != 0.0:
+                            lo = dtypes.encode_value(lo, am.dtype)
+                    if hi is not None:
+                        hi = float(hi)
+                        if hi - hi != 0.0:
+                            hi = dtypes.encode_value(hi, am.dtype)
                 out += [_STATS, pack({"row_count": stats.row_count, "null_count": stats.null_count,  # v1 §3.4
-                                      "min": None if lo is None else dtypes.encode_value(lo, am.dtype),
-                                      "max": None if hi is None else dtypes.encode_value(hi, am.dtype)})]  # fmt: skip
+                                      "min": lo, "max": hi})]  # fmt: skip
         return b"".join(out)
 
 

@@ -467,7 +467,7 @@ class CatalogTable(Table):
 
 
 def _concat(a: Column, b: Column) -> Column:
-    """Rows of ``a`` then rows of ``b``, in one kind (numbers meet as float64, else objects)."""
+    """Rows of ``a`` then rows of ``b``, in one kind (numbers as int64 if they fit, else float64; else objects)."""
     if a.kind != b.kind:
         if not a.present.any():
             a = missing_column(a.present.size, b.kind)
@@ -480,12 +480,22 @@ def _concat(a: Column, b: Column) -> Column:
         return Column(None, present, "string", codes, np.concatenate([a.categories, b.categories]))  # type: ignore[list-item]
     if a.kind == b.kind:
         return Column(np.concatenate([a.values, b.values]), present, a.kind)
+    if {a.kind, b.kind} == {"int", "uint"} and all(_fits_int64(c) for c in (a, b)):
+        # as tidy() types a mix of signed and unsigned integers: exact int64 when they fit
+        return Column(np.concatenate([a.values.astype(np.int64), b.values.astype(np.int64)]), present, "int")
     if {a.kind, b.kind} <= {"int", "uint", "float"}:
-        return Column(np.concatenate([a.values.astype(np.float64), b.values.astype(np.float64)]), present, "float")
+        values = np.concatenate([a.values.astype(np.float64), b.values.astype(np.float64)])
+        values[~present] = np.nan  # a float column's missing rows hold NaN (an integer side's hold 0)
+        return Column(values, present, "float")
     values = np.empty(present.size, dtype=object)
     values[: a.values.size] = list(a.values)
     values[a.values.size :] = list(b.values)
     return tidy(values, present)
+
+
+def _fits_int64(col: Column) -> bool:
+    """True when the present values of an integer column are all below 2**63."""
+    return col.kind == "int" or not col.present.any() or int(col.values[col.present].max()) < 2**63
 
 
 def _coded(col: Column) -> Column:

@@ -126,12 +126,21 @@ def unpack_fragment(data: bytes) -> Fragment:
         task, slots, stored, segments, failed, lease, stored_bytes = msgpack.unpackb(
             body, raw=False, strict_map_key=True
         )
-        frag = Fragment(task, (slots[0], slots[1]), lease=lease, stored_bytes=stored_bytes)
+        lo, hi = slots
+        _expect(int, task, lo, hi, stored_bytes)
+        _expect(str, lease)
+        frag = Fragment(task, (lo, hi), lease=lease, stored_bytes=stored_bytes)
         frag.failed = [(label, reason) for label, reason in failed]
+        _expect(str, *(x for pair in frag.failed for x in pair))
         frag.segments = [(a, d, SegmentRef(*ref)) for a, d, ref in segments]
+        for a, d, ref in frag.segments:
+            _expect(str, a, d, ref.file)
+            _expect(int, ref.size, ref.index_offset, ref.index_length, ref.index_checksum, ref.records)
         for label, datasets in stored:
+            _expect(str, label)
             records = []
             for name, raw in datasets:
+                _expect(str, name)
                 ds = decode_record(raw, f"{where}, dataset {name!r}")
                 if ds is None:
                     raise ValueError(f"dataset {name!r} has no record")
@@ -142,6 +151,13 @@ def unpack_fragment(data: bytes) -> Fragment:
     except Exception as exc:  # a task of another version of atlas, or damage in transit
         raise AtlasError(f"{where} cannot be decoded: {type(exc).__name__}: {exc}") from None
     return frag
+
+
+def _expect(kind: type, *values: object) -> None:
+    """Refuse a decoded field of the wrong type (a damaged body can still be valid MessagePack)."""
+    for v in values:
+        if type(v) is not kind:
+            raise TypeError(f"a field holds {type(v).__name__} {v!r}, not {kind.__name__}")
 
 
 @dataclass

@@ -1,0 +1,148 @@
+"""The bytes the catalogue writer and merges produce are pinned.
+
+Parts written from a fixed set of rows (tombstones, every attribute kind, missing
+keys, several key orders, several arrays, ragged shapes, NaN, signed zeros,
+unicode) and their merges are hashed; the hashes were recorded from the writer
+before its fast paths changed, so a speed-up that alters a single byte fails here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from atlas.catalog import build, merge_parts, write_part
+from atlas.metadata import ArrayMeta, DatasetMeta, Stats
+
+TOKEN = bytes(range(16))
+
+
+def _attrs(i: int) -> dict:
+    """Attributes of row ``i``: uniform for most rows, other orders, kinds and missing keys for some."""
+    attrs = {f"f{k}": {"t": "float64", "v": i * 0.25 + k} for k in range(4)}
+    attrs.update({f"s{k}": {"t": "string", "v": f"v{(i + k) % 7}"} for k in range(4)})
+    if i % 11 == 0:
+        attrs["f1"] = {"t": "float64", "v": float("nan")}
+        attrs["s2"] = {"t": "string", "v": "ünïcödé ☃ \U0001f600"}
+    if i % 13 == 0:
+        del attrs["s0"]  # a missing key
+    if i % 17 == 0:
+        attrs = dict(reversed(list(attrs.items())))  # another key order
+    if i % 19 == 0:
+        attrs["f2"] = {"t": "int64", "v": -i}  # a key of two kinds: a blob column
+        attrs["tags"] = {"t": "string", "v": ["a", "ß"], "k": "list"}
+    if i % 23 == 0:
+        attrs["flag"] = {"t": "bool", "v": i % 2 == 0}
+        attrs["when"] = {"t": "timestamp_nanoseconds", "v": 1_700_000_000_000_000_000 + i}
+        attrs["f0"] = {"v": -0.0, "t": "float64"}  # another member order
+        attrs["_atlas_xarray/vars"] = {"t": "string", "v": '["temp"]'}
+    return attrs
+
+
+def _arrays(i: int) -> dict:
+    temp = ArrayMeta(i, "float32", ("depth",), (24,), (24,), stats=Stats(24, i % 3, -1.5, float(i % 100)))
+    arrays = {"temp": temp}
+    if i % 5 == 0:
+        arrays["psal"] = ArrayMeta(10_000 + i, "float64", ("z",), (i % 9,), (4,), float("nan"))
+    if i % 7 == 0:
+        arrays["qc"] = ArrayMeta(20_000 + i, "int16", ("t", "z"), (3, i % 4), (2, 2), 7,
+                                 {"units": {"t": "string", "v": "°C"}}, Stats(6, 1, -3, 9))  # fmt: skip
+    if i % 29 == 0:
+        arrays["label"] = ArrayMeta(30_000 + i, "string", (), (), (), "n/a", stats=Stats(1, 0, "é", "ź"))
+        arrays["big"] = ArrayMeta(40_000 + i, "uint64", ("x",), (2,), (2,), stats=Stats(2, 0, 2**64 - 1, 2**64 - 1))
+    return arrays
+
+
+def rows(lo: int, hi: int, version: int = 1) -> list:
+    out = []
+    for i in range(lo, hi):
+        meta = None if i % 31 == 0 else DatasetMeta(i, version, _attrs(i), _arrays(i))
+        out.append((f"ds_{i:05d}" if i % 37 else f"ds_{i:05d}_π", meta))
+    return out[::-1] if lo % 2 else out  # the writer sorts
+
+
+def bench_rows(n: int) -> list:
+    """Rows as the scale benchmark makes them: 15 floats, 15 strings, one ``temp``."""
+    out = []
+    for i in range(n):
+        attrs = {f"f{k}": {"t": "float64", "v": i * 0.25 + k} for k in range(15)}
+        attrs.update({f"s{k}": {"t": "string", "v": f"v{(i + k) % 50}"} for k in range(15)})
+        temp = ArrayMeta(i + 1, "float32", ("depth",), (24,), (24,), stats=Stats(24, 0, -1.5, float(i % 1000)))
+        out.append((f"profile_{i:07d}", DatasetMeta(i + 1, 1, attrs, {"temp": temp})))
+    return out
+
+
+def digest(buffers) -> str:
+    return hashlib.sha256(b"".join(bytes(b) for b in buffers)).hexdigest()
+
+
+#: sha256 of the parts, recorded from the writer before its fast paths changed.
+WRITTEN = {
+    'lz4': {
+        'bench': '736528047c8352baea5f46528e5cfe907bb4c565c092c4e9de1680ba05fee371',
+        'empty': '817ac325f7e2d58326e37dfbb3ded88879b60c2bca286b5a23d7498457cf4d4c',
+        'one': '02c11b3f852da0eee7ecf4e7acc7d2457cc083879255e70bfc87a8342accd362',
+        'tombstone': '18512956f3d60fcf4858f07597a30923e40afe3caa096cc5b07afbb2278aa7c1',
+        'varied': '2354347fbfed97acb8b84593832608579b2fe2feabe21823cc9e4354a36fe348',
+    },
+    'none': {
+        'bench': '798e70778685f0f1f0292a760bed34383bbe343322ebd3dd8e8a6b3a50f40a7e',
+        'empty': '817ac325f7e2d58326e37dfbb3ded88879b60c2bca286b5a23d7498457cf4d4c',
+        'one': '02c11b3f852da0eee7ecf4e7acc7d2457cc083879255e70bfc87a8342accd362',
+        'tombstone': '18512956f3d60fcf4858f07597a30923e40afe3caa096cc5b07afbb2278aa7c1',
+        'varied': '41d577beefea574029cc00a4facd97bb85c3fbdcb871cbdcdd235b017578520b',
+    },
+    'zstd': {
+        'bench': 'dd9133dda8a645333913a031df608770782aad9160189b3db42b89922c429655',
+        'empty': '817ac325f7e2d58326e37dfbb3ded88879b60c2bca286b5a23d7498457cf4d4c',
+        'one': '9c58efe7483188ee4ac135ab886af1142adc503b703d8fa60c38dc7f2f343cfb',
+        'tombstone': '18512956f3d60fcf4858f07597a30923e40afe3caa096cc5b07afbb2278aa7c1',
+        'varied': '16d79d4963007f0e8d5d32ccf69c6ca17ef3c761ff6a081e1d35e0fd52445bd3',
+    },
+}
+MERGED = {
+    False: {
+        'varied': '3ccd949f83895e40885e27a444ca051192a5a70f6f1db63d7638dd871f873525',
+        'with_bench': 'cb44303962fc964532266141ecb1d3d8f437d7f8a6f2d58f8f21010393f40789',
+    },
+    True: {
+        'varied': 'baf319f239596a19e90d3ff67c6cd020925a031a3659b17c95728fda342cf7de',
+        'with_bench': '1d4e1441d54ffd6f072708b201135d3a5e7bb1f3b318abe006efd35d12d2dd85',
+    },
+}
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4", "none"])
+@pytest.mark.parametrize("split", [1 << 14, 64])
+def test_written_parts_keep_their_bytes(codec, split, monkeypatch):
+    monkeypatch.setattr(build, "_SPLIT_ROWS", split)  # chunks of rows mixing orders and kinds too
+    got = {
+        "varied": digest(write_part(rows(0, 700), codec, 3, TOKEN)[1]),
+        "bench": digest(write_part(bench_rows(600), codec, 3, TOKEN)[1]),
+        "one": digest(write_part(rows(1, 2), codec, 3, TOKEN)[1]),
+        "tombstone": digest(write_part(rows(31, 32), codec, 3, TOKEN)[1]),
+        "empty": digest(write_part([], codec, 3, TOKEN)[1]),
+    }
+    assert got == WRITTEN[codec]
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_merged_parts_keep_their_bytes(drop):
+    files: dict[str, bytes] = {}
+
+    def read_range(path: str, offset: int, length: int) -> bytes:
+        return files[path][offset : offset + length]
+
+    refs = []
+    for g, (lo, hi) in enumerate([(0, 500), (300, 650), (640, 700)], start=1):
+        _name, buffers, ref = write_part(rows(lo, hi, g), "zstd", g, bytes([g]) * 16)
+        files[ref.path] = b"".join(bytes(b) for b in buffers)
+        refs.append(ref)
+    bench = write_part(bench_rows(300), "lz4", 4, bytes([4]) * 16)
+    files[bench[2].path] = b"".join(bytes(b) for b in bench[1])
+    got = {
+        "varied": digest(merge_parts(refs, read_range, "zstd", 5, TOKEN, drop)[1]),
+        "with_bench": digest(merge_parts([*refs, bench[2]], read_range, "zstd", 5, TOKEN, drop)[1]),
+    }
+    assert got == MERGED[drop]
