@@ -1,0 +1,238 @@
+"""Opening source files for ``create``/``append`` and ``atlas.ingest`` (:mod:`atlas.cli.sources`).
+
+A file the netCDF4 engine reads is opened once (``_open_once``); every other file, and
+every file when ``_open_once`` is switched off, takes the general path that opens the
+file again for its packed variables and its groups.  Both must store exactly the same
+thing: the tests run both on real files (tests/data, the derived CMEMS profile corpus)
+and on files made to hit each decoding rule (packing, QC flags, times, timedeltas,
+character arrays, NetCDF-3, groups) and compare what is loaded and what is stored.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+xr = pytest.importorskip("xarray")
+netCDF4 = pytest.importorskip("netCDF4")
+
+import atlas  # noqa: E402
+from atlas.cli import main, sources  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_FILES = sorted((ROOT / "tests" / "data").glob("*.nc"))
+N_CORPUS = 12
+
+
+def _corpus_module():
+    spec = importlib.util.spec_from_file_location("atlas_bench_corpus", ROOT / "benchmarks" / "corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _packed(path: Path) -> None:
+    rng = np.random.default_rng(0)
+    values = np.round(rng.uniform(0, 30, (40, 50)), 2)
+    values[3, :7] = np.nan
+    ds = xr.Dataset(
+        {
+            "TEMP": (("TIME", "DEPTH"), values, {"units": "degree_Celsius"}),
+            "TEMP_QC": ("TIME", rng.integers(0, 9, 40).astype("int8"), {"flag_values": np.arange(9, dtype="i1")}),
+            "PSAL": ("TIME", rng.uniform(30, 40, 40).astype("float32")),
+            "COUNT": ("TIME", rng.integers(0, 100, 40).astype("uint16")),
+        },
+        coords={"TIME": np.arange(40.0), "DEPTH": ("DEPTH", np.arange(50, dtype="int16"), {"_FillValue": -1})},
+    )
+    ds.TEMP.encoding.update({"dtype": "int16", "scale_factor": 0.01, "add_offset": 10.0, "_FillValue": -32768})
+    ds.TEMP_QC.encoding.update({"dtype": "int8", "_FillValue": np.int8(-127)})
+    ds.PSAL.encoding.update({"_FillValue": np.float32(99999.0), "zlib": True, "chunksizes": (8,)})
+    ds.COUNT.encoding.update({"missing_value": np.uint16(65535)})
+    ds.to_netcdf(path)
+
+
+def _times_and_text(path: Path, fmt: str = "NETCDF4") -> None:
+    times = np.array(["2020-01-01T00:00", "NaT", "2020-03-01T12:30"], dtype="datetime64[ns]")
+    ds = xr.Dataset(
+        {
+            "T": ("obs", times),
+            "DT": ("obs", np.array([1, 2, 3], dtype="timedelta64[s]").astype("timedelta64[ns]"), {"long_name": "lag"}),
+            "NAME": ("obs", np.array([b"ab", b"cde", b""])),
+            "PLATFORM": ((), "buoy-7", {"comment": "scalar string"}),
+            "V": ("obs", [1.5, np.nan, 3.0], {"coordinates": "LAT"}),
+            "LAT": ("obs", [1.0, 2.0, 3.0]),
+        },
+        attrs={"title": "times and text", "history": "made for a test"},
+    )
+    ds.T.encoding.update({"units": "days since 1950-01-01", "calendar": "standard", "dtype": "float64"})
+    ds.DT.encoding.update({"units": "seconds", "dtype": "int32", "_FillValue": np.int32(-1)})
+    ds.to_netcdf(path, format=fmt, **({"unlimited_dims": ["obs"]} if fmt == "NETCDF4" else {}))
+
+
+def _grouped(path: Path) -> None:
+    xr.Dataset({"top": ("x", np.arange(3.0))}).to_netcdf(path)
+    obs = xr.Dataset({"q": ("n", np.array([1, 2, -1], dtype="i1"))})
+    obs.q.encoding.update({"_FillValue": np.int8(-1)})
+    obs.to_netcdf(path, group="obs", mode="a")
+    xr.Dataset({"deep": ("m", np.arange(4, dtype="i4"))}).to_netcdf(path, group="obs/deep", mode="a")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """tests/data's NetCDF files, derived CMEMS profile files and one file per decoding rule."""
+    root = tmp_path_factory.mktemp("sources")
+    _corpus_module().make_corpus(root / "cmems", N_CORPUS, subdirs=2)
+    for f in DATA_FILES:
+        shutil.copy(f, root / f.name)
+    _packed(root / "packed.nc")
+    _times_and_text(root / "times.nc")
+    _times_and_text(root / "classic.nc", "NETCDF3_64BIT")
+    _grouped(root / "grouped.nc")
+    return root
+
+
+def _all(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.nc"))
+
+
+@pytest.fixture
+def general_path(monkeypatch):
+    """Switch the one-open path off: what every file took before it existed."""
+
+    def use_general() -> None:
+        monkeypatch.setattr(sources, "_open_once", lambda path, engine: None)
+
+    return use_general
+
+
+def _same(a, b) -> bool:
+    """Equal values of the same types (arrays: same dtype, NaN where NaN)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, np.ndarray | np.generic):
+        return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    if isinstance(a, float) and a != a:
+        return b != b
+    return a == b
+
+
+def assert_same_dataset(want, got, where: str) -> None:
+    """Identical datasets, including variable order, dtypes, attrs and every encoding entry."""
+    xr.testing.assert_identical(want, got)
+    assert list(want.variables) == list(got.variables), where
+    assert _same(dict(want.encoding), dict(got.encoding)), (where, want.encoding, got.encoding)
+    for name in want.variables:
+        a, b = want.variables[name], got.variables[name]
+        assert a.dtype == b.dtype, (where, name)
+        assert _same(dict(a.attrs), dict(b.attrs)), (where, name, a.attrs, b.attrs)
+        assert _same(dict(a.encoding), dict(b.encoding)), (where, name, a.encoding, b.encoding)
+
+
+def _load_both(path: Path, chunk_size: int, monkeypatch, engine: str | None = None):
+    src = sources.Source(path, "f")
+    new = sources.load_source(src, chunk_size, engine)
+    with monkeypatch.context() as m:
+        m.setattr(sources, "_open_once", lambda p, e: None)
+        old = sources.load_source(src, chunk_size, engine)
+    return old, new
+
+
+@pytest.mark.parametrize("chunk_size", [1 << 30, 64], ids=["loaded", "streamed"])
+def test_one_open_loads_what_the_general_path_loads(files, monkeypatch, chunk_size):
+    paths = _all(files)
+    assert len(paths) == N_CORPUS + len(DATA_FILES) + 4
+    for path in paths:
+        old, new = _load_both(path, chunk_size, monkeypatch)
+        where = str(path)
+        assert old.warnings == new.warnings, where
+        assert [g.group for g in old.groups] == [g.group for g in new.groups], where
+        for a, b in zip([old, *old.groups], [new, *new.groups]):
+            assert (a.streamed, a.blocks, a.disk_chunks) == (b.streamed, b.blocks, b.disk_chunks), where
+            if a.ds is None:
+                assert b.ds is None, where
+            else:
+                assert_same_dataset(a.ds, b.ds, f"{where} {a.group}")
+    grouped = sources.load_source(sources.Source(files / "grouped.nc", "g"), 1 << 30)
+    assert [g.group for g in grouped.groups] == ["/obs", "/obs/deep"]
+
+
+def test_netcdf4_files_are_opened_once(files, monkeypatch):
+    from xarray.backends.netCDF4_ import NetCDF4DataStore
+
+    opened: list[str] = []
+    real_open, real_groups = NetCDF4DataStore.open.__func__, sources.group_paths
+
+    def counting_open(cls, filename, *args, **kwargs):
+        opened.append(str(filename))
+        return real_open(cls, filename, *args, **kwargs)
+
+    def counting_groups(path, *args, **kwargs):
+        opened.append(str(path))  # group_paths opens the file with netCDF4 (not a classic file)
+        return real_groups(path, *args, **kwargs)
+
+    monkeypatch.setattr(NetCDF4DataStore, "open", classmethod(counting_open))
+    monkeypatch.setattr(sources, "group_paths", counting_groups)
+    gl = files / "GL_PR_BO_JLKU.nc"  # has packed QC flags: the general path opens it three times
+    loaded = sources.load_source(sources.Source(gl, "gl"), 1 << 30)
+    assert loaded.ds["TIME_QC"].dtype == np.int8
+    assert opened == [str(gl)]
+    opened.clear()
+    with monkeypatch.context() as m:
+        m.setattr(sources, "_open_once", lambda p, e: None)
+        sources.load_source(sources.Source(gl, "gl"), 1 << 30)
+    assert opened == [str(gl)] * 3
+    # another engine named explicitly: the general path, as xr.open_dataset(engine=...) reads it
+    assert sources._open_once(gl, "h5netcdf") is None
+    assert sources._open_once(files / "packed.nc", "scipy") is None
+
+
+def test_a_file_netcdf4_cannot_open_keeps_the_general_path_error(tmp_path):
+    bad = tmp_path / "bad.nc"
+    bad.write_bytes(b"not a netcdf file at all")
+    assert sources._open_once(bad, None) is None
+    with pytest.raises(ValueError):
+        sources.load_source(sources.Source(bad, "bad"), 1 << 30)
+
+
+def _create(src: Path, target: Path, *extra: str) -> None:
+    assert main(["create", str(src), str(target), "-j", "0", "-q", *extra]) == 0
+
+
+def _listing(target: Path) -> tuple:
+    import contextlib
+    import io
+
+    outs = []
+    for args in (["--long", "--json"], ["-l"]):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["ls", str(target), *args]) == 0
+        outs.append(out.getvalue().replace(str(target), "STORE"))
+    return json.loads(outs[0]), outs[1]
+
+
+@pytest.mark.parametrize("chunk_size", ["128MiB", "4KiB"], ids=["loaded", "streamed"])
+def test_stores_written_by_both_paths_are_the_same(files, tmp_path, monkeypatch, chunk_size):
+    new, old = tmp_path / "new.atlas", tmp_path / "old.atlas"
+    _create(files, new, "--chunk-size", chunk_size)
+    with monkeypatch.context() as m:
+        m.setattr(sources, "_open_once", lambda p, e: None)
+        _create(files, old, "--chunk-size", chunk_size)
+    assert _listing(new) == _listing(old)
+    with atlas.Atlas.open(old, mode="r") as a, atlas.Atlas.open(new, mode="r") as b:
+        names = a.list_datasets()
+        assert names == b.list_datasets() and len(names) == N_CORPUS + len(DATA_FILES) + 6  # 2 sub-groups
+        for name in names:
+            assert _same(a[name].attributes(), b[name].attributes()), name
+            for var in a[name].list_arrays():
+                assert _same(a[name].array_meta(var), b[name].array_meta(var)), (name, var)
+            assert_same_dataset(a.to_xarray(name).load(), b.to_xarray(name).load(), name)
