@@ -62,7 +62,15 @@ def _parts(layout: str) -> list[list[tuple[str, DatasetMeta | None]]]:
     second = [(f"d{i:03d}", _meta(i, 2)) for i in range(0, 60, 7)] + [(f"d{i:03d}", None) for i in (1, 2, 5)]
     second += [(f"e{i:03d}", _meta(i, 2)) for i in range(8)]
     third = [("d003", None), ("d005", _meta(5, 3)), ("a", _meta(61, 3))]
-    return [first, second, third]
+    parts = [first, second, third]
+    # Names numpy cannot hold as fixed-width keys (a NUL byte pads them; very long
+    # ones would make the keys too large) take the path through decoded names.
+    rename = {
+        "three parts": lambda name: name,
+        "three parts, names with a NUL byte": lambda name: f"{name}\x00{name[-1]}",
+        "three parts, long names": lambda name: "é" * 200 + name,
+    }[layout]
+    return [[(rename(name), meta) for name, meta in part] for part in parts]
 
 
 def _tables(layout: str) -> tuple[CatalogTable, DictTable]:
@@ -88,7 +96,14 @@ WHERE = [
     "lat > 3 and n < 50", "temp.max between 0 and 4", "temp.count > 2 or temp.nulls == 4", "temp overlaps [1, 2]",
     "kind is null", "kind is not null and lat < 0",
 ]  # fmt: skip
-LAYOUTS = ["one part", "one part with tombstones", "three parts", "a few rows over a large part"]
+LAYOUTS = [
+    "one part",
+    "one part with tombstones",
+    "three parts",
+    "three parts, names with a NUL byte",
+    "three parts, long names",
+    "a few rows over a large part",
+]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -296,3 +311,16 @@ def test_a_deleted_row_does_not_decide_the_kind_of_the_kept_rows():
     reference = DictTable({"b": reference._metas[1]})
     for where in (f"u == {2**53}", f"u > {2**53}"):
         assert select(overlay, where) == select(reference, where), where
+
+
+@pytest.mark.parametrize(
+    ("layout", "keyed"),
+    [("three parts", True), ("three parts, names with a NUL byte", False), ("three parts, long names", False)],
+)
+def test_several_parts_are_merged_on_name_keys_when_names_allow(layout, keyed):
+    table, reference = _tables(layout)
+    assert select(table, "lat > 3") == select(reference, "lat > 3")
+    readers = table.catalog._readers
+    assert all((r.name_keys() is not None) == keyed for r in readers)
+    if keyed:  # the layout and the search decoded no part's whole names column
+        assert not any("name" in r._columns for r in readers)

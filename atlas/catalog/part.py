@@ -48,6 +48,12 @@ _FIXED = {
 _TYPED_COLUMN = {name: np.dtype("u1") if name == "bool" else dtypes.storage_dtype(name) for name in DTYPE_CODES}
 
 
+#: Names keys (:meth:`PartReader.name_keys`) are made for names of at most this many
+#: UTF-8 bytes, and at most this many bytes of keys per part.
+_MAX_KEY_WIDTH = 256
+_MAX_KEY_BYTES = 256 << 20
+
+
 class PartReader:
     """One part of a catalogue snapshot.
 
@@ -153,6 +159,38 @@ class PartReader:
                 raise CorruptStoreError(f"{self.where} column 'name': string column does not hold {self.rows} values")
             out = self._columns["name ends"] = (raw, ends)
         return out
+
+    def name_keys(self) -> np.ndarray | None:
+        """Every row's name as a fixed-width ``bytes`` numpy array (checked sorted and
+        distinct, kept), or None when the names do not fit that form.
+
+        UTF-8 bytes compare in code point order, so these keys sort as the names do
+        and numpy can merge and search them without a Python step per row.  Names
+        holding a NUL byte (the padding of the fixed width) or too long for a
+        compact array have no keys: callers use :meth:`names` then.
+        """
+        if "name keys" in self._columns:
+            return self._columns["name keys"]
+        raw, ends = self.name_ends()
+        n = ends.size
+        starts = np.empty(n, dtype=np.int64)
+        starts[:1] = 0
+        starts[1:] = ends[:-1] + 1
+        lengths = ends - starts
+        width = int(lengths.max()) if n else 1
+        keys = None
+        if n and 0 < width <= _MAX_KEY_WIDTH and n * width <= _MAX_KEY_BYTES and not (raw == 0).any():
+            if int(lengths.min()) == width:  # names of one length (numbered names): a reshape
+                grid = np.ascontiguousarray(raw.reshape(n, width + 1)[:, :width])
+            else:
+                inside = np.flatnonzero(raw != 0xFF)
+                grid = np.zeros((n, width), dtype=np.uint8)
+                grid.reshape(-1)[inside + np.repeat(np.arange(n) * width - starts, lengths)] = raw[inside]
+            keys = grid.view(f"S{width}").ravel()
+            if n > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+                raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
+        self._columns["name keys"] = keys
+        return keys
 
     def names_of(self, rows: Sequence[int]) -> list[str]:
         """The names of ``rows``, in that order: only those are decoded, unless more

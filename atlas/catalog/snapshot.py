@@ -27,9 +27,11 @@ from atlas.catalog.part import PartReader, ReadRange
 from atlas.catalog.winners import (  # noqa: F401 - merge_positions, merge_sorted, winning_rows: merging's
     RowNames,
     live_rows,
+    live_rows_by_keys,
     merge_positions,
     merge_sorted,
     row_positions,
+    row_positions_by_keys,
     runs_of,
     winning_rows,
 )
@@ -271,17 +273,25 @@ class Catalog(SearchColumns):
                 rows = np.arange(reader.rows) if self._whole else np.flatnonzero(~tombs)
                 self._live_rows, self._positions = [rows], [rows if self._whole else np.arange(rows.size)]
             elif readers:
-                names: list[Sequence[str]] = [r.names() for r in readers[1:]]
                 oldest = readers[0]
-                if sum(len(x) for x in names) * _LOOKUPS_PER_ROW <= oldest.rows:
-                    # A few recent rows over a large merged part: that part's names are
-                    # binary-searched for the newer ones instead of decoded.
-                    self._newer = set().union(*names)
-                    names.insert(0, RowNames(oldest))
+                keys = None
+                if sum(r.rows for r in readers[1:]) * _LOOKUPS_PER_ROW > oldest.rows:
+                    keys = [r.name_keys() for r in readers]
+                if keys is not None and all(k is not None for k in keys):
+                    # names merged as numpy keys: no name decoded
+                    self._live_rows = live_rows_by_keys(readers, keys)  # type: ignore[arg-type]
+                    self._positions = row_positions_by_keys(keys, self._live_rows)  # type: ignore[arg-type]
                 else:
-                    names.insert(0, oldest.names())
-                self._live_rows = live_rows(readers, False, names)
-                self._positions = row_positions(names, self._live_rows)
+                    names: list[Sequence[str]] = [r.names() for r in readers[1:]]
+                    if keys is None:
+                        # A few recent rows over a large merged part: that part's names
+                        # are binary-searched for the newer ones instead of decoded.
+                        self._newer = set().union(*names)
+                        names.insert(0, RowNames(oldest))
+                    else:  # names without compact keys (a NUL byte, very long names)
+                        names.insert(0, oldest.names())
+                    self._live_rows = live_rows(readers, False, names)
+                    self._positions = row_positions(names, self._live_rows)
             self._count = sum(int(r.size) for r in self._live_rows)
         return self._count
 

@@ -19,7 +19,17 @@ import numpy as np
 from atlas.catalog.part import PartReader
 from atlas.errors import CorruptStoreError
 
-__all__ = ["RowNames", "live_rows", "merge_positions", "merge_sorted", "row_positions", "runs_of", "winning_rows"]
+__all__ = [
+    "RowNames",
+    "live_rows",
+    "live_rows_by_keys",
+    "merge_positions",
+    "merge_sorted",
+    "row_positions",
+    "row_positions_by_keys",
+    "runs_of",
+    "winning_rows",
+]
 
 
 class RowNames(Sequence):
@@ -139,6 +149,44 @@ def row_positions(names: Sequence[Sequence[str]], rows: Sequence[np.ndarray]) ->
                 raise CorruptStoreError("catalogue part names are not sorted and distinct")
             pos[small] += ranks
             # how many of the shorter side go before each row of the longer one
+            pos[big] += np.cumsum(np.bincount(ranks, minlength=rows[big].size + 1))[: rows[big].size]
+    return pos
+
+
+def live_rows_by_keys(readers: Sequence[PartReader], keys: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """:func:`live_rows` (tombstones left out) from the parts' name keys
+    (:meth:`~atlas.catalog.part.PartReader.name_keys`): vectorised, no name decoded."""
+    rows: list[np.ndarray] = []
+    shadow = np.zeros(0, dtype="S1")  # names of newer parts, sorted: they hide older rows
+    for p in range(len(readers) - 1, -1, -1):
+        mine = keys[p]
+        live = ~readers[p].tombstones()
+        if shadow.size and mine.size:
+            if shadow.size <= mine.size:  # search the shorter side in the longer one
+                at = np.minimum(np.searchsorted(mine, shadow), mine.size - 1)
+                live[at[mine[at] == shadow]] = False
+            else:
+                at = np.minimum(np.searchsorted(shadow, mine), shadow.size - 1)
+                live &= shadow[at] != mine
+        rows.append(np.flatnonzero(live))
+        if p:  # the oldest part hides nothing; one part's keys are sorted already
+            shadow = np.sort(np.concatenate([shadow, mine])) if shadow.size else mine
+    rows.reverse()
+    return rows
+
+
+def row_positions_by_keys(keys: Sequence[np.ndarray], rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """:func:`row_positions` from the parts' name keys: each shorter side located in
+    the longer one with one ``searchsorted``."""
+    pos = [np.arange(r.size, dtype=np.int64) for r in rows]
+    for a in range(len(rows)):
+        for b in range(a + 1, len(rows)):
+            small, big = (a, b) if rows[a].size <= rows[b].size else (b, a)
+            if not rows[small].size or not rows[big].size:
+                continue
+            located = np.searchsorted(keys[big], keys[small][rows[small]])
+            ranks = np.searchsorted(rows[big], located)
+            pos[small] += ranks
             pos[big] += np.cumsum(np.bincount(ranks, minlength=rows[big].size + 1))[: rows[big].size]
     return pos
 
