@@ -71,6 +71,7 @@ class PartReader:
         self._read_range = read_range
         self._index: PartIndex | None = None
         self._columns: dict[str, Any] = {}
+        self._names_ordered = False  # name keys were made (and checked sorted), then released
 
     # -- raw access -------------------------------------------------------------------------
 
@@ -141,7 +142,7 @@ class PartReader:
                 where = f"{self.where} column 'name'"
                 self._columns["name"] = decode_strings(held[0], self.rows, where)
             names = self.strings("name")
-            checked = self._columns.get("name keys") is not None  # the keys were checked in order
+            checked = self._names_ordered or self._columns.get("name keys") is not None  # keys checked in order
             if not checked and not all(map(operator.lt, names, itertools.islice(names, 1, None))):
                 del self._columns["name"]
                 raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
@@ -180,7 +181,7 @@ class PartReader:
         lengths = ends - starts
         width = int(lengths.max()) if n else 1
         keys = None
-        if n and 0 < width <= _MAX_KEY_WIDTH and n * width <= _MAX_KEY_BYTES and not (raw == 0).any():
+        if n and 0 < width <= _MAX_KEY_WIDTH and n * width <= _MAX_KEY_BYTES and int(raw.min()) != 0:
             if int(lengths.min()) == width:  # names of one length (numbered names): a reshape
                 grid = np.ascontiguousarray(raw.reshape(n, width + 1)[:, :width])
             else:
@@ -192,6 +193,12 @@ class PartReader:
                 raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
         self._columns["name keys"] = keys
         return keys
+
+    def release_name_keys(self) -> None:
+        """Drop the name keys (a catalogue keeps what it computed from them); the
+        order they proved is remembered, so :meth:`names` does not check it again."""
+        keys = self._columns.pop("name keys", None)
+        self._names_ordered = self._names_ordered or keys is not None
 
     def names_of(self, rows: Sequence[int]) -> list[str]:
         """The names of ``rows``, in that order: only those are decoded, unless more

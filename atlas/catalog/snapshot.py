@@ -253,8 +253,13 @@ class Catalog(SearchColumns):
 
     # -- listing -------------------------------------------------------------------------------
 
-    def _layout(self) -> int:
+    def _layout(self, listing: bool = False) -> int:
         """Live rows and their positions per part; returns the number of live datasets.
+
+        ``listing``: the caller decodes every name next (:meth:`names`), so several
+        parts are merged on their decoded names rather than on numpy name keys
+        (which a search uses so as to decode none): making both would hold twice
+        the memory for the list.
 
         One part needs no names for that (its rows are sorted and a tombstone
         hides only its own row), so a search of a one-part catalogue decodes only
@@ -276,11 +281,13 @@ class Catalog(SearchColumns):
                 oldest = readers[0]
                 keys = None
                 if sum(r.rows for r in readers[1:]) * _LOOKUPS_PER_ROW > oldest.rows:
-                    keys = [r.name_keys() for r in readers]
+                    keys = [None] if listing else [r.name_keys() for r in readers]
                 if keys is not None and all(k is not None for k in keys):
                     # names merged as numpy keys: no name decoded
                     self._live_rows = live_rows_by_keys(readers, keys)  # type: ignore[arg-type]
                     self._positions = row_positions_by_keys(keys, self._live_rows)  # type: ignore[arg-type]
+                    for reader in readers:  # what they give is kept: the keys are not
+                        reader.release_name_keys()
                 else:
                     names: list[Sequence[str]] = [r.names() for r in readers[1:]]
                     if keys is None:
@@ -299,7 +306,7 @@ class Catalog(SearchColumns):
         """Every live name, sorted (built once)."""
         if self._names is not None:
             return self._names
-        n = self._layout()
+        n = self._layout(listing=True)
         if len(self._readers) == 1:
             names = self._readers[0].names()
             self._names = names if self._whole else [names[i] for i in self._live_rows[0].tolist()]
