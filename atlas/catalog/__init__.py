@@ -25,6 +25,12 @@ Writing (a commit)::
         parts = [*parts[:start], merged]     # the replaced parts go to ``retired``
     data = encode_commit(CommitObject(..., parts=parts), meta_format, compression)
 
+Modules: ``commit`` (the commit object), ``build`` and ``layout`` (writing a
+part), ``part`` (reading one), ``snapshot`` (:class:`Catalog`), ``columns`` (its
+search columns), ``winners`` (which row of which part is live, and where it goes in
+name order), ``schemas`` (interned array schemas for bulk reads), ``merge`` and
+``merging`` (the merge policy and merges), ``encoding`` (records and strings).
+
 Bytes are read through one callable, ``read_range(path, offset, length) -> bytes``
 (store-relative paths), so a memory map or object-store range reads can serve it,
 e.g. ``lambda p, o, n: backend.get_ranges(p, [o], [n])[0]``.  Every byte read is
