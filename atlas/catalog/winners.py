@@ -12,7 +12,7 @@ of a large merged part).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -135,17 +135,30 @@ def row_positions(names: Sequence[Sequence[str]], rows: Sequence[np.ndarray]) ->
     with vectorised ``searchsorted`` calls, so no Python step is spent per row of
     a large part.
     """
+
+    def locate(small: int, big: int) -> np.ndarray:
+        target, mine = names[big], names[small]
+        located = (_lower_bound(target, mine[i]) for i in rows[small].tolist())
+        return np.fromiter(located, np.int64, rows[small].size)
+
+    return _place_pairs(rows, locate, check=True)
+
+
+def _place_pairs(
+    rows: Sequence[np.ndarray], locate: Callable[[int, int], np.ndarray], check: bool
+) -> list[np.ndarray]:
+    """Positions in name order of every part's winning ``rows``, given
+    ``locate(small, big)``: where each winning name of part ``small`` goes among
+    every row of part ``big`` (lower bounds), for each pair of parts."""
     pos = [np.arange(r.size, dtype=np.int64) for r in rows]
     for a in range(len(rows)):
         for b in range(a + 1, len(rows)):
             small, big = (a, b) if rows[a].size <= rows[b].size else (b, a)
             if not rows[small].size or not rows[big].size:
                 continue
-            target, mine = names[big], names[small]
-            located = (_lower_bound(target, mine[i]) for i in rows[small].tolist())
             # rows of the longer side before each name, then the winners among them
-            ranks = np.searchsorted(rows[big], np.fromiter(located, np.int64, rows[small].size))
-            if ranks.size > 1 and np.any(ranks[1:] < ranks[:-1]):  # only names not checked whole
+            ranks = np.searchsorted(rows[big], locate(small, big))
+            if check and ranks.size > 1 and np.any(ranks[1:] < ranks[:-1]):  # only names not checked whole
                 raise CorruptStoreError("catalogue part names are not sorted and distinct")
             pos[small] += ranks
             # how many of the shorter side go before each row of the longer one
@@ -177,18 +190,8 @@ def live_rows_by_keys(readers: Sequence[PartReader], keys: Sequence[np.ndarray])
 
 def row_positions_by_keys(keys: Sequence[np.ndarray], rows: Sequence[np.ndarray]) -> list[np.ndarray]:
     """:func:`row_positions` from the parts' name keys: each shorter side located in
-    the longer one with one ``searchsorted``."""
-    pos = [np.arange(r.size, dtype=np.int64) for r in rows]
-    for a in range(len(rows)):
-        for b in range(a + 1, len(rows)):
-            small, big = (a, b) if rows[a].size <= rows[b].size else (b, a)
-            if not rows[small].size or not rows[big].size:
-                continue
-            located = np.searchsorted(keys[big], keys[small][rows[small]])
-            ranks = np.searchsorted(rows[big], located)
-            pos[small] += ranks
-            pos[big] += np.cumsum(np.bincount(ranks, minlength=rows[big].size + 1))[: rows[big].size]
-    return pos
+    the longer one with one ``searchsorted`` (keys are checked sorted when made)."""
+    return _place_pairs(rows, lambda small, big: np.searchsorted(keys[big], keys[small][rows[small]]), check=False)
 
 
 def merge_sorted(kept: list[list[str]], positions: list[np.ndarray]) -> list[str]:
