@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from atlas import _xarray_hook, errors
+from atlas import errors, xarray_hook
 from atlas.errors import AtlasError, ConflictError
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ logging.getLogger("atlas").addHandler(logging.NullHandler())
 
 # ``ds.atlas`` works after ``import atlas`` in either import order, and a program that
 # never imports xarray does not load it.
-_xarray_hook.install()
+xarray_hook.install()
 
 # The store machinery (numpy and the engine) loads on first use of these names, so
 # that `import atlas` and the `atlas` command start fast; numba and blosc2 load later
