@@ -375,21 +375,22 @@ class _Batch:
         else:
             report.commits += 1
         report.commit_seconds += time.perf_counter() - t0
-        bad = {label for label, _ in refused}
+        bad = {id(src) for src, _ in refused}
         for frag in fragments:
             if job is not None:
                 report.stored_bytes += frag.stored_bytes
             sizes = self.tasks[frag.task].items
             for src in frag.stored:
-                if src.label in bad:
+                if id(src) in bad:
                     continue
                 report.stored.append(src.label)
                 report.datasets += len(src.names)
                 report.source_bytes += getattr(sizes[src.index], "size", 0)
-        if refused and self.skip_existing:  # names a callable made that the store already holds
-            report.existing += [label for label, _ in refused]
-        elif refused:
+        failed = [(src.label, reason) for src, reason in refused]
+        if failed and self.skip_existing:  # names a callable made that the store already holds
+            report.existing += [label for label, _ in failed]
+        elif failed:
             if not self.skip_errors:
-                label, reason = refused[0]
-                raise IngestError(f"{label}: {reason} (another writer stored it meanwhile); {_done(report)}", refused)
-            report.failed += refused
+                label, reason = failed[0]
+                raise IngestError(f"{label}: {reason}; {_done(report)}", failed)
+            report.failed += failed

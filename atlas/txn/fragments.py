@@ -50,6 +50,7 @@ from atlas.catalog import CommitObject, PartRef, part_filename
 from atlas.catalog.part import PartReader, ReadRange
 from atlas.errors import AtlasError, ConflictError, CorruptStoreError
 from atlas.metadata import ArrayFamily, DatasetMeta, SegmentRef, check_counter
+from atlas.names import encode_dir_name
 from atlas.txn.commit import publish, write_token
 from atlas.txn.parts import NewFile, next_commit, part_with_merge, place_part, prune_retired
 from atlas.txn.state import WorkingState
@@ -160,7 +161,10 @@ def pack_fragment(frag: Fragment) -> bytes:
     references repeat most of their bytes (paths, array names, the write token).
     """
     stored = [[s.index, s.names] for s in frag.stored]
-    segments = [[a, d, [r.file, r.size, r.index_offset, r.index_length, r.index_checksum, r.records]]
+    # A family directory is the array name's encoding (sent as ""), unless the store
+    # holds the family under another one: a quarter of a fragment's bytes otherwise.
+    segments = [[a, "" if d == encode_dir_name(a) else d,
+                 [r.file, r.size, r.index_offset, r.index_length, r.index_checksum, r.records]]
                 for a, d, r in frag.segments]  # fmt: skip
     part = None if frag.part is None else _part_fields(frag.part)
     return _pack([frag.task, list(frag.slots), stored, segments, [list(f) for f in frag.failed], frag.lease,
@@ -181,6 +185,8 @@ def unpack_fragment(data: bytes) -> Fragment:
         frag.segments = [(a, d, SegmentRef(*ref)) for a, d, ref in segments]
         for a, d, ref in frag.segments:
             _expect(str, a, d, ref.file)
+        frag.segments = [(a, d or encode_dir_name(a), ref) for a, d, ref in frag.segments]
+        for _, _, ref in frag.segments:
             _expect(int, ref.size, ref.index_offset, ref.index_length, ref.index_checksum, ref.records)
         for index, names in stored:
             _expect(int, index)
@@ -255,9 +261,13 @@ class CommitJob:
         return sum(len(i.names) for i in self.inputs)
 
 
-def plan_commit(state: WorkingState, fragments: list[Fragment], reservation: SlotReservation,
-                storage_options: dict[str, Any] | None) -> tuple[CommitJob | None, list[tuple[str, str]]]:  # fmt: skip
-    """The commit job of ``fragments`` on ``state``'s snapshot, and the ``(label, reason)`` of sources refused.
+def plan_commit(
+    state: WorkingState,
+    fragments: list[Fragment],
+    reservation: SlotReservation,
+    storage_options: dict[str, Any] | None,
+) -> tuple[CommitJob | None, list[tuple[StoredSource, str]]]:
+    """The commit job of ``fragments`` on ``state``'s snapshot, and the sources refused (with the reason).
 
     A source is refused whole when one of its names is in the store or stored by
     an earlier source of the batch.  The job is None when nothing is left to
@@ -272,8 +282,8 @@ def plan_commit(state: WorkingState, fragments: list[Fragment], reservation: Slo
             f"{state.backend.location} while this ingest ran, more than the {SLOT_HEADROOM} it left free: "
             "its slot ranges are taken; nothing of it was committed, run it again"
         )
-    refused: list[tuple[str, str]] = []
-    taken: set[str] = set()
+    refused: list[tuple[StoredSource, str]] = []
+    taken: dict[str, str] = {}  # name -> label of the source of the batch that stores it
     inputs = []
     for frag in fragments:
         lo, hi = frag.slots
@@ -283,9 +293,10 @@ def plan_commit(state: WorkingState, fragments: list[Fragment], reservation: Slo
         for src in frag.stored:
             clash = next((n for n in src.names if n in taken or state.has_dataset(n)), None)
             if clash is not None:
-                refused.append((src.label, f"dataset {clash!r} already exists in the store"))
+                where = f"is also stored by {taken[clash]}" if clash in taken else "already exists in the store"
+                refused.append((src, f"dataset {clash!r} {where}"))
                 continue
-            taken.update(src.names)
+            taken.update(dict.fromkeys(src.names, src.label))
             keep += src.names
         if keep and frag.part is not None:
             inputs.append(CommitInput(frag.part, frag.slots, tuple(keep)))
