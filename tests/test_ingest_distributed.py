@@ -442,6 +442,31 @@ def test_a_garbled_task_part_is_refused_and_nothing_is_committed(corpus, tmp_pat
     assert not list(Path(path).rglob("*.af")) and not list(Path(path).rglob("*.cat"))
 
 
+def test_a_commit_task_whose_worker_dies_runs_again(corpus, reference, tmp_path, monkeypatch):
+    """The first commit task kills its pool process while batch tasks still run: all of them run again."""
+    import ingest_commit_faults
+
+    from atlas.distributed.runner import Runner
+
+    path = _new_store(tmp_path / "k.atlas")
+    marker = tmp_path / "died"
+    original = Runner.call
+
+    def call(self, fn, job):
+        return original(self, functools.partial(ingest_commit_faults.die_once_then, str(marker), fn), job)
+
+    monkeypatch.setattr(Runner, "call", call)
+    report = atlas.ingest([corpus], path, workers=2, batch=4, commit_interval=0)
+    assert marker.exists() and report.datasets == N_FILES and not report.failed
+    got = atlas.Atlas.open(path, "r+")
+    assert got.verify() == [] and got.generation == report.commits
+    assert_same_records(got, reference)
+    assert_same_store(got, reference)
+    got.compact(grace_period=0)  # sweeps the part the dead attempt may have written
+    assert got.verify() == []
+    assert_no_transport_files(got)
+
+
 def test_ingest_into_a_format_1_store_upgrades_it_first(corpus, reference, tmp_path):
     from v1_stores import to_v1
 
