@@ -203,7 +203,11 @@ def ingest(
         swept by ``compact``); commits made before stay.
     ConflictError
         Other writers committed so much meanwhile that the ingest's slot ranges
-        are taken (nothing of the ingest was committed).
+        are taken (nothing of the ingest was committed), or committed first at
+        every one of several attempts of a commit.
+    CorruptStoreError
+        A task part read by a commit task is damaged: that commit is not made
+        (commits made before stay).
     """
     from atlas.store import Atlas
 
