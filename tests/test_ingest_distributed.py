@@ -254,8 +254,10 @@ def test_failed_files_skip_errors_client_death_and_resume(corpus, reference, tmp
     assert store.generation == 0 and store.list_datasets() == []
     orphans = [p for p in Path(path).rglob("*.af")]
     assert orphans  # the workers did write segments, which no manifest references
+    assert list(Path(path).rglob("*.cat"))  # and task parts, which no commit object lists
     store.compact(grace_period=0)
     assert not list(Path(path).rglob("*.af")) and not list(Path(path).rglob("*.lease"))
+    assert not list(Path(path).rglob("*.cat"))
     store.close()
 
     # commits every fragment (commit_interval=0), then the client dies part way
