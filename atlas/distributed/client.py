@@ -360,9 +360,8 @@ class _Batch:
                 publish_fragments(state, fragments, reservation, job, kept, ref)
             except ConflictError:
                 delete_quietly(state.backend, [ref.path, lease])
-                taken = not reservation.claimed and state.base.next_slot > reservation.start
-                if attempt == _COMMIT_ATTEMPTS - 1 or taken:
-                    raise
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise  # (slot ranges taken meanwhile are found by the next plan_commit)
                 logger.info("another writer committed to %s; committing on top of its generation", handle.location)
                 handle.refresh()
                 state = handle.session.state()
