@@ -327,12 +327,30 @@ def test_bad_arguments_change_nothing(tmp_path):
     assert pickle.loads(pickle.dumps(atlas.IngestReport())) == atlas.IngestReport()
 
 
-def test_client_receives_at_most_one_percent_of_the_stored_bytes(corpus, reference, tmp_path):
+def test_client_receives_at_most_one_percent_of_the_stored_bytes(corpus, reference, tmp_path, monkeypatch):
     """Records go through task parts on the store: the client gets names and file references."""
+    from atlas.distributed.runner import Runner
+
+    crossed = []  # every task result the client receives, as the pool pickles it
+    results, call = Runner.results, Runner.call
+
+    def counted_results(self, tasks):
+        for task, result, error in results(self, tasks):
+            crossed.append(len(pickle.dumps(result, pickle.HIGHEST_PROTOCOL)))
+            yield task, result, error
+
+    def counted_call(self, fn, arg):
+        out = call(self, fn, arg)
+        crossed.append(len(pickle.dumps(out, pickle.HIGHEST_PROTOCOL)))
+        return out
+
+    monkeypatch.setattr(Runner, "results", counted_results)
+    monkeypatch.setattr(Runner, "call", counted_call)
     path = _new_store(tmp_path / "r.atlas")
     report = atlas.ingest([corpus], path, workers=2, batch=20)
     assert report.datasets == N_FILES and report.commits == 1
-    # every result the client received, the fragments and the commit task's, counted pickled
+    # two fragments and one commit task's result: all of them counted
+    assert len(crossed) == 3 and report.received_bytes == sum(crossed)
     assert 0 < report.received_bytes <= 0.01 * _tree_bytes(path)
     got = atlas.Atlas.open(path, "r")
     assert got.verify() == []
