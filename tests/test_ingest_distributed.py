@@ -524,7 +524,16 @@ _PART = ["000000000001-0123456789abcdef.cat", 100, 60, 30, 7, 1, 1, 1]
      [0, [0, 5], [[0, ["x"]]], [], [], "", 0, None],  # datasets without a task part
      [0, [0, 5], [], [], [], "", 0, _PART],  # a task part without datasets
      [0, [0, 5], [], [], [], "", 0],  # a field missing
-     [True, [0, 5], [], [], [], "", 0, None]],
+     [True, [0, 5], [], [], [], "", 0, None],
+     # paths the client would delete: outside the catalogue, a live file, not a lease
+     [0, [0, 5], [[0, ["x"]]], [], [], "", 0, ["../../victim.cat", *_PART[1:]]],
+     [0, [0, 5], [[0, ["x"]]], [], [], "", 0, ["x/000000000001-0123456789abcdef.cat", *_PART[1:]]],
+     [0, [0, 5], [], [], [], "_catalog/000000000001-0123456789abcdef.cat", 0, None],
+     [0, [0, 5], [], [], [], "../_leases/a.lease", 0, None],
+     [0, [0, 5], [], [["v", "..", ["x.af", 9, 1, 1, 1, 1]]], [], "", 0, None],
+     [0, [0, 5], [], [["v", "v", ["../w/x.af", 9, 1, 1, 1, 1]]], [], "", 0, None],
+     [0, [0, 5], [], [["v", "_catalog", ["000000000001-0123456789abcdef.cat", 9, 1, 1, 1, 1]]], [], "", 0, None],
+     [0, [0, 5], [[0, ["x"]], [1, ["x"]]], [], [], "", 0, [*_PART[:5], 2, 1, 1]]],  # one name twice
 )  # fmt: skip
 def test_a_fragment_with_fields_of_the_wrong_type_is_refused(body):
     """Valid MessagePack of the wrong shape is refused when decoded, not by a TypeError of the commit."""
@@ -590,3 +599,101 @@ def test_cli_create_and_append_on_a_cluster(corpus, reference, tmp_path, cluster
     assert got.verify() == []
     assert_same_store(got, reference)
     assert main(["append", str(corpus), str(path), "--cluster", "local:0"]) == 2  # a usage error
+
+
+def test_a_commit_result_naming_a_file_that_is_no_lease_is_refused():
+    """The client deletes the lease a commit task names: a live part must not pass for one."""
+    from atlas.catalog import PartRef
+    from atlas.errors import AtlasError
+    from atlas.txn.fragments import CommitJob, pack_commit_result, unpack_commit_result
+
+    job = CommitJob("/x", None, "zstd", 1, bytes(16), (), 1, ())
+    ref = PartRef("000000000001-0000000000000000.cat", 100, 60, 30, 7, 0, 1, 1)
+    assert unpack_commit_result(pack_commit_result(0, ref, "_leases/ab.lease"), job)[2] == "_leases/ab.lease"
+    for lease in ["_catalog/000000000000-0123456789abcdef.cat", "v/x.af", "../x.lease"]:
+        with pytest.raises(AtlasError, match="cannot be decoded"):
+            unpack_commit_result(pack_commit_result(0, ref, lease), job)
+
+
+def test_a_fragment_naming_a_live_part_is_refused_and_the_part_kept(tmp_path, monkeypatch):
+    """A fragment whose task part is a part the store lists (and whose names the store holds, so every row is
+    refused) must not have the client delete that part: the store's catalogue would be gone."""
+    import atlas.distributed.client as client_mod
+    from atlas.errors import AtlasError
+
+    path = _new_store(tmp_path / "l.atlas")
+    with atlas.Atlas.open(path) as s:
+        s.add_xr_dataset(xr.Dataset({"v": ("x", np.arange(3.0))}), "kept")
+    live = atlas.Atlas.open(path, "r").session.state().base.parts[0]
+    original = client_mod.unpack_fragment
+
+    def forged(packed):
+        frag = original(packed)
+        frag.part = live
+        for src in frag.stored:
+            src.names = ["kept"]
+        return frag
+
+    monkeypatch.setattr(client_mod, "unpack_fragment", forged)
+    with pytest.raises(AtlasError, match="a file of the store"):
+        atlas.ingest([functools.partial(ingest_sources.big, "kept", 1, 20)], path, workers=1, skip_errors=True)
+    got = atlas.Atlas.open(path, "r")
+    assert (Path(path) / live.path).exists() and got.list_datasets() == ["kept"] and got.verify() == []
+
+
+def test_a_fragment_claiming_another_tasks_slots_is_refused(tmp_path, monkeypatch):
+    import atlas.distributed.client as client_mod
+    from atlas.errors import AtlasError
+
+    path = _new_store(tmp_path / "s.atlas")
+    original = client_mod.unpack_fragment
+
+    def forged(packed):
+        frag = original(packed)
+        frag.slots = (frag.slots[0] + 1, frag.slots[1] + 1)
+        return frag
+
+    monkeypatch.setattr(client_mod, "unpack_fragment", forged)
+    with pytest.raises(AtlasError, match="claims task"):
+        atlas.ingest([functools.partial(ingest_sources.big, f"n{i}", i, 20) for i in range(2)], path, workers=1,
+                     batch=1)  # fmt: skip
+    assert atlas.Atlas.open(path, "r").generation == 0
+
+
+def test_a_duplicate_across_commits_is_no_existing_dataset(tmp_path):
+    """With skip_existing, a name an earlier commit of the same ingest stored is a duplicate, not a resume."""
+    path = _new_store(tmp_path / "e.atlas")
+    sources = [functools.partial(ingest_sources.big, "dup", i, 20) for i in range(2)]
+    report = atlas.ingest(sources, path, workers=1, batch=1, commit_interval=0, skip_existing=True,
+                          skip_errors=True)  # fmt: skip
+    assert report.datasets == 1 and report.existing == []
+    assert len(report.failed) == 1 and "also stored by an earlier source of this ingest" in report.failed[0][1]
+    with pytest.raises(IngestError, match="also stored by"):
+        atlas.ingest([functools.partial(ingest_sources.big, "dup2", i, 20) for i in range(2)], path, workers=1,
+                     batch=1, commit_interval=0, skip_existing=True)  # fmt: skip
+    # a name stored before the ingest is still skipped as existing
+    report = atlas.ingest([functools.partial(ingest_sources.big, "dup", 5, 20)], path, workers=1, skip_existing=True)
+    assert report.datasets == 0 and len(report.existing) == 1 and not report.failed
+
+
+def test_a_commit_task_that_runs_twice_writes_the_same_part_on_s3(corpus, reference, moto_s3, s3_bucket,
+                                                                  monkeypatch):  # fmt: skip
+    """A rerun commit task (its worker died after writing) writes the same name: S3 accepts only the same bytes."""
+    import ingest_commit_faults
+
+    from atlas.distributed.runner import Runner
+
+    url = f"s3://{s3_bucket}/twice-{id(corpus)}"
+    opts = moto_s3.options()
+    atlas.Atlas.create(url, storage_options=opts).close()
+    original = Runner.call
+
+    def call(self, fn, job):
+        return original(self, functools.partial(ingest_commit_faults.run_twice, fn), job)
+
+    monkeypatch.setattr(Runner, "call", call)
+    report = atlas.ingest([corpus], url, workers=2, batch=8, commit_interval=0, storage_options=opts)
+    assert report.datasets == N_FILES and report.commits > 1
+    got = atlas.Atlas.open(url, "r", storage_options=opts)
+    assert got.verify() == []
+    assert_same_store(got, reference)

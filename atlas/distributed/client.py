@@ -283,6 +283,8 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
             # Counted as the pool or dask ships the result (pickled), whatever its type.
             report.received_bytes += len(pickle.dumps(packed, pickle.HIGHEST_PROTOCOL))
             frag = unpack_fragment(packed)
+            if frag.task != task.index or frag.slots != task.slots:
+                raise AtlasError(f"the fragment of task {task.index} claims task {frag.task}, slots {frag.slots}")
             for src in frag.stored:
                 if not 0 <= src.index < len(task.items):
                     raise AtlasError(f"the fragment of task {task.index} names source {src.index} of {len(task.items)}")
@@ -336,6 +338,8 @@ class _Batch:
     report: IngestReport
     skip_errors: bool
     skip_existing: bool
+    #: Dataset names committed by this ingest (a later source of one of them is a duplicate).
+    committed: set[str] = field(default_factory=set)
 
     def commit(self, fragments: list[Fragment]) -> None:
         """Commit ``fragments``, moving onto other writers' generations as needed.
@@ -378,7 +382,7 @@ class _Batch:
         else:
             report.commits += 1
         report.commit_seconds += time.perf_counter() - t0
-        bad = {id(src) for src, _ in refused}
+        bad = {id(src) for src, _, _ in refused}
         for frag in fragments:
             if job is not None:
                 report.stored_bytes += frag.stored_bytes
@@ -387,12 +391,19 @@ class _Batch:
                 if id(src) in bad:
                     continue
                 report.stored.append(src.label)
+                self.committed.update(src.names)
                 report.datasets += len(src.names)
                 report.source_bytes += getattr(sizes[src.index], "size", 0)
-        failed = [(src.label, reason) for src, reason in refused]
-        if failed and self.skip_existing:  # names a callable made that the store already holds
-            report.existing += [label for label, _ in failed]
-        elif failed:
+        failed = []
+        for src, reason, in_store in refused:
+            ours = next((n for n in src.names if n in self.committed), None) if in_store else None
+            if ours is not None:  # committed by an earlier commit of this ingest: a duplicate, not a resume
+                failed.append((src.label, f"dataset {ours!r} is also stored by an earlier source of this ingest"))
+            elif in_store and self.skip_existing:  # a name a callable made that the store already holds
+                report.existing.append(src.label)
+            else:
+                failed.append((src.label, reason))
+        if failed:
             if not self.skip_errors:
                 label, reason = failed[0]
                 raise IngestError(f"{label}: {reason}; {_done(report)}", failed)
