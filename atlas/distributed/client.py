@@ -68,6 +68,8 @@ class IngestReport:
     commits: int = 0
     #: Seconds spent committing (the commit tasks and writing the commit objects).
     commit_seconds: float = 0.0
+    #: Seconds of the last commit (the one left after the last task returned, if any).
+    last_commit_seconds: float = 0.0
     generation: int = 0
     seconds: float = 0.0
 
@@ -261,15 +263,23 @@ def ingest(
 def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotReservation,
            storage_options: dict[str, Any] | None, skip_errors: bool, skip_existing: bool, commit_interval: float,
            progress: Callable[[str, str], None] | None, report: IngestReport) -> None:  # fmt: skip
-    """Collect fragments as tasks finish and commit them every ``commit_interval`` seconds."""
+    """Collect fragments as tasks finish and commit them every ``commit_interval`` seconds.
+
+    One more commit is made when the last tasks run (fewer left than the runner
+    has slots, and fewer than the fragments waiting): a task slot is free then, so
+    the commit task of everything received so far runs beside them, and the
+    commit left for the end holds the fragments of those last tasks only.
+    """
     state = handle.session.state()
     lease = Lease(state.backend)  # takes over the workers' leases until their files are committed
     pending: list[Fragment] = []
     by_index = {t.index: t for t in tasks}
     last = time.monotonic()
+    unfinished, tail_committed = len(tasks), False
     batch = _Batch(handle, runner, reservation, storage_options, by_index, report, skip_errors, skip_existing)
     try:
         for task, packed, error in runner.results(tasks):
+            unfinished -= 1
             if error is not None:
                 reason = f"task failed: {type(error).__name__}: {' '.join(str(error).split())}"
                 labels = [source_label(i) for i in task.items]
@@ -303,7 +313,10 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
                     _tick(progress, lb, "failed")
             for src in frag.stored:
                 _tick(progress, src.label, "")
-            if time.monotonic() - last >= commit_interval:
+            # Worth it when it takes more off the end than it leaves there.
+            tail = not tail_committed and 0 < unfinished < len(pending) and unfinished < runner.slots()
+            if tail or time.monotonic() - last >= commit_interval:
+                tail_committed = tail_committed or tail
                 batch.commit(pending)
                 pending = []
                 lease.release()
@@ -381,7 +394,8 @@ class _Batch:
             delete_quietly(state.backend, [p for f in fragments for p in f.paths()])
         else:
             report.commits += 1
-        report.commit_seconds += time.perf_counter() - t0
+        report.last_commit_seconds = time.perf_counter() - t0
+        report.commit_seconds += report.last_commit_seconds
         bad = {id(src) for src, _, _ in refused}
         for frag in fragments:
             if job is not None:

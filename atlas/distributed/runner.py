@@ -47,6 +47,13 @@ class Runner:
         self.pool: ProcessPoolExecutor | None = None if client is not None else _pool(workers)
         self._calls = 0
 
+    def slots(self) -> int:
+        """Tasks that can run at once: the dask workers' threads, or the pool's processes."""
+        if self.client is None:
+            return self.workers
+        info = self.client.scheduler_info()["workers"].values()
+        return max(1, sum(int(w.get("nthreads", 1)) for w in info))
+
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
