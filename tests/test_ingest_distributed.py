@@ -338,9 +338,10 @@ def test_client_receives_at_most_one_percent_of_the_stored_bytes(corpus, referen
     crossed = []  # every task result the client receives, as the pool pickles it
     results, call = Runner.results, Runner.call
 
-    def counted_results(self, tasks):
-        for task, result, error in results(self, tasks):
-            crossed.append(len(pickle.dumps(result, pickle.HIGHEST_PROTOCOL)))
+    def counted_results(self, tasks, heartbeat):
+        for task, result, error in results(self, tasks, heartbeat):
+            if task is not None:
+                crossed.append(len(pickle.dumps(result, pickle.HIGHEST_PROTOCOL)))
             yield task, result, error
 
     def counted_call(self, fn, arg):
@@ -701,3 +702,16 @@ def test_a_commit_task_that_runs_twice_writes_the_same_part_on_s3(corpus, refere
     got = atlas.Atlas.open(url, "r", storage_options=opts)
     assert got.verify() == []
     assert_same_store(got, reference)
+
+
+def test_fragments_are_committed_while_a_long_task_runs(tmp_path):
+    """A fragment waits commit_interval, not until the next task finishes (its lease is renewed meanwhile)."""
+    path = _new_store(tmp_path / "w.atlas")
+    sources = [functools.partial(ingest_sources.big, "quick", 1, 20),
+               functools.partial(ingest_sources.wait_until_stored, path, "quick", "slow")]  # fmt: skip
+    report = atlas.ingest(sources, path, workers=2, batch=1, commit_interval=10)
+    assert report.datasets == 2 and report.commits == 2
+    got = atlas.Atlas.open(path, "r")
+    assert got.to_xarray("slow").attrs["saw"] == 1  # "quick" was committed while "slow" ran
+    assert got.verify() == []
+    assert_no_transport_files(got)

@@ -36,7 +36,7 @@ from atlas.txn.fragments import (
     unpack_commit_result,
     unpack_fragment,
 )
-from atlas.txn.leases import Lease
+from atlas.txn.leases import RENEW_SECONDS, Lease
 
 __all__ = ["POOL_RETRIES", "IngestReport", "ingest"]
 
@@ -184,8 +184,9 @@ def ingest(
     skip_unsupported, chunk_size, engine, max_pending_bytes
         As the ``atlas create`` options of the same names, per worker.
     commit_interval : float
-        The fragments received so far are committed when a fragment arrives this
-        many seconds or more after the previous commit (and all at the end).
+        The fragments received so far are committed once this many seconds
+        passed since the previous commit (when a fragment arrives, or when a task
+        slot is free), once more when the last tasks run, and all at the end.
     slots_per_source : int
         Arrays a source may define (its task's slot range is this times its
         sources; unused slots cost nothing).
@@ -265,6 +266,11 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
            progress: Callable[[str, str], None] | None, report: IngestReport) -> None:  # fmt: skip
     """Collect fragments as tasks finish and commit them every ``commit_interval`` seconds.
 
+    The lease over the files of waiting fragments is renewed even when no task
+    finishes for a long time (a concurrent ``compact`` keeps them), and when a
+    task slot is free, they are committed once ``commit_interval`` passed without
+    waiting for the next task to finish.
+
     One more commit is made when the last tasks run (fewer left than the runner
     has slots, and fewer than the fragments waiting): a task slot is free then, so
     the commit task of everything received so far runs beside them, and the
@@ -277,8 +283,20 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
     last = time.monotonic()
     unfinished, tail_committed = len(tasks), False
     batch = _Batch(handle, runner, reservation, storage_options, by_index, report, skip_errors, skip_existing)
+
+    def commit(fragments: list[Fragment]) -> tuple[list[Fragment], float]:
+        batch.commit(fragments)
+        lease.release()  # the committed files are referenced now
+        return [], time.monotonic()
+
     try:
-        for task, packed, error in runner.results(tasks):
+        for task, packed, error in runner.results(tasks, max(1.0, min(RENEW_SECONDS, commit_interval))):
+            if task is None:  # no task finished for a while: keep the lease fresh, commit what waits
+                lease.renew()
+                # Only with a slot free: a commit task queued behind long tasks would hold up this loop.
+                if pending and time.monotonic() - last >= commit_interval and unfinished < runner.slots():
+                    pending, last = commit(pending)
+                continue
             unfinished -= 1
             if error is not None:
                 reason = f"task failed: {type(error).__name__}: {' '.join(str(error).split())}"
@@ -317,10 +335,7 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
             tail = not tail_committed and 0 < unfinished < len(pending) and unfinished < runner.slots()
             if tail or time.monotonic() - last >= commit_interval:
                 tail_committed = tail_committed or tail
-                batch.commit(pending)
-                pending = []
-                lease.release()
-                last = time.monotonic()
+                pending, last = commit(pending)
         if pending:
             batch.commit(pending)
             pending = []
