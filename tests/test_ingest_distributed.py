@@ -538,7 +538,12 @@ _PART = ["000000000001-0123456789abcdef.cat", 100, 60, 30, 7, 1, 1, 1]
      [0, [0, 5], [], [["v", "..", ["x.af", 9, 1, 1, 1, 1]]], [], "", 0, None],
      [0, [0, 5], [], [["v", "v", ["../w/x.af", 9, 1, 1, 1, 1]]], [], "", 0, None],
      [0, [0, 5], [], [["v", "_catalog", ["000000000001-0123456789abcdef.cat", 9, 1, 1, 1, 1]]], [], "", 0, None],
-     [0, [0, 5], [[0, ["x"]], [1, ["x"]]], [], [], "", 0, [*_PART[:5], 2, 1, 1]]],  # one name twice
+     [0, [0, 5], [[0, ["x"]], [1, ["x"]]], [], [], "", 0, [*_PART[:5], 2, 1, 1]],  # one name twice
+     # numbers the commit object's decoder refuses (the store would not open once they are committed)
+     [0, [0, 5], [], [["v", "v", ["x.af", 9, 5, 5, 1, 1]]], [], "", 0, None],  # an index past the file's end
+     [0, [0, 5], [], [["v", "v", ["x.af", -9, 1, 1, 1, 1]]], [], "", 0, None],
+     [0, [0, 5], [[0, ["x"]]], [], [], "", 0, [*_PART[:6], 2, 1]],  # generations 2..1
+     [0, [0, 5], [[0, ["x"]]], [], [], "", 0, [_PART[0], 100, 90, 30, *_PART[4:]]]],
 )  # fmt: skip
 def test_a_fragment_with_fields_of_the_wrong_type_is_refused(body):
     """Valid MessagePack of the wrong shape is refused when decoded, not by a TypeError of the commit."""
@@ -618,6 +623,10 @@ def test_a_commit_result_naming_a_file_that_is_no_lease_is_refused():
     for lease in ["_catalog/000000000000-0123456789abcdef.cat", "v/x.af", "../x.lease"]:
         with pytest.raises(AtlasError, match="cannot be decoded"):
             unpack_commit_result(pack_commit_result(0, ref, lease), job)
+    # a part entry the commit object's decoder would refuse: the store would not open once committed
+    for bad in [PartRef(ref.file, 100, 90, 30, 7, 0, 1, 1), PartRef(ref.file, 100, 60, 30, 7, 0, 2, 1)]:
+        with pytest.raises(AtlasError, match="cannot be decoded"):
+            unpack_commit_result(pack_commit_result(0, bad, "_leases/ab.lease"), job)
 
 
 def test_a_fragment_naming_a_live_part_is_refused_and_the_part_kept(tmp_path, monkeypatch):

@@ -130,7 +130,23 @@ def _part_from(fields: Any) -> PartRef:
     # The client deletes the files a worker names: a name must not reach outside the catalogue directory.
     if _PART_NAME.fullmatch(ref.file) is None:
         raise ValueError(f"{ref.file!r} is not the file name of a catalogue part")
+    # What the commit object's decoder refuses must not be committed: the store would not open.
+    _check_numbers(ref.size, ref.index_offset, ref.index_length, ref.index_checksum, ref.rows, ref.min_generation,
+                   ref.max_generation)  # fmt: skip
+    if ref.min_generation > ref.max_generation:
+        raise ValueError(f"part {ref.file} covers generations {ref.min_generation}..{ref.max_generation}")
     return ref
+
+
+_INT64_MAX, _UINT64_MAX = 2**63 - 1, 2**64 - 1
+
+
+def _check_numbers(size: int, index_offset: int, index_length: int, checksum: int, *counts: int) -> None:
+    """Refuse the numbers of a file reference that the commit object's decoder would refuse."""
+    if not all(0 <= v <= _INT64_MAX for v in (size, index_offset, index_length, *counts)):
+        raise ValueError("a file reference holds a number out of range")
+    if not 0 <= checksum <= _UINT64_MAX or index_offset + index_length > size:
+        raise ValueError("a file reference's index lies outside its file")
 
 
 def _check_lease(path: str) -> None:
@@ -214,6 +230,7 @@ def unpack_fragment(data: bytes) -> Fragment:
             _check_segment(d, ref.file)
         for _, _, ref in frag.segments:
             _expect(int, ref.size, ref.index_offset, ref.index_length, ref.index_checksum, ref.records)
+            _check_numbers(ref.size, ref.index_offset, ref.index_length, ref.index_checksum, ref.records)
         for index, names in stored:
             _expect(int, index)
             _expect(list, names)
