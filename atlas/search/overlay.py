@@ -73,6 +73,7 @@ class OverlayTable(Table):
         self.base = base
         self.top = top if top is not None else DictTable({k: v for k, v in pending.items() if v is not None})
         changed = sorted(set(pending) | set(self.top.names))
+        self.changed = changed  # every name whose base row a pending change replaces or deletes
         if isinstance(base, CatalogTable):
             at, there = base.catalog.locate_names(changed)
         else:
@@ -166,12 +167,13 @@ class OverlayTable(Table):
         # A key only the replaced rows had is gone (its column would be all missing).
         return {k for k in keys if column(k).present[self._keep].any()}
 
-    def _side(self, table: Table, name: str, rows: np.ndarray | None) -> Column:
+    @staticmethod
+    def _side(table: Table, name: str) -> Column | None:
+        """``table``'s column ``name``, or None when it has no such column."""
         try:
-            col = table.column(name)
+            return table.column(name)
         except UnknownColumnError:
-            return missing_column(len(table) if rows is None else rows.size)
-        return col if rows is None else col.take(rows)
+            return None
 
     def attribute(self, key: str) -> Column:
         return self._merge(key)
@@ -180,8 +182,14 @@ class OverlayTable(Table):
         return self._merge(f"{array}.{field}")
 
     def _merge(self, name: str) -> Column:
-        low = self._side(self.base, name, None)
-        high = self._side(self.top, name, None)
+        low, high = self._side(self.base, name), self._side(self.top, name)
+        # A side without the column (no pending dataset has the array, say) is all
+        # missing in the other side's kind: it must not decide the kind.
+        if low is None:
+            assert high is not None  # the name resolved on one side
+            low = missing_column(len(self.base), high.kind)
+        elif high is None:
+            high = missing_column(len(self.top), low.kind)
         if self._keep is not None and low.objects is not None:
             # typed from mixed numbers over every base row: the rows pending changes
             # replace or delete must not decide the kind of the rows kept
