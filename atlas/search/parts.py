@@ -120,7 +120,7 @@ class _PartSearch:
         self.top = top
         self.changed = changed
         self.tombs = [r.tombstones() for r in readers]
-        self._shadows: dict[int, np.ndarray] = {}
+        self._shadows_of: dict[int, list[np.ndarray]] = {}
         # per column name: one column per part (None: the part lacks it) and the pending rows' column
         self._parts: dict[str, list[Column | None]] = {}
         self._tops: dict[str, Column | None] = {}
@@ -137,31 +137,34 @@ class _PartSearch:
             encoded.append(raw)
         return np.sort(np.array(encoded, dtype=bytes)) if encoded else np.zeros(0, dtype="S1")
 
-    def _shadow(self, p: int) -> np.ndarray:
-        """Sorted keys of every name of the parts newer than ``p`` and of the pending changes."""
-        got = self._shadows.get(p)
+    def _shadows(self, p: int) -> list[np.ndarray]:
+        """Sorted keys of the names of each part newer than ``p`` and of the pending changes
+        (tombstones included: they hide too); each array is searched on its own, not merged."""
+        got = self._shadows_of.get(p)
         if got is None:
             if p == len(self.readers) - 1:
-                got = self._pending_keys()
+                got = [self._pending_keys()]
             else:
-                newer = self._shadow(p + 1)
-                keys = self.readers[p + 1].name_keys()  # tombstones included: they hide too
+                keys = self.readers[p + 1].name_keys()
                 if keys is None:
                     raise _Fallback
-                got = np.sort(np.concatenate([newer, keys])) if newer.size else keys
-            self._shadows[p] = got
+                got = [*self._shadows(p + 1), keys]
+            self._shadows_of[p] = got = [k for k in got if k.size]
         return got
 
     def _unhidden(self, p: int, rows: np.ndarray) -> np.ndarray:
         """The ``rows`` (ascending) of part ``p`` whose names no newer part or pending change has."""
-        shadow = self._shadow(p)
-        if not shadow.size or not rows.size:
+        shadows = self._shadows(p)
+        if not shadows or not rows.size:
             return rows
         keys = self.readers[p].name_keys_of(rows)
         if keys is None:
             raise _Fallback
-        at = np.minimum(np.searchsorted(shadow, keys), shadow.size - 1)
-        return rows[shadow[at] != keys]
+        keep = np.ones(rows.size, dtype=bool)
+        for shadow in shadows:
+            at = np.minimum(np.searchsorted(shadow, keys), shadow.size - 1)
+            keep &= shadow[at] != keys
+        return rows[keep]
 
     def _any_live(self, p: int, flags: np.ndarray) -> bool:
         """Whether a live row of part ``p`` (not a tombstone, not hidden) has ``flags`` set."""
