@@ -55,20 +55,17 @@ def search_parts(table: Table, expr: Expression) -> list[str] | None:
     table then.
     """
     if isinstance(table, CatalogTable):
-        readers, top, changed = table.catalog._readers, None, []
-        if len(readers) < 2:  # one part is searched as stored already
+        base, top, changed = table, None, []
+        if len(base.catalog._readers) < 2:  # one part is searched as stored already
             return None
     elif isinstance(table, OverlayTable) and isinstance(table.base, CatalogTable):
-        readers, top, changed = table.base.catalog._readers, table.top, table.changed
+        base, top, changed = table.base, table.top, table.changed
     else:
         return None
     try:
-        return _PartSearch(readers, top, changed).run(expr)
+        return _PartSearch(base, top, changed).run(expr)
     except _Fallback:
         return None
-    finally:
-        for reader in readers[1:]:  # the newer parts' keys were made and checked for this search only
-            reader.release_name_keys()
 
 
 def _columns_of(expr: Expression) -> tuple[list[str], list[str]]:
@@ -115,8 +112,9 @@ class _Segment(Table):
 class _PartSearch:
     """One search over ``readers`` (oldest first) and the pending rows ``top``."""
 
-    def __init__(self, readers: list[PartReader], top: DictTable | None, changed: list[str]) -> None:
-        self.readers = readers
+    def __init__(self, base: CatalogTable, top: DictTable | None, changed: list[str]) -> None:
+        self.base = base
+        self.readers = readers = base.catalog._readers
         self.top = top
         self.changed = changed
         self.tombs = [r.tombstones() for r in readers]
@@ -145,7 +143,7 @@ class _PartSearch:
             if p == len(self.readers) - 1:
                 got = [self._pending_keys()]
             else:
-                keys = self.readers[p + 1].name_keys()
+                keys = self.base.part_name_keys(p + 1)
                 if keys is None:
                     raise _Fallback
                 got = [*self._shadows(p + 1), keys]
@@ -192,12 +190,7 @@ class _PartSearch:
         """Whether a live dataset has attribute ``key``; if so, its columns are recorded
         when every part and pending row holding a value holds one kind (one dtype)."""
         top = self.top.column(key) if self.top is not None and self.top.has_attribute(key) else None
-        parts: list[Column | None] = []
-        for reader in self.readers:
-            found = reader.attribute_kinds().get(key)
-            if found is not None and found[1] == "blob":
-                raise _Fallback  # lists, mixed values: typed from all the rows together
-            parts.append(None if found is None else _part_attribute(reader, key))
+        parts = self.base.part_columns("attribute", key, self._read_attribute)
         held = [c for c in [*parts, top] if c is not None and c.present.any()]
         live = top is not None or any(
             col is not None and self._any_live(p, col.present) for p, col in reversed(list(enumerate(parts)))
@@ -219,30 +212,37 @@ class _PartSearch:
                 return True
         return False
 
+    @staticmethod
+    def _read_attribute(reader: PartReader, key: str) -> Column | None:
+        found = reader.attribute_kinds().get(key)
+        if found is not None and found[1] == "blob":
+            raise _Fallback  # lists, mixed values: typed from all the rows together
+        return None if found is None else _part_attribute(reader, key)
+
+    @staticmethod
+    def _read_stats(reader: PartReader, name: str) -> Column | None:
+        array, _, field = name.rpartition(".")
+        group = reader.stats_groups().get(array)
+        if group is None:
+            return None
+        if field in ("min", "max"):
+            # Only integer, timestamp and string extremes set these flags (format v2
+            # §4.4): without them the part has no string or timestamp extremes.
+            if group[1] & (FLAG_EXACT | FLAG_STRINGS):
+                codes = reader.extreme_dtypes(array)
+                if codes is not None and np.isin(codes, _MIXED_CODES).any():
+                    raise _Fallback
+            low, ok = reader.stats(array, field)  # type: ignore[misc]
+            return Column(low, ok, "float")
+        if field == "shape":
+            shapes, has = reader.stats(array, "shape")  # type: ignore[misc]
+            return Column(shapes, has, "shape")
+        rows, ok = reader.stats(array, "row_count")  # type: ignore[misc]
+        nulls, _ = reader.stats(array, "null_count")  # type: ignore[misc]
+        return Column(((rows - nulls) if field == "count" else nulls).astype(np.int64), ok, "int")
+
     def _stats(self, name: str, array: str, field: str) -> None:
-        parts: list[Column | None] = []
-        for reader in self.readers:
-            col = None
-            group = reader.stats_groups().get(array)
-            if group is None:
-                pass
-            elif field in ("min", "max"):
-                # Only integer, timestamp and string extremes set these flags (format v2
-                # §4.4): without them the part has no string or timestamp extremes.
-                if group[1] & (FLAG_EXACT | FLAG_STRINGS):
-                    codes = reader.extreme_dtypes(array)
-                    if codes is not None and np.isin(codes, _MIXED_CODES).any():
-                        raise _Fallback
-                low, ok = reader.stats(array, field)  # type: ignore[misc]
-                col = Column(low, ok, "float")
-            elif field == "shape":
-                shapes, has = reader.stats(array, "shape")  # type: ignore[misc]
-                col = Column(shapes, has, "shape")
-            else:
-                rows, ok = reader.stats(array, "row_count")  # type: ignore[misc]
-                nulls, _ = reader.stats(array, "null_count")  # type: ignore[misc]
-                col = Column(((rows - nulls) if field == "count" else nulls).astype(np.int64), ok, "int")
-            parts.append(col)
+        parts = self.base.part_columns("stats", name, self._read_stats)
         top = self.top.stats(array, field) if self.top is not None and self.top.has_array(array) else None
         kind = {"min": "float", "max": "float", "shape": "shape"}.get(field, "int")
         if top is not None and top.present.any() and top.kind != kind:
