@@ -536,3 +536,46 @@ def test_the_search_by_part_matches_a_brute_force_search(store):
             expected = _answer(lambda t, w: [reference.names[i] for i in select(t, w)], reference, where)
             assert got == by_part, where
             assert _kind_of_answer(got) == _kind_of_answer(expected), where
+
+
+def _swap_first_names(raw):
+    names = raw["name"].split(b"\xff")
+    names[0], names[1] = names[1], names[0]
+    raw["name"] = b"\xff".join(names)
+
+
+def test_unsorted_names_fail_a_search_by_part_that_returns_them():
+    from test_catalog_hostile import ROWS, Store, _dataset, forge
+
+    store = Store()
+    _, buffers, ref = write_part(ROWS, "zstd", 1, secrets.token_bytes(16))
+    store.files[ref.path] = b"".join(bytes(b) for b in buffers)
+    _, buffers, newer = write_part([("ds0001", _dataset(1)), ("new", _dataset(900))], "zstd", 2, bytes(16))
+    store.files[newer.path] = b"".join(bytes(b) for b in buffers)
+    table = CatalogTable(Catalog([forge(store, ref, columns=_swap_first_names), newer], store.read_range))
+    assert search_parts(table, as_expression("lat > 140")) is not None  # the rows swapped are not returned
+    with pytest.raises(CorruptStoreError, match="not sorted"):
+        find_names(table, "lat < 1")
+
+
+def test_a_terminator_byte_inside_names_of_one_length_is_refused():
+    """Names of one length are located by arithmetic, not by their terminators: a
+    0xFF byte inside a name is not UTF-8, so decoding it refuses the part."""
+    from test_catalog_hostile import Store, forge
+
+    store = Store()
+    rows = [(f"n{i:03d}", _meta(i, 1)) for i in range(50)]
+    _, buffers, ref = write_part(rows, "zstd", 1, secrets.token_bytes(16))
+    store.files[ref.path] = b"".join(bytes(b) for b in buffers)
+
+    def inner_ff(raw):
+        blob = bytearray(raw["name"])
+        blob[5 * 5 + 2] = 0xFF  # inside the sixth name, the layout kept
+        raw["name"] = bytes(blob)
+
+    reader = Catalog([forge(store, ref, columns=inner_ff)], store.read_range)._readers[0]
+    assert reader.names_of([0, 4]) == ["n000", "n004"]
+    with pytest.raises(CorruptStoreError, match="UTF-8"):
+        reader.names_of([5])
+    with pytest.raises(CorruptStoreError):
+        reader.names()
