@@ -239,9 +239,9 @@ class PartReader:
         width = max(int(lengths.max()), 1)
         if width > _MAX_KEY_WIDTH or idx.size * width > _MAX_KEY_BYTES:
             return None
-        same = int(lengths.min()) == width
-        if same:  # names of one length: one gather
-            grid = raw[first[:, None] + np.arange(width)]
+        step = self._name_layout()[2]
+        if step:  # names of one length: whole rows gathered from the column's row-per-name view
+            grid = np.take(raw.reshape(-1, step)[:, :width], idx, axis=0)
             if not grid.all():  # a NUL byte (the padding) in a name
                 return None
         else:
@@ -270,6 +270,8 @@ class PartReader:
         idx = np.asarray(rows, dtype=np.int64)
         if "name" in self._columns or 4 * idx.size > self.rows:
             names = self.names()
+            if idx.size == len(names) and (not idx.size or (idx[0] == 0 and bool(np.all(np.diff(idx) == 1)))):
+                return list(names)  # every row (a search that keeps them all)
             return [names[r] for r in idx.tolist()]
         if not idx.size:
             return []

@@ -155,13 +155,17 @@ class _PartSearch:
         shadows = self._shadows(p)
         if not shadows or not rows.size:
             return rows
-        keys = self.readers[p].name_keys_of(rows)
+        keys = self.readers[p].name_keys_of(rows)  # checked ascending: the names too
         if keys is None:
             raise _Fallback
         keep = np.ones(rows.size, dtype=bool)
-        for shadow in shadows:
-            at = np.minimum(np.searchsorted(shadow, keys), shadow.size - 1)
-            keep &= shadow[at] != keys
+        for shadow in shadows:  # the shorter side binary-searched in the longer one
+            if shadow.size < keys.size:
+                at = np.minimum(np.searchsorted(keys, shadow), keys.size - 1)
+                keep[at[keys[at] == shadow]] = False
+            else:
+                at = np.minimum(np.searchsorted(shadow, keys), shadow.size - 1)
+                keep &= shadow[at] != keys
         return rows[keep]
 
     def _any_live(self, p: int, flags: np.ndarray) -> bool:
@@ -276,7 +280,8 @@ class _PartSearch:
             seg = self._segment(reader.rows, {n: self._parts[n][p] for n in columns}, arrays_set)
             rows = self._unhidden(p, np.flatnonzero(expr.mask(seg) & ~self.tombs[p]))
             names = reader.names_of(rows)
-            if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
+            keyed = bool(self._shadows(p))  # _unhidden checked the keys of these rows (and more) ascending
+            if not keyed and not all(map(operator.lt, names, itertools.islice(names, 1, None))):
                 raise CorruptStoreError(f"{reader.where}: names are not sorted and distinct")
             found.append(names)
         found = [f for f in found if f]
