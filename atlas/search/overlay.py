@@ -212,9 +212,8 @@ class OverlayTable(Table):
         # A side without the column (no pending dataset has the array, say) is all
         # missing in the other side's kind: it must not decide the kind.
         if low is None:
-            assert high is not None  # the name resolved on one side
-            low = missing_column(len(self.base), high.kind)
-        elif high is None:
+            low = missing_column(len(self.base), high.kind if high is not None else "object")
+        if high is None:
             high = missing_column(len(self.top), low.kind)
         if self._keep is not None and low.objects is not None:
             # typed from mixed numbers over every base row: the rows pending changes
