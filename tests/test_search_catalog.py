@@ -450,7 +450,7 @@ _PROPERTY_WHERE = [
     "s == 'p'", "s != 'p'", "s startswith 'é'", "s in ['p', 'q']", "s is not null and x < 3", "s > 'a'",
     "temp.max between 0 and 3", "temp.count > 1", "temp.nulls == 0", "temp overlaps [1, 2]", "temp.min is null",
     "temp.shape is not null", "x > 1 or temp.min < 0", "not (s == 'q' and temp.max > 1)", "b == true",
-    "nope == 1", "s > 1", "x startswith 'a'", "temp.max > '2020-01-01'",
+    "nope == 1", "s > 1", "x startswith 'a'", "temp.max > '2020-01-01'", "x > '1990-01-01'",
 ]  # fmt: skip
 
 
@@ -489,7 +489,8 @@ def _stores(draw):
     counter = itertools.count(1)
     names = draw(st.sampled_from([_MIXED_NAMES, _EQUAL_NAMES]))
     kinds = {
-        "x": draw(st.sampled_from(["float64", "float64", "int64", "uint64", "float32", "mixed", "list"])),
+        "x": draw(st.sampled_from(["float64", "float64", "int64", "uint64", "float32", "timestamp_nanoseconds",
+                                   "mixed", "list"])),
         "s": draw(st.sampled_from(["string", "string", "string", "mixed"])),
         "b": "bool",
         "temp": draw(st.sampled_from(["float32", "string", "timestamp_nanoseconds"])),  # a rare array dtype
