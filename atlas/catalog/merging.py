@@ -22,11 +22,12 @@ from atlas.catalog.build import (
     add_string_attribute,
 )
 from atlas.catalog.encoding import encode_strings
-from atlas.catalog.layout import PartBuilder
+from atlas.catalog.layout import PartBuilder, StoredBlock
 from atlas.catalog.part import PartReader
 from atlas.catalog.schemas import FLAG_SCHEMAS, SchemaInterner
 from atlas.catalog.snapshot import merge_positions, merge_sorted, winning_rows
-from atlas.errors import CorruptStoreError
+from atlas.engine.codecs import CODEC_IDS, checksum
+from atlas.errors import ChecksumError, CorruptStoreError
 
 __all__ = ["merge_columns"]
 
@@ -48,7 +49,8 @@ def merge_columns(
     builder.add("name", encode_strings(merge_sorted(kept, pos)))
     for name, dtype in (("id", "<u8"), ("version", "<u8"), ("tombstone", "u1")):
         builder.add(name, _gather(readers, rows, pos, n, lambda r, c=name: r.fixed(c), dtype), np.dtype(dtype).itemsize)
-    builder.add("record_blocks", builder.add_blocks("records", _record_blocks(readers, rows, pos, n)), 8)
+    blocks = _record_blocks(readers, rows, pos, n, builder.codec)
+    builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
     attributes = _merge_attributes(readers, rows, pos, n, builder)
     arrays = _merge_stats(readers, rows, pos, n, builder)
     return n, attributes, arrays
@@ -67,17 +69,25 @@ def _gather(
     return out
 
 
-def _record_blocks(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int) -> Iterator[bytes]:
+def _record_blocks(
+    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, codec: str
+) -> Iterator[bytes | StoredBlock]:
     """The merged record blocks, copied from the (verified) source blocks without decoding a record.
 
     Each merged row points at its record's bytes in a decompressed source block;
     the rows whose records follow each other in one source block form runs, and each
-    merged block is its offsets table plus a join of slices of a few runs.
+    merged block is its offsets table plus a join of slices of a few runs.  A merged
+    block that is exactly one whole source block (rows of a part that land in the
+    merge on a block boundary, the usual case for the oldest part of a merge) is
+    that block's stored bytes: the same bytes compressing it again would give.
     """
     pool_of = np.zeros(n, dtype=np.int64)
     start = np.zeros(n, dtype=np.int64)
     length = np.zeros(n, dtype=np.int64)
     pools: list[bytes] = []
+    #: Per pool: the source block as stored and its row count, when every one of its rows is kept.
+    whole: list[tuple[StoredBlock, int] | None] = []
+    codec_id = CODEC_IDS[codec]
     for reader, r, p in zip(readers, rows, pos):
         if not r.size:
             continue
@@ -85,6 +95,7 @@ def _record_blocks(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int)
         which = r // block_rows
         cuts = np.flatnonzero(which[1:] != which[:-1]) + 1  # rows ascending: one slice per block
         tomb = reader.tombstones()
+        table = reader.block_table() if block_rows == BLOCK_ROWS else None
         for sel in np.split(np.arange(r.size), cuts):
             k = int(which[sel[0]])
             offsets, data = reader.block(k)
@@ -98,6 +109,7 @@ def _record_blocks(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int)
                 reader.record(int(r[sel[bad[0]]]), (offsets, data))
             pool_of[p[sel]], start[p[sel]], length[p[sel]] = len(pools), lo, hi - lo
             pools.append(data)
+            whole.append(_stored_block(reader, table, k, sel.size, codec_id))
     if not n:
         return
     end = start + length
@@ -109,16 +121,43 @@ def _record_blocks(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int)
     pieces = [memoryview(pools[q])[a:b] for q, a, b in zip(pool_of[heads].tolist(), start[heads].tolist(),
                                                            end[tails - 1].tolist())]  # fmt: skip
     block_of = (heads // BLOCK_ROWS).tolist()
+    head_pool = pool_of[heads].tolist()
     first = 0
     for b in range(0, n, BLOCK_ROWS):
         count = min(BLOCK_ROWS, n - b)
-        offsets = np.zeros(count + 1, dtype="<u4")
-        np.cumsum(length[b : b + count], out=offsets[1:])
         last = first
         while last < len(block_of) and block_of[last] == b // BLOCK_ROWS:
             last += 1
-        yield offsets.tobytes() + b"".join(pieces[first:last])
+        # One run, of a pool whose rows all survive, holding as many rows as the pool:
+        # the merged block is that source block, byte for byte.
+        stored = whole[head_pool[first]] if last == first + 1 else None
+        if stored is not None and stored[1] == count:
+            yield stored[0]
+        else:
+            offsets = np.zeros(count + 1, dtype="<u4")
+            np.cumsum(length[b : b + count], out=offsets[1:])
+            yield offsets.tobytes() + b"".join(pieces[first:last])
         first = last
+
+
+def _stored_block(
+    reader: PartReader, table: np.ndarray | None, k: int, kept: int, codec_id: int
+) -> tuple[StoredBlock, int] | None:
+    """Block ``k`` of ``reader`` as stored and its row count, when all its rows are
+    kept and it was compressed with the merge's codec (None otherwise).
+
+    The block was just read and verified by :meth:`PartReader.block`; the merge's
+    reader function hands the same bytes back without reading them again.
+    """
+    if table is None or kept != min(BLOCK_ROWS, reader.rows - k * BLOCK_ROWS):
+        return None
+    offset, size, raw_length, digest, cid = (int(v) for v in table[k])
+    if cid != codec_id:
+        return None
+    stored = reader.read(reader.index.columns["records"].offset + offset, size)
+    if checksum(stored) != digest:  # read again by a reader function that does not hand it back
+        raise ChecksumError(f"{reader.where} record block {k}: checksum mismatch")
+    return StoredBlock(stored, raw_length, digest, cid), kept
 
 
 def _as_objects(items: list[Any]) -> np.ndarray:
