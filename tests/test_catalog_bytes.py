@@ -224,7 +224,8 @@ def test_stats_columns_of_mixed_arrays_keep_their_bytes(codec):
 @pytest.mark.parametrize("codec", ["zstd", "lz4", "none"])
 def test_merges_reusing_stored_record_blocks_keep_their_bytes(codec, monkeypatch):
     """A merged block that is a whole source block is copied as stored: the same
-    bytes as compressing it again, and its range is read once."""
+    bytes as compressing it again, and its range is read once.  Parts of disjoint
+    name ranges are concatenated: the same bytes as locating every winner."""
     files: dict[str, bytes] = {}
     reads: list[tuple[str, int, int]] = []
 
@@ -255,7 +256,16 @@ def test_merges_reusing_stored_record_blocks_keep_their_bytes(codec, monkeypatch
             copied.append(isinstance(block, StoredBlock))
             yield block
 
+    disjoint = []
+    order = merging._disjoint_order
+
+    def spy_order(names):
+        got = order(names)
+        disjoint.append(got is not None)
+        return got
+
     monkeypatch.setattr(merging, "_record_blocks", spy)
+    monkeypatch.setattr(merging, "_disjoint_order", spy_order)
     fast = []
     for refs in cases:
         for drop in (False, True):
@@ -263,6 +273,8 @@ def test_merges_reusing_stored_record_blocks_keep_their_bytes(codec, monkeypatch
             fast.append(digest(merge_parts(refs, read_range, codec, 9, TOKEN, drop)[1]))
             assert len(reads) == len(set(reads))  # no range read twice
     assert sum(copied) >= 10 and not all(copied)
+    assert any(disjoint) and not all(disjoint)
     monkeypatch.setattr(merging, "_stored_block", lambda *args: None)
+    monkeypatch.setattr(merging, "_disjoint_order", lambda names: None)  # winners located name by name
     slow = [digest(merge_parts(refs, read_range, codec, 9, TOKEN, drop)[1]) for refs in cases for drop in (False, True)]
     assert fast == slow

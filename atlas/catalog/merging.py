@@ -9,6 +9,7 @@ where their kinds differ between parts.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -43,10 +44,24 @@ def merge_columns(
 
     Returns ``(rows, attribute entries, array entries)`` for :meth:`PartBuilder.finish`.
     """
-    kept, rows = winning_rows(readers, keep_tombstones)
-    pos = merge_positions(kept)
-    n = sum(len(k) for k in kept)
-    builder.add("name", encode_strings(merge_sorted(kept, pos)))
+    order = _disjoint_order([r.names() for r in readers])
+    if order is not None:
+        # Parts of disjoint name ranges (a batched build): every row wins, and the
+        # merge is their concatenation in name order.
+        rows = [np.arange(r.rows) if keep_tombstones else np.flatnonzero(~r.tombstones()) for r in readers]
+        kept = [r.names() if w.size == r.rows else [r.names()[i] for i in w.tolist()] for r, w in zip(readers, rows)]
+        pos = [np.zeros(0, dtype=np.int64)] * len(readers)
+        at = 0
+        for p in order:
+            pos[p] = np.arange(at, at + rows[p].size, dtype=np.int64)
+            at += rows[p].size
+        merged = list(itertools.chain.from_iterable(kept[p] for p in order))
+    else:
+        kept, rows = winning_rows(readers, keep_tombstones)
+        pos = merge_positions(kept)
+        merged = merge_sorted(kept, pos)
+    n = len(merged)
+    builder.add("name", encode_strings(merged))
     for name, dtype in (("id", "<u8"), ("version", "<u8"), ("tombstone", "u1")):
         builder.add(name, _gather(readers, rows, pos, n, lambda r, c=name: r.fixed(c), dtype), np.dtype(dtype).itemsize)
     blocks = _record_blocks(readers, rows, pos, n, builder.codec)
@@ -54,6 +69,14 @@ def merge_columns(
     attributes = _merge_attributes(readers, rows, pos, n, builder)
     arrays = _merge_stats(readers, rows, pos, n, builder)
     return n, attributes, arrays
+
+
+def _disjoint_order(names: Sequence[Sequence[str]]) -> list[int] | None:
+    """The parts in name order when their (sorted) names lie in disjoint ranges, else None."""
+    ranged = sorted((n[0], n[-1], p) for p, n in enumerate(names) if len(n))
+    if any(a[1] >= b[0] for a, b in itertools.pairwise(ranged)):
+        return None
+    return [p for *_, p in ranged] + [p for p, n in enumerate(names) if not len(n)]
 
 
 def _gather(
@@ -223,8 +246,11 @@ def _merge_strings(
         codes, dictionary, has = got
         live = has[rw].astype(bool)
         present[p[live]] = 1
-        used = np.unique(codes[rw[live]])
-        found.append((p[live], codes[rw[live]], used, dictionary[used].tolist()))
+        mine = codes[rw[live]]
+        # the codes in use, ascending: a count per dictionary entry (codes are checked
+        # to index the dictionary) costs less than sorting the codes
+        used = np.flatnonzero(np.bincount(mine, minlength=len(dictionary))) if mine.size else mine
+        found.append((p[live], mine, used, dictionary[used].tolist()))
     merged = sorted(set().union(*(values for *_, values in found)))
     code = {v: k for k, v in enumerate(merged)}
     out = np.zeros(n, dtype="<u4")
