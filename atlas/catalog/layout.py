@@ -8,11 +8,8 @@ footer repeats where the index is.  ``docs/format-v2.md`` is the normative layou
 
 from __future__ import annotations
 
-import os
 import struct
-from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +17,6 @@ import msgpack
 import numpy as np
 
 from atlas.engine.codecs import checksum, decode_payload, encode_payload
-from atlas.engine.pools import shared_pool
 from atlas.errors import ChecksumError, CorruptStoreError
 
 __all__ = [
@@ -133,40 +129,18 @@ class PartBuilder:
         column's own entry carries checksum 0 and codec 0.
         """
         start, rows = self.size, []
-        for stored, raw_length, digest, cid in self._stored(blocks):
+        for block in blocks:  # consumed one at a time: only compressed blocks are kept
+            if isinstance(block, StoredBlock):
+                stored, raw_length, digest, cid = block.stored, block.raw_length, block.checksum, block.codec
+            else:
+                (stored, cid), raw_length = self._compress(block, 1), len(block)
+                digest = checksum(stored)
             size = len(stored) if not isinstance(stored, np.ndarray) else stored.nbytes
             rows.append((self.size - start, size, raw_length, digest, cid))
             self.parts.append(stored)
             self.size += size
         self.columns[name] = [start, self.size - start, self.size - start, 0, 0]
         return np.array(rows, dtype="<u8").reshape(-1, 5)
-
-    def _store(self, block: bytes | StoredBlock) -> tuple[bytes | np.ndarray, int, int, int]:
-        """``(stored bytes, raw length, checksum, codec id)`` of one block."""
-        if isinstance(block, StoredBlock):
-            return block.stored, block.raw_length, block.checksum, block.codec
-        stored, cid = self._compress(block, 1)
-        return stored, len(block), checksum(stored), cid
-
-    def _stored(self, blocks: Iterable[bytes | StoredBlock]) -> Iterator[tuple[bytes | np.ndarray, int, int, int]]:
-        """:meth:`_store` of each block, in order.
-
-        Blocks are compressed on worker threads (blosc2 and the checksum release
-        the GIL) while the caller makes the next ones: a few are in flight at a
-        time, so only compressed blocks pile up.
-        """
-        workers = _workers()
-        if workers < 2 or self.codec == "none":
-            yield from map(self._store, blocks)
-            return
-        pool = shared_pool("catalog", workers)
-        pending: deque[Future] = deque()
-        for block in blocks:
-            pending.append(pool.submit(self._store, block))
-            if len(pending) > 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
     def finish(self, rows: int, block_rows: int, attributes: list, arrays: list) -> tuple[list, int, int, int, int]:
         """Append index and footer; return ``(parts, size, index_offset, index_length, index_checksum)``."""
@@ -180,15 +154,6 @@ class PartBuilder:
         self.parts += [index, footer]
         self.size += len(index) + len(footer)
         return self.parts, self.size, index_offset, len(index), digest
-
-
-def _workers() -> int:
-    """Threads that compress record blocks: the CPUs this process may use, at most 4."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return min(4, cpus)
 
 
 def read_footer(tail: bytes, where: str) -> tuple[int, int, int]:
