@@ -279,23 +279,3 @@ def test_merges_reusing_stored_record_blocks_keep_their_bytes(codec, monkeypatch
     slow = [digest(merge_parts(refs, read_range, codec, 9, TOKEN, drop)[1]) for refs in cases for drop in (False, True)]
     assert fast == slow
 
-
-def test_blocks_compressed_on_threads_keep_their_bytes_and_order(monkeypatch):
-    """Record blocks compressed on worker threads: the bytes of compressing them in
-    turn, and an error while the blocks are made still reaches the caller."""
-    from atlas.catalog import layout
-
-    big = bench_rows(3000) + rows(0, 700)  # a dozen blocks of both kinds of rows
-    got = {}
-    for workers in (1, 4):
-        monkeypatch.setattr(layout, "_workers", lambda w=workers: w)
-        got[workers] = digest(write_part(big, "zstd", 3, TOKEN)[1])
-    assert got[1] == got[4]
-
-    def failing():
-        yield b"\x00" * 5000
-        raise RuntimeError("made no block")
-
-    builder = layout.PartBuilder(3, TOKEN, "zstd")
-    with pytest.raises(RuntimeError, match="made no block"):
-        builder.add_blocks("records", failing())
