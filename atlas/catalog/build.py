@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 _T, _V = operator.itemgetter("t"), operator.itemgetter("v")
+_ID, _VERSION = operator.attrgetter("id"), operator.attrgetter("version")
 #: Rows per record block: materialising one dataset decompresses one block.
 BLOCK_ROWS = 256
 #: Up to this many distinct attribute key orders, rows are transposed per order.
@@ -96,11 +97,16 @@ def _write_part(
     n = len(ordered)
     metas = [m for _, m in ordered]
     builder.add("name", encode_strings(names))
-    ids = np.fromiter((0 if m is None else m.id for m in metas), dtype="<u8", count=n)
-    versions = np.fromiter((generation if m is None else m.version for m in metas), dtype="<u8", count=n)
+    tombstone = np.fromiter(map(operator.is_, metas, itertools.repeat(None)), dtype="u1", count=n)
+    if tombstone.any():
+        ids = np.fromiter((0 if m is None else m.id for m in metas), dtype="<u8", count=n)
+        versions = np.fromiter((generation if m is None else m.version for m in metas), dtype="<u8", count=n)
+    else:  # no tombstone: one C-level pass per column
+        ids = np.fromiter(map(_ID, metas), dtype="<u8", count=n)
+        versions = np.fromiter(map(_VERSION, metas), dtype="<u8", count=n)
     builder.add("id", ids, 8)
     builder.add("version", versions, 8)
-    builder.add("tombstone", np.fromiter((m is None for m in metas), dtype="u1", count=n))
+    builder.add("tombstone", tombstone)
     encode = RecordEncoder().encode
     blocks = (record_block(list(map(encode, metas[i : i + BLOCK_ROWS]))) for i in range(0, n, BLOCK_ROWS))
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
