@@ -71,6 +71,15 @@ def merge_columns(
     return n, attributes, arrays
 
 
+def _at(index: np.ndarray) -> np.ndarray | slice:
+    """``index`` (ascending, distinct) as a slice when it is a run of consecutive
+    numbers: copies through slices cost a fraction of fancy indexing, and the rows
+    of a part under disjoint or few newer rows are such runs."""
+    if index.size and int(index[-1]) - int(index[0]) == index.size - 1:
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
+
+
 def _disjoint_order(names: Sequence[Sequence[str]]) -> list[int] | None:
     """The parts in name order when their (sorted) names lie in disjoint ranges, else None."""
     ranged = sorted((n[0], n[-1], p) for p, n in enumerate(names) if len(n))
@@ -88,7 +97,7 @@ def _gather(
     for reader, r, p in zip(readers, rows, pos):
         values = column(reader)
         if values is not None:
-            out[p] = values[r]
+            out[_at(p)] = values[_at(r)]
     return out
 
 
@@ -205,21 +214,21 @@ def _merge_attributes(
         kinds = {f[0] for _, _, f in found}
         present = np.zeros(n, dtype=bool)
         for rw, p, f in found:
-            present[p] = f[2][rw].astype(bool)
+            present[_at(p)] = f[2][_at(rw)]
         kind = kinds.pop() if len(kinds) == 1 else None
         if kind is not None and kind != "blob":
             builder.add(f"a{i}.present", present.astype("u1"))
             if kind == "string":
                 values = np.full(n, None, dtype=object)
                 for rw, p, f in found:
-                    values[p] = f[1][rw]
+                    values[_at(p)] = f[1][_at(rw)]
                 idx = np.flatnonzero(present)
                 add_string_attribute(builder, i, n, idx, values[idx].tolist())
             else:
                 dtype = found[0][2][1].dtype
                 values = np.zeros(n, dtype=dtype)
                 for rw, p, f in found:
-                    values[p] = f[1][rw]
+                    values[_at(p)] = f[1][_at(rw)]
                 raw = values.view("<i8") if kind == "timestamp_nanoseconds" else values
                 raw = raw.view("u1") if kind == "bool" else raw
                 builder.add(f"a{i}.values", raw, raw.itemsize)
@@ -244,13 +253,14 @@ def _merge_strings(
         if got is None:
             continue
         codes, dictionary, has = got
-        live = has[rw].astype(bool)
-        present[p[live]] = 1
-        mine = codes[rw[live]]
+        live = has[_at(rw)].astype(bool)
+        every = bool(live.all())  # usually: no mask to apply
+        at, mine = _at(p if every else p[live]), codes[_at(rw if every else rw[live])]
+        present[at] = 1
         # the codes in use, ascending: a count per dictionary entry (codes are checked
         # to index the dictionary) costs less than sorting the codes
         used = np.flatnonzero(np.bincount(mine, minlength=len(dictionary))) if mine.size else mine
-        found.append((p[live], mine, used, dictionary[used].tolist()))
+        found.append((at, mine, used, dictionary[used].tolist()))
     merged = sorted(set().union(*(values for *_, values in found)))
     code = {v: k for k, v in enumerate(merged)}
     out = np.zeros(n, dtype="<u4")
@@ -312,7 +322,7 @@ def _merge_stats(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, b
                     col = np.zeros(n, dtype="<u8")
                     for reader, g, r, p in zip(readers, groups, rows, pos):
                         if g is not None and g[1] & bit:
-                            col[p] = reader.fixed(f"s{g[0]}.{name}")[r]
+                            col[_at(p)] = reader.fixed(f"s{g[0]}.{name}")[_at(r)]
                     builder.add(p_ + name, col, 8)
                 else:
                     strs = np.full(n, "", dtype=object)
