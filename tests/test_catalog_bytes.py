@@ -221,6 +221,14 @@ def test_stats_columns_of_mixed_arrays_keep_their_bytes(codec):
     assert got == WRITTEN_STATS[codec]
 
 
+def test_parts_of_one_array_with_tombstones_keep_their_bytes():
+    """Datasets made alike (one array each) among tombstones: recorded from the writer
+    before it gathered the arrays of such parts in one pass."""
+    rows_ = [(name, None if i % 7 == 3 else ds) for i, (name, ds) in enumerate(bench_rows(600))]
+    got = digest(write_part(rows_, "zstd", 3, TOKEN)[1])
+    assert got == "63507635f59a842b435887c613580baefe96b57a44588d2700bd82ea5aa8bb12"
+
+
 @pytest.mark.parametrize("codec", ["zstd", "lz4", "none"])
 def test_merges_reusing_stored_record_blocks_keep_their_bytes(codec, monkeypatch):
     """A merged block that is a whole source block is copied as stored: the same
