@@ -54,10 +54,11 @@ _PLAIN_DTYPES = {
 #: The same by ``id``: cheaper than hashing a dtype, and exact (``_PLAIN_DTYPES``
 #: keeps these dtype objects alive, so no other object has their ids).
 _PLAIN_BY_ID = {id(dt): name for name, dt in _PLAIN_DTYPES.items()}
-#: ``(array name, dims, dtype name, shape) -> (dims, chunk shape, how)`` of arrays
+#: ``(array name, dims, dtype name, shape) -> (dims, chunk shape, how, shape)`` of arrays
 #: given as ``(dims, data)`` with plain data that passed every check: a batch repeats
 #: a few array schemas, checked in full once.
-_KNOWN: dict[tuple[str, tuple[str, ...], str, tuple[int, ...]], tuple[tuple[str, ...], tuple[int, ...], int]] = {}
+_KNOWN: dict[tuple[str, tuple[str, ...], str, tuple[int, ...]],
+             tuple[tuple[str, ...], tuple[int, ...], int, tuple[int, ...]]] = {}  # fmt: skip
 _MAX_KNOWN = 1024
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: First characters (``name[:1]``) and whole names no dataset name may have.
@@ -184,7 +185,8 @@ def _array(ds_name: str, name: Any, spec: Any) -> _Array:
                     shape = data.shape
                     known = _KNOWN.get((name, dims_t, dtype_name, shape))
                     if known is not None:
-                        return name, dtype_name, known[0], shape, known[1], None, data, known[2]
+                        # The remembered shape tuple: one object shared by the batch's records.
+                        return name, dtype_name, known[0], known[3], known[1], None, data, known[2]
     checked = _check_array(ds_name, name, spec)
     if len(spec) == 2 and checked[5] is None and checked[6] is spec[1] and type(name) is str:
         # ``values is data``: no conversion was needed, so the same key can skip the checks.
@@ -192,7 +194,7 @@ def _array(ds_name: str, name: Any, spec: Any) -> _Array:
         if all(type(d) is str for d in key[1]) and checked[1] in _PLAIN_DTYPES:
             if len(_KNOWN) >= _MAX_KNOWN:
                 _KNOWN.clear()
-            _KNOWN[key] = (checked[2], checked[4], checked[7])
+            _KNOWN[key] = (checked[2], checked[4], checked[7], checked[3])
     return checked
 
 

@@ -417,6 +417,11 @@ class FamilyEngine:
         """
         groups: dict[tuple[str, tuple, tuple, Any], tuple[list[int], list[PendingChunk]]] = {}
         pending = self.pending
+        # The arrays of a batch share their dtype, shape and chunk shape objects: a
+        # record whose fields are the very objects of the one before joins its group
+        # without building and hashing a key.
+        last = (None, None, None, None)
+        slots = chunks = None
         for slot, meta in metas.items():
             staged = pending.get(slot)
             if not staged or len(staged) != 1:
@@ -424,13 +429,16 @@ class FamilyEngine:
             chunk = staged.get(0)
             if chunk is None or chunk.written is not None:
                 continue
-            fill = meta.fill_value
-            key = (meta.dtype, meta.shape, meta.chunk_shape, _NAN if fill != fill else fill)  # NaN != NaN
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = ([], [])
-            group[0].append(slot)
-            group[1].append(chunk)
+            dtype, shape, chunk_shape, fill = meta.dtype, meta.shape, meta.chunk_shape, meta.fill_value
+            if dtype is not last[0] or shape is not last[1] or chunk_shape is not last[2] or fill is not last[3]:
+                last = (dtype, shape, chunk_shape, fill)
+                key = (dtype, shape, chunk_shape, _NAN if fill != fill else fill)  # NaN != NaN
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = ([], [])
+                slots, chunks = group
+            slots.append(slot)
+            chunks.append(chunk)
         raw_codec = CODEC_IDS[codec] == RAW
         out = []
         for (name, shape, chunk_shape, fill), (slots, chunks) in groups.items():
