@@ -8,6 +8,7 @@ import datetime
 import numpy as np
 import pytest
 from faults import FaultyBackend, patched_resolve
+from v1_stores import to_v1
 
 import atlas
 from atlas import errors
@@ -137,6 +138,35 @@ def test_bad_entry_is_refused_and_nothing_is_staged(tmp_path, what, entry, error
     assert all(not e.pending for e in state.engines.values())
     store.flush()
     assert atlas.Atlas.open(tmp_path / "s").list_datasets() == ["old"]
+
+
+@pytest.mark.parametrize("store_kind", ["empty", "v2", "v1"])
+def test_a_name_is_taken_by_a_pending_or_committed_dataset_only(tmp_path, store_kind):
+    # The batch checks its names at once (an empty snapshot is not searched): a
+    # dataset created or kept by the handle takes its name, a deleted one frees it.
+    path = tmp_path / "s"
+    with atlas.Atlas.create(path) as store:
+        if store_kind != "empty":
+            store.add_datasets([("kept", {}), ("deleted", {"v": (["n"], np.arange(2.0))})])
+    if store_kind == "v1":
+        to_v1(path)
+    store = atlas.Atlas.open(path)
+    store.create_dataset("pending")
+    store.create_dataset("undone")
+    store.delete_dataset("undone")
+    taken = ["pending"] + (["kept", "deleted"] if store_kind != "empty" else [])
+    for name in taken:
+        with pytest.raises(errors.DatasetExistsError, match=f"dataset '{name}' already exists"):
+            store.add_datasets([("fresh", {}), (name, {})])
+        assert store.list_datasets() == sorted({"pending", *taken})
+    if store_kind != "empty":
+        store.delete_dataset("deleted")
+    free = ["undone", "fresh"] + (["deleted"] if store_kind != "empty" else [])
+    assert store.add_datasets([(name, {"v": (["n"], np.arange(3.0))}) for name in free]) == free
+    store.close()
+    reopened = atlas.Atlas.open(path)
+    assert reopened.list_datasets() == sorted({*taken, *free})
+    assert reopened.open_dataset("deleted" if store_kind != "empty" else "undone").read_array("v").tolist() == [0, 1, 2]
 
 
 def test_bad_arguments_and_read_only(tmp_path):
