@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import itertools
 import math
+import operator
 import secrets
 import threading
 from collections.abc import Callable
@@ -447,7 +448,7 @@ class FamilyEngine:
                 continue
             if chunks[0].values.nbytes > STACK_MAX_CHUNK_BYTES:
                 continue
-            if any(a > b for a, b in itertools.pairwise(slots)):
+            if not all(map(operator.lt, slots, itertools.islice(slots, 1, None))):  # distinct slots
                 order = sorted(range(len(slots)), key=slots.__getitem__)
                 slots, chunks = [slots[i] for i in order], [chunks[i] for i in order]
             stacked = stack_chunks(name, fill, slots, chunks)
