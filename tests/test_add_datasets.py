@@ -391,3 +391,51 @@ def test_a_failed_flush_leaves_the_pending_state_exactly_as_it_was(tmp_path, mon
         # ids, slots and versions differ (other histories); the stats and schemas do not
         assert {a: (m.stats, m.dtype, m.shape) for a, m in g[2].arrays.items()} == \
             {a: (m.stats, m.dtype, m.shape) for a, m in w[2].arrays.items()}, name
+
+
+def test_attributes_of_a_large_batch_equal_the_per_call_path(tmp_path):
+    # Keys of one kind of value (float, str, int) or of mixed kinds, out-of-range
+    # ints, more distinct strings than the batch shares, keys that are equal but
+    # other objects, one key order or two: typed exactly as the per-call path types
+    # them (types, values, key order, -0.0, NaN).
+    mixed = [1.5, 7, True, "x", _Text("t"), [1, 2], np.float32(0.25), -0.0, float("nan"), 2**63, "naïve"]
+
+    def attrs(i: int, reorder: bool) -> dict:
+        out = {"f": i * 0.5, "s": ["buoy", "ship", "naïve ✓"][i % 3], "i": i - 3 if i != 5 else 2**63,
+               "m": mixed[i % len(mixed)], "u": f"id-{i}", "".join(["k", "2"]): i}  # fmt: skip
+        return dict(reversed(out.items())) if reorder else out
+
+    for reorder in (False, True):
+        names = [f"d{i:04d}" for i in range(1100)]  # more distinct "u" strings than are shared
+        given = [attrs(i, reorder and i % 2) for i in range(len(names))]
+        per = atlas.Atlas.create(tmp_path / f"a{reorder}")
+        for name, a in zip(names, given):
+            ds = per.create_dataset(name)
+            for key, value in a.items():
+                ds.set_attribute(key, value)
+        bat = atlas.Atlas.create(tmp_path / f"b{reorder}")
+        bat.add_datasets((name, {}, a) for name, a in zip(names, given))
+        for name, a in zip(names, given):
+            want, got = per._st.pending[name].attributes, bat._st.pending[name].attributes
+            assert list(got) == list(a)
+            assert typed_repr(got) == typed_repr(want), name
+            for key in got:
+                assert type(key) is str
+                assert [type(v) for v in got[key].values()] == [type(v) for v in want[key].values()], key
+        per.discard()
+        bat.discard()
+
+
+@pytest.mark.parametrize(("what", "value"), [("None", None), ("int over uint64", 2**64), ("surrogate", "a\udc80")])
+def test_a_bad_value_among_many_datasets_gets_the_per_call_error_and_nothing_is_staged(tmp_path, what, value):
+    store = atlas.Atlas.create(tmp_path / "s")
+    with pytest.raises(errors.AtlasError) as per_call_error:
+        store.create_dataset("probe").set_attribute("k", value)
+    store.discard()
+    batch = [(f"d{i:03d}", {}, {"k": "x" if i % 2 else 1.5, "n": i}) for i in range(40)]
+    batch[17] = ("d017", {}, {"k": value, "n": 17})
+    with pytest.raises(type(per_call_error.value)) as batch_error:
+        store.add_datasets(batch)
+    assert str(batch_error.value) == str(per_call_error.value)
+    assert not store.has_pending_changes
+    store.close()
