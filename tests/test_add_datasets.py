@@ -352,7 +352,7 @@ def pending_state(store: atlas.Atlas) -> tuple:
     return records, ids, staged, st.next_slot, st.next_dataset_id, st.base.generation
 
 
-@pytest.mark.parametrize("verb", ["put", "commit"])
+@pytest.mark.parametrize("verb", ["build", "put", "commit"])
 def test_a_failed_flush_leaves_the_pending_state_exactly_as_it_was(tmp_path, monkeypatch, verb):
     # New datasets of this generation are the commit's rows themselves (not copies):
     # the stats the commit sets on them must be gone after it fails.  Mixed shapes,
@@ -370,9 +370,17 @@ def test_a_failed_flush_leaves_the_pending_state_exactly_as_it_was(tmp_path, mon
     store.delete_dataset("gone")
     before = pending_state(store)
     assert all(m.stats is None for a in ("ds001", "percall") for m in store._st.pending[a].arrays.values())
-    made[-1].arm(1, "error", verb)
-    with pytest.raises(errors.BackendError):
-        store.flush()
+
+    def fail(*args, **kwargs):
+        raise errors.BackendError("injected failure while building the catalogue part")
+
+    with monkeypatch.context() as m:
+        if verb == "build":  # the rows' stats are set, then the catalogue part fails
+            m.setattr(atlas.txn.commit, "catalogue_files", fail)
+        else:
+            made[-1].arm(1, "error", verb)
+        with pytest.raises(errors.BackendError):
+            store.flush()
     assert pending_state(store) == before
     made[-1].disarm()
     store.close()  # the retry commits every change at once
