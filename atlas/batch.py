@@ -133,17 +133,17 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
                 typed[key] = normalize(value)
         n_arrays += len(checked)
         planned.append((name, checked, typed))
-    taken = state.first_existing(names_of(planned))
+    taken = state.first_existing(_names_of(planned))
     if taken is not None:
         raise DatasetExistsError(f"dataset {taken!r} already exists")
     where = state.backend.location
     check_counter("next_dataset_id", state.next_dataset_id + len(planned), where)
     check_counter("next_slot", state.next_slot + n_arrays, where)
     _stage(state, planned)
-    return names_of(planned)
+    return _names_of(planned)
 
 
-def names_of(planned: list[tuple[str, Any, Any]]) -> list[str]:
+def _names_of(planned: list[tuple[str, Any, Any]]) -> list[str]:
     """The names of ``planned`` datasets, in order."""
     return [entry[0] for entry in planned]
 
@@ -266,7 +266,6 @@ def _stage(state: WorkingState, planned: list[tuple[str, list[_Array], dict[str,
                 target[2] += flat.nbytes
                 since_spill_check += flat.nbytes
             elif how == _CHUNKED:
-                state.next_dataset_id, state.next_slot = next_id, slot
                 engine = engines.get(array_name) or state.engine(array_name)
                 engine.write(meta, (0,) * len(shape), values, f"dataset {name!r} array {array_name!r}")
                 since_spill_check += values.nbytes
