@@ -559,6 +559,37 @@ def test_unsorted_names_fail_a_search_by_part_that_returns_them():
         find_names(table, "lat < 1")
 
 
+def test_a_terminator_byte_inside_a_newer_part_s_names_is_refused_by_its_name_keys():
+    """Names of one length located by arithmetic: a 0xFF byte inside one of them
+    (not UTF-8, so no name) must not give a key, which would hide no older row.
+    Here it damages the tombstone of ``n005``: a search by part that takes that
+    key answered with ``n005`` resurrected, where every other path refuses the part."""
+    from test_catalog_hostile import Store, forge
+
+    store = Store()
+    _, buffers, old = write_part([(f"n{i:03d}", _meta(i, 1)) for i in range(50)], "zstd", 1, secrets.token_bytes(16))
+    store.files[old.path] = b"".join(bytes(b) for b in buffers)
+    rows = [("n005", None)] + [(f"n{i}", _meta(i, 2)) for i in range(100, 120)]  # n of these: 200 and more
+    _, buffers, newer = write_part(rows, "zstd", 2, secrets.token_bytes(16))
+    store.files[newer.path] = b"".join(bytes(b) for b in buffers)
+
+    def inner_ff(raw):
+        assert raw["name"].startswith(b"n005\xffn100\xff")
+        raw["name"] = b"n00\xff" + raw["name"][4:]  # still sorted, one length, terminators in place
+
+    damaged = forge(store, newer, columns=inner_ff)
+    cat = Catalog([old, damaged], store.read_range)
+    with pytest.raises(CorruptStoreError):
+        cat.names()
+    with pytest.raises(CorruptStoreError):
+        find_names(CatalogTable(Catalog([old, damaged], store.read_range)), "n < 50")  # no newer row matches
+    reader = Catalog([old, damaged], store.read_range)._readers[1]
+    with pytest.raises(CorruptStoreError):
+        reader.name_keys_of([0, 1])
+    with pytest.raises(CorruptStoreError):
+        reader.name_keys()
+
+
 def test_a_terminator_byte_inside_names_of_one_length_is_refused():
     """Names of one length are located by arithmetic, not by their terminators: a
     0xFF byte inside a name is not UTF-8, so decoding it refuses the part."""
