@@ -293,19 +293,22 @@ def packed_variables(ds: Any) -> list[str]:
 
 
 def _with_packed(ds: Any, raw: Any, names: list[str]) -> Any:
-    """A copy of ``ds`` whose variables ``names`` are ``raw``'s, marked CF-packed.
+    """``ds`` (just opened, owned by the caller) with its variables ``names`` swapped for ``raw``'s, marked CF-packed.
 
-    One ``assign`` for all of them: each ``ds[name] = ...`` would merge the whole
-    dataset again, a quarter of the time of loading a small file with a few QC flags.
+    The swap is in place: each variable keeps its dims, shape, position and
+    coordinate status and takes ``raw``'s data, attributes and encoding, which is
+    what ``ds.assign`` gives (packed variables are never indexes) without merging
+    the whole dataset again: a tenth of the time of loading a small file with a
+    few QC flags.
     """
     from atlas.xarray.conversions import CF_PACKED
 
-    packed = {}
     for name in names:
-        var = raw.variables[name].copy(deep=False)
-        var.encoding[CF_PACKED] = True
-        packed[name] = var
-    return ds.assign(packed)
+        var, packed = ds.variables[name], raw.variables[name]
+        var.data = packed.data
+        var.attrs = packed.attrs
+        var.encoding = {**packed.encoding, CF_PACKED: True}
+    return ds
 
 
 def keep_packed(
@@ -403,11 +406,13 @@ def _open_once(path: Any, engine: str | None) -> tuple[Any, Any, list[str]] | No
         return None
     filename = os.path.abspath(os.path.expanduser(os.fspath(path)))  # what xr.open_dataset records as "source"
     try:
-        from xarray.backends.netCDF4_ import NetCDF4BackendEntrypoint, NetCDF4DataStore
+        from xarray.backends.netCDF4_ import NetCDF4BackendEntrypoint
 
         if engine is None and not NetCDF4BackendEntrypoint().guess_can_open(filename):
             return None
-        store = NetCDF4DataStore.open(filename)
+        from atlas.cli.netcdf_open import OnceStore
+
+        store = OnceStore(filename)
     except Exception:  # netCDF4 missing or refusing the file: the general path says why
         return None
     try:
