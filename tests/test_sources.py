@@ -280,3 +280,23 @@ def test_stores_written_by_both_paths_are_the_same(files, tmp_path, monkeypatch,
             for var in a[name].list_arrays():
                 assert _same(a[name].array_meta(var), b[name].array_meta(var)), (name, var)
             assert_same_dataset(a.to_xarray(name).load(), b.to_xarray(name).load(), name)
+
+
+def test_loading_a_file_imports_no_dask_array(files):
+    """A reader process loads small files without importing dask.array (a quarter second per
+    process: swapping packed variables in must not go through xarray's general data setter)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from atlas.cli import sources\n"
+        f"loaded = sources.load_source(sources.Source(Path({str(files / 'GL_PR_BO_JLKU.nc')!r}), 'gl'), 1 << 30)\n"
+        "assert loaded.ds['TIME_QC'].dtype == 'int8', loaded.ds['TIME_QC'].dtype\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dask.array')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

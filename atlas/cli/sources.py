@@ -28,7 +28,9 @@ naming the dataset.)
 **Opening** (:func:`load_source`, run in the reader processes): the file is opened
 lazily with ``xr.open_dataset``.  A file the netCDF4 engine reads is opened once: its
 data, its packed variables as stored and its list of groups all come from that one
-netCDF4 handle, decoded exactly as ``xr.open_dataset(path)`` decodes it.  A file whose variables total at most
+netCDF4 handle (:class:`atlas.cli.netcdf_open.OnceStore`: xarray's netCDF4 store
+without its file cache, its variables listed once), decoded exactly as
+``xr.open_dataset(path)`` decodes it.  A file whose variables total at most
 ``chunk_size`` bytes is loaded whole into memory right there and sent to the
 writer, so reading overlaps with writing; it is stored with ATLAS's default chunk
 shapes.  A larger file is reopened by the writer (:func:`open_streamed`) with
@@ -305,7 +307,10 @@ def _with_packed(ds: Any, raw: Any, names: list[str]) -> Any:
 
     for name in names:
         var, packed = ds.variables[name], raw.variables[name]
-        var.data = packed.data
+        # Given the Variable itself, the setter takes its array as it is (lazy, or
+        # dask): ``packed.data`` would read a lazy one now, and the setter's general
+        # path imports dask.array to test for masked dask arrays (a quarter second).
+        var.data = packed
         var.attrs = packed.attrs
         var.encoding = {**packed.encoding, CF_PACKED: True}
     return ds
