@@ -61,16 +61,14 @@ class AcrossDatasets:
         -----
         docs/finding.md has the grammar and how missing values and NaN behave.
         """
-        from atlas.search import as_expression, select_rows, table_of_state
+        from atlas.search import as_expression, find_names, table_of_state
 
         expr = None if where is None else as_expression(where)
         for key, value in equals.items():
             term = as_expression((key, "==", value))
             expr = term if expr is None else expr & term
         with self.session.lock:
-            table = table_of_state(self.session.state())
-            rows = select_rows(table, expr)
-            return list(table.names) if rows is None else table.names_at(rows)
+            return find_names(table_of_state(self.session.state()), expr)
 
     def catalog(self, columns: str | Sequence[str] | None = None, where: Any = None) -> Any:
         """A pandas DataFrame of dataset metadata, indexed by dataset name (sorted).

@@ -54,12 +54,15 @@ _PLAIN_DTYPES = {
 #: The same by ``id``: cheaper than hashing a dtype, and exact (``_PLAIN_DTYPES``
 #: keeps these dtype objects alive, so no other object has their ids).
 _PLAIN_BY_ID = {id(dt): name for name, dt in _PLAIN_DTYPES.items()}
-#: ``(array name, dims, dtype name, shape) -> (dims, chunk shape, how)`` of arrays
+#: ``(array name, dims, dtype name, shape) -> (dims, chunk shape, how, shape)`` of arrays
 #: given as ``(dims, data)`` with plain data that passed every check: a batch repeats
 #: a few array schemas, checked in full once.
-_KNOWN: dict[tuple[str, tuple[str, ...], str, tuple[int, ...]], tuple[tuple[str, ...], tuple[int, ...], int]] = {}
+_KNOWN: dict[tuple[str, tuple[str, ...], str, tuple[int, ...]],
+             tuple[tuple[str, ...], tuple[int, ...], int, tuple[int, ...]]] = {}  # fmt: skip
 _MAX_KNOWN = 1024
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: First characters (``name[:1]``) and whole names no dataset name may have.
+_BAD_FIRST, _DOTS = ("", "_"), (".", "..")
 #: The most string values whose typed form a batch shares between its datasets: the
 #: values that repeat (platform, units, flags) are few; unique ones would only grow it.
 _MAX_SHARED_STRINGS = 1 << 10
@@ -93,11 +96,12 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
             name, arrays, attrs = entry
         else:
             name, arrays, attrs = _entry(entry, position)
-        validate_name(name, "dataset")
+        # validate_name's checks, inlined for the common name (ASCII is valid UTF-8);
+        # any other name takes them all.
+        if type(name) is not str or not name.isascii() or "/" in name or name[:1] in _BAD_FIRST or name in _DOTS:
+            validate_name(name, "dataset")
         if name in names:
             raise DatasetExistsError(f"dataset {name!r} appears twice in the batch")
-        if state.has_dataset(name):
-            raise DatasetExistsError(f"dataset {name!r} already exists")
         names.add(name)
         checked = []  # loops, not comprehensions: no function frame of their own per dataset
         for a, spec in arrays.items() if type(arrays) is dict else _items(arrays, name, "arrays"):
@@ -129,11 +133,19 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
                 typed[key] = normalize(value)
         n_arrays += len(checked)
         planned.append((name, checked, typed))
+    taken = state.first_existing(_names_of(planned))
+    if taken is not None:
+        raise DatasetExistsError(f"dataset {taken!r} already exists")
     where = state.backend.location
     check_counter("next_dataset_id", state.next_dataset_id + len(planned), where)
     check_counter("next_slot", state.next_slot + n_arrays, where)
     _stage(state, planned)
-    return [name for name, _, _ in planned]
+    return _names_of(planned)
+
+
+def _names_of(planned: list[tuple[str, Any, Any]]) -> list[str]:
+    """The names of ``planned`` datasets, in order."""
+    return [entry[0] for entry in planned]
 
 
 def _entry(entry: Any, position: int) -> tuple[Any, Any, Any]:
@@ -173,7 +185,8 @@ def _array(ds_name: str, name: Any, spec: Any) -> _Array:
                     shape = data.shape
                     known = _KNOWN.get((name, dims_t, dtype_name, shape))
                     if known is not None:
-                        return name, dtype_name, known[0], shape, known[1], None, data, known[2]
+                        # The remembered shape tuple: one object shared by the batch's records.
+                        return name, dtype_name, known[0], known[3], known[1], None, data, known[2]
     checked = _check_array(ds_name, name, spec)
     if len(spec) == 2 and checked[5] is None and checked[6] is spec[1] and type(name) is str:
         # ``values is data``: no conversion was needed, so the same key can skip the checks.
@@ -181,7 +194,7 @@ def _array(ds_name: str, name: Any, spec: Any) -> _Array:
         if all(type(d) is str for d in key[1]) and checked[1] in _PLAIN_DTYPES:
             if len(_KNOWN) >= _MAX_KNOWN:
                 _KNOWN.clear()
-            _KNOWN[key] = (checked[2], checked[4], checked[7])
+            _KNOWN[key] = (checked[2], checked[4], checked[7], checked[3])
     return checked
 
 
@@ -231,29 +244,44 @@ def _stage(state: WorkingState, planned: list[tuple[str, list[_Array], dict[str,
     since_spill_check = 0
     pending = state.pending
     engines = state.engines
+    # The counters and each engine's staged bytes are kept in locals and stored back
+    # before anything else (a spill) reads them: an attribute update per array costs.
+    next_id, slot = state.next_dataset_id, state.next_slot
+    staged: dict[str, list] = {}  # array name -> [engine, its pending dict, bytes added]
     for name, arrays, typed in planned:
-        ds = DatasetMeta(state.next_dataset_id, version, typed, {})
-        state.next_dataset_id += 1
-        pending[name] = ds
-        ds_arrays = ds.arrays
+        ds_arrays = {}
+        pending[name] = DatasetMeta(next_id, version, typed, ds_arrays)
+        next_id += 1
         for array_name, dtype_name, dims, shape, chunks, fill, values, how in arrays:
-            meta = ArrayMeta(state.next_slot, dtype_name, dims, shape, chunks, fill, {}, None)
-            state.next_slot += 1
-            ds_arrays[array_name] = meta
-            engine = engines.get(array_name)
-            if engine is None:
-                engine = state.engine(array_name)
+            ds_arrays[array_name] = meta = ArrayMeta(slot, dtype_name, dims, shape, chunks, fill, {}, None)
+            slot += 1
             if how == _WHOLE:
                 # One chunk holds the whole array: stage a copy of the data as that chunk.
+                target = staged.get(array_name)
+                if target is None:
+                    engine = engines.get(array_name) or state.engine(array_name)
+                    target = staged[array_name] = [engine, engine.pending, 0]
                 flat = values.copy() if values.ndim == 1 else values.reshape(-1).copy()
-                engine.pending[meta.slot] = {0: PendingChunk(flat, None)}
-                engine.pending_nbytes += flat.nbytes
+                target[1][meta.slot] = {0: PendingChunk(flat, None)}
+                target[2] += flat.nbytes
                 since_spill_check += flat.nbytes
             elif how == _CHUNKED:
+                engine = engines.get(array_name) or state.engine(array_name)
                 engine.write(meta, (0,) * len(shape), values, f"dataset {name!r} array {array_name!r}")
                 since_spill_check += values.nbytes
         if since_spill_check >= _SPILL_CHECK_BYTES:
+            state.next_dataset_id, state.next_slot = next_id, slot
+            _add_staged_bytes(staged)
             state.maybe_spill()
             since_spill_check = 0
+    state.next_dataset_id, state.next_slot = next_id, slot
+    _add_staged_bytes(staged)
     state.changes += 1
     state.maybe_spill()
+
+
+def _add_staged_bytes(staged: dict[str, list]) -> None:
+    """Add the bytes counted in ``staged`` to their engines' ``pending_nbytes`` (and reset the counts)."""
+    for target in staged.values():
+        target[0].pending_nbytes += target[2]
+        target[2] = 0

@@ -16,8 +16,8 @@ interleaved ``--repeat`` times; printed per variant: median wall time, files/s,
 median CPU time (the child and every process it waited for: the machine may be
 shared, CPU time is the steadier figure) and the speed-ups over each ``create``;
 for the ingest variants, the bytes the calling process received (pickled task
-results) against the bytes stored, and the commit time (the inputs of the
-estimate in docs/scale.md).  Every store is checked to hold the same datasets as
+results: fragments and commit-task results) against the bytes stored, and the
+commit time (the inputs of the estimate in docs/scale.md).  Every store is checked to hold the same datasets as
 the ``create`` store (``to_xarray`` identical, on a sample of ``--check`` datasets).
 
 Run: ``.venv/bin/python benchmarks/bench_ingest.py -n 2000 --cluster --repeat 3

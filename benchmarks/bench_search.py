@@ -15,7 +15,14 @@ Each dataset: one float32 ``temp`` (24,) with stats plus 30 attributes (15 float
 * ``2 parts``: as ``catalog`` with a newer part on top (a later commit that
   replaced 1 000 datasets, deleted every tenth of them and added 100);
 * ``pending``: as ``catalog`` under a handle's uncommitted changes (one dataset
-  replaced, one deleted, one added), as ``Atlas.find`` sees them.
+  replaced, one deleted, one added), as ``Atlas.find`` sees them;
+* ``batched``: the same datasets in the two parts a batched build leaves (the
+  first 86 % merged in one part, the last 14 % in a newer one, no name in both),
+  opened anew for each run; and ``batched+p``: those under the pending changes.
+
+``find`` is what ``Atlas.find`` runs (``atlas.search.find_names``: a catalogue of
+several parts, or with pending changes, is searched one part at a time where that
+gives the same answer; a checkout from before it selects rows of the merged table).
 
 Timed for each: ``list`` (a fresh catalogue's ``names()``, what ``list_datasets``
 costs after ``Atlas.open``; fresh sources only), ``catalog(columns=4
@@ -30,8 +37,9 @@ directory) and reused by later runs, so two checkouts can be timed on the same
 file: ``ATLAS_BENCH_ROOT=/path/to/other/checkout python benchmarks/bench_search.py
 --dir /tmp/parts 1000000`` runs this script against the other checkout's library.
 
-Usage: ``python benchmarks/bench_search.py [--dir DIR] [--only dict,catalog,listed,repeat,2 parts,pending]
-[--repeat K] [N ...]`` (default 10000 100000).
+Usage: ``python benchmarks/bench_search.py [--dir DIR] [--only SOURCE,...] [--repeat K] [N ...]``
+(default 10000 100000; sources: dict, catalog, listed, repeat, 2 parts, pending,
+batched, batched+p; default all but dict).
 """
 
 from __future__ import annotations
@@ -55,6 +63,11 @@ sys.path.insert(0, str(ROOT))
 # The library first: bench_catalog puts this checkout first on the path when imported.
 from atlas.catalog import Catalog, PartRef, write_part  # noqa: E402
 from atlas.search import select  # noqa: E402
+
+try:
+    from atlas.search import find_names
+except ImportError:  # a checkout from before the search by part
+    find_names = None  # type: ignore[assignment]
 from atlas.search.frame import catalog_frame  # noqa: E402
 from atlas.search.table import DictTable  # noqa: E402
 
@@ -103,6 +116,28 @@ def part_file(n: int, directory: Path, newer: bool = False) -> tuple[Path, PartR
     return path, PartRef(**json.loads(meta.read_text()))
 
 
+#: The share of the datasets in the older of the two parts of ``batched``.
+BATCHED_SHARE = 0.86
+
+
+def batched_files(n: int, directory: Path) -> list[tuple[Path, PartRef]]:
+    """The two parts a batched build of ``n`` datasets leaves, written on first use."""
+    cut = int(n * BATCHED_SHARE)
+    out, every = [], None
+    for k, stem in enumerate((f"search-{n}-batched-old", f"search-{n}-batched-new")):
+        path, meta = directory / f"{stem}.cat", directory / f"{stem}.json"
+        if not (path.exists() and meta.exists()):
+            every = make_rows(n) if every is None else every
+            rows = every[:cut] if k == 0 else every[cut:]
+            _, buffers, ref = write_part(rows, "zstd", k + 1, secrets.token_bytes(16))
+            with open(path, "wb") as fh:
+                for buf in buffers:
+                    fh.write(bytes(buf))
+            meta.write_text(json.dumps(dataclasses.asdict(ref)))
+        out.append((path, PartRef(**json.loads(meta.read_text()))))
+    return out
+
+
 def run(n: int, directory: Path, only: set[str] | None, repeat: int) -> None:
     refs, files = [], {}
     for newer in (False, True):
@@ -111,6 +146,12 @@ def run(n: int, directory: Path, only: set[str] | None, repeat: int) -> None:
         files[part.path] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         refs.append(part)
     ref = refs[0]
+    batched = []
+    if only is None or only & {"batched", "batched+p"}:
+        for path, part in batched_files(n, directory):
+            fh = open(path, "rb")  # noqa: SIM115 - kept open for the mmap's lifetime
+            files[part.path] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            batched.append(part)
 
     def read_range(path: str, offset: int, length: int) -> bytes:
         return files[path][offset : offset + length]
@@ -126,6 +167,8 @@ def run(n: int, directory: Path, only: set[str] | None, repeat: int) -> None:
         "repeat": lambda: shared,
         "2 parts": lambda: CatalogTable(Catalog(refs, read_range)),
         "pending": lambda: OverlayTable(CatalogTable(Catalog([ref], read_range)), pending),
+        "batched": lambda: CatalogTable(Catalog(batched, read_range)),
+        "batched+p": lambda: OverlayTable(CatalogTable(Catalog(batched, read_range)), pending),
     }
     if only is not None and "dict" in only:
         datasets = dict(make_rows(n))
@@ -135,18 +178,22 @@ def run(n: int, directory: Path, only: set[str] | None, repeat: int) -> None:
             continue
         found = len(select(make(), WHERE))
         listing = ""
-        if label in ("catalog", "2 parts"):
-            parts = [ref] if label == "catalog" else refs
+        if label in ("catalog", "2 parts", "batched"):
+            parts = {"catalog": [ref], "2 parts": refs, "batched": batched}[label]
             cpu, wall = timed(lambda: Catalog(parts, read_range).names(), repeat)  # noqa: B023
             listing = f"list {cpu * 1e3:7.1f} ms cpu ({wall * 1e3:7.1f} wall)  "
         cat_cpu, cat_wall = timed(lambda: catalog_frame(make(), COLUMNS, None), repeat)  # noqa: B023
 
         def find() -> list[str]:  # what Atlas.find does
             table = make()  # noqa: B023
+            if find_names is not None:
+                return find_names(table, WHERE)
             rows = select(table, WHERE)
             names_at = getattr(table, "names_at", None)  # only the result's names (absent before)
             return names_at(rows) if names_at is not None else [table.names[i] for i in rows]
 
+        if len(find()) != found:
+            raise SystemExit(f"{label}: find returned {len(find())} names, the merged table {found}")
         find_cpu, find_wall = timed(find, repeat)
         print(
             f"N={n:>8} {label:8} {listing}catalog(4 columns) {cat_cpu * 1e3:7.1f} ms cpu ({cat_wall * 1e3:7.1f} wall)  "

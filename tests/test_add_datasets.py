@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 
 import numpy as np
 import pytest
 from faults import FaultyBackend, patched_resolve
+from v1_stores import to_v1
 
 import atlas
 from atlas import errors
@@ -136,6 +138,35 @@ def test_bad_entry_is_refused_and_nothing_is_staged(tmp_path, what, entry, error
     assert all(not e.pending for e in state.engines.values())
     store.flush()
     assert atlas.Atlas.open(tmp_path / "s").list_datasets() == ["old"]
+
+
+@pytest.mark.parametrize("store_kind", ["empty", "v2", "v1"])
+def test_a_name_is_taken_by_a_pending_or_committed_dataset_only(tmp_path, store_kind):
+    # The batch checks its names at once (an empty snapshot is not searched): a
+    # dataset created or kept by the handle takes its name, a deleted one frees it.
+    path = tmp_path / "s"
+    with atlas.Atlas.create(path) as store:
+        if store_kind != "empty":
+            store.add_datasets([("kept", {}), ("deleted", {"v": (["n"], np.arange(2.0))})])
+    if store_kind == "v1":
+        to_v1(path)
+    store = atlas.Atlas.open(path)
+    store.create_dataset("pending")
+    store.create_dataset("undone")
+    store.delete_dataset("undone")
+    taken = ["pending"] + (["kept", "deleted"] if store_kind != "empty" else [])
+    for name in taken:
+        with pytest.raises(errors.DatasetExistsError, match=f"dataset '{name}' already exists"):
+            store.add_datasets([("fresh", {}), (name, {})])
+        assert store.list_datasets() == sorted({"pending", *taken})
+    if store_kind != "empty":
+        store.delete_dataset("deleted")
+    free = ["undone", "fresh"] + (["deleted"] if store_kind != "empty" else [])
+    assert store.add_datasets([(name, {"v": (["n"], np.arange(3.0))}) for name in free]) == free
+    store.close()
+    reopened = atlas.Atlas.open(path)
+    assert reopened.list_datasets() == sorted({*taken, *free})
+    assert reopened.open_dataset("deleted" if store_kind != "empty" else "undone").read_array("v").tolist() == [0, 1, 2]
 
 
 def test_bad_arguments_and_read_only(tmp_path):
@@ -305,4 +336,114 @@ def test_bad_attribute_gets_the_per_call_error_and_nothing_is_staged(tmp_path, w
         store.add_datasets([*good, ("bad", {}, {"k": "x", key: value})])
     assert str(batch_error.value) == str(per_call_error.value)
     assert not store.has_pending_changes and store.list_datasets() == []
+    store.close()
+
+
+def pending_state(store: atlas.Atlas) -> tuple:
+    """A deep picture of a handle's pending changes: records (stats included), the
+    objects themselves, staged chunks, counters."""
+    st = store._st
+    records = {name: copy.deepcopy(ds) for name, ds in st.pending.items()}
+    ids = {name: (id(ds), None if ds is None else {a: id(m) for a, m in ds.arrays.items()})
+           for name, ds in st.pending.items()}  # fmt: skip
+    staged = {a: {slot: {c: (chunk.values.tobytes(), None if chunk.written is None else chunk.written.tobytes())
+                         for c, chunk in chunks.items()} for slot, chunks in e.pending.items()}
+              for a, e in st.engines.items()}  # fmt: skip
+    return records, ids, staged, st.next_slot, st.next_dataset_id, st.base.generation
+
+
+@pytest.mark.parametrize("verb", ["build", "put", "commit"])
+def test_a_failed_flush_leaves_the_pending_state_exactly_as_it_was(tmp_path, monkeypatch, verb):
+    # New datasets of this generation are the commit's rows themselves (not copies):
+    # the stats the commit sets on them must be gone after it fails.  Mixed shapes,
+    # dtypes and attributes, next to a changed, a deleted and a per-call dataset.
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        store.add_datasets([sample(0), ("gone", {"v": (["n"], np.arange(3.0))})])
+    with patched_resolve(monkeypatch, lambda inner: FaultyBackend(inner, expose_map=False)) as made:
+        store = atlas.Atlas.open(tmp_path / "s")
+    batch = [sample(i) for i in range(1, 12)]
+    batch[3] = (batch[3][0], batch[3][1], {})  # no attributes
+    store.add_datasets(batch)
+    per_call(store, "percall", *sample(20)[1:])
+    store.open_dataset("ds000").set_attribute("lat", -1.0)
+    store.open_dataset("ds000").write_array("temp", [0], np.zeros(24, np.float32))
+    store.delete_dataset("gone")
+    before = pending_state(store)
+    assert all(m.stats is None for a in ("ds001", "percall") for m in store._st.pending[a].arrays.values())
+
+    def fail(*args, **kwargs):
+        raise errors.BackendError("injected failure while building the catalogue part")
+
+    with monkeypatch.context() as m:
+        if verb == "build":  # the rows' stats are set, then the catalogue part fails
+            m.setattr(atlas.txn.commit, "catalogue_files", fail)
+        else:
+            made[-1].arm(1, "error", verb)
+        with pytest.raises(errors.BackendError):
+            store.flush()
+    assert pending_state(store) == before
+    made[-1].disarm()
+    store.close()  # the retry commits every change at once
+    with atlas.Atlas.create(tmp_path / "w") as want:
+        want.add_datasets([sample(0)])
+        for name, arrays, attrs in batch:
+            per_call(want, name, arrays, attrs)
+        per_call(want, "percall", *sample(20)[1:])
+        want.open_dataset("ds000").set_attribute("lat", -1.0)
+        want.open_dataset("ds000").write_array("temp", [0], np.zeros(24, np.float32))
+    got, expected = snapshot(atlas.Atlas.open(tmp_path / "s")), snapshot(atlas.Atlas.open(tmp_path / "w"))
+    assert list(got) == list(expected)
+    for name in expected:
+        g, w = got[name], expected[name]
+        assert g[:2] == w[:2], name
+        # ids, slots and versions differ (other histories); the stats and schemas do not
+        assert {a: (m.stats, m.dtype, m.shape) for a, m in g[2].arrays.items()} == \
+            {a: (m.stats, m.dtype, m.shape) for a, m in w[2].arrays.items()}, name
+
+
+def test_attributes_of_a_large_batch_equal_the_per_call_path(tmp_path):
+    # Keys of one kind of value (float, str, int) or of mixed kinds, out-of-range
+    # ints, more distinct strings than the batch shares, keys that are equal but
+    # other objects, one key order or two: typed exactly as the per-call path types
+    # them (types, values, key order, -0.0, NaN).
+    mixed = [1.5, 7, True, "x", _Text("t"), [1, 2], np.float32(0.25), -0.0, float("nan"), 2**63, "naïve"]
+
+    def attrs(i: int, reorder: bool) -> dict:
+        out = {"f": i * 0.5, "s": ["buoy", "ship", "naïve ✓"][i % 3], "i": i - 3 if i != 5 else 2**63,
+               "m": mixed[i % len(mixed)], "u": f"id-{i}", "".join(["k", "2"]): i}  # fmt: skip
+        return dict(reversed(out.items())) if reorder else out
+
+    for reorder in (False, True):
+        names = [f"d{i:04d}" for i in range(1100)]  # more distinct "u" strings than are shared
+        given = [attrs(i, reorder and i % 2) for i in range(len(names))]
+        per = atlas.Atlas.create(tmp_path / f"a{reorder}")
+        for name, a in zip(names, given):
+            ds = per.create_dataset(name)
+            for key, value in a.items():
+                ds.set_attribute(key, value)
+        bat = atlas.Atlas.create(tmp_path / f"b{reorder}")
+        bat.add_datasets((name, {}, a) for name, a in zip(names, given))
+        for name, a in zip(names, given):
+            want, got = per._st.pending[name].attributes, bat._st.pending[name].attributes
+            assert list(got) == list(a)
+            assert typed_repr(got) == typed_repr(want), name
+            for key in got:
+                assert type(key) is str
+                assert [type(v) for v in got[key].values()] == [type(v) for v in want[key].values()], key
+        per.discard()
+        bat.discard()
+
+
+@pytest.mark.parametrize(("what", "value"), [("None", None), ("int over uint64", 2**64), ("surrogate", "a\udc80")])
+def test_a_bad_value_among_many_datasets_gets_the_per_call_error_and_nothing_is_staged(tmp_path, what, value):
+    store = atlas.Atlas.create(tmp_path / "s")
+    with pytest.raises(errors.AtlasError) as per_call_error:
+        store.create_dataset("probe").set_attribute("k", value)
+    store.discard()
+    batch = [(f"d{i:03d}", {}, {"k": "x" if i % 2 else 1.5, "n": i}) for i in range(40)]
+    batch[17] = ("d017", {}, {"k": value, "n": 17})
+    with pytest.raises(type(per_call_error.value)) as batch_error:
+        store.add_datasets(batch)
+    assert str(batch_error.value) == str(per_call_error.value)
+    assert not store.has_pending_changes
     store.close()

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,10 +24,11 @@ from hypothesis import strategies as st
 import atlas
 from atlas.catalog import Catalog, write_part
 from atlas.errors import QueryError, QuerySyntaxError, QueryTypeError, UnknownColumnError
-from atlas.search import col, parse_where, table_of_state
+from atlas.search import as_expression, col, parse_where, table_of_state
 from atlas.search.catalog_table import CatalogTable
 from atlas.search.overlay import OverlayTable
 from atlas.search.parse import MAX_DEPTH, MAX_LENGTH
+from atlas.search.parts import search_parts
 from atlas.search.table import DictTable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -620,3 +622,55 @@ def test_datasets_staged_in_one_batch_are_found_before_the_flush(tmp_path):
         assert s.catalog(columns=["temp.count"])["temp.count"].tolist() == [2] * 6
         s.flush()
         assert s.find("platform == 'p1' and temp.max > 3") == ["b3", "b5"]
+
+
+def _commits(s):
+    """Three commits: a base, then overwrites, deletes, a re-creation and a kind change."""
+    for i in range(40):
+        temp = [i % 7, i % 5] if i % 3 else None
+        _add(s, f"p{i:02d}", temp=temp, platform=["buoy-1", "buoy-2", "ship"][i % 3], lat=i * 1.5 - 20, n=i)
+    s.flush()
+    for i in range(0, 40, 6):
+        s.open_dataset(f"p{i:02d}").set_attribute("platform", "moved")
+    s.delete_dataset("p01")
+    s.delete_dataset("p07")
+    _add(s, "q-new", temp=[9, 9], platform="buoy-1", lat=3.0, n=1)
+    s.flush()
+    _add(s, "p01", temp=[2, 3], platform="ship", lat=0.5, n=99)  # re-created
+    s.delete_dataset("p12")
+    s.flush()
+
+
+def test_find_over_several_parts_and_pending_changes_answers_as_a_v1_store(tmp_path):
+    """The search by part on a real store (several commits, then uncommitted changes)
+    against the same history in a format 1 store, which holds every dataset in memory."""
+    from v1_stores import to_v1
+
+    v2 = tmp_path / "v2"
+    with atlas.Atlas.create(v2) as s:
+        _commits(s)
+    v1 = to_v1(Path(shutil.copytree(v2, tmp_path / "v1")))
+    stores = [atlas.Atlas.open(v2, mode="r+"), atlas.Atlas.open(v1, mode="r+")]
+    where = ["platform == 'ship'", "platform != 'moved' and lat > 0", "temp.max between 2 and 4",
+             "temp overlaps [8, 10] or n > 90", "not (platform startswith 'buoy')", "temp.count is null",
+             "n in [1, 2, 99]"]  # fmt: skip
+    try:
+        assert len(stores[0].session.state().catalog.parts) >= 2
+        for w in where:
+            assert stores[0].find(w) == stores[1].find(w), w
+        assert search_parts(table_of_state(stores[0].session.state()), as_expression(where[1])) is not None
+        for s in stores:  # uncommitted changes on top
+            s.open_dataset("p03").set_attribute("platform", "ship")
+            s.delete_dataset("p04")
+            s.delete_dataset("p01")
+            _add(s, "p01", temp=[1, 100], platform="buoy-2", lat=-1.0, n=2)
+            _add(s, "a-first", platform="ship", lat=9.0)
+        for w in where:
+            assert stores[0].find(w) == stores[1].find(w), w
+        assert "p01" in stores[0].find("temp.max == 100") and "p03" in stores[0].find("platform == 'ship'")
+        by_part = search_parts(table_of_state(stores[0].session.state()), as_expression(where[1]))
+        assert by_part == stores[1].find(where[1])  # the path taken, not the merged table's
+    finally:
+        for s in stores:
+            s.discard()
+            s.close()

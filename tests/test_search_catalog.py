@@ -9,6 +9,7 @@ several parts where newer rows replace and delete older ones.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import shutil
 from pathlib import Path
@@ -16,17 +17,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from v1_stores import to_v1
 
 import atlas
+from atlas import attributes
 from atlas.catalog import Catalog, write_part
 from atlas.catalog.encoding import decode_strings, encode_strings
-from atlas.errors import CorruptStoreError, QueryTypeError, UnknownColumnError
+from atlas.errors import CorruptStoreError, QueryError, QueryTypeError, UnknownColumnError
 from atlas.metadata import ArrayMeta, DatasetMeta, Stats
-from atlas.search import select, select_rows
+from atlas.search import as_expression, find_names, select, select_rows
 from atlas.search.catalog_table import CatalogTable
 from atlas.search.frame import catalog_frame
 from atlas.search.overlay import OverlayTable
+from atlas.search.parts import search_parts
 from atlas.search.table import DictTable
 
 
@@ -304,6 +309,23 @@ def test_numbers_of_mixed_kinds_under_pending_changes_leave_missing_rows_missing
     assert select(overlay, "u is null") == select(reference, "u is null") == [1, 3]
 
 
+def test_a_side_without_the_column_does_not_decide_its_kind():
+    """Stats without extremes under a pending change that has no such array: the
+    column stays a number column (it was typed as the pending side's missing
+    column, of no kind, and refused every order comparison)."""
+    temp = ArrayMeta(slot=1, dtype="float32", dims=("z",), shape=(4,), chunk_shape=(4,), stats=None)
+    rows = [("a", None), ("b", DatasetMeta(id=2, version=1, attributes={}, arrays={"temp": temp}))]
+    _, buffers, ref = write_part(rows, "zstd", 1, secrets.token_bytes(16))
+    blob = b"".join(bytes(b) for b in buffers)
+    base = CatalogTable(Catalog([ref], lambda path, offset, length: blob[offset : offset + length]))
+    reference = DictTable({"b": rows[1][1]})
+    for pending in ({"a": None}, {"c": DatasetMeta(id=3, version=1, attributes={}, arrays={})}):
+        overlay = OverlayTable(base, pending)
+        assert overlay.column("temp.max").kind == "float"
+        assert select(overlay, "temp.max between 0 and 3") == [] == select(reference, "temp.max between 0 and 3")
+        assert find_names(overlay, "temp.max is null") == [n for n in ("b", "c") if n in overlay.names]
+
+
 def test_a_deleted_row_does_not_decide_the_kind_of_the_kept_rows():
     parts = [[("a", _u64(2**64 - 1)), ("b", _i64(2**53 + 1))]]
     overlay, reference = _overlay_of(parts, [])
@@ -324,3 +346,237 @@ def test_several_parts_are_merged_on_name_keys_when_names_allow(layout, keyed):
     assert all((r.name_keys() is not None) == keyed for r in readers)
     if keyed:  # the layout and the search decoded no part's whole names column
         assert not any("name" in r._columns for r in readers)
+
+
+# -- the search one part at a time (atlas.search.parts) --------------------------------------
+
+
+def _answer(search, table, where):
+    """``search(table, where)``, or the type and message of the error it raises."""
+    try:
+        return search(table, where)
+    except (QueryTypeError, UnknownColumnError, QueryError) as exc:
+        return (type(exc), str(exc))
+
+
+def _kind_of_answer(answer):
+    """The names, or the type of the error (messages name columns as each table types them)."""
+    return answer if isinstance(answer, list) else answer[0]
+
+
+def _merged(table, where):
+    """What a search of the merged table returns (the path before per-part searches)."""
+    return table.names_at(select(table, where))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("pending", [False, True])
+def test_the_search_by_part_returns_what_the_merged_table_does(layout, pending):
+    table, reference = _tables(layout)
+    if pending:
+        live = dict(zip(reference.names, reference._metas))
+        changes = {reference.names[0]: _meta(3, 9), reference.names[7]: None, "0-new": _meta(70, 9), "d004": None}
+        for name, meta in changes.items():
+            live.pop(name, None)
+            if meta is not None:
+                live[name] = meta
+        table, reference = OverlayTable(table, changes), DictTable(live)
+    for where in [*WHERE, "kind > 3", "old == 'x'", "platform > 3", "nope == 1"]:
+        expected = _answer(lambda t, w: [reference.names[i] for i in select(t, w)], reference, where)
+        assert _answer(find_names, table, where) == _answer(_merged, table, where) == expected, where
+    by_parts = search_parts(table, as_expression("lat > 3 and platform != 'ship' and temp.max between 0 and 4"))
+    keyed = "NUL" not in layout and "long" not in layout
+    # one part is searched as stored already; names without keys take the merged table
+    assert (by_parts is not None) == (keyed and (pending or layout not in ("one part", "one part with tombstones")))
+
+
+def test_the_search_by_part_decodes_only_the_names_it_returns():
+    table, reference = _tables("a few rows over a large part")
+    where = "platform == 'ship' or n > 3990"
+    expected = [reference.names[i] for i in select(reference, where)]
+    assert search_parts(table, as_expression(where)) == expected
+    assert "name" not in table.catalog._readers[0]._columns  # the large part's names not decoded whole
+    assert table.catalog._count is None  # nor the winner of every name resolved
+
+
+def test_a_kind_mixed_across_parts_takes_the_merged_table():
+    """``kind`` is a string in the first part and a number in the second: the
+    merged column is typed from every row, so no part can be tested alone."""
+    table, _ = _tables("three parts")
+    assert search_parts(table, as_expression("kind is null")) is None
+    assert search_parts(table, as_expression("lat > 0")) is not None
+    for where in ("kind is null", "kind is not null and lat < 0", "kind == 'k1'", "kind > 3"):
+        assert _answer(find_names, table, where) == _answer(_merged, table, where), where
+
+
+def test_names_of_one_length_are_read_without_their_ends(tmp_path):
+    names = [f"p{i:05d}" for i in range(0, 3000, 3)]
+    _, buffers, ref = write_part([(n, _meta(i, 1)) for i, n in enumerate(names)], "zstd", 1, secrets.token_bytes(16))
+    blob = b"".join(bytes(b) for b in buffers)
+    cat = Catalog([ref], lambda path, offset, length: blob[offset : offset + length])
+    reader = cat._readers[0]
+    rows = [0, 5, 6, 999]
+    assert reader.names_of(rows) == [names[r] for r in rows]
+    assert reader.name_keys_of(rows).tolist() == [names[r].encode() for r in rows]
+    assert reader._columns["name ends"][1] is None  # the ends were never made
+    assert reader.name_keys().tolist() == [n.encode() for n in names]
+    with pytest.raises(IndexError):
+        reader.names_of([len(names)])
+    assert reader.names() == names
+
+
+@pytest.mark.parametrize("names", [["a", "bb", "ccc\x00d"], ["\x00", "x"], ["z", "é", "日本"]])
+def test_name_keys_of_rows_refuse_names_with_a_nul_byte(names):
+    _, buffers, ref = write_part([(n, _meta(i, 1)) for i, n in enumerate(names)], "zstd", 1, secrets.token_bytes(16))
+    blob = b"".join(bytes(b) for b in buffers)
+    reader = Catalog([ref], lambda path, offset, length: blob[offset : offset + length])._readers[0]
+    every = list(range(len(names)))
+    assert reader.names_of(every) == names
+    keyed = not any("\x00" in n for n in names)
+    got = reader.name_keys_of(every)
+    assert (got.tolist() == [n.encode() for n in names]) if keyed else got is None
+
+
+_MIXED_NAMES = ["a", "b", "c0", "c1", "c12", "d", "ee", "z9", "é", "日本"]
+_EQUAL_NAMES = [f"n{i:02d}" for i in range(10)]
+#: Attribute values per column kind: a store draws one kind per key, sometimes a mix.
+_VALUES = {
+    "float64": [-1.0, 0.0, 1.0, 2.5, float("nan")], "int64": [-1, 0, 2, 3, 2**53 + 1],
+    "uint64": [0, 2, 2**63 + 5], "float32": [0.1, 2.5], "bool": [True, False],
+    "string": ["", "p", "q", "é"], "timestamp_nanoseconds": [0, 10**18],
+}  # fmt: skip
+_PROPERTY_WHERE = [
+    "x > 1", "x == 2", "x != 2", "not (x < 0.5)", "x is null", "x in [0, 2, 2.5]", "x between 0 and 3",
+    "s == 'p'", "s != 'p'", "s startswith 'é'", "s in ['p', 'q']", "s is not null and x < 3", "s > 'a'",
+    "temp.max between 0 and 3", "temp.count > 1", "temp.nulls == 0", "temp overlaps [1, 2]", "temp.min is null",
+    "temp.shape is not null", "x > 1 or temp.min < 0", "not (s == 'q' and temp.max > 1)", "b == true",
+    "nope == 1", "s > 1", "x startswith 'a'", "temp.max > '2020-01-01'", "x > '1990-01-01'",
+]  # fmt: skip
+
+
+@st.composite
+def _attribute(draw, kind):
+    if kind == "mixed":
+        kind = draw(st.sampled_from(["float64", "int64", "string"]))
+    if kind == "list":
+        return attributes.normalize(draw(st.lists(st.integers(0, 3), max_size=2)))
+    return attributes.normalize(draw(st.sampled_from(_VALUES[kind])), kind)
+
+
+@st.composite
+def _dataset(draw, kinds, counter):
+    attrs = {key: draw(_attribute(kind)) for key, kind in kinds.items() if draw(st.integers(0, 3))}
+    arrays = {}
+    dtype = draw(st.sampled_from([None, "float32", "float32", "int16", kinds["temp"]]))
+    if dtype is not None:
+        stats = None
+        if draw(st.integers(0, 3)):
+            if dtype == "string":
+                low, high = sorted(draw(st.lists(st.sampled_from(["a", "b", "é"]), min_size=2, max_size=2)))
+            else:
+                low = draw(st.integers(-2, 3))
+                high = low + draw(st.integers(0, 2))
+            nulls = draw(st.integers(0, 4))
+            stats = Stats(4, nulls, low, high) if nulls < 4 else Stats(4, 4, None, None)
+        arrays["temp"] = ArrayMeta(slot=next(counter), dtype=dtype, dims=("z",), shape=(4,), chunk_shape=(4,),
+                                   stats=stats)  # fmt: skip
+    return DatasetMeta(id=next(counter), version=1, attributes=attrs, arrays=arrays)
+
+
+@st.composite
+def _stores(draw):
+    """Parts (oldest first) of rows ``(name, meta or None)`` and pending changes over them."""
+    counter = itertools.count(1)
+    names = draw(st.sampled_from([_MIXED_NAMES, _EQUAL_NAMES]))
+    kinds = {
+        "x": draw(st.sampled_from(["float64", "float64", "int64", "uint64", "float32", "timestamp_nanoseconds",
+                                   "mixed", "list"])),
+        "s": draw(st.sampled_from(["string", "string", "string", "mixed"])),
+        "b": "bool",
+        "temp": draw(st.sampled_from(["float32", "string", "timestamp_nanoseconds"])),  # a rare array dtype
+    }
+    datasets = st.one_of(st.none(), _dataset(kinds, counter), _dataset(kinds, counter))
+    parts = []
+    for _ in range(draw(st.integers(1, 4))):
+        chosen = draw(st.lists(st.sampled_from(names), min_size=1, max_size=len(names), unique=True))
+        parts.append([(name, draw(datasets)) for name in sorted(chosen)])
+    pending = {}
+    if draw(st.booleans()):
+        for name in draw(st.lists(st.sampled_from([*names, "new", "n99"]), max_size=4, unique=True)):
+            pending[name] = draw(datasets)
+    return parts, pending
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(_stores())
+def test_the_search_by_part_matches_a_brute_force_search(store):
+    """Random catalogues (overwrites, deletes, re-creations, kinds mixed across parts,
+    pending changes): the search by part answers as the merged table, errors
+    included, and where it does search by part, as a search of the live datasets
+    themselves (where a kind mix sends it to the merged table, that table's
+    typing of the mix decides, as before)."""
+    parts, pending = store
+    files, refs, live = {}, [], {}
+    for generation, rows in enumerate(parts, start=1):
+        _, buffers, ref = write_part(rows, "zstd", generation, secrets.token_bytes(16))
+        files[ref.path] = b"".join(bytes(b) for b in buffers)
+        refs.append(ref)
+    for name, meta in itertools.chain(*parts, pending.items()):
+        live.pop(name, None)
+        if meta is not None:
+            live[name] = meta
+    table = CatalogTable(Catalog(refs, lambda path, offset, length: files[path][offset : offset + length]))
+    if pending:
+        table = OverlayTable(table, pending)
+    reference = DictTable(live)
+    for where in _PROPERTY_WHERE:
+        got = _answer(find_names, table, where)
+        assert got == _answer(_merged, table, where), where
+        by_part = _answer(lambda t, w: search_parts(t, as_expression(w)), table, where)
+        if by_part is not None:  # searched by part (else by the merged table)
+            expected = _answer(lambda t, w: [reference.names[i] for i in select(t, w)], reference, where)
+            assert got == by_part, where
+            assert _kind_of_answer(got) == _kind_of_answer(expected), where
+
+
+def _swap_first_names(raw):
+    names = raw["name"].split(b"\xff")
+    names[0], names[1] = names[1], names[0]
+    raw["name"] = b"\xff".join(names)
+
+
+def test_unsorted_names_fail_a_search_by_part_that_returns_them():
+    from test_catalog_hostile import ROWS, Store, _dataset, forge
+
+    store = Store()
+    _, buffers, ref = write_part(ROWS, "zstd", 1, secrets.token_bytes(16))
+    store.files[ref.path] = b"".join(bytes(b) for b in buffers)
+    _, buffers, newer = write_part([("ds0001", _dataset(1)), ("new", _dataset(900))], "zstd", 2, bytes(16))
+    store.files[newer.path] = b"".join(bytes(b) for b in buffers)
+    table = CatalogTable(Catalog([forge(store, ref, columns=_swap_first_names), newer], store.read_range))
+    assert search_parts(table, as_expression("lat > 140")) is not None  # the rows swapped are not returned
+    with pytest.raises(CorruptStoreError, match="not sorted"):
+        find_names(table, "lat < 1")
+
+
+def test_a_terminator_byte_inside_names_of_one_length_is_refused():
+    """Names of one length are located by arithmetic, not by their terminators: a
+    0xFF byte inside a name is not UTF-8, so decoding it refuses the part."""
+    from test_catalog_hostile import Store, forge
+
+    store = Store()
+    rows = [(f"n{i:03d}", _meta(i, 1)) for i in range(50)]
+    _, buffers, ref = write_part(rows, "zstd", 1, secrets.token_bytes(16))
+    store.files[ref.path] = b"".join(bytes(b) for b in buffers)
+
+    def inner_ff(raw):
+        blob = bytearray(raw["name"])
+        blob[5 * 5 + 2] = 0xFF  # inside the sixth name, the layout kept
+        raw["name"] = bytes(blob)
+
+    reader = Catalog([forge(store, ref, columns=inner_ff)], store.read_range)._readers[0]
+    assert reader.names_of([0, 4]) == ["n000", "n004"]
+    with pytest.raises(CorruptStoreError, match="UTF-8"):
+        reader.names_of([5])
+    with pytest.raises(CorruptStoreError):
+        reader.names()

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 _T, _V = operator.itemgetter("t"), operator.itemgetter("v")
+_ID, _VERSION = operator.attrgetter("id"), operator.attrgetter("version")
 #: Rows per record block: materialising one dataset decompresses one block.
 BLOCK_ROWS = 256
 #: Up to this many distinct attribute key orders, rows are transposed per order.
@@ -96,11 +97,16 @@ def _write_part(
     n = len(ordered)
     metas = [m for _, m in ordered]
     builder.add("name", encode_strings(names))
-    ids = np.fromiter((0 if m is None else m.id for m in metas), dtype="<u8", count=n)
-    versions = np.fromiter((generation if m is None else m.version for m in metas), dtype="<u8", count=n)
+    tombstone = np.fromiter(map(operator.is_, metas, itertools.repeat(None)), dtype="u1", count=n)
+    if tombstone.any():
+        ids = np.fromiter((0 if m is None else m.id for m in metas), dtype="<u8", count=n)
+        versions = np.fromiter((generation if m is None else m.version for m in metas), dtype="<u8", count=n)
+    else:  # no tombstone: one C-level pass per column
+        ids = np.fromiter(map(_ID, metas), dtype="<u8", count=n)
+        versions = np.fromiter(map(_VERSION, metas), dtype="<u8", count=n)
     builder.add("id", ids, 8)
     builder.add("version", versions, 8)
-    builder.add("tombstone", np.fromiter((m is None for m in metas), dtype="u1", count=n))
+    builder.add("tombstone", tombstone)
     encode = RecordEncoder().encode
     blocks = (record_block(list(map(encode, metas[i : i + BLOCK_ROWS]))) for i in range(0, n, BLOCK_ROWS))
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
@@ -194,19 +200,20 @@ def _attribute_values(attrs: list[dict[str, Any]]) -> dict[str, KeyValues]:
         found = [KeyValues(key, rows, set(), [], True, group) for key in order]
         for lo in range(0, len(group), _SPLIT_ROWS):
             flat = list(itertools.chain.from_iterable(map(dict.values, group[lo : lo + _SPLIT_ROWS])))
-            # Two passes over the typed values (their keys, then their fields): when
-            # every one is a scalar {"t", "v"} in that order, types and values are the
-            # even and odd fields.  Otherwise (lists, arrays, other orders) each key is
-            # split on its own.
-            keys = list(itertools.chain.from_iterable(flat))
-            m = len(flat)
-            pairs = len(keys) == 2 * m and keys[0::2].count("t") == m and keys[1::2].count("v") == m
-            del keys
-            fields = list(itertools.chain.from_iterable(map(dict.values, flat))) if pairs else []
+            # Three passes over the typed values (their sizes, types and values): when
+            # every one is a scalar (two members, "t" and "v"), each key's types and
+            # values are strided slices.  Otherwise (lists, arrays) each key is split
+            # on its own.
+            types = values = None
+            if list(map(len, flat)).count(2) == len(flat):
+                try:
+                    types, values = list(map(_T, flat)), list(map(_V, flat))
+                except KeyError:  # two members, but not "t" and "v"
+                    types = values = None
             for k, kv in enumerate(found):
-                if pairs:
-                    kv.types.update(fields[2 * k :: 2 * step])
-                    kv.plain += fields[2 * k + 1 :: 2 * step]
+                if types is not None:
+                    kv.types.update(types[k::step])
+                    kv.plain += values[k::step]
                 else:
                     typed = flat[k::step]
                     kv.types.update(map(_T, typed))
@@ -282,63 +289,138 @@ def _dictionary_encode(values: list[str]) -> tuple[list[str], np.ndarray]:
     return order, rank[provisional]
 
 
+#: The fields of an array, and of its stats, that the stats columns hold: taken from
+#: every row in one pass (scattered objects are fetched from memory once, not once
+#: per field).
+_FIELDS = operator.attrgetter("slot", "dtype", "shape", "stats", "dims", "chunk_shape", "fill_value", "attributes")
+_NF = 8
+_STATS_FIELDS = operator.attrgetter("row_count", "null_count", "minimum", "maximum")
+_U64 = 0xFFFFFFFFFFFFFFFF
+
+
 def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) -> list[list[Any]]:
-    per_array: dict[str, list[tuple[int, Any]]] = {}
+    n = len(metas)
+    per_array = _arrays_by_name(metas)
+    return [[name, _add_stats_group(builder, f"s{j}.", n, *per_array[name])]
+            for j, name in enumerate(sorted(per_array))]  # fmt: skip
+
+
+def _arrays_by_name(metas: list[DatasetMeta | None]) -> dict[str, tuple[list[int], list[Any]]]:
+    """``{array name: (rows, arrays)}`` of ``metas`` (rows ascending)."""
+    live = [m for m in metas if m is not None]
+    arrays = [m.arrays for m in live]
+    if arrays and list(map(len, arrays)).count(1) == len(arrays):
+        # One array per dataset (datasets made alike): one name for all of them?
+        names = list(itertools.chain.from_iterable(arrays))
+        if names.count(names[0]) == len(names):
+            rows = list(range(len(metas))) if len(live) == len(metas) else \
+                [r for r, m in enumerate(metas) if m is not None]  # fmt: skip
+            return {names[0]: (rows, list(itertools.chain.from_iterable(map(dict.values, arrays))))}
+    out: dict[str, tuple[list[int], list[Any]]] = {}
     for row, m in enumerate(metas):
         if m is not None:
             for name, am in m.arrays.items():
-                per_array.setdefault(name, []).append((row, am))
-    n = len(metas)
-    out = []
-    for j, name in enumerate(sorted(per_array)):
-        entries = per_array[name]
-        state = np.zeros(n, dtype="u1")
-        slot, rows_, nulls = (np.zeros(n, dtype="<u8") for _ in range(3))
-        code, ndim = np.zeros(n, dtype="u1"), np.zeros(n, dtype="u1")
-        fmin, fmax = np.full(n, math.nan), np.full(n, math.nan)
-        imin, imax = np.zeros(n, dtype="<u8"), np.zeros(n, dtype="<u8")
-        smin, smax = [""] * n, [""] * n
-        extents: list[int] = []
-        schema, interner = np.zeros(n, dtype="<u4"), SchemaInterner()
-        flags = FLAG_SCHEMAS
-        for r, am in entries:
-            slot[r], code[r], ndim[r] = am.slot, _CODE[am.dtype], len(am.shape)
-            schema[r] = interner.code(am)
-            extents.extend(am.shape)
-            st = am.stats
-            if st is None:
-                state[r] = NO_STATS
-                continue
-            rows_[r], nulls[r] = st.row_count, st.null_count
-            if st.minimum is None or st.maximum is None:
-                state[r] = NO_EXTREMES
-                continue
-            state[r] = EXTREMES
-            if am.dtype == "string":
-                smin[r], smax[r] = st.minimum, st.maximum
-                flags |= FLAG_STRINGS
-                continue
-            fmin[r], fmax[r] = float(st.minimum), float(st.maximum)
-            if am.dtype in _EXACT:
-                imin[r], imax[r] = st.minimum & 0xFFFFFFFFFFFFFFFF, st.maximum & 0xFFFFFFFFFFFFFFFF
-                flags |= FLAG_EXACT
-        p = f"s{j}."
-        builder.add(p + "state", state)
-        builder.add(p + "slot", slot, 8)
-        builder.add(p + "dtype", code)
-        builder.add(p + "row_count", rows_, 8)
-        builder.add(p + "null_count", nulls, 8)
-        builder.add(p + "min", fmin, 8)
-        builder.add(p + "max", fmax, 8)
-        builder.add(p + "ndim", ndim)
-        builder.add(p + "extents", np.asarray(extents, dtype="<u8"), 8)
-        builder.add(p + "schema", schema, 4)
-        builder.add(p + "schemas", interner.column())
-        if flags & FLAG_EXACT:
-            builder.add(p + "imin", imin, 8)
-            builder.add(p + "imax", imax, 8)
-        if flags & FLAG_STRINGS:
-            builder.add(p + "smin", encode_strings(smin))
-            builder.add(p + "smax", encode_strings(smax))
-        out.append([name, flags])
+                got = out.get(name)
+                if got is None:
+                    got = out[name] = ([], [])
+                got[0].append(row)
+                got[1].append(am)
     return out
+
+
+def _add_stats_group(builder: PartBuilder, p: str, n: int, rows_of: list[int], ams: list[Any]) -> int:
+    """Add the ``s{j}.*`` columns of one array name from its rows and arrays; returns the flags.
+
+    The fields are taken from every array by C-level passes and scattered with
+    numpy: no Python step per row.
+    """
+    m = len(ams)
+    rows = np.asarray(rows_of, dtype=np.int64)
+    fields = list(itertools.chain.from_iterable(map(_FIELDS, ams)))
+    names, shapes, stats = fields[1::_NF], fields[2::_NF], fields[3::_NF]
+    state = np.zeros(n, dtype="u1")
+    slot, count, nulls = (np.zeros(n, dtype="<u8") for _ in range(3))
+    code, ndim = np.zeros(n, dtype="u1"), np.zeros(n, dtype="u1")
+    fmin, fmax = np.full(n, math.nan), np.full(n, math.nan)
+    imin, imax = np.zeros(n, dtype="<u8"), np.zeros(n, dtype="<u8")
+    schema, interner = np.zeros(n, dtype="<u4"), SchemaInterner()
+    flags = FLAG_SCHEMAS
+    slot[rows] = np.fromiter(fields[0::_NF], dtype="<u8", count=m)
+    code[rows] = np.fromiter(map(_CODE.__getitem__, names), dtype="u1", count=m)
+    ndim[rows] = np.fromiter(map(len, shapes), dtype="u1", count=m)
+    extents = np.fromiter(itertools.chain.from_iterable(shapes), dtype="<u8")
+    schema[rows] = _schema_codes(interner, ams, fields)
+    state[rows] = NO_STATS
+    has = np.fromiter(map(operator.is_not, stats, itertools.repeat(None)), dtype=bool, count=m)
+    smin: list[str] | None = None
+    if has.any():
+        at = np.flatnonzero(has)
+        r = rows[at]
+        got = list(itertools.chain.from_iterable(map(_STATS_FIELDS, itertools.compress(stats, has.tolist()))))
+        count[r] = np.fromiter(got[0::4], dtype="<u8", count=at.size)
+        nulls[r] = np.fromiter(got[1::4], dtype="<u8", count=at.size)
+        lo, hi = got[2::4], got[3::4]
+        ext = np.fromiter(map(operator.is_not, lo, itertools.repeat(None)), dtype=bool, count=at.size)
+        ext &= np.fromiter(map(operator.is_not, hi, itertools.repeat(None)), dtype=bool, count=at.size)
+        state[r] = np.where(ext, EXTREMES, NO_EXTREMES)
+        if ext.any():
+            if not ext.all():
+                kept = ext.tolist()
+                lo, hi, r = list(itertools.compress(lo, kept)), list(itertools.compress(hi, kept)), r[ext]
+                at = at[ext]
+            one = names[0] if names.count(names[0]) == m else None  # one dtype (datasets made alike)
+            kinds = [one] * at.size if one is not None else [names[i] for i in at.tolist()]
+            text = [one == "string"] * at.size if one is not None else list(map("string".__eq__, kinds))
+            if any(text):
+                flags |= FLAG_STRINGS
+                smin, smax = [""] * n, [""] * n
+                for row, a, b in zip(itertools.compress(r.tolist(), text), itertools.compress(lo, text),
+                                     itertools.compress(hi, text)):  # fmt: skip
+                    smin[row], smax[row] = a, b
+            if not all(text):
+                if any(text):
+                    num = [not t for t in text]
+                    lo, hi, kinds, r = (list(itertools.compress(x, num)) for x in (lo, hi, kinds, r.tolist()))
+                fmin[r] = np.fromiter(map(float, lo), dtype=np.float64, count=len(r))
+                fmax[r] = np.fromiter(map(float, hi), dtype=np.float64, count=len(r))
+                exact = [one in _EXACT] * len(r) if one is not None else list(map(_EXACT.__contains__, kinds))
+                if any(exact):
+                    flags |= FLAG_EXACT
+                    e = list(itertools.compress(r, exact)) if not all(exact) else r
+                    imin[e] = np.fromiter(map(_U64.__and__, itertools.compress(lo, exact)), dtype="<u8", count=len(e))
+                    imax[e] = np.fromiter(map(_U64.__and__, itertools.compress(hi, exact)), dtype="<u8", count=len(e))
+    builder.add(p + "state", state)
+    builder.add(p + "slot", slot, 8)
+    builder.add(p + "dtype", code)
+    builder.add(p + "row_count", count, 8)
+    builder.add(p + "null_count", nulls, 8)
+    builder.add(p + "min", fmin, 8)
+    builder.add(p + "max", fmax, 8)
+    builder.add(p + "ndim", ndim)
+    builder.add(p + "extents", extents, 8)
+    builder.add(p + "schema", schema, 4)
+    builder.add(p + "schemas", interner.column())
+    if flags & FLAG_EXACT:
+        builder.add(p + "imin", imin, 8)
+        builder.add(p + "imax", imax, 8)
+    if smin is not None:
+        builder.add(p + "smin", encode_strings(smin))
+        builder.add(p + "smax", encode_strings(smax))
+    return flags
+
+
+def _schema_codes(interner: SchemaInterner, ams: list[Any], fields: list[Any]) -> np.ndarray:
+    """The schema code of every array of ``ams``, as :meth:`SchemaInterner.code` in row order.
+
+    ``fields`` are the arrays' :data:`_FIELDS`.  When they all have one dtype, dims
+    and chunk shape, no fill value and no attributes, the interner is asked once.
+    """
+    m = len(ams)
+    fills, dims, chunks = fields[6::_NF], fields[4::_NF], fields[5::_NF]
+    names = fields[1::_NF]
+    if (not any(fields[7::_NF]) and fills.count(None) == m and names.count(names[0]) == m
+            and dims.count(dims[0]) == m and chunks.count(chunks[0]) == m):  # fmt: skip
+        # One template for every row (datasets made alike): code 0.
+        interner.code(ams[0])
+        return np.zeros(m, dtype="<u4")
+    return np.fromiter(map(interner.code, ams), dtype="<u4", count=m)

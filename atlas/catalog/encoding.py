@@ -119,6 +119,8 @@ class RecordEncoder:
     def __init__(self) -> None:
         self._pack = msgpack.Packer(use_bin_type=True).pack
         self._halves: dict[tuple, tuple[bytes, bytes, int, bool]] = {}
+        #: ``(dtype, dims, chunk_shape, halves)`` of the last array without fill value or attributes.
+        self._last: tuple | None = None
 
     def _schema(self, am: ArrayMeta) -> tuple[bytes, bytes, int, bool]:
         """``(dtype + dims, chunk_shape + fill_value [+ attributes], members, float dtype)`` of ``am``.
@@ -130,6 +132,9 @@ class RecordEncoder:
         if am.attributes:
             key = None
         elif fill is None:  # the usual case, without the cost of repr
+            last = self._last  # rows made alike follow each other: compared, not hashed
+            if last is not None and am.dtype == last[0] and am.dims == last[1] and am.chunk_shape == last[2]:
+                return last[3]
             key = (am.dtype, am.dims, am.chunk_shape)
         else:
             key = (am.dtype, am.dims, am.chunk_shape, type(fill), repr(fill))
@@ -142,6 +147,8 @@ class RecordEncoder:
             got = (head, tail, len(obj) - ("stats" in obj), dtypes.is_float(am.dtype))
             if key is not None:
                 self._halves[key] = got
+        if key is not None and len(key) == 3:
+            self._last = (*key, got)
         return got
 
     def encode(self, ds: DatasetMeta | None) -> bytes:

@@ -26,6 +26,7 @@ __all__ = [
     "Column",
     "PartBuilder",
     "PartIndex",
+    "StoredBlock",
     "parse_index",
     "read_footer",
 ]
@@ -77,6 +78,20 @@ class PartIndex:
     arrays: list[tuple[str, int]]
 
 
+@dataclass(frozen=True)
+class StoredBlock:
+    """A block already compressed by this writer (a merge copies it from a verified part).
+
+    Compression is deterministic: the stored bytes are those compressing the raw
+    block again with the same codec would give, at no cost.
+    """
+
+    stored: bytes | np.ndarray
+    raw_length: int
+    checksum: int
+    codec: int
+
+
 @dataclass
 class PartBuilder:
     """Lays out one part: add columns, then :meth:`finish`."""
@@ -105,8 +120,8 @@ class PartBuilder:
         self.parts.append(stored)
         self.size += stored.nbytes
 
-    def add_blocks(self, name: str, blocks: Iterable[bytes]) -> np.ndarray:
-        """Append one column made of independently compressed blocks.
+    def add_blocks(self, name: str, blocks: Iterable[bytes | StoredBlock]) -> np.ndarray:
+        """Append one column made of independently compressed blocks (raw, or already compressed).
 
         Returns the block table, ``(n, 5)`` uint64: offset in the column, stored
         length, raw length, XXH64 of the stored block, codec id.  The caller stores
@@ -115,10 +130,15 @@ class PartBuilder:
         """
         start, rows = self.size, []
         for block in blocks:  # consumed one at a time: only compressed blocks are kept
-            stored, cid = self._compress(block, 1)
-            rows.append((self.size - start, stored.nbytes, len(block), checksum(stored), cid))
+            if isinstance(block, StoredBlock):
+                stored, raw_length, digest, cid = block.stored, block.raw_length, block.checksum, block.codec
+            else:
+                (stored, cid), raw_length = self._compress(block, 1), len(block)
+                digest = checksum(stored)
+            size = len(stored) if not isinstance(stored, np.ndarray) else stored.nbytes
+            rows.append((self.size - start, size, raw_length, digest, cid))
             self.parts.append(stored)
-            self.size += stored.nbytes
+            self.size += size
         self.columns[name] = [start, self.size - start, self.size - start, 0, 0]
         return np.array(rows, dtype="<u8").reshape(-1, 5)
 

@@ -9,6 +9,7 @@ policy").
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -99,7 +100,7 @@ def merge_parts(
     """
     if not parts:
         raise InvalidArgumentError("merge_parts needs at least one part")
-    readers = [PartReader(ref, read_range) for ref in parts]
+    readers = [PartReader(ref, _LastRead(read_range)) for ref in parts]
     builder = PartBuilder(generation, token, codec)
     with gc_paused():  # many small objects (names, codes) made and dropped: no collection passes meanwhile
         rows, attributes, arrays = merge_columns(readers, not drop_tombstones, builder)
@@ -108,6 +109,26 @@ def merge_parts(
     high = max(generation, *(p.max_generation for p in parts))
     ref = PartRef(part_filename(generation, token), size, index_offset, index_length, digest, rows, low, high)
     return ref.file, buffers, ref
+
+
+class _LastRead:
+    """``read_range`` that hands the bytes of its last range back when asked for them again.
+
+    A merge copies a whole record block it has just read and verified as it is
+    stored: on an object store that is one range request, not two.
+    """
+
+    def __init__(self, read_range: ReadRange) -> None:
+        self._read_range = read_range
+        self._last: tuple[str, int, int, Any] | None = None
+
+    def __call__(self, path: str, offset: int, length: int) -> Any:
+        last = self._last
+        if last is not None and last[:3] == (path, offset, length):
+            return last[3]
+        data = self._read_range(path, offset, length)
+        self._last = (path, offset, length, data)
+        return data
 
 
 def catalog_from_manifest(

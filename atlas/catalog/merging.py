@@ -9,6 +9,7 @@ where their kinds differ between parts.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -22,11 +23,12 @@ from atlas.catalog.build import (
     add_string_attribute,
 )
 from atlas.catalog.encoding import encode_strings
-from atlas.catalog.layout import PartBuilder
+from atlas.catalog.layout import PartBuilder, StoredBlock
 from atlas.catalog.part import PartReader
 from atlas.catalog.schemas import FLAG_SCHEMAS, SchemaInterner
 from atlas.catalog.snapshot import merge_positions, merge_sorted, winning_rows
-from atlas.errors import CorruptStoreError
+from atlas.engine.codecs import CODEC_IDS, checksum
+from atlas.errors import ChecksumError, CorruptStoreError
 
 __all__ = ["merge_columns"]
 
@@ -42,16 +44,48 @@ def merge_columns(
 
     Returns ``(rows, attribute entries, array entries)`` for :meth:`PartBuilder.finish`.
     """
-    kept, rows = winning_rows(readers, keep_tombstones)
-    pos = merge_positions(kept)
-    n = sum(len(k) for k in kept)
-    builder.add("name", encode_strings(merge_sorted(kept, pos)))
+    order = _disjoint_order([r.names() for r in readers])
+    if order is not None:
+        # Parts of disjoint name ranges (a batched build): every row wins, and the
+        # merge is their concatenation in name order.
+        rows = [np.arange(r.rows) if keep_tombstones else np.flatnonzero(~r.tombstones()) for r in readers]
+        kept = [r.names() if w.size == r.rows else [r.names()[i] for i in w.tolist()] for r, w in zip(readers, rows)]
+        pos = [np.zeros(0, dtype=np.int64)] * len(readers)
+        at = 0
+        for p in order:
+            pos[p] = np.arange(at, at + rows[p].size, dtype=np.int64)
+            at += rows[p].size
+        merged = list(itertools.chain.from_iterable(kept[p] for p in order))
+    else:
+        kept, rows = winning_rows(readers, keep_tombstones)
+        pos = merge_positions(kept)
+        merged = merge_sorted(kept, pos)
+    n = len(merged)
+    builder.add("name", encode_strings(merged))
     for name, dtype in (("id", "<u8"), ("version", "<u8"), ("tombstone", "u1")):
         builder.add(name, _gather(readers, rows, pos, n, lambda r, c=name: r.fixed(c), dtype), np.dtype(dtype).itemsize)
-    builder.add("record_blocks", builder.add_blocks("records", _record_blocks(readers, rows, pos, n)), 8)
+    blocks = _record_blocks(readers, rows, pos, n, builder.codec)
+    builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
     attributes = _merge_attributes(readers, rows, pos, n, builder)
     arrays = _merge_stats(readers, rows, pos, n, builder)
     return n, attributes, arrays
+
+
+def _at(index: np.ndarray) -> np.ndarray | slice:
+    """``index`` (ascending, distinct) as a slice when it is a run of consecutive
+    numbers: copies through slices cost a fraction of fancy indexing, and the rows
+    of a part under disjoint or few newer rows are such runs."""
+    if index.size and int(index[-1]) - int(index[0]) == index.size - 1:
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
+
+
+def _disjoint_order(names: Sequence[Sequence[str]]) -> list[int] | None:
+    """The parts in name order when their (sorted) names lie in disjoint ranges, else None."""
+    ranged = sorted((n[0], n[-1], p) for p, n in enumerate(names) if len(n))
+    if any(a[1] >= b[0] for a, b in itertools.pairwise(ranged)):
+        return None
+    return [p for *_, p in ranged] + [p for p, n in enumerate(names) if not len(n)]
 
 
 def _gather(
@@ -63,21 +97,29 @@ def _gather(
     for reader, r, p in zip(readers, rows, pos):
         values = column(reader)
         if values is not None:
-            out[p] = values[r]
+            out[_at(p)] = values[_at(r)]
     return out
 
 
-def _record_blocks(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int) -> Iterator[bytes]:
+def _record_blocks(
+    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, codec: str
+) -> Iterator[bytes | StoredBlock]:
     """The merged record blocks, copied from the (verified) source blocks without decoding a record.
 
     Each merged row points at its record's bytes in a decompressed source block;
     the rows whose records follow each other in one source block form runs, and each
-    merged block is its offsets table plus a join of slices of a few runs.
+    merged block is its offsets table plus a join of slices of a few runs.  A merged
+    block that is exactly one whole source block (rows of a part that land in the
+    merge on a block boundary, the usual case for the oldest part of a merge) is
+    that block's stored bytes: the same bytes compressing it again would give.
     """
     pool_of = np.zeros(n, dtype=np.int64)
     start = np.zeros(n, dtype=np.int64)
     length = np.zeros(n, dtype=np.int64)
     pools: list[bytes] = []
+    #: Per pool: the source block as stored and its row count, when every one of its rows is kept.
+    whole: list[tuple[StoredBlock, int] | None] = []
+    codec_id = CODEC_IDS[codec]
     for reader, r, p in zip(readers, rows, pos):
         if not r.size:
             continue
@@ -85,6 +127,7 @@ def _record_blocks(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int)
         which = r // block_rows
         cuts = np.flatnonzero(which[1:] != which[:-1]) + 1  # rows ascending: one slice per block
         tomb = reader.tombstones()
+        table = reader.block_table() if block_rows == BLOCK_ROWS else None
         for sel in np.split(np.arange(r.size), cuts):
             k = int(which[sel[0]])
             offsets, data = reader.block(k)
@@ -98,6 +141,7 @@ def _record_blocks(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int)
                 reader.record(int(r[sel[bad[0]]]), (offsets, data))
             pool_of[p[sel]], start[p[sel]], length[p[sel]] = len(pools), lo, hi - lo
             pools.append(data)
+            whole.append(_stored_block(reader, table, k, sel.size, codec_id))
     if not n:
         return
     end = start + length
@@ -109,16 +153,43 @@ def _record_blocks(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int)
     pieces = [memoryview(pools[q])[a:b] for q, a, b in zip(pool_of[heads].tolist(), start[heads].tolist(),
                                                            end[tails - 1].tolist())]  # fmt: skip
     block_of = (heads // BLOCK_ROWS).tolist()
+    head_pool = pool_of[heads].tolist()
     first = 0
     for b in range(0, n, BLOCK_ROWS):
         count = min(BLOCK_ROWS, n - b)
-        offsets = np.zeros(count + 1, dtype="<u4")
-        np.cumsum(length[b : b + count], out=offsets[1:])
         last = first
         while last < len(block_of) and block_of[last] == b // BLOCK_ROWS:
             last += 1
-        yield offsets.tobytes() + b"".join(pieces[first:last])
+        # One run, of a pool whose rows all survive, holding as many rows as the pool:
+        # the merged block is that source block, byte for byte.
+        stored = whole[head_pool[first]] if last == first + 1 else None
+        if stored is not None and stored[1] == count:
+            yield stored[0]
+        else:
+            offsets = np.zeros(count + 1, dtype="<u4")
+            np.cumsum(length[b : b + count], out=offsets[1:])
+            yield offsets.tobytes() + b"".join(pieces[first:last])
         first = last
+
+
+def _stored_block(
+    reader: PartReader, table: np.ndarray | None, k: int, kept: int, codec_id: int
+) -> tuple[StoredBlock, int] | None:
+    """Block ``k`` of ``reader`` as stored and its row count, when all its rows are
+    kept and it was compressed with the merge's codec (None otherwise).
+
+    The block was just read and verified by :meth:`PartReader.block`; the merge's
+    reader function hands the same bytes back without reading them again.
+    """
+    if table is None or kept != min(BLOCK_ROWS, reader.rows - k * BLOCK_ROWS):
+        return None
+    offset, size, raw_length, digest, cid = (int(v) for v in table[k])
+    if cid != codec_id:
+        return None
+    stored = reader.read(reader.index.columns["records"].offset + offset, size)
+    if checksum(stored) != digest:  # read again by a reader function that does not hand it back
+        raise ChecksumError(f"{reader.where} record block {k}: checksum mismatch")
+    return StoredBlock(stored, raw_length, digest, cid), kept
 
 
 def _as_objects(items: list[Any]) -> np.ndarray:
@@ -143,21 +214,21 @@ def _merge_attributes(
         kinds = {f[0] for _, _, f in found}
         present = np.zeros(n, dtype=bool)
         for rw, p, f in found:
-            present[p] = f[2][rw].astype(bool)
+            present[_at(p)] = f[2][_at(rw)]
         kind = kinds.pop() if len(kinds) == 1 else None
         if kind is not None and kind != "blob":
             builder.add(f"a{i}.present", present.astype("u1"))
             if kind == "string":
                 values = np.full(n, None, dtype=object)
                 for rw, p, f in found:
-                    values[p] = f[1][rw]
+                    values[_at(p)] = f[1][_at(rw)]
                 idx = np.flatnonzero(present)
                 add_string_attribute(builder, i, n, idx, values[idx].tolist())
             else:
                 dtype = found[0][2][1].dtype
                 values = np.zeros(n, dtype=dtype)
                 for rw, p, f in found:
-                    values[p] = f[1][rw]
+                    values[_at(p)] = f[1][_at(rw)]
                 raw = values.view("<i8") if kind == "timestamp_nanoseconds" else values
                 raw = raw.view("u1") if kind == "bool" else raw
                 builder.add(f"a{i}.values", raw, raw.itemsize)
@@ -182,10 +253,14 @@ def _merge_strings(
         if got is None:
             continue
         codes, dictionary, has = got
-        live = has[rw].astype(bool)
-        present[p[live]] = 1
-        used = np.unique(codes[rw[live]])
-        found.append((p[live], codes[rw[live]], used, dictionary[used].tolist()))
+        live = has[_at(rw)].astype(bool)
+        every = bool(live.all())  # usually: no mask to apply
+        at, mine = _at(p if every else p[live]), codes[_at(rw if every else rw[live])]
+        present[at] = 1
+        # the codes in use, ascending: a count per dictionary entry (codes are checked
+        # to index the dictionary) costs less than sorting the codes
+        used = np.flatnonzero(np.bincount(mine, minlength=len(dictionary))) if mine.size else mine
+        found.append((at, mine, used, dictionary[used].tolist()))
     merged = sorted(set().union(*(values for *_, values in found)))
     code = {v: k for k, v in enumerate(merged)}
     out = np.zeros(n, dtype="<u4")
@@ -247,7 +322,7 @@ def _merge_stats(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, b
                     col = np.zeros(n, dtype="<u8")
                     for reader, g, r, p in zip(readers, groups, rows, pos):
                         if g is not None and g[1] & bit:
-                            col[p] = reader.fixed(f"s{g[0]}.{name}")[r]
+                            col[_at(p)] = reader.fixed(f"s{g[0]}.{name}")[_at(r)]
                     builder.add(p_ + name, col, 8)
                 else:
                     strs = np.full(n, "", dtype=object)

@@ -148,19 +148,47 @@ class PartReader:
                 raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
         return self._columns["name"]
 
+    def _name_layout(self) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """The names column's bytes (uint8), each row's terminator offset and the
+        bytes per row (kept): when every name has one length (numbered names), the
+        offsets are not made (None) and the bytes per row tell where each row is."""
+        out = self._columns.get("name ends")
+        if out is None:
+            raw = self.column_bytes("name", None)
+            n = self.rows
+            step = raw.size // n if n and raw.size % n == 0 else 0
+            if step > 1 and bool(np.all(raw[step - 1 :: step] == 0xFF)):
+                # Every terminator where it must be; a 0xFF byte inside a name is
+                # not UTF-8, so decoding that name refuses it.
+                out = (raw, None, step)
+            else:
+                ends = np.flatnonzero(raw == 0xFF)
+                if ends.size != n or (ends.size and ends[-1] != raw.size - 1) or (not ends.size and raw.size):
+                    raise CorruptStoreError(f"{self.where} column 'name': string column does not hold {n} values")
+                out = (raw, ends, 0)
+            self._columns["name ends"] = out
+        return out
+
     def name_ends(self) -> tuple[np.ndarray, np.ndarray]:
         """The names column's bytes (uint8) and the offset of each row's terminator (kept).
 
         What a search needs to decode the names of its result rows only.
         """
-        out = self._columns.get("name ends")
-        if out is None:
-            raw = self.column_bytes("name", None)
-            ends = np.flatnonzero(raw == 0xFF)
-            if ends.size != self.rows or (ends.size and ends[-1] != raw.size - 1) or (not ends.size and raw.size):
-                raise CorruptStoreError(f"{self.where} column 'name': string column does not hold {self.rows} values")
-            out = self._columns["name ends"] = (raw, ends)
-        return out
+        raw, ends, step = self._name_layout()
+        if ends is None:
+            ends = np.arange(step - 1, raw.size, step, dtype=np.int64)
+            self._columns["name ends"] = (raw, ends, step)
+        return raw, ends
+
+    def _name_bounds(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The names column's bytes, and where the names of rows ``idx`` start and end."""
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.rows):
+            raise IndexError(f"row out of range for {self.where} of {self.rows} rows")
+        raw, ends, step = self._name_layout()
+        if ends is None:
+            first = idx * step
+            return raw, first, first + (step - 1)
+        return raw, np.where(idx > 0, ends[idx - 1] + 1, 0), ends[idx]
 
     def name_keys(self) -> np.ndarray | None:
         """Every row's name as a fixed-width ``bytes`` numpy array (checked sorted and
@@ -173,25 +201,61 @@ class PartReader:
         """
         if "name keys" in self._columns:
             return self._columns["name keys"]
-        raw, ends = self.name_ends()
-        n = ends.size
-        starts = np.empty(n, dtype=np.int64)
-        starts[:1] = 0
-        starts[1:] = ends[:-1] + 1
-        lengths = ends - starts
-        width = int(lengths.max()) if n else 1
+        raw, ends, step = self._name_layout()
+        n = self.rows
         keys = None
-        if n and 0 < width <= _MAX_KEY_WIDTH and n * width <= _MAX_KEY_BYTES and int(raw.min()) != 0:
-            if int(lengths.min()) == width:  # names of one length (numbered names): a reshape
-                grid = np.ascontiguousarray(raw.reshape(n, width + 1)[:, :width])
-            else:
+        if ends is None:  # names of one length (numbered names): a reshape
+            width = step - 1
+            if width <= _MAX_KEY_WIDTH and n * width <= _MAX_KEY_BYTES and int(raw.min()) != 0:
+                keys = np.ascontiguousarray(raw.reshape(n, step)[:, :width]).view(f"S{width}").ravel()
+        elif n:
+            starts = np.empty(n, dtype=np.int64)
+            starts[:1] = 0
+            starts[1:] = ends[:-1] + 1
+            lengths = ends - starts
+            width = int(lengths.max())
+            if 0 < width <= _MAX_KEY_WIDTH and n * width <= _MAX_KEY_BYTES and int(raw.min()) != 0:
                 inside = np.flatnonzero(raw != 0xFF)
                 grid = np.zeros((n, width), dtype=np.uint8)
                 grid.reshape(-1)[inside + np.repeat(np.arange(n) * width - starts, lengths)] = raw[inside]
-            keys = grid.view(f"S{width}").ravel()
-            if n > 1 and not bool(np.all(keys[1:] > keys[:-1])):
-                raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
+                keys = grid.view(f"S{width}").ravel()
+        if keys is not None and n > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+            raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
         self._columns["name keys"] = keys
+        return keys
+
+    def name_keys_of(self, rows: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """The name keys (as :meth:`name_keys` makes them) of ascending ``rows`` only,
+        checked ascending; None when one of those names holds a NUL byte or is too long.
+
+        What a search needs to test its result rows against newer parts' names
+        without making the keys of every row of a large part.
+        """
+        idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not idx.size:
+            return np.zeros(0, dtype="S1")
+        raw, first, last = self._name_bounds(idx)
+        lengths = last - first
+        width = max(int(lengths.max()), 1)
+        if width > _MAX_KEY_WIDTH or idx.size * width > _MAX_KEY_BYTES:
+            return None
+        step = self._name_layout()[2]
+        if step:  # names of one length: whole rows gathered from the column's row-per-name view
+            grid = np.take(raw.reshape(-1, step)[:, :width], idx, axis=0)
+            if not grid.all():  # a NUL byte (the padding) in a name
+                return None
+        else:
+            before = np.cumsum(lengths) - lengths  # key bytes of the rows before each row
+            step = np.arange(int(lengths.sum()))
+            grid = np.zeros((idx.size, width), dtype=np.uint8)
+            grid.reshape(-1)[np.repeat(np.arange(idx.size) * width - before, lengths) + step] = raw[
+                np.repeat(first - before, lengths) + step
+            ]
+            if int(np.count_nonzero(grid)) != int(lengths.sum()):  # a NUL byte (the padding) in a name
+                return None
+        keys = np.ascontiguousarray(grid).view(f"S{width}").ravel()
+        if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+            raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
         return keys
 
     def release_name_keys(self) -> None:
@@ -206,12 +270,20 @@ class PartReader:
         idx = np.asarray(rows, dtype=np.int64)
         if "name" in self._columns or 4 * idx.size > self.rows:
             names = self.names()
+            if idx.size == len(names) and (not idx.size or (idx[0] == 0 and bool(np.all(np.diff(idx) == 1)))):
+                return list(names)  # every row (a search that keeps them all)
             return [names[r] for r in idx.tolist()]
-        raw, ends = self.name_ends()
-        blob = memoryview(raw)
-        last = ends[idx]
-        first = np.where(idx > 0, ends[idx - 1] + 1, 0)
+        if not idx.size:
+            return []
+        raw, first, last = self._name_bounds(idx)
+        spans = last - first + 1  # each name and its terminator
+        stop = np.cumsum(spans)
+        buf = raw[np.repeat(first - (stop - spans), spans) + np.arange(int(stop[-1]))]
         try:
+            if not bool(np.any(buf == 0)):  # one decode, split at the terminators (made NUL)
+                buf[stop - 1] = 0
+                return buf[:-1].tobytes().decode("utf-8").split("\0")
+            blob = memoryview(raw)  # names holding a NUL byte: one by one
             return [str(blob[a:b], "utf-8") for a, b in zip(first.tolist(), last.tolist())]
         except UnicodeDecodeError:
             raise CorruptStoreError(f"{self.where} column 'name': string column holds invalid UTF-8") from None

@@ -2,10 +2,13 @@
 
 The calling process (the *client*) discovers the sources, names their datasets as
 ``atlas create`` does, hands out batches with disjoint slot ranges
-(:mod:`atlas.txn.fragments`), and commits the metadata fragments the tasks
-return.  Array bytes go from the workers straight to the store; the client
-receives dataset records and segment references only.  Tasks run on a
-``dask.distributed`` client when one is given, else on a local process pool.
+(:mod:`atlas.txn.fragments`), and commits the fragments the tasks return.  Array
+bytes and dataset records go from the workers straight to the store (segments and
+task parts); the client receives dataset names and file references only.  A
+commit runs one more task on a worker, which turns the task parts of a batch into
+the commit's catalogue part; the client then publishes the commit object.  Tasks
+run on a ``dask.distributed`` client when one is given, else on a local process
+pool (:mod:`atlas.distributed.runner`).
 """
 
 from __future__ import annotations
@@ -13,20 +16,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import multiprocessing
 import os
 import pickle
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from atlas.distributed.task import Task, run_task, source_label
+from atlas.distributed.runner import POOL_RETRIES, Runner
+from atlas.distributed.task import Task, run_commit_task, source_label
 from atlas.errors import AtlasError, ConflictError, IngestError, InvalidArgumentError
-from atlas.txn.fragments import Fragment, SlotReservation, commit_fragments, unpack_fragment
+from atlas.metadata import Manifest
+from atlas.txn.fragments import (
+    Fragment,
+    SlotReservation,
+    delete_quietly,
+    plan_commit,
+    publish_fragments,
+    unpack_commit_result,
+    unpack_fragment,
+)
 from atlas.txn.leases import Lease
 
 __all__ = ["POOL_RETRIES", "IngestReport", "ingest"]
@@ -35,9 +44,6 @@ logger = logging.getLogger("atlas")
 
 #: Attempts of one commit when other writers commit meanwhile.
 _COMMIT_ATTEMPTS = 5
-#: Times a task of the local pool runs again after a worker process died while it
-#: ran (dask's default ``distributed.scheduler.allowed-failures``).
-POOL_RETRIES = 3
 
 
 @dataclass
@@ -56,11 +62,11 @@ class IngestReport:
     stored_bytes: int = 0
     #: Size of the source files committed.
     source_bytes: int = 0
-    #: Bytes of the task results the client received, counted pickled as they
-    #: cross the wire (compressed fragments: metadata only).
+    #: Bytes of the task results the client received (batch and commit tasks),
+    #: counted pickled as they cross the wire: names and file references only.
     received_bytes: int = 0
     commits: int = 0
-    #: Seconds spent committing (reading fragments into the state, writing the manifest).
+    #: Seconds spent committing (the commit tasks and writing the commit objects).
     commit_seconds: float = 0.0
     generation: int = 0
     seconds: float = 0.0
@@ -118,92 +124,6 @@ def _check_names(items: list[Any], existing: set[str], skip_existing: bool, skip
     return keep
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes that never inherit this process's threads (forkserver, else spawn)."""
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return ProcessPoolExecutor(workers, mp_context=ctx)
-
-
-def _run(tasks: list[Task], client: Any, workers: int) -> Iterator[tuple[Task, Any, BaseException | None]]:
-    """``(task, fragment, None)`` or ``(task, None, error)`` as tasks finish."""
-    if client is None:
-        yield from _run_pool(tasks, workers)
-        return
-    from distributed import as_completed
-
-    futures = {client.submit(run_task, t, pure=False, key=f"atlas-ingest-{os.getpid()}-{id(tasks)}-{t.index}"): t
-               for t in tasks}  # fmt: skip
-    try:
-        for fut in as_completed(list(futures)):
-            task = futures[fut]
-            try:
-                yield task, fut.result(), None
-            except Exception as exc:  # the task failed for good (dask's retries are spent)
-                yield task, None, exc
-            fut.release()
-    finally:
-        client.cancel(list(futures))
-
-
-def _run_pool(tasks: list[Task], workers: int) -> Iterator[tuple[Task, Any, BaseException | None]]:
-    """:func:`_run` on a local process pool, retrying the tasks of a worker process that died.
-
-    At most ``workers`` tasks are in the pool at once, so each of them is running
-    when a process dies.  Which one the dead process ran is unknown (a dead process
-    breaks the whole pool), so, as dask counts a task that was running on a worker
-    that died, every task in flight gets a strike and runs again on a new pool.
-    Unlike dask, a task with a strike then runs alone, so a task that kills its
-    process does not take the strikes of the tasks beside it: only the culprit
-    collects more than :data:`POOL_RETRIES` strikes, and then fails like a task
-    that raised.
-    """
-    todo = deque(tasks)
-    suspects: deque[Task] = deque()  # tasks that were running when a process died: each runs alone
-    strikes = dict.fromkeys((t.index for t in tasks), 0)
-    pool = _pool(workers)
-    running: dict[Future[Any], Task] = {}
-    try:
-        while todo or suspects or running:
-            broken = False
-            try:
-                if suspects and not running:
-                    running[pool.submit(run_task, suspects[0])] = suspects[0]
-                    suspects.popleft()
-                while not suspects and todo and len(running) < workers:
-                    running[pool.submit(run_task, todo[0])] = todo[0]
-                    todo.popleft()
-            except BrokenProcessPool:  # a process died since the last wait
-                broken = True
-            done = wait(running, return_when=FIRST_COMPLETED)[0] if running else set()
-            if broken or any(isinstance(f.exception(), BrokenProcessPool) for f in done):
-                done = wait(running)[0]  # a broken pool fails every future it still holds at once
-                pool.shutdown(wait=True, cancel_futures=True)
-                pool = _pool(workers)
-            died = []
-            for fut in done:
-                task = running.pop(fut)
-                error = fut.exception()
-                if isinstance(error, BrokenProcessPool):
-                    died.append(task)
-                    strikes[task.index] += 1
-                    if strikes[task.index] > POOL_RETRIES:
-                        yield task, None, BrokenProcessPool(
-                            f"a worker process died each of the {POOL_RETRIES + 1} times this task ran"
-                        )
-                    else:
-                        suspects.append(task)
-                else:
-                    yield task, (None if error else fut.result()), error
-            if died:
-                logger.warning(
-                    "a worker process died while tasks %s ran (their files are left unreferenced); running them again",
-                    ", ".join(str(t.index) for t in died),
-                )
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def ingest(
     sources: Any,
     store: Any,
@@ -226,10 +146,14 @@ def ingest(
     """Store many NetCDF files (or datasets made by callables) with parallel writers.
 
     Each task opens a batch of sources on a worker, writes their chunks into new
-    segment files at the store's location and returns only their metadata; this
-    process commits that metadata, in one commit every ``commit_interval`` seconds
-    and one at the end.  The datasets are the ones ``atlas create`` stores from
-    the same files (same names, same layout).
+    segment files at the store's location and their records into a catalogue
+    part no commit lists yet (a *task part*), and returns only their names and
+    file references.  Every ``commit_interval`` seconds and at the end, one more
+    task turns the task parts received so far into the commit's catalogue part,
+    and this process commits (the task parts are then deleted).  The datasets are
+    the ones ``atlas create`` stores from the same files (same names, same
+    layout); a format 1 store is first upgraded to format 2 by one commit (as
+    ``atlas upgrade`` does).
 
     Parameters
     ----------
@@ -279,7 +203,11 @@ def ingest(
         swept by ``compact``); commits made before stay.
     ConflictError
         Other writers committed so much meanwhile that the ingest's slot ranges
-        are taken (nothing of the ingest was committed).
+        are taken (nothing of the ingest was committed), or committed first at
+        every one of several attempts of a commit.
+    CorruptStoreError
+        A task part read by a commit task is damaged: that commit is not made
+        (commits made before stay).
     """
     from atlas.store import Atlas
 
@@ -303,6 +231,10 @@ def ingest(
         if not items:
             report.generation = handle.generation
             return report
+        if isinstance(state.base, Manifest):  # a commit task writes format 2 parts only
+            logger.info("upgrading %s to format 2 before the ingest", handle.location)
+            handle.upgrade()
+            state = handle.session.state()
         nworkers = workers or (len(client.scheduler_info()["workers"]) if client is not None else os.cpu_count() or 1)
         size = batch or max(1, min(64, math.ceil(len(items) / (4 * max(1, nworkers)))))
         batches = [items[i:i + size] for i in range(0, len(items), size)]
@@ -312,8 +244,12 @@ def ingest(
                  state.base.codec, state.base.generation, skip_unsupported, chunk_size, engine, max_pending_bytes)
             for i, b in enumerate(batches)
         ]  # fmt: skip
-        _drive(handle, tasks, client, nworkers, reservation, skip_errors, skip_existing, commit_interval, progress,
-               report)  # fmt: skip
+        runner = Runner(client, nworkers)
+        try:
+            _drive(handle, tasks, runner, reservation, storage_options, skip_errors, skip_existing, commit_interval,
+                   progress, report)  # fmt: skip
+        finally:
+            runner.close()
         report.generation = handle.generation
     finally:
         if own:
@@ -322,17 +258,18 @@ def ingest(
     return report
 
 
-def _drive(handle: Any, tasks: list[Task], client: Any, workers: int, reservation: SlotReservation,
-           skip_errors: bool, skip_existing: bool, commit_interval: float, progress: Callable[[str, str], None] | None,
-           report: IngestReport) -> None:  # fmt: skip
+def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotReservation,
+           storage_options: dict[str, Any] | None, skip_errors: bool, skip_existing: bool, commit_interval: float,
+           progress: Callable[[str, str], None] | None, report: IngestReport) -> None:  # fmt: skip
     """Collect fragments as tasks finish and commit them every ``commit_interval`` seconds."""
     state = handle.session.state()
     lease = Lease(state.backend)  # takes over the workers' leases until their files are committed
     pending: list[Fragment] = []
-    sizes = {t.index: {source_label(i): getattr(i, "size", 0) for i in t.items} for t in tasks}
+    by_index = {t.index: t for t in tasks}
     last = time.monotonic()
+    batch = _Batch(handle, runner, reservation, storage_options, by_index, report, skip_errors, skip_existing)
     try:
-        for task, packed, error in _run(tasks, client, workers):
+        for task, packed, error in runner.results(tasks):
             if error is not None:
                 reason = f"task failed: {type(error).__name__}: {' '.join(str(error).split())}"
                 labels = [source_label(i) for i in task.items]
@@ -346,6 +283,10 @@ def _drive(handle: Any, tasks: list[Task], client: Any, workers: int, reservatio
             # Counted as the pool or dask ships the result (pickled), whatever its type.
             report.received_bytes += len(pickle.dumps(packed, pickle.HIGHEST_PROTOCOL))
             frag = unpack_fragment(packed)
+            for src in frag.stored:
+                if not 0 <= src.index < len(task.items):
+                    raise AtlasError(f"the fragment of task {task.index} names source {src.index} of {len(task.items)}")
+                src.label = source_label(task.items[src.index])
             pending.append(frag)
             lease.hold([p for f in pending for p in f.paths()])
             if frag.lease:
@@ -361,12 +302,12 @@ def _drive(handle: Any, tasks: list[Task], client: Any, workers: int, reservatio
             for src in frag.stored:
                 _tick(progress, src.label, "")
             if time.monotonic() - last >= commit_interval:
-                _commit(handle, pending, reservation, sizes, report, skip_errors, skip_existing)
+                batch.commit(pending)
                 pending = []
                 lease.release()
                 last = time.monotonic()
         if pending:
-            _commit(handle, pending, reservation, sizes, report, skip_errors, skip_existing)
+            batch.commit(pending)
             pending = []
     finally:
         lease.release()  # uncommitted files lose their protection: a compaction sweeps them
@@ -383,37 +324,76 @@ def _done(report: IngestReport) -> str:
     return f"the {report.datasets} datasets of {report.commits} earlier commits stay"
 
 
-def _commit(handle: Any, fragments: list[Fragment], reservation: SlotReservation,
-            sizes: dict[int, dict[str, int]], report: IngestReport, skip_errors: bool,
-            skip_existing: bool) -> None:  # fmt: skip
-    """Commit ``fragments``, moving onto other writers' generations as needed."""
-    state = handle.session.state()
-    t0 = time.perf_counter()
-    for attempt in range(_COMMIT_ATTEMPTS):
-        try:
-            refused = commit_fragments(state, fragments, reservation)
-            break
-        except ConflictError:
-            taken = not reservation.claimed and state.base.next_slot > reservation.start
-            if attempt == _COMMIT_ATTEMPTS - 1 or taken:
-                raise
-            logger.info("another writer committed to %s; committing on top of its generation", handle.location)
-            handle.refresh()
-    report.commits += 1
-    report.commit_seconds += time.perf_counter() - t0
-    bad = {label for label, _ in refused}
-    for frag in fragments:
-        report.stored_bytes += frag.stored_bytes
-        for src in frag.stored:
-            if src.label in bad:
+@dataclass
+class _Batch:
+    """Commits batches of fragments: a commit task on a worker, then the commit object from here."""
+
+    handle: Any
+    runner: Runner
+    reservation: SlotReservation
+    storage_options: dict[str, Any] | None
+    tasks: dict[int, Task]
+    report: IngestReport
+    skip_errors: bool
+    skip_existing: bool
+
+    def commit(self, fragments: list[Fragment]) -> None:
+        """Commit ``fragments``, moving onto other writers' generations as needed.
+
+        Each attempt plans on the current snapshot (refusing sources whose names
+        are taken there) and runs its own commit task; the part an attempt that
+        lost to another writer wrote is deleted here (or swept by ``compact``).
+        Once committed, the task parts are deleted.
+        """
+        handle, report, reservation = self.handle, self.report, self.reservation
+        state = handle.session.state()
+        t0 = time.perf_counter()
+        job = None
+        for attempt in range(_COMMIT_ATTEMPTS):
+            job, refused = plan_commit(state, fragments, reservation, self.storage_options)
+            if job is None:
+                break
+            packed = self.runner.call(run_commit_task, job)
+            report.received_bytes += len(pickle.dumps(packed, pickle.HIGHEST_PROTOCOL))
+            kept, ref, lease = unpack_commit_result(packed, job)
+            try:
+                publish_fragments(state, fragments, reservation, job, kept, ref)
+            except ConflictError:
+                delete_quietly(state.backend, [ref.path, lease])
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise  # (slot ranges taken meanwhile are found by the next plan_commit)
+                logger.info("another writer committed to %s; committing on top of its generation", handle.location)
+                handle.refresh()
+                state = handle.session.state()
                 continue
-            report.stored.append(src.label)
-            report.datasets += len(src.datasets)
-            report.source_bytes += sizes[frag.task].get(src.label, 0)
-    if refused and skip_existing:  # names a callable made that the store already holds
-        report.existing += [label for label, _ in refused]
-    elif refused:
-        if not skip_errors:
-            label, reason = refused[0]
-            raise IngestError(f"{label}: {reason} (another writer stored it meanwhile); {_done(report)}", refused)
-        report.failed += refused
+            except BaseException:
+                delete_quietly(state.backend, [lease])  # the part is left for compact: it may have been committed
+                raise
+            delete_quietly(state.backend, [lease])
+            break
+        # The task parts were read into the commit's part (or every row was refused).
+        delete_quietly(state.backend, [f.part.path for f in fragments if f.part is not None])
+        if job is None:  # nothing to commit: the batch's segments hold no committed data
+            delete_quietly(state.backend, [p for f in fragments for p in f.paths()])
+        else:
+            report.commits += 1
+        report.commit_seconds += time.perf_counter() - t0
+        bad = {id(src) for src, _ in refused}
+        for frag in fragments:
+            if job is not None:
+                report.stored_bytes += frag.stored_bytes
+            sizes = self.tasks[frag.task].items
+            for src in frag.stored:
+                if id(src) in bad:
+                    continue
+                report.stored.append(src.label)
+                report.datasets += len(src.names)
+                report.source_bytes += getattr(sizes[src.index], "size", 0)
+        failed = [(src.label, reason) for src, reason in refused]
+        if failed and self.skip_existing:  # names a callable made that the store already holds
+            report.existing += [label for label, _ in failed]
+        elif failed:
+            if not self.skip_errors:
+                label, reason = failed[0]
+                raise IngestError(f"{label}: {reason}; {_done(report)}", failed)
+            report.failed += failed

@@ -1,26 +1,32 @@
-"""One ingest task, run on a worker: read sources, write segments, return metadata.
+"""What a worker runs for ``atlas.ingest``: one batch of sources, or the commit of a batch of fragments.
 
-The worker opens the store itself from its location (a path on a shared file
-system or an object-store URL; credentials come from the worker's environment),
-stages each source exactly as ``atlas create`` does (:func:`atlas.cli.ingest.write_file`,
-so the stored datasets are the same), builds the segment files with the commit
-path's own :func:`~atlas.txn.commit.build_flush`, writes them under a lease, and
-returns a :class:`~atlas.txn.fragments.Fragment`.  It never commits.
+:func:`run_task`: the worker opens the store itself from its location (a path on
+a shared file system or an object-store URL; credentials come from the worker's
+environment), stages each source exactly as ``atlas create`` does
+(:func:`atlas.cli.ingest.write_file`, so the stored datasets are the same), builds
+the segment files and the catalogue part of their records with the commit path's
+own :func:`~atlas.txn.commit.build_flush`, writes them under a lease (the part is
+a *task part*: no commit object lists it), and returns a
+:class:`~atlas.txn.fragments.Fragment` of names and file references.  It never
+commits.
+
+:func:`run_commit_task`: the catalogue part of one commit of fragments, built from
+their task parts (:func:`~atlas.txn.fragments.build_commit_part`) and written
+under a lease; the client publishes the commit object.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from atlas.errors import AtlasError, BackendError, CorruptStoreError, ReadOnlyError, StoreClosedError
-from atlas.txn.fragments import Fragment, StoredSource, pack_fragment
+from atlas.txn.fragments import CommitJob, Fragment, StoredSource, build_commit_part, pack_commit_result, pack_fragment
 
-__all__ = ["Task", "run_task", "source_label"]
+__all__ = ["Task", "run_commit_task", "run_task", "source_label"]
 
 logger = logging.getLogger("atlas")
 
@@ -123,9 +129,9 @@ def run_task(task: Task) -> bytes:
     state = WorkingState(backend, "", "json", "none", base, None)
     state.max_pending_bytes = task.max_pending_bytes
     store = Atlas(state, "r+")
-    staged: list[tuple[str, list[str]]] = []
+    staged: list[StoredSource] = []
     try:
-        for item in task.items:
+        for index, item in enumerate(task.items):
             label = source_label(item)
             try:
                 names = _stage_callable(store, item) if callable(item) else _stage_file(store, item, task)
@@ -139,23 +145,18 @@ def run_task(task: Task) -> bytes:
                     f"{label}: the sources of this task define more than {hi - lo} arrays; "
                     "pass a smaller batch or a larger slots_per_source to atlas.ingest"
                 )
-            staged.append((label, names))
-        # The records as a commit stores them (stats folded), before build_flush resets nothing.
-        records = {}
-        for _label, names in staged:
-            for n in names:
-                ds = copy.copy(state.pending[n])
-                ds.arrays = {a: copy.copy(m) for a, m in ds.arrays.items()}
-                for a, m in ds.arrays.items():
-                    m.stats = state.array_stats(a, m, f"dataset {n!r} array {a!r}")
-                records[n] = ds
+            staged.append(StoredSource(index, names))
+        # The base is an empty v1 manifest: the catalogue part build_flush lays out
+        # holds exactly the staged records (stats folded), with provisional ids.
         new, built = build_flush(state)
         for array_name, family in new.families.items():
             frag.segments += [(array_name, family.dir, ref) for ref in family.segments]
+        if staged:
+            frag.part = new.parts[0]
         wanted = set(frag.paths())
-        files = [(path, parts) for path, parts in built if path in wanted]  # not the catalogue part
+        files = [(path, parts) for path, parts in built if path in wanted]
         lease = Lease(state.backend)
-        lease.hold(frag.paths())  # before the files exist, so no compaction sweeps them
+        lease.hold(wanted)  # before the files exist, so no compaction sweeps them
         for path, parts in files:
             state.backend.put(path, parts)
         for obsolete in state.obsolete:  # spilled data of a source that failed afterwards
@@ -163,11 +164,27 @@ def run_task(task: Task) -> bytes:
                 state.backend.delete(obsolete)
         frag.lease = lease.path
         frag.stored_bytes = sum(ref.size for _, _, ref in frag.segments)
-        for label, names in staged:
-            frag.stored.append(StoredSource(label, [(n, records[n]) for n in names]))
+        frag.stored = staged
     finally:
         # Forget the staged state without deleting anything: the files are now the
         # committing process's to reference (or a compaction's to sweep).
         state.adopt(state.base, state.version)
         store.close()
     return pack_fragment(frag)
+
+
+def run_commit_task(job: CommitJob) -> bytes:
+    """Write the catalogue part of ``job``'s commit under a lease; the packed result for the client.
+
+    The client publishes the commit object; until then (or forever, when another
+    writer commits first) the part is an unreferenced file the lease protects.
+    """
+    from atlas.backends import resolve
+    from atlas.txn.leases import Lease
+
+    backend = resolve(job.location, read_only=False, **(job.storage_options or {}))
+    kept, ref, (path, buffers) = build_commit_part(job, backend)
+    lease = Lease(backend)
+    lease.hold([path])
+    backend.put(path, buffers)
+    return pack_commit_result(kept, ref, lease.path)

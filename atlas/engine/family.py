@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import itertools
 import math
+import operator
 import secrets
 import threading
 from collections.abc import Callable
@@ -417,6 +418,11 @@ class FamilyEngine:
         """
         groups: dict[tuple[str, tuple, tuple, Any], tuple[list[int], list[PendingChunk]]] = {}
         pending = self.pending
+        # The arrays of a batch share their dtype, shape and chunk shape objects: a
+        # record whose fields are the very objects of the one before joins its group
+        # without building and hashing a key.
+        last = (None, None, None, None)
+        slots = chunks = None
         for slot, meta in metas.items():
             staged = pending.get(slot)
             if not staged or len(staged) != 1:
@@ -424,13 +430,16 @@ class FamilyEngine:
             chunk = staged.get(0)
             if chunk is None or chunk.written is not None:
                 continue
-            fill = meta.fill_value
-            key = (meta.dtype, meta.shape, meta.chunk_shape, _NAN if fill != fill else fill)  # NaN != NaN
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = ([], [])
-            group[0].append(slot)
-            group[1].append(chunk)
+            dtype, shape, chunk_shape, fill = meta.dtype, meta.shape, meta.chunk_shape, meta.fill_value
+            if dtype is not last[0] or shape is not last[1] or chunk_shape is not last[2] or fill is not last[3]:
+                last = (dtype, shape, chunk_shape, fill)
+                key = (dtype, shape, chunk_shape, _NAN if fill != fill else fill)  # NaN != NaN
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = ([], [])
+                slots, chunks = group
+            slots.append(slot)
+            chunks.append(chunk)
         raw_codec = CODEC_IDS[codec] == RAW
         out = []
         for (name, shape, chunk_shape, fill), (slots, chunks) in groups.items():
@@ -439,7 +448,7 @@ class FamilyEngine:
                 continue
             if chunks[0].values.nbytes > STACK_MAX_CHUNK_BYTES:
                 continue
-            if any(a > b for a, b in itertools.pairwise(slots)):
+            if not all(map(operator.lt, slots, itertools.islice(slots, 1, None))):  # distinct slots
                 order = sorted(range(len(slots)), key=slots.__getitem__)
                 slots, chunks = [slots[i] for i in order], [chunks[i] for i in order]
             stacked = stack_chunks(name, fill, slots, chunks)

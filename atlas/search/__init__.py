@@ -5,6 +5,8 @@
 * :mod:`~atlas.search.catalog_table` - the table of a format v2 catalogue;
 * :mod:`~atlas.search.overlay` - pending changes over a committed table, and
   :func:`table_of_state`, the table of a handle;
+* :mod:`~atlas.search.parts` - the search of a catalogue of several parts one
+  part at a time (what ``Atlas.find`` uses when it gives the same answer);
 * :mod:`~atlas.search.predicates` - predicate objects (:func:`col`, tuples) and
   their vectorised evaluation;
 * :mod:`~atlas.search.parse` - the safe parser of the string form;
@@ -20,6 +22,7 @@ import numpy as np
 
 from atlas.search.overlay import table_of_state
 from atlas.search.parse import parse_where
+from atlas.search.parts import search_parts
 from atlas.search.predicates import OPERATORS, ColumnRef, Expression, as_expression, col
 from atlas.search.table import STATS_SUFFIXES, Table
 
@@ -31,11 +34,30 @@ __all__ = [
     "Table",
     "as_expression",
     "col",
+    "find_names",
     "parse_where",
     "select",
     "select_rows",
     "table_of_state",
 ]
+
+
+def find_names(table: Table, where: object) -> list[str]:
+    """Names of the rows of ``table`` that satisfy ``where`` (None: every row), sorted.
+
+    A catalogue of several parts, or with pending changes, is searched one part
+    at a time when that gives the same answer (:mod:`atlas.search.parts`);
+    otherwise the merged table is.
+    """
+    if where is None:
+        return list(table.names)
+    expr = as_expression(where)
+    found = search_parts(table, expr)
+    if found is not None:
+        return found
+    rows = select_rows(table, expr)
+    assert rows is not None
+    return table.names_at(rows)
 
 
 def select(table: Table, where: object) -> list[int]:

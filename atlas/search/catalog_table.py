@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from atlas.catalog import Catalog, is_internal_key
+from atlas.catalog.part import PartReader
 from atlas.search.table import Column, Table, kind_of, stats_values, tidy
 
 __all__ = ["CatalogTable", "catalog_table"]
@@ -28,6 +30,10 @@ class CatalogTable(Table):
         self.catalog = catalog
         self._names: list[str] | None = None
         self._checked: dict[str, Column] = {}
+        # What searches by part (atlas.search.parts) keep for the next query: each
+        # column's per-part columns, and the newer parts' name keys.
+        self._part_columns: OrderedDict[tuple[str, str], list[Column | None]] = OrderedDict()
+        self._part_keys: dict[int, np.ndarray | None] = {}
 
     @property  # type: ignore[override]
     def names(self) -> list[str]:
@@ -88,6 +94,30 @@ class CatalogTable(Table):
             values = values.copy()
             values[~present] = np.nan
         return Column(values, present, kind)
+
+    def part_columns(
+        self, what: str, name: str, read: Callable[[PartReader, str], Column | None]
+    ) -> list[Column | None]:
+        """Column ``name`` of each part on its own rows (None where a part lacks it), as
+        ``read(reader, name)`` gives it: kept for the next queries (the
+        :attr:`cached_columns` most recently used), under ``(what, name)``
+        (``what`` tells an attribute from a stats column of the same name)."""
+        got = self._part_columns.pop((what, name), None)
+        if got is None:
+            got = [read(reader, name) for reader in self.catalog._readers]
+        self._part_columns[(what, name)] = got  # most recently used last
+        while len(self._part_columns) > self.cached_columns:
+            self._part_columns.popitem(last=False)
+        return got
+
+    def part_name_keys(self, p: int) -> np.ndarray | None:
+        """Part ``p``'s name keys (:meth:`~atlas.catalog.part.PartReader.name_keys`),
+        kept here for the next searches rather than by the part reader."""
+        if p not in self._part_keys:
+            reader = self.catalog._readers[p]
+            self._part_keys[p] = reader.name_keys()
+            reader.release_name_keys()
+        return self._part_keys[p]
 
     def stats(self, array: str, field: str) -> Column:
         cat = self.catalog

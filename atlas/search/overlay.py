@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import operator
 from collections.abc import Mapping, Sequence
@@ -72,7 +73,21 @@ class OverlayTable(Table):
         super().__init__()
         self.base = base
         self.top = top if top is not None else DictTable({k: v for k, v in pending.items() if v is not None})
-        changed = sorted(set(pending) | set(self.top.names))
+        #: Every name whose base row a pending change replaces or deletes, sorted.
+        self.changed = sorted(set(pending) | set(self.top.names))
+        self._merged: list[str] | None = None
+        self._order: np.ndarray | None = None
+        self._runs: list[tuple[int, int, int]] | None = None  # see runs_of
+
+    @functools.cached_property
+    def _placement(self) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, int]:
+        """``(keep, top_at, base_at, size)``: the base rows kept (None: all), where the
+        pending and the kept rows go in name order, and the number of rows.
+
+        Made on first use: a search by part (:mod:`atlas.search.parts`) needs
+        only :attr:`top` and :attr:`changed`, not where every row goes.
+        """
+        base, changed = self.base, self.changed
         if isinstance(base, CatalogTable):
             at, there = base.catalog.locate_names(changed)
         else:
@@ -82,17 +97,29 @@ class OverlayTable(Table):
             there = np.fromiter(hits, bool, len(changed))
         size = len(base)
         gone = at[there]  # ascending: the base rows the pending ones replace or delete
-        self._keep: np.ndarray | None = np.delete(np.arange(size), gone) if gone.size else None
+        keep = np.delete(np.arange(size), gone) if gone.size else None
         kept = size - gone.size
         where = dict(zip(changed, at.tolist()))
         top_at = np.array([where[x] for x in self.top.names], dtype=np.int64)
         ranks = top_at - np.searchsorted(gone, top_at)  # kept base rows before each pending one
-        self._top_at = np.arange(ranks.size) + ranks
-        self._base_at = np.arange(kept) + np.cumsum(np.bincount(ranks, minlength=kept + 1))[:kept]
-        self._size = kept + ranks.size
-        self._merged: list[str] | None = None
-        self._order: np.ndarray | None = None
-        self._runs: list[tuple[int, int, int]] | None = None  # see runs_of
+        base_at = np.arange(kept) + np.cumsum(np.bincount(ranks, minlength=kept + 1))[:kept]
+        return keep, np.arange(ranks.size) + ranks, base_at, kept + ranks.size
+
+    @property
+    def _keep(self) -> np.ndarray | None:
+        return self._placement[0]
+
+    @property
+    def _top_at(self) -> np.ndarray:
+        return self._placement[1]
+
+    @property
+    def _base_at(self) -> np.ndarray:
+        return self._placement[2]
+
+    @property
+    def _size(self) -> int:
+        return self._placement[3]
 
     @property  # type: ignore[override]
     def names(self) -> list[str]:
@@ -166,12 +193,13 @@ class OverlayTable(Table):
         # A key only the replaced rows had is gone (its column would be all missing).
         return {k for k in keys if column(k).present[self._keep].any()}
 
-    def _side(self, table: Table, name: str, rows: np.ndarray | None) -> Column:
+    @staticmethod
+    def _side(table: Table, name: str) -> Column | None:
+        """``table``'s column ``name``, or None when it has no such column."""
         try:
-            col = table.column(name)
+            return table.column(name)
         except UnknownColumnError:
-            return missing_column(len(table) if rows is None else rows.size)
-        return col if rows is None else col.take(rows)
+            return None
 
     def attribute(self, key: str) -> Column:
         return self._merge(key)
@@ -180,8 +208,13 @@ class OverlayTable(Table):
         return self._merge(f"{array}.{field}")
 
     def _merge(self, name: str) -> Column:
-        low = self._side(self.base, name, None)
-        high = self._side(self.top, name, None)
+        low, high = self._side(self.base, name), self._side(self.top, name)
+        # A side without the column (no pending dataset has the array, say) is all
+        # missing in the other side's kind: it must not decide the kind.
+        if low is None:
+            low = missing_column(len(self.base), high.kind if high is not None else "object")
+        if high is None:
+            high = missing_column(len(self.top), low.kind)
         if self._keep is not None and low.objects is not None:
             # typed from mixed numbers over every base row: the rows pending changes
             # replace or delete must not decide the kind of the rows kept

@@ -18,7 +18,6 @@ manifest's, or a handle's pending ones); a format v2 catalogue's table is in
 
 from __future__ import annotations
 
-import difflib
 import functools
 import itertools
 import operator
@@ -255,6 +254,8 @@ class Table:
     def _unknown(self, name: Any) -> str:
         if not isinstance(name, str):
             return f"a column name must be a str, not {type(name).__name__}"
+        import difflib  # only for this message: not imported by every search
+
         choices = self.column_names()
         close = difflib.get_close_matches(name, choices, n=5, cutoff=0.6)
         if not close and "." not in name and self.has_array(name):

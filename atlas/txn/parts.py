@@ -15,11 +15,14 @@ from collections.abc import Sequence
 from atlas.backends.base import Buffer
 from atlas.catalog import CATALOG_DIR, CommitObject, choose_merge, merge_parts, write_part
 from atlas.catalog.commit import PartRef
+from atlas.catalog.part import ReadRange
 from atlas.metadata import ArrayFamily, DatasetMeta, Manifest, RetiredSegment
 from atlas.txn.snapshot import Base, part_reader
 from atlas.txn.state import WorkingState
 
-__all__ = ["catalogue_files", "merge_all", "next_commit", "retire_parts"]
+__all__ = [
+    "catalogue_files", "merge_all", "next_commit", "part_with_merge", "place_part", "prune_retired", "retire_parts",
+]  # fmt: skip
 
 #: ``(path, buffers)`` of a file a commit writes.
 NewFile = tuple[str, Sequence[Buffer]]
@@ -66,26 +69,51 @@ def catalogue_files(
         _, buffers, ref = write_part(list(datasets.items()), new.codec, gen, token)
         new.parts = [ref]
         return [(ref.path, buffers)]
-    _prune_retired(new, now_ms)
+    prune_retired(new, now_ms)
     if not rows:
         return []
-    _, buffers, ref = write_part(rows, new.codec, gen, token)
-    parts = [*new.parts, ref]
-    start = choose_merge([p.rows for p in parts])
+    read_stored = part_reader(state.backend, state.io, base)
+    kept, ref, file = part_with_merge(new.parts, rows, new.codec, gen, token, read_stored)
+    place_part(new, kept, ref, now_ms)
+    return [file]
+
+
+def part_with_merge(
+    parts: Sequence[PartRef],
+    rows: list[tuple[str, DatasetMeta | None]],
+    codec: str,
+    generation: int,
+    token: bytes,
+    read_stored: ReadRange,
+) -> tuple[int, PartRef, NewFile]:
+    """The part of ``rows`` appended to ``parts``, merged with the newest of them as the policy says.
+
+    ``parts`` are the base commit's parts (oldest first), read through
+    ``read_stored`` only when a merge needs them.  Returns how many of ``parts``
+    stay in front of the new part (the others are replaced by it: see
+    :func:`place_part`), the new part's entry and its file.  Any process that can
+    read the store can run this: a commit's own, or an ingest's commit task.
+    """
+    _, buffers, ref = write_part(rows, codec, generation, token)
+    start = choose_merge([p.rows for p in [*parts, ref]])
     if start is None:
-        new.parts = parts
-        return [(ref.path, buffers)]
+        return len(parts), ref, (ref.path, buffers)
     # The new part is merged before it is ever written: serve it from memory.
     fresh = b"".join(bytes(memoryview(b)) for b in buffers)
-    on_store = part_reader(state.backend, state.io, base)
 
     def read(path: str, offset: int, length: int) -> bytes:
-        return fresh[offset : offset + length] if path == ref.path else on_store(path, offset, length)
+        return fresh[offset : offset + length] if path == ref.path else read_stored(path, offset, length)
 
-    _, merged_buffers, merged = merge_parts(parts[start:], read, new.codec, gen, token, drop_tombstones=start == 0)
-    retire_parts(new, parts[start:-1], now_ms)
-    new.parts = [*parts[:start], merged]
-    return [(merged.path, merged_buffers)]
+    _, merged_buffers, merged = merge_parts(
+        [*parts[start:], ref], read, codec, generation, token, drop_tombstones=start == 0
+    )
+    return start, merged, (merged.path, merged_buffers)
+
+
+def place_part(new: CommitObject, kept: int, ref: PartRef, now_ms: int) -> None:
+    """Make ``new.parts`` its first ``kept`` parts and then ``ref``; the parts after them are retired."""
+    retire_parts(new, new.parts[kept:], now_ms)
+    new.parts = [*new.parts[:kept], ref]
 
 
 def merge_all(state: WorkingState, new: CommitObject, token: bytes, now_ms: int) -> list[NewFile]:
@@ -114,7 +142,8 @@ def retire_parts(new: CommitObject, parts: Sequence[PartRef], now_ms: int) -> No
     new.retired.extend(RetiredSegment(CATALOG_DIR, p.file, now_ms) for p in parts if p.path not in listed)
 
 
-def _prune_retired(new: CommitObject, now_ms: int) -> None:
+def prune_retired(new: CommitObject, now_ms: int) -> None:
+    """Drop the oldest retired part entries past the kept number and age (their files become orphans)."""
     entries = [r for r in new.retired if r.dir == CATALOG_DIR]
     if len(entries) <= _RETIRED_PARTS_KEPT:
         return

@@ -13,11 +13,11 @@ import bisect
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, KeysView
+from collections.abc import Iterable, Iterator, KeysView
 from dataclasses import dataclass, field
 
 from atlas.backends.base import Backend, Version
-from atlas.catalog import Catalog
+from atlas.catalog import Catalog, CommitObject
 from atlas.engine.family import FamilyEngine
 from atlas.engine.segment_io import SegmentIO
 from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError
@@ -143,6 +143,28 @@ class WorkingState:
         if name in self.pending:
             return self.pending[name] is not None
         return name in self._seen or name in self.snapshot
+
+    def first_existing(self, names: Iterable[str]) -> str | None:
+        """The first of ``names`` (each a str) that is a dataset of this handle, or None.
+
+        :meth:`has_dataset` for many names at once: a snapshot that holds no
+        dataset is not searched at all.
+        """
+        pending = self.pending
+        base = self.base
+        if not (base.parts if isinstance(base, CommitObject) else base.datasets):
+            for name in names:
+                if pending.get(name) is not None:
+                    return name
+            return None
+        seen, snapshot = self._seen, self.snapshot
+        for name in names:
+            if name in pending:
+                if pending[name] is not None:
+                    return name
+            elif name in seen or name in snapshot:
+                return name
+        return None
 
     def names(self) -> list[str]:
         """Every dataset name, sorted (pending changes included)."""

@@ -1,0 +1,171 @@
+"""Where the tasks of ``atlas.ingest`` run: a ``dask.distributed`` client or a local process pool.
+
+:class:`Runner` runs the batch tasks as they come (:meth:`Runner.results`) and,
+between two of their results, one task at once ahead of the queued ones
+(:meth:`Runner.call`: the commit task of a batch of fragments).  On dask, retries
+are dask's; on the local pool, a task that was running when a worker process died
+runs again (see :meth:`Runner._pool_results`).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from atlas.distributed.task import Task, run_task
+
+__all__ = ["POOL_RETRIES", "Runner"]
+
+logger = logging.getLogger("atlas")
+
+#: Times a task of the local pool runs again after a worker process died while it
+#: ran (dask's default ``distributed.scheduler.allowed-failures``).
+POOL_RETRIES = 3
+#: dask priority of a commit task: it runs before the batch tasks still queued.
+_COMMIT_PRIORITY = 100
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes that never inherit this process's threads (forkserver, else spawn)."""
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return ProcessPoolExecutor(workers, mp_context=ctx)
+
+
+class Runner:
+    """The tasks of one ingest, on ``client`` (dask) or on a pool of ``workers`` local processes."""
+
+    def __init__(self, client: Any, workers: int) -> None:
+        self.client = client
+        self.workers = workers
+        self.pool: ProcessPoolExecutor | None = None if client is not None else _pool(workers)
+        self._calls = 0
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+    def _renew(self, broken: ProcessPoolExecutor) -> None:
+        """Replace the pool when ``broken`` is still the current one (a dead process breaks a whole pool)."""
+        if broken is self.pool:
+            broken.shutdown(wait=True, cancel_futures=True)
+            self.pool = _pool(self.workers)
+
+    def call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        """``fn(arg)`` on a worker, now; its result (its exception is raised here).
+
+        On the local pool, a worker process that dies while it runs costs a
+        retry, at most :data:`POOL_RETRIES` of them, as for any task.
+        """
+        self._calls += 1
+        if self.client is not None:
+            key = f"atlas-ingest-commit-{os.getpid()}-{id(self)}-{self._calls}"
+            fut = self.client.submit(fn, arg, pure=False, key=key, priority=_COMMIT_PRIORITY)
+            try:
+                return fut.result()
+            finally:
+                fut.release()
+        for _ in range(POOL_RETRIES + 1):
+            pool = self.pool
+            assert pool is not None
+            try:
+                return pool.submit(fn, arg).result()
+            except BrokenProcessPool:
+                logger.warning("a worker process died while the commit task ran; running it again")
+                self._renew(pool)
+        raise BrokenProcessPool(f"a worker process died each of the {POOL_RETRIES + 1} times the commit task ran")
+
+    def results(self, tasks: list[Task]) -> Iterator[tuple[Task, Any, BaseException | None]]:
+        """``(task, result, None)`` or ``(task, None, error)`` as ``tasks`` finish."""
+        if self.client is None:
+            yield from self._pool_results(tasks)
+            return
+        from distributed import as_completed
+
+        client = self.client
+        futures = {client.submit(run_task, t, pure=False, key=f"atlas-ingest-{os.getpid()}-{id(tasks)}-{t.index}"): t
+                   for t in tasks}  # fmt: skip
+        try:
+            for fut in as_completed(list(futures)):
+                task = futures[fut]
+                try:
+                    yield task, fut.result(), None
+                except Exception as exc:  # the task failed for good (dask's retries are spent)
+                    yield task, None, exc
+                fut.release()
+        finally:
+            client.cancel(list(futures))
+
+    def _pool_results(self, tasks: list[Task]) -> Iterator[tuple[Task, Any, BaseException | None]]:
+        """:meth:`results` on the local pool, retrying the tasks of a worker process that died.
+
+        At most ``workers`` tasks are in the pool at once, so each of them is running
+        when a process dies.  Which one the dead process ran is unknown (a dead process
+        breaks the whole pool), so, as dask counts a task that was running on a worker
+        that died, every task in flight gets a strike and runs again on a new pool.
+        Unlike dask, a task with a strike then runs alone, so a task that kills its
+        process does not take the strikes of the tasks beside it: only the culprit
+        collects more than :data:`POOL_RETRIES` strikes, and then fails like a task
+        that raised.
+        """
+        todo = deque(tasks)
+        suspects: deque[Task] = deque()  # tasks that were running when a process died: each runs alone
+        strikes = dict.fromkeys((t.index for t in tasks), 0)
+        running: dict[Future[Any], Task] = {}
+        owner: dict[Future[Any], ProcessPoolExecutor] = {}  # a commit task may have renewed the pool meanwhile
+
+        def submit(task: Task) -> None:
+            pool = self.pool
+            assert pool is not None
+            try:
+                fut = pool.submit(run_task, task)
+            except BrokenProcessPool:  # a process died since the last wait
+                self._renew(pool)
+                raise
+            running[fut], owner[fut] = task, pool
+
+        while todo or suspects or running:
+            broken = False
+            try:
+                if suspects and not running:
+                    submit(suspects[0])
+                    suspects.popleft()
+                while not suspects and todo and len(running) < self.workers:
+                    submit(todo[0])
+                    todo.popleft()
+            except BrokenProcessPool:
+                broken = True
+            done = wait(running, return_when=FIRST_COMPLETED)[0] if running else set()
+            if broken or any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                done = wait(running)[0]  # a broken pool fails every future it still holds at once
+                for fut in done:
+                    if isinstance(fut.exception(), BrokenProcessPool):
+                        self._renew(owner[fut])
+            died = []
+            for fut in done:
+                task = running.pop(fut)
+                del owner[fut]
+                error = fut.exception()
+                if isinstance(error, BrokenProcessPool):
+                    died.append(task)
+                    strikes[task.index] += 1
+                    if strikes[task.index] > POOL_RETRIES:
+                        yield task, None, BrokenProcessPool(
+                            f"a worker process died each of the {POOL_RETRIES + 1} times this task ran"
+                        )
+                    else:
+                        suspects.append(task)
+                else:
+                    yield task, (None if error else fut.result()), error
+            if died:
+                logger.warning(
+                    "a worker process died while tasks %s ran (their files are left unreferenced); running them again",
+                    ", ".join(str(t.index) for t in died),
+                )
