@@ -118,9 +118,13 @@ def test_process_pool_ingest_equals_single_process(corpus, reference, tmp_path):
     seen = []
     report = atlas.ingest([corpus], path, workers=2, batch=7, progress=lambda label, note: seen.append(note))
     assert report.datasets == N_FILES and len(report.stored) == N_FILES and not report.failed
-    assert seen == [""] * N_FILES and report.commits == 1
+    # one commit when the last task ran alone (a slot was free for its commit task), one at the end
+    assert seen == [""] * N_FILES and report.commits == 2
     got = atlas.Atlas.open(path, "r")
     assert got.verify() == []
+    snapshot = got.session.state().snapshot
+    last = [n for n in snapshot.names() if snapshot.get(n).version == 2]
+    assert 0 < len(last) <= 7  # the commit left for the end holds the last task's files only
     assert_same_store(got, reference)
     # the client received names and file references only: each task costs one segment
     # reference per array name (17 here), so small batches cost a larger share (1.3% in
@@ -131,7 +135,7 @@ def test_process_pool_ingest_equals_single_process(corpus, reference, tmp_path):
 def test_local_cluster_ingest_equals_single_process(corpus, reference, tmp_path, cluster_client):
     path = _new_store(tmp_path / "cluster.atlas")
     report = atlas.ingest([corpus], path, client=cluster_client, batch=5)
-    assert report.datasets == N_FILES and report.commits == 1
+    assert report.datasets == N_FILES and report.commits == 2  # the second: the last task's files
     got = atlas.Atlas.open(path, "r")
     assert got.verify() == []
     assert_same_store(got, reference)
@@ -171,7 +175,7 @@ def test_process_pool_retries_a_worker_that_died(tmp_path, corpus, reference, ho
     # the dying source in the middle: a task before it and one beside it are in flight
     report = atlas.ingest([files[0], files[1], die, *files[2:]], path, workers=2, batch=1)
     assert marker.exists()  # a worker process did die in the middle of the ingest
-    assert report.datasets == 6 and len(report.stored) == 6 and not report.failed and report.commits == 1
+    assert report.datasets == 6 and len(report.stored) == 6 and not report.failed and report.commits == 2
     got = atlas.Atlas.open(path, "r+")
     assert got.verify() == []
     # identical to a single-process ingest of the same sources
@@ -334,9 +338,10 @@ def test_client_receives_at_most_one_percent_of_the_stored_bytes(corpus, referen
     crossed = []  # every task result the client receives, as the pool pickles it
     results, call = Runner.results, Runner.call
 
-    def counted_results(self, tasks):
-        for task, result, error in results(self, tasks):
-            crossed.append(len(pickle.dumps(result, pickle.HIGHEST_PROTOCOL)))
+    def counted_results(self, tasks, heartbeat):
+        for task, result, error in results(self, tasks, heartbeat):
+            if task is not None:
+                crossed.append(len(pickle.dumps(result, pickle.HIGHEST_PROTOCOL)))
             yield task, result, error
 
     def counted_call(self, fn, arg):
@@ -524,7 +529,21 @@ _PART = ["000000000001-0123456789abcdef.cat", 100, 60, 30, 7, 1, 1, 1]
      [0, [0, 5], [[0, ["x"]]], [], [], "", 0, None],  # datasets without a task part
      [0, [0, 5], [], [], [], "", 0, _PART],  # a task part without datasets
      [0, [0, 5], [], [], [], "", 0],  # a field missing
-     [True, [0, 5], [], [], [], "", 0, None]],
+     [True, [0, 5], [], [], [], "", 0, None],
+     # paths the client would delete: outside the catalogue, a live file, not a lease
+     [0, [0, 5], [[0, ["x"]]], [], [], "", 0, ["../../victim.cat", *_PART[1:]]],
+     [0, [0, 5], [[0, ["x"]]], [], [], "", 0, ["x/000000000001-0123456789abcdef.cat", *_PART[1:]]],
+     [0, [0, 5], [], [], [], "_catalog/000000000001-0123456789abcdef.cat", 0, None],
+     [0, [0, 5], [], [], [], "../_leases/a.lease", 0, None],
+     [0, [0, 5], [], [["v", "..", ["x.af", 9, 1, 1, 1, 1]]], [], "", 0, None],
+     [0, [0, 5], [], [["v", "v", ["../w/x.af", 9, 1, 1, 1, 1]]], [], "", 0, None],
+     [0, [0, 5], [], [["v", "_catalog", ["000000000001-0123456789abcdef.cat", 9, 1, 1, 1, 1]]], [], "", 0, None],
+     [0, [0, 5], [[0, ["x"]], [1, ["x"]]], [], [], "", 0, [*_PART[:5], 2, 1, 1]],  # one name twice
+     # numbers the commit object's decoder refuses (the store would not open once they are committed)
+     [0, [0, 5], [], [["v", "v", ["x.af", 9, 5, 5, 1, 1]]], [], "", 0, None],  # an index past the file's end
+     [0, [0, 5], [], [["v", "v", ["x.af", -9, 1, 1, 1, 1]]], [], "", 0, None],
+     [0, [0, 5], [[0, ["x"]]], [], [], "", 0, [*_PART[:6], 2, 1]],  # generations 2..1
+     [0, [0, 5], [[0, ["x"]]], [], [], "", 0, [_PART[0], 100, 90, 30, *_PART[4:]]]],
 )  # fmt: skip
 def test_a_fragment_with_fields_of_the_wrong_type_is_refused(body):
     """Valid MessagePack of the wrong shape is refused when decoded, not by a TypeError of the commit."""
@@ -590,3 +609,118 @@ def test_cli_create_and_append_on_a_cluster(corpus, reference, tmp_path, cluster
     assert got.verify() == []
     assert_same_store(got, reference)
     assert main(["append", str(corpus), str(path), "--cluster", "local:0"]) == 2  # a usage error
+
+
+def test_a_commit_result_naming_a_file_that_is_no_lease_is_refused():
+    """The client deletes the lease a commit task names: a live part must not pass for one."""
+    from atlas.catalog import PartRef
+    from atlas.errors import AtlasError
+    from atlas.txn.fragments import CommitJob, pack_commit_result, unpack_commit_result
+
+    job = CommitJob("/x", None, "zstd", 1, bytes(16), (), 1, ())
+    ref = PartRef("000000000001-0000000000000000.cat", 100, 60, 30, 7, 0, 1, 1)
+    assert unpack_commit_result(pack_commit_result(0, ref, "_leases/ab.lease"), job)[2] == "_leases/ab.lease"
+    for lease in ["_catalog/000000000000-0123456789abcdef.cat", "v/x.af", "../x.lease"]:
+        with pytest.raises(AtlasError, match="cannot be decoded"):
+            unpack_commit_result(pack_commit_result(0, ref, lease), job)
+    # a part entry the commit object's decoder would refuse: the store would not open once committed
+    for bad in [PartRef(ref.file, 100, 90, 30, 7, 0, 1, 1), PartRef(ref.file, 100, 60, 30, 7, 0, 2, 1)]:
+        with pytest.raises(AtlasError, match="cannot be decoded"):
+            unpack_commit_result(pack_commit_result(0, bad, "_leases/ab.lease"), job)
+
+
+def test_a_fragment_naming_a_live_part_is_refused_and_the_part_kept(tmp_path, monkeypatch):
+    """A fragment whose task part is a part the store lists (and whose names the store holds, so every row is
+    refused) must not have the client delete that part: the store's catalogue would be gone."""
+    import atlas.distributed.client as client_mod
+    from atlas.errors import AtlasError
+
+    path = _new_store(tmp_path / "l.atlas")
+    with atlas.Atlas.open(path) as s:
+        s.add_xr_dataset(xr.Dataset({"v": ("x", np.arange(3.0))}), "kept")
+    live = atlas.Atlas.open(path, "r").session.state().base.parts[0]
+    original = client_mod.unpack_fragment
+
+    def forged(packed):
+        frag = original(packed)
+        frag.part = live
+        for src in frag.stored:
+            src.names = ["kept"]
+        return frag
+
+    monkeypatch.setattr(client_mod, "unpack_fragment", forged)
+    with pytest.raises(AtlasError, match="a file of the store"):
+        atlas.ingest([functools.partial(ingest_sources.big, "kept", 1, 20)], path, workers=1, skip_errors=True)
+    got = atlas.Atlas.open(path, "r")
+    assert (Path(path) / live.path).exists() and got.list_datasets() == ["kept"] and got.verify() == []
+
+
+def test_a_fragment_claiming_another_tasks_slots_is_refused(tmp_path, monkeypatch):
+    import atlas.distributed.client as client_mod
+    from atlas.errors import AtlasError
+
+    path = _new_store(tmp_path / "s.atlas")
+    original = client_mod.unpack_fragment
+
+    def forged(packed):
+        frag = original(packed)
+        frag.slots = (frag.slots[0] + 1, frag.slots[1] + 1)
+        return frag
+
+    monkeypatch.setattr(client_mod, "unpack_fragment", forged)
+    with pytest.raises(AtlasError, match="claims task"):
+        atlas.ingest([functools.partial(ingest_sources.big, f"n{i}", i, 20) for i in range(2)], path, workers=1,
+                     batch=1)  # fmt: skip
+    assert atlas.Atlas.open(path, "r").generation == 0
+
+
+def test_a_duplicate_across_commits_is_no_existing_dataset(tmp_path):
+    """With skip_existing, a name an earlier commit of the same ingest stored is a duplicate, not a resume."""
+    path = _new_store(tmp_path / "e.atlas")
+    sources = [functools.partial(ingest_sources.big, "dup", i, 20) for i in range(2)]
+    report = atlas.ingest(sources, path, workers=1, batch=1, commit_interval=0, skip_existing=True,
+                          skip_errors=True)  # fmt: skip
+    assert report.datasets == 1 and report.existing == []
+    assert len(report.failed) == 1 and "also stored by an earlier source of this ingest" in report.failed[0][1]
+    with pytest.raises(IngestError, match="also stored by"):
+        atlas.ingest([functools.partial(ingest_sources.big, "dup2", i, 20) for i in range(2)], path, workers=1,
+                     batch=1, commit_interval=0, skip_existing=True)  # fmt: skip
+    # a name stored before the ingest is still skipped as existing
+    report = atlas.ingest([functools.partial(ingest_sources.big, "dup", 5, 20)], path, workers=1, skip_existing=True)
+    assert report.datasets == 0 and len(report.existing) == 1 and not report.failed
+
+
+def test_a_commit_task_that_runs_twice_writes_the_same_part_on_s3(corpus, reference, moto_s3, s3_bucket,
+                                                                  monkeypatch):  # fmt: skip
+    """A rerun commit task (its worker died after writing) writes the same name: S3 accepts only the same bytes."""
+    import ingest_commit_faults
+
+    from atlas.distributed.runner import Runner
+
+    url = f"s3://{s3_bucket}/twice-{id(corpus)}"
+    opts = moto_s3.options()
+    atlas.Atlas.create(url, storage_options=opts).close()
+    original = Runner.call
+
+    def call(self, fn, job):
+        return original(self, functools.partial(ingest_commit_faults.run_twice, fn), job)
+
+    monkeypatch.setattr(Runner, "call", call)
+    report = atlas.ingest([corpus], url, workers=2, batch=8, commit_interval=0, storage_options=opts)
+    assert report.datasets == N_FILES and report.commits > 1
+    got = atlas.Atlas.open(url, "r", storage_options=opts)
+    assert got.verify() == []
+    assert_same_store(got, reference)
+
+
+def test_fragments_are_committed_while_a_long_task_runs(tmp_path):
+    """A fragment waits commit_interval, not until the next task finishes (its lease is renewed meanwhile)."""
+    path = _new_store(tmp_path / "w.atlas")
+    sources = [functools.partial(ingest_sources.big, "quick", 1, 20),
+               functools.partial(ingest_sources.wait_until_stored, path, "quick", "slow")]  # fmt: skip
+    report = atlas.ingest(sources, path, workers=2, batch=1, commit_interval=10)
+    assert report.datasets == 2 and report.commits == 2
+    got = atlas.Atlas.open(path, "r")
+    assert got.to_xarray("slow").attrs["saw"] == 1  # "quick" was committed while "slow" ran
+    assert got.verify() == []
+    assert_no_transport_files(got)

@@ -36,7 +36,7 @@ from atlas.txn.fragments import (
     unpack_commit_result,
     unpack_fragment,
 )
-from atlas.txn.leases import Lease
+from atlas.txn.leases import RENEW_SECONDS, Lease
 
 __all__ = ["POOL_RETRIES", "IngestReport", "ingest"]
 
@@ -68,6 +68,8 @@ class IngestReport:
     commits: int = 0
     #: Seconds spent committing (the commit tasks and writing the commit objects).
     commit_seconds: float = 0.0
+    #: Seconds of the last commit (the one left after the last task returned, if any).
+    last_commit_seconds: float = 0.0
     generation: int = 0
     seconds: float = 0.0
 
@@ -182,8 +184,9 @@ def ingest(
     skip_unsupported, chunk_size, engine, max_pending_bytes
         As the ``atlas create`` options of the same names, per worker.
     commit_interval : float
-        The fragments received so far are committed when a fragment arrives this
-        many seconds or more after the previous commit (and all at the end).
+        The fragments received so far are committed once this many seconds
+        passed since the previous commit (when a fragment arrives, or when a task
+        slot is free), once more when the last tasks run, and all at the end.
     slots_per_source : int
         Arrays a source may define (its task's slot range is this times its
         sources; unused slots cost nothing).
@@ -261,15 +264,40 @@ def ingest(
 def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotReservation,
            storage_options: dict[str, Any] | None, skip_errors: bool, skip_existing: bool, commit_interval: float,
            progress: Callable[[str, str], None] | None, report: IngestReport) -> None:  # fmt: skip
-    """Collect fragments as tasks finish and commit them every ``commit_interval`` seconds."""
+    """Collect fragments as tasks finish and commit them every ``commit_interval`` seconds.
+
+    The lease over the files of waiting fragments is renewed even when no task
+    finishes for a long time (a concurrent ``compact`` keeps them), and when a
+    task slot is free, they are committed once ``commit_interval`` passed without
+    waiting for the next task to finish.
+
+    One more commit is made when the last tasks run (fewer left than the runner
+    has slots, and fewer than the fragments waiting): a task slot is free then, so
+    the commit task of everything received so far runs beside them, and the
+    commit left for the end holds the fragments of those last tasks only.
+    """
     state = handle.session.state()
     lease = Lease(state.backend)  # takes over the workers' leases until their files are committed
     pending: list[Fragment] = []
     by_index = {t.index: t for t in tasks}
     last = time.monotonic()
+    unfinished, tail_committed = len(tasks), False
     batch = _Batch(handle, runner, reservation, storage_options, by_index, report, skip_errors, skip_existing)
+
+    def commit(fragments: list[Fragment]) -> tuple[list[Fragment], float]:
+        batch.commit(fragments)
+        lease.release()  # the committed files are referenced now
+        return [], time.monotonic()
+
     try:
-        for task, packed, error in runner.results(tasks):
+        for task, packed, error in runner.results(tasks, max(1.0, min(RENEW_SECONDS, commit_interval))):
+            if task is None:  # no task finished for a while: keep the lease fresh, commit what waits
+                lease.renew()
+                # Only with a slot free: a commit task queued behind long tasks would hold up this loop.
+                if pending and time.monotonic() - last >= commit_interval and unfinished < runner.slots():
+                    pending, last = commit(pending)
+                continue
+            unfinished -= 1
             if error is not None:
                 reason = f"task failed: {type(error).__name__}: {' '.join(str(error).split())}"
                 labels = [source_label(i) for i in task.items]
@@ -283,6 +311,8 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
             # Counted as the pool or dask ships the result (pickled), whatever its type.
             report.received_bytes += len(pickle.dumps(packed, pickle.HIGHEST_PROTOCOL))
             frag = unpack_fragment(packed)
+            if frag.task != task.index or frag.slots != task.slots:
+                raise AtlasError(f"the fragment of task {task.index} claims task {frag.task}, slots {frag.slots}")
             for src in frag.stored:
                 if not 0 <= src.index < len(task.items):
                     raise AtlasError(f"the fragment of task {task.index} names source {src.index} of {len(task.items)}")
@@ -301,11 +331,11 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
                     _tick(progress, lb, "failed")
             for src in frag.stored:
                 _tick(progress, src.label, "")
-            if time.monotonic() - last >= commit_interval:
-                batch.commit(pending)
-                pending = []
-                lease.release()
-                last = time.monotonic()
+            # Worth it when it takes more off the end than it leaves there.
+            tail = not tail_committed and 0 < unfinished < len(pending) and unfinished < runner.slots()
+            if tail or time.monotonic() - last >= commit_interval:
+                tail_committed = tail_committed or tail
+                pending, last = commit(pending)
         if pending:
             batch.commit(pending)
             pending = []
@@ -336,6 +366,8 @@ class _Batch:
     report: IngestReport
     skip_errors: bool
     skip_existing: bool
+    #: Dataset names committed by this ingest (a later source of one of them is a duplicate).
+    committed: set[str] = field(default_factory=set)
 
     def commit(self, fragments: list[Fragment]) -> None:
         """Commit ``fragments``, moving onto other writers' generations as needed.
@@ -377,8 +409,9 @@ class _Batch:
             delete_quietly(state.backend, [p for f in fragments for p in f.paths()])
         else:
             report.commits += 1
-        report.commit_seconds += time.perf_counter() - t0
-        bad = {id(src) for src, _ in refused}
+        report.last_commit_seconds = time.perf_counter() - t0
+        report.commit_seconds += report.last_commit_seconds
+        bad = {id(src) for src, _, _ in refused}
         for frag in fragments:
             if job is not None:
                 report.stored_bytes += frag.stored_bytes
@@ -387,12 +420,19 @@ class _Batch:
                 if id(src) in bad:
                     continue
                 report.stored.append(src.label)
+                self.committed.update(src.names)
                 report.datasets += len(src.names)
                 report.source_bytes += getattr(sizes[src.index], "size", 0)
-        failed = [(src.label, reason) for src, reason in refused]
-        if failed and self.skip_existing:  # names a callable made that the store already holds
-            report.existing += [label for label, _ in failed]
-        elif failed:
+        failed = []
+        for src, reason, in_store in refused:
+            ours = next((n for n in src.names if n in self.committed), None) if in_store else None
+            if ours is not None:  # committed by an earlier commit of this ingest: a duplicate, not a resume
+                failed.append((src.label, f"dataset {ours!r} is also stored by an earlier source of this ingest"))
+            elif in_store and self.skip_existing:  # a name a callable made that the store already holds
+                report.existing.append(src.label)
+            else:
+                failed.append((src.label, reason))
+        if failed:
             if not self.skip_errors:
                 label, reason = failed[0]
                 raise IngestError(f"{label}: {reason}; {_done(report)}", failed)

@@ -1,7 +1,7 @@
 """Where the tasks of ``atlas.ingest`` run: a ``dask.distributed`` client or a local process pool.
 
 :class:`Runner` runs the batch tasks as they come (:meth:`Runner.results`) and,
-between two of their results, one task at once ahead of the queued ones
+between two of their results (or heartbeats), one task at once ahead of the queued ones
 (:meth:`Runner.call`: the commit task of a batch of fragments).  On dask, retries
 are dask's; on the local pool, a task that was running when a worker process died
 runs again (see :meth:`Runner._pool_results`).
@@ -27,6 +27,8 @@ logger = logging.getLogger("atlas")
 #: Times a task of the local pool runs again after a worker process died while it
 #: ran (dask's default ``distributed.scheduler.allowed-failures``).
 POOL_RETRIES = 3
+#: What :meth:`Runner.results` yields: a finished task, or ``(None, None, None)`` (a heartbeat).
+_Result = tuple[Task | None, Any, BaseException | None]
 #: dask priority of a commit task: it runs before the batch tasks still queued.
 _COMMIT_PRIORITY = 100
 
@@ -46,6 +48,13 @@ class Runner:
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None if client is not None else _pool(workers)
         self._calls = 0
+
+    def slots(self) -> int:
+        """Tasks that can run at once: the dask workers' threads, or the pool's processes."""
+        if self.client is None:
+            return self.workers
+        info = self.client.scheduler_info()["workers"].values()
+        return max(1, sum(int(w.get("nthreads", 1)) for w in info))
 
     def close(self) -> None:
         if self.pool is not None:
@@ -82,28 +91,40 @@ class Runner:
                 self._renew(pool)
         raise BrokenProcessPool(f"a worker process died each of the {POOL_RETRIES + 1} times the commit task ran")
 
-    def results(self, tasks: list[Task]) -> Iterator[tuple[Task, Any, BaseException | None]]:
-        """``(task, result, None)`` or ``(task, None, error)`` as ``tasks`` finish."""
+    def results(self, tasks: list[Task], heartbeat: float) -> Iterator[_Result]:
+        """``(task, result, None)`` or ``(task, None, error)`` as ``tasks`` finish.
+
+        ``(None, None, None)`` when no task finished for ``heartbeat`` seconds: the
+        caller's chance to renew its lease and commit what waits.
+        """
         if self.client is None:
-            yield from self._pool_results(tasks)
+            yield from self._pool_results(tasks, heartbeat)
             return
-        from distributed import as_completed
+        from distributed import wait as dask_wait
 
         client = self.client
         futures = {client.submit(run_task, t, pure=False, key=f"atlas-ingest-{os.getpid()}-{id(tasks)}-{t.index}"): t
                    for t in tasks}  # fmt: skip
+        left = set(futures)
         try:
-            for fut in as_completed(list(futures)):
-                task = futures[fut]
+            while left:
                 try:
-                    yield task, fut.result(), None
-                except Exception as exc:  # the task failed for good (dask's retries are spent)
-                    yield task, None, exc
-                fut.release()
+                    done = dask_wait(list(left), timeout=heartbeat, return_when="FIRST_COMPLETED").done
+                except TimeoutError:
+                    yield None, None, None
+                    continue
+                for fut in done:
+                    left.discard(fut)
+                    task = futures[fut]
+                    try:
+                        yield task, fut.result(), None
+                    except Exception as exc:  # the task failed for good (dask's retries are spent)
+                        yield task, None, exc
+                    fut.release()
         finally:
             client.cancel(list(futures))
 
-    def _pool_results(self, tasks: list[Task]) -> Iterator[tuple[Task, Any, BaseException | None]]:
+    def _pool_results(self, tasks: list[Task], heartbeat: float) -> Iterator[_Result]:
         """:meth:`results` on the local pool, retrying the tasks of a worker process that died.
 
         At most ``workers`` tasks are in the pool at once, so each of them is running
@@ -142,7 +163,10 @@ class Runner:
                     todo.popleft()
             except BrokenProcessPool:
                 broken = True
-            done = wait(running, return_when=FIRST_COMPLETED)[0] if running else set()
+            done = wait(running, timeout=heartbeat, return_when=FIRST_COMPLETED)[0] if running else set()
+            if running and not done and not broken:
+                yield None, None, None
+                continue
             if broken or any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                 done = wait(running)[0]  # a broken pool fails every future it still holds at once
                 for fut in done:

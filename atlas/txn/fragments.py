@@ -41,17 +41,19 @@ catalogue ordinary parts.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from atlas.backends.base import Backend
-from atlas.catalog import CommitObject, PartRef, part_filename
+from atlas.catalog import CATALOG_DIR, CommitObject, PartRef, part_filename
 from atlas.catalog.part import PartReader, ReadRange
 from atlas.errors import AtlasError, ConflictError, CorruptStoreError
 from atlas.metadata import ArrayFamily, DatasetMeta, SegmentRef, check_counter
 from atlas.names import encode_dir_name
 from atlas.txn.commit import publish, write_token
+from atlas.txn.leases import LEASE_DIR, is_lease
 from atlas.txn.parts import NewFile, next_commit, part_with_merge, place_part, prune_retired
 from atlas.txn.state import WorkingState
 
@@ -116,12 +118,49 @@ def _part_fields(ref: PartRef) -> list[Any]:
             ref.min_generation, ref.max_generation]  # fmt: skip
 
 
+#: A catalogue part's file name, as the commit object decoder accepts it.
+_PART_NAME = re.compile(r"[0-9]{12}-[0-9a-f]{16}\.cat")
+
+
 def _part_from(fields: Any) -> PartRef:
     ref = PartRef(*fields)
     _expect(str, ref.file)
     _expect(int, ref.size, ref.index_offset, ref.index_length, ref.index_checksum, ref.rows, ref.min_generation,
             ref.max_generation)  # fmt: skip
+    # The client deletes the files a worker names: a name must not reach outside the catalogue directory.
+    if _PART_NAME.fullmatch(ref.file) is None:
+        raise ValueError(f"{ref.file!r} is not the file name of a catalogue part")
+    # What the commit object's decoder refuses must not be committed: the store would not open.
+    _check_numbers(ref.size, ref.index_offset, ref.index_length, ref.index_checksum, ref.rows, ref.min_generation,
+                   ref.max_generation)  # fmt: skip
+    if ref.min_generation > ref.max_generation:
+        raise ValueError(f"part {ref.file} covers generations {ref.min_generation}..{ref.max_generation}")
     return ref
+
+
+_INT64_MAX, _UINT64_MAX = 2**63 - 1, 2**64 - 1
+
+
+def _check_numbers(size: int, index_offset: int, index_length: int, checksum: int, *counts: int) -> None:
+    """Refuse the numbers of a file reference that the commit object's decoder would refuse."""
+    if not all(0 <= v <= _INT64_MAX for v in (size, index_offset, index_length, *counts)):
+        raise ValueError("a file reference holds a number out of range")
+    if not 0 <= checksum <= _UINT64_MAX or index_offset + index_length > size:
+        raise ValueError("a file reference's index lies outside its file")
+
+
+def _check_lease(path: str) -> None:
+    """Refuse a lease path that is not a lease object (the client deletes it)."""
+    if path and not is_lease(path):
+        raise ValueError(f"{path!r} is not a lease object under {LEASE_DIR}/")
+
+
+def _check_segment(directory: str, file: str) -> None:
+    """Refuse a segment path the store's own decoder would refuse (the client may delete it)."""
+    if "/" in file or not file.endswith(".af") or file.startswith("."):
+        raise ValueError(f"{file!r} is not the file name of a segment")
+    if "/" in directory or directory in (".", "..", CATALOG_DIR, LEASE_DIR):
+        raise ValueError(f"{directory!r} is not the directory of an array family")
 
 
 def _pack(body: list[Any]) -> bytes:
@@ -179,6 +218,7 @@ def unpack_fragment(data: bytes) -> Fragment:
         lo, hi = slots
         _expect(int, task, lo, hi, stored_bytes)
         _expect(str, lease)
+        _check_lease(lease)
         frag = Fragment(task, (lo, hi), lease=lease, stored_bytes=stored_bytes)
         frag.failed = [(label, reason) for label, reason in failed]
         _expect(str, *(x for pair in frag.failed for x in pair))
@@ -186,15 +226,21 @@ def unpack_fragment(data: bytes) -> Fragment:
         for a, d, ref in frag.segments:
             _expect(str, a, d, ref.file)
         frag.segments = [(a, d or encode_dir_name(a), ref) for a, d, ref in frag.segments]
+        for _, d, ref in frag.segments:
+            _check_segment(d, ref.file)
         for _, _, ref in frag.segments:
             _expect(int, ref.size, ref.index_offset, ref.index_length, ref.index_checksum, ref.records)
+            _check_numbers(ref.size, ref.index_offset, ref.index_length, ref.index_checksum, ref.records)
         for index, names in stored:
             _expect(int, index)
             _expect(list, names)
             _expect(str, *names)
             frag.stored.append(StoredSource(index, names))
         frag.part = None if part is None else _part_from(part)
-        count = sum(len(s.names) for s in frag.stored)
+        names = [n for s in frag.stored for n in s.names]
+        if len(set(names)) != len(names):
+            raise ValueError("it names one dataset twice")
+        count = len(names)
         if (frag.part is None) != (count == 0) or (frag.part is not None and frag.part.rows != count):
             raise ValueError(f"its task part does not hold the {count} datasets it names")
     except Exception as exc:  # a task of another version of atlas, or damage in transit
@@ -266,11 +312,12 @@ def plan_commit(
     fragments: list[Fragment],
     reservation: SlotReservation,
     storage_options: dict[str, Any] | None,
-) -> tuple[CommitJob | None, list[tuple[StoredSource, str]]]:
-    """The commit job of ``fragments`` on ``state``'s snapshot, and the sources refused (with the reason).
+) -> tuple[CommitJob | None, list[tuple[StoredSource, str, bool]]]:
+    """The commit job of ``fragments`` on ``state``'s snapshot, and the sources refused.
 
     A source is refused whole when one of its names is in the store or stored by
-    an earlier source of the batch.  The job is None when nothing is left to
+    an earlier source of the batch; a refusal is ``(source, reason, in_store)``,
+    ``in_store`` telling the first case from the second.  The job is None when nothing is left to
     commit.  Raises :class:`ConflictError` when other writers took the slot ranges.
     """
     base = state.base
@@ -282,7 +329,8 @@ def plan_commit(
             f"{state.backend.location} while this ingest ran, more than the {SLOT_HEADROOM} it left free: "
             "its slot ranges are taken; nothing of it was committed, run it again"
         )
-    refused: list[tuple[StoredSource, str]] = []
+    _check_new_files(base, fragments)
+    refused: list[tuple[StoredSource, str, bool]] = []
     taken: dict[str, str] = {}  # name -> label of the source of the batch that stores it
     inputs = []
     for frag in fragments:
@@ -293,8 +341,9 @@ def plan_commit(
         for src in frag.stored:
             clash = next((n for n in src.names if n in taken or state.has_dataset(n)), None)
             if clash is not None:
-                where = f"is also stored by {taken[clash]}" if clash in taken else "already exists in the store"
-                refused.append((src, f"dataset {clash!r} {where}"))
+                in_store = clash not in taken
+                where = "already exists in the store" if in_store else f"is also stored by {taken[clash]}"
+                refused.append((src, f"dataset {clash!r} {where}", in_store))
                 continue
             taken.update(dict.fromkeys(src.names, src.label))
             keep += src.names
@@ -306,6 +355,24 @@ def plan_commit(
                     tuple(base.parts), base.next_dataset_id, tuple(inputs))  # fmt: skip
     check_counter("next_dataset_id", job.first_id + job.rows, state.backend.location)
     return job, refused
+
+
+def _check_new_files(base: CommitObject, fragments: list[Fragment]) -> None:
+    """Refuse fragments naming a file the store lists, or a file twice.
+
+    The files of a fragment are new: once committed (or refused) the task parts,
+    and with a refused batch the segments too, are deleted.  A fragment naming a
+    live part or segment would have that file deleted, and the store with it.
+    """
+    listed = {p.path for p in base.parts} | {r.path for r in base.retired}
+    listed.update(f"{fam.dir}/{ref.file}" for fam in base.families.values() for ref in fam.segments)
+    seen: set[str] = set()
+    for frag in fragments:
+        for path in frag.paths():
+            if path in listed or path in seen:
+                where = "a file of the store" if path in listed else "a file of another fragment"
+                raise AtlasError(f"the fragment of task {frag.task} names {path}, {where}, as a file it wrote")
+            seen.add(path)
 
 
 def read_task_part(ref: PartRef, read: ReadRange) -> dict[str, DatasetMeta]:
@@ -366,6 +433,7 @@ def unpack_commit_result(data: bytes, job: CommitJob) -> tuple[int, PartRef, str
         kept, ref, lease = _unpack(data)
         _expect(int, kept)
         _expect(str, lease)
+        _check_lease(lease)
         ref = _part_from(ref)
         if not 0 <= kept <= len(job.base_parts):
             raise ValueError(f"it keeps {kept} of {len(job.base_parts)} parts")

@@ -48,3 +48,23 @@ def with_concurrent_commit(store: str, other: str, name: str):
     with atlas.Atlas.open(store) as handle:
         handle.add_xr_dataset(xr.Dataset({"a": ("x", np.arange(3)), "b": ("x", np.ones(3))}), other)
     return [(name, xr.Dataset({"v": ("x", np.arange(5.0))}))]
+
+
+def wait_until_stored(store: str, other: str, name: str, timeout: float = 60.0):
+    """Wait until dataset ``other`` is committed to ``store`` (at most ``timeout`` s), then yield ``name``.
+
+    The dataset's attribute ``saw`` tells whether ``other`` was committed before the timeout.
+    """
+    import time
+
+    import xarray as xr
+
+    import atlas
+
+    end = time.monotonic() + timeout
+    saw = False
+    while not saw and time.monotonic() < end:
+        with atlas.Atlas.open(store, "r") as handle:
+            saw = other in handle.list_datasets()
+        time.sleep(0.2)
+    return [(name, xr.Dataset({"v": ("x", np.arange(4.0))}, attrs={"saw": int(saw)}))]
