@@ -165,21 +165,65 @@ def test_one_open_loads_what_the_general_path_loads(files, monkeypatch, chunk_si
     assert [g.group for g in grouped.groups] == ["/obs", "/obs/deep"]
 
 
+def _packed_coordinate(path: Path) -> None:
+    ds = xr.Dataset(
+        {"v": ("t", [1.0, 2.0, 3.0], {"units": "m"})},
+        coords={
+            "t": [0, 1, 2],
+            "v_qc": ("t", np.array([1, -1, 2], dtype="i1"), {"flag_values": np.arange(3, dtype="i1")}),
+        },
+    )
+    ds.v_qc.encoding.update({"_FillValue": np.int8(-1)})
+    ds.to_netcdf(path)
+
+
+@pytest.mark.parametrize("chunks", [None, {}], ids=["loaded", "dask"])
+def test_packed_variables_are_swapped_in_as_assign_put_them(files, tmp_path, chunks):
+    """``_with_packed`` swaps variables in place; the result is what ``Dataset.assign`` gave
+    (dims, order, coordinate status, data, attributes, encodings), packed coordinates too."""
+    from atlas.xarray.conversions import CF_PACKED
+
+    _packed_coordinate(tmp_path / "coord.nc")
+    raw_args = {"chunks": chunks, "mask_and_scale": False, "decode_times": False, "decode_timedelta": False}
+    checked = 0
+    for path in [*_all(files), tmp_path / "coord.nc"]:
+        with xr.open_dataset(path, chunks=chunks) as ds, xr.open_dataset(path, **raw_args) as raw:
+            names = sources.packed_variables(ds)
+            if not names:
+                continue
+            want = ds.assign({n: raw.variables[n].copy(deep=False) for n in names})
+            for n in names:
+                want.variables[n].encoding[CF_PACKED] = True
+            with xr.open_dataset(path, chunks=chunks) as fresh:
+                got = sources._with_packed(fresh, raw, names)
+                assert_same_dataset(want.load(), got.load(), str(path))
+            checked += 1
+    assert checked >= N_CORPUS + 3  # the profiles, GL_PR_BO_JLKU, packed.nc, coord.nc
+
+
 def test_netcdf4_files_are_opened_once(files, monkeypatch):
     from xarray.backends.netCDF4_ import NetCDF4DataStore
 
+    from atlas.cli.netcdf_open import OnceStore
+
     opened: list[str] = []
     real_open, real_groups = NetCDF4DataStore.open.__func__, sources.group_paths
+    real_once = OnceStore.__init__
 
     def counting_open(cls, filename, *args, **kwargs):
         opened.append(str(filename))
         return real_open(cls, filename, *args, **kwargs)
+
+    def counting_once(self, filename):  # the one-open path opens its netCDF4 handle itself
+        opened.append(str(filename))
+        real_once(self, filename)
 
     def counting_groups(path, *args, **kwargs):
         opened.append(str(path))  # group_paths opens the file with netCDF4 (not a classic file)
         return real_groups(path, *args, **kwargs)
 
     monkeypatch.setattr(NetCDF4DataStore, "open", classmethod(counting_open))
+    monkeypatch.setattr(OnceStore, "__init__", counting_once)
     monkeypatch.setattr(sources, "group_paths", counting_groups)
     gl = files / "GL_PR_BO_JLKU.nc"  # has packed QC flags: the general path opens it three times
     loaded = sources.load_source(sources.Source(gl, "gl"), 1 << 30)
@@ -236,3 +280,23 @@ def test_stores_written_by_both_paths_are_the_same(files, tmp_path, monkeypatch,
             for var in a[name].list_arrays():
                 assert _same(a[name].array_meta(var), b[name].array_meta(var)), (name, var)
             assert_same_dataset(a.to_xarray(name).load(), b.to_xarray(name).load(), name)
+
+
+def test_loading_a_file_imports_no_dask_array(files):
+    """A reader process loads small files without importing dask.array (a quarter second per
+    process: swapping packed variables in must not go through xarray's general data setter)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from atlas.cli import sources\n"
+        f"loaded = sources.load_source(sources.Source(Path({str(files / 'GL_PR_BO_JLKU.nc')!r}), 'gl'), 1 << 30)\n"
+        "assert loaded.ds['TIME_QC'].dtype == 'int8', loaded.ds['TIME_QC'].dtype\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dask.array')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

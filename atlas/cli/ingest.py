@@ -137,7 +137,11 @@ def _reader_pool(jobs: int) -> Executor:
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload(["xarray", "atlas.cli.sources"])
+        # Imported once in the fork server instead of once per reader: what every
+        # reader imports on its first file (netCDF4 with the one-open store; dask,
+        # which xarray imports to test whether arrays are dask arrays).  A module
+        # that is not installed is skipped.
+        ctx.set_forkserver_preload(["xarray", "atlas.cli.sources", "atlas.cli.netcdf_open", "dask"])
     return ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_reader_init)
 
 

@@ -142,14 +142,13 @@ def encode_attr_value(value: Any, where: str) -> tuple[Any, str | None, str]:
     if value is None:
         return "", None, "none"
     if isinstance(value, np.generic):
-        arr = np.asarray(value).reshape(1)
-        stored, kind = _encode_attr_array(arr, where)
-        item = stored[0]
-        name = None if stored.dtype == object else dtypes.canonical_dtype(stored.dtype)
-        if not kind and (name in _NATURAL_SCALARS or name == "timestamp_nanoseconds"):
-            return item, None, ""  # reads back as a numpy scalar of this very dtype
-        enc = kind.split(";")[2] if kind else ""
-        return item, None, f"np;{arr.dtype.str};{enc}"
+        key = (value.dtype, value.tobytes())
+        known = _SCALARS.get(key)
+        if known is None:
+            known = _encode_attr_scalar(value, where)
+            if len(_SCALARS) < _MAX_SCALARS:
+                _SCALARS[key] = known
+        return known
     if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
         if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
             raise ValueOverflowError(f"{where}: integer {value} does not fit int64 or uint64")
@@ -192,6 +191,24 @@ def encode_attr_value(value: Any, where: str) -> tuple[Any, str | None, str]:
         f"{where}: value {value!r} ({type(value).__name__}) is not supported; use a number, bool, str, bytes, "
         "None, numpy scalar/array, datetime, or a list of numbers/str"
     )
+
+
+#: :func:`encode_attr_value` of the numpy scalars seen so far, by ``(dtype, bytes)``: the
+#: files of a fleet repeat a few (fill values, valid ranges, flag values), and encoding
+#: one costs twenty lookups.  Entries are immutable (numpy scalars, str); bounded.
+_SCALARS: dict[tuple[np.dtype, bytes], tuple[Any, None, str]] = {}
+_MAX_SCALARS = 4096
+
+
+def _encode_attr_scalar(value: np.generic, where: str) -> tuple[Any, None, str]:
+    arr = np.asarray(value).reshape(1)
+    stored, kind = _encode_attr_array(arr, where)
+    item = stored[0]
+    name = None if stored.dtype == object else dtypes.canonical_dtype(stored.dtype)
+    if not kind and (name in _NATURAL_SCALARS or name == "timestamp_nanoseconds"):
+        return item, None, ""  # reads back as a numpy scalar of this very dtype
+    enc = kind.split(";")[2] if kind else ""
+    return item, None, f"np;{arr.dtype.str};{enc}"
 
 
 def _encode_attr_array(arr: np.ndarray, where: str) -> tuple[np.ndarray, str]:
