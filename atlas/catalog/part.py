@@ -208,11 +208,12 @@ class PartReader:
         if ends is None:  # names of one length (numbered names): a reshape
             width = step - 1
             if width <= _MAX_KEY_WIDTH and n * width <= _MAX_KEY_BYTES and int(raw.min()) != 0:
-                # The layout placed the terminators by arithmetic: one more 0xFF byte is
+                grid = np.ascontiguousarray(raw.reshape(n, step)[:, :width])
+                # The layout placed the terminators by arithmetic: a 0xFF byte left is
                 # inside a name (not UTF-8), whose key would match no name it stands for.
-                if int(np.count_nonzero(raw == 0xFF)) != n:
+                if grid.size and int(grid.max()) == 0xFF:
                     raise self._terminator_inside()
-                keys = np.ascontiguousarray(raw.reshape(n, step)[:, :width]).view(f"S{width}").ravel()
+                keys = grid.view(f"S{width}").ravel()
         elif n:
             starts = np.empty(n, dtype=np.int64)
             starts[:1] = 0
