@@ -41,10 +41,8 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         # Imported once in the fork server instead of once per worker process (about
         # 0.9 s of CPU each, a pool is made again after a worker died): what every
         # task imports on its first source.  A module that is not installed is skipped.
-        ctx.set_forkserver_preload(
-            ["atlas.distributed.task", "atlas.store", "atlas.cli.ingest", "atlas.cli.netcdf_open", "xarray", "dask",
-             "blosc2"]  # fmt: skip
-        )
+        preload = ["atlas.distributed.task", "atlas.store", "atlas.cli.ingest", "atlas.cli.netcdf_open"]
+        ctx.set_forkserver_preload([*preload, "xarray", "dask", "blosc2"])
     return ProcessPoolExecutor(workers, mp_context=ctx)
 
 
