@@ -91,6 +91,11 @@ def _is_dask(data: Any) -> bool:
 
 def dask_data(var: Any) -> Any:
     """The dask array behind a variable, or None (never loads a lazily indexed backend array)."""
+    # ``Variable.__dask_graph__`` (None unless the data is a dask array) first: ``var.chunks``
+    # is a typing-protocol check that costs a tenth of staging a small dataset.
+    graph = getattr(var, "__dask_graph__", None)
+    if graph is not None and graph() is None:
+        return None
     if var.chunks is None:
         return None
     data = var.data

@@ -97,10 +97,7 @@ def _blocks(vp: VarPlan) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
         return
     if any(s == 0 for s in vp.shape):
         return
-    # ``Variable.__dask_graph__`` (None unless the data is a dask array) first: what
-    # ``dask_data`` starts with, ``var.chunks``, is a typing-protocol check that costs
-    # a tenth of staging a small dataset.
-    data = None if var.__dask_graph__() is None else dask_data(var)
+    data = dask_data(var)
     itemsize = max(var.dtype.itemsize, 8)
     if data is not None:
         new_chunks = []
