@@ -447,3 +447,86 @@ def test_a_bad_value_among_many_datasets_gets_the_per_call_error_and_nothing_is_
     assert str(batch_error.value) == str(per_call_error.value)
     assert not store.has_pending_changes
     store.close()
+
+
+def _committed(path, name):
+    """Dataset ``name`` as a fresh read-only handle reads it from the store."""
+    with atlas.Atlas.open(path, mode="r") as fresh:
+        return fresh._st.dataset(name)
+
+
+def test_a_batch_committed_after_a_conflict_and_a_rebase_has_its_stats_and_versions(tmp_path):
+    """The new datasets are the rows of the failed commit and then, rebased onto the
+    other writer's commit, of the next one (a copy then, of an older version): the
+    stored stats and versions are those of the commit that landed."""
+    path = tmp_path / "s"
+    with atlas.Atlas.create(path) as first:
+        first.add_datasets([sample(0)])
+    store, other = atlas.Atlas.open(path), atlas.Atlas.open(path)
+    store.add_datasets([(f"x{i}", {"temp": (["z"], np.array([i, -i, 7], np.int64))}, {"k": i}) for i in range(4)])
+    held = store.open_dataset("x3")  # a view kept across the commits
+    other.add_datasets([("w", {"temp": (["z"], np.array([100], np.int64))}, {})])
+    other.flush()
+    with pytest.raises(errors.ConflictError):
+        store.flush()
+    assert all(m.stats is None for m in store._st.pending["x3"].arrays.values())
+    store.refresh()
+    store.flush()
+    assert store.generation == 3
+    for i in range(4):
+        ds = _committed(path, f"x{i}")
+        assert ds.version == 3 and (ds.arrays["temp"].stats.minimum, ds.arrays["temp"].stats.maximum) == (-i, 7)
+    assert _committed(path, "w").version == 2
+    assert held.array_stats("temp")["min"] == -3 and held.get_attribute("k") == 3
+    assert store.find("temp.min < -2") == ["x3"]
+    other.close()
+    store.close()
+
+
+def test_changes_after_a_commit_do_not_reach_the_committed_rows(tmp_path):
+    """The new datasets a commit used as its rows are not changed by later calls:
+    the handle changes a copy, and its discard() finds the committed values."""
+    path = tmp_path / "s"
+    store = atlas.Atlas.create(path)
+    store.add_datasets([("p", {"temp": (["z"], np.array([1, 2], np.int64))}, {"k": 1})])
+    view = store.open_dataset("p")
+    store.flush()
+    committed = store._st.dataset("p")
+    view.set_attribute("k", 2)
+    view.write_array("temp", [0], np.array([5, 6], np.int64))
+    assert committed.attributes["k"]["v"] == 1 and committed.arrays["temp"].stats.maximum == 2
+    assert store.find("k == 1") == [] and store.find("temp.max == 6") == ["p"]
+    store.discard()
+    assert view.get_attribute("k") == 1 and view.array_stats("temp")["max"] == 2 and store.find("k == 1") == ["p"]
+    store.close()
+    ds = _committed(path, "p")
+    assert ds.attributes["k"]["v"] == 1 and ds.arrays["temp"].stats.maximum == 2
+
+
+@pytest.mark.parametrize("landed", [True, False])
+def test_a_batch_retried_after_a_commit_of_unknown_outcome(tmp_path, monkeypatch, landed):
+    """The commit object is written (or not) and its response lost: the stats the
+    failed attempt set are reset, and the retry settles or commits the batch."""
+    with patched_resolve(monkeypatch, lambda inner: FaultyBackend(inner, expose_map=False)) as made:
+        store = atlas.Atlas.create(tmp_path / "s")
+    backend = made[-1]
+    store.add_datasets([("q", {"temp": (["z"], np.array([4, 9], np.int64))}, {"k": 1})])
+    real = backend.commit
+
+    def lost(*args, **kwargs):
+        if landed:
+            real(*args, **kwargs)
+        raise errors.BackendError("commit atlas.json: response lost (injected)")
+
+    with monkeypatch.context() as m:
+        m.setattr(backend, "commit", lost)
+        m.setattr(backend, "get_versioned", lambda *a: (_ for _ in ()).throw(errors.BackendError("read lost")))
+        with pytest.raises(errors.BackendError):
+            store.flush()
+    assert store.has_pending_changes and store._st.pending["q"].arrays["temp"].stats is None
+    assert store.open_dataset("q").array_stats("temp")["max"] == 9
+    store.flush()
+    assert store.generation == 1 and not store.has_pending_changes
+    ds = _committed(tmp_path / "s", "q")
+    assert ds.version == 1 and (ds.arrays["temp"].stats.minimum, ds.arrays["temp"].stats.maximum) == (4, 9)
+    store.close()

@@ -29,6 +29,7 @@ from atlas.catalog import (
     merge_parts,
     write_part,
 )
+from atlas.catalog.part import PartReader
 from atlas.catalog.snapshot import merge_positions
 from atlas.errors import CorruptStoreError, DatasetNotFoundError, FormatVersionError, InvalidArgumentError
 from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, RetiredSegment, SegmentRef, Stats
@@ -310,6 +311,51 @@ def test_merge_of_newest_parts_keeps_tombstones_for_older_parts():
     assert "p3" not in cat and "p4" not in cat and cat.get("p5").id == 500 and "new" in cat
     assert cat.key("p5") == (500, 3) and cat.key("p6") == (6, 1) and cat.key("p3") is None
     assert cat.names() == Catalog([base, delete, change], store.read_range).names()
+
+
+@pytest.mark.parametrize(
+    "layout", ["disjoint", "disjoint, newest first in name order", "touching", "overlapping", "one block each"]
+)
+@pytest.mark.parametrize("drop", [False, True])
+def test_a_merge_equals_a_fresh_part_of_its_winners(layout, drop):
+    """Merged parts (concatenated when their name ranges are disjoint, located
+    name by name when they touch or overlap; record blocks copied as stored where
+    a whole block survives) equal a part written afresh from the newest row of
+    each name: names, keys, records and every record block's stored bytes."""
+    store = Store()
+    spans = {
+        "disjoint": [(0, 300), (300, 40), (340, 256)],
+        "disjoint, newest first in name order": [(600, 257), (300, 5), (0, 256)],
+        "touching": [(0, 256), (255, 300), (554, 3)],  # each part's first name is the last of the one before
+        "overlapping": [(0, 600), (100, 256), (350, 20)],
+        "one block each": [(0, 256), (256, 256)],
+    }[layout]
+    parts, winners = [], {}
+    for g, (start, count) in enumerate(spans, start=1):
+        rows = [(f"p{i:05d}", None if i % 11 == 3 else profile(i + 1, version=g)) for i in range(start, start + count)]
+        parts.append(store.write(rows, g))
+        winners.update(rows)
+    expected = sorted((n, m) for n, m in winners.items() if not (drop and m is None))
+    token = secrets.token_bytes(16)
+    _, buffers, merged = merge_parts(parts, store.read_range, "zstd", 9, token, drop)
+    _, fresh_buffers, fresh = write_part(expected, "zstd", 9, token)
+    assert merged.path == fresh.path  # one name: the same generation and token
+    blob, fresh_blob = (b"".join(bytes(b) for b in bufs) for bufs in (buffers, fresh_buffers))
+    store.files[merged.path] = blob
+    read = store.read_range
+    got = PartReader(merged, read)
+    want = PartReader(fresh, lambda _path, offset, length: fresh_blob[offset : offset + length])
+    assert got.names() == want.names() == [n for n, _ in expected]
+    assert got.tombstones().tolist() == want.tombstones().tolist() == [m is None for _, m in expected]
+    assert got.block_table().tolist() == want.block_table().tolist()  # stored bytes, raw lengths, checksums
+    for k in range(len(want.block_table())):
+        assert got.block(k)[1] == want.block(k)[1]
+    cat = Catalog([merged], read)
+    for name, meta in expected:
+        assert (cat.get(name) if meta is not None else cat.key(name)) == meta
+    if not drop:  # the tombstones still hide rows of an older part
+        older = store.write([(n, profile(9000)) for n, m in expected if m is None], 0)
+        assert all(n not in Catalog([older, merged], store.read_range) for n, m in expected if m is None)
 
 
 # -- merge policy ---------------------------------------------------------------------------------

@@ -559,6 +559,37 @@ def test_unsorted_names_fail_a_search_by_part_that_returns_them():
         find_names(table, "lat < 1")
 
 
+def test_a_terminator_byte_inside_a_newer_part_s_names_is_refused_by_its_name_keys():
+    """Names of one length located by arithmetic: a 0xFF byte inside one of them
+    (not UTF-8, so no name) must not give a key, which would hide no older row.
+    Here it damages the tombstone of ``n005``: a search by part that takes that
+    key answered with ``n005`` resurrected, where every other path refuses the part."""
+    from test_catalog_hostile import Store, forge
+
+    store = Store()
+    _, buffers, old = write_part([(f"n{i:03d}", _meta(i, 1)) for i in range(50)], "zstd", 1, secrets.token_bytes(16))
+    store.files[old.path] = b"".join(bytes(b) for b in buffers)
+    rows = [("n005", None)] + [(f"n{i}", _meta(i, 2)) for i in range(100, 120)]  # n of these: 200 and more
+    _, buffers, newer = write_part(rows, "zstd", 2, secrets.token_bytes(16))
+    store.files[newer.path] = b"".join(bytes(b) for b in buffers)
+
+    def inner_ff(raw):
+        assert raw["name"].startswith(b"n005\xffn100\xff")
+        raw["name"] = b"n00\xff" + raw["name"][4:]  # still sorted, one length, terminators in place
+
+    damaged = forge(store, newer, columns=inner_ff)
+    cat = Catalog([old, damaged], store.read_range)
+    with pytest.raises(CorruptStoreError):
+        cat.names()
+    with pytest.raises(CorruptStoreError):
+        find_names(CatalogTable(Catalog([old, damaged], store.read_range)), "n < 50")  # no newer row matches
+    reader = Catalog([old, damaged], store.read_range)._readers[1]
+    with pytest.raises(CorruptStoreError):
+        reader.name_keys_of([0, 1])
+    with pytest.raises(CorruptStoreError):
+        reader.name_keys()
+
+
 def test_a_terminator_byte_inside_names_of_one_length_is_refused():
     """Names of one length are located by arithmetic, not by their terminators: a
     0xFF byte inside a name is not UTF-8, so decoding it refuses the part."""
@@ -580,3 +611,90 @@ def test_a_terminator_byte_inside_names_of_one_length_is_refused():
         reader.names_of([5])
     with pytest.raises(CorruptStoreError):
         reader.names()
+
+
+#: Predicates and what they mean for one dataset's attributes and ``temp`` stats (None: no such array).
+_STORE_WHERE = {
+    "x > 1": lambda a, s: a.get("x") is not None and a["x"] > 1,
+    "x is null": lambda a, s: "x" not in a,
+    "not (x == 2)": lambda a, s: a.get("x") != 2,
+    "s == 'p'": lambda a, s: a.get("s") == "p",
+    "s is null or x == 0": lambda a, s: "s" not in a or a.get("x") == 0,
+    "temp.max > 1": lambda a, s: s is not None and s["max"] is not None and s["max"] > 1,
+    "temp.min < 0 and s != 'q'": lambda a, s: s is not None and s["min"] is not None and s["min"] < 0
+    and "s" in a and a["s"] != "q",
+    "temp.min is null": lambda a, s: s is None or s["min"] is None,
+    "temp.count == 2": lambda a, s: s is not None and s["row_count"] - s["null_count"] == 2,
+}
+
+
+def _brute_force(store):
+    """``{where: names}`` from every live dataset, read through its view."""
+    live = []
+    for name in store.list_datasets():
+        view = store.open_dataset(name)
+        stats = view.array_stats("temp") if "temp" in view.list_arrays() else None
+        live.append((name, view.attributes(), stats))
+    return {where: [n for n, a, s in live if test(a, s)] for where, test in _STORE_WHERE.items()}
+
+
+def _finds(store):
+    out = {}
+    for where in _STORE_WHERE:
+        try:
+            out[where] = store.find(where)
+        except UnknownColumnError:  # no live dataset has the column: then none matches
+            out[where] = []
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_find_over_a_store_of_several_parts_matches_the_datasets_themselves(tmp_path, seed):
+    """A store built by commits of falling size (several parts: deletes, re-creations,
+    attributes dropped in newer rows, names that are prefixes of each other, of one
+    length or not ASCII, int64 extremes in stats), with and without pending changes
+    and through a second handle that refreshes: find() answers as the datasets do."""
+    import random
+
+    from atlas.search import table_of_state
+
+    rng = random.Random(seed)
+    path = tmp_path / "s"
+    store = atlas.Atlas.create(path)
+    pool = [f"p{i:04d}" for i in range(400)] + ["a", "c", "c1", "c12", "é", "日本", "zz"]
+    extremes = [0, 3, -(2**63), 2**63 - 1]
+
+    def temp(values):
+        return {"temp": (["z"], np.array(values, dtype=np.int64))}
+
+    store.add_datasets([(n, temp([rng.choice(extremes), 1]), {"x": rng.choice([0, 2, 5]), "s": rng.choice("pq")})
+                        for n in pool if rng.random() < 0.9])  # fmt: skip
+    store.flush()
+    other = atlas.Atlas.open(path)
+    searched_by_part = 0
+    for size in [60, 12, 4, 3, 2, 2, 1]:
+        for _ in range(size):
+            name = rng.choice(pool)
+            if name not in store:
+                ds = store.create_dataset(name)
+                if rng.random() < 0.5:
+                    ds.set_attribute("x", 7)
+                if rng.random() < 0.5:
+                    ds.define_array("temp", "int64", ["z"], [2])  # never written: no extremes
+            elif rng.random() < 0.3:
+                store.delete_dataset(name)
+            elif rng.random() < 0.5:
+                view = store.open_dataset(name)
+                view.delete_attribute("x") if "x" in view.attributes() else view.set_attribute("x", 3)
+            else:
+                store.open_dataset(name).set_attribute("s", rng.choice("pqr"))
+        assert _finds(store) == _brute_force(store)  # pending changes over the parts
+        table = table_of_state(store._st)
+        searched_by_part += sum(search_parts(table, as_expression(w)) is not None for w in _STORE_WHERE)
+        store.flush()
+        other.refresh()
+        assert _finds(other) == _finds(store) == _brute_force(store)
+    assert len(store._st.catalog._readers) >= 3
+    assert searched_by_part > 0
+    other.close()
+    store.close()

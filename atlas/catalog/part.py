@@ -197,7 +197,8 @@ class PartReader:
         UTF-8 bytes compare in code point order, so these keys sort as the names do
         and numpy can merge and search them without a Python step per row.  Names
         holding a NUL byte (the padding of the fixed width) or too long for a
-        compact array have no keys: callers use :meth:`names` then.
+        compact array have no keys: callers use :meth:`names` then.  A 0xFF byte
+        inside a name (the terminator; never UTF-8) raises ``CorruptStoreError``.
         """
         if "name keys" in self._columns:
             return self._columns["name keys"]
@@ -207,7 +208,12 @@ class PartReader:
         if ends is None:  # names of one length (numbered names): a reshape
             width = step - 1
             if width <= _MAX_KEY_WIDTH and n * width <= _MAX_KEY_BYTES and int(raw.min()) != 0:
-                keys = np.ascontiguousarray(raw.reshape(n, step)[:, :width]).view(f"S{width}").ravel()
+                grid = np.ascontiguousarray(raw.reshape(n, step)[:, :width])
+                # The layout placed the terminators by arithmetic: a 0xFF byte left is
+                # inside a name (not UTF-8), whose key would match no name it stands for.
+                if grid.size and int(grid.max()) == 0xFF:
+                    raise self._terminator_inside()
+                keys = grid.view(f"S{width}").ravel()
         elif n:
             starts = np.empty(n, dtype=np.int64)
             starts[:1] = 0
@@ -226,7 +232,8 @@ class PartReader:
 
     def name_keys_of(self, rows: Sequence[int] | np.ndarray) -> np.ndarray | None:
         """The name keys (as :meth:`name_keys` makes them) of ascending ``rows`` only,
-        checked ascending; None when one of those names holds a NUL byte or is too long.
+        checked ascending; None when one of those names holds a NUL byte or is too long
+        (``CorruptStoreError`` for a 0xFF byte, as :meth:`name_keys`).
 
         What a search needs to test its result rows against newer parts' names
         without making the keys of every row of a large part.
@@ -244,6 +251,8 @@ class PartReader:
             grid = np.take(raw.reshape(-1, step)[:, :width], idx, axis=0)
             if not grid.all():  # a NUL byte (the padding) in a name
                 return None
+            if bool((grid == 0xFF).any()):  # the rows were located by arithmetic (see name_keys)
+                raise self._terminator_inside()
         else:
             before = np.cumsum(lengths) - lengths  # key bytes of the rows before each row
             step = np.arange(int(lengths.sum()))
@@ -257,6 +266,9 @@ class PartReader:
         if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
             raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
         return keys
+
+    def _terminator_inside(self) -> CorruptStoreError:
+        return CorruptStoreError(f"{self.where} column 'name': a name holds the terminator byte 0xFF")
 
     def release_name_keys(self) -> None:
         """Drop the name keys (a catalogue keeps what it computed from them); the
