@@ -46,6 +46,22 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=ctx)
 
 
+def _shut(pool: ProcessPoolExecutor) -> None:
+    """Shut ``pool`` down, waiting for its processes, none of which may outlive it.
+
+    A pool breaks when one of its processes dies; it then terminates the others and
+    joins them.  A process it started for a submission that raced with the break is
+    not always among those it terminates (CPython 3.11), yet it is joined: it waits
+    for work forever and so would ``shutdown``.  So every process of a broken pool
+    is terminated first (a pool that is not broken shuts down as usual: its
+    processes exit once the work queued is done or cancelled).
+    """
+    if getattr(pool, "_broken", False):
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 class Runner:
     """The tasks of one ingest, on ``client`` (dask) or on a pool of ``workers`` local processes."""
 
@@ -64,13 +80,13 @@ class Runner:
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            _shut(self.pool)
             self.pool = None
 
     def _renew(self, broken: ProcessPoolExecutor) -> None:
         """Replace the pool when ``broken`` is still the current one (a dead process breaks a whole pool)."""
         if broken is self.pool:
-            broken.shutdown(wait=True, cancel_futures=True)
+            _shut(broken)
             self.pool = _pool(self.workers)
 
     def call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
@@ -158,13 +174,14 @@ class Runner:
                 raise
             running[fut], owner[fut] = task, pool
 
+        alone: set[int] = set()  # the suspect running, alone: nothing else is submitted beside it
         while todo or suspects or running:
             broken = False
             try:
                 if suspects and not running:
                     submit(suspects[0])
-                    suspects.popleft()
-                while not suspects and todo and len(running) < self.workers:
+                    alone.add(suspects.popleft().index)
+                while not suspects and not alone and todo and len(running) < self.workers:
                     submit(todo[0])
                     todo.popleft()
             except BrokenProcessPool:
@@ -182,6 +199,7 @@ class Runner:
             for fut in done:
                 task = running.pop(fut)
                 del owner[fut]
+                alone.discard(task.index)
                 error = fut.exception()
                 if isinstance(error, BrokenProcessPool):
                     died.append(task)
