@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from atlas.errors import QuerySyntaxError
-from atlas.search.predicates import Expression, _Logic, _Not, _Predicate
+from atlas.search.predicates import Expression, Logic, Not, Predicate
 
 __all__ = ["MAX_DEPTH", "MAX_LENGTH", "parse_where"]
 
@@ -182,14 +182,14 @@ class _Parser:
         while self.is_("keyword", "or"):
             self.next()
             items.append(self.and_expr())
-        return items[0] if len(items) == 1 else _Logic("or", items)
+        return items[0] if len(items) == 1 else Logic("or", items)
 
     def and_expr(self) -> Expression:
         items = [self.not_expr()]
         while self.is_("keyword", "and"):
             self.next()
             items.append(self.not_expr())
-        return items[0] if len(items) == 1 else _Logic("and", items)
+        return items[0] if len(items) == 1 else Logic("and", items)
 
     def _deeper(self) -> None:
         self.depth += 1
@@ -202,7 +202,7 @@ class _Parser:
             self._deeper()
             inner = self.not_expr()
             self.depth -= 1
-            return _Not(inner)
+            return Not(inner)
         if self.is_("punct", "("):
             self.next()
             self._deeper()
@@ -222,36 +222,36 @@ class _Parser:
         if tok.kind == "op":
             self.next()
             if tok.value in ("==", "!=") and self.is_("punct", "["):
-                return _Predicate(column, tok.value, self.list_())  # a list attribute
-            return _Predicate(column, tok.value, self.literal())
+                return Predicate(column, tok.value, self.list_())  # a list attribute
+            return Predicate(column, tok.value, self.literal())
         if tok.kind == "keyword":
             word = self.next().value
             if word == "between":
                 low = self.literal()
                 self.expect("keyword", "and", "'and' of 'between LOW and HIGH'")
-                return _Predicate(column, "between", (low, self.literal()))
+                return Predicate(column, "between", (low, self.literal()))
             if word == "in":
-                return _Predicate(column, "in", self.list_())
+                return Predicate(column, "in", self.list_())
             if word == "not":
                 self.expect("keyword", "in", "'in' after 'not'")
-                return _Predicate(column, "not in", self.list_())
+                return Predicate(column, "not in", self.list_())
             if word == "startswith":
                 tok = self.tok
                 if tok.kind != "string":
                     raise _error(f"startswith takes a quoted string, found {tok.shown}", tok.pos)
-                return _Predicate(column, "startswith", self.next().value)
+                return Predicate(column, "startswith", self.next().value)
             if word == "is":
                 negate = self.is_("keyword", "not")
                 if negate:
                     self.next()
                 self.expect("keyword", "null", "'null'")
-                return _Predicate(column, "is not null" if negate else "is null")
+                return Predicate(column, "is not null" if negate else "is null")
             if word == "overlaps":
                 pos = self.tok.pos
                 pair = self.list_()
                 if len(pair) != 2:
                     raise _error(f"overlaps takes two values [low, high], got {len(pair)}", pos)
-                return _Predicate(column, "overlaps", tuple(pair))
+                return Predicate(column, "overlaps", tuple(pair))
         raise _error(
             f"expected an operator (==, !=, <, <=, >, >=, between, in, not in, startswith, is null, overlaps) "
             f"after {column!r:.60}, found {tok.shown}",

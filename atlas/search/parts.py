@@ -32,7 +32,7 @@ from atlas.catalog.part import PartReader
 from atlas.errors import CorruptStoreError
 from atlas.search.catalog_table import CatalogTable
 from atlas.search.overlay import OverlayTable
-from atlas.search.predicates import Expression, _Logic, _Not, _Predicate
+from atlas.search.predicates import Expression, Logic, Not, Predicate
 from atlas.search.table import STATS_SUFFIXES, Column, DictTable, Table, kind_of, missing_column
 
 __all__ = ["search_parts"]
@@ -75,11 +75,11 @@ def _columns_of(expr: Expression) -> tuple[list[str], list[str]]:
     todo = [expr]
     while todo:
         item = todo.pop()
-        if isinstance(item, _Logic):
+        if isinstance(item, Logic):
             todo.extend(item.items)
-        elif isinstance(item, _Not):
+        elif isinstance(item, Not):
             todo.append(item.inner)
-        elif isinstance(item, _Predicate):
+        elif isinstance(item, Predicate):
             if item.op == "overlaps":
                 arrays.append(item.column)
                 columns += [f"{item.column}.min", f"{item.column}.max"]

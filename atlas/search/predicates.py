@@ -27,6 +27,9 @@ __all__ = [
     "OPERATORS",
     "ColumnRef",
     "Expression",
+    "Logic",
+    "Not",
+    "Predicate",
     "as_expression",
     "col",
 ]
@@ -44,24 +47,26 @@ class Expression:
     """A search predicate; ``&``, ``|`` and ``~`` combine them."""
 
     def __and__(self, other: Any) -> Expression:
-        return _Logic("and", [self, as_expression(other)])
+        return Logic("and", [self, as_expression(other)])
 
     def __or__(self, other: Any) -> Expression:
-        return _Logic("or", [self, as_expression(other)])
+        return Logic("or", [self, as_expression(other)])
 
     def __invert__(self) -> Expression:
-        return _Not(self)
+        return Not(self)
 
     def mask(self, table: Table) -> np.ndarray:
         """Boolean mask over ``table.names``."""
         raise NotImplementedError
 
 
-class _Logic(Expression):
+class Logic(Expression):
+    """Items joined by ``op`` (``"and"`` or ``"or"``): what ``&`` and ``|`` build."""
+
     def __init__(self, op: str, items: list[Expression]) -> None:
         self.op = op
         # flattened, so long chains of `and`/`or` evaluate without deep recursion
-        self.items = [x for i in items for x in (i.items if isinstance(i, _Logic) and i.op == op else [i])]
+        self.items = [x for i in items for x in (i.items if isinstance(i, Logic) and i.op == op else [i])]
 
     def mask(self, table: Table) -> np.ndarray:
         out = self.items[0].mask(table)
@@ -73,7 +78,9 @@ class _Logic(Expression):
         return "(" + f" {self.op} ".join(map(repr, self.items)) + ")"
 
 
-class _Not(Expression):
+class Not(Expression):
+    """The negation of ``inner``: what ``~`` builds."""
+
     def __init__(self, inner: Expression) -> None:
         self.inner = inner
 
@@ -88,7 +95,7 @@ def _text(value: Any) -> str:
     return repr(value) if not isinstance(value, (list, tuple)) else "[" + ", ".join(map(repr, value)) + "]"
 
 
-class _Predicate(Expression):
+class Predicate(Expression):
     """One test on one column: ``op`` with ``value``."""
 
     def __init__(self, column: str, op: str, value: Any = None) -> None:
@@ -270,46 +277,46 @@ class ColumnRef:
         self.name = name
 
     def __eq__(self, value: Any) -> Expression:  # type: ignore[override]
-        return _Predicate(self.name, "==", value)
+        return Predicate(self.name, "==", value)
 
     def __ne__(self, value: Any) -> Expression:  # type: ignore[override]
-        return _Predicate(self.name, "!=", value)
+        return Predicate(self.name, "!=", value)
 
     def __lt__(self, value: Any) -> Expression:
-        return _Predicate(self.name, "<", value)
+        return Predicate(self.name, "<", value)
 
     def __le__(self, value: Any) -> Expression:
-        return _Predicate(self.name, "<=", value)
+        return Predicate(self.name, "<=", value)
 
     def __gt__(self, value: Any) -> Expression:
-        return _Predicate(self.name, ">", value)
+        return Predicate(self.name, ">", value)
 
     def __ge__(self, value: Any) -> Expression:
-        return _Predicate(self.name, ">=", value)
+        return Predicate(self.name, ">=", value)
 
     def between(self, low: Any, high: Any) -> Expression:
         """``low <= column <= high``."""
-        return _Predicate(self.name, "between", (low, high))
+        return Predicate(self.name, "between", (low, high))
 
     def isin(self, values: Sequence[Any]) -> Expression:
         """The column equals one of ``values``."""
-        return _Predicate(self.name, "in", values)
+        return Predicate(self.name, "in", values)
 
     def startswith(self, prefix: str) -> Expression:
         """A string column starts with ``prefix``."""
-        return _Predicate(self.name, "startswith", prefix)
+        return Predicate(self.name, "startswith", prefix)
 
     def isnull(self) -> Expression:
         """The dataset lacks the attribute (or the array, or its stats)."""
-        return _Predicate(self.name, "is null")
+        return Predicate(self.name, "is null")
 
     def notnull(self) -> Expression:
         """The dataset has the attribute (or the array's stats)."""
-        return _Predicate(self.name, "is not null")
+        return Predicate(self.name, "is not null")
 
     def overlaps(self, low: Any, high: Any) -> Expression:
         """Array ``name``'s value range ``[name.min, name.max]`` overlaps ``[low, high]``."""
-        return _Predicate(self.name, "overlaps", (low, high))
+        return Predicate(self.name, "overlaps", (low, high))
 
 
 def col(name: str) -> ColumnRef:
@@ -337,17 +344,17 @@ def as_expression(where: Any) -> Expression:
         return parse_where(where)
     if isinstance(where, tuple):
         if len(where) == 2 and where[1] in ("is null", "is not null"):
-            return _Predicate(where[0], where[1])
+            return Predicate(where[0], where[1])
         if len(where) != 3:
             raise QueryError(f"a predicate tuple is (column, op, value), got {where!r:.200}")
         column, op, value = where
         if op not in OPERATORS or op in ("is null", "is not null"):
             raise QueryError(f"unknown operator {op!r:.50} in {where!r:.200}; expected one of {', '.join(OPERATORS)}")
-        return _Predicate(column, op, value)
+        return Predicate(column, op, value)
     if isinstance(where, list):
         if not where:
             raise QueryError("an empty list of predicates: pass None to select everything")
-        return _Logic("and", [as_expression(w) for w in where])
+        return Logic("and", [as_expression(w) for w in where])
     raise QueryError(
         f"where must be an expression, a string, a (column, op, value) tuple or a list of them, "
         f"not {type(where).__name__}"
