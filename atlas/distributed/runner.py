@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -70,6 +71,7 @@ class Runner:
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None if client is not None else _pool(workers)
         self._calls = 0
+        self._lock = threading.Lock()
 
     def slots(self) -> int:
         """Tasks that can run at once: the dask workers' threads, or the pool's processes."""
@@ -84,13 +86,21 @@ class Runner:
             self.pool = None
 
     def _renew(self, broken: ProcessPoolExecutor) -> None:
-        """Replace the pool when ``broken`` is still the current one (a dead process breaks a whole pool)."""
-        if broken is self.pool:
-            _shut(broken)
-            self.pool = _pool(self.workers)
+        """Replace the pool when ``broken`` is still the current one (a dead process breaks a whole pool).
+
+        The batch tasks and a commit task (run by another thread) may both find it broken.
+        """
+        with self._lock:
+            if broken is self.pool:
+                _shut(broken)
+                self.pool = _pool(self.workers)
 
     def call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
         """``fn(arg)`` on a worker, now; its result (its exception is raised here).
+
+        May be called by another thread while :meth:`results` runs (one call at a
+        time): on the local pool it runs in the next process that is free, beside
+        the batch tasks.
 
         On the local pool, a worker process that dies while it runs costs a
         retry, at most :data:`POOL_RETRIES` of them, as for any task.
