@@ -209,8 +209,10 @@ def test_process_pool_gives_up_on_a_task_that_always_kills_its_worker(tmp_path, 
     with pytest.raises(IngestError, match="worker process died each of the 4 times"):
         atlas.ingest([doomed, *files], path, workers=2, batch=1)
     assert len(counter.read_text().split()) == POOL_RETRIES + 1 == 4
-    assert atlas.Atlas.open(path, "r").generation == 0  # nothing was committed
+    with atlas.Atlas.open(path, "r") as got:  # the files committed beside it stay, the doomed source is nowhere
+        assert got.verify() == [] and "doomed" not in got.list_datasets() and len(got.list_datasets()) <= 3
     counter.unlink()
+    path = _new_store(tmp_path / "doomed2.atlas")
     report = atlas.ingest([doomed, *files], path, workers=2, batch=1, skip_errors=True)
     assert len(counter.read_text().split()) == 4
     assert report.datasets == 3 and len(report.failed) == 1 and "died each of the 4 times" in report.failed[0][1]
@@ -357,9 +359,9 @@ def test_client_receives_at_most_one_percent_of_the_stored_bytes(corpus, referen
     monkeypatch.setattr(Runner, "call", counted_call)
     path = _new_store(tmp_path / "r.atlas")
     report = atlas.ingest([corpus], path, workers=2, batch=20)
-    assert report.datasets == N_FILES and report.commits == 1
-    # two fragments and one commit task's result: all of them counted
-    assert len(crossed) == 3 and report.received_bytes == sum(crossed)
+    assert report.datasets == N_FILES and report.commits in (1, 2)
+    # two fragments and one commit task's result per commit: all of them counted
+    assert len(crossed) == 2 + report.commits and report.received_bytes == sum(crossed)
     assert 0 < report.received_bytes <= 0.01 * _tree_bytes(path)
     got = atlas.Atlas.open(path, "r")
     assert got.verify() == []
@@ -507,9 +509,10 @@ def test_ingest_into_a_format_1_store_upgrades_it_first(corpus, reference, tmp_p
     to_v1(path)
     assert atlas.Atlas.open(path, "r").format_version == 1
     report = atlas.ingest([corpus], str(path), workers=2, batch=20)
-    assert report.datasets == N_FILES and report.commits == 1
+    assert report.datasets == N_FILES and report.commits in (1, 2)
     got = atlas.Atlas.open(path, "r")
-    assert got.format_version == 2 and got.generation == 3  # the upgrade, then the ingest's commit
+    # the upgrade, then the ingest's commits
+    assert got.format_version == 2 and got.generation == 2 + report.commits
     assert got.verify() == [] and len(got.list_datasets()) == N_FILES + 1
     xr.testing.assert_identical(got.to_xarray("before"), xr.Dataset({"v": ("x", np.arange(3.0))}))
     for name in atlas.Atlas.open(reference, "r").list_datasets()[:5]:

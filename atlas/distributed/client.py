@@ -47,8 +47,10 @@ logger = logging.getLogger("atlas")
 
 #: Attempts of one commit when other writers commit meanwhile.
 _COMMIT_ATTEMPTS = 5
-#: Fragments are committed once this many times the task slots wait (see ``_drive``).
-_COMMIT_SLOTS = 2
+#: Fragments are committed once this many times the task slots of them wait, and
+#: as they come once at most this many times the slots of tasks are left and more
+#: fragments wait than tasks are left (see ``_drive``).
+_COMMIT_SLOTS, _TAIL_SLOTS = 4, 2
 
 
 @dataclass
@@ -301,12 +303,14 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
 
     A commit runs in a thread of this process (its commit task on a worker) while
     the tasks go on: fragments are committed once ``_COMMIT_SLOTS`` times the task
-    slots of them wait, or ``commit_interval`` seconds passed since the last
-    commit, and, while the last tasks run (fewer left than the slots), whenever
-    more wait than tasks run; so the commit left once the last task
-    returned holds the fragments of the last tasks only.  The lease over the files of waiting and committing
-    fragments is renewed even when no task finishes for a long time (a concurrent
-    ``compact`` keeps them).
+    slots of them wait (a few large commits: each may merge the catalogue's
+    newest parts), or ``commit_interval`` seconds passed since the last commit,
+    and once at most ``_TAIL_SLOTS`` times the slots of tasks are left (the last,
+    smaller tasks) whenever more fragments wait than tasks are left (the commit
+    then takes more off the end than it leaves there); so the commit left once
+    the last task returned holds the fragments of the last tasks only.  The lease
+    over the files of waiting and committing fragments is renewed even when no
+    task finishes for a long time (a concurrent ``compact`` keeps them).
     """
     state = handle.session.state()
     lease = Lease(state.backend)  # takes over the workers' leases until their files are committed
@@ -326,16 +330,18 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
             hold()  # the committed files are referenced now: the lease keeps the others only
         if committer.busy() or not pending:
             return
-        # While the last tasks run, a commit is worth it when it takes more off the end than it leaves there.
-        due = (finished or len(pending) >= _COMMIT_SLOTS * runner.slots()
-               or unfinished < min(runner.slots(), len(pending))
+        slots = runner.slots()
+        # Near the end, a commit is worth it when it takes more off the end than it leaves there.
+        tail = unfinished <= _TAIL_SLOTS * slots and len(pending) > unfinished
+        due = (finished or tail or len(pending) >= _COMMIT_SLOTS * slots
                or time.monotonic() - committer.last >= commit_interval)  # fmt: skip
         if due:
             committer.start(pending)
             pending = []
 
+    results = runner.results(tasks, max(1.0, min(RENEW_SECONDS, commit_interval)))
     try:
-        for task, packed, error in runner.results(tasks, max(1.0, min(RENEW_SECONDS, commit_interval))):
+        for task, packed, error in results:
             if task is None:  # no task finished for a while: keep the lease fresh, commit what waits
                 lease.renew()
                 step(False)
@@ -383,6 +389,7 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
         step(True)
         committer.wait()
     finally:
+        results.close()  # no more tasks (a commit waiting for a task running alone may go on)
         committer.close()  # a commit running is waited for (its outcome is the store's)
         lease.release()  # uncommitted files lose their protection: a compaction sweeps them
 
