@@ -52,6 +52,11 @@ _RATIO_FLOOR = 16 << 20
 #: of a part) 2.4 times faster than level 3 for output about 2% larger, and every
 #: row is rewritten by several merges.
 CLEVEL = 1
+#: blosc2 block size of catalogue columns and record blocks.  A reader decodes a
+#: column or record block whole, so the small blocks that let a read of a chunk
+#: decode only what it touches buy nothing here: one block per record block (about
+#: 250 KiB) compresses it about 40% faster and a third smaller than 16 KiB blocks.
+BLOCKSIZE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ class PartBuilder:
 
     def _compress(self, raw: np.ndarray | bytes, typesize: int) -> tuple[np.ndarray, int]:
         flat = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, (bytes, bytearray)) else raw.view(np.uint8)
-        return encode_payload(flat.reshape(-1), typesize, self.codec, CLEVEL)
+        return encode_payload(flat.reshape(-1), typesize, self.codec, CLEVEL, BLOCKSIZE)
 
     def add(self, name: str, raw: np.ndarray | bytes, typesize: int = 1) -> None:
         """Append one column from its raw bytes (a numpy array is taken as its bytes)."""
