@@ -15,7 +15,7 @@ import hashlib
 
 import pytest
 
-from atlas.catalog import build, merge_parts, merging, write_part
+from atlas.catalog import build, encoding, merge_parts, merging, write_part
 from atlas.catalog.layout import StoredBlock
 from atlas.metadata import ArrayMeta, DatasetMeta, Stats
 
@@ -172,9 +172,12 @@ MERGED = {
 
 
 @pytest.mark.parametrize("codec", ["zstd", "lz4", "none"])
-@pytest.mark.parametrize("split", [1 << 14, 64])
-def test_written_parts_keep_their_bytes(codec, split, monkeypatch):
+@pytest.mark.parametrize(("split", "small"), [(1 << 14, False), (64, False), (64, True)])
+def test_written_parts_keep_their_bytes(codec, split, small, monkeypatch):
     monkeypatch.setattr(build, "_SPLIT_ROWS", split)  # chunks of rows mixing orders and kinds too
+    if small:  # attribute maps packed per record (not with the columns), memos of packed members full
+        monkeypatch.setattr(build, "_PREPACK_ROWS", 10)
+        monkeypatch.setattr(encoding, "_MEMO_SIZE", 2)
     got = {
         "varied": digest(write_part(rows(0, 700), codec, 3, TOKEN)[1]),
         "bench": digest(write_part(bench_rows(600), codec, 3, TOKEN)[1]),

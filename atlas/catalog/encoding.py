@@ -121,6 +121,12 @@ class RecordEncoder:
         self._halves: dict[tuple, tuple[bytes, bytes, int, bool]] = {}
         #: ``(dtype, dims, chunk_shape, halves)`` of the last array without fill value or attributes.
         self._last: tuple | None = None
+        #: Packed members that rows made alike repeat, one dict each: versions, array
+        #: names with their map header, shapes, stats counts (bounded: see :meth:`_remember`).
+        self._versions: dict[int, bytes] = {}
+        self._names: dict[tuple[str, int], bytes] = {}
+        self._shapes: dict[tuple[int, ...], bytes] = {}
+        self._counts: dict[tuple[int, int], bytes] = {}
 
     def _schema(self, am: ArrayMeta) -> tuple[bytes, bytes, int, bool]:
         """``(dtype + dims, chunk_shape + fill_value [+ attributes], members, float dtype)`` of ``am``.
@@ -151,20 +157,35 @@ class RecordEncoder:
             self._last = (*key, got)
         return got
 
-    def encode(self, ds: DatasetMeta | None) -> bytes:
-        """The record of ``ds`` (``nil`` for a tombstone), as :func:`encode_record`."""
+    def encode(self, ds: DatasetMeta | None, attributes: bytes | None = None) -> bytes:
+        """The record of ``ds`` (``nil`` for a tombstone), as :func:`encode_record`.
+
+        ``attributes``, when given, is ``ds.attributes`` already packed.
+        """
         if ds is None:
             return b"\xc0"
         pack = self._pack
         arrays = ds.arrays
-        out = [_RECORD_HEAD, pack(ds.id), _VERSION, pack(ds.version), _ATTRIBUTES, pack(ds.attributes), _ARRAYS,
+        version = ds.version
+        packed_version = self._versions.get(version) if type(version) is int else None
+        if packed_version is None:
+            packed_version = _remember(self._versions, version, _VERSION + pack(version) + _ATTRIBUTES)
+        if attributes is None:
+            attributes = pack(ds.attributes)
+        out = [_RECORD_HEAD, pack(ds.id), packed_version, attributes, _ARRAYS,
                _MAP_HEADERS[len(arrays)] if len(arrays) < 16 else _map_header(len(arrays))]  # fmt: skip
         for name, am in arrays.items():
             head, tail, members, floats = self._schema(am)
             stats = am.stats
-            # a tuple packs as the array a list would
-            out += [pack(name), _MAP_HEADERS[members + (stats is not None)], _SLOT, pack(am.slot), head, _SHAPE,
-                    pack(am.shape), tail]  # fmt: skip
+            members += stats is not None
+            named = self._names.get((name, members))
+            if named is None:
+                named = _remember(self._names, (name, members), pack(name) + _MAP_HEADERS[members] + _SLOT)
+            shape = am.shape
+            packed_shape = self._shapes.get(shape) if type(shape) is tuple else None
+            if packed_shape is None:
+                packed_shape = _remember(self._shapes, shape, _SHAPE + pack(shape))
+            out += [named, pack(am.slot), head, packed_shape, tail]
             if stats is not None:
                 lo, hi = stats.minimum, stats.maximum
                 if floats:
@@ -178,9 +199,27 @@ class RecordEncoder:
                         hi = float(hi)
                         if hi - hi != 0.0:
                             hi = dtypes.encode_value(hi, am.dtype)
-                out += [_STATS, pack({"row_count": stats.row_count, "null_count": stats.null_count,  # v1 §3.4
-                                      "min": lo, "max": hi})]  # fmt: skip
+                # the stats object of v1 §3.4: row_count, null_count, min, max
+                counts = (stats.row_count, stats.null_count)
+                packed_counts = self._counts.get(counts) if type(counts[0]) is int and type(counts[1]) is int else None
+                if packed_counts is None:
+                    packed_counts = _remember(self._counts, counts, _STATS_HEAD + pack(counts[0]) + _NULL_COUNT
+                                                   + pack(counts[1]) + _MIN)  # fmt: skip
+                out += [packed_counts, pack(lo), _MAX, pack(hi)]
         return b"".join(out)
+
+
+def _remember(memo: dict[Any, bytes], key: Any, packed: bytes) -> bytes:
+    """``packed``, kept in ``memo`` under ``key`` while it is small (values that vary per row stop filling it)."""
+    if len(memo) < _MEMO_SIZE:
+        memo[key] = packed
+    return packed
+
+
+#: Most packed members an encoder keeps per kind.
+_MEMO_SIZE = 4096
+_STATS_HEAD = _STATS + b"\x84" + _key("row_count")
+_NULL_COUNT, _MIN, _MAX = _key("null_count"), _key("min"), _key("max")
 
 
 def _map_header(n: int) -> bytes:
