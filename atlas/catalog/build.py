@@ -114,12 +114,12 @@ def _write_part(
     # as not to hold them all.
     packed: list[bytes] | None = [] if n <= _PREPACK_ROWS else None
     columns = _attribute_values([{} if m is None else m.attributes for m in metas], packed)
-    encode = RecordEncoder().encode
+    encode = RecordEncoder().encode_alike
     if packed is not None and len(packed) == n:
-        blocks = (record_block(list(map(encode, metas[i : i + BLOCK_ROWS], packed[i : i + BLOCK_ROWS])))
+        blocks = (record_block(encode(metas[i : i + BLOCK_ROWS], packed[i : i + BLOCK_ROWS]))
                   for i in range(0, n, BLOCK_ROWS))  # fmt: skip
     else:
-        blocks = (record_block(list(map(encode, metas[i : i + BLOCK_ROWS]))) for i in range(0, n, BLOCK_ROWS))
+        blocks = (record_block(encode(metas[i : i + BLOCK_ROWS])) for i in range(0, n, BLOCK_ROWS))
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
     attributes = [[key, add_attribute_values(builder, i, n, columns[key])]
                   for i, key in enumerate(sorted(k for k in columns if not is_internal_key(k)))]  # fmt: skip
