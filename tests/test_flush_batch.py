@@ -89,3 +89,36 @@ def test_batches_not_made_alike_take_the_general_path(tmp_path):
     with atlas.Atlas.open(tmp_path / "s") as again:
         assert again.list_datasets() == ["p00000", "p00002", "p00003", "p00004", "p00005", "p00009", "two"]
         np.testing.assert_array_equal(again.open_dataset("two").read_array("psal"), np.ones(2))
+
+
+@pytest.mark.parametrize("odd", ["none", "written", "two chunks", "other shape"])
+def test_staged_chunks_of_a_batch_made_alike_stack_as_one_by_one(tmp_path, monkeypatch, odd):
+    """The one-group path of stack_staged gives the groups of its per-slot loop."""
+    from atlas.engine import family
+
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        store.add_datasets([entry(i) for i in range(40)])
+        if odd == "written":  # a partly written chunk: left to the one-by-one path
+            ds = store.create_dataset("q")
+            ds.define_array("temp", "float32", ["depth"], [24])
+            ds.write_array("temp", [0], np.ones(5, np.float32))
+        elif odd == "two chunks":
+            ds = store.create_dataset("q")
+            ds.define_array("temp", "float32", ["depth"], [24], chunk_shape=[12])
+            ds.write_array("temp", [0], np.ones(24, np.float32))
+        elif odd == "other shape":
+            store.add_datasets([("q", {"temp": (["depth"], np.ones(5, np.float32))}, {})])
+        st = store._st
+        metas = st.pending_metas()["temp"]
+        engine = st.engine("temp")
+        assert (family._one_group(metas, engine.pending) is not None) == (odd == "none")
+        fast = engine.stack_staged(metas, "zstd")
+        monkeypatch.setattr(family, "_one_group", lambda *args: None)
+        slow = engine.stack_staged(metas, "zstd")
+        assert len(fast) == len(slow) >= 1
+        for a, b in zip(fast, slow):
+            np.testing.assert_array_equal(a.slots, b.slots)
+            np.testing.assert_array_equal(a.values, b.values)
+            np.testing.assert_array_equal(a.nulls, b.nulls)
+            assert (a.minimum, a.maximum, a.raw) == (b.minimum, b.maximum, b.raw)
+        store.discard()
