@@ -211,7 +211,6 @@ class RecordEncoder:
                 out += [packed_counts, pack(lo), _MAX, pack(hi)]
         return b"".join(out)
 
-
     def encode_alike(
         self, metas: Sequence[DatasetMeta | None], attributes: Sequence[bytes] | None = None
     ) -> list[bytes]:

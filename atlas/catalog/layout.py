@@ -88,7 +88,9 @@ class StoredBlock:
     """A block already compressed by this writer (a merge copies it from a verified part).
 
     Compression is deterministic: the stored bytes are those compressing the raw
-    block again with the same codec would give, at no cost.
+    block again with the same codec, level and block size would give, at no cost
+    (a block of a part written with other settings is copied as it was stored,
+    which any reader decodes alike).
     """
 
     stored: bytes | np.ndarray
