@@ -625,6 +625,22 @@ def test_record_encoder_writes_the_bytes_of_the_plain_encoding():
         assert encoder.encode(ds) == encode_record(ds)
 
 
+@pytest.mark.parametrize("order", ["sorted", "unsorted", "tuple"])
+def test_a_part_refuses_two_rows_of_one_name_in_any_order(order):
+    from atlas.catalog import write_part
+
+    rows = [(f"d{i}", profile(i + 1)) for i in range(5)] + [("d2", None)]
+    if order == "sorted":
+        rows.sort(key=lambda r: r[0])
+    elif order == "tuple":
+        rows = tuple(reversed(rows))
+    with pytest.raises(InvalidArgumentError, match="two rows of one dataset name"):
+        write_part(rows, "zstd", 2, bytes(16))
+    distinct = tuple(r for r in rows if r[1] is not None)  # any sequence, any order
+    _file, _buffers, ref = write_part(distinct, "zstd", 2, bytes(16))
+    assert ref.rows == 5
+
+
 def _alike_block(change: str) -> list:
     """Rows made alike (one ``temp`` each), with one row changed as ``change`` says."""
     rows = [profile(i) for i in range(1, 40)]

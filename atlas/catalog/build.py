@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 _T, _V = operator.itemgetter("t"), operator.itemgetter("v")
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 _ID, _VERSION = operator.attrgetter("id"), operator.attrgetter("version")
 #: Rows per record block: materialising one dataset decompresses one block.
 BLOCK_ROWS = 256
@@ -91,13 +92,19 @@ def write_part(
 def _write_part(
     rows: Sequence[tuple[str, DatasetMeta | None]], codec: str, generation: int, token: bytes
 ) -> tuple[str, list[bytes | np.ndarray], PartRef]:
-    ordered = sorted(rows, key=operator.itemgetter(0))
-    names = [name for name, _ in ordered]
-    if len(set(names)) != len(names):
-        raise InvalidArgumentError("a catalogue part cannot hold two rows of one dataset name")
+    rows = rows if isinstance(rows, list) else list(rows)
+    names = list(map(_FIRST, rows))
+    # A commit's rows come sorted by name: one C-level pass tells sorted and distinct.
+    if all(map(operator.lt, names, itertools.islice(names, 1, None))):
+        ordered = rows
+    else:
+        ordered = sorted(rows, key=_FIRST)
+        names = list(map(_FIRST, ordered))
+        if len(set(names)) != len(names):
+            raise InvalidArgumentError("a catalogue part cannot hold two rows of one dataset name")
     builder = PartBuilder(generation, token, codec)
     n = len(ordered)
-    metas = [m for _, m in ordered]
+    metas = list(map(_SECOND, ordered))
     builder.add("name", encode_strings(names))
     tombstone = np.fromiter(map(operator.is_, metas, itertools.repeat(None)), dtype="u1", count=n)
     if tombstone.any():
