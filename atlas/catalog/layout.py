@@ -16,7 +16,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from atlas.engine.codecs import checksum, decode_payload, encode_payload
+from atlas.engine.codecs import RAW, checksum, decode_payload, encode_payload
 from atlas.errors import ChecksumError, CorruptStoreError
 
 __all__ = [
@@ -117,7 +117,16 @@ class PartBuilder:
 
     def _compress(self, raw: np.ndarray | bytes, typesize: int) -> tuple[np.ndarray, int]:
         flat = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, (bytes, bytearray)) else raw.view(np.uint8)
-        return encode_payload(flat.reshape(-1), typesize, self.codec, CLEVEL, BLOCKSIZE)
+        flat = flat.reshape(-1)
+        stored, cid = encode_payload(flat, typesize, self.codec, CLEVEL, BLOCKSIZE)
+        if cid != RAW and flat.nbytes > max(_RATIO_FLOOR, MAX_RATIO * stored.nbytes):
+            # So compressible (large blocks of one repeated value) that a reader would
+            # take its size for a forged one (decode_column): blocks of 16 KiB bound
+            # the ratio, as for chunks; stored raw should even they not.
+            stored, cid = encode_payload(flat, typesize, self.codec, CLEVEL)
+            if flat.nbytes > max(_RATIO_FLOOR, MAX_RATIO * stored.nbytes):
+                stored, cid = flat, RAW
+        return stored, cid
 
     def add(self, name: str, raw: np.ndarray | bytes, typesize: int = 1) -> None:
         """Append one column from its raw bytes (a numpy array is taken as its bytes)."""
