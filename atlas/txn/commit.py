@@ -126,7 +126,7 @@ def _committed_rows(
     pending, snapshot = state.pending, state.snapshot
     names = sorted(pending)
     if reused is not None:
-        fast = _created_alike(names, [pending[name] for name in names], gen)
+        fast = _created_alike(names, list(map(pending.__getitem__, names)), gen)
         if fast is not None:
             rows, array_name, metas = fast
             reused += [ds for _, ds in rows]
