@@ -107,10 +107,15 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
         for a, spec in arrays.items() if type(arrays) is dict else _items(arrays, name, "arrays"):
             checked.append(_array(name, a, spec))
         typed = {}
-        for key, value in attrs.items() if type(attrs) is dict else _items(attrs, name, "attributes"):
-            if type(key) is not str or key not in keys:
-                check_label(key, "attribute name")
-                keys.add(key)
+        if type(attrs) is dict:
+            # One C-level test per dataset: its keys are those of the datasets before.
+            if not attrs.keys() <= keys:
+                _check_keys(attrs, keys)
+            items = attrs.items()
+        else:
+            items = list(_items(attrs, name, "attributes"))
+            _check_keys([key for key, _ in items], keys)
+        for key, value in items:
             # The commonest values typed here, exactly as ``normalize`` types them: the
             # call would cost more than the typing (a batch has many attributes per dataset).
             kind = type(value)
@@ -133,7 +138,7 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
                 typed[key] = normalize(value)
         n_arrays += len(checked)
         planned.append((name, checked, typed))
-    taken = state.first_existing(_names_of(planned))
+    taken = _first_taken(state, _names_of(planned))
     if taken is not None:
         raise DatasetExistsError(f"dataset {taken!r} already exists")
     where = state.backend.location
@@ -141,6 +146,22 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
     check_counter("next_slot", state.next_slot + n_arrays, where)
     _stage(state, planned)
     return _names_of(planned)
+
+
+def _first_taken(state: WorkingState, names: list[str]) -> str | None:
+    """The first of ``names`` that is a dataset of the handle (pending changes included), or None."""
+    catalog = state.catalog
+    if catalog is None:  # a format 1 store (upgraded by its next commit)
+        return state.first_existing(names)
+    pending = state.pending
+    if not pending:
+        return catalog.first_live(names)
+    # A pending change decides for its name (a deletion frees it); the catalogue for the others.
+    taken = next((x for x in names if pending.get(x) is not None), None)
+    live = catalog.first_live([x for x in names if x not in pending])
+    if taken is None or live is None:
+        return taken if live is None else live
+    return taken if names.index(taken) < names.index(live) else live
 
 
 def _names_of(planned: list[tuple[str, Any, Any]]) -> list[str]:
@@ -154,6 +175,14 @@ def _entry(entry: Any, position: int) -> tuple[Any, Any, Any]:
     raise InvalidArgumentError(
         f"datasets[{position}] must be a tuple (name, arrays) or (name, arrays, attributes), got {entry!r:.120}"
     )
+
+
+def _check_keys(given: Iterable[Any], keys: set[str]) -> None:
+    """Check the attribute keys of ``given`` that are not in ``keys`` (those checked), adding them."""
+    for key in given:
+        if type(key) is not str or key not in keys:
+            check_label(key, "attribute name")
+            keys.add(key)
 
 
 def _items(value: Any, name: str, what: str) -> Iterable[tuple[Any, Any]]:
