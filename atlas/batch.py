@@ -47,6 +47,7 @@ _WHOLE, _CHUNKED, _EMPTY = 0, 1, 2
 _Array = tuple[str, str, tuple[str, ...], tuple[int, ...], tuple[int, ...], Any, np.ndarray, int]
 
 _SEQ = (list, tuple)
+_NDARRAY = np.ndarray
 #: Numeric and bool dtypes whose data is staged as it is (their storage dtype).
 _PLAIN_DTYPES = {
     name: dtypes.storage_dtype(name) for name in dtypes.DTYPE_NAMES if name not in ("string", "timestamp_nanoseconds")
@@ -201,21 +202,19 @@ def _array(ds_name: str, name: Any, spec: Any) -> _Array:
         # The common case: the same array name, dims, dtype and shape in every dataset,
         # checked in full once (see _KNOWN).
         dims, data = spec
-        if type(data) is np.ndarray and type(name) is str and type(dims) in _SEQ:
+        if type(data) is _NDARRAY and type(name) is str and type(dims) in _SEQ:
             # By identity: a dtype equal to a storage dtype but not it (another byte order
             # compares unequal anyway; metadata does not) takes the full checks.
             dtype_name = _PLAIN_BY_ID.get(id(data.dtype))
             if dtype_name is not None and data.flags.c_contiguous:
-                dims_t = tuple(dims)
-                for d in dims_t:
-                    if type(d) is not str:
-                        break
-                else:
-                    shape = data.shape
-                    known = _KNOWN.get((name, dims_t, dtype_name, shape))
-                    if known is not None:
-                        # The remembered shape tuple: one object shared by the batch's records.
-                        return name, dtype_name, known[0], known[3], known[1], None, data, known[2]
+                # Dims equal to remembered ones are replaced by those (checked, of type str).
+                try:
+                    known = _KNOWN.get((name, tuple(dims), dtype_name, data.shape))
+                except TypeError:  # an unhashable dim: the checks below name it
+                    known = None
+                if known is not None:
+                    # The remembered tuples: objects shared by the batch's records.
+                    return name, dtype_name, known[0], known[3], known[1], None, data, known[2]
     checked = _check_array(ds_name, name, spec)
     if len(spec) == 2 and checked[5] is None and checked[6] is spec[1] and type(name) is str:
         # ``values is data``: no conversion was needed, so the same key can skip the checks.
@@ -283,7 +282,6 @@ def _stage(state: WorkingState, planned: list[tuple[str, list[_Array], dict[str,
         next_id += 1
         for array_name, dtype_name, dims, shape, chunks, fill, values, how in arrays:
             ds_arrays[array_name] = meta = ArrayMeta(slot, dtype_name, dims, shape, chunks, fill, {}, None)
-            slot += 1
             if how == _WHOLE:
                 # One chunk holds the whole array: stage a copy of the data as that chunk.
                 target = staged.get(array_name)
@@ -291,13 +289,15 @@ def _stage(state: WorkingState, planned: list[tuple[str, list[_Array], dict[str,
                     engine = engines.get(array_name) or state.engine(array_name)
                     target = staged[array_name] = [engine, engine.pending, 0]
                 flat = values.copy() if values.ndim == 1 else values.reshape(-1).copy()
-                target[1][meta.slot] = {0: PendingChunk(flat, None)}
-                target[2] += flat.nbytes
-                since_spill_check += flat.nbytes
+                target[1][slot] = {0: PendingChunk(flat, None)}
+                nbytes = flat.nbytes
+                target[2] += nbytes
+                since_spill_check += nbytes
             elif how == _CHUNKED:
                 engine = engines.get(array_name) or state.engine(array_name)
                 engine.write(meta, (0,) * len(shape), values, f"dataset {name!r} array {array_name!r}")
                 since_spill_check += values.nbytes
+            slot += 1
         if since_spill_check >= _SPILL_CHECK_BYTES:
             state.next_dataset_id, state.next_slot = next_id, slot
             _add_staged_bytes(staged)

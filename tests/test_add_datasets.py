@@ -114,6 +114,8 @@ BAD = [
     ("data not an array", ("x", {"v": (["n"], [1.0, 2.0])}), errors.DTypeError),
     ("rank mismatch", ("x", {"v": (["n", "m"], np.zeros(2))}), errors.InvalidArgumentError),
     ("dims a str", ("x", {"v": ("n", np.zeros(2))}), errors.InvalidArgumentError),
+    ("dim not hashable", ("x", {"v": ([["n"]], np.arange(3.0))}), errors.InvalidNameError),
+    ("dim not a str", ("x", {"v": ([b"n"], np.arange(3.0))}), errors.InvalidNameError),
     ("unsupported dtype", ("x", {"v": (["n"], np.zeros(2, np.float16))}), errors.DTypeError),
     ("fill of wrong kind", ("x", {"v": (["n"], np.zeros(2, np.int8), 0.5)}), TypeError),
     ("fill out of range", ("x", {"v": (["n"], np.zeros(2, np.int8), 300)}), OverflowError),
