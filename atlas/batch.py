@@ -207,14 +207,15 @@ def _array(ds_name: str, name: Any, spec: Any) -> _Array:
             # compares unequal anyway; metadata does not) takes the full checks.
             dtype_name = _PLAIN_BY_ID.get(id(data.dtype))
             if dtype_name is not None and data.flags.c_contiguous:
-                # Dims equal to remembered ones are replaced by those (checked, of type str).
-                try:
-                    known = _KNOWN.get((name, tuple(dims), dtype_name, data.shape))
-                except TypeError:  # an unhashable dim: the checks below name it
-                    known = None
-                if known is not None:
-                    # The remembered tuples: objects shared by the batch's records.
-                    return name, dtype_name, known[0], known[3], known[1], None, data, known[2]
+                dims_t = tuple(dims)
+                for d in dims_t:  # exact str only: an object equal to a checked dim is not one
+                    if type(d) is not str:
+                        break
+                else:
+                    known = _KNOWN.get((name, dims_t, dtype_name, data.shape))
+                    if known is not None:
+                        # The remembered tuples: objects shared by the batch's records.
+                        return name, dtype_name, known[0], known[3], known[1], None, data, known[2]
     checked = _check_array(ds_name, name, spec)
     if len(spec) == 2 and checked[5] is None and checked[6] is spec[1] and type(name) is str:
         # ``values is data``: no conversion was needed, so the same key can skip the checks.
