@@ -38,6 +38,7 @@ __all__ = [
 
 _T, _V = operator.itemgetter("t"), operator.itemgetter("v")
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
+_ARRAYS = operator.attrgetter("arrays")
 _ID, _VERSION = operator.attrgetter("id"), operator.attrgetter("version")
 #: Rows per record block: materialising one dataset decompresses one block.
 BLOCK_ROWS = 256
@@ -327,8 +328,9 @@ def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) ->
 
 def _arrays_by_name(metas: list[DatasetMeta | None]) -> dict[str, tuple[list[int], list[Any]]]:
     """``{array name: (rows, arrays)}`` of ``metas`` (rows ascending)."""
-    live = [m for m in metas if m is not None]
-    arrays = [m.arrays for m in live]
+    live = metas if not any(map(operator.is_, metas, itertools.repeat(None))) else \
+        [m for m in metas if m is not None]  # fmt: skip
+    arrays = list(map(_ARRAYS, live))
     if arrays and list(map(len, arrays)).count(1) == len(arrays):
         # One array per dataset (datasets made alike): one name for all of them?
         names = list(itertools.chain.from_iterable(arrays))
