@@ -148,7 +148,7 @@ def _store_answers(plan, fast: bool) -> dict:
     first, batch, deleted, second = plan
     patches = [] if fast else [
         mock.patch.object(commit, "_created_alike", lambda *args: None),
-        mock.patch.object(family, "_one_group", lambda *args: None),
+        mock.patch.object(family, "staged_alike", lambda *args: None),
         mock.patch.object(RecordEncoder, "_alike", lambda *args: None),
         mock.patch.object(build, "_PREPACK_ROWS", -1),
     ]  # fmt: skip
