@@ -133,19 +133,21 @@ def _entries(draw: st.DrawFn) -> list[tuple[str, dict, dict]]:
 
 
 @st.composite
-def flush_plans(draw: st.DrawFn) -> tuple[list, list, list[str], bool]:
-    """(datasets committed first, batch added next, names deleted before the batch, a second array)."""
+def flush_plans(draw: st.DrawFn) -> tuple[list, list, list[str], list, bool]:
+    """(datasets committed first, batch added next, names deleted before the batch,
+    datasets of the batch deleted and added again, a second array)."""
     first = _entries(draw)
     batch = _entries(draw)
     deleted = draw(st.lists(st.sampled_from([n for n, _, _ in first]), unique=True))
     # a batch name is new or re-created after its delete in this session
     taken = {n for n, _, _ in first} - set(deleted)
     batch = [(n if n not in taken else n + "-new", *rest) for n, *rest in batch]
-    return first, batch, deleted, draw(st.booleans())
+    redo = draw(st.lists(st.sampled_from(batch), unique_by=lambda e: e[0]))
+    return first, batch, deleted, redo, draw(st.booleans())
 
 
 def _store_answers(plan, fast: bool) -> dict:
-    first, batch, deleted, second = plan
+    first, batch, deleted, redo, second = plan
     patches = [] if fast else [
         mock.patch.object(commit, "_created_alike", lambda *args: None),
         mock.patch.object(family, "staged_alike", lambda *args: None),
@@ -160,6 +162,10 @@ def _store_answers(plan, fast: bool) -> dict:
             for name in deleted:
                 store.delete_dataset(name)
             store.add_datasets(batch)
+            for name, *_ in redo:
+                store.delete_dataset(name)
+            if redo:  # created, deleted and created again in one session
+                store.add_datasets(redo)
             if second:
                 ds = store.open_dataset(batch[0][0])
                 ds.define_array("psal", "float64", ["n"], [2])
