@@ -105,7 +105,7 @@ def general_path(monkeypatch):
     """Switch the one-open path off: what every file took before it existed."""
 
     def use_general() -> None:
-        monkeypatch.setattr(sources, "_open_once", lambda path, engine: None)
+        monkeypatch.setattr(sources, "_open_once", lambda *args: None)
 
     return use_general
 
@@ -141,7 +141,7 @@ def _load_both(path: Path, chunk_size: int, monkeypatch, engine: str | None = No
     src = sources.Source(path, "f")
     new = sources.load_source(src, chunk_size, engine)
     with monkeypatch.context() as m:
-        m.setattr(sources, "_open_once", lambda p, e: None)
+        m.setattr(sources, "_open_once", lambda *args: None)
         old = sources.load_source(src, chunk_size, engine)
     return old, new
 
@@ -195,7 +195,7 @@ def test_packed_variables_are_swapped_in_as_assign_put_them(files, tmp_path, chu
             for n in names:
                 want.variables[n].encoding[CF_PACKED] = True
             with xr.open_dataset(path, chunks=chunks) as fresh:
-                got = sources._with_packed(fresh, raw, names)
+                got = sources._with_packed(fresh, raw.variables, names)
                 assert_same_dataset(want.load(), got.load(), str(path))
             checked += 1
     assert checked >= N_CORPUS + 3  # the profiles, GL_PR_BO_JLKU, packed.nc, coord.nc
@@ -231,7 +231,7 @@ def test_netcdf4_files_are_opened_once(files, monkeypatch):
     assert opened == [str(gl)]
     opened.clear()
     with monkeypatch.context() as m:
-        m.setattr(sources, "_open_once", lambda p, e: None)
+        m.setattr(sources, "_open_once", lambda *args: None)
         sources.load_source(sources.Source(gl, "gl"), 1 << 30)
     assert opened == [str(gl)] * 3
     # another engine named explicitly: the general path, as xr.open_dataset(engine=...) reads it
@@ -269,7 +269,7 @@ def test_stores_written_by_both_paths_are_the_same(files, tmp_path, monkeypatch,
     new, old = tmp_path / "new.atlas", tmp_path / "old.atlas"
     _create(files, new, "--chunk-size", chunk_size)
     with monkeypatch.context() as m:
-        m.setattr(sources, "_open_once", lambda p, e: None)
+        m.setattr(sources, "_open_once", lambda *args: None)
         _create(files, old, "--chunk-size", chunk_size)
     assert _listing(new) == _listing(old)
     with atlas.Atlas.open(old, mode="r") as a, atlas.Atlas.open(new, mode="r") as b:
@@ -300,3 +300,122 @@ def test_loading_a_file_imports_no_dask_array(files):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# -- small plain files read whole (OnceStore.read_whole) ------------------------------------------------
+
+
+def _plain_but_varied(path: Path) -> None:
+    """Read whole: big-endian, _Unsigned bytes, a scalar, packed data, a bounded time, chars."""
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("t", 3)
+        nc.createDimension("s", 4)
+        nc.title = "plain but varied"
+        t = nc.createVariable("t", "f8", ("t",))
+        t.units, t.calendar, t.bounds = "hours since 2000-01-01", "proleptic_gregorian", "t_bnds"
+        t[:] = [0.0, 1.5, 3.0]
+        nc.createDimension("nv", 2)
+        nc.createVariable("t_bnds", "f8", ("t", "nv"))[:] = [[0, 1], [1, 2], [2, 3]]
+        big = nc.createVariable("big", ">f4", ("t",), endian="big")
+        big[:] = [1.0, -1.0, 2.5]
+        u = nc.createVariable("u", "i1", ("t",))
+        u._Unsigned = "true"
+        u[:] = np.array([-1, 0, 5], dtype="i1")
+        p = nc.createVariable("p", "i2", ("t",), fill_value=np.int16(-32768))
+        p.scale_factor, p.add_offset, p.coordinates = 0.01, 5.0, "t"
+        p.set_auto_maskandscale(False)
+        p[:] = np.array([100, -32768, 300], dtype="i2")
+        nc.createVariable("scalar", "i4", ())[...] = 7
+        c = nc.createVariable("name", "S1", ("t", "s"))
+        c.set_auto_chartostring(False)
+        c[:] = np.array([list(b"ab  "), list(b"cdef"), list(b"    ")], dtype="S1")
+        nc.createVariable("dt", "i4", ("t",)).units = "seconds"
+        nc["dt"][:] = [1, 2, 3]
+
+
+def _vlen_strings(path: Path) -> None:
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("n", 2)
+        v = nc.createVariable("label", str, ("n",))
+        v[0], v[1] = "alpha", "béta"
+        nc.createVariable("x", "f4", ("n",))[:] = [1, 2]
+
+
+def _odd_calendar(path: Path) -> None:
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("time", 2)
+        t = nc.createVariable("time", "f8", ("time",))
+        t.units, t.calendar = "days since 2000-01-01", "noleap"
+        t[:] = [0, 365]
+
+
+def _enum(path: Path) -> None:
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("n", 3)
+        kind = nc.createEnumType(np.uint8, "cloud_t", {"clear": 0, "cloudy": 1})
+        nc.createVariable("cloud", kind, ("n",))[:] = np.array([0, 1, 1], dtype="u1")
+
+
+def _empty(path: Path) -> None:
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("obs", None)
+        nc.createVariable("v", "f4", ("obs",))
+
+
+UNUSUAL = {"vlen.nc": _vlen_strings, "noleap.nc": _odd_calendar, "enum.nc": _enum, "empty.nc": _empty}
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("varied")
+    _plain_but_varied(root / "plain.nc")
+    for name, make in UNUSUAL.items():
+        make(root / name)
+    return root
+
+
+def _reads_whole(path: Path, limit: int = 1 << 30) -> bool:
+    from atlas.cli.netcdf_open import OnceStore
+
+    store = OnceStore(str(path))
+    try:
+        return store.read_whole(limit)
+    finally:
+        store.close()
+
+
+def test_small_plain_files_are_read_whole(files, varied):
+    """The fast path covers the real files (else the comparisons above would not test it)."""
+    # times.nc holds a string (a variable-length type), classic.nc is not netCDF4's to open
+    plain = [p for p in _all(files) if p.name not in ("classic.nc", "times.nc")]
+    assert all(_reads_whole(p) for p in plain), [p for p in plain if not _reads_whole(p)]
+    assert _reads_whole(varied / "plain.nc")
+    gl = files / "GL_PR_BO_JLKU.nc"
+    assert not _reads_whole(gl, 64)  # more than the limit: left lazy
+    assert not _reads_whole(files / "times.nc")
+    for name in UNUSUAL:  # a string, an odd calendar, an enum, an empty array: left lazy
+        assert not _reads_whole(varied / name), name
+
+
+@pytest.mark.parametrize("name", ["plain.nc", *UNUSUAL])
+def test_read_whole_or_not_loads_what_xr_open_dataset_loads(varied, monkeypatch, name):
+    """A file read whole (or left lazy) loads what the general path, ``xr.open_dataset``
+    plus the packed variables of ``xr.open_dataset(mask_and_scale=False)``, loads."""
+    old, new = _load_both(varied / name, 1 << 30, monkeypatch)
+    assert old.warnings == new.warnings
+    assert_same_dataset(old.ds, new.ds, name)
+
+
+def test_a_file_read_whole_is_stored_as_the_general_path_stores_it(varied, tmp_path, monkeypatch):
+    new, old = tmp_path / "new.atlas", tmp_path / "old.atlas"
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(varied / "plain.nc", src / "plain.nc")
+    _create(src, new)
+    with monkeypatch.context() as m:
+        m.setattr(sources, "_open_once", lambda *args: None)
+        _create(src, old)
+    assert _listing(new) == _listing(old)
+    with atlas.Atlas.open(old, mode="r") as a, atlas.Atlas.open(new, mode="r") as b:
+        assert _same(a["plain"].attributes(), b["plain"].attributes())
+        assert_same_dataset(a.to_xarray("plain").load(), b.to_xarray("plain").load(), "plain")

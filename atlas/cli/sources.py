@@ -295,7 +295,10 @@ def packed_variables(ds: Any) -> list[str]:
 
 
 def _with_packed(ds: Any, raw: Any, names: list[str]) -> Any:
-    """``ds`` (just opened, owned by the caller) with its variables ``names`` swapped for ``raw``'s, marked CF-packed.
+    """``ds`` (just opened, owned by the caller) with its variables ``names`` swapped for ``raw[name]``, CF-packed.
+
+    ``raw`` maps names to the variables decoded without mask-and-scale (a raw
+    dataset's ``variables``).
 
     The swap is in place: each variable keeps its dims, shape, position and
     coordinate status and takes ``raw``'s data, attributes and encoding, which is
@@ -306,7 +309,7 @@ def _with_packed(ds: Any, raw: Any, names: list[str]) -> Any:
     from atlas.xarray.conversions import CF_PACKED
 
     for name in names:
-        var, packed = ds.variables[name], raw.variables[name]
+        var, packed = ds.variables[name], raw[name]
         # Given the Variable itself, the setter takes its array as it is (lazy, or
         # dask): ``packed.data`` would read a lazy one now, and the setter's general
         # path imports dask.array to test for masked dask arrays (a quarter second).
@@ -338,21 +341,28 @@ def keep_packed(
         drop_variables=[str(n) for n in ds.variables if str(n) not in names],
         **({} if group is None else {"group": group}),
     )  # fmt: skip
-    return _with_packed(ds, raw, names), raw
+    return _with_packed(ds, raw.variables, names), raw
 
 
 def _packed_from(ds: Any, store: Any) -> tuple[Any, Any]:
-    """:func:`keep_packed` reading the already open ``store`` instead of opening the file again."""
-    import xarray as xr
+    """:func:`keep_packed` decoding the already open ``store``'s listing instead of opening the file again.
+
+    The packed variables are decoded by xarray's own ``decode_cf_variables``, with the
+    arguments and the variables to drop that :func:`keep_packed` gives
+    ``xr.open_dataset``: the variables it returns, without building a second
+    ``Dataset`` around them (``ds`` closes the store).
+    """
+    from xarray import conventions
 
     names = packed_variables(ds)
     if not names:
         return ds, None
-    raw = xr.open_dataset(
-        store, mask_and_scale=False, decode_times=False, decode_timedelta=False,
+    variables, attributes = store.load()
+    raw, _, _ = conventions.decode_cf_variables(
+        variables, attributes, mask_and_scale=False, decode_times=False, decode_timedelta=False,
         drop_variables=[str(n) for n in ds.variables if str(n) not in names],
     )  # fmt: skip
-    return _with_packed(ds, raw, names), raw
+    return _with_packed(ds, raw, names), None
 
 
 def load_source(source: Source, chunk_size: int, engine: str | None = None) -> Loaded:
@@ -375,7 +385,7 @@ def load_source(source: Source, chunk_size: int, engine: str | None = None) -> L
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", UserWarning)  # what the parent reports too (see atlas.cli.progress)
         warnings.simplefilter("always", RuntimeWarning)
-        opened = _open_once(source.path, engine)
+        opened = _open_once(source.path, engine, chunk_size)
         if opened is not None:
             ds, store, groups = opened
             loaded = _load_or_plan(source, ds, chunk_size, None, engine, store)
@@ -395,8 +405,12 @@ def load_source(source: Source, chunk_size: int, engine: str | None = None) -> L
     return loaded
 
 
-def _open_once(path: Any, engine: str | None) -> tuple[Any, Any, list[str]] | None:
+def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple[Any, Any, list[str]] | None:
     """``(dataset, store, group_paths)`` from one netCDF4 open of ``path``, or None.
+
+    ``limit``: a file whose root group is plain and whose variables take at most
+    this many bytes decoded is read whole before it is decoded
+    (:meth:`atlas.cli.netcdf_open.OnceStore.read_whole`).
 
     ``dataset`` is ``xr.open_dataset`` of the open netCDF4 ``store``: the very decoding
     ``xr.open_dataset(path)`` does (its netCDF4 engine opens such a store and decodes
@@ -427,6 +441,8 @@ def _open_once(path: Any, engine: str | None) -> tuple[Any, Any, list[str]] | No
             group = todo.pop(0)
             groups.append(group.path)
             todo[:0] = list(group.groups.values())
+        if limit is not None:
+            store.read_whole(limit)
         ds = xr.open_dataset(store)
     except Exception:
         store.close()
