@@ -30,7 +30,10 @@ lazily with ``xr.open_dataset``.  A file the netCDF4 engine reads is opened once
 data, its packed variables as stored and its list of groups all come from that one
 netCDF4 handle (:class:`atlas.cli.netcdf_open.OnceStore`: xarray's netCDF4 store
 without its file cache, its variables listed once), decoded exactly as
-``xr.open_dataset(path)`` decodes it.  A file whose variables total at most
+``xr.open_dataset(path)`` decodes it but without default (pandas) indexes, which
+nothing stored depends on.  A small plain file (numbers and characters, standard
+calendars) is read whole right after it is listed, one netCDF4 read per variable,
+and decoded from memory.  A file whose variables total at most
 ``chunk_size`` bytes is loaded whole into memory right there and sent to the
 writer, so reading overlaps with writing; it is stored with ATLAS's default chunk
 shapes.  A larger file is reopened by the writer (:func:`open_streamed`) with
@@ -415,7 +418,9 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
     ``dataset`` is ``xr.open_dataset`` of the open netCDF4 ``store``: the very decoding
     ``xr.open_dataset(path)`` does (its netCDF4 engine opens such a store and decodes
     it the same way), without opening the file again for the packed variables
-    (:func:`_packed_from`) or for the groups.  None when the netCDF4 engine is not the
+    (:func:`_packed_from`) or for the groups, and without default indexes: the
+    stored dataset does not depend on them (``to_xarray`` creates its own), and
+    building one reads and sorts the coordinate again.  None when the netCDF4 engine is not the
     one ``xr.open_dataset(path, engine=engine)`` would use or cannot open the file:
     the caller then takes the general path.
     """
@@ -443,7 +448,7 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
             todo[:0] = list(group.groups.values())
         if limit is not None:
             store.read_whole(limit)
-        ds = xr.open_dataset(store)
+        ds = xr.open_dataset(store, create_default_indexes=False)
     except Exception:
         store.close()
         raise
