@@ -1,9 +1,10 @@
-"""One ingest task in this process (:func:`atlas.distributed.task.run_task`): the garbage collector.
+"""The garbage collector while files are staged: one ingest task in this process
+(:func:`atlas.distributed.task.run_task`) and ``atlas create``.
 
-The collector is paused across the files a task loads whole and runs while a
-streamed file or a callable's datasets are staged; it is on again when the task
-ends, whether its sources succeed or fail.  Real files (the CF profile corpus of
-benchmarks/corpus.py), a real store.
+The collector is paused across the files loaded whole (:class:`atlas.cli.ingest.HeldPause`)
+and runs while a streamed file or a callable's datasets are staged; it is on again
+at the end, whether the sources succeed or fail.  Real files (the CF profile corpus
+of benchmarks/corpus.py), a real store.
 """
 
 from __future__ import annotations
@@ -86,4 +87,61 @@ def test_collector_is_on_after_a_task_whose_sources_fail(corpus, tmp_path):
     frag = unpack_fragment(run_task(_task(tmp_path / "s.atlas", [files[0], *broken, files[1]], 1 << 20)))
     assert [label for label, _ in frag.failed] == [str(bad)]
     assert len(frag.stored) == 2
+    assert gc.isenabled()
+
+
+def test_held_pause_is_released_every_so_many_files(monkeypatch):
+    import contextlib
+
+    from atlas.cli.ingest import HeldPause
+    from atlas.metadata import gc_paused
+
+    pauses: list[str] = []
+
+    @contextlib.contextmanager
+    def counted():
+        pauses.append("pause")
+        with gc_paused():
+            yield
+        pauses.append("resume")
+
+    monkeypatch.setattr(cli_ingest, "gc_paused", counted)
+    monkeypatch.setattr(HeldPause, "FILES", 3)
+    pause = HeldPause()
+    seen = []
+    for _ in range(7):
+        pause.hold()
+        seen.append(gc.isenabled())
+    assert seen == [False] * 7
+    # files 1-3 under one pause, 4-6 under the next, 7 under a third
+    assert pauses == ["pause", "resume", "pause", "resume", "pause"]
+    pause.release()
+    pause.release()  # a second release does nothing
+    assert pauses[-1] == "resume" and len(pauses) == 6
+    assert gc.isenabled()
+
+
+def test_atlas_create_pauses_the_collector_across_loaded_files(corpus, tmp_path, monkeypatch):
+    from atlas.cli import main
+
+    seen: list = []
+    real_write = cli_ingest.write_file
+
+    def observed_write(store, loaded, *args):
+        seen.append(gc.isenabled())
+        return real_write(store, loaded, *args)
+
+    monkeypatch.setattr(cli_ingest, "write_file", observed_write)
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in sorted(corpus.rglob("*.nc")):
+        (src / f.name).write_bytes(f.read_bytes())
+    (src / "zz_bad.nc").write_bytes(b"not a netcdf file")
+    assert main(["create", str(src), str(tmp_path / "a.atlas"), "-j", "0", "-q", "--skip-errors"]) == 0
+    assert seen == [False] * 4
+    assert gc.isenabled()
+    seen.clear()
+    assert main(["create", str(src), str(tmp_path / "b.atlas"), "-j", "0", "-q", "--skip-errors",
+                 "--chunk-size", "1KiB"]) == 0  # fmt: skip
+    assert seen == [True] * 4  # streamed: the collector runs
     assert gc.isenabled()

@@ -22,11 +22,14 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atlas.errors import AtlasError, BackendError, CorruptStoreError, ReadOnlyError, StoreClosedError
 from atlas.metadata import gc_paused
 from atlas.txn.fragments import CommitJob, Fragment, StoredSource, build_commit_part, pack_commit_result, pack_fragment
+
+if TYPE_CHECKING:
+    from atlas.cli.ingest import HeldPause
 
 __all__ = ["Task", "run_commit_task", "run_task", "source_label"]
 
@@ -71,25 +74,7 @@ def _reason(exc: BaseException) -> str:
     return text if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {text}"
 
 
-class _HeldPause:
-    """A pause of the cyclic garbage collector held across several sources (see :func:`run_task`)."""
-
-    def __init__(self) -> None:
-        self._held: Any = None
-
-    def hold(self) -> None:
-        if self._held is None:
-            held = gc_paused()
-            held.__enter__()
-            self._held = held
-
-    def release(self) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            held.__exit__(None, None, None)
-
-
-def _stage_file(store: Any, item: Any, task: Task, pause: _HeldPause) -> list[str]:
+def _stage_file(store: Any, item: Any, task: Task, pause: HeldPause) -> list[str]:
     """Stage one file (its name was checked by the client); its dataset names.
 
     ``pause`` holds a pause of the cyclic garbage collector across the files loaded
@@ -164,9 +149,11 @@ def run_task(task: Task) -> bytes:
     # they set off would traverse everything staged so far, a tenth of the task's
     # time and growing with the batch.  So the collector stays paused across the
     # files loaded whole (they leave a few kilobytes of cyclic garbage each, freed
-    # when the pause ends) and runs while a streamed file or a callable's datasets
-    # are staged, whose memory must stay bounded.
-    pause = _HeldPause()
+    # when the pause ends, at the latest every HeldPause.FILES files) and runs while
+    # a streamed file or a callable's datasets are staged, whose memory must stay bounded.
+    from atlas.cli.ingest import HeldPause
+
+    pause = HeldPause()
     try:
         for index, item in enumerate(task.items):
             label = source_label(item)
