@@ -378,11 +378,42 @@ def _empty(path: Path) -> None:
 UNUSUAL = {"vlen.nc": _vlen_strings, "noleap.nc": _odd_calendar, "enum.nc": _enum, "empty.nc": _empty}
 
 
+def _unsure(kind: str):
+    """A file read whole whose packed variables are not known from its listing alone."""
+
+    def make(path: Path) -> None:
+        with netCDF4.Dataset(path, "w") as nc:
+            nc.createDimension("t", 3)
+            nc.createVariable("plain_qc", "i1", ("t",), fill_value=np.int8(-127))[:] = [1, -127, 2]
+            v = nc.createVariable("v", "i2", ("t",), fill_value=np.int16(-1))
+            v.set_auto_maskandscale(False)
+            v[:] = np.array([3, -1, 5], dtype="i2")
+            if kind == "unsigned":
+                v._Unsigned = "true"
+            elif kind == "since":
+                v.units = "days since 2000-01-01"
+            elif kind == "timedelta":
+                v.units = "seconds"
+            elif kind == "two_fills":
+                v.missing_value = np.int16(-2)
+            elif kind == "bounds":
+                t = nc.createVariable("time", "f8", ("t",))
+                t.units, t.bounds = "days since 2000-01-01", "v"
+                t[:] = [0, 1, 2]
+            elif kind == "fill_list":
+                v.missing_value = np.array([-1, -2], dtype="i2")
+
+    return make
+
+
+UNSURE = {f"unsure_{k}.nc": _unsure(k) for k in ("unsigned", "since", "timedelta", "two_fills", "bounds", "fill_list")}
+
+
 @pytest.fixture(scope="module")
 def varied(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("varied")
     _plain_but_varied(root / "plain.nc")
-    for name, make in UNUSUAL.items():
+    for name, make in {**UNUSUAL, **UNSURE}.items():
         make(root / name)
     return root
 
@@ -410,7 +441,32 @@ def test_small_plain_files_are_read_whole(files, varied):
         assert not _reads_whole(varied / name), name
 
 
-@pytest.mark.parametrize("name", ["plain.nc", *UNUSUAL])
+def _listing_packed(path: Path) -> list[str] | None:
+    from atlas.cli.netcdf_open import OnceStore
+
+    store = OnceStore(str(path))
+    try:
+        assert store.read_whole(1 << 30)
+        return sources._surely_packed(store.listed())
+    finally:
+        store.close()
+
+
+def test_packed_variables_are_known_from_the_listing_or_left_to_the_swap(files, varied):
+    """Where the listing says which variables are packed, they are decoded once, as stored;
+    where it cannot say for sure, the general swap (``_packed_from``) does it."""
+    gl = files / "GL_PR_BO_JLKU.nc"
+    with xr.open_dataset(gl) as ds:
+        assert _listing_packed(gl) == sources.packed_variables(ds)
+    for path in sorted((files / "cmems").rglob("*.nc")):
+        with xr.open_dataset(path) as ds:
+            assert _listing_packed(path) == sources.packed_variables(ds) != [], path
+    assert _listing_packed(varied / "plain.nc") == ["p"]
+    for name in UNSURE:
+        assert _listing_packed(varied / name) is None, name
+
+
+@pytest.mark.parametrize("name", ["plain.nc", *UNUSUAL, *UNSURE])
 def test_read_whole_or_not_loads_what_xr_open_dataset_loads(varied, monkeypatch, name):
     """A file read whole (or left lazy) loads what the general path, ``xr.open_dataset``
     plus the packed variables of ``xr.open_dataset(mask_and_scale=False)``, loads."""

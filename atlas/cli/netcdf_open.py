@@ -109,6 +109,10 @@ class OnceStore(NetCDF4DataStore):
         self._listed = (FrozenDict(read), attributes)
         return True
 
+    def listed(self) -> Any:
+        """The store's variables as listed (not copies: read them, never change them)."""
+        return self._list()[0]
+
     def _list(self) -> tuple[Any, Any]:
         if self._listed is None:
             self._listed = super().load()
