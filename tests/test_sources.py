@@ -402,18 +402,22 @@ def _unsure(kind: str):
                 t[:] = [0, 1, 2]
             elif kind == "fill_list":
                 v.missing_value = np.array([-1, -2], dtype="i2")
+            elif kind == "odd_attrs":  # attributes of unusual types where names are expected
+                nc.createVariable("w", "f4", ("t",)).bounds = np.array([1, 2], dtype="i4")
+                v.units = np.array([3.0])
 
     return make
 
 
 UNSURE = {f"unsure_{k}.nc": _unsure(k) for k in ("unsigned", "since", "timedelta", "two_fills", "bounds", "fill_list")}
+SURE = {"odd_attrs.nc": _unsure("odd_attrs"), "plain_qc.nc": _unsure("plain")}
 
 
 @pytest.fixture(scope="module")
 def varied(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("varied")
     _plain_but_varied(root / "plain.nc")
-    for name, make in {**UNUSUAL, **UNSURE}.items():
+    for name, make in {**UNUSUAL, **UNSURE, **SURE}.items():
         make(root / name)
     return root
 
@@ -462,11 +466,13 @@ def test_packed_variables_are_known_from_the_listing_or_left_to_the_swap(files, 
         with xr.open_dataset(path) as ds:
             assert _listing_packed(path) == sources.packed_variables(ds) != [], path
     assert _listing_packed(varied / "plain.nc") == ["p"]
+    assert _listing_packed(varied / "plain_qc.nc") == ["plain_qc", "v"]
+    assert _listing_packed(varied / "odd_attrs.nc") is None  # units that are not text: unsure
     for name in UNSURE:
         assert _listing_packed(varied / name) is None, name
 
 
-@pytest.mark.parametrize("name", ["plain.nc", *UNUSUAL, *UNSURE])
+@pytest.mark.parametrize("name", ["plain.nc", *UNUSUAL, *UNSURE, *SURE])
 def test_read_whole_or_not_loads_what_xr_open_dataset_loads(varied, monkeypatch, name):
     """A file read whole (or left lazy) loads what the general path, ``xr.open_dataset``
     plus the packed variables of ``xr.open_dataset(mask_and_scale=False)``, loads."""

@@ -500,7 +500,7 @@ def _surely_packed(variables: Any) -> list[str] | None:
     mask-and-scale and times, as :func:`keep_packed` decodes them, instead of twice;
     otherwise the caller swaps them in afterwards (:func:`_packed_from`).
     """
-    bounds = {v.attrs.get("bounds") for v in variables.values()}
+    bounds = {v.attrs["bounds"] for v in variables.values() if isinstance(v.attrs.get("bounds"), str)}
     out = []
     for name, var in variables.items():
         attrs = var.attrs
