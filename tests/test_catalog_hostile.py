@@ -169,6 +169,26 @@ def test_unsorted_names(part):
         Catalog([forge(store, ref, columns=swap)], store.read_range).names()
 
 
+@pytest.mark.parametrize("width", ["one", "mixed"])
+def test_unsorted_names_fail_a_batch_existence_check(part, width):
+    # A batch named past every row must not trust the first and last names of a
+    # part whose names are out of order: the order is checked on the raw column
+    # (names of one length) or on the decoded names.
+    store, ref = part
+    if width == "one":
+        _, buffers, ref = write_part(ROWS[:-1], "zstd", 1, bytes(16))  # no "gone": every name of one length
+        store.files[ref.path] = b"".join(bytes(b) for b in buffers)
+
+    def swap(raw):
+        names = raw["name"].split(b"\xff")
+        names[5], names[6] = names[6], names[5]
+        raw["name"] = b"\xff".join(names)
+
+    assert Catalog([ref], store.read_range).first_live(["zz"]) is None
+    with pytest.raises(CorruptStoreError, match="not sorted"):
+        Catalog([forge(store, ref, columns=swap)], store.read_range).first_live(["zz"])
+
+
 def test_unsorted_names_fail_a_search_that_returns_them(part):
     from atlas.search import select_rows
     from atlas.search.catalog_table import CatalogTable

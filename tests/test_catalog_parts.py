@@ -225,6 +225,42 @@ def test_lookups_read_nothing_at_open_and_only_what_they_use():
         cat.get_by_id(99999)
 
 
+@pytest.mark.parametrize("width", ["one", "mixed"])
+def test_first_live_is_the_first_name_in_the_catalogue(width):
+    # Three parts, oldest first: a newer row hides an older one (a tombstone deletes,
+    # a new row re-creates); names of one length (the layout of numbered names) or not.
+    def name(i: int) -> str:
+        return f"p{i:05d}" if width == "one" else f"p{i:0{1 + i % 4}d}"
+
+    store = Store()
+    oldest = store.write([(name(i), profile(i)) for i in range(0, 300, 2)], 1)
+    middle = store.write(sorted([(name(i), None) for i in (10, 12)] + [(name(i), profile(i)) for i in (301, 303)]), 2)
+    newest = store.write(sorted([(name(i), profile(i)) for i in (12, 305)] + [(name(303), None)]), 3)
+    cat = Catalog([oldest, middle, newest], store.read_range)
+
+    def expected(names):
+        return next((x for x in names if x in cat), None)
+
+    batches = [
+        [], ["a", "zz"], [name(10)], [name(12)], [name(303)], [name(301)], ["zz", name(4), name(301)],
+        [name(1), name(3), name(10), name(305)], [name(i) for i in range(290, 320)], [name(i) for i in range(3, 40, 2)],
+    ]
+    for batch in batches:
+        assert cat.first_live(batch) == expected(batch), batch
+    assert Catalog([], store.read_range).first_live(["x"]) is None
+    assert Catalog([store.write([], 4)], store.read_range).first_live(["x"]) is None
+
+
+def test_first_live_of_names_past_every_part_decodes_no_names():
+    store = Store()
+    refs = [store.write([(f"p{i:05d}", profile(i)) for i in range(lo, lo + 500)], 1 + lo) for lo in (0, 500)]
+    cat = Catalog(refs, store.read_range)
+    assert cat.first_live([f"p{i:05d}" for i in range(1000, 1500)]) is None
+    assert cat.first_live(["a"]) is None
+    assert all("name" not in reader._columns for reader in cat._readers)
+    assert cat.first_live(["p00999", "p00001"]) == "p00999"
+
+
 def test_attribute_and_stats_columns_are_typed_and_aligned():
     store = Store()
     rows = [(f"p{i:05d}", profile(i)) for i in range(1, 601)]
