@@ -494,3 +494,36 @@ def test_a_file_read_whole_is_stored_as_the_general_path_stores_it(varied, tmp_p
     with atlas.Atlas.open(old, mode="r") as a, atlas.Atlas.open(new, mode="r") as b:
         assert _same(a["plain"].attributes(), b["plain"].attributes())
         assert_same_dataset(a.to_xarray("plain").load(), b.to_xarray("plain").load(), "plain")
+
+
+def test_reading_a_variable_whole_gives_what_indexing_it_gives(files, varied):
+    """``_read_all`` asks netCDF4 for the whole variable without parsing a key: the same
+    array as ``ncvar[...]`` (dtype, shape, values) for every variable read whole, and
+    ``ncvar[...]`` itself where that call is missing."""
+    from atlas.cli.netcdf_open import OnceStore, _read_all
+
+    class OnlyIndexing:  # a netCDF4 variable without the direct read (another netCDF4 version)
+        def __init__(self, ncvar):
+            self.ncvar = ncvar
+
+        def __getitem__(self, key):
+            return self.ncvar[key]
+
+    checked = 0
+    for path in [*_all(files), varied / "plain.nc"]:
+        if path.name == "classic.nc":
+            continue
+        store = OnceStore(str(path))
+        try:
+            for name, var in store.listed().items():
+                if var.size == 0 or var.dtype.kind not in "biufS":
+                    continue
+                ncvar = store.ds.variables[name]
+                want = ncvar[...]
+                for got in (_read_all(ncvar, var.shape), _read_all(OnlyIndexing(ncvar), var.shape)):
+                    assert type(got) is np.ndarray and got.dtype == want.dtype and got.shape == want.shape
+                    assert np.array_equal(got, want, equal_nan=want.dtype.kind == "f"), (path, name)
+                checked += 1
+        finally:
+            store.close()
+    assert checked > 100

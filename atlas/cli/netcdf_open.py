@@ -99,7 +99,7 @@ class OnceStore(NetCDF4DataStore):
         for name, var in variables.items():
             # xarray's wrapper switched masking, scaling and character conversion off
             # on this very netCDF4 variable when it was listed.
-            values = ncvars[name][...]
+            values = _read_all(ncvars[name], var.shape)
             if type(values) is not np.ndarray or values.shape != var.shape or values.dtype != var.dtype:
                 return False
             # Wrapped as the listing wraps the file's variable: xarray's decoders build
@@ -127,3 +127,22 @@ class OnceStore(NetCDF4DataStore):
         variables, attributes = self._list()
         fresh = {k: Variable(v.dims, v._data, v.attrs, v.encoding, fastpath=True) for k, v in variables.items()}
         return FrozenDict(fresh), FrozenDict(attributes)
+
+
+def _read_all(ncvar: Any, shape: tuple[int, ...]) -> Any:
+    """Every value of a netCDF4 variable (masking, scaling and text conversion off), as ``ncvar[...]``.
+
+    ``ncvar[...]`` turns its key into start/count/stride arrays in Python before
+    the one netCDF-C read (three quarters of its time for a small variable); the
+    arrays for the whole variable are known, so the read is asked for directly
+    with them.  A 0-D variable, or one that call does not give as an array of the
+    variable's shape (it is netCDF4's own, unlisted), is read by ``ncvar[...]``.
+    """
+    n = len(shape)
+    try:
+        values = ncvar._get(np.zeros(n, np.intp), np.array(shape, np.intp), np.ones(n, np.intp)) if n else None
+    except Exception:
+        values = None
+    if type(values) is not np.ndarray or values.shape != shape:
+        values = ncvar[...]
+    return values
