@@ -47,6 +47,7 @@ _WHOLE, _CHUNKED, _EMPTY = 0, 1, 2
 _Array = tuple[str, str, tuple[str, ...], tuple[int, ...], tuple[int, ...], Any, np.ndarray, int]
 
 _SEQ = (list, tuple)
+_NDARRAY = np.ndarray
 #: Numeric and bool dtypes whose data is staged as it is (their storage dtype).
 _PLAIN_DTYPES = {
     name: dtypes.storage_dtype(name) for name in dtypes.DTYPE_NAMES if name not in ("string", "timestamp_nanoseconds")
@@ -107,10 +108,15 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
         for a, spec in arrays.items() if type(arrays) is dict else _items(arrays, name, "arrays"):
             checked.append(_array(name, a, spec))
         typed = {}
-        for key, value in attrs.items() if type(attrs) is dict else _items(attrs, name, "attributes"):
-            if type(key) is not str or key not in keys:
-                check_label(key, "attribute name")
-                keys.add(key)
+        if type(attrs) is dict:
+            # One C-level test per dataset: its keys are those of the datasets before.
+            if not attrs.keys() <= keys:
+                _check_keys(attrs, keys)
+            items = attrs.items()
+        else:
+            items = list(_items(attrs, name, "attributes"))
+            _check_keys([key for key, _ in items], keys)
+        for key, value in items:
             # The commonest values typed here, exactly as ``normalize`` types them: the
             # call would cost more than the typing (a batch has many attributes per dataset).
             kind = type(value)
@@ -133,7 +139,7 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
                 typed[key] = normalize(value)
         n_arrays += len(checked)
         planned.append((name, checked, typed))
-    taken = state.first_existing(_names_of(planned))
+    taken = _first_taken(state, _names_of(planned))
     if taken is not None:
         raise DatasetExistsError(f"dataset {taken!r} already exists")
     where = state.backend.location
@@ -141,6 +147,22 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
     check_counter("next_slot", state.next_slot + n_arrays, where)
     _stage(state, planned)
     return _names_of(planned)
+
+
+def _first_taken(state: WorkingState, names: list[str]) -> str | None:
+    """The first of ``names`` that is a dataset of the handle (pending changes included), or None."""
+    catalog = state.catalog
+    if catalog is None:  # a format 1 store (upgraded by its next commit)
+        return state.first_existing(names)
+    pending = state.pending
+    if not pending:
+        return catalog.first_live(names)
+    # A pending change decides for its name (a deletion frees it); the catalogue for the others.
+    taken = next((x for x in names if pending.get(x) is not None), None)
+    live = catalog.first_live([x for x in names if x not in pending])
+    if taken is None or live is None:
+        return taken if live is None else live
+    return taken if names.index(taken) < names.index(live) else live
 
 
 def _names_of(planned: list[tuple[str, Any, Any]]) -> list[str]:
@@ -154,6 +176,14 @@ def _entry(entry: Any, position: int) -> tuple[Any, Any, Any]:
     raise InvalidArgumentError(
         f"datasets[{position}] must be a tuple (name, arrays) or (name, arrays, attributes), got {entry!r:.120}"
     )
+
+
+def _check_keys(given: Iterable[Any], keys: set[str]) -> None:
+    """Check the attribute keys of ``given`` that are not in ``keys`` (those checked), adding them."""
+    for key in given:
+        if type(key) is not str or key not in keys:
+            check_label(key, "attribute name")
+            keys.add(key)
 
 
 def _items(value: Any, name: str, what: str) -> Iterable[tuple[Any, Any]]:
@@ -172,20 +202,19 @@ def _array(ds_name: str, name: Any, spec: Any) -> _Array:
         # The common case: the same array name, dims, dtype and shape in every dataset,
         # checked in full once (see _KNOWN).
         dims, data = spec
-        if type(data) is np.ndarray and type(name) is str and type(dims) in _SEQ:
+        if type(data) is _NDARRAY and type(name) is str and type(dims) in _SEQ:
             # By identity: a dtype equal to a storage dtype but not it (another byte order
             # compares unequal anyway; metadata does not) takes the full checks.
             dtype_name = _PLAIN_BY_ID.get(id(data.dtype))
             if dtype_name is not None and data.flags.c_contiguous:
                 dims_t = tuple(dims)
-                for d in dims_t:
+                for d in dims_t:  # exact str only: an object equal to a checked dim is not one
                     if type(d) is not str:
                         break
                 else:
-                    shape = data.shape
-                    known = _KNOWN.get((name, dims_t, dtype_name, shape))
+                    known = _KNOWN.get((name, dims_t, dtype_name, data.shape))
                     if known is not None:
-                        # The remembered shape tuple: one object shared by the batch's records.
+                        # The remembered tuples: objects shared by the batch's records.
                         return name, dtype_name, known[0], known[3], known[1], None, data, known[2]
     checked = _check_array(ds_name, name, spec)
     if len(spec) == 2 and checked[5] is None and checked[6] is spec[1] and type(name) is str:
@@ -254,7 +283,6 @@ def _stage(state: WorkingState, planned: list[tuple[str, list[_Array], dict[str,
         next_id += 1
         for array_name, dtype_name, dims, shape, chunks, fill, values, how in arrays:
             ds_arrays[array_name] = meta = ArrayMeta(slot, dtype_name, dims, shape, chunks, fill, {}, None)
-            slot += 1
             if how == _WHOLE:
                 # One chunk holds the whole array: stage a copy of the data as that chunk.
                 target = staged.get(array_name)
@@ -262,13 +290,15 @@ def _stage(state: WorkingState, planned: list[tuple[str, list[_Array], dict[str,
                     engine = engines.get(array_name) or state.engine(array_name)
                     target = staged[array_name] = [engine, engine.pending, 0]
                 flat = values.copy() if values.ndim == 1 else values.reshape(-1).copy()
-                target[1][meta.slot] = {0: PendingChunk(flat, None)}
-                target[2] += flat.nbytes
-                since_spill_check += flat.nbytes
+                target[1][slot] = {0: PendingChunk(flat, None)}
+                nbytes = flat.nbytes
+                target[2] += nbytes
+                since_spill_check += nbytes
             elif how == _CHUNKED:
                 engine = engines.get(array_name) or state.engine(array_name)
                 engine.write(meta, (0,) * len(shape), values, f"dataset {name!r} array {array_name!r}")
                 since_spill_check += values.nbytes
+            slot += 1
         if since_spill_check >= _SPILL_CHECK_BYTES:
             state.next_dataset_id, state.next_slot = next_id, slot
             _add_staged_bytes(staged)

@@ -114,6 +114,8 @@ BAD = [
     ("data not an array", ("x", {"v": (["n"], [1.0, 2.0])}), errors.DTypeError),
     ("rank mismatch", ("x", {"v": (["n", "m"], np.zeros(2))}), errors.InvalidArgumentError),
     ("dims a str", ("x", {"v": ("n", np.zeros(2))}), errors.InvalidArgumentError),
+    ("dim not hashable", ("x", {"v": ([["n"]], np.arange(3.0))}), errors.InvalidNameError),
+    ("dim not a str", ("x", {"v": ([b"n"], np.arange(3.0))}), errors.InvalidNameError),
     ("unsupported dtype", ("x", {"v": (["n"], np.zeros(2, np.float16))}), errors.DTypeError),
     ("fill of wrong kind", ("x", {"v": (["n"], np.zeros(2, np.int8), 0.5)}), TypeError),
     ("fill out of range", ("x", {"v": (["n"], np.zeros(2, np.int8), 300)}), OverflowError),
@@ -167,6 +169,37 @@ def test_a_name_is_taken_by_a_pending_or_committed_dataset_only(tmp_path, store_
     reopened = atlas.Atlas.open(path)
     assert reopened.list_datasets() == sorted({*taken, *free})
     assert reopened.open_dataset("deleted" if store_kind != "empty" else "undone").read_array("v").tolist() == [0, 1, 2]
+
+
+def test_names_are_checked_against_every_part_of_the_catalogue(tmp_path):
+    # Batches committed one part each, with deletions and re-creations in later parts:
+    # a batch is refused for the first of its names (in its order) that has a
+    # dataset, committed or pending, whichever part holds it, and nothing is staged.
+    path = tmp_path / "s"
+    store = atlas.Atlas.create(path)
+    for lo in range(0, 40, 10):
+        store.add_datasets((f"d{i:03d}", {"v": (["n"], np.arange(2.0) + i)}) for i in range(lo, lo + 10))
+        store.flush()
+    for name in ("d003", "d015", "d031"):
+        store.delete_dataset(name)
+    store.flush()
+    store.add_datasets([("d015", {}), ("a", {})])  # re-created in the newest part
+    store.flush()
+    store.delete_dataset("d021")  # pending
+    assert len(store._st.catalog.parts) > 1
+    taken = {"d015": ["x", "d003", "d015", "d021", "d022"], "d022": ["d003", "d021", "d022", "d031", "d000"],
+             "d039": ["zz", "d031", "d039"], "a": ["a0", "d003", "a"], "d000": ["d000", "b"]}  # fmt: skip
+    for first, batch in taken.items():
+        before = store.list_datasets()
+        with pytest.raises(errors.DatasetExistsError, match=f"dataset '{first}' already exists"):
+            store.add_datasets((name, {}) for name in batch)
+        assert store.list_datasets() == before
+    free = ["d003", "d021", "d031", "d040", "b", "0"]
+    assert store.add_datasets((name, {"v": (["n"], np.arange(3.0))}) for name in free) == free
+    store.close()
+    with atlas.Atlas.open(path, mode="r") as reopened:
+        assert reopened.list_datasets() == sorted({"a", *free} | {f"d{i:03d}" for i in range(40)})
+        assert reopened.open_dataset("d021").read_array("v").tolist() == [0, 1, 2]
 
 
 def test_bad_arguments_and_read_only(tmp_path):

@@ -300,6 +300,32 @@ class PartReader:
         except UnicodeDecodeError:
             raise CorruptStoreError(f"{self.where} column 'name': string column holds invalid UTF-8") from None
 
+    def name_range(self) -> tuple[str, str] | None:
+        """The part's first and last names (checked sorted and distinct), or None
+        when it has no rows.
+
+        What rules a part out of a lookup of names outside its range.  When every
+        name has one length (numbered names), the order is checked on the column's
+        bytes, each row compared as one fixed-width string (UTF-8 bytes compare in
+        code point order), and only the two names are decoded; otherwise
+        :meth:`names` decodes and checks them all.
+        """
+        out = self._columns.get("name range")
+        if out is None and self.rows:
+            n = self.rows
+            if "name" not in self._columns and not self._names_ordered:
+                raw, _, step = self._name_layout()
+                if step:  # each row: the name's bytes, then the terminator (the same byte in every row)
+                    rows = raw.reshape(n, step).view(f"S{step}").reshape(-1)
+                    if n > 1 and not bool(np.all(rows[1:] > rows[:-1])):
+                        raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
+                    self._names_ordered = True
+                else:
+                    self.names()
+            first, last = self.names_of([0, n - 1])
+            out = self._columns["name range"] = (first, last)
+        return out
+
     def find(self, name: str) -> int:
         """Row of ``name`` in this part, or -1."""
         names = self.names()

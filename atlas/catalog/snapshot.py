@@ -120,6 +120,40 @@ class Catalog(SearchColumns):
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._locate(name) is not None
 
+    def first_live(self, names: Sequence[str]) -> str | None:
+        """The first of ``names`` (each a str) that has a live dataset, or None.
+
+        ``in`` for many names at once (what a batch of new datasets checks).  A part
+        whose name range (:meth:`PartReader.name_range`) holds none of the names is
+        ruled out without decoding its names column, so names past every existing
+        one (a store built in batches of numbered names) decode no part's names.
+        """
+        if not names or not self._readers:
+            return None
+        low, high = min(names), max(names)
+        todo: list[str] | None = None  # names no newer part has a row of
+        live: set[str] = set()
+        for p in range(len(self._readers) - 1, -1, -1):
+            reader = self._readers[p]
+            bounds = reader.name_range()
+            if bounds is None or high < bounds[0] or low > bounds[1]:
+                continue
+            first, last = bounds
+            todo = list(names) if todo is None else todo
+            inside = [x for x in todo if first <= x <= last]
+            if not inside:
+                continue
+            pnames = reader.names()
+            at = list(map(functools.partial(bisect.bisect_left, pnames), inside))
+            rows = {x: r for x, r in zip(inside, at) if r < len(pnames) and pnames[r] == x}
+            if rows:
+                tombstones = reader.tombstones()
+                live.update(x for x, r in rows.items() if not tombstones[r])
+                todo = [x for x in todo if x not in rows]  # the newest row of a name decides
+        if not live:
+            return None
+        return next(x for x in names if x in live)
+
     def get(self, name: str) -> DatasetMeta:
         """The dataset ``name``, materialised from its record block.
 

@@ -41,6 +41,7 @@ from atlas.engine.staged import (
     StackedChunks,
     build_segment,
     stack_chunks,
+    staged_alike,
     staged_nbytes,
     staged_stats,
 )
@@ -418,6 +419,12 @@ class FamilyEngine:
         """
         groups: dict[tuple[str, tuple, tuple, Any], tuple[list[int], list[PendingChunk]]] = {}
         pending = self.pending
+        alike = staged_alike(metas, pending)
+        if alike is not None:
+            first = next(iter(metas.values()))
+            fill = first.fill_value
+            groups[(first.dtype, first.shape, first.chunk_shape, _NAN if fill != fill else fill)] = alike
+            metas = {}  # nothing left for the loop below
         # The arrays of a batch share their dtype, shape and chunk shape objects: a
         # record whose fields are the very objects of the one before joins its group
         # without building and hashing a key.
@@ -591,3 +598,4 @@ _CHUNK_ZERO = np.zeros(1, np.int64)
 _DECODED_MAX_CHUNK = 256 << 10
 #: ... up to this many bytes per family (the cache is dropped whole when full).
 _DECODED_CACHE_BYTES = 2 << 20
+
