@@ -8,6 +8,7 @@ what the store holds.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import threading
@@ -35,7 +36,8 @@ def _wait_for(path: Path, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def test_a_failure_while_a_commit_runs_reports_that_commit(tmp_path, monkeypatch):
+@pytest.mark.parametrize("on", ["pool", "dask"])
+def test_a_failure_while_a_commit_runs_reports_that_commit(tmp_path, monkeypatch, on):
     """A task fails while the commit of an earlier fragment runs: that commit lands, and the error must
     say so (not "nothing was committed"): the caller reruns with ``skip_existing`` knowing it."""
     path = tmp_path / "s.atlas"
@@ -52,8 +54,15 @@ def test_a_failure_while_a_commit_runs_reports_that_commit(tmp_path, monkeypatch
     monkeypatch.setattr(Runner, "call", call)
     sources = [functools.partial(ingest_sources.big, "good", 1, 20),
                functools.partial(ingest_sources.fail_once_committing, str(started), str(failed), "bad")]  # fmt: skip
-    with pytest.raises(IngestError) as info:
-        atlas.ingest(sources, path, workers=2, batch=1, commit_interval=0)
+    with contextlib.ExitStack() as stack:
+        client = None
+        if on == "dask":
+            distributed = pytest.importorskip("distributed")
+            cluster = stack.enter_context(distributed.LocalCluster(
+                processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=50))
+            client = stack.enter_context(distributed.Client(cluster))
+        with pytest.raises(IngestError) as info:
+            atlas.ingest(sources, path, client=client, workers=2, batch=1, commit_interval=0)
     with atlas.Atlas.open(path, "r") as store:
         assert store.list_datasets() == ["good"] and store.verify() == []
     assert "nothing was committed" not in str(info.value)
