@@ -451,7 +451,7 @@ def _listing_packed(path: Path) -> list[str] | None:
     store = OnceStore(str(path))
     try:
         assert store.read_whole(1 << 30)
-        return sources._surely_packed(store.listed())
+        return store.surely_packed()
     finally:
         store.close()
 

@@ -414,7 +414,7 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
 
     ``packed``: the packed variables are already as stored in ``dataset`` (a file
     read whole whose packed variables are known from its listing, see
-    :func:`_surely_packed`); otherwise :func:`_packed_from` swaps them in.
+    :meth:`~atlas.cli.netcdf_open.OnceStore.surely_packed`); otherwise :func:`_packed_from` swaps them in.
 
     ``limit``: a file whose root group is plain and whose variables take at most
     this many bytes decoded is read whole before it is decoded
@@ -453,7 +453,7 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
             todo[:0] = list(group.groups.values())
         packed = None
         if limit is not None and store.read_whole(limit):
-            packed = _surely_packed(store.listed())
+            packed = store.surely_packed()
         raw: dict[str, Any] = {}
         if packed:
             off = dict.fromkeys(packed, False)
@@ -469,53 +469,6 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
         for name in packed:
             ds.variables[name].encoding[CF_PACKED] = True
     return ds, store, groups, packed is not None
-
-
-#: Units xarray decodes integers to timedeltas with (then they are not masked to floats).
-_TIME_UNITS = frozenset({"days", "hours", "minutes", "seconds", "milliseconds", "microseconds", "nanoseconds"})
-
-
-def _plain_fill(value: Any) -> Any:
-    """A fill value as one plain number, or None when it is anything else (text, NaN, several values)."""
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        if value.size != 1:
-            return None
-        value = value.reshape(-1)[0]
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return None
-    return None if value != value else value
-
-
-def _surely_packed(variables: Any) -> list[str] | None:
-    """The variables :func:`packed_variables` would name, known from the file's listing; None when unsure.
-
-    A variable of integers with a ``_FillValue``, ``missing_value``, ``scale_factor``
-    or ``add_offset`` that is not an index coordinate may be one.  It surely is (xarray
-    masks or scales it to floats) when it has no ``_Unsigned``, ``dtype`` or
-    ``calendar`` attribute, no time units, is no other variable's ``bounds``, and
-    its fill values are one plain number (several would make xarray warn).  When
-    every candidate surely is, they are decoded in the one ``open_dataset`` without
-    mask-and-scale and times, as :func:`keep_packed` decodes them, instead of twice;
-    otherwise the caller swaps them in afterwards (:func:`_packed_from`).
-    """
-    bounds = {v.attrs["bounds"] for v in variables.values() if isinstance(v.attrs.get("bounds"), str)}
-    out = []
-    for name, var in variables.items():
-        attrs = var.attrs
-        if var.dtype.kind not in "iu" or var.dims == (name,) or not any(k in attrs for k in _PACKING):
-            continue
-        if "_Unsigned" in attrs or "dtype" in attrs or "calendar" in attrs or name in bounds:
-            return None
-        units = attrs.get("units")
-        if units is not None and (not isinstance(units, str) or "since" in units or units.strip() in _TIME_UNITS):
-            return None
-        fills = [_plain_fill(attrs[k]) for k in ("_FillValue", "missing_value") if k in attrs]
-        if any(f is None for f in fills) or len(set(fills)) > 1:
-            return None
-        out.append(str(name))
-    return out
 
 
 def _load_or_plan(
