@@ -145,3 +145,66 @@ def test_atlas_create_pauses_the_collector_across_loaded_files(corpus, tmp_path,
                  "--chunk-size", "1KiB"]) == 0  # fmt: skip
     assert seen == [True] * 4  # streamed: the collector runs
     assert gc.isenabled()
+
+
+class _Cycle:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_pause_released_while_another_thread_holds_one_still_frees_its_cycles():
+    """A dask worker's threads run tasks at once: each task's pause overlaps the others',
+    so the collector may not come back on for the whole ingest.  A task ending (or a
+    streamed file) must still free the cyclic garbage its files left."""
+    import threading
+    import weakref
+
+    from atlas.cli.ingest import HeldPause
+
+    gc.collect()
+    holding, done = threading.Event(), threading.Event()
+
+    def other_task() -> None:  # another worker thread, in the middle of its own task
+        pause = HeldPause()
+        pause.hold()
+        holding.set()
+        done.wait(30)
+        pause.release()
+
+    thread = threading.Thread(target=other_task)
+    thread.start()
+    try:
+        assert holding.wait(30)
+        pause = HeldPause()
+        pause.hold()
+        garbage = _Cycle()
+        ref = weakref.ref(garbage)
+        del garbage
+        pause.release()  # this task ends; the other one still holds its pause
+        assert not gc.isenabled()
+        assert ref() is None, "the cycle left by this task's files was not collected"
+    finally:
+        done.set()
+        thread.join(30)
+    assert gc.isenabled()
+
+
+def test_a_pause_released_leaves_a_disabled_collector_alone(monkeypatch):
+    """A caller that switched the collector off keeps it off, and gets no collection from us."""
+    from atlas.cli.ingest import HeldPause
+
+    collections: list = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args) or 0)
+    gc.disable()
+    try:
+        outer = HeldPause()
+        outer.hold()
+        inner = HeldPause()
+        inner.hold()
+        inner.release()
+        outer.release()
+        assert not gc.isenabled() and collections == []
+    finally:
+        gc.enable()
