@@ -208,3 +208,60 @@ def test_a_pause_released_leaves_a_disabled_collector_alone(monkeypatch):
         assert not gc.isenabled() and collections == []
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, MemoryError], ids=["interrupt", "fatal"])
+def test_collector_is_on_after_a_task_interrupted_mid_file(corpus, tmp_path, monkeypatch, error):
+    """An interrupt (or a store error, which aborts the task) while a file is staged under the pause."""
+    from atlas.metadata import gc_paused
+
+    real_write = cli_ingest.write_file
+    calls: list = []
+
+    def failing_write(store, loaded, *args):
+        calls.append(gc.isenabled())
+        if len(calls) == 2:
+            raise error()
+        return real_write(store, loaded, *args)
+
+    monkeypatch.setattr(cli_ingest, "write_file", failing_write)
+    files = discover([corpus], True)
+    with pytest.raises(error):
+        run_task(_task(tmp_path / "a.atlas", files, 1 << 20))
+    assert calls == [False, False] and gc.isenabled()
+    calls.clear()
+    with gc_paused():  # a caller's own pause (the commit path's) outlives the task's
+        with pytest.raises(error):
+            run_task(_task(tmp_path / "b.atlas", files, 1 << 20))
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_atlas_create_interrupted_mid_file_turns_the_collector_back_on(corpus, tmp_path, monkeypatch):
+    from atlas.cli.parser import build_parser
+    from atlas.cli.sources import discover as find
+
+    real_write = cli_ingest.write_file
+    calls: list = []
+
+    def interrupted_write(store, loaded, *args):
+        calls.append(gc.isenabled())
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_write(store, loaded, *args)
+
+    monkeypatch.setattr(cli_ingest, "write_file", interrupted_write)
+    args = build_parser().parse_args(["create", str(corpus), str(tmp_path / "c.atlas"), "-j", "0", "-q"])
+    with atlas.Atlas.create(tmp_path / "c.atlas") as store, pytest.raises(KeyboardInterrupt):
+        cli_ingest.ingest(store, find([corpus], True), args, "create")
+    assert calls == [False, False] and gc.isenabled()
+
+
+def test_a_user_disabled_collector_stays_off_through_a_task(corpus, tmp_path):
+    files = discover([corpus], True)
+    gc.disable()
+    try:
+        frag = unpack_fragment(run_task(_task(tmp_path / "s.atlas", files, 1 << 20)))
+        assert len(frag.stored) == len(files) and not gc.isenabled()
+    finally:
+        gc.enable()

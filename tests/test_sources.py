@@ -515,7 +515,7 @@ def test_reading_a_variable_whole_gives_what_indexing_it_gives(files, varied):
             continue
         store = OnceStore(str(path))
         try:
-            for name, var in store.listed().items():
+            for name, var in store.load()[0].items():
                 if var.size == 0 or var.dtype.kind not in "biufS":
                     continue
                 ncvar = store.ds.variables[name]

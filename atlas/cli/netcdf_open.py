@@ -3,7 +3,7 @@
 :class:`OnceStore` is xarray's ``NetCDF4DataStore`` on a ``netCDF4.Dataset`` the
 reader opened itself, so ``xr.open_dataset(store)`` decodes exactly what
 ``xr.open_dataset(path)`` decodes (same variables, attributes, encodings, the same
-array wrappers), minus two costs that only matter for a fleet of small files:
+array wrappers), minus costs that only matter for a fleet of small files:
 
 * xarray's file cache (an LRU of handles with reference counts, taken at every
   attribute and every array read) is bypassed: the handle is private to this
@@ -153,11 +153,8 @@ class OnceStore(NetCDF4DataStore):
             out.append(str(name))
         return out
 
-    def listed(self) -> Any:
-        """The store's variables as listed (not copies: read them, never change them)."""
-        return self._list()[0]
-
     def _list(self) -> tuple[Any, Any]:
+        """The variables and attributes as listed once (shared: read them, never change them)."""
         if self._listed is None:
             self._listed = super().load()
         return self._listed
