@@ -46,6 +46,7 @@ is streamed block by block and every block is read once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from collections.abc import Iterable
@@ -423,8 +424,8 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
     ``dataset`` is ``xr.open_dataset`` of the open netCDF4 ``store``: the very decoding
     ``xr.open_dataset(path)`` does (its netCDF4 engine opens such a store and decodes
     it the same way), without opening the file again for the packed variables
-    (:func:`_packed_from`) or for the groups, and without default indexes: the
-    stored dataset does not depend on them (``to_xarray`` creates its own), and
+    (:func:`_packed_from`) or for the groups, and without default indexes (where
+    xarray can skip them): the stored dataset does not depend on them (``to_xarray`` creates its own), and
     building one reads and sorts the coordinate again.  None when the netCDF4 engine is not the
     one ``xr.open_dataset(path, engine=engine)`` would use or cannot open the file:
     the caller then takes the general path.
@@ -458,7 +459,7 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
         if packed:
             off = dict.fromkeys(packed, False)
             raw = {"mask_and_scale": off, "decode_times": off, "decode_timedelta": off}
-        ds = xr.open_dataset(store, create_default_indexes=False, **raw)
+        ds = xr.open_dataset(store, **raw, **_without_indexes(xr.open_dataset))
     except Exception:
         store.close()
         raise
@@ -469,6 +470,19 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
         for name in packed:
             ds.variables[name].encoding[CF_PACKED] = True
     return ds, store, groups, packed is not None
+
+
+@functools.lru_cache(maxsize=2)
+def _without_indexes(open_dataset: Any) -> dict[str, Any]:
+    """``create_default_indexes=False`` when ``open_dataset`` takes it, else nothing.
+
+    xarray has it since 2025; an older one always builds the default indexes, as
+    the general path does.  Cached: reading a signature costs as much as a small read.
+    """
+    import inspect
+
+    takes = "create_default_indexes" in inspect.signature(open_dataset).parameters
+    return {"create_default_indexes": False} if takes else {}
 
 
 def _load_or_plan(
