@@ -436,3 +436,25 @@ def test_an_xarray_without_create_default_indexes_loads_the_same(made, monkeypat
     monkeypatch.setattr(xr, "open_dataset", open_dataset)
     old, new = _load_both(path, 1 << 30, monkeypatch)
     assert_same_dataset(old.ds, new.ds, path.name)  # default indexes included
+
+
+def test_an_xarray_without_per_variable_decoding_loads_the_same(made, monkeypatch):
+    """xarray before 2024.07 takes ``mask_and_scale`` and ``decode_times`` for all variables
+    only (a mapping counts as true): packed variables are then swapped in after decoding, never
+    decoded and marked packed."""
+    real = xr.open_dataset
+
+    def open_dataset(*args, **kwargs):  # an older xarray's: any mapping is simply true
+        for key, on in (("mask_and_scale", True), ("decode_times", True), ("decode_timedelta", None)):
+            if isinstance(kwargs.get(key), dict):
+                kwargs[key] = on
+        return real(*args, **kwargs)
+
+    assert sources._per_variable_decoding("2024.07.0") and sources._per_variable_decoding("2026.9.1.dev3+g1")
+    assert not sources._per_variable_decoding("2024.6.1") and not sources._per_variable_decoding("0+unknown")
+    monkeypatch.setattr(xr, "open_dataset", open_dataset)
+    monkeypatch.setattr(xr, "__version__", "2024.6.0")
+    for name in ("scale_only", "masked_ints_unpacked", "float_packing"):
+        path = made / f"{name}.nc"
+        old, new = _load_both(path, 1 << 30, monkeypatch)
+        assert_same_dataset(old.ds, new.ds, path.name, indexes=False)

@@ -453,7 +453,7 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
             groups.append(group.path)
             todo[:0] = list(group.groups.values())
         packed = None
-        if limit is not None and store.read_whole(limit):
+        if limit is not None and store.read_whole(limit) and _per_variable_decoding(xr.__version__):
             packed = store.surely_packed()
         raw: dict[str, Any] = {}
         if packed:
@@ -470,6 +470,18 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
         for name in packed:
             ds.variables[name].encoding[CF_PACKED] = True
     return ds, store, groups, packed is not None
+
+
+def _per_variable_decoding(version: str) -> bool:
+    """Whether xarray ``version`` takes ``mask_and_scale`` and ``decode_times`` per variable (2024.07 on).
+
+    An older one takes a mapping as simply true: it would decode the packed
+    variables that :func:`_open_once` asks it to leave as stored.
+    """
+    try:
+        return tuple(int(part) for part in version.split(".")[:2]) >= (2024, 7)
+    except ValueError:  # not a release number: the swap, right for any version
+        return False
 
 
 @functools.lru_cache(maxsize=2)
