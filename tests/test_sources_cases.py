@@ -458,3 +458,53 @@ def test_an_xarray_without_per_variable_decoding_loads_the_same(made, monkeypatc
         path = made / f"{name}.nc"
         old, new = _load_both(path, 1 << 30, monkeypatch)
         assert_same_dataset(old.ds, new.ds, path.name, indexes=False)
+
+
+class _Misbehaving:
+    """A netCDF4 variable whose direct read misbehaves (another netCDF4 version's private call)."""
+
+    def __init__(self, ncvar, get):
+        self.ncvar, self._get = ncvar, get
+
+    def __getitem__(self, key):
+        return self.ncvar[key]
+
+
+def _boom(*args):
+    raise TypeError("_get() takes 4 positional arguments")
+
+
+@pytest.mark.parametrize(
+    "get",
+    [_boom, lambda *a: np.zeros(1), lambda *a: [1, 2, 3, 4], lambda *a: None],
+    ids=["raises", "shape", "list", "none"],
+)
+def test_a_misbehaving_direct_read_falls_back_to_indexing(made, get):
+    from atlas.cli.netcdf_open import OnceStore, _read_all
+
+    store = OnceStore(str(made / "compressed.nc"))
+    try:
+        for name, var in store.load()[0].items():
+            ncvar = store.ds.variables[name]
+            got = _read_all(_Misbehaving(ncvar, get), var.shape)
+            want = ncvar[...]
+            assert type(got) is np.ndarray and got.dtype == want.dtype and np.array_equal(got, want)
+    finally:
+        store.close()
+
+
+def test_a_direct_read_of_another_dtype_leaves_the_file_lazy(made, monkeypatch):
+    """Values of another dtype than the listing's: nothing is read whole, the file loads as before."""
+    from atlas.cli import netcdf_open
+
+    real = netcdf_open._read_all
+    monkeypatch.setattr(netcdf_open, "_read_all", lambda ncvar, shape: real(ncvar, shape).astype("f8"))
+    path = made / "scale_only.nc"
+    store = netcdf_open.OnceStore(str(path))
+    try:
+        assert not store.read_whole(1 << 30)
+        assert not any(type(v._data.array).__name__ == "NumpyIndexingAdapter" for v in store.load()[0].values())
+    finally:
+        store.close()
+    old, new = _load_both(path, 1 << 30, monkeypatch)
+    assert_same_dataset(old.ds, new.ds, path.name, indexes=False)
