@@ -10,6 +10,7 @@ by ``atlas create`` both ways and compared as stored.
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -508,3 +509,24 @@ def test_a_direct_read_of_another_dtype_leaves_the_file_lazy(made, monkeypatch):
         store.close()
     old, new = _load_both(path, 1 << 30, monkeypatch)
     assert_same_dataset(old.ds, new.ds, path.name, indexes=False)
+
+
+def test_a_file_is_read_whole_under_the_netcdf_lock(made, monkeypatch):
+    """netCDF-C and HDF5 are not thread-safe: the reads take the lock xarray's own reads take
+    (a dask worker runs one ingest task per thread)."""
+    from atlas.cli import netcdf_open
+
+    real, held = netcdf_open._read_all, []
+
+    def read_all(ncvar, shape):
+        held.append(store.lock.locked())
+        return real(ncvar, shape)
+
+    monkeypatch.setattr(netcdf_open, "_read_all", read_all)
+    store = netcdf_open.OnceStore(str(made / "compressed.nc"))
+    try:
+        store.lock = threading.Lock()  # the store's lock, which xarray's wrapper reads under
+        assert store.read_whole(1 << 30)
+        assert held == [True, True] and not store.lock.locked()
+    finally:
+        store.close()

@@ -102,10 +102,14 @@ class OnceStore(NetCDF4DataStore):
             return False
         read = {}
         ncvars = self._nc.variables
+        # xarray's wrapper switched masking, scaling and character conversion off on
+        # these very netCDF4 variables when they were listed; and read under the lock
+        # its reads take: netCDF-C and HDF5 are not thread-safe (a dask worker runs one
+        # task per thread).
+        with self.lock:
+            values_of = {name: _read_all(ncvars[name], var.shape) for name, var in variables.items()}
         for name, var in variables.items():
-            # xarray's wrapper switched masking, scaling and character conversion off
-            # on this very netCDF4 variable when it was listed.
-            values = _read_all(ncvars[name], var.shape)
+            values = values_of[name]
             if type(values) is not np.ndarray or values.shape != var.shape or values.dtype != var.dtype:
                 return False
             # Wrapped as the listing wraps the file's variable: xarray's decoders build
