@@ -27,7 +27,6 @@ from atlas.cli import sources  # noqa: E402
 
 def _nc(path: Path, fmt: str = "NETCDF4"):
     nc = netCDF4.Dataset(path, "w", format=fmt)
-    nc.set_auto_maskandscale(False)
     nc.createDimension("t", 4)
     return nc
 
