@@ -108,15 +108,16 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
         for a, spec in arrays.items() if type(arrays) is dict else _items(arrays, name, "arrays"):
             checked.append(_array(name, a, spec))
         typed = {}
-        if type(attrs) is dict:
-            # One C-level test per dataset: its keys are those of the datasets before.
-            if not attrs.keys() <= keys:
-                _check_keys(attrs, keys)
-            items = attrs.items()
-        else:
-            items = list(_items(attrs, name, "attributes"))
-            _check_keys([key for key, _ in items], keys)
-        for key, value in items:
+        # Datasets of a batch mostly repeat the keys of those before: one C-level subset
+        # test spares a lookup per key.  It matches by equality, and an object equal to
+        # a checked key is not one, so a key that is not an exact str is checked anyway.
+        # Each key is checked before its value is typed, as one dataset at a time does.
+        known = type(attrs) is dict and attrs.keys() <= keys
+        for key, value in attrs.items() if type(attrs) is dict else _items(attrs, name, "attributes"):
+            if type(key) is not str or not (known or key in keys):
+                check_label(key, "attribute name")
+                if type(key) is str:  # a subclass may compare equal to keys it is not
+                    keys.add(key)
             # The commonest values typed here, exactly as ``normalize`` types them: the
             # call would cost more than the typing (a batch has many attributes per dataset).
             kind = type(value)
@@ -176,14 +177,6 @@ def _entry(entry: Any, position: int) -> tuple[Any, Any, Any]:
     raise InvalidArgumentError(
         f"datasets[{position}] must be a tuple (name, arrays) or (name, arrays, attributes), got {entry!r:.120}"
     )
-
-
-def _check_keys(given: Iterable[Any], keys: set[str]) -> None:
-    """Check the attribute keys of ``given`` that are not in ``keys`` (those checked), adding them."""
-    for key in given:
-        if type(key) is not str or key not in keys:
-            check_label(key, "attribute name")
-            keys.add(key)
 
 
 def _items(value: Any, name: str, what: str) -> Iterable[tuple[Any, Any]]:
