@@ -140,7 +140,7 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
                 typed[key] = normalize(value)
         n_arrays += len(checked)
         planned.append((name, checked, typed))
-    taken = _first_taken(state, _names_of(planned))
+    taken = state.first_existing(_names_of(planned))
     if taken is not None:
         raise DatasetExistsError(f"dataset {taken!r} already exists")
     where = state.backend.location
@@ -148,22 +148,6 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
     check_counter("next_slot", state.next_slot + n_arrays, where)
     _stage(state, planned)
     return _names_of(planned)
-
-
-def _first_taken(state: WorkingState, names: list[str]) -> str | None:
-    """The first of ``names`` that is a dataset of the handle (pending changes included), or None."""
-    catalog = state.catalog
-    if catalog is None:  # a format 1 store (upgraded by its next commit)
-        return state.first_existing(names)
-    pending = state.pending
-    if not pending:
-        return catalog.first_live(names)
-    # A pending change decides for its name (a deletion frees it); the catalogue for the others.
-    taken = next((x for x in names if pending.get(x) is not None), None)
-    live = catalog.first_live([x for x in names if x not in pending])
-    if taken is None or live is None:
-        return taken if live is None else live
-    return taken if names.index(taken) < names.index(live) else live
 
 
 def _names_of(planned: list[tuple[str, Any, Any]]) -> list[str]:
