@@ -90,8 +90,8 @@ def test_first_live_is_the_first_name_with_a_live_newest_row(catalogue, data):
 
 @st.composite
 def histories(draw: st.DrawFn) -> tuple[list[str], list[tuple[list[str], list[str]]], tuple[list[str], list[str]]]:
-    """A name pool, commits (names created, names deleted: the names that exist when it
-    is drawn, so re-creations and deletions of older parts' names are common) and the
+    """A name pool, commits (names created, then names deleted among those that exist
+    by then, so re-creations and deletions of older parts' names are common) and the
     pending changes of the handle at the end."""
     pool = draw(name_pools())
     exists: set[str] = set()
@@ -99,7 +99,7 @@ def histories(draw: st.DrawFn) -> tuple[list[str], list[tuple[list[str], list[st
     for _ in range(draw(st.integers(0, 4)) + 1):
         free = [x for x in pool if x not in exists]
         created = draw(st.lists(st.sampled_from(free), unique=True, max_size=5)) if free else []
-        taken = sorted(exists)
+        taken = sorted(exists | set(created))  # a name created by the same commit too
         deleted = draw(st.lists(st.sampled_from(taken), unique=True, max_size=3)) if taken else []
         exists = (exists | set(created)) - set(deleted)
         steps.append((created, deleted))
