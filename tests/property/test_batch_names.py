@@ -30,13 +30,18 @@ from .strategies import SPECIAL_NAMES, dataset_names
 #: Names of one length (numbered names, the common layout) next to which the special
 #: and random names sort before, between and after.
 NUMBERED = tuple(f"d{i:02d}" for i in range(0, 40, 3))
+#: Names of one UTF-8 length (four bytes) holding NUL bytes and non-ASCII characters.
+FOUR_BYTES = ("\x00abc", "a\x00bc", "ab\x00d", "abcd", "abce", "é12", "é13", "温a", "温b", "😀", "😁")
 
 
 def name_pools() -> st.SearchStrategy[list[str]]:
-    """The few names one example draws from: numbered ones only (every part of one
-    name length), or numbered, special and random ones mixed."""
+    """The few names one example draws from: numbered ones only, or others of one
+    byte length (every part of one name length), or numbered, special and random
+    ones mixed."""
     mixed = st.lists(st.one_of(st.sampled_from(SPECIAL_NAMES), dataset_names()), min_size=1, max_size=6)
-    return st.one_of(st.just(list(NUMBERED)), mixed.map(lambda extra: sorted({*NUMBERED[::2], *extra})))
+    return st.one_of(
+        st.just(list(NUMBERED)), st.just(list(FOUR_BYTES)), mixed.map(lambda extra: sorted({*NUMBERED[::2], *extra}))
+    )
 
 
 @st.composite
