@@ -47,7 +47,7 @@ _WHOLE, _CHUNKED, _EMPTY = 0, 1, 2
 _Array = tuple[str, str, tuple[str, ...], tuple[int, ...], tuple[int, ...], Any, np.ndarray, int]
 
 _SEQ = (list, tuple)
-_NDARRAY = np.ndarray
+_NDARRAY = np.ndarray  # one global lookup in the per-array fast path, not a global and an attribute
 #: Numeric and bool dtypes whose data is staged as it is (their storage dtype).
 _PLAIN_DTYPES = {
     name: dtypes.storage_dtype(name) for name in dtypes.DTYPE_NAMES if name not in ("string", "timestamp_nanoseconds")
