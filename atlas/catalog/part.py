@@ -308,8 +308,7 @@ class PartReader:
         name has one length (numbered names), the order is checked on the column's
         bytes, each row compared as one fixed-width string (UTF-8 bytes compare in
         code point order), as is that no name holds the terminator byte, and only
-        the two names are decoded; otherwise
-        :meth:`names` decodes and checks them all.
+        the two names are decoded; otherwise :meth:`names` decodes and checks them all.
         """
         out = self._columns.get("name range")
         if out is None and self.rows:
