@@ -539,3 +539,25 @@ def test_one_schema_column_without_the_other_is_refused(one_part):
     with pytest.raises(CorruptStoreError, match="missing"):
         cat = Catalog([forged], store.read_range)
         cat.array_metas("temp", cat.names())
+
+
+@pytest.mark.parametrize("content", ["one byte", "zeros", "one short list"])
+def test_a_column_compressing_past_the_ratio_bound_is_written_so_that_it_reads(content):
+    """Large blosc2 blocks of one repeated value compress past the bound a reader puts
+    on variable-length columns (a forged size): the writer keeps under it."""
+    from atlas.catalog.layout import MAX_RATIO, Column, PartBuilder, decode_column
+
+    n = (17 << 20) + 3
+    if content == "one byte":
+        raw = b"\xc0" * n  # a blob column of nils
+    elif content == "zeros":
+        raw = bytes(n)
+    else:
+        raw = ((b"\x92\xcb" + bytes(range(8)) + b"\xcb" + bytes(range(9))) * (n // 20 + 1))[:n]
+    builder = PartBuilder(1, bytes(16), "zstd")
+    builder.add("x", raw)
+    parts, *_ = builder.finish(1, 256, [], [])
+    data = b"".join(bytes(p) for p in parts)
+    col = Column(*builder.columns["x"])
+    assert col.raw_length <= max(16 << 20, MAX_RATIO * col.length)
+    assert decode_column(data[col.offset : col.offset + col.length], col, None, "part").tobytes() == raw

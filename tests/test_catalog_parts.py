@@ -672,6 +672,83 @@ def test_record_encoder_writes_the_bytes_of_the_plain_encoding():
         assert encoder.encode(ds) == encode_record(ds)
 
 
+@pytest.mark.parametrize("order", ["sorted", "unsorted", "tuple"])
+def test_a_part_refuses_two_rows_of_one_name_in_any_order(order):
+    from atlas.catalog import write_part
+
+    rows = [(f"d{i}", profile(i + 1)) for i in range(5)] + [("d2", None)]
+    if order == "sorted":
+        rows.sort(key=lambda r: r[0])
+    elif order == "tuple":
+        rows = tuple(reversed(rows))
+    with pytest.raises(InvalidArgumentError, match="two rows of one dataset name"):
+        write_part(rows, "zstd", 2, bytes(16))
+    distinct = tuple(r for r in rows if r[1] is not None)  # any sequence, any order
+    _file, _buffers, ref = write_part(distinct, "zstd", 2, bytes(16))
+    assert ref.rows == 5
+
+
+def _alike_block(change: str) -> list:
+    """Rows made alike (one ``temp`` each), with one row changed as ``change`` says."""
+    rows = [profile(i) for i in range(1, 40)]
+    ds = rows[17]
+    temp = ds.arrays["temp"]
+    if change == "nan":
+        temp.stats = Stats(24, 24, float("nan"), float("nan"))
+    elif change == "inf":
+        temp.stats = Stats(24, 0, -1.5, float("inf"))
+    elif change == "none extremes":
+        temp.stats = Stats(24, 24, None, None)
+    elif change == "no stats":
+        temp.stats = None
+    elif change == "shape":
+        temp.shape = (23,)
+    elif change == "dims":
+        temp.dims = ("z",)
+    elif change == "fill":
+        temp.fill_value = -1.0
+    elif change == "array attribute":
+        temp.attributes = {"units": {"t": "string", "v": "K"}}
+    elif change == "version":
+        ds.version += 1
+    elif change == "two arrays":
+        ds.arrays["psal"] = ArrayMeta(999, "float32", ("depth",), (24,), (24,), stats=Stats(24, 0, 1.0, 2.0))
+    elif change == "other name":
+        ds.arrays = {"psal": temp}
+    elif change == "tombstone":
+        rows[17] = None
+    elif change == "float32 extremes":
+        for other in rows:
+            st = other.arrays["temp"].stats
+            st.minimum, st.maximum = np.float32(st.minimum), np.float32(st.maximum)
+    elif change == "int":
+        for k, other in enumerate(rows):
+            other.arrays["temp"].dtype = "int16"
+            other.arrays["temp"].stats = Stats(24, k % 3, -k, 2**15 - 1)
+    return rows
+
+
+ALIKE_CHANGES = ["none", "float32 extremes", "int"]
+OTHER_CHANGES = ["nan", "inf", "none extremes", "no stats", "shape", "dims", "fill", "array attribute", "version",
+                 "two arrays", "other name", "tombstone"]  # fmt: skip
+
+
+@pytest.mark.parametrize("change", ALIKE_CHANGES + OTHER_CHANGES)
+def test_records_of_rows_made_alike_are_the_bytes_of_the_plain_encoding(change):
+    """Rows made alike are joined from columns; any other block falls back to one row at a time."""
+    import msgpack
+
+    from atlas.catalog.encoding import RecordEncoder, encode_record
+
+    rows = _alike_block(change)
+    want = [encode_record(ds) for ds in rows]
+    encoder = RecordEncoder()
+    assert (encoder._alike(rows, None) is not None) == (change in ALIKE_CHANGES)
+    assert encoder.encode_alike(rows) == want
+    packed = [msgpack.packb(ds.attributes, use_bin_type=True) if ds is not None else b"" for ds in rows]
+    assert RecordEncoder().encode_alike(rows, packed) == want
+
+
 def _typed(i: int, k: int) -> dict:
     if k == 0:
         return {"t": "string", "v": f"s{i % 3}"}

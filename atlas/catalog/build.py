@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 _T, _V = operator.itemgetter("t"), operator.itemgetter("v")
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
+_ARRAYS = operator.attrgetter("arrays")
 _ID, _VERSION = operator.attrgetter("id"), operator.attrgetter("version")
 #: Rows per record block: materialising one dataset decompresses one block.
 BLOCK_ROWS = 256
@@ -46,6 +48,8 @@ _MAX_ORDERS = 16
 #: typed values stay in the CPU cache from one pass over them to the next (a part's
 #: worth of them do not: 128 rather than 16 384 rows cut the split by about a fifth).
 _SPLIT_ROWS = 128
+#: Parts of up to this many rows pack every attribute map with the attribute columns.
+_PREPACK_ROWS = 1 << 16
 #: Stats column ``dtype`` code of each dtype name (its position in this tuple).
 DTYPE_CODES: tuple[str, ...] = dtypes.DTYPE_NAMES
 _CODE = {name: i for i, name in enumerate(DTYPE_CODES)}
@@ -89,13 +93,19 @@ def write_part(
 def _write_part(
     rows: Sequence[tuple[str, DatasetMeta | None]], codec: str, generation: int, token: bytes
 ) -> tuple[str, list[bytes | np.ndarray], PartRef]:
-    ordered = sorted(rows, key=operator.itemgetter(0))
-    names = [name for name, _ in ordered]
-    if len(set(names)) != len(names):
-        raise InvalidArgumentError("a catalogue part cannot hold two rows of one dataset name")
+    rows = rows if isinstance(rows, list) else list(rows)
+    names = list(map(_FIRST, rows))
+    # A commit's rows come sorted by name: one C-level pass tells sorted and distinct.
+    if all(map(operator.lt, names, itertools.islice(names, 1, None))):
+        ordered = rows
+    else:
+        ordered = sorted(rows, key=_FIRST)
+        names = list(map(_FIRST, ordered))
+        if len(set(names)) != len(names):
+            raise InvalidArgumentError("a catalogue part cannot hold two rows of one dataset name")
     builder = PartBuilder(generation, token, codec)
     n = len(ordered)
-    metas = [m for _, m in ordered]
+    metas = list(map(_SECOND, ordered))
     builder.add("name", encode_strings(names))
     tombstone = np.fromiter(map(operator.is_, metas, itertools.repeat(None)), dtype="u1", count=n)
     if tombstone.any():
@@ -107,10 +117,20 @@ def _write_part(
     builder.add("id", ids, 8)
     builder.add("version", versions, 8)
     builder.add("tombstone", tombstone)
-    encode = RecordEncoder().encode
-    blocks = (record_block(list(map(encode, metas[i : i + BLOCK_ROWS]))) for i in range(0, n, BLOCK_ROWS))
+    # The attribute maps of a part of moderate size are packed with the attribute
+    # columns (see _attribute_values); a larger one packs them block by block, so
+    # as not to hold them all.
+    packed: list[bytes] | None = [] if n <= _PREPACK_ROWS else None
+    columns = _attribute_values([{} if m is None else m.attributes for m in metas], packed)
+    encode = RecordEncoder().encode_alike
+    if packed is not None and len(packed) == n:
+        blocks = (record_block(encode(metas[i : i + BLOCK_ROWS], packed[i : i + BLOCK_ROWS]))
+                  for i in range(0, n, BLOCK_ROWS))  # fmt: skip
+    else:
+        blocks = (record_block(encode(metas[i : i + BLOCK_ROWS])) for i in range(0, n, BLOCK_ROWS))
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
-    attributes = _add_attribute_columns(builder, metas)
+    attributes = [[key, add_attribute_values(builder, i, n, columns[key])]
+                  for i, key in enumerate(sorted(k for k in columns if not is_internal_key(k)))]  # fmt: skip
     arrays = _add_stats_columns(builder, metas)
     parts, size, index_offset, index_length, digest = builder.finish(n, BLOCK_ROWS, attributes, arrays)
     file = part_filename(generation, token)
@@ -123,13 +143,6 @@ def record_block(records: list[bytes]) -> bytes:
     offsets = np.zeros(len(records) + 1, dtype="<u4")
     np.cumsum([len(r) for r in records], out=offsets[1:])
     return offsets.tobytes() + b"".join(records)
-
-
-def _add_attribute_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) -> list[list[str]]:
-    attrs = [{} if m is None else m.attributes for m in metas]
-    columns = _attribute_values(attrs)
-    return [[key, add_attribute_values(builder, i, len(metas), columns[key])]
-            for i, key in enumerate(sorted(k for k in columns if not is_internal_key(k)))]  # fmt: skip
 
 
 @dataclass
@@ -161,8 +174,13 @@ class KeyValues:
         return self.given if self.given is not None else list(map(operator.itemgetter(self.key), self.source))
 
 
-def _attribute_values(attrs: list[dict[str, Any]]) -> dict[str, KeyValues]:
+def _attribute_values(attrs: list[dict[str, Any]], packed: list[bytes] | None = None) -> dict[str, KeyValues]:
     """The :class:`KeyValues` of every attribute key of ``attrs`` (one dict per row).
+
+    When ``packed`` is a list and every row holds its keys in one order, each row's
+    attribute map is packed into it too (the record's ``attributes`` member), while
+    the chunk of rows it belongs to is in the cache: packing the maps on their own
+    fetches every typed value from memory a second time.
 
     Datasets made alike hold their keys in one order.  The typed values of the rows
     of one order are flattened row by row, in the order they were made, and split
@@ -198,7 +216,10 @@ def _attribute_values(attrs: list[dict[str, Any]]) -> dict[str, KeyValues]:
             group = [attrs[r] for r in rows.tolist()]
         step = len(order)
         found = [KeyValues(key, rows, set(), [], True, group) for key in order]
+        pack = msgpack.Packer(use_bin_type=True).pack if uniform and packed is not None else None
         for lo in range(0, len(group), _SPLIT_ROWS):
+            if pack is not None:
+                packed += map(pack, group[lo : lo + _SPLIT_ROWS])
             flat = list(itertools.chain.from_iterable(map(dict.values, group[lo : lo + _SPLIT_ROWS])))
             # Three passes over the typed values (their sizes, types and values): when
             # every one is a scalar (two members, "t" and "v"), each key's types and
@@ -307,8 +328,9 @@ def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) ->
 
 def _arrays_by_name(metas: list[DatasetMeta | None]) -> dict[str, tuple[list[int], list[Any]]]:
     """``{array name: (rows, arrays)}`` of ``metas`` (rows ascending)."""
-    live = [m for m in metas if m is not None]
-    arrays = [m.arrays for m in live]
+    live = metas if not any(map(operator.is_, metas, itertools.repeat(None))) else \
+        [m for m in metas if m is not None]  # fmt: skip
+    arrays = list(map(_ARRAYS, live))
     if arrays and list(map(len, arrays)).count(1) == len(arrays):
         # One array per dataset (datasets made alike): one name for all of them?
         names = list(itertools.chain.from_iterable(arrays))

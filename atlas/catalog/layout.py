@@ -16,7 +16,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from atlas.engine.codecs import checksum, decode_payload, encode_payload
+from atlas.engine.codecs import RAW, checksum, decode_payload, encode_payload
 from atlas.errors import ChecksumError, CorruptStoreError
 
 __all__ = [
@@ -52,6 +52,11 @@ _RATIO_FLOOR = 16 << 20
 #: of a part) 2.4 times faster than level 3 for output about 2% larger, and every
 #: row is rewritten by several merges.
 CLEVEL = 1
+#: blosc2 block size of catalogue columns and record blocks.  A reader decodes a
+#: column or record block whole, so the small blocks that let a read of a chunk
+#: decode only what it touches buy nothing here: one block per record block (about
+#: 250 KiB) compresses it about 40% faster and a third smaller than 16 KiB blocks.
+BLOCKSIZE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,9 @@ class StoredBlock:
     """A block already compressed by this writer (a merge copies it from a verified part).
 
     Compression is deterministic: the stored bytes are those compressing the raw
-    block again with the same codec would give, at no cost.
+    block again with the same codec, level and block size would give, at no cost
+    (a block of a part written with other settings is copied as it was stored,
+    which any reader decodes alike).
     """
 
     stored: bytes | np.ndarray
@@ -110,7 +117,16 @@ class PartBuilder:
 
     def _compress(self, raw: np.ndarray | bytes, typesize: int) -> tuple[np.ndarray, int]:
         flat = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, (bytes, bytearray)) else raw.view(np.uint8)
-        return encode_payload(flat.reshape(-1), typesize, self.codec, CLEVEL)
+        flat = flat.reshape(-1)
+        stored, cid = encode_payload(flat, typesize, self.codec, CLEVEL, BLOCKSIZE)
+        if cid != RAW and flat.nbytes > max(_RATIO_FLOOR, MAX_RATIO * stored.nbytes):
+            # So compressible (large blocks of one repeated value) that a reader would
+            # take its size for a forged one (decode_column): blocks of 16 KiB bound
+            # the ratio, as for chunks; stored raw should even they not.
+            stored, cid = encode_payload(flat, typesize, self.codec, CLEVEL)
+            if flat.nbytes > max(_RATIO_FLOOR, MAX_RATIO * stored.nbytes):
+                stored, cid = flat, RAW
+        return stored, cid
 
     def add(self, name: str, raw: np.ndarray | bytes, typesize: int = 1) -> None:
         """Append one column from its raw bytes (a numpy array is taken as its bytes)."""

@@ -92,9 +92,13 @@ def row_checksums(block: np.ndarray, nbytes: int) -> np.ndarray | list[int]:
     return libblosc2.rows_xxh64(block, nbytes)
 
 
-def encode_payload(raw: np.ndarray, typesize: int, codec: str, clevel: int = CLEVEL) -> tuple[np.ndarray, int]:
+def encode_payload(
+    raw: np.ndarray, typesize: int, codec: str, clevel: int = CLEVEL, blocksize: int | None = None
+) -> tuple[np.ndarray, int]:
     """Compress the flat uint8 ``raw`` with the store ``codec`` (at ``clevel``).
 
+    ``blocksize`` is the blosc2 block size (blosc2 caps it at the payload's size);
+    by default, :data:`BLOCKSIZE` for payloads larger than it, else blosc2's choice.
     Returns ``(stored bytes as uint8 array, codec id)``.  The chunk is stored raw
     when compression would not make it smaller.
     """
@@ -111,7 +115,7 @@ def encode_payload(raw: np.ndarray, typesize: int, codec: str, clevel: int = CLE
         nthreads=1,
         # Blocks of 16 KiB (instead of one block per chunk) let a read decode only
         # the blocks its box touches, for about 1% of compression ratio.
-        blocksize=BLOCKSIZE if raw.nbytes > BLOCKSIZE else 0,
+        blocksize=blocksize if blocksize is not None else BLOCKSIZE if raw.nbytes > BLOCKSIZE else 0,
     )
     if len(packed) >= raw.nbytes:
         return raw, RAW

@@ -78,9 +78,9 @@ class StackedChunks:
     def set_array_stats(self, metas: dict[int, ArrayMeta]) -> None:
         """Set ``metas[slot].stats`` of every row's slot (each array is its one chunk)."""
         cells = int(self.values.shape[1])
-        rows = zip(map(metas.__getitem__, self.slots.tolist()), self.nulls.tolist(), self.minimum, self.maximum)
-        for meta, n, a, b in rows:
-            meta.stats = Stats(cells, n, a, b)
+        stats = map(Stats, itertools.repeat(cells), self.nulls.tolist(), self.minimum, self.maximum)
+        for meta, got in zip(map(metas.__getitem__, self.slots.tolist()), stats):
+            meta.stats = got
 
     def chunk_stats(self, row: int) -> ChunkStats:
         """The stats of row ``row``'s chunk."""

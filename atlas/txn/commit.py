@@ -14,6 +14,8 @@ anything else.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import operator
 import secrets
 import time
 
@@ -122,9 +124,17 @@ def _committed_rows(
     rows: list[tuple[str, DatasetMeta | None]] = []
     live_slots: dict[str, dict[int, ArrayMeta]] = {}
     pending, snapshot = state.pending, state.snapshot
+    names = sorted(pending)
+    if reused is not None:
+        fast = _created_alike(names, list(map(pending.__getitem__, names)), gen)
+        if fast is not None:
+            rows, array_name, metas = fast
+            reused += [ds for _, ds in rows]
+            live_slots[array_name] = dict(zip(map(_SLOT, metas), metas))
+            return rows, live_slots
     new = object.__new__
     reuse = reused is not None
-    for name in sorted(pending):
+    for name in names:
         ds = pending[name]
         if ds is None:
             if name in snapshot:  # a dataset created and deleted here leaves no row
@@ -163,6 +173,37 @@ def _committed_rows(
             by_slot[meta.slot] = meta
         rows.append((name, committed))
     return rows, live_slots
+
+
+_VERSION, _ARRAYS = operator.attrgetter("version"), operator.attrgetter("arrays")
+_SLOT, _STATS = operator.attrgetter("slot"), operator.attrgetter("stats")
+
+
+def _created_alike(
+    names: list[str], datasets: list[DatasetMeta | None], gen: int
+) -> tuple[list[tuple[str, DatasetMeta]], str, list[ArrayMeta]] | None:
+    """The rows of a batch of datasets made alike, by C-level passes; None when it is not one.
+
+    Such a batch: every pending dataset was created for generation ``gen``, holds
+    one array of one name for all, and no stats yet; then every row is its pending
+    dataset (see :func:`build_flush`).  Returns ``(rows, array name, arrays in row order)``.
+    """
+    n = len(datasets)
+    # (operator.is_, not list.count(None): that would call the dataclass __eq__ per row)
+    if not n or any(map(operator.is_, datasets, itertools.repeat(None))):
+        return None
+    if list(map(_VERSION, datasets)).count(gen) != n:
+        return None
+    arrays = list(map(_ARRAYS, datasets))
+    if list(map(len, arrays)).count(1) != n:
+        return None
+    array_names = list(itertools.chain.from_iterable(arrays))
+    if array_names.count(array_names[0]) != n:
+        return None
+    metas = list(itertools.chain.from_iterable(map(dict.values, arrays)))
+    if list(map(_STATS, metas)).count(None) != n:
+        return None
+    return list(zip(names, datasets)), array_names[0], metas
 
 
 def flush(state: WorkingState) -> Base:
