@@ -105,7 +105,7 @@ def general_path(monkeypatch):
     """Switch the one-open path off: what every file took before it existed."""
 
     def use_general() -> None:
-        monkeypatch.setattr(sources, "_open_once", lambda path, engine: None)
+        monkeypatch.setattr(sources, "_open_once", lambda *args: None)
 
     return use_general
 
@@ -125,8 +125,21 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def assert_same_dataset(want, got, where: str) -> None:
-    """Identical datasets, including variable order, dtypes, attrs and every encoding entry."""
+def _default_indexes(ds):
+    """``ds`` with the default indexes ``xr.open_dataset`` creates (a file read whole has none:
+    the stored dataset does not depend on them, and ``to_xarray`` creates them)."""
+    missing = {k: ds.variables[k] for k in ds.coords if ds.variables[k].dims == (k,) and k not in ds.xindexes}
+    return ds.assign_coords(xr.Coordinates(missing)) if missing else ds
+
+
+def assert_same_dataset(want, got, where: str, indexes: bool = True) -> None:
+    """Identical datasets, including variable order, dtypes, attrs and every encoding entry.
+
+    ``indexes=False``: ``got`` may lack default indexes ``want`` has.
+    """
+    if not indexes:
+        assert set(got.xindexes) <= set(want.xindexes), where
+        got = _default_indexes(got)
     xr.testing.assert_identical(want, got)
     assert list(want.variables) == list(got.variables), where
     assert _same(dict(want.encoding), dict(got.encoding)), (where, want.encoding, got.encoding)
@@ -141,7 +154,7 @@ def _load_both(path: Path, chunk_size: int, monkeypatch, engine: str | None = No
     src = sources.Source(path, "f")
     new = sources.load_source(src, chunk_size, engine)
     with monkeypatch.context() as m:
-        m.setattr(sources, "_open_once", lambda p, e: None)
+        m.setattr(sources, "_open_once", lambda *args: None)
         old = sources.load_source(src, chunk_size, engine)
     return old, new
 
@@ -160,7 +173,7 @@ def test_one_open_loads_what_the_general_path_loads(files, monkeypatch, chunk_si
             if a.ds is None:
                 assert b.ds is None, where
             else:
-                assert_same_dataset(a.ds, b.ds, f"{where} {a.group}")
+                assert_same_dataset(a.ds, b.ds, f"{where} {a.group}", indexes=False)
     grouped = sources.load_source(sources.Source(files / "grouped.nc", "g"), 1 << 30)
     assert [g.group for g in grouped.groups] == ["/obs", "/obs/deep"]
 
@@ -195,7 +208,7 @@ def test_packed_variables_are_swapped_in_as_assign_put_them(files, tmp_path, chu
             for n in names:
                 want.variables[n].encoding[CF_PACKED] = True
             with xr.open_dataset(path, chunks=chunks) as fresh:
-                got = sources._with_packed(fresh, raw, names)
+                got = sources._with_packed(fresh, raw.variables, names)
                 assert_same_dataset(want.load(), got.load(), str(path))
             checked += 1
     assert checked >= N_CORPUS + 3  # the profiles, GL_PR_BO_JLKU, packed.nc, coord.nc
@@ -231,7 +244,7 @@ def test_netcdf4_files_are_opened_once(files, monkeypatch):
     assert opened == [str(gl)]
     opened.clear()
     with monkeypatch.context() as m:
-        m.setattr(sources, "_open_once", lambda p, e: None)
+        m.setattr(sources, "_open_once", lambda *args: None)
         sources.load_source(sources.Source(gl, "gl"), 1 << 30)
     assert opened == [str(gl)] * 3
     # another engine named explicitly: the general path, as xr.open_dataset(engine=...) reads it
@@ -269,7 +282,7 @@ def test_stores_written_by_both_paths_are_the_same(files, tmp_path, monkeypatch,
     new, old = tmp_path / "new.atlas", tmp_path / "old.atlas"
     _create(files, new, "--chunk-size", chunk_size)
     with monkeypatch.context() as m:
-        m.setattr(sources, "_open_once", lambda p, e: None)
+        m.setattr(sources, "_open_once", lambda *args: None)
         _create(files, old, "--chunk-size", chunk_size)
     assert _listing(new) == _listing(old)
     with atlas.Atlas.open(old, mode="r") as a, atlas.Atlas.open(new, mode="r") as b:
@@ -300,3 +313,217 @@ def test_loading_a_file_imports_no_dask_array(files):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# -- small plain files read whole (OnceStore.read_whole) ------------------------------------------------
+
+
+def _plain_but_varied(path: Path) -> None:
+    """Read whole: big-endian, _Unsigned bytes, a scalar, packed data, a bounded time, chars."""
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("t", 3)
+        nc.createDimension("s", 4)
+        nc.title = "plain but varied"
+        t = nc.createVariable("t", "f8", ("t",))
+        t.units, t.calendar, t.bounds = "hours since 2000-01-01", "proleptic_gregorian", "t_bnds"
+        t[:] = [0.0, 1.5, 3.0]
+        nc.createDimension("nv", 2)
+        nc.createVariable("t_bnds", "f8", ("t", "nv"))[:] = [[0, 1], [1, 2], [2, 3]]
+        big = nc.createVariable("big", ">f4", ("t",), endian="big")
+        big[:] = [1.0, -1.0, 2.5]
+        u = nc.createVariable("u", "i1", ("t",))
+        u._Unsigned = "true"
+        u[:] = np.array([-1, 0, 5], dtype="i1")
+        p = nc.createVariable("p", "i2", ("t",), fill_value=np.int16(-32768))
+        p.scale_factor, p.add_offset, p.coordinates = 0.01, 5.0, "t"
+        p.set_auto_maskandscale(False)
+        p[:] = np.array([100, -32768, 300], dtype="i2")
+        nc.createVariable("scalar", "i4", ())[...] = 7
+        c = nc.createVariable("name", "S1", ("t", "s"))
+        c.set_auto_chartostring(False)
+        c[:] = np.array([list(b"ab  "), list(b"cdef"), list(b"    ")], dtype="S1")
+        nc.createVariable("dt", "i4", ("t",)).units = "seconds"
+        nc["dt"][:] = [1, 2, 3]
+
+
+def _vlen_strings(path: Path) -> None:
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("n", 2)
+        v = nc.createVariable("label", str, ("n",))
+        v[0], v[1] = "alpha", "béta"
+        nc.createVariable("x", "f4", ("n",))[:] = [1, 2]
+
+
+def _odd_calendar(path: Path) -> None:
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("time", 2)
+        t = nc.createVariable("time", "f8", ("time",))
+        t.units, t.calendar = "days since 2000-01-01", "noleap"
+        t[:] = [0, 365]
+
+
+def _enum(path: Path) -> None:
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("n", 3)
+        kind = nc.createEnumType(np.uint8, "cloud_t", {"clear": 0, "cloudy": 1})
+        nc.createVariable("cloud", kind, ("n",))[:] = np.array([0, 1, 1], dtype="u1")
+
+
+def _empty(path: Path) -> None:
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("obs", None)
+        nc.createVariable("v", "f4", ("obs",))
+
+
+UNUSUAL = {"vlen.nc": _vlen_strings, "noleap.nc": _odd_calendar, "enum.nc": _enum, "empty.nc": _empty}
+
+
+def _unsure(kind: str):
+    """A file read whole whose packed variables are not known from its listing alone."""
+
+    def make(path: Path) -> None:
+        with netCDF4.Dataset(path, "w") as nc:
+            nc.createDimension("t", 3)
+            nc.createVariable("plain_qc", "i1", ("t",), fill_value=np.int8(-127))[:] = [1, -127, 2]
+            v = nc.createVariable("v", "i2", ("t",), fill_value=np.int16(-1))
+            v.set_auto_maskandscale(False)
+            v[:] = np.array([3, -1, 5], dtype="i2")
+            if kind == "unsigned":
+                v._Unsigned = "true"
+            elif kind == "since":
+                v.units = "days since 2000-01-01"
+            elif kind == "timedelta":
+                v.units = "seconds"
+            elif kind == "two_fills":
+                v.missing_value = np.int16(-2)
+            elif kind == "bounds":
+                t = nc.createVariable("time", "f8", ("t",))
+                t.units, t.bounds = "days since 2000-01-01", "v"
+                t[:] = [0, 1, 2]
+            elif kind == "fill_list":
+                v.missing_value = np.array([-1, -2], dtype="i2")
+            elif kind == "odd_attrs":  # attributes of unusual types where names are expected
+                nc.createVariable("w", "f4", ("t",)).bounds = np.array([1, 2], dtype="i4")
+                v.units = np.array([3.0])
+
+    return make
+
+
+UNSURE = {f"unsure_{k}.nc": _unsure(k) for k in ("unsigned", "since", "timedelta", "two_fills", "bounds", "fill_list")}
+SURE = {"odd_attrs.nc": _unsure("odd_attrs"), "plain_qc.nc": _unsure("plain")}
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("varied")
+    _plain_but_varied(root / "plain.nc")
+    for name, make in {**UNUSUAL, **UNSURE, **SURE}.items():
+        make(root / name)
+    return root
+
+
+def _reads_whole(path: Path, limit: int = 1 << 30) -> bool:
+    from atlas.cli.netcdf_open import OnceStore
+
+    store = OnceStore(str(path))
+    try:
+        return store.read_whole(limit)
+    finally:
+        store.close()
+
+
+def test_small_plain_files_are_read_whole(files, varied):
+    """The fast path covers the real files (else the comparisons above would not test it)."""
+    # times.nc holds a string (a variable-length type), classic.nc is not netCDF4's to open
+    plain = [p for p in _all(files) if p.name not in ("classic.nc", "times.nc")]
+    assert all(_reads_whole(p) for p in plain), [p for p in plain if not _reads_whole(p)]
+    assert _reads_whole(varied / "plain.nc")
+    gl = files / "GL_PR_BO_JLKU.nc"
+    assert not _reads_whole(gl, 64)  # more than the limit: left lazy
+    assert not _reads_whole(files / "times.nc")
+    for name in UNUSUAL:  # a string, an odd calendar, an enum, an empty array: left lazy
+        assert not _reads_whole(varied / name), name
+
+
+def _listing_packed(path: Path) -> list[str] | None:
+    from atlas.cli.netcdf_open import OnceStore
+
+    store = OnceStore(str(path))
+    try:
+        assert store.read_whole(1 << 30)
+        return sources._surely_packed(store.listed())
+    finally:
+        store.close()
+
+
+def test_packed_variables_are_known_from_the_listing_or_left_to_the_swap(files, varied):
+    """Where the listing says which variables are packed, they are decoded once, as stored;
+    where it cannot say for sure, the general swap (``_packed_from``) does it."""
+    gl = files / "GL_PR_BO_JLKU.nc"
+    with xr.open_dataset(gl) as ds:
+        assert _listing_packed(gl) == sources.packed_variables(ds)
+    for path in sorted((files / "cmems").rglob("*.nc")):
+        with xr.open_dataset(path) as ds:
+            assert _listing_packed(path) == sources.packed_variables(ds) != [], path
+    assert _listing_packed(varied / "plain.nc") == ["p"]
+    assert _listing_packed(varied / "plain_qc.nc") == ["plain_qc", "v"]
+    assert _listing_packed(varied / "odd_attrs.nc") is None  # units that are not text: unsure
+    for name in UNSURE:
+        assert _listing_packed(varied / name) is None, name
+
+
+@pytest.mark.parametrize("name", ["plain.nc", *UNUSUAL, *UNSURE, *SURE])
+def test_read_whole_or_not_loads_what_xr_open_dataset_loads(varied, monkeypatch, name):
+    """A file read whole (or left lazy) loads what the general path, ``xr.open_dataset``
+    plus the packed variables of ``xr.open_dataset(mask_and_scale=False)``, loads."""
+    old, new = _load_both(varied / name, 1 << 30, monkeypatch)
+    assert old.warnings == new.warnings
+    assert_same_dataset(old.ds, new.ds, name, indexes=False)
+
+
+def test_a_file_read_whole_is_stored_as_the_general_path_stores_it(varied, tmp_path, monkeypatch):
+    new, old = tmp_path / "new.atlas", tmp_path / "old.atlas"
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(varied / "plain.nc", src / "plain.nc")
+    _create(src, new)
+    with monkeypatch.context() as m:
+        m.setattr(sources, "_open_once", lambda *args: None)
+        _create(src, old)
+    assert _listing(new) == _listing(old)
+    with atlas.Atlas.open(old, mode="r") as a, atlas.Atlas.open(new, mode="r") as b:
+        assert _same(a["plain"].attributes(), b["plain"].attributes())
+        assert_same_dataset(a.to_xarray("plain").load(), b.to_xarray("plain").load(), "plain")
+
+
+def test_reading_a_variable_whole_gives_what_indexing_it_gives(files, varied):
+    """``_read_all`` asks netCDF4 for the whole variable without parsing a key: the same
+    array as ``ncvar[...]`` (dtype, shape, values) for every variable read whole, and
+    ``ncvar[...]`` itself where that call is missing."""
+    from atlas.cli.netcdf_open import OnceStore, _read_all
+
+    class OnlyIndexing:  # a netCDF4 variable without the direct read (another netCDF4 version)
+        def __init__(self, ncvar):
+            self.ncvar = ncvar
+
+        def __getitem__(self, key):
+            return self.ncvar[key]
+
+    checked = 0
+    for path in [*_all(files), varied / "plain.nc"]:
+        if path.name == "classic.nc":
+            continue
+        store = OnceStore(str(path))
+        try:
+            for name, var in store.listed().items():
+                if var.size == 0 or var.dtype.kind not in "biufS":
+                    continue
+                ncvar = store.ds.variables[name]
+                want = ncvar[...]
+                for got in (_read_all(ncvar, var.shape), _read_all(OnlyIndexing(ncvar), var.shape)):
+                    assert type(got) is np.ndarray and got.dtype == want.dtype and got.shape == want.shape
+                    assert np.array_equal(got, want, equal_nan=want.dtype.kind == "f"), (path, name)
+                checked += 1
+        finally:
+            store.close()
+    assert checked > 100

@@ -10,7 +10,15 @@ array wrappers), minus two costs that only matter for a fleet of small files:
   reader and is closed with the store;
 * the store's variables and attributes are listed once, so the second decode of
   the same file (the packed variables as stored, see
-  :func:`atlas.cli.sources.load_source`) does not query the file again.
+  :func:`atlas.cli.sources.load_source`) does not query the file again;
+* a small plain file can be read whole right after it is listed
+  (:meth:`OnceStore.read_whole`): one netCDF4 read per variable, its values put
+  where xarray's lazy array wrapper was, so decoding, default indexes and loading
+  work on numpy arrays instead of going through xarray's indexing adapters to the
+  file once per variable and once more per time variable whose decoding is checked.
+  The values are the ones the wrapper reads (the same netCDF4 call on the same
+  variable, with the same automatic masking and character conversion switched
+  off); xarray decodes them exactly as it decodes the wrapper's.
 
 Imports xarray and netCDF4: imported only by the reader code that opens files.
 """
@@ -20,11 +28,16 @@ from __future__ import annotations
 from typing import Any
 
 import netCDF4
+import numpy as np
 from xarray.backends.netCDF4_ import NetCDF4DataStore
+from xarray.core.indexing import LazilyIndexedArray, NumpyIndexingAdapter
 from xarray.core.utils import FrozenDict
 from xarray.core.variable import Variable
 
-__all__ = ["OnceStore"]
+__all__ = ["OnceStore", "PLAIN_CALENDARS"]
+
+#: Calendars of times read whole (others, decoded to ``cftime`` objects, stay lazy).
+PLAIN_CALENDARS = frozenset({"standard", "gregorian", "proleptic_gregorian"})
 
 
 class OnceStore(NetCDF4DataStore):
@@ -56,14 +69,80 @@ class OnceStore(NetCDF4DataStore):
         # after a trip through its file manager.
         return self._nc
 
+    def read_whole(self, limit: int) -> bool:
+        """Read every variable of a small plain file now; False (nothing read) for any other file.
+
+        A file qualifies when its variables, decoded, cannot exceed ``limit`` bytes
+        (counted at eight bytes per value at least: the most a decoded value takes
+        but for text, which never grows) and every variable is a non-empty array of
+        numbers, booleans or characters (not a string, enum, compound or
+        variable-length type) whose ``calendar``, if any, is a standard one.
+        Anything else is left to xarray's lazy wrapper, read when the dataset loads.
+        """
+        variables, attributes = self._list()
+        total = 0
+        for var in variables.values():
+            dtype = var.dtype
+            if not isinstance(dtype, np.dtype) or dtype.kind not in "biufS" or dtype.metadata:
+                return False
+            encoded = var.encoding.get("dtype")
+            if not isinstance(encoded, np.dtype) or encoded.metadata or var.size == 0:
+                return False
+            calendar = var.attrs.get("calendar")
+            if calendar is not None and (not isinstance(calendar, str) or calendar.lower() not in PLAIN_CALENDARS):
+                return False
+            total += var.size * max(8, dtype.itemsize)
+        if total > limit:
+            return False
+        read = {}
+        ncvars = self._nc.variables
+        for name, var in variables.items():
+            # xarray's wrapper switched masking, scaling and character conversion off
+            # on this very netCDF4 variable when it was listed.
+            values = _read_all(ncvars[name], var.shape)
+            if type(values) is not np.ndarray or values.shape != var.shape or values.dtype != var.dtype:
+                return False
+            # Wrapped as the listing wraps the file's variable: xarray's decoders build
+            # Variables around it without the checks of a bare array (which import dask.array).
+            data = LazilyIndexedArray(NumpyIndexingAdapter(values))
+            read[name] = Variable(var.dims, data, var.attrs, var.encoding, fastpath=True)
+        self._listed = (FrozenDict(read), attributes)
+        return True
+
+    def listed(self) -> Any:
+        """The store's variables as listed (not copies: read them, never change them)."""
+        return self._list()[0]
+
+    def _list(self) -> tuple[Any, Any]:
+        if self._listed is None:
+            self._listed = super().load()
+        return self._listed
+
     def load(self) -> tuple[Any, Any]:
         """The store's variables and attributes, listed from the file once.
 
         Each call returns new ``Variable`` objects (fresh ``attrs`` and ``encoding``
         dicts over the same lazy arrays), since decoding may edit them.
         """
-        if self._listed is None:
-            self._listed = super().load()
-        variables, attributes = self._listed
+        variables, attributes = self._list()
         fresh = {k: Variable(v.dims, v._data, v.attrs, v.encoding, fastpath=True) for k, v in variables.items()}
         return FrozenDict(fresh), FrozenDict(attributes)
+
+
+def _read_all(ncvar: Any, shape: tuple[int, ...]) -> Any:
+    """Every value of a netCDF4 variable (masking, scaling and text conversion off), as ``ncvar[...]``.
+
+    ``ncvar[...]`` turns its key into start/count/stride arrays in Python before
+    the one netCDF-C read (three quarters of its time for a small variable); the
+    arrays for the whole variable are known, so the read is asked for directly
+    with them.  A 0-D variable, or one that call does not give as an array of the
+    variable's shape (it is netCDF4's own, unlisted), is read by ``ncvar[...]``.
+    """
+    n = len(shape)
+    try:
+        values = ncvar._get(np.zeros(n, np.intp), np.array(shape, np.intp), np.ones(n, np.intp)) if n else None
+    except Exception:
+        values = None
+    if type(values) is not np.ndarray or values.shape != shape:
+        values = ncvar[...]
+    return values

@@ -30,7 +30,11 @@ lazily with ``xr.open_dataset``.  A file the netCDF4 engine reads is opened once
 data, its packed variables as stored and its list of groups all come from that one
 netCDF4 handle (:class:`atlas.cli.netcdf_open.OnceStore`: xarray's netCDF4 store
 without its file cache, its variables listed once), decoded exactly as
-``xr.open_dataset(path)`` decodes it.  A file whose variables total at most
+``xr.open_dataset(path)`` decodes it but without default (pandas) indexes, which
+nothing stored depends on.  A small plain file (numbers and characters, standard
+calendars) is read whole right after it is listed, one netCDF4 read per variable,
+and decoded from memory; when its listing says for sure which variables are
+packed, those are decoded as stored in the same pass instead of a second one.  A file whose variables total at most
 ``chunk_size`` bytes is loaded whole into memory right there and sent to the
 writer, so reading overlaps with writing; it is stored with ATLAS's default chunk
 shapes.  A larger file is reopened by the writer (:func:`open_streamed`) with
@@ -295,7 +299,10 @@ def packed_variables(ds: Any) -> list[str]:
 
 
 def _with_packed(ds: Any, raw: Any, names: list[str]) -> Any:
-    """``ds`` (just opened, owned by the caller) with its variables ``names`` swapped for ``raw``'s, marked CF-packed.
+    """``ds`` (just opened, owned by the caller) with its variables ``names`` swapped for ``raw[name]``, CF-packed.
+
+    ``raw`` maps names to the variables decoded without mask-and-scale (a raw
+    dataset's ``variables``).
 
     The swap is in place: each variable keeps its dims, shape, position and
     coordinate status and takes ``raw``'s data, attributes and encoding, which is
@@ -306,7 +313,7 @@ def _with_packed(ds: Any, raw: Any, names: list[str]) -> Any:
     from atlas.xarray.conversions import CF_PACKED
 
     for name in names:
-        var, packed = ds.variables[name], raw.variables[name]
+        var, packed = ds.variables[name], raw[name]
         # Given the Variable itself, the setter takes its array as it is (lazy, or
         # dask): ``packed.data`` would read a lazy one now, and the setter's general
         # path imports dask.array to test for masked dask arrays (a quarter second).
@@ -338,21 +345,28 @@ def keep_packed(
         drop_variables=[str(n) for n in ds.variables if str(n) not in names],
         **({} if group is None else {"group": group}),
     )  # fmt: skip
-    return _with_packed(ds, raw, names), raw
+    return _with_packed(ds, raw.variables, names), raw
 
 
 def _packed_from(ds: Any, store: Any) -> tuple[Any, Any]:
-    """:func:`keep_packed` reading the already open ``store`` instead of opening the file again."""
-    import xarray as xr
+    """:func:`keep_packed` decoding the already open ``store``'s listing instead of opening the file again.
+
+    The packed variables are decoded by xarray's own ``decode_cf_variables``, with the
+    arguments and the variables to drop that :func:`keep_packed` gives
+    ``xr.open_dataset``: the variables it returns, without building a second
+    ``Dataset`` around them (``ds`` closes the store).
+    """
+    from xarray import conventions
 
     names = packed_variables(ds)
     if not names:
         return ds, None
-    raw = xr.open_dataset(
-        store, mask_and_scale=False, decode_times=False, decode_timedelta=False,
+    variables, attributes = store.load()
+    raw, _, _ = conventions.decode_cf_variables(
+        variables, attributes, mask_and_scale=False, decode_times=False, decode_timedelta=False,
         drop_variables=[str(n) for n in ds.variables if str(n) not in names],
     )  # fmt: skip
-    return _with_packed(ds, raw, names), raw
+    return _with_packed(ds, raw, names), None
 
 
 def load_source(source: Source, chunk_size: int, engine: str | None = None) -> Loaded:
@@ -375,10 +389,10 @@ def load_source(source: Source, chunk_size: int, engine: str | None = None) -> L
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", UserWarning)  # what the parent reports too (see atlas.cli.progress)
         warnings.simplefilter("always", RuntimeWarning)
-        opened = _open_once(source.path, engine)
+        opened = _open_once(source.path, engine, chunk_size)
         if opened is not None:
-            ds, store, groups = opened
-            loaded = _load_or_plan(source, ds, chunk_size, None, engine, store)
+            ds, store, groups, packed = opened
+            loaded = _load_or_plan(source, ds, chunk_size, None, engine, store, packed)
         else:
             try:
                 ds = xr.open_dataset(source.path, engine=engine)
@@ -395,13 +409,23 @@ def load_source(source: Source, chunk_size: int, engine: str | None = None) -> L
     return loaded
 
 
-def _open_once(path: Any, engine: str | None) -> tuple[Any, Any, list[str]] | None:
-    """``(dataset, store, group_paths)`` from one netCDF4 open of ``path``, or None.
+def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple[Any, Any, list[str], bool] | None:
+    """``(dataset, store, group_paths, packed)`` from one netCDF4 open of ``path``, or None.
+
+    ``packed``: the packed variables are already as stored in ``dataset`` (a file
+    read whole whose packed variables are known from its listing, see
+    :func:`_surely_packed`); otherwise :func:`_packed_from` swaps them in.
+
+    ``limit``: a file whose root group is plain and whose variables take at most
+    this many bytes decoded is read whole before it is decoded
+    (:meth:`atlas.cli.netcdf_open.OnceStore.read_whole`).
 
     ``dataset`` is ``xr.open_dataset`` of the open netCDF4 ``store``: the very decoding
     ``xr.open_dataset(path)`` does (its netCDF4 engine opens such a store and decodes
     it the same way), without opening the file again for the packed variables
-    (:func:`_packed_from`) or for the groups.  None when the netCDF4 engine is not the
+    (:func:`_packed_from`) or for the groups, and without default indexes: the
+    stored dataset does not depend on them (``to_xarray`` creates its own), and
+    building one reads and sorts the coordinate again.  None when the netCDF4 engine is not the
     one ``xr.open_dataset(path, engine=engine)`` would use or cannot open the file:
     the caller then takes the general path.
     """
@@ -427,28 +451,89 @@ def _open_once(path: Any, engine: str | None) -> tuple[Any, Any, list[str]] | No
             group = todo.pop(0)
             groups.append(group.path)
             todo[:0] = list(group.groups.values())
-        ds = xr.open_dataset(store)
+        packed = None
+        if limit is not None and store.read_whole(limit):
+            packed = _surely_packed(store.listed())
+        raw: dict[str, Any] = {}
+        if packed:
+            off = dict.fromkeys(packed, False)
+            raw = {"mask_and_scale": off, "decode_times": off, "decode_timedelta": off}
+        ds = xr.open_dataset(store, create_default_indexes=False, **raw)
     except Exception:
         store.close()
         raise
     ds.encoding.setdefault("source", filename)
-    return ds, store, groups
+    if packed is not None:
+        from atlas.xarray.conversions import CF_PACKED
+
+        for name in packed:
+            ds.variables[name].encoding[CF_PACKED] = True
+    return ds, store, groups, packed is not None
+
+
+#: Units xarray decodes integers to timedeltas with (then they are not masked to floats).
+_TIME_UNITS = frozenset({"days", "hours", "minutes", "seconds", "milliseconds", "microseconds", "nanoseconds"})
+
+
+def _plain_fill(value: Any) -> Any:
+    """A fill value as one plain number, or None when it is anything else (text, NaN, several values)."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            return None
+        value = value.reshape(-1)[0]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return None if value != value else value
+
+
+def _surely_packed(variables: Any) -> list[str] | None:
+    """The variables :func:`packed_variables` would name, known from the file's listing; None when unsure.
+
+    A variable of integers with a ``_FillValue``, ``missing_value``, ``scale_factor``
+    or ``add_offset`` that is not an index coordinate may be one.  It surely is (xarray
+    masks or scales it to floats) when it has no ``_Unsigned``, ``dtype`` or
+    ``calendar`` attribute, no time units, is no other variable's ``bounds``, and
+    its fill values are one plain number (several would make xarray warn).  When
+    every candidate surely is, they are decoded in the one ``open_dataset`` without
+    mask-and-scale and times, as :func:`keep_packed` decodes them, instead of twice;
+    otherwise the caller swaps them in afterwards (:func:`_packed_from`).
+    """
+    bounds = {v.attrs["bounds"] for v in variables.values() if isinstance(v.attrs.get("bounds"), str)}
+    out = []
+    for name, var in variables.items():
+        attrs = var.attrs
+        if var.dtype.kind not in "iu" or var.dims == (name,) or not any(k in attrs for k in _PACKING):
+            continue
+        if "_Unsigned" in attrs or "dtype" in attrs or "calendar" in attrs or name in bounds:
+            return None
+        units = attrs.get("units")
+        if units is not None and (not isinstance(units, str) or "since" in units or units.strip() in _TIME_UNITS):
+            return None
+        fills = [_plain_fill(attrs[k]) for k in ("_FillValue", "missing_value") if k in attrs]
+        if any(f is None for f in fills) or len(set(fills)) > 1:
+            return None
+        out.append(str(name))
+    return out
 
 
 def _load_or_plan(
-    source: Source, ds: Any, chunk_size: int, group: str | None, engine: str | None, store: Any = None
+    source: Source, ds: Any, chunk_size: int, group: str | None, engine: str | None, store: Any = None,
+    packed: bool = False,
 ) -> Loaded:
     """``ds`` loaded whole when small, else the plan to stream it; ``ds`` is closed.
 
     ``store``: the file's open netCDF4 store ``ds`` was decoded from (see
-    :func:`_open_once`), where packed variables are read instead of opening the file again.
+    :func:`_open_once`), where packed variables are read instead of opening the file
+    again; ``packed``: ``ds`` holds them as stored already.
     """
     raw = None
     try:
         if ds.nbytes <= chunk_size:  # metadata only: nothing is read yet
             if store is None:
                 ds, raw = keep_packed(ds, source.path, engine, None, group)
-            else:
+            elif not packed:
                 ds, raw = _packed_from(ds, store)
             ds.load()
             return Loaded(source, ds, group=group)
