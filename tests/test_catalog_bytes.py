@@ -188,8 +188,8 @@ def test_written_parts_keep_their_bytes(codec, split, small, monkeypatch):
     assert got == WRITTEN[codec]
 
 
-@pytest.mark.parametrize("drop", [False, True])
-def test_merged_parts_keep_their_bytes(drop):
+def merged_digests(drop: bool) -> dict[str, str]:
+    """Hashes of merges of three ``rows`` parts, and of them with a ``bench_rows`` part."""
     files: dict[str, bytes] = {}
 
     def read_range(path: str, offset: int, length: int) -> bytes:
@@ -202,11 +202,15 @@ def test_merged_parts_keep_their_bytes(drop):
         refs.append(ref)
     bench = write_part(bench_rows(300), "lz4", 4, bytes([4]) * 16)
     files[bench[2].path] = b"".join(bytes(b) for b in bench[1])
-    got = {
+    return {
         "varied": digest(merge_parts(refs, read_range, "zstd", 5, TOKEN, drop)[1]),
         "with_bench": digest(merge_parts([*refs, bench[2]], read_range, "zstd", 5, TOKEN, drop)[1]),
     }
-    assert got == MERGED[drop]
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_merged_parts_keep_their_bytes(drop):
+    assert merged_digests(drop) == MERGED[drop]
 
 
 #: sha256 of parts of :func:`mixed_rows` and :func:`uniform_rows` (600 rows each, codec
@@ -293,3 +297,37 @@ def test_merges_reusing_stored_record_blocks_keep_their_bytes(codec, monkeypatch
     slow = [digest(merge_parts(refs, read_range, codec, 9, TOKEN, drop)[1]) for refs in cases for drop in (False, True)]
     assert fast == slow
 
+
+
+#: The hashes of WRITTEN and MERGED that changed with the block size, as recorded
+#: with blosc2 blocks of 16 KiB (``layout.BLOCKSIZE = None``: the chunk default).
+WRITTEN_16_KIB = {
+    "lz4": {"bench": "736528047c8352baea5f46528e5cfe907bb4c565c092c4e9de1680ba05fee371",
+            "varied": "2354347fbfed97acb8b84593832608579b2fe2feabe21823cc9e4354a36fe348"},
+    "zstd": {"bench": "dd9133dda8a645333913a031df608770782aad9160189b3db42b89922c429655",
+             "varied": "16d79d4963007f0e8d5d32ccf69c6ca17ef3c761ff6a081e1d35e0fd52445bd3"},
+}  # fmt: skip
+MERGED_16_KIB = {
+    False: {"varied": "3ccd949f83895e40885e27a444ca051192a5a70f6f1db63d7638dd871f873525",
+            "with_bench": "cb44303962fc964532266141ecb1d3d8f437d7f8a6f2d58f8f21010393f40789"},
+    True: {"varied": "baf319f239596a19e90d3ff67c6cd020925a031a3659b17c95728fda342cf7de",
+           "with_bench": "1d4e1441d54ffd6f072708b201135d3a5e7bb1f3b318abe006efd35d12d2dd85"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_with_16_kib_blocks_parts_keep_the_bytes_of_before(codec, monkeypatch):
+    """Only the block size changed the parts' bytes: with the blocks of before, every
+    fast path of the writer and of merges still gives the hashes recorded then."""
+    from atlas.catalog import layout
+
+    monkeypatch.setattr(layout, "BLOCKSIZE", None)
+    for split, small in [(1 << 14, False), (64, True)]:
+        monkeypatch.setattr(build, "_SPLIT_ROWS", split)
+        monkeypatch.setattr(build, "_PREPACK_ROWS", 10 if small else 1 << 16)
+        monkeypatch.setattr(encoding, "_MEMO_SIZE", 2 if small else 4096)
+        got = {"varied": digest(write_part(rows(0, 700), codec, 3, TOKEN)[1]),
+               "bench": digest(write_part(bench_rows(600), codec, 3, TOKEN)[1])}  # fmt: skip
+        assert got == WRITTEN_16_KIB[codec]
+    if codec == "zstd":
+        assert {drop: merged_digests(drop) for drop in (False, True)} == MERGED_16_KIB

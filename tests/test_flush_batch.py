@@ -111,9 +111,9 @@ def test_staged_chunks_of_a_batch_made_alike_stack_as_one_by_one(tmp_path, monke
         st = store._st
         metas = st.pending_metas()["temp"]
         engine = st.engine("temp")
-        assert (family._one_group(metas, engine.pending) is not None) == (odd == "none")
+        assert (family.staged_alike(metas, engine.pending) is not None) == (odd == "none")
         fast = engine.stack_staged(metas, "zstd")
-        monkeypatch.setattr(family, "_one_group", lambda *args: None)
+        monkeypatch.setattr(family, "staged_alike", lambda *args: None)
         slow = engine.stack_staged(metas, "zstd")
         assert len(fast) == len(slow) >= 1
         for a, b in zip(fast, slow):

@@ -30,7 +30,7 @@ from atlas.catalog.snapshot import merge_positions, merge_sorted, winning_rows
 from atlas.engine.codecs import CODEC_IDS, checksum
 from atlas.errors import ChecksumError, CorruptStoreError
 
-__all__ = ["merge_columns"]
+__all__ = ["add_search_columns", "merge_columns"]
 
 _NIL = b"\xc0"  # the MessagePack nil of a tombstone record
 #: Per part: row numbers, or positions in the merged part.
@@ -66,9 +66,23 @@ def merge_columns(
         builder.add(name, _gather(readers, rows, pos, n, lambda r, c=name: r.fixed(c), dtype), np.dtype(dtype).itemsize)
     blocks = _record_blocks(readers, rows, pos, n, builder.codec)
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
-    attributes = _merge_attributes(readers, rows, pos, n, builder)
-    arrays = _merge_stats(readers, rows, pos, n, builder)
+    attributes, arrays = add_search_columns(readers, rows, pos, n, builder)
     return n, attributes, arrays
+
+
+def add_search_columns(
+    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder, used_only: bool = False
+) -> tuple[list[list], list[list]]:
+    """Add the attribute and stats columns of rows ``rows`` of ``readers`` (ascending
+    per part) at positions ``pos`` of a part of ``n`` rows to ``builder``.
+
+    With ``used_only``, attribute keys and arrays that none of those rows has get
+    no column (a part of some rows of other parts, as a part written from these
+    rows would be); otherwise every key and array of ``readers`` gets one.
+    Returns ``(attribute entries, array entries)`` for :meth:`PartBuilder.finish`.
+    """
+    return (_merge_attributes(readers, rows, pos, n, builder, used_only),
+            _merge_stats(readers, rows, pos, n, builder, used_only))  # fmt: skip
 
 
 def _at(index: np.ndarray) -> np.ndarray | slice:
@@ -199,9 +213,12 @@ def _as_objects(items: list[Any]) -> np.ndarray:
 
 
 def _merge_attributes(
-    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder
+    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder, used_only: bool = False
 ) -> list[list[str]]:
     keys = sorted({k for r in readers for k in r.attribute_kinds()})
+    if used_only:
+        keys = [k for k in keys if any(_has_any(r, rw, f"a{r.attribute_kinds()[k][0]}.present")
+                                       for r, rw in zip(readers, rows) if k in r.attribute_kinds())]  # fmt: skip
     out = []
     for i, key in enumerate(keys):
         kinds_ = {r.attribute_kinds()[key][1] for r in readers if key in r.attribute_kinds()}
@@ -285,8 +302,18 @@ def _typed_values(kind: str, values: np.ndarray, present: np.ndarray) -> np.ndar
     return out
 
 
-def _merge_stats(readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder) -> list[list]:
+def _has_any(reader: PartReader, rows: np.ndarray, column: str) -> bool:
+    """Whether the u8 column ``column`` is non-zero in some row of ``rows``."""
+    return bool(rows.size) and bool(reader.fixed(column)[_at(rows)].any())
+
+
+def _merge_stats(
+    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder, used_only: bool = False
+) -> list[list]:
     names = sorted({a for r in readers for a in r.stats_groups()})
+    if used_only:
+        names = [a for a in names if any(_has_any(r, rw, f"s{r.stats_groups()[a][0]}.state")
+                                         for r, rw in zip(readers, rows) if a in r.stats_groups())]  # fmt: skip
     out = []
     for j, array in enumerate(names):
         groups = [r.stats_groups().get(array) for r in readers]

@@ -18,8 +18,11 @@ import logging
 import math
 import os
 import pickle
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +47,10 @@ logger = logging.getLogger("atlas")
 
 #: Attempts of one commit when other writers commit meanwhile.
 _COMMIT_ATTEMPTS = 5
+#: Fragments are committed once this many times the task slots of them wait, and
+#: as they come once at most this many times the slots of tasks are left and more
+#: fragments wait than tasks are left (see ``_drive``).
+_COMMIT_SLOTS, _TAIL_SLOTS = 4, 2
 
 
 @dataclass
@@ -175,7 +182,8 @@ def ingest(
         runs a task again when a worker process dies while it runs (at most
         :data:`POOL_RETRIES` times; then the task's sources fail as below).
     batch : int, optional
-        Sources per task (default: about four tasks per worker, at most 64).
+        Sources per task (default: about four tasks per worker, at most 64, and
+        the last tasks smaller so that the workers finish together).
     skip_existing : bool
         Skip sources whose dataset is already in the store (resumes an ingest).
     skip_errors : bool
@@ -185,8 +193,10 @@ def ingest(
         As the ``atlas create`` options of the same names, per worker.
     commit_interval : float
         The fragments received so far are committed once this many seconds
-        passed since the previous commit (when a fragment arrives, or when a task
-        slot is free), once more when the last tasks run, and all at the end.
+        passed since the previous commit, or once twice as many as the task
+        slots wait, whichever comes first; while the last tasks run, as they
+        arrive; and all at the end.  One commit runs at a time, beside the
+        tasks.
     slots_per_source : int
         Arrays a source may define (its task's slot range is this times its
         sources; unused slots cost nothing).
@@ -239,8 +249,7 @@ def ingest(
             handle.upgrade()
             state = handle.session.state()
         nworkers = workers or (len(client.scheduler_info()["workers"]) if client is not None else os.cpu_count() or 1)
-        size = batch or max(1, min(64, math.ceil(len(items) / (4 * max(1, nworkers)))))
-        batches = [items[i:i + size] for i in range(0, len(items), size)]
+        batches = _batches(items, batch, nworkers)
         reservation, ranges = SlotReservation.plan(state.base.next_slot, [len(b) * slots_per_source for b in batches])
         tasks = [
             Task(i, handle.location, dict(storage_options) if storage_options else None, tuple(b), ranges[i],
@@ -261,41 +270,81 @@ def ingest(
     return report
 
 
+#: Most sources in a task of the default batching, and fewest in its smaller last tasks.
+_MAX_BATCH, _MIN_BATCH = 64, 8
+
+
+def _batches(items: list[Any], batch: int | None, workers: int) -> list[list[Any]]:
+    """``items`` cut into tasks: of ``batch`` sources each when given, else of decreasing sizes.
+
+    By default a task holds about a quarter of a worker's share of the sources, at
+    most :data:`_MAX_BATCH`, and the last tasks shrink (each about an eighth of a
+    worker's share of the sources left, down to :data:`_MIN_BATCH`), so that the
+    workers finish nearly together: a last task as large as the others would leave
+    the other workers idle while it runs.
+    """
+    if batch is not None:
+        return [items[i : i + batch] for i in range(0, len(items), batch)]
+    workers = max(1, workers)
+    size = max(1, min(_MAX_BATCH, math.ceil(len(items) / (4 * workers))))
+    out, at = [], 0
+    while at < len(items):
+        left = len(items) - at
+        step = min(size, max(_MIN_BATCH, math.ceil(left / (2 * workers))))
+        out.append(items[at : at + step])
+        at += step
+    return out
+
+
 def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotReservation,
            storage_options: dict[str, Any] | None, skip_errors: bool, skip_existing: bool, commit_interval: float,
            progress: Callable[[str, str], None] | None, report: IngestReport) -> None:  # fmt: skip
-    """Collect fragments as tasks finish and commit them every ``commit_interval`` seconds.
+    """Collect fragments as tasks finish and commit them as they come, one commit at a time.
 
-    The lease over the files of waiting fragments is renewed even when no task
-    finishes for a long time (a concurrent ``compact`` keeps them), and when a
-    task slot is free, they are committed once ``commit_interval`` passed without
-    waiting for the next task to finish.
-
-    One more commit is made when the last tasks run (fewer left than the runner
-    has slots, and fewer than the fragments waiting): a task slot is free then, so
-    the commit task of everything received so far runs beside them, and the
-    commit left for the end holds the fragments of those last tasks only.
+    A commit runs in a thread of this process (its commit task on a worker) while
+    the tasks go on: fragments are committed once ``_COMMIT_SLOTS`` times the task
+    slots of them wait (a few large commits: each may merge the catalogue's
+    newest parts), or ``commit_interval`` seconds passed since the last commit,
+    and once at most ``_TAIL_SLOTS`` times the slots of tasks are left (the last,
+    smaller tasks) whenever more fragments wait than tasks are left (the commit
+    then takes more off the end than it leaves there); so the commit left once
+    the last task returned holds the fragments of the last tasks only.  The lease
+    over the files of waiting and committing fragments is renewed even when no
+    task finishes for a long time (a concurrent ``compact`` keeps them).
     """
     state = handle.session.state()
     lease = Lease(state.backend)  # takes over the workers' leases until their files are committed
     pending: list[Fragment] = []
     by_index = {t.index: t for t in tasks}
-    last = time.monotonic()
-    unfinished, tail_committed = len(tasks), False
+    unfinished = len(tasks)
     batch = _Batch(handle, runner, reservation, storage_options, by_index, report, skip_errors, skip_existing)
+    committer = _Committer(batch)
 
-    def commit(fragments: list[Fragment]) -> tuple[list[Fragment], float]:
-        batch.commit(fragments)
-        lease.release()  # the committed files are referenced now
-        return [], time.monotonic()
+    def hold() -> None:
+        lease.hold([p for f in [*committer.fragments, *pending] for p in f.paths()])
 
+    def step(finished: bool) -> None:
+        """Collect a finished commit; start the next one when it is due."""
+        nonlocal pending
+        if committer.collect():
+            hold()  # the committed files are referenced now: the lease keeps the others only
+        if committer.busy() or not pending:
+            return
+        slots = runner.slots()
+        # Near the end, a commit is worth it when it takes more off the end than it leaves there.
+        tail = unfinished <= _TAIL_SLOTS * slots and len(pending) > unfinished
+        due = (finished or tail or len(pending) >= _COMMIT_SLOTS * slots
+               or time.monotonic() - committer.last >= commit_interval)  # fmt: skip
+        if due:
+            committer.start(pending)
+            pending = []
+
+    results = runner.results(tasks, max(1.0, min(RENEW_SECONDS, commit_interval)))
     try:
-        for task, packed, error in runner.results(tasks, max(1.0, min(RENEW_SECONDS, commit_interval))):
+        for task, packed, error in results:
             if task is None:  # no task finished for a while: keep the lease fresh, commit what waits
                 lease.renew()
-                # Only with a slot free: a commit task queued behind long tasks would hold up this loop.
-                if pending and time.monotonic() - last >= commit_interval and unfinished < runner.slots():
-                    pending, last = commit(pending)
+                step(False)
                 continue
             unfinished -= 1
             if error is not None:
@@ -304,12 +353,15 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
                 if not skip_errors:
                     raise IngestError(f"{labels[0]} (and the {len(labels) - 1} other sources of its task): {reason}; "
                                       f"{_done(report)}", [(lb, reason) for lb in labels])  # fmt: skip
-                report.failed += [(lb, reason) for lb in labels]
+                with batch.lock:
+                    report.failed += [(lb, reason) for lb in labels]
                 for lb in labels:
                     _tick(progress, lb, "failed")
+                step(False)
                 continue
             # Counted as the pool or dask ships the result (pickled), whatever its type.
-            report.received_bytes += len(pickle.dumps(packed, pickle.HIGHEST_PROTOCOL))
+            with batch.lock:
+                report.received_bytes += len(pickle.dumps(packed, pickle.HIGHEST_PROTOCOL))
             frag = unpack_fragment(packed)
             if frag.task != task.index or frag.slots != task.slots:
                 raise AtlasError(f"the fragment of task {task.index} claims task {frag.task}, slots {frag.slots}")
@@ -318,7 +370,7 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
                     raise AtlasError(f"the fragment of task {task.index} names source {src.index} of {len(task.items)}")
                 src.label = source_label(task.items[src.index])
             pending.append(frag)
-            lease.hold([p for f in pending for p in f.paths()])
+            hold()
             if frag.lease:
                 with contextlib.suppress(AtlasError):
                     state.backend.delete(frag.lease)
@@ -326,21 +378,58 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
                 if not skip_errors:
                     label, reason = frag.failed[0]
                     raise IngestError(f"{label}: {reason}; {_done(report)}", frag.failed)
-                report.failed += frag.failed
+                with batch.lock:
+                    report.failed += frag.failed
                 for lb, _ in frag.failed:
                     _tick(progress, lb, "failed")
             for src in frag.stored:
                 _tick(progress, src.label, "")
-            # Worth it when it takes more off the end than it leaves there.
-            tail = not tail_committed and 0 < unfinished < len(pending) and unfinished < runner.slots()
-            if tail or time.monotonic() - last >= commit_interval:
-                tail_committed = tail_committed or tail
-                pending, last = commit(pending)
-        if pending:
-            batch.commit(pending)
-            pending = []
+            step(False)
+        committer.wait()
+        step(True)
+        committer.wait()
     finally:
+        results.close()  # no more tasks (a commit waiting for a task running alone may go on)
+        committer.close()  # a commit running is waited for (its outcome is the store's)
         lease.release()  # uncommitted files lose their protection: a compaction sweeps them
+
+
+class _Committer:
+    """At most one commit at a time, run by a thread of this process while the tasks go on."""
+
+    def __init__(self, batch: _Batch) -> None:
+        self.batch = batch
+        #: The fragments of the commit running (their files stay leased until it is collected).
+        self.fragments: list[Fragment] = []
+        #: When the last commit started (``time.monotonic``).
+        self.last = time.monotonic()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="atlas-ingest-commit")
+        self._future: Future[None] | None = None
+
+    def busy(self) -> bool:
+        return self._future is not None and not self._future.done()
+
+    def start(self, fragments: list[Fragment]) -> None:
+        self.fragments, self.last = fragments, time.monotonic()
+        self._future = self._thread.submit(self.batch.commit, fragments)
+
+    def collect(self) -> bool:
+        """True when a commit finished since the last call (its error is raised here)."""
+        future = self._future
+        if future is None or not future.done():
+            return False
+        self._future, self.fragments = None, []
+        future.result()
+        return True
+
+    def wait(self) -> None:
+        """Wait for the commit running, if any, and collect it."""
+        if self._future is not None:
+            wait_futures([self._future])
+            self.collect()
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
 
 
 def _tick(progress: Callable[[str, str], None] | None, label: str, note: str) -> None:
@@ -368,6 +457,8 @@ class _Batch:
     skip_existing: bool
     #: Dataset names committed by this ingest (a later source of one of them is a duplicate).
     committed: set[str] = field(default_factory=set)
+    #: Held while the report is changed (commits run in a thread of their own).
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def commit(self, fragments: list[Fragment]) -> None:
         """Commit ``fragments``, moving onto other writers' generations as needed.
@@ -386,7 +477,8 @@ class _Batch:
             if job is None:
                 break
             packed = self.runner.call(run_commit_task, job)
-            report.received_bytes += len(pickle.dumps(packed, pickle.HIGHEST_PROTOCOL))
+            with self.lock:
+                report.received_bytes += len(pickle.dumps(packed, pickle.HIGHEST_PROTOCOL))
             kept, ref, lease = unpack_commit_result(packed, job)
             try:
                 publish_fragments(state, fragments, reservation, job, kept, ref)
@@ -407,33 +499,33 @@ class _Batch:
         delete_quietly(state.backend, [f.part.path for f in fragments if f.part is not None])
         if job is None:  # nothing to commit: the batch's segments hold no committed data
             delete_quietly(state.backend, [p for f in fragments for p in f.paths()])
-        else:
-            report.commits += 1
-        report.last_commit_seconds = time.perf_counter() - t0
-        report.commit_seconds += report.last_commit_seconds
-        bad = {id(src) for src, _, _ in refused}
-        for frag in fragments:
-            if job is not None:
-                report.stored_bytes += frag.stored_bytes
-            sizes = self.tasks[frag.task].items
-            for src in frag.stored:
-                if id(src) in bad:
-                    continue
-                report.stored.append(src.label)
-                self.committed.update(src.names)
-                report.datasets += len(src.names)
-                report.source_bytes += getattr(sizes[src.index], "size", 0)
-        failed = []
-        for src, reason, in_store in refused:
-            ours = next((n for n in src.names if n in self.committed), None) if in_store else None
-            if ours is not None:  # committed by an earlier commit of this ingest: a duplicate, not a resume
-                failed.append((src.label, f"dataset {ours!r} is also stored by an earlier source of this ingest"))
-            elif in_store and self.skip_existing:  # a name a callable made that the store already holds
-                report.existing.append(src.label)
-            else:
-                failed.append((src.label, reason))
-        if failed:
-            if not self.skip_errors:
-                label, reason = failed[0]
-                raise IngestError(f"{label}: {reason}; {_done(report)}", failed)
-            report.failed += failed
+        with self.lock:  # the ingest's thread changes the report too
+            report.commits += 0 if job is None else 1
+            report.last_commit_seconds = time.perf_counter() - t0
+            report.commit_seconds += report.last_commit_seconds
+            bad = {id(src) for src, _, _ in refused}
+            for frag in fragments:
+                if job is not None:
+                    report.stored_bytes += frag.stored_bytes
+                sizes = self.tasks[frag.task].items
+                for src in frag.stored:
+                    if id(src) in bad:
+                        continue
+                    report.stored.append(src.label)
+                    self.committed.update(src.names)
+                    report.datasets += len(src.names)
+                    report.source_bytes += getattr(sizes[src.index], "size", 0)
+            failed = []
+            for src, reason, in_store in refused:
+                ours = next((n for n in src.names if n in self.committed), None) if in_store else None
+                if ours is not None:  # committed by an earlier commit of this ingest: a duplicate, not a resume
+                    failed.append((src.label, f"dataset {ours!r} is also stored by an earlier source of this ingest"))
+                elif in_store and self.skip_existing:  # a name a callable made that the store already holds
+                    report.existing.append(src.label)
+                else:
+                    failed.append((src.label, reason))
+            if failed and self.skip_errors:
+                report.failed += failed
+        if failed and not self.skip_errors:
+            label, reason = failed[0]
+            raise IngestError(f"{label}: {reason}; {_done(report)}", failed)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -70,6 +71,11 @@ class Runner:
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None if client is not None else _pool(workers)
         self._calls = 0
+        self._lock = threading.RLock()
+        #: Signals changes of ``_alone`` (a suspect task runs alone) and ``_calling`` (a call runs).
+        self._cond = threading.Condition(self._lock)
+        self._alone = False
+        self._calling = 0
 
     def slots(self) -> int:
         """Tasks that can run at once: the dask workers' threads, or the pool's processes."""
@@ -83,14 +89,31 @@ class Runner:
             _shut(self.pool)
             self.pool = None
 
+    def _submit(self, pool: ProcessPoolExecutor, fn: Callable[[Any], Any], arg: Any) -> Future[Any]:
+        """``pool.submit(fn, arg)``, never while another thread shuts a broken pool down.
+
+        A process a submission starts while a broken pool is shut down is not among
+        the processes it terminates, and the shutdown would wait for it forever.
+        """
+        with self._lock:
+            return pool.submit(fn, arg)
+
     def _renew(self, broken: ProcessPoolExecutor) -> None:
-        """Replace the pool when ``broken`` is still the current one (a dead process breaks a whole pool)."""
-        if broken is self.pool:
-            _shut(broken)
-            self.pool = _pool(self.workers)
+        """Replace the pool when ``broken`` is still the current one (a dead process breaks a whole pool).
+
+        The batch tasks and a commit task (run by another thread) may both find it broken.
+        """
+        with self._lock:
+            if broken is self.pool:
+                _shut(broken)
+                self.pool = _pool(self.workers)
 
     def call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
         """``fn(arg)`` on a worker, now; its result (its exception is raised here).
+
+        May be called by another thread while :meth:`results` runs (one call at a
+        time): on the local pool it runs in the next process that is free, beside
+        the batch tasks.
 
         On the local pool, a worker process that dies while it runs costs a
         retry, at most :data:`POOL_RETRIES` of them, as for any task.
@@ -103,15 +126,23 @@ class Runner:
                 return fut.result()
             finally:
                 fut.release()
-        for _ in range(POOL_RETRIES + 1):
-            pool = self.pool
-            assert pool is not None
-            try:
-                return pool.submit(fn, arg).result()
-            except BrokenProcessPool:
-                logger.warning("a worker process died while the commit task ran; running it again")
-                self._renew(pool)
-        raise BrokenProcessPool(f"a worker process died each of the {POOL_RETRIES + 1} times the commit task ran")
+        with self._cond:  # a suspect task runs alone: a call waits for it
+            self._cond.wait_for(lambda: not self._alone)
+            self._calling += 1
+        try:
+            for _ in range(POOL_RETRIES + 1):
+                pool = self.pool
+                assert pool is not None
+                try:
+                    return self._submit(pool, fn, arg).result()
+                except (BrokenProcessPool, CancelledError):  # cancelled: the pool broke and was replaced meanwhile
+                    logger.warning("a worker process died while the commit task ran; running it again")
+                    self._renew(pool)
+            raise BrokenProcessPool(f"a worker process died each of the {POOL_RETRIES + 1} times the commit task ran")
+        finally:
+            with self._cond:
+                self._calling -= 1
+                self._cond.notify_all()
 
     def results(self, tasks: list[Task], heartbeat: float) -> Iterator[_Result]:
         """``(task, result, None)`` or ``(task, None, error)`` as ``tasks`` finish.
@@ -168,52 +199,72 @@ class Runner:
             pool = self.pool
             assert pool is not None
             try:
-                fut = pool.submit(run_task, task)
+                fut = self._submit(pool, run_task, task)
             except BrokenProcessPool:  # a process died since the last wait
                 self._renew(pool)
                 raise
             running[fut], owner[fut] = task, pool
 
         alone: set[int] = set()  # the suspect running, alone: nothing else is submitted beside it
-        while todo or suspects or running:
-            broken = False
-            try:
-                if suspects and not running:
-                    submit(suspects[0])
-                    alone.add(suspects.popleft().index)
-                while not suspects and not alone and todo and len(running) < self.workers:
-                    submit(todo[0])
-                    todo.popleft()
-            except BrokenProcessPool:
-                broken = True
-            done = wait(running, timeout=heartbeat, return_when=FIRST_COMPLETED)[0] if running else set()
-            if running and not done and not broken:
-                yield None, None, None
-                continue
-            if broken or any(isinstance(f.exception(), BrokenProcessPool) for f in done):
-                done = wait(running)[0]  # a broken pool fails every future it still holds at once
+
+        def set_alone(on: bool) -> None:
+            with self._cond:
+                self._alone = on
+                self._cond.notify_all()
+
+        try:  # a suspect's solitude ends with the loop, however it ends
+            while todo or suspects or running:
+                broken = False
+                try:
+                    if suspects and not running:
+                        with self._cond:  # not beside a call: a suspect runs alone
+                            if not self._calling:
+                                submit(suspects[0])
+                                alone.add(suspects.popleft().index)
+                                self._alone = True
+                        if not running:  # a call runs: wait for it
+                            with self._cond:
+                                self._cond.wait_for(lambda: not self._calling, timeout=heartbeat)
+                            yield None, None, None
+                            continue
+                    while not suspects and not alone and todo and len(running) < self.workers:
+                        submit(todo[0])
+                        todo.popleft()
+                except BrokenProcessPool:
+                    broken = True
+                done = wait(running, timeout=heartbeat, return_when=FIRST_COMPLETED)[0] if running else set()
+                if running and not done and not broken:
+                    yield None, None, None
+                    continue
+                if broken or any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                    done = wait(running)[0]  # a broken pool fails every future it still holds at once
+                    for fut in done:
+                        if isinstance(fut.exception(), BrokenProcessPool):
+                            self._renew(owner[fut])
+                died = []
                 for fut in done:
-                    if isinstance(fut.exception(), BrokenProcessPool):
-                        self._renew(owner[fut])
-            died = []
-            for fut in done:
-                task = running.pop(fut)
-                del owner[fut]
-                alone.discard(task.index)
-                error = fut.exception()
-                if isinstance(error, BrokenProcessPool):
-                    died.append(task)
-                    strikes[task.index] += 1
-                    if strikes[task.index] > POOL_RETRIES:
-                        yield task, None, BrokenProcessPool(
-                            f"a worker process died each of the {POOL_RETRIES + 1} times this task ran"
-                        )
+                    task = running.pop(fut)
+                    del owner[fut]
+                    alone.discard(task.index)
+                    error = fut.exception()
+                    if isinstance(error, BrokenProcessPool):
+                        died.append(task)
+                        strikes[task.index] += 1
+                        if strikes[task.index] > POOL_RETRIES:
+                            yield task, None, BrokenProcessPool(
+                                f"a worker process died each of the {POOL_RETRIES + 1} times this task ran"
+                            )
+                        else:
+                            suspects.append(task)
                     else:
-                        suspects.append(task)
-                else:
-                    yield task, (None if error else fut.result()), error
-            if died:
-                logger.warning(
-                    "a worker process died while tasks %s ran (their files are left unreferenced); running them again",
-                    ", ".join(str(t.index) for t in died),
-                )
+                        yield task, (None if error else fut.result()), error
+                if died:
+                    logger.warning(
+                        "a worker process died while tasks %s ran (their files are left unreferenced); "
+                        "running them again",
+                        ", ".join(str(t.index) for t in died),
+                    )
+                if not alone and self._alone:
+                    set_alone(False)
+        finally:
+            set_alone(False)

@@ -41,6 +41,7 @@ from atlas.engine.staged import (
     StackedChunks,
     build_segment,
     stack_chunks,
+    staged_alike,
     staged_nbytes,
     staged_stats,
 )
@@ -418,9 +419,11 @@ class FamilyEngine:
         """
         groups: dict[tuple[str, tuple, tuple, Any], tuple[list[int], list[PendingChunk]]] = {}
         pending = self.pending
-        alike = _one_group(metas, pending)
+        alike = staged_alike(metas, pending)
         if alike is not None:
-            groups[alike[0]] = alike[1]
+            first = next(iter(metas.values()))
+            fill = first.fill_value
+            groups[(first.dtype, first.shape, first.chunk_shape, _NAN if fill != fill else fill)] = alike
             metas = {}  # nothing left for the loop below
         # The arrays of a batch share their dtype, shape and chunk shape objects: a
         # record whose fields are the very objects of the one before joins its group
@@ -596,36 +599,3 @@ _DECODED_MAX_CHUNK = 256 << 10
 #: ... up to this many bytes per family (the cache is dropped whole when full).
 _DECODED_CACHE_BYTES = 2 << 20
 
-
-_SCHEMA_OF = operator.attrgetter("dtype", "shape", "chunk_shape", "fill_value")
-_WRITTEN_OF = operator.attrgetter("written")
-
-
-def _one_group(
-    metas: dict[int, ArrayMeta], pending: dict[int, dict[int, PendingChunk]]
-) -> tuple[tuple[str, tuple, tuple, Any], tuple[list[int], list[PendingChunk]]] | None:
-    """``(key, (slots, chunks))`` of :meth:`FamilyEngine.stack_staged`'s one group, by C-level passes.
-
-    When every slot of ``metas`` has one staged chunk, chunk 0 without a written
-    mask, and every array the very dtype, shape, chunk shape and fill value objects
-    of the first (a batch of datasets made alike), else None.
-    """
-    n = len(metas)
-    if not n:
-        return None
-    slots = list(metas)
-    staged = list(map(pending.get, slots))
-    if any(map(operator.is_, staged, itertools.repeat(None))) or list(map(len, staged)).count(1) != n:
-        return None
-    chunks = list(map(dict.get, staged, itertools.repeat(0)))
-    if any(map(operator.is_, chunks, itertools.repeat(None))):
-        return None
-    if any(map(operator.is_not, map(_WRITTEN_OF, chunks), itertools.repeat(None))):
-        return None
-    fields = list(itertools.chain.from_iterable(map(_SCHEMA_OF, metas.values())))
-    first = fields[:4]
-    for k in range(4):  # the same objects: identity, as the loop of stack_staged compares them
-        if list(map(operator.is_, fields[k::4], itertools.repeat(first[k]))).count(True) != n:
-            return None
-    dtype, shape, chunk_shape, fill = first
-    return (dtype, shape, chunk_shape, _NAN if fill != fill else fill), (slots, chunks)

@@ -10,6 +10,7 @@ out as one block of the segment instead of one chunk at a time.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from atlas.engine.family import FamilyEngine
 
 __all__ = ["PARALLEL_ENCODE_BYTES", "STACK_MAX_CHUNK_BYTES", "VECTOR_STATS_MIN", "PendingChunk", "StackedChunks",
-           "build_segment", "stack_chunks", "staged_nbytes", "staged_stats"]  # fmt: skip
+           "build_segment", "stack_chunks", "staged_alike", "staged_nbytes", "staged_stats"]  # fmt: skip
 
 #: Fewer staged chunks of one kind than this get their stats one kernel call each.
 VECTOR_STATS_MIN = 8
@@ -250,3 +251,37 @@ def build_segment(
             last = first + b - a
             writer.add_block(block[first:last], nbytes, records[first:last].copy())
     return writer
+
+
+_SCHEMA_OF = operator.attrgetter("dtype", "shape", "chunk_shape", "fill_value")
+_WRITTEN_OF = operator.attrgetter("written")
+
+
+def staged_alike(
+    metas: dict[int, ArrayMeta], pending: dict[int, dict[int, PendingChunk]]
+) -> tuple[list[int], list[PendingChunk]] | None:
+    """``(slots, chunks)`` of a batch of staged arrays made alike, by C-level passes; else None.
+
+    Made alike: every slot of ``metas`` has one staged chunk, chunk 0 without a
+    written mask, and every array the very dtype, shape, chunk shape and fill value
+    objects of the first (what a batch of new datasets stages).  They are then the
+    one group of :meth:`FamilyEngine.stack_staged`, in the order of ``metas``.
+    """
+    n = len(metas)
+    if not n:
+        return None
+    slots = list(metas)
+    staged = list(map(pending.get, slots))
+    if any(map(operator.is_, staged, itertools.repeat(None))) or list(map(len, staged)).count(1) != n:
+        return None
+    chunks = list(map(dict.get, staged, itertools.repeat(0)))
+    if any(map(operator.is_, chunks, itertools.repeat(None))):
+        return None
+    if any(map(operator.is_not, map(_WRITTEN_OF, chunks), itertools.repeat(None))):
+        return None
+    fields = list(itertools.chain.from_iterable(map(_SCHEMA_OF, metas.values())))
+    first = fields[:4]
+    for k in range(4):  # the same objects: identity, as the loop of stack_staged compares them
+        if list(map(operator.is_, fields[k::4], itertools.repeat(first[k]))).count(True) != n:
+            return None
+    return slots, chunks

@@ -48,18 +48,17 @@ from typing import Any
 
 from atlas.backends.base import Backend
 from atlas.catalog import CATALOG_DIR, CommitObject, PartRef, part_filename
-from atlas.catalog.part import PartReader, ReadRange
-from atlas.errors import AtlasError, ConflictError, CorruptStoreError
-from atlas.metadata import ArrayFamily, DatasetMeta, SegmentRef, check_counter
+from atlas.errors import AtlasError, ConflictError
+from atlas.metadata import ArrayFamily, SegmentRef, check_counter
 from atlas.names import encode_dir_name
 from atlas.txn.commit import publish, write_token
 from atlas.txn.leases import LEASE_DIR, is_lease
-from atlas.txn.parts import NewFile, next_commit, part_with_merge, place_part, prune_retired
+from atlas.txn.parts import NewFile, merge_new_part, next_commit, place_part, prune_retired
 from atlas.txn.state import WorkingState
 
 __all__ = [
     "SLOT_HEADROOM", "CommitInput", "CommitJob", "Fragment", "SlotReservation", "StoredSource", "build_commit_part",
-    "delete_quietly",    "pack_commit_result", "pack_fragment", "plan_commit", "publish_fragments", "read_task_part",
+    "delete_quietly",    "pack_commit_result", "pack_fragment", "plan_commit", "publish_fragments",
     "unpack_commit_result", "unpack_fragment",
 ]  # fmt: skip
 
@@ -375,51 +374,33 @@ def _check_new_files(base: CommitObject, fragments: list[Fragment]) -> None:
             seen.add(path)
 
 
-def read_task_part(ref: PartRef, read: ReadRange) -> dict[str, DatasetMeta]:
-    """Every record of a task part, by name (each block checksum-verified, each record checked)."""
-    reader = PartReader(ref, read)
-    names = reader.names()
-    per = reader.index.block_rows
-    out: dict[str, DatasetMeta] = {}
-    for k in range(-(-len(names) // per)):
-        block = reader.block(k)
-        for row in range(k * per, min(len(names), (k + 1) * per)):
-            ds = reader.record(row, block)
-            if ds is None:
-                raise CorruptStoreError(f"{reader.where}: an ingest task part holds a tombstone (row {row})")
-            out[names[row]] = ds
-    return out
-
-
 def build_commit_part(job: CommitJob, backend: Backend) -> tuple[int, PartRef, NewFile]:
     """Run on a worker: the catalogue part of ``job``'s commit (not written yet).
 
-    Returns how many base parts stay in front of it, its entry and its file (see
+    The part is made column by column from the task parts
+    (:func:`atlas.catalog.relabel.relabel_parts`: no record is decoded, each
+    record's head gets the final id and version), then merged with the newest
+    base parts as a local commit's would be.  Returns how many base parts stay in
+    front of it, its entry and its file (see
     :func:`atlas.txn.parts.part_with_merge`).  A task part that is damaged, lacks
-    a row the job names, or holds a slot outside its task's range raises
-    :class:`CorruptStoreError`.
+    a row the job names, holds a tombstone, a record that disagrees with its
+    columns or a slot outside its task's range raises :class:`CorruptStoreError`.
     """
+    import numpy as np
+
+    from atlas.catalog.relabel import Selection, relabel_parts
     from atlas.engine.segment_io import SegmentIO
     from atlas.txn.snapshot import part_reader
 
     base = CommitObject(codec=job.codec, generation=job.generation - 1, parts=list(job.base_parts))
     read = part_reader(backend, SegmentIO(backend), base)
-    rows: list[tuple[str, DatasetMeta | None]] = []
-    next_id = job.first_id
+    selections, next_id = [], job.first_id
     for item in job.inputs:
-        records = read_task_part(item.part, read)
-        lo, hi = item.slots
-        for name in item.names:
-            ds = records.get(name)
-            where = f"ingest task part {item.part.path}"
-            if ds is None:
-                raise CorruptStoreError(f"{where} holds no dataset {name!r}, which its task reported stored")
-            if any(not lo <= m.slot < hi for m in ds.arrays.values()):
-                raise CorruptStoreError(f"{where}: dataset {name!r} uses a slot outside its task's range {lo}..{hi}")
-            ds.id, ds.version = next_id, job.generation
-            next_id += 1
-            rows.append((name, ds))
-    return part_with_merge(job.base_parts, rows, job.codec, job.generation, job.token, read)
+        ids = np.arange(next_id, next_id + len(item.names), dtype=np.uint64)
+        selections.append(Selection(item.part, item.names, ids, item.slots))
+        next_id += len(item.names)
+    _, buffers, ref = relabel_parts(selections, read, job.codec, job.generation, job.token)
+    return merge_new_part(job.base_parts, ref, buffers, job.codec, job.generation, job.token, read)
 
 
 def pack_commit_result(kept: int, ref: PartRef, lease: str) -> bytes:

@@ -21,7 +21,8 @@ from atlas.txn.snapshot import Base, part_reader
 from atlas.txn.state import WorkingState
 
 __all__ = [
-    "catalogue_files", "merge_all", "next_commit", "part_with_merge", "place_part", "prune_retired", "retire_parts",
+    "catalogue_files", "merge_all", "merge_new_part", "next_commit", "part_with_merge", "place_part", "prune_retired",
+    "retire_parts",
 ]  # fmt: skip
 
 #: ``(path, buffers)`` of a file a commit writes.
@@ -95,6 +96,21 @@ def part_with_merge(
     read the store can run this: a commit's own, or an ingest's commit task.
     """
     _, buffers, ref = write_part(rows, codec, generation, token)
+    return merge_new_part(parts, ref, buffers, codec, generation, token, read_stored)
+
+
+def merge_new_part(
+    parts: Sequence[PartRef],
+    ref: PartRef,
+    buffers: Sequence[Buffer],
+    codec: str,
+    generation: int,
+    token: bytes,
+    read_stored: ReadRange,
+) -> tuple[int, PartRef, NewFile]:
+    """The new part ``ref`` (laid out in ``buffers``, not written yet) appended to
+    ``parts``, merged with the newest of them as the policy says: what
+    :func:`part_with_merge` returns, for a part laid out by other means."""
     start = choose_merge([p.rows for p in [*parts, ref]])
     if start is None:
         return len(parts), ref, (ref.path, buffers)

@@ -1,0 +1,299 @@
+"""One part from chosen rows of other parts, with new ids and versions, without decoding a record.
+
+An ingest's commit takes the rows its task parts hold (``docs/dask.md``) and gives
+them their final ids and the commit's generation as version.  The rows keep
+everything else, so the part is built column by column like a merge
+(:mod:`atlas.catalog.merging`): fixed-width columns gathered with numpy, attribute
+columns re-encoded only where kinds differ, and each record's bytes copied from its
+verified block with only its head rewritten.  A record begins with the MessagePack
+map header, ``"id"``, the id, ``"version"``, the version (the writer's own order,
+``docs/format-v2.md`` §4.2); the rest of its bytes stay as they are.
+
+The rows come from processes that are not trusted to be right: each record's head
+must be exactly what the writer writes and carry the key columns' id and version,
+its arrays (decoded as plain MessagePack, attributes skipped) must be the ones the
+stats and schema columns describe (names, slots, shapes, templates, stats states
+and counts), and every slot must lie in the range the caller gives; anything else
+raises :class:`~atlas.errors.CorruptStoreError` naming the part and the row.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgpack
+import numpy as np
+
+from atlas.catalog.build import BLOCK_ROWS, EXTREMES, NO_STATS, record_block
+from atlas.catalog.commit import PartRef, part_filename
+from atlas.catalog.encoding import encode_strings
+from atlas.catalog.layout import PartBuilder
+from atlas.catalog.merging import add_search_columns
+from atlas.catalog.part import PartReader, ReadRange
+from atlas.catalog.schemas import SchemaTable, read_schema_table
+from atlas.errors import CorruptStoreError
+from atlas.metadata import gc_paused
+
+__all__ = ["Selection", "relabel_parts"]
+
+#: The head of every record the writer writes: a map of four members, first ``"id"``.
+_HEAD = b"\x84\xa2id"
+_VERSION = b"\xa7version"
+_ATTRIBUTES = b"\xaaattributes"
+#: MessagePack unsigned integer tags and their payload sizes (positive fixints aside).
+_UINT = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+_STATS_KEYS = frozenset(("row_count", "null_count", "min", "max"))
+#: Parts up to this size are read whole (a task part of 64 files is a few hundred kB).
+_WHOLE_LIMIT = 64 << 20
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Rows of one part to keep: their names (each must be in the part), new ids and slot range."""
+
+    part: PartRef
+    names: Sequence[str]
+    #: The new id of each of ``names``, in that order.
+    ids: np.ndarray
+    #: Every slot of a kept row's arrays must lie in ``[lo, hi)``.
+    slots: tuple[int, int]
+
+
+def relabel_parts(
+    selections: Sequence[Selection], read_range: ReadRange, codec: str, generation: int, token: bytes
+) -> tuple[str, list[bytes | np.ndarray], PartRef]:
+    """One part holding the selected rows, with their new ids and ``generation`` as version.
+
+    Returns ``(file name, buffers, PartRef)`` as :func:`~atlas.catalog.write_part`
+    (the part of the commit of ``generation``).  The answers read from it are those
+    of a part written from the rows' datasets with the new ids and version.
+    """
+    with gc_paused():
+        builder = PartBuilder(generation, token, codec)
+        n, attributes, arrays = _relabel_columns(selections, read_range, generation, builder)
+        buffers, size, index_offset, index_length, digest = builder.finish(n, BLOCK_ROWS, attributes, arrays)
+    ref = PartRef(part_filename(generation, token), size, index_offset, index_length, digest, n, generation,
+                  generation)  # fmt: skip
+    return ref.file, buffers, ref
+
+
+def _relabel_columns(selections: Sequence[Selection], read_range: ReadRange, generation: int,
+                     builder: PartBuilder) -> tuple[int, list, list]:  # fmt: skip
+    readers = [_Reader(s.part, _WholeRead(read_range, {s.part.path: s.part.size for s in selections}))
+               for s in selections]  # fmt: skip
+    rows, ids = [], []
+    for sel, reader in zip(selections, readers):
+        got = _rows_of(reader, sel)
+        order = np.argsort(got, kind="stable")  # rows ascending, as the column gathers want
+        rows.append(got[order])
+        ids.append(np.asarray(sel.ids, dtype="<u8")[order])
+    # Positions in name order (names are distinct across the selections: checked below).
+    names = np.empty(sum(r.size for r in rows), dtype=object)
+    at = 0
+    for reader, r in zip(readers, rows):
+        names[at : at + r.size] = reader.names_of(r)
+        at += r.size
+    order = np.argsort(names, kind="stable")
+    ordered = names[order].tolist()
+    if any(a == b for a, b in itertools.pairwise(ordered)):
+        dup = next(a for a, b in itertools.pairwise(ordered) if a == b)
+        raise CorruptStoreError(f"dataset {dup!r} is in two of the parts whose rows are committed together")
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    pos, at = [], 0
+    for r in rows:
+        pos.append(rank[at : at + r.size])
+        at += r.size
+    n = len(ordered)
+    builder.add("name", encode_strings(ordered))
+    id_col = np.zeros(n, dtype="<u8")
+    for p, i in zip(pos, ids):
+        id_col[p] = i
+    builder.add("id", id_col, 8)
+    builder.add("version", np.full(n, generation, dtype="<u8"), 8)
+    builder.add("tombstone", np.zeros(n, dtype="u1"))
+    records: list[bytes | None] = [None] * n
+    for sel, reader, r, p, i in zip(selections, readers, rows, pos, ids):
+        _relabel_records(reader, sel.slots, r, p, i, generation, records)
+    blocks = (record_block(records[b : b + BLOCK_ROWS]) for b in range(0, n, BLOCK_ROWS))  # type: ignore[arg-type]
+    builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
+    attributes, arrays = add_search_columns(readers, rows, pos, n, builder, used_only=True)
+    return n, attributes, arrays
+
+
+def _rows_of(reader: PartReader, sel: Selection) -> np.ndarray:
+    """The rows of ``sel.names`` in ``reader``'s part (every one present, none a tombstone)."""
+    where = {name: row for row, name in enumerate(reader.names())}
+    rows = np.fromiter((where.get(name, -1) for name in sel.names), dtype=np.int64, count=len(sel.names))
+    if rows.size and int(rows.min()) < 0:
+        missing = sel.names[int(np.argmin(rows))]
+        raise CorruptStoreError(f"{reader.where} holds no dataset {missing!r}")
+    dead = np.flatnonzero(reader.tombstones()[rows])
+    if dead.size:
+        raise CorruptStoreError(f"{reader.where}: dataset {sel.names[int(dead[0])]!r} is a tombstone (row "
+                                f"{int(rows[dead[0]])}), not a dataset to commit")  # fmt: skip
+    if np.unique(rows).size != rows.size:
+        raise CorruptStoreError(f"{reader.where}: a dataset is named twice among the rows to commit")
+    return rows
+
+
+def _relabel_records(reader: PartReader, slots: tuple[int, int], rows: np.ndarray, pos: np.ndarray,
+                     ids: np.ndarray, generation: int, out: list[bytes | None]) -> None:  # fmt: skip
+    """Put each row's record, head rewritten, at its position in ``out``; check it against the columns."""
+    tables = _tables(reader, rows, slots)
+    old_ids, old_versions = reader.fixed("id")[rows].tolist(), reader.fixed("version")[rows].tolist()
+    version = msgpack.packb(generation)
+    per = reader.index.block_rows
+    k, block = -1, None
+    for row, at, new_id, old_id, old_version in zip(rows.tolist(), pos.tolist(), ids.tolist(), old_ids,
+                                                   old_versions):  # fmt: skip
+        if row // per != k:  # rows ascending: each block read and verified once
+            k = row // per
+            block = reader.block(k)
+        offsets, data = block  # type: ignore[misc]
+        i = row % per
+        record = memoryview(data)[offsets[i] : offsets[i + 1]]
+        where = f"{reader.where} row {row}"
+        rest = _parse_head(record, old_id, old_version, where)
+        _check_arrays(_arrays_of(record, rest, where), tables, row, where)
+        out[at] = b"".join((_HEAD, msgpack.packb(new_id), _VERSION, version, record[rest:]))
+
+
+def _uint(record: memoryview, at: int, where: str) -> tuple[int, int]:
+    """The MessagePack unsigned integer at ``at`` and the offset after it."""
+    tag = record[at] if at < len(record) else -1
+    if 0 <= tag < 0x80:
+        return tag, at + 1
+    size = _UINT.get(tag)
+    if size is None or at + 1 + size > len(record):
+        raise CorruptStoreError(f"{where}: dataset record head is damaged")
+    return int.from_bytes(record[at + 1 : at + 1 + size], "big"), at + 1 + size
+
+
+def _parse_head(record: memoryview, key_id: int, key_version: int, where: str) -> int:
+    """Check the head of ``record`` (as the writer writes it, with the key columns' id and
+    version); the offset of what follows it."""
+    if record[: len(_HEAD)] != _HEAD:
+        raise CorruptStoreError(f"{where}: dataset record head is damaged (not the map the writer writes)")
+    ident, at = _uint(record, len(_HEAD), where)
+    if record[at : at + len(_VERSION)] != _VERSION:
+        raise CorruptStoreError(f"{where}: dataset record head is damaged (no version after the id)")
+    version, at = _uint(record, at + len(_VERSION), where)
+    if record[at : at + len(_ATTRIBUTES)] != _ATTRIBUTES:
+        raise CorruptStoreError(f"{where}: dataset record head is damaged (no attributes after the version)")
+    if (ident, version) != (key_id, key_version):
+        raise CorruptStoreError(f"{where}: record disagrees with the key columns")
+    return at
+
+
+def _arrays_of(record: memoryview, at: int, where: str) -> dict:
+    """The ``arrays`` member of ``record`` as plain MessagePack (its attributes skipped, not decoded)."""
+    try:
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_bin_len=0)
+        unpacker.feed(record[at:])
+        if unpacker.unpack() != "attributes":
+            raise ValueError("no attributes")
+        unpacker.skip()
+        if unpacker.unpack() != "arrays":
+            raise ValueError("no arrays after the attributes")
+        arrays = unpacker.unpack()
+        if unpacker.tell() != len(record) - at:
+            raise ValueError("bytes after the arrays")
+    except Exception as exc:
+        raise CorruptStoreError(f"{where}: dataset record does not follow the format: {exc}") from None
+    if not isinstance(arrays, dict) or not all(isinstance(a, dict) for a in arrays.values()):
+        raise CorruptStoreError(f"{where}: dataset record does not follow the format: arrays are not maps")
+    return arrays
+
+
+class _Reader(PartReader):
+    """A part reader that keeps its key and array lists (asked for once per attribute key and part)."""
+
+    def attribute_kinds(self) -> dict[str, tuple[int, str]]:
+        kinds = self.__dict__.get("_kinds")
+        if kinds is None:
+            kinds = self.__dict__["_kinds"] = super().attribute_kinds()
+        return kinds
+
+    def stats_groups(self) -> dict[str, tuple[int, int]]:
+        groups = self.__dict__.get("_groups")
+        if groups is None:
+            groups = self.__dict__["_groups"] = super().stats_groups()
+        return groups
+
+
+class _WholeRead:
+    """``read_range`` that reads a small part whole at its first use and serves its ranges from memory.
+
+    A relabel reads nearly every column of its parts: one read instead of hundreds.
+    """
+
+    def __init__(self, read_range: ReadRange, sizes: dict[str, int]) -> None:
+        self._read_range = read_range
+        self._sizes = sizes
+        self._held: dict[str, memoryview] = {}
+
+    def __call__(self, path: str, offset: int, length: int) -> bytes | memoryview:
+        data = self._held.get(path)
+        if data is None:
+            size = self._sizes.get(path, _WHOLE_LIMIT + 1)
+            if size > _WHOLE_LIMIT:
+                return self._read_range(path, offset, length)
+            data = self._held[path] = memoryview(bytes(self._read_range(path, 0, size)))
+        return data[offset : offset + length]
+
+
+@dataclass
+class _Columns:
+    """The columns of one array's stats group that a record is checked against."""
+
+    table: SchemaTable
+    state: np.ndarray
+    row_count: np.ndarray
+    null_count: np.ndarray
+
+
+def _tables(reader: PartReader, rows: np.ndarray, slots: tuple[int, int]) -> dict[str, _Columns]:
+    """The checked columns of every array of ``reader``; every slot of ``rows`` in ``slots``."""
+    lo, hi = slots
+    out = {}
+    for array, (j, _flags) in reader.stats_groups().items():
+        table = read_schema_table(reader, array)
+        if table is None:
+            raise CorruptStoreError(f"{reader.where}: array {array!r} has no schema columns")
+        used = table.slot[rows][table.has[rows]]
+        if used.size and (int(used.min()) < lo or int(used.max()) >= hi):
+            raise CorruptStoreError(f"{reader.where}: array {array!r} of a dataset uses a slot outside the "
+                                    f"task's range {lo}..{hi}")  # fmt: skip
+        out[array] = _Columns(table, reader.fixed(f"s{j}.state"), reader.fixed(f"s{j}.row_count"),
+                              reader.fixed(f"s{j}.null_count"))  # fmt: skip
+    return out
+
+
+def _check_arrays(arrays: dict, tables: dict[str, _Columns], row: int, where: str) -> None:
+    """The record's arrays are those the columns describe: names, slots, shapes, templates, stats counts."""
+    have = sum(bool(c.table.has[row]) for c in tables.values())
+    if len(arrays) != have:
+        raise CorruptStoreError(f"{where}: the record holds {len(arrays)} arrays, the stats columns {have}")
+    for name, am in arrays.items():
+        cols = tables.get(name)
+        if cols is None or not cols.table.has[row]:
+            raise CorruptStoreError(f"{where}: array {name!r} of the record is not in the stats columns")
+        table = cols.table
+        am = dict(am)
+        slot, shape, stats = am.pop("slot", None), am.pop("shape", None), am.pop("stats", None)
+        if (slot != int(table.slot[row]) or shape != list(table.shape(row))
+                or am != table.templates[int(table.codes[row])]):  # fmt: skip
+            raise CorruptStoreError(f"{where}: array {name!r} disagrees with the schema columns")
+        state = int(cols.state[row])
+        if stats is None:
+            ok = state == NO_STATS
+        else:
+            ok = (isinstance(stats, dict) and stats.keys() == _STATS_KEYS
+                  and state == (EXTREMES if stats["min"] is not None and stats["max"] is not None else EXTREMES - 1)
+                  and stats["row_count"] == int(cols.row_count[row])
+                  and stats["null_count"] == int(cols.null_count[row]))  # fmt: skip
+        if not ok:
+            raise CorruptStoreError(f"{where}: array {name!r} disagrees with the stats columns")

@@ -1,0 +1,189 @@
+"""The commit task's part is made from task parts written by other processes: damage is refused.
+
+A task part (``docs/dask.md``) is an ordinary catalogue part; these tests write one,
+forge it where a worker could (a record's head, a record's arrays, a slot, a missing
+or deleted row) and check that relabelling its rows (``atlas.catalog.relabel``, what
+the commit task runs) raises ``CorruptStoreError`` naming what is wrong, and that an
+ingest whose task part is forged commits nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import sys
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+import atlas
+from atlas.catalog import PartRef, write_part
+from atlas.catalog.build import BLOCK_ROWS, record_block
+from atlas.catalog.layout import PartBuilder
+from atlas.catalog.part import PartReader
+from atlas.catalog.relabel import Selection, relabel_parts
+from atlas.errors import CorruptStoreError
+from atlas.metadata import ArrayMeta, DatasetMeta, Stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Store:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        return self.files[path][offset : offset + length]
+
+    def put(self, ref: PartRef, buffers) -> PartRef:
+        self.files[ref.path] = b"".join(bytes(b) for b in buffers)
+        return ref
+
+
+def dataset(i: int, slot: int) -> DatasetMeta:
+    temp = ArrayMeta(slot=slot, dtype="float32", dims=("depth",), shape=(4,), chunk_shape=(4,),
+                     stats=Stats(4, 0, -1.5, float(i)))  # fmt: skip
+    attrs = {"platform": {"t": "string", "v": f"p{i}"}, "cycle": {"t": "int64", "v": i}}
+    return DatasetMeta(id=i + 1, version=1, attributes=attrs, arrays={"temp": temp})
+
+
+def task_part(store: Store, rows, edit=None) -> PartRef:
+    """A task part of ``rows``; ``edit(row, record bytes) -> bytes`` forges records (keys and columns kept)."""
+    _, buffers, ref = write_part(rows, "zstd", 1, secrets.token_bytes(16))
+    store.put(ref, buffers)
+    return ref if edit is None else task_part_from(store, ref, edit)
+
+
+def relabel(store: Store, ref: PartRef, names, slots=(100, 200)):
+    sel = Selection(ref, names, np.arange(50, 50 + len(names), dtype=np.uint64), slots)
+    return relabel_parts([sel], store.read_range, "zstd", 9, secrets.token_bytes(16))
+
+
+ROWS = [(f"ds{i}", dataset(i, 100 + i)) for i in range(5)]
+
+
+def test_an_honest_task_part_is_relabelled():
+    store = Store()
+    ref = task_part(store, ROWS)
+    _, buffers, out = relabel(store, ref, ["ds3", "ds1"])
+    store.put(out, buffers)
+    reader = PartReader(out, store.read_range)
+    reader.verify()
+    assert reader.names() == ["ds1", "ds3"]
+    assert [reader.record(r, reader.block(0)).id for r in range(2)] == [51, 50]
+    assert {reader.key(r)[1] for r in range(2)} == {9}
+
+
+def _set(record: bytes, change) -> bytes:
+    obj = msgpack.unpackb(record, raw=False)
+    change(obj)
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda row, rec: b"\x85" + rec[1:], "record head is damaged"),
+        (lambda row, rec: rec.replace(b"\xa7version", b"\xa7versioX", 1), "record head is damaged"),
+        (lambda row, rec: _set(rec, lambda o: o.update(id=77)), "disagrees with the key columns"),
+        (lambda row, rec: _set(rec, lambda o: o["arrays"]["temp"].update(slot=150)), "disagrees with the schema"),
+        (lambda row, rec: _set(rec, lambda o: o["arrays"]["temp"].update(shape=[5])), "disagrees with the schema"),
+        (lambda row, rec: _set(rec, lambda o: o["arrays"]["temp"].update(dtype="float64")), "disagrees with the sch"),
+        (lambda row, rec: _set(rec, lambda o: o["arrays"]["temp"]["stats"].update(row_count=3)), "stats columns"),
+        (lambda row, rec: _set(rec, lambda o: o["arrays"].update(psal=o["arrays"]["temp"])), "holds 2 arrays"),
+        (lambda row, rec: rec + b"\xc0", "bytes after the arrays"),
+    ],
+    ids=["map-header", "version-key", "id", "slot", "shape", "dtype", "stats", "extra-array", "trailing"],
+)
+def test_a_forged_record_is_refused(edit, message):
+    store = Store()
+    ref = task_part(store, ROWS, lambda row, rec: edit(row, rec) if row == 2 else rec)
+    relabel(store, ref, ["ds1"])  # the forged row is not committed: nothing to refuse
+    with pytest.raises(CorruptStoreError, match=message) as info:
+        relabel(store, ref, ["ds1", "ds2"])
+    assert ref.file in str(info.value)
+
+
+def test_a_slot_outside_the_tasks_range_is_refused():
+    store = Store()
+    ref = task_part(store, [*ROWS, ("far", dataset(9, 250))])
+    relabel(store, ref, ["ds0"])
+    with pytest.raises(CorruptStoreError, match=r"slot outside the task's range 100\.\.200"):
+        relabel(store, ref, ["ds0", "far"])
+
+
+def test_a_missing_name_is_refused():
+    store = Store()
+    ref = task_part(store, ROWS)
+    with pytest.raises(CorruptStoreError, match="holds no dataset 'nope'"):
+        relabel(store, ref, ["ds0", "nope"])
+
+
+def test_a_tombstone_is_refused():
+    store = Store()
+    ref = task_part(store, [*ROWS, ("gone", None)])
+    with pytest.raises(CorruptStoreError, match="'gone' is a tombstone"):
+        relabel(store, ref, ["gone"])
+
+
+def test_a_name_in_two_task_parts_is_refused():
+    store = Store()
+    a, b = task_part(store, ROWS[:2]), task_part(store, ROWS[1:3])
+    sels = [Selection(a, ["ds1"], np.array([1], dtype=np.uint64), (100, 200)),
+            Selection(b, ["ds1"], np.array([2], dtype=np.uint64), (100, 200))]  # fmt: skip
+    with pytest.raises(CorruptStoreError, match="'ds1' is in two"):
+        relabel_parts(sels, store.read_range, "zstd", 9, secrets.token_bytes(16))
+
+
+def test_an_ingest_whose_task_part_is_forged_commits_nothing(tmp_path, monkeypatch):
+    """The worker's record moves a slot (the columns stay in range): the commit task refuses it."""
+    pytest.importorskip("xarray")
+    sys.path.insert(0, str(ROOT / "tests" / "workers"))
+    import functools
+
+    import ingest_sources
+
+    from atlas.distributed.runner import Runner
+
+    path = tmp_path / "f.atlas"
+    atlas.Atlas.create(path).close()
+    original = Runner.call
+
+    def call(self, fn, job):
+        item = job.inputs[0]
+        file = path / item.part.path
+        store = Store()
+        store.files[item.part.path] = file.read_bytes()
+        bump = lambda row, rec: _set(rec, lambda o: [a.update(slot=a["slot"] + 1) for a in o["arrays"].values()])  # noqa: E731
+        forged = task_part_from(store, item.part, bump)
+        (path / forged.path).write_bytes(store.files[forged.path])
+        job = dataclasses.replace(job, inputs=(dataclasses.replace(item, part=forged), *job.inputs[1:]))
+        return original(self, fn, job)
+
+    monkeypatch.setattr(Runner, "call", call)
+    sources = [functools.partial(ingest_sources.big, f"s{i}", i, 20) for i in range(2)]
+    with pytest.raises(CorruptStoreError, match="disagrees with the schema columns"):
+        atlas.ingest(sources, path, workers=1, batch=2)
+    with atlas.Atlas.open(path, "r") as store:
+        assert store.generation == 0 and store.list_datasets() == []
+
+
+def task_part_from(store: Store, ref: PartRef, edit) -> PartRef:
+    """``ref`` (in ``store``) with its records forged by ``edit``."""
+    reader = PartReader(ref, store.read_range)
+    index = reader.index
+    builder = PartBuilder(1, secrets.token_bytes(16), "zstd")
+    for name in index.columns:
+        if name not in ("records", "record_blocks"):
+            builder.add(name, reader.column_bytes(name, None))
+    records = []
+    for k in range(reader.block_table().shape[0]):
+        offsets, data = reader.block(k)
+        records += [edit(k * BLOCK_ROWS + i, data[offsets[i] : offsets[i + 1]]) for i in range(len(offsets) - 1)]
+    blocks = [record_block(records[b : b + BLOCK_ROWS]) for b in range(0, len(records), BLOCK_ROWS)]
+    builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
+    parts, size, offset, length, digest = builder.finish(index.rows, BLOCK_ROWS, index.attributes, index.arrays)
+    forged = PartRef("000000000001-" + secrets.token_hex(8) + ".cat", size, offset, length, digest, ref.rows, 1, 1)
+    return store.put(forged, parts)
