@@ -47,7 +47,7 @@ _WHOLE, _CHUNKED, _EMPTY = 0, 1, 2
 _Array = tuple[str, str, tuple[str, ...], tuple[int, ...], tuple[int, ...], Any, np.ndarray, int]
 
 _SEQ = (list, tuple)
-_NDARRAY = np.ndarray
+_NDARRAY = np.ndarray  # one global lookup in the per-array fast path, not a global and an attribute
 #: Numeric and bool dtypes whose data is staged as it is (their storage dtype).
 _PLAIN_DTYPES = {
     name: dtypes.storage_dtype(name) for name in dtypes.DTYPE_NAMES if name not in ("string", "timestamp_nanoseconds")
@@ -108,15 +108,16 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
         for a, spec in arrays.items() if type(arrays) is dict else _items(arrays, name, "arrays"):
             checked.append(_array(name, a, spec))
         typed = {}
-        if type(attrs) is dict:
-            # One C-level test per dataset: its keys are those of the datasets before.
-            if not attrs.keys() <= keys:
-                _check_keys(attrs, keys)
-            items = attrs.items()
-        else:
-            items = list(_items(attrs, name, "attributes"))
-            _check_keys([key for key, _ in items], keys)
-        for key, value in items:
+        # Datasets of a batch mostly repeat the keys of those before: one C-level subset
+        # test spares a lookup per key.  It matches by equality, and an object equal to
+        # a checked key is not one, so a key that is not an exact str is checked anyway.
+        # Each key is checked before its value is typed, as one dataset at a time does.
+        known = type(attrs) is dict and attrs.keys() <= keys
+        for key, value in attrs.items() if type(attrs) is dict else _items(attrs, name, "attributes"):
+            if type(key) is not str or not (known or key in keys):
+                check_label(key, "attribute name")
+                if type(key) is str:  # a subclass may compare equal to keys it is not
+                    keys.add(key)
             # The commonest values typed here, exactly as ``normalize`` types them: the
             # call would cost more than the typing (a batch has many attributes per dataset).
             kind = type(value)
@@ -139,7 +140,7 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
                 typed[key] = normalize(value)
         n_arrays += len(checked)
         planned.append((name, checked, typed))
-    taken = _first_taken(state, _names_of(planned))
+    taken = state.first_existing(_names_of(planned))
     if taken is not None:
         raise DatasetExistsError(f"dataset {taken!r} already exists")
     where = state.backend.location
@@ -147,22 +148,6 @@ def _add(state: WorkingState, datasets: Iterable[Any]) -> list[str]:
     check_counter("next_slot", state.next_slot + n_arrays, where)
     _stage(state, planned)
     return _names_of(planned)
-
-
-def _first_taken(state: WorkingState, names: list[str]) -> str | None:
-    """The first of ``names`` that is a dataset of the handle (pending changes included), or None."""
-    catalog = state.catalog
-    if catalog is None:  # a format 1 store (upgraded by its next commit)
-        return state.first_existing(names)
-    pending = state.pending
-    if not pending:
-        return catalog.first_live(names)
-    # A pending change decides for its name (a deletion frees it); the catalogue for the others.
-    taken = next((x for x in names if pending.get(x) is not None), None)
-    live = catalog.first_live([x for x in names if x not in pending])
-    if taken is None or live is None:
-        return taken if live is None else live
-    return taken if names.index(taken) < names.index(live) else live
 
 
 def _names_of(planned: list[tuple[str, Any, Any]]) -> list[str]:
@@ -176,14 +161,6 @@ def _entry(entry: Any, position: int) -> tuple[Any, Any, Any]:
     raise InvalidArgumentError(
         f"datasets[{position}] must be a tuple (name, arrays) or (name, arrays, attributes), got {entry!r:.120}"
     )
-
-
-def _check_keys(given: Iterable[Any], keys: set[str]) -> None:
-    """Check the attribute keys of ``given`` that are not in ``keys`` (those checked), adding them."""
-    for key in given:
-        if type(key) is not str or key not in keys:
-            check_label(key, "attribute name")
-            keys.add(key)
 
 
 def _items(value: Any, name: str, what: str) -> Iterable[tuple[Any, Any]]:

@@ -41,6 +41,7 @@ __all__ = [
     "array_to_dict",
     "attributes_from_dict",
     "gc_paused",
+    "gc_paused_elsewhere",
     "check_blosc_sizes",
     "checked_int",
     "manifest_from_dict",
@@ -312,6 +313,12 @@ def gc_paused() -> Iterator[None]:
             _gc_pause["depth"] -= 1
             if _gc_pause["depth"] == 0 and _gc_pause["was_on"]:
                 gc.enable()
+
+
+def gc_paused_elsewhere() -> bool:
+    """Whether :func:`gc_paused` blocks (in any thread) keep paused a collector that was on before them."""
+    with _gc_pause_lock:
+        return _gc_pause["depth"] > 0 and _gc_pause["was_on"]
 
 
 def decode_manifest(data: bytes, meta_format: str, compression: str, where: str) -> Manifest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -103,6 +104,36 @@ def test_later_calls_see_and_change_batched_data(tmp_path):
     assert ds.attributes() == {"after": 1}
 
 
+class _EqualToA:
+    """Not a str, but equal to the attribute key ``"a"`` (and hashed as it)."""
+
+    def __eq__(self, other: object) -> bool:
+        return other == "a"
+
+    def __hash__(self) -> int:
+        return hash("a")
+
+
+class _StrEqualToA(str):
+    """A str of any text, equal to ``"a"`` (and hashed as it)."""
+
+    def __eq__(self, other: object) -> bool:
+        return other == "a"
+
+    def __hash__(self) -> int:
+        return hash("a")
+
+
+class _StrEqualToAny(str):
+    """A valid str key equal to every object but ``""`` (hashed as a lone surrogate)."""
+
+    def __eq__(self, other: object) -> bool:
+        return other != ""
+
+    def __hash__(self) -> int:
+        return hash("\ud800")
+
+
 BAD = [
     ("bad dataset name", ("a/b", {}), errors.InvalidNameError),
     ("name twice", ("d000", {}), errors.DatasetExistsError),
@@ -121,6 +152,13 @@ BAD = [
     ("fill out of range", ("x", {"v": (["n"], np.zeros(2, np.int8), 300)}), OverflowError),
     ("attribute None", ("x", {}, {"k": None}), errors.DTypeError),
     ("attribute key empty", ("x", {}, {"": 1}), errors.InvalidNameError),
+    # Keys equal to a key checked earlier in the batch ("a", in every good entry) but
+    # not that str: each is checked itself.
+    ("attribute key equal to a checked one", ("x", {}, {_EqualToA(): 1}), errors.InvalidNameError),
+    ("attribute key a str equal to a checked one", ("x", {}, {_StrEqualToA("\ud800"): 1}), errors.InvalidNameError),
+    # A dataset's attributes are checked in order, each key then its value.
+    ("attribute value before a bad key", ("x", {}, {"k": None, "": 1}), errors.DTypeError),
+    ("attribute value before a bad key (mapping)", ("x", {}, MappingProxyType({"k": None, "": 1})), errors.DTypeError),
     ("attributes not a mapping", ("x", {}, [("k", 1)]), errors.InvalidArgumentError),
 ]
 
@@ -140,6 +178,15 @@ def test_bad_entry_is_refused_and_nothing_is_staged(tmp_path, what, entry, error
     assert all(not e.pending for e in state.engines.values())
     store.flush()
     assert atlas.Atlas.open(tmp_path / "s").list_datasets() == ["old"]
+
+
+def test_a_key_equal_to_others_does_not_stand_for_them(tmp_path):
+    # A valid key of a str subclass equal to other keys, then a key it equals but
+    # that is not valid: the second is checked itself.
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        with pytest.raises(errors.InvalidNameError, match="lone surrogate"):
+            store.add_datasets([("x", {}, {_StrEqualToAny("k"): 1}), ("y", {}, {"\ud800": 2})])
+        assert not store.has_pending_changes
 
 
 @pytest.mark.parametrize("store_kind", ["empty", "v2", "v1"])

@@ -189,6 +189,39 @@ def test_unsorted_names_fail_a_batch_existence_check(part, width):
         Catalog([forge(store, ref, columns=swap)], store.read_range).first_live(["zz"])
 
 
+def _forge_names(edit):
+    def columns(raw):
+        names = raw["name"].split(b"\xff")[:-1]  # the column ends with a terminator
+        edit(names)
+        raw["name"] = b"".join(x + b"\xff" for x in names)
+
+    return columns
+
+
+NAME_FORGERIES = {
+    "duplicate": lambda names: names.__setitem__(6, names[5]),
+    # Still in order as bytes, the terminator byte inside a name: the rows are not
+    # where the width places them.
+    "terminator inside": lambda names: names.__setitem__(8, names[8][:-1] + b"\xff"),
+    "a row short": lambda names: names.pop(3),
+    "a row more": lambda names: names.insert(3, names[2] + b"0"),
+}
+
+
+@pytest.mark.parametrize("width", ["one", "mixed"])
+@pytest.mark.parametrize("forgery", list(NAME_FORGERIES))
+def test_forged_names_fail_a_batch_existence_check_outside_their_range(part, width, forgery):
+    store, ref = part
+    if width == "one":
+        _, buffers, ref = write_part(ROWS[:-1], "zstd", 1, bytes(16))  # no "gone": every name of one length
+        store.files[ref.path] = b"".join(bytes(b) for b in buffers)
+    forged = forge(store, ref, columns=_forge_names(NAME_FORGERIES[forgery]))
+    for batch in (["zz"], ["a"], ["ds0100"]):
+        assert Catalog([ref], store.read_range).first_live(batch) == ("ds0100" if batch == ["ds0100"] else None)
+        with pytest.raises(CorruptStoreError, match=forged.file):
+            Catalog([forged], store.read_range).first_live(batch)
+
+
 def test_unsorted_names_fail_a_search_that_returns_them(part):
     from atlas.search import select_rows
     from atlas.search.catalog_table import CatalogTable

@@ -261,6 +261,17 @@ def test_first_live_of_names_past_every_part_decodes_no_names():
     assert cat.first_live(["p00999", "p00001"]) == "p00999"
 
 
+def test_first_live_reads_no_older_part_once_every_name_is_decided():
+    # Names of mixed lengths: an older part's range would decode its every name.
+    store = Store()
+    older = store.write([(f"p{i}", profile(i)) for i in range(0, 500)], 1)
+    newer = store.write([("p1", None), ("p7", profile(7))], 2)
+    cat = Catalog([older, newer], store.read_range)
+    assert cat.first_live(["p1", "p7"]) == "p7"
+    assert cat._readers[0]._index is None  # not even its index read
+    assert cat.first_live(["p1", "p8"]) == "p8"
+
+
 def test_attribute_and_stats_columns_are_typed_and_aligned():
     store = Store()
     rows = [(f"p{i:05d}", profile(i)) for i in range(1, 601)]

@@ -145,3 +145,123 @@ def test_atlas_create_pauses_the_collector_across_loaded_files(corpus, tmp_path,
                  "--chunk-size", "1KiB"]) == 0  # fmt: skip
     assert seen == [True] * 4  # streamed: the collector runs
     assert gc.isenabled()
+
+
+class _Cycle:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_pause_released_while_another_thread_holds_one_still_frees_its_cycles():
+    """A dask worker's threads run tasks at once: each task's pause overlaps the others',
+    so the collector may not come back on for the whole ingest.  A task ending (or a
+    streamed file) must still free the cyclic garbage its files left."""
+    import threading
+    import weakref
+
+    from atlas.cli.ingest import HeldPause
+
+    gc.collect()
+    holding, done = threading.Event(), threading.Event()
+
+    def other_task() -> None:  # another worker thread, in the middle of its own task
+        pause = HeldPause()
+        pause.hold()
+        holding.set()
+        done.wait(30)
+        pause.release()
+
+    thread = threading.Thread(target=other_task)
+    thread.start()
+    try:
+        assert holding.wait(30)
+        pause = HeldPause()
+        pause.hold()
+        garbage = _Cycle()
+        ref = weakref.ref(garbage)
+        del garbage
+        pause.release()  # this task ends; the other one still holds its pause
+        assert not gc.isenabled()
+        assert ref() is None, "the cycle left by this task's files was not collected"
+    finally:
+        done.set()
+        thread.join(30)
+    assert gc.isenabled()
+
+
+def test_a_pause_released_leaves_a_disabled_collector_alone(monkeypatch):
+    """A caller that switched the collector off keeps it off, and gets no collection from us."""
+    from atlas.cli.ingest import HeldPause
+
+    collections: list = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args) or 0)
+    gc.disable()
+    try:
+        outer = HeldPause()
+        outer.hold()
+        inner = HeldPause()
+        inner.hold()
+        inner.release()
+        outer.release()
+        assert not gc.isenabled() and collections == []
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, MemoryError], ids=["interrupt", "fatal"])
+def test_collector_is_on_after_a_task_interrupted_mid_file(corpus, tmp_path, monkeypatch, error):
+    """An interrupt (or a store error, which aborts the task) while a file is staged under the pause."""
+    from atlas.metadata import gc_paused
+
+    real_write = cli_ingest.write_file
+    calls: list = []
+
+    def failing_write(store, loaded, *args):
+        calls.append(gc.isenabled())
+        if len(calls) == 2:
+            raise error()
+        return real_write(store, loaded, *args)
+
+    monkeypatch.setattr(cli_ingest, "write_file", failing_write)
+    files = discover([corpus], True)
+    with pytest.raises(error):
+        run_task(_task(tmp_path / "a.atlas", files, 1 << 20))
+    assert calls == [False, False] and gc.isenabled()
+    calls.clear()
+    with gc_paused():  # a caller's own pause (the commit path's) outlives the task's
+        with pytest.raises(error):
+            run_task(_task(tmp_path / "b.atlas", files, 1 << 20))
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_atlas_create_interrupted_mid_file_turns_the_collector_back_on(corpus, tmp_path, monkeypatch):
+    from atlas.cli.parser import build_parser
+    from atlas.cli.sources import discover as find
+
+    real_write = cli_ingest.write_file
+    calls: list = []
+
+    def interrupted_write(store, loaded, *args):
+        calls.append(gc.isenabled())
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_write(store, loaded, *args)
+
+    monkeypatch.setattr(cli_ingest, "write_file", interrupted_write)
+    args = build_parser().parse_args(["create", str(corpus), str(tmp_path / "c.atlas"), "-j", "0", "-q"])
+    with atlas.Atlas.create(tmp_path / "c.atlas") as store, pytest.raises(KeyboardInterrupt):
+        cli_ingest.ingest(store, find([corpus], True), args, "create")
+    assert calls == [False, False] and gc.isenabled()
+
+
+def test_a_user_disabled_collector_stays_off_through_a_task(corpus, tmp_path):
+    files = discover([corpus], True)
+    gc.disable()
+    try:
+        frag = unpack_fragment(run_task(_task(tmp_path / "s.atlas", files, 1 << 20)))
+        assert len(frag.stored) == len(files) and not gc.isenabled()
+    finally:
+        gc.enable()

@@ -451,7 +451,7 @@ def _listing_packed(path: Path) -> list[str] | None:
     store = OnceStore(str(path))
     try:
         assert store.read_whole(1 << 30)
-        return sources._surely_packed(store.listed())
+        return store.surely_packed()
     finally:
         store.close()
 
@@ -515,7 +515,7 @@ def test_reading_a_variable_whole_gives_what_indexing_it_gives(files, varied):
             continue
         store = OnceStore(str(path))
         try:
-            for name, var in store.listed().items():
+            for name, var in store.load()[0].items():
                 if var.size == 0 or var.dtype.kind not in "biufS":
                     continue
                 ncvar = store.ds.variables[name]

@@ -307,8 +307,8 @@ class PartReader:
         What rules a part out of a lookup of names outside its range.  When every
         name has one length (numbered names), the order is checked on the column's
         bytes, each row compared as one fixed-width string (UTF-8 bytes compare in
-        code point order), and only the two names are decoded; otherwise
-        :meth:`names` decodes and checks them all.
+        code point order), as is that no name holds the terminator byte, and only
+        the two names are decoded; otherwise :meth:`names` decodes and checks them all.
         """
         out = self._columns.get("name range")
         if out is None and self.rows:
@@ -316,6 +316,10 @@ class PartReader:
             if "name" not in self._columns and not self._names_ordered:
                 raw, _, step = self._name_layout()
                 if step:  # each row: the name's bytes, then the terminator (the same byte in every row)
+                    # The layout placed the terminators by arithmetic: one more inside a
+                    # name (never UTF-8) would make rows of what are not the part's names.
+                    if int(np.count_nonzero(raw == 0xFF)) != n:
+                        raise self._terminator_inside()
                     rows = raw.reshape(n, step).view(f"S{step}").reshape(-1)
                     if n > 1 and not bool(np.all(rows[1:] > rows[:-1])):
                         raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")

@@ -134,6 +134,8 @@ class Catalog(SearchColumns):
         todo: list[str] | None = None  # names no newer part has a row of
         live: set[str] = set()
         for p in range(len(self._readers) - 1, -1, -1):
+            if todo is not None and not todo:  # every name decided by a newer part
+                break
             reader = self._readers[p]
             bounds = reader.name_range()
             if bounds is None or high < bounds[0] or low > bounds[1]:

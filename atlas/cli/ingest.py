@@ -21,6 +21,7 @@ compound dtypes, ...) and stores the rest of the file.  Errors of the store itse
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import shutil
@@ -57,7 +58,7 @@ from atlas.errors import (
     StoreExistsError,
     ValueOverflowError,
 )
-from atlas.metadata import gc_paused
+from atlas.metadata import gc_paused, gc_paused_elsewhere
 from atlas.store import Atlas
 
 __all__ = ["HeldPause", "cmd_append", "cmd_create", "ingest", "write_file"]
@@ -97,6 +98,12 @@ class HeldPause:
     at the end.  The pause is also released every :attr:`FILES` holds, so the few
     kilobytes of cyclic garbage each file leaves are freed by the next collection.
     Nests with :func:`atlas.metadata.gc_paused` (the commit path's pause).
+
+    Threads share the collector (a dask worker runs one task per thread): while
+    another thread's pause keeps it off, a release collects the young generations
+    itself (what the first collection after the pause would do), so overlapping
+    tasks do not keep every file's cyclic garbage until all of them end.  A
+    collector the caller switched off stays off, and is not run.
     """
 
     #: Files staged under one pause at most.
@@ -121,6 +128,8 @@ class HeldPause:
         held, self._held = self._held, None
         if held is not None:
             held.__exit__(None, None, None)
+            if gc_paused_elsewhere():
+                gc.collect(1)
 
 
 def write_file(store: Atlas, loaded: Loaded, engine: str | None, skip_unsupported: bool) -> tuple[int, int]:

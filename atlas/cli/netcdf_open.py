@@ -3,7 +3,7 @@
 :class:`OnceStore` is xarray's ``NetCDF4DataStore`` on a ``netCDF4.Dataset`` the
 reader opened itself, so ``xr.open_dataset(store)`` decodes exactly what
 ``xr.open_dataset(path)`` decodes (same variables, attributes, encodings, the same
-array wrappers), minus two costs that only matter for a fleet of small files:
+array wrappers), minus costs that only matter for a fleet of small files:
 
 * xarray's file cache (an LRU of handles with reference counts, taken at every
   attribute and every array read) is bypassed: the handle is private to this
@@ -35,6 +35,12 @@ from xarray.core.utils import FrozenDict
 from xarray.core.variable import Variable
 
 __all__ = ["OnceStore", "PLAIN_CALENDARS"]
+
+#: The attributes xarray's mask-and-scale decoding consumes (as ``atlas.cli.sources`` lists them).
+_MASK_AND_SCALE = ("_FillValue", "missing_value", "scale_factor", "add_offset")
+
+#: Units xarray decodes integers to timedeltas with (then they are not masked to floats).
+_TIME_UNITS = frozenset({"days", "hours", "minutes", "seconds", "milliseconds", "microseconds", "nanoseconds"})
 
 #: Calendars of times read whole (others, decoded to ``cftime`` objects, stay lazy).
 PLAIN_CALENDARS = frozenset({"standard", "gregorian", "proleptic_gregorian"})
@@ -96,10 +102,14 @@ class OnceStore(NetCDF4DataStore):
             return False
         read = {}
         ncvars = self._nc.variables
+        # xarray's wrapper switched masking, scaling and character conversion off on
+        # these very netCDF4 variables when they were listed; and read under the lock
+        # its reads take: netCDF-C and HDF5 are not thread-safe (a dask worker runs one
+        # task per thread).
+        with self.lock:
+            values_of = {name: _read_all(ncvars[name], var.shape) for name, var in variables.items()}
         for name, var in variables.items():
-            # xarray's wrapper switched masking, scaling and character conversion off
-            # on this very netCDF4 variable when it was listed.
-            values = _read_all(ncvars[name], var.shape)
+            values = values_of[name]
             if type(values) is not np.ndarray or values.shape != var.shape or values.dtype != var.dtype:
                 return False
             # Wrapped as the listing wraps the file's variable: xarray's decoders build
@@ -109,11 +119,46 @@ class OnceStore(NetCDF4DataStore):
         self._listed = (FrozenDict(read), attributes)
         return True
 
-    def listed(self) -> Any:
-        """The store's variables as listed (not copies: read them, never change them)."""
-        return self._list()[0]
+    def surely_packed(self) -> list[str] | None:
+        """The variables :func:`atlas.cli.sources.packed_variables` would name, from the listing; None when unsure.
+
+        A variable of integers with a ``_FillValue``, ``missing_value``, ``scale_factor``
+        or ``add_offset`` that is not an index coordinate may be one.  It surely is (xarray
+        masks or scales it to floats) when it has no ``_Unsigned``, ``dtype`` or
+        ``calendar`` attribute, no time units, is no other variable's ``bounds``, its
+        fill values are one plain number (several would make xarray warn), its
+        ``scale_factor`` and ``add_offset`` are plain numbers, and a ``scale_factor``
+        without an ``add_offset`` is a float (xarray decodes to the scale factor's
+        type: an integer one keeps integers).  When every candidate surely is, they
+        can be decoded in the one ``open_dataset`` without mask-and-scale and times,
+        as :func:`atlas.cli.sources.keep_packed` decodes them; otherwise they are
+        found in the decoded dataset (:func:`atlas.cli.sources.packed_variables`).
+        """
+        variables = self._list()[0]
+        bounds = {v.attrs["bounds"] for v in variables.values() if isinstance(v.attrs.get("bounds"), str)}
+        out = []
+        for name, var in variables.items():
+            attrs = var.attrs
+            if var.dtype.kind not in "iu" or var.dims == (name,) or not any(k in attrs for k in _MASK_AND_SCALE):
+                continue
+            if "_Unsigned" in attrs or "dtype" in attrs or "calendar" in attrs or name in bounds:
+                return None
+            units = attrs.get("units")
+            if units is not None and (not isinstance(units, str) or "since" in units or units.strip() in _TIME_UNITS):
+                return None
+            fills = [_plain_number(attrs[k]) for k in ("_FillValue", "missing_value") if k in attrs]
+            if any(f is None for f in fills) or len(set(fills)) > 1:
+                return None
+            scale, offset = attrs.get("scale_factor"), attrs.get("add_offset")
+            if any(x is not None and _plain_number(x) is None for x in (scale, offset)):
+                return None
+            if scale is not None and offset is None and not isinstance(scale, (float, np.floating)):
+                return None
+            out.append(str(name))
+        return out
 
     def _list(self) -> tuple[Any, Any]:
+        """The variables and attributes as listed once (shared: read them, never change them)."""
         if self._listed is None:
             self._listed = super().load()
         return self._listed
@@ -127,6 +172,17 @@ class OnceStore(NetCDF4DataStore):
         variables, attributes = self._list()
         fresh = {k: Variable(v.dims, v._data, v.attrs, v.encoding, fastpath=True) for k, v in variables.items()}
         return FrozenDict(fresh), FrozenDict(attributes)
+
+
+def _plain_number(value: Any) -> Any:
+    """``value`` as one plain number, or None when it is anything else (text, NaN, several values)."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            return None
+        value = value.reshape(-1)[0]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return None if value != value else value
 
 
 def _read_all(ncvar: Any, shape: tuple[int, ...]) -> Any:

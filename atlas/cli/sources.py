@@ -46,6 +46,7 @@ is streamed block by block and every block is read once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from collections.abc import Iterable
@@ -414,7 +415,7 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
 
     ``packed``: the packed variables are already as stored in ``dataset`` (a file
     read whole whose packed variables are known from its listing, see
-    :func:`_surely_packed`); otherwise :func:`_packed_from` swaps them in.
+    :meth:`~atlas.cli.netcdf_open.OnceStore.surely_packed`); otherwise :func:`_packed_from` swaps them in.
 
     ``limit``: a file whose root group is plain and whose variables take at most
     this many bytes decoded is read whole before it is decoded
@@ -423,8 +424,8 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
     ``dataset`` is ``xr.open_dataset`` of the open netCDF4 ``store``: the very decoding
     ``xr.open_dataset(path)`` does (its netCDF4 engine opens such a store and decodes
     it the same way), without opening the file again for the packed variables
-    (:func:`_packed_from`) or for the groups, and without default indexes: the
-    stored dataset does not depend on them (``to_xarray`` creates its own), and
+    (:func:`_packed_from`) or for the groups, and without default indexes (where
+    xarray can skip them): the stored dataset does not depend on them (``to_xarray`` creates its own), and
     building one reads and sorts the coordinate again.  None when the netCDF4 engine is not the
     one ``xr.open_dataset(path, engine=engine)`` would use or cannot open the file:
     the caller then takes the general path.
@@ -452,13 +453,13 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
             groups.append(group.path)
             todo[:0] = list(group.groups.values())
         packed = None
-        if limit is not None and store.read_whole(limit):
-            packed = _surely_packed(store.listed())
+        if limit is not None and store.read_whole(limit) and _per_variable_decoding(xr.__version__):
+            packed = store.surely_packed()
         raw: dict[str, Any] = {}
         if packed:
             off = dict.fromkeys(packed, False)
             raw = {"mask_and_scale": off, "decode_times": off, "decode_timedelta": off}
-        ds = xr.open_dataset(store, create_default_indexes=False, **raw)
+        ds = xr.open_dataset(store, **raw, **_without_indexes(xr.open_dataset))
     except Exception:
         store.close()
         raise
@@ -471,51 +472,29 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
     return ds, store, groups, packed is not None
 
 
-#: Units xarray decodes integers to timedeltas with (then they are not masked to floats).
-_TIME_UNITS = frozenset({"days", "hours", "minutes", "seconds", "milliseconds", "microseconds", "nanoseconds"})
+def _per_variable_decoding(version: str) -> bool:
+    """Whether xarray ``version`` takes ``mask_and_scale`` and ``decode_times`` per variable (2024.07 on).
 
-
-def _plain_fill(value: Any) -> Any:
-    """A fill value as one plain number, or None when it is anything else (text, NaN, several values)."""
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        if value.size != 1:
-            return None
-        value = value.reshape(-1)[0]
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return None
-    return None if value != value else value
-
-
-def _surely_packed(variables: Any) -> list[str] | None:
-    """The variables :func:`packed_variables` would name, known from the file's listing; None when unsure.
-
-    A variable of integers with a ``_FillValue``, ``missing_value``, ``scale_factor``
-    or ``add_offset`` that is not an index coordinate may be one.  It surely is (xarray
-    masks or scales it to floats) when it has no ``_Unsigned``, ``dtype`` or
-    ``calendar`` attribute, no time units, is no other variable's ``bounds``, and
-    its fill values are one plain number (several would make xarray warn).  When
-    every candidate surely is, they are decoded in the one ``open_dataset`` without
-    mask-and-scale and times, as :func:`keep_packed` decodes them, instead of twice;
-    otherwise the caller swaps them in afterwards (:func:`_packed_from`).
+    An older one takes a mapping as simply true: it would decode the packed
+    variables that :func:`_open_once` asks it to leave as stored.
     """
-    bounds = {v.attrs["bounds"] for v in variables.values() if isinstance(v.attrs.get("bounds"), str)}
-    out = []
-    for name, var in variables.items():
-        attrs = var.attrs
-        if var.dtype.kind not in "iu" or var.dims == (name,) or not any(k in attrs for k in _PACKING):
-            continue
-        if "_Unsigned" in attrs or "dtype" in attrs or "calendar" in attrs or name in bounds:
-            return None
-        units = attrs.get("units")
-        if units is not None and (not isinstance(units, str) or "since" in units or units.strip() in _TIME_UNITS):
-            return None
-        fills = [_plain_fill(attrs[k]) for k in ("_FillValue", "missing_value") if k in attrs]
-        if any(f is None for f in fills) or len(set(fills)) > 1:
-            return None
-        out.append(str(name))
-    return out
+    try:
+        return tuple(int(part) for part in version.split(".")[:2]) >= (2024, 7)
+    except ValueError:  # not a release number: the swap, right for any version
+        return False
+
+
+@functools.lru_cache(maxsize=2)
+def _without_indexes(open_dataset: Any) -> dict[str, Any]:
+    """``create_default_indexes=False`` when ``open_dataset`` takes it, else nothing.
+
+    xarray has it since 2025; an older one always builds the default indexes, as
+    the general path does.  Cached: reading a signature costs as much as a small read.
+    """
+    import inspect
+
+    takes = "create_default_indexes" in inspect.signature(open_dataset).parameters
+    return {"create_default_indexes": False} if takes else {}
 
 
 def _load_or_plan(

@@ -13,15 +13,15 @@ import bisect
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Iterator, KeysView
+from collections.abc import Iterator, KeysView, Sequence
 from dataclasses import dataclass, field
 
 from atlas.backends.base import Backend, Version
-from atlas.catalog import Catalog, CommitObject
+from atlas.catalog import Catalog
 from atlas.engine.family import FamilyEngine
 from atlas.engine.segment_io import SegmentIO
 from atlas.errors import AtlasError, ConflictError, DatasetNotFoundError
-from atlas.metadata import COUNTER_LIMITS, ArrayFamily, ArrayMeta, DatasetMeta, Stats, check_counter
+from atlas.metadata import COUNTER_LIMITS, ArrayFamily, ArrayMeta, DatasetMeta, Manifest, Stats, check_counter
 from atlas.names import encode_dir_name
 from atlas.txn.leases import Lease
 from atlas.txn.snapshot import Base, Snapshot, open_snapshot
@@ -144,15 +144,26 @@ class WorkingState:
             return self.pending[name] is not None
         return name in self._seen or name in self.snapshot
 
-    def first_existing(self, names: Iterable[str]) -> str | None:
+    def first_existing(self, names: Sequence[str]) -> str | None:
         """The first of ``names`` (each a str) that is a dataset of this handle, or None.
 
-        :meth:`has_dataset` for many names at once: a snapshot that holds no
-        dataset is not searched at all.
+        :meth:`has_dataset` for many names at once: a pending change decides for its
+        name (a deletion frees it), the snapshot for the others; a catalogue looks
+        them up part by part (:meth:`Catalog.first_live`), and a format 1 snapshot
+        that holds no dataset is not searched at all.
         """
         pending = self.pending
-        base = self.base
-        if not (base.parts if isinstance(base, CommitObject) else base.datasets):
+        catalog = self.catalog
+        if catalog is not None:
+            if not pending:
+                return catalog.first_live(names)
+            taken = {x for x in names if pending.get(x) is not None}
+            live = catalog.first_live([x for x in names if x not in pending])
+            if live is not None:  # the first committed one: no later one can come first
+                taken.add(live)
+            return next((x for x in names if x in taken), None)
+        base = self.base  # a format 1 manifest: a commit object has a catalogue
+        if isinstance(base, Manifest) and not base.datasets:
             for name in names:
                 if pending.get(name) is not None:
                     return name
