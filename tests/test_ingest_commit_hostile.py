@@ -187,3 +187,24 @@ def task_part_from(store: Store, ref: PartRef, edit) -> PartRef:
     parts, size, offset, length, digest = builder.finish(index.rows, BLOCK_ROWS, index.attributes, index.arrays)
     forged = PartRef("000000000001-" + secrets.token_hex(8) + ".cat", size, offset, length, digest, ref.rows, 1, 1)
     return store.put(forged, parts)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda o: o.update(attributes={"platform": {"t": "no-such-type", "v": 1}}),
+        lambda o: o.update(attributes={"platform": 5}),
+        lambda o: o.update(attributes=[1, 2]),
+        lambda o: o["arrays"]["temp"]["stats"].update(min="not a float"),
+        lambda o: o["arrays"]["temp"]["stats"].update(max=[1.0]),
+    ],
+    ids=["attribute-type", "attribute-form", "attributes-not-a-map", "stats-min", "stats-max"],
+)
+def test_a_record_the_reader_cannot_decode_is_refused(change):
+    """Parts of a record the columns do not hold (its attributes, its stats extremes) must still decode:
+    committed, the dataset could not be opened and ``Atlas.verify`` would report the store damaged."""
+    store = Store()
+    ref = task_part(store, ROWS, lambda row, rec: _set(rec, change) if row == 2 else rec)
+    relabel(store, ref, ["ds1"])
+    with pytest.raises(CorruptStoreError, match=r"row 2: dataset record does not follow the format"):
+        relabel(store, ref, ["ds1", "ds2"])

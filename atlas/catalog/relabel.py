@@ -11,10 +11,12 @@ map header, ``"id"``, the id, ``"version"``, the version (the writer's own order
 
 The rows come from processes that are not trusted to be right: each record's head
 must be exactly what the writer writes and carry the key columns' id and version,
-its arrays (decoded as plain MessagePack, attributes skipped) must be the ones the
-stats and schema columns describe (names, slots, shapes, templates, stats states
-and counts), and every slot must lie in the range the caller gives; anything else
-raises :class:`~atlas.errors.CorruptStoreError` naming the part and the row.
+its arrays must be the ones the stats and schema columns describe (names, slots,
+shapes, templates, stats states and counts), the whole record must decode as a
+reader decodes it (its attributes and stats extremes are in no compared column,
+but a record that does not decode could not be opened once committed), and every
+slot must lie in the range the caller gives; anything else raises
+:class:`~atlas.errors.CorruptStoreError` naming the part and the row.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from atlas.catalog.merging import add_search_columns
 from atlas.catalog.part import PartReader, ReadRange
 from atlas.catalog.schemas import SchemaTable, read_schema_table
 from atlas.errors import CorruptStoreError
-from atlas.metadata import gc_paused
+from atlas.metadata import array_from_dict, attributes_from_dict, gc_paused
 
 __all__ = ["Selection", "relabel_parts"]
 
@@ -189,22 +191,31 @@ def _parse_head(record: memoryview, key_id: int, key_version: int, where: str) -
 
 
 def _arrays_of(record: memoryview, at: int, where: str) -> dict:
-    """The ``arrays`` member of ``record`` as plain MessagePack (its attributes skipped, not decoded)."""
+    """The ``arrays`` member of ``record`` as plain MessagePack, once the record decodes as a reader decodes it.
+
+    The attributes and the stats extremes are in no column the record is compared
+    with, yet a record whose attributes or arrays do not decode could not be opened
+    once committed (and ``verify`` would call the store damaged): they are decoded
+    and checked as :func:`atlas.catalog.encoding.decode_record` does, then dropped.
+    """
     try:
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_bin_len=0)
         unpacker.feed(record[at:])
         if unpacker.unpack() != "attributes":
             raise ValueError("no attributes")
-        unpacker.skip()
+        attributes = unpacker.unpack()
         if unpacker.unpack() != "arrays":
             raise ValueError("no arrays after the attributes")
         arrays = unpacker.unpack()
         if unpacker.tell() != len(record) - at:
             raise ValueError("bytes after the arrays")
-    except Exception as exc:
+        if not isinstance(arrays, dict) or not all(isinstance(a, dict) for a in arrays.values()):
+            raise ValueError("arrays are not maps")
+        attributes_from_dict(attributes)
+        for am in arrays.values():
+            array_from_dict(am)
+    except Exception as exc:  # every decoder or schema failure is damage, as the reader says it
         raise CorruptStoreError(f"{where}: dataset record does not follow the format: {exc}") from None
-    if not isinstance(arrays, dict) or not all(isinstance(a, dict) for a in arrays.values()):
-        raise CorruptStoreError(f"{where}: dataset record does not follow the format: arrays are not maps")
     return arrays
 
 

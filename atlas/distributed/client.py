@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from atlas.distributed.runner import POOL_RETRIES, Runner
 from atlas.distributed.task import Task, run_commit_task, source_label
@@ -339,6 +339,14 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
             committer.start(pending)
             pending = []
 
+    def fail(message: str, failed: list[tuple[str, str]]) -> NoReturn:
+        """Stop with ``IngestError`` once the commit running has ended: the message says what was committed."""
+        # No more tasks first: a commit task may be waiting for a task the pool runs alone,
+        # whose solitude ends only with the loop.  Then the commit's outcome, for the message.
+        results.close()
+        error = committer.settle()
+        raise IngestError(f"{message}; {_done(report)}", failed) from error
+
     results = runner.results(tasks, max(1.0, min(RENEW_SECONDS, commit_interval)))
     try:
         for task, packed, error in results:
@@ -351,8 +359,8 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
                 reason = f"task failed: {type(error).__name__}: {' '.join(str(error).split())}"
                 labels = [source_label(i) for i in task.items]
                 if not skip_errors:
-                    raise IngestError(f"{labels[0]} (and the {len(labels) - 1} other sources of its task): {reason}; "
-                                      f"{_done(report)}", [(lb, reason) for lb in labels])  # fmt: skip
+                    fail(f"{labels[0]} (and the {len(labels) - 1} other sources of its task): {reason}",
+                         [(lb, reason) for lb in labels])  # fmt: skip
                 with batch.lock:
                     report.failed += [(lb, reason) for lb in labels]
                 for lb in labels:
@@ -377,7 +385,7 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
             if frag.failed:
                 if not skip_errors:
                     label, reason = frag.failed[0]
-                    raise IngestError(f"{label}: {reason}; {_done(report)}", frag.failed)
+                    fail(f"{label}: {reason}", frag.failed)
                 with batch.lock:
                     report.failed += frag.failed
                 for lb, _ in frag.failed:
@@ -422,6 +430,19 @@ class _Committer:
         future.result()
         return True
 
+    def settle(self) -> BaseException | None:
+        """Wait for the commit running, if any; its error is returned (and logged), not raised.
+
+        For a caller that stops the ingest for another reason: the commit's outcome
+        is the store's, and what it committed belongs in the caller's message.
+        """
+        try:
+            self.wait()
+        except Exception as exc:
+            logger.error("the commit running when the ingest stopped failed: %s: %s", type(exc).__name__, exc)
+            return exc
+        return None
+
     def wait(self) -> None:
         """Wait for the commit running, if any, and collect it."""
         if self._future is not None:
@@ -429,7 +450,13 @@ class _Committer:
             self.collect()
 
     def close(self) -> None:
+        """Wait for the commit running, if any (its outcome is the store's).
+
+        When the ingest stops for another reason (an interrupt, a forged fragment),
+        an error of that commit reaches no caller: it is logged.
+        """
         self._thread.shutdown(wait=True)
+        self.settle()
 
 
 def _tick(progress: Callable[[str, str], None] | None, label: str, note: str) -> None:

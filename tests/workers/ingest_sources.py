@@ -68,3 +68,30 @@ def wait_until_stored(store: str, other: str, name: str, timeout: float = 60.0):
             saw = other in handle.list_datasets()
         time.sleep(0.2)
     return [(name, xr.Dataset({"v": ("x", np.arange(4.0))}, attrs={"saw": int(saw)}))]
+
+
+def fail_once_committing(started: str, failed: str, name: str, timeout: float = 60.0):
+    """Wait until the file ``started`` exists (a commit began), write ``failed``, then raise."""
+    import time
+
+    end = time.monotonic() + timeout
+    while not os.path.exists(started) and time.monotonic() < end:
+        time.sleep(0.02)
+    with open(failed, "w") as f:
+        f.write(name)
+    raise RuntimeError(f"{name} fails while a commit runs")
+
+
+def die_once_then_fail(marker: str, rerun: str, name: str):
+    """Kill the worker process the first time; run again (alone, as a suspect), write ``rerun``,
+    give a commit waiting for this task a second to queue behind it, then raise."""
+    import time
+
+    if not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        os._exit(1)
+    with open(rerun, "w") as f:
+        f.write(name)
+    time.sleep(1.0)
+    raise RuntimeError(f"{name} fails on its rerun")
