@@ -257,7 +257,7 @@ def test_first_live_of_names_past_every_part_decodes_no_names():
     cat = Catalog(refs, store.read_range)
     assert cat.first_live([f"p{i:05d}" for i in range(1000, 1500)]) is None
     assert cat.first_live(["a"]) is None
-    assert all("name" not in reader._columns for reader in cat._readers)
+    assert all("name" not in reader._columns for reader in cat.readers)
     assert cat.first_live(["p00999", "p00001"]) == "p00999"
 
 
@@ -268,7 +268,7 @@ def test_first_live_reads_no_older_part_once_every_name_is_decided():
     newer = store.write([("p1", None), ("p7", profile(7))], 2)
     cat = Catalog([older, newer], store.read_range)
     assert cat.first_live(["p1", "p7"]) == "p7"
-    assert cat._readers[0]._index is None  # not even its index read
+    assert cat.readers[0]._index is None  # not even its index read
     assert cat.first_live(["p1", "p8"]) == "p8"
 
 
@@ -461,7 +461,7 @@ def test_records_column_is_the_v1_dataset_object():
     ds.attributes["nan"] = {"t": "float64", "v": float("nan")}
     ref = store.write([("x", ds)], 1)
     cat = Catalog([ref], store.read_range)
-    reader = cat._readers[0]
+    reader = cat.readers[0]
     offsets, data = reader.block(0)
     obj = msgpack.unpackb(data[offsets[0] : offsets[1]], raw=False)
     assert obj["id"] == 7 and obj["arrays"]["temp"]["slot"] == 7
@@ -588,7 +588,7 @@ def test_array_metas_come_from_the_schema_columns_without_reading_a_record():
     names = [*reversed(cat.names()), "gone", "nope", "v0001"]
     got, missing = cat.array_metas("temp", names)
     assert missing == [len(names) - 3, len(names) - 2]
-    records = cat._readers[0].index.columns["records"]
+    records = cat.readers[0].index.columns["records"]
     touched = [(o, n) for _, o, n in store.reads if o < records.offset + records.length and o + n > records.offset]
     assert touched == []  # no record block read
     for name, am in zip(names, got):
@@ -634,7 +634,7 @@ def test_parts_without_schema_columns_read_through_records_and_merges_rebuild_th
     old = strip_schemas(store, store.write([(f"v{i:04d}", varied(i)) for i in range(1, 600)], 1))
     new = store.write([("v0003", varied(3004, 2)), ("v0004", None), ("w", varied(5, 2))], 2)
     cat = Catalog([old, new], store.read_range)
-    assert cat._readers[0].schemas("temp") is None and cat._readers[1].schemas("temp") is not None
+    assert cat.readers[0].schemas("temp") is None and cat.readers[1].schemas("temp") is not None
     names = cat.names()
     got, missing = cat.array_metas("temp", names)
     assert missing == [] and "v0004" not in names
@@ -645,7 +645,7 @@ def test_parts_without_schema_columns_read_through_records_and_merges_rebuild_th
         _, buffers, merged = merge_parts([old, new], store.read_range, "zstd", 3, secrets.token_bytes(16), drop)
         store.files[merged.path] = b"".join(bytes(b) for b in buffers)
         after = Catalog([merged], store.read_range)
-        assert after._readers[0].schemas("temp") is not None
+        assert after.readers[0].schemas("temp") is not None
         assert [packed(a) for a in after.array_metas("temp", names)[0]] == [packed(a) for a in expected]
         after.verify()
         # and merged again with a part that has the columns: codes remapped into one dictionary
@@ -653,7 +653,7 @@ def test_parts_without_schema_columns_read_through_records_and_merges_rebuild_th
         store.files[again.path] = b"".join(bytes(b) for b in buffers)
         final = Catalog([again], store.read_range)
         assert [packed(a) for a in final.array_metas("temp", names)[0]] == [packed(a) for a in expected]
-        assert len(final._readers[0].schemas("temp").templates) == 6
+        assert len(final.readers[0].schemas("temp").templates) == 6
         final.verify()
 
 
@@ -802,7 +802,7 @@ def test_merged_string_dictionaries_hold_the_used_values_sorted():
     for drop in (True, False):
         _, buffers, merged = merge_parts([old, new], store.read_range, "zstd", 3, secrets.token_bytes(16), drop)
         store.files[merged.path] = b"".join(bytes(b) for b in buffers)
-        reader = Catalog([merged], store.read_range)._readers[0]
+        reader = Catalog([merged], store.read_range).readers[0]
         codes, dictionary, present = reader.string_codes("label")
         assert dictionary.tolist() == ["kiwi", "zebra"]  # "apple" and "mango" were overwritten or deleted
         assert reader.names() == (["a", "b", "d"] if drop else ["a", "b", "c", "d"])

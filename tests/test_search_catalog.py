@@ -146,7 +146,7 @@ def test_a_one_part_search_decodes_only_the_names_it_returns():
     rows = select_rows(table, "platform == 'ship'")
     assert rows is not None and 0 < rows.size < len(reference)
     assert table.names_at(rows) == [reference.names[i] for i in rows.tolist()]
-    reader = table.catalog._readers[0]
+    reader = table.catalog.readers[0]
     assert "name" not in reader._columns  # the names column was never decoded whole
     assert table.catalog.names() == reference.names  # listing still decodes (and checks) them all
 
@@ -156,7 +156,7 @@ def test_a_few_new_rows_do_not_decode_the_large_part_names():
     rows = select_rows(table, "platform == 'ship' or n > 3990")
     assert rows is not None and 0 < rows.size < len(reference) // 4
     assert table.names_at(rows) == [reference.names[i] for i in rows.tolist()]
-    assert "name" not in table.catalog._readers[0]._columns  # searched, never decoded whole
+    assert "name" not in table.catalog.readers[0]._columns  # searched, never decoded whole
     assert table.catalog.names() == reference.names
 
 
@@ -342,7 +342,7 @@ def test_a_deleted_row_does_not_decide_the_kind_of_the_kept_rows():
 def test_several_parts_are_merged_on_name_keys_when_names_allow(layout, keyed):
     table, reference = _tables(layout)
     assert select(table, "lat > 3") == select(reference, "lat > 3")
-    readers = table.catalog._readers
+    readers = table.catalog.readers
     assert all((r.name_keys() is not None) == keyed for r in readers)
     if keyed:  # the layout and the search decoded no part's whole names column
         assert not any("name" in r._columns for r in readers)
@@ -395,7 +395,7 @@ def test_the_search_by_part_decodes_only_the_names_it_returns():
     where = "platform == 'ship' or n > 3990"
     expected = [reference.names[i] for i in select(reference, where)]
     assert search_parts(table, as_expression(where)) == expected
-    assert "name" not in table.catalog._readers[0]._columns  # the large part's names not decoded whole
+    assert "name" not in table.catalog.readers[0]._columns  # the large part's names not decoded whole
     assert table.catalog._count is None  # nor the winner of every name resolved
 
 
@@ -414,7 +414,7 @@ def test_names_of_one_length_are_read_without_their_ends(tmp_path):
     _, buffers, ref = write_part([(n, _meta(i, 1)) for i, n in enumerate(names)], "zstd", 1, secrets.token_bytes(16))
     blob = b"".join(bytes(b) for b in buffers)
     cat = Catalog([ref], lambda path, offset, length: blob[offset : offset + length])
-    reader = cat._readers[0]
+    reader = cat.readers[0]
     rows = [0, 5, 6, 999]
     assert reader.names_of(rows) == [names[r] for r in rows]
     assert reader.name_keys_of(rows).tolist() == [names[r].encode() for r in rows]
@@ -429,7 +429,7 @@ def test_names_of_one_length_are_read_without_their_ends(tmp_path):
 def test_name_keys_of_rows_refuse_names_with_a_nul_byte(names):
     _, buffers, ref = write_part([(n, _meta(i, 1)) for i, n in enumerate(names)], "zstd", 1, secrets.token_bytes(16))
     blob = b"".join(bytes(b) for b in buffers)
-    reader = Catalog([ref], lambda path, offset, length: blob[offset : offset + length])._readers[0]
+    reader = Catalog([ref], lambda path, offset, length: blob[offset : offset + length]).readers[0]
     every = list(range(len(names)))
     assert reader.names_of(every) == names
     keyed = not any("\x00" in n for n in names)
@@ -583,7 +583,7 @@ def test_a_terminator_byte_inside_a_newer_part_s_names_is_refused_by_its_name_ke
         cat.names()
     with pytest.raises(CorruptStoreError):
         find_names(CatalogTable(Catalog([old, damaged], store.read_range)), "n < 50")  # no newer row matches
-    reader = Catalog([old, damaged], store.read_range)._readers[1]
+    reader = Catalog([old, damaged], store.read_range).readers[1]
     with pytest.raises(CorruptStoreError):
         reader.name_keys_of([0, 1])
     with pytest.raises(CorruptStoreError):
@@ -605,7 +605,7 @@ def test_a_terminator_byte_inside_names_of_one_length_is_refused():
         blob[5 * 5 + 2] = 0xFF  # inside the sixth name, the layout kept
         raw["name"] = bytes(blob)
 
-    reader = Catalog([forge(store, ref, columns=inner_ff)], store.read_range)._readers[0]
+    reader = Catalog([forge(store, ref, columns=inner_ff)], store.read_range).readers[0]
     assert reader.names_of([0, 4]) == ["n000", "n004"]
     with pytest.raises(CorruptStoreError, match="UTF-8"):
         reader.names_of([5])
@@ -694,7 +694,7 @@ def test_find_over_a_store_of_several_parts_matches_the_datasets_themselves(tmp_
         store.flush()
         other.refresh()
         assert _finds(other) == _finds(store) == _brute_force(store)
-    assert len(store._st.catalog._readers) >= 3
+    assert len(store._st.catalog.readers) >= 3
     assert searched_by_part > 0
     other.close()
     store.close()

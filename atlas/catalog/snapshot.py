@@ -76,7 +76,7 @@ class Catalog(SearchColumns):
         # Parts are immutable: a part the previous snapshot already read (its index,
         # its decoded names) is not read again, so a commit's next snapshot costs
         # only the parts it added.
-        known = {r.ref: r for r in previous._readers} if previous is not None else {}
+        known = {r.ref: r for r in previous.readers} if previous is not None else {}
         self._readers = [known.get(ref) or PartReader(ref, read_range) for ref in self.parts]
         self._blocks: OrderedDict[tuple[int, int], tuple[np.ndarray, bytes]] = OrderedDict()
         self._cached_blocks = max(1, cached_blocks)
@@ -96,6 +96,17 @@ class Catalog(SearchColumns):
         self._newer: set[str] | None = None
         self._row_names: RowNames | None = None  # the one part's names, searched undecoded
         self._id_order: dict[int, np.ndarray] = {}
+
+    @property
+    def readers(self) -> tuple[PartReader, ...]:
+        """The reader of each part, oldest first (one per entry of :attr:`parts`).
+
+        What a search by part (:mod:`atlas.search.parts`) reads columns and names
+        from.  The readers keep what they read, so whoever reads through them
+        shares it with this catalogue (and with the next snapshot of the store,
+        see ``previous``).
+        """
+        return tuple(self._readers)
 
     # -- point lookups ----------------------------------------------------------------------
 
