@@ -62,6 +62,15 @@ def _parts(layout: str) -> list[list[tuple[str, DatasetMeta | None]]]:
         return [large, [*newer, ("c", _meta(2001, 2)), ("d0500x", _meta(2002, 2)), ("z", _meta(2003, 2))]]
     if layout == "one part with tombstones":
         return [[(name, None if i % 9 == 4 else meta) for i, (name, meta) in enumerate(first)]]
+    if layout.startswith("parts of disjoint name ranges"):
+        # No name of one part falls in another's range (a build in batches of ascending
+        # names); a newer part may hold the lowest names, and tombstones of names no
+        # other part has.  Kept sorted, with names of one length or of several.
+        width = "" if layout.endswith("one length") else "x" * 3
+        ranges = [(f"m{i:03d}", _meta(i, 1)) for i in range(60)]
+        lower = [(f"b{i:03d}{width[: i % 4]}", None if i % 6 == 1 else _meta(100 + i, 2)) for i in range(30)]
+        upper = [(f"t{i:03d}", None if i % 5 == 0 else _meta(200 + i, 3)) for i in range(40)]
+        return [ranges, sorted(lower), upper]
     # replaced rows (with "old" gone and "kind" now a float), deleted rows, new rows,
     # then a third part deleting one more and bringing a deleted name back
     second = [(f"d{i:03d}", _meta(i, 2)) for i in range(0, 60, 7)] + [(f"d{i:03d}", None) for i in (1, 2, 5)]
@@ -108,6 +117,8 @@ LAYOUTS = [
     "three parts, names with a NUL byte",
     "three parts, long names",
     "a few rows over a large part",
+    "parts of disjoint name ranges, names of one length",
+    "parts of disjoint name ranges, names of several lengths",
 ]
 
 
@@ -346,6 +357,66 @@ def test_several_parts_are_merged_on_name_keys_when_names_allow(layout, keyed):
     assert all((r.name_keys() is not None) == keyed for r in readers)
     if keyed:  # the layout and the search decoded no part's whole names column
         assert not any("name" in r._columns for r in readers)
+
+
+@pytest.mark.parametrize("width", ["one length", "several lengths"])
+def test_parts_of_disjoint_name_ranges_are_laid_out_from_their_ranges(width, monkeypatch):
+    """No row of one part can hide a row of another: the parts are laid out one
+    after the other, without merging their names.  A listing decodes the names
+    anyway; a search and a frame take the ranges only of names of one length
+    (checked sorted on their bytes): others would be decoded whole for it."""
+    from atlas.catalog.part import PartReader
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the parts' names were merged")
+
+    for name in ("name_keys", "name_keys_of"):
+        monkeypatch.setattr(PartReader, name, refused)
+    for name in ("live_rows", "row_positions", "live_rows_by_keys", "row_positions_by_keys"):
+        monkeypatch.setattr(f"atlas.catalog.snapshot.{name}", refused)
+    layout = f"parts of disjoint name ranges, names of {width}"
+    table, reference = _tables(layout)
+    assert table.catalog.names() == reference.names  # a listing
+    assert list(table.catalog.items()) == list(zip(reference.names, reference._metas))
+    if width == "one length":
+        table, _ = _tables(layout)
+        assert select(table, "lat > 3") == select(reference, "lat > 3")
+        assert not any("name" in r._columns for r in table.catalog.readers)  # no names column decoded whole
+        table, _ = _tables(layout)
+        columns = ["lat", "platform", "temp.max"]
+        pd.testing.assert_frame_equal(catalog_frame(table, columns, None), catalog_frame(reference, columns, None))
+
+
+def test_overlapping_name_ranges_are_merged_as_before():
+    """One name of a newer part inside an older part's range is enough to merge."""
+    parts = _parts("parts of disjoint name ranges, names of one length")
+    parts[2].insert(0, ("m010", None))  # deletes a row of the oldest part
+    files, refs, live = {}, [], {}
+    for generation, rows in enumerate(parts, start=1):
+        _, buffers, ref = write_part(rows, "zstd", generation, secrets.token_bytes(16))
+        files[ref.path] = b"".join(bytes(b) for b in buffers)
+        refs.append(ref)
+        for name, meta in rows:
+            if meta is None:
+                live.pop(name, None)
+            else:
+                live[name] = meta
+    cat = Catalog(refs, lambda path, offset, length: files[path][offset : offset + length])
+    reference = DictTable(live)
+    assert "m010" not in cat and "m010" not in reference.names
+    assert CatalogTable(cat).names_at(select(CatalogTable(cat), "lat > 3")) == [
+        reference.names[i] for i in select(reference, "lat > 3")
+    ]
+    assert cat.names() == reference.names
+
+
+def test_readers_are_the_parts_readers_shared_with_the_next_snapshot():
+    table, _ = _tables("three parts")
+    cat = table.catalog
+    assert isinstance(cat.readers, tuple) and [r.ref for r in cat.readers] == cat.parts
+    read = cat.readers[0]._read_range
+    newer = Catalog(cat.parts[1:], read, previous=cat)
+    assert newer.readers == cat.readers[1:]  # the same objects: what they read is not read again
 
 
 # -- the search one part at a time (atlas.search.parts) --------------------------------------
@@ -611,6 +682,39 @@ def test_a_terminator_byte_inside_names_of_one_length_is_refused():
         reader.names_of([5])
     with pytest.raises(CorruptStoreError):
         reader.names()
+
+
+@pytest.mark.parametrize("damage", ["unsorted", "terminator inside a name"])
+def test_damaged_names_of_one_length_are_refused_by_a_layout_from_ranges(damage):
+    """Parts whose ranges do not overlap are laid out from their first and last
+    names: that is sound only if each part's names are sorted and are the rows the
+    arithmetic of one length makes, so a search, a frame and a listing refuse a
+    part where they are not (the swapped rows are not the ones the search returns)."""
+    from test_catalog_hostile import Store, forge
+
+    store = Store()
+    _, buffers, old = write_part([(f"n{i:03d}", _meta(i, 1)) for i in range(50)], "zstd", 1, secrets.token_bytes(16))
+    store.files[old.path] = b"".join(bytes(b) for b in buffers)
+    _, buffers, newer = write_part([(f"t{i:03d}", _meta(i, 2)) for i in range(20)], "zstd", 2, secrets.token_bytes(16))
+    store.files[newer.path] = b"".join(bytes(b) for b in buffers)
+
+    def edit(raw):
+        blob = bytearray(raw["name"])
+        if damage == "unsorted":
+            blob[20:25], blob[25:30] = blob[25:30], blob[20:25]  # rows n004 and n005
+        else:
+            blob[5 * 5 + 2] = 0xFF  # inside n005, the terminators where the arithmetic puts them
+        raw["name"] = bytes(blob)
+
+    damaged = forge(store, old, columns=edit)
+    for run in (
+        lambda cat: select(CatalogTable(cat), "n > 40"),
+        lambda cat: catalog_frame(CatalogTable(cat), ["lat"], None),
+        lambda cat: cat.names(),
+        lambda cat: len(cat),
+    ):
+        with pytest.raises(CorruptStoreError):
+            run(Catalog([damaged, newer], store.read_range))
 
 
 #: Predicates and what they mean for one dataset's attributes and ``temp`` stats (None: no such array).

@@ -35,7 +35,7 @@ class PartNames:
     """The name column of a catalogue part (a mixin of :class:`~atlas.catalog.part.PartReader`).
 
     The reader provides its row count, its name for messages, its column cache
-    and its column reads (:meth:`column_bytes`, :meth:`strings`).
+    and :meth:`column_bytes`.
     """
 
     where: str
@@ -49,22 +49,65 @@ class PartNames:
     def column_bytes(self, name: str, raw_length: int | None) -> np.ndarray:
         raise NotImplementedError
 
-    def strings(self, name: str, count: int | None = None) -> list[str]:
-        raise NotImplementedError
-
     def names(self) -> list[str]:
         """Every row's dataset name, sorted (checked)."""
         if "name" not in self._columns:
             held = self._columns.pop("name ends", None)  # the bytes a search already read
-            if held is not None:
-                where = f"{self.where} column 'name'"
-                self._columns["name"] = decode_strings(held[0], self.rows, where)
-            names = self.strings("name")
+            raw = self.column_bytes("name", None) if held is None else held[0]
+            step = self._fixed_step(raw) if held is None else held[2]
             checked = self._names_ordered or self._columns.get("name keys") is not None  # keys checked in order
+            if not checked and step:  # rows of one width: their order checked on the bytes
+                self._check_grid_order(raw, step)
+                checked = True
+            names = self._decode_grid(raw, step) if step else None
+            if names is None:
+                names = decode_strings(raw, self.rows, f"{self.where} column 'name'")
             if not checked and not all(map(operator.lt, names, itertools.islice(names, 1, None))):
-                del self._columns["name"]
                 raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
+            self._columns["name"] = names
         return self._columns["name"]
+
+    def _fixed_step(self, raw: np.ndarray) -> int:
+        """The bytes per row when every name of the column ``raw`` has one length
+        (each row's terminator where that puts it), else 0."""
+        n = self.rows
+        step = raw.size // n if n and raw.size % n == 0 else 0
+        return step if step > 1 and bool(np.all(raw[step - 1 :: step] == 0xFF)) else 0
+
+    def _decode_grid(self, raw: np.ndarray, step: int) -> list[str] | None:
+        """The names of rows of ``step`` bytes, or None when one holds a NUL byte.
+
+        The terminators become NUL in a copy of the bytes, decoded in one strict
+        pass (an ASCII byte cannot complete a multi-byte sequence, so each name's
+        UTF-8 is checked on its own) and split: no other copy of the column is
+        made, which keeps the peak memory of a large part's listing down.
+        """
+        if not raw.size or int(raw.min()) == 0:
+            return None
+        copied = raw.copy()
+        copied[step - 1 :: step] = 0
+        try:
+            text = str(copied, "utf-8")
+        except UnicodeDecodeError:
+            raise CorruptStoreError(f"{self.where} column 'name': string column holds invalid UTF-8") from None
+        del copied  # before the split makes the names
+        names = text.split("\0")
+        names.pop()  # the empty tail after the last terminator
+        return names
+
+    def _check_grid_order(self, raw: np.ndarray, step: int) -> None:
+        """Check rows of ``step`` bytes (each a name and its terminator) sorted and
+        distinct, each compared as one fixed-width string (UTF-8 bytes compare in
+        code point order), and that no name holds the terminator byte: the rows
+        were placed by arithmetic, so one more 0xFF inside a name (never UTF-8)
+        would make rows of what are not the part's names."""
+        n = self.rows
+        if int(np.count_nonzero(raw == 0xFF)) != n:
+            raise self._terminator_inside()
+        rows = raw.reshape(n, step).view(f"S{step}").reshape(-1)
+        if n > 1 and not bool(np.all(rows[1:] > rows[:-1])):
+            raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
+        self._names_ordered = True
 
     def _name_layout(self) -> tuple[np.ndarray, np.ndarray | None, int]:
         """The names column's bytes (uint8), each row's terminator offset and the
@@ -74,8 +117,8 @@ class PartNames:
         if out is None:
             raw = self.column_bytes("name", None)
             n = self.rows
-            step = raw.size // n if n and raw.size % n == 0 else 0
-            if step > 1 and bool(np.all(raw[step - 1 :: step] == 0xFF)):
+            step = self._fixed_step(raw)
+            if step:
                 # Every terminator where it must be; a 0xFF byte inside a name is
                 # not UTF-8, so decoding that name refuses it.
                 out = (raw, None, step)
@@ -224,29 +267,29 @@ class PartNames:
 
         What rules a part out of a lookup of names outside its range.  When every
         name has one length (numbered names), the order is checked on the column's
-        bytes, each row compared as one fixed-width string (UTF-8 bytes compare in
-        code point order), as is that no name holds the terminator byte, and only
-        the two names are decoded; otherwise :meth:`names` decodes and checks them all.
+        bytes (:meth:`_check_grid_order`) and only the two names are decoded;
+        otherwise :meth:`names` decodes and checks them all.
         """
         out = self._columns.get("name range")
         if out is None and self.rows:
             n = self.rows
             if "name" not in self._columns and not self._names_ordered:
                 raw, _, step = self._name_layout()
-                if step:  # each row: the name's bytes, then the terminator (the same byte in every row)
-                    # The layout placed the terminators by arithmetic: one more inside a
-                    # name (never UTF-8) would make rows of what are not the part's names.
-                    if int(np.count_nonzero(raw == 0xFF)) != n:
-                        raise self._terminator_inside()
-                    rows = raw.reshape(n, step).view(f"S{step}").reshape(-1)
-                    if n > 1 and not bool(np.all(rows[1:] > rows[:-1])):
-                        raise CorruptStoreError(f"{self.where}: names are not sorted and distinct")
-                    self._names_ordered = True
+                if step:
+                    self._check_grid_order(raw, step)
                 else:
                     self.names()
             first, last = self.names_of([0, n - 1])
             out = self._columns["name range"] = (first, last)
         return out
+
+    def name_range_is_cheap(self) -> bool:
+        """Whether :meth:`name_range` decodes two names at most (it decodes them all
+        when they have several lengths and are neither decoded nor checked yet);
+        reads the names column's bytes."""
+        if not self.rows or "name range" in self._columns or "name" in self._columns or self._names_ordered:
+            return True
+        return self._name_layout()[2] > 0
 
     def find(self, name: str) -> int:
         """Row of ``name`` in this part, or -1."""

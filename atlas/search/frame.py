@@ -68,8 +68,13 @@ def catalog_frame(table: Table, columns: str | Sequence[str] | None, where: Any)
             data[name] = pd.Series([], dtype=object)
             continue
         col = table.column(name)
-        data[name] = pd.Series(_series_values(pd, col if rows is None else col.take(rows)), index=index)
-    return pd.DataFrame(data, index=index, columns=names)
+        # One copy here, so that the frame shares no array with the table's kept
+        # columns (whatever the pandas version copies by default); the frame then
+        # takes the series as they are, one block each, rather than copying them
+        # again into blocks of one dtype.
+        values = _series_values(pd, col if rows is None else col.take(rows))
+        data[name] = pd.Series(values, index=index, copy=True)
+    return pd.DataFrame(data, index=index, columns=names, copy=False)
 
 
 def plain_values(table: Table, name: str, rows: np.ndarray) -> list[Any]:
