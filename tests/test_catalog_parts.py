@@ -6,6 +6,7 @@ Property tests of the same package are in ``tests/property/test_catalog_roundtri
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import random
 import secrets
@@ -14,6 +15,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies
 
 from atlas import attributes, metadata
 from atlas.catalog import (
@@ -807,3 +809,21 @@ def test_merged_string_dictionaries_hold_the_used_values_sorted():
         assert dictionary.tolist() == ["kiwi", "zebra"]  # "apple" and "mango" were overwritten or deleted
         assert reader.names() == (["a", "b", "d"] if drop else ["a", "b", "c", "d"])
         assert dictionary[codes[present.astype(bool)]].tolist() == ["zebra", "kiwi", "zebra"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    strategies.integers(1, 20).flatmap(
+        lambda w: strategies.lists(strategies.binary(min_size=w, max_size=w), min_size=2, max_size=12)
+    )
+)
+def test_rows_of_one_width_compare_as_their_bytes(rows):
+    """The order check of names of one length compares rows as strings of bytes
+    (NUL and high bytes included, widths on and off the 8-byte words)."""
+    from atlas.catalog.part_names import _rows_ascending
+
+    grid = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), -1)
+    assert _rows_ascending(grid) == all(a < b for a, b in itertools.pairwise(rows))
+    ordered = sorted(set(rows))
+    if len(ordered) > 1:
+        assert _rows_ascending(np.frombuffer(b"".join(ordered), dtype=np.uint8).reshape(len(ordered), -1))

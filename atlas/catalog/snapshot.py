@@ -375,7 +375,8 @@ class Catalog(SearchColumns):
             return False
         for reader in readers:
             reader.name_range()  # each part's rows checked sorted and distinct (else CorruptStoreError)
-        live = [np.flatnonzero(~r.tombstones()) for r in readers]
+        tombs = [r.tombstones() for r in readers]
+        live = [np.flatnonzero(~t) if t.any() else np.arange(t.size) for t in tombs]
         positions = [np.zeros(0, dtype=np.int64) for _ in readers]
         at = 0
         for _bounds, p in ends:
