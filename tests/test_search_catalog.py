@@ -387,6 +387,36 @@ def test_parts_of_disjoint_name_ranges_are_laid_out_from_their_ranges(width, mon
         pd.testing.assert_frame_equal(catalog_frame(table, columns, None), catalog_frame(reference, columns, None))
 
 
+def test_a_store_built_in_batches_of_ascending_names_frames_every_dataset(tmp_path):
+    """Real parts of batches of ascending names (disjoint ranges), then a commit
+    deleting an old dataset (its tombstone overlaps the first part): catalog(),
+    list_datasets() and find() on fresh handles answer as the datasets do."""
+    path = str(tmp_path / "s")
+    store = atlas.Atlas.create(path)
+    for start, stop in ((0, 160), (160, 200), (200, 210)):  # falling sizes: parts left unmerged
+        for i in range(start, stop):
+            ds = store.create_dataset(f"p{i:04d}")
+            ds.set_attribute("lat", i / 3)
+            if i % 4:
+                ds.set_attribute("platform", f"b{i % 3}")
+        store.flush()
+    store.close()
+    expected = {f"p{i:04d}": (i / 3, f"b{i % 3}" if i % 4 else None) for i in range(210)}
+    for delete in (None, "p0005"):
+        with atlas.Atlas.open(path) as store:
+            if delete is not None:
+                store.delete_dataset(delete)
+                store.flush()
+                del expected[delete]
+        with atlas.Atlas.open(path, "r") as store:
+            assert len(store.session.state().catalog.parts) >= 2
+            frame = store.catalog(["lat", "platform"])
+            assert list(frame.index) == sorted(expected) == store.list_datasets()
+            assert frame["lat"].tolist() == [lat for lat, _ in expected.values()]
+            assert [None if pd.isna(v) else v for v in frame["platform"]] == [p for _, p in expected.values()]
+            assert store.find("lat > 30") == [n for n, (lat, _) in expected.items() if lat > 30]
+
+
 def test_overlapping_name_ranges_are_merged_as_before():
     """One name of a newer part inside an older part's range is enough to merge."""
     parts = _parts("parts of disjoint name ranges, names of one length")
