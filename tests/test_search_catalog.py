@@ -714,7 +714,7 @@ def test_a_terminator_byte_inside_names_of_one_length_is_refused():
         reader.names()
 
 
-@pytest.mark.parametrize("damage", ["unsorted", "terminator inside a name"])
+@pytest.mark.parametrize("damage", ["unsorted", "terminator inside a name", "invalid UTF-8"])
 def test_damaged_names_of_one_length_are_refused_by_a_layout_from_ranges(damage):
     """Parts whose ranges do not overlap are laid out from their first and last
     names: that is sound only if each part's names are sorted and are the rows the
@@ -732,6 +732,8 @@ def test_damaged_names_of_one_length_are_refused_by_a_layout_from_ranges(damage)
         blob = bytearray(raw["name"])
         if damage == "unsorted":
             blob[20:25], blob[25:30] = blob[25:30], blob[20:25]  # rows n004 and n005
+        elif damage == "invalid UTF-8":
+            blob[-2] = 0xC3  # n049 -> n04 and a lead byte the terminator cuts: still sorted
         else:
             blob[5 * 5 + 2] = 0xFF  # inside n005, the terminators where the arithmetic puts them
         raw["name"] = bytes(blob)
