@@ -70,7 +70,10 @@ def _parts(layout: str) -> list[list[tuple[str, DatasetMeta | None]]]:
         ranges = [(f"m{i:03d}", _meta(i, 1)) for i in range(60)]
         lower = [(f"b{i:03d}{width[: i % 4]}", None if i % 6 == 1 else _meta(100 + i, 2)) for i in range(30)]
         upper = [(f"t{i:03d}", None if i % 5 == 0 else _meta(200 + i, 3)) for i in range(40)]
-        return [ranges, sorted(lower), upper]
+        parts = [ranges, sorted(lower), upper]
+        if layout.endswith("under a few changes"):  # rows of the first and last parts replaced or deleted
+            parts.append([("m010", None), ("m020", _meta(20, 4)), ("m0205", _meta(300, 4)), ("t003", _meta(3, 4))])
+        return parts
     # replaced rows (with "old" gone and "kind" now a float), deleted rows, new rows,
     # then a third part deleting one more and bringing a deleted name back
     second = [(f"d{i:03d}", _meta(i, 2)) for i in range(0, 60, 7)] + [(f"d{i:03d}", None) for i in (1, 2, 5)]
@@ -119,6 +122,7 @@ LAYOUTS = [
     "a few rows over a large part",
     "parts of disjoint name ranges, names of one length",
     "parts of disjoint name ranges, names of several lengths",
+    "parts of disjoint name ranges under a few changes",
 ]
 
 
@@ -415,6 +419,28 @@ def test_a_store_built_in_batches_of_ascending_names_frames_every_dataset(tmp_pa
             assert frame["lat"].tolist() == [lat for lat, _ in expected.values()]
             assert [None if pd.isna(v) else v for v in frame["platform"]] == [p for _, p in expected.values()]
             assert store.find("lat > 30") == [n for n, (lat, _) in expected.items() if lat > 30]
+
+
+def test_ranges_spare_the_pairs_of_parts_that_share_no_name(monkeypatch):
+    """A listing of parts of disjoint ranges under a newer part overlapping two of
+    them: the winners and their positions are the ones of a lookup of every pair,
+    and the part that overlaps none has none of its names looked up."""
+    from atlas.catalog import winners
+
+    table, reference = _tables("parts of disjoint name ranges under a few changes")
+    readers = table.catalog.readers
+    names = [r.names() for r in readers]
+    bounds = [r.name_range() for r in readers]
+    rows = winners.live_rows(readers, False, names)
+    assert [r.tolist() for r in winners.live_rows(readers, False, names, bounds)] == [r.tolist() for r in rows]
+    expected = winners.row_positions(names, rows)
+    looked_up = []
+    real = winners._lower_bound
+    monkeypatch.setattr(winners, "_lower_bound", lambda part, name: looked_up.append(name) or real(part, name))
+    got = winners.row_positions(names, rows, bounds)
+    assert [p.tolist() for p in got] == [p.tolist() for p in expected]
+    assert looked_up and not set(looked_up) & set(names[1])  # the "b..." part shares no name with the others
+    assert table.catalog.names() == reference.names
 
 
 def test_overlapping_name_ranges_are_merged_as_before():

@@ -346,8 +346,12 @@ class Catalog(SearchColumns):
                         names.insert(0, RowNames(oldest))
                     else:  # names without compact keys (a NUL byte, very long names)
                         names.insert(0, oldest.names())
-                    self._live_rows = live_rows(readers, False, names)
-                    self._positions = row_positions(names, self._live_rows)
+                    # A listing decoded and checked every part's names: their ranges
+                    # tell which parts may share names (a few changed rows over parts
+                    # of disjoint ranges share them with one part only).
+                    bounds = [r.name_range() for r in readers] if listing else None
+                    self._live_rows = live_rows(readers, False, names, bounds)
+                    self._positions = row_positions(names, self._live_rows, bounds)
             self._count = sum(int(r.size) for r in self._live_rows)
         return self._count
 
