@@ -820,10 +820,10 @@ def test_merged_string_dictionaries_hold_the_used_values_sorted():
 def test_rows_of_one_width_compare_as_their_bytes(rows):
     """The order check of names of one length compares rows as strings of bytes
     (NUL and high bytes included, widths on and off the 8-byte words)."""
-    from atlas.catalog.part_names import _rows_ascending
+    from atlas.catalog.part_names import _row_words, _words_ascending
 
-    grid = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), -1)
-    assert _rows_ascending(grid) == all(a < b for a, b in itertools.pairwise(rows))
-    ordered = sorted(set(rows))
-    if len(ordered) > 1:
-        assert _rows_ascending(np.frombuffer(b"".join(ordered), dtype=np.uint8).reshape(len(ordered), -1))
+    def ascending(rows: list[bytes]) -> bool:
+        return _words_ascending(_row_words(np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), -1)))
+
+    assert ascending(rows) == all(a < b for a, b in itertools.pairwise(rows))
+    assert ascending(sorted(set(rows)))
