@@ -339,12 +339,12 @@ class Catalog(SearchColumns):
                         reader.release_name_keys()
                 else:
                     names: list[Sequence[str]] = [r.names() for r in readers[1:]]
-                    if keys is None:
+                    if keys is None and not listing:
                         # A few recent rows over a large merged part: that part's names
                         # are binary-searched for the newer ones instead of decoded.
                         self._newer = set().union(*names)
                         names.insert(0, RowNames(oldest))
-                    else:  # names without compact keys (a NUL byte, very long names)
+                    else:  # a listing (every name decoded), or names without compact keys
                         names.insert(0, oldest.names())
                     # A listing decoded and checked every part's names: their ranges
                     # tell which parts may share names (a few changed rows over parts
