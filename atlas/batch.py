@@ -254,20 +254,12 @@ def _stage(state: WorkingState, planned: list[tuple[str, list[_Array], dict[str,
     # before anything else (a spill) reads them: an attribute update per array costs.
     next_id, slot = state.next_dataset_id, state.next_slot
     staged: dict[str, list] = {}  # array name -> [engine, its pending dict, bytes added]
-    # The records are made as the dataclasses' __init__ would make them (every field
-    # given, no __post_init__; tests/test_add_datasets.py checks the field names),
-    # their fields set at once: the generated __init__ setting them one by one costs
-    # about three times as much.
-    new = object.__new__
     for name, arrays, typed in planned:
         ds_arrays = {}
-        pending[name] = ds = new(DatasetMeta)
-        ds.__dict__ = {"id": next_id, "version": version, "attributes": typed, "arrays": ds_arrays}
+        pending[name] = DatasetMeta(next_id, version, typed, ds_arrays)
         next_id += 1
         for array_name, dtype_name, dims, shape, chunks, fill, values, how in arrays:
-            ds_arrays[array_name] = meta = new(ArrayMeta)
-            meta.__dict__ = {"slot": slot, "dtype": dtype_name, "dims": dims, "shape": shape, "chunk_shape": chunks,
-                             "fill_value": fill, "attributes": {}, "stats": None}  # fmt: skip
+            ds_arrays[array_name] = meta = ArrayMeta(slot, dtype_name, dims, shape, chunks, fill, {}, None)
             if how == _WHOLE:
                 # One chunk holds the whole array: stage a copy of the data as that chunk.
                 target = staged.get(array_name)

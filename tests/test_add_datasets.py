@@ -78,28 +78,6 @@ def test_round_trip_equals_the_per_call_path(tmp_path):
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(p.name for p in (tmp_path / "a").iterdir())
 
 
-
-def test_staged_records_have_exactly_the_fields_of_their_dataclasses(tmp_path):
-    """The batch sets the records' fields at once, bypassing __init__: the same fields,
-    equal to the records the per-call path stages."""
-    import dataclasses
-
-    from atlas.metadata import ArrayMeta, DatasetMeta
-
-    batch = [sample(i) for i in range(3)]
-    with atlas.Atlas.create(tmp_path / "a") as a, atlas.Atlas.create(tmp_path / "b") as b:
-        for entry in batch:
-            per_call(a, *entry)
-        b.add_datasets(batch)
-        for name, _, _ in batch:
-            got, want = b._st.pending[name], a._st.pending[name]
-            assert list(vars(got)) == [f.name for f in dataclasses.fields(DatasetMeta)]
-            for meta in got.arrays.values():
-                assert list(vars(meta)) == [f.name for f in dataclasses.fields(ArrayMeta)]
-            assert dataclasses.replace(got, id=want.id) == want
-        a.discard()
-        b.discard()
-
 def test_pending_changes_are_visible_to_the_handle_only(tmp_path):
     store = atlas.Atlas.create(tmp_path / "s")
     store.add_datasets([("one", {"v": (["n"], np.arange(5.0))}, {"k": "x"}), ("two", {})])
