@@ -254,7 +254,7 @@ def build_segment(
     """Encode every staged chunk of the slots in ``metas`` into one segment.
 
     ``stacked`` are groups of these slots' one-chunk arrays (from
-    :meth:`FamilyEngine.stack_staged`): their stats are taken from the group, and
+    :func:`stack_staged`): their stats are taken from the group, and
     the rows of a group stored raw are laid out as one block (the file is byte for
     byte the one a chunk-by-chunk encoding writes).  Other chunks are compressed on
     up to ``workers`` threads (blosc2 releases the GIL while it compresses, see
