@@ -209,7 +209,8 @@ class PartNames:
             return None
         step = self._name_layout()[2]
         if step:  # names of one length: whole rows gathered from the column's row-per-name view
-            grid = np.take(raw.reshape(-1, step)[:, :width], idx, axis=0)
+            # whole rows taken, then cut: a take from the cut (strided) view copies all of it first
+            grid = np.take(raw.reshape(-1, step), idx, axis=0)[:, :width]
             if not grid.all():  # a NUL byte (the padding) in a name
                 return None
             if bool((grid == 0xFF).any()):  # the rows were located by arithmetic (see name_keys)
