@@ -13,12 +13,14 @@ from __future__ import annotations
 import secrets
 
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_search_catalog import _meta
 
 from atlas.catalog import Catalog, write_part
-from atlas.search import select
+from atlas.errors import CorruptStoreError
+from atlas.search import find_names, select
 from atlas.search.catalog_table import CatalogTable
 from atlas.search.frame import catalog_frame
 from atlas.search.table import DictTable
@@ -79,7 +81,9 @@ def test_every_layout_of_parts_answers_as_the_model(parts, first):
         for where in ("lat > 3", "n < 20", "n >= 0"):
             table = CatalogTable(cat)
             rows = select(table, where)
-            assert table.names_at(rows) == [reference.names[i] for i in select(reference, where)], where
+            wanted = [reference.names[i] for i in select(reference, where)]
+            assert table.names_at(rows) == wanted, where
+            assert find_names(CatalogTable(cat), where) == wanted, where  # the search one part at a time
 
     def frame():
         table = CatalogTable(cat)
@@ -96,3 +100,112 @@ def test_every_layout_of_parts_answers_as_the_model(parts, first):
     steps[first]()
     for step in steps.values():
         step()
+
+
+_STORE_NAMES = [f"p{i:04d}" for i in range(40)] + ["p", "p00", "p0010x", "pé", "q", "a"]
+
+
+@st.composite
+def _commit(draw: st.DrawFn) -> list[tuple[str, str, float]]:
+    """One commit's changes: ("put", name, lat) creates or overwrites, ("del", name, 0) deletes."""
+    if draw(st.booleans()):  # a batch of ascending numbered names
+        start = draw(st.integers(0, 39))
+        names = _STORE_NAMES[start : start + draw(st.integers(1, 12))]
+    else:
+        names = draw(st.lists(st.sampled_from(_STORE_NAMES), min_size=1, max_size=6, unique=True))
+    return [(draw(st.sampled_from(["put", "put", "del"])), name, draw(st.integers(0, 9)) / 2) for name in names]
+
+
+def _apply(store, model: dict[str, float], changes) -> None:
+    for op, name, lat in changes:
+        if op == "del":
+            if name in model:
+                store.delete_dataset(name)
+                del model[name]
+        else:
+            ds = store.open_dataset(name) if name in model else store.create_dataset(name)
+            ds.set_attribute("lat", lat)
+            model[name] = lat
+
+
+def _check(store, model: dict[str, float]) -> None:
+    expected = sorted(model)
+    assert store.list_datasets() == expected
+    if expected:
+        frame = store.catalog(["lat"])
+        assert list(frame.index) == expected
+        assert frame["lat"].tolist() == [model[n] for n in expected]
+        assert store.find("lat > 2") == [n for n in expected if model[n] > 2]
+    for name in _STORE_NAMES:
+        assert store.dataset_exists(name) == (name in model), name
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commits=st.lists(_commit(), min_size=1, max_size=6), pending=_commit(), first=st.sampled_from(["find", "list"]))
+def test_a_store_of_random_commits_answers_as_the_model(commits, pending, first):
+    """Commits of batches and random names, overwrites and deletes, then changes
+    left pending over them: a writable handle (pending overlay) and a read-only one
+    (committed only) answer as the model, whichever query comes first."""
+    import tempfile
+
+    import atlas
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/s"
+        model: dict[str, float] = {}
+        with atlas.Atlas.create(path) as store:
+            for changes in commits:
+                _apply(store, model, changes)
+                store.flush()
+        committed = dict(model)
+        with atlas.Atlas.open(path) as store:
+            if first == "find":
+                store.find("lat > 2")
+            _apply(store, model, pending)
+            _check(store, model)
+            with atlas.Atlas.open(path, "r") as reader:
+                if first == "find":
+                    reader.find("lat > 2")
+                _check(reader, committed)
+
+
+@pytest.mark.parametrize(
+    "damage", ["a row named as in the older part", "a row repeated", "invalid UTF-8 inside", "a NUL byte, unsorted"]
+)
+def test_a_forged_row_inside_a_part_of_a_disjoint_range_is_refused(damage):
+    """The first and last names of the newer part leave its range disjoint from the
+    older part's, but a row between them is not what that range says: every answer
+    built from that part's names refuses it rather than answering from the range."""
+    from test_catalog_hostile import Store, forge
+
+    store = Store()
+    refs = []
+    for generation, prefix, count in ((1, "n", 50), (2, "t", 20)):
+        rows = [(f"{prefix}{i:03d}", _meta(i, generation)) for i in range(count)]
+        _, buffers, ref = write_part(rows, "zstd", generation, secrets.token_bytes(16))
+        store.files[ref.path] = b"".join(bytes(b) for b in buffers)
+        refs.append(ref)
+
+    def edit(raw):
+        blob = bytearray(raw["name"])
+        row = {
+            "a row named as in the older part": b"n010",
+            "a row repeated": b"t004",
+            "invalid UTF-8 inside": b"t0\xc3\x35",  # still sorted as bytes
+            "a NUL byte, unsorted": b"t\x0099",
+        }[damage]
+        blob[5 * 5 : 5 * 5 + 4] = row  # row t005
+        raw["name"] = bytes(blob)
+
+    damaged = forge(store, refs[1], columns=edit)
+    runs = [
+        lambda cat: cat.names(),
+        lambda cat: catalog_frame(CatalogTable(cat), ["lat"], None),
+        lambda cat: CatalogTable(cat).names_at(select(CatalogTable(cat), "n >= 0")),
+        lambda cat: find_names(CatalogTable(cat), "n >= 0"),
+    ]
+    if damage != "invalid UTF-8 inside":  # sorted bytes: counted as a part's rows are without decoding them
+        runs.append(lambda cat: len(cat))
+    for run in runs:
+        with pytest.raises(CorruptStoreError):
+            run(Catalog([refs[0], damaged], store.read_range))
