@@ -11,12 +11,14 @@ search and the lookups the model gives.
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_search_catalog import _meta
+from v1_stores import to_v1
 
 from atlas.catalog import Catalog, write_part
 from atlas.errors import CorruptStoreError
@@ -141,10 +143,16 @@ def _check(store, model: dict[str, float]) -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(commits=st.lists(_commit(), min_size=1, max_size=6), pending=_commit(), first=st.sampled_from(["find", "list"]))
-def test_a_store_of_random_commits_answers_as_the_model(commits, pending, first):
-    """Commits of batches and random names, overwrites and deletes, then changes
-    left pending over them: a writable handle (pending overlay) and a read-only one
+@given(
+    commits=st.lists(_commit(), min_size=1, max_size=6),
+    pending=_commit(),
+    first=st.sampled_from(["find", "list"]),
+    v1=st.booleans(),
+)
+def test_a_store_of_random_commits_answers_as_the_model(commits, pending, first, v1):
+    """Commits of batches and random names, overwrites and deletes (after the first,
+    the store may be a format 1 store the next commit upgrades), then changes left
+    pending over them: a writable handle (pending overlay) and a read-only one
     (committed only) answer as the model, whichever query comes first."""
     import tempfile
 
@@ -154,7 +162,12 @@ def test_a_store_of_random_commits_answers_as_the_model(commits, pending, first)
         path = f"{tmp}/s"
         model: dict[str, float] = {}
         with atlas.Atlas.create(path) as store:
-            for changes in commits:
+            _apply(store, model, commits[0])
+            store.flush()
+        if v1:
+            to_v1(Path(path))
+        with atlas.Atlas.open(path) as store:
+            for changes in commits[1:]:
                 _apply(store, model, changes)
                 store.flush()
         committed = dict(model)
