@@ -30,7 +30,7 @@ MAX_PARTS = 8
 #: An older part is merged with the newer ones unless it holds at least this many
 #: times their rows, once a commit would otherwise leave more than ``FEW_PARTS``
 #: parts.  4 rewrites fewer rows than 8 under any commit size for at most the same
-#: part cap; 2 or 3 alone hit the cap under one-row commits and then rewrite far more.
+#: part cap; 2 alone rewrites fewer still but keeps more parts for an open to read.
 MERGE_RATIO = 4
 #: While a commit leaves at most this many parts, the ratio is ``FEW_PARTS_RATIO``:
 #: a part is rewritten when the newer ones reach half its rows, not a quarter, so a
@@ -72,8 +72,11 @@ def choose_merge(
     ``N`` rows written in commits of ``c`` rows, and a row is rewritten each time
     the tier it is in fills up: ``O(ratio * log_ratio(N / c))`` times in all, so a
     commit costs ``O(c * ratio * log_ratio N)`` rows amortised.  When the walk
-    still leaves more than ``max_parts`` parts, the newest ones are merged until
-    ``max_parts`` remain.
+    still leaves more than ``max_parts`` parts, it is made again with
+    ``ratio**2``, ``ratio**3``, ... until at most ``max_parts`` remain: tiers that
+    fit under the cap, so a commit stays logarithmic however many there are (the
+    newest parts merged instead, one part would take every later commit and be
+    rewritten whole each time).
     """
     n = len(rows)
     if n < 2:
@@ -81,8 +84,18 @@ def choose_merge(
     start = _walk(rows, few_ratio)
     if start + 1 > few:
         start = min(start, _walk(rows, ratio))
+    # Over the cap, coarser tiers: merging only the newest parts would let one part
+    # take every later commit and be rewritten whole each time.
+    coarse = ratio
+    while start + 1 > max_parts and 1 < coarse <= _COARSEST:
+        coarse *= ratio
+        start = min(start, _walk(rows, coarse))
     start = min(start, max_parts - 1)
     return start if start < n - 1 else None
+
+
+#: Beyond this ratio a walk merges every part (no part holds 2**64 rows).
+_COARSEST = 1 << 64
 
 
 def _walk(rows: Sequence[int], ratio: int) -> int:
