@@ -455,12 +455,12 @@ def test_merge_policy_stays_logarithmic_at_the_part_cap():
     # every commit, rewriting it whole each time (14 600 rows per commit at 100 000
     # commits, 107 000 at 300 000).  Coarser tiers keep a commit logarithmic.
     per_commit, most = _simulate([1_000_000], 100_000, 1)
-    assert per_commit - 1 == pytest.approx(25.68, abs=0.01) and most <= MAX_PARTS  # the 26 of the format page
+    assert per_commit - 1 == pytest.approx(16.33, abs=0.01) and most <= MAX_PARTS  # the 16 of the format page
     per_commit, most = _simulate([], 300_000, 1)
     assert per_commit - 1 <= 40 and most <= MAX_PARTS
     # a caller's smaller cap, below the few-parts threshold, gets coarser tiers too
     per_commit, most = _simulate([], 20_000, 1, max_parts=3)
-    assert per_commit - 1 <= 200 and most <= 3
+    assert per_commit - 1 <= 60 and most <= 3
 
 
 def test_choose_merge_caps_the_part_count():

@@ -72,10 +72,10 @@ def choose_merge(
     ``N`` rows written in commits of ``c`` rows, and a row is rewritten each time
     the tier it is in fills up: ``O(ratio * log_ratio(N / c))`` times in all, so a
     commit costs ``O(c * ratio * log_ratio N)`` rows amortised.  When the walk
-    still leaves more than ``max_parts`` parts, it is made again with
-    ``ratio**2``, ``ratio**3``, ... until at most ``max_parts`` remain: tiers that
-    fit under the cap, so a commit stays logarithmic however many there are (the
-    newest parts merged instead, one part would take every later commit and be
+    still leaves more than ``max_parts`` parts, it is made again with the
+    smallest ratio that leaves at most ``max_parts``: coarser tiers that fit under
+    the cap, so a commit stays logarithmic however many there are (the newest
+    parts merged instead, one part would take every later commit and be
     rewritten whole each time).
     """
     n = len(rows)
@@ -84,18 +84,22 @@ def choose_merge(
     start = _walk(rows, few_ratio)
     if start + 1 > few:
         start = min(start, _walk(rows, ratio))
-    # Over the cap, coarser tiers: merging only the newest parts would let one part
-    # take every later commit and be rewritten whole each time.
-    coarse = ratio
-    while start + 1 > max_parts and 1 < coarse <= _COARSEST:
-        coarse *= ratio
-        start = min(start, _walk(rows, coarse))
+    if start + 1 > max_parts:
+        # Over the cap, the coarsest tiers needed: merging only the newest parts would
+        # let one part take every later commit and be rewritten whole each time.
+        start = min(start, _walk(rows, _fitting_ratio(rows, max_parts, ratio)))
     start = min(start, max_parts - 1)
     return start if start < n - 1 else None
 
 
-#: Beyond this ratio a walk merges every part (no part holds 2**64 rows).
-_COARSEST = 1 << 64
+def _fitting_ratio(rows: Sequence[int], max_parts: int, ratio: int) -> int:
+    """The smallest ratio, at least ``ratio``, whose walk leaves at most ``max_parts`` parts."""
+    acc = 0
+    for i in range(len(rows) - 1, max(max_parts, 1) - 1, -1):
+        acc += rows[i]
+        # the walk takes part i - 1 into the run when rows[i - 1] < ratio * max(acc, 1)
+        ratio = max(ratio, rows[i - 1] // max(acc, 1) + 1)
+    return ratio
 
 
 def _walk(rows: Sequence[int], ratio: int) -> int:
