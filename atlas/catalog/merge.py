@@ -60,6 +60,9 @@ def choose_merge(
         ``few_ratio`` would leave more than ``few`` parts.
     few, few_ratio : int
         Up to ``few`` parts left, neighbouring parts are merged below ratio ``few_ratio``.
+        A caller that plans commits with a stricter policy than the commits' own
+        (a larger ``ratio``) raises ``few_ratio`` too: otherwise, up to ``few``
+        parts, it plans with the very ratio the commits use.
 
     Notes
     -----
@@ -69,7 +72,8 @@ def choose_merge(
     made again with ``ratio`` (which merges at least as far back).  The parts
     beyond the first ``few`` therefore grow by a factor of at least ``ratio`` from
     newest to oldest, so there are at most ``few + log_ratio(N / c)`` of them for
-    ``N`` rows written in commits of ``c`` rows, and a row is rewritten each time
+    ``N`` rows written in commits of ``c`` rows (while those fit under
+    ``max_parts``), and a row is rewritten each time
     the tier it is in fills up: ``O(ratio * log_ratio(N / c))`` times in all, so a
     commit costs ``O(c * ratio * log_ratio N)`` rows amortised.  When the walk
     still leaves more than ``max_parts`` parts, it is made again with the
@@ -85,7 +89,7 @@ def choose_merge(
     if start + 1 > few:
         start = min(start, _walk(rows, ratio))
     if start + 1 > max_parts:
-        # Over the cap, the coarsest tiers needed: merging only the newest parts would
+        # Over the cap, the finest tiers that fit under it: merging only the newest parts would
         # let one part take every later commit and be rewritten whole each time.
         start = min(start, _walk(rows, _fitting_ratio(rows, max_parts, ratio)))
     start = min(start, max_parts - 1)
