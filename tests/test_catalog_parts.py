@@ -444,11 +444,27 @@ def test_merge_policy_figures_of_the_format_page():
     # docs/format-v2.md 6.3: a million rows committed 10 000 at a time are written
     # about 5 times each (7 with ratio 4 alone), with at most 4 parts; one-row
     # commits on a million-row store rewrite about 14 rows each; the part cap holds in both
-    per_row, most = _simulate([], 100, 10_000)
+    parts: list[int] = []
+    per_row, most = _simulate(parts, 100, 10_000)
     assert per_row == pytest.approx(5.21, abs=0.01) and most <= FEW_PARTS
+    assert parts == [830_000, 150_000, 20_000]  # docs/scale.md: the parts such a build leaves
     assert _simulate([], 100, 10_000, few=1)[0] == pytest.approx(7.03, abs=0.01)  # ratio 4 alone
     per_commit, most = _simulate([1_000_000], 20_000, 1)
     assert per_commit - 1 == pytest.approx(13.56, abs=0.01) and most <= MAX_PARTS
+
+
+def test_merge_policy_stays_logarithmic_at_the_part_cap():
+    # Past about 46 000 one-row commits on a large store the tiers of ratio 4 no
+    # longer fit under the cap: merging only the newest parts then let one part take
+    # every commit, rewriting it whole each time (14 600 rows per commit at 100 000
+    # commits, 107 000 at 300 000).  Coarser tiers keep a commit logarithmic.
+    per_commit, most = _simulate([1_000_000], 100_000, 1)
+    assert per_commit - 1 == pytest.approx(16.33, abs=0.01) and most <= MAX_PARTS  # the 16 of the format page
+    per_commit, most = _simulate([], 300_000, 1)
+    assert per_commit - 1 <= 40 and most <= MAX_PARTS
+    # a caller's smaller cap, below the few-parts threshold, gets coarser tiers too
+    per_commit, most = _simulate([], 20_000, 1, max_parts=3)
+    assert per_commit - 1 <= 60 and most <= 3
 
 
 def test_choose_merge_caps_the_part_count():
