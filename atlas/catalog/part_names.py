@@ -44,9 +44,11 @@ class PartNames:
 
     @property
     def rows(self) -> int:
+        """The part's row count (the reader's)."""
         raise NotImplementedError
 
     def column_bytes(self, name: str, raw_length: int | None) -> np.ndarray:
+        """The verified, decompressed bytes of one column (the reader's)."""
         raise NotImplementedError
 
     def names(self) -> list[str]:
