@@ -196,8 +196,8 @@ def ingest(
         As the ``atlas create`` options of the same names, per worker.
     commit_interval : float
         The fragments received so far are committed once this many seconds
-        passed since the previous commit, or once the tasks of three quarters
-        of the sources returned (then in commits small enough that none merges
+        passed since the previous commit, or once the tasks of 85% of the
+        sources returned (then in commits small enough that none merges
         the catalogue part of the one before), whichever comes first; while
         the last tasks run, as they arrive; and all at the end.  One commit
         runs at a time, beside the tasks.
