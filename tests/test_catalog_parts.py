@@ -29,6 +29,7 @@ from atlas.catalog import (
     merge_parts,
     write_part,
 )
+from atlas.catalog.merge import FEW_PARTS
 from atlas.catalog.part import PartReader
 from atlas.catalog.snapshot import merge_positions
 from atlas.errors import CorruptStoreError, DatasetNotFoundError, FormatVersionError, InvalidArgumentError
@@ -423,13 +424,13 @@ def test_merge_policy_bounds_parts_and_rewrites(base, commits, rows):
     assert rewritten / commits <= 40 * rows
 
 
-def _simulate(parts: list[int], commits: int, rows: int) -> tuple[float, int]:
+def _simulate(parts: list[int], commits: int, rows: int, **policy: int) -> tuple[float, int]:
     """Rows written per committed row (the commits' own parts included) and the most parts seen."""
     written, most = 0, len(parts)
     for _ in range(commits):
         parts.append(rows)
         written += rows
-        start = choose_merge(parts)
+        start = choose_merge(parts, **policy)
         if start is not None:
             written += sum(parts[start:])
             parts[start:] = [sum(parts[start:])]
@@ -439,12 +440,13 @@ def _simulate(parts: list[int], commits: int, rows: int) -> tuple[float, int]:
 
 def test_merge_policy_figures_of_the_format_page():
     # docs/format-v2.md 6.3: a million rows committed 10 000 at a time are written
-    # about 7 times each; one-row commits on a million-row store rewrite about 14
-    # rows each; the part cap holds in both
+    # about 5 times each (7 with ratio 4 alone), with at most 4 parts; one-row
+    # commits on a million-row store rewrite about 14 rows each; the part cap holds in both
     per_row, most = _simulate([], 100, 10_000)
-    assert per_row == pytest.approx(7.03, abs=0.01) and most <= MAX_PARTS
+    assert per_row == pytest.approx(5.21, abs=0.01) and most <= FEW_PARTS
+    assert _simulate([], 100, 10_000, few=1)[0] == pytest.approx(7.03, abs=0.01)  # ratio 4 alone
     per_commit, most = _simulate([1_000_000], 20_000, 1)
-    assert per_commit - 1 == pytest.approx(13.66, abs=0.01) and most <= MAX_PARTS
+    assert per_commit - 1 == pytest.approx(13.56, abs=0.01) and most <= MAX_PARTS
 
 
 def test_choose_merge_caps_the_part_count():

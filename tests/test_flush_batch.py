@@ -94,7 +94,7 @@ def test_batches_not_made_alike_take_the_general_path(tmp_path):
 @pytest.mark.parametrize("odd", ["none", "written", "two chunks", "other shape"])
 def test_staged_chunks_of_a_batch_made_alike_stack_as_one_by_one(tmp_path, monkeypatch, odd):
     """The one-group path of stack_staged gives the groups of its per-slot loop."""
-    from atlas.engine import family
+    from atlas.engine import staged
 
     with atlas.Atlas.create(tmp_path / "s") as store:
         store.add_datasets([entry(i) for i in range(40)])
@@ -111,9 +111,9 @@ def test_staged_chunks_of_a_batch_made_alike_stack_as_one_by_one(tmp_path, monke
         st = store._st
         metas = st.pending_metas()["temp"]
         engine = st.engine("temp")
-        assert (family.staged_alike(metas, engine.pending) is not None) == (odd == "none")
+        assert (staged.staged_alike(metas, engine.pending) is not None) == (odd == "none")
         fast = engine.stack_staged(metas, "zstd")
-        monkeypatch.setattr(family, "staged_alike", lambda *args: None)
+        monkeypatch.setattr(staged, "staged_alike", lambda *args: None)
         slow = engine.stack_staged(metas, "zstd")
         assert len(fast) == len(slow) >= 1
         for a, b in zip(fast, slow):
@@ -122,3 +122,30 @@ def test_staged_chunks_of_a_batch_made_alike_stack_as_one_by_one(tmp_path, monke
             np.testing.assert_array_equal(a.nulls, b.nulls)
             assert (a.minimum, a.maximum, a.raw) == (b.minimum, b.maximum, b.raw)
         store.discard()
+
+
+def test_rows_made_alike_are_told_by_one_helper_for_the_commit_and_the_part(monkeypatch):
+    """``alike_arrays``: no tombstone, one version, one array per dataset, one array name."""
+    from atlas.catalog import build, encoding
+    from atlas.metadata import ArrayMeta, DatasetMeta
+
+    def ds(version: int = 3, arrays: tuple[str, ...] = ("temp",)) -> DatasetMeta:
+        return DatasetMeta(1, version, {}, {a: ArrayMeta(7, "float32", ("d",), (2,), (2,)) for a in arrays})
+
+    alike = [ds(), ds()]
+    version, name, metas = encoding.alike_arrays(alike)
+    assert (version, name) == (3, "temp") and [id(m) for m in metas] == [id(d.arrays["temp"]) for d in alike]
+    for odd in (None, ds(version=4), ds(arrays=("temp", "psal")), ds(arrays=("psal",)), ds(arrays=())):
+        assert encoding.alike_arrays([ds(), odd]) is None
+    assert encoding.alike_arrays([]) is None
+    # the commit's rows and the part's records both ask it (once per part, not per block)
+    calls = []
+    real = encoding.alike_arrays
+    monkeypatch.setattr(commit, "alike_arrays", lambda rows: calls.append("commit") or real(rows))
+    monkeypatch.setattr(build, "alike_arrays", lambda rows: calls.append("part") or real(rows))
+    assert commit._created_alike(["a", "b"], alike, 3) is not None
+    assert commit._created_alike(["a", "b"], alike, 4) is None  # another generation
+    rows = [(f"p{i:04d}", DatasetMeta(i, 3, {}, {"temp": ArrayMeta(i, "float32", ("d",), (2,), (2,))}))
+            for i in range(3 * build.BLOCK_ROWS)]  # fmt: skip
+    build.write_part(rows, "zstd", 3, b"\x01" * 16)
+    assert calls == ["commit", "commit", "part"]

@@ -19,7 +19,7 @@ import numpy as np
 
 from atlas import dtypes
 from atlas.catalog.commit import PartRef, part_filename
-from atlas.catalog.encoding import RecordEncoder, encode_strings, is_internal_key
+from atlas.catalog.encoding import RecordEncoder, alike_arrays, encode_strings, is_internal_key
 from atlas.catalog.layout import PartBuilder
 from atlas.catalog.schemas import FLAG_SCHEMAS, SchemaInterner
 from atlas.errors import InvalidArgumentError
@@ -122,16 +122,23 @@ def _write_part(
     # as not to hold them all.
     packed: list[bytes] | None = [] if n <= _PREPACK_ROWS else None
     columns = _attribute_values([{} if m is None else m.attributes for m in metas], packed)
+    # Rows made alike (a batch of new datasets) are told once for the part, not per block.
+    alike = alike_arrays(metas)
     encode = RecordEncoder().encode_alike
-    if packed is not None and len(packed) == n:
-        blocks = (record_block(encode(metas[i : i + BLOCK_ROWS], packed[i : i + BLOCK_ROWS]))
-                  for i in range(0, n, BLOCK_ROWS))  # fmt: skip
-    else:
-        blocks = (record_block(encode(metas[i : i + BLOCK_ROWS])) for i in range(0, n, BLOCK_ROWS))
-    builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
+    if packed is None or len(packed) != n:
+        packed = None
+
+    def block(start: int) -> bytes:
+        rows = slice(start, start + BLOCK_ROWS)
+        return record_block(encode(metas[rows], None if packed is None else packed[rows],
+                                   None if alike is None else (alike[0], alike[1], alike[2][rows])))  # fmt: skip
+
+    builder.add("record_blocks", builder.add_blocks("records", map(block, range(0, n, BLOCK_ROWS))), 8)
     attributes = [[key, add_attribute_values(builder, i, n, columns[key])]
                   for i, key in enumerate(sorted(k for k in columns if not is_internal_key(k)))]  # fmt: skip
-    arrays = _add_stats_columns(builder, metas)
+    per_array = {alike[1]: (list(range(n)), alike[2])} if alike is not None else _arrays_by_name(metas)
+    arrays = [[name, _add_stats_group(builder, f"s{j}.", n, *per_array[name])]
+              for j, name in enumerate(sorted(per_array))]  # fmt: skip
     parts, size, index_offset, index_length, digest = builder.finish(n, BLOCK_ROWS, attributes, arrays)
     file = part_filename(generation, token)
     ref = PartRef(file, size, index_offset, index_length, digest, n, generation, generation)
@@ -317,13 +324,6 @@ _FIELDS = operator.attrgetter("slot", "dtype", "shape", "stats", "dims", "chunk_
 _NF = 8
 _STATS_FIELDS = operator.attrgetter("row_count", "null_count", "minimum", "maximum")
 _U64 = 0xFFFFFFFFFFFFFFFF
-
-
-def _add_stats_columns(builder: PartBuilder, metas: list[DatasetMeta | None]) -> list[list[Any]]:
-    n = len(metas)
-    per_array = _arrays_by_name(metas)
-    return [[name, _add_stats_group(builder, f"s{j}.", n, *per_array[name])]
-            for j, name in enumerate(sorted(per_array))]  # fmt: skip
 
 
 def _arrays_by_name(metas: list[DatasetMeta | None]) -> dict[str, tuple[list[int], list[Any]]]:

@@ -24,6 +24,7 @@ from atlas.metadata import ArrayMeta, DatasetMeta
 __all__ = [
     "INTERNAL_PREFIX",
     "RecordEncoder",
+    "alike_arrays",
     "decode_arrays",
     "decode_record",
     "decode_strings",
@@ -212,7 +213,10 @@ class RecordEncoder:
         return b"".join(out)
 
     def encode_alike(
-        self, metas: Sequence[DatasetMeta | None], attributes: Sequence[bytes] | None = None
+        self,
+        metas: Sequence[DatasetMeta | None],
+        attributes: Sequence[bytes] | None = None,
+        alike: tuple[int, str, list[ArrayMeta]] | None = None,
     ) -> list[bytes]:
         """:meth:`encode` of every row of ``metas``: the same bytes, by C-level passes for rows made alike.
 
@@ -221,31 +225,30 @@ class RecordEncoder:
         float extremes (or any extremes for other dtypes).  Their records differ only
         in the id, the attribute map, the slot and the stats, so each record is
         joined from those and the members packed once.  Other rows are encoded one
-        by one.  ``attributes``, when given, are the rows' attribute maps packed.
+        by one.  ``attributes``, when given, are the rows' attribute maps packed;
+        ``alike``, when given, is :func:`alike_arrays` of ``metas`` (a caller that
+        encodes a part block by block checks its rows once).
         """
         n = len(metas)
-        joined = self._alike(metas, attributes) if n else None
+        joined = self._alike(metas, attributes, alike) if n else None
         if joined is not None:
             return joined
         if attributes is None:
             return list(map(self.encode, metas))
         return list(map(self.encode, metas, attributes))
 
-    def _alike(self, metas: Sequence[DatasetMeta | None], attributes: Sequence[bytes] | None) -> list[bytes] | None:
+    def _alike(
+        self,
+        metas: Sequence[DatasetMeta | None],
+        attributes: Sequence[bytes] | None,
+        alike: tuple[int, str, list[ArrayMeta]] | None = None,
+    ) -> list[bytes] | None:
         n = len(metas)
-        if any(map(operator.is_, metas, itertools.repeat(None))):  # not `None in`: no __eq__ per row
-            return None
-        versions = list(map(_V_OF, metas))
-        version = versions[0]
-        if type(version) is not int or versions.count(version) != n:
-            return None
-        arrays = list(map(_ARRAYS_OF, metas))
-        if list(map(len, arrays)).count(1) != n:
-            return None
-        names = list(itertools.chain.from_iterable(arrays))
-        if names.count(names[0]) != n:
-            return None
-        ams = list(itertools.chain.from_iterable(map(dict.values, arrays)))
+        if alike is None:
+            alike = alike_arrays(metas)
+            if alike is None:
+                return None
+        version, name, ams = alike
         first = ams[0]
         fields = list(itertools.chain.from_iterable(map(_ALIKE_FIELDS, ams)))
         # dtype, dims, chunk shape, shape equal in every row, no fill value, no attributes
@@ -273,7 +276,7 @@ class RecordEncoder:
         columns = (
             repeat(_RECORD_HEAD), map(pack, map(_ID_OF, metas)),
             repeat(_VERSION + pack(version) + _ATTRIBUTES), attributes,
-            repeat(_ARRAYS + _MAP_HEADERS[1] + pack(names[0]) + _MAP_HEADERS[members + 1] + _SLOT),
+            repeat(_ARRAYS + _MAP_HEADERS[1] + pack(name) + _MAP_HEADERS[members + 1] + _SLOT),
             map(pack, map(_SLOT_OF, ams)),
             repeat(head + _SHAPE + pack(first.shape) + tail + _STATS_HEAD), map(pack, got[0::4]),
             repeat(_NULL_COUNT), map(pack, got[1::4]), repeat(_MIN), map(pack, lo), repeat(_MAX), map(pack, hi),
@@ -285,6 +288,30 @@ _V_OF, _ARRAYS_OF, _ATTRIBUTES_OF = (operator.attrgetter(f) for f in ("version",
 _ID_OF, _SLOT_OF, _STATS_OF = operator.attrgetter("id"), operator.attrgetter("slot"), operator.attrgetter("stats")
 _ALIKE_FIELDS = operator.attrgetter("dtype", "dims", "chunk_shape", "shape", "fill_value", "attributes")
 _STATS_FIELDS = operator.attrgetter("row_count", "null_count", "minimum", "maximum")
+
+
+def alike_arrays(metas: Sequence[DatasetMeta | None]) -> tuple[int, str, list[ArrayMeta]] | None:
+    """``(version, array name, arrays in row order)`` of rows made alike, by C-level passes; else None.
+
+    Rows made alike (what a batch of new datasets gives): no tombstone, one integer
+    version for all, one array per dataset and one array name for all.  Callers
+    check what else their fast path needs of the arrays.
+    """
+    n = len(metas)
+    # (operator.is_, not `None in` or list.count(None): those call the dataclass __eq__ per row)
+    if not n or any(map(operator.is_, metas, itertools.repeat(None))):
+        return None
+    versions = list(map(_V_OF, metas))
+    version = versions[0]
+    if type(version) is not int or versions.count(version) != n:
+        return None
+    arrays = list(map(_ARRAYS_OF, metas))
+    if list(map(len, arrays)).count(1) != n:
+        return None
+    names = list(itertools.chain.from_iterable(arrays))
+    if names.count(names[0]) != n:
+        return None
+    return version, names[0], list(itertools.chain.from_iterable(map(dict.values, arrays)))
 
 
 def _remember(memo: dict[Any, bytes], key: Any, packed: bytes) -> bytes:

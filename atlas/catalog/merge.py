@@ -21,19 +21,32 @@ from atlas.catalog.part import PartReader, ReadRange
 from atlas.errors import InvalidArgumentError
 from atlas.metadata import Manifest, gc_paused
 
-__all__ = ["MAX_PARTS", "MERGE_RATIO", "catalog_from_manifest", "choose_merge", "merge_parts"]
+__all__ = [
+    "FEW_PARTS", "FEW_PARTS_RATIO", "MAX_PARTS", "MERGE_RATIO", "catalog_from_manifest", "choose_merge", "merge_parts",
+]  # fmt: skip
 
 #: Parts a commit object may list after a commit (the merge policy's hard cap).
 MAX_PARTS = 8
 #: An older part is merged with the newer ones unless it holds at least this many
-#: times their rows.  4 rewrites fewer rows than 8 under any commit size (7.0 against
-#: 10.4 times per row for a million rows committed 10 000 at a time; 14 against 21
-#: rows per one-row commit on a million-row store) for at most the same part cap;
-#: 2 or 3 hit the cap under one-row commits and then rewrite far more.
+#: times their rows, once a commit would otherwise leave more than ``FEW_PARTS``
+#: parts.  4 rewrites fewer rows than 8 under any commit size for at most the same
+#: part cap; 2 or 3 alone hit the cap under one-row commits and then rewrite far more.
 MERGE_RATIO = 4
+#: While a commit leaves at most this many parts, the ratio is ``FEW_PARTS_RATIO``:
+#: a part is rewritten when the newer ones reach half its rows, not a quarter, so a
+#: large store built in big commits rewrites each row fewer times (5.2 against 7.0
+#: times for a million rows committed 10 000 at a time) for one or two parts more.
+FEW_PARTS = 4
+FEW_PARTS_RATIO = 2
 
 
-def choose_merge(rows: Sequence[int], max_parts: int = MAX_PARTS, ratio: int = MERGE_RATIO) -> int | None:
+def choose_merge(
+    rows: Sequence[int],
+    max_parts: int = MAX_PARTS,
+    ratio: int = MERGE_RATIO,
+    few: int = FEW_PARTS,
+    few_ratio: int = FEW_PARTS_RATIO,
+) -> int | None:
     """Index of the first of the newest parts to merge into one, or None.
 
     Parameters
@@ -43,30 +56,43 @@ def choose_merge(rows: Sequence[int], max_parts: int = MAX_PARTS, ratio: int = M
     max_parts : int
         The most parts to leave.
     ratio : int
-        Size ratio between neighbouring parts below which they are merged.
+        Size ratio between neighbouring parts below which they are merged, when
+        ``few_ratio`` would leave more than ``few`` parts.
+    few, few_ratio : int
+        Up to ``few`` parts left, neighbouring parts are merged below ratio ``few_ratio``.
 
     Notes
     -----
     Leveled tiers: walking from the newest part towards the oldest, a part is
-    merged with everything newer than it while it holds fewer than ``ratio``
-    times their rows.  The parts left therefore grow by a factor of at least
-    ``ratio`` from newest to oldest, so there are at most
-    ``1 + log_ratio(N / c)`` of them for ``N`` rows written in commits of ``c``
-    rows, and a row is rewritten each time the tier it is in fills up: at most
-    about ``ratio`` times per tier, ``O(ratio * log_ratio(N / c))`` times in all,
-    so a commit costs ``O(c * ratio * log_ratio N)`` rows amortised.  When the walk
+    merged with everything newer than it while it holds fewer than ``few_ratio``
+    times their rows; when that leaves more than ``few`` parts, the walk is
+    made again with ``ratio`` (which merges at least as far back).  The parts
+    beyond the first ``few`` therefore grow by a factor of at least ``ratio`` from
+    newest to oldest, so there are at most ``few + log_ratio(N / c)`` of them for
+    ``N`` rows written in commits of ``c`` rows, and a row is rewritten each time
+    the tier it is in fills up: ``O(ratio * log_ratio(N / c))`` times in all, so a
+    commit costs ``O(c * ratio * log_ratio N)`` rows amortised.  When the walk
     still leaves more than ``max_parts`` parts, the newest ones are merged until
     ``max_parts`` remain.
     """
     n = len(rows)
     if n < 2:
         return None
-    start, acc = n - 1, rows[-1]
+    start = _walk(rows, few_ratio)
+    if start + 1 > few:
+        start = min(start, _walk(rows, ratio))
+    start = min(start, max_parts - 1)
+    return start if start < n - 1 else None
+
+
+def _walk(rows: Sequence[int], ratio: int) -> int:
+    """The first of the newest parts each of which holds fewer than ``ratio`` times the rows of those after it."""
+    start = len(rows) - 1
+    acc = rows[start]
     while start > 0 and rows[start - 1] < ratio * max(acc, 1):
         start -= 1
         acc += rows[start]
-    start = min(start, max_parts - 1)
-    return start if start < n - 1 else None
+    return start
 
 
 def merge_parts(

@@ -9,14 +9,11 @@ newest record wins; lookups are binary searches over sorted columns.
 from __future__ import annotations
 
 import errno
-import itertools
 import math
-import operator
 import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -29,22 +26,11 @@ from atlas.engine.chunks import (
     fill_for,
     tracks_written,
 )
-from atlas.engine.codecs import CODEC_IDS, MIN_COMPRESS, RAW
 from atlas.engine.family_index import FamilyIndex
-from atlas.engine.planner import ChunkPlan, chunk_extent, chunk_grid, plan_selection
+from atlas.engine.planner import ChunkPlan, chunk_extent, chunk_grid, one_chunk, plan_selection
 from atlas.engine.segment import parse_index
 from atlas.engine.segment_io import SegmentIO
-from atlas.engine.staged import (
-    STACK_MAX_CHUNK_BYTES,
-    VECTOR_STATS_MIN,
-    PendingChunk,
-    StackedChunks,
-    build_segment,
-    stack_chunks,
-    staged_alike,
-    staged_nbytes,
-    staged_stats,
-)
+from atlas.engine.staged import PendingChunk, StackedChunks, build_segment, stack_staged, staged_nbytes, staged_stats
 from atlas.errors import AllocationError, BackendError, CorruptStoreError
 from atlas.metadata import ArrayFamily, ArrayMeta, SegmentRef, Stats
 
@@ -258,7 +244,7 @@ class FamilyEngine:
 
     def read(self, meta: ArrayMeta, start: tuple[int, ...], shape: tuple[int, ...], where: str) -> np.ndarray:
         """Read a selection in storage form (timestamps as int64)."""
-        if meta.shape and all(shape) and _one_chunk(meta.shape, meta.chunk_shape):
+        if meta.shape and all(shape) and one_chunk(meta.shape, meta.chunk_shape):
             return self._read_single_chunk(meta, start, shape, where)
         out = allocate(shape, dtypes.storage_dtype(meta.dtype), f"the read of {where}")
         plan = plan_selection(meta.shape, meta.chunk_shape, start, shape)
@@ -331,7 +317,7 @@ class FamilyEngine:
         chunk, not per call); later writes to it update the staged copy.
         """
         array_shape = meta.shape
-        if array_shape and data.shape == array_shape and all(array_shape) and _one_chunk(array_shape, meta.chunk_shape):
+        if array_shape and data.shape == array_shape and all(array_shape) and one_chunk(array_shape, meta.chunk_shape):
             self._write_whole(meta, data)
             return
         plan = plan_selection(meta.shape, meta.chunk_shape, start, data.shape)
@@ -408,60 +394,9 @@ class FamilyEngine:
     # -- stats --------------------------------------------------------------------------------
 
     def stack_staged(self, metas: dict[int, ArrayMeta], codec: str) -> list[StackedChunks]:
-        """Group the staged one-chunk arrays of ``metas``' slots by dtype, shape and fill value.
-
-        A flush of many small datasets needs the stats of every staged chunk and
-        writes each to the segment: the chunks of a group get both in one pass
-        (:func:`stack_chunks`, :func:`build_segment`) instead of one call each.
-        Groups smaller than :data:`VECTOR_STATS_MIN`, chunks larger than
-        :data:`STACK_MAX_CHUNK_BYTES`, strings and partly written chunks are left
-        to the one-by-one path.  Rows are in slot order.
-        """
-        groups: dict[tuple[str, tuple, tuple, Any], tuple[list[int], list[PendingChunk]]] = {}
-        pending = self.pending
-        alike = staged_alike(metas, pending)
-        if alike is not None:
-            first = next(iter(metas.values()))
-            fill = first.fill_value
-            groups[(first.dtype, first.shape, first.chunk_shape, _NAN if fill != fill else fill)] = alike
-            metas = {}  # nothing left for the loop below
-        # The arrays of a batch share their dtype, shape and chunk shape objects: a
-        # record whose fields are the very objects of the one before joins its group
-        # without building and hashing a key.
-        last = (None, None, None, None)
-        slots = chunks = None
-        for slot, meta in metas.items():
-            staged = pending.get(slot)
-            if not staged or len(staged) != 1:
-                continue
-            chunk = staged.get(0)
-            if chunk is None or chunk.written is not None:
-                continue
-            dtype, shape, chunk_shape, fill = meta.dtype, meta.shape, meta.chunk_shape, meta.fill_value
-            if dtype is not last[0] or shape is not last[1] or chunk_shape is not last[2] or fill is not last[3]:
-                last = (dtype, shape, chunk_shape, fill)
-                key = (dtype, shape, chunk_shape, _NAN if fill != fill else fill)  # NaN != NaN
-                group = groups.get(key)
-                if group is None:
-                    group = groups[key] = ([], [])
-                slots, chunks = group
-            slots.append(slot)
-            chunks.append(chunk)
-        raw_codec = CODEC_IDS[codec] == RAW
-        out = []
-        for (name, shape, chunk_shape, fill), (slots, chunks) in groups.items():
-            fill = math.nan if fill is _NAN else fill
-            if len(chunks) < VECTOR_STATS_MIN or name == "string" or not _one_chunk(shape, chunk_shape):
-                continue
-            if chunks[0].values.nbytes > STACK_MAX_CHUNK_BYTES:
-                continue
-            if not all(map(operator.lt, slots, itertools.islice(slots, 1, None))):  # distinct slots
-                order = sorted(range(len(slots)), key=slots.__getitem__)
-                slots, chunks = [slots[i] for i in order], [chunks[i] for i in order]
-            stacked = stack_chunks(name, fill, slots, chunks)
-            stacked.raw = raw_codec or chunks[0].values.nbytes <= MIN_COMPRESS
-            out.append(stacked)
-        return out
+        """The staged one-chunk arrays of ``metas``' slots stacked by dtype, shape and
+        fill value (see :func:`~atlas.engine.staged.stack_staged`)."""
+        return stack_staged(metas, self.pending, codec)
 
     def stats(self, meta: ArrayMeta, where: str, stored: bool = True) -> Stats:
         """Fold chunk stats of ``meta``'s slot: committed records overlaid by staged chunks.
@@ -471,7 +406,7 @@ class FamilyEngine:
         reads every segment's index, is then not needed.
         """
         pending = self.pending.get(meta.slot, {})
-        if len(pending) == 1 and 0 in pending and _one_chunk(meta.shape, meta.chunk_shape):
+        if len(pending) == 1 and 0 in pending and one_chunk(meta.shape, meta.chunk_shape):
             # One staged chunk is the whole array: nothing stored can show through.
             own = staged_stats(pending[0], meta)
             return Stats(own.cells, own.null_count, own.minimum, own.maximum)
@@ -498,23 +433,6 @@ class FamilyEngine:
             else:
                 parts.append(_fold_records(table, cells, meta.dtype))
         return _combine(parts, total, total - covered)
-
-
-def _one_chunk(shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> bool:
-    """True when one chunk (id 0) holds the whole array (also for a 0-D array)."""
-    key = (shape, chunk_shape)
-    one = _ONE_CHUNK.get(key)
-    if one is None:
-        one = all(c >= n for c, n in zip(chunk_shape, shape))
-        if len(_ONE_CHUNK) > 4096:  # the shapes of a store repeat; keep the memo small
-            _ONE_CHUNK.clear()
-        _ONE_CHUNK[key] = one
-    return one
-
-
-_ONE_CHUNK: dict[tuple[tuple[int, ...], tuple[int, ...]], bool] = {}
-#: Stands for a NaN fill value in a dict key (NaN is not equal to itself).
-_NAN = object()
 
 
 def allocate(shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:

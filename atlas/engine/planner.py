@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ChunkPlan", "chunk_extent", "chunk_grid", "plan_selection"]
+__all__ = ["ChunkPlan", "chunk_extent", "chunk_grid", "one_chunk", "plan_selection"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,18 @@ def plan_selection(
         in_selection=box_lo - lo,
         boxes=box_hi - box_lo,
     )
+
+
+def one_chunk(shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> bool:
+    """True when one chunk (id 0) holds the whole array (also for a 0-D array)."""
+    key = (shape, chunk_shape)
+    one = _ONE_CHUNK.get(key)
+    if one is None:
+        one = all(c >= n for c, n in zip(chunk_shape, shape))
+        if len(_ONE_CHUNK) > 4096:  # the shapes of a store repeat; keep the memo small
+            _ONE_CHUNK.clear()
+        _ONE_CHUNK[key] = one
+    return one
+
+
+_ONE_CHUNK: dict[tuple[tuple[int, ...], tuple[int, ...]], bool] = {}

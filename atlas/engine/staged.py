@@ -10,6 +10,7 @@ out as one block of the segment instead of one chunk at a time.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ import numpy as np
 
 from atlas import dtypes
 from atlas.engine.chunks import ChunkStats, chunk_stats, encode_chunk, value_bits
-from atlas.engine.codecs import MIN_COMPRESS, RAW, row_checksums
+from atlas.engine.codecs import CODEC_IDS, MIN_COMPRESS, RAW, row_checksums
+from atlas.engine.planner import one_chunk
 from atlas.engine.pools import shared_pool
 from atlas.engine.segment import ALIGN, RECORD_DTYPE, SegmentWriter
 from atlas.metadata import ArrayMeta, Stats
@@ -28,7 +30,8 @@ if TYPE_CHECKING:
     from atlas.engine.family import FamilyEngine
 
 __all__ = ["PARALLEL_ENCODE_BYTES", "STACK_MAX_CHUNK_BYTES", "VECTOR_STATS_MIN", "PendingChunk", "StackedChunks",
-           "build_segment", "stack_chunks", "staged_alike", "staged_nbytes", "staged_stats"]  # fmt: skip
+           "build_segment", "stack_chunks", "stack_staged", "staged_alike", "staged_nbytes",
+           "staged_stats"]  # fmt: skip
 
 #: Fewer staged chunks of one kind than this get their stats one kernel call each.
 VECTOR_STATS_MIN = 8
@@ -159,6 +162,69 @@ def stack_chunks(name: str, fill: Any, slots: list[int], chunks: list[PendingChu
     return StackedChunks(name, slot_arr, stack, nulls.astype(np.int64), lo_list, hi_list, lo_bits, hi_bits)
 
 
+def stack_staged(
+    metas: dict[int, ArrayMeta], pending: dict[int, dict[int, PendingChunk]], codec: str
+) -> list[StackedChunks]:
+    """Group the staged one-chunk arrays of ``metas``' slots (``pending``: their family's
+    staged chunks) by dtype, shape and fill value, each group stacked.
+
+    A flush of many small datasets needs the stats of every staged chunk and
+    writes each to the segment: the chunks of a group get both in one pass
+    (:func:`stack_chunks`, :func:`build_segment`) instead of one call each.
+    Groups smaller than :data:`VECTOR_STATS_MIN`, chunks larger than
+    :data:`STACK_MAX_CHUNK_BYTES`, strings and partly written chunks are left
+    to the one-by-one path.  Rows are in slot order.
+    """
+    groups: dict[tuple[str, tuple, tuple, Any], tuple[list[int], list[PendingChunk]]] = {}
+    alike = staged_alike(metas, pending)
+    if alike is not None:
+        first = next(iter(metas.values()))
+        fill = first.fill_value
+        groups[(first.dtype, first.shape, first.chunk_shape, _NAN if fill != fill else fill)] = alike
+        metas = {}  # nothing left for the loop below
+    # The arrays of a batch share their dtype, shape and chunk shape objects: a
+    # record whose fields are the very objects of the one before joins its group
+    # without building and hashing a key.
+    last = (None, None, None, None)
+    slots = chunks = None
+    for slot, meta in metas.items():
+        staged = pending.get(slot)
+        if not staged or len(staged) != 1:
+            continue
+        chunk = staged.get(0)
+        if chunk is None or chunk.written is not None:
+            continue
+        dtype, shape, chunk_shape, fill = meta.dtype, meta.shape, meta.chunk_shape, meta.fill_value
+        if dtype is not last[0] or shape is not last[1] or chunk_shape is not last[2] or fill is not last[3]:
+            last = (dtype, shape, chunk_shape, fill)
+            key = (dtype, shape, chunk_shape, _NAN if fill != fill else fill)  # NaN != NaN
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = ([], [])
+            slots, chunks = group
+        slots.append(slot)
+        chunks.append(chunk)
+    raw_codec = CODEC_IDS[codec] == RAW
+    out = []
+    for (name, shape, chunk_shape, fill), (slots, chunks) in groups.items():
+        fill = math.nan if fill is _NAN else fill
+        if len(chunks) < VECTOR_STATS_MIN or name == "string" or not one_chunk(shape, chunk_shape):
+            continue
+        if chunks[0].values.nbytes > STACK_MAX_CHUNK_BYTES:
+            continue
+        if not all(map(operator.lt, slots, itertools.islice(slots, 1, None))):  # distinct slots
+            order = sorted(range(len(slots)), key=slots.__getitem__)
+            slots, chunks = [slots[i] for i in order], [chunks[i] for i in order]
+        stacked = stack_chunks(name, fill, slots, chunks)
+        stacked.raw = raw_codec or chunks[0].values.nbytes <= MIN_COMPRESS
+        out.append(stacked)
+    return out
+
+
+#: Stands for a NaN fill value in a dict key (NaN is not equal to itself).
+_NAN = object()
+
+
 def staged_stats(chunk: PendingChunk, meta: ArrayMeta) -> ChunkStats:
     """The stats of a staged chunk, computed once and kept until a write changes the chunk."""
     stats = chunk.stats
@@ -188,7 +254,7 @@ def build_segment(
     """Encode every staged chunk of the slots in ``metas`` into one segment.
 
     ``stacked`` are groups of these slots' one-chunk arrays (from
-    :meth:`FamilyEngine.stack_staged`): their stats are taken from the group, and
+    :func:`stack_staged`): their stats are taken from the group, and
     the rows of a group stored raw are laid out as one block (the file is byte for
     byte the one a chunk-by-chunk encoding writes).  Other chunks are compressed on
     up to ``workers`` threads (blosc2 releases the GIL while it compresses, see
@@ -265,7 +331,7 @@ def staged_alike(
     Made alike: every slot of ``metas`` has one staged chunk, chunk 0 without a
     written mask, and every array the very dtype, shape, chunk shape and fill value
     objects of the first (what a batch of new datasets stages).  They are then the
-    one group of :meth:`FamilyEngine.stack_staged`, in the order of ``metas``.
+    one group of :func:`stack_staged`, in the order of ``metas``.
     """
     n = len(metas)
     if not n:

@@ -14,7 +14,6 @@ anything else.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import operator
 import secrets
 import time
@@ -23,6 +22,7 @@ import numpy as np
 
 from atlas.backends.base import Version
 from atlas.catalog import CATALOG_DIR, CommitObject, encode_commit
+from atlas.catalog.encoding import alike_arrays
 from atlas.engine.staged import StackedChunks, build_segment
 from atlas.errors import AtlasError, ConflictError, SegmentMissingError
 from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, check_counters, gc_paused
@@ -175,7 +175,6 @@ def _committed_rows(
     return rows, live_slots
 
 
-_VERSION, _ARRAYS = operator.attrgetter("version"), operator.attrgetter("arrays")
 _SLOT, _STATS = operator.attrgetter("slot"), operator.attrgetter("stats")
 
 
@@ -185,25 +184,17 @@ def _created_alike(
     """The rows of a batch of datasets made alike, by C-level passes; None when it is not one.
 
     Such a batch: every pending dataset was created for generation ``gen``, holds
-    one array of one name for all, and no stats yet; then every row is its pending
-    dataset (see :func:`build_flush`).  Returns ``(rows, array name, arrays in row order)``.
+    one array of one name for all (:func:`~atlas.catalog.encoding.alike_arrays`),
+    and no stats yet; then every row is its pending dataset (see
+    :func:`build_flush`).  Returns ``(rows, array name, arrays in row order)``.
     """
-    n = len(datasets)
-    # (operator.is_, not list.count(None): that would call the dataclass __eq__ per row)
-    if not n or any(map(operator.is_, datasets, itertools.repeat(None))):
+    alike = alike_arrays(datasets)
+    if alike is None or alike[0] != gen:
         return None
-    if list(map(_VERSION, datasets)).count(gen) != n:
+    _, array_name, metas = alike
+    if list(map(_STATS, metas)).count(None) != len(metas):
         return None
-    arrays = list(map(_ARRAYS, datasets))
-    if list(map(len, arrays)).count(1) != n:
-        return None
-    array_names = list(itertools.chain.from_iterable(arrays))
-    if array_names.count(array_names[0]) != n:
-        return None
-    metas = list(itertools.chain.from_iterable(map(dict.values, arrays)))
-    if list(map(_STATS, metas)).count(None) != n:
-        return None
-    return list(zip(names, datasets)), array_names[0], metas
+    return list(zip(names, datasets)), array_name, metas
 
 
 def flush(state: WorkingState) -> Base:

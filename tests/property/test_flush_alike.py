@@ -21,7 +21,7 @@ import atlas
 from atlas import attributes
 from atlas.catalog import build, write_part
 from atlas.catalog.encoding import RecordEncoder
-from atlas.engine import family
+from atlas.engine import staged
 from atlas.metadata import ArrayMeta, DatasetMeta, Stats
 from atlas.txn import commit
 
@@ -150,7 +150,7 @@ def _store_answers(plan, fast: bool) -> dict:
     first, batch, deleted, redo, second = plan
     patches = [] if fast else [
         mock.patch.object(commit, "_created_alike", lambda *args: None),
-        mock.patch.object(family, "staged_alike", lambda *args: None),
+        mock.patch.object(staged, "staged_alike", lambda *args: None),
         mock.patch.object(RecordEncoder, "_alike", lambda *args: None),
         mock.patch.object(build, "_PREPACK_ROWS", -1),
     ]  # fmt: skip
