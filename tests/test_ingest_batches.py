@@ -72,7 +72,7 @@ def _commit_schedule(n: int, workers: int) -> tuple[list[int], int]:
 def test_commits_take_the_bulk_first_and_never_rewrite_it(n, workers):
     commits, rewritten = _commit_schedule(n, workers)
     assert commits[0] >= 0.85 * n  # the bulk in one commit, once most tasks returned
-    assert rewritten <= 0.15 * n  # the merges that follow rewrite small parts only (2.25 * n on commits of 512)
+    assert rewritten <= 0.15 * n  # the merges that follow rewrite small parts only (n on commits of 512)
 
 
 def test_no_commit_is_due_by_size_before_most_sources_returned():
