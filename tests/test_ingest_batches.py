@@ -82,6 +82,6 @@ def test_no_commit_is_due_by_size_before_most_sources_returned():
     assert _size_due(1, 1, 1700, 2000, None)
     # after the first commit: due once one more fragment would make the policy merge (planned at twice its ratio)
     assert not _size_due(128, 64, 1900, 2000, [1728])
-    assert _size_due(192, 64, 1950, 2000, [1728])
+    assert _size_due(400, 64, 1950, 2000, [1728])  # 464 rows would reach a quarter of 1728 (twice the ratio 2)
     # a commit that merges either way is no cheaper later: not due by size
     assert not _size_due(1000, 64, 1950, 2000, [1728])
