@@ -129,9 +129,9 @@ def _write_part(
         packed = None
 
     def block(start: int) -> bytes:
-        rows = slice(start, start + BLOCK_ROWS)
-        return record_block(encode(metas[rows], None if packed is None else packed[rows],
-                                   None if alike is None else (alike[0], alike[1], alike[2][rows])))  # fmt: skip
+        span = slice(start, start + BLOCK_ROWS)
+        return record_block(encode(metas[span], None if packed is None else packed[span],
+                                   None if alike is None else (alike[0], alike[1], alike[2][span])))  # fmt: skip
 
     builder.add("record_blocks", builder.add_blocks("records", map(block, range(0, n, BLOCK_ROWS))), 8)
     attributes = [[key, add_attribute_values(builder, i, n, columns[key])]
