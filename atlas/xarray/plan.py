@@ -70,8 +70,13 @@ class VarPlan:
 
 @dataclass
 class DatasetPlan:
-    attributes: list[tuple[str, Any, Any]] = field(default_factory=list)
+    #: ``{store key: typed value}`` (:func:`atlas.attributes.normalize`'s form), in staging order.
+    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
     variables: list[VarPlan] = field(default_factory=list)
+
+    def put(self, key: str, value: Any, dtype: Any) -> None:
+        """Add the store attribute ``key`` (checked now: a bad value fails before anything is staged)."""
+        self.attributes[key] = attributes.normalize(value, dtype)
 
 
 def _array_name(name: str) -> str:
@@ -272,10 +277,12 @@ def _is_packed(vp: VarPlan) -> bool:
 
 
 def _attr_entries(
-    attrs: Mapping[Any, Any], default_key: Any, taken: set[str], fallback: Any, where: str
-) -> tuple[list[tuple[str, Any, Any]], list[str], list[str], list[str]]:
-    """Store entries for one attrs dict plus the layout lists (names, keys, kinds)."""
-    entries, names, keys, kinds = [], [], [], []
+    plan: DatasetPlan, attrs: Mapping[Any, Any], default_key: Any, taken: set[str], fallback: Any, where: str
+) -> tuple[list[str], list[str], list[str]]:
+    """Add the store entries of one attrs dict to ``plan``; the layout lists (names, keys, kinds)."""
+    names: list[str] = []
+    keys: list[str] = []
+    kinds: list[str] = []
     for j, (raw_key, value) in enumerate(attrs.items()):
         if not isinstance(raw_key, str):
             raise InvalidNameError(f"{where}: attribute name {raw_key!r} is not a str")
@@ -283,7 +290,7 @@ def _attr_entries(
         what = f"{where} attribute {key!r}"
         stored, dtype, kind = encode_attr_value(value, what)
         try:
-            attributes.normalize(stored, dtype)
+            typed = attributes.normalize(stored, dtype)
         except AtlasError as exc:
             raise type(exc)(f"{what}: {exc}") from None
         legacy = default_key(key)
@@ -292,22 +299,20 @@ def _attr_entries(
         else:
             store_key = listed = fallback(j)
         taken.add(store_key)
-        entries.append((store_key, stored, dtype))
+        plan.attributes[store_key] = typed
         names.append(key)
         keys.append(listed)
         kinds.append(kind)
-    return entries, names, keys, kinds
+    return names, keys, kinds
 
 
-def _layout_lists(prefix_key: Any, names: list[str], keys: list[str], kinds: list[str]) -> list[tuple[str, Any, Any]]:
-    out: list[tuple[str, Any, Any]] = []
+def _layout_lists(plan: DatasetPlan, prefix_key: Any, names: list[str], keys: list[str], kinds: list[str]) -> None:
     if names:
-        out.append((prefix_key("attrs"), names, "string"))
+        plan.put(prefix_key("attrs"), names, "string")
         if any(keys):
-            out.append((prefix_key("attr_keys"), keys, "string"))
+            plan.put(prefix_key("attr_keys"), keys, "string")
         if any(kinds):
-            out.append((prefix_key("attr_kinds"), kinds, "string"))
-    return out
+            plan.put(prefix_key("attr_kinds"), kinds, "string")
 
 
 def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
@@ -347,27 +352,25 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
         vp.fill = _fill_for(vp)
         plan.variables.append(vp)
     taken: set[str] = set()
-    entries, names, keys, kinds = _attr_entries(ds.attrs, lambda k: k, taken, lambda j: f"{PREFIX}/a/{j}", "dataset")
-    plan.attributes += entries
+    names, keys, kinds = _attr_entries(plan, ds.attrs, lambda k: k, taken, lambda j: f"{PREFIX}/a/{j}", "dataset")
     packed = any(_is_packed(vp) for vp in plan.variables)
-    plan.attributes.append((PREFIX, LAYOUT_PACKED if packed else 1, "int64"))
-    plan.attributes += _layout_lists(lambda w: f"{PREFIX}/{w}", names, keys, kinds)
-    plan.attributes.append((K_VARS, [v.name for v in plan.variables], "string"))
+    plan.put(PREFIX, LAYOUT_PACKED if packed else 1, "int64")
+    _layout_lists(plan, lambda w: f"{PREFIX}/{w}", names, keys, kinds)
+    plan.put(K_VARS, [v.name for v in plan.variables], "string")
     if any(v.array != v.name for v in plan.variables):
-        plan.attributes.append((K_ARRAYS, [v.array for v in plan.variables], "string"))
-    plan.attributes.append((K_COORDS, [v.is_coord for v in plan.variables], "bool"))
+        plan.put(K_ARRAYS, [v.array for v in plan.variables], "string")
+    plan.put(K_COORDS, [v.is_coord for v in plan.variables], "bool")
     for vp in plan.variables:
         i = vp.index
         where = where_var(vp.name)
-        entries, names, keys, kinds = _attr_entries(
-            vp.variable.attrs, lambda k, a=vp.array: f"{a}.{k}", taken, lambda j, i=i: vkey(i, f"a/{j}"), where
+        names, keys, kinds = _attr_entries(
+            plan, vp.variable.attrs, lambda k, a=vp.array: f"{a}.{k}", taken, lambda j, i=i: vkey(i, f"a/{j}"), where
         )
-        plan.attributes += entries
-        plan.attributes += _layout_lists(lambda w, i=i: vkey(i, w), names, keys, kinds)
+        _layout_lists(plan, lambda w, i=i: vkey(i, w), names, keys, kinds)
         if vp.restore_dtype:
-            plan.attributes.append((vkey(i, "dtype"), vp.restore_dtype, "string"))
+            plan.put(vkey(i, "dtype"), vp.restore_dtype, "string")
         if _is_packed(vp):
-            plan.attributes.append((vkey(i, "cf"), "mask_and_scale", "string"))
+            plan.put(vkey(i, "cf"), "mask_and_scale", "string")
         enc_names, enc_kinds = [], []
         for key in ENCODING_KEYS:
             if key not in vp.variable.encoding:
@@ -376,20 +379,20 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
             if key == "dtype":
                 with contextlib.suppress(TypeError):
                     value, kind = np.dtype(value).str, "npdtype"
-                    plan.attributes.append((vkey(i, f"e/{len(enc_names)}"), value, "string"))
+                    plan.put(vkey(i, f"e/{len(enc_names)}"), value, "string")
                     enc_names.append(key)
                     enc_kinds.append(kind)
                 continue
             try:
                 stored, dtype, kind = encode_attr_value(value, f"{where} encoding {key!r}")
-                attributes.normalize(stored, dtype)
+                typed = attributes.normalize(stored, dtype)
             except AtlasError:
                 continue  # encoding is advisory: an unstorable entry is dropped
-            plan.attributes.append((vkey(i, f"e/{len(enc_names)}"), stored, dtype))
+            plan.attributes[vkey(i, f"e/{len(enc_names)}")] = typed
             enc_names.append(key)
             enc_kinds.append(kind)
         if enc_names:
-            plan.attributes.append((vkey(i, "encoding"), enc_names, "string"))
+            plan.put(vkey(i, "encoding"), enc_names, "string")
             if any(enc_kinds):
-                plan.attributes.append((vkey(i, "encoding_kinds"), enc_kinds, "string"))
+                plan.put(vkey(i, "encoding_kinds"), enc_kinds, "string")
     return plan

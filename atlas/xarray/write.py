@@ -255,8 +255,7 @@ def add_xr_dataset(
 def _write_new(store: Atlas, plan: Any, name: str) -> DatasetView:
     view = store.create_dataset(name)
     try:
-        for key, value, dtype in plan.attributes:
-            view.set_attribute(key, value, dtype)
+        view._stage_attributes(plan.attributes)  # checked by plan_dataset
         for vp in plan.variables:
             view.define_array(vp.array, vp.store_dtype, vp.dims, vp.shape, vp.chunk_shape, vp.fill)
         for vp in plan.variables:
