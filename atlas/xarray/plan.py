@@ -78,6 +78,18 @@ class DatasetPlan:
         """Add the store attribute ``key`` (checked now: a bad value fails before anything is staged)."""
         self.attributes[key] = attributes.normalize(value, dtype)
 
+    def put_texts(self, key: str, texts: list[str]) -> None:
+        """:meth:`put` of a list of ``str`` (only ``str``: the cache key compares them) as dtype string."""
+        # The layout's lists of names repeat from file to file: each list is checked once.
+        whole = tuple(texts)
+        known = _TEXT_LISTS.get(whole)
+        if known is None:
+            known = attributes.normalize(texts, "string")
+            if len(_TEXT_LISTS) >= _MAX_TYPED:
+                _TEXT_LISTS.clear()
+            _TEXT_LISTS[whole] = _fresh(known)
+        self.attributes[key] = _fresh(known)
+
 
 def _array_name(name: str) -> str:
     """The array that holds variable ``name`` (the name itself when it is a valid array name)."""
@@ -276,30 +288,75 @@ def _is_packed(vp: VarPlan) -> bool:
     return bool(vp.variable.encoding.get(CF_PACKED)) and vp.variable.dtype.kind in "iu"
 
 
+#: ``(is an array, dtype, shape, bytes) -> (typed value, kind marker)`` of the numpy attribute
+#: values seen so far: the files of a fleet repeat a few (fill values, valid ranges, flag
+#: values), and checking one costs more than a dict lookup.  Bounded; handed out as copies.
+_TYPED: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
+_MAX_TYPED = 4096
+#: ``tuple of str -> typed value`` of the lists of text :meth:`DatasetPlan.put` stored so far.
+_TEXT_LISTS: dict[tuple[str, ...], dict[str, Any]] = {}
+#: Array attributes of at most this many elements are remembered in :data:`_TYPED`.
+_MAX_TYPED_ARRAY = 64
+#: dtype kinds whose values are their bytes (no object pointers, no structured records).
+_BYTES_KINDS = frozenset("biufmMSU")
+
+
+def _fresh(typed: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a remembered typed value that shares no list with it."""
+    return {k: list(v) if type(v) is list else v for k, v in typed.items()}
+
+
+def _typed_attr(value: Any, where: str, key: str) -> tuple[dict[str, Any], str]:
+    """``(typed value, kind marker)`` of attribute ``key``'s value (``where`` names its owner in errors)."""
+    cache_key = None
+    is_array = type(value) is np.ndarray
+    if ((is_array and value.size <= _MAX_TYPED_ARRAY) or isinstance(value, np.generic)) and (
+        value.dtype.kind in _BYTES_KINDS
+    ):
+        cache_key = (is_array, value.dtype, value.shape, value.tobytes())
+        known = _TYPED.get(cache_key)
+        if known is not None:
+            return _fresh(known[0]), known[1]
+    what = f"{where} attribute {key!r}"
+    stored, dtype, kind = encode_attr_value(value, what)
+    try:
+        typed = attributes.normalize(stored, dtype)
+    except AtlasError as exc:
+        raise type(exc)(f"{what}: {exc}") from None
+    if cache_key is not None:
+        if len(_TYPED) >= _MAX_TYPED:
+            _TYPED.clear()
+        _TYPED[cache_key] = (_fresh(typed), kind)
+    return typed, kind
+
+
 def _attr_entries(
-    plan: DatasetPlan, attrs: Mapping[Any, Any], default_key: Any, taken: set[str], fallback: Any, where: str
+    plan: DatasetPlan, attrs: Mapping[Any, Any], prefix: str, taken: set[str], fallback: Any, where: str
 ) -> tuple[list[str], list[str], list[str]]:
-    """Add the store entries of one attrs dict to ``plan``; the layout lists (names, keys, kinds)."""
+    """Add the store entries of one attrs dict to ``plan``; the layout lists (names, keys, kinds).
+
+    An attribute is stored under ``prefix + name`` unless that key is empty, taken or
+    in the layout's namespace; then under ``fallback(position)``, listed in the keys.
+    """
     names: list[str] = []
     keys: list[str] = []
     kinds: list[str] = []
+    entries = plan.attributes
     for j, (raw_key, value) in enumerate(attrs.items()):
         if not isinstance(raw_key, str):
             raise InvalidNameError(f"{where}: attribute name {raw_key!r} is not a str")
-        key = sanitize_text(raw_key)
-        what = f"{where} attribute {key!r}"
-        stored, dtype, kind = encode_attr_value(value, what)
-        try:
-            typed = attributes.normalize(stored, dtype)
-        except AtlasError as exc:
-            raise type(exc)(f"{what}: {exc}") from None
-        legacy = default_key(key)
+        key = raw_key if raw_key.isascii() else sanitize_text(raw_key)
+        if type(value) is str and value.isascii():  # ASCII text is valid unicode: nothing to sanitise
+            typed, kind = attributes.normalize(value), ""
+        else:
+            typed, kind = _typed_attr(value, where, key)
+        legacy = prefix + key
         if legacy and not legacy.startswith(PREFIX) and legacy not in taken:
             store_key, listed = legacy, ""
         else:
             store_key = listed = fallback(j)
         taken.add(store_key)
-        plan.attributes[store_key] = typed
+        entries[store_key] = typed
         names.append(key)
         keys.append(listed)
         kinds.append(kind)
@@ -308,11 +365,11 @@ def _attr_entries(
 
 def _layout_lists(plan: DatasetPlan, prefix_key: Any, names: list[str], keys: list[str], kinds: list[str]) -> None:
     if names:
-        plan.put(prefix_key("attrs"), names, "string")
+        plan.put_texts(prefix_key("attrs"), names)
         if any(keys):
-            plan.put(prefix_key("attr_keys"), keys, "string")
+            plan.put_texts(prefix_key("attr_keys"), keys)
         if any(kinds):
-            plan.put(prefix_key("attr_kinds"), kinds, "string")
+            plan.put_texts(prefix_key("attr_kinds"), kinds)
 
 
 def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
@@ -323,6 +380,7 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
     chunks = _check_chunks_arg(chunks, all_dims, {k: tuple(v.dims) for k, v in ds.variables.items()})
     arrays_seen: dict[str, str] = {}
     coord_names = set(ds.coords)
+    indexes = ds.indexes  # built on each access: once, not once per variable
     for i, (name, var) in enumerate(ds.variables.items()):
         where = where_var(name)
         validate_label(name, f"{where}: variable name")
@@ -332,7 +390,7 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
         arrays_seen[array] = name
         for d in var.dims:
             validate_label(d, f"{where}: dimension name")
-        if isinstance(ds.indexes.get(name), pd.MultiIndex):
+        if isinstance(indexes.get(name), pd.MultiIndex):
             raise DTypeError(f"{where} is a pandas MultiIndex, which is not supported; call ds.reset_index() first")
         store_dtype, restore = _storage_kind(var, where)
         vp = VarPlan(
@@ -352,19 +410,19 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
         vp.fill = _fill_for(vp)
         plan.variables.append(vp)
     taken: set[str] = set()
-    names, keys, kinds = _attr_entries(plan, ds.attrs, lambda k: k, taken, lambda j: f"{PREFIX}/a/{j}", "dataset")
+    names, keys, kinds = _attr_entries(plan, ds.attrs, "", taken, lambda j: f"{PREFIX}/a/{j}", "dataset")
     packed = any(_is_packed(vp) for vp in plan.variables)
     plan.put(PREFIX, LAYOUT_PACKED if packed else 1, "int64")
     _layout_lists(plan, lambda w: f"{PREFIX}/{w}", names, keys, kinds)
-    plan.put(K_VARS, [v.name for v in plan.variables], "string")
+    plan.put_texts(K_VARS, [v.name for v in plan.variables])
     if any(v.array != v.name for v in plan.variables):
-        plan.put(K_ARRAYS, [v.array for v in plan.variables], "string")
+        plan.put_texts(K_ARRAYS, [v.array for v in plan.variables])
     plan.put(K_COORDS, [v.is_coord for v in plan.variables], "bool")
     for vp in plan.variables:
         i = vp.index
         where = where_var(vp.name)
         names, keys, kinds = _attr_entries(
-            plan, vp.variable.attrs, lambda k, a=vp.array: f"{a}.{k}", taken, lambda j, i=i: vkey(i, f"a/{j}"), where
+            plan, vp.variable.attrs, f"{vp.array}.", taken, lambda j, i=i: vkey(i, f"a/{j}"), where
         )
         _layout_lists(plan, lambda w, i=i: vkey(i, w), names, keys, kinds)
         if vp.restore_dtype:
@@ -392,7 +450,7 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
             enc_names.append(key)
             enc_kinds.append(kind)
         if enc_names:
-            plan.put(vkey(i, "encoding"), enc_names, "string")
+            plan.put_texts(vkey(i, "encoding"), enc_names)
             if any(enc_kinds):
-                plan.put(vkey(i, "encoding_kinds"), enc_kinds, "string")
+                plan.put_texts(vkey(i, "encoding_kinds"), enc_kinds)
     return plan
