@@ -66,6 +66,8 @@ class VarPlan:
     text_kind: str | None = None  # set while writing: the encoding of bytes data
     object_kind: str | None = None  # "str" or "bytes" for object data, once seen
     datetime_as_int: bool = False  # datetimes beyond the ns range: int64 counts of their own unit
+    #: chunk_shape is what ``define_array`` picks without one (it then checks the schema once per store).
+    default_chunks: bool = False
 
 
 @dataclass
@@ -215,6 +217,7 @@ def _check_chunks_arg(chunks: Any, all_dims: set[str], var_dims: Mapping[Any, tu
 def _disk_chunks(plan: VarPlan, chunks: Any) -> tuple[int, ...]:
     shape = plan.shape
     if not shape:
+        plan.default_chunks = True
         return ()
     itemsize = 8 if plan.store_dtype == "string" else dtypes.storage_dtype(plan.store_dtype).itemsize
     default = default_chunk_shape(shape, itemsize)
@@ -234,6 +237,7 @@ def _disk_chunks(plan: VarPlan, chunks: Any) -> tuple[int, ...]:
         else:
             c = default[axis]
         out.append(max(1, min(int(c or 1), size)) if size > 0 else 1)
+    plan.default_chunks = tuple(out) == default
     return tuple(out)
 
 
@@ -306,8 +310,11 @@ def _fresh(typed: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if type(v) is list else v for k, v in typed.items()}
 
 
-def _typed_attr(value: Any, where: str, key: str) -> tuple[dict[str, Any], str]:
-    """``(typed value, kind marker)`` of attribute ``key``'s value (``where`` names its owner in errors)."""
+def _typed_attr(value: Any, where: str, key: str, role: str = "attribute") -> tuple[dict[str, Any], str]:
+    """``(typed value, kind marker)`` of attribute (or encoding, ``role``) ``key``'s value;
+    ``where`` names its owner in errors."""
+    if type(value) is str and value.isascii():  # ASCII text is valid unicode: nothing to sanitise
+        return attributes.normalize(value), ""
     cache_key = None
     is_array = type(value) is np.ndarray
     if ((is_array and value.size <= _MAX_TYPED_ARRAY) or isinstance(value, np.generic)) and (
@@ -317,7 +324,7 @@ def _typed_attr(value: Any, where: str, key: str) -> tuple[dict[str, Any], str]:
         known = _TYPED.get(cache_key)
         if known is not None:
             return _fresh(known[0]), known[1]
-    what = f"{where} attribute {key!r}"
+    what = f"{where} {role} {key!r}"
     stored, dtype, kind = encode_attr_value(value, what)
     try:
         typed = attributes.normalize(stored, dtype)
@@ -346,10 +353,7 @@ def _attr_entries(
         if not isinstance(raw_key, str):
             raise InvalidNameError(f"{where}: attribute name {raw_key!r} is not a str")
         key = raw_key if raw_key.isascii() else sanitize_text(raw_key)
-        if type(value) is str and value.isascii():  # ASCII text is valid unicode: nothing to sanitise
-            typed, kind = attributes.normalize(value), ""
-        else:
-            typed, kind = _typed_attr(value, where, key)
+        typed, kind = _typed_attr(value, where, key)
         legacy = prefix + key
         if legacy and not legacy.startswith(PREFIX) and legacy not in taken:
             store_key, listed = legacy, ""
@@ -411,7 +415,7 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
         plan.variables.append(vp)
     taken: set[str] = set()
     names, keys, kinds = _attr_entries(plan, ds.attrs, "", taken, lambda j: f"{PREFIX}/a/{j}", "dataset")
-    packed = any(_is_packed(vp) for vp in plan.variables)
+    packed = {vp.index for vp in plan.variables if _is_packed(vp)}
     plan.put(PREFIX, LAYOUT_PACKED if packed else 1, "int64")
     _layout_lists(plan, lambda w: f"{PREFIX}/{w}", names, keys, kinds)
     plan.put_texts(K_VARS, [v.name for v in plan.variables])
@@ -427,13 +431,14 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
         _layout_lists(plan, lambda w, i=i: vkey(i, w), names, keys, kinds)
         if vp.restore_dtype:
             plan.put(vkey(i, "dtype"), vp.restore_dtype, "string")
-        if _is_packed(vp):
+        if vp.index in packed:
             plan.put(vkey(i, "cf"), "mask_and_scale", "string")
         enc_names, enc_kinds = [], []
+        encoding = vp.variable.encoding
         for key in ENCODING_KEYS:
-            if key not in vp.variable.encoding:
+            if key not in encoding:
                 continue
-            value = vp.variable.encoding[key]
+            value = encoding[key]
             if key == "dtype":
                 with contextlib.suppress(TypeError):
                     value, kind = np.dtype(value).str, "npdtype"
@@ -442,8 +447,7 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
                     enc_kinds.append(kind)
                 continue
             try:
-                stored, dtype, kind = encode_attr_value(value, f"{where} encoding {key!r}")
-                typed = attributes.normalize(stored, dtype)
+                typed, kind = _typed_attr(value, where, key, "encoding")
             except AtlasError:
                 continue  # encoding is advisory: an unstorable entry is dropped
             plan.attributes[vkey(i, f"e/{len(enc_names)}")] = typed

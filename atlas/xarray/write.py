@@ -257,7 +257,8 @@ def _write_new(store: Atlas, plan: Any, name: str) -> DatasetView:
     try:
         view._stage_attributes(plan.attributes)  # checked by plan_dataset
         for vp in plan.variables:
-            view.define_array(vp.array, vp.store_dtype, vp.dims, vp.shape, vp.chunk_shape, vp.fill)
+            chunk_shape = None if vp.default_chunks else vp.chunk_shape  # None: the same shape, checked once
+            view.define_array(vp.array, vp.store_dtype, vp.dims, vp.shape, chunk_shape, vp.fill)
         for vp in plan.variables:
             _write_variable(view, vp)
             if vp.text_kind:
