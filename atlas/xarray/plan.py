@@ -68,6 +68,8 @@ class VarPlan:
     datetime_as_int: bool = False  # datetimes beyond the ns range: int64 counts of their own unit
     #: chunk_shape is what ``define_array`` picks without one (it then checks the schema once per store).
     default_chunks: bool = False
+    #: The dask array behind the variable (:func:`dask_data`), or None.
+    dask: Any = None
 
 
 @dataclass
@@ -221,8 +223,7 @@ def _disk_chunks(plan: VarPlan, chunks: Any) -> tuple[int, ...]:
         return ()
     itemsize = 8 if plan.store_dtype == "string" else dtypes.storage_dtype(plan.store_dtype).itemsize
     default = default_chunk_shape(shape, itemsize)
-    data = dask_data(plan.variable)
-    dask_chunks = data.chunks if data is not None else None
+    dask_chunks = plan.dask.chunks if plan.dask is not None else None
     out = []
     per_var = chunks.get(plan.name) if isinstance(chunks, _PerVariable) else None
     for axis, (dim, size) in enumerate(zip(plan.dims, shape)):
@@ -408,7 +409,8 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
             restore,
             name in coord_names,
         )
-        if var.dtype.kind == "O" and dask_data(var) is None and 0 < var.size <= 4096:
+        vp.dask = dask_data(var)
+        if var.dtype.kind == "O" and vp.dask is None and 0 < var.size <= 4096:
             object_strings(list(np.asarray(var.values).reshape(-1)), where)  # fail early on small ones
         vp.chunk_shape = _disk_chunks(vp, chunks)
         vp.fill = _fill_for(vp)

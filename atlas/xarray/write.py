@@ -29,7 +29,7 @@ from atlas.xarray.conversions import (
     vkey,
     where_var,
 )
-from atlas.xarray.plan import VarPlan, dask_data, plan_dataset
+from atlas.xarray.plan import VarPlan, plan_dataset
 
 if TYPE_CHECKING:
     from atlas.dataset import DatasetView
@@ -97,7 +97,7 @@ def _blocks(vp: VarPlan) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
         return
     if any(s == 0 for s in vp.shape):
         return
-    data = dask_data(var)
+    data = vp.dask
     itemsize = max(var.dtype.itemsize, 8)
     if data is not None:
         new_chunks = []
