@@ -307,8 +307,14 @@ _BYTES_KINDS = frozenset("biufmMSU")
 
 
 def _fresh(typed: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a remembered typed value that shares no list with it."""
-    return {k: list(v) if type(v) is list else v for k, v in typed.items()}
+    """A copy of a remembered typed value that shares no list with it (the values ``v``
+    of a list or array and the shape ``s`` of an array are its only lists)."""
+    out = typed.copy()
+    if type(out["v"]) is list:
+        out["v"] = list(out["v"])
+    if "s" in out:
+        out["s"] = list(out["s"])
+    return out
 
 
 def _typed_attr(value: Any, where: str, key: str, role: str = "attribute") -> tuple[dict[str, Any], str]:
