@@ -214,3 +214,14 @@ def test_values_with_the_same_bytes_keep_their_own_types(store):
                 assert type(where[key]) is type(value), key
                 assert where[key].dtype == value.dtype and np.shape(where[key]) == np.shape(value), key
                 assert where[key] == value, key
+
+
+def test_a_long_list_of_names_is_planned_like_a_short_one():
+    """Over 256 variables the list of names is checked anew each time, not remembered."""
+    from atlas.xarray import plan as planning
+
+    ds = xr.Dataset({f"v{i}": ("t", np.zeros(1)) for i in range(300)})
+    first = planning.plan_dataset(ds, None).attributes
+    assert first[planning.K_VARS] == {"t": "string", "v": [f"v{i}" for i in range(300)], "k": "list"}
+    assert repr(planning.plan_dataset(ds, None).attributes) == repr(first)
+    assert tuple(f"v{i}" for i in range(300)) not in planning._TEXT_LISTS

@@ -85,6 +85,9 @@ class DatasetPlan:
     def put_texts(self, key: str, texts: list[str]) -> None:
         """:meth:`put` of a list of ``str`` (only ``str``: the cache key compares them) as dtype string."""
         # The layout's lists of names repeat from file to file: each list is checked once.
+        if len(texts) > _MAX_TEXT_LIST:  # a rare long list is not worth the memory
+            self.attributes[key] = attributes.normalize(texts, "string")
+            return
         whole = tuple(texts)
         known = _TEXT_LISTS.get(whole)
         if known is None:
@@ -300,6 +303,8 @@ _TYPED: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
 _MAX_TYPED = 4096
 #: ``tuple of str -> typed value`` of the lists of text :meth:`DatasetPlan.put` stored so far.
 _TEXT_LISTS: dict[tuple[str, ...], dict[str, Any]] = {}
+#: Lists of text of at most this many names are remembered in :data:`_TEXT_LISTS`.
+_MAX_TEXT_LIST = 256
 #: Array attributes of at most this many elements are remembered in :data:`_TYPED`.
 _MAX_TYPED_ARRAY = 64
 #: dtype kinds whose values are their bytes (no object pointers, no structured records).
