@@ -259,12 +259,14 @@ def _write_new(store: Atlas, plan: Any, name: str) -> DatasetView:
         for vp in plan.variables:
             chunk_shape = None if vp.default_chunks else vp.chunk_shape  # None: the same shape, checked once
             view.define_array(vp.array, vp.store_dtype, vp.dims, vp.shape, chunk_shape, vp.fill)
+        found: dict[str, str] = {}  # what writing found out: the text encoding of bytes data
         for vp in plan.variables:
             _write_variable(view, vp)
             if vp.text_kind:
-                view.set_attribute(vkey(vp.index, "text"), vp.text_kind, "string")
+                found[vkey(vp.index, "text")] = vp.text_kind
                 if vp.restore_dtype is None:
-                    view.set_attribute(vkey(vp.index, "dtype"), "|O", "string")
+                    found[vkey(vp.index, "dtype")] = "|O"
+        view.set_attributes(found, dtype=dict.fromkeys(found, "string"))
     except BaseException:
         with contextlib.suppress(Exception):
             store.delete_dataset(name)
