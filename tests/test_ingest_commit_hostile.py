@@ -274,3 +274,45 @@ def test_a_text_value_with_bytes_that_are_not_utf8_is_refused_after_a_valid_one(
     relabel(store, ref, ["ds0"])
     with pytest.raises(CorruptStoreError, match=r"row 1: dataset record does not follow the format"):
         relabel(store, ref, ["ds0", "ds1"])
+
+
+def _float_chunks(o):
+    o["chunk_shape"] = [float(c) for c in o["chunk_shape"]]
+
+
+def _int_fill(o):
+    o["fill_value"] = int(o["fill_value"])
+
+
+def _bool_chunks(o):
+    o["chunk_shape"] = [c == 1 for c in o["chunk_shape"]]
+
+
+#: A template (the ``schemas`` column) equal to the records' array objects as Python values
+#: (``4 == 4.0 == True``) but not as the reader decodes it: a float chunk extent fails the
+#: array checks (no bulk read could decode it), an int fill value of a float array decodes
+#: but is not the template the record's array gives (``verify`` calls the part damaged).
+_FORGED_TEMPLATES = {"chunk-extent-a-float": (_float_chunks, 4), "fill-value-an-int": (_int_fill, 4),
+                     "chunk-extent-a-bool": (_bool_chunks, 1)}  # fmt: skip
+
+
+@pytest.mark.parametrize(("forge", "chunk"), list(_FORGED_TEMPLATES.values()), ids=list(_FORGED_TEMPLATES))
+def test_a_template_the_reader_decodes_otherwise_than_the_record_is_refused(monkeypatch, forge, chunk):
+    from atlas.catalog import schemas
+
+    honest = schemas.template_bytes
+
+    def forged(am):
+        obj = msgpack.unpackb(honest(am), raw=False)
+        forge(obj)
+        return msgpack.packb(obj, use_bin_type=True)
+
+    rows = [(name, dataclasses.replace(ds, arrays={"temp": dataclasses.replace(ds.arrays["temp"], fill_value=2.0,
+                                                                                chunk_shape=(chunk,))}))
+            for name, ds in ROWS]  # fmt: skip
+    store = Store()
+    with monkeypatch.context() as m:
+        m.setattr(schemas, "template_bytes", forged)
+        ref = task_part(store, rows)
+    with pytest.raises(CorruptStoreError, match=r"row 0: array 'temp' disagrees with the schema columns"):
+        relabel(store, ref, ["ds0"])
