@@ -316,3 +316,45 @@ def test_a_template_the_reader_decodes_otherwise_than_the_record_is_refused(monk
         ref = task_part(store, rows)
     with pytest.raises(CorruptStoreError, match=r"row 0: array 'temp' disagrees with the schema columns"):
         relabel(store, ref, ["ds0"])
+
+
+def task_part_with_column(store: Store, ref: PartRef, column: str, change) -> PartRef:
+    """``ref`` (in ``store``) with its fixed-width column ``column`` forged by ``change(values)`` in place."""
+    reader = PartReader(ref, store.read_range)
+    index = reader.index
+    builder = PartBuilder(1, secrets.token_bytes(16), "zstd")
+    for name in index.columns:
+        if name == column:
+            values = reader.fixed(name).copy()
+            change(values)
+            builder.add(name, values, values.dtype.itemsize)
+        elif name not in ("records", "record_blocks"):
+            builder.add(name, reader.column_bytes(name, None))
+    blocks = [reader.block(k) for k in range(reader.block_table().shape[0])]
+    records = [data[offsets[i] : offsets[i + 1]] for offsets, data in blocks for i in range(len(offsets) - 1)]
+    blocks = [record_block(records[b : b + BLOCK_ROWS]) for b in range(0, len(records), BLOCK_ROWS)]
+    builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
+    parts, size, offset, length, digest = builder.finish(index.rows, BLOCK_ROWS, index.attributes, index.arrays)
+    forged = PartRef("000000000001-" + secrets.token_hex(8) + ".cat", size, offset, length, digest, ref.rows, 1, 1)
+    return store.put(forged, parts)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [(200, r"dtype code of array 'temp' is out of range"),
+     ("another", r"row 1: array 'temp' disagrees with the stats columns \(dtype\)")],
+    ids=["out-of-range", "another-dtype"],
+)  # fmt: skip
+def test_a_dtype_code_other_than_the_records_is_refused(code, message):
+    """The stats ``dtype`` column answers searches by dtype: a code out of range would make the
+    committed part fail ``verify`` and every such search, another dtype's would answer them wrongly."""
+    from atlas.catalog.build import DTYPE_CODES
+
+    def change(values):
+        values[1] = DTYPE_CODES.index("int16") if code == "another" else code
+
+    store = Store()
+    ref = task_part_with_column(store, task_part(store, ROWS), "s0.dtype", change)
+    relabel(store, ref, ["ds0", "ds2"])  # the forged row is not committed: nothing to refuse
+    with pytest.raises(CorruptStoreError, match=message):
+        relabel(store, ref, ["ds0", "ds1"])

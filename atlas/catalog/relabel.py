@@ -12,7 +12,7 @@ map header, ``"id"``, the id, ``"version"``, the version (the writer's own order
 The rows come from processes that are not trusted to be right: each record's head
 must be exactly what the writer writes and carry the key columns' id and version,
 its arrays must be the ones the stats and schema columns describe (names, slots,
-shapes, templates as a reader decodes them, stats states and counts), the whole
+shapes, templates as a reader decodes them, dtype codes, stats states and counts), the whole
 record must decode as a reader decodes it (its attributes and stats extremes are
 in no compared column, but a record that does not decode could not be opened once
 committed), and every slot must lie in the range the caller gives; anything else raises
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import msgpack
 import numpy as np
 
-from atlas.catalog.build import BLOCK_ROWS, EXTREMES, NO_STATS, record_block
+from atlas.catalog.build import BLOCK_ROWS, DTYPE_CODES, EXTREMES, NO_STATS, record_block
 from atlas.catalog.commit import PartRef, part_filename
 from atlas.catalog.encoding import encode_strings
 from atlas.catalog.layout import PartBuilder
@@ -47,6 +47,8 @@ _ATTRIBUTES = b"\xaaattributes"
 #: MessagePack unsigned integer tags and their payload sizes (positive fixints aside).
 _UINT = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 _STATS_KEYS = frozenset(("row_count", "null_count", "min", "max"))
+#: The stats ``dtype`` column's code of each dtype name.
+_DTYPE_CODE = {name: code for code, name in enumerate(DTYPE_CODES)}
 #: Parts up to this size are read whole (a task part of 64 files is a few hundred kB).
 _WHOLE_LIMIT = 64 << 20
 
@@ -298,6 +300,8 @@ class _Columns:
     #: Each template packed again, as ``verify`` compares them (:meth:`SchemaTable.template_bytes`).
     packed: list[bytes]
     state: np.ndarray
+    #: The dtype codes searches by dtype answer from (:data:`~atlas.catalog.build.DTYPE_CODES`).
+    dtype: np.ndarray
     row_count: np.ndarray
     null_count: np.ndarray
 
@@ -314,14 +318,18 @@ def _tables(reader: PartReader, rows: np.ndarray, slots: tuple[int, int]) -> dic
         if used.size and (int(used.min()) < lo or int(used.max()) >= hi):
             raise CorruptStoreError(f"{reader.where}: array {array!r} of a dataset uses a slot outside the "
                                     f"task's range {lo}..{hi}")  # fmt: skip
-        out[array] = _Columns(table, table.template_bytes(), reader.fixed(f"s{j}.state"),
+        dtype = reader.fixed(f"s{j}.dtype")
+        # also in the rows without the array: verify checks every row
+        if rows.size and int(dtype[rows].max()) >= len(DTYPE_CODES):
+            raise CorruptStoreError(f"{reader.where}: dtype code of array {array!r} is out of range")
+        out[array] = _Columns(table, table.template_bytes(), reader.fixed(f"s{j}.state"), dtype,
                               reader.fixed(f"s{j}.row_count"), reader.fixed(f"s{j}.null_count"))  # fmt: skip
     return out
 
 
 def _check_arrays(arrays: dict, metas: dict[str, ArrayMeta], tables: dict[str, _Columns], row: int, where: str,
                   templates: dict[bytes, bytes]) -> None:  # fmt: skip
-    """The record's arrays are those the columns describe: names, slots, shapes, templates, stats counts.
+    """The record's arrays are those the columns describe: names, slots, shapes, templates, dtype codes, stats counts.
 
     A template must equal the record's array object as a reader decodes both, not
     only as plain values (``4 == 4.0 == True``): the template a reader rebuilds from
@@ -351,6 +359,8 @@ def _check_arrays(arrays: dict, metas: dict[str, ArrayMeta], tables: dict[str, _
         if rebuilt != cols.packed[code]:
             raise CorruptStoreError(f"{where}: array {name!r} disagrees with the schema columns (as a reader "
                                     "decodes them)")  # fmt: skip
+        if int(cols.dtype[row]) != _DTYPE_CODE[metas[name].dtype]:
+            raise CorruptStoreError(f"{where}: array {name!r} disagrees with the stats columns (dtype)")
         state = int(cols.state[row])
         if stats is None:
             ok = state == NO_STATS
