@@ -230,6 +230,13 @@ _AFTER_A_VALID_RECORD = {
     "a-value-nil": lambda o: o["attributes"].update(platform=None),
     "a-list-value": lambda o: o["attributes"].update(platform={"t": "int64", "v": [1, 2], "k": "list"}),
     "a-bad-list-value": lambda o: o["attributes"].update(platform={"t": "int64", "v": [1, "x"], "k": "list"}),
+    # values that decode as MessagePack into a type or range the attribute's dtype forbids
+    "uint8-negative": lambda o: o["attributes"].update(cycle={"t": "uint8", "v": -1}),
+    "float32-overflow": lambda o: o["attributes"].update(cycle={"t": "float32", "v": 1e300}),
+    "bool-as-int": lambda o: o["attributes"].update(cycle={"t": "bool", "v": 1}),
+    "timestamp-as-float": lambda o: o["attributes"].update(cycle={"t": "timestamp_nanoseconds", "v": 1.5}),
+    "ext-type-value": lambda o: o["attributes"].update(cycle={"t": "int64", "v": msgpack.ExtType(5, b"x")}),
+    "value-a-map-of-a-valid-value": lambda o: o["attributes"].update(cycle={"t": "int64", "v": {"t": "int64"}}),
 }
 
 
