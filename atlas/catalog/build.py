@@ -72,11 +72,11 @@ class AlikeRows(list):
     ``alike`` is :func:`~atlas.catalog.encoding.alike_arrays` of the rows' datasets.
     ``float_stats``, when not None, holds the stats of their arrays (a float dtype) in
     row order, as their ``Stats`` objects say: ``(cells, null counts, minimums,
-    maximums, has extremes)``, the extremes as float64 (unset where there are none).
+    maximums, has extremes)``, the extremes as float64 (any value where there are none).
     A plain list of the same rows writes the same part.
     """
 
-    alike: tuple[int, str, list[Any]]
+    alike: tuple[int, str, list[Any]] | None = None
     float_stats: tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
@@ -142,7 +142,7 @@ def _write_part(
     # Rows made alike (a batch of new datasets) are told once for the part, not per block,
     # or by the commit that made the rows.
     hint = rows if type(rows) is AlikeRows and ordered is rows else None
-    alike = alike_arrays(metas) if hint is None else hint.alike
+    alike = alike_arrays(metas) if hint is None or hint.alike is None else hint.alike
     float_stats = None if hint is None else hint.float_stats
     encode = RecordEncoder().encode_alike
     if packed is None or len(packed) != n:
