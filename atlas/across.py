@@ -90,7 +90,9 @@ class AcrossDatasets:
             ``string``, ``float64`` (NaN where missing), ``datetime64[ns]``
             (NaT where missing); lists, arrays, mixed values and shapes as
             objects (None where missing).  Internal keys of the xarray mapping
-            are never columns.  Uncommitted changes are included.
+            are never columns.  Uncommitted changes are included.  The frame
+            shares no memory with the columns the handle keeps for its next
+            queries: writing into it changes no later answer.
 
         Raises
         ------

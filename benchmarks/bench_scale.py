@@ -34,6 +34,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_scale.py --sizes 1000,10000 --repeats 3
     .venv/bin/python benchmarks/bench_scale.py --catalogue --sizes 10000,100000
     .venv/bin/python benchmarks/bench_scale.py --catalogue --batched --sizes 1000000   # by hand
+    .venv/bin/python benchmarks/bench_scale.py --catalogue --store PATH   # queries of a store built once
 
 Every store lives in a temporary directory under ``--tmp`` that is deleted at the end.
 """
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalogue", action="store_true", help="the many-attributes workload (scale_catalogue.py)")
     parser.add_argument("--batched", action="store_true", help="with --catalogue: build with Atlas.add_datasets")
     parser.add_argument("--original", default=None, help="with --catalogue: python of the original, to build with too")
+    parser.add_argument("--store", default=None, help="with --catalogue: measure this existing store only (no build)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of open/list/read (best kept)")
     parser.add_argument("--max-ratio", type=float, default=2.0, help="largest accepted per-dataset cost ratio")
     parser.add_argument("--check-flush", action="store_true", help="include the build's flushes in the check")
@@ -176,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.catalogue:
         import scale_catalogue
 
+        if args.store is not None:
+            return scale_catalogue.existing(Path(args.store), args.repeats)
         sizes = sorted(int(s) for s in (args.sizes or "2000,10000").split(","))
         tmp = Path(tempfile.mkdtemp(prefix="atlas-catalogue-", dir=args.tmp))
         try:

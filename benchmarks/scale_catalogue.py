@@ -20,6 +20,10 @@ attributes (15 float64, 15 short strings); the store is built in batches of
   on a string attribute, a range on a float attribute and a range on the
   ``temp.max`` stats column), best of 3 fresh handles.
 
+``--store PATH`` measures an existing store instead (built once, e.g. the million
+row by hand): open and open + list as above, then ``catalog`` and ``find`` as the
+first call of a fresh process, medians of 3 processes, wall and CPU time.
+
 ``--batched`` builds through :meth:`atlas.Atlas.add_datasets` (one call per
 ``--flush-every`` datasets) instead of the five per-dataset calls.
 ``--original PYTHON`` also builds each store with another implementation of the
@@ -156,6 +160,55 @@ def original_build(python: str, path: Path, n: int, flush_every: int) -> float:
     return json.loads(done.stdout)["build"]
 
 
+_QUERY_CHILD = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[2])
+import atlas
+import numpy, pandas, atlas.store, atlas.txn.state, atlas.search.frame  # per process, not per store: not timed
+import scale_catalogue as sc
+
+with atlas.Atlas.open(sys.argv[3], "r") as store:
+    t0, c0 = time.perf_counter(), time.process_time()
+    got = store.catalog(columns=sc.CATALOG_COLUMNS) if sys.argv[4] == "catalog" else store.find(sc.FIND_WHERE)
+    print(json.dumps({"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "rows": len(got)}))
+"""
+
+
+def fresh_queries(root: str, path: Path, repeats: int = 3) -> dict[str, float]:
+    """``catalog`` and ``find`` as the first call of a fresh process (warm page cache):
+    medians of ``repeats`` processes each, wall and CPU seconds."""
+    import statistics
+
+    here = str(Path(__file__).resolve().parent)
+    out: dict[str, float] = {}
+    for what in ("catalog", "find"):
+        runs = []
+        for _ in range(repeats):
+            done = subprocess.run(
+                [sys.executable, "-c", _QUERY_CHILD, root, here, str(path), what], capture_output=True, text=True
+            )
+            if done.returncode:
+                raise SystemExit(done.stderr)
+            runs.append(json.loads(done.stdout))
+        out[what] = statistics.median(r["wall"] for r in runs)
+        out[f"{what} cpu"] = statistics.median(r["cpu"] for r in runs)
+    return out
+
+
+def existing(path: Path, repeats: int = 3) -> int:
+    """Open, list, ``catalog`` and ``find`` of an existing store, each in fresh processes
+    (what a store of a million datasets, built once, is measured with)."""
+    root = os.environ.get("ATLAS_BENCH_ROOT", str(Path(__file__).resolve().parent.parent))
+    row = fresh_open(root, path)
+    row.update(fresh_queries(root, path, repeats))
+    print(f"atlas from {root}; store {path}")
+    print("| " + " | ".join(row) + " |")
+    print("|" + "---:|" * len(row))
+    print("| " + " | ".join(f"{v:.4g}" for v in row.values()) + " |")
+    return 0
+
+
 def fresh_open(root: str, path: Path) -> dict[str, float]:
     """Open and list in a fresh process (the best of three runs for the times)."""
     runs = []
@@ -280,7 +333,10 @@ if __name__ == "__main__":
     parser.add_argument("--batched", action="store_true", help="build with Atlas.add_datasets")
     parser.add_argument("--tmp", type=Path, default=None, help="directory for the stores (default: system temp)")
     parser.add_argument("--original", default=None, help="python of another implementation to build with too")
+    parser.add_argument("--store", type=Path, default=None, help="measure this existing store only (no build)")
     args = parser.parse_args()
+    if args.store is not None:
+        sys.exit(existing(args.store))
     work = Path(tempfile.mkdtemp(prefix="atlas-catalogue-", dir=args.tmp))
     try:
         sizes = sorted(int(s) for s in args.sizes.split(","))

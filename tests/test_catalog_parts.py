@@ -6,6 +6,7 @@ Property tests of the same package are in ``tests/property/test_catalog_roundtri
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import random
 import secrets
@@ -14,6 +15,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies
 
 from atlas import attributes, metadata
 from atlas.catalog import (
@@ -258,7 +260,7 @@ def test_first_live_of_names_past_every_part_decodes_no_names():
     cat = Catalog(refs, store.read_range)
     assert cat.first_live([f"p{i:05d}" for i in range(1000, 1500)]) is None
     assert cat.first_live(["a"]) is None
-    assert all("name" not in reader._columns for reader in cat._readers)
+    assert all("name" not in reader._columns for reader in cat.readers)
     assert cat.first_live(["p00999", "p00001"]) == "p00999"
 
 
@@ -269,7 +271,7 @@ def test_first_live_reads_no_older_part_once_every_name_is_decided():
     newer = store.write([("p1", None), ("p7", profile(7))], 2)
     cat = Catalog([older, newer], store.read_range)
     assert cat.first_live(["p1", "p7"]) == "p7"
-    assert cat._readers[0]._index is None  # not even its index read
+    assert cat.readers[0]._index is None  # not even its index read
     assert cat.first_live(["p1", "p8"]) == "p8"
 
 
@@ -442,11 +444,27 @@ def test_merge_policy_figures_of_the_format_page():
     # docs/format-v2.md 6.3: a million rows committed 10 000 at a time are written
     # about 5 times each (7 with ratio 4 alone), with at most 4 parts; one-row
     # commits on a million-row store rewrite about 14 rows each; the part cap holds in both
-    per_row, most = _simulate([], 100, 10_000)
+    parts: list[int] = []
+    per_row, most = _simulate(parts, 100, 10_000)
     assert per_row == pytest.approx(5.21, abs=0.01) and most <= FEW_PARTS
+    assert parts == [830_000, 150_000, 20_000]  # docs/scale.md: the parts such a build leaves
     assert _simulate([], 100, 10_000, few=1)[0] == pytest.approx(7.03, abs=0.01)  # ratio 4 alone
     per_commit, most = _simulate([1_000_000], 20_000, 1)
     assert per_commit - 1 == pytest.approx(13.56, abs=0.01) and most <= MAX_PARTS
+
+
+def test_merge_policy_stays_logarithmic_at_the_part_cap():
+    # Past about 46 000 one-row commits on a large store the tiers of ratio 4 no
+    # longer fit under the cap: merging only the newest parts then let one part take
+    # every commit, rewriting it whole each time (14 600 rows per commit at 100 000
+    # commits, 107 000 at 300 000).  Coarser tiers keep a commit logarithmic.
+    per_commit, most = _simulate([1_000_000], 100_000, 1)
+    assert per_commit - 1 == pytest.approx(16.33, abs=0.01) and most <= MAX_PARTS  # the 16 of the format page
+    per_commit, most = _simulate([], 300_000, 1)
+    assert per_commit - 1 <= 40 and most <= MAX_PARTS
+    # a caller's smaller cap, below the few-parts threshold, gets coarser tiers too
+    per_commit, most = _simulate([], 20_000, 1, max_parts=3)
+    assert per_commit - 1 <= 60 and most <= 3
 
 
 def test_choose_merge_caps_the_part_count():
@@ -463,7 +481,7 @@ def test_records_column_is_the_v1_dataset_object():
     ds.attributes["nan"] = {"t": "float64", "v": float("nan")}
     ref = store.write([("x", ds)], 1)
     cat = Catalog([ref], store.read_range)
-    reader = cat._readers[0]
+    reader = cat.readers[0]
     offsets, data = reader.block(0)
     obj = msgpack.unpackb(data[offsets[0] : offsets[1]], raw=False)
     assert obj["id"] == 7 and obj["arrays"]["temp"]["slot"] == 7
@@ -590,7 +608,7 @@ def test_array_metas_come_from_the_schema_columns_without_reading_a_record():
     names = [*reversed(cat.names()), "gone", "nope", "v0001"]
     got, missing = cat.array_metas("temp", names)
     assert missing == [len(names) - 3, len(names) - 2]
-    records = cat._readers[0].index.columns["records"]
+    records = cat.readers[0].index.columns["records"]
     touched = [(o, n) for _, o, n in store.reads if o < records.offset + records.length and o + n > records.offset]
     assert touched == []  # no record block read
     for name, am in zip(names, got):
@@ -636,7 +654,7 @@ def test_parts_without_schema_columns_read_through_records_and_merges_rebuild_th
     old = strip_schemas(store, store.write([(f"v{i:04d}", varied(i)) for i in range(1, 600)], 1))
     new = store.write([("v0003", varied(3004, 2)), ("v0004", None), ("w", varied(5, 2))], 2)
     cat = Catalog([old, new], store.read_range)
-    assert cat._readers[0].schemas("temp") is None and cat._readers[1].schemas("temp") is not None
+    assert cat.readers[0].schemas("temp") is None and cat.readers[1].schemas("temp") is not None
     names = cat.names()
     got, missing = cat.array_metas("temp", names)
     assert missing == [] and "v0004" not in names
@@ -647,7 +665,7 @@ def test_parts_without_schema_columns_read_through_records_and_merges_rebuild_th
         _, buffers, merged = merge_parts([old, new], store.read_range, "zstd", 3, secrets.token_bytes(16), drop)
         store.files[merged.path] = b"".join(bytes(b) for b in buffers)
         after = Catalog([merged], store.read_range)
-        assert after._readers[0].schemas("temp") is not None
+        assert after.readers[0].schemas("temp") is not None
         assert [packed(a) for a in after.array_metas("temp", names)[0]] == [packed(a) for a in expected]
         after.verify()
         # and merged again with a part that has the columns: codes remapped into one dictionary
@@ -655,7 +673,7 @@ def test_parts_without_schema_columns_read_through_records_and_merges_rebuild_th
         store.files[again.path] = b"".join(bytes(b) for b in buffers)
         final = Catalog([again], store.read_range)
         assert [packed(a) for a in final.array_metas("temp", names)[0]] == [packed(a) for a in expected]
-        assert len(final._readers[0].schemas("temp").templates) == 6
+        assert len(final.readers[0].schemas("temp").templates) == 6
         final.verify()
 
 
@@ -804,8 +822,26 @@ def test_merged_string_dictionaries_hold_the_used_values_sorted():
     for drop in (True, False):
         _, buffers, merged = merge_parts([old, new], store.read_range, "zstd", 3, secrets.token_bytes(16), drop)
         store.files[merged.path] = b"".join(bytes(b) for b in buffers)
-        reader = Catalog([merged], store.read_range)._readers[0]
+        reader = Catalog([merged], store.read_range).readers[0]
         codes, dictionary, present = reader.string_codes("label")
         assert dictionary.tolist() == ["kiwi", "zebra"]  # "apple" and "mango" were overwritten or deleted
         assert reader.names() == (["a", "b", "d"] if drop else ["a", "b", "c", "d"])
         assert dictionary[codes[present.astype(bool)]].tolist() == ["zebra", "kiwi", "zebra"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    strategies.integers(1, 20).flatmap(
+        lambda w: strategies.lists(strategies.binary(min_size=w, max_size=w), min_size=2, max_size=12)
+    )
+)
+def test_rows_of_one_width_compare_as_their_bytes(rows):
+    """The order check of names of one length compares rows as strings of bytes
+    (NUL and high bytes included, widths on and off the 8-byte words)."""
+    from atlas.catalog.part_names import _row_words, _words_ascending
+
+    def ascending(rows: list[bytes]) -> bool:
+        return _words_ascending(_row_words(np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), -1)))
+
+    assert ascending(rows) == all(a < b for a, b in itertools.pairwise(rows))
+    assert ascending(sorted(set(rows)))

@@ -193,6 +193,23 @@ def test_catalog_frame_is_typed_and_indexed_by_name(buoys):
     assert frame["temp.shape"]["a"] == (3,) and frame["temp.shape"]["d"] is None
 
 
+def test_writing_into_a_frame_changes_no_later_frame(buoys):
+    """The table keeps the columns of the last queries (8) for the next ones: a
+    frame must not share them, whatever pandas copies by default."""
+    buoys.flush()  # a committed catalogue: its columns are the ones kept
+    new = {"depth": -1.0, "n": 5, "ok": False, "platform": "x", "tags": ["z"],
+           "TIME.min": pd.Timestamp("2000-01-01"), "temp.max": -1.0, "temp.count": 9}  # fmt: skip
+    columns = list(new)
+    expected = buoys.catalog(columns).copy(deep=True)
+    frame = buoys.catalog(columns)
+    for name, value in new.items():
+        for row in ("a", "d"):  # a present value, a missing one
+            frame.at[row, name] = value
+    assert frame.at["d", "n"] == 5 and frame.at["a", "temp.count"] == 9  # written into the frame itself
+    pd.testing.assert_frame_equal(buoys.catalog(columns), expected)
+    pd.testing.assert_frame_equal(buoys.catalog(columns, where="n is not null"), expected[expected["n"].notna()])
+
+
 def test_catalog_selects_columns_and_rows(buoys):
     frame = buoys.catalog(columns=["temp.max", "platform"], where="temp.max > 20")
     assert list(frame.columns) == ["temp.max", "platform"]

@@ -62,6 +62,18 @@ def _parts(layout: str) -> list[list[tuple[str, DatasetMeta | None]]]:
         return [large, [*newer, ("c", _meta(2001, 2)), ("d0500x", _meta(2002, 2)), ("z", _meta(2003, 2))]]
     if layout == "one part with tombstones":
         return [[(name, None if i % 9 == 4 else meta) for i, (name, meta) in enumerate(first)]]
+    if layout.startswith("parts of disjoint name ranges"):
+        # No name of one part falls in another's range (a build in batches of ascending
+        # names); a newer part may hold the lowest names, and tombstones of names no
+        # other part has.  Kept sorted, with names of one length or of several.
+        width = "" if layout.endswith("one length") else "x" * 3
+        ranges = [(f"m{i:03d}", _meta(i, 1)) for i in range(60)]
+        lower = [(f"b{i:03d}{width[: i % 4]}", None if i % 6 == 1 else _meta(100 + i, 2)) for i in range(30)]
+        upper = [(f"t{i:03d}", None if i % 5 == 0 else _meta(200 + i, 3)) for i in range(40)]
+        parts = [ranges, sorted(lower), upper]
+        if layout.endswith("under a few changes"):  # rows of the first and last parts replaced or deleted
+            parts.append([("m010", None), ("m020", _meta(20, 4)), ("m0205", _meta(300, 4)), ("t003", _meta(3, 4))])
+        return parts
     # replaced rows (with "old" gone and "kind" now a float), deleted rows, new rows,
     # then a third part deleting one more and bringing a deleted name back
     second = [(f"d{i:03d}", _meta(i, 2)) for i in range(0, 60, 7)] + [(f"d{i:03d}", None) for i in (1, 2, 5)]
@@ -108,6 +120,9 @@ LAYOUTS = [
     "three parts, names with a NUL byte",
     "three parts, long names",
     "a few rows over a large part",
+    "parts of disjoint name ranges, names of one length",
+    "parts of disjoint name ranges, names of several lengths",
+    "parts of disjoint name ranges under a few changes",
 ]
 
 
@@ -146,7 +161,7 @@ def test_a_one_part_search_decodes_only_the_names_it_returns():
     rows = select_rows(table, "platform == 'ship'")
     assert rows is not None and 0 < rows.size < len(reference)
     assert table.names_at(rows) == [reference.names[i] for i in rows.tolist()]
-    reader = table.catalog._readers[0]
+    reader = table.catalog.readers[0]
     assert "name" not in reader._columns  # the names column was never decoded whole
     assert table.catalog.names() == reference.names  # listing still decodes (and checks) them all
 
@@ -156,7 +171,7 @@ def test_a_few_new_rows_do_not_decode_the_large_part_names():
     rows = select_rows(table, "platform == 'ship' or n > 3990")
     assert rows is not None and 0 < rows.size < len(reference) // 4
     assert table.names_at(rows) == [reference.names[i] for i in rows.tolist()]
-    assert "name" not in table.catalog._readers[0]._columns  # searched, never decoded whole
+    assert "name" not in table.catalog.readers[0]._columns  # searched, never decoded whole
     assert table.catalog.names() == reference.names
 
 
@@ -342,10 +357,122 @@ def test_a_deleted_row_does_not_decide_the_kind_of_the_kept_rows():
 def test_several_parts_are_merged_on_name_keys_when_names_allow(layout, keyed):
     table, reference = _tables(layout)
     assert select(table, "lat > 3") == select(reference, "lat > 3")
-    readers = table.catalog._readers
+    readers = table.catalog.readers
     assert all((r.name_keys() is not None) == keyed for r in readers)
     if keyed:  # the layout and the search decoded no part's whole names column
         assert not any("name" in r._columns for r in readers)
+
+
+@pytest.mark.parametrize("width", ["one length", "several lengths"])
+def test_parts_of_disjoint_name_ranges_are_laid_out_from_their_ranges(width, monkeypatch):
+    """No row of one part can hide a row of another: the parts are laid out one
+    after the other, without merging their names.  A listing decodes the names
+    anyway; a search and a frame take the ranges only of names of one length
+    (checked sorted on their bytes): others would be decoded whole for it."""
+    from atlas.catalog.part import PartReader
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the parts' names were merged")
+
+    for name in ("name_keys", "name_keys_of"):
+        monkeypatch.setattr(PartReader, name, refused)
+    for name in ("live_rows", "row_positions", "live_rows_by_keys", "row_positions_by_keys"):
+        monkeypatch.setattr(f"atlas.catalog.snapshot.{name}", refused)
+    layout = f"parts of disjoint name ranges, names of {width}"
+    table, reference = _tables(layout)
+    assert table.catalog.names() == reference.names  # a listing
+    assert list(table.catalog.items()) == list(zip(reference.names, reference._metas))
+    if width == "one length":
+        table, _ = _tables(layout)
+        assert select(table, "lat > 3") == select(reference, "lat > 3")
+        assert not any("name" in r._columns for r in table.catalog.readers)  # no names column decoded whole
+        table, _ = _tables(layout)
+        columns = ["lat", "platform", "temp.max"]
+        pd.testing.assert_frame_equal(catalog_frame(table, columns, None), catalog_frame(reference, columns, None))
+
+
+def test_a_store_built_in_batches_of_ascending_names_frames_every_dataset(tmp_path):
+    """Real parts of batches of ascending names (disjoint ranges), then a commit
+    deleting an old dataset (its tombstone overlaps the first part): catalog(),
+    list_datasets() and find() on fresh handles answer as the datasets do."""
+    path = str(tmp_path / "s")
+    store = atlas.Atlas.create(path)
+    for start, stop in ((0, 160), (160, 200), (200, 210)):  # falling sizes: parts left unmerged
+        for i in range(start, stop):
+            ds = store.create_dataset(f"p{i:04d}")
+            ds.set_attribute("lat", i / 3)
+            if i % 4:
+                ds.set_attribute("platform", f"b{i % 3}")
+        store.flush()
+    store.close()
+    expected = {f"p{i:04d}": (i / 3, f"b{i % 3}" if i % 4 else None) for i in range(210)}
+    for delete in (None, "p0005"):
+        with atlas.Atlas.open(path) as store:
+            if delete is not None:
+                store.delete_dataset(delete)
+                store.flush()
+                del expected[delete]
+        with atlas.Atlas.open(path, "r") as store:
+            assert len(store.session.state().catalog.parts) >= 2
+            frame = store.catalog(["lat", "platform"])
+            assert list(frame.index) == sorted(expected) == store.list_datasets()
+            assert frame["lat"].tolist() == [lat for lat, _ in expected.values()]
+            assert [None if pd.isna(v) else v for v in frame["platform"]] == [p for _, p in expected.values()]
+            assert store.find("lat > 30") == [n for n, (lat, _) in expected.items() if lat > 30]
+
+
+def test_ranges_spare_the_pairs_of_parts_that_share_no_name(monkeypatch):
+    """A listing of parts of disjoint ranges under a newer part overlapping two of
+    them: the winners and their positions are the ones of a lookup of every pair,
+    and the part that overlaps none has none of its names looked up."""
+    from atlas.catalog import winners
+
+    table, reference = _tables("parts of disjoint name ranges under a few changes")
+    readers = table.catalog.readers
+    names = [r.names() for r in readers]
+    bounds = [r.name_range() for r in readers]
+    rows = winners.live_rows(readers, False, names)
+    assert [r.tolist() for r in winners.live_rows(readers, False, names, bounds)] == [r.tolist() for r in rows]
+    expected = winners.row_positions(names, rows)
+    looked_up = []
+    real = winners._lower_bound
+    monkeypatch.setattr(winners, "_lower_bound", lambda part, name: looked_up.append(name) or real(part, name))
+    got = winners.row_positions(names, rows, bounds)
+    assert [p.tolist() for p in got] == [p.tolist() for p in expected]
+    assert looked_up and not set(looked_up) & set(names[1])  # the "b..." part shares no name with the others
+    assert table.catalog.names() == reference.names
+
+
+def test_overlapping_name_ranges_are_merged_as_before():
+    """One name of a newer part inside an older part's range is enough to merge."""
+    parts = _parts("parts of disjoint name ranges, names of one length")
+    parts[2].insert(0, ("m010", None))  # deletes a row of the oldest part
+    files, refs, live = {}, [], {}
+    for generation, rows in enumerate(parts, start=1):
+        _, buffers, ref = write_part(rows, "zstd", generation, secrets.token_bytes(16))
+        files[ref.path] = b"".join(bytes(b) for b in buffers)
+        refs.append(ref)
+        for name, meta in rows:
+            if meta is None:
+                live.pop(name, None)
+            else:
+                live[name] = meta
+    cat = Catalog(refs, lambda path, offset, length: files[path][offset : offset + length])
+    reference = DictTable(live)
+    assert "m010" not in cat and "m010" not in reference.names
+    assert CatalogTable(cat).names_at(select(CatalogTable(cat), "lat > 3")) == [
+        reference.names[i] for i in select(reference, "lat > 3")
+    ]
+    assert cat.names() == reference.names
+
+
+def test_readers_are_the_parts_readers_shared_with_the_next_snapshot():
+    table, _ = _tables("three parts")
+    cat = table.catalog
+    assert isinstance(cat.readers, tuple) and [r.ref for r in cat.readers] == cat.parts
+    read = cat.readers[0]._read_range
+    newer = Catalog(cat.parts[1:], read, previous=cat)
+    assert newer.readers == cat.readers[1:]  # the same objects: what they read is not read again
 
 
 # -- the search one part at a time (atlas.search.parts) --------------------------------------
@@ -395,7 +522,7 @@ def test_the_search_by_part_decodes_only_the_names_it_returns():
     where = "platform == 'ship' or n > 3990"
     expected = [reference.names[i] for i in select(reference, where)]
     assert search_parts(table, as_expression(where)) == expected
-    assert "name" not in table.catalog._readers[0]._columns  # the large part's names not decoded whole
+    assert "name" not in table.catalog.readers[0]._columns  # the large part's names not decoded whole
     assert table.catalog._count is None  # nor the winner of every name resolved
 
 
@@ -414,7 +541,7 @@ def test_names_of_one_length_are_read_without_their_ends(tmp_path):
     _, buffers, ref = write_part([(n, _meta(i, 1)) for i, n in enumerate(names)], "zstd", 1, secrets.token_bytes(16))
     blob = b"".join(bytes(b) for b in buffers)
     cat = Catalog([ref], lambda path, offset, length: blob[offset : offset + length])
-    reader = cat._readers[0]
+    reader = cat.readers[0]
     rows = [0, 5, 6, 999]
     assert reader.names_of(rows) == [names[r] for r in rows]
     assert reader.name_keys_of(rows).tolist() == [names[r].encode() for r in rows]
@@ -429,7 +556,7 @@ def test_names_of_one_length_are_read_without_their_ends(tmp_path):
 def test_name_keys_of_rows_refuse_names_with_a_nul_byte(names):
     _, buffers, ref = write_part([(n, _meta(i, 1)) for i, n in enumerate(names)], "zstd", 1, secrets.token_bytes(16))
     blob = b"".join(bytes(b) for b in buffers)
-    reader = Catalog([ref], lambda path, offset, length: blob[offset : offset + length])._readers[0]
+    reader = Catalog([ref], lambda path, offset, length: blob[offset : offset + length]).readers[0]
     every = list(range(len(names)))
     assert reader.names_of(every) == names
     keyed = not any("\x00" in n for n in names)
@@ -583,7 +710,7 @@ def test_a_terminator_byte_inside_a_newer_part_s_names_is_refused_by_its_name_ke
         cat.names()
     with pytest.raises(CorruptStoreError):
         find_names(CatalogTable(Catalog([old, damaged], store.read_range)), "n < 50")  # no newer row matches
-    reader = Catalog([old, damaged], store.read_range)._readers[1]
+    reader = Catalog([old, damaged], store.read_range).readers[1]
     with pytest.raises(CorruptStoreError):
         reader.name_keys_of([0, 1])
     with pytest.raises(CorruptStoreError):
@@ -605,12 +732,47 @@ def test_a_terminator_byte_inside_names_of_one_length_is_refused():
         blob[5 * 5 + 2] = 0xFF  # inside the sixth name, the layout kept
         raw["name"] = bytes(blob)
 
-    reader = Catalog([forge(store, ref, columns=inner_ff)], store.read_range)._readers[0]
+    reader = Catalog([forge(store, ref, columns=inner_ff)], store.read_range).readers[0]
     assert reader.names_of([0, 4]) == ["n000", "n004"]
     with pytest.raises(CorruptStoreError, match="UTF-8"):
         reader.names_of([5])
     with pytest.raises(CorruptStoreError):
         reader.names()
+
+
+@pytest.mark.parametrize("damage", ["unsorted", "terminator inside a name", "invalid UTF-8"])
+def test_damaged_names_of_one_length_are_refused_by_a_layout_from_ranges(damage):
+    """Parts whose ranges do not overlap are laid out from their first and last
+    names: that is sound only if each part's names are sorted and are the rows the
+    arithmetic of one length makes, so a search, a frame and a listing refuse a
+    part where they are not (the swapped rows are not the ones the search returns)."""
+    from test_catalog_hostile import Store, forge
+
+    store = Store()
+    _, buffers, old = write_part([(f"n{i:03d}", _meta(i, 1)) for i in range(50)], "zstd", 1, secrets.token_bytes(16))
+    store.files[old.path] = b"".join(bytes(b) for b in buffers)
+    _, buffers, newer = write_part([(f"t{i:03d}", _meta(i, 2)) for i in range(20)], "zstd", 2, secrets.token_bytes(16))
+    store.files[newer.path] = b"".join(bytes(b) for b in buffers)
+
+    def edit(raw):
+        blob = bytearray(raw["name"])
+        if damage == "unsorted":
+            blob[20:25], blob[25:30] = blob[25:30], blob[20:25]  # rows n004 and n005
+        elif damage == "invalid UTF-8":
+            blob[-2] = 0xC3  # n049 -> n04 and a lead byte the terminator cuts: still sorted
+        else:
+            blob[5 * 5 + 2] = 0xFF  # inside n005, the terminators where the arithmetic puts them
+        raw["name"] = bytes(blob)
+
+    damaged = forge(store, old, columns=edit)
+    for run in (
+        lambda cat: select(CatalogTable(cat), "n > 40"),
+        lambda cat: catalog_frame(CatalogTable(cat), ["lat"], None),
+        lambda cat: cat.names(),
+        lambda cat: len(cat),
+    ):
+        with pytest.raises(CorruptStoreError):
+            run(Catalog([damaged, newer], store.read_range))
 
 
 #: Predicates and what they mean for one dataset's attributes and ``temp`` stats (None: no such array).
@@ -694,7 +856,7 @@ def test_find_over_a_store_of_several_parts_matches_the_datasets_themselves(tmp_
         store.flush()
         other.refresh()
         assert _finds(other) == _finds(store) == _brute_force(store)
-    assert len(store._st.catalog._readers) >= 3
+    assert len(store._st.catalog.readers) >= 3
     assert searched_by_part > 0
     other.close()
     store.close()

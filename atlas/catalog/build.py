@@ -149,11 +149,11 @@ def _write_part(
         packed = None
 
     def block(start: int) -> bytes:
-        rows = slice(start, start + BLOCK_ROWS)
-        given = None if alike is None else (alike[0], alike[1], alike[2][rows])
+        span = slice(start, start + BLOCK_ROWS)
+        given = None if alike is None else (alike[0], alike[1], alike[2][span])
         if given is not None and float_stats is not None:
-            given += ((float_stats[0], *(column[rows] for column in float_stats[1:])),)
-        return record_block(encode(metas[rows], None if packed is None else packed[rows], given))
+            given += ((float_stats[0], *(column[span] for column in float_stats[1:])),)
+        return record_block(encode(metas[span], None if packed is None else packed[span], given))
 
     builder.add("record_blocks", builder.add_blocks("records", map(block, range(0, n, BLOCK_ROWS))), 8)
     attributes = [[key, add_attribute_values(builder, i, n, columns[key])]

@@ -116,9 +116,7 @@ class SearchColumns:
             if dtype.kind == "O":
                 values[~present] = None  # a new array (decoded for this call)
             return values, present
-        values = np.full(n, np.nan) if dtype.kind == "f" else np.zeros(n, dtype=dtype)
-        if dtype.kind == "f":
-            values = values.astype(dtype)
+        values = np.full(n, np.nan, dtype=dtype) if dtype.kind == "f" else np.zeros(n, dtype=dtype)
         present = np.zeros(n, dtype=bool)
         for p, (_kind, vals, pres) in found:
             if dtype.kind == "O" and vals.dtype.kind != "O":

@@ -30,7 +30,7 @@ MAX_PARTS = 8
 #: An older part is merged with the newer ones unless it holds at least this many
 #: times their rows, once a commit would otherwise leave more than ``FEW_PARTS``
 #: parts.  4 rewrites fewer rows than 8 under any commit size for at most the same
-#: part cap; 2 or 3 alone hit the cap under one-row commits and then rewrite far more.
+#: part cap; 2 alone rewrites fewer still but keeps more parts for an open to read.
 MERGE_RATIO = 4
 #: While a commit leaves at most this many parts, the ratio is ``FEW_PARTS_RATIO``:
 #: a part is rewritten when the newer ones reach half its rows, not a quarter, so a
@@ -60,6 +60,9 @@ def choose_merge(
         ``few_ratio`` would leave more than ``few`` parts.
     few, few_ratio : int
         Up to ``few`` parts left, neighbouring parts are merged below ratio ``few_ratio``.
+        A caller that plans commits with a stricter policy than the commits' own
+        (a larger ``ratio``) raises ``few_ratio`` too: otherwise, up to ``few``
+        parts, it plans with the very ratio the commits use.
 
     Notes
     -----
@@ -69,11 +72,15 @@ def choose_merge(
     made again with ``ratio`` (which merges at least as far back).  The parts
     beyond the first ``few`` therefore grow by a factor of at least ``ratio`` from
     newest to oldest, so there are at most ``few + log_ratio(N / c)`` of them for
-    ``N`` rows written in commits of ``c`` rows, and a row is rewritten each time
+    ``N`` rows written in commits of ``c`` rows (while those fit under
+    ``max_parts``), and a row is rewritten each time
     the tier it is in fills up: ``O(ratio * log_ratio(N / c))`` times in all, so a
     commit costs ``O(c * ratio * log_ratio N)`` rows amortised.  When the walk
-    still leaves more than ``max_parts`` parts, the newest ones are merged until
-    ``max_parts`` remain.
+    still leaves more than ``max_parts`` parts, it is made again with the
+    smallest ratio that leaves at most ``max_parts``: coarser tiers that fit under
+    the cap, so a commit stays logarithmic however many there are (the newest
+    parts merged instead, one part would take every later commit and be
+    rewritten whole each time).
     """
     n = len(rows)
     if n < 2:
@@ -81,8 +88,22 @@ def choose_merge(
     start = _walk(rows, few_ratio)
     if start + 1 > few:
         start = min(start, _walk(rows, ratio))
+    if start + 1 > max_parts:
+        # Over the cap, the finest tiers that fit under it: merging only the newest parts would
+        # let one part take every later commit and be rewritten whole each time.
+        start = min(start, _walk(rows, _fitting_ratio(rows, max_parts, ratio)))
     start = min(start, max_parts - 1)
     return start if start < n - 1 else None
+
+
+def _fitting_ratio(rows: Sequence[int], max_parts: int, ratio: int) -> int:
+    """The smallest ratio, at least ``ratio``, whose walk leaves at most ``max_parts`` parts."""
+    acc = 0
+    for i in range(len(rows) - 1, max(max_parts, 1) - 1, -1):
+        acc += rows[i]
+        # the walk takes part i - 1 into the run when rows[i - 1] < ratio * max(acc, 1)
+        ratio = max(ratio, rows[i - 1] // max(acc, 1) + 1)
+    return ratio
 
 
 def _walk(rows: Sequence[int], ratio: int) -> int:

@@ -76,7 +76,7 @@ class Catalog(SearchColumns):
         # Parts are immutable: a part the previous snapshot already read (its index,
         # its decoded names) is not read again, so a commit's next snapshot costs
         # only the parts it added.
-        known = {r.ref: r for r in previous._readers} if previous is not None else {}
+        known = {r.ref: r for r in previous.readers} if previous is not None else {}
         self._readers = [known.get(ref) or PartReader(ref, read_range) for ref in self.parts]
         self._blocks: OrderedDict[tuple[int, int], tuple[np.ndarray, bytes]] = OrderedDict()
         self._cached_blocks = max(1, cached_blocks)
@@ -96,6 +96,17 @@ class Catalog(SearchColumns):
         self._newer: set[str] | None = None
         self._row_names: RowNames | None = None  # the one part's names, searched undecoded
         self._id_order: dict[int, np.ndarray] = {}
+
+    @property
+    def readers(self) -> tuple[PartReader, ...]:
+        """The reader of each part, oldest first (one per entry of :attr:`parts`).
+
+        What a search by part (:mod:`atlas.search.parts`) reads columns and names
+        from.  The readers keep what they read, so whoever reads through them
+        shares it with this catalogue (and with the next snapshot of the store,
+        see ``previous``).
+        """
+        return tuple(self._readers)
 
     # -- point lookups ----------------------------------------------------------------------
 
@@ -302,8 +313,10 @@ class Catalog(SearchColumns):
         the names of the rows it returns (:meth:`names_at`).  Several parts need
         the newer parts' names (newer rows hide older ones); the oldest part's are
         decoded too unless it is much larger (then it is binary-searched for the
-        newer names, see :class:`~atlas.catalog.winners.RowNames`).  The merged
-        list is built only when asked for.
+        newer names, see :class:`~atlas.catalog.winners.RowNames`).  Parts whose
+        name ranges do not overlap (a store built in batches of ascending names)
+        need none of that (:meth:`_layout_disjoint`).  The merged list is built
+        only when asked for.
         """
         if self._count is None:
             readers = self._readers
@@ -313,7 +326,7 @@ class Catalog(SearchColumns):
                 self._whole = not tombs.any()
                 rows = np.arange(reader.rows) if self._whole else np.flatnonzero(~tombs)
                 self._live_rows, self._positions = [rows], [rows if self._whole else np.arange(rows.size)]
-            elif readers:
+            elif readers and not self._layout_disjoint(listing):
                 oldest = readers[0]
                 keys = None
                 if sum(r.rows for r in readers[1:]) * _LOOKUPS_PER_ROW > oldest.rows:
@@ -326,41 +339,103 @@ class Catalog(SearchColumns):
                         reader.release_name_keys()
                 else:
                     names: list[Sequence[str]] = [r.names() for r in readers[1:]]
-                    if keys is None:
+                    if keys is None and not listing:
                         # A few recent rows over a large merged part: that part's names
                         # are binary-searched for the newer ones instead of decoded.
                         self._newer = set().union(*names)
                         names.insert(0, RowNames(oldest))
-                    else:  # names without compact keys (a NUL byte, very long names)
+                    else:  # a listing (every name decoded), or names without compact keys
                         names.insert(0, oldest.names())
-                    self._live_rows = live_rows(readers, False, names)
-                    self._positions = row_positions(names, self._live_rows)
+                    # A listing decoded and checked every part's names: their ranges
+                    # tell which parts may share names (a few changed rows over parts
+                    # of disjoint ranges share them with one part only).
+                    bounds = [r.name_range() for r in readers] if listing else None
+                    self._live_rows = live_rows(readers, False, names, bounds)
+                    self._positions = row_positions(names, self._live_rows, bounds)
             self._count = sum(int(r.size) for r in self._live_rows)
         return self._count
+
+    def _layout_disjoint(self, listing: bool) -> bool:
+        """Lay out parts whose name ranges do not overlap, if they do not.
+
+        No row then hides a row of another part, so each part's live rows are its
+        rows that are not tombstones, and they come in name order one part after
+        the other, ordered by their first names.  The ranges are read when that
+        costs no decode of every name (names of one length, checked on their
+        bytes), or when ``listing`` decodes them anyway; returns False (nothing
+        set) otherwise and when two ranges overlap.
+        """
+        readers = self._readers
+        if listing:
+            for reader in readers:  # decoded first, one part at a time: less held at once
+                reader.names()
+        elif not all(r.name_range_is_cheap() for r in readers):
+            return False
+        # The first and last rows' names first: parts whose ranges overlap (a few
+        # changed rows over a merged part) are told apart without checking the
+        # order of every row, which name_range() then does for disjoint ones.
+        ends = sorted((tuple(r.names_of([0, r.rows - 1])), p) for p, r in enumerate(readers) if r.rows)
+        if any(a[0][1] >= b[0][0] for a, b in itertools.pairwise(ends)):
+            return False
+        for reader in readers:
+            reader.name_range()  # each part's rows checked sorted and distinct (else CorruptStoreError)
+        tombs = [r.tombstones() for r in readers]
+        live = [np.flatnonzero(~t) if t.any() else np.arange(t.size) for t in tombs]
+        positions = [np.zeros(0, dtype=np.int64) for _ in readers]
+        at = 0
+        for _bounds, p in ends:
+            positions[p] = np.arange(at, at + live[p].size, dtype=np.int64)
+            at += live[p].size
+        self._live_rows, self._positions = live, positions
+        return True
 
     def _resolve(self) -> list[str]:
         """Every live name, sorted (built once)."""
         if self._names is not None:
             return self._names
-        n = self._layout(listing=True)
+        self._layout(listing=True)
         if len(self._readers) == 1:
             names = self._readers[0].names()
             self._names = names if self._whole else [names[i] for i in self._live_rows[0].tolist()]
             return self._names
-        out = np.empty(n, dtype=object)
-        for reader, rows, pos in zip(self._readers, self._live_rows, self._positions):
-            names = np.empty(reader.rows, dtype=object)
-            names[:] = reader.names()
-            out[pos] = names[rows]
-        self._names = out.tolist()
+        self._names = self._merged_names().tolist()
         return self._names
+
+    def _merged_names(self) -> np.ndarray:
+        """Every live name, sorted, as a new object array, from the parts' decoded names."""
+        out = np.empty(self._layout(listing=True), dtype=object)
+        for p, reader in enumerate(self._readers):
+            rows, pos = self._live_rows[p], self._positions[p]
+            if not rows.size:
+                continue
+            names = reader.names()
+            if rows.size == len(names) and int(pos[-1] - pos[0]) == rows.size - 1:
+                out[pos[0] : pos[-1] + 1] = names  # the whole part in one run (disjoint ranges)
+                continue
+            runs = self._runs.get(p)
+            if runs is None:
+                runs = self._runs[p] = runs_of(rows, pos)
+            if runs:  # a large part under a few newer rows: copied in slices
+                for at, row, length in runs:
+                    out[at : at + length] = names[row : row + length]
+            else:
+                held = np.empty(len(names), dtype=object)
+                held[:] = names
+                out[pos] = held[rows]
+        return out
 
     def names(self) -> list[str]:
         """Every live dataset name, sorted by code point (a new list each call)."""
         return list(self._resolve())
 
     def names_array(self) -> np.ndarray:
-        """:meth:`names` as a new object array (what a DataFrame index is made of)."""
+        """:meth:`names` as a new object array (what a DataFrame index is made of).
+
+        Built from the parts' names without the merged list when that is not made
+        yet (it is not kept: a listing makes it).
+        """
+        if self._names is None and len(self._readers) > 1:
+            return self._merged_names()
         names = self._resolve()
         out = np.empty(len(names), dtype=object)
         out[:] = names

@@ -12,6 +12,7 @@ of a large merged part).
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -79,31 +80,49 @@ def _lower_bound(names: Sequence[str], name: str) -> int:
     return names.lower_bound(name) if isinstance(names, RowNames) else bisect.bisect_left(names, name)
 
 
+#: Each part's first and last names (None for a part without rows), checked: the
+#: order of every part's names was checked when they were read.
+Bounds = Sequence[tuple[str, str] | None]
+
+
+def _overlap(bounds: Bounds | None, a: int, b: int) -> bool:
+    """Whether parts ``a`` and ``b`` may share a name (always, without ``bounds``)."""
+    if bounds is None:
+        return True
+    x, y = bounds[a], bounds[b]
+    return x is not None and y is not None and x[0] <= y[1] and y[0] <= x[1]
+
+
 def live_rows(
-    readers: Sequence[PartReader], keep_tombstones: bool, names: Sequence[Sequence[str]] | None = None
+    readers: Sequence[PartReader],
+    keep_tombstones: bool,
+    names: Sequence[Sequence[str]] | None = None,
+    bounds: Bounds | None = None,
 ) -> list[np.ndarray]:
     """Per part (oldest first): the rows that win (no newer part has the name).
 
     Tombstone rows are left out unless ``keep_tombstones``.  ``names`` are the
     parts' sorted names (default: each part's decoded and checked names); the
-    oldest may be a :class:`RowNames`, it is only searched.
+    oldest may be a :class:`RowNames`, it is only searched.  With ``bounds``, a
+    part's rows are looked up only among the names of the newer parts whose range
+    overlaps its own.
     """
     names = [r.names() for r in readers] if names is None else names
     rows: list[np.ndarray] = []
-    shadow: list[str] = []  # names of newer parts: they hide older rows
     for p in range(len(readers) - 1, -1, -1):
         reader, mine = readers[p], names[p]
         live = np.ones(len(mine), dtype=bool) if keep_tombstones else ~reader.tombstones()
-        if shadow:
+        # names of newer parts: they hide older rows
+        newer = [names[q] for q in range(p + 1, len(readers)) if _overlap(bounds, p, q)]
+        if newer:
+            shadow = newer[0] if len(newer) == 1 else list(itertools.chain.from_iterable(newer))
             live[_rows_named(mine, shadow)] = False
         rows.append(np.flatnonzero(live))
-        if p:  # the oldest part hides nothing
-            shadow.extend(mine)
     rows.reverse()
     return rows
 
 
-def _rows_named(names: Sequence[str], wanted: list[str]) -> np.ndarray:
+def _rows_named(names: Sequence[str], wanted: Sequence[str]) -> np.ndarray:
     """The rows of the sorted ``names`` whose name is in ``wanted``."""
     n = len(names)
     if isinstance(names, RowNames) or len(wanted) * max(1, n).bit_length() <= n:  # a few: binary searches
@@ -126,14 +145,17 @@ def winning_rows(readers: Sequence[PartReader], keep_tombstones: bool) -> tuple[
     return kept, rows
 
 
-def row_positions(names: Sequence[Sequence[str]], rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+def row_positions(
+    names: Sequence[Sequence[str]], rows: Sequence[np.ndarray], bounds: Bounds | None = None
+) -> list[np.ndarray]:
     """Position in name order of each part's winning rows (:func:`live_rows`).
 
     :func:`merge_positions` without listing the winners: only the names of the
     shorter side of each pair are listed and located (by binary search over the
     longer side's sorted names, every row of it); the longer side's shifts follow
     with vectorised ``searchsorted`` calls, so no Python step is spent per row of
-    a large part.
+    a large part.  With ``bounds``, a pair of parts whose ranges do not overlap
+    locates no name: one part's rows all go before the other's.
     """
 
     def locate(small: int, big: int) -> np.ndarray:
@@ -141,20 +163,28 @@ def row_positions(names: Sequence[Sequence[str]], rows: Sequence[np.ndarray]) ->
         located = (_lower_bound(target, mine[i]) for i in rows[small].tolist())
         return np.fromiter(located, np.int64, rows[small].size)
 
-    return _place_pairs(rows, locate, check=True)
+    return _place_pairs(rows, locate, check=True, bounds=bounds)
 
 
 def _place_pairs(
-    rows: Sequence[np.ndarray], locate: Callable[[int, int], np.ndarray], check: bool
+    rows: Sequence[np.ndarray],
+    locate: Callable[[int, int], np.ndarray],
+    check: bool,
+    bounds: Bounds | None = None,
 ) -> list[np.ndarray]:
     """Positions in name order of every part's winning ``rows``, given
     ``locate(small, big)``: where each winning name of part ``small`` goes among
-    every row of part ``big`` (lower bounds), for each pair of parts."""
+    every row of part ``big`` (lower bounds), for each pair of parts whose
+    ``bounds`` overlap (see :func:`row_positions`)."""
     pos = [np.arange(r.size, dtype=np.int64) for r in rows]
     for a in range(len(rows)):
         for b in range(a + 1, len(rows)):
             small, big = (a, b) if rows[a].size <= rows[b].size else (b, a)
             if not rows[small].size or not rows[big].size:
+                continue
+            if not _overlap(bounds, a, b):
+                first, second = (a, b) if bounds[a][0] < bounds[b][0] else (b, a)  # type: ignore[index]
+                pos[second] += rows[first].size
                 continue
             # rows of the longer side before each name, then the winners among them
             ranks = np.searchsorted(rows[big], locate(small, big))

@@ -394,8 +394,7 @@ class FamilyEngine:
     # -- stats --------------------------------------------------------------------------------
 
     def stack_staged(self, metas: dict[int, ArrayMeta], codec: str) -> list[StackedChunks]:
-        """The staged one-chunk arrays of ``metas``' slots stacked by dtype, shape and
-        fill value (see :func:`~atlas.engine.staged.stack_staged`)."""
+        """:func:`~atlas.engine.staged.stack_staged` of this family's staged chunks."""
         return stack_staged(metas, self.pending, codec)
 
     def stats(self, meta: ArrayMeta, where: str, stored: bool = True) -> Stats:

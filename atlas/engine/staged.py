@@ -165,11 +165,11 @@ def stack_chunks(name: str, fill: Any, slots: list[int], chunks: list[PendingChu
 def stack_staged(
     metas: dict[int, ArrayMeta], pending: dict[int, dict[int, PendingChunk]], codec: str
 ) -> list[StackedChunks]:
-    """Group the staged one-chunk arrays of ``metas``' slots (``pending``: their family's
-    staged chunks) by dtype, shape and fill value, each group stacked.
+    """The staged one-chunk arrays of ``metas``' slots, stacked by dtype, shape and fill value.
 
-    A flush of many small datasets needs the stats of every staged chunk and
-    writes each to the segment: the chunks of a group get both in one pass
+    ``pending`` is their family's staged chunks (``FamilyEngine.pending``).  A flush
+    of many small datasets needs the stats of every staged chunk and writes each to
+    the segment: the chunks of a group get both in one pass
     (:func:`stack_chunks`, :func:`build_segment`) instead of one call each.
     Groups smaller than :data:`VECTOR_STATS_MIN`, chunks larger than
     :data:`STACK_MAX_CHUNK_BYTES`, strings and partly written chunks are left

@@ -104,7 +104,7 @@ class CatalogTable(Table):
         (``what`` tells an attribute from a stats column of the same name)."""
         got = self._part_columns.pop((what, name), None)
         if got is None:
-            got = [read(reader, name) for reader in self.catalog._readers]
+            got = [read(reader, name) for reader in self.catalog.readers]
         self._part_columns[(what, name)] = got  # most recently used last
         while len(self._part_columns) > self.cached_columns:
             self._part_columns.popitem(last=False)
@@ -114,7 +114,7 @@ class CatalogTable(Table):
         """Part ``p``'s name keys (:meth:`~atlas.catalog.part.PartReader.name_keys`),
         kept here for the next searches rather than by the part reader."""
         if p not in self._part_keys:
-            reader = self.catalog._readers[p]
+            reader = self.catalog.readers[p]
             self._part_keys[p] = reader.name_keys()
             reader.release_name_keys()
         return self._part_keys[p]

@@ -29,20 +29,24 @@ def column_names(table: Table, columns: str | Sequence[str] | None) -> list[str]
     return out
 
 
-def _series_values(pd: Any, col: Column) -> Any:
+def _series_values(pd: Any, col: Column) -> tuple[Any, bool]:
+    """The values of a frame column for ``col``, and whether they are a new array
+    (else they share memory with ``col``, which the table may keep)."""
     if col.codes is not None and col.categories is not None:  # strings read from a catalogue
         # The distinct strings are checked once, then taken by code (-1: missing).
         codes = np.where(col.present, col.codes.astype(np.intp, copy=False), -1)
-        return pd.array(col.categories, dtype=pd.StringDtype()).take(codes, allow_fill=True)
+        return pd.array(col.categories, dtype=pd.StringDtype()).take(codes, allow_fill=True), True
     kind, values, present = col.kind, col.values, col.present
     if kind in ("int", "uint"):
         dtype = pd.api.types.pandas_dtype(values.dtype.name.capitalize().replace("Uint", "UInt"))
-        return pd.array(values, dtype=dtype) if present.all() else pd.arrays.IntegerArray(values, ~present)
+        if present.all():
+            return pd.array(values, dtype=dtype), True  # pd.array copies
+        return pd.arrays.IntegerArray(values, ~present), False
     if kind == "bool":
-        return pd.arrays.BooleanArray(values.astype(bool), ~present)
+        return pd.arrays.BooleanArray(values.astype(bool), ~present), True
     if kind == "string":
-        return pd.array(values, dtype=pd.StringDtype())
-    return values  # float (NaN), timestamp (NaT), object/shape (None)
+        return pd.array(values, dtype=pd.StringDtype()), True
+    return values, False  # float (NaN), timestamp (NaT), object/shape (None)
 
 
 def catalog_frame(table: Table, columns: str | Sequence[str] | None, where: Any) -> Any:
@@ -68,8 +72,13 @@ def catalog_frame(table: Table, columns: str | Sequence[str] | None, where: Any)
             data[name] = pd.Series([], dtype=object)
             continue
         col = table.column(name)
-        data[name] = pd.Series(_series_values(pd, col if rows is None else col.take(rows)), index=index)
-    return pd.DataFrame(data, index=index, columns=names)
+        # Values that share memory with the table's kept columns are copied here,
+        # once, whatever the pandas version copies by default; the frame then
+        # takes the series as they are, one block each, rather than copying them
+        # again into blocks of one dtype.
+        values, new = _series_values(pd, col if rows is None else col.take(rows))
+        data[name] = pd.Series(values, index=index, copy=not new)
+    return pd.DataFrame(data, index=index, columns=names, copy=False)
 
 
 def plain_values(table: Table, name: str, rows: np.ndarray) -> list[Any]:

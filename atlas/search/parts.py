@@ -56,7 +56,7 @@ def search_parts(table: Table, expr: Expression) -> list[str] | None:
     """
     if isinstance(table, CatalogTable):
         base, top, changed = table, None, []
-        if len(base.catalog._readers) < 2:  # one part is searched as stored already
+        if len(base.catalog.readers) < 2:  # one part is searched as stored already
             return None
     elif isinstance(table, OverlayTable) and isinstance(table.base, CatalogTable):
         base, top, changed = table.base, table.top, table.changed
@@ -114,7 +114,7 @@ class _PartSearch:
 
     def __init__(self, base: CatalogTable, top: DictTable | None, changed: list[str]) -> None:
         self.base = base
-        self.readers = readers = base.catalog._readers
+        self.readers = readers = base.catalog.readers
         self.top = top
         self.changed = changed
         self.tombs = [r.tombstones() for r in readers]
