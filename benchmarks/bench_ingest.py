@@ -11,7 +11,8 @@ variant in a fresh interpreter (so each pays its own imports and process starts)
   ``LocalCluster`` of 2 single-threaded worker processes (its start is timed too).
 
 ``--base LABEL=PATH`` also times ``atlas create -j 2`` of another checkout (a ``git
-worktree`` of an older commit, run with ``PYTHONPATH=PATH``).  Variants run
+worktree`` of an older commit, run with ``PYTHONPATH=PATH``); ``--ingest-base
+LABEL=PATH`` the ingest (pool of 2) of another checkout, run the same way.  Variants run
 interleaved ``--repeat`` times; printed per variant: median wall time, files/s,
 median CPU time (the child and every process it waited for: the machine may be
 shared, CPU time is the steadier figure) and the speed-ups over each ``create``;
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", action="append", default=[], metavar="LABEL=PATH",
                    help="also time `atlas create -j 2` of the checkout at PATH (e.g. a `git worktree` of an "
                         "older commit); repeatable")  # fmt: skip
+    p.add_argument("--ingest-base", action="append", default=[], metavar="LABEL=PATH",
+                   help="also time the ingest (pool of 2) of the checkout at PATH; repeatable")
     p.add_argument("--run-one", nargs=3, metavar=("MODE", "SRC", "STORE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.run_one:
@@ -153,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # the reference store is the first base's; without --base, this checkout's own create
     bases = [(b.split("=", 1)[0], Path(b.split("=", 1)[1])) for b in args.base] or [("this", ROOT)]
-    modes = ["pool"] + (["cluster"] if args.cluster else [])
+    modes = [("pool", "ingest, pool of 2", ROOT)]
+    modes += [("cluster", "ingest, LocalCluster 2", ROOT)] if args.cluster else []
+    modes += [("pool", f"ingest, pool of 2 @{b.split('=', 1)[0]}", Path(b.split("=", 1)[1])) for b in args.ingest_base]
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     runs: dict[str, list[tuple[float, float]]] = {}
     extra: dict[str, list[dict]] = {}
@@ -173,12 +178,12 @@ def main(argv: list[str] | None = None) -> int:
                 runs.setdefault(label, []).append((wall, cpu))
                 if rep == 0 and i:
                     _same(work / "create-0.atlas", out, args.check)
-            for mode in modes:
-                label = "ingest, pool of 2" if mode == "pool" else "ingest, LocalCluster 2"
-                out = work / f"{mode}.atlas"
+            for k, (mode, label, path) in enumerate(modes):
+                out = work / f"{mode}-{k}.atlas"
                 shutil.rmtree(out, ignore_errors=True)
                 loads.append(os.getloadavg()[0])
-                wall, cpu, text = _child(str(Path(__file__).resolve()), "--run-one", mode, str(src), str(out))
+                wall, cpu, text = _child(str(Path(__file__).resolve()), "--run-one", mode, str(src), str(out),
+                                         path=path)  # fmt: skip
                 r = json.loads(text.strip().splitlines()[-1])
                 r["stored"] = _tree_bytes(out)
                 runs.setdefault(label, []).append((wall, cpu))

@@ -28,3 +28,60 @@ def test_2000_files_on_2_workers_end_with_small_tasks():
 
 def test_an_explicit_batch_is_kept():
     assert [len(b) for b in _batches(list(range(10)), 3, 2)] == [3, 3, 3, 1]
+
+
+def _commit_schedule(n: int, workers: int) -> tuple[list[int], int]:
+    """Commits (rows each) of an ingest of ``n`` one-dataset files whose commits end before the next
+    task returns (``commit_interval`` never reached), and the rows the catalogue's merge policy rewrites."""
+    from atlas.catalog.merge import choose_merge
+    from atlas.distributed.client import _TAIL_SLOTS, _size_due
+
+    sizes = [len(b) for b in _batches(list(range(n)), None, workers)]
+    parts: list[int] | None = None
+    commits, pending, rewritten, returned = [], [], 0, 0
+
+    def commit() -> None:
+        nonlocal parts, rewritten, pending
+        rows = sum(pending)
+        base = parts or []
+        start = choose_merge([*base, rows])
+        if start is None:
+            parts = [*base, rows]
+        else:
+            assert start > 0, f"a commit of {rows} rows merges the bulk {base}"
+            rewritten += sum(base[start:])
+            parts = [*base[:start], sum(base[start:]) + rows]
+        commits.append(rows)
+        pending = []
+
+    for k, size in enumerate(sizes):
+        returned += size
+        pending.append(size)
+        unfinished = len(sizes) - k - 1
+        tail = unfinished <= _TAIL_SLOTS * workers and len(pending) > unfinished
+        if tail or _size_due(sum(pending), pending[-1], returned, n, parts):
+            commit()
+    if pending:
+        commit()
+    assert sum(commits) == n
+    return commits, rewritten
+
+
+# (A few dozen files end in tasks so small that the tail rule commits before the bulk is in.)
+@pytest.mark.parametrize(("n", "workers"), [(2000, 2), (300, 2), (5000, 4), (100_000, 64)])
+def test_commits_take_the_bulk_first_and_never_rewrite_it(n, workers):
+    commits, rewritten = _commit_schedule(n, workers)
+    assert commits[0] >= 0.85 * n  # the bulk in one commit, once most tasks returned
+    assert rewritten <= 0.15 * n  # the merges that follow rewrite small parts only (n on commits of 512)
+
+
+def test_no_commit_is_due_by_size_before_most_sources_returned():
+    from atlas.distributed.client import _size_due
+
+    assert not _size_due(10_000, 64, 1000, 2000, None)
+    assert _size_due(1, 1, 1700, 2000, None)
+    # after the first commit: due once one more fragment would make the policy merge (planned at twice its ratio)
+    assert not _size_due(128, 64, 1900, 2000, [1728])
+    assert _size_due(400, 64, 1950, 2000, [1728])  # 464 rows would reach a quarter of 1728 (twice the ratio 2)
+    # a commit that merges either way is no cheaper later: not due by size
+    assert not _size_due(1000, 64, 1950, 2000, [1728])

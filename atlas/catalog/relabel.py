@@ -117,8 +117,9 @@ def _relabel_columns(selections: Sequence[Selection], read_range: ReadRange, gen
     builder.add("version", np.full(n, generation, dtype="<u8"), 8)
     builder.add("tombstone", np.zeros(n, dtype="u1"))
     records: list[bytes | None] = [None] * n
+    valid: set[bytes] = set()  # attribute values found valid (see _arrays_of)
     for sel, reader, r, p, i in zip(selections, readers, rows, pos, ids):
-        _relabel_records(reader, sel.slots, r, p, i, generation, records)
+        _relabel_records(reader, sel.slots, r, p, i, generation, records, valid)
     blocks = (record_block(records[b : b + BLOCK_ROWS]) for b in range(0, n, BLOCK_ROWS))  # type: ignore[arg-type]
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
     attributes, arrays = add_search_columns(readers, rows, pos, n, builder, used_only=True)
@@ -142,8 +143,12 @@ def _rows_of(reader: PartReader, sel: Selection) -> np.ndarray:
 
 
 def _relabel_records(reader: PartReader, slots: tuple[int, int], rows: np.ndarray, pos: np.ndarray,
-                     ids: np.ndarray, generation: int, out: list[bytes | None]) -> None:  # fmt: skip
-    """Put each row's record, head rewritten, at its position in ``out``; check it against the columns."""
+                     ids: np.ndarray, generation: int, out: list[bytes | None],
+                     valid: set[bytes]) -> None:  # fmt: skip
+    """Put each row's record, head rewritten, at its position in ``out``; check it against the columns.
+
+    ``valid``: attribute values already found valid (see :func:`_arrays_of`).
+    """
     tables = _tables(reader, rows, slots)
     old_ids, old_versions = reader.fixed("id")[rows].tolist(), reader.fixed("version")[rows].tolist()
     version = msgpack.packb(generation)
@@ -159,7 +164,7 @@ def _relabel_records(reader: PartReader, slots: tuple[int, int], rows: np.ndarra
         record = memoryview(data)[offsets[i] : offsets[i + 1]]
         where = f"{reader.where} row {row}"
         rest = _parse_head(record, old_id, old_version, where)
-        _check_arrays(_arrays_of(record, rest, where), tables, row, where)
+        _check_arrays(_arrays_of(record, rest, where, valid), tables, row, where)
         out[at] = b"".join((_HEAD, msgpack.packb(new_id), _VERSION, version, record[rest:]))
 
 
@@ -190,33 +195,60 @@ def _parse_head(record: memoryview, key_id: int, key_version: int, where: str) -
     return at
 
 
-def _arrays_of(record: memoryview, at: int, where: str) -> dict:
+def _arrays_of(record: memoryview, at: int, where: str, valid: set[bytes]) -> dict:
     """The ``arrays`` member of ``record`` as plain MessagePack, once the record decodes as a reader decodes it.
 
     The attributes and the stats extremes are in no column the record is compared
     with, yet a record whose attributes or arrays do not decode could not be opened
-    once committed (and ``verify`` would call the store damaged): they are decoded
-    and checked as :func:`atlas.catalog.encoding.decode_record` does, then dropped.
+    once committed (and ``verify`` would call the store damaged): they are checked
+    as :func:`atlas.catalog.encoding.decode_record` decodes them, then dropped.
+
+    ``valid`` holds the encoded values of attributes found valid so far (by this
+    record or earlier ones of the same relabel): files of one collection repeat most of
+    their attributes, and an attribute's value decodes or not whatever its key
+    (:func:`atlas.metadata.attributes_from_dict` checks each on its own), so a value
+    whose bytes were decoded once is only skipped over.  Every other value is
+    decoded alone, exactly as the reader decodes it.
     """
     try:
+        body = bytes(record[at:])
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_bin_len=0)
-        unpacker.feed(record[at:])
+        unpacker.feed(body)
         if unpacker.unpack() != "attributes":
             raise ValueError("no attributes")
-        attributes = unpacker.unpack()
+        _check_attributes(unpacker, body, valid)
         if unpacker.unpack() != "arrays":
             raise ValueError("no arrays after the attributes")
         arrays = unpacker.unpack()
-        if unpacker.tell() != len(record) - at:
+        if unpacker.tell() != len(body):
             raise ValueError("bytes after the arrays")
         if not isinstance(arrays, dict) or not all(isinstance(a, dict) for a in arrays.values()):
             raise ValueError("arrays are not maps")
-        attributes_from_dict(attributes)
         for am in arrays.values():
             array_from_dict(am)
     except Exception as exc:  # every decoder or schema failure is damage, as the reader says it
         raise CorruptStoreError(f"{where}: dataset record does not follow the format: {exc}") from None
     return arrays
+
+
+def _check_attributes(unpacker: msgpack.Unpacker, body: bytes, valid: set[bytes]) -> None:
+    """Check the attribute map ``unpacker`` is at (in ``body``) as the reader decodes it; see :func:`_arrays_of`.
+
+    A key must be text (as the reader requires); each value not in ``valid`` is
+    decoded on its own with the reader's options and checked as the reader checks
+    it, then added to ``valid``.  (A key written twice has both its values
+    checked, where a reader keeps the last one: the writer writes each key once.)
+    """
+    for _ in range(unpacker.read_map_header()):  # ValueError when the attributes are not a map
+        key = unpacker.unpack()
+        if type(key) is not str:
+            raise ValueError(f"attribute key {key!r} is not text")
+        start = unpacker.tell()
+        unpacker.skip()
+        value = body[start : unpacker.tell()]
+        if value not in valid:
+            attributes_from_dict({key: msgpack.unpackb(value, raw=False, strict_map_key=True, max_bin_len=0)})
+            valid.add(value)
 
 
 class _Reader(PartReader):
