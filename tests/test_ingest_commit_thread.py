@@ -198,3 +198,20 @@ def test_a_commit_error_no_caller_sees_is_logged(tmp_path, monkeypatch, caplog):
     assert "the commit task was lost" in caplog.text
     with atlas.Atlas.open(path, "r") as store:
         assert store.list_datasets() == [] and store.verify() == []
+
+
+def test_the_rows_waiting_are_counted_once_per_fragment(tmp_path, monkeypatch):
+    """No commit is due by size before most sources returned, so many fragments may wait: the
+    main loop counts each fragment's rows once (summing them all at every step was quadratic)."""
+    from atlas.distributed import client
+
+    path = tmp_path / "s.atlas"
+    atlas.Atlas.create(path).close()
+    counted = []
+    original = client._rows
+    monkeypatch.setattr(client, "_rows", lambda frag: counted.append(frag) or original(frag))
+    report = atlas.ingest(_quick_sources(24), path, workers=2, batch=1, commit_interval=3600)
+    assert report.datasets == 24
+    assert len(counted) <= 24  # one count per fragment (summing them at every step counted 209)
+    with atlas.Atlas.open(path, "r") as store:
+        assert sorted(store.list_datasets()) == sorted(f"d{i}" for i in range(24)) and store.verify() == []

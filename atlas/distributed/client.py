@@ -321,6 +321,9 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
     state = handle.session.state()
     lease = Lease(state.backend)  # takes over the workers' leases until their files are committed
     pending: list[Fragment] = []
+    # Rows of the pending fragments and of the last of them, counted as they arrive: summed
+    # at every step, a long wait before the first commit would cost quadratic time.
+    waiting = latest = 0
     by_index = {t.index: t for t in tasks}
     unfinished = len(tasks)
     total = left = sum(len(t.items) for t in tasks)  # sources, and those of the tasks still running
@@ -332,7 +335,7 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
 
     def step(finished: bool) -> None:
         """Collect a finished commit; start the next one when it is due."""
-        nonlocal pending
+        nonlocal pending, waiting
         if committer.collect():
             hold()  # the committed files are referenced now: the lease keeps the others only
         if committer.busy() or not pending:
@@ -341,10 +344,10 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
         # Near the end, a commit is worth it when it takes more off the end than it leaves there.
         tail = unfinished <= _TAIL_SLOTS * slots and len(pending) > unfinished
         due = (finished or tail or time.monotonic() - committer.last >= commit_interval
-               or _size_due(sum(_rows(f) for f in pending), _rows(pending[-1]), total - left, total, batch.parts))
+               or _size_due(waiting, latest, total - left, total, batch.parts))
         if due:
             committer.start(pending)
-            pending = []
+            pending, waiting = [], 0
 
     def fail(message: str, failed: list[tuple[str, str]]) -> NoReturn:
         """Stop with ``IngestError`` once the commit running has ended: the message says what was committed."""
@@ -386,6 +389,8 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
                     raise AtlasError(f"the fragment of task {task.index} names source {src.index} of {len(task.items)}")
                 src.label = source_label(task.items[src.index])
             pending.append(frag)
+            latest = _rows(frag)
+            waiting += latest
             hold()
             if frag.lease:
                 with contextlib.suppress(AtlasError):
