@@ -40,7 +40,7 @@ from atlas.txn.fragments import (
     unpack_commit_result,
     unpack_fragment,
 )
-from atlas.txn.leases import RENEW_SECONDS, Lease
+from atlas.txn.leases import RENEW_SECONDS, LeaseGroups
 
 __all__ = ["POOL_RETRIES", "IngestReport", "ingest"]
 
@@ -314,12 +314,15 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
     ``_TAIL_SLOTS`` times the slots of tasks are left (the last, smaller tasks)
     whenever more fragments wait than tasks are left (the commit then takes more
     off the end than it leaves there); so the commit left once the last task
-    returned holds the fragments of the last tasks only.  The lease over the
-    files of waiting and committing fragments is renewed even when no task
+    returned holds the fragments of the last tasks only.  The leases over the
+    files of waiting and committing fragments (a few fragments per lease object,
+    so that an arrival rewrites one small lease) are renewed even when no task
     finishes for a long time (a concurrent ``compact`` keeps them).
     """
     state = handle.session.state()
-    lease = Lease(state.backend)  # takes over the workers' leases until their files are committed
+    # Takes over the workers' leases until their files are committed; in groups, so that
+    # an arrival rewrites one small lease however many fragments wait.
+    leases = LeaseGroups(state.backend)
     pending: list[Fragment] = []
     # Rows of the pending fragments and of the last of them, counted as they arrive: summed
     # at every step, a long wait before the first commit would cost quadratic time.
@@ -331,7 +334,7 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
     committer = _Committer(batch)
 
     def hold() -> None:
-        lease.hold([p for f in [*committer.fragments, *pending] for p in f.paths()])
+        leases.keep(f.task for f in [*committer.fragments, *pending])
 
     def step(finished: bool) -> None:
         """Collect a finished commit; start the next one when it is due."""
@@ -360,8 +363,8 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
     results = runner.results(tasks, max(1.0, min(RENEW_SECONDS, commit_interval)))
     try:
         for task, packed, error in results:
-            if task is None:  # no task finished for a while: keep the lease fresh, commit what waits
-                lease.renew()
+            if task is None:  # no task finished for a while: keep the leases fresh, commit what waits
+                leases.renew()
                 step(False)
                 continue
             unfinished -= 1
@@ -391,7 +394,8 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
             pending.append(frag)
             latest = _rows(frag)
             waiting += latest
-            hold()
+            leases.add(frag.task, frag.paths())
+            leases.renew()
             if frag.lease:
                 with contextlib.suppress(AtlasError):
                     state.backend.delete(frag.lease)
@@ -412,7 +416,7 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
     finally:
         results.close()  # no more tasks (a commit waiting for a task running alone may go on)
         committer.close()  # a commit running is waited for (its outcome is the store's)
-        lease.release()  # uncommitted files lose their protection: a compaction sweeps them
+        leases.release()  # uncommitted files lose their protection: a compaction sweeps them
 
 
 def _rows(frag: Fragment) -> int:
