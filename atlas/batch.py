@@ -16,6 +16,7 @@ values, attributes and, after ``flush``, the same bytes and stats.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -226,7 +227,10 @@ def _check_array(ds_name: str, name: Any, spec: Any) -> _Array:
         raise InvalidArgumentError(f"{where}: {len(dims_t)} dims {list(dims_t)} for data of rank {data.ndim}")
     dtype_name = _DTYPE_NAMES.get(data.dtype)
     if dtype_name is None:
-        dtype_name = dtypes.from_numpy_dtype(data.dtype, what=f"{data.dtype} of {where}")
+        # Interned: the very object the fast path of _array gives (the name in
+        # dtypes.DTYPE_NAMES), so the first array of a process and the later ones
+        # share it and a flush tells the batch alike by identity (staged_alike).
+        dtype_name = sys.intern(dtypes.from_numpy_dtype(data.dtype, what=f"{data.dtype} of {where}"))
         _DTYPE_NAMES[data.dtype] = dtype_name
     if not data.flags.c_contiguous:  # (never a 0-d array: ascontiguousarray would make it 1-d)
         data = np.ascontiguousarray(data)

@@ -12,7 +12,9 @@ from faults import FaultyBackend, patched_resolve
 from v1_stores import to_v1
 
 import atlas
+from atlas import batch as batch_module
 from atlas import errors
+from atlas.engine import staged
 
 BIG = 300_000  # float64 cells: more than one default chunk (1 MiB)
 
@@ -610,3 +612,20 @@ def test_a_batch_retried_after_a_commit_of_unknown_outcome(tmp_path, monkeypatch
     ds = _committed(tmp_path / "s", "q")
     assert ds.version == 1 and (ds.arrays["temp"].stats.minimum, ds.arrays["temp"].stats.maximum) == (4, 9)
     store.close()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8, np.float64])
+def test_the_first_batch_of_a_process_is_staged_alike(tmp_path, monkeypatch, dtype):
+    # A process that has staged nothing yet: no dtype name nor array schema remembered.
+    monkeypatch.setattr(batch_module, "_DTYPE_NAMES", {})
+    monkeypatch.setattr(batch_module, "_KNOWN", {})
+    values = np.arange(24).astype(dtype)
+    with atlas.Atlas.create(tmp_path / "s") as store:
+        store.add_datasets((f"d{i:03d}", {"temp": (["time"], values + i)}) for i in range(50))
+        state = store._st
+        metas = {m.arrays["temp"].slot: m.arrays["temp"] for m in state.pending.values()}
+        # the first array (checked in full) and the later ones (remembered) share their dtype name object
+        assert staged.staged_alike(metas, state.engine("temp").pending) is not None
+    with atlas.Atlas.open(tmp_path / "s") as store:
+        assert np.array_equal(store.open_dataset("d007").read_array("temp"), values + 7)
+        assert store.open_dataset("d049").array_stats("temp")["max"] == (values + 49).max()

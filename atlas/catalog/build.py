@@ -27,6 +27,7 @@ from atlas.metadata import DatasetMeta, gc_paused
 
 __all__ = [
     "BLOCK_ROWS",
+    "AlikeRows",
     "DTYPE_CODES",
     "KeyValues",
     "add_attribute_column",
@@ -61,6 +62,22 @@ _EXACT = frozenset(n for n in DTYPE_CODES if dtypes.is_integer(n)) | {"timestamp
 ABSENT, NO_STATS, NO_EXTREMES, EXTREMES = 0, 1, 2, 3
 #: Stats group flags: exact integer extremes present / string extremes present.
 FLAG_EXACT, FLAG_STRINGS = 1, 2
+
+
+class AlikeRows(list):
+    """Rows of datasets made alike (see :func:`~atlas.catalog.encoding.alike_arrays`), sorted
+    by name, with what the commit building them already knows, so that :func:`write_part`
+    does not take it from every row again.
+
+    ``alike`` is :func:`~atlas.catalog.encoding.alike_arrays` of the rows' datasets.
+    ``float_stats``, when not None, holds the stats of their arrays (a float dtype) in
+    row order, as their ``Stats`` objects say: ``(cells, null counts, minimums,
+    maximums, has extremes)``, the extremes as float64 (any value where there are none).
+    A plain list of the same rows writes the same part.
+    """
+
+    alike: tuple[int, str, list[Any]] | None = None
+    float_stats: tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def write_part(
@@ -122,22 +139,27 @@ def _write_part(
     # as not to hold them all.
     packed: list[bytes] | None = [] if n <= _PREPACK_ROWS else None
     columns = _attribute_values([{} if m is None else m.attributes for m in metas], packed)
-    # Rows made alike (a batch of new datasets) are told once for the part, not per block.
-    alike = alike_arrays(metas)
+    # Rows made alike (a batch of new datasets) are told once for the part, not per block,
+    # or by the commit that made the rows.
+    hint = rows if type(rows) is AlikeRows and ordered is rows else None
+    alike = alike_arrays(metas) if hint is None or hint.alike is None else hint.alike
+    float_stats = None if hint is None else hint.float_stats
     encode = RecordEncoder().encode_alike
     if packed is None or len(packed) != n:
         packed = None
 
     def block(start: int) -> bytes:
         span = slice(start, start + BLOCK_ROWS)
-        return record_block(encode(metas[span], None if packed is None else packed[span],
-                                   None if alike is None else (alike[0], alike[1], alike[2][span])))  # fmt: skip
+        given = None if alike is None else (alike[0], alike[1], alike[2][span])
+        if given is not None and float_stats is not None:
+            given += ((float_stats[0], *(column[span] for column in float_stats[1:])),)
+        return record_block(encode(metas[span], None if packed is None else packed[span], given))
 
     builder.add("record_blocks", builder.add_blocks("records", map(block, range(0, n, BLOCK_ROWS))), 8)
     attributes = [[key, add_attribute_values(builder, i, n, columns[key])]
                   for i, key in enumerate(sorted(k for k in columns if not is_internal_key(k)))]  # fmt: skip
     per_array = {alike[1]: (list(range(n)), alike[2])} if alike is not None else _arrays_by_name(metas)
-    arrays = [[name, _add_stats_group(builder, f"s{j}.", n, *per_array[name])]
+    arrays = [[name, _add_stats_group(builder, f"s{j}.", n, *per_array[name], float_stats)]
               for j, name in enumerate(sorted(per_array))]  # fmt: skip
     parts, size, index_offset, index_length, digest = builder.finish(n, BLOCK_ROWS, attributes, arrays)
     file = part_filename(generation, token)
@@ -350,11 +372,14 @@ def _arrays_by_name(metas: list[DatasetMeta | None]) -> dict[str, tuple[list[int
     return out
 
 
-def _add_stats_group(builder: PartBuilder, p: str, n: int, rows_of: list[int], ams: list[Any]) -> int:
+def _add_stats_group(
+    builder: PartBuilder, p: str, n: int, rows_of: list[int], ams: list[Any], float_stats: tuple | None = None
+) -> int:
     """Add the ``s{j}.*`` columns of one array name from its rows and arrays; returns the flags.
 
     The fields are taken from every array by C-level passes and scattered with
-    numpy: no Python step per row.
+    numpy: no Python step per row.  ``float_stats`` (see :class:`AlikeRows`), when
+    given, are the stats of every row (of a float dtype), taken as they are.
     """
     m = len(ams)
     rows = np.asarray(rows_of, dtype=np.int64)
@@ -373,8 +398,17 @@ def _add_stats_group(builder: PartBuilder, p: str, n: int, rows_of: list[int], a
     extents = np.fromiter(itertools.chain.from_iterable(shapes), dtype="<u8")
     schema[rows] = _schema_codes(interner, ams, fields)
     state[rows] = NO_STATS
-    has = np.fromiter(map(operator.is_not, stats, itertools.repeat(None)), dtype=bool, count=m)
     smin: list[str] | None = None
+    if float_stats is not None and m == n:
+        # What the branch below gives for float stats of every row, without visiting them.
+        cells, null_counts, lo, hi, ext = float_stats
+        count[:] = cells
+        nulls[:] = null_counts
+        state[:] = np.where(ext, EXTREMES, NO_EXTREMES)
+        fmin[ext], fmax[ext] = lo[ext], hi[ext]
+        has = np.zeros(0, dtype=bool)
+    else:
+        has = np.fromiter(map(operator.is_not, stats, itertools.repeat(None)), dtype=bool, count=m)
     if has.any():
         at = np.flatnonzero(has)
         r = rows[at]

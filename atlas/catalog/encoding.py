@@ -216,7 +216,7 @@ class RecordEncoder:
         self,
         metas: Sequence[DatasetMeta | None],
         attributes: Sequence[bytes] | None = None,
-        alike: tuple[int, str, list[ArrayMeta]] | None = None,
+        alike: tuple | None = None,
     ) -> list[bytes]:
         """:meth:`encode` of every row of ``metas``: the same bytes, by C-level passes for rows made alike.
 
@@ -227,7 +227,9 @@ class RecordEncoder:
         joined from those and the members packed once.  Other rows are encoded one
         by one.  ``attributes``, when given, are the rows' attribute maps packed;
         ``alike``, when given, is :func:`alike_arrays` of ``metas`` (a caller that
-        encodes a part block by block checks its rows once).
+        encodes a part block by block checks its rows once), possibly followed by
+        the float stats of the rows (``float_stats`` of
+        :class:`~atlas.catalog.build.AlikeRows`, sliced to ``metas``).
         """
         n = len(metas)
         joined = self._alike(metas, attributes, alike) if n else None
@@ -241,14 +243,14 @@ class RecordEncoder:
         self,
         metas: Sequence[DatasetMeta | None],
         attributes: Sequence[bytes] | None,
-        alike: tuple[int, str, list[ArrayMeta]] | None = None,
+        alike: tuple | None = None,
     ) -> list[bytes] | None:
         n = len(metas)
         if alike is None:
             alike = alike_arrays(metas)
             if alike is None:
                 return None
-        version, name, ams = alike
+        version, name, ams = alike[:3]
         first = ams[0]
         fields = list(itertools.chain.from_iterable(map(_ALIKE_FIELDS, ams)))
         # dtype, dims, chunk shape, shape equal in every row, no fill value, no attributes
@@ -257,19 +259,26 @@ class RecordEncoder:
                 return None
         if any(fields[5::6]) or type(first.shape) is not tuple:
             return None
-        stats = list(map(_STATS_OF, ams))
-        if any(map(operator.is_, stats, itertools.repeat(None))):
-            return None
         head, tail, members, floats = self._schema(first)
-        got = list(itertools.chain.from_iterable(map(_STATS_FIELDS, stats)))
-        lo, hi = got[2::4], got[3::4]
-        if floats:
-            if None in lo or None in hi:
-                return None
-            lo, hi = list(map(float, lo)), list(map(float, hi))
-            if not np.isfinite(np.array(lo + hi, dtype=np.float64)).all():  # NaN, inf: their v1 forms
-                return None
         pack = self._pack
+        given = alike[3] if len(alike) > 3 and floats else None
+        if given is not None:  # the rows' float stats, from the commit (see build.AlikeRows)
+            cells, null_counts, lo_a, hi_a, ext = given
+            if not ext.all() or not (np.isfinite(lo_a).all() and np.isfinite(hi_a).all()):
+                return None
+            counts, nulls, lo, hi = itertools.repeat(pack(cells)), null_counts.tolist(), lo_a.tolist(), hi_a.tolist()
+        else:
+            stats = list(map(_STATS_OF, ams))
+            if any(map(operator.is_, stats, itertools.repeat(None))):
+                return None
+            got = list(itertools.chain.from_iterable(map(_STATS_FIELDS, stats)))
+            counts, nulls, lo, hi = map(pack, got[0::4]), got[1::4], got[2::4], got[3::4]
+            if floats:
+                if None in lo or None in hi:
+                    return None
+                lo, hi = list(map(float, lo)), list(map(float, hi))
+                if not np.isfinite(np.array(lo + hi, dtype=np.float64)).all():  # NaN, inf: their v1 forms
+                    return None
         if attributes is None:
             attributes = list(map(pack, map(_ATTRIBUTES_OF, metas)))
         repeat = itertools.repeat
@@ -278,8 +287,8 @@ class RecordEncoder:
             repeat(_VERSION + pack(version) + _ATTRIBUTES), attributes,
             repeat(_ARRAYS + _MAP_HEADERS[1] + pack(name) + _MAP_HEADERS[members + 1] + _SLOT),
             map(pack, map(_SLOT_OF, ams)),
-            repeat(head + _SHAPE + pack(first.shape) + tail + _STATS_HEAD), map(pack, got[0::4]),
-            repeat(_NULL_COUNT), map(pack, got[1::4]), repeat(_MIN), map(pack, lo), repeat(_MAX), map(pack, hi),
+            repeat(head + _SHAPE + pack(first.shape) + tail + _STATS_HEAD), counts,
+            repeat(_NULL_COUNT), map(pack, nulls), repeat(_MIN), map(pack, lo), repeat(_MAX), map(pack, hi),
         )  # fmt: skip
         return list(map(b"".join, zip(*columns)))
 

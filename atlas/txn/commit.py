@@ -22,6 +22,7 @@ import numpy as np
 
 from atlas.backends.base import Version
 from atlas.catalog import CATALOG_DIR, CommitObject, encode_commit
+from atlas.catalog.build import AlikeRows
 from atlas.catalog.encoding import alike_arrays
 from atlas.engine.staged import StackedChunks, build_segment
 from atlas.errors import AtlasError, ConflictError, SegmentMissingError
@@ -83,6 +84,8 @@ def build_flush(state: WorkingState, reused: list[DatasetMeta] | None = None) ->
                 if slot not in done:
                     where = f"dataset {owner[slot]!r} array {array_name!r}"
                     meta.stats = state.array_stats(array_name, meta, where)
+    if type(rows) is AlikeRows:
+        rows.float_stats = _float_stats(rows.alike[2], stacked.get(rows.alike[1], []))
     files: list[NewFile] = []
     names = set(live_slots) | {n for n, e in state.engines.items() if e.spilled}
     for array_name in sorted(names):
@@ -194,7 +197,25 @@ def _created_alike(
     _, array_name, metas = alike
     if list(map(_STATS, metas)).count(None) != len(metas):
         return None
-    return list(zip(names, datasets)), array_name, metas
+    rows = AlikeRows(zip(names, datasets))
+    rows.alike = alike
+    return rows, array_name, metas
+
+
+def _float_stats(metas: list[ArrayMeta], groups: list[StackedChunks]) -> tuple | None:
+    """The stats of ``metas`` (in their order) when one stacked group of a float dtype
+    holds every one of them (see :class:`~atlas.catalog.build.AlikeRows`); else None."""
+    if len(groups) != 1 or groups[0].dtype not in ("float32", "float64") or len(groups[0]) != len(metas):
+        return None
+    g = groups[0]
+    slots = np.fromiter(map(_SLOT, metas), dtype=np.uint64, count=len(metas))
+    at = np.searchsorted(g.slots, slots)  # the group's rows are in slot order
+    if not np.array_equal(g.slots[np.minimum(at, len(g) - 1)], slots):
+        return None
+    cells = int(g.values.shape[1])
+    nulls = g.nulls[at]
+    # the float64 bits of each row's extremes (zero where every cell is null: no extremes)
+    return cells, nulls, g.min_bits.view(np.float64)[at], g.max_bits.view(np.float64)[at], nulls != cells
 
 
 def flush(state: WorkingState) -> Base:

@@ -221,3 +221,46 @@ def test_flush_of_a_batch_made_alike_commits_what_the_general_path_does(plan):
     slow = _store_answers(plan, False)
     # ids and slots are given in one order on both sides; the versions too
     assert fast == slow
+
+
+_FINITE = [0.0, 1.5, -2.25, 3e38, 7.0]
+_SPECIAL = [-0.0, math.inf, -math.inf, math.nan]
+
+
+@st.composite
+def float_batches(draw: st.DrawFn) -> list[tuple[str, dict, dict]]:
+    """A batch of one float array per dataset, inserted in any name order: rows made
+    alike, a few of them with special cells (all NaN, infinite, ±0 mixed) or of
+    another dtype or shape among them."""
+    names = draw(st.lists(dataset_names(), min_size=1, max_size=40, unique=True))
+    dtype = draw(st.sampled_from((np.float32, np.float64)))
+    size = draw(st.integers(1, 5))
+    special = set(draw(st.lists(st.integers(0, len(names) - 1), max_size=2)))
+    odd = set(draw(st.lists(st.integers(0, len(names) - 1), max_size=2)))
+    out = []
+    for i, name in enumerate(names):
+        cells = _FINITE + _SPECIAL if i in special else _FINITE
+        values = np.array(draw(st.lists(st.sampled_from(cells), min_size=size, max_size=size)), dtype=dtype)
+        if i in odd:
+            values = draw(st.sampled_from([np.arange(size, dtype=np.int32), values[:-1], np.append(values, 1.0)]))
+        out.append((name, {"temp": (["depth"], values)}, {"i": i}))
+    return out
+
+
+def _part_and_segment_bytes(entries: list, hint: bool) -> list[bytes]:
+    patches = [mock.patch.object(commit, "write_token", lambda: b"\x02" * 16)]
+    if not hint:  # the general path: rows copied one by one, every column taken from them
+        patches.append(mock.patch.object(commit, "_created_alike", lambda *args: None))
+    with tempfile.TemporaryDirectory() as tmp, contextlib_all(patches):
+        path = Path(tmp) / "s"
+        with atlas.Atlas.create(path) as store:
+            store.add_datasets(entries)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".cat", ".af"))
+        return [(f.relative_to(path).as_posix(), f.read_bytes()) for f in files]
+
+
+@given(float_batches())
+def test_part_written_with_the_stats_a_commit_hands_over_has_the_bytes_of_the_general_path(entries):
+    # The rows a commit of a batch made alike hands to write_part (AlikeRows: the
+    # rows' alike arrays and float stats, not taken from every row again).
+    assert _part_and_segment_bytes(entries, True) == _part_and_segment_bytes(entries, False)
