@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ from atlas import attributes, dtypes
 from atlas.errors import (
     ArrayExistsError,
     ArrayNotFoundError,
+    AtlasError,
     AttributeNotFoundError,
     InvalidArgumentError,
     SelectionError,
@@ -533,6 +534,71 @@ class DatasetView:
                 state.dataset(name)  # a missing dataset fails before the value is checked
             typed = attributes.normalize(value, dtype)
             state.touch(name).attributes[key] = typed
+
+    def set_attributes(self, values: Mapping[str, Any], dtype: Mapping[str, Any] | None = None) -> None:
+        """Set many typed dataset attributes at once: all of them, or none.
+
+        The bulk form of :meth:`set_attribute` (like ``attrs.update`` in h5py or
+        zarr): every key and value gets the same checks, and all are checked before
+        any is set, so a bad one raises the error ``set_attribute`` would raise
+        (its message naming the key) and leaves the dataset's attributes unchanged.
+        New keys keep the order of ``values``; a key already set keeps its place
+        and takes the new value.
+
+        Parameters
+        ----------
+        values : mapping of str to value
+            ``{key: value}``; values as :meth:`set_attribute` takes them.
+        dtype : mapping of str to dtype, optional
+            ``{key: dtype}``: the stored dtype of some keys of ``values`` (as the
+            ``dtype`` of :meth:`set_attribute`, range-checked); the other values'
+            dtypes are inferred.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``values`` or ``dtype`` is not a mapping, or ``dtype`` names a key
+            that ``values`` does not set (a ``ValueError``).
+        """
+        if not isinstance(values, Mapping):
+            raise InvalidArgumentError(f"set_attributes takes a mapping of key to value, got {type(values).__name__}")
+        forced: Mapping[str, Any] = {} if dtype is None else dtype
+        if not isinstance(forced, Mapping):
+            raise InvalidArgumentError(f"dtype must be a mapping of key to dtype, got {type(forced).__name__}")
+        extra = next((k for k in forced if k not in values), None)
+        if extra is not None:
+            raise InvalidArgumentError(f"dtype names attribute {extra!r}, which values does not set")
+        with self._lock:
+            state = self._writable("set attributes", list(values)[:3])
+            for key in values:
+                check_label(key, "attribute name")
+            name = self._name
+            if type(name) is not str or state.pending.get(name) is None:
+                state.dataset(name)  # a missing dataset fails before the values are checked
+            typed: dict[str, dict[str, Any]] = {}
+            for key, value in values.items():
+                try:
+                    typed[key] = attributes.normalize(value, forced.get(key))
+                except AtlasError as exc:
+                    raise type(exc)(f"attribute {key!r}: {exc}") from None
+            if typed:  # an empty update changes nothing, so the dataset is not rewritten
+                state.touch(name).attributes.update(typed)
+
+    def _stage_attributes(self, typed: Mapping[str, dict[str, Any]]) -> None:
+        """Stage attributes already in :func:`atlas.attributes.normalize`'s typed form.
+
+        The keys are checked here; the values must come from ``normalize`` (as the
+        xarray writer's plan does, which checks every value before anything is
+        staged).  Nothing is staged when a key is bad.
+        """
+        with self._lock:
+            session = self._session
+            state = session.working
+            if state is None or session.mode == "r":
+                state = self._writable("set attributes", list(typed)[:3])
+            for key in typed:
+                check_label(key, "attribute name")
+            state.touch(self._name).attributes.update(typed)
 
     def get_attribute(self, key: str, default: Any = None) -> Any:
         """The value of attribute ``key``, or ``default`` (None) when it is not set."""

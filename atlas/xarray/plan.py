@@ -66,12 +66,36 @@ class VarPlan:
     text_kind: str | None = None  # set while writing: the encoding of bytes data
     object_kind: str | None = None  # "str" or "bytes" for object data, once seen
     datetime_as_int: bool = False  # datetimes beyond the ns range: int64 counts of their own unit
+    #: chunk_shape is what ``define_array`` picks without one (it then checks the schema once per store).
+    default_chunks: bool = False
+    #: The dask array behind the variable (:func:`dask_data`), or None.
+    dask: Any = None
 
 
 @dataclass
 class DatasetPlan:
-    attributes: list[tuple[str, Any, Any]] = field(default_factory=list)
+    #: ``{store key: typed value}`` (:func:`atlas.attributes.normalize`'s form), in staging order.
+    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
     variables: list[VarPlan] = field(default_factory=list)
+
+    def put(self, key: str, value: Any, dtype: Any) -> None:
+        """Add the store attribute ``key`` (checked now: a bad value fails before anything is staged)."""
+        self.attributes[key] = attributes.normalize(value, dtype)
+
+    def put_texts(self, key: str, texts: list[str]) -> None:
+        """:meth:`put` of a list of ``str`` (only ``str``: the cache key compares them) as dtype string."""
+        # The layout's lists of names repeat from file to file: each list is checked once.
+        if len(texts) > _MAX_TEXT_LIST:  # a rare long list is not worth the memory
+            self.attributes[key] = attributes.normalize(texts, "string")
+            return
+        whole = tuple(texts)
+        known = _TEXT_LISTS.get(whole)
+        if known is None:
+            known = attributes.normalize(texts, "string")
+            if len(_TEXT_LISTS) >= _MAX_TYPED:
+                _TEXT_LISTS.clear()
+            _TEXT_LISTS[whole] = _fresh(known)
+        self.attributes[key] = _fresh(known)
 
 
 def _array_name(name: str) -> str:
@@ -198,11 +222,11 @@ def _check_chunks_arg(chunks: Any, all_dims: set[str], var_dims: Mapping[Any, tu
 def _disk_chunks(plan: VarPlan, chunks: Any) -> tuple[int, ...]:
     shape = plan.shape
     if not shape:
+        plan.default_chunks = True
         return ()
     itemsize = 8 if plan.store_dtype == "string" else dtypes.storage_dtype(plan.store_dtype).itemsize
     default = default_chunk_shape(shape, itemsize)
-    data = dask_data(plan.variable)
-    dask_chunks = data.chunks if data is not None else None
+    dask_chunks = plan.dask.chunks if plan.dask is not None else None
     out = []
     per_var = chunks.get(plan.name) if isinstance(chunks, _PerVariable) else None
     for axis, (dim, size) in enumerate(zip(plan.dims, shape)):
@@ -217,6 +241,7 @@ def _disk_chunks(plan: VarPlan, chunks: Any) -> tuple[int, ...]:
         else:
             c = default[axis]
         out.append(max(1, min(int(c or 1), size)) if size > 0 else 1)
+    plan.default_chunks = tuple(out) == default
     return tuple(out)
 
 
@@ -271,43 +296,96 @@ def _is_packed(vp: VarPlan) -> bool:
     return bool(vp.variable.encoding.get(CF_PACKED)) and vp.variable.dtype.kind in "iu"
 
 
+#: ``(is an array, dtype, shape, bytes) -> (typed value, kind marker)`` of the numpy attribute
+#: values seen so far: the files of a fleet repeat a few (fill values, valid ranges, flag
+#: values), and checking one costs more than a dict lookup.  Bounded; handed out as copies.
+_TYPED: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
+_MAX_TYPED = 4096
+#: ``tuple of str -> typed value`` of the lists of text :meth:`DatasetPlan.put` stored so far.
+_TEXT_LISTS: dict[tuple[str, ...], dict[str, Any]] = {}
+#: Lists of text of at most this many names are remembered in :data:`_TEXT_LISTS`.
+_MAX_TEXT_LIST = 256
+#: Array attributes of at most this many elements are remembered in :data:`_TYPED`.
+_MAX_TYPED_ARRAY = 64
+#: dtype kinds whose values are their bytes (no object pointers, no structured records).
+_BYTES_KINDS = frozenset("biufmMSU")
+
+
+def _fresh(typed: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a remembered typed value that shares no list with it (the values ``v``
+    of a list or array and the shape ``s`` of an array are its only lists)."""
+    out = typed.copy()
+    if type(out["v"]) is list:
+        out["v"] = list(out["v"])
+    if "s" in out:
+        out["s"] = list(out["s"])
+    return out
+
+
+def _typed_attr(value: Any, where: str, key: str, role: str = "attribute") -> tuple[dict[str, Any], str]:
+    """``(typed value, kind marker)`` of attribute (or encoding, ``role``) ``key``'s value;
+    ``where`` names its owner in errors."""
+    if type(value) is str and value.isascii():  # ASCII text is valid unicode: nothing to sanitise
+        return attributes.normalize(value), ""
+    cache_key = None
+    is_array = type(value) is np.ndarray
+    if ((is_array and value.size <= _MAX_TYPED_ARRAY) or isinstance(value, np.generic)) and (
+        value.dtype.kind in _BYTES_KINDS
+    ):
+        cache_key = (is_array, value.dtype, value.shape, value.tobytes())
+        known = _TYPED.get(cache_key)
+        if known is not None:
+            return _fresh(known[0]), known[1]
+    what = f"{where} {role} {key!r}"
+    stored, dtype, kind = encode_attr_value(value, what)
+    try:
+        typed = attributes.normalize(stored, dtype)
+    except AtlasError as exc:
+        raise type(exc)(f"{what}: {exc}") from None
+    if cache_key is not None:
+        if len(_TYPED) >= _MAX_TYPED:
+            _TYPED.clear()
+        _TYPED[cache_key] = (_fresh(typed), kind)
+    return typed, kind
+
+
 def _attr_entries(
-    attrs: Mapping[Any, Any], default_key: Any, taken: set[str], fallback: Any, where: str
-) -> tuple[list[tuple[str, Any, Any]], list[str], list[str], list[str]]:
-    """Store entries for one attrs dict plus the layout lists (names, keys, kinds)."""
-    entries, names, keys, kinds = [], [], [], []
+    plan: DatasetPlan, attrs: Mapping[Any, Any], prefix: str, taken: set[str], fallback: Any, where: str
+) -> tuple[list[str], list[str], list[str]]:
+    """Add the store entries of one attrs dict to ``plan``; the layout lists (names, keys, kinds).
+
+    An attribute is stored under ``prefix + name`` unless that key is empty, taken or
+    in the layout's namespace; then under ``fallback(position)``, listed in the keys.
+    """
+    names: list[str] = []
+    keys: list[str] = []
+    kinds: list[str] = []
+    entries = plan.attributes
     for j, (raw_key, value) in enumerate(attrs.items()):
         if not isinstance(raw_key, str):
             raise InvalidNameError(f"{where}: attribute name {raw_key!r} is not a str")
-        key = sanitize_text(raw_key)
-        what = f"{where} attribute {key!r}"
-        stored, dtype, kind = encode_attr_value(value, what)
-        try:
-            attributes.normalize(stored, dtype)
-        except AtlasError as exc:
-            raise type(exc)(f"{what}: {exc}") from None
-        legacy = default_key(key)
+        key = raw_key if raw_key.isascii() else sanitize_text(raw_key)
+        typed, kind = _typed_attr(value, where, key)
+        legacy = prefix + key
         if legacy and not legacy.startswith(PREFIX) and legacy not in taken:
             store_key, listed = legacy, ""
         else:
             store_key = listed = fallback(j)
         taken.add(store_key)
-        entries.append((store_key, stored, dtype))
+        entries[store_key] = typed
         names.append(key)
         keys.append(listed)
         kinds.append(kind)
-    return entries, names, keys, kinds
+    return names, keys, kinds
 
 
-def _layout_lists(prefix_key: Any, names: list[str], keys: list[str], kinds: list[str]) -> list[tuple[str, Any, Any]]:
-    out: list[tuple[str, Any, Any]] = []
+def _layout_lists(plan: DatasetPlan, prefix_key: Any, names: list[str], keys: list[str], kinds: list[str]) -> None:
     if names:
-        out.append((prefix_key("attrs"), names, "string"))
+        plan.put_texts(prefix_key("attrs"), names)
         if any(keys):
-            out.append((prefix_key("attr_keys"), keys, "string"))
+            plan.put_texts(prefix_key("attr_keys"), keys)
         if any(kinds):
-            out.append((prefix_key("attr_kinds"), kinds, "string"))
-    return out
+            plan.put_texts(prefix_key("attr_kinds"), kinds)
 
 
 def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
@@ -318,6 +396,7 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
     chunks = _check_chunks_arg(chunks, all_dims, {k: tuple(v.dims) for k, v in ds.variables.items()})
     arrays_seen: dict[str, str] = {}
     coord_names = set(ds.coords)
+    indexes = ds.indexes  # built on each access: once, not once per variable
     for i, (name, var) in enumerate(ds.variables.items()):
         where = where_var(name)
         validate_label(name, f"{where}: variable name")
@@ -327,7 +406,7 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
         arrays_seen[array] = name
         for d in var.dims:
             validate_label(d, f"{where}: dimension name")
-        if isinstance(ds.indexes.get(name), pd.MultiIndex):
+        if isinstance(indexes.get(name), pd.MultiIndex):
             raise DTypeError(f"{where} is a pandas MultiIndex, which is not supported; call ds.reset_index() first")
         store_dtype, restore = _storage_kind(var, where)
         vp = VarPlan(
@@ -341,55 +420,54 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
             restore,
             name in coord_names,
         )
-        if var.dtype.kind == "O" and dask_data(var) is None and 0 < var.size <= 4096:
+        vp.dask = dask_data(var)
+        if var.dtype.kind == "O" and vp.dask is None and 0 < var.size <= 4096:
             object_strings(list(np.asarray(var.values).reshape(-1)), where)  # fail early on small ones
         vp.chunk_shape = _disk_chunks(vp, chunks)
         vp.fill = _fill_for(vp)
         plan.variables.append(vp)
     taken: set[str] = set()
-    entries, names, keys, kinds = _attr_entries(ds.attrs, lambda k: k, taken, lambda j: f"{PREFIX}/a/{j}", "dataset")
-    plan.attributes += entries
-    packed = any(_is_packed(vp) for vp in plan.variables)
-    plan.attributes.append((PREFIX, LAYOUT_PACKED if packed else 1, "int64"))
-    plan.attributes += _layout_lists(lambda w: f"{PREFIX}/{w}", names, keys, kinds)
-    plan.attributes.append((K_VARS, [v.name for v in plan.variables], "string"))
+    names, keys, kinds = _attr_entries(plan, ds.attrs, "", taken, lambda j: f"{PREFIX}/a/{j}", "dataset")
+    packed = {vp.index for vp in plan.variables if _is_packed(vp)}
+    plan.put(PREFIX, LAYOUT_PACKED if packed else 1, "int64")
+    _layout_lists(plan, lambda w: f"{PREFIX}/{w}", names, keys, kinds)
+    plan.put_texts(K_VARS, [v.name for v in plan.variables])
     if any(v.array != v.name for v in plan.variables):
-        plan.attributes.append((K_ARRAYS, [v.array for v in plan.variables], "string"))
-    plan.attributes.append((K_COORDS, [v.is_coord for v in plan.variables], "bool"))
+        plan.put_texts(K_ARRAYS, [v.array for v in plan.variables])
+    plan.put(K_COORDS, [v.is_coord for v in plan.variables], "bool")
     for vp in plan.variables:
         i = vp.index
         where = where_var(vp.name)
-        entries, names, keys, kinds = _attr_entries(
-            vp.variable.attrs, lambda k, a=vp.array: f"{a}.{k}", taken, lambda j, i=i: vkey(i, f"a/{j}"), where
+        names, keys, kinds = _attr_entries(
+            plan, vp.variable.attrs, f"{vp.array}.", taken, lambda j, i=i: vkey(i, f"a/{j}"), where
         )
-        plan.attributes += entries
-        plan.attributes += _layout_lists(lambda w, i=i: vkey(i, w), names, keys, kinds)
+        _layout_lists(plan, lambda w, i=i: vkey(i, w), names, keys, kinds)
         if vp.restore_dtype:
-            plan.attributes.append((vkey(i, "dtype"), vp.restore_dtype, "string"))
-        if _is_packed(vp):
-            plan.attributes.append((vkey(i, "cf"), "mask_and_scale", "string"))
+            plan.put(vkey(i, "dtype"), vp.restore_dtype, "string")
+        if vp.index in packed:
+            plan.put(vkey(i, "cf"), "mask_and_scale", "string")
         enc_names, enc_kinds = [], []
+        encoding = vp.variable.encoding
         for key in ENCODING_KEYS:
-            if key not in vp.variable.encoding:
+            if key not in encoding:
                 continue
-            value = vp.variable.encoding[key]
+            value = encoding[key]
             if key == "dtype":
                 with contextlib.suppress(TypeError):
                     value, kind = np.dtype(value).str, "npdtype"
-                    plan.attributes.append((vkey(i, f"e/{len(enc_names)}"), value, "string"))
+                    plan.put(vkey(i, f"e/{len(enc_names)}"), value, "string")
                     enc_names.append(key)
                     enc_kinds.append(kind)
                 continue
             try:
-                stored, dtype, kind = encode_attr_value(value, f"{where} encoding {key!r}")
-                attributes.normalize(stored, dtype)
+                typed, kind = _typed_attr(value, where, key, "encoding")
             except AtlasError:
                 continue  # encoding is advisory: an unstorable entry is dropped
-            plan.attributes.append((vkey(i, f"e/{len(enc_names)}"), stored, dtype))
+            plan.attributes[vkey(i, f"e/{len(enc_names)}")] = typed
             enc_names.append(key)
             enc_kinds.append(kind)
         if enc_names:
-            plan.attributes.append((vkey(i, "encoding"), enc_names, "string"))
+            plan.put_texts(vkey(i, "encoding"), enc_names)
             if any(enc_kinds):
-                plan.attributes.append((vkey(i, "encoding_kinds"), enc_kinds, "string"))
+                plan.put_texts(vkey(i, "encoding_kinds"), enc_kinds)
     return plan

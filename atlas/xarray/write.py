@@ -29,7 +29,7 @@ from atlas.xarray.conversions import (
     vkey,
     where_var,
 )
-from atlas.xarray.plan import VarPlan, dask_data, plan_dataset
+from atlas.xarray.plan import VarPlan, plan_dataset
 
 if TYPE_CHECKING:
     from atlas.dataset import DatasetView
@@ -97,7 +97,7 @@ def _blocks(vp: VarPlan) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
         return
     if any(s == 0 for s in vp.shape):
         return
-    data = dask_data(var)
+    data = vp.dask
     itemsize = max(var.dtype.itemsize, 8)
     if data is not None:
         new_chunks = []
@@ -255,16 +255,18 @@ def add_xr_dataset(
 def _write_new(store: Atlas, plan: Any, name: str) -> DatasetView:
     view = store.create_dataset(name)
     try:
-        for key, value, dtype in plan.attributes:
-            view.set_attribute(key, value, dtype)
+        view._stage_attributes(plan.attributes)  # checked by plan_dataset
         for vp in plan.variables:
-            view.define_array(vp.array, vp.store_dtype, vp.dims, vp.shape, vp.chunk_shape, vp.fill)
+            chunk_shape = None if vp.default_chunks else vp.chunk_shape  # None: the same shape, checked once
+            view.define_array(vp.array, vp.store_dtype, vp.dims, vp.shape, chunk_shape, vp.fill)
+        found: dict[str, str] = {}  # what writing found out: the text encoding of bytes data
         for vp in plan.variables:
             _write_variable(view, vp)
             if vp.text_kind:
-                view.set_attribute(vkey(vp.index, "text"), vp.text_kind, "string")
+                found[vkey(vp.index, "text")] = vp.text_kind
                 if vp.restore_dtype is None:
-                    view.set_attribute(vkey(vp.index, "dtype"), "|O", "string")
+                    found[vkey(vp.index, "dtype")] = "|O"
+        view.set_attributes(found, dtype=dict.fromkeys(found, "string"))
     except BaseException:
         with contextlib.suppress(Exception):
             store.delete_dataset(name)
