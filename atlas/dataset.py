@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from atlas import attributes, dtypes
+from atlas.chunk_shape import DEFAULT_CHUNK_BYTES, default_chunk_shape, default_chunks
 from atlas.errors import (
     ArrayExistsError,
     ArrayNotFoundError,
@@ -25,10 +25,8 @@ from atlas.names import validate_label
 from atlas.selection import array_names, check_label, check_new_array_name, fast_box, int_tuple, resolve_box
 from atlas.txn.state import WorkingState
 
-__all__ = ["DatasetView", "default_chunk_shape"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "DatasetView", "default_chunk_shape"]
 
-#: Target size of a default chunk, in bytes.
-DEFAULT_CHUNK_BYTES = 1 << 20
 _INT64_MAX = int(np.iinfo(np.int64).max)
 #: ``(dtype, dims, shape) -> (dtype name, dims, shape, chunk shape)`` of the
 #: ``define_array`` calls without a chunk shape that passed every check: a store's
@@ -62,28 +60,6 @@ def _plain_ints(value: Any) -> tuple[int, ...] | None:
     if type(value) in (list, tuple) and all(type(v) is int for v in value):
         return tuple(value)
     return None
-
-
-def default_chunk_shape(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
-    """The chunk shape used when ``define_array`` gets none.
-
-    The whole array is one chunk when it is at most :data:`DEFAULT_CHUNK_BYTES`;
-    otherwise the longest axis is halved until a chunk fits that size (the same
-    idea as zarr's chunk guess, so whole rows of the last axis stay together
-    longest).
-    """
-    return _default_chunks(tuple(int(s) for s in shape), int(itemsize))
-
-
-@functools.lru_cache(maxsize=1024)  # the shapes of a store's datasets repeat
-def _default_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    chunk = [max(1, s) for s in shape]
-    while math.prod(chunk) * itemsize > DEFAULT_CHUNK_BYTES:
-        axis = max(range(len(chunk)), key=lambda a: (chunk[a], -a))
-        if chunk[axis] == 1:
-            break
-        chunk[axis] = -(-chunk[axis] // 2)
-    return tuple(chunk)
 
 
 class DatasetView:
@@ -239,7 +215,7 @@ class DatasetView:
         itemsize = 8 if dtype_name == "string" else dtypes.storage_dtype(dtype_name).itemsize
         if chunk_shape is None:
             # At most DEFAULT_CHUNK_BYTES, so far below MAX_CHUNK_CELLS: no check needed.
-            return dtype_name, dims_t, shape_t, _default_chunks(shape_t, itemsize)
+            return dtype_name, dims_t, shape_t, default_chunks(shape_t, itemsize)
         chunks = int_tuple(chunk_shape, f"{where}: chunk_shape")
         if len(chunks) != len(shape_t):
             raise InvalidArgumentError(
@@ -584,22 +560,6 @@ class DatasetView:
             if typed:  # an empty update changes nothing, so the dataset is not rewritten
                 state.touch(name).attributes.update(typed)
 
-    def _stage_attributes(self, typed: Mapping[str, dict[str, Any]]) -> None:
-        """Stage attributes already in :func:`atlas.attributes.normalize`'s typed form.
-
-        The keys are checked here; the values must come from ``normalize`` (as the
-        xarray writer's plan does, which checks every value before anything is
-        staged).  Nothing is staged when a key is bad.
-        """
-        with self._lock:
-            session = self._session
-            state = session.working
-            if state is None or session.mode == "r":
-                state = self._writable("set attributes", list(typed)[:3])
-            for key in typed:
-                check_label(key, "attribute name")
-            state.touch(self._name).attributes.update(typed)
-
     def get_attribute(self, key: str, default: Any = None) -> Any:
         """The value of attribute ``key``, or ``default`` (None) when it is not set."""
         with self._lock:
@@ -614,3 +574,19 @@ class DatasetView:
                 raise AttributeNotFoundError(f"dataset {self._name!r} has no attribute {key!r}")
             del state.touch(self._name).attributes[key]
 
+
+def stage_typed_attributes(view: DatasetView, typed: Mapping[str, dict[str, Any]]) -> None:
+    """Stage attributes already in :func:`atlas.attributes.normalize`'s typed form.
+
+    For the package's writers (the xarray plan checks every value before anything
+    is staged), not for users: :meth:`DatasetView.set_attributes` checks values.
+    The keys are checked here; nothing is staged when one is bad.
+    """
+    with view._lock:
+        session = view._session
+        state = session.working
+        if state is None or session.mode == "r":
+            state = view._writable("set attributes", list(typed)[:3])
+        for key in typed:
+            check_label(key, "attribute name")
+        state.touch(view._name).attributes.update(typed)

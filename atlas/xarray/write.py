@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from atlas.dataset import stage_typed_attributes
 from atlas.errors import DTypeError, InvalidArgumentError, ReadOnlyError, ValueOverflowError
 from atlas.names import validate_name
 from atlas.xarray.conversions import (
@@ -255,7 +256,7 @@ def add_xr_dataset(
 def _write_new(store: Atlas, plan: Any, name: str) -> DatasetView:
     view = store.create_dataset(name)
     try:
-        view._stage_attributes(plan.attributes)  # checked by plan_dataset
+        stage_typed_attributes(view, plan.attributes)  # checked by plan_dataset
         for vp in plan.variables:
             chunk_shape = None if vp.default_chunks else vp.chunk_shape  # None: the same shape, checked once
             view.define_array(vp.array, vp.store_dtype, vp.dims, vp.shape, chunk_shape, vp.fill)
