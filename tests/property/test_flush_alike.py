@@ -332,3 +332,43 @@ def test_rows_handed_over_without_their_alike_arrays_take_no_float_stats():
     n = len(rows)
     rows.float_stats = (4, np.zeros(n, np.int64), np.full(n, -5.0), np.full(n, 5.0), np.ones(n, dtype=bool))
     assert _written(rows, "none") == _written(list(rows), "none")
+
+
+_KINDS = {
+    np.float32: [0.0, 1.5, -2.25, 3e38, math.nan, math.inf],
+    np.float64: [0.0, 1.5, -2.25, 1e300, math.nan, -math.inf],
+    np.int16: [0, 1, -7, 32767, -32768],
+    np.uint8: [0, 1, 255],
+    np.bool_: [False, True],
+    np.dtype("datetime64[ns]"): [0, 1, -(2**63), 2**62],
+}
+
+
+@st.composite
+def batches_with_fill_values(draw: st.DrawFn) -> list[tuple[str, dict, dict]]:
+    """A batch made alike of any dtype, every array with one fill value (some cells
+    equal to it) or none, of cells, no cell (empty) or rank 0; maybe a few rows
+    without the fill value, maybe float cells of -0.0."""
+    # at least VECTOR_STATS_MIN rows, so that the chunks are stacked; floats most often
+    names = draw(st.lists(dataset_names(), min_size=staged.VECTOR_STATS_MIN, max_size=30, unique=True))
+    kind = draw(st.sampled_from([np.float32, np.float64, *_KINDS]))
+    floats = kind in (np.float32, np.float64)
+    cells = _KINDS[kind] + ([-0.0] if floats and draw(st.booleans()) else [])
+    shape = draw(st.sampled_from([(), (0,), (1,), (3,), (2, 2)]))
+    fill = draw(st.sampled_from([None, *cells[:3], *([math.nan, -0.0] if floats else [])]))
+    odd = set(draw(st.lists(st.integers(0, len(names) - 1), max_size=2))) if draw(st.booleans()) else set()
+    out = []
+    for i, name in enumerate(names):
+        size = math.prod(shape)
+        values = np.array(draw(st.lists(st.sampled_from(cells), min_size=size, max_size=size)))
+        values = values.astype(np.int64).view(kind) if kind == np.dtype("datetime64[ns]") else values.astype(kind)
+        values = values.reshape(shape)
+        dims = ["x", "y"][: len(shape)]
+        spec = (dims, values) if fill is None or i in odd else (dims, values, fill)
+        out.append((name, {"temp": spec}, {}))
+    return out
+
+
+@given(batches_with_fill_values())
+def test_batch_with_fill_values_empty_or_scalar_arrays_has_the_bytes_of_the_general_path(entries):
+    assert _part_and_segment_bytes(entries, True) == _part_and_segment_bytes(entries, False)
