@@ -85,6 +85,8 @@ class AlikeRows(list):
 
 
 def _forgetting(change: Any) -> Any:
+    """``change`` (a list method changing the list in place) that first drops the rows' hints."""
+
     def changed(self: AlikeRows, *args: Any, **kwargs: Any) -> Any:
         self.alike = self.float_stats = None
         return change(self, *args, **kwargs)
