@@ -230,6 +230,13 @@ _AFTER_A_VALID_RECORD = {
     "a-value-nil": lambda o: o["attributes"].update(platform=None),
     "a-list-value": lambda o: o["attributes"].update(platform={"t": "int64", "v": [1, 2], "k": "list"}),
     "a-bad-list-value": lambda o: o["attributes"].update(platform={"t": "int64", "v": [1, "x"], "k": "list"}),
+    # values that decode as MessagePack into a type or range the attribute's dtype forbids
+    "uint8-negative": lambda o: o["attributes"].update(cycle={"t": "uint8", "v": -1}),
+    "float32-overflow": lambda o: o["attributes"].update(cycle={"t": "float32", "v": 1e300}),
+    "bool-as-int": lambda o: o["attributes"].update(cycle={"t": "bool", "v": 1}),
+    "timestamp-as-float": lambda o: o["attributes"].update(cycle={"t": "timestamp_nanoseconds", "v": 1.5}),
+    "ext-type-value": lambda o: o["attributes"].update(cycle={"t": "int64", "v": msgpack.ExtType(5, b"x")}),
+    "value-a-map-of-a-valid-value": lambda o: o["attributes"].update(cycle={"t": "int64", "v": {"t": "int64"}}),
 }
 
 
@@ -273,4 +280,88 @@ def test_a_text_value_with_bytes_that_are_not_utf8_is_refused_after_a_valid_one(
     ref = task_part(store, ROWS[:2], edit)
     relabel(store, ref, ["ds0"])
     with pytest.raises(CorruptStoreError, match=r"row 1: dataset record does not follow the format"):
+        relabel(store, ref, ["ds0", "ds1"])
+
+
+def _float_chunks(o):
+    o["chunk_shape"] = [float(c) for c in o["chunk_shape"]]
+
+
+def _int_fill(o):
+    o["fill_value"] = int(o["fill_value"])
+
+
+def _bool_chunks(o):
+    o["chunk_shape"] = [c == 1 for c in o["chunk_shape"]]
+
+
+#: A template (the ``schemas`` column) equal to the records' array objects as Python values
+#: (``4 == 4.0 == True``) but not as the reader decodes it: a float chunk extent fails the
+#: array checks (no bulk read could decode it), an int fill value of a float array decodes
+#: but is not the template the record's array gives (``verify`` calls the part damaged).
+_FORGED_TEMPLATES = {"chunk-extent-a-float": (_float_chunks, 4), "fill-value-an-int": (_int_fill, 4),
+                     "chunk-extent-a-bool": (_bool_chunks, 1)}  # fmt: skip
+
+
+@pytest.mark.parametrize(("forge", "chunk"), list(_FORGED_TEMPLATES.values()), ids=list(_FORGED_TEMPLATES))
+def test_a_template_the_reader_decodes_otherwise_than_the_record_is_refused(monkeypatch, forge, chunk):
+    from atlas.catalog import schemas
+
+    honest = schemas.template_bytes
+
+    def forged(am):
+        obj = msgpack.unpackb(honest(am), raw=False)
+        forge(obj)
+        return msgpack.packb(obj, use_bin_type=True)
+
+    rows = [(name, dataclasses.replace(ds, arrays={"temp": dataclasses.replace(ds.arrays["temp"], fill_value=2.0,
+                                                                                chunk_shape=(chunk,))}))
+            for name, ds in ROWS]  # fmt: skip
+    store = Store()
+    with monkeypatch.context() as m:
+        m.setattr(schemas, "template_bytes", forged)
+        ref = task_part(store, rows)
+    with pytest.raises(CorruptStoreError, match=r"row 0: array 'temp' disagrees with the schema columns"):
+        relabel(store, ref, ["ds0"])
+
+
+def task_part_with_column(store: Store, ref: PartRef, column: str, change) -> PartRef:
+    """``ref`` (in ``store``) with its fixed-width column ``column`` forged by ``change(values)`` in place."""
+    reader = PartReader(ref, store.read_range)
+    index = reader.index
+    builder = PartBuilder(1, secrets.token_bytes(16), "zstd")
+    for name in index.columns:
+        if name == column:
+            values = reader.fixed(name).copy()
+            change(values)
+            builder.add(name, values, values.dtype.itemsize)
+        elif name not in ("records", "record_blocks"):
+            builder.add(name, reader.column_bytes(name, None))
+    blocks = [reader.block(k) for k in range(reader.block_table().shape[0])]
+    records = [data[offsets[i] : offsets[i + 1]] for offsets, data in blocks for i in range(len(offsets) - 1)]
+    blocks = [record_block(records[b : b + BLOCK_ROWS]) for b in range(0, len(records), BLOCK_ROWS)]
+    builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
+    parts, size, offset, length, digest = builder.finish(index.rows, BLOCK_ROWS, index.attributes, index.arrays)
+    forged = PartRef("000000000001-" + secrets.token_hex(8) + ".cat", size, offset, length, digest, ref.rows, 1, 1)
+    return store.put(forged, parts)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [(200, r"dtype code of array 'temp' is out of range"),
+     ("another", r"row 1: array 'temp' disagrees with the stats columns \(dtype\)")],
+    ids=["out-of-range", "another-dtype"],
+)  # fmt: skip
+def test_a_dtype_code_other_than_the_records_is_refused(code, message):
+    """The stats ``dtype`` column answers searches by dtype: a code out of range would make the
+    committed part fail ``verify`` and every such search, another dtype's would answer them wrongly."""
+    from atlas.catalog.build import DTYPE_CODES
+
+    def change(values):
+        values[1] = DTYPE_CODES.index("int16") if code == "another" else code
+
+    store = Store()
+    ref = task_part_with_column(store, task_part(store, ROWS), "s0.dtype", change)
+    relabel(store, ref, ["ds0", "ds2"])  # the forged row is not committed: nothing to refuse
+    with pytest.raises(CorruptStoreError, match=message):
         relabel(store, ref, ["ds0", "ds1"])

@@ -198,3 +198,42 @@ def test_a_commit_error_no_caller_sees_is_logged(tmp_path, monkeypatch, caplog):
     assert "the commit task was lost" in caplog.text
     with atlas.Atlas.open(path, "r") as store:
         assert store.list_datasets() == [] and store.verify() == []
+
+
+def test_the_rows_waiting_are_counted_once_per_fragment(tmp_path, monkeypatch):
+    """No commit is due by size before most sources returned, so many fragments may wait: the
+    main loop counts each fragment's rows once (summing them all at every step was quadratic)."""
+    from atlas.distributed import client
+
+    path = tmp_path / "s.atlas"
+    atlas.Atlas.create(path).close()
+    counted = []
+    original = client._rows
+    monkeypatch.setattr(client, "_rows", lambda frag: counted.append(frag) or original(frag))
+    report = atlas.ingest(_quick_sources(24), path, workers=2, batch=1, commit_interval=3600)
+    assert report.datasets == 24
+    assert len(counted) <= 24  # one count per fragment (summing them at every step counted 209)
+    with atlas.Atlas.open(path, "r") as store:
+        assert sorted(store.list_datasets()) == sorted(f"d{i}" for i in range(24)) and store.verify() == []
+
+
+def test_the_client_leases_fragments_in_small_groups(tmp_path, monkeypatch):
+    """Each lease the client writes names the files of a bounded number of fragments: one lease
+    over every waiting file, rewritten at each arrival, wrote bytes quadratic in the fragments."""
+    from atlas.distributed import client
+    from atlas.txn import leases
+
+    monkeypatch.setattr(client, "LeaseGroups", functools.partial(leases.LeaseGroups, per_lease=4))
+    written = []
+    original = leases.encode_lease
+    monkeypatch.setattr(leases, "encode_lease", lambda fs, now: written.append(sorted(fs)) or original(fs, now))
+    path = tmp_path / "s.atlas"
+    atlas.Atlas.create(path).close()
+    report = atlas.ingest(_quick_sources(24), path, workers=2, batch=1, commit_interval=3600)
+    assert report.datasets == 24 and written
+    # A fragment of one file has its segment and its task part: four fragments name at most 8 files.
+    assert max(len(files) for files in written) <= 4 * 2, written
+    assert sum(len(files) for files in written) <= 24 * 2 * 4  # each file rewritten a bounded number of times
+    with atlas.Atlas.open(path, "r") as store:
+        assert store.verify() == [] and len(store.list_datasets()) == 24
+    assert not list(path.glob("_leases/*.lease"))

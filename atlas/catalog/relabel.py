@@ -12,10 +12,10 @@ map header, ``"id"``, the id, ``"version"``, the version (the writer's own order
 The rows come from processes that are not trusted to be right: each record's head
 must be exactly what the writer writes and carry the key columns' id and version,
 its arrays must be the ones the stats and schema columns describe (names, slots,
-shapes, templates, stats states and counts), the whole record must decode as a
-reader decodes it (its attributes and stats extremes are in no compared column,
-but a record that does not decode could not be opened once committed), and every
-slot must lie in the range the caller gives; anything else raises
+shapes, templates as a reader decodes them, dtype codes, stats states and counts), the whole
+record must decode as a reader decodes it (its attributes and stats extremes are
+in no compared column, but a record that does not decode could not be opened once
+committed), and every slot must lie in the range the caller gives; anything else raises
 :class:`~atlas.errors.CorruptStoreError` naming the part and the row.
 """
 
@@ -28,15 +28,15 @@ from dataclasses import dataclass
 import msgpack
 import numpy as np
 
-from atlas.catalog.build import BLOCK_ROWS, EXTREMES, NO_STATS, record_block
+from atlas.catalog.build import BLOCK_ROWS, DTYPE_CODES, EXTREMES, NO_STATS, record_block
 from atlas.catalog.commit import PartRef, part_filename
 from atlas.catalog.encoding import encode_strings
 from atlas.catalog.layout import PartBuilder
 from atlas.catalog.merging import add_search_columns
 from atlas.catalog.part import PartReader, ReadRange
-from atlas.catalog.schemas import SchemaTable, read_schema_table
+from atlas.catalog.schemas import SchemaTable, read_schema_table, template_bytes
 from atlas.errors import CorruptStoreError
-from atlas.metadata import array_from_dict, attributes_from_dict, gc_paused
+from atlas.metadata import ArrayMeta, array_from_dict, attributes_from_dict, gc_paused
 
 __all__ = ["Selection", "relabel_parts"]
 
@@ -47,6 +47,8 @@ _ATTRIBUTES = b"\xaaattributes"
 #: MessagePack unsigned integer tags and their payload sizes (positive fixints aside).
 _UINT = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 _STATS_KEYS = frozenset(("row_count", "null_count", "min", "max"))
+#: The stats ``dtype`` column's code of each dtype name.
+_DTYPE_CODE = {name: code for code, name in enumerate(DTYPE_CODES)}
 #: Parts up to this size are read whole (a task part of 64 files is a few hundred kB).
 _WHOLE_LIMIT = 64 << 20
 
@@ -118,8 +120,9 @@ def _relabel_columns(selections: Sequence[Selection], read_range: ReadRange, gen
     builder.add("tombstone", np.zeros(n, dtype="u1"))
     records: list[bytes | None] = [None] * n
     valid: set[bytes] = set()  # attribute values found valid (see _arrays_of)
+    templates: dict[bytes, bytes] = {}  # array objects' templates as a reader rebuilds them (see _check_arrays)
     for sel, reader, r, p, i in zip(selections, readers, rows, pos, ids):
-        _relabel_records(reader, sel.slots, r, p, i, generation, records, valid)
+        _relabel_records(reader, sel.slots, r, p, i, generation, records, valid, templates)
     blocks = (record_block(records[b : b + BLOCK_ROWS]) for b in range(0, n, BLOCK_ROWS))  # type: ignore[arg-type]
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
     attributes, arrays = add_search_columns(readers, rows, pos, n, builder, used_only=True)
@@ -144,10 +147,11 @@ def _rows_of(reader: PartReader, sel: Selection) -> np.ndarray:
 
 def _relabel_records(reader: PartReader, slots: tuple[int, int], rows: np.ndarray, pos: np.ndarray,
                      ids: np.ndarray, generation: int, out: list[bytes | None],
-                     valid: set[bytes]) -> None:  # fmt: skip
+                     valid: set[bytes], templates: dict[bytes, bytes]) -> None:  # fmt: skip
     """Put each row's record, head rewritten, at its position in ``out``; check it against the columns.
 
-    ``valid``: attribute values already found valid (see :func:`_arrays_of`).
+    ``valid``: attribute values already found valid (see :func:`_arrays_of`);
+    ``templates``: templates already rebuilt (see :func:`_check_arrays`).
     """
     tables = _tables(reader, rows, slots)
     old_ids, old_versions = reader.fixed("id")[rows].tolist(), reader.fixed("version")[rows].tolist()
@@ -164,7 +168,7 @@ def _relabel_records(reader: PartReader, slots: tuple[int, int], rows: np.ndarra
         record = memoryview(data)[offsets[i] : offsets[i + 1]]
         where = f"{reader.where} row {row}"
         rest = _parse_head(record, old_id, old_version, where)
-        _check_arrays(_arrays_of(record, rest, where, valid), tables, row, where)
+        _check_arrays(*_arrays_of(record, rest, where, valid), tables, row, where, templates)
         out[at] = b"".join((_HEAD, msgpack.packb(new_id), _VERSION, version, record[rest:]))
 
 
@@ -195,8 +199,9 @@ def _parse_head(record: memoryview, key_id: int, key_version: int, where: str) -
     return at
 
 
-def _arrays_of(record: memoryview, at: int, where: str, valid: set[bytes]) -> dict:
-    """The ``arrays`` member of ``record`` as plain MessagePack, once the record decodes as a reader decodes it.
+def _arrays_of(record: memoryview, at: int, where: str, valid: set[bytes]) -> tuple[dict, dict[str, ArrayMeta]]:
+    """The ``arrays`` member of ``record`` as plain MessagePack and as a reader decodes it, once the whole
+    record decodes as a reader decodes it.
 
     The attributes and the stats extremes are in no column the record is compared
     with, yet a record whose attributes or arrays do not decode could not be opened
@@ -224,11 +229,10 @@ def _arrays_of(record: memoryview, at: int, where: str, valid: set[bytes]) -> di
             raise ValueError("bytes after the arrays")
         if not isinstance(arrays, dict) or not all(isinstance(a, dict) for a in arrays.values()):
             raise ValueError("arrays are not maps")
-        for am in arrays.values():
-            array_from_dict(am)
+        metas = {name: array_from_dict(am) for name, am in arrays.items()}
     except Exception as exc:  # every decoder or schema failure is damage, as the reader says it
         raise CorruptStoreError(f"{where}: dataset record does not follow the format: {exc}") from None
-    return arrays
+    return arrays, metas
 
 
 def _check_attributes(unpacker: msgpack.Unpacker, body: bytes, valid: set[bytes]) -> None:
@@ -293,7 +297,11 @@ class _Columns:
     """The columns of one array's stats group that a record is checked against."""
 
     table: SchemaTable
+    #: Each template packed again, as ``verify`` compares them (:meth:`SchemaTable.template_bytes`).
+    packed: list[bytes]
     state: np.ndarray
+    #: The dtype codes searches by dtype answer from (:data:`~atlas.catalog.build.DTYPE_CODES`).
+    dtype: np.ndarray
     row_count: np.ndarray
     null_count: np.ndarray
 
@@ -310,13 +318,27 @@ def _tables(reader: PartReader, rows: np.ndarray, slots: tuple[int, int]) -> dic
         if used.size and (int(used.min()) < lo or int(used.max()) >= hi):
             raise CorruptStoreError(f"{reader.where}: array {array!r} of a dataset uses a slot outside the "
                                     f"task's range {lo}..{hi}")  # fmt: skip
-        out[array] = _Columns(table, reader.fixed(f"s{j}.state"), reader.fixed(f"s{j}.row_count"),
-                              reader.fixed(f"s{j}.null_count"))  # fmt: skip
+        dtype = reader.fixed(f"s{j}.dtype")
+        # also in the rows without the array: verify checks every row
+        if rows.size and int(dtype[rows].max()) >= len(DTYPE_CODES):
+            raise CorruptStoreError(f"{reader.where}: dtype code of array {array!r} is out of range")
+        out[array] = _Columns(table, table.template_bytes(), reader.fixed(f"s{j}.state"), dtype,
+                              reader.fixed(f"s{j}.row_count"), reader.fixed(f"s{j}.null_count"))  # fmt: skip
     return out
 
 
-def _check_arrays(arrays: dict, tables: dict[str, _Columns], row: int, where: str) -> None:
-    """The record's arrays are those the columns describe: names, slots, shapes, templates, stats counts."""
+def _check_arrays(arrays: dict, metas: dict[str, ArrayMeta], tables: dict[str, _Columns], row: int, where: str,
+                  templates: dict[bytes, bytes]) -> None:  # fmt: skip
+    """The record's arrays are those the columns describe: names, slots, shapes, templates, dtype codes, stats counts.
+
+    A template must equal the record's array object as a reader decodes both, not
+    only as plain values (``4 == 4.0 == True``): the template a reader rebuilds from
+    the record's decoded array (:func:`~atlas.catalog.schemas.template_bytes`, as
+    ``verify`` compares them) must be the template's bytes, or a bulk read, which
+    decodes the template and not the record, could fail or answer otherwise.
+    ``templates`` maps the plain object packed again (exact: types, order and
+    float bits) to its rebuilt template, so each distinct one is rebuilt once.
+    """
     have = sum(bool(c.table.has[row]) for c in tables.values())
     if len(arrays) != have:
         raise CorruptStoreError(f"{where}: the record holds {len(arrays)} arrays, the stats columns {have}")
@@ -327,9 +349,18 @@ def _check_arrays(arrays: dict, tables: dict[str, _Columns], row: int, where: st
         table = cols.table
         am = dict(am)
         slot, shape, stats = am.pop("slot", None), am.pop("shape", None), am.pop("stats", None)
-        if (slot != int(table.slot[row]) or shape != list(table.shape(row))
-                or am != table.templates[int(table.codes[row])]):  # fmt: skip
+        code = int(table.codes[row])
+        if slot != int(table.slot[row]) or shape != list(table.shape(row)) or am != table.templates[code]:
             raise CorruptStoreError(f"{where}: array {name!r} disagrees with the schema columns")
+        key = msgpack.packb(am, use_bin_type=True)
+        rebuilt = templates.get(key)
+        if rebuilt is None:
+            rebuilt = templates[key] = template_bytes(metas[name])
+        if rebuilt != cols.packed[code]:
+            raise CorruptStoreError(f"{where}: array {name!r} disagrees with the schema columns (as a reader "
+                                    "decodes them)")  # fmt: skip
+        if int(cols.dtype[row]) != _DTYPE_CODE[metas[name].dtype]:
+            raise CorruptStoreError(f"{where}: array {name!r} disagrees with the stats columns (dtype)")
         state = int(cols.state[row])
         if stats is None:
             ok = state == NO_STATS

@@ -40,7 +40,7 @@ from atlas.txn.fragments import (
     unpack_commit_result,
     unpack_fragment,
 )
-from atlas.txn.leases import RENEW_SECONDS, Lease
+from atlas.txn.leases import RENEW_SECONDS, LeaseGroups
 
 __all__ = ["POOL_RETRIES", "IngestReport", "ingest"]
 
@@ -314,13 +314,19 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
     ``_TAIL_SLOTS`` times the slots of tasks are left (the last, smaller tasks)
     whenever more fragments wait than tasks are left (the commit then takes more
     off the end than it leaves there); so the commit left once the last task
-    returned holds the fragments of the last tasks only.  The lease over the
-    files of waiting and committing fragments is renewed even when no task
+    returned holds the fragments of the last tasks only.  The leases over the
+    files of waiting and committing fragments (a few fragments per lease object,
+    so that an arrival rewrites one small lease) are renewed even when no task
     finishes for a long time (a concurrent ``compact`` keeps them).
     """
     state = handle.session.state()
-    lease = Lease(state.backend)  # takes over the workers' leases until their files are committed
+    # Takes over the workers' leases until their files are committed; in groups, so that
+    # an arrival rewrites one small lease however many fragments wait.
+    leases = LeaseGroups(state.backend)
     pending: list[Fragment] = []
+    # Rows of the pending fragments and of the last of them, counted as they arrive: summed
+    # at every step, a long wait before the first commit would cost quadratic time.
+    waiting = latest = 0
     by_index = {t.index: t for t in tasks}
     unfinished = len(tasks)
     total = left = sum(len(t.items) for t in tasks)  # sources, and those of the tasks still running
@@ -328,11 +334,11 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
     committer = _Committer(batch)
 
     def hold() -> None:
-        lease.hold([p for f in [*committer.fragments, *pending] for p in f.paths()])
+        leases.keep(f.task for f in [*committer.fragments, *pending])
 
     def step(finished: bool) -> None:
         """Collect a finished commit; start the next one when it is due."""
-        nonlocal pending
+        nonlocal pending, waiting
         if committer.collect():
             hold()  # the committed files are referenced now: the lease keeps the others only
         if committer.busy() or not pending:
@@ -341,10 +347,10 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
         # Near the end, a commit is worth it when it takes more off the end than it leaves there.
         tail = unfinished <= _TAIL_SLOTS * slots and len(pending) > unfinished
         due = (finished or tail or time.monotonic() - committer.last >= commit_interval
-               or _size_due(sum(_rows(f) for f in pending), _rows(pending[-1]), total - left, total, batch.parts))
+               or _size_due(waiting, latest, total - left, total, batch.parts))
         if due:
             committer.start(pending)
-            pending = []
+            pending, waiting = [], 0
 
     def fail(message: str, failed: list[tuple[str, str]]) -> NoReturn:
         """Stop with ``IngestError`` once the commit running has ended: the message says what was committed."""
@@ -357,8 +363,8 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
     results = runner.results(tasks, max(1.0, min(RENEW_SECONDS, commit_interval)))
     try:
         for task, packed, error in results:
-            if task is None:  # no task finished for a while: keep the lease fresh, commit what waits
-                lease.renew()
+            if task is None:  # no task finished for a while: keep the leases fresh, commit what waits
+                leases.renew()
                 step(False)
                 continue
             unfinished -= 1
@@ -386,7 +392,10 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
                     raise AtlasError(f"the fragment of task {task.index} names source {src.index} of {len(task.items)}")
                 src.label = source_label(task.items[src.index])
             pending.append(frag)
-            hold()
+            latest = _rows(frag)
+            waiting += latest
+            leases.add(frag.task, frag.paths())
+            leases.renew()
             if frag.lease:
                 with contextlib.suppress(AtlasError):
                     state.backend.delete(frag.lease)
@@ -407,7 +416,7 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
     finally:
         results.close()  # no more tasks (a commit waiting for a task running alone may go on)
         committer.close()  # a commit running is waited for (its outcome is the store's)
-        lease.release()  # uncommitted files lose their protection: a compaction sweeps them
+        leases.release()  # uncommitted files lose their protection: a compaction sweeps them
 
 
 def _rows(frag: Fragment) -> int:

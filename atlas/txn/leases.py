@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from atlas.backends.base import Backend, ObjectInfo
 from atlas.errors import AtlasError
 
-__all__ = ["LEASE_DIR", "MAX_LEASE_BYTES", "RENEW_SECONDS", "Lease", "is_lease", "leased_files"]
+__all__ = ["LEASE_DIR", "MAX_LEASE_BYTES", "RENEW_SECONDS", "Lease", "LeaseGroups", "is_lease", "leased_files"]
 
 logger = logging.getLogger("atlas")
 
@@ -142,3 +142,60 @@ class Lease:
             logger.warning("could not delete lease %s: %s", self.path, exc)
             return
         self.files = frozenset()
+
+
+class LeaseGroups:
+    """Leases over many sets of files, at most ``per_lease`` sets per lease object.
+
+    A client that takes over the files of task results one result at a time, with
+    one lease naming all of them, would rewrite every name it holds at each arrival:
+    bytes quadratic in the results waiting, and past :data:`MAX_LEASE_BYTES` a lease
+    that ``compact`` cannot read.  Here a new set rewrites the newest lease only;
+    an older lease is rewritten when sets leave it or when it is due for renewal.
+
+    Parameters
+    ----------
+    backend : Backend
+        Where the lease objects are written.
+    per_lease : int
+        The most sets one lease object names.
+    """
+
+    def __init__(self, backend: Backend, per_lease: int = 32) -> None:
+        self.backend = backend
+        self.per_lease = per_lease
+        #: ``[(sets, lease)]``, oldest first; ``sets`` maps a key to its files.
+        self._groups: list[tuple[dict[int, list[str]], Lease]] = []
+
+    def add(self, key: int, files: Iterable[str]) -> None:
+        """Hold ``files`` under ``key`` (a key already held is not added again)."""
+        if any(key in sets for sets, _ in self._groups):
+            return
+        if not self._groups or len(self._groups[-1][0]) >= self.per_lease:
+            self._groups.append(({}, Lease(self.backend)))
+        sets, lease = self._groups[-1]
+        sets[key] = list(files)
+        lease.hold(f for fs in sets.values() for f in fs)
+
+    def keep(self, keys: Iterable[int]) -> None:
+        """Hold the sets of ``keys`` only: the leases of the others are rewritten or deleted."""
+        keys = set(keys)
+        groups = []
+        for sets, lease in self._groups:
+            kept = {k: fs for k, fs in sets.items() if k in keys}
+            if len(kept) != len(sets):
+                lease.hold(f for fs in kept.values() for f in fs)  # deletes the lease when none is left
+            if kept:
+                groups.append((kept, lease))
+        self._groups = groups
+
+    def renew(self) -> None:
+        """Rewrite the leases that are due (cheap to call often)."""
+        for _, lease in self._groups:
+            lease.renew()
+
+    def release(self) -> None:
+        """Delete every lease object written."""
+        for _, lease in self._groups:
+            lease.release()
+        self._groups = []
