@@ -149,3 +149,44 @@ def test_rows_made_alike_are_told_by_one_helper_for_the_commit_and_the_part(monk
             for i in range(3 * build.BLOCK_ROWS)]  # fmt: skip
     build.write_part(rows, "zstd", 3, b"\x01" * 16)
     assert calls == ["commit", "commit", "part"]
+
+
+def test_a_batch_made_alike_committed_after_a_conflict_has_the_stats_of_its_cells(tmp_path, monkeypatch):
+    """The first attempt hands the part writer its rows' float stats (AlikeRows), then
+    meets another writer's commit; rebased, the rows are copies of an older version:
+    the commit that lands stores every row's own stats, all-NaN rows and extremes too."""
+    handed = []
+    catalogue_files = commit.catalogue_files
+
+    def spy(state, new, rows, *args):
+        handed.append(getattr(rows, "float_stats", None) is not None)
+        return catalogue_files(state, new, rows, *args)
+
+    monkeypatch.setattr(commit, "catalogue_files", spy)
+    path = tmp_path / "s"
+    with atlas.Atlas.create(path) as first:
+        first.add_datasets([entry(0)])
+    store, other = atlas.Atlas.open(path), atlas.Atlas.open(path)
+    batch = [entry(i) for i in range(1, 60)]
+    batch[4][1]["temp"][1][:] = np.nan  # every cell null: no extremes
+    batch[5][1]["temp"][1][2] = -np.inf
+    store.add_datasets(batch)
+    other.add_datasets([entry(1000)])
+    other.flush()
+    with pytest.raises(errors.ConflictError):
+        store.flush()
+    store.refresh()
+    store.flush()
+    assert handed[-2:] == [True, False]  # the first attempt had them, the rebased one not
+    other.close()
+    store.close()
+    with atlas.Atlas.open(path) as again:
+        for name, arrays, _ in batch:
+            values = arrays["temp"][1]
+            stats = again._st.snapshot.get(name).arrays["temp"].stats
+            assert stats.row_count == 24 and stats.null_count == int(np.isnan(values).sum())
+            if np.isnan(values).all():
+                assert stats.minimum is None and stats.maximum is None
+            else:
+                assert (stats.minimum, stats.maximum) == (float(np.nanmin(values)), float(np.nanmax(values)))
+        assert again.find("temp.min < -1e300") == ["p00006"]

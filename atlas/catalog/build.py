@@ -74,10 +74,31 @@ class AlikeRows(list):
     row order, as their ``Stats`` objects say: ``(cells, null counts, minimums,
     maximums, has extremes)``, the extremes as float64 (any value where there are none).
     A plain list of the same rows writes the same part.
+
+    Any change of the list in place forgets both (they would no longer be its
+    rows'); a slice or ``list()`` of it is a plain list.  ``float_stats`` is only
+    used together with ``alike``.
     """
 
     alike: tuple[int, str, list[Any]] | None = None
     float_stats: tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def _forgetting(change: Any) -> Any:
+    """``change`` (a list method changing the list in place) that first drops the rows' hints."""
+
+    def changed(self: AlikeRows, *args: Any, **kwargs: Any) -> Any:
+        self.alike = self.float_stats = None
+        return change(self, *args, **kwargs)
+
+    changed.__name__ = change.__name__
+    return changed
+
+
+for _change in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend", "insert", "pop", "remove",
+                "sort", "reverse", "clear"):  # fmt: skip
+    setattr(AlikeRows, _change, _forgetting(getattr(list, _change)))
+del _change
 
 
 def write_part(
@@ -143,7 +164,7 @@ def _write_part(
     # or by the commit that made the rows.
     hint = rows if type(rows) is AlikeRows and ordered is rows else None
     alike = alike_arrays(metas) if hint is None or hint.alike is None else hint.alike
-    float_stats = None if hint is None else hint.float_stats
+    float_stats = None if hint is None or hint.alike is None else hint.float_stats
     encode = RecordEncoder().encode_alike
     if packed is None or len(packed) != n:
         packed = None

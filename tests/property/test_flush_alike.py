@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import atlas
 from atlas import attributes
 from atlas.catalog import build, write_part
-from atlas.catalog.encoding import RecordEncoder
+from atlas.catalog.encoding import RecordEncoder, alike_arrays
 from atlas.engine import staged
 from atlas.metadata import ArrayMeta, DatasetMeta, Stats
 from atlas.txn import commit
@@ -263,4 +263,112 @@ def _part_and_segment_bytes(entries: list, hint: bool) -> list[bytes]:
 def test_part_written_with_the_stats_a_commit_hands_over_has_the_bytes_of_the_general_path(entries):
     # The rows a commit of a batch made alike hands to write_part (AlikeRows: the
     # rows' alike arrays and float stats, not taken from every row again).
+    assert _part_and_segment_bytes(entries, True) == _part_and_segment_bytes(entries, False)
+
+
+def _alike_rows(rows: list) -> build.AlikeRows:
+    """``rows`` as the commit hands them over: with their alike arrays, and for a float dtype the
+    stats of those arrays as columns (what :func:`commit._float_stats` takes from the stacked chunks)."""
+    out = build.AlikeRows(rows)
+    out.alike = alike_arrays([ds for _, ds in rows])
+    if out.alike is not None and out.alike[2][0].dtype.startswith("float"):
+        stats = [am.stats for am in out.alike[2]]
+        if all(s is not None for s in stats) and len({s.row_count for s in stats}) == 1:
+            ext = np.array([s.minimum is not None and s.maximum is not None for s in stats])
+            out.float_stats = (stats[0].row_count, np.array([s.null_count for s in stats], dtype=np.int64),
+                               np.array([s.minimum if e else 0.0 for s, e in zip(stats, ext)], dtype=np.float64),
+                               np.array([s.maximum if e else 0.0 for s, e in zip(stats, ext)], dtype=np.float64),
+                               ext)  # fmt: skip
+    return out
+
+
+_CHANGES = ("replace", "append", "insert", "delete", "pop", "reverse", "sort", "extend", "slice assign", "copy")
+
+
+@given(near_alike_rows(), near_alike_rows(), st.lists(st.sampled_from(_CHANGES), min_size=1, max_size=3), st.data())
+def test_rows_handed_over_then_changed_in_place_write_the_part_of_their_rows(rows, others, changes, data):
+    # What the commit knows of its rows (AlikeRows) must not outlive a change of them:
+    # a changed list writes the part of the rows it holds, as a plain list of them.
+    rows = _alike_rows(copy.deepcopy(rows))
+    other = [(name + "~", ds) for name, ds in copy.deepcopy(others)]  # names after those of rows
+    for how in changes:
+        k = data.draw(st.integers(0, max(len(rows) - 1, 0)))
+        if how == "replace" and rows:
+            rows[k] = (rows[k][0], other[0][1])
+        elif how == "append":
+            rows.append(other[0])
+        elif how == "insert":
+            rows.insert(k, other[0])
+        elif how == "delete" and rows:
+            del rows[k]
+        elif how == "pop" and rows:
+            rows.pop(k)
+        elif how == "reverse":
+            rows.reverse()
+        elif how == "sort":
+            rows.sort(key=lambda row: row[0], reverse=True)
+        elif how == "extend":
+            rows += other[1:]
+        elif how == "slice assign":
+            rows[k:] = other[:1]
+        elif how == "copy":
+            rows = copy.copy(rows)
+        other = other[1:] or other
+    plain = list(rows)
+    names = [name for name, _ in plain]
+    if not plain or len(set(names)) != len(names):
+        return  # no part: a part holds at least one row, each name once
+    assert _written(rows, "none") == _written(copy.deepcopy(plain), "none")
+
+
+def test_rows_handed_over_without_their_alike_arrays_take_no_float_stats():
+    # Rows of two float arrays each: no rows made alike, so stats handed over for
+    # one array name cannot be the stats of either; the rows' own stats are written.
+    def ds(i: int) -> DatasetMeta:
+        arrays = {name: _array(10 * i + j, "float64", 4, float(i), i + 1.0) for j, name in enumerate(("a", "b"))}
+        return DatasetMeta(id=i + 1, version=3, attributes={}, arrays=arrays)
+
+    rows = build.AlikeRows((f"d{i}", ds(i)) for i in range(5))
+    n = len(rows)
+    rows.float_stats = (4, np.zeros(n, np.int64), np.full(n, -5.0), np.full(n, 5.0), np.ones(n, dtype=bool))
+    assert _written(rows, "none") == _written(list(rows), "none")
+
+
+_KINDS = {
+    np.float32: [0.0, 1.5, -2.25, 3e38, math.nan, math.inf],
+    np.float64: [0.0, 1.5, -2.25, 1e300, math.nan, -math.inf],
+    np.int16: [0, 1, -7, 32767, -32768],
+    np.uint8: [0, 1, 255],
+    np.bool_: [False, True],
+    np.dtype("datetime64[ns]"): [0, 1, -(2**63), 2**62],
+}
+
+
+@st.composite
+def batches_with_fill_values(draw: st.DrawFn) -> list[tuple[str, dict, dict]]:
+    """A batch made alike of any dtype, every array with one fill value (some cells
+    equal to it) or none, of cells, no cell (empty) or rank 0; maybe a few rows
+    without the fill value, maybe float cells of -0.0."""
+    # at least VECTOR_STATS_MIN rows, so that the chunks are stacked; floats most often
+    names = draw(st.lists(dataset_names(), min_size=staged.VECTOR_STATS_MIN, max_size=30, unique=True))
+    kind = draw(st.sampled_from([np.float32, np.float64, *_KINDS]))
+    floats = kind in (np.float32, np.float64)
+    cells = _KINDS[kind] + ([-0.0] if floats and draw(st.booleans()) else [])
+    shape = draw(st.sampled_from([(), (0,), (1,), (3,), (2, 2)]))
+    fill = draw(st.sampled_from([None, *cells[:3], *([math.nan, -0.0] if floats else [])]))
+    odd = set(draw(st.lists(st.integers(0, len(names) - 1), max_size=2))) if draw(st.booleans()) else set()
+    out = []
+    for i, name in enumerate(names):
+        size = math.prod(shape)
+        values = np.array(draw(st.lists(st.sampled_from(cells), min_size=size, max_size=size)))
+        values = values.astype(np.int64).view(kind) if kind == np.dtype("datetime64[ns]") else values.astype(kind)
+        values = values.reshape(shape)
+        dims = ["x", "y"][: len(shape)]
+        spec = (dims, values) if fill is None or i in odd else (dims, values, fill)
+        out.append((name, {"temp": spec}, {}))
+    return out
+
+
+@given(batches_with_fill_values())
+def test_batch_with_fill_values_empty_or_scalar_arrays_has_the_bytes_of_the_general_path(entries):
     assert _part_and_segment_bytes(entries, True) == _part_and_segment_bytes(entries, False)
