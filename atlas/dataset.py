@@ -541,18 +541,21 @@ class DatasetView:
         forced: Mapping[str, Any] = {} if dtype is None else dtype
         if not isinstance(forced, Mapping):
             raise InvalidArgumentError(f"dtype must be a mapping of key to dtype, got {type(forced).__name__}")
+        # Read once: a mapping whose iteration and items() disagree cannot stage a key
+        # that was not checked.
+        items = list(values.items())
         extra = next((k for k in forced if k not in values), None)
         if extra is not None:
             raise InvalidArgumentError(f"dtype names attribute {extra!r}, which values does not set")
         with self._lock:
-            state = self._writable("set attributes", list(values)[:3])
-            for key in values:
+            state = self._writable("set attributes", [key for key, _ in items[:3]])
+            for key, _ in items:
                 check_label(key, "attribute name")
             name = self._name
             if type(name) is not str or state.pending.get(name) is None:
                 state.dataset(name)  # a missing dataset fails before the values are checked
             typed: dict[str, dict[str, Any]] = {}
-            for key, value in values.items():
+            for key, value in items:
                 try:
                     typed[key] = attributes.normalize(value, forced.get(key))
                 except AtlasError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -225,3 +226,74 @@ def test_a_long_list_of_names_is_planned_like_a_short_one():
     assert first[planning.K_VARS] == {"t": "string", "v": [f"v{i}" for i in range(300)], "k": "list"}
     assert repr(planning.plan_dataset(ds, None).attributes) == repr(first)
     assert tuple(f"v{i}" for i in range(300)) not in planning._TEXT_LISTS
+
+
+class _Caseless(str):
+    """A str that equals (and hashes as) any str of the same letters in another case."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and self.lower() == other.lower()
+
+    def __hash__(self) -> int:
+        return hash(self.lower())
+
+
+def test_names_that_compare_equal_to_other_names_poison_no_later_plan(store):
+    """A str subclass name equal to another name is not what the plan's caches remember:
+    a later dataset stores its own names."""
+    from atlas.xarray import plan as planning
+
+    planning._TEXT_LISTS.clear()
+    odd = xr.Dataset({"x": ("t", np.arange(3))}, attrs={_Caseless("Units"): 1, "title": 2})
+    plain = xr.Dataset({"x": ("t", np.arange(3))}, attrs={"units": b"\xff", "title": "t"})
+    planning.plan_dataset(odd, None)
+    store.add_xr_dataset(plain, "plain")
+    assert store["plain"].get_attribute(f"{planning.PREFIX}/attrs") == ["units", "title"]
+    store.flush()
+    got = store.to_xarray("plain").attrs
+    assert list(got) == ["units", "title"] and got["units"] == b"\xff"
+
+
+class _TwoFaced(Mapping):
+    """A mapping whose keys and items disagree: items() holds a key iteration never shows."""
+
+    def __getitem__(self, key):
+        return 1
+
+    def __len__(self):
+        return 1
+
+    def __iter__(self):
+        return iter(["fine"])
+
+    def items(self):
+        return [("", 1)]
+
+
+def test_set_attributes_checks_the_keys_it_stages(store):
+    view = store.create_dataset("d")
+    with pytest.raises(errors.InvalidNameError):
+        view.set_attributes(_TwoFaced())
+    assert view.attributes() == {}
+
+
+def test_the_plan_caches_keep_no_large_value(store):
+    """The caches bound the bytes they keep, not only their number of entries: a long text
+    value or a list of long names is checked each time, not remembered."""
+    from atlas.xarray import plan as planning
+
+    planning._TYPED.clear()
+    planning._TEXT_LISTS.clear()
+    long = "x" * 100_000
+    ds = xr.Dataset(
+        {"v": ("t", np.zeros(2))},
+        attrs={"text": np.str_(long), "texts": np.array([long] * 4), long: 1},
+    )
+    store.add_xr_dataset(ds, "d")
+    kept = sum(len(key[3]) for key in planning._TYPED) + sum(
+        len(name) for names in planning._TEXT_LISTS for name in names
+    )
+    assert kept < 100_000
+    store.flush()
+    got = store.to_xarray("d")
+    assert got.attrs["text"] == long and list(got.attrs["texts"]) == [long] * 4 and got.attrs[long] == 1

@@ -83,9 +83,15 @@ class DatasetPlan:
         self.attributes[key] = attributes.normalize(value, dtype)
 
     def put_texts(self, key: str, texts: list[str]) -> None:
-        """:meth:`put` of a list of ``str`` (only ``str``: the cache key compares them) as dtype string."""
+        """:meth:`put` of a list of ``str`` as dtype string."""
         # The layout's lists of names repeat from file to file: each list is checked once.
-        if len(texts) > _MAX_TEXT_LIST:  # a rare long list is not worth the memory
+        # Only lists of exact ``str`` are remembered (a str subclass may compare equal to
+        # another name), and only short ones (a rare long list is not worth the memory).
+        if (
+            len(texts) > _MAX_TEXT_LIST
+            or sum(map(len, texts)) > _MAX_TEXT_CHARS
+            or not all(type(t) is str for t in texts)
+        ):
             self.attributes[key] = attributes.normalize(texts, "string")
             return
         whole = tuple(texts)
@@ -305,8 +311,13 @@ _MAX_TYPED = 4096
 _TEXT_LISTS: dict[tuple[str, ...], dict[str, Any]] = {}
 #: Lists of text of at most this many names are remembered in :data:`_TEXT_LISTS`.
 _MAX_TEXT_LIST = 256
+#: ... and of at most this many characters in all.
+_MAX_TEXT_CHARS = 4096
 #: Array attributes of at most this many elements are remembered in :data:`_TYPED`.
 _MAX_TYPED_ARRAY = 64
+#: Numpy attribute values of at most this many bytes are remembered in :data:`_TYPED`
+#: (one text element may be long: the element count alone bounds no memory).
+_MAX_TYPED_BYTES = 1024
 #: dtype kinds whose values are their bytes (no object pointers, no structured records).
 _BYTES_KINDS = frozenset("biufmMSU")
 
@@ -329,8 +340,10 @@ def _typed_attr(value: Any, where: str, key: str, role: str = "attribute") -> tu
         return attributes.normalize(value), ""
     cache_key = None
     is_array = type(value) is np.ndarray
-    if ((is_array and value.size <= _MAX_TYPED_ARRAY) or isinstance(value, np.generic)) and (
-        value.dtype.kind in _BYTES_KINDS
+    if (
+        ((is_array and value.size <= _MAX_TYPED_ARRAY) or isinstance(value, np.generic))
+        and value.dtype.kind in _BYTES_KINDS
+        and value.nbytes <= _MAX_TYPED_BYTES
     ):
         cache_key = (is_array, value.dtype, value.shape, value.tobytes())
         known = _TYPED.get(cache_key)
