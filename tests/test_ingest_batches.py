@@ -6,13 +6,13 @@ import itertools
 
 import pytest
 
-from atlas.distributed.client import _batches
+from atlas.distributed.schedule import task_batches
 
 
 @pytest.mark.parametrize(("n", "workers"), [(2000, 2), (40, 2), (10, 2), (1, 4), (300, 2), (100_000, 64)])
 def test_default_tasks_shrink_towards_the_end(n, workers):
     items = list(range(n))
-    batches = _batches(items, None, workers)
+    batches = task_batches(items, None, workers)
     assert [i for b in batches for i in b] == items  # every source once, in order
     sizes = [len(b) for b in batches]
     assert all(a >= b for a, b in itertools.pairwise(sizes))  # never larger than the task before
@@ -22,21 +22,21 @@ def test_default_tasks_shrink_towards_the_end(n, workers):
 
 
 def test_2000_files_on_2_workers_end_with_small_tasks():
-    sizes = [len(b) for b in _batches(list(range(2000)), None, 2)]
+    sizes = [len(b) for b in task_batches(list(range(2000)), None, 2)]
     assert sizes[0] == 64 and sizes[-1] <= 8 and sizes.count(64) >= 25
 
 
 def test_an_explicit_batch_is_kept():
-    assert [len(b) for b in _batches(list(range(10)), 3, 2)] == [3, 3, 3, 1]
+    assert [len(b) for b in task_batches(list(range(10)), 3, 2)] == [3, 3, 3, 1]
 
 
 def _commit_schedule(n: int, workers: int) -> tuple[list[int], int]:
     """Commits (rows each) of an ingest of ``n`` one-dataset files whose commits end before the next
     task returns (``commit_interval`` never reached), and the rows the catalogue's merge policy rewrites."""
     from atlas.catalog.merge import choose_merge
-    from atlas.distributed.client import _TAIL_SLOTS, _size_due
+    from atlas.distributed.schedule import TAIL_SLOTS, size_due
 
-    sizes = [len(b) for b in _batches(list(range(n)), None, workers)]
+    sizes = [len(b) for b in task_batches(list(range(n)), None, workers)]
     parts: list[int] | None = None
     commits, pending, rewritten, returned = [], [], 0, 0
 
@@ -58,8 +58,8 @@ def _commit_schedule(n: int, workers: int) -> tuple[list[int], int]:
         returned += size
         pending.append(size)
         unfinished = len(sizes) - k - 1
-        tail = unfinished <= _TAIL_SLOTS * workers and len(pending) > unfinished
-        if tail or _size_due(sum(pending), pending[-1], returned, n, parts):
+        tail = unfinished <= TAIL_SLOTS * workers and len(pending) > unfinished
+        if tail or size_due(sum(pending), pending[-1], returned, n, parts):
             commit()
     if pending:
         commit()
@@ -76,12 +76,12 @@ def test_commits_take_the_bulk_first_and_never_rewrite_it(n, workers):
 
 
 def test_no_commit_is_due_by_size_before_most_sources_returned():
-    from atlas.distributed.client import _size_due
+    from atlas.distributed.schedule import size_due
 
-    assert not _size_due(10_000, 64, 1000, 2000, None)
-    assert _size_due(1, 1, 1700, 2000, None)
+    assert not size_due(10_000, 64, 1000, 2000, None)
+    assert size_due(1, 1, 1700, 2000, None)
     # after the first commit: due once one more fragment would make the policy merge (planned at twice its ratio)
-    assert not _size_due(128, 64, 1900, 2000, [1728])
-    assert _size_due(400, 64, 1950, 2000, [1728])  # 464 rows would reach a quarter of 1728 (twice the ratio 2)
+    assert not size_due(128, 64, 1900, 2000, [1728])
+    assert size_due(400, 64, 1950, 2000, [1728])  # 464 rows would reach a quarter of 1728 (twice the ratio 2)
     # a commit that merges either way is no cheaper later: not due by size
-    assert not _size_due(1000, 64, 1950, 2000, [1728])
+    assert not size_due(1000, 64, 1950, 2000, [1728])

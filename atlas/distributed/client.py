@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import pickle
 import threading
@@ -26,8 +25,8 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from atlas.catalog.merge import FEW_PARTS_RATIO, MERGE_RATIO, choose_merge
 from atlas.distributed.runner import POOL_RETRIES, Runner
+from atlas.distributed.schedule import TAIL_SLOTS, size_due, task_batches
 from atlas.distributed.task import Task, run_commit_task, source_label
 from atlas.errors import AtlasError, ConflictError, IngestError, InvalidArgumentError
 from atlas.metadata import Manifest
@@ -48,13 +47,6 @@ logger = logging.getLogger("atlas")
 
 #: Attempts of one commit when other writers commit meanwhile.
 _COMMIT_ATTEMPTS = 5
-#: Fragments are committed as they come once at most this many times the slots of
-#: tasks are left and more fragments wait than tasks are left (see ``_drive``).
-_TAIL_SLOTS = 2
-#: Share of the sources whose tasks returned before a commit is due by size (see
-#: ``_size_due``): the rest, committed after, stays under a ``MERGE_RATIO``-th of it
-#: (the merge policy's strictest ratio).
-_FIRST_SHARE = 0.85
 
 
 @dataclass
@@ -254,7 +246,7 @@ def ingest(
             handle.upgrade()
             state = handle.session.state()
         nworkers = workers or (len(client.scheduler_info()["workers"]) if client is not None else os.cpu_count() or 1)
-        batches = _batches(items, batch, nworkers)
+        batches = task_batches(items, batch, nworkers)
         reservation, ranges = SlotReservation.plan(state.base.next_slot, [len(b) * slots_per_source for b in batches])
         tasks = [
             Task(i, handle.location, dict(storage_options) if storage_options else None, tuple(b), ranges[i],
@@ -275,32 +267,6 @@ def ingest(
     return report
 
 
-#: Most sources in a task of the default batching, and fewest in its smaller last tasks.
-_MAX_BATCH, _MIN_BATCH = 64, 8
-
-
-def _batches(items: list[Any], batch: int | None, workers: int) -> list[list[Any]]:
-    """``items`` cut into tasks: of ``batch`` sources each when given, else of decreasing sizes.
-
-    By default a task holds about a quarter of a worker's share of the sources, at
-    most :data:`_MAX_BATCH`, and the last tasks shrink (each about an eighth of a
-    worker's share of the sources left, down to :data:`_MIN_BATCH`), so that the
-    workers finish nearly together: a last task as large as the others would leave
-    the other workers idle while it runs.
-    """
-    if batch is not None:
-        return [items[i : i + batch] for i in range(0, len(items), batch)]
-    workers = max(1, workers)
-    size = max(1, min(_MAX_BATCH, math.ceil(len(items) / (4 * workers))))
-    out, at = [], 0
-    while at < len(items):
-        left = len(items) - at
-        step = min(size, max(_MIN_BATCH, math.ceil(left / (2 * workers))))
-        out.append(items[at : at + step])
-        at += step
-    return out
-
-
 def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotReservation,
            storage_options: dict[str, Any] | None, skip_errors: bool, skip_existing: bool, commit_interval: float,
            progress: Callable[[str, str], None] | None, report: IngestReport) -> None:  # fmt: skip
@@ -308,10 +274,10 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
 
     A commit runs in a thread of this process (its commit task on a worker) while
     the tasks go on: fragments are committed once ``commit_interval`` seconds
-    passed since the last commit, once their size is due (:func:`_size_due`: a
+    passed since the last commit, once their size is due (:func:`size_due`: a
     few large commits, shrinking towards the end so that none makes the
     catalogue merge the ingest's earlier commits again), and once at most
-    ``_TAIL_SLOTS`` times the slots of tasks are left (the last, smaller tasks)
+    ``TAIL_SLOTS`` times the slots of tasks are left (the last, smaller tasks)
     whenever more fragments wait than tasks are left (the commit then takes more
     off the end than it leaves there); so the commit left once the last task
     returned holds the fragments of the last tasks only.  The leases over the
@@ -345,9 +311,9 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
             return
         slots = runner.slots()
         # Near the end, a commit is worth it when it takes more off the end than it leaves there.
-        tail = unfinished <= _TAIL_SLOTS * slots and len(pending) > unfinished
+        tail = unfinished <= TAIL_SLOTS * slots and len(pending) > unfinished
         due = (finished or tail or time.monotonic() - committer.last >= commit_interval
-               or _size_due(waiting, latest, total - left, total, batch.parts))
+               or size_due(waiting, latest, total - left, total, batch.parts))
         if due:
             committer.start(pending)
             pending, waiting = [], 0
@@ -422,30 +388,6 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
 def _rows(frag: Fragment) -> int:
     """Datasets a fragment stores."""
     return sum(len(src.names) for src in frag.stored)
-
-
-def _size_due(waiting: int, latest: int, returned: int, total: int, parts: list[int] | None) -> bool:
-    """Whether ``waiting`` rows (the last fragment's ``latest`` of them) are due for a commit by size.
-
-    Not before the tasks of :data:`_FIRST_SHARE` of the ``total`` sources
-    returned (``returned``): the first commit then takes the bulk of the ingest.
-    Each later one (``parts``: the rows of the catalogue's parts after the
-    ingest's last commit, oldest first) starts when one more fragment as large as
-    the last would make the merge policy (:func:`~atlas.catalog.merge.choose_merge`),
-    planned with twice its ratios, merge parts the commit of the rows waiting
-    leaves alone (a commit that merges is no cheaper later).  So the commits
-    shrink towards the end faster than the policy merges, and neither the bulk
-    nor the later parts are rewritten, even when the last tasks add a little
-    more (on commits of 512 rows each, a 2 000-file ingest rewrote 2 000 rows in
-    merges; none so).
-    """
-    if returned < _FIRST_SHARE * total:
-        return False
-    if parts is None:
-        return True
-    planned = {"ratio": 2 * MERGE_RATIO, "few_ratio": 2 * FEW_PARTS_RATIO}
-    return (choose_merge([*parts, waiting], **planned) is None
-            and choose_merge([*parts, waiting + latest], **planned) is not None)  # fmt: skip
 
 
 class _Committer:
