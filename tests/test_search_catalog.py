@@ -90,10 +90,11 @@ def _parts(layout: str) -> list[list[tuple[str, DatasetMeta | None]]]:
     return [[(rename(name), meta) for name, meta in part] for part in parts]
 
 
-def _tables(layout: str) -> tuple[CatalogTable, DictTable]:
+def catalog_in_memory(parts: list[list[tuple[str, DatasetMeta | None]]]) -> tuple[Catalog, dict[str, DatasetMeta]]:
+    """A catalogue of ``parts`` (oldest first) written in memory, and the live datasets they leave."""
     files: dict[str, bytes] = {}
     refs, live = [], {}
-    for generation, rows in enumerate(_parts(layout), start=1):
+    for generation, rows in enumerate(parts, start=1):
         _, buffers, ref = write_part(rows, "zstd", generation, secrets.token_bytes(16))
         files[ref.path] = b"".join(bytes(b) for b in buffers)
         refs.append(ref)
@@ -102,7 +103,11 @@ def _tables(layout: str) -> tuple[CatalogTable, DictTable]:
                 live.pop(name, None)
             else:
                 live[name] = meta
-    cat = Catalog(refs, lambda path, offset, length: files[path][offset : offset + length])
+    return Catalog(refs, lambda path, offset, length: files[path][offset : offset + length]), live
+
+
+def _tables(layout: str) -> tuple[CatalogTable, DictTable]:
+    cat, live = catalog_in_memory(_parts(layout))
     return CatalogTable(cat), DictTable(live)
 
 
@@ -447,17 +452,7 @@ def test_overlapping_name_ranges_are_merged_as_before():
     """One name of a newer part inside an older part's range is enough to merge."""
     parts = _parts("parts of disjoint name ranges, names of one length")
     parts[2].insert(0, ("m010", None))  # deletes a row of the oldest part
-    files, refs, live = {}, [], {}
-    for generation, rows in enumerate(parts, start=1):
-        _, buffers, ref = write_part(rows, "zstd", generation, secrets.token_bytes(16))
-        files[ref.path] = b"".join(bytes(b) for b in buffers)
-        refs.append(ref)
-        for name, meta in rows:
-            if meta is None:
-                live.pop(name, None)
-            else:
-                live[name] = meta
-    cat = Catalog(refs, lambda path, offset, length: files[path][offset : offset + length])
+    cat, live = catalog_in_memory(parts)
     reference = DictTable(live)
     assert "m010" not in cat and "m010" not in reference.names
     assert CatalogTable(cat).names_at(select(CatalogTable(cat), "lat > 3")) == [

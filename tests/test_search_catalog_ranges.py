@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_search_catalog import _meta
+from test_search_catalog import _meta, catalog_in_memory
 from v1_stores import to_v1
 
 from atlas.catalog import Catalog, write_part
@@ -52,19 +52,10 @@ def _part(draw: st.DrawFn) -> dict[str, bool]:
 
 
 def _catalog(parts: list[dict[str, bool]]) -> tuple[Catalog, DictTable, dict]:
-    files: dict[str, bytes] = {}
-    refs, live = [], {}
-    for generation, part in enumerate(parts, start=1):
-        rows = [(name, _meta(_POOL.index(name), generation) if alive else None) for name, alive in part.items()]
-        _, buffers, ref = write_part(rows, "zstd", generation, secrets.token_bytes(16))
-        files[ref.path] = b"".join(bytes(b) for b in buffers)
-        refs.append(ref)
-        for name, meta in rows:
-            if meta is None:
-                live.pop(name, None)
-            else:
-                live[name] = meta
-    return Catalog(refs, lambda path, offset, length: files[path][offset : offset + length]), DictTable(live), live
+    rows = [[(name, _meta(_POOL.index(name), generation) if alive else None) for name, alive in part.items()]
+            for generation, part in enumerate(parts, start=1)]  # fmt: skip
+    cat, live = catalog_in_memory(rows)
+    return cat, DictTable(live), live
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
