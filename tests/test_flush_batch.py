@@ -152,15 +152,15 @@ def test_rows_made_alike_are_told_by_one_helper_for_the_commit_and_the_part(monk
 
 
 def test_a_batch_made_alike_committed_after_a_conflict_has_the_stats_of_its_cells(tmp_path, monkeypatch):
-    """The first attempt hands the part writer its rows' float stats (AlikeRows), then
+    """The first attempt hands the part writer its rows' float stats (FloatStats), then
     meets another writer's commit; rebased, the rows are copies of an older version:
     the commit that lands stores every row's own stats, all-NaN rows and extremes too."""
     handed = []
     catalogue_files = commit.catalogue_files
 
-    def spy(state, new, rows, *args):
-        handed.append(getattr(rows, "float_stats", None) is not None)
-        return catalogue_files(state, new, rows, *args)
+    def spy(state, new, rows, token, now_ms, float_stats=None):
+        handed.append(float_stats is not None)
+        return catalogue_files(state, new, rows, token, now_ms, float_stats)
 
     monkeypatch.setattr(commit, "catalogue_files", spy)
     path = tmp_path / "s"

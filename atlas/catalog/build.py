@@ -27,8 +27,8 @@ from atlas.metadata import DatasetMeta, gc_paused
 
 __all__ = [
     "BLOCK_ROWS",
-    "AlikeRows",
     "DTYPE_CODES",
+    "FloatStats",
     "KeyValues",
     "add_attribute_column",
     "add_attribute_values",
@@ -64,45 +64,43 @@ ABSENT, NO_STATS, NO_EXTREMES, EXTREMES = 0, 1, 2, 3
 FLAG_EXACT, FLAG_STRINGS = 1, 2
 
 
-class AlikeRows(list):
-    """Rows of datasets made alike (see :func:`~atlas.catalog.encoding.alike_arrays`), sorted
-    by name, with what the commit building them already knows, so that :func:`write_part`
-    does not take it from every row again.
+@dataclass(frozen=True)
+class FloatStats:
+    """The stats of the arrays of rows made alike (a float dtype), as the commit building
+    the rows already has them, so that :func:`write_part` does not take them from every
+    row again.
 
-    ``alike`` is :func:`~atlas.catalog.encoding.alike_arrays` of the rows' datasets.
-    ``float_stats``, when not None, holds the stats of their arrays (a float dtype) in
-    row order, as their ``Stats`` objects say: ``(cells, null counts, minimums,
-    maximums, has extremes)``, the extremes as float64 (any value where there are none).
-    A plain list of the same rows writes the same part.
-
-    Any change of the list in place forgets both (they would no longer be its
-    rows'); a slice or ``list()`` of it is a plain list.  ``float_stats`` is only
-    used together with ``alike``.
+    ``arrays`` are the rows' arrays in row order (``alike_arrays(...)[2]`` of the
+    rows' datasets) and the columns hold their stats, as their ``Stats`` objects
+    say: ``cells`` per array, then per row null counts, minimums, maximums (float64;
+    any value where there are none) and whether there are extremes.  The part
+    writer uses them only for rows whose alike arrays are these very objects, in
+    this order: rows changed after the stats were taken are written from what they
+    hold.
     """
 
-    alike: tuple[int, str, list[Any]] | None = None
-    float_stats: tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    arrays: tuple[Any, ...]
+    cells: int
+    nulls: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+    extremes: np.ndarray
 
+    def columns(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(cells, null counts, minimums, maximums, has extremes)``."""
+        return self.cells, self.nulls, self.minimum, self.maximum, self.extremes
 
-def _forgetting(change: Any) -> Any:
-    """``change`` (a list method changing the list in place) that first drops the rows' hints."""
-
-    def changed(self: AlikeRows, *args: Any, **kwargs: Any) -> Any:
-        self.alike = self.float_stats = None
-        return change(self, *args, **kwargs)
-
-    changed.__name__ = change.__name__
-    return changed
-
-
-for _change in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend", "insert", "pop", "remove",
-                "sort", "reverse", "clear"):  # fmt: skip
-    setattr(AlikeRows, _change, _forgetting(getattr(list, _change)))
-del _change
+    def describes(self, arrays: Sequence[Any]) -> bool:
+        """Whether these are the stats of ``arrays`` (the very objects, in this order)."""
+        return len(arrays) == len(self.arrays) and all(map(operator.is_, arrays, self.arrays))
 
 
 def write_part(
-    rows: Sequence[tuple[str, DatasetMeta | None]], codec: str, generation: int, token: bytes
+    rows: Sequence[tuple[str, DatasetMeta | None]],
+    codec: str,
+    generation: int,
+    token: bytes,
+    float_stats: FloatStats | None = None,
 ) -> tuple[str, list[bytes | np.ndarray], PartRef]:
     """Lay out one catalogue part.
 
@@ -117,6 +115,9 @@ def write_part(
         The generation of the commit writing the part (in its header and name).
     token : bytes
         The 16-byte write token of that commit.
+    float_stats : FloatStats, optional
+        The stats of the rows' arrays when the rows are made alike, as the caller
+        has them (ignored unless they describe the rows' arrays).
 
     Returns
     -------
@@ -125,11 +126,15 @@ def write_part(
         concatenation is the file), and the entry for the commit object.
     """
     with gc_paused():  # millions of small objects alive: no collection passes over them meanwhile
-        return _write_part(rows, codec, generation, token)
+        return _write_part(rows, codec, generation, token, float_stats)
 
 
 def _write_part(
-    rows: Sequence[tuple[str, DatasetMeta | None]], codec: str, generation: int, token: bytes
+    rows: Sequence[tuple[str, DatasetMeta | None]],
+    codec: str,
+    generation: int,
+    token: bytes,
+    given: FloatStats | None,
 ) -> tuple[str, list[bytes | np.ndarray], PartRef]:
     rows = rows if isinstance(rows, list) else list(rows)
     names = list(map(_FIRST, rows))
@@ -160,11 +165,10 @@ def _write_part(
     # as not to hold them all.
     packed: list[bytes] | None = [] if n <= _PREPACK_ROWS else None
     columns = _attribute_values([{} if m is None else m.attributes for m in metas], packed)
-    # Rows made alike (a batch of new datasets) are told once for the part, not per block,
-    # or by the commit that made the rows.
-    hint = rows if type(rows) is AlikeRows and ordered is rows else None
-    alike = alike_arrays(metas) if hint is None or hint.alike is None else hint.alike
-    float_stats = None if hint is None or hint.alike is None else hint.float_stats
+    # Rows made alike (a batch of new datasets) are told once for the part, not per block;
+    # their float stats may come from the commit that made the rows.
+    alike = alike_arrays(metas)
+    float_stats = given.columns() if given is not None and alike is not None and given.describes(alike[2]) else None
     encode = RecordEncoder().encode_alike
     if packed is None or len(packed) != n:
         packed = None
@@ -399,7 +403,7 @@ def _add_stats_group(
     """Add the ``s{j}.*`` columns of one array name from its rows and arrays; returns the flags.
 
     The fields are taken from every array by C-level passes and scattered with
-    numpy: no Python step per row.  ``float_stats`` (see :class:`AlikeRows`), when
+    numpy: no Python step per row.  ``float_stats`` (:meth:`FloatStats.columns`), when
     given, are the stats of every row (of a float dtype), taken as they are.
     """
     m = len(ams)

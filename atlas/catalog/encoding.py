@@ -228,8 +228,8 @@ class RecordEncoder:
         by one.  ``attributes``, when given, are the rows' attribute maps packed;
         ``alike``, when given, is :func:`alike_arrays` of ``metas`` (a caller that
         encodes a part block by block checks its rows once), possibly followed by
-        the float stats of the rows (``float_stats`` of
-        :class:`~atlas.catalog.build.AlikeRows`, sliced to ``metas``).
+        the float stats of the rows (:meth:`~atlas.catalog.build.FloatStats.columns`,
+        sliced to ``metas``).
         """
         n = len(metas)
         joined = self._alike(metas, attributes, alike) if n else None
@@ -262,7 +262,7 @@ class RecordEncoder:
         head, tail, members, floats = self._schema(first)
         pack = self._pack
         given = alike[3] if len(alike) > 3 and floats else None
-        if given is not None:  # the rows' float stats, from the commit (see build.AlikeRows)
+        if given is not None:  # the rows' float stats, from the commit (see build.FloatStats)
             cells, null_counts, lo_a, hi_a, ext = given
             if not ext.all() or not (np.isfinite(lo_a).all() and np.isfinite(hi_a).all()):
                 return None

@@ -22,7 +22,7 @@ import numpy as np
 
 from atlas.backends.base import Version
 from atlas.catalog import CATALOG_DIR, CommitObject, encode_commit
-from atlas.catalog.build import AlikeRows
+from atlas.catalog.build import FloatStats
 from atlas.catalog.encoding import alike_arrays
 from atlas.engine.staged import StackedChunks, build_segment
 from atlas.errors import AtlasError, ConflictError, SegmentMissingError
@@ -70,7 +70,7 @@ def build_flush(state: WorkingState, reused: list[DatasetMeta] | None = None) ->
     )  # ``retired`` is kept: entries still within their grace period, compact() decides
     gen = new.generation
     codec = state.base.codec
-    rows, live_slots = _committed_rows(state, gen, reused)
+    rows, live_slots, alike = _committed_rows(state, gen, reused)
     # Many small one-chunk arrays of a name: stats and segment layout in one pass, not one each.
     stacked: dict[str, list[StackedChunks]] = {}
     for array_name, metas in live_slots.items():
@@ -84,8 +84,7 @@ def build_flush(state: WorkingState, reused: list[DatasetMeta] | None = None) ->
                 if slot not in done:
                     where = f"dataset {owner[slot]!r} array {array_name!r}"
                     meta.stats = state.array_stats(array_name, meta, where)
-    if type(rows) is AlikeRows:
-        rows.float_stats = _float_stats(rows.alike[2], stacked.get(rows.alike[1], []))
+    float_stats = None if alike is None else _float_stats(alike[1], stacked.get(alike[0], []))
     files: list[NewFile] = []
     names = set(live_slots) | {n for n, e in state.engines.items() if e.spilled}
     for array_name in sorted(names):
@@ -111,14 +110,15 @@ def build_flush(state: WorkingState, reused: list[DatasetMeta] | None = None) ->
     for array_name in names:
         if not new.families[array_name].segments:
             del new.families[array_name]  # nothing stored under this name
-    files += catalogue_files(state, new, rows, token, int(time.time() * 1000))
+    files += catalogue_files(state, new, rows, token, int(time.time() * 1000), float_stats)
     return new, files
 
 
 def _committed_rows(
     state: WorkingState, gen: int, reused: list[DatasetMeta] | None
-) -> tuple[list[tuple[str, DatasetMeta | None]], dict[str, dict[int, ArrayMeta]]]:
-    """The catalogue rows of the pending changes (None: deleted) and ``{array: {slot: meta}}`` of their arrays.
+) -> tuple[list[tuple[str, DatasetMeta | None]], dict[str, dict[int, ArrayMeta]], tuple[str, list[ArrayMeta]] | None]:
+    """The catalogue rows of the pending changes (None: deleted), ``{array: {slot: meta}}``
+    of their arrays and, for rows made alike, ``(array name, their arrays in row order)``.
 
     The rows are copies (the pending ones stay as they are should the commit
     fail), but for the datasets listed in ``reused`` (see :func:`build_flush`);
@@ -134,7 +134,7 @@ def _committed_rows(
             rows, array_name, metas = fast
             reused += [ds for _, ds in rows]
             live_slots[array_name] = dict(zip(map(_SLOT, metas), metas))
-            return rows, live_slots
+            return rows, live_slots, (array_name, metas)
     new = object.__new__
     reuse = reused is not None
     for name in names:
@@ -175,7 +175,7 @@ def _committed_rows(
                 by_slot = live_slots[array_name] = {}
             by_slot[meta.slot] = meta
         rows.append((name, committed))
-    return rows, live_slots
+    return rows, live_slots, None
 
 
 _SLOT, _STATS = operator.attrgetter("slot"), operator.attrgetter("stats")
@@ -197,14 +197,12 @@ def _created_alike(
     _, array_name, metas = alike
     if list(map(_STATS, metas)).count(None) != len(metas):
         return None
-    rows = AlikeRows(zip(names, datasets))
-    rows.alike = alike
-    return rows, array_name, metas
+    return list(zip(names, datasets)), array_name, metas
 
 
-def _float_stats(metas: list[ArrayMeta], groups: list[StackedChunks]) -> tuple | None:
+def _float_stats(metas: list[ArrayMeta], groups: list[StackedChunks]) -> FloatStats | None:
     """The stats of ``metas`` (in their order) when one stacked group of a float dtype
-    holds every one of them (see :class:`~atlas.catalog.build.AlikeRows`); else None."""
+    holds every one of them; else None."""
     if len(groups) != 1 or groups[0].dtype not in ("float32", "float64") or len(groups[0]) != len(metas):
         return None
     g = groups[0]
@@ -215,7 +213,8 @@ def _float_stats(metas: list[ArrayMeta], groups: list[StackedChunks]) -> tuple |
     cells = int(g.values.shape[1])
     nulls = g.nulls[at]
     # the float64 bits of each row's extremes (zero where every cell is null: no extremes)
-    return cells, nulls, g.min_bits.view(np.float64)[at], g.max_bits.view(np.float64)[at], nulls != cells
+    return FloatStats(tuple(metas), cells, nulls, g.min_bits.view(np.float64)[at], g.max_bits.view(np.float64)[at],
+                      nulls != cells)  # fmt: skip
 
 
 def flush(state: WorkingState) -> Base:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from atlas.backends.base import Buffer
 from atlas.catalog import CATALOG_DIR, CommitObject, choose_merge, merge_parts, write_part
+from atlas.catalog.build import FloatStats
 from atlas.catalog.commit import PartRef
 from atlas.catalog.part import ReadRange
 from atlas.metadata import ArrayFamily, DatasetMeta, Manifest, RetiredSegment
@@ -51,13 +52,20 @@ def next_commit(base: Base, token: bytes, *, next_slot: int, next_dataset_id: in
 
 
 def catalogue_files(
-    state: WorkingState, new: CommitObject, rows: list[tuple[str, DatasetMeta | None]], token: bytes, now_ms: int
+    state: WorkingState,
+    new: CommitObject,
+    rows: list[tuple[str, DatasetMeta | None]],
+    token: bytes,
+    now_ms: int,
+    float_stats: FloatStats | None = None,
 ) -> list[NewFile]:
     """Add the part of ``rows`` to ``new`` (merging as the policy says); the part file to write.
 
-    ``rows`` are the committed datasets the commit changed (None: deleted).  On a
-    v1 base the part holds every dataset of the manifest with ``rows`` applied
-    (the upgrade).  Replaced parts join ``new.retired``.
+    ``rows`` are the committed datasets the commit changed (None: deleted), and
+    ``float_stats`` what the commit knows of their arrays' stats (see
+    :func:`~atlas.catalog.build.write_part`).  On a v1 base the part holds every
+    dataset of the manifest with ``rows`` applied (the upgrade).  Replaced parts
+    join ``new.retired``.
     """
     base, gen = state.base, new.generation
     if isinstance(base, Manifest):
@@ -74,7 +82,7 @@ def catalogue_files(
     if not rows:
         return []
     read_stored = part_reader(state.backend, state.io, base)
-    kept, ref, file = part_with_merge(new.parts, rows, new.codec, gen, token, read_stored)
+    kept, ref, file = part_with_merge(new.parts, rows, new.codec, gen, token, read_stored, float_stats)
     place_part(new, kept, ref, now_ms)
     return [file]
 
@@ -86,16 +94,18 @@ def part_with_merge(
     generation: int,
     token: bytes,
     read_stored: ReadRange,
+    float_stats: FloatStats | None = None,
 ) -> tuple[int, PartRef, NewFile]:
     """The part of ``rows`` appended to ``parts``, merged with the newest of them as the policy says.
 
     ``parts`` are the base commit's parts (oldest first), read through
-    ``read_stored`` only when a merge needs them.  Returns how many of ``parts``
+    ``read_stored`` only when a merge needs them.  ``float_stats`` are passed to
+    :func:`~atlas.catalog.build.write_part`.  Returns how many of ``parts``
     stay in front of the new part (the others are replaced by it: see
     :func:`place_part`), the new part's entry and its file.  Any process that can
     read the store can run this: a commit's own, or an ingest's commit task.
     """
-    _, buffers, ref = write_part(rows, codec, generation, token)
+    _, buffers, ref = write_part(rows, codec, generation, token, float_stats)
     return merge_new_part(parts, ref, buffers, codec, generation, token, read_stored)
 
 

@@ -109,8 +109,8 @@ def near_alike_rows(draw: st.DrawFn) -> list[tuple[str, DatasetMeta | None]]:
     return [(name, ds) for name, ds in rows]
 
 
-def _written(rows, codec: str) -> bytes:
-    _, buffers, _ = write_part(rows, codec, 7, b"\x01" * 16)
+def _written(rows, codec: str, float_stats: build.FloatStats | None = None) -> bytes:
+    _, buffers, _ = write_part(rows, codec, 7, b"\x01" * 16, float_stats)
     return b"".join(bytes(b) for b in buffers)
 
 
@@ -261,25 +261,25 @@ def _part_and_segment_bytes(entries: list, hint: bool) -> list[bytes]:
 
 @given(float_batches())
 def test_part_written_with_the_stats_a_commit_hands_over_has_the_bytes_of_the_general_path(entries):
-    # The rows a commit of a batch made alike hands to write_part (AlikeRows: the
-    # rows' alike arrays and float stats, not taken from every row again).
+    # What a commit of a batch made alike hands to write_part with its rows (FloatStats:
+    # the stats of the rows' arrays, not taken from every row again).
     assert _part_and_segment_bytes(entries, True) == _part_and_segment_bytes(entries, False)
 
 
-def _alike_rows(rows: list) -> build.AlikeRows:
-    """``rows`` as the commit hands them over: with their alike arrays, and for a float dtype the
-    stats of those arrays as columns (what :func:`commit._float_stats` takes from the stacked chunks)."""
-    out = build.AlikeRows(rows)
-    out.alike = alike_arrays([ds for _, ds in rows])
-    if out.alike is not None and out.alike[2][0].dtype.startswith("float"):
-        stats = [am.stats for am in out.alike[2]]
-        if all(s is not None for s in stats) and len({s.row_count for s in stats}) == 1:
-            ext = np.array([s.minimum is not None and s.maximum is not None for s in stats])
-            out.float_stats = (stats[0].row_count, np.array([s.null_count for s in stats], dtype=np.int64),
-                               np.array([s.minimum if e else 0.0 for s, e in zip(stats, ext)], dtype=np.float64),
-                               np.array([s.maximum if e else 0.0 for s, e in zip(stats, ext)], dtype=np.float64),
-                               ext)  # fmt: skip
-    return out
+def _handed_over(rows: list) -> build.FloatStats | None:
+    """What the commit hands over with ``rows`` made alike of a float dtype: the stats of
+    their arrays as columns (what :func:`commit._float_stats` takes from the stacked chunks)."""
+    alike = alike_arrays([ds for _, ds in rows])
+    if alike is None or not alike[2][0].dtype.startswith("float"):
+        return None
+    stats = [am.stats for am in alike[2]]
+    if any(s is None for s in stats) or len({s.row_count for s in stats}) != 1:
+        return None
+    ext = np.array([s.minimum is not None and s.maximum is not None for s in stats])
+    return build.FloatStats(tuple(alike[2]), stats[0].row_count, np.array([s.null_count for s in stats], np.int64),
+                            np.array([s.minimum if e else 0.0 for s, e in zip(stats, ext)], dtype=np.float64),
+                            np.array([s.maximum if e else 0.0 for s, e in zip(stats, ext)], dtype=np.float64),
+                            ext)  # fmt: skip
 
 
 _CHANGES = ("replace", "append", "insert", "delete", "pop", "reverse", "sort", "extend", "slice assign", "copy")
@@ -287,9 +287,11 @@ _CHANGES = ("replace", "append", "insert", "delete", "pop", "reverse", "sort", "
 
 @given(near_alike_rows(), near_alike_rows(), st.lists(st.sampled_from(_CHANGES), min_size=1, max_size=3), st.data())
 def test_rows_handed_over_then_changed_in_place_write_the_part_of_their_rows(rows, others, changes, data):
-    # What the commit knows of its rows (AlikeRows) must not outlive a change of them:
-    # a changed list writes the part of the rows it holds, as a plain list of them.
-    rows = _alike_rows(copy.deepcopy(rows))
+    # What the commit knows of its rows (FloatStats) must not outlive a change of them:
+    # a changed list, written with the stats handed over with it before the change,
+    # writes the part of the rows it holds.
+    rows = copy.deepcopy(rows)
+    handed = _handed_over(rows)
     other = [(name + "~", ds) for name, ds in copy.deepcopy(others)]  # names after those of rows
     for how in changes:
         k = data.draw(st.integers(0, max(len(rows) - 1, 0)))
@@ -318,7 +320,7 @@ def test_rows_handed_over_then_changed_in_place_write_the_part_of_their_rows(row
     names = [name for name, _ in plain]
     if not plain or len(set(names)) != len(names):
         return  # no part: a part holds at least one row, each name once
-    assert _written(rows, "none") == _written(copy.deepcopy(plain), "none")
+    assert _written(rows, "none", handed) == _written(copy.deepcopy(plain), "none")
 
 
 def test_rows_handed_over_without_their_alike_arrays_take_no_float_stats():
@@ -328,10 +330,11 @@ def test_rows_handed_over_without_their_alike_arrays_take_no_float_stats():
         arrays = {name: _array(10 * i + j, "float64", 4, float(i), i + 1.0) for j, name in enumerate(("a", "b"))}
         return DatasetMeta(id=i + 1, version=3, attributes={}, arrays=arrays)
 
-    rows = build.AlikeRows((f"d{i}", ds(i)) for i in range(5))
+    rows = [(f"d{i}", ds(i)) for i in range(5)]
     n = len(rows)
-    rows.float_stats = (4, np.zeros(n, np.int64), np.full(n, -5.0), np.full(n, 5.0), np.ones(n, dtype=bool))
-    assert _written(rows, "none") == _written(list(rows), "none")
+    handed = build.FloatStats(tuple(d.arrays["a"] for _, d in rows), 4, np.zeros(n, np.int64), np.full(n, -5.0),
+                              np.full(n, 5.0), np.ones(n, dtype=bool))  # fmt: skip
+    assert _written(rows, "none", handed) == _written(rows, "none")
 
 
 _KINDS = {
