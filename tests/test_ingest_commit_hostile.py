@@ -181,7 +181,7 @@ def task_part_from(store: Store, ref: PartRef, edit) -> PartRef:
     records = []
     for k in range(reader.block_table().shape[0]):
         offsets, data = reader.block(k)
-        records += [edit(k * BLOCK_ROWS + i, data[offsets[i] : offsets[i + 1]]) for i in range(len(offsets) - 1)]
+        records += [edit(k * BLOCK_ROWS + i, bytes(data[offsets[i] : offsets[i + 1]])) for i in range(len(offsets) - 1)]
     blocks = [record_block(records[b : b + BLOCK_ROWS]) for b in range(0, len(records), BLOCK_ROWS)]
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
     parts, size, offset, length, digest = builder.finish(index.rows, BLOCK_ROWS, index.attributes, index.arrays)

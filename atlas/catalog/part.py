@@ -34,10 +34,13 @@ from atlas.engine.codecs import checksum, decode_payload
 from atlas.errors import ChecksumError, CorruptStoreError
 from atlas.metadata import ArrayMeta, DatasetMeta
 
-__all__ = ["PartReader", "ReadRange"]
+__all__ = ["PartReader", "ReadRange", "RecordBlock"]
 
 #: ``read_range(path, offset, length) -> bytes``: the only way a reader gets bytes.
 ReadRange = Callable[[str, int, int], Any]
+#: A record block as :meth:`PartReader.block` returns it: the record offsets, and the
+#: records' bytes (a read-only view of the decompressed block, or bytes).
+RecordBlock = tuple[np.ndarray, "bytes | memoryview"]
 _FIXED = {
     "id": "<u8", "version": "<u8", "tombstone": "u1", "state": "u1", "slot": "<u8", "dtype": "u1",
     "row_count": "<u8", "null_count": "<u8", "min": "<f8", "max": "<f8", "ndim": "u1", "imin": "<u8",
@@ -156,7 +159,7 @@ class PartReader(PartNames):
             self._columns["record_blocks"] = out
         return out
 
-    def block(self, k: int) -> tuple[np.ndarray, bytes]:
+    def block(self, k: int) -> RecordBlock:
         """Record block ``k``: ``(record offsets, records bytes)``, verified."""
         index = self.index
         table = self.block_table()
@@ -173,9 +176,12 @@ class PartReader(PartNames):
         offsets = raw[:head].view("<u4").astype(np.int64)
         if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != raw_length - head:
             raise CorruptStoreError(f"{where}: record offsets are damaged")
-        return offsets, raw[head:].tobytes()
+        # A decompressed block is a new array of its own: a view of it spares a copy of
+        # every record.  A block stored raw is a view of the bytes read (perhaps of a
+        # mapped file): copied, so that no view of the file outlives the read.
+        return offsets, memoryview(raw).toreadonly()[head:] if raw is not stored else raw[head:].tobytes()
 
-    def record(self, row: int, block: tuple[np.ndarray, bytes]) -> DatasetMeta | None:
+    def record(self, row: int, block: RecordBlock) -> DatasetMeta | None:
         """Decode row ``row`` from its block (as returned by :meth:`block`), checking its keys."""
         offsets, data = block
         i = row % self.index.block_rows
@@ -185,7 +191,7 @@ class PartReader(PartNames):
             raise CorruptStoreError(f"{self.where} row {row}: record disagrees with the key columns")
         return ds
 
-    def arrays(self, row: int, block: tuple[np.ndarray, bytes]) -> dict[str, ArrayMeta] | None:
+    def arrays(self, row: int, block: RecordBlock) -> dict[str, ArrayMeta] | None:
         """The arrays of row ``row`` (None for a tombstone), its attributes left undecoded."""
         offsets, data = block
         i = row % self.index.block_rows

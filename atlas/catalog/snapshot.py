@@ -23,7 +23,7 @@ import numpy as np
 
 from atlas.catalog.columns import SearchColumns
 from atlas.catalog.commit import PartRef
-from atlas.catalog.part import PartReader, ReadRange
+from atlas.catalog.part import PartReader, ReadRange, RecordBlock
 from atlas.catalog.winners import (  # noqa: F401 - merge_positions, merge_sorted, winning_rows: merging's
     RowNames,
     live_rows,
@@ -78,7 +78,7 @@ class Catalog(SearchColumns):
         # only the parts it added.
         known = {r.ref: r for r in previous.readers} if previous is not None else {}
         self._readers = [known.get(ref) or PartReader(ref, read_range) for ref in self.parts]
-        self._blocks: OrderedDict[tuple[int, int], tuple[np.ndarray, bytes]] = OrderedDict()
+        self._blocks: OrderedDict[tuple[int, int], RecordBlock] = OrderedDict()
         self._cached_blocks = max(1, cached_blocks)
         self._names: list[str] | None = None
         # Per part, oldest first: the rows that are live and their positions in
@@ -256,7 +256,7 @@ class Catalog(SearchColumns):
             todo_names = [names[i] for i in todo.tolist()]
         return part_of, row_of
 
-    def _block(self, p: int, row: int) -> tuple[np.ndarray, bytes]:
+    def _block(self, p: int, row: int) -> RecordBlock:
         reader = self._readers[p]
         k = row // reader.index.block_rows
         block = self._blocks.get((p, k))
