@@ -21,7 +21,7 @@ from typing import Any
 
 from atlas.distributed.task import Task, run_task
 
-__all__ = ["POOL_RETRIES", "Runner"]
+__all__ = ["POOL_RETRIES", "Runner", "start_pool_early"]
 
 logger = logging.getLogger("atlas")
 
@@ -34,17 +34,47 @@ _Result = tuple[Task | None, Any, BaseException | None]
 _COMMIT_PRIORITY = 100
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes that never inherit this process's threads (forkserver, else spawn)."""
+def _context() -> Any:
+    """The start method of the worker processes: one that never inherits this process's threads.
+
+    The fork server when there is one, else spawn.
+    """
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if ctx.get_start_method() == "forkserver":
         # Imported once in the fork server instead of once per worker process (about
         # 0.9 s of CPU each, a pool is made again after a worker died): what every
-        # task imports on its first source.  A module that is not installed is skipped.
+        # task imports on its first source (dask too: xarray's time decoding imports
+        # it to test for dask arrays).  A module that is not installed is skipped.
         preload = ["atlas.distributed.task", "atlas.store", "atlas.cli.ingest", "atlas.cli.netcdf_open"]
         ctx.set_forkserver_preload([*preload, "xarray", "dask", "blosc2"])
-    return ProcessPoolExecutor(workers, mp_context=ctx)
+    return ctx
+
+
+def start_pool_early() -> None:
+    """Start the fork server of the local pool now, if it is not running yet.
+
+    It then imports its preloads (most of a second) while the caller opens the
+    store and discovers the sources, instead of after, when the first task is
+    submitted.  The fork server is this process's (any later pool forks from it);
+    starting it for an ingest that turns out to have nothing to do costs nothing
+    but the process.
+    """
+    if _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` worker processes (see :func:`_context`)."""
+    return ProcessPoolExecutor(workers, mp_context=_context())
+
+
+def _drain(ready: list[_Result]) -> Iterator[_Result]:
+    """Yield and forget the results in ``ready``."""
+    while ready:
+        yield ready.pop(0)
 
 
 def _shut(pool: ProcessPoolExecutor) -> None:
@@ -188,6 +218,12 @@ class Runner:
         process does not take the strikes of the tasks beside it: only the culprit
         collects more than :data:`POOL_RETRIES` strikes, and then fails like a task
         that raised.
+
+        The results of the tasks that finished are yielded after the next tasks are
+        submitted (the invariant above holds): the caller handles a fragment (unpacks
+        it, writes a lease, maybe starts a commit) while the freed process already
+        runs its next task instead of waiting for it.  A task that failed is yielded
+        first (the caller may stop: no task is started for nothing).
         """
         todo = deque(tasks)
         suspects: deque[Task] = deque()  # tasks that were running when a process died: each runs alone
@@ -212,8 +248,9 @@ class Runner:
                 self._alone = on
                 self._cond.notify_all()
 
+        ready: list[_Result] = []  # finished, yielded once the freed processes have their next tasks
         try:  # a suspect's solitude ends with the loop, however it ends
-            while todo or suspects or running:
+            while todo or suspects or running or ready:
                 broken = False
                 try:
                     if suspects and not running:
@@ -223,6 +260,7 @@ class Runner:
                                 alone.add(suspects.popleft().index)
                                 self._alone = True
                         if not running:  # a call runs: wait for it
+                            yield from _drain(ready)
                             with self._cond:
                                 self._cond.wait_for(lambda: not self._calling, timeout=heartbeat)
                             yield None, None, None
@@ -232,6 +270,7 @@ class Runner:
                         todo.popleft()
                 except BrokenProcessPool:
                     broken = True
+                yield from _drain(ready)
                 done = wait(running, timeout=heartbeat, return_when=FIRST_COMPLETED)[0] if running else set()
                 if running and not done and not broken:
                     yield None, None, None
@@ -256,8 +295,10 @@ class Runner:
                             )
                         else:
                             suspects.append(task)
+                    elif error is not None:  # now: the caller may stop the ingest on it
+                        yield task, None, error
                     else:
-                        yield task, (None if error else fut.result()), error
+                        ready.append((task, fut.result(), None))
                 if died:
                     logger.warning(
                         "a worker process died while tasks %s ran (their files are left unreferenced); "
