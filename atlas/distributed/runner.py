@@ -30,6 +30,9 @@ logger = logging.getLogger("atlas")
 POOL_RETRIES = 3
 #: What :meth:`Runner.results` yields: a finished task, or ``(None, None, None)`` (a heartbeat).
 _Result = tuple[Task | None, Any, BaseException | None]
+#: Tasks the local pool holds queued beyond one running per process: a process that
+#: finishes one takes the next at once (see :meth:`Runner._pool_results`).
+_QUEUED_AHEAD = 1
 #: dask priority of a commit task: it runs before the batch tasks still queued.
 _COMMIT_PRIORITY = 100
 
@@ -210,10 +213,15 @@ class Runner:
     def _pool_results(self, tasks: list[Task], heartbeat: float) -> Iterator[_Result]:
         """:meth:`results` on the local pool, retrying the tasks of a worker process that died.
 
-        At most ``workers`` tasks are in the pool at once, so each of them is running
-        when a process dies.  Which one the dead process ran is unknown (a dead process
-        breaks the whole pool), so, as dask counts a task that was running on a worker
-        that died, every task in flight gets a strike and runs again on a new pool.
+        At most ``workers`` tasks run at once, and :data:`_QUEUED_AHEAD` more wait in
+        the pool's queue, so that a process that finishes a task starts the next one
+        at once instead of waiting for this process to submit it.  The pool hands
+        tasks out in the order they were submitted, so when a process dies the tasks
+        in flight that were running are among the first ``workers`` of them (in that
+        order); the others never started and are simply submitted again.  Which one
+        the dead process ran is unknown (a dead process breaks the whole pool), so, as
+        dask counts a task that was running on a worker that died, each task that may
+        have been running gets a strike and runs again on a new pool.
         Unlike dask, a task with a strike then runs alone, so a task that kills its
         process does not take the strikes of the tasks beside it: only the culprit
         collects more than :data:`POOL_RETRIES` strikes, and then fails like a task
@@ -265,7 +273,7 @@ class Runner:
                                 self._cond.wait_for(lambda: not self._calling, timeout=heartbeat)
                             yield None, None, None
                             continue
-                    while not suspects and not alone and todo and len(running) < self.workers:
+                    while not suspects and not alone and todo and len(running) < self.workers + _QUEUED_AHEAD:
                         submit(todo[0])
                         todo.popleft()
                 except BrokenProcessPool:
@@ -280,13 +288,19 @@ class Runner:
                     for fut in done:
                         if isinstance(fut.exception(), BrokenProcessPool):
                             self._renew(owner[fut])
-                died = []
+                # In submission order (``running`` keeps it): the tasks after the first
+                # ``workers`` of them were still queued, none of them ran.
+                lost = [f for f in running if f in done and isinstance(f.exception(), BrokenProcessPool)]
+                queued = set(lost[self.workers :])
+                died, again = [], []
                 for fut in done:
                     task = running.pop(fut)
                     del owner[fut]
                     alone.discard(task.index)
                     error = fut.exception()
-                    if isinstance(error, BrokenProcessPool):
+                    if fut in queued:
+                        again.append(task)
+                    elif isinstance(error, BrokenProcessPool):
                         died.append(task)
                         strikes[task.index] += 1
                         if strikes[task.index] > POOL_RETRIES:
@@ -299,6 +313,7 @@ class Runner:
                         yield task, None, error
                     else:
                         ready.append((task, fut.result(), None))
+                todo.extendleft(sorted(again, key=lambda t: t.index, reverse=True))  # first again, in order
                 if died:
                     logger.warning(
                         "a worker process died while tasks %s ran (their files are left unreferenced); "
