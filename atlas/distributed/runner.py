@@ -288,10 +288,13 @@ class Runner:
                     for fut in done:
                         if isinstance(fut.exception(), BrokenProcessPool):
                             self._renew(owner[fut])
-                # In submission order (``running`` keeps it): the tasks after the first
-                # ``workers`` of them were still queued, none of them ran.
-                lost = [f for f in running if f in done and isinstance(f.exception(), BrokenProcessPool)]
-                queued = set(lost[self.workers :])
+                # Per pool, in submission order (``running`` keeps it): the tasks after the
+                # first ``workers`` of them were still queued, none of them ran.
+                lost: dict[ProcessPoolExecutor, list[Future[Any]]] = {}
+                for fut in running:
+                    if fut in done and isinstance(fut.exception(), BrokenProcessPool):
+                        lost.setdefault(owner[fut], []).append(fut)
+                queued = {fut for futs in lost.values() for fut in futs[self.workers :]}
                 died, again = [], []
                 for fut in done:
                     task = running.pop(fut)
