@@ -63,6 +63,9 @@ class PartReader(PartNames):
         self._read_range = read_range
         self._index: PartIndex | None = None
         self._columns: dict[str, Any] = {}
+        # the index's key and array lists as maps, made once: callers ask once per key
+        self._kinds: dict[str, tuple[int, str]] | None = None
+        self._groups: dict[str, tuple[int, int]] | None = None
         self._names_ordered = False  # name keys were made (and checked sorted), then released
 
     # -- raw access -------------------------------------------------------------------------
@@ -206,8 +209,14 @@ class PartReader(PartNames):
     # -- search columns -----------------------------------------------------------------------
 
     def attribute_kinds(self) -> dict[str, tuple[int, str]]:
-        """``{key: (column number, kind)}`` of the part's attribute search columns."""
-        return {key: (i, kind) for i, (key, kind) in enumerate(self.index.attributes)}
+        """``{key: (column number, kind)}`` of the part's attribute search columns.
+
+        Made on first use and kept (the reader's own: not to be written to), so that
+        asking once per key costs no more than one pass over the keys.
+        """
+        if self._kinds is None:
+            self._kinds = {key: (i, kind) for i, (key, kind) in enumerate(self.index.attributes)}
+        return self._kinds
 
     def attribute(self, key: str, typed: bool = False) -> tuple[str, np.ndarray, np.ndarray] | None:
         """``(kind, values per row, present per row)`` of one attribute, or None.
@@ -304,8 +313,11 @@ class PartReader(PartNames):
         return np.where(state == EXTREMES, got[0].astype(np.int16), np.int16(-1))
 
     def stats_groups(self) -> dict[str, tuple[int, int]]:
-        """``{array name: (group number, flags)}`` of the part's stats columns."""
-        return {name: (j, flags) for j, (name, flags) in enumerate(self.index.arrays)}
+        """``{array name: (group number, flags)}`` of the part's stats columns (kept as
+        :meth:`attribute_kinds` is)."""
+        if self._groups is None:
+            self._groups = {name: (j, flags) for j, (name, flags) in enumerate(self.index.arrays)}
+        return self._groups
 
     def stats(self, array: str, field: str) -> tuple[np.ndarray, np.ndarray] | None:
         """``(values per row, valid per row)`` of one stats field of ``array``, or None."""

@@ -85,7 +85,7 @@ def relabel_parts(
 
 def _relabel_columns(selections: Sequence[Selection], read_range: ReadRange, generation: int,
                      builder: PartBuilder) -> tuple[int, list, list]:  # fmt: skip
-    readers = [_Reader(s.part, _WholeRead(read_range, {s.part.path: s.part.size for s in selections}))
+    readers = [PartReader(s.part, _WholeRead(read_range, {s.part.path: s.part.size for s in selections}))
                for s in selections]  # fmt: skip
     rows, ids = [], []
     for sel, reader in zip(selections, readers):
@@ -253,22 +253,6 @@ def _check_attributes(unpacker: msgpack.Unpacker, body: bytes, valid: set[bytes]
         if value not in valid:
             attributes_from_dict({key: msgpack.unpackb(value, raw=False, strict_map_key=True, max_bin_len=0)})
             valid.add(value)
-
-
-class _Reader(PartReader):
-    """A part reader that keeps its key and array lists (asked for once per attribute key and part)."""
-
-    def attribute_kinds(self) -> dict[str, tuple[int, str]]:
-        kinds = self.__dict__.get("_kinds")
-        if kinds is None:
-            kinds = self.__dict__["_kinds"] = super().attribute_kinds()
-        return kinds
-
-    def stats_groups(self) -> dict[str, tuple[int, int]]:
-        groups = self.__dict__.get("_groups")
-        if groups is None:
-            groups = self.__dict__["_groups"] = super().stats_groups()
-        return groups
 
 
 class _WholeRead:
