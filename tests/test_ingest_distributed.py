@@ -199,6 +199,22 @@ def test_process_pool_retries_a_worker_that_died(tmp_path, corpus, reference, ho
         xr.testing.assert_identical(ds, got.to_xarray(name))
 
 
+def test_a_queued_task_gets_no_strike_when_the_running_one_kills_its_worker(tmp_path, caplog):
+    """One process: the task after the running one waits in the pool's queue; when the running one
+    kills the process, only it counts as having run (it alone reruns alone), the queued one runs again as usual."""
+    path = _new_store(tmp_path / "queued.atlas")
+    marker = tmp_path / "died"
+    sources = [functools.partial(ingest_sources.die_once, str(marker), "survivor"),
+               functools.partial(ingest_sources.big, "a", 1, 20), functools.partial(ingest_sources.big, "b", 2, 20)]
+    with caplog.at_level("WARNING", logger="atlas"):
+        report = atlas.ingest(sources, path, workers=1, batch=1)
+    assert marker.exists() and report.datasets == 3 and not report.failed
+    died = [r.getMessage() for r in caplog.records if "worker process died while tasks" in r.getMessage()]
+    assert len(died) == 1 and "while tasks 0 ran" in died[0]
+    with atlas.Atlas.open(path, "r") as got:
+        assert sorted(got.list_datasets()) == ["a", "b", "survivor"] and got.verify() == []
+
+
 def test_process_pool_gives_up_on_a_task_that_always_kills_its_worker(tmp_path, corpus):
     from atlas.distributed.client import POOL_RETRIES
 

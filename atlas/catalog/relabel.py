@@ -283,11 +283,16 @@ class _Columns:
     table: SchemaTable
     #: Each template packed again, as ``verify`` compares them (:meth:`SchemaTable.template_bytes`).
     packed: list[bytes]
-    state: np.ndarray
+    # The part's columns as lists (each row's checks read a few values of every array:
+    # Python ints, not numpy scalars).
+    has: list[bool]
+    slot: list[int]
+    code: list[int]
+    state: list[int]
     #: The dtype codes searches by dtype answer from (:data:`~atlas.catalog.build.DTYPE_CODES`).
-    dtype: np.ndarray
-    row_count: np.ndarray
-    null_count: np.ndarray
+    dtype: list[int]
+    row_count: list[int]
+    null_count: list[int]
 
 
 def _tables(reader: PartReader, rows: np.ndarray, slots: tuple[int, int]) -> dict[str, _Columns]:
@@ -306,8 +311,10 @@ def _tables(reader: PartReader, rows: np.ndarray, slots: tuple[int, int]) -> dic
         # also in the rows without the array: verify checks every row
         if rows.size and int(dtype[rows].max()) >= len(DTYPE_CODES):
             raise CorruptStoreError(f"{reader.where}: dtype code of array {array!r} is out of range")
-        out[array] = _Columns(table, table.template_bytes(), reader.fixed(f"s{j}.state"), dtype,
-                              reader.fixed(f"s{j}.row_count"), reader.fixed(f"s{j}.null_count"))  # fmt: skip
+        state, row_count, null_count = (reader.fixed(f"s{j}.{c}").tolist()
+                                         for c in ("state", "row_count", "null_count"))
+        out[array] = _Columns(table, table.template_bytes(), table.has.tolist(), table.slot.tolist(),
+                              table.codes.tolist(), state, dtype.tolist(), row_count, null_count)  # fmt: skip
     return out
 
 
@@ -323,18 +330,18 @@ def _check_arrays(arrays: dict, metas: dict[str, ArrayMeta], tables: dict[str, _
     ``templates`` maps the plain object packed again (exact: types, order and
     float bits) to its rebuilt template, so each distinct one is rebuilt once.
     """
-    have = sum(bool(c.table.has[row]) for c in tables.values())
+    have = sum(c.has[row] for c in tables.values())
     if len(arrays) != have:
         raise CorruptStoreError(f"{where}: the record holds {len(arrays)} arrays, the stats columns {have}")
     for name, am in arrays.items():
         cols = tables.get(name)
-        if cols is None or not cols.table.has[row]:
+        if cols is None or not cols.has[row]:
             raise CorruptStoreError(f"{where}: array {name!r} of the record is not in the stats columns")
         table = cols.table
         am = dict(am)
         slot, shape, stats = am.pop("slot", None), am.pop("shape", None), am.pop("stats", None)
-        code = int(table.codes[row])
-        if slot != int(table.slot[row]) or shape != list(table.shape(row)) or am != table.templates[code]:
+        code = cols.code[row]
+        if slot != cols.slot[row] or shape != list(table.shape(row)) or am != table.templates[code]:
             raise CorruptStoreError(f"{where}: array {name!r} disagrees with the schema columns")
         key = msgpack.packb(am, use_bin_type=True)
         rebuilt = templates.get(key)
@@ -343,15 +350,15 @@ def _check_arrays(arrays: dict, metas: dict[str, ArrayMeta], tables: dict[str, _
         if rebuilt != cols.packed[code]:
             raise CorruptStoreError(f"{where}: array {name!r} disagrees with the schema columns (as a reader "
                                     "decodes them)")  # fmt: skip
-        if int(cols.dtype[row]) != _DTYPE_CODE[metas[name].dtype]:
+        if cols.dtype[row] != _DTYPE_CODE[metas[name].dtype]:
             raise CorruptStoreError(f"{where}: array {name!r} disagrees with the stats columns (dtype)")
-        state = int(cols.state[row])
+        state = cols.state[row]
         if stats is None:
             ok = state == NO_STATS
         else:
             ok = (isinstance(stats, dict) and stats.keys() == _STATS_KEYS
                   and state == (EXTREMES if stats["min"] is not None and stats["max"] is not None else EXTREMES - 1)
-                  and stats["row_count"] == int(cols.row_count[row])
-                  and stats["null_count"] == int(cols.null_count[row]))  # fmt: skip
+                  and stats["row_count"] == cols.row_count[row]
+                  and stats["null_count"] == cols.null_count[row])  # fmt: skip
         if not ok:
             raise CorruptStoreError(f"{where}: array {name!r} disagrees with the stats columns")

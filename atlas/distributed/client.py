@@ -25,7 +25,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from atlas.distributed.runner import POOL_RETRIES, Runner
+from atlas.distributed.runner import POOL_RETRIES, Runner, start_pool_early
 from atlas.distributed.schedule import TAIL_SLOTS, size_due, task_batches
 from atlas.distributed.task import Task, run_commit_task, source_label
 from atlas.errors import AtlasError, ConflictError, IngestError, InvalidArgumentError
@@ -226,6 +226,8 @@ def ingest(
     for name, value in (("batch", batch), ("workers", workers), ("slots_per_source", slots_per_source)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+    if client is None:
+        start_pool_early()  # its imports overlap the discovery of the sources
     own = not isinstance(store, Atlas)
     handle = Atlas.open(store, "r+", storage_options=storage_options) if own else store
     try:

@@ -21,7 +21,7 @@ from typing import Any
 
 from atlas.distributed.task import Task, run_task
 
-__all__ = ["POOL_RETRIES", "Runner"]
+__all__ = ["POOL_RETRIES", "Runner", "start_pool_early"]
 
 logger = logging.getLogger("atlas")
 
@@ -30,21 +30,54 @@ logger = logging.getLogger("atlas")
 POOL_RETRIES = 3
 #: What :meth:`Runner.results` yields: a finished task, or ``(None, None, None)`` (a heartbeat).
 _Result = tuple[Task | None, Any, BaseException | None]
+#: Tasks the local pool holds queued beyond one running per process: a process that
+#: finishes one takes the next at once (see :meth:`Runner._pool_results`).
+_QUEUED_AHEAD = 1
 #: dask priority of a commit task: it runs before the batch tasks still queued.
 _COMMIT_PRIORITY = 100
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes that never inherit this process's threads (forkserver, else spawn)."""
+def _context() -> Any:
+    """The start method of the worker processes: one that never inherits this process's threads.
+
+    The fork server when there is one, else spawn.
+    """
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if ctx.get_start_method() == "forkserver":
         # Imported once in the fork server instead of once per worker process (about
         # 0.9 s of CPU each, a pool is made again after a worker died): what every
-        # task imports on its first source.  A module that is not installed is skipped.
+        # task imports on its first source (dask too: xarray's time decoding imports
+        # it to test for dask arrays).  A module that is not installed is skipped.
         preload = ["atlas.distributed.task", "atlas.store", "atlas.cli.ingest", "atlas.cli.netcdf_open"]
         ctx.set_forkserver_preload([*preload, "xarray", "dask", "blosc2"])
-    return ProcessPoolExecutor(workers, mp_context=ctx)
+    return ctx
+
+
+def start_pool_early() -> None:
+    """Start the fork server of the local pool now, if it is not running yet.
+
+    It then imports its preloads (most of a second) while the caller opens the
+    store and discovers the sources, instead of after, when the first task is
+    submitted.  The fork server is this process's (any later pool forks from it);
+    starting it for an ingest that turns out to have nothing to do costs nothing
+    but the process.
+    """
+    if _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` worker processes (see :func:`_context`)."""
+    return ProcessPoolExecutor(workers, mp_context=_context())
+
+
+def _drain(ready: list[_Result]) -> Iterator[_Result]:
+    """Yield and forget the results in ``ready``."""
+    while ready:
+        yield ready.pop(0)
 
 
 def _shut(pool: ProcessPoolExecutor) -> None:
@@ -180,14 +213,25 @@ class Runner:
     def _pool_results(self, tasks: list[Task], heartbeat: float) -> Iterator[_Result]:
         """:meth:`results` on the local pool, retrying the tasks of a worker process that died.
 
-        At most ``workers`` tasks are in the pool at once, so each of them is running
-        when a process dies.  Which one the dead process ran is unknown (a dead process
-        breaks the whole pool), so, as dask counts a task that was running on a worker
-        that died, every task in flight gets a strike and runs again on a new pool.
+        At most ``workers`` tasks run at once, and :data:`_QUEUED_AHEAD` more wait in
+        the pool's queue, so that a process that finishes a task starts the next one
+        at once instead of waiting for this process to submit it.  The pool hands
+        tasks out in the order they were submitted, so when a process dies the tasks
+        in flight that were running are among the first ``workers`` of them (in that
+        order); the others never started and are simply submitted again.  Which one
+        the dead process ran is unknown (a dead process breaks the whole pool), so, as
+        dask counts a task that was running on a worker that died, each task that may
+        have been running gets a strike and runs again on a new pool.
         Unlike dask, a task with a strike then runs alone, so a task that kills its
         process does not take the strikes of the tasks beside it: only the culprit
         collects more than :data:`POOL_RETRIES` strikes, and then fails like a task
         that raised.
+
+        The results of the tasks that finished are yielded after the next tasks are
+        submitted (the invariant above holds): the caller handles a fragment (unpacks
+        it, writes a lease, maybe starts a commit) while the freed process already
+        runs its next task instead of waiting for it.  A task that failed is yielded
+        first (the caller may stop: no task is started for nothing).
         """
         todo = deque(tasks)
         suspects: deque[Task] = deque()  # tasks that were running when a process died: each runs alone
@@ -212,8 +256,9 @@ class Runner:
                 self._alone = on
                 self._cond.notify_all()
 
+        ready: list[_Result] = []  # finished, yielded once the freed processes have their next tasks
         try:  # a suspect's solitude ends with the loop, however it ends
-            while todo or suspects or running:
+            while todo or suspects or running or ready:
                 broken = False
                 try:
                     if suspects and not running:
@@ -223,15 +268,17 @@ class Runner:
                                 alone.add(suspects.popleft().index)
                                 self._alone = True
                         if not running:  # a call runs: wait for it
+                            yield from _drain(ready)
                             with self._cond:
                                 self._cond.wait_for(lambda: not self._calling, timeout=heartbeat)
                             yield None, None, None
                             continue
-                    while not suspects and not alone and todo and len(running) < self.workers:
+                    while not suspects and not alone and todo and len(running) < self.workers + _QUEUED_AHEAD:
                         submit(todo[0])
                         todo.popleft()
                 except BrokenProcessPool:
                     broken = True
+                yield from _drain(ready)
                 done = wait(running, timeout=heartbeat, return_when=FIRST_COMPLETED)[0] if running else set()
                 if running and not done and not broken:
                     yield None, None, None
@@ -241,13 +288,22 @@ class Runner:
                     for fut in done:
                         if isinstance(fut.exception(), BrokenProcessPool):
                             self._renew(owner[fut])
-                died = []
+                # Per pool, in submission order (``running`` keeps it): the tasks after the
+                # first ``workers`` of them were still queued, none of them ran.
+                lost: dict[ProcessPoolExecutor, list[Future[Any]]] = {}
+                for fut in running:
+                    if fut in done and isinstance(fut.exception(), BrokenProcessPool):
+                        lost.setdefault(owner[fut], []).append(fut)
+                queued = {fut for futs in lost.values() for fut in futs[self.workers :]}
+                died, again = [], []
                 for fut in done:
                     task = running.pop(fut)
                     del owner[fut]
                     alone.discard(task.index)
                     error = fut.exception()
-                    if isinstance(error, BrokenProcessPool):
+                    if fut in queued:
+                        again.append(task)
+                    elif isinstance(error, BrokenProcessPool):
                         died.append(task)
                         strikes[task.index] += 1
                         if strikes[task.index] > POOL_RETRIES:
@@ -256,8 +312,11 @@ class Runner:
                             )
                         else:
                             suspects.append(task)
+                    elif error is not None:  # now: the caller may stop the ingest on it
+                        yield task, None, error
                     else:
-                        yield task, (None if error else fut.result()), error
+                        ready.append((task, fut.result(), None))
+                todo.extendleft(sorted(again, key=lambda t: t.index, reverse=True))  # first again, in order
                 if died:
                     logger.warning(
                         "a worker process died while tasks %s ran (their files are left unreferenced); "
