@@ -749,3 +749,19 @@ def test_fragments_are_committed_while_a_long_task_runs(tmp_path):
     assert got.to_xarray("slow").attrs["saw"] == 1  # "quick" was committed while "slow" ran
     assert got.verify() == []
     assert_no_transport_files(got)
+
+
+def test_a_failed_source_starts_no_task_beyond_the_one_queued(tmp_path):
+    """One process, one task queued behind the running one: when the running task returns a failed
+    source (the ingest stops, no ``skip_errors``), the queued task has started in the freed process, but
+    no further task may be submitted before the ingest learns of the failure (it would run for nothing)."""
+    path = _new_store(tmp_path / "stop.atlas")
+    ran = _new_store(tmp_path / "ran.atlas")  # each task after the failed one commits its name here as it runs
+    failing = functools.partial(ingest_sources.big, "bad", 1, -1)  # negative size: the source raises
+    after = [functools.partial(ingest_sources.with_concurrent_commit, ran, f"ran{i}", f"d{i}") for i in range(3)]
+    with pytest.raises(IngestError, match="negative dimensions"):
+        atlas.ingest([failing, *after], path, workers=1, batch=1)
+    with atlas.Atlas.open(ran, "r") as got:
+        assert got.list_datasets() == ["ran0"]
+    with atlas.Atlas.open(path, "r") as got:
+        assert got.list_datasets() == [] and got.verify() == []
