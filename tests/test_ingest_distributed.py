@@ -360,8 +360,8 @@ def test_client_receives_at_most_one_percent_of_the_stored_bytes(corpus, referen
     crossed = []  # every task result the client receives, as the pool pickles it
     results, call = Runner.results, Runner.call
 
-    def counted_results(self, tasks, heartbeat):
-        for task, result, error in results(self, tasks, heartbeat):
+    def counted_results(self, tasks, heartbeat, stops=None):
+        for task, result, error in results(self, tasks, heartbeat, stops):
             if task is not None:
                 crossed.append(len(pickle.dumps(result, pickle.HIGHEST_PROTOCOL)))
             yield task, result, error
