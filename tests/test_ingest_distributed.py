@@ -765,3 +765,24 @@ def test_a_failed_source_starts_no_task_beyond_the_one_queued(tmp_path):
         assert got.list_datasets() == ["ran0"]
     with atlas.Atlas.open(path, "r") as got:
         assert got.list_datasets() == [] and got.verify() == []
+
+
+def test_a_task_that_started_from_the_queue_and_kills_its_worker_takes_the_strikes(tmp_path):
+    """Two processes: the doomed task waits in the pool's queue until a quick task frees a process, then
+    kills it.  It counts as running (it is among the first two in flight), so it collects its strikes and
+    fails after POOL_RETRIES + 1 attempts; the tasks beside it are stored."""
+    from atlas.distributed.client import POOL_RETRIES
+
+    path = _new_store(tmp_path / "queued-doomed.atlas")
+    counter = tmp_path / "attempts"
+    sources = [functools.partial(ingest_sources.big, "quick", 1, 10),
+               functools.partial(ingest_sources.big, "slow", 2, 2_000_000),
+               functools.partial(ingest_sources.die_always, str(counter), "doomed"),
+               *(functools.partial(ingest_sources.big, f"after{i}", 3 + i, 10) for i in range(3))]  # fmt: skip
+    report = atlas.ingest(sources, path, workers=2, batch=1, skip_errors=True)
+    assert len(counter.read_text().split()) == POOL_RETRIES + 1
+    assert [reason for _, reason in report.failed] == [
+        f"task failed: BrokenProcessPool: a worker process died each of the {POOL_RETRIES + 1} times this task ran"]
+    assert report.datasets == 5
+    with atlas.Atlas.open(path, "r") as got:
+        assert sorted(got.list_datasets()) == ["after0", "after1", "after2", "quick", "slow"] and got.verify() == []
