@@ -786,3 +786,48 @@ def test_a_task_that_started_from_the_queue_and_kills_its_worker_takes_the_strik
     assert report.datasets == 5
     with atlas.Atlas.open(path, "r") as got:
         assert sorted(got.list_datasets()) == ["after0", "after1", "after2", "quick", "slow"] and got.verify() == []
+
+
+def test_a_pool_renewed_by_a_commit_task_does_not_stall_the_heartbeats(tmp_path, monkeypatch):
+    """A commit task finds the pool broken and renews it while the caller handles a failed task; the
+    batch tasks then submit one task into the new pool before they see the break.  Handling the break
+    must wait for the broken pool's tasks only, not for that task too: the heartbeats (lease renewals,
+    due commits) go on while it runs."""
+    import operator
+    import threading
+    import time
+    import types
+
+    from atlas.distributed import runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "run_task", operator.methodcaller("run"))  # each task runs its own callable
+    store = _new_store(tmp_path / "go.atlas")
+    tasks = [types.SimpleNamespace(index=0, run=functools.partial(int, "not a number")),  # fails at once
+             types.SimpleNamespace(index=1, run=functools.partial(ingest_sources.wait_until_stored, store, "go",
+                                                                  "t1", 60.0)),  # killed while it waits
+             types.SimpleNamespace(index=2, run=functools.partial(time.sleep, 6.0))]  # fmt: skip
+    runner = runner_mod.Runner(None, 1)
+    try:
+        results = runner.results(tasks, 0.3)
+        first = next(t for t in results if t[0] is not None)
+        assert first[0].index == 0 and isinstance(first[2], ValueError)
+        old = runner.pool
+        victim = next(iter(old._processes))  # the one process: it runs task 1 now
+        quick = types.SimpleNamespace(run=functools.partial(time.sleep, 0.1))
+        commit = threading.Thread(target=runner.call, args=(operator.methodcaller("run"), quick))
+        commit.start()  # queued behind task 1 in the pool, fails with it, renews the pool, runs again
+        time.sleep(0.5)
+        os.kill(victim, signal.SIGKILL)
+        commit.join(30)
+        assert not commit.is_alive() and runner.pool is not old
+        with atlas.Atlas.open(store) as handle:  # task 1 runs again at once
+            handle.add_xr_dataset(xr.Dataset({"v": ("x", np.arange(2.0))}), "go")
+        t0 = time.monotonic()
+        nxt = next(results)  # task 2 starts in the new pool; then task 1's strike is seen
+        waited = time.monotonic() - t0
+        rest = [t for t in results if t[0] is not None]
+    finally:
+        runner.close()
+    assert waited < 3.0, f"nothing was yielded for {waited:.1f} s while task 2 ran"
+    assert nxt == (None, None, None)
+    assert sorted((t.index, e is None) for t, _, e in rest) == [(1, True), (2, True)]

@@ -289,10 +289,13 @@ class Runner:
                     yield None, None, None
                     continue
                 if broken or any(isinstance(f.exception(), BrokenProcessPool) for f in done):
-                    done = wait(running)[0]  # a broken pool fails every future it still holds at once
                     for fut in done:
                         if isinstance(fut.exception(), BrokenProcessPool):
                             self._renew(owner[fut])
+                    # A pool is replaced only once broken, and a broken pool fails every future it
+                    # still holds at once.  A task already in the new pool (a commit task renewed it
+                    # before this loop saw the break) goes on: waiting for it would stall the heartbeats.
+                    done |= wait([f for f in running if owner[f] is not self.pool])[0]
                 # Per pool, in submission order (``running`` keeps it): the tasks after the
                 # first ``workers`` of them were still queued, none of them ran.
                 lost: dict[ProcessPoolExecutor, list[Future[Any]]] = {}
