@@ -331,9 +331,10 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
     def stops(packed: Any) -> bool:
         """The ingest stops on this fragment: a source failed (without ``skip_errors``), or it is refused."""
         try:
-            return not skip_errors and bool(unpack_fragment(packed).failed)
-        except AtlasError:
+            failed = unpack_fragment(packed).failed
+        except AtlasError:  # refused below, whatever skip_errors says
             return True
+        return bool(failed) and not skip_errors
 
     results = runner.results(tasks, max(1.0, min(RENEW_SECONDS, commit_interval)), stops)
     try:
