@@ -845,3 +845,20 @@ def test_rows_of_one_width_compare_as_their_bytes(rows):
 
     assert ascending(rows) == all(a < b for a, b in itertools.pairwise(rows))
     assert ascending(sorted(set(rows)))
+
+
+def test_a_part_readers_key_and_array_maps_cannot_be_changed_by_a_caller():
+    # The reader keeps one map of each and hands it to every caller: a caller writing
+    # to it would change what every later lookup, merge or search of the part finds.
+    store = Store()
+    reader = PartReader(store.write([(f"p{i}", profile(i)) for i in range(1, 10)], 1), store.read_range)
+    kinds, groups = reader.attribute_kinds(), reader.stats_groups()
+    changes = (lambda: kinds.pop("lat"), lambda: kinds.__setitem__("lat", (9, "string")), lambda: kinds.clear(),
+               lambda: groups.pop("temp"), lambda: groups.__setitem__("psal", (0, 0)), lambda: groups.clear())
+    for change in changes:
+        with pytest.raises((TypeError, AttributeError)):
+            change()
+    assert reader.attribute_kinds() is kinds and reader.stats_groups() is groups  # still made once
+    assert sorted(kinds) == ["cycle", "lat", "platform", "tags"] and list(groups) == ["temp"]
+    assert reader.attribute("lat", typed=True)[1].tolist() == [i / 7 for i in range(1, 10)]
+    assert reader.stats("temp", "max")[0].tolist() == [float(i) for i in range(1, 10)]
