@@ -321,8 +321,14 @@ def test_rows_handed_over_then_changed_in_place_write_the_part_of_their_rows(row
             am = next(iter(rows[k][1].arrays.values()))
             if how == "retype":
                 am.dtype = "int32" if am.dtype != "int32" else "float64"
-            count = am.stats.row_count if am.stats is not None else am.shape[0]
-            am.stats = Stats(count, 0, -3, 11) if how == "retype" else Stats(count, 1, -7.5, 9.25)
+            count, old = (am.stats.row_count if am.stats is not None else am.shape[0]), am.stats
+            if how == "retype":
+                am.stats = Stats(count, 0, -3, 11)
+            elif am.dtype.startswith("float"):
+                am.stats = Stats(count, 1, -7.5, 9.25)
+            else:  # extremes of the array's own kind
+                lo, hi = (old.minimum, old.maximum) if old is not None else (None, None)
+                am.stats = Stats(count, 1 if lo is not None else count, lo, hi)
         other = other[1:] or other
     plain = list(rows)
     names = [name for name, _ in plain]
