@@ -845,3 +845,43 @@ def test_rows_of_one_width_compare_as_their_bytes(rows):
 
     assert ascending(rows) == all(a < b for a, b in itertools.pairwise(rows))
     assert ascending(sorted(set(rows)))
+
+
+def test_a_part_readers_key_and_array_maps_cannot_be_changed_by_a_caller():
+    # The reader keeps one map of each and hands it to every caller: a caller writing
+    # to it would change what every later lookup, merge or search of the part finds.
+    store = Store()
+    reader = PartReader(store.write([(f"p{i}", profile(i)) for i in range(1, 10)], 1), store.read_range)
+    kinds, groups = reader.attribute_kinds(), reader.stats_groups()
+    changes = (lambda: kinds.pop("lat"), lambda: kinds.__setitem__("lat", (9, "string")), lambda: kinds.clear(),
+               lambda: groups.pop("temp"), lambda: groups.__setitem__("psal", (0, 0)), lambda: groups.clear())
+    for change in changes:
+        with pytest.raises((TypeError, AttributeError)):
+            change()
+    assert reader.attribute_kinds() is kinds and reader.stats_groups() is groups  # still made once
+    assert sorted(kinds) == ["cycle", "lat", "platform", "tags"] and list(groups) == ["temp"]
+    assert reader.attribute("lat", typed=True)[1].tolist() == [i / 7 for i in range(1, 10)]
+    assert reader.stats("temp", "max")[0].tolist() == [float(i) for i in range(1, 10)]
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd"])
+def test_a_record_block_outlives_the_buffer_it_was_read_from_and_cannot_be_written(codec):
+    # A block stored raw is copied out of the bytes read (a reader may hand out a view
+    # of a buffer it reuses, or of a mapped file); a decompressed one is a read-only view.
+    store = Store()
+    rows = [(f"p{i:03d}", profile(i)) for i in range(1, 300)]
+    ref = store.write(rows, 1, codec)
+    buffer = bytearray(store.files[ref.path])
+
+    def read_range(_path: str, offset: int, length: int) -> memoryview:
+        return memoryview(buffer)[offset : offset + length]
+
+    reader = PartReader(ref, read_range)
+    blocks = [reader.block(k) for k in range(reader.block_table().shape[0])]
+    col = reader.index.columns["records"]
+    buffer[col.offset : col.offset + col.length] = bytes(col.length)  # the buffer reused for something else
+    for row, (name, ds) in enumerate(rows):
+        block = blocks[row // reader.index.block_rows]
+        assert canonical(reader.record(row, block)) == canonical(ds), name
+        with pytest.raises(TypeError):
+            block[1][0:1] = b"x"

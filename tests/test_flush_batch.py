@@ -190,3 +190,48 @@ def test_a_batch_made_alike_committed_after_a_conflict_has_the_stats_of_its_cell
             else:
                 assert (stats.minimum, stats.maximum) == (float(np.nanmin(values)), float(np.nanmax(values)))
         assert again.find("temp.min < -1e300") == ["p00006"]
+
+
+def test_a_batch_made_alike_written_again_with_the_few_rows_it_replaces_has_the_stats_of_its_cells(
+    tmp_path, monkeypatch
+):
+    """A commit whose part takes in the few rows of the newest parts writes them again
+    with its own rows; when its rows replace every one of them, the part's rows are the
+    commit's very rows and the float stats it hands over are theirs: used, and right."""
+    from atlas.catalog import build
+
+    used = []
+    describes = build.FloatStats.describes
+
+    def spy(self, arrays):
+        used.append(describes(self, arrays))
+        return used[-1]
+
+    monkeypatch.setattr(build.FloatStats, "describes", spy)
+    path = tmp_path / "s"
+    old = [entry(i) for i in range(1, 9)]
+    with atlas.Atlas.create(path) as store:
+        store.add_datasets(old)
+    with atlas.Atlas.open(path, mode="r+") as store:
+        for name, _, _ in old:
+            store.delete_dataset(name)
+        store.flush()
+    batch = [(name, {"temp": (["depth"], -3 * arrays["temp"][1])}, attrs) for name, arrays, attrs in old]
+    batch[2][1]["temp"][1][:] = np.nan  # every cell null: no extremes
+    used.clear()
+    with atlas.Atlas.open(path, mode="r+") as store:
+        store.add_datasets(batch)
+        store.flush()
+        assert len(store._st.base.parts) == 1  # the three parts written again as one
+    assert used == [True]
+    with atlas.Atlas.open(path) as again:
+        assert again.verify() == []
+        for name, arrays, _ in batch:
+            values = arrays["temp"][1]
+            stats = again._st.snapshot.get(name).arrays["temp"].stats
+            assert stats.null_count == int(np.isnan(values).sum())
+            if np.isnan(values).all():
+                assert stats.minimum is None and stats.maximum is None
+            else:
+                assert (stats.minimum, stats.maximum) == (float(np.nanmin(values)), float(np.nanmax(values)))
+        assert again.find("temp.max > -4") == ["p00001"] and again.find("temp.max < -20") == ["p00007", "p00008"]

@@ -11,7 +11,7 @@ import itertools
 import math
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -41,6 +41,8 @@ _T, _V = operator.itemgetter("t"), operator.itemgetter("v")
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 _ARRAYS = operator.attrgetter("arrays")
 _ID, _VERSION = operator.attrgetter("id"), operator.attrgetter("version")
+_STATS_OF = operator.attrgetter("stats")
+_FLOATS = ("float32", "float64")
 #: Rows per record block: materialising one dataset decompresses one block.
 BLOCK_ROWS = 256
 #: Up to this many distinct attribute key orders, rows are transposed per order.
@@ -75,8 +77,10 @@ class FloatStats:
     say: ``cells`` per array, then per row null counts, minimums, maximums (float64;
     any value where there are none) and whether there are extremes.  The part
     writer uses them only for rows whose alike arrays are these very objects, in
-    this order: rows changed after the stats were taken are written from what they
-    hold.
+    this order, each still holding the very ``Stats`` object it held when these
+    were made (an array is mutable: a row changed in place since, as every change
+    of an array's stats replaces its ``Stats`` object, is then written from what it
+    holds).  The columns are made read-only.
     """
 
     arrays: tuple[Any, ...]
@@ -85,14 +89,23 @@ class FloatStats:
     minimum: np.ndarray
     maximum: np.ndarray
     extremes: np.ndarray
+    #: the arrays' ``Stats`` objects when these were made (see :meth:`describes`)
+    stats: tuple[Any, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stats", tuple(map(_STATS_OF, self.arrays)))
+        for column in (self.nulls, self.minimum, self.maximum, self.extremes):
+            column.flags.writeable = False
 
     def columns(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(cells, null counts, minimums, maximums, has extremes)``."""
         return self.cells, self.nulls, self.minimum, self.maximum, self.extremes
 
     def describes(self, arrays: Sequence[Any]) -> bool:
-        """Whether these are the stats of ``arrays`` (the very objects, in this order)."""
-        return len(arrays) == len(self.arrays) and all(map(operator.is_, arrays, self.arrays))
+        """Whether these are the stats of ``arrays``: the very objects, in this order,
+        each still holding the ``Stats`` object it held when these were made."""
+        return (len(arrays) == len(self.arrays) and all(map(operator.is_, arrays, self.arrays))
+                and all(map(operator.is_, map(_STATS_OF, arrays), self.stats)))  # fmt: skip
 
 
 def write_part(
@@ -424,8 +437,9 @@ def _add_stats_group(
     schema[rows] = _schema_codes(interner, ams, fields)
     state[rows] = NO_STATS
     smin: list[str] | None = None
-    if float_stats is not None and m == n:
-        # What the branch below gives for float stats of every row, without visiting them.
+    if float_stats is not None and m == n and names.count(names[0]) == m and names[0] in _FLOATS:
+        # What the branch below gives for float stats of every row, without visiting them
+        # (the arrays' dtype checked here too: an array object is mutable).
         cells, null_counts, lo, hi, ext = float_stats
         count[:] = cells
         nulls[:] = null_counts

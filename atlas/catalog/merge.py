@@ -19,10 +19,11 @@ from atlas.catalog.layout import PartBuilder
 from atlas.catalog.merging import merge_columns
 from atlas.catalog.part import PartReader, ReadRange
 from atlas.errors import InvalidArgumentError
-from atlas.metadata import Manifest, gc_paused
+from atlas.metadata import DatasetMeta, Manifest, gc_paused
 
 __all__ = [
     "FEW_PARTS", "FEW_PARTS_RATIO", "MAX_PARTS", "MERGE_RATIO", "catalog_from_manifest", "choose_merge", "merge_parts",
+    "rows_with_parts",
 ]  # fmt: skip
 
 #: Parts a commit object may list after a commit (the merge policy's hard cap).
@@ -156,6 +157,34 @@ def merge_parts(
     high = max(generation, *(p.max_generation for p in parts))
     ref = PartRef(part_filename(generation, token), size, index_offset, index_length, digest, rows, low, high)
     return ref.file, buffers, ref
+
+
+def rows_with_parts(
+    parts: Sequence[PartRef],
+    rows: Sequence[tuple[str, DatasetMeta | None]],
+    read_range: ReadRange,
+    drop_tombstones: bool,
+) -> list[tuple[str, DatasetMeta | None]]:
+    """``rows`` with the rows of the (older) ``parts`` they do not replace, decoded from their records.
+
+    What :func:`merge_parts` of ``parts`` and a part of ``rows`` holds, as rows
+    for :func:`~atlas.catalog.build.write_part`: the newest row of each name,
+    tombstones left out when ``drop_tombstones``.  For a few rows only (every
+    record is decoded and written again); a merge of parts of any size copies
+    their columns instead.  Each record is checked against its part's key
+    columns, as a merge checks it.
+    """
+    out: dict[str, DatasetMeta | None] = {}
+    for ref in parts:  # oldest first: a newer row of a name replaces the older one
+        reader = PartReader(ref, read_range)
+        per, k, block = reader.index.block_rows, -1, None
+        for row, name in enumerate(reader.names()):
+            if row // per != k:
+                k = row // per
+                block = reader.block(k)
+            out[name] = reader.record(row, block)
+    out.update(rows)
+    return [(name, ds) for name, ds in out.items() if ds is not None or not drop_tombstones]
 
 
 class _LastRead:

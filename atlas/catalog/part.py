@@ -8,7 +8,8 @@ a time and kept in a small cache owned by the caller.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import msgpack
@@ -66,9 +67,10 @@ class PartReader(PartNames):
         self._read_range = read_range
         self._index: PartIndex | None = None
         self._columns: dict[str, Any] = {}
-        # the index's key and array lists as maps, made once: callers ask once per key
-        self._kinds: dict[str, tuple[int, str]] | None = None
-        self._groups: dict[str, tuple[int, int]] | None = None
+        # the index's key and array lists as maps, made once (callers ask once per key)
+        # and handed out read-only: every caller of the reader shares them
+        self._kinds: Mapping[str, tuple[int, str]] | None = None
+        self._groups: Mapping[str, tuple[int, int]] | None = None
         self._names_ordered = False  # name keys were made (and checked sorted), then released
 
     # -- raw access -------------------------------------------------------------------------
@@ -214,14 +216,14 @@ class PartReader(PartNames):
 
     # -- search columns -----------------------------------------------------------------------
 
-    def attribute_kinds(self) -> dict[str, tuple[int, str]]:
+    def attribute_kinds(self) -> Mapping[str, tuple[int, str]]:
         """``{key: (column number, kind)}`` of the part's attribute search columns.
 
-        Made on first use and kept (the reader's own: not to be written to), so that
-        asking once per key costs no more than one pass over the keys.
+        Made on first use and kept, so that asking once per key costs no more than
+        one pass over the keys; read-only, since every caller of the reader shares it.
         """
         if self._kinds is None:
-            self._kinds = {key: (i, kind) for i, (key, kind) in enumerate(self.index.attributes)}
+            self._kinds = MappingProxyType({key: (i, kind) for i, (key, kind) in enumerate(self.index.attributes)})
         return self._kinds
 
     def attribute(self, key: str, typed: bool = False) -> tuple[str, np.ndarray, np.ndarray] | None:
@@ -318,11 +320,11 @@ class PartReader(PartNames):
         state = self.fixed(f"s{self.stats_groups()[array][0]}.state")  # checked by stats()
         return np.where(state == EXTREMES, got[0].astype(np.int16), np.int16(-1))
 
-    def stats_groups(self) -> dict[str, tuple[int, int]]:
-        """``{array name: (group number, flags)}`` of the part's stats columns (kept as
-        :meth:`attribute_kinds` is)."""
+    def stats_groups(self) -> Mapping[str, tuple[int, int]]:
+        """``{array name: (group number, flags)}`` of the part's stats columns (kept and
+        read-only, as :meth:`attribute_kinds` is)."""
         if self._groups is None:
-            self._groups = {name: (j, flags) for j, (name, flags) in enumerate(self.index.arrays)}
+            self._groups = MappingProxyType({name: (j, flags) for j, (name, flags) in enumerate(self.index.arrays)})
         return self._groups
 
     def stats(self, array: str, field: str) -> tuple[np.ndarray, np.ndarray] | None:

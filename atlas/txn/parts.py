@@ -11,11 +11,13 @@ commit.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from atlas.backends.base import Buffer
 from atlas.catalog import CATALOG_DIR, CommitObject, choose_merge, merge_parts, write_part
 from atlas.catalog.build import FloatStats
 from atlas.catalog.commit import PartRef
+from atlas.catalog.merge import rows_with_parts
 from atlas.catalog.part import ReadRange
 from atlas.metadata import ArrayFamily, DatasetMeta, Manifest, RetiredSegment
 from atlas.txn.snapshot import Base, part_reader
@@ -34,6 +36,10 @@ NewFile = tuple[str, Sequence[Buffer]]
 #: commit object without bound between compactions.
 _RETIRED_PARTS_KEPT = 64
 _RETIRED_PART_AGE_S = 3600.0
+#: The most rows of the newest parts a commit's part takes in by writing their
+#: records again with its own rows (see :func:`part_with_merge`); a merge of more
+#: copies their columns (:func:`~atlas.catalog.merge.merge_parts`).
+SMALL_MERGE_ROWS = 256
 
 
 def next_commit(base: Base, token: bytes, *, next_slot: int, next_dataset_id: int,
@@ -105,6 +111,18 @@ def part_with_merge(
     :func:`place_part`), the new part's entry and its file.  Any process that can
     read the store can run this: a commit's own, or an ingest's commit task.
     """
+    start = choose_merge([*(p.rows for p in parts), len(rows)])
+    older = parts[start:] if start is not None else []
+    if older and sum(p.rows for p in older) <= SMALL_MERGE_ROWS:
+        # The newest parts hold a few rows (one-dataset commits): written again with
+        # the commit's rows, in one part, rather than merged column by column, whose
+        # cost is mostly per column (a few hundred for 30 attribute keys) however few rows.
+        merged = rows_with_parts(older, rows, read_stored, drop_tombstones=start == 0)
+        if merged:
+            _, buffers, ref = write_part(merged, codec, generation, token, float_stats)
+            low = min(p.min_generation for p in older)
+            ref = replace(ref, min_generation=low, max_generation=max(generation, *(p.max_generation for p in older)))
+            return start, ref, (ref.path, buffers)
     _, buffers, ref = write_part(rows, codec, generation, token, float_stats)
     return merge_new_part(parts, ref, buffers, codec, generation, token, read_stored)
 

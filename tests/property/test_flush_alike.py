@@ -282,7 +282,8 @@ def _handed_over(rows: list) -> build.FloatStats | None:
                             ext)  # fmt: skip
 
 
-_CHANGES = ("replace", "append", "insert", "delete", "pop", "reverse", "sort", "extend", "slice assign", "copy")
+_CHANGES = ("replace", "append", "insert", "delete", "pop", "reverse", "sort", "extend", "slice assign", "copy",
+            "restat", "retype")  # fmt: skip
 
 
 @given(near_alike_rows(), near_alike_rows(), st.lists(st.sampled_from(_CHANGES), min_size=1, max_size=3), st.data())
@@ -315,12 +316,50 @@ def test_rows_handed_over_then_changed_in_place_write_the_part_of_their_rows(row
             rows[k:] = other[:1]
         elif how == "copy":
             rows = copy.copy(rows)
+        elif how in ("restat", "retype") and rows and rows[k][1] is not None and rows[k][1].arrays:
+            # the row's own array object changed in place: new stats, perhaps a new dtype
+            am = next(iter(rows[k][1].arrays.values()))
+            if how == "retype":
+                am.dtype = "int32" if am.dtype != "int32" else "float64"
+            count, old = (am.stats.row_count if am.stats is not None else am.shape[0]), am.stats
+            if how == "retype":
+                am.stats = Stats(count, 0, -3, 11)
+            elif am.dtype.startswith("float"):
+                am.stats = Stats(count, 1, -7.5, 9.25)
+            else:  # extremes of the array's own kind
+                lo, hi = (old.minimum, old.maximum) if old is not None else (None, None)
+                am.stats = Stats(count, 1 if lo is not None else count, lo, hi)
         other = other[1:] or other
     plain = list(rows)
     names = [name for name, _ in plain]
     if not plain or len(set(names)) != len(names):
         return  # no part: a part holds at least one row, each name once
     assert _written(rows, "none", handed) == _written(copy.deepcopy(plain), "none")
+
+
+def test_stats_handed_over_then_replaced_on_the_very_arrays_are_not_written():
+    # The rows' arrays are the objects the stats were taken of, but one of them got
+    # other stats since (and another one another dtype): the part holds what the rows hold.
+    rows = [(f"d{i}", DatasetMeta(id=i + 1, version=3, attributes={}, arrays={"a": _array(i, "float64", 4, 0.0, 1.0)}))
+            for i in range(5)]  # fmt: skip
+    handed = _handed_over(rows)
+    assert handed is not None and _written(rows, "none", handed) == _written(copy.deepcopy(rows), "none")
+    rows[2][1].arrays["a"].stats = Stats(4, 1, -7.5, 9.25)
+    assert _written(rows, "none", handed) == _written(copy.deepcopy(rows), "none")
+    retyped = rows[4][1].arrays["a"]
+    retyped.dtype, retyped.stats = "int32", Stats(4, 0, -3, 11)
+    assert _written(rows, "none", handed) == _written(copy.deepcopy(rows), "none")
+
+
+def test_stats_handed_over_of_arrays_whose_dtype_changed_since_are_not_written():
+    # The very arrays, holding the very Stats objects, but of an integer dtype now: their
+    # stats are written as integer stats (exact extremes), as the rows hold them.
+    rows = [(f"d{i}", DatasetMeta(id=i + 1, version=3, attributes={}, arrays={"a": _array(i, "float64", 4, 0, i)}))
+            for i in range(5)]  # fmt: skip
+    handed = _handed_over(rows)
+    for _, ds in rows:
+        ds.arrays["a"].dtype = "int32"
+    assert _written(rows, "none", handed) == _written(copy.deepcopy(rows), "none")
 
 
 def test_rows_handed_over_without_their_alike_arrays_take_no_float_stats():
