@@ -360,8 +360,8 @@ def test_client_receives_at_most_one_percent_of_the_stored_bytes(corpus, referen
     crossed = []  # every task result the client receives, as the pool pickles it
     results, call = Runner.results, Runner.call
 
-    def counted_results(self, tasks, heartbeat):
-        for task, result, error in results(self, tasks, heartbeat):
+    def counted_results(self, tasks, heartbeat, stops=None):
+        for task, result, error in results(self, tasks, heartbeat, stops):
             if task is not None:
                 crossed.append(len(pickle.dumps(result, pickle.HIGHEST_PROTOCOL)))
             yield task, result, error
@@ -749,3 +749,85 @@ def test_fragments_are_committed_while_a_long_task_runs(tmp_path):
     assert got.to_xarray("slow").attrs["saw"] == 1  # "quick" was committed while "slow" ran
     assert got.verify() == []
     assert_no_transport_files(got)
+
+
+def test_a_failed_source_starts_no_task_beyond_the_one_queued(tmp_path):
+    """One process, one task queued behind the running one: when the running task returns a failed
+    source (the ingest stops, no ``skip_errors``), the queued task has started in the freed process, but
+    no further task may be submitted before the ingest learns of the failure (it would run for nothing)."""
+    path = _new_store(tmp_path / "stop.atlas")
+    ran = _new_store(tmp_path / "ran.atlas")  # each task after the failed one commits its name here as it runs
+    failing = functools.partial(ingest_sources.big, "bad", 1, -1)  # negative size: the source raises
+    after = [functools.partial(ingest_sources.with_concurrent_commit, ran, f"ran{i}", f"d{i}") for i in range(3)]
+    with pytest.raises(IngestError, match="negative dimensions"):
+        atlas.ingest([failing, *after], path, workers=1, batch=1)
+    with atlas.Atlas.open(ran, "r") as got:
+        assert got.list_datasets() == ["ran0"]
+    with atlas.Atlas.open(path, "r") as got:
+        assert got.list_datasets() == [] and got.verify() == []
+
+
+def test_a_task_that_started_from_the_queue_and_kills_its_worker_takes_the_strikes(tmp_path):
+    """Two processes: the doomed task waits in the pool's queue until a quick task frees a process, then
+    kills it.  It counts as running (it is among the first two in flight), so it collects its strikes and
+    fails after POOL_RETRIES + 1 attempts; the tasks beside it are stored."""
+    from atlas.distributed.client import POOL_RETRIES
+
+    path = _new_store(tmp_path / "queued-doomed.atlas")
+    counter = tmp_path / "attempts"
+    sources = [functools.partial(ingest_sources.big, "quick", 1, 10),
+               functools.partial(ingest_sources.big, "slow", 2, 2_000_000),
+               functools.partial(ingest_sources.die_always, str(counter), "doomed"),
+               *(functools.partial(ingest_sources.big, f"after{i}", 3 + i, 10) for i in range(3))]  # fmt: skip
+    report = atlas.ingest(sources, path, workers=2, batch=1, skip_errors=True)
+    assert len(counter.read_text().split()) == POOL_RETRIES + 1
+    assert [reason for _, reason in report.failed] == [
+        f"task failed: BrokenProcessPool: a worker process died each of the {POOL_RETRIES + 1} times this task ran"]
+    assert report.datasets == 5
+    with atlas.Atlas.open(path, "r") as got:
+        assert sorted(got.list_datasets()) == ["after0", "after1", "after2", "quick", "slow"] and got.verify() == []
+
+
+def test_a_pool_renewed_by_a_commit_task_does_not_stall_the_heartbeats(tmp_path, monkeypatch):
+    """A commit task finds the pool broken and renews it while the caller handles a failed task; the
+    batch tasks then submit one task into the new pool before they see the break.  Handling the break
+    must wait for the broken pool's tasks only, not for that task too: the heartbeats (lease renewals,
+    due commits) go on while it runs."""
+    import operator
+    import threading
+    import time
+    import types
+
+    from atlas.distributed import runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "run_task", operator.methodcaller("run"))  # each task runs its own callable
+    store = _new_store(tmp_path / "go.atlas")
+    tasks = [types.SimpleNamespace(index=0, run=functools.partial(int, "not a number")),  # fails at once
+             types.SimpleNamespace(index=1, run=functools.partial(ingest_sources.wait_until_stored, store, "go",
+                                                                  "t1", 60.0)),  # killed while it waits
+             types.SimpleNamespace(index=2, run=functools.partial(time.sleep, 6.0))]  # fmt: skip
+    runner = runner_mod.Runner(None, 1)
+    try:
+        results = runner.results(tasks, 0.3)
+        first = next(t for t in results if t[0] is not None)
+        assert first[0].index == 0 and isinstance(first[2], ValueError)
+        old = runner.pool
+        victim = next(iter(old._processes))  # the one process: it runs task 1 now
+        quick = types.SimpleNamespace(run=functools.partial(time.sleep, 0.1))
+        commit = threading.Thread(target=runner.call, args=(operator.methodcaller("run"), quick))
+        commit.start()  # queued behind task 1 in the pool, fails with it, renews the pool, runs again
+        time.sleep(0.5)
+        os.kill(victim, signal.SIGKILL)
+        commit.join(30)
+        assert not commit.is_alive() and runner.pool is not old
+        with atlas.Atlas.open(store) as handle:  # task 1 runs again at once
+            handle.add_xr_dataset(xr.Dataset({"v": ("x", np.arange(2.0))}), "go")
+        t0 = time.monotonic()
+        nxt = next(results)  # task 2 starts in the new pool; then task 1's strike is seen
+        waited = time.monotonic() - t0
+        rest = [t for t in results if t[0] is not None]
+    finally:
+        runner.close()
+    assert waited < 3.0, f"nothing was yielded for {waited:.1f} s while task 2 ran"
+    assert nxt == (None, None, None)
+    assert sorted((t.index, e is None) for t, _, e in rest) == [(1, True), (2, True)]

@@ -328,7 +328,15 @@ def _drive(handle: Any, tasks: list[Task], runner: Runner, reservation: SlotRese
         error = committer.settle()
         raise IngestError(f"{message}; {_done(report)}", failed) from error
 
-    results = runner.results(tasks, max(1.0, min(RENEW_SECONDS, commit_interval)))
+    def stops(packed: Any) -> bool:
+        """The ingest stops on this fragment: a source failed (without ``skip_errors``), or it is refused."""
+        try:
+            failed = unpack_fragment(packed).failed
+        except AtlasError:  # refused below, whatever skip_errors says
+            return True
+        return bool(failed) and not skip_errors
+
+    results = runner.results(tasks, max(1.0, min(RENEW_SECONDS, commit_interval)), stops)
     try:
         for task, packed, error in results:
             if task is None:  # no task finished for a while: keep the leases fresh, commit what waits

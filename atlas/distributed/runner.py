@@ -177,14 +177,17 @@ class Runner:
                 self._calling -= 1
                 self._cond.notify_all()
 
-    def results(self, tasks: list[Task], heartbeat: float) -> Iterator[_Result]:
+    def results(self, tasks: list[Task], heartbeat: float,
+                stops: Callable[[Any], bool] | None = None) -> Iterator[_Result]:  # fmt: skip
         """``(task, result, None)`` or ``(task, None, error)`` as ``tasks`` finish.
 
         ``(None, None, None)`` when no task finished for ``heartbeat`` seconds: the
-        caller's chance to renew its lease and commit what waits.
+        caller's chance to renew its lease and commit what waits.  ``stops(result)``
+        is true for a result the caller stops on (a source that failed): the local
+        pool yields it before it starts another task, as it does an error.
         """
         if self.client is None:
-            yield from self._pool_results(tasks, heartbeat)
+            yield from self._pool_results(tasks, heartbeat, stops)
             return
         from distributed import wait as dask_wait
 
@@ -210,7 +213,8 @@ class Runner:
         finally:
             client.cancel(list(futures))
 
-    def _pool_results(self, tasks: list[Task], heartbeat: float) -> Iterator[_Result]:
+    def _pool_results(self, tasks: list[Task], heartbeat: float,
+                      stops: Callable[[Any], bool] | None) -> Iterator[_Result]:  # fmt: skip
         """:meth:`results` on the local pool, retrying the tasks of a worker process that died.
 
         At most ``workers`` tasks run at once, and :data:`_QUEUED_AHEAD` more wait in
@@ -230,8 +234,9 @@ class Runner:
         The results of the tasks that finished are yielded after the next tasks are
         submitted (the invariant above holds): the caller handles a fragment (unpacks
         it, writes a lease, maybe starts a commit) while the freed process already
-        runs its next task instead of waiting for it.  A task that failed is yielded
-        first (the caller may stop: no task is started for nothing).
+        runs its next task instead of waiting for it.  A task that failed, or whose
+        result ``stops`` the caller, is yielded first (the caller stops on it: no
+        task is started for nothing).
         """
         todo = deque(tasks)
         suspects: deque[Task] = deque()  # tasks that were running when a process died: each runs alone
@@ -284,10 +289,13 @@ class Runner:
                     yield None, None, None
                     continue
                 if broken or any(isinstance(f.exception(), BrokenProcessPool) for f in done):
-                    done = wait(running)[0]  # a broken pool fails every future it still holds at once
                     for fut in done:
                         if isinstance(fut.exception(), BrokenProcessPool):
                             self._renew(owner[fut])
+                    # A pool is replaced only once broken, and a broken pool fails every future it
+                    # still holds at once.  A task already in the new pool (a commit task renewed it
+                    # before this loop saw the break) goes on: waiting for it would stall the heartbeats.
+                    done |= wait([f for f in running if owner[f] is not self.pool])[0]
                 # Per pool, in submission order (``running`` keeps it): the tasks after the
                 # first ``workers`` of them were still queued, none of them ran.
                 lost: dict[ProcessPoolExecutor, list[Future[Any]]] = {}
@@ -314,6 +322,8 @@ class Runner:
                             suspects.append(task)
                     elif error is not None:  # now: the caller may stop the ingest on it
                         yield task, None, error
+                    elif stops is not None and stops(fut.result()):
+                        yield task, fut.result(), None
                     else:
                         ready.append((task, fut.result(), None))
                 todo.extendleft(sorted(again, key=lambda t: t.index, reverse=True))  # first again, in order
