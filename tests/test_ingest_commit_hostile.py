@@ -170,18 +170,25 @@ def test_an_ingest_whose_task_part_is_forged_commits_nothing(tmp_path, monkeypat
         assert store.generation == 0 and store.list_datasets() == []
 
 
-def task_part_from(store: Store, ref: PartRef, edit) -> PartRef:
-    """``ref`` (in ``store``) with its records forged by ``edit``."""
+def task_part_from(store: Store, ref: PartRef, edit=None, column: str | None = None, change=None) -> PartRef:
+    """``ref`` (in ``store``) forged: each record by ``edit(row, record bytes)``, and/or its
+    fixed-width column ``column`` by ``change(values)`` in place."""
     reader = PartReader(ref, store.read_range)
     index = reader.index
     builder = PartBuilder(1, secrets.token_bytes(16), "zstd")
     for name in index.columns:
-        if name not in ("records", "record_blocks"):
+        if name == column:
+            values = reader.fixed(name).copy()
+            change(values)
+            builder.add(name, values, values.dtype.itemsize)
+        elif name not in ("records", "record_blocks"):
             builder.add(name, reader.column_bytes(name, None))
     records = []
     for k in range(reader.block_table().shape[0]):
         offsets, data = reader.block(k)
-        records += [edit(k * BLOCK_ROWS + i, bytes(data[offsets[i] : offsets[i + 1]])) for i in range(len(offsets) - 1)]
+        records += [bytes(data[offsets[i] : offsets[i + 1]]) for i in range(len(offsets) - 1)]
+    if edit is not None:
+        records = [edit(row, record) for row, record in enumerate(records)]
     blocks = [record_block(records[b : b + BLOCK_ROWS]) for b in range(0, len(records), BLOCK_ROWS)]
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
     parts, size, offset, length, digest = builder.finish(index.rows, BLOCK_ROWS, index.attributes, index.arrays)
@@ -325,27 +332,6 @@ def test_a_template_the_reader_decodes_otherwise_than_the_record_is_refused(monk
         relabel(store, ref, ["ds0"])
 
 
-def task_part_with_column(store: Store, ref: PartRef, column: str, change) -> PartRef:
-    """``ref`` (in ``store``) with its fixed-width column ``column`` forged by ``change(values)`` in place."""
-    reader = PartReader(ref, store.read_range)
-    index = reader.index
-    builder = PartBuilder(1, secrets.token_bytes(16), "zstd")
-    for name in index.columns:
-        if name == column:
-            values = reader.fixed(name).copy()
-            change(values)
-            builder.add(name, values, values.dtype.itemsize)
-        elif name not in ("records", "record_blocks"):
-            builder.add(name, reader.column_bytes(name, None))
-    blocks = [reader.block(k) for k in range(reader.block_table().shape[0])]
-    records = [data[offsets[i] : offsets[i + 1]] for offsets, data in blocks for i in range(len(offsets) - 1)]
-    blocks = [record_block(records[b : b + BLOCK_ROWS]) for b in range(0, len(records), BLOCK_ROWS)]
-    builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
-    parts, size, offset, length, digest = builder.finish(index.rows, BLOCK_ROWS, index.attributes, index.arrays)
-    forged = PartRef("000000000001-" + secrets.token_hex(8) + ".cat", size, offset, length, digest, ref.rows, 1, 1)
-    return store.put(forged, parts)
-
-
 @pytest.mark.parametrize(
     ("code", "message"),
     [(200, r"dtype code of array 'temp' is out of range"),
@@ -361,7 +347,7 @@ def test_a_dtype_code_other_than_the_records_is_refused(code, message):
         values[1] = DTYPE_CODES.index("int16") if code == "another" else code
 
     store = Store()
-    ref = task_part_with_column(store, task_part(store, ROWS), "s0.dtype", change)
+    ref = task_part_from(store, task_part(store, ROWS), column="s0.dtype", change=change)
     relabel(store, ref, ["ds0", "ds2"])  # the forged row is not committed: nothing to refuse
     with pytest.raises(CorruptStoreError, match=message):
         relabel(store, ref, ["ds0", "ds1"])
