@@ -188,10 +188,10 @@ def _write_part(
 
     def block(start: int) -> bytes:
         span = slice(start, start + BLOCK_ROWS)
-        given = None if alike is None else (alike[0], alike[1], alike[2][span])
-        if given is not None and float_stats is not None:
-            given += ((float_stats[0], *(column[span] for column in float_stats[1:])),)
-        return record_block(encode(metas[span], None if packed is None else packed[span], given))
+        known = None if alike is None else (alike[0], alike[1], alike[2][span])
+        if known is not None and float_stats is not None:
+            known += ((float_stats[0], *(column[span] for column in float_stats[1:])),)
+        return record_block(encode(metas[span], None if packed is None else packed[span], known))
 
     builder.add("record_blocks", builder.add_blocks("records", map(block, range(0, n, BLOCK_ROWS))), 8)
     attributes = [[key, add_attribute_values(builder, i, n, columns[key])]
