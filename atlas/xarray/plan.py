@@ -80,22 +80,29 @@ class DatasetPlan:
 
     def put(self, key: str, value: Any, dtype: Any) -> None:
         """Add the store attribute ``key`` (checked now: a bad value fails before anything is staged)."""
-        self.attributes[key] = attributes.normalize(value, dtype)
+        if dtype == "string" and type(value) is str and value.isascii():
+            # What normalize returns for ASCII text (valid UTF-8), without its dtype lookups.
+            self.attributes[key] = {"t": "string", "v": value}
+        else:
+            self.attributes[key] = attributes.normalize(value, dtype)
 
     def put_texts(self, key: str, texts: list[str]) -> None:
         """:meth:`put` of a list of ``str`` as dtype string."""
         # The layout's lists of names repeat from file to file: each list is checked once.
         # Only lists of exact ``str`` are remembered (a str subclass may compare equal to
         # another name), and only short ones (a rare long list is not worth the memory).
+        whole = tuple(texts)
+        known = _TEXT_LISTS.get(whole)
+        if known is not None and set(map(type, whole)) <= _STR_ONLY:
+            self.attributes[key] = _fresh(known)
+            return
         if (
             len(texts) > _MAX_TEXT_LIST
             or sum(map(len, texts)) > _MAX_TEXT_CHARS
-            or not all(type(t) is str for t in texts)
+            or not set(map(type, whole)) <= _STR_ONLY
         ):
             self.attributes[key] = attributes.normalize(texts, "string")
             return
-        whole = tuple(texts)
-        known = _TEXT_LISTS.get(whole)
         if known is None:
             known = attributes.normalize(texts, "string")
             if len(_TEXT_LISTS) >= _MAX_TYPED:
@@ -121,6 +128,8 @@ def _is_dask(data: Any) -> bool:
 
 def dask_data(var: Any) -> Any:
     """The dask array behind a variable, or None (never loads a lazily indexed backend array)."""
+    if type(getattr(var, "_data", None)) is np.ndarray:
+        return None  # a loaded variable (most of them): no dask array to look for
     # ``Variable.__dask_graph__`` (None unless the data is a dask array) first: ``var.chunks``
     # is a typing-protocol check that costs a tenth of staging a small dataset.
     graph = getattr(var, "__dask_graph__", None)
@@ -232,6 +241,10 @@ def _disk_chunks(plan: VarPlan, chunks: Any) -> tuple[int, ...]:
         return ()
     itemsize = 8 if plan.store_dtype == "string" else dtypes.storage_dtype(plan.store_dtype).itemsize
     default = default_chunk_shape(shape, itemsize)
+    if chunks is None and plan.dask is None:
+        # Every extent of the default lies in 1..max(1, size): the loop below would return it.
+        plan.default_chunks = True
+        return default
     dask_chunks = plan.dask.chunks if plan.dask is not None else None
     out = []
     per_var = chunks.get(plan.name) if isinstance(chunks, _PerVariable) else None
@@ -257,6 +270,12 @@ def _fill_for(plan: VarPlan) -> Any:
     raw = var.attrs.get("_FillValue", var.encoding.get("_FillValue"))
     if raw is None:
         return None
+    cache_key = None
+    if isinstance(raw, np.generic) and raw.dtype.kind in _BYTES_KINDS:
+        # The fill values of a fleet's files repeat: each (fill, variable dtype) is checked once.
+        cache_key = (plan.store_dtype, var.dtype, raw.dtype, raw.tobytes())
+        if cache_key in _FILLS:
+            return _FILLS[cache_key]
     try:
         value = raw.reshape(-1)[0] if isinstance(raw, np.ndarray) and raw.size == 1 else raw
         if isinstance(value, (bytes, np.bytes_)):
@@ -268,7 +287,7 @@ def _fill_for(plan: VarPlan) -> Any:
             value = int(np.asarray(value).astype(f"<m8[{unit}]").view("<i8"))
         elif isinstance(value, np.datetime64):
             value = datetime_to_ns(np.asarray(value).reshape(1), "fill")[0]
-        return dtypes.check_fill_value(value, plan.store_dtype)
+        fill = dtypes.check_fill_value(value, plan.store_dtype)
     except (AtlasError, ValueError, TypeError, OverflowError) as exc:
         if _fill_must_fit(plan, "_FillValue" in var.attrs):
             raise FillValueError(
@@ -276,6 +295,11 @@ def _fill_for(plan: VarPlan) -> Any:
                 "give a fill value of the variable's dtype"
             ) from None
         return None  # a fill of the encoded (on-disk) dtype or of a time/text variable: kept as it is
+    if cache_key is not None:
+        if len(_FILLS) >= _MAX_TYPED:
+            _FILLS.clear()
+        _FILLS[cache_key] = fill
+    return fill
 
 
 def _fill_must_fit(plan: VarPlan, in_attrs: bool) -> bool:
@@ -307,8 +331,36 @@ def _is_packed(vp: VarPlan) -> bool:
 #: values), and checking one costs more than a dict lookup.  Bounded; handed out as copies.
 _TYPED: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
 _MAX_TYPED = 4096
+#: ``(numeric scalar type, bytes) -> (typed value, kind marker)``: :data:`_TYPED` for the
+#: numpy scalars whose type alone gives their dtype (the commonest non-text attributes).
+_SCALAR_TYPED: dict[tuple[type, bytes], tuple[dict[str, Any], str]] = {}
+_NUMERIC_SCALARS = frozenset(
+    [
+        np.bool_,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.uint64,
+        np.float16,
+        np.float32,
+        np.float64,
+    ]
+)
+#: ``(store dtype, variable dtype, fill dtype, fill bytes) -> typed fill`` of the numpy
+#: ``_FillValue`` scalars that fit (see :func:`_fill_for`).
+_FILLS: dict[tuple[Any, ...], Any] = {}
+#: Variable names that passed every check -> their array name (see :func:`plan_dataset`).
+_ARRAYS: dict[str, str] = {}
+#: Dimension names that passed :func:`atlas.names.validate_label`.
+_LABELS: set[str] = set()
 #: ``tuple of str -> typed value`` of the lists of text :meth:`DatasetPlan.put` stored so far.
 _TEXT_LISTS: dict[tuple[str, ...], dict[str, Any]] = {}
+#: The element types of a list of text :data:`_TEXT_LISTS` may remember.
+_STR_ONLY = frozenset((str,))
 #: Lists of text of at most this many names are remembered in :data:`_TEXT_LISTS`.
 _MAX_TEXT_LIST = 256
 #: ... and of at most this many characters in all.
@@ -337,7 +389,16 @@ def _typed_attr(value: Any, where: str, key: str, role: str = "attribute") -> tu
     """``(typed value, kind marker)`` of attribute (or encoding, ``role``) ``key``'s value;
     ``where`` names its owner in errors."""
     if type(value) is str and value.isascii():  # ASCII text is valid unicode: nothing to sanitise
-        return attributes.normalize(value), ""
+        return {"t": "string", "v": value}, ""
+    if type(value) in _NUMERIC_SCALARS:
+        scalar_key = (type(value), value.tobytes())
+        known = _SCALAR_TYPED.get(scalar_key)
+        if known is None:
+            known = _typed_value(value, where, key, role, None)
+            if len(_SCALAR_TYPED) >= _MAX_TYPED:
+                _SCALAR_TYPED.clear()
+            _SCALAR_TYPED[scalar_key] = known
+        return known[0].copy(), known[1]  # a scalar's typed value holds no list
     cache_key = None
     is_array = type(value) is np.ndarray
     if (
@@ -349,6 +410,12 @@ def _typed_attr(value: Any, where: str, key: str, role: str = "attribute") -> tu
         known = _TYPED.get(cache_key)
         if known is not None:
             return _fresh(known[0]), known[1]
+    typed, kind = _typed_value(value, where, key, role, cache_key)
+    return _fresh(typed) if cache_key is not None else typed, kind
+
+
+def _typed_value(value: Any, where: str, key: str, role: str, cache_key: Any) -> tuple[dict[str, Any], str]:
+    """:func:`_typed_attr` of a value not remembered yet (remembered under ``cache_key`` unless None)."""
     what = f"{where} {role} {key!r}"
     stored, dtype, kind = encode_attr_value(value, what)
     try:
@@ -358,7 +425,7 @@ def _typed_attr(value: Any, where: str, key: str, role: str = "attribute") -> tu
     if cache_key is not None:
         if len(_TYPED) >= _MAX_TYPED:
             _TYPED.clear()
-        _TYPED[cache_key] = (_fresh(typed), kind)
+        _TYPED[cache_key] = (typed, kind)
     return typed, kind
 
 
@@ -378,7 +445,11 @@ def _attr_entries(
         if not isinstance(raw_key, str):
             raise InvalidNameError(f"{where}: attribute name {raw_key!r} is not a str")
         key = raw_key if raw_key.isascii() else sanitize_text(raw_key)
-        typed, kind = _typed_attr(value, where, key)
+        if type(value) is str and value.isascii():
+            # Most attributes: ASCII text is stored as it is (_typed_attr's first case, inlined).
+            typed, kind = {"t": "string", "v": value}, ""
+        else:
+            typed, kind = _typed_attr(value, where, key)
         legacy = prefix + key
         if legacy and not legacy.startswith(PREFIX) and legacy not in taken:
             store_key, listed = legacy, ""
@@ -405,20 +476,32 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
     import pandas as pd
 
     plan = DatasetPlan()
-    all_dims = {d for d in ds.dims}
-    chunks = _check_chunks_arg(chunks, all_dims, {k: tuple(v.dims) for k, v in ds.variables.items()})
+    if chunks is not None:
+        all_dims = {d for d in ds.dims}
+        chunks = _check_chunks_arg(chunks, all_dims, {k: tuple(v.dims) for k, v in ds.variables.items()})
     arrays_seen: dict[str, str] = {}
     coord_names = set(ds.coords)
     indexes = ds.indexes  # built on each access: once, not once per variable
     for i, (name, var) in enumerate(ds.variables.items()):
         where = where_var(name)
-        validate_label(name, f"{where}: variable name")
-        array = _array_name(name)
+        array = _ARRAYS.get(name) if type(name) is str else None
+        if array is None:
+            validate_label(name, f"{where}: variable name")
+            array = _array_name(name)
+            if type(name) is str:
+                if len(_ARRAYS) >= _MAX_TYPED:
+                    _ARRAYS.clear()
+                _ARRAYS[name] = array
         if array in arrays_seen:
             raise InvalidNameError(f"{where} and variable {arrays_seen[array]!r} would share array {array!r}")
         arrays_seen[array] = name
         for d in var.dims:
-            validate_label(d, f"{where}: dimension name")
+            if type(d) is not str or d not in _LABELS:
+                validate_label(d, f"{where}: dimension name")
+                if type(d) is str:
+                    if len(_LABELS) >= _MAX_TYPED:
+                        _LABELS.clear()
+                    _LABELS.add(d)
         if isinstance(indexes.get(name), pd.MultiIndex):
             raise DTypeError(f"{where} is a pandas MultiIndex, which is not supported; call ds.reset_index() first")
         store_dtype, restore = _storage_kind(var, where)
@@ -472,10 +555,13 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
                     enc_names.append(key)
                     enc_kinds.append(kind)
                 continue
-            try:
-                typed, kind = _typed_attr(value, where, key, "encoding")
-            except AtlasError:
-                continue  # encoding is advisory: an unstorable entry is dropped
+            if type(value) is str and value.isascii():
+                typed, kind = {"t": "string", "v": value}, ""
+            else:
+                try:
+                    typed, kind = _typed_attr(value, where, key, "encoding")
+                except AtlasError:
+                    continue  # encoding is advisory: an unstorable entry is dropped
             plan.attributes[vkey(i, f"e/{len(enc_names)}")] = typed
             enc_names.append(key)
             enc_kinds.append(kind)
