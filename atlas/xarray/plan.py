@@ -357,6 +357,9 @@ _FILLS: dict[tuple[Any, ...], Any] = {}
 _ARRAYS: dict[str, str] = {}
 #: Dimension names that passed :func:`atlas.names.validate_label`.
 _LABELS: set[str] = set()
+#: :func:`_variable_signature` -> (the variable's entries, the attribute keys they take).
+_VARIABLES: dict[tuple[Any, ...], tuple[dict[str, dict[str, Any]], frozenset[str]]] = {}
+_MAX_VARIABLES = 1024
 #: ``tuple of str -> typed value`` of the lists of text :meth:`DatasetPlan.put` stored so far.
 _TEXT_LISTS: dict[tuple[str, ...], dict[str, Any]] = {}
 #: The element types of a list of text :data:`_TEXT_LISTS` may remember.
@@ -472,6 +475,131 @@ def _layout_lists(plan: DatasetPlan, prefix_key: Any, names: list[str], keys: li
             plan.put_texts(prefix_key("attr_kinds"), kinds)
 
 
+def _variable_entries(plan: DatasetPlan, vp: VarPlan, packed: bool, taken: set[str]) -> None:
+    """Add the store entries of variable ``vp`` to ``plan``: its attributes, layout lists and
+    kept encodings (``packed``: CF-packed, see :func:`_is_packed`); ``taken`` as in :func:`_attr_entries`.
+
+    The entries of a variable repeat from file to file: when the variable's index, array,
+    attributes and encodings are those of a variable planned before (:func:`_variable_signature`),
+    its entries are copied from then instead of being computed again.
+    """
+    signature = _variable_signature(vp, packed)
+    if signature is None:
+        _compute_variable_entries(plan, vp, packed, taken)
+        return
+    known = _VARIABLES.get(signature)
+    if known is None:
+        # Computed apart, with the keys this variable alone takes, so that they can be remembered.
+        own = DatasetPlan()
+        own_taken: set[str] = set()
+        _compute_variable_entries(own, vp, packed, own_taken)
+        known = (own.attributes, frozenset(own_taken))
+        if len(_VARIABLES) >= _MAX_VARIABLES:
+            _VARIABLES.clear()
+        _VARIABLES[signature] = known
+    entries, own_keys = known
+    if not taken.isdisjoint(own_keys):
+        # An attribute key the dataset's attributes (or another variable) took already:
+        # this variable's entries differ from the ones computed alone (rare).
+        _compute_variable_entries(plan, vp, packed, taken)
+        return
+    taken |= own_keys
+    out = plan.attributes
+    for key, typed in entries.items():
+        out[key] = _fresh(typed)
+
+
+def _variable_signature(vp: VarPlan, packed: bool) -> tuple[Any, ...] | None:
+    """What a variable's entries (:func:`_compute_variable_entries`) depend on, as a key of
+    :data:`_VARIABLES`; None when a key or value has no :func:`_value_signature`."""
+    parts: list[Any] = [vp.index, vp.array, vp.restore_dtype, packed]
+    for key, value in vp.variable.attrs.items():
+        sig = _value_signature(value)
+        if type(key) is not str or sig is None:
+            return None
+        parts.append(key)
+        parts.append(sig)
+    parts.append(None)  # (no key or signature is None) the attributes end here
+    encoding = vp.variable.encoding
+    for key in ENCODING_KEYS:
+        if key in encoding:
+            value = encoding[key]
+            # The dtype entry is the dtype's ``str``; equal dtypes (the key of a dict) have equal ones.
+            sig = ("dtype", value.str) if key == "dtype" and isinstance(value, np.dtype) else _value_signature(value)
+            if sig is None:
+                return None
+            parts.append(key)
+            parts.append(sig)
+    return tuple(parts)
+
+
+def _value_signature(value: Any) -> Any:
+    """A hashable key equal only for attribute values stored alike, or None (not remembered).
+
+    The value's exact type is part of it (``1``, ``True``, ``1.0`` and ``np.int8(1)`` are
+    equal in Python), and numbers are keyed by their bytes (``-0.0 == 0.0``).
+    """
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind in _NUMERIC_SCALARS:
+        return kind, value.tobytes()
+    if kind is int or kind is bool or kind is bytes:
+        return kind, value
+    if kind is float:
+        return (kind, value.hex()) if value == value else None  # NaNs may differ in their payload
+    if value is None:
+        return (None,)
+    if kind is np.ndarray:
+        if value.size <= _MAX_TYPED_ARRAY and value.dtype.kind in _BYTES_KINDS and value.nbytes <= _MAX_TYPED_BYTES:
+            return kind, value.dtype, value.shape, value.tobytes()
+        return None
+    if isinstance(value, np.generic) and value.dtype.kind in _BYTES_KINDS and value.nbytes <= _MAX_TYPED_BYTES:
+        return kind, value.dtype, value.tobytes()
+    return None
+
+
+def _compute_variable_entries(plan: DatasetPlan, vp: VarPlan, packed: bool, taken: set[str]) -> None:
+    """:func:`_variable_entries` computed from the variable."""
+    i = vp.index
+    where = where_var(vp.name)
+    names, keys, kinds = _attr_entries(
+        plan, vp.variable.attrs, f"{vp.array}.", taken, lambda j, i=i: vkey(i, f"a/{j}"), where
+    )
+    _layout_lists(plan, lambda w, i=i: vkey(i, w), names, keys, kinds)
+    if vp.restore_dtype:
+        plan.put(vkey(i, "dtype"), vp.restore_dtype, "string")
+    if packed:
+        plan.put(vkey(i, "cf"), "mask_and_scale", "string")
+    enc_names, enc_kinds = [], []
+    encoding = vp.variable.encoding
+    for key in ENCODING_KEYS:
+        if key not in encoding:
+            continue
+        value = encoding[key]
+        if key == "dtype":
+            with contextlib.suppress(TypeError):
+                value, kind = np.dtype(value).str, "npdtype"
+                plan.put(vkey(i, f"e/{len(enc_names)}"), value, "string")
+                enc_names.append(key)
+                enc_kinds.append(kind)
+            continue
+        if type(value) is str and value.isascii():
+            typed, kind = {"t": "string", "v": value}, ""
+        else:
+            try:
+                typed, kind = _typed_attr(value, where, key, "encoding")
+            except AtlasError:
+                continue  # encoding is advisory: an unstorable entry is dropped
+        plan.attributes[vkey(i, f"e/{len(enc_names)}")] = typed
+        enc_names.append(key)
+        enc_kinds.append(kind)
+    if enc_names:
+        plan.put_texts(vkey(i, "encoding"), enc_names)
+        if any(enc_kinds):
+            plan.put_texts(vkey(i, "encoding_kinds"), enc_kinds)
+
+
 def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
     import pandas as pd
 
@@ -532,41 +660,5 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
         plan.put_texts(K_ARRAYS, [v.array for v in plan.variables])
     plan.put(K_COORDS, [v.is_coord for v in plan.variables], "bool")
     for vp in plan.variables:
-        i = vp.index
-        where = where_var(vp.name)
-        names, keys, kinds = _attr_entries(
-            plan, vp.variable.attrs, f"{vp.array}.", taken, lambda j, i=i: vkey(i, f"a/{j}"), where
-        )
-        _layout_lists(plan, lambda w, i=i: vkey(i, w), names, keys, kinds)
-        if vp.restore_dtype:
-            plan.put(vkey(i, "dtype"), vp.restore_dtype, "string")
-        if vp.index in packed:
-            plan.put(vkey(i, "cf"), "mask_and_scale", "string")
-        enc_names, enc_kinds = [], []
-        encoding = vp.variable.encoding
-        for key in ENCODING_KEYS:
-            if key not in encoding:
-                continue
-            value = encoding[key]
-            if key == "dtype":
-                with contextlib.suppress(TypeError):
-                    value, kind = np.dtype(value).str, "npdtype"
-                    plan.put(vkey(i, f"e/{len(enc_names)}"), value, "string")
-                    enc_names.append(key)
-                    enc_kinds.append(kind)
-                continue
-            if type(value) is str and value.isascii():
-                typed, kind = {"t": "string", "v": value}, ""
-            else:
-                try:
-                    typed, kind = _typed_attr(value, where, key, "encoding")
-                except AtlasError:
-                    continue  # encoding is advisory: an unstorable entry is dropped
-            plan.attributes[vkey(i, f"e/{len(enc_names)}")] = typed
-            enc_names.append(key)
-            enc_kinds.append(kind)
-        if enc_names:
-            plan.put_texts(vkey(i, "encoding"), enc_names)
-            if any(enc_kinds):
-                plan.put_texts(vkey(i, "encoding_kinds"), enc_kinds)
+        _variable_entries(plan, vp, vp.index in packed, taken)
     return plan
