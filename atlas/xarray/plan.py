@@ -358,7 +358,7 @@ _ARRAYS: dict[str, str] = {}
 #: Dimension names that passed :func:`atlas.names.validate_label`.
 _LABELS: set[str] = set()
 #: :func:`_variable_signature` -> (the variable's entries, the attribute keys they take).
-_VARIABLES: dict[tuple[Any, ...], tuple[dict[str, dict[str, Any]], frozenset[str]]] = {}
+_VARIABLES: dict[tuple[Any, ...], tuple[tuple[tuple[str, dict[str, Any], int], ...], frozenset[str]]] = {}
 _MAX_VARIABLES = 1024
 #: ``tuple of str -> typed value`` of the lists of text :meth:`DatasetPlan.put` stored so far.
 _TEXT_LISTS: dict[tuple[str, ...], dict[str, Any]] = {}
@@ -493,7 +493,13 @@ def _variable_entries(plan: DatasetPlan, vp: VarPlan, packed: bool, taken: set[s
         own = DatasetPlan()
         own_taken: set[str] = set()
         _compute_variable_entries(own, vp, packed, own_taken)
-        known = (own.attributes, frozenset(own_taken))
+        # Each entry with the lists its copies need of their own (see _fresh): 0 none, 1 the
+        # values, 2 the values and the shape.
+        entries = tuple(
+            (key, typed, 0 if type(typed["v"]) is not list else 2 if "s" in typed else 1)
+            for key, typed in own.attributes.items()
+        )
+        known = (entries, frozenset(own_taken))
         if len(_VARIABLES) >= _MAX_VARIABLES:
             _VARIABLES.clear()
         _VARIABLES[signature] = known
@@ -505,8 +511,13 @@ def _variable_entries(plan: DatasetPlan, vp: VarPlan, packed: bool, taken: set[s
         return
     taken |= own_keys
     out = plan.attributes
-    for key, typed in entries.items():
-        out[key] = _fresh(typed)
+    for key, typed, lists in entries:
+        copy = typed.copy()  # _fresh, inlined
+        if lists:
+            copy["v"] = list(copy["v"])
+            if lists == 2:
+                copy["s"] = list(copy["s"])
+        out[key] = copy
 
 
 def _variable_signature(vp: VarPlan, packed: bool) -> tuple[Any, ...] | None:
@@ -514,7 +525,7 @@ def _variable_signature(vp: VarPlan, packed: bool) -> tuple[Any, ...] | None:
     :data:`_VARIABLES`; None when a key or value has no :func:`_value_signature`."""
     parts: list[Any] = [vp.index, vp.array, vp.restore_dtype, packed]
     for key, value in vp.variable.attrs.items():
-        sig = _value_signature(value)
+        sig = value if type(value) is str else _value_signature(value)
         if type(key) is not str or sig is None:
             return None
         parts.append(key)
@@ -639,7 +650,7 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
             array,
             var,
             tuple(var.dims),
-            tuple(int(s) for s in var.shape),
+            tuple(map(int, var.shape)),
             store_dtype,
             restore,
             name in coord_names,
