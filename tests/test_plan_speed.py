@@ -297,3 +297,59 @@ def test_remembered_variables_round_trip(tmp_path):
                     else:
                         assert repr(got) == repr(value)  # -0.0 stays -0.0
                 assert back[name].encoding.get("dtype") == ds[name].encoding.get("dtype")
+
+
+def _staged(store, name, writes, bulk):
+    from atlas.dataset import stage_array_writes
+
+    view = store.create_dataset(name)
+    view.define_array("a", "float32", ["x", "y"], [4, 3])
+    view.define_array("s", "string", ["x"], [3], fill_value="")
+    view.define_array("z", "int8", [], [])
+    if bulk:
+        stage_array_writes(view, writes)
+    else:
+        for array, start, data in writes:
+            view.write_array(array, start, data)
+    return {array: view.read_array(array) for array in ("a", "s", "z")}
+
+
+GOOD_WRITES = [
+    ("a", None, np.arange(12, dtype="float32").reshape(4, 3)),
+    ("s", [1], np.array(["é", "x"], dtype=object)),
+    ("z", (), np.array(7, dtype="int8")),
+    ("a", (2, 1), np.ones((2, 2), dtype="float32")),  # over part of the first write
+]
+
+
+def test_stage_array_writes_equals_write_array_one_by_one(tmp_path):
+    with atlas.Atlas.create(tmp_path / "s.atlas") as store:
+        one_by_one = _staged(store, "w", GOOD_WRITES, bulk=False)
+        together = _staged(store, "b", GOOD_WRITES, bulk=True)
+        for array in one_by_one:
+            assert np.array_equal(together[array], one_by_one[array])
+            assert together[array].dtype == one_by_one[array].dtype
+    with atlas.Atlas.open(tmp_path / "s.atlas") as store:
+        for array in one_by_one:
+            assert np.array_equal(store.open_dataset("b").read_array(array), one_by_one[array])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("a", None, np.zeros(12, dtype="float32")),  # rank
+        ("a", (3, 0), np.zeros((2, 3), dtype="float32")),  # out of bounds
+        ("nope", None, np.zeros(3, dtype="float32")),  # no such array
+        ("s", None, np.array([1, 2, 3])),  # not text
+        ("a", None, np.zeros((4, 3), dtype="float64")),  # not float32
+    ],
+)
+def test_stage_array_writes_raises_what_write_array_raises(tmp_path, bad):
+    writes = [GOOD_WRITES[0], bad]
+    with atlas.Atlas.create(tmp_path / "s.atlas") as store:
+        with pytest.raises(Exception) as one_by_one:
+            _staged(store, "w", writes, bulk=False)
+        with pytest.raises(Exception) as together:
+            _staged(store, "b", writes, bulk=True)
+    assert type(together.value) is type(one_by_one.value)
+    assert str(together.value) == str(one_by_one.value).replace("'w'", "'b'")
