@@ -358,7 +358,7 @@ _ARRAYS: dict[str, str] = {}
 #: Dimension names that passed :func:`atlas.names.validate_label`.
 _LABELS: set[str] = set()
 #: :func:`_variable_signature` -> (the variable's entries, the attribute keys they take).
-_VARIABLES: dict[tuple[Any, ...], tuple[tuple[tuple[str, dict[str, Any], int], ...], frozenset[str]]] = {}
+_VARIABLES: dict[tuple[Any, ...], tuple[dict[str, dict[str, Any]], frozenset[str]]] = {}
 _MAX_VARIABLES = 1024
 #: ``tuple of str -> typed value`` of the lists of text :meth:`DatasetPlan.put` stored so far.
 _TEXT_LISTS: dict[tuple[str, ...], dict[str, Any]] = {}
@@ -481,7 +481,7 @@ def _variable_entries(plan: DatasetPlan, vp: VarPlan, packed: bool, taken: set[s
 
     The entries of a variable repeat from file to file: when the variable's index, array,
     attributes and encodings are those of a variable planned before (:func:`_variable_signature`),
-    its entries are copied from then instead of being computed again.
+    its entries are taken from then instead of being computed again.
     """
     signature = _variable_signature(vp, packed)
     if signature is None:
@@ -493,13 +493,7 @@ def _variable_entries(plan: DatasetPlan, vp: VarPlan, packed: bool, taken: set[s
         own = DatasetPlan()
         own_taken: set[str] = set()
         _compute_variable_entries(own, vp, packed, own_taken)
-        # Each entry with the lists its copies need of their own (see _fresh): 0 none, 1 the
-        # values, 2 the values and the shape.
-        entries = tuple(
-            (key, typed, 0 if type(typed["v"]) is not list else 2 if "s" in typed else 1)
-            for key, typed in own.attributes.items()
-        )
-        known = (entries, frozenset(own_taken))
+        known = (own.attributes, frozenset(own_taken))
         if len(_VARIABLES) >= _MAX_VARIABLES:
             _VARIABLES.clear()
         _VARIABLES[signature] = known
@@ -510,14 +504,9 @@ def _variable_entries(plan: DatasetPlan, vp: VarPlan, packed: bool, taken: set[s
         _compute_variable_entries(plan, vp, packed, taken)
         return
     taken |= own_keys
-    out = plan.attributes
-    for key, typed, lists in entries:
-        copy = typed.copy()  # _fresh, inlined
-        if lists:
-            copy["v"] = list(copy["v"])
-            if lists == 2:
-                copy["s"] = list(copy["s"])
-        out[key] = copy
+    # Shared, not copied: a typed value is replaced, never changed in place, once staged (the
+    # working state shares them between snapshot and working copy on the same terms).
+    plan.attributes.update(entries)
 
 
 def _variable_signature(vp: VarPlan, packed: bool) -> tuple[Any, ...] | None:
