@@ -34,6 +34,7 @@ _INT64_MAX = int(np.iinfo(np.int64).max)
 _SCHEMAS: dict[tuple[Any, ...], tuple[str, tuple[str, ...], tuple[int, ...], tuple[int, ...]]] = {}
 _MAX_SCHEMAS = 1024
 _SEQ = (list, tuple)
+_STR_ONLY = frozenset((str,))
 #: Storage dtype of every dtype whose writes need no conversion when the data has it
 #: exactly (strings are checked element by element, so they are not here).
 _PLAIN_STORAGE = {name: dtypes.storage_dtype(name) for name in dtypes.DTYPE_NAMES if name != "string"}
@@ -594,9 +595,21 @@ def stage_typed_attributes(view: DatasetView, typed: Mapping[str, dict[str, Any]
         state = session.working
         if state is None or session.mode == "r":
             state = view._writable("set attributes", list(typed)[:3])
-        for key in typed:
-            check_label(key, "attribute name")
+        keys = list(typed)
+        # All keys at once (one join and encode: UTF-8 refuses a lone surrogate wherever it
+        # is); the first bad one is named by check_label.
+        if not (set(map(type, keys)) <= _STR_ONLY and all(keys) and _encodable("".join(keys))):
+            for key in keys:
+                check_label(key, "attribute name")
         state.touch(view._name).attributes.update(typed)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def stage_array_writes(view: DatasetView, writes: Sequence[tuple[str, Sequence[int] | None, np.ndarray]]) -> None:

@@ -226,6 +226,8 @@ def _variants():
         out.append(_one_variable(name=name, attrs={"units": "m"}))
     out.append(_one_variable(attrs={"units": "m"}, others=["A"]))  # another index
     out.append(_one_variable(encoding={"units": "m"}))  # an encoding, not an attribute
+    out.append(_one_variable(encoding={"calendar": "m"}))  # another encoding of the same value
+    out.append(_one_variable(attrs={"long_name": "m"}))  # another attribute of the same value
     out.append(_one_variable(attrs={"units": "m"}, encoding={conversions.CF_PACKED: True}))
     out.append(_one_variable(dtype="int8", attrs={"units": "m"}, encoding={conversions.CF_PACKED: True}))
     out.append(_one_variable(attrs={"units": "m", "valid_min": 0}))
@@ -365,3 +367,80 @@ def test_stage_array_writes_raises_what_write_array_raises(tmp_path, bad):
             _staged(store, "b", writes, bulk=True)
     assert type(together.value) is type(one_by_one.value)
     assert str(together.value) == str(one_by_one.value).replace("'w'", "'b'")
+
+
+# -- the shortcuts of coerce_scalar, numeric_storage and stage_typed_attributes ---------------------
+
+
+class _Int(int):
+    pass
+
+
+class _Float(float):
+    pass
+
+
+class _Str(str):
+    pass
+
+
+def _general_form(value):
+    """The same value of a type coerce_scalar's shortcut leaves to the general checks."""
+    kind = type(value)
+    if kind is bool:
+        return np.bool_(value)
+    return {int: _Int, float: _Float, str: _Str}[kind](value)
+
+
+def _coerced(value, name):
+    from atlas import dtypes
+
+    try:
+        out = dtypes.coerce_scalar(value, name, "fill value")
+    except Exception as exc:
+        return "error", type(exc)
+    return "ok", type(out), _canonical(out)
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+scalar_inputs = st.one_of(
+    st.integers(-(2**64), 2**64),
+    st.sampled_from([2**7, -(2**7) - 1, 2**8, 2**15, 2**31, -(2**31) - 1, 2**32, 2**63, -(2**63), -(2**63) - 1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([_F32_MAX, -_F32_MAX, float(np.nextafter(_F32_MAX, math.inf)), 3.4028235677973366e38, -0.0, 1e-46]),
+    st.booleans(),
+    texts,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=scalar_inputs)
+def test_coerce_scalar_shortcuts_equal_the_general_checks(value):
+    from atlas import dtypes
+
+    for name in dtypes.DTYPE_NAMES:
+        assert _coerced(value, name) == _coerced(_general_form(value), name), name
+
+
+@pytest.mark.parametrize("dtype", ["int8", "<u2", "<i4", "<i8", "<u8", "bool", "<f4", "<f8", ">f4", ">i2", "<f2"])
+def test_numeric_storage_returns_what_astype_returns(dtype):
+    arr = np.arange(6).astype(dtype).reshape(2, 3)[:, ::2]  # not contiguous either
+    got = conversions.numeric_storage(arr, "v")
+    want = arr.astype("float32") if dtype == "<f2" else arr.astype(arr.dtype.newbyteorder("="), copy=False)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert (got is arr) == (want is arr)
+
+
+@pytest.mark.parametrize("bad", ["", "a\ud800", 7, "\udcff"])
+def test_stage_typed_attributes_names_the_first_bad_key_and_stages_nothing(tmp_path, bad):
+    from atlas.dataset import stage_typed_attributes
+
+    with atlas.Atlas.create(tmp_path / "s.atlas") as store:
+        view = store.create_dataset("d")
+        typed = {"fine": {"t": "string", "v": "x"}, bad: {"t": "int64", "v": 1}, "later": {"t": "string", "v": "y"}}
+        with pytest.raises(atlas.errors.InvalidNameError) as caught:
+            stage_typed_attributes(view, typed)
+        assert repr(bad) in str(caught.value)
+        assert view.attributes() == {}
+        stage_typed_attributes(view, {"fine": {"t": "string", "v": "x"}, "µ": {"t": "int64", "v": 1}})
+        assert view.attributes() == {"fine": "x", "µ": 1}

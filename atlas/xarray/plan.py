@@ -358,7 +358,7 @@ _ARRAYS: dict[str, str] = {}
 #: Dimension names that passed :func:`atlas.names.validate_label`.
 _LABELS: set[str] = set()
 #: :func:`_variable_signature` -> (the variable's entries, the attribute keys they take).
-_VARIABLES: dict[tuple[Any, ...], tuple[dict[str, dict[str, Any]], frozenset[str]]] = {}
+_VARIABLES: dict[tuple[Any, ...], tuple[tuple[tuple[str, dict[str, Any], int], ...], frozenset[str]]] = {}
 _MAX_VARIABLES = 1024
 #: ``tuple of str -> typed value`` of the lists of text :meth:`DatasetPlan.put` stored so far.
 _TEXT_LISTS: dict[tuple[str, ...], dict[str, Any]] = {}
@@ -481,7 +481,7 @@ def _variable_entries(plan: DatasetPlan, vp: VarPlan, packed: bool, taken: set[s
 
     The entries of a variable repeat from file to file: when the variable's index, array,
     attributes and encodings are those of a variable planned before (:func:`_variable_signature`),
-    its entries are taken from then instead of being computed again.
+    copies of its entries from then are taken instead of computing them again.
     """
     signature = _variable_signature(vp, packed)
     if signature is None:
@@ -493,7 +493,13 @@ def _variable_entries(plan: DatasetPlan, vp: VarPlan, packed: bool, taken: set[s
         own = DatasetPlan()
         own_taken: set[str] = set()
         _compute_variable_entries(own, vp, packed, own_taken)
-        known = (own.attributes, frozenset(own_taken))
+        # Each entry with the lists its copies need of their own (see _fresh): 0 none, 1 the
+        # values, 2 the values and the shape.
+        entries = tuple(
+            (key, typed, 0 if type(typed["v"]) is not list else 2 if "s" in typed else 1)
+            for key, typed in own.attributes.items()
+        )
+        known = (entries, frozenset(own_taken))
         if len(_VARIABLES) >= _MAX_VARIABLES:
             _VARIABLES.clear()
         _VARIABLES[signature] = known
@@ -504,33 +510,33 @@ def _variable_entries(plan: DatasetPlan, vp: VarPlan, packed: bool, taken: set[s
         _compute_variable_entries(plan, vp, packed, taken)
         return
     taken |= own_keys
-    # Shared, not copied: a typed value is replaced, never changed in place, once staged (the
-    # working state shares them between snapshot and working copy on the same terms).
-    plan.attributes.update(entries)
+    out = plan.attributes
+    for key, typed, lists in entries:  # copies that share nothing with the remembered ones (_fresh, inlined)
+        copy = typed.copy()
+        if lists:
+            copy["v"] = list(copy["v"])
+            if lists == 2:
+                copy["s"] = list(copy["s"])
+        out[key] = copy
 
 
 def _variable_signature(vp: VarPlan, packed: bool) -> tuple[Any, ...] | None:
     """What a variable's entries (:func:`_compute_variable_entries`) depend on, as a key of
     :data:`_VARIABLES`; None when a key or value has no :func:`_value_signature`."""
-    parts: list[Any] = [vp.index, vp.array, vp.restore_dtype, packed]
-    for key, value in vp.variable.attrs.items():
-        sig = value if type(value) is str else _value_signature(value)
-        if type(key) is not str or sig is None:
-            return None
-        parts.append(key)
-        parts.append(sig)
-    parts.append(None)  # (no key or signature is None) the attributes end here
+    attrs = vp.variable.attrs
+    if not set(map(type, attrs)) <= _STR_ONLY:
+        return None
+    values = [value if type(value) is str else _value_signature(value) for value in attrs.values()]
     encoding = vp.variable.encoding
-    for key in ENCODING_KEYS:
-        if key in encoding:
-            value = encoding[key]
-            # The dtype entry is the dtype's ``str``; equal dtypes (the key of a dict) have equal ones.
-            sig = ("dtype", value.str) if key == "dtype" and isinstance(value, np.dtype) else _value_signature(value)
-            if sig is None:
-                return None
-            parts.append(key)
-            parts.append(sig)
-    return tuple(parts)
+    kept = [key for key in ENCODING_KEYS if key in encoding]
+    for key in kept:
+        value = encoding[key]
+        # The dtype entry is the dtype's ``str``; equal dtypes (the key of a dict) have equal ones.
+        dtype = key == "dtype" and isinstance(value, np.dtype)
+        values.append(("dtype", value.str) if dtype else _value_signature(value))
+    if None in values:
+        return None
+    return vp.index, vp.array, vp.restore_dtype, packed, tuple(attrs), tuple(kept), tuple(values)
 
 
 def _value_signature(value: Any) -> Any:
