@@ -444,3 +444,21 @@ def test_stage_typed_attributes_names_the_first_bad_key_and_stages_nothing(tmp_p
         assert view.attributes() == {}
         stage_typed_attributes(view, {"fine": {"t": "string", "v": "x"}, "µ": {"t": "int64", "v": 1}})
         assert view.attributes() == {"fine": "x", "µ": 1}
+
+
+def test_a_plan_shares_nothing_with_what_is_remembered():
+    """Changing every typed value of a plan (its dicts and their lists) changes no later plan."""
+    _clear_caches()
+    ds = _one_variable(attrs={"units": "m", "flags": np.arange(3, dtype="int8"), "f": np.float32(1)})
+    ds["V"].encoding = {"dtype": np.dtype("int16"), "_FillValue": np.int16(-1)}
+    first = _outcome(ds)
+    for _ in range(2):  # the second plan takes the remembered variable
+        plan = plan_mod.plan_dataset(ds, None)
+        for typed in plan.attributes.values():
+            if isinstance(typed["v"], list):
+                typed["v"].append("changed")
+            if "s" in typed:
+                typed["s"].append(99)
+            typed["v"] = "changed"
+            typed["t"] = "changed"
+    assert _outcome(ds) == first

@@ -357,8 +357,10 @@ _FILLS: dict[tuple[Any, ...], Any] = {}
 _ARRAYS: dict[str, str] = {}
 #: Dimension names that passed :func:`atlas.names.validate_label`.
 _LABELS: set[str] = set()
-#: :func:`_variable_signature` -> (the variable's entries, the attribute keys they take).
-_VARIABLES: dict[tuple[Any, ...], tuple[tuple[tuple[str, dict[str, Any], int], ...], frozenset[str]]] = {}
+#: :func:`_variable_signature` -> (the keys and typed values of the variable's entries, the
+#: keys of those holding lists, the attribute keys they take).
+_VARIABLES: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[dict[str, Any], ...], tuple[str, ...], frozenset[str]]]
+_VARIABLES = {}
 _MAX_VARIABLES = 1024
 #: ``tuple of str -> typed value`` of the lists of text :meth:`DatasetPlan.put` stored so far.
 _TEXT_LISTS: dict[tuple[str, ...], dict[str, Any]] = {}
@@ -493,31 +495,29 @@ def _variable_entries(plan: DatasetPlan, vp: VarPlan, packed: bool, taken: set[s
         own = DatasetPlan()
         own_taken: set[str] = set()
         _compute_variable_entries(own, vp, packed, own_taken)
-        # Each entry with the lists its copies need of their own (see _fresh): 0 none, 1 the
-        # values, 2 the values and the shape.
-        entries = tuple(
-            (key, typed, 0 if type(typed["v"]) is not list else 2 if "s" in typed else 1)
-            for key, typed in own.attributes.items()
-        )
-        known = (entries, frozenset(own_taken))
+        entries = own.attributes
+        # The entries whose copies need lists of their own (see _fresh).
+        with_lists = tuple(key for key, typed in entries.items() if type(typed["v"]) is list)
+        known = (tuple(entries), tuple(entries.values()), with_lists, frozenset(own_taken))
         if len(_VARIABLES) >= _MAX_VARIABLES:
             _VARIABLES.clear()
         _VARIABLES[signature] = known
-    entries, own_keys = known
+    keys, values, with_lists, own_keys = known
     if not taken.isdisjoint(own_keys):
         # An attribute key the dataset's attributes (or another variable) took already:
         # this variable's entries differ from the ones computed alone (rare).
         _compute_variable_entries(plan, vp, packed, taken)
         return
     taken |= own_keys
+    # Copies that share nothing with the remembered entries: the dicts copied in one pass,
+    # then the lists of the few that hold some (in place: the keys keep their order).
     out = plan.attributes
-    for key, typed, lists in entries:  # copies that share nothing with the remembered ones (_fresh, inlined)
-        copy = typed.copy()
-        if lists:
-            copy["v"] = list(copy["v"])
-            if lists == 2:
-                copy["s"] = list(copy["s"])
-        out[key] = copy
+    out.update(zip(keys, map(dict.copy, values)))
+    for key in with_lists:
+        copy = out[key]
+        copy["v"] = list(copy["v"])
+        if "s" in copy:
+            copy["s"] = list(copy["s"])
 
 
 def _variable_signature(vp: VarPlan, packed: bool) -> tuple[Any, ...] | None:
