@@ -11,11 +11,13 @@ array wrappers), minus costs that only matter for a fleet of small files:
 * the store's variables and attributes are listed once, so the second decode of
   the same file (the packed variables as stored, see
   :func:`atlas.cli.sources.load_source`) does not query the file again;
-* a small plain file can be read whole right after it is listed
-  (:meth:`OnceStore.read_whole`): one netCDF4 read per variable, its values put
-  where xarray's lazy array wrapper was, so decoding, default indexes and loading
-  work on numpy arrays instead of going through xarray's indexing adapters to the
-  file once per variable and once more per time variable whose decoding is checked.
+* a small plain file can be listed here and read whole
+  (:meth:`OnceStore.read_whole`): the variables and attributes xarray's listing
+  gives, with fewer netCDF4 calls and no lazy wrapper of the file's variable; one
+  netCDF4 read per variable, its values put where xarray's lazy array wrapper
+  would be, so decoding, default indexes and loading work on numpy arrays instead
+  of going through xarray's indexing adapters to the file once per variable and
+  once more per time variable whose decoding is checked.
   The values are the ones the wrapper reads (the same netCDF4 call on the same
   variable, with the same automatic masking and character conversion switched
   off); xarray decodes them exactly as it decodes the wrapper's.

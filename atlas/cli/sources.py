@@ -32,8 +32,9 @@ netCDF4 handle (:class:`atlas.cli.netcdf_open.OnceStore`: xarray's netCDF4 store
 without its file cache, its variables listed once), decoded exactly as
 ``xr.open_dataset(path)`` decodes it but without default (pandas) indexes, which
 nothing stored depends on.  A small plain file (numbers and characters, standard
-calendars) is read whole right after it is listed, one netCDF4 read per variable,
-and decoded from memory; when its listing says for sure which variables are
+calendars) is listed by ``OnceStore`` itself (the variables and attributes xarray's
+listing gives, without its lazy wrapper per variable) and read whole, one netCDF4
+read per variable, and decoded from memory; when its listing says for sure which variables are
 packed, those are decoded as stored in the same pass instead of a second one.  A file whose variables total at most
 ``chunk_size`` bytes is loaded whole into memory right there and sent to the
 writer, so reading overlaps with writing; it is stored with ATLAS's default chunk
