@@ -298,3 +298,41 @@ def test_made_files_are_stored_as_the_general_path_stores_them(tmp_path, monkeyp
             for var in a[name].list_arrays():
                 assert _same(a[name].array_meta(var), b[name].array_meta(var)), (name, var)
             assert_same_dataset(a.to_xarray(name).load(), b.to_xarray(name).load(), name)
+
+
+def test_the_last_decode_is_handed_the_listing_itself(made):
+    """Decoded once (its packed variables known from the listing), a file's decode takes the
+    listing's own variables instead of copies; any later listing asks the file again."""
+    store = OnceStore(str(made / "GL_PR_BO_JLKU.nc"))
+    try:
+        assert store.read_whole(1 << 30) and store.surely_packed() is not None
+        listed = store._list()[0]
+        copies = store.load()[0]
+        assert all(copies[k] is not v for k, v in listed.items())  # without hand_over: copies
+        store.hand_over()
+        given, attributes = store.load()
+        assert all(given[k] is v for k, v in listed.items())
+        again, again_attributes = store.load()  # after the hand-over: xarray's listing, the same entries
+        assert list(again) == list(given) and _same(dict(again_attributes), dict(attributes))
+        for name, var in again.items():
+            assert type(var._data.array).__name__ == "NetCDF4ArrayWrapper", name
+            assert var.dims == given[name].dims and _same(dict(var.attrs), dict(given[name].attrs)), name
+            assert _same(dict(var.encoding), dict(given[name].encoding)), name
+            assert np.array_equal(var.values, given[name].values, equal_nan=var.dtype.kind == "f"), name
+    finally:
+        store.close()
+
+
+def test_a_file_decoded_once_hands_its_listing_over(made):
+    """``_open_once`` hands the listing over when the packed variables are known from it (one
+    decode), and keeps it for the second decode (``_packed_from``) when they are not."""
+    ds, store, _, packed = sources._open_once(made / "GL_PR_BO_JLKU.nc", None, 1 << 30)
+    try:
+        assert packed and store._listed is None
+    finally:
+        ds.close()
+    ds, store, _, packed = sources._open_once(made / "unsure_bounds.nc", None, 1 << 30)
+    try:
+        assert not packed and store._listed is not None
+    finally:
+        ds.close()

@@ -63,6 +63,7 @@ class OnceStore(NetCDF4DataStore):
     def __init__(self, filename: str) -> None:
         self._nc = netCDF4.Dataset(filename, mode="r")
         self._listed: tuple[Any, Any] | None = None
+        self._last_decode = False
         try:
             super().__init__(self._nc)  # wraps the handle in xarray's DummyFileManager (closed with the store)
         except BaseException:
@@ -223,13 +224,25 @@ class OnceStore(NetCDF4DataStore):
             self._listed = super().load()
         return self._listed
 
+    def hand_over(self) -> None:
+        """Let the next :meth:`load` give the listing itself: the file's last decode.
+
+        That decode may edit the ``Variable`` objects it is given, so the store
+        forgets them; a later listing (none is expected) asks the file again.
+        """
+        self._last_decode = True
+
     def load(self) -> tuple[Any, Any]:
         """The store's variables and attributes, listed from the file once.
 
         Each call returns new ``Variable`` objects (fresh ``attrs`` and ``encoding``
-        dicts over the same lazy arrays), since decoding may edit them.
+        dicts over the same lazy arrays), since decoding may edit them; but for the
+        call after :meth:`hand_over`, which gives the listing's own.
         """
         variables, attributes = self._list()
+        if self._last_decode:
+            self._last_decode, self._listed = False, None
+            return variables, FrozenDict(attributes)
         fresh = {k: Variable(v.dims, v._data, v.attrs, v.encoding, fastpath=True) for k, v in variables.items()}
         return FrozenDict(fresh), FrozenDict(attributes)
 

@@ -457,6 +457,8 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
         if limit is not None and store.read_whole(limit) and _per_variable_decoding(xr.__version__):
             packed = store.surely_packed()
         raw: dict[str, Any] = {}
+        if packed is not None:  # decoded once: no second decode needs the listing as it was
+            store.hand_over()
         if packed:
             off = dict.fromkeys(packed, False)
             raw = {"mask_and_scale": off, "decode_times": off, "decode_timedelta": off}
