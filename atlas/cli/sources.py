@@ -508,11 +508,12 @@ def _load_or_plan(
 
     ``store``: the file's open netCDF4 store ``ds`` was decoded from (see
     :func:`_open_once`), where packed variables are read instead of opening the file
-    again; ``packed``: ``ds`` holds them as stored already.
+    again; ``packed``: ``ds`` holds them as stored already, which only a file read
+    whole with ``chunk_size`` for a limit does (it fits: its size is not summed again).
     """
     raw = None
     try:
-        if ds.nbytes <= chunk_size:  # metadata only: nothing is read yet
+        if packed or ds.nbytes <= chunk_size:  # metadata only: nothing is read yet
             if store is None:
                 ds, raw = keep_packed(ds, source.path, engine, None, group)
             elif not packed:
