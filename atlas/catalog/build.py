@@ -520,4 +520,13 @@ def _schema_codes(interner: SchemaInterner, ams: list[Any], fields: list[Any]) -
         # One template for every row (datasets made alike): code 0.
         interner.code(ams[0])
         return np.zeros(m, dtype="<u4")
+    if not any(fields[7::_NF]) and fills.count(None) == m:
+        # No fill value nor attributes (datasets of one kind, their shapes differing):
+        # dtype, dims and chunk shape make the template, as for the interner's memo.
+        # The interner is asked once per distinct key, in order of first use (as
+        # asking it row by row would), and each row looks its key up.
+        keys = list(zip(names, dims, chunks))
+        first = dict(zip(reversed(keys), range(m - 1, -1, -1)))  # the first row of each key
+        codes = {key: interner.code(ams[first[key]]) for key in dict.fromkeys(keys)}
+        return np.fromiter(map(codes.__getitem__, keys), dtype="<u4", count=m)
     return np.fromiter(map(interner.code, ams), dtype="<u4", count=m)
