@@ -81,6 +81,10 @@ def segment_name(generation: int, token: bytes) -> str:
     return f"{generation:012d}-{token.hex()[:16]}.af"
 
 
+#: The padding after a payload, by its length.
+_ZEROS = tuple(b"\0" * n for n in range(ALIGN))
+
+
 def _pad(n: int) -> int:
     return (-n) % ALIGN
 
@@ -135,7 +139,7 @@ class SegmentWriter:
         self.parts.append(stored)
         pad = _pad(stored.nbytes)
         if pad:
-            self.parts.append(b"\0" * pad)
+            self.parts.append(_ZEROS[pad])
         self.size += stored.nbytes + pad
         if digest is None:
             digest = checksum(stored)

@@ -20,7 +20,7 @@ import numpy as np
 
 from atlas import dtypes
 from atlas.engine.chunks import ChunkStats, chunk_stats, encode_chunk, value_bits
-from atlas.engine.codecs import CODEC_IDS, MIN_COMPRESS, RAW, row_checksums
+from atlas.engine.codecs import CODEC_IDS, MIN_COMPRESS, RAW, encode_payload, row_checksums
 from atlas.engine.planner import one_chunk
 from atlas.engine.pools import shared_pool
 from atlas.engine.segment import ALIGN, RECORD_DTYPE, SegmentWriter
@@ -306,13 +306,18 @@ def build_segment(
         meta = metas[slot]
         stats = staged_stats(chunk, meta)
         values = chunk.values
-        if chunk.written is None and values.nbytes <= MIN_COMPRESS and meta.dtype != "string":
-            # Stored raw whatever the codec (see encode_payload): the fields of
-            # encode_chunk without building its record.  Still a view of the staged
-            # cells: _copy_raw copies it and gives its checksum (digest None).
+        if chunk.written is None and meta.dtype != "string":
+            # The fields of encode_chunk without building its record.
             raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)
-            return (raw, RAW, raw.nbytes, stats.null_count, value_bits(stats.minimum, meta.dtype),
-                    value_bits(stats.maximum, meta.dtype), 0, None)  # fmt: skip
+            lo, hi = value_bits(stats.minimum, meta.dtype), value_bits(stats.maximum, meta.dtype)
+            if raw.nbytes <= MIN_COMPRESS:
+                # Stored raw whatever the codec (see encode_payload), still a view of
+                # the staged cells: _copy_raw copies it and gives its checksum.
+                return raw, RAW, raw.nbytes, stats.null_count, lo, hi, 0, None
+            stored, cid = encode_payload(raw, values.dtype.itemsize, codec)
+            if stored is raw:
+                stored = raw.copy()  # never keep a view of the staged cells
+            return stored, cid, raw.nbytes, stats.null_count, lo, hi, 0, None
         enc = encode_chunk(values, chunk.written, meta, codec, stats)
         return enc.stored, enc.codec, enc.raw_nbytes, stats.null_count, enc.min_bits, enc.max_bits, enc.flags, None
 
