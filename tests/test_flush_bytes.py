@@ -77,6 +77,10 @@ def _general_paths(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _flush_files(st) -> dict[str, bytes]:
+    for engine in st.engines.values():  # the stats of every chunk computed by this very build
+        for chunks in engine.pending.values():
+            for chunk in chunks.values():
+                chunk.stats = None
     _, files = commit.build_flush(st)
     return {path: b"".join(bytes(memoryview(p).cast("B")) for p in parts) for path, parts in files}
 
@@ -199,3 +203,52 @@ def test_typed_values_of_lists_and_scalars_split_by_key_as_one_by_one(monkeypatc
         assert (a.types, a.plain, a.scalar, a.typed()) == (b.types, b.plain, b.scalar, b.typed()), key
         np.testing.assert_array_equal(a.rows, b.rows)
     assert not fast["levels"].scalar and not fast["shape"].scalar and fast["lat"].scalar
+
+
+@pytest.mark.parametrize(
+    ("name", "fills"),
+    [
+        ("float32", [None, 0.0, -0.0, float("nan"), 1.5, -9999.0]),
+        ("float64", [None, 0.0, float("nan"), 2.0]),
+        ("int8", [None, 0, -128, 3]),
+        ("uint8", [None, 255, 0]),
+        ("int64", [None, 0, -(2**63), 2**63 - 1]),
+        ("uint64", [None, 2**64 - 1]),
+        ("bool", [None, False, True]),
+        ("timestamp_nanoseconds", [None, 0]),
+    ],
+)
+def test_the_stats_of_many_chunks_at_once_are_those_of_each_chunk(name, fills):
+    from atlas import dtypes
+    from atlas.engine.chunks import NUMPY_STATS_MAX_CELLS, chunk_stats, many_chunk_stats
+    from atlas.metadata import ArrayMeta
+
+    rng = np.random.default_rng(len(name))
+    storage = dtypes.storage_dtype(name)
+    for fill in fills:
+        values = []
+        for k in range(60):
+            n = [0, 1, 2, 7, 33][k % 5]
+            if dtypes.is_float(name):
+                v = rng.choice(np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1.5, -2.25, -9999.0, 3.0]), n)
+            elif name == "bool":
+                v = rng.integers(0, 2, n)
+            else:
+                info = np.iinfo(storage)
+                v = rng.choice(np.array([info.min, info.max, 0, 1, 3, min(255, info.max)], dtype=storage), n)
+            values.append(np.asarray(v).astype(storage))
+        values.append(np.zeros(NUMPY_STATS_MAX_CELLS, storage))  # large: left to the kernel
+        values.append(np.array([0.0, -0.0], storage) if dtypes.is_float(name) else np.zeros(2, storage))
+        meta = ArrayMeta(slot=0, dtype=name, shape=(1,), dims=("d",), chunk_shape=(1,), fill_value=fill)
+        got = many_chunk_stats(values, name, fill)
+        assert got[0] is None and got[-2] is None  # empty, large
+        if dtypes.is_float(name):
+            assert got[-1] is None or fill in (0.0,)  # both zeros: one by one, unless they are the fill
+        told = 0
+        for v, stats in zip(values, got):
+            if stats is not None:
+                told += 1
+                want = chunk_stats(v, None, meta)
+                assert stats == want and [type(x) for x in (stats.minimum, stats.maximum)] == \
+                    [type(x) for x in (want.minimum, want.maximum)], (v, fill)  # fmt: skip
+        assert told >= 20

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from atlas import dtypes
-from atlas.engine.chunks import ChunkStats, chunk_stats, encode_chunk, value_bits
+from atlas.engine.chunks import ChunkStats, chunk_stats, encode_chunk, many_chunk_stats, value_bits
 from atlas.engine.codecs import CODEC_IDS, MIN_COMPRESS, RAW, encode_payload, row_checksums
 from atlas.engine.planner import one_chunk
 from atlas.engine.pools import shared_pool
@@ -244,7 +244,7 @@ def set_whole_chunk_stats(
     flush of many small datasets of different shapes, which :func:`stack_staged`
     cannot group, sets them here without a call per array through the engine.
     """
-    rest = []
+    rest, whole = [], []
     for slot, meta in metas.items():
         if slot in done:
             continue
@@ -253,11 +253,37 @@ def set_whole_chunk_stats(
         if chunk is None or not one_chunk(meta.shape, meta.chunk_shape):
             rest.append(slot)
             continue
+        whole.append((meta, chunk))
+    _fill_stats([(meta, chunk) for meta, chunk in whole if chunk.stats is None and chunk.written is None])
+    for meta, chunk in whole:
         own = chunk.stats
         if own is None:
             own = chunk.stats = chunk_stats(chunk.values, chunk.written, meta)
         meta.stats = Stats(own.cells, own.null_count, own.minimum, own.maximum)
     return rest
+
+
+def _fill_stats(staged: list[tuple[ArrayMeta, PendingChunk]]) -> None:
+    """Set ``chunk.stats`` of staged chunks without written masks, by dtype and fill value
+    in a few numpy passes each (:func:`~atlas.engine.chunks.many_chunk_stats`); chunks
+    it cannot tell, or alone of their kind, are left for :func:`chunk_stats`."""
+    groups: dict[tuple, list[tuple[ArrayMeta, PendingChunk]]] = {}
+    for meta, chunk in staged:
+        fill = meta.fill_value
+        # repr tells NaN and -0.0 apart; the storage dtype joins the chunks' cells
+        key = (meta.dtype, chunk.values.dtype, type(fill), repr(fill))
+        got = groups.get(key)
+        if got is None:
+            got = groups[key] = []
+        got.append((meta, chunk))
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        meta = group[0][0]
+        found = many_chunk_stats([chunk.values for _, chunk in group], meta.dtype, meta.fill_value)
+        for (_, chunk), stats in zip(group, found):
+            if stats is not None:
+                chunk.stats = stats
 
 
 def staged_nbytes(pending: dict[int, dict[int, PendingChunk]]) -> int:
