@@ -143,7 +143,8 @@ def many_chunk_stats(values: list[np.ndarray], name: str, fill: Any) -> list[Chu
         zero = (cells == 0) & ~null
         negative = np.signbit(cells)
         exact = ~(np.logical_or.reduceat(zero & negative, starts) & np.logical_or.reduceat(zero & ~negative, starts))
-        found = lambda v: _as_dtype(v, name)  # noqa: E731
+        # The extremes are cells of the array's own dtype: as Python floats they are
+        # what chunk_stats rounds them to.
     else:
         view = _numeric_view(cells)
         null = np.zeros(view.shape[0], np.bool_)
@@ -155,11 +156,16 @@ def many_chunk_stats(values: list[np.ndarray], name: str, fill: Any) -> list[Chu
         lo = np.minimum.reduceat(np.where(null, info.max, view), starts)
         hi = np.maximum.reduceat(np.where(null, info.min, view), starts)
         exact = np.ones(len(take), np.bool_)
-        found = bool if name == "bool" else int
+        if name == "bool":
+            lo, hi = lo.astype(np.bool_), hi.astype(np.bool_)
     nulls = np.add.reduceat(null.view(np.uint8), starts, dtype=np.int64)
-    for i, n, k, a, b, ok in zip(take, counts.tolist(), nulls.tolist(), lo.tolist(), hi.tolist(), exact.tolist()):
+    lo_list, hi_list = lo.tolist(), hi.tolist()  # Python floats, ints or bools, as chunk_stats gives
+    for j in np.flatnonzero(nulls == counts).tolist():  # every cell null: no extremes
+        lo_list[j] = hi_list[j] = None
+    made = map(ChunkStats, counts.tolist(), nulls.tolist(), lo_list, hi_list)
+    for i, stats, ok in zip(take, made, exact.tolist()):
         if ok:
-            out[i] = ChunkStats(n, k) if k == n else ChunkStats(n, k, found(a), found(b))
+            out[i] = stats
     return out
 
 
