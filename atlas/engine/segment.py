@@ -181,7 +181,8 @@ class SegmentWriter:
         # Joined as plain words: concatenating structured arrays promotes their fields, table by table.
         table = tables[0]
         if len(tables) > 1:
-            table = np.concatenate([t.view(_WORDS) for t in tables]).reshape(-1).view(RECORD_DTYPE)
+            words = [np.ascontiguousarray(t).view(_WORDS) for t in tables]
+            table = np.concatenate(words).reshape(-1).view(RECORD_DTYPE)
         self.table = table
         index = table.view(np.uint8).reshape(-1)
         index_offset = self.size
