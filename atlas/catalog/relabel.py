@@ -121,10 +121,10 @@ def _relabel_columns(selections: Sequence[Selection], read_range: ReadRange, gen
     builder.add("version", np.full(n, generation, dtype="<u8"), 8)
     builder.add("tombstone", np.zeros(n, dtype="u1"))
     records: list[bytes | None] = [None] * n
-    valid: set[bytes] = set()  # attribute values found valid (see _check_attributes)
+    seen = _SeenAttributes()  # attribute values found valid (see _check_attributes)
     forms = _Forms()  # array objects decoded so far (see _check_arrays)
     for sel, reader, r, p, i in zip(selections, readers, rows, pos, ids):
-        _relabel_records(reader, sel.slots, r, p, i, generation, records, valid, forms)
+        _relabel_records(reader, sel.slots, r, p, i, generation, records, seen, forms)
     blocks = (record_block(records[b : b + BLOCK_ROWS]) for b in range(0, n, BLOCK_ROWS))  # type: ignore[arg-type]
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
     attributes, arrays = add_search_columns(readers, rows, pos, n, builder, used_only=True)
@@ -149,10 +149,10 @@ def _rows_of(reader: PartReader, sel: Selection) -> np.ndarray:
 
 def _relabel_records(reader: PartReader, slots: tuple[int, int], rows: np.ndarray, pos: np.ndarray,
                      ids: np.ndarray, generation: int, out: list[bytes | None],
-                     valid: set[bytes], forms: _Forms) -> None:  # fmt: skip
+                     seen: _SeenAttributes, forms: _Forms) -> None:  # fmt: skip
     """Put each row's record, head rewritten, at its position in ``out``; check it against the columns.
 
-    ``valid``: attribute values already found valid (see :func:`_check_attributes`);
+    ``seen``: what earlier records taught of attributes (see :class:`_SeenAttributes`);
     ``forms``: array objects already decoded (see :func:`_check_arrays`).
     """
     tables, counts = _tables(reader, rows, slots)
@@ -170,7 +170,7 @@ def _relabel_records(reader: PartReader, slots: tuple[int, int], rows: np.ndarra
         record = memoryview(data)[offsets[i] : offsets[i + 1]]
         where = f"{reader.where} row {row}"
         rest = _parse_head(record, old_id, old_version, where)
-        arrays = _arrays_of(record, rest, where, valid)
+        arrays = _arrays_of(record, rest, where, seen)
         if len(arrays) != counts[row]:
             raise CorruptStoreError(f"{where}: the record holds {len(arrays)} arrays, the stats columns "
                                     f"{counts[row]}")  # fmt: skip
@@ -205,7 +205,7 @@ def _parse_head(record: memoryview, key_id: int, key_version: int, where: str) -
     return at
 
 
-def _arrays_of(record: memoryview, at: int, where: str, valid: set[bytes]) -> dict[str, dict]:
+def _arrays_of(record: memoryview, at: int, where: str, seen: _SeenAttributes) -> dict[str, dict]:
     """The ``arrays`` member of ``record`` as plain MessagePack, once its attributes decode as a reader
     decodes them.
 
@@ -221,7 +221,7 @@ def _arrays_of(record: memoryview, at: int, where: str, valid: set[bytes]) -> di
         unpacker.feed(body)
         if unpacker.unpack() != "attributes":
             raise ValueError("no attributes")
-        _check_attributes(unpacker, body, valid)
+        _check_attributes(unpacker, body, seen)
         if unpacker.unpack() != "arrays":
             raise ValueError("no arrays after the attributes")
         arrays = unpacker.unpack()
@@ -234,30 +234,96 @@ def _arrays_of(record: memoryview, at: int, where: str, valid: set[bytes]) -> di
     return arrays
 
 
-def _check_attributes(unpacker: msgpack.Unpacker, body: bytes, valid: set[bytes]) -> None:
-    """Check the attribute map ``unpacker`` is at (in ``body``) as the reader decodes it.
+class _SeenAttributes:
+    """What one relabel learnt of attributes: values found valid, and how the last record's attributes were laid out.
 
-    ``valid`` holds the encoded values of attributes found valid so far (by this
-    record or earlier ones of the same relabel): files of one collection repeat most of
-    their attributes, and an attribute's value decodes or not whatever its key
-    (:func:`atlas.metadata.attributes_from_dict` checks each on its own), so a value
-    whose bytes were decoded once is only skipped over.  Every other value is
-    decoded alone, exactly as the reader decodes it, then added to ``valid``.
+    ``valid`` holds the encoded values of attributes found valid so far: files of one
+    collection repeat most of their attributes, and an attribute's value decodes or
+    not whatever its key (:func:`atlas.metadata.attributes_from_dict` checks each on
+    its own), so a value whose bytes were decoded once is only skipped over.
 
-    A key must be text (as the reader requires).  (A key written twice has both its
-    values checked, where a reader keeps the last one: the writer writes each key once.)
+    ``runs`` holds the encoded items (key and value) of the last record's attributes,
+    in order, as ``(bytes, item count)``: items that were also the record's before
+    it form one run, any other item a run of its own.  The records of one collection
+    hold their keys in the same order and most of their values alike, so a record's
+    items are first looked for, run by run and byte for byte, where the last record
+    had them.  MessagePack objects delimit themselves: bytes that begin with whole
+    items hold those items, the keys and values a reader decodes there.
     """
-    unpack, tell, skip = unpacker.unpack, unpacker.tell, unpacker.skip
-    for _ in range(unpacker.read_map_header()):  # ValueError when the attributes are not a map
-        key = unpack()
-        if type(key) is not str:
-            raise ValueError(f"attribute key {key!r} is not text")
-        start = tell()
-        skip()
-        value = body[start : tell()]
-        if value not in valid:
-            attributes_from_dict({key: msgpack.unpackb(value, raw=False, strict_map_key=True, max_bin_len=0)})
-            valid.add(value)
+
+    def __init__(self) -> None:
+        self.valid: set[bytes] = set()
+        self.runs: list[tuple[bytes, tuple[int, ...]]] = []
+
+
+def _check_attributes(unpacker: msgpack.Unpacker, body: bytes, seen: _SeenAttributes) -> None:
+    """Check the attribute map ``unpacker`` is at (in ``body``, fed whole) as the reader decodes it.
+
+    Items that are the last record's at the same place (see :class:`_SeenAttributes`)
+    were checked with it; any other has its key checked (text, as the reader requires)
+    and its value, unless in ``seen.valid``, decoded on its own with the reader's
+    options and checked as the reader checks it.  Leaves ``unpacker`` after the map.
+    (A key written twice has both its values checked, where a reader keeps the last
+    one: the writer writes each key once.)
+    """
+    count = unpacker.read_map_header()  # ValueError when the attributes are not a map
+    pos = at = unpacker.tell()  # the next item, and where the unpacker is (behind it after items found alike)
+    valid, view, runs = seen.valid, memoryview(body), []
+    done, alike = 0, False  # items checked; whether the last run is made of items found alike
+
+    def add(item: bytes, lengths: tuple[int, ...], same: bool) -> None:
+        nonlocal alike
+        if same and alike:
+            last, known = runs[-1]
+            runs[-1] = (last + item, known + lengths)
+        else:
+            runs.append((item, lengths))
+        alike = same
+
+    for run, lengths in seen.runs:
+        if done + len(lengths) > count:
+            break
+        if body.startswith(run, pos):
+            add(run, lengths, True)
+            pos, done = pos + len(run), done + len(lengths)
+            continue
+        old = memoryview(run)
+        for length in lengths:  # item by item: each alike, or checked on its own
+            if view[pos : pos + length] == old[:length]:
+                add(bytes(old[:length]), (length,), True)
+                pos += length
+            else:
+                if pos > at:
+                    unpacker.read_bytes(pos - at)
+                at = _check_attribute(unpacker, body, valid)
+                add(body[pos:at], (at - pos,), False)
+                pos = at
+            old = old[length:]
+        done += len(lengths)
+    for _ in range(count - done):
+        if pos > at:
+            unpacker.read_bytes(pos - at)
+        at = _check_attribute(unpacker, body, valid)
+        add(body[pos:at], (at - pos,), False)
+        pos = at
+    if pos > at:
+        unpacker.read_bytes(pos - at)
+    seen.runs = runs
+
+
+def _check_attribute(unpacker: msgpack.Unpacker, body: bytes, valid: set[bytes]) -> int:
+    """Check the attribute ``unpacker`` is at (see :func:`_check_attributes`); the offset after it."""
+    key = unpacker.unpack()
+    if type(key) is not str:
+        raise ValueError(f"attribute key {key!r} is not text")
+    start = unpacker.tell()
+    unpacker.skip()
+    end = unpacker.tell()
+    value = body[start:end]
+    if value not in valid:
+        attributes_from_dict({key: msgpack.unpackb(value, raw=False, strict_map_key=True, max_bin_len=0)})
+        valid.add(value)
+    return end
 
 
 class _WholeRead:
