@@ -243,7 +243,7 @@ class _SeenAttributes:
     its own), so a value whose bytes were decoded once is only skipped over.
 
     ``runs`` holds the encoded items (key and value) of the last record's attributes,
-    in order, as ``(bytes, item count)``: items that were also the record's before
+    in order, as ``(bytes, each item's length)``: items that were also the record's before
     it form one run, any other item a run of its own.  The records of one collection
     hold their keys in the same order and most of their values alike, so a record's
     items are first looked for, run by run and byte for byte, where the last record
@@ -269,43 +269,44 @@ def _check_attributes(unpacker: msgpack.Unpacker, body: bytes, seen: _SeenAttrib
     count = unpacker.read_map_header()  # ValueError when the attributes are not a map
     pos = at = unpacker.tell()  # the next item, and where the unpacker is (behind it after items found alike)
     valid, view, runs = seen.valid, memoryview(body), []
-    done, alike = 0, False  # items checked; whether the last run is made of items found alike
+    alike: list[bytes] = []  # the run being made of items found alike, and their lengths
+    alike_lengths: list[int] = []
+    done = 0  # items checked
 
-    def add(item: bytes, lengths: tuple[int, ...], same: bool) -> None:
-        nonlocal alike
-        if same and alike:
-            last, known = runs[-1]
-            runs[-1] = (last + item, known + lengths)
-        else:
-            runs.append((item, lengths))
-        alike = same
+    def check_one() -> None:  # the item at ``pos``, on its own: a run of its own
+        nonlocal pos, at
+        if pos > at:
+            unpacker.read_bytes(pos - at)
+        at = _check_attribute(unpacker, body, valid)
+        if alike:
+            runs.append((b"".join(alike), tuple(alike_lengths)))
+            alike.clear()
+            alike_lengths.clear()
+        runs.append((body[pos:at], (at - pos,)))
+        pos = at
 
     for run, lengths in seen.runs:
         if done + len(lengths) > count:
             break
+        done += len(lengths)
         if body.startswith(run, pos):
-            add(run, lengths, True)
-            pos, done = pos + len(run), done + len(lengths)
+            alike.append(run)
+            alike_lengths += lengths
+            pos += len(run)
             continue
         old = memoryview(run)
         for length in lengths:  # item by item: each alike, or checked on its own
             if view[pos : pos + length] == old[:length]:
-                add(bytes(old[:length]), (length,), True)
+                alike.append(bytes(old[:length]))
+                alike_lengths.append(length)
                 pos += length
             else:
-                if pos > at:
-                    unpacker.read_bytes(pos - at)
-                at = _check_attribute(unpacker, body, valid)
-                add(body[pos:at], (at - pos,), False)
-                pos = at
+                check_one()
             old = old[length:]
-        done += len(lengths)
     for _ in range(count - done):
-        if pos > at:
-            unpacker.read_bytes(pos - at)
-        at = _check_attribute(unpacker, body, valid)
-        add(body[pos:at], (at - pos,), False)
-        pos = at
+        check_one()
+    if alike:
+        runs.append((b"".join(alike), tuple(alike_lengths)))
     if pos > at:
         unpacker.read_bytes(pos - at)
     seen.runs = runs
