@@ -123,11 +123,13 @@ def _relabel_columns(selections: Sequence[Selection], read_range: ReadRange, gen
     records: list[bytes | None] = [None] * n
     seen = _SeenAttributes()  # attribute values found valid (see _check_attributes)
     forms = _Forms()  # array objects decoded so far (see _check_arrays)
-    for sel, reader, r, p, i in zip(selections, readers, rows, pos, ids):
-        _relabel_records(reader, sel.slots, r, p, i, generation, records, seen, forms)
+    packed: dict[tuple[int, str], list[bytes]] = {}  # the templates the checks packed, for the merge
+    for k, (sel, reader, r, p, i) in enumerate(zip(selections, readers, rows, pos, ids)):
+        tables = _relabel_records(reader, sel.slots, r, p, i, generation, records, seen, forms)
+        packed.update(((k, array), cols.packed) for array, cols in tables.items())
     blocks = (record_block(records[b : b + BLOCK_ROWS]) for b in range(0, n, BLOCK_ROWS))  # type: ignore[arg-type]
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
-    attributes, arrays = add_search_columns(readers, rows, pos, n, builder, used_only=True)
+    attributes, arrays = add_search_columns(readers, rows, pos, n, builder, used_only=True, packed=packed)
     return n, attributes, arrays
 
 
@@ -149,8 +151,9 @@ def _rows_of(reader: PartReader, sel: Selection) -> np.ndarray:
 
 def _relabel_records(reader: PartReader, slots: tuple[int, int], rows: np.ndarray, pos: np.ndarray,
                      ids: np.ndarray, generation: int, out: list[bytes | None],
-                     seen: _SeenAttributes, forms: _Forms) -> None:  # fmt: skip
-    """Put each row's record, head rewritten, at its position in ``out``; check it against the columns.
+                     seen: _SeenAttributes, forms: _Forms) -> dict[str, _Columns]:  # fmt: skip
+    """Put each row's record, head rewritten, at its position in ``out``; check it against the columns
+    (returned, by array).
 
     ``seen``: what earlier records taught of attributes (see :class:`_SeenAttributes`);
     ``forms``: array objects already decoded (see :func:`_check_arrays`).
@@ -176,6 +179,7 @@ def _relabel_records(reader: PartReader, slots: tuple[int, int], rows: np.ndarra
                                     f"{counts[row]}")  # fmt: skip
         _check_arrays(arrays, tables, row, where, forms)
         out[at] = b"".join((_HEAD, msgpack.packb(new_id), _VERSION, version, record[rest:]))
+    return tables
 
 
 def _uint(record: memoryview, at: int, where: str) -> tuple[int, int]:
