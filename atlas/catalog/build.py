@@ -288,20 +288,22 @@ def _attribute_values(attrs: list[dict[str, Any]], packed: list[bytes] | None = 
             if pack is not None:
                 packed += map(pack, group[lo : lo + _SPLIT_ROWS])
             flat = list(itertools.chain.from_iterable(map(dict.values, group[lo : lo + _SPLIT_ROWS])))
-            # Three passes over the typed values (their sizes, types and values): when
-            # every one is a scalar (two members, "t" and "v"), each key's types and
-            # values are strided slices.  Otherwise (lists, arrays) each key is split
-            # on its own.
-            types = values = None
-            if list(map(len, flat)).count(2) == len(flat):
-                try:
-                    types, values = list(map(_T, flat)), list(map(_V, flat))
-                except KeyError:  # two members, but not "t" and "v"
-                    types = values = None
+            # Three passes over the typed values (their sizes, types and values): each
+            # key's types and values are strided slices, and it holds scalars only when
+            # every one of its values has two members ("t" and "v"; lists and arrays
+            # have more).  Should one lack either, each key is split on its own.
+            sizes = list(map(len, flat))
+            mixed = sizes.count(2) != len(sizes)
+            try:
+                types, values = list(map(_T, flat)), list(map(_V, flat))
+            except KeyError:
+                types = values = None
             for k, kv in enumerate(found):
                 if types is not None:
                     kv.types.update(types[k::step])
                     kv.plain += values[k::step]
+                    if mixed and kv.scalar:
+                        kv.scalar = sizes[k::step].count(2) == len(sizes[k::step])
                 else:
                     typed = flat[k::step]
                     kv.types.update(map(_T, typed))
@@ -518,4 +520,13 @@ def _schema_codes(interner: SchemaInterner, ams: list[Any], fields: list[Any]) -
         # One template for every row (datasets made alike): code 0.
         interner.code(ams[0])
         return np.zeros(m, dtype="<u4")
+    if not any(fields[7::_NF]) and fills.count(None) == m:
+        # No fill value nor attributes (datasets of one kind, their shapes differing):
+        # dtype, dims and chunk shape make the template, as for the interner's memo.
+        # The interner is asked once per distinct key, in order of first use (as
+        # asking it row by row would), and each row looks its key up.
+        keys = list(zip(names, dims, chunks))
+        first = dict(zip(reversed(keys), range(m - 1, -1, -1)))  # the first row of each key
+        codes = {key: interner.code(ams[first[key]]) for key in dict.fromkeys(keys)}
+        return np.fromiter(map(codes.__getitem__, keys), dtype="<u4", count=m)
     return np.fromiter(map(interner.code, ams), dtype="<u4", count=m)

@@ -10,7 +10,7 @@ where their kinds differ between parts.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,7 +71,8 @@ def merge_columns(
 
 
 def add_search_columns(
-    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder, used_only: bool = False
+    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder, used_only: bool = False,
+    packed: Mapping[tuple[int, str], list[bytes]] | None = None,
 ) -> tuple[list[list], list[list]]:
     """Add the attribute and stats columns of rows ``rows`` of ``readers`` (ascending
     per part) at positions ``pos`` of a part of ``n`` rows to ``builder``.
@@ -79,10 +80,12 @@ def add_search_columns(
     With ``used_only``, attribute keys and arrays that none of those rows has get
     no column (a part of some rows of other parts, as a part written from these
     rows would be); otherwise every key and array of ``readers`` gets one.
+    ``packed`` holds, by ``(part number, array)``, the templates of schema tables
+    the caller already packed again (:meth:`~atlas.catalog.schemas.SchemaTable.template_bytes`).
     Returns ``(attribute entries, array entries)`` for :meth:`PartBuilder.finish`.
     """
     return (_merge_attributes(readers, rows, pos, n, builder, used_only),
-            _merge_stats(readers, rows, pos, n, builder, used_only))  # fmt: skip
+            _merge_stats(readers, rows, pos, n, builder, used_only, packed or {}))  # fmt: skip
 
 
 def _at(index: np.ndarray) -> np.ndarray | slice:
@@ -215,44 +218,47 @@ def _as_objects(items: list[Any]) -> np.ndarray:
 def _merge_attributes(
     readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder, used_only: bool = False
 ) -> list[list[str]]:
-    keys = sorted({k for r in readers for k in r.attribute_kinds()})
+    part_kinds = [r.attribute_kinds() for r in readers]
+    keys = sorted({k for kinds in part_kinds for k in kinds})
     if used_only:
-        keys = [k for k in keys if any(_has_any(r, rw, f"a{r.attribute_kinds()[k][0]}.present")
-                                       for r, rw in zip(readers, rows) if k in r.attribute_kinds())]  # fmt: skip
+        keys = [k for k in keys if any(_has_any(r, rw, f"a{kinds[k][0]}.present")
+                                       for r, rw, kinds in zip(readers, rows, part_kinds) if k in kinds)]  # fmt: skip
+    # every key gathers the same rows to the same positions
+    spans = [(_at(rw), _at(p)) for rw, p in zip(rows, pos)]
     out = []
     for i, key in enumerate(keys):
-        kinds_ = {r.attribute_kinds()[key][1] for r in readers if key in r.attribute_kinds()}
+        kinds_ = {kinds[key][1] for kinds in part_kinds if key in kinds}
         if kinds_ == {"string"}:
-            _merge_strings(readers, rows, pos, n, builder, i, key)
+            _merge_strings(readers, rows, pos, spans, n, builder, i, key)
             out.append([key, "string"])
             continue
-        found = [(r, rw, p, r.attribute(key, typed=True)) for r, rw, p in zip(readers, rows, pos)]
-        found = [(rw, p, f) for _, rw, p, f in found if f is not None]
-        kinds = {f[0] for _, _, f in found}
+        found = [(rw, p, span, r.attribute(key, typed=True)) for r, rw, p, span in zip(readers, rows, pos, spans)]
+        found = [(rw, p, span, f) for rw, p, span, f in found if f is not None]
+        kinds = {f[0] for *_, f in found}
         present = np.zeros(n, dtype=bool)
-        for rw, p, f in found:
-            present[_at(p)] = f[2][_at(rw)]
+        for _, _, (ra, pa), f in found:
+            present[pa] = f[2][ra]
         kind = kinds.pop() if len(kinds) == 1 else None
         if kind is not None and kind != "blob":
             builder.add(f"a{i}.present", present.astype("u1"))
             if kind == "string":
                 values = np.full(n, None, dtype=object)
-                for rw, p, f in found:
-                    values[_at(p)] = f[1][_at(rw)]
+                for _, _, (ra, pa), f in found:
+                    values[pa] = f[1][ra]
                 idx = np.flatnonzero(present)
                 add_string_attribute(builder, i, n, idx, values[idx].tolist())
             else:
-                dtype = found[0][2][1].dtype
+                dtype = found[0][3][1].dtype
                 values = np.zeros(n, dtype=dtype)
-                for rw, p, f in found:
-                    values[_at(p)] = f[1][_at(rw)]
+                for _, _, (ra, pa), f in found:
+                    values[pa] = f[1][ra]
                 raw = values.view("<i8") if kind == "timestamp_nanoseconds" else values
                 raw = raw.view("u1") if kind == "bool" else raw
                 builder.add(f"a{i}.values", raw, raw.itemsize)
         else:
             # kinds differ between parts (or blobs): back to typed values, then encode afresh
             typed = np.full(n, None, dtype=object)
-            for rw, p, f in found:
+            for rw, p, _, f in found:
                 typed[p] = _typed_values(f[0], f[1][rw], f[2][rw])
             kind = add_attribute_column(builder, i, typed)
         out.append([key, kind])
@@ -260,19 +266,23 @@ def _merge_attributes(
 
 
 def _merge_strings(
-    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder, i: int, key: str
-) -> None:
-    """A string key of every part: codes remapped into the sorted union of the used values."""
+    readers: Sequence[PartReader], rows: Rows, pos: Rows, spans: list[tuple[Any, Any]], n: int,
+    builder: PartBuilder, i: int, key: str,
+) -> None:  # fmt: skip
+    """A string key of every part: codes remapped into the sorted union of the used values.
+
+    ``spans`` holds :func:`_at` of each part's rows and positions.
+    """
     present = np.zeros(n, dtype="u1")
     found = []
-    for reader, rw, p in zip(readers, rows, pos):
+    for reader, rw, p, (ra, pa) in zip(readers, rows, pos, spans):
         got = reader.string_codes(key)
         if got is None:
             continue
         codes, dictionary, has = got
-        live = has[_at(rw)].astype(bool)
+        live = has[ra].astype(bool)
         every = bool(live.all())  # usually: no mask to apply
-        at, mine = _at(p if every else p[live]), codes[_at(rw if every else rw[live])]
+        at, mine = (pa, codes[ra]) if every else (_at(p[live]), codes[_at(rw[live])])
         present[at] = 1
         # the codes in use, ascending: a count per dictionary entry (codes are checked
         # to index the dictionary) costs less than sorting the codes
@@ -308,7 +318,8 @@ def _has_any(reader: PartReader, rows: np.ndarray, column: str) -> bool:
 
 
 def _merge_stats(
-    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder, used_only: bool = False
+    readers: Sequence[PartReader], rows: Rows, pos: Rows, n: int, builder: PartBuilder, used_only: bool,
+    packed: Mapping[tuple[int, str], list[bytes]],
 ) -> list[list]:
     names = sorted({a for r in readers for a in r.stats_groups()})
     if used_only:
@@ -337,7 +348,7 @@ def _merge_stats(
         ndim = field("ndim", "u1")
         builder.add(p_ + "ndim", ndim)
         builder.add(p_ + "extents", _merge_extents(readers, groups, rows, pos, ndim), 8)
-        codes, interner = _merge_schemas(readers, array, groups, rows, pos, n)
+        codes, interner = _merge_schemas(readers, array, groups, rows, pos, n, packed)
         builder.add(p_ + "schema", codes, 4)
         builder.add(p_ + "schemas", interner.column())
         flags |= FLAG_SCHEMAS
@@ -362,22 +373,26 @@ def _merge_stats(
 
 
 def _merge_schemas(
-    readers: Sequence[PartReader], array: str, groups: list[tuple[int, int] | None], rows: Rows, pos: Rows, n: int
+    readers: Sequence[PartReader], array: str, groups: list[tuple[int, int] | None], rows: Rows, pos: Rows, n: int,
+    packed: Mapping[tuple[int, str], list[bytes]],
 ) -> tuple[np.ndarray, SchemaInterner]:
     """The ``schema`` codes in merged row order and their dictionary.
 
     Codes of parts with interned schemas are remapped into the merged dictionary;
     parts written before schema interning get theirs from their records.
+    ``packed``: see :func:`add_search_columns`.
     """
     codes = np.zeros(n, dtype="<u4")
     interner = SchemaInterner()
-    for reader, g, r, p in zip(readers, groups, rows, pos):
+    for k, (reader, g, r, p) in enumerate(zip(readers, groups, rows, pos)):
         if g is None or not r.size:
             continue
         table = reader.schemas(array)
         if table is not None:
             has = table.has[r]
-            remap = np.array([interner.code_of(t) for t in table.template_bytes()], dtype="<u4")
+            templates = packed.get((k, array))
+            templates = table.template_bytes() if templates is None else templates
+            remap = np.array([interner.code_of(t) for t in templates], dtype="<u4")
             codes[p[has]] = remap[table.codes[r[has]]] if remap.size else 0
             continue
         has = reader.fixed(f"s{g[0]}.state")[r] > 0

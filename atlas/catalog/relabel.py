@@ -34,9 +34,10 @@ from atlas.catalog.encoding import encode_strings
 from atlas.catalog.layout import PartBuilder
 from atlas.catalog.merging import add_search_columns
 from atlas.catalog.part import PartReader, ReadRange
-from atlas.catalog.schemas import SchemaTable, read_schema_table, template_bytes
+from atlas.catalog.schemas import SchemaTable, template_bytes
+from atlas.dtypes import decode_value
 from atlas.errors import CorruptStoreError
-from atlas.metadata import ArrayMeta, array_from_dict, attributes_from_dict, gc_paused
+from atlas.metadata import array_from_dict, attributes_from_dict, gc_paused
 
 __all__ = ["Selection", "relabel_parts"]
 
@@ -49,6 +50,7 @@ _UINT = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 _STATS_KEYS = frozenset(("row_count", "null_count", "min", "max"))
 #: The stats ``dtype`` column's code of each dtype name.
 _DTYPE_CODE = {name: code for code, name in enumerate(DTYPE_CODES)}
+_INT64_MAX, _UINT64_MAX = 2**63 - 1, 2**64 - 1
 #: Parts up to this size are read whole (a task part of 64 files is a few hundred kB).
 _WHOLE_LIMIT = 64 << 20
 
@@ -119,13 +121,15 @@ def _relabel_columns(selections: Sequence[Selection], read_range: ReadRange, gen
     builder.add("version", np.full(n, generation, dtype="<u8"), 8)
     builder.add("tombstone", np.zeros(n, dtype="u1"))
     records: list[bytes | None] = [None] * n
-    valid: set[bytes] = set()  # attribute values found valid (see _arrays_of)
-    templates: dict[bytes, bytes] = {}  # array objects' templates as a reader rebuilds them (see _check_arrays)
-    for sel, reader, r, p, i in zip(selections, readers, rows, pos, ids):
-        _relabel_records(reader, sel.slots, r, p, i, generation, records, valid, templates)
+    seen = _SeenAttributes()  # attribute values found valid (see _check_attributes)
+    forms = _Forms()  # array objects decoded so far (see _check_arrays)
+    packed: dict[tuple[int, str], list[bytes]] = {}  # the templates the checks packed, for the merge
+    for k, (sel, reader, r, p, i) in enumerate(zip(selections, readers, rows, pos, ids)):
+        tables = _relabel_records(reader, sel.slots, r, p, i, generation, records, seen, forms)
+        packed.update(((k, array), cols.packed) for array, cols in tables.items())
     blocks = (record_block(records[b : b + BLOCK_ROWS]) for b in range(0, n, BLOCK_ROWS))  # type: ignore[arg-type]
     builder.add("record_blocks", builder.add_blocks("records", blocks), 8)
-    attributes, arrays = add_search_columns(readers, rows, pos, n, builder, used_only=True)
+    attributes, arrays = add_search_columns(readers, rows, pos, n, builder, used_only=True, packed=packed)
     return n, attributes, arrays
 
 
@@ -147,13 +151,14 @@ def _rows_of(reader: PartReader, sel: Selection) -> np.ndarray:
 
 def _relabel_records(reader: PartReader, slots: tuple[int, int], rows: np.ndarray, pos: np.ndarray,
                      ids: np.ndarray, generation: int, out: list[bytes | None],
-                     valid: set[bytes], templates: dict[bytes, bytes]) -> None:  # fmt: skip
-    """Put each row's record, head rewritten, at its position in ``out``; check it against the columns.
+                     seen: _SeenAttributes, forms: _Forms) -> dict[str, _Columns]:  # fmt: skip
+    """Put each row's record, head rewritten, at its position in ``out``; check it against the columns
+    (returned, by array).
 
-    ``valid``: attribute values already found valid (see :func:`_arrays_of`);
-    ``templates``: templates already rebuilt (see :func:`_check_arrays`).
+    ``seen``: what earlier records taught of attributes (see :class:`_SeenAttributes`);
+    ``forms``: array objects already decoded (see :func:`_check_arrays`).
     """
-    tables = _tables(reader, rows, slots)
+    tables, counts = _tables(reader, rows, slots)
     old_ids, old_versions = reader.fixed("id")[rows].tolist(), reader.fixed("version")[rows].tolist()
     version = msgpack.packb(generation)
     per = reader.index.block_rows
@@ -168,8 +173,13 @@ def _relabel_records(reader: PartReader, slots: tuple[int, int], rows: np.ndarra
         record = memoryview(data)[offsets[i] : offsets[i + 1]]
         where = f"{reader.where} row {row}"
         rest = _parse_head(record, old_id, old_version, where)
-        _check_arrays(*_arrays_of(record, rest, where, valid), tables, row, where, templates)
+        arrays = _arrays_of(record, rest, where, seen)
+        if len(arrays) != counts[row]:
+            raise CorruptStoreError(f"{where}: the record holds {len(arrays)} arrays, the stats columns "
+                                    f"{counts[row]}")  # fmt: skip
+        _check_arrays(arrays, tables, row, where, forms)
         out[at] = b"".join((_HEAD, msgpack.packb(new_id), _VERSION, version, record[rest:]))
+    return tables
 
 
 def _uint(record: memoryview, at: int, where: str) -> tuple[int, int]:
@@ -199,21 +209,15 @@ def _parse_head(record: memoryview, key_id: int, key_version: int, where: str) -
     return at
 
 
-def _arrays_of(record: memoryview, at: int, where: str, valid: set[bytes]) -> tuple[dict, dict[str, ArrayMeta]]:
-    """The ``arrays`` member of ``record`` as plain MessagePack and as a reader decodes it, once the whole
-    record decodes as a reader decodes it.
+def _arrays_of(record: memoryview, at: int, where: str, seen: _SeenAttributes) -> dict[str, dict]:
+    """The ``arrays`` member of ``record`` as plain MessagePack, once its attributes decode as a reader
+    decodes them.
 
-    The attributes and the stats extremes are in no column the record is compared
-    with, yet a record whose attributes or arrays do not decode could not be opened
-    once committed (and ``verify`` would call the store damaged): they are checked
-    as :func:`atlas.catalog.encoding.decode_record` decodes them, then dropped.
-
-    ``valid`` holds the encoded values of attributes found valid so far (by this
-    record or earlier ones of the same relabel): files of one collection repeat most of
-    their attributes, and an attribute's value decodes or not whatever its key
-    (:func:`atlas.metadata.attributes_from_dict` checks each on its own), so a value
-    whose bytes were decoded once is only skipped over.  Every other value is
-    decoded alone, exactly as the reader decodes it.
+    The attributes are in no column the record is compared with, yet a record whose
+    attributes do not decode could not be opened once committed (and ``verify``
+    would call the store damaged): they are checked as
+    :func:`atlas.catalog.encoding.decode_record` decodes them, then dropped.  The
+    arrays are checked by :func:`_check_arrays`.
     """
     try:
         body = bytes(record[at:])
@@ -221,38 +225,110 @@ def _arrays_of(record: memoryview, at: int, where: str, valid: set[bytes]) -> tu
         unpacker.feed(body)
         if unpacker.unpack() != "attributes":
             raise ValueError("no attributes")
-        _check_attributes(unpacker, body, valid)
+        _check_attributes(unpacker, body, seen)
         if unpacker.unpack() != "arrays":
             raise ValueError("no arrays after the attributes")
         arrays = unpacker.unpack()
         if unpacker.tell() != len(body):
             raise ValueError("bytes after the arrays")
-        if not isinstance(arrays, dict) or not all(isinstance(a, dict) for a in arrays.values()):
+        if type(arrays) is not dict or not all(type(a) is dict for a in arrays.values()):
             raise ValueError("arrays are not maps")
-        metas = {name: array_from_dict(am) for name, am in arrays.items()}
     except Exception as exc:  # every decoder or schema failure is damage, as the reader says it
         raise CorruptStoreError(f"{where}: dataset record does not follow the format: {exc}") from None
-    return arrays, metas
+    return arrays
 
 
-def _check_attributes(unpacker: msgpack.Unpacker, body: bytes, valid: set[bytes]) -> None:
-    """Check the attribute map ``unpacker`` is at (in ``body``) as the reader decodes it; see :func:`_arrays_of`.
+class _SeenAttributes:
+    """What one relabel learnt of attributes: values found valid, and how the last record's attributes were laid out.
 
-    A key must be text (as the reader requires); each value not in ``valid`` is
-    decoded on its own with the reader's options and checked as the reader checks
-    it, then added to ``valid``.  (A key written twice has both its values
-    checked, where a reader keeps the last one: the writer writes each key once.)
+    ``valid`` holds the encoded values of attributes found valid so far: files of one
+    collection repeat most of their attributes, and an attribute's value decodes or
+    not whatever its key (:func:`atlas.metadata.attributes_from_dict` checks each on
+    its own), so a value whose bytes were decoded once is only skipped over.
+
+    ``runs`` holds the encoded items (key and value) of the last record's attributes,
+    in order, as ``(bytes, each item's length)``: items that were also the record's before
+    it form one run, any other item a run of its own.  The records of one collection
+    hold their keys in the same order and most of their values alike, so a record's
+    items are first looked for, run by run and byte for byte, where the last record
+    had them.  MessagePack objects delimit themselves: bytes that begin with whole
+    items hold those items, the keys and values a reader decodes there.
     """
-    for _ in range(unpacker.read_map_header()):  # ValueError when the attributes are not a map
-        key = unpacker.unpack()
-        if type(key) is not str:
-            raise ValueError(f"attribute key {key!r} is not text")
-        start = unpacker.tell()
-        unpacker.skip()
-        value = body[start : unpacker.tell()]
-        if value not in valid:
-            attributes_from_dict({key: msgpack.unpackb(value, raw=False, strict_map_key=True, max_bin_len=0)})
-            valid.add(value)
+
+    def __init__(self) -> None:
+        self.valid: set[bytes] = set()
+        self.runs: list[tuple[bytes, tuple[int, ...]]] = []
+
+
+def _check_attributes(unpacker: msgpack.Unpacker, body: bytes, seen: _SeenAttributes) -> None:
+    """Check the attribute map ``unpacker`` is at (in ``body``, fed whole) as the reader decodes it.
+
+    Items that are the last record's at the same place (see :class:`_SeenAttributes`)
+    were checked with it; any other has its key checked (text, as the reader requires)
+    and its value, unless in ``seen.valid``, decoded on its own with the reader's
+    options and checked as the reader checks it.  Leaves ``unpacker`` after the map.
+    (A key written twice has both its values checked, where a reader keeps the last
+    one: the writer writes each key once.)
+    """
+    count = unpacker.read_map_header()  # ValueError when the attributes are not a map
+    pos = at = unpacker.tell()  # the next item, and where the unpacker is (behind it after items found alike)
+    valid, view, runs = seen.valid, memoryview(body), []
+    alike: list[bytes] = []  # the run being made of items found alike, and their lengths
+    alike_lengths: list[int] = []
+    done = 0  # items checked
+
+    def check_one() -> None:  # the item at ``pos``, on its own: a run of its own
+        nonlocal pos, at
+        if pos > at:
+            unpacker.read_bytes(pos - at)
+        at = _check_attribute(unpacker, body, valid)
+        if alike:
+            runs.append((b"".join(alike), tuple(alike_lengths)))
+            alike.clear()
+            alike_lengths.clear()
+        runs.append((body[pos:at], (at - pos,)))
+        pos = at
+
+    for run, lengths in seen.runs:
+        if done + len(lengths) > count:
+            break
+        done += len(lengths)
+        if body.startswith(run, pos):
+            alike.append(run)
+            alike_lengths += lengths
+            pos += len(run)
+            continue
+        old = memoryview(run)
+        for length in lengths:  # item by item: each alike, or checked on its own
+            if view[pos : pos + length] == old[:length]:
+                alike.append(bytes(old[:length]))
+                alike_lengths.append(length)
+                pos += length
+            else:
+                check_one()
+            old = old[length:]
+    for _ in range(count - done):
+        check_one()
+    if alike:
+        runs.append((b"".join(alike), tuple(alike_lengths)))
+    if pos > at:
+        unpacker.read_bytes(pos - at)
+    seen.runs = runs
+
+
+def _check_attribute(unpacker: msgpack.Unpacker, body: bytes, valid: set[bytes]) -> int:
+    """Check the attribute ``unpacker`` is at (see :func:`_check_attributes`); the offset after it."""
+    key = unpacker.unpack()
+    if type(key) is not str:
+        raise ValueError(f"attribute key {key!r} is not text")
+    start = unpacker.tell()
+    unpacker.skip()
+    end = unpacker.tell()
+    value = body[start:end]
+    if value not in valid:
+        attributes_from_dict({key: msgpack.unpackb(value, raw=False, strict_map_key=True, max_bin_len=0)})
+        valid.add(value)
+    return end
 
 
 class _WholeRead:
@@ -287,6 +363,8 @@ class _Columns:
     # Python ints, not numpy scalars).
     has: list[bool]
     slot: list[int]
+    #: The shape of each row, as the list a record holds.
+    shape: list[list[int]]
     code: list[int]
     state: list[int]
     #: The dtype codes searches by dtype answer from (:data:`~atlas.catalog.build.DTYPE_CODES`).
@@ -295,12 +373,15 @@ class _Columns:
     null_count: list[int]
 
 
-def _tables(reader: PartReader, rows: np.ndarray, slots: tuple[int, int]) -> dict[str, _Columns]:
-    """The checked columns of every array of ``reader``; every slot of ``rows`` in ``slots``."""
+def _tables(reader: PartReader, rows: np.ndarray, slots: tuple[int, int]) -> tuple[dict[str, _Columns], list[int]]:
+    """The checked columns of every array of ``reader`` (every slot of ``rows`` in ``slots``), and how many
+    arrays each row has."""
     lo, hi = slots
     out = {}
+    counts = np.zeros(reader.rows, dtype=np.int64)
     for array, (j, _flags) in reader.stats_groups().items():
-        table = read_schema_table(reader, array)
+        # The reader keeps the table: the search columns' merge reads the same one.
+        table = reader.schemas(array)
         if table is None:
             raise CorruptStoreError(f"{reader.where}: array {array!r} has no schema columns")
         used = table.slot[rows][table.has[rows]]
@@ -313,52 +394,95 @@ def _tables(reader: PartReader, rows: np.ndarray, slots: tuple[int, int]) -> dic
             raise CorruptStoreError(f"{reader.where}: dtype code of array {array!r} is out of range")
         state, row_count, null_count = (reader.fixed(f"s{j}.{c}").tolist()
                                          for c in ("state", "row_count", "null_count"))
-        out[array] = _Columns(table, table.template_bytes(), table.has.tolist(), table.slot.tolist(),
+        extents, starts = table.extents.tolist(), table.starts.tolist()
+        shape = [extents[a:b] for a, b in itertools.pairwise(starts)]
+        counts += table.has
+        out[array] = _Columns(table, table.template_bytes(), table.has.tolist(), table.slot.tolist(), shape,
                               table.codes.tolist(), state, dtype.tolist(), row_count, null_count)  # fmt: skip
-    return out
+    return out, counts.tolist()
 
 
-def _check_arrays(arrays: dict, metas: dict[str, ArrayMeta], tables: dict[str, _Columns], row: int, where: str,
-                  templates: dict[bytes, bytes]) -> None:  # fmt: skip
-    """The record's arrays are those the columns describe: names, slots, shapes, templates, dtype codes, stats counts.
+class _Forms:
+    """Array objects decoded so far by one relabel: what each template with a shape decodes to.
+
+    Maps the array object without its slot and stats, packed again (exact: types,
+    key order and float bits, so ``4``, ``4.0`` and ``True`` are three keys), to its
+    dtype and the template a reader rebuilds from it
+    (:func:`~atlas.catalog.schemas.template_bytes`, as ``verify`` compares them).
+    """
+
+    def __init__(self) -> None:
+        self.known: dict[bytes, tuple[str, bytes]] = {}
+        self.pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def _check_arrays(arrays: dict[str, dict], tables: dict[str, _Columns], row: int, where: str,
+                  forms: _Forms) -> None:  # fmt: skip
+    """The record's arrays decode as a reader decodes them, and are those the columns describe: names, slots,
+    shapes, templates, dtype codes, stats counts.
+
+    An array object decodes (:func:`atlas.metadata.array_from_dict`) exactly when its
+    template with its shape does, its slot is an integer of the slot range and its
+    stats (if any) hold counts and extremes its dtype decodes.  Datasets of one
+    collection share their templates and most shapes, so each distinct template with
+    a shape is decoded once (``forms``); the slot and stats of every object are
+    checked as the reader checks them, and an object they fail is decoded whole, for
+    the reader's own refusal.
 
     A template must equal the record's array object as a reader decodes both, not
     only as plain values (``4 == 4.0 == True``): the template a reader rebuilds from
-    the record's decoded array (:func:`~atlas.catalog.schemas.template_bytes`, as
-    ``verify`` compares them) must be the template's bytes, or a bulk read, which
+    the record's decoded array must be the template's bytes, or a bulk read, which
     decodes the template and not the record, could fail or answer otherwise.
-    ``templates`` maps the plain object packed again (exact: types, order and
-    float bits) to its rebuilt template, so each distinct one is rebuilt once.
     """
-    have = sum(c.has[row] for c in tables.values())
-    if len(arrays) != have:
-        raise CorruptStoreError(f"{where}: the record holds {len(arrays)} arrays, the stats columns {have}")
+    known, pack = forms.known, forms.pack
     for name, am in arrays.items():
+        slot, stats = am.pop("slot", None), am.pop("stats", None)
+        try:
+            key = pack(am)
+            shape = am.pop("shape", None)
+            form = known.get(key)
+            if form is None:
+                meta = array_from_dict({**am, "slot": 1, "shape": shape})  # the slot is checked below
+                form = known[key] = (meta.dtype, template_bytes(meta))
+            dtype, rebuilt = form
+            if not (type(slot) is int and 0 < slot <= _UINT64_MAX and (stats is None or _stats_decode(stats, dtype))):
+                array_from_dict({**am, "slot": slot, "shape": shape, "stats": stats})  # the reader's refusal
+        except Exception as exc:  # every decoder or schema failure is damage, as the reader says it
+            raise CorruptStoreError(f"{where}: dataset record does not follow the format: {exc}") from None
         cols = tables.get(name)
         if cols is None or not cols.has[row]:
             raise CorruptStoreError(f"{where}: array {name!r} of the record is not in the stats columns")
-        table = cols.table
-        am = dict(am)
-        slot, shape, stats = am.pop("slot", None), am.pop("shape", None), am.pop("stats", None)
         code = cols.code[row]
-        if slot != cols.slot[row] or shape != list(table.shape(row)) or am != table.templates[code]:
+        if slot != cols.slot[row] or shape != cols.shape[row] or am != cols.table.templates[code]:
             raise CorruptStoreError(f"{where}: array {name!r} disagrees with the schema columns")
-        key = msgpack.packb(am, use_bin_type=True)
-        rebuilt = templates.get(key)
-        if rebuilt is None:
-            rebuilt = templates[key] = template_bytes(metas[name])
         if rebuilt != cols.packed[code]:
             raise CorruptStoreError(f"{where}: array {name!r} disagrees with the schema columns (as a reader "
                                     "decodes them)")  # fmt: skip
-        if cols.dtype[row] != _DTYPE_CODE[metas[name].dtype]:
+        if cols.dtype[row] != _DTYPE_CODE[dtype]:
             raise CorruptStoreError(f"{where}: array {name!r} disagrees with the stats columns (dtype)")
         state = cols.state[row]
         if stats is None:
             ok = state == NO_STATS
         else:
-            ok = (isinstance(stats, dict) and stats.keys() == _STATS_KEYS
+            ok = (stats.keys() == _STATS_KEYS
                   and state == (EXTREMES if stats["min"] is not None and stats["max"] is not None else EXTREMES - 1)
                   and stats["row_count"] == cols.row_count[row]
                   and stats["null_count"] == cols.null_count[row])  # fmt: skip
         if not ok:
             raise CorruptStoreError(f"{where}: array {name!r} disagrees with the stats columns")
+
+
+def _stats_decode(stats: object, dtype: str) -> bool:
+    """Whether ``stats`` hold counts a reader decodes (as :func:`~atlas.metadata.array_from_dict`); raises as
+    the reader does when an extreme does not decode as ``dtype``."""
+    if type(stats) is not dict:
+        return False
+    count, nulls = stats.get("row_count"), stats.get("null_count")
+    if type(count) is not int or type(nulls) is not int or not (0 <= count <= _INT64_MAX and 0 <= nulls <= _INT64_MAX):
+        return False
+    low, high = stats.get("min"), stats.get("max")
+    if low is not None:
+        decode_value(low, dtype)
+    if high is not None:
+        decode_value(high, dtype)
+    return True

@@ -11,11 +11,13 @@ array wrappers), minus costs that only matter for a fleet of small files:
 * the store's variables and attributes are listed once, so the second decode of
   the same file (the packed variables as stored, see
   :func:`atlas.cli.sources.load_source`) does not query the file again;
-* a small plain file can be read whole right after it is listed
-  (:meth:`OnceStore.read_whole`): one netCDF4 read per variable, its values put
-  where xarray's lazy array wrapper was, so decoding, default indexes and loading
-  work on numpy arrays instead of going through xarray's indexing adapters to the
-  file once per variable and once more per time variable whose decoding is checked.
+* a small plain file can be listed here and read whole
+  (:meth:`OnceStore.read_whole`): the variables and attributes xarray's listing
+  gives, with fewer netCDF4 calls and no lazy wrapper of the file's variable; one
+  netCDF4 read per variable, its values put where xarray's lazy array wrapper
+  would be, so decoding, default indexes and loading work on numpy arrays instead
+  of going through xarray's indexing adapters to the file once per variable and
+  once more per time variable whose decoding is checked.
   The values are the ones the wrapper reads (the same netCDF4 call on the same
   variable, with the same automatic masking and character conversion switched
   off); xarray decodes them exactly as it decodes the wrapper's.
@@ -25,10 +27,12 @@ Imports xarray and netCDF4: imported only by the reader code that opens files.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import netCDF4
 import numpy as np
+from xarray.backends.common import NONE_VAR_NAME
 from xarray.backends.netCDF4_ import NetCDF4DataStore
 from xarray.core.indexing import LazilyIndexedArray, NumpyIndexingAdapter
 from xarray.core.utils import FrozenDict
@@ -59,6 +63,7 @@ class OnceStore(NetCDF4DataStore):
     def __init__(self, filename: str) -> None:
         self._nc = netCDF4.Dataset(filename, mode="r")
         self._listed: tuple[Any, Any] | None = None
+        self._last_decode = False
         try:
             super().__init__(self._nc)  # wraps the handle in xarray's DummyFileManager (closed with the store)
         except BaseException:
@@ -76,48 +81,104 @@ class OnceStore(NetCDF4DataStore):
         return self._nc
 
     def read_whole(self, limit: int) -> bool:
-        """Read every variable of a small plain file now; False (nothing read) for any other file.
+        """List and read every variable of a small plain file now; False (nothing listed) for any other file.
 
         A file qualifies when its variables, decoded, cannot exceed ``limit`` bytes
         (counted at eight bytes per value at least: the most a decoded value takes
         but for text, which never grows) and every variable is a non-empty array of
         numbers, booleans or characters (not a string, enum, compound or
         variable-length type) whose ``calendar``, if any, is a standard one.
-        Anything else is left to xarray's lazy wrapper, read when the dataset loads.
+        Anything else is left to xarray's listing and lazy wrapper, read when the
+        dataset loads.
+
+        A qualifying file is listed here rather than by xarray: the same
+        ``Variable`` objects (dimensions, attributes in the file's order with the
+        values netCDF4 gives, every encoding entry xarray's listing makes) around
+        the values instead of a lazy wrapper of the file's variable, which xarray
+        builds with about ten more netCDF4 calls and Python objects per variable
+        that reading the file whole never uses.
         """
-        variables, attributes = self._list()
-        total = 0
-        for var in variables.values():
-            dtype = var.dtype
-            if not isinstance(dtype, np.dtype) or dtype.kind not in "biufS" or dtype.metadata:
-                return False
-            encoded = var.encoding.get("dtype")
-            if not isinstance(encoded, np.dtype) or encoded.metadata or var.size == 0:
-                return False
-            calendar = var.attrs.get("calendar")
-            if calendar is not None and (not isinstance(calendar, str) or calendar.lower() not in PLAIN_CALENDARS):
-                return False
-            total += var.size * max(8, dtype.itemsize)
-        if total > limit:
+        listed = self._plain_listing(limit)
+        if listed is None:
             return False
-        read = {}
+        variables, attributes = listed
         ncvars = self._nc.variables
-        # xarray's wrapper switched masking, scaling and character conversion off on
-        # these very netCDF4 variables when they were listed; and read under the lock
-        # its reads take: netCDF-C and HDF5 are not thread-safe (a dask worker runs one
-        # task per thread).
+        read = {}
+        # With masking, scaling and character conversion off, as xarray's wrapper
+        # switches them off before it reads; and under the lock its reads take:
+        # netCDF-C and HDF5 are not thread-safe (a dask worker runs one task per thread).
         with self.lock:
-            values_of = {name: _read_all(ncvars[name], var.shape) for name, var in variables.items()}
-        for name, var in variables.items():
-            values = values_of[name]
-            if type(values) is not np.ndarray or values.shape != var.shape or values.dtype != var.dtype:
-                return False
-            # Wrapped as the listing wraps the file's variable: xarray's decoders build
-            # Variables around it without the checks of a bare array (which import dask.array).
-            data = LazilyIndexedArray(NumpyIndexingAdapter(values))
-            read[name] = Variable(var.dims, data, var.attrs, var.encoding, fastpath=True)
+            for name, (dims, attrs, encoding) in variables.items():
+                ncvar = ncvars[name]
+                ncvar.set_auto_maskandscale(False)
+                ncvar.set_auto_chartostring(False)
+                values = _read_all(ncvar, encoding["original_shape"])
+                if type(values) is not np.ndarray or values.shape != encoding["original_shape"]:
+                    return False
+                if values.dtype != encoding["dtype"]:  # never seen; then left to xarray's listing
+                    return False
+                # Wrapped as xarray's listing wraps the file's variable: its decoders build
+                # Variables around it without the checks of a bare array (which import dask.array).
+                data = LazilyIndexedArray(NumpyIndexingAdapter(values))
+                read[name] = Variable(dims, data, attrs, encoding, fastpath=True)
         self._listed = (FrozenDict(read), attributes)
         return True
+
+    def _plain_listing(self, limit: int) -> tuple[dict[str, Any], Any] | None:
+        """``({name: (dims, attrs, encoding)}, attributes)`` of a file :meth:`read_whole` reads; None for another.
+
+        The entries are those of xarray's ``NetCDF4DataStore.open_store_variable``
+        and ``get_attrs``: the attributes as ``getncattr`` gives them (a character
+        variable's ``_FillValue`` as ``np.bytes_``, ``least_significant_digit``
+        moved to the encoding), the encoding ``dtype``, storage filters, chunking,
+        ``source`` and ``original_shape``.  Shapes come from the root group's
+        dimension lengths, which is what a netCDF4 variable's ``shape`` asks for
+        one dimension at a time.
+        """
+        nc = self._nc
+        lengths = {name: len(dim) for name, dim in nc.dimensions.items()}
+        ncvars = nc.variables
+        shapes: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
+        total = 0
+        for name, ncvar in ncvars.items():
+            # An enum, compound or variable-length type (strings too) has a netCDF4
+            # type object for a datatype; a plain one has its numpy dtype.
+            dtype = ncvar.datatype
+            if not isinstance(dtype, np.dtype) or dtype.kind not in "biufS" or dtype.metadata:
+                return None
+            if not isinstance(name, str) or name == NONE_VAR_NAME:  # xarray renames that one to None
+                return None
+            dims = ncvar.dimensions
+            if not all(d in lengths for d in dims):
+                return None
+            shape = tuple(lengths[d] for d in dims)
+            size = math.prod(shape)
+            if size == 0:
+                return None
+            total += size * max(8, dtype.itemsize)
+            shapes[name] = (dims, shape)
+        if total > limit:
+            return None
+        variables = {}
+        for name, (dims, shape) in shapes.items():
+            ncvar = ncvars[name]
+            attrs = {k: ncvar.getncattr(k) for k in ncvar.ncattrs()}
+            calendar = attrs.get("calendar")
+            if calendar is not None and (not isinstance(calendar, str) or calendar.lower() not in PLAIN_CALENDARS):
+                return None
+            dtype = ncvar.dtype
+            if dtype.kind == "S" and "_FillValue" in attrs:
+                # xarray's fix for a character fill value netCDF4 gives as text
+                attrs["_FillValue"] = np.bytes_(attrs["_FillValue"])
+            encoding = {"dtype": dtype, **_storage(ncvar, dims)}
+            digits = attrs.pop("least_significant_digit", None)
+            if digits is not None:
+                encoding["least_significant_digit"] = digits
+            encoding["source"] = self._filename
+            encoding["original_shape"] = shape
+            variables[name] = (dims, attrs, encoding)
+        attributes = FrozenDict((k, nc.getncattr(k)) for k in nc.ncattrs())
+        return variables, attributes
 
     def surely_packed(self) -> list[str] | None:
         """The variables :func:`atlas.cli.sources.packed_variables` would name, from the listing; None when unsure.
@@ -163,15 +224,39 @@ class OnceStore(NetCDF4DataStore):
             self._listed = super().load()
         return self._listed
 
+    def hand_over(self) -> None:
+        """Let the next :meth:`load` give the listing itself: the file's last decode.
+
+        That decode may edit the ``Variable`` objects it is given, so the store
+        forgets them; a later listing (none is expected) asks the file again.
+        """
+        self._last_decode = True
+
     def load(self) -> tuple[Any, Any]:
         """The store's variables and attributes, listed from the file once.
 
         Each call returns new ``Variable`` objects (fresh ``attrs`` and ``encoding``
-        dicts over the same lazy arrays), since decoding may edit them.
+        dicts over the same lazy arrays), since decoding may edit them; but for the
+        call after :meth:`hand_over`, which gives the listing's own.
         """
         variables, attributes = self._list()
+        if self._last_decode:
+            self._last_decode, self._listed = False, None
+            return variables, FrozenDict(attributes)
         fresh = {k: Variable(v.dims, v._data, v.attrs, v.encoding, fastpath=True) for k, v in variables.items()}
         return FrozenDict(fresh), FrozenDict(attributes)
+
+
+def _storage(ncvar: Any, dims: tuple[str, ...]) -> dict[str, Any]:
+    """The storage entries of xarray's encoding of a netCDF4 variable: filters, then chunking."""
+    out = dict(ncvar.filters() or {})
+    chunking = ncvar.chunking()
+    if chunking == "contiguous":
+        out.update(contiguous=True, chunksizes=None)
+    elif chunking is not None:
+        preferred = dict(zip(dims, chunking, strict=True))
+        out.update(contiguous=False, chunksizes=tuple(chunking), preferred_chunks=preferred)
+    return out
 
 
 def _plain_number(value: Any) -> Any:

@@ -32,8 +32,9 @@ netCDF4 handle (:class:`atlas.cli.netcdf_open.OnceStore`: xarray's netCDF4 store
 without its file cache, its variables listed once), decoded exactly as
 ``xr.open_dataset(path)`` decodes it but without default (pandas) indexes, which
 nothing stored depends on.  A small plain file (numbers and characters, standard
-calendars) is read whole right after it is listed, one netCDF4 read per variable,
-and decoded from memory; when its listing says for sure which variables are
+calendars) is listed by ``OnceStore`` itself (the variables and attributes xarray's
+listing gives, without its lazy wrapper per variable) and read whole, one netCDF4
+read per variable, and decoded from memory; when its listing says for sure which variables are
 packed, those are decoded as stored in the same pass instead of a second one.  A file whose variables total at most
 ``chunk_size`` bytes is loaded whole into memory right there and sent to the
 writer, so reading overlaps with writing; it is stored with ATLAS's default chunk
@@ -456,6 +457,8 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
         if limit is not None and store.read_whole(limit) and _per_variable_decoding(xr.__version__):
             packed = store.surely_packed()
         raw: dict[str, Any] = {}
+        if packed is not None:  # decoded once: no second decode needs the listing as it was
+            store.hand_over()
         if packed:
             off = dict.fromkeys(packed, False)
             raw = {"mask_and_scale": off, "decode_times": off, "decode_timedelta": off}
@@ -505,11 +508,12 @@ def _load_or_plan(
 
     ``store``: the file's open netCDF4 store ``ds`` was decoded from (see
     :func:`_open_once`), where packed variables are read instead of opening the file
-    again; ``packed``: ``ds`` holds them as stored already.
+    again; ``packed``: ``ds`` holds them as stored already, which only a file read
+    whole with ``chunk_size`` for a limit does (it fits: its size is not summed again).
     """
     raw = None
     try:
-        if ds.nbytes <= chunk_size:  # metadata only: nothing is read yet
+        if packed or ds.nbytes <= chunk_size:  # metadata only: nothing is read yet
             if store is None:
                 ds, raw = keep_packed(ds, source.path, engine, None, group)
             elif not packed:

@@ -21,7 +21,16 @@ from atlas.engine.segment import FLAG_WRITTEN_MASK
 from atlas.errors import ChecksumError, CorruptStoreError
 from atlas.metadata import ArrayMeta
 
-__all__ = ["ChunkStats", "EncodedChunk", "chunk_stats", "decode_chunk", "encode_chunk", "fill_for", "tracks_written"]
+__all__ = [
+    "ChunkStats",
+    "EncodedChunk",
+    "chunk_stats",
+    "decode_chunk",
+    "encode_chunk",
+    "fill_for",
+    "many_chunk_stats",
+    "tracks_written",
+]
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,60 @@ def chunk_stats(values: np.ndarray, written: np.ndarray | None, meta: ArrayMeta)
     if name == "bool":
         return ChunkStats(cells, int(nulls), bool(lo), bool(hi))
     return ChunkStats(cells, int(nulls), int(lo), int(hi))
+
+
+def many_chunk_stats(values: list[np.ndarray], name: str, fill: Any) -> list[ChunkStats | None]:
+    """:func:`chunk_stats` of many flat chunks of dtype ``name`` and fill value ``fill``
+    without written masks, in a few numpy passes over all their cells at once.
+
+    The chunks may differ in length (a batch of small files of different shapes).
+    Each result equals :func:`chunk_stats`; it is None for a chunk the passes cannot
+    tell exactly, for the caller to take one by one: an empty chunk, one of
+    :data:`NUMPY_STATS_MAX_CELLS` cells or more (those take a kernel), a string
+    chunk, or a float chunk holding both ``0.0`` and ``-0.0`` among its valid cells
+    (which of them is its minimum depends on the order a reduction meets them in).
+    """
+    out: list[ChunkStats | None] = [None] * len(values)
+    take = [i for i, v in enumerate(values) if 0 < v.shape[0] < NUMPY_STATS_MAX_CELLS]
+    if name == "string" or not take:
+        return out
+    counts = np.fromiter((values[i].shape[0] for i in take), np.int64, len(take))
+    starts = np.zeros(len(take), np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    cells = np.concatenate([values[i] for i in take])
+    if dtypes.is_float(name):
+        null = np.isnan(cells)
+        if fill is not None:
+            null |= cells == np.float64(float(fill))  # compared in float64, as chunk_stats does
+        lo = np.minimum.reduceat(np.where(null, np.inf, cells), starts)
+        hi = np.maximum.reduceat(np.where(null, -np.inf, cells), starts)
+        zero = (cells == 0) & ~null
+        negative = np.signbit(cells)
+        exact = ~(np.logical_or.reduceat(zero & negative, starts) & np.logical_or.reduceat(zero & ~negative, starts))
+        # The extremes are cells of the array's own dtype: as Python floats they are
+        # what chunk_stats rounds them to.
+    else:
+        view = _numeric_view(cells)
+        null = np.zeros(view.shape[0], np.bool_)
+        if fill is not None:
+            null |= view == view.dtype.type(int(fill))
+        if name == "timestamp_nanoseconds":
+            null |= view == np.iinfo(np.int64).min
+        info = np.iinfo(view.dtype)
+        lo = np.minimum.reduceat(np.where(null, info.max, view), starts)
+        hi = np.maximum.reduceat(np.where(null, info.min, view), starts)
+        exact = np.ones(len(take), np.bool_)
+        if name == "bool":
+            lo, hi = lo.astype(np.bool_), hi.astype(np.bool_)
+    nulls = np.add.reduceat(null.view(np.uint8), starts, dtype=np.int64)
+    lo_list, hi_list = lo.tolist(), hi.tolist()  # Python floats, ints or bools, as chunk_stats gives
+    for j in np.flatnonzero(nulls == counts).tolist():  # every cell null: no extremes
+        lo_list[j] = hi_list[j] = None
+    made = map(ChunkStats, counts.tolist(), nulls.tolist(), lo_list, hi_list)
+    for i, stats, ok in zip(take, made, exact.tolist()):
+        if ok:
+            out[i] = stats
+    return out
 
 
 def _stats_float_numpy(

@@ -10,6 +10,8 @@ read straight from the memory map.
 from __future__ import annotations
 
 import functools
+import itertools
+import struct
 from typing import Any
 
 import numpy as np
@@ -50,6 +52,8 @@ _BLOSC_OVERHEAD = 32
 _ROWHASH_MAX_BYTES = 256
 _ROWHASH_MIN_ROWS = 16
 _BLOSC_MAX = 2**31 - 64
+#: :func:`encode_strings` lays out up to this many strings with :mod:`struct`, more with numpy.
+_STRUCT_STRINGS = 256
 
 
 @functools.cache
@@ -192,9 +196,13 @@ def encode_strings(values: np.ndarray) -> np.ndarray:
     """
     encoded = [v.encode("utf-8") for v in values.tolist()]
     n = len(encoded)
+    if n <= _STRUCT_STRINGS:
+        # The chunks of a flush of small datasets hold a few strings each: packed by
+        # struct and joined once, as numpy steps would cost more than the strings.
+        head = struct.pack(f"<{n + 2}Q", n, *itertools.accumulate(map(len, encoded), initial=0))
+        return np.frombuffer(head + b"".join(encoded), np.uint8)
     offsets = np.zeros(n + 1, dtype="<u8")
-    if n:
-        np.cumsum(np.fromiter((len(e) for e in encoded), dtype="<u8", count=n), out=offsets[1:])
+    np.cumsum(np.fromiter(map(len, encoded), dtype="<u8", count=n), out=offsets[1:])
     blob = b"".join(encoded)
     out = np.empty(8 + offsets.nbytes + len(blob), dtype=np.uint8)
     out[:8] = np.frombuffer(np.uint64(n).astype("<u8").tobytes(), np.uint8)

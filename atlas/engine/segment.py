@@ -63,9 +63,26 @@ RECORD_DTYPE = np.dtype(
 )
 
 
+#: A record as ten little-endian 64-bit words (``codec``, ``flags`` and the reserved bytes are the last).
+_WORDS = np.dtype(("<u8", 10))
+assert _WORDS.itemsize == RECORD_DTYPE.itemsize
+
+
+def _record_table(records: list[tuple]) -> np.ndarray:
+    """The :data:`RECORD_DTYPE` table of records given as :data:`_WORDS` tuples.
+
+    Built as plain integers: a structured array built from tuples costs several times more.
+    """
+    return np.array(records, dtype="<u8").reshape(-1).view(RECORD_DTYPE)
+
+
 def segment_name(generation: int, token: bytes) -> str:
     """The file name of a segment written for ``generation`` by the writer ``token``."""
     return f"{generation:012d}-{token.hex()[:16]}.af"
+
+
+#: The padding after a payload, by its length.
+_ZEROS = tuple(b"\0" * n for n in range(ALIGN))
 
 
 def _pad(n: int) -> int:
@@ -122,12 +139,13 @@ class SegmentWriter:
         self.parts.append(stored)
         pad = _pad(stored.nbytes)
         if pad:
-            self.parts.append(b"\0" * pad)
+            self.parts.append(_ZEROS[pad])
         self.size += stored.nbytes + pad
         if digest is None:
             digest = checksum(stored)
+        # As the record's ten little-endian words: codec and flags are the low bytes of the last.
         self.records.append(
-            (slot, chunk, offset, stored.nbytes, raw_nbytes, digest, null_count, min_bits, max_bits, codec, flags, b"")
+            (slot, chunk, offset, stored.nbytes, raw_nbytes, digest, null_count, min_bits, max_bits, codec | flags << 8)
         )
         self._count += 1
 
@@ -143,7 +161,7 @@ class SegmentWriter:
         if stride % ALIGN or n != records.shape[0] or nbytes > stride:
             raise InvalidArgumentError("a block of payloads must have one aligned row per record")
         if self.records:
-            self._tables.append(np.array(self.records, dtype=RECORD_DTYPE))
+            self._tables.append(_record_table(self.records))
             self.records = []
         records["offset"] = self.size + np.arange(n, dtype=np.uint64) * np.uint64(stride)
         records["nbytes"] = nbytes
@@ -157,10 +175,14 @@ class SegmentWriter:
 
     def finish(self) -> tuple[list[bytes | np.ndarray], int, int, int, int]:
         """Append index and footer; return ``(parts, size, index_offset, index_length, index_checksum)``."""
-        tables = [*self._tables, np.array(self.records, dtype=RECORD_DTYPE)] if self.records else self._tables
+        tables = [*self._tables, _record_table(self.records)] if self.records else self._tables
         if not tables:
             tables = [np.zeros(0, RECORD_DTYPE)]
-        table = tables[0] if len(tables) == 1 else np.concatenate(tables)
+        # Joined as plain words: concatenating structured arrays promotes their fields, table by table.
+        table = tables[0]
+        if len(tables) > 1:
+            words = [np.ascontiguousarray(t).view(_WORDS) for t in tables]
+            table = np.concatenate(words).reshape(-1).view(RECORD_DTYPE)
         self.table = table
         index = table.view(np.uint8).reshape(-1)
         index_offset = self.size

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from atlas import dtypes
-from atlas.engine.chunks import ChunkStats, chunk_stats, encode_chunk, value_bits
-from atlas.engine.codecs import CODEC_IDS, MIN_COMPRESS, RAW, row_checksums
+from atlas.engine.chunks import ChunkStats, chunk_stats, encode_chunk, many_chunk_stats, value_bits
+from atlas.engine.codecs import CODEC_IDS, MIN_COMPRESS, RAW, encode_payload, row_checksums
 from atlas.engine.planner import one_chunk
 from atlas.engine.pools import shared_pool
 from atlas.engine.segment import ALIGN, RECORD_DTYPE, SegmentWriter
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from atlas.engine.family import FamilyEngine
 
 __all__ = ["PARALLEL_ENCODE_BYTES", "STACK_MAX_CHUNK_BYTES", "VECTOR_STATS_MIN", "PendingChunk", "StackedChunks",
-           "build_segment", "stack_chunks", "stack_staged", "staged_alike", "staged_nbytes",
-           "staged_stats"]  # fmt: skip
+           "build_segment", "set_whole_chunk_stats", "stack_chunks", "stack_staged", "staged_alike",
+           "staged_nbytes", "staged_stats"]  # fmt: skip
 
 #: Fewer staged chunks of one kind than this get their stats one kernel call each.
 VECTOR_STATS_MIN = 8
@@ -233,6 +233,59 @@ def staged_stats(chunk: PendingChunk, meta: ArrayMeta) -> ChunkStats:
     return stats
 
 
+def set_whole_chunk_stats(
+    metas: dict[int, ArrayMeta], pending: dict[int, dict[int, PendingChunk]], done: set[int]
+) -> list[int]:
+    """Set the stats of the arrays of ``metas`` (slots not in ``done``) whose one staged
+    chunk holds the whole array; returns the other slots, in ``metas`` order.
+
+    ``pending`` is their family's staged chunks.  Such an array's stats are its
+    chunk's, whatever was stored before (as ``FamilyEngine.stats`` folds them): a
+    flush of many small datasets of different shapes, which :func:`stack_staged`
+    cannot group, sets them here without a call per array through the engine.
+    """
+    rest, whole = [], []
+    for slot, meta in metas.items():
+        if slot in done:
+            continue
+        staged = pending.get(slot)
+        chunk = staged.get(0) if staged is not None and len(staged) == 1 else None
+        if chunk is None or not one_chunk(meta.shape, meta.chunk_shape):
+            rest.append(slot)
+            continue
+        whole.append((meta, chunk))
+    _fill_stats([(meta, chunk) for meta, chunk in whole if chunk.stats is None and chunk.written is None])
+    for meta, chunk in whole:
+        own = chunk.stats
+        if own is None:
+            own = chunk.stats = chunk_stats(chunk.values, chunk.written, meta)
+        meta.stats = Stats(own.cells, own.null_count, own.minimum, own.maximum)
+    return rest
+
+
+def _fill_stats(staged: list[tuple[ArrayMeta, PendingChunk]]) -> None:
+    """Set ``chunk.stats`` of staged chunks without written masks, by dtype and fill value
+    in a few numpy passes each (:func:`~atlas.engine.chunks.many_chunk_stats`); chunks
+    it cannot tell, or alone of their kind, are left for :func:`chunk_stats`."""
+    groups: dict[tuple, list[tuple[ArrayMeta, PendingChunk]]] = {}
+    for meta, chunk in staged:
+        fill = meta.fill_value
+        # repr tells NaN and -0.0 apart; the storage dtype joins the chunks' cells
+        key = (meta.dtype, chunk.values.dtype, type(fill), repr(fill))
+        got = groups.get(key)
+        if got is None:
+            got = groups[key] = []
+        got.append((meta, chunk))
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        meta = group[0][0]
+        found = many_chunk_stats([chunk.values for _, chunk in group], meta.dtype, meta.fill_value)
+        for (_, chunk), stats in zip(group, found):
+            if stats is not None:
+                chunk.stats = stats
+
+
 def staged_nbytes(pending: dict[int, dict[int, PendingChunk]]) -> int:
     """Bytes held by staged chunks (values and written masks)."""
     return sum(
@@ -279,20 +332,27 @@ def build_segment(
         meta = metas[slot]
         stats = staged_stats(chunk, meta)
         values = chunk.values
-        if chunk.written is None and values.nbytes <= MIN_COMPRESS and meta.dtype != "string":
-            # Stored raw whatever the codec (see encode_payload): the fields of
-            # encode_chunk without building its record.
+        if chunk.written is None and meta.dtype != "string":
+            # The fields of encode_chunk without building its record.
             raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)
-            return (raw.copy(), RAW, raw.nbytes, stats.null_count, value_bits(stats.minimum, meta.dtype),
-                    value_bits(stats.maximum, meta.dtype), 0)  # fmt: skip
+            lo, hi = value_bits(stats.minimum, meta.dtype), value_bits(stats.maximum, meta.dtype)
+            if raw.nbytes <= MIN_COMPRESS:
+                # Stored raw whatever the codec (see encode_payload), still a view of
+                # the staged cells: _copy_raw copies it and gives its checksum.
+                return raw, RAW, raw.nbytes, stats.null_count, lo, hi, 0, None
+            stored, cid = encode_payload(raw, values.dtype.itemsize, codec)
+            if stored is raw:
+                stored = raw.copy()  # never keep a view of the staged cells
+            return stored, cid, raw.nbytes, stats.null_count, lo, hi, 0, None
         enc = encode_chunk(values, chunk.written, meta, codec, stats)
-        return enc.stored, enc.codec, enc.raw_nbytes, stats.null_count, enc.min_bits, enc.max_bits, enc.flags
+        return enc.stored, enc.codec, enc.raw_nbytes, stats.null_count, enc.min_bits, enc.max_bits, enc.flags, None
 
     staged = sum(engine.pending[slot][cid].values.nbytes for slot, cid in jobs)
     if workers > 1 and len(jobs) > 1 and staged >= PARALLEL_ENCODE_BYTES:
         encoded = list(shared_pool("encode", workers).map(encode, jobs))
     else:
         encoded = [encode(job) for job in jobs]
+    _copy_raw(encoded)
     writer = SegmentWriter(generation, token)
     if not blocks:
         for (slot, cid), fields in zip(jobs, encoded):
@@ -317,6 +377,41 @@ def build_segment(
             last = first + b - a
             writer.add_block(block[first:last], nbytes, records[first:last].copy())
     return writer
+
+
+#: Fewer raw payloads of one size than this are copied and checksummed one by one.
+_ROWS_MIN = 4
+
+
+def _copy_raw(encoded: list[tuple]) -> None:
+    """Copy the small raw payloads of ``encoded`` (still views of staged cells) and checksum them.
+
+    ``encoded`` holds the fields of :meth:`SegmentWriter.add` after ``slot, chunk``;
+    raw payloads of at most :data:`~atlas.engine.codecs.MIN_COMPRESS` bytes are views
+    with digest None.  Those of one size are copied into the rows of one matrix and
+    hashed by one call (:func:`~atlas.engine.codecs.row_checksums`): a flush of many
+    small datasets stores hundreds of them, and a call per payload costs more than
+    its hashing.  Each row keeps the exact payload bytes, so the file is unchanged.
+    """
+    by_size: dict[int, list[int]] = {}
+    for i, fields in enumerate(encoded):
+        if fields[7] is None and fields[1] == RAW and 0 < fields[0].nbytes <= MIN_COMPRESS:
+            got = by_size.get(fields[0].nbytes)
+            if got is None:
+                got = by_size[fields[0].nbytes] = []
+            got.append(i)
+    for nbytes, rows in by_size.items():
+        if len(rows) < _ROWS_MIN:
+            for i in rows:
+                encoded[i] = (encoded[i][0].copy(), *encoded[i][1:])
+            continue
+        stride = -(-nbytes // 8) * 8
+        block = np.zeros((len(rows), stride), np.uint8)
+        block[:, :nbytes] = np.concatenate([encoded[i][0] for i in rows]).reshape(len(rows), nbytes)
+        digests = row_checksums(block, nbytes)
+        digests = digests.tolist() if isinstance(digests, np.ndarray) else digests
+        for i, payload, digest in zip(rows, block[:, :nbytes], digests):
+            encoded[i] = (payload, *encoded[i][1:7], digest)
 
 
 _SCHEMA_OF = operator.attrgetter("dtype", "shape", "chunk_shape", "fill_value")

@@ -24,7 +24,7 @@ from atlas.backends.base import Version
 from atlas.catalog import CATALOG_DIR, CommitObject, encode_commit
 from atlas.catalog.build import FloatStats
 from atlas.catalog.encoding import alike_arrays
-from atlas.engine.staged import StackedChunks, build_segment
+from atlas.engine.staged import StackedChunks, build_segment, set_whole_chunk_stats
 from atlas.errors import AtlasError, ConflictError, SegmentMissingError
 from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, check_counters, gc_paused
 from atlas.txn.parts import NewFile, catalogue_files, next_commit
@@ -79,11 +79,12 @@ def build_flush(state: WorkingState, reused: list[DatasetMeta] | None = None) ->
             g.set_array_stats(metas)
         if sum(len(g) for g in groups) < len(metas):
             done = set().union(*(g.slots.tolist() for g in groups))
-            owner = {m.arrays[array_name].slot: n for n, m in rows if m is not None and array_name in m.arrays}
-            for slot, meta in metas.items():
-                if slot not in done:
+            rest = set_whole_chunk_stats(metas, state.engine(array_name).pending, done)
+            if rest:
+                owner = {m.arrays[array_name].slot: n for n, m in rows if m is not None and array_name in m.arrays}
+                for slot in rest:
                     where = f"dataset {owner[slot]!r} array {array_name!r}"
-                    meta.stats = state.array_stats(array_name, meta, where)
+                    metas[slot].stats = state.array_stats(array_name, metas[slot], where)
     float_stats = None if alike is None else _float_stats(alike[1], stacked.get(alike[0], []))
     files: list[NewFile] = []
     names = set(live_slots) | {n for n, e in state.engines.items() if e.spilled}
