@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from atlas import attributes, dtypes
-from atlas.dataset import default_chunk_shape
+from atlas.chunk_shape import default_chunks
 from atlas.errors import AtlasError, DTypeError, FillValueError, InvalidArgumentError, InvalidNameError
 from atlas.names import validate_label, validate_name
 from atlas.xarray.conversions import (
@@ -240,7 +240,7 @@ def _disk_chunks(plan: VarPlan, chunks: Any) -> tuple[int, ...]:
         plan.default_chunks = True
         return ()
     itemsize = 8 if plan.store_dtype == "string" else dtypes.storage_dtype(plan.store_dtype).itemsize
-    default = default_chunk_shape(shape, itemsize)
+    default = default_chunks(shape, itemsize)  # default_chunk_shape of a tuple of int (VarPlan.shape)
     if chunks is None and plan.dask is None:
         # Every extent of the default lies in 1..max(1, size): the loop below would return it.
         plan.default_chunks = True
