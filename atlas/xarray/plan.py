@@ -526,7 +526,15 @@ def _variable_signature(vp: VarPlan, packed: bool) -> tuple[Any, ...] | None:
     attrs = vp.variable.attrs
     if not set(map(type, attrs)) <= _STR_ONLY:
         return None
-    values = [value if type(value) is str else _value_signature(value) for value in attrs.values()]
+    # _value_signature, its two commonest cases inlined.
+    values = [
+        value
+        if type(value) is str
+        else (type(value), value.tobytes())
+        if type(value) in _NUMERIC_SCALARS
+        else _value_signature(value)
+        for value in attrs.values()
+    ]
     encoding = vp.variable.encoding
     kept = [key for key in ENCODING_KEYS if key in encoding]
     for key in kept:
