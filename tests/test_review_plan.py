@@ -30,3 +30,22 @@ def test_many_whole_variables_keep_to_the_spill_budget(tmp_path):
         back = store.to_xarray("big").load()
     assert peak < 12 << 20, f"writing held {peak / 2**20:.1f} MiB with a 1 MiB budget (the dataset has 40 MiB)"
     xr.testing.assert_identical(back, ds)
+
+
+def test_remembered_variables_hold_no_long_text():
+    # Variables whose long text attributes differ from file to file are not remembered
+    # whole: the caches of the plan must not keep megabytes of their text alive.
+    from atlas.xarray import plan as plan_mod
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(200):
+            comment = f"{i:08d}" + "x" * 100_000  # 100 kB, different in every file
+            ds = xr.Dataset({"v": ("x", np.arange(3.0), {"comment": comment, "units": "m"})})
+            plan_mod.plan_dataset(ds, None)
+        del ds, comment
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 4 << 20, f"the plan's caches keep {kept / 2**20:.1f} MiB after 200 datasets of 100 kB text"

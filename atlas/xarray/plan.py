@@ -544,6 +544,12 @@ def _variable_signature(vp: VarPlan, packed: bool) -> tuple[Any, ...] | None:
         values.append(("dtype", value.str) if dtype else _value_signature(value))
     if None in values:
         return None
+    # A signature keeps its variable's text alive (and _VARIABLES its entries) until the
+    # cache is cleared: only variables of little text are remembered, bounding that memory.
+    if len(values) > _MAX_TEXT_LIST or sum(map(len, attrs)) + sum(len(v) for v in values if type(v) is str) > (
+        _MAX_TEXT_CHARS
+    ):
+        return None
     return vp.index, vp.array, vp.restore_dtype, packed, tuple(attrs), tuple(kept), tuple(values)
 
 
@@ -558,8 +564,10 @@ def _value_signature(value: Any) -> Any:
         return value
     if kind in _NUMERIC_SCALARS:
         return kind, value.tobytes()
-    if kind is int or kind is bool or kind is bytes:
+    if kind is int or kind is bool:
         return kind, value
+    if kind is bytes:
+        return (kind, value) if len(value) <= _MAX_TYPED_BYTES else None
     if kind is float:
         return (kind, value.hex()) if value == value else None  # NaNs may differ in their payload
     if value is None:
