@@ -49,3 +49,28 @@ def test_remembered_variables_hold_no_long_text():
     finally:
         tracemalloc.stop()
     assert kept < 4 << 20, f"the plan's caches keep {kept / 2**20:.1f} MiB after 200 datasets of 100 kB text"
+
+
+class _Caseless(str):
+    """A name equal to every name that differs from it only in case."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and self.lower() == other.lower()
+
+    def __hash__(self) -> int:
+        return hash(self.lower())
+
+
+def test_a_remembered_list_of_names_is_not_taken_for_names_that_only_compare_equal():
+    # The reverse of test_attributes_bulk's poisoning case: the plain names come first and
+    # are remembered; a later list of str subclass names equal to them keeps its own text.
+    from atlas.xarray import plan as plan_mod
+
+    plain = xr.Dataset(attrs={"units": "m", "title": "t"})
+    odd = xr.Dataset(attrs={_Caseless("Units"): "m", "title": "t"})
+    plan_mod._TEXT_LISTS.clear()
+    plan_mod.plan_dataset(plain, None)
+    assert ("units", "title") in plan_mod._TEXT_LISTS
+    attrs = plan_mod.plan_dataset(odd, None).attributes
+    names = attrs[f"{plan_mod.PREFIX}/attrs"]["v"]
+    assert names == ["Units", "title"] and all(type(n) is str for n in names)
