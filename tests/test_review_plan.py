@@ -74,3 +74,21 @@ def test_a_remembered_list_of_names_is_not_taken_for_names_that_only_compare_equ
     attrs = plan_mod.plan_dataset(odd, None).attributes
     names = attrs[f"{plan_mod.PREFIX}/attrs"]["v"]
     assert names == ["Units", "title"] and all(type(n) is str for n in names)
+
+
+def test_remembered_fill_values_hold_no_long_text():
+    # Long text fill values (different in every file) are checked each time, not kept.
+    from atlas.xarray import plan as plan_mod
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(100):
+            fill = np.str_(f"{i:08d}" + "x" * 50_000)
+            ds = xr.Dataset({"v": ("x", np.array(["a", "b"]), {"_FillValue": fill})})
+            assert plan_mod.plan_dataset(ds, None).variables[0].fill == str(fill)
+        del ds, fill
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 4 << 20, f"the plan's caches keep {kept / 2**20:.1f} MiB after 100 datasets of 50 kB fill values"

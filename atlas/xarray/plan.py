@@ -271,8 +271,9 @@ def _fill_for(plan: VarPlan) -> Any:
     if raw is None:
         return None
     cache_key = None
-    if isinstance(raw, np.generic) and raw.dtype.kind in _BYTES_KINDS:
-        # The fill values of a fleet's files repeat: each (fill, variable dtype) is checked once.
+    if isinstance(raw, np.generic) and raw.dtype.kind in _BYTES_KINDS and raw.nbytes <= _MAX_TYPED_BYTES:
+        # The fill values of a fleet's files repeat: each (fill, variable dtype) is checked once
+        # (a long text fill is not remembered: the cache's memory stays bounded).
         cache_key = (plan.store_dtype, var.dtype, raw.dtype, raw.tobytes())
         if cache_key in _FILLS:
             return _FILLS[cache_key]
