@@ -301,7 +301,8 @@ def _write_new(store: Atlas, plan: Any, name: str) -> DatasetView:
                     if vp.variable.dtype.kind == "S" or vp.object_kind == "bytes":
                         vp.text_kind = enc
             if whole is None or held >= GROUP_BYTES:
-                # (Before a variable written apart too: arrays are staged in variable order.)
+                # Also before a variable written on its own (in slabs, or retried): every array
+                # is staged in variable order, as writing one by one staged them.
                 stage_array_writes(view, writes)
                 writes, held = [], 0
             if whole is None:
