@@ -136,3 +136,66 @@ def test_a_variable_named_as_xarrays_placeholder_is_loaded_as_the_general_path_l
         got = sources.load_source(sources.Source(path, "f"), 1 << 30)
     assert list(got.ds.variables) == [None, "o"]
     assert_same_dataset(want.ds, got.ds, "values", indexes=False)
+
+
+def _two_variables(path: Path) -> Path:
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("d", 3)
+        nc.createVariable("a", "f8", ("d",))[...] = [1, 2, 3]
+        var = nc.createVariable("b", "i2", ("d",), fill_value=np.int16(-1))
+        var.set_auto_maskandscale(False)
+        var[...] = [4, -1, 6]
+        var.scale_factor = 0.5
+    return path
+
+
+def test_a_read_unlike_the_listing_halfway_leaves_the_file_to_xarrays_listing(tmp_path, monkeypatch):
+    """A variable read as another dtype than listed (injected: netCDF4 never gives one) after
+    another was read: nothing is kept from the listing made here, xarray lists the file and
+    the dataset is the general path's."""
+    from atlas.cli import netcdf_open
+
+    path = _two_variables(tmp_path / "two.nc")
+    want = _general(path)
+    read_all = netcdf_open._read_all
+
+    def unlike(ncvar, shape):
+        values = read_all(ncvar, shape)
+        return values.astype("i4") if ncvar.name == "b" else values
+
+    monkeypatch.setattr(netcdf_open, "_read_all", unlike)
+    store = OnceStore(str(path))
+    try:
+        assert not store.read_whole(1 << 30)
+        assert store._listed is None
+        listed = store.load()[0]
+        assert all(type(v._data.array).__name__ == "NetCDF4ArrayWrapper" for v in listed.values())
+    finally:
+        store.close()
+    got = sources.load_source(sources.Source(path, "f"), 1 << 30)
+    assert got.warnings == want.warnings
+    assert_same_dataset(want.ds, got.ds, "two", indexes=False)
+
+
+def test_a_read_failing_halfway_fails_the_file_and_closes_it(tmp_path, monkeypatch):
+    from atlas.cli import netcdf_open
+
+    path = _two_variables(tmp_path / "two.nc")
+    read_all = netcdf_open._read_all
+    opened = []
+
+    def failing(ncvar, shape):
+        if ncvar.name == "b":
+            raise OSError("injected: HDF5 read error")
+        return read_all(ncvar, shape)
+
+    class Recorded(OnceStore):
+        def __init__(self, filename):
+            super().__init__(filename)
+            opened.append(self)
+
+    monkeypatch.setattr(netcdf_open, "_read_all", failing)
+    monkeypatch.setattr(netcdf_open, "OnceStore", Recorded)
+    with pytest.raises(OSError, match="injected"):
+        sources.load_source(sources.Source(path, "f"), 1 << 30)
+    assert len(opened) == 1 and not opened[0].ds.isopen()
