@@ -121,7 +121,7 @@ def _relabel_columns(selections: Sequence[Selection], read_range: ReadRange, gen
     builder.add("version", np.full(n, generation, dtype="<u8"), 8)
     builder.add("tombstone", np.zeros(n, dtype="u1"))
     records: list[bytes | None] = [None] * n
-    seen = _SeenAttributes()  # attribute values found valid (see _check_attributes)
+    seen = _SeenAttributes()  # attribute values found valid, the last record's items (see _SeenAttributes)
     forms = _Forms()  # array objects decoded so far (see _check_arrays)
     packed: dict[tuple[int, str], list[bytes]] = {}  # the templates the checks packed, for the merge
     for k, (sel, reader, r, p, i) in enumerate(zip(selections, readers, rows, pos, ids)):
@@ -271,8 +271,8 @@ def _check_attributes(unpacker: msgpack.Unpacker, body: bytes, seen: _SeenAttrib
     one: the writer writes each key once.)
 
     The unpacker passes items found alike with ``skip`` (a key and a value each), not
-    ``read_bytes``: msgpack 1.0.0, which the project accepts, leaves ``read_bytes``
-    out of ``tell()``, the offsets the checks slice ``body`` at.
+    ``read_bytes``: the C unpacker of msgpack 1.0.0 (``pyproject.toml`` accepts it)
+    leaves ``read_bytes`` out of ``tell()``, the offsets the checks slice ``body`` at.
     """
     count = unpacker.read_map_header()  # ValueError when the attributes are not a map
     pos = unpacker.tell()  # the next item
