@@ -37,6 +37,7 @@ def test_remembered_variables_hold_no_long_text():
     # whole: the caches of the plan must not keep megabytes of their text alive.
     from atlas.xarray import plan as plan_mod
 
+    plan_mod.plan_dataset(xr.Dataset({"v": ("x", np.arange(3.0), {"comment": "warm"})}), None)  # lazy imports
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -80,6 +81,7 @@ def test_remembered_fill_values_hold_no_long_text():
     # Long text fill values (different in every file) are checked each time, not kept.
     from atlas.xarray import plan as plan_mod
 
+    plan_mod.plan_dataset(xr.Dataset({"v": ("x", np.array(["a"]), {"_FillValue": np.str_("w")})}), None)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
