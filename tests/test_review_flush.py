@@ -42,3 +42,17 @@ def test_a_block_whose_records_have_another_layout_is_refused():
     assert records["offset"].tolist() == [0, 0]  # the caller's table is left as it was
     writer.finish()
     assert writer.table["slot"].tolist() == [0]
+
+
+def test_a_part_of_many_distinct_columns_keeps_a_bounded_copy_of_their_bytes():
+    from atlas.catalog import layout
+
+    builder = layout.PartBuilder(1, b"\x01" * 16, "zstd")
+    rng = np.random.default_rng(0)
+    columns = [rng.integers(0, 1 << 40, 8000).astype("<u8") for _ in range(120)]  # 64 000 bytes each
+    for k, column in enumerate(columns):
+        builder.add(f"c{k}", column, 8)
+    assert sum(len(raw) for _, raw in builder._seen) <= layout._MEMO_BUDGET
+    builder.add("again", columns[0].copy(), 8)  # the first columns are still compressed once
+    assert builder.parts[-1] is builder.parts[1]
+    assert builder.columns["again"][1:] == builder.columns["c0"][1:]
