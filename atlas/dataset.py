@@ -34,6 +34,7 @@ _INT64_MAX = int(np.iinfo(np.int64).max)
 _SCHEMAS: dict[tuple[Any, ...], tuple[str, tuple[str, ...], tuple[int, ...], tuple[int, ...]]] = {}
 _MAX_SCHEMAS = 1024
 _SEQ = (list, tuple)
+_STR_ONLY = frozenset((str,))
 #: Storage dtype of every dtype whose writes need no conversion when the data has it
 #: exactly (strings are checked element by element, so they are not here).
 _PLAIN_STORAGE = {name: dtypes.storage_dtype(name) for name in dtypes.DTYPE_NAMES if name != "string"}
@@ -254,24 +255,28 @@ class DatasetView:
             state = session.working
             if state is None or session.mode == "r":
                 state = self._writable("write array", name)
-            arrays = state.dataset(self._name).arrays  # DatasetNotFoundError, a KeyError: not caught below
-            try:
-                meta = arrays[name]
-            except (KeyError, TypeError):
-                raise ArrayNotFoundError(f"dataset {self._name!r} has no array {name!r}") from None
-            where = self._where(name)
-            if type(data) is np.ndarray and data.dtype is _PLAIN_STORAGE.get(meta.dtype) and data.flags.c_contiguous:
-                values = data  # already in storage form: what coerce_write_data would return
-            else:
-                values = dtypes.coerce_write_data(data, meta.dtype, where)
-            if values.ndim != len(meta.shape):
-                raise SelectionError(f"{where}: data has rank {values.ndim}, the array has rank {len(meta.shape)}")
-            box = fast_box(meta.shape, start, values.shape)
-            start_t = resolve_box(meta.shape, start, values.shape, where)[0] if box is None else box[0]
-            engine = state.engines.get(name)
-            (state.engine(name) if engine is None else engine).write(meta, start_t, values, where)
-            state.touch(self._name)
+            self._write_locked(state, name, start, data)
             state.maybe_spill()
+
+    def _write_locked(self, state: WorkingState, name: str, start: Any, data: Any) -> None:
+        """:meth:`write_array` in ``state`` (the lock held), but for the spill check."""
+        arrays = state.dataset(self._name).arrays  # DatasetNotFoundError, a KeyError: not caught below
+        try:
+            meta = arrays[name]
+        except (KeyError, TypeError):
+            raise ArrayNotFoundError(f"dataset {self._name!r} has no array {name!r}") from None
+        where = self._where(name)
+        if type(data) is np.ndarray and data.dtype is _PLAIN_STORAGE.get(meta.dtype) and data.flags.c_contiguous:
+            values = data  # already in storage form: what coerce_write_data would return
+        else:
+            values = dtypes.coerce_write_data(data, meta.dtype, where)
+        if values.ndim != len(meta.shape):
+            raise SelectionError(f"{where}: data has rank {values.ndim}, the array has rank {len(meta.shape)}")
+        box = fast_box(meta.shape, start, values.shape)
+        start_t = resolve_box(meta.shape, start, values.shape, where)[0] if box is None else box[0]
+        engine = state.engines.get(name)
+        (state.engine(name) if engine is None else engine).write(meta, start_t, values, where)
+        state.touch(self._name)
 
     def resize_array(self, name: str, shape: Sequence[int], *, allow_shrink: bool = False) -> None:
         """Change the shape of array ``name``; new cells read as its fill value.
@@ -590,6 +595,37 @@ def stage_typed_attributes(view: DatasetView, typed: Mapping[str, dict[str, Any]
         state = session.working
         if state is None or session.mode == "r":
             state = view._writable("set attributes", list(typed)[:3])
-        for key in typed:
-            check_label(key, "attribute name")
+        keys = list(typed)
+        # All keys at once (one join and encode: UTF-8 refuses a lone surrogate wherever it
+        # is); the first bad one is named by check_label.
+        if not (set(map(type, keys)) <= _STR_ONLY and all(keys) and _encodable("".join(keys))):
+            for key in keys:
+                check_label(key, "attribute name")
         state.touch(view._name).attributes.update(typed)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def stage_array_writes(view: DatasetView, writes: Sequence[tuple[str, Sequence[int] | None, np.ndarray]]) -> None:
+    """:meth:`DatasetView.write_array` of each ``(array, start, data)`` in turn, under one lock.
+
+    For the package's writers staging many small arrays at once: every write gets
+    ``write_array``'s checks and errors; the staged bytes are checked against the
+    spill budget once, after the last write.
+    """
+    if not writes:
+        return
+    with view._lock:
+        session = view._session
+        state = session.working
+        if state is None or session.mode == "r":
+            state = view._writable("write array", writes[0][0])
+        for name, start, data in writes:
+            view._write_locked(state, name, start, data)
+        state.maybe_spill()

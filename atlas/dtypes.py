@@ -190,6 +190,8 @@ _INT_RANGE: dict[str, tuple[int, int]] = {
     "timestamp_nanoseconds": (NAT, _INT64_MAX),
 }
 _DTYPE_SET = frozenset(DTYPE_NAMES)
+#: The largest finite float32, as a Python float.
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def int_range(name: str) -> tuple[int, int] | None:
@@ -299,6 +301,23 @@ def coerce_scalar(value: Any, name: str, what: str) -> Any:
     ``str``.  Raises :class:`FillValueError` (a ``TypeError``) for a value of the
     wrong kind and :class:`ValueOverflowError` for an integer out of range.
     """
+    # The commonest values (of exact Python types, as the package's writers pass them)
+    # without the checks below, which would return them unchanged.
+    kind = type(value)
+    if kind is int:
+        bounds = _INT_RANGE.get(name)
+        if bounds is not None and bounds[0] <= value <= bounds[1]:
+            return value
+    elif kind is float:
+        if name == "float64":
+            return value
+        if name == "float32" and -_F32_MAX <= value <= _F32_MAX:  # (not NaN): no overflow to check
+            return float(np.float32(value))
+    elif kind is str:
+        if name == "string" and value.isascii():  # ASCII is always valid UTF-8
+            return value
+    elif kind is bool and name == "bool":
+        return value
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if name == "string":

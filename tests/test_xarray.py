@@ -434,13 +434,13 @@ def test_failing_add_leaves_no_partial_dataset(store):
 @pytest.fixture
 def write_log(monkeypatch):
     log = []
-    real = DatasetView.write_array
+    real = DatasetView._write_locked  # every staged write: write_array's and stage_array_writes'
 
-    def spy(self, name, start, data):
+    def spy(self, state, name, start, data):
         log.append((name, tuple(start), data.shape))
-        return real(self, name, start, data)
+        return real(self, state, name, start, data)
 
-    monkeypatch.setattr(DatasetView, "write_array", spy)
+    monkeypatch.setattr(DatasetView, "_write_locked", spy)
     return log
 
 

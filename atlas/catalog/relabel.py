@@ -121,7 +121,7 @@ def _relabel_columns(selections: Sequence[Selection], read_range: ReadRange, gen
     builder.add("version", np.full(n, generation, dtype="<u8"), 8)
     builder.add("tombstone", np.zeros(n, dtype="u1"))
     records: list[bytes | None] = [None] * n
-    seen = _SeenAttributes()  # attribute values found valid (see _check_attributes)
+    seen = _SeenAttributes()  # attribute values found valid, the last record's items (see _SeenAttributes)
     forms = _Forms()  # array objects decoded so far (see _check_arrays)
     packed: dict[tuple[int, str], list[bytes]] = {}  # the templates the checks packed, for the merge
     for k, (sel, reader, r, p, i) in enumerate(zip(selections, readers, rows, pos, ids)):
@@ -269,25 +269,36 @@ def _check_attributes(unpacker: msgpack.Unpacker, body: bytes, seen: _SeenAttrib
     options and checked as the reader checks it.  Leaves ``unpacker`` after the map.
     (A key written twice has both its values checked, where a reader keeps the last
     one: the writer writes each key once.)
+
+    The unpacker passes items found alike with ``skip`` (a key and a value each), not
+    ``read_bytes``: the C unpacker of msgpack 1.0.0 (``pyproject.toml`` accepts it)
+    leaves ``read_bytes`` out of ``tell()``, the offsets the checks slice ``body`` at.
     """
     count = unpacker.read_map_header()  # ValueError when the attributes are not a map
-    pos = at = unpacker.tell()  # the next item, and where the unpacker is (behind it after items found alike)
+    pos = unpacker.tell()  # the next item
+    behind = 0  # items found alike that the unpacker has not passed yet
     valid, view, runs = seen.valid, memoryview(body), []
     alike: list[bytes] = []  # the run being made of items found alike, and their lengths
     alike_lengths: list[int] = []
     done = 0  # items checked
 
+    def catch_up() -> None:
+        nonlocal behind
+        for _ in range(behind):
+            unpacker.skip()
+            unpacker.skip()
+        behind = 0
+
     def check_one() -> None:  # the item at ``pos``, on its own: a run of its own
-        nonlocal pos, at
-        if pos > at:
-            unpacker.read_bytes(pos - at)
-        at = _check_attribute(unpacker, body, valid)
+        nonlocal pos
+        catch_up()
+        end = _check_attribute(unpacker, body, valid)
         if alike:
             runs.append((b"".join(alike), tuple(alike_lengths)))
             alike.clear()
             alike_lengths.clear()
-        runs.append((body[pos:at], (at - pos,)))
-        pos = at
+        runs.append((body[pos:end], (end - pos,)))
+        pos = end
 
     for run, lengths in seen.runs:
         if done + len(lengths) > count:
@@ -297,6 +308,7 @@ def _check_attributes(unpacker: msgpack.Unpacker, body: bytes, seen: _SeenAttrib
             alike.append(run)
             alike_lengths += lengths
             pos += len(run)
+            behind += len(lengths)
             continue
         old = memoryview(run)
         for length in lengths:  # item by item: each alike, or checked on its own
@@ -304,6 +316,7 @@ def _check_attributes(unpacker: msgpack.Unpacker, body: bytes, seen: _SeenAttrib
                 alike.append(bytes(old[:length]))
                 alike_lengths.append(length)
                 pos += length
+                behind += 1
             else:
                 check_one()
             old = old[length:]
@@ -311,8 +324,7 @@ def _check_attributes(unpacker: msgpack.Unpacker, body: bytes, seen: _SeenAttrib
         check_one()
     if alike:
         runs.append((b"".join(alike), tuple(alike_lengths)))
-    if pos > at:
-        unpacker.read_bytes(pos - at)
+    catch_up()
     seen.runs = runs
 
 

@@ -113,9 +113,11 @@ class OnceStore(NetCDF4DataStore):
                 ncvar.set_auto_maskandscale(False)
                 ncvar.set_auto_chartostring(False)
                 values = _read_all(ncvar, encoding["original_shape"])
+                # Values unlike those the listing describes would be decoded unlike the
+                # wrapper's: such a file is left to xarray's listing and lazy wrapper.
                 if type(values) is not np.ndarray or values.shape != encoding["original_shape"]:
                     return False
-                if values.dtype != encoding["dtype"]:  # never seen; then left to xarray's listing
+                if values.dtype != encoding["dtype"]:
                     return False
                 # Wrapped as xarray's listing wraps the file's variable: its decoders build
                 # Variables around it without the checks of a bare array (which import dask.array).

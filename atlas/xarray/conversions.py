@@ -88,7 +88,10 @@ _NATURAL_SCALARS = frozenset(["int8", "int16", "int32", "uint8", "uint16", "uint
 
 def numeric_storage(arr: np.ndarray, where: str) -> np.ndarray:
     """Native-endian numeric/bool data in a dtype ATLAS stores (float16 widened to float32)."""
-    kind, size = arr.dtype.kind, arr.dtype.itemsize
+    dtype = arr.dtype
+    kind, size = dtype.kind, dtype.itemsize
+    if dtype.isnative and (kind in "iub" or (kind == "f" and size in (4, 8))):
+        return arr  # what astype to the native dtype with copy=False returns
     if kind == "f" and size == 2:
         return arr.astype("float32")
     if kind == "c":

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from atlas.dataset import stage_typed_attributes
+from atlas.dataset import stage_array_writes, stage_typed_attributes
 from atlas.errors import DTypeError, InvalidArgumentError, ReadOnlyError, ValueOverflowError
 from atlas.names import validate_name
 from atlas.xarray.conversions import (
@@ -99,8 +99,8 @@ def _blocks(vp: VarPlan) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     if any(s == 0 for s in vp.shape):
         return
     data = vp.dask
-    itemsize = max(var.dtype.itemsize, 8)
     if data is not None:
+        itemsize = max(var.dtype.itemsize, 8)
         new_chunks = []
         for blocks, c in zip(data.chunks, vp.chunk_shape):
             edges = np.cumsum(blocks)[:-1]
@@ -120,13 +120,31 @@ def _blocks(vp: VarPlan) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
         if batch:
             yield from _compute_batch(data, batch, offsets)
         return
-    c0 = vp.chunk_shape[0]
-    row_bytes = max(1, math.prod(vp.shape[1:]) * itemsize)
-    rows = max(c0, (BATCH_BYTES // row_bytes) // c0 * c0)
+    rows = _slab_rows(vp)
     dim0 = vp.dims[0]
     for a in range(0, vp.shape[0], rows):
         piece = var if rows >= vp.shape[0] else var.isel({dim0: slice(a, a + rows)})
         yield (a,) + (0,) * (len(vp.shape) - 1), np.asarray(piece.values)
+
+
+def _slab_rows(vp: VarPlan) -> int:
+    """Rows (along the first axis) of the numpy slabs a variable is written in: whole chunk
+    rows, about :data:`BATCH_BYTES` together."""
+    c0 = vp.chunk_shape[0]
+    row_bytes = max(1, math.prod(vp.shape[1:]) * max(vp.variable.dtype.itemsize, 8))
+    return max(c0, (BATCH_BYTES // row_bytes) // c0 * c0)
+
+
+def _whole_block(vp: VarPlan) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """``(start, data)`` of a variable :func:`_blocks` yields as one block; None for a dask
+    variable, an empty one or one written in several slabs."""
+    if vp.dask is not None:
+        return None
+    if not vp.shape:
+        return (), np.asarray(vp.variable.values)
+    if 0 in vp.shape or _slab_rows(vp) < vp.shape[0]:
+        return None
+    return (0,) * len(vp.shape), np.asarray(vp.variable.values)
 
 
 def _compute_batch(data: Any, batch: list[tuple[int, ...]], offsets: list[list[int]]) -> Iterator:
@@ -260,14 +278,29 @@ def _write_new(store: Atlas, plan: Any, name: str) -> DatasetView:
         for vp in plan.variables:
             chunk_shape = None if vp.default_chunks else vp.chunk_shape  # None: the same shape, checked once
             view.define_array(vp.array, vp.store_dtype, vp.dims, vp.shape, chunk_shape, vp.fill)
-        found: dict[str, str] = {}  # what writing found out: the text encoding of bytes data
+        found: dict[str, dict[str, str]] = {}  # what writing found out: the text encoding of bytes data
+        # The variables written in one block (most of a small dataset's) are staged together.
+        writes: list[tuple[str, tuple[int, ...], np.ndarray]] = []
         for vp in plan.variables:
-            _write_variable(view, vp)
+            whole = _whole_block(vp)
+            if whole is not None:
+                enc = "utf-8" if vp.variable.dtype.kind in "SO" else None  # _write_variable's first try
+                try:
+                    writes.append((vp.array, whole[0], to_storage(whole[1], vp, enc)))
+                except (_NotUtf8, _OutOfNsRange):
+                    whole = None  # written (and retried) by _write_variable below
+                else:
+                    if vp.variable.dtype.kind == "S" or vp.object_kind == "bytes":
+                        vp.text_kind = enc
+            if whole is None:
+                _write_variable(view, vp)
             if vp.text_kind:
-                found[vkey(vp.index, "text")] = vp.text_kind
+                found[vkey(vp.index, "text")] = {"t": "string", "v": vp.text_kind}
                 if vp.restore_dtype is None:
-                    found[vkey(vp.index, "dtype")] = "|O"
-        view.set_attributes(found, dtype=dict.fromkeys(found, "string"))
+                    found[vkey(vp.index, "dtype")] = {"t": "string", "v": "|O"}
+        stage_array_writes(view, writes)
+        if found:
+            stage_typed_attributes(view, found)  # values of set_attributes' typed form
     except BaseException:
         with contextlib.suppress(Exception):
             store.delete_dataset(name)
