@@ -62,7 +62,7 @@ def _general_paths(monkeypatch: pytest.MonkeyPatch) -> None:
         return np.fromiter(map(interner.code, ams), dtype="<u4", count=len(ams))
 
     def record_table(records):
-        return np.array([(*r[:9], r[9] & 0xFF, r[9] >> 8, b"") for r in records], dtype=RECORD_DTYPE)
+        return np.array([(*r, b"") for r in records], dtype=RECORD_DTYPE)
 
     def no_whole_chunk_stats(metas, pending, done):
         return [slot for slot in metas if slot not in done]

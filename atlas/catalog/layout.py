@@ -60,6 +60,10 @@ BLOCKSIZE = 1 << 20
 #: Columns of up to this many raw bytes are compressed once per part for equal bytes
 #: (see ``PartBuilder._seen``); larger ones rarely repeat.
 _MEMO_BYTES = 1 << 16
+#: The raw bytes ``PartBuilder._seen`` keeps as keys, at most, per part: a part of
+#: thousands of rows and many distinct columns would otherwise hold a copy of each
+#: until it is laid out (a flush of small datasets needs far less).
+_MEMO_BUDGET = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,8 @@ class PartBuilder:
     #: bytes and item size: a part's attribute and stats columns repeat each other
     #: (every row has the key, one value for all), and compression is deterministic.
     _seen: dict[tuple[int, bytes], tuple[np.ndarray, int, int]] = field(default_factory=dict, repr=False)
+    #: Raw bytes ``_seen`` may still take as keys (:data:`_MEMO_BUDGET` at first).
+    _memo_left: int = field(default=_MEMO_BUDGET, repr=False)
 
     def __post_init__(self) -> None:
         head = MAGIC + _HEADER.pack(PART_VERSION, 0, HEADER_SIZE, self.generation, self.token)
@@ -145,8 +151,9 @@ class PartBuilder:
         if done is None:
             stored, cid = self._compress(raw, typesize)
             done = (stored, cid, checksum(stored))
-            if key is not None:
+            if key is not None and raw_len <= self._memo_left:
                 self._seen[key] = done
+                self._memo_left -= raw_len
         stored, cid, digest = done
         self.columns[name] = [self.size, stored.nbytes, raw_len, digest, cid]
         self.parts.append(stored)

@@ -143,8 +143,6 @@ def many_chunk_stats(values: list[np.ndarray], name: str, fill: Any) -> list[Chu
         zero = (cells == 0) & ~null
         negative = np.signbit(cells)
         exact = ~(np.logical_or.reduceat(zero & negative, starts) & np.logical_or.reduceat(zero & ~negative, starts))
-        # The extremes are cells of the array's own dtype: as Python floats they are
-        # what chunk_stats rounds them to.
     else:
         view = _numeric_view(cells)
         null = np.zeros(view.shape[0], np.bool_)
@@ -159,7 +157,9 @@ def many_chunk_stats(values: list[np.ndarray], name: str, fill: Any) -> list[Chu
         if name == "bool":
             lo, hi = lo.astype(np.bool_), hi.astype(np.bool_)
     nulls = np.add.reduceat(null.view(np.uint8), starts, dtype=np.int64)
-    lo_list, hi_list = lo.tolist(), hi.tolist()  # Python floats, ints or bools, as chunk_stats gives
+    # The extremes are cells of the chunks' own dtype: as Python floats, ints or bools
+    # they are what chunk_stats gives (a float32 one is what it rounds to).
+    lo_list, hi_list = lo.tolist(), hi.tolist()
     for j in np.flatnonzero(nulls == counts).tolist():  # every cell null: no extremes
         lo_list[j] = hi_list[j] = None
     made = map(ChunkStats, counts.tolist(), nulls.tolist(), lo_list, hi_list)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from atlas.engine.codecs import checksum
-from atlas.errors import ChecksumError, CorruptStoreError, InvalidArgumentError
+from atlas.errors import ChecksumError, CorruptStoreError, DTypeError, InvalidArgumentError, ValueOverflowError
 from atlas.metadata import SegmentRef
 
 __all__ = [
@@ -69,11 +69,20 @@ assert _WORDS.itemsize == RECORD_DTYPE.itemsize
 
 
 def _record_table(records: list[tuple]) -> np.ndarray:
-    """The :data:`RECORD_DTYPE` table of records given as :data:`_WORDS` tuples.
+    """The :data:`RECORD_DTYPE` table of records given as tuples of :meth:`SegmentWriter.add`'s fields.
 
-    Built as plain integers: a structured array built from tuples costs several times more.
+    Built as plain integers (a structured array built from tuples costs several
+    times more): nine words, then ``codec`` and ``flags``, joined into the last word
+    once they are known to fit their byte each (as the structured array refused
+    them otherwise, rather than let one spill into the next field).
     """
-    return np.array(records, dtype="<u8").reshape(-1).view(RECORD_DTYPE)
+    fields = np.array(records, dtype="<u8").reshape(-1, 11)
+    if (fields[:, 9:] > 0xFF).any():
+        raise ValueOverflowError("a chunk record's codec and flags must each fit in one byte")
+    words = np.empty((fields.shape[0], 10), dtype="<u8")
+    words[:, :9] = fields[:, :9]
+    np.bitwise_or(fields[:, 9], fields[:, 10] << np.uint64(8), out=words[:, 9])
+    return words.reshape(-1).view(RECORD_DTYPE)
 
 
 def segment_name(generation: int, token: bytes) -> str:
@@ -143,9 +152,8 @@ class SegmentWriter:
         self.size += stored.nbytes + pad
         if digest is None:
             digest = checksum(stored)
-        # As the record's ten little-endian words: codec and flags are the low bytes of the last.
         self.records.append(
-            (slot, chunk, offset, stored.nbytes, raw_nbytes, digest, null_count, min_bits, max_bits, codec | flags << 8)
+            (slot, chunk, offset, stored.nbytes, raw_nbytes, digest, null_count, min_bits, max_bits, codec, flags)
         )
         self._count += 1
 
@@ -157,6 +165,9 @@ class SegmentWriter:
         :data:`RECORD_DTYPE` table, one row per payload) gets its ``offset`` and
         ``nbytes`` set here.
         """
+        if records.dtype != RECORD_DTYPE:
+            # The tables are joined as words (see finish): another layout would be misread.
+            raise DTypeError(f"a block's records must be a table of the record dtype, not {records.dtype}")
         n, stride = block.shape
         if stride % ALIGN or n != records.shape[0] or nbytes > stride:
             raise InvalidArgumentError("a block of payloads must have one aligned row per record")

@@ -4,7 +4,10 @@
 many one-chunk arrays of one name: those that share dtype, shape and fill value are
 stacked (:func:`stack_chunks`) so that their stats come from one numpy pass and,
 when they are stored raw, :func:`build_segment` lays their payloads and records
-out as one block of the segment instead of one chunk at a time.
+out as one block of the segment instead of one chunk at a time.  Those that cannot
+be stacked (shapes differing from dataset to dataset) get their stats by dtype and
+fill value (:func:`set_whole_chunk_stats`) and their small raw payloads copied and
+checksummed by size (``_copy_raw``).
 """
 
 from __future__ import annotations
@@ -340,10 +343,10 @@ def build_segment(
                 # Stored raw whatever the codec (see encode_payload), still a view of
                 # the staged cells: _copy_raw copies it and gives its checksum.
                 return raw, RAW, raw.nbytes, stats.null_count, lo, hi, 0, None
-            stored, cid = encode_payload(raw, values.dtype.itemsize, codec)
+            stored, codec_id = encode_payload(raw, values.dtype.itemsize, codec)
             if stored is raw:
                 stored = raw.copy()  # never keep a view of the staged cells
-            return stored, cid, raw.nbytes, stats.null_count, lo, hi, 0, None
+            return stored, codec_id, raw.nbytes, stats.null_count, lo, hi, 0, None
         enc = encode_chunk(values, chunk.written, meta, codec, stats)
         return enc.stored, enc.codec, enc.raw_nbytes, stats.null_count, enc.min_bits, enc.max_bits, enc.flags, None
 

@@ -74,12 +74,13 @@ def build_flush(state: WorkingState, reused: list[DatasetMeta] | None = None) ->
     # Many small one-chunk arrays of a name: stats and segment layout in one pass, not one each.
     stacked: dict[str, list[StackedChunks]] = {}
     for array_name, metas in live_slots.items():
-        groups = stacked[array_name] = state.engine(array_name).stack_staged(metas, codec)
+        engine = state.engine(array_name)
+        groups = stacked[array_name] = engine.stack_staged(metas, codec)
         for g in groups:
             g.set_array_stats(metas)
         if sum(len(g) for g in groups) < len(metas):
             done = set().union(*(g.slots.tolist() for g in groups))
-            rest = set_whole_chunk_stats(metas, state.engine(array_name).pending, done)
+            rest = set_whole_chunk_stats(metas, engine.pending, done)
             if rest:
                 owner = {m.arrays[array_name].slot: n for n, m in rows if m is not None and array_name in m.arrays}
                 for slot in rest:
