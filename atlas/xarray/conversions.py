@@ -145,6 +145,8 @@ def encode_attr_value(value: Any, where: str) -> tuple[Any, str | None, str]:
     if value is None:
         return "", None, "none"
     if isinstance(value, np.generic):
+        if value.nbytes > _MAX_SCALAR_BYTES:
+            return _encode_attr_scalar(value, where)
         key = (value.dtype, value.tobytes())
         known = _SCALARS.get(key)
         if known is None:
@@ -201,6 +203,8 @@ def encode_attr_value(value: Any, where: str) -> tuple[Any, str | None, str]:
 #: one costs twenty lookups.  Entries are immutable (numpy scalars, str); bounded.
 _SCALARS: dict[tuple[np.dtype, bytes], tuple[Any, None, str]] = {}
 _MAX_SCALARS = 4096
+#: ... of at most this many bytes (a long text scalar is encoded each time, not kept).
+_MAX_SCALAR_BYTES = 1024
 
 
 def _encode_attr_scalar(value: np.generic, where: str) -> tuple[Any, None, str]:

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from atlas import attributes, dtypes
-from atlas.chunk_shape import default_chunks
-from atlas.errors import AtlasError, DTypeError, FillValueError, InvalidArgumentError, InvalidNameError
+from atlas.errors import AtlasError, DTypeError, FillValueError, InvalidNameError
 from atlas.names import validate_label, validate_name
 from atlas.xarray.conversions import (
     CF_PACKED,
@@ -35,6 +34,7 @@ from atlas.xarray.conversions import (
     vkey,
     where_var,
 )
+from atlas.xarray.plan_chunks import check_chunks_arg, disk_chunks
 
 #: Encoding keys kept with a variable (what a CF writer needs to re-encode it).
 ENCODING_KEYS = (
@@ -173,97 +173,6 @@ def _storage_kind(var: Any, where: str) -> tuple[str, str | None]:
     raise DTypeError(f"{where}: dtype {dt} is not supported")
 
 
-class _PerVariable(dict):
-    """``chunks={variable: chunk shape}``: a full on-disk chunk shape per named variable."""
-
-
-_CHUNKS_FORMS = (
-    "chunks takes an int, {dimension: size} (size a positive int, -1 or None) or "
-    "{variable: [one size per dimension]}, not a mix of the two dict forms"
-)
-
-
-def _chunk_size(value: Any) -> int | bool | None:
-    """A positive int, None for "whole dimension" (``-1``/None), or False when not a size."""
-    if value is None or (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value == -1):
-        return None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= 1:
-        return int(value)
-    return False
-
-
-def _check_chunks_arg(chunks: Any, all_dims: set[str], var_dims: Mapping[Any, tuple[Any, ...]] | None = None) -> Any:
-    if chunks is None:
-        return None
-    if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, (bool, np.bool_)):
-        if chunks < 1:
-            raise InvalidArgumentError(f"chunks must be a positive int, got {chunks!r}")
-        return int(chunks)
-    if isinstance(chunks, Mapping):
-        var_dims = var_dims or {}
-        per_var = {k for k, v in chunks.items() if isinstance(v, (list, tuple))}
-        if per_var and len(per_var) != len(chunks):
-            raise InvalidArgumentError(f"chunks mixes per-variable lists and per-dimension sizes; {_CHUNKS_FORMS}")
-        if per_var:
-            shapes: _PerVariable = _PerVariable()
-            for name, shape in chunks.items():
-                if name not in var_dims:
-                    raise InvalidArgumentError(
-                        f"chunks names variable {name!r}, which the dataset does not have; {_CHUNKS_FORMS}"
-                    )
-                dims = var_dims[name]
-                sizes = [_chunk_size(c) for c in shape]
-                if len(shape) != len(dims) or any(c is False for c in sizes):
-                    raise InvalidArgumentError(
-                        f"chunks[{name!r}] must hold one positive int (or -1/None) per dimension {tuple(dims)}, "
-                        f"got {shape!r}"
-                    )
-                shapes[name] = sizes
-            return shapes
-        out: dict[str, int | None] = {}
-        for dim, size in chunks.items():
-            if dim not in all_dims:
-                raise InvalidArgumentError(
-                    f"chunks names {dim!r}, which is not a dimension of the dataset; {_CHUNKS_FORMS}"
-                )
-            c = _chunk_size(size)
-            if c is False:
-                raise InvalidArgumentError(f"chunks[{dim!r}] must be a positive int, -1 or None, got {size!r}")
-            out[dim] = c  # type: ignore[assignment]
-        return out
-    raise InvalidArgumentError(f"chunks must be None, a positive int or a dict, got {chunks!r}; {_CHUNKS_FORMS}")
-
-
-def _disk_chunks(plan: VarPlan, chunks: Any) -> tuple[int, ...]:
-    shape = plan.shape
-    if not shape:
-        plan.default_chunks = True
-        return ()
-    itemsize = 8 if plan.store_dtype == "string" else dtypes.storage_dtype(plan.store_dtype).itemsize
-    default = default_chunks(shape, itemsize)  # default_chunk_shape of a tuple of int (VarPlan.shape)
-    if chunks is None and plan.dask is None:
-        # Every extent of the default lies in 1..max(1, size): the loop below would return it.
-        plan.default_chunks = True
-        return default
-    dask_chunks = plan.dask.chunks if plan.dask is not None else None
-    out = []
-    per_var = chunks.get(plan.name) if isinstance(chunks, _PerVariable) else None
-    for axis, (dim, size) in enumerate(zip(plan.dims, shape)):
-        if per_var is not None:
-            c = per_var[axis] if per_var[axis] is not None else size
-        elif isinstance(chunks, int):
-            c: int | None = chunks
-        elif isinstance(chunks, dict) and not isinstance(chunks, _PerVariable) and dim in chunks:
-            c = chunks[dim] if chunks[dim] is not None else size
-        elif dask_chunks is not None:
-            c = max((b for b in dask_chunks[axis]), default=1)
-        else:
-            c = default[axis]
-        out.append(max(1, min(int(c or 1), size)) if size > 0 else 1)
-    plan.default_chunks = tuple(out) == default
-    return tuple(out)
-
-
 def _fill_for(plan: VarPlan) -> Any:
     """The typed fill value of a variable: ``_FillValue`` from attrs, else from encoding (None if unusable)."""
     var = plan.variable
@@ -271,8 +180,9 @@ def _fill_for(plan: VarPlan) -> Any:
     if raw is None:
         return None
     cache_key = None
-    if isinstance(raw, np.generic) and raw.dtype.kind in _BYTES_KINDS:
-        # The fill values of a fleet's files repeat: each (fill, variable dtype) is checked once.
+    if isinstance(raw, np.generic) and raw.dtype.kind in _BYTES_KINDS and raw.nbytes <= _MAX_TYPED_BYTES:
+        # The fill values of a fleet's files repeat: each (fill, variable dtype) is checked once
+        # (a long text fill is not remembered: the cache's memory stays bounded).
         cache_key = (plan.store_dtype, var.dtype, raw.dtype, raw.tobytes())
         if cache_key in _FILLS:
             return _FILLS[cache_key]
@@ -544,6 +454,12 @@ def _variable_signature(vp: VarPlan, packed: bool) -> tuple[Any, ...] | None:
         values.append(("dtype", value.str) if dtype else _value_signature(value))
     if None in values:
         return None
+    # A signature keeps its variable's text alive (and _VARIABLES its entries) until the
+    # cache is cleared: only variables of little text are remembered, bounding that memory.
+    if len(values) > _MAX_TEXT_LIST or sum(map(len, attrs)) + sum(len(v) for v in values if type(v) is str) > (
+        _MAX_TEXT_CHARS
+    ):
+        return None
     return vp.index, vp.array, vp.restore_dtype, packed, tuple(attrs), tuple(kept), tuple(values)
 
 
@@ -558,8 +474,10 @@ def _value_signature(value: Any) -> Any:
         return value
     if kind in _NUMERIC_SCALARS:
         return kind, value.tobytes()
-    if kind is int or kind is bool or kind is bytes:
+    if kind is int or kind is bool:
         return kind, value
+    if kind is bytes:
+        return (kind, value) if len(value) <= _MAX_TYPED_BYTES else None
     if kind is float:
         return (kind, value.hex()) if value == value else None  # NaNs may differ in their payload
     if value is None:
@@ -620,7 +538,7 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
     plan = DatasetPlan()
     if chunks is not None:
         all_dims = {d for d in ds.dims}
-        chunks = _check_chunks_arg(chunks, all_dims, {k: tuple(v.dims) for k, v in ds.variables.items()})
+        chunks = check_chunks_arg(chunks, all_dims, {k: tuple(v.dims) for k, v in ds.variables.items()})
     arrays_seen: dict[str, str] = {}
     coord_names = set(ds.coords)
     indexes = ds.indexes  # built on each access: once, not once per variable
@@ -661,7 +579,7 @@ def plan_dataset(ds: Any, chunks: Any) -> DatasetPlan:
         vp.dask = dask_data(var)
         if var.dtype.kind == "O" and vp.dask is None and 0 < var.size <= 4096:
             object_strings(list(np.asarray(var.values).reshape(-1)), where)  # fail early on small ones
-        vp.chunk_shape = _disk_chunks(vp, chunks)
+        vp.chunk_shape = disk_chunks(vp, chunks)
         vp.fill = _fill_for(vp)
         plan.variables.append(vp)
     taken: set[str] = set()

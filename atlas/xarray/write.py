@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 #: Bytes of dask blocks computed together (and of numpy slabs written at once).
 BATCH_BYTES = 16 << 20
+#: Bytes of whole-variable blocks converted before they are staged together (and the
+#: spill budget checked): a small dataset's variables all fit in one group.
+GROUP_BYTES = 1 << 20
 
 
 class _NotUtf8(Exception):
@@ -279,19 +282,29 @@ def _write_new(store: Atlas, plan: Any, name: str) -> DatasetView:
             chunk_shape = None if vp.default_chunks else vp.chunk_shape  # None: the same shape, checked once
             view.define_array(vp.array, vp.store_dtype, vp.dims, vp.shape, chunk_shape, vp.fill)
         found: dict[str, dict[str, str]] = {}  # what writing found out: the text encoding of bytes data
-        # The variables written in one block (most of a small dataset's) are staged together.
+        # The variables written in one block (most of a small dataset's) are staged together,
+        # in groups of about GROUP_BYTES: the spill budget is checked after each group, so
+        # a dataset of many large variables never holds more than one group unstaged.
         writes: list[tuple[str, tuple[int, ...], np.ndarray]] = []
+        held = 0
         for vp in plan.variables:
             whole = _whole_block(vp)
             if whole is not None:
                 enc = "utf-8" if vp.variable.dtype.kind in "SO" else None  # _write_variable's first try
                 try:
-                    writes.append((vp.array, whole[0], to_storage(whole[1], vp, enc)))
+                    values = to_storage(whole[1], vp, enc)
                 except (_NotUtf8, _OutOfNsRange):
                     whole = None  # written (and retried) by _write_variable below
                 else:
+                    writes.append((vp.array, whole[0], values))
+                    held += values.nbytes
                     if vp.variable.dtype.kind == "S" or vp.object_kind == "bytes":
                         vp.text_kind = enc
+            if whole is None or held >= GROUP_BYTES:
+                # Also before a variable written on its own (in slabs, or retried): every array
+                # is staged in variable order, as writing one by one staged them.
+                stage_array_writes(view, writes)
+                writes, held = [], 0
             if whole is None:
                 _write_variable(view, vp)
             if vp.text_kind:
