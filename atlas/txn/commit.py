@@ -17,6 +17,8 @@ import contextlib
 import operator
 import secrets
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from atlas.backends.base import Version
 from atlas.catalog import CATALOG_DIR, CommitObject, encode_commit
 from atlas.catalog.build import FloatStats
 from atlas.catalog.encoding import alike_arrays
+from atlas.engine.pools import shared_pool
 from atlas.engine.staged import StackedChunks, build_segment, set_whole_chunk_stats
 from atlas.errors import AtlasError, ConflictError, SegmentMissingError
 from atlas.metadata import ArrayFamily, ArrayMeta, DatasetMeta, check_counters, gc_paused
@@ -289,26 +292,48 @@ def check_added_segments(state: WorkingState, new: CommitObject) -> None:
     file would lose the data silently, so the commit stops here, before the
     manifest is written.  One size query per added segment (a ``stat`` locally, a
     ``HEAD`` on object stores; a listing of the array directory on a backend
-    without a ``size`` verb).
+    without a ``size`` verb).  On a backend that fetches concurrently (its
+    ``max_concurrency``, an object store's), the queries go out that many at once:
+    an ingest commit adds thousands of segments, and one round trip after another
+    would be its longest step.  The answers are checked in order either way, so
+    the first bad file (or failed query) in that order is the one reported.
     """
     old = {(fam.dir, ref.file) for fam in state.base.families.values() for ref in fam.segments}
     old.update((CATALOG_DIR, p.file) for p in getattr(state.base, "parts", ()))
     sizes = StoreSizes(state)
     added = [(a, fam.dir, ref.file, ref.size) for a, fam in new.families.items() for ref in fam.segments]
     added += [(None, CATALOG_DIR, p.file, p.size) for p in new.parts]
-    for array_name, directory, file, size in added:
-        if (directory, file) in old:
-            continue
-        path = f"{directory}/{file}"
-        actual = sizes(directory, path)  # an I/O failure raises: the flush can be retried as it is
-        if actual != size:
-            found = "is missing" if actual is None else f"is {actual} bytes, {size} were written"
-            what = f"catalogue part {path}" if array_name is None else f"segment {path} of array {array_name!r}"
-            raise SegmentMissingError(
-                f"cannot commit: {what} written by this handle {found} "
-                "(a compaction swept it after the handle's lease over it expired, or another process "
-                "changed it); nothing was committed: call discard() and write the data again"
-            )
+    added = [item for item in added if (item[1], item[2]) not in old]
+    answers = _sizes_of(state, sizes, added)
+    with contextlib.closing(answers):  # a refusal drops the queries not yet sent
+        for (array_name, directory, file, size), actual in zip(added, answers):
+            _check_size(array_name, f"{directory}/{file}", size, actual)
+
+
+def _check_size(array_name: str | None, path: str, size: int, actual: int | None) -> None:
+    """Raise :class:`SegmentMissingError` unless the file at ``path`` is ``size`` bytes."""
+    if actual != size:
+        found = "is missing" if actual is None else f"is {actual} bytes, {size} were written"
+        what = f"catalogue part {path}" if array_name is None else f"segment {path} of array {array_name!r}"
+        raise SegmentMissingError(
+            f"cannot commit: {what} written by this handle {found} "
+            "(a compaction swept it after the handle's lease over it expired, or another process "
+            "changed it); nothing was committed: call discard() and write the data again"
+        )
+
+
+def _sizes_of(state: WorkingState, sizes: StoreSizes, added: list[tuple[Any, str, str, int]]) -> Iterator[int | None]:
+    """The actual size of each added file, in order (an I/O failure raises at its file).
+
+    Queried concurrently on a backend with a ``max_concurrency`` above one and a
+    ``size`` verb; the queries still running when one fails finish unread (they
+    only read).
+    """
+    concurrency = int(getattr(state.backend, "max_concurrency", 1))
+    if concurrency <= 1 or sizes.size_of is None or len(added) <= 1:
+        return (sizes(directory, f"{directory}/{file}") for _, directory, file, _ in added)
+    pool = shared_pool("stat", concurrency)
+    return pool.map(lambda item: sizes(item[1], f"{item[1]}/{item[2]}"), added)
 
 
 def settle_unknown_commit(state: WorkingState) -> Base | None:
