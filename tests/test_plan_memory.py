@@ -1,4 +1,4 @@
-"""Review of the planned-write shortcuts: each case the shortcut once got wrong."""
+"""The caches and shortcuts of a planned write keep memory bounded: each case they once got wrong."""
 
 from __future__ import annotations
 
