@@ -190,8 +190,6 @@ _INT_RANGE: dict[str, tuple[int, int]] = {
     "timestamp_nanoseconds": (NAT, _INT64_MAX),
 }
 _DTYPE_SET = frozenset(DTYPE_NAMES)
-#: The largest finite float32, as a Python float.
-_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def int_range(name: str) -> tuple[int, int] | None:
@@ -301,23 +299,9 @@ def coerce_scalar(value: Any, name: str, what: str) -> Any:
     ``str``.  Raises :class:`FillValueError` (a ``TypeError``) for a value of the
     wrong kind and :class:`ValueOverflowError` for an integer out of range.
     """
-    # The commonest values (of exact Python types, as the package's writers pass them)
-    # without the checks below, which would return them unchanged.
-    kind = type(value)
-    if kind is int:
-        bounds = _INT_RANGE.get(name)
-        if bounds is not None and bounds[0] <= value <= bounds[1]:
-            return value
-    elif kind is float:
-        if name == "float64":
-            return value
-        if name == "float32" and -_F32_MAX <= value <= _F32_MAX:  # (not NaN): no overflow to check
-            return float(np.float32(value))
-    elif kind is str:
-        if name == "string" and value.isascii():  # ASCII is always valid UTF-8
-            return value
-    elif kind is bool and name == "bool":
-        return value
+    plain = _plain_scalar(value, name)
+    if plain is not _CHECK:
+        return plain
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if name == "string":
@@ -406,28 +390,42 @@ def decode_value(raw: Any, name: str) -> Any:
     dtype's range raises (:class:`FillValueError`, :class:`ValueOverflowError` or
     :class:`InvalidArgumentError`) instead of surfacing later as a numpy error.
     """
-    # Fast paths for the values JSON and msgpack hand back that need no conversion:
-    # each makes exactly the checks coerce_scalar would (range, exact type, UTF-8).
-    kind = type(raw)
-    if kind is str:
-        if name == "string":
-            # An ASCII-only str cannot hold a lone surrogate (isascii is a flag test).
-            return raw if raw.isascii() else _check_utf8(raw, "value")
-    elif kind is int:
+    plain = _plain_scalar(raw, name)
+    return plain if plain is not _CHECK else _decode_value_checked(raw, name)
+
+
+#: What :func:`_plain_scalar` returns for a value the full checks must see.
+_CHECK = object()
+
+
+def _plain_scalar(value: Any, name: str) -> Any:
+    """``value`` as dtype ``name`` holds it when its exact Python type needs no conversion; else :data:`_CHECK`.
+
+    The commonest values (what the package's writers pass, what JSON and msgpack
+    hand back) skip the checks of :func:`coerce_scalar` and :func:`decode_value`,
+    which would return them unchanged: an int in range, a float (rounded to
+    float32 as numpy rounds it; one that overflows is left to the checks), an
+    ASCII str (an ASCII-only str cannot hold a lone surrogate), a bool.
+    """
+    kind = type(value)
+    if kind is int:
         bounds = _INT_RANGE.get(name)
-        if bounds is not None and bounds[0] <= raw <= bounds[1]:
-            return raw
+        if bounds is not None and bounds[0] <= value <= bounds[1]:
+            return value
     elif kind is float:
         if name == "float64":
-            return raw
+            return value
         if name == "float32":
-            try:  # rounds to float32 as numpy does; overflow is refused by the checked path
-                return _F32.unpack(_F32.pack(raw))[0]
+            try:
+                return _F32.unpack(_F32.pack(value))[0]
             except OverflowError:
                 pass
+    elif kind is str:
+        if name == "string" and value.isascii():
+            return value
     elif kind is bool and name == "bool":
-        return raw
-    return _decode_value_checked(raw, name)
+        return value
+    return _CHECK
 
 
 def _decode_value_checked(raw: Any, name: str) -> Any:
