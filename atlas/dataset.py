@@ -18,11 +18,18 @@ from atlas.errors import (
     AttributeNotFoundError,
     InvalidArgumentError,
     SelectionError,
-    ShrinkError,
 )
 from atlas.metadata import MAX_CHUNK_CELLS, ArrayMeta, DatasetMeta
 from atlas.names import validate_label
-from atlas.selection import array_names, check_label, check_new_array_name, fast_box, int_tuple, resolve_box
+from atlas.selection import (
+    array_names,
+    check_label,
+    check_new_array_name,
+    check_resize,
+    fast_box,
+    int_tuple,
+    resolve_box,
+)
 from atlas.txn.state import WorkingState
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "DatasetView", "default_chunk_shape"]
@@ -312,30 +319,7 @@ class DatasetView:
             state = self._writable("resize array", name)
             old = self._meta(name)
             where = self._where(name)
-            shape_t = int_tuple(shape, f"{where}: shape")
-            if len(shape_t) != len(old.shape):
-                raise InvalidArgumentError(
-                    f"{where}: new shape {list(shape_t)} has rank {len(shape_t)}, the array has rank {len(old.shape)}"
-                )
-            if any(s < 0 for s in shape_t):
-                raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
-            if math.prod(shape_t) > _INT64_MAX or any(s > _INT64_MAX for s in shape_t):
-                raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has more cells than int64 can count")
-            cells = math.prod(min(c, max(s, 1)) for c, s in zip(old.chunk_shape, shape_t, strict=False))
-            if cells > MAX_CHUNK_CELLS:
-                raise InvalidArgumentError(
-                    f"{where}: shape {list(shape_t)} makes chunks of {cells} cells (chunk_shape "
-                    f"{list(old.chunk_shape)}); at most {MAX_CHUNK_CELLS} per chunk"
-                )
-            if allow_shrink is not True and allow_shrink is not False:
-                raise InvalidArgumentError(f"{where}: allow_shrink must be a bool, got {allow_shrink!r}")
-            shrunk = [a for a, (n, o) in enumerate(zip(shape_t, old.shape, strict=False)) if n < o]
-            if shrunk and not allow_shrink:
-                axis = shrunk[0]
-                raise ShrinkError(
-                    f"{where}: resizing {list(old.shape)} to {list(shape_t)} drops cells along axis {axis} "
-                    f"({old.dims[axis]!r}); pass allow_shrink=True to drop them"
-                )
+            shape_t = check_resize(shape, old.shape, old.chunk_shape, old.dims, allow_shrink, where)
             if shape_t == old.shape:
                 return
             engine = state.engine(name)
@@ -591,11 +575,8 @@ def stage_typed_attributes(view: DatasetView, typed: Mapping[str, dict[str, Any]
     The keys are checked here; nothing is staged when one is bad.
     """
     with view._lock:
-        session = view._session
-        state = session.working
-        if state is None or session.mode == "r":
-            state = view._writable("set attributes", list(typed)[:3])
         keys = list(typed)
+        state = view._writable("set attributes", keys[:3])
         # All keys at once (one join and encode: UTF-8 refuses a lone surrogate wherever it
         # is); the first bad one is named by check_label.
         if not (set(map(type, keys)) <= _STR_ONLY and all(keys) and _encodable("".join(keys))):
@@ -622,10 +603,7 @@ def stage_array_writes(view: DatasetView, writes: Sequence[tuple[str, Sequence[i
     if not writes:
         return
     with view._lock:
-        session = view._session
-        state = session.working
-        if state is None or session.mode == "r":
-            state = view._writable("write array", writes[0][0])
+        state = view._writable("write array", writes[0][0])
         for name, start, data in writes:
             view._write_locked(state, name, start, data)
         state.maybe_spill()

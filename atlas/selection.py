@@ -17,8 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from atlas.errors import InvalidArgumentError, InvalidNameError, SelectionError
+from atlas.errors import InvalidArgumentError, InvalidNameError, SelectionError, ShrinkError
+from atlas.metadata import MAX_CHUNK_CELLS
 from atlas.names import encode_dir_name, validate_label, validate_name
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
 
 __all__ = [
     "array_names",
@@ -28,6 +31,7 @@ __all__ = [
     "check_grace_period",
     "check_label",
     "check_new_array_name",
+    "check_resize",
     "check_workers",
     "dataset_names",
     "fast_box",
@@ -222,3 +226,41 @@ def check_grace_period(value: object) -> float:
         if seconds >= 0:  # also refuses NaN
             return seconds
     raise InvalidArgumentError(f"grace_period must be a non-negative number of seconds, got {value!r}")
+
+
+def check_resize(
+    shape: Any, old_shape: tuple[int, ...], chunk_shape: tuple[int, ...], dims: tuple[str, ...], allow_shrink: Any,
+    where: str,
+) -> tuple[int, ...]:
+    """The new ``shape`` of a ``resize_array`` call, checked against the array's; a tuple of int.
+
+    Refused: another rank, a negative extent, more cells than int64 counts, chunks
+    beyond :data:`~atlas.metadata.MAX_CHUNK_CELLS` cells (the chunk shape stays,
+    clipped to the new extents), an ``allow_shrink`` that is not a bool, and a
+    shrink without ``allow_shrink`` (:class:`~atlas.errors.ShrinkError`).
+    """
+    shape_t = int_tuple(shape, f"{where}: shape")
+    if len(shape_t) != len(old_shape):
+        raise InvalidArgumentError(
+            f"{where}: new shape {list(shape_t)} has rank {len(shape_t)}, the array has rank {len(old_shape)}"
+        )
+    if any(s < 0 for s in shape_t):
+        raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
+    if math.prod(shape_t) > _INT64_MAX or any(s > _INT64_MAX for s in shape_t):
+        raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has more cells than int64 can count")
+    cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunk_shape, shape_t, strict=False))
+    if cells > MAX_CHUNK_CELLS:
+        raise InvalidArgumentError(
+            f"{where}: shape {list(shape_t)} makes chunks of {cells} cells (chunk_shape "
+            f"{list(chunk_shape)}); at most {MAX_CHUNK_CELLS} per chunk"
+        )
+    if allow_shrink is not True and allow_shrink is not False:
+        raise InvalidArgumentError(f"{where}: allow_shrink must be a bool, got {allow_shrink!r}")
+    shrunk = [a for a, (n, o) in enumerate(zip(shape_t, old_shape, strict=False)) if n < o]
+    if shrunk and not allow_shrink:
+        axis = shrunk[0]
+        raise ShrinkError(
+            f"{where}: resizing {list(old_shape)} to {list(shape_t)} drops cells along axis {axis} "
+            f"({dims[axis]!r}); pass allow_shrink=True to drop them"
+        )
+    return shape_t
