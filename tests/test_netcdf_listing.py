@@ -31,11 +31,11 @@ from test_sources import (  # noqa: E402
     SURE,
     UNSURE,
     UNUSUAL,
-    _create,
-    _listing,
     _plain_but_varied,
     _same,
     assert_same_dataset,
+    assert_stored_alike,
+    stored_both_ways,
 )  # fmt: skip
 from test_sources_cases import CASES, LAZY  # noqa: E402
 from xarray.backends.netCDF4_ import NetCDF4DataStore  # noqa: E402
@@ -307,19 +307,12 @@ def test_made_files_are_stored_as_the_general_path_stores_them(tmp_path, monkeyp
             assert assert_listed_as_xarray_lists(path), path.name
             n += 1
     assert n >= 15
-    new, old = tmp_path / "new.atlas", tmp_path / "old.atlas"
-    _create(src, new, "--skip-unsupported")
-    with monkeypatch.context() as m:
-        m.setattr(sources, "_open_once", lambda *args: None)
-        _create(src, old, "--skip-unsupported")
-    assert _listing(new) == _listing(old)
+    old, new = stored_both_ways(src, tmp_path, monkeypatch, "--skip-unsupported")
     with atlas.Atlas.open(old, mode="r") as a, atlas.Atlas.open(new, mode="r") as b:
         names = a.list_datasets()
         assert names == b.list_datasets() and len(names) == n
         for name in names:
-            assert _same(a[name].attributes(), b[name].attributes()), name
-            for var in a[name].list_arrays():
-                assert _same(a[name].array_meta(var), b[name].array_meta(var)), (name, var)
+            assert_stored_alike(a, b, name)
             assert_same_dataset(a.to_xarray(name).load(), b.to_xarray(name).load(), name)
 
 

@@ -277,21 +277,33 @@ def _listing(target: Path) -> tuple:
     return json.loads(outs[0]), outs[1]
 
 
-@pytest.mark.parametrize("chunk_size", ["128MiB", "4KiB"], ids=["loaded", "streamed"])
-def test_stores_written_by_both_paths_are_the_same(files, tmp_path, monkeypatch, chunk_size):
+def stored_both_ways(src, tmp_path, monkeypatch, *args):
+    """``(general, one_open)``: stores of ``atlas create src ARGS`` by the general path and by
+    the one-open path, whose files list the same (same names, same sizes)."""
     new, old = tmp_path / "new.atlas", tmp_path / "old.atlas"
-    _create(files, new, "--chunk-size", chunk_size)
+    _create(src, new, *args)
     with monkeypatch.context() as m:
         m.setattr(sources, "_open_once", lambda *args: None)
-        _create(files, old, "--chunk-size", chunk_size)
+        _create(src, old, *args)
     assert _listing(new) == _listing(old)
+    return old, new
+
+
+def assert_stored_alike(a, b, name):
+    """Dataset ``name`` has the same attributes and array metadata in handles ``a`` and ``b``."""
+    assert _same(a[name].attributes(), b[name].attributes()), name
+    for var in a[name].list_arrays():
+        assert _same(a[name].array_meta(var), b[name].array_meta(var)), (name, var)
+
+
+@pytest.mark.parametrize("chunk_size", ["128MiB", "4KiB"], ids=["loaded", "streamed"])
+def test_stores_written_by_both_paths_are_the_same(files, tmp_path, monkeypatch, chunk_size):
+    old, new = stored_both_ways(files, tmp_path, monkeypatch, "--chunk-size", chunk_size)
     with atlas.Atlas.open(old, mode="r") as a, atlas.Atlas.open(new, mode="r") as b:
         names = a.list_datasets()
         assert names == b.list_datasets() and len(names) == N_CORPUS + len(DATA_FILES) + 6  # 2 sub-groups
         for name in names:
-            assert _same(a[name].attributes(), b[name].attributes()), name
-            for var in a[name].list_arrays():
-                assert _same(a[name].array_meta(var), b[name].array_meta(var)), (name, var)
+            assert_stored_alike(a, b, name)
             assert_same_dataset(a.to_xarray(name).load(), b.to_xarray(name).load(), name)
 
 

@@ -19,7 +19,12 @@ import pytest
 xr = pytest.importorskip("xarray")
 netCDF4 = pytest.importorskip("netCDF4")
 
-from test_sources import _create, _listing, _load_both, _same, assert_same_dataset  # noqa: E402
+from test_sources import (  # noqa: E402
+    _load_both,
+    assert_same_dataset,
+    assert_stored_alike,
+    stored_both_ways,
+)
 
 import atlas  # noqa: E402
 from atlas.cli import sources  # noqa: E402
@@ -403,19 +408,12 @@ def test_the_cases_are_stored_as_the_general_path_stores_them(made, tmp_path, mo
     for make in CASES:
         if not isinstance(_general(made / f"{make.__name__}.nc", 1 << 30), Exception):
             shutil.copy(made / f"{make.__name__}.nc", src)
-    new, old = tmp_path / "new.atlas", tmp_path / "old.atlas"
-    _create(src, new, "--skip-unsupported")
-    with monkeypatch.context() as m:
-        m.setattr(sources, "_open_once", lambda *args: None)
-        _create(src, old, "--skip-unsupported")
-    assert _listing(new) == _listing(old)
+    old, new = stored_both_ways(src, tmp_path, monkeypatch, "--skip-unsupported")
     with atlas.Atlas.open(old, mode="r") as a, atlas.Atlas.open(new, mode="r") as b:
         names = a.list_datasets()
         assert names == b.list_datasets()
         for name in names:
-            assert _same(a[name].attributes(), b[name].attributes()), name
-            for var in a[name].list_arrays():
-                assert _same(a[name].array_meta(var), b[name].array_meta(var)), (name, var)
+            assert_stored_alike(a, b, name)
             try:
                 want = a.to_xarray(name).load()
             except Exception as exc:  # stored as the general path stores it, unreadable both ways
