@@ -63,6 +63,7 @@ class OnceStore(NetCDF4DataStore):
     def __init__(self, filename: str) -> None:
         self._nc = netCDF4.Dataset(filename, mode="r")
         self._listed: tuple[Any, Any] | None = None
+        self._values: dict[str, np.ndarray] | None = None
         self._last_decode = False
         try:
             super().__init__(self._nc)  # wraps the handle in xarray's DummyFileManager (closed with the store)
@@ -103,7 +104,7 @@ class OnceStore(NetCDF4DataStore):
             return False
         variables, attributes = listed
         ncvars = self._nc.variables
-        read = {}
+        read, stored = {}, {}
         # With masking, scaling and character conversion off, as xarray's wrapper
         # switches them off before it reads; and under the lock its reads take:
         # netCDF-C and HDF5 are not thread-safe (a dask worker runs one task per thread).
@@ -123,8 +124,20 @@ class OnceStore(NetCDF4DataStore):
                 # Variables around it without the checks of a bare array (which import dask.array).
                 data = LazilyIndexedArray(NumpyIndexingAdapter(values))
                 read[name] = Variable(dims, data, attrs, encoding, fastpath=True)
+                stored[name] = values
         self._listed = (FrozenDict(read), attributes)
+        self._values = stored
         return True
+
+    def read_listing(self) -> tuple[Any, Any, dict[str, np.ndarray]] | None:
+        """``(variables, attributes, values)`` of a file :meth:`read_whole` read, before any decode; else None.
+
+        ``values`` are the stored arrays under the variables' wrappers.  Shared:
+        read them, never change them.
+        """
+        if self._values is None or self._listed is None:
+            return None
+        return (*self._listed, self._values)
 
     def _plain_listing(self, limit: int) -> tuple[dict[str, Any], Any] | None:
         """``({name: (dims, attrs, encoding)}, attributes)`` of a file :meth:`read_whole` reads; None for another.
@@ -243,7 +256,7 @@ class OnceStore(NetCDF4DataStore):
         """
         variables, attributes = self._list()
         if self._last_decode:
-            self._last_decode, self._listed = False, None
+            self._last_decode, self._listed, self._values = False, None, None
             return variables, FrozenDict(attributes)
         fresh = {k: Variable(v.dims, v._data, v.attrs, v.encoding, fastpath=True) for k, v in variables.items()}
         return FrozenDict(fresh), FrozenDict(attributes)
