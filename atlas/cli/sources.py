@@ -453,16 +453,23 @@ def _open_once(path: Any, engine: str | None, limit: int | None = None) -> tuple
             group = todo.pop(0)
             groups.append(group.path)
             todo[:0] = list(group.groups.values())
+
+        def decode(packed: list[str] | None) -> Any:
+            raw: dict[str, Any] = {}
+            if packed is not None:  # decoded once: no second decode needs the listing as it was
+                store.hand_over()
+            if packed:
+                off = dict.fromkeys(packed, False)
+                raw = {"mask_and_scale": off, "decode_times": off, "decode_timedelta": off}
+            return xr.open_dataset(store, **raw, **_without_indexes(xr.open_dataset))
+
         packed = None
         if limit is not None and store.read_whole(limit) and _per_variable_decoding(xr.__version__):
-            packed = store.surely_packed()
-        raw: dict[str, Any] = {}
-        if packed is not None:  # decoded once: no second decode needs the listing as it was
-            store.hand_over()
-        if packed:
-            off = dict.fromkeys(packed, False)
-            raw = {"mask_and_scale": off, "decode_times": off, "decode_timedelta": off}
-        ds = xr.open_dataset(store, **raw, **_without_indexes(xr.open_dataset))
+            from atlas.cli.netcdf_template import decode_listed
+
+            ds, packed = decode_listed(store, decode, templated=bool(_without_indexes(xr.open_dataset)))
+        else:
+            ds = decode(None)
     except Exception:
         store.close()
         raise
