@@ -232,13 +232,15 @@ class DecodeTemplate:
             for name, var in variables.items()
         }
         originals = {name: (dict(var.attrs), dict(var.encoding)) for name, var in variables.items()}
+        # As _open_once asks it: the mappings only when a variable is packed, since an empty
+        # one is false where decode_cf_variables asks decode_times as a whole (whether a time's
+        # units and calendar are copied to its bounds).
         off = dict.fromkeys(packed, False)
+        options = {"mask_and_scale": off, "decode_times": off, "decode_timedelta": off} if packed else {}
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                decoded, _, coord_names = conventions.decode_cf_variables(
-                    raw, attributes, mask_and_scale=off, decode_times=off, decode_timedelta=off
-                )
+                decoded, _, coord_names = conventions.decode_cf_variables(raw, attributes, **options)
                 loaded = {name: var._data.get_duck_array() for name, var in decoded.items()}
             if caught or not all(_reaches(var._data, slots[name]) for name, var in decoded.items()):
                 return None
@@ -324,12 +326,20 @@ def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _same_object(a: Any, b: Any) -> bool:
+    # Never raises: the dataset's attributes are not keyed and may hold anything netCDF4
+    # gives (a compound attribute is a structured array, whose ``==`` has no truth value).
     if type(a) is not type(b):
         return False
     try:
         return _token(a) == _token(b)
     except _Unkeyable:
+        pass
+    if isinstance(a, np.ndarray):
+        return _same_values(a, b)
+    try:
         return bool(a == b)
+    except Exception:
+        return False
 
 
 def _same_mapping(a: Any, b: Any) -> bool:

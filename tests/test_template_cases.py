@@ -1,0 +1,85 @@
+"""Files that a listing's template (:mod:`atlas.cli.netcdf_template`) once decoded unlike xarray.
+
+Each file is loaded by ``load_source`` (a template once the listing was seen) and
+by the general path (``xr.open_dataset`` of the file), and must come out the same:
+values, types, attributes, encodings, warnings, errors.  The first file of a
+listing teaches the template, the second is decoded both ways to check it, the
+next ones are the template's alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+xr = pytest.importorskip("xarray")
+netCDF4 = pytest.importorskip("netCDF4")
+
+from test_netcdf_template import _assert_as_xarray  # noqa: E402
+
+from atlas.cli import netcdf_template  # noqa: E402
+from atlas.cli.netcdf_template import DecodeTemplate  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def served(monkeypatch):
+    """Each test starts with no template; the list says, per file tried, whether a template gave it."""
+    monkeypatch.setattr(netcdf_template.templates, "by_key", {})
+    out: list[bool] = []
+    apply = DecodeTemplate.apply
+
+    def counted(self, *args):
+        ds = apply(self, *args)
+        out.append(ds is not None)
+        return ds
+
+    monkeypatch.setattr(DecodeTemplate, "apply", counted)
+    return out
+
+
+def _compound_title(path: Path, value: float) -> Path:
+    """A plain file whose dataset has an attribute of a compound type (netCDF4 gives a structured array)."""
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("d", 2)
+        nc.createVariable("a", "f4", ("d",))[...] = [value, 2]
+        pair = np.dtype([("x", "i4"), ("y", "f8")])
+        nc.createCompoundType(pair, "pair")
+        nc.setncattr("pairs", np.array([(1, 2.0), (3, value)], pair))
+    return path
+
+
+def test_a_dataset_attribute_of_a_compound_type_is_loaded_as_xarray_loads_it(tmp_path, served):
+    """The dataset's attributes are not part of the key: the check of a template's first file
+    compares them whatever they hold (here ``==`` gives an array), never failing the file."""
+    for i in range(4):
+        _assert_as_xarray(_compound_title(tmp_path / f"c{i}.nc", float(i)))
+    (template,) = netcdf_template.templates.by_key.values()
+    assert template is not None and template.verified is True
+    assert served and all(served)
+
+
+def _time_with_bounds(path: Path, start: float, n: int) -> Path:
+    """A time whose bounds have no units of their own: the decode gives them the time's."""
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("time", n)
+        nc.createDimension("nv", 2)
+        time = nc.createVariable("time", "f8", ("time",))
+        time.units = "days since 2000-01-01"
+        time.calendar = "standard"
+        time.bounds = "time_bnds"
+        time[...] = start + np.arange(n)
+        nc.createVariable("time_bnds", "f8", ("time", "nv"))[...] = start + np.arange(n)[:, None] + [-0.5, 0.5]
+        nc.createVariable("temp", "f4", ("time",))[...] = np.arange(n)
+    return path
+
+
+def test_a_time_with_bounds_and_no_packed_variable_gets_a_template_as_xarray_decodes(tmp_path, served):
+    """The template's decode is the one ``_open_once`` asks: with no packed variable, xarray's
+    defaults, which copy the time's units to its bounds (an empty mapping of options did not)."""
+    for i, n in enumerate([3, 2, 5, 1]):
+        _assert_as_xarray(_time_with_bounds(tmp_path / f"t{i}.nc", 10.0 * i, n))
+    (template,) = netcdf_template.templates.by_key.values()
+    assert template is not None and template.verified is True
+    assert served and all(served)
