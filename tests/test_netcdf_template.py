@@ -95,7 +95,7 @@ def _assert_as_xarray(path: Path) -> None:
             sources.load_source(sources.Source(path, "f"), 1 << 30)
         return
     got = sources.load_source(sources.Source(path, "f"), 1 << 30)
-    assert set(got.warnings) == set(want.warnings), path.name
+    assert got.warnings == want.warnings, path.name
     assert_same_dataset(want.ds, got.ds, path.name, indexes=False)
     assert same_dataset(got.ds, sources.load_source(sources.Source(path, "f"), 1 << 30).ds)
     for name, var in got.ds.variables.items():
