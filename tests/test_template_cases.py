@@ -17,9 +17,11 @@ import pytest
 xr = pytest.importorskip("xarray")
 netCDF4 = pytest.importorskip("netCDF4")
 
-from test_netcdf_template import _assert_as_xarray  # noqa: E402
+from test_netcdf_listing import _general  # noqa: E402
+from test_netcdf_template import _assert_as_xarray, _profile  # noqa: E402
+from test_sources import assert_same_dataset  # noqa: E402
 
-from atlas.cli import netcdf_template  # noqa: E402
+from atlas.cli import netcdf_template, sources  # noqa: E402
 from atlas.cli.netcdf_template import DecodeTemplate  # noqa: E402
 
 
@@ -27,6 +29,7 @@ from atlas.cli.netcdf_template import DecodeTemplate  # noqa: E402
 def served(monkeypatch):
     """Each test starts with no template; the list says, per file tried, whether a template gave it."""
     monkeypatch.setattr(netcdf_template.templates, "by_key", {})
+    monkeypatch.setattr(netcdf_template.templates, "seen", set(), raising=False)
     out: list[bool] = []
     apply = DecodeTemplate.apply
 
@@ -83,3 +86,49 @@ def test_a_time_with_bounds_and_no_packed_variable_gets_a_template_as_xarray_dec
     (template,) = netcdf_template.templates.by_key.values()
     assert template is not None and template.verified is True
     assert served and all(served)
+
+
+def _own_listing(path: Path, i: int) -> Path:
+    """A file whose listing is its own: an attribute with a value per file (a range, a date made)."""
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("d", 3)
+        var = nc.createVariable("a", "f4", ("d",), fill_value=np.float32(-1))
+        var.actual_max = np.float32(i)
+        var[...] = [0, -1, i]
+    return path
+
+
+def _load_once_as_xarray(path: Path) -> None:
+    want = _general(path)
+    got = sources.load_source(sources.Source(path, "f"), 1 << 30)
+    assert got.warnings == want.warnings, path.name
+    assert_same_dataset(want.ds, got.ds, path.name, indexes=False)
+
+
+def test_a_listing_met_once_is_not_learnt(tmp_path, monkeypatch):
+    """Learning is one more decode of the file: only a listing met again pays it."""
+    learnt = []
+    learn = DecodeTemplate.learn.__func__
+
+    def counted(cls, *args):
+        learnt.append(args[0].keys())
+        return learn(cls, *args)
+
+    monkeypatch.setattr(DecodeTemplate, "learn", classmethod(counted))
+    for i in range(5):
+        _load_once_as_xarray(_own_listing(tmp_path / f"o{i}.nc", i))
+    assert learnt == []
+    assert netcdf_template.templates.by_key == {}
+
+
+def test_files_of_a_listing_of_their_own_keep_the_templates(tmp_path, served):
+    """More files with a listing of their own than a thread keeps templates: the template
+    of the make they come between still serves the next file of that make."""
+    rng = np.random.default_rng(11)
+    for i in range(3):  # met, learnt, checked
+        _load_once_as_xarray(_profile(tmp_path / f"p{i}.nc", rng, 3, 2))
+    for i in range(netcdf_template.MAX_TEMPLATES + 6):
+        _load_once_as_xarray(_own_listing(tmp_path / f"o{i}.nc", i))
+    before = len(served)
+    _load_once_as_xarray(_profile(tmp_path / "p3.nc", rng, 4, 2))
+    assert served[before:] == [True]

@@ -7,9 +7,11 @@ coordinates, which attributes move to the encoding, which lazy functions
 (masking, scaling, time decoding, joining characters) turn the stored values into
 the decoded ones.  Working that out is most of the cost of decoding a small file.
 
-So a reader process decodes a listing once with xarray's own
+So a reader process decodes a listing once more with xarray's own
 ``decode_cf_variables`` (:meth:`DecodeTemplate.learn`), over arrays of its own,
-and for the next file with the same listing (:func:`listing_key`: every variable's
+the second time it meets that listing (files that each have a listing of their
+own, an attribute with a value per file, would pay that decode for nothing), and
+for the next file with the same listing (:func:`listing_key`: every variable's
 name, dimensions, stored type, attributes and encoding bit for bit, except the
 encoding entries that only describe where the values are) it puts that file's
 values under the same lazy functions and loads them (:meth:`DecodeTemplate.apply`):
@@ -31,7 +33,9 @@ Guards, each falling back to xarray's whole decode for the file at hand:
   bit for bit (objects, nested containers of them) gets no template.
 
 Templates are kept per thread (a dask worker decodes on several threads), at most
-:data:`MAX_TEMPLATES`, and hold no values between files.
+:data:`MAX_TEMPLATES`, and hold no values between files; the listings met once
+are remembered apart (at most :data:`MAX_SEEN`), so that files of a listing of
+their own never push a template out.
 
 Imports xarray: imported only by the reader code that opens files.
 """
@@ -50,10 +54,12 @@ from xarray import Coordinates, Dataset, conventions
 from xarray.core.indexing import LazilyIndexedArray, NumpyIndexingAdapter
 from xarray.core.variable import Variable
 
-__all__ = ["MAX_TEMPLATES", "DecodeTemplate", "decode_listed", "listing_key", "same_dataset", "templates"]
+__all__ = ["MAX_SEEN", "MAX_TEMPLATES", "DecodeTemplate", "decode_listed", "listing_key", "same_dataset", "templates"]
 
 #: Templates a thread keeps (all are dropped when one more is learnt).
 MAX_TEMPLATES = 64
+#: Listings met once that a thread remembers (all are forgotten when one more is met).
+MAX_SEEN = 256
 #: Encoding entries that say where a file's values are, not how they decode: not part of the
 #: key, and taken from the file itself (xarray's decode passes them through untouched).
 _WHERE = frozenset({"source", "original_shape", "chunksizes", "preferred_chunks"})
@@ -297,6 +303,7 @@ class DecodeTemplate:
 class _Templates(threading.local):
     def __init__(self) -> None:
         self.by_key: dict[tuple[Any, ...], DecodeTemplate | None] = {}
+        self.seen: set[tuple[Any, ...]] = set()
 
     def get(self, key: tuple[Any, ...]) -> DecodeTemplate | None:
         """The template of ``key``; None when there is none or it was found unlike xarray's decode."""
@@ -306,6 +313,16 @@ class _Templates(threading.local):
     def known(self, key: tuple[Any, ...]) -> bool:
         """Whether ``key`` was seen (learnt, or found unusable: it is not tried again)."""
         return key in self.by_key
+
+    def met_before(self, key: tuple[Any, ...]) -> bool:
+        """Whether a listing not :meth:`known` was met before in this thread; it is remembered as met."""
+        if key in self.seen:
+            self.seen.discard(key)
+            return True
+        if len(self.seen) >= MAX_SEEN:
+            self.seen.clear()
+        self.seen.add(key)
+        return False
 
     def put(self, key: tuple[Any, ...], template: DecodeTemplate | None) -> None:
         if len(self.by_key) >= MAX_TEMPLATES:
@@ -377,7 +394,7 @@ def decode_listed(
     whole; ``decode(packed)``: xarray's decode of it (``xr.open_dataset`` with the
     ``packed`` variables, :meth:`~atlas.cli.netcdf_open.OnceStore.surely_packed`'s
     answer, decoded as stored).  ``packed`` is that answer; the dataset is loaded
-    when it comes from a template.  A listing seen for the first time is learnt
+    when it comes from a template.  A listing met for the second time is learnt
     before ``decode`` decodes it; the first file a template serves is decoded both
     ways, and ``decode``'s dataset is the one returned (see the module's guards).
     ``templated=False`` (an xarray that builds default indexes in any case): ``decode`` only.
@@ -395,6 +412,6 @@ def decode_listed(
                 return full, template.packed
             return ds, template.packed
     packed = store.surely_packed()
-    if key is not None and packed is not None and not templates.known(key):
+    if key is not None and packed is not None and not templates.known(key) and templates.met_before(key):
         templates.put(key, DecodeTemplate.learn(*listing, packed))
     return decode(packed), packed
