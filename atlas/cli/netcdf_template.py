@@ -303,7 +303,9 @@ class DecodeTemplate:
 class _Templates(threading.local):
     def __init__(self) -> None:
         self.by_key: dict[tuple[Any, ...], DecodeTemplate | None] = {}
-        self.seen: set[tuple[Any, ...]] = set()
+        #: Hashes of the keys met once: a collision only learns a listing early, and a key may be
+        #: as large as the attributes it stands for.
+        self.seen: set[int] = set()
 
     def get(self, key: tuple[Any, ...]) -> DecodeTemplate | None:
         """The template of ``key``; None when there is none or it was found unlike xarray's decode."""
@@ -316,12 +318,13 @@ class _Templates(threading.local):
 
     def met_before(self, key: tuple[Any, ...]) -> bool:
         """Whether a listing not :meth:`known` was met before in this thread; it is remembered as met."""
-        if key in self.seen:
-            self.seen.discard(key)
+        digest = hash(key)
+        if digest in self.seen:
+            self.seen.discard(digest)
             return True
         if len(self.seen) >= MAX_SEEN:
             self.seen.clear()
-        self.seen.add(key)
+        self.seen.add(digest)
         return False
 
     def put(self, key: tuple[Any, ...], template: DecodeTemplate | None) -> None:
