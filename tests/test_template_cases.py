@@ -132,3 +132,18 @@ def test_files_of_a_listing_of_their_own_keep_the_templates(tmp_path, served):
     before = len(served)
     _load_once_as_xarray(_profile(tmp_path / "p3.nc", rng, 4, 2))
     assert served[before:] == [True]
+
+
+def test_a_file_a_template_decoded_keeps_no_listing(tmp_path, served):
+    """As a file decoded once hands its listing over, a file decoded by a template lets its
+    store forget the listing and the values read whole (the dataset has what it needs)."""
+    rng = np.random.default_rng(12)
+    for i in range(3):  # met, learnt, checked
+        _load_once_as_xarray(_profile(tmp_path / f"p{i}.nc", rng, 3, 2))
+    ds, store, _, packed = sources._open_once(_profile(tmp_path / "p3.nc", rng, 3, 2), None, 1 << 30)
+    try:
+        assert served[-1] is True and packed
+        assert store._listed is None and store.read_listing() is None
+        assert ds["TEMP"].values.shape == (3, 2)
+    finally:
+        ds.close()

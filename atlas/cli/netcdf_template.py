@@ -413,6 +413,7 @@ def decode_listed(
                 full.load()
                 template.verified = same_dataset(ds, full)
                 return full, template.packed
+            store.forget_listing()  # as a decode of the store would: the file is not decoded again
             return ds, template.packed
     packed = store.surely_packed()
     if key is not None and packed is not None and not templates.known(key) and templates.met_before(key):
