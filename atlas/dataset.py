@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from atlas import attributes, dtypes
-from atlas.chunk_shape import DEFAULT_CHUNK_BYTES, default_chunk_shape, default_chunks
+from atlas.chunk_shape import DEFAULT_CHUNK_BYTES, default_chunk_shape
 from atlas.errors import (
     ArrayExistsError,
     ArrayNotFoundError,
@@ -19,22 +18,20 @@ from atlas.errors import (
     InvalidArgumentError,
     SelectionError,
 )
-from atlas.metadata import MAX_CHUNK_CELLS, ArrayMeta, DatasetMeta
-from atlas.names import validate_label
+from atlas.metadata import ArrayMeta, DatasetMeta
 from atlas.selection import (
     array_names,
     check_label,
     check_new_array_name,
     check_resize,
+    check_schema,
     fast_box,
-    int_tuple,
     resolve_box,
 )
 from atlas.txn.state import WorkingState
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "DatasetView", "default_chunk_shape"]
 
-_INT64_MAX = int(np.iinfo(np.int64).max)
 #: ``(dtype, dims, shape) -> (dtype name, dims, shape, chunk shape)`` of the
 #: ``define_array`` calls without a chunk shape that passed every check: a store's
 #: datasets repeat a few schemas, which are then checked once (see :func:`_schema_key`).
@@ -60,14 +57,6 @@ def _schema_key(dtype: Any, dims: Any, shape: Any) -> tuple[Any, ...] | None:
         if type(n) is not int:
             return None
     return dtype, tuple(dims), tuple(shape)
-
-
-def _plain_ints(value: Any) -> tuple[int, ...] | None:
-    """``value`` as a tuple when it is a list or tuple of plain ``int``; None otherwise
-    (the caller then checks it with :func:`atlas.selection.int_tuple`)."""
-    if type(value) in (list, tuple) and all(type(v) is int for v in value):
-        return tuple(value)
-    return None
 
 
 class DatasetView:
@@ -186,7 +175,7 @@ class DatasetView:
             key = _schema_key(dtype, dims, shape) if chunk_shape is None else None
             known = _SCHEMAS.get(key) if key is not None else None
             if known is None:
-                dtype_name, dims_t, shape_t, chunks = self._check_schema(name, dtype, dims, shape, chunk_shape)
+                dtype_name, dims_t, shape_t, chunks = check_schema(dtype, dims, shape, chunk_shape, self._where(name))
                 if key is not None:
                     if len(_SCHEMAS) >= _MAX_SCHEMAS:
                         _SCHEMAS.clear()
@@ -198,48 +187,6 @@ class DatasetView:
             fill = None if fill_value is None else dtypes.check_fill_value(fill_value, dtype_name)
             slot = state.new_slot()  # first: it refuses a slot past the limit before anything changes
             state.touch(self._name).arrays[name] = ArrayMeta(slot, dtype_name, dims_t, shape_t, chunks, fill, {}, None)
-
-    def _check_schema(
-        self, name: str, dtype: Any, dims: Any, shape: Any, chunk_shape: Any
-    ) -> tuple[str, tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
-        """``define_array``'s checks of the dtype, shape, dims and chunk shape, in that order:
-        ``(dtype name, dims, shape, chunk shape)``."""
-        where = self._where(name)
-        dtype_name = dtypes.canonical_dtype(dtype)
-        shape_t = _plain_ints(shape)
-        if shape_t is None:
-            shape_t = int_tuple(shape, f"{where}: shape")
-        if min(shape_t, default=0) < 0:
-            raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
-        if math.prod(shape_t) > _INT64_MAX or max(shape_t, default=0) > _INT64_MAX:
-            raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has more cells than int64 can count")
-        if isinstance(dims, str) or not hasattr(dims, "__iter__"):
-            raise InvalidArgumentError(f"{where}: dims must be a sequence of str, got {dims!r}")
-        dims_t = tuple(dims)
-        for d in dims_t:
-            validate_label(d, f"{where}: dimension name")
-        if len(dims_t) != len(shape_t):
-            raise InvalidArgumentError(f"{where}: {len(dims_t)} dims {list(dims_t)} for a shape of rank {len(shape_t)}")
-        itemsize = 8 if dtype_name == "string" else dtypes.storage_dtype(dtype_name).itemsize
-        if chunk_shape is None:
-            # At most DEFAULT_CHUNK_BYTES, so far below MAX_CHUNK_CELLS: no check needed.
-            return dtype_name, dims_t, shape_t, default_chunks(shape_t, itemsize)
-        chunks = int_tuple(chunk_shape, f"{where}: chunk_shape")
-        if len(chunks) != len(shape_t):
-            raise InvalidArgumentError(
-                f"{where}: chunk_shape {list(chunks)} has rank {len(chunks)}, shape has rank {len(shape_t)}"
-            )
-        if any(c <= 0 for c in chunks):
-            raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} must be positive")
-        if any(c > _INT64_MAX for c in chunks):
-            # Reads and writes compute chunk bounds in int64.
-            raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} has an extent beyond int64")
-        cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t, strict=False))
-        if cells > MAX_CHUNK_CELLS:
-            raise InvalidArgumentError(
-                f"{where}: chunk_shape {list(chunks)} has {cells} cells; at most {MAX_CHUNK_CELLS} per chunk"
-            )
-        return dtype_name, dims_t, shape_t, chunks
 
     def delete_array(self, name: str) -> None:
         """Remove an array from this dataset (at the next flush)."""

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from atlas import dtypes
+from atlas.chunk_shape import default_chunks
 from atlas.errors import InvalidArgumentError, InvalidNameError, SelectionError, ShrinkError
 from atlas.metadata import MAX_CHUNK_CELLS
 from atlas.names import encode_dir_name, validate_label, validate_name
@@ -32,6 +34,7 @@ __all__ = [
     "check_label",
     "check_new_array_name",
     "check_resize",
+    "check_schema",
     "check_workers",
     "dataset_names",
     "fast_box",
@@ -264,3 +267,56 @@ def check_resize(
             f"({dims[axis]!r}); pass allow_shrink=True to drop them"
         )
     return shape_t
+
+
+def _plain_ints(value: Any) -> tuple[int, ...] | None:
+    """``value`` as a tuple when it is a list or tuple of plain ``int``; None otherwise
+    (the caller then checks it with :func:`atlas.selection.int_tuple`)."""
+    if type(value) in (list, tuple) and all(type(v) is int for v in value):
+        return tuple(value)
+    return None
+
+
+def check_schema(
+    dtype: Any, dims: Any, shape: Any, chunk_shape: Any, where: str
+) -> tuple[str, tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
+    """``define_array``'s checks of the dtype, shape, dims and chunk shape, in that order.
+
+    Returns ``(dtype name, dims, shape, chunk shape)``; the chunk shape defaults to
+    :func:`atlas.chunk_shape.default_chunks` of the shape.
+    """
+    dtype_name = dtypes.canonical_dtype(dtype)
+    shape_t = _plain_ints(shape)
+    if shape_t is None:
+        shape_t = int_tuple(shape, f"{where}: shape")
+    if min(shape_t, default=0) < 0:
+        raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has a negative extent")
+    if math.prod(shape_t) > _INT64_MAX or max(shape_t, default=0) > _INT64_MAX:
+        raise InvalidArgumentError(f"{where}: shape {list(shape_t)} has more cells than int64 can count")
+    if isinstance(dims, str) or not hasattr(dims, "__iter__"):
+        raise InvalidArgumentError(f"{where}: dims must be a sequence of str, got {dims!r}")
+    dims_t = tuple(dims)
+    for d in dims_t:
+        validate_label(d, f"{where}: dimension name")
+    if len(dims_t) != len(shape_t):
+        raise InvalidArgumentError(f"{where}: {len(dims_t)} dims {list(dims_t)} for a shape of rank {len(shape_t)}")
+    itemsize = 8 if dtype_name == "string" else dtypes.storage_dtype(dtype_name).itemsize
+    if chunk_shape is None:
+        # At most DEFAULT_CHUNK_BYTES, so far below MAX_CHUNK_CELLS: no check needed.
+        return dtype_name, dims_t, shape_t, default_chunks(shape_t, itemsize)
+    chunks = int_tuple(chunk_shape, f"{where}: chunk_shape")
+    if len(chunks) != len(shape_t):
+        raise InvalidArgumentError(
+            f"{where}: chunk_shape {list(chunks)} has rank {len(chunks)}, shape has rank {len(shape_t)}"
+        )
+    if any(c <= 0 for c in chunks):
+        raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} must be positive")
+    if any(c > _INT64_MAX for c in chunks):
+        # Reads and writes compute chunk bounds in int64.
+        raise InvalidArgumentError(f"{where}: chunk_shape {list(chunks)} has an extent beyond int64")
+    cells = math.prod(min(c, max(s, 1)) for c, s in zip(chunks, shape_t, strict=False))
+    if cells > MAX_CHUNK_CELLS:
+        raise InvalidArgumentError(
+            f"{where}: chunk_shape {list(chunks)} has {cells} cells; at most {MAX_CHUNK_CELLS} per chunk"
+        )
+    return dtype_name, dims_t, shape_t, chunks

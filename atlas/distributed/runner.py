@@ -49,7 +49,8 @@ def _context() -> Any:
         # 0.9 s of CPU each, a pool is made again after a worker died): what every
         # task imports on its first source (dask too: xarray's time decoding imports
         # it to test for dask arrays).  A module that is not installed is skipped.
-        preload = ["atlas.distributed.task", "atlas.store", "atlas.cli.ingest", "atlas.cli.netcdf_open"]
+        preload = ["atlas.distributed.task", "atlas.store", "atlas.cli.ingest", "atlas.cli.netcdf_open",
+                   "atlas.cli.netcdf_template"]
         ctx.set_forkserver_preload([*preload, "xarray", "dask", "blosc2"])
     return ctx
 
