@@ -147,3 +147,24 @@ def test_a_file_a_template_decoded_keeps_no_listing(tmp_path, served):
         assert ds["TEMP"].values.shape == (3, 2)
     finally:
         ds.close()
+
+
+@pytest.mark.parametrize(
+    "days",
+    [[13131.0, np.nan, 21651.0, -1e12], [-1e12, np.nan, 5.0], [1e12, np.nan, 3.0, -1e12]],
+    ids=["last-overflows", "first-overflows", "both-overflow"],
+)
+def test_a_time_xarray_refuses_by_its_first_and_last_values_is_refused(tmp_path, served, days):
+    """xarray decodes a time's first and last values when it decodes the file, and refuses the
+    file when they do not decode; the whole array may decode (a NaN among the values turns the
+    overflow into NaT): the file is refused, not stored with NaT."""
+    rng = np.random.default_rng(13)
+    for i in range(3):  # met, learnt, checked
+        _load_once_as_xarray(_profile(tmp_path / f"p{i}.nc", rng, len(days), 2))
+    odd = _profile(tmp_path / "odd.nc", rng, len(days), 2, days=np.array(days))
+    want = _general(odd)
+    assert isinstance(want, ValueError) and "unable to decode time units" in str(want)
+    with pytest.raises(ValueError, match="unable to decode time units"):
+        sources.load_source(sources.Source(odd, "f"), 1 << 30)
+    _load_once_as_xarray(_profile(tmp_path / "after.nc", rng, 3, 2))
+    assert served[-1] is True  # the template still serves the files it decodes as xarray does

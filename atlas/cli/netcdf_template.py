@@ -29,6 +29,11 @@ Guards, each falling back to xarray's whole decode for the file at hand:
 * a warning or an error while loading a file's values, or values of another
   shape or type than the template's, sends that file to xarray's decode (which
   then warns or fails as it does for any file);
+* xarray's decode of a time reads values too: it decodes the first and the last
+  one, and refuses the file when they do not decode (which the whole array may
+  well do: a NaN among the values turns an overflow into NaT).  A template makes
+  the same check of each file's times, and a file that fails it, warns or decodes
+  them to another type goes to xarray's decode (which refuses it);
 * a listing whose attributes or encodings hold values this module cannot compare
   bit for bit (objects, nested containers of them) gets no template.
 
@@ -43,6 +48,7 @@ Imports xarray: imported only by the reader code that opens files.
 from __future__ import annotations
 
 import copy
+import functools
 import struct
 import threading
 import warnings
@@ -53,6 +59,11 @@ import numpy as np
 from xarray import Coordinates, Dataset, conventions
 from xarray.core.indexing import LazilyIndexedArray, NumpyIndexingAdapter
 from xarray.core.variable import Variable
+
+try:  # how xarray checks, when it decodes, that a time's first and last values decode
+    from xarray.coding.times import _decode_cf_datetime_dtype, decode_cf_datetime
+except ImportError:  # pragma: no cover - another xarray: no template decodes times
+    _decode_cf_datetime_dtype = decode_cf_datetime = None
 
 __all__ = ["MAX_SEEN", "MAX_TEMPLATES", "DecodeTemplate", "decode_listed", "listing_key", "same_dataset", "templates"]
 
@@ -155,6 +166,25 @@ def _reaches(chain: Any, slot: NumpyIndexingAdapter) -> bool:
     return False
 
 
+def _time_decodes(chain: Any) -> list[Any]:
+    """The lazy arrays of ``chain`` that decode times (xarray's ``decode_cf_datetime``), outermost first."""
+    out = []
+    for _ in range(16):  # as deep as _reaches follows a chain
+        func = getattr(chain, "func", None)
+        if decode_cf_datetime is not None and isinstance(func, functools.partial) and func.func is decode_cf_datetime:
+            out.append(chain)
+        chain = getattr(chain, "array", None)
+    return out
+
+
+def _times_decode_alike(times: list[Any]) -> bool:
+    """Whether xarray's decode-time check of each time (its first and last values) passes and gives the same type.
+
+    Raises as that check raises (the file is then left to xarray's decode, which refuses it).
+    """
+    return all(_decode_cf_datetime_dtype(node.array, **node.func.keywords) == node.dtype for node in times)
+
+
 def _copy_if_mutable(value: Any) -> Any:
     return value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value)
 
@@ -196,7 +226,7 @@ def _rebuild(recipe: list[tuple[str, str, Any]], attrs: dict[str, Any], encoding
 class _Decoded:
     """One decoded variable of a template: its lazy chain over the template's own stored arrays."""
 
-    __slots__ = ("attrs", "chain", "coord", "dims", "dtype", "encoding", "name", "ndim")
+    __slots__ = ("attrs", "chain", "coord", "dims", "dtype", "encoding", "name", "ndim", "times")
 
     def __init__(self, name: str, var: Any, coord: bool, raw: tuple[dict[str, Any], dict[str, Any]],
                  dtype: np.dtype) -> None:  # fmt: skip
@@ -204,6 +234,9 @@ class _Decoded:
         self.ndim = len(var.dims)
         self.attrs = _recipe(var.attrs, *raw)
         self.encoding = _recipe(var.encoding, *raw)
+        self.times = _time_decodes(var._data)
+        if dtype.kind == "M" and not self.times:
+            raise _Unkeyable  # times decoded by a function this module cannot check as xarray does
 
 
 class DecodeTemplate:
@@ -254,6 +287,12 @@ class DecodeTemplate:
                 _Decoded(name, var, name in coord_names or var.dims == (name,), originals[name], loaded[name].dtype)
                 for name, var in decoded.items()
             ]
+            # The check each file's times get (see apply) passes on this file as xarray's did.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                alike = all(_times_decode_alike(d.times) for d in out)
+            if caught or not alike:
+                return None
         except Exception:
             return None
         template = cls(out, slots, list(packed))
@@ -271,6 +310,8 @@ class DecodeTemplate:
                 slot.array = values[name]
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
+                if not all(_times_decode_alike(d.times) for d in self._decoded):
+                    return None
                 loaded = [(d, d.chain.get_duck_array()) for d in self._decoded]
             if caught:
                 return None
