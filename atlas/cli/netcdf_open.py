@@ -247,6 +247,15 @@ class OnceStore(NetCDF4DataStore):
         """
         self._last_decode = True
 
+    def forget_listing(self) -> None:
+        """Forget the listing and the values read whole: the file was decoded without a decode of the store.
+
+        What the last decode does after :meth:`hand_over` (a template of the listing,
+        :mod:`atlas.cli.netcdf_template`, decoded the file instead); a later listing
+        asks the file again.
+        """
+        self._last_decode, self._listed, self._values = False, None, None
+
     def load(self) -> tuple[Any, Any]:
         """The store's variables and attributes, listed from the file once.
 

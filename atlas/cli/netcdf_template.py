@@ -7,9 +7,11 @@ coordinates, which attributes move to the encoding, which lazy functions
 (masking, scaling, time decoding, joining characters) turn the stored values into
 the decoded ones.  Working that out is most of the cost of decoding a small file.
 
-So a reader process decodes a listing once with xarray's own
+So a reader process decodes a listing once more with xarray's own
 ``decode_cf_variables`` (:meth:`DecodeTemplate.learn`), over arrays of its own,
-and for the next file with the same listing (:func:`listing_key`: every variable's
+the second time it meets that listing (files that each have a listing of their
+own, an attribute with a value per file, would pay that decode for nothing), and
+for the next file with the same listing (:func:`listing_key`: every variable's
 name, dimensions, stored type, attributes and encoding bit for bit, except the
 encoding entries that only describe where the values are) it puts that file's
 values under the same lazy functions and loads them (:meth:`DecodeTemplate.apply`):
@@ -27,11 +29,18 @@ Guards, each falling back to xarray's whole decode for the file at hand:
 * a warning or an error while loading a file's values, or values of another
   shape or type than the template's, sends that file to xarray's decode (which
   then warns or fails as it does for any file);
+* xarray's decode of a time reads values too: it decodes the first and the last
+  one, and refuses the file when they do not decode (which the whole array may
+  well do: a NaN among the values turns an overflow into NaT).  A template makes
+  the same check of each file's times, and a file that fails it, warns or decodes
+  them to another type goes to xarray's decode (which refuses it);
 * a listing whose attributes or encodings hold values this module cannot compare
   bit for bit (objects, nested containers of them) gets no template.
 
 Templates are kept per thread (a dask worker decodes on several threads), at most
-:data:`MAX_TEMPLATES`, and hold no values between files.
+:data:`MAX_TEMPLATES`, and hold no values between files; the listings met once
+are remembered apart (at most :data:`MAX_SEEN`), so that files of a listing of
+their own never push a template out.
 
 Imports xarray: imported only by the reader code that opens files.
 """
@@ -39,6 +48,7 @@ Imports xarray: imported only by the reader code that opens files.
 from __future__ import annotations
 
 import copy
+import functools
 import struct
 import threading
 import warnings
@@ -50,10 +60,17 @@ from xarray import Coordinates, Dataset, conventions
 from xarray.core.indexing import LazilyIndexedArray, NumpyIndexingAdapter
 from xarray.core.variable import Variable
 
-__all__ = ["MAX_TEMPLATES", "DecodeTemplate", "decode_listed", "listing_key", "same_dataset", "templates"]
+try:  # how xarray checks, when it decodes, that a time's first and last values decode
+    from xarray.coding.times import _decode_cf_datetime_dtype, decode_cf_datetime
+except ImportError:  # pragma: no cover - another xarray: no template decodes times
+    _decode_cf_datetime_dtype = decode_cf_datetime = None
+
+__all__ = ["MAX_SEEN", "MAX_TEMPLATES", "DecodeTemplate", "decode_listed", "listing_key", "same_dataset", "templates"]
 
 #: Templates a thread keeps (all are dropped when one more is learnt).
 MAX_TEMPLATES = 64
+#: Listings met once that a thread remembers (all are forgotten when one more is met).
+MAX_SEEN = 256
 #: Encoding entries that say where a file's values are, not how they decode: not part of the
 #: key, and taken from the file itself (xarray's decode passes them through untouched).
 _WHERE = frozenset({"source", "original_shape", "chunksizes", "preferred_chunks"})
@@ -149,6 +166,25 @@ def _reaches(chain: Any, slot: NumpyIndexingAdapter) -> bool:
     return False
 
 
+def _time_decodes(chain: Any) -> list[Any]:
+    """The lazy arrays of ``chain`` that decode times (xarray's ``decode_cf_datetime``), outermost first."""
+    out = []
+    for _ in range(16):  # as deep as _reaches follows a chain
+        func = getattr(chain, "func", None)
+        if decode_cf_datetime is not None and isinstance(func, functools.partial) and func.func is decode_cf_datetime:
+            out.append(chain)
+        chain = getattr(chain, "array", None)
+    return out
+
+
+def _times_decode_alike(times: list[Any]) -> bool:
+    """Whether xarray's decode-time check of each time (its first and last values) passes and gives the same type.
+
+    Raises as that check raises (the file is then left to xarray's decode, which refuses it).
+    """
+    return all(_decode_cf_datetime_dtype(node.array, **node.func.keywords) == node.dtype for node in times)
+
+
 def _copy_if_mutable(value: Any) -> Any:
     return value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value)
 
@@ -190,7 +226,7 @@ def _rebuild(recipe: list[tuple[str, str, Any]], attrs: dict[str, Any], encoding
 class _Decoded:
     """One decoded variable of a template: its lazy chain over the template's own stored arrays."""
 
-    __slots__ = ("attrs", "chain", "coord", "dims", "dtype", "encoding", "name", "ndim")
+    __slots__ = ("attrs", "chain", "coord", "dims", "dtype", "encoding", "name", "ndim", "times")
 
     def __init__(self, name: str, var: Any, coord: bool, raw: tuple[dict[str, Any], dict[str, Any]],
                  dtype: np.dtype) -> None:  # fmt: skip
@@ -198,6 +234,9 @@ class _Decoded:
         self.ndim = len(var.dims)
         self.attrs = _recipe(var.attrs, *raw)
         self.encoding = _recipe(var.encoding, *raw)
+        self.times = _time_decodes(var._data)
+        if dtype.kind == "M" and not self.times:
+            raise _Unkeyable  # times decoded by a function this module cannot check as xarray does
 
 
 class DecodeTemplate:
@@ -232,13 +271,15 @@ class DecodeTemplate:
             for name, var in variables.items()
         }
         originals = {name: (dict(var.attrs), dict(var.encoding)) for name, var in variables.items()}
+        # As _open_once asks it: the mappings only when a variable is packed, since an empty
+        # one is false where decode_cf_variables asks decode_times as a whole (whether a time's
+        # units and calendar are copied to its bounds).
         off = dict.fromkeys(packed, False)
+        options = {"mask_and_scale": off, "decode_times": off, "decode_timedelta": off} if packed else {}
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                decoded, _, coord_names = conventions.decode_cf_variables(
-                    raw, attributes, mask_and_scale=off, decode_times=off, decode_timedelta=off
-                )
+                decoded, _, coord_names = conventions.decode_cf_variables(raw, attributes, **options)
                 loaded = {name: var._data.get_duck_array() for name, var in decoded.items()}
             if caught or not all(_reaches(var._data, slots[name]) for name, var in decoded.items()):
                 return None
@@ -246,6 +287,12 @@ class DecodeTemplate:
                 _Decoded(name, var, name in coord_names or var.dims == (name,), originals[name], loaded[name].dtype)
                 for name, var in decoded.items()
             ]
+            # The check each file's times get (see apply) passes on this file as xarray's did.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                alike = all(_times_decode_alike(d.times) for d in out)
+            if caught or not alike:
+                return None
         except Exception:
             return None
         template = cls(out, slots, list(packed))
@@ -263,6 +310,8 @@ class DecodeTemplate:
                 slot.array = values[name]
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
+                if not all(_times_decode_alike(d.times) for d in self._decoded):
+                    return None
                 loaded = [(d, d.chain.get_duck_array()) for d in self._decoded]
             if caught:
                 return None
@@ -295,6 +344,9 @@ class DecodeTemplate:
 class _Templates(threading.local):
     def __init__(self) -> None:
         self.by_key: dict[tuple[Any, ...], DecodeTemplate | None] = {}
+        #: Hashes of the keys met once: a collision only learns a listing early, and a key may be
+        #: as large as the attributes it stands for.
+        self.seen: set[int] = set()
 
     def get(self, key: tuple[Any, ...]) -> DecodeTemplate | None:
         """The template of ``key``; None when there is none or it was found unlike xarray's decode."""
@@ -304,6 +356,17 @@ class _Templates(threading.local):
     def known(self, key: tuple[Any, ...]) -> bool:
         """Whether ``key`` was seen (learnt, or found unusable: it is not tried again)."""
         return key in self.by_key
+
+    def met_before(self, key: tuple[Any, ...]) -> bool:
+        """Whether a listing not :meth:`known` was met before in this thread; it is remembered as met."""
+        digest = hash(key)
+        if digest in self.seen:
+            self.seen.discard(digest)
+            return True
+        if len(self.seen) >= MAX_SEEN:
+            self.seen.clear()
+        self.seen.add(digest)
+        return False
 
     def put(self, key: tuple[Any, ...], template: DecodeTemplate | None) -> None:
         if len(self.by_key) >= MAX_TEMPLATES:
@@ -324,12 +387,20 @@ def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _same_object(a: Any, b: Any) -> bool:
+    # Never raises: the dataset's attributes are not keyed and may hold anything netCDF4
+    # gives (a compound attribute is a structured array, whose ``==`` has no truth value).
     if type(a) is not type(b):
         return False
     try:
         return _token(a) == _token(b)
     except _Unkeyable:
+        pass
+    if isinstance(a, np.ndarray):
+        return _same_values(a, b)
+    try:
         return bool(a == b)
+    except Exception:
+        return False
 
 
 def _same_mapping(a: Any, b: Any) -> bool:
@@ -367,7 +438,7 @@ def decode_listed(
     whole; ``decode(packed)``: xarray's decode of it (``xr.open_dataset`` with the
     ``packed`` variables, :meth:`~atlas.cli.netcdf_open.OnceStore.surely_packed`'s
     answer, decoded as stored).  ``packed`` is that answer; the dataset is loaded
-    when it comes from a template.  A listing seen for the first time is learnt
+    when it comes from a template.  A listing met for the second time is learnt
     before ``decode`` decodes it; the first file a template serves is decoded both
     ways, and ``decode``'s dataset is the one returned (see the module's guards).
     ``templated=False`` (an xarray that builds default indexes in any case): ``decode`` only.
@@ -383,8 +454,9 @@ def decode_listed(
                 full.load()
                 template.verified = same_dataset(ds, full)
                 return full, template.packed
+            store.forget_listing()  # as a decode of the store would: the file is not decoded again
             return ds, template.packed
     packed = store.surely_packed()
-    if key is not None and packed is not None and not templates.known(key):
+    if key is not None and packed is not None and not templates.known(key) and templates.met_before(key):
         templates.put(key, DecodeTemplate.learn(*listing, packed))
     return decode(packed), packed
