@@ -188,18 +188,22 @@ def test_each_thread_has_its_own_templates(tmp_path):
 
 
 def test_the_key_tells_apart_values_of_another_type_or_other_bits():
+    values = {"a": np.zeros(2)}
+
     def key(**attrs):
-        var = xr.Variable(("d",), np.zeros(2), attrs, {"dtype": np.dtype("f8"), "source": "x"})
-        return listing_key({"a": var}, {})
+        return listing_key({"a": (("d",), attrs, {"dtype": np.dtype("f8"), "source": "x"})}, {}, values)
 
     assert key(v=0.0) != key(v=-0.0)
     assert key(v=1) != key(v=True) != key(v=1.0)
     assert key(v=np.float32(1)) != key(v=np.float64(1))
     assert key(v=np.array([1, 2], "i2")) != key(v=np.array([1, 2], "i4"))
+    assert key(v="1") != key(v=np.str_("1")) != key(v=b"1")
     assert key(v=float("nan")) == key(v=float("nan"))
     assert key(v="a", w="b") != key(w="b", v="a")  # attribute order is kept by the decode
     assert key(v=np.array([object()], object)) is None
-    var = xr.Variable(("d",), np.zeros(2), {}, {"source": "a", "original_shape": (2,)})
-    other = xr.Variable(("d",), np.zeros(2), {}, {"source": "b", "original_shape": (5,)})
-    assert listing_key({"a": var}, {}) == listing_key({"a": other}, {})  # where the values are is not keyed
-    assert listing_key({"a": var}, {"coordinates": "a"}) is None
+    where = {"a": (("d",), {}, {"source": "a", "original_shape": (2,)})}
+    elsewhere = {"a": (("d",), {}, {"source": "b", "original_shape": (5,)})}
+    assert listing_key(where, {}, values) == listing_key(elsewhere, {}, values)  # where the values are: not keyed
+    assert listing_key(where, {"coordinates": "a"}, values) is None
+    text = {"a": (("d", "s"), {}, {})}
+    assert listing_key(text, {}, {"a": np.zeros((2, 3), "S1")}) != listing_key(text, {}, {"a": np.zeros((2, 4), "S1")})

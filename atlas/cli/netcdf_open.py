@@ -63,7 +63,7 @@ class OnceStore(NetCDF4DataStore):
     def __init__(self, filename: str) -> None:
         self._nc = netCDF4.Dataset(filename, mode="r")
         self._listed: tuple[Any, Any] | None = None
-        self._values: dict[str, np.ndarray] | None = None
+        self._read: tuple[dict[str, Any], Any, dict[str, np.ndarray]] | None = None
         self._last_decode = False
         try:
             super().__init__(self._nc)  # wraps the handle in xarray's DummyFileManager (closed with the store)
@@ -104,12 +104,12 @@ class OnceStore(NetCDF4DataStore):
             return False
         variables, attributes = listed
         ncvars = self._nc.variables
-        read, stored = {}, {}
+        stored = {}
         # With masking, scaling and character conversion off, as xarray's wrapper
         # switches them off before it reads; and under the lock its reads take:
         # netCDF-C and HDF5 are not thread-safe (a dask worker runs one task per thread).
         with self.lock:
-            for name, (dims, attrs, encoding) in variables.items():
+            for name, (_, _, encoding) in variables.items():
                 ncvar = ncvars[name]
                 ncvar.set_auto_maskandscale(False)
                 ncvar.set_auto_chartostring(False)
@@ -120,24 +120,19 @@ class OnceStore(NetCDF4DataStore):
                     return False
                 if values.dtype != encoding["dtype"]:
                     return False
-                # Wrapped as xarray's listing wraps the file's variable: its decoders build
-                # Variables around it without the checks of a bare array (which import dask.array).
-                data = LazilyIndexedArray(NumpyIndexingAdapter(values))
-                read[name] = Variable(dims, data, attrs, encoding, fastpath=True)
                 stored[name] = values
-        self._listed = (FrozenDict(read), attributes)
-        self._values = stored
+        # The Variables are made when a decode by xarray asks for them (_list): a file
+        # decoded by a template (atlas.cli.netcdf_template) needs only these.
+        self._read = (variables, attributes, stored)
         return True
 
-    def read_listing(self) -> tuple[Any, Any, dict[str, np.ndarray]] | None:
-        """``(variables, attributes, values)`` of a file :meth:`read_whole` read, before any decode; else None.
+    def read_listing(self) -> tuple[dict[str, Any], Any, dict[str, np.ndarray]] | None:
+        """``(entries, attributes, values)`` of a file :meth:`read_whole` read, before any decode; else None.
 
-        ``values`` are the stored arrays under the variables' wrappers.  Shared:
-        read them, never change them.
+        ``entries``: ``{name: (dims, attrs, encoding)}`` as listed, ``values``: the
+        stored arrays.  Shared: read them, never change them.
         """
-        if self._values is None or self._listed is None:
-            return None
-        return (*self._listed, self._values)
+        return self._read
 
     def _plain_listing(self, limit: int) -> tuple[dict[str, Any], Any] | None:
         """``({name: (dims, attrs, encoding)}, attributes)`` of a file :meth:`read_whole` reads; None for another.
@@ -236,7 +231,7 @@ class OnceStore(NetCDF4DataStore):
     def _list(self) -> tuple[Any, Any]:
         """The variables and attributes as listed once (shared: read them, never change them)."""
         if self._listed is None:
-            self._listed = super().load()
+            self._listed = super().load() if self._read is None else _variables(*self._read)
         return self._listed
 
     def hand_over(self) -> None:
@@ -254,7 +249,7 @@ class OnceStore(NetCDF4DataStore):
         :mod:`atlas.cli.netcdf_template`, decoded the file instead); a later listing
         asks the file again.
         """
-        self._last_decode, self._listed, self._values = False, None, None
+        self._last_decode, self._listed, self._read = False, None, None
 
     def load(self) -> tuple[Any, Any]:
         """The store's variables and attributes, listed from the file once.
@@ -265,10 +260,21 @@ class OnceStore(NetCDF4DataStore):
         """
         variables, attributes = self._list()
         if self._last_decode:
-            self._last_decode, self._listed, self._values = False, None, None
+            self._last_decode, self._listed, self._read = False, None, None
             return variables, FrozenDict(attributes)
         fresh = {k: Variable(v.dims, v._data, v.attrs, v.encoding, fastpath=True) for k, v in variables.items()}
         return FrozenDict(fresh), FrozenDict(attributes)
+
+
+def _variables(entries: dict[str, Any], attributes: Any, values: dict[str, np.ndarray]) -> tuple[Any, Any]:
+    """The listing of a file read whole, as xarray's listing gives it: ``Variable`` objects around the values."""
+    # Wrapped as xarray's listing wraps the file's variable: its decoders build
+    # Variables around it without the checks of a bare array (which import dask.array).
+    read = {
+        name: Variable(dims, LazilyIndexedArray(NumpyIndexingAdapter(values[name])), attrs, encoding, fastpath=True)
+        for name, (dims, attrs, encoding) in entries.items()
+    }
+    return FrozenDict(read), attributes
 
 
 def _storage(ncvar: Any, dims: tuple[str, ...]) -> dict[str, Any]:

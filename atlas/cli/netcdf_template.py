@@ -111,36 +111,32 @@ def _token(value: Any) -> Any:
 
 
 def _items_token(mapping: Any, skip: frozenset[str] = frozenset()) -> tuple[Any, ...]:
-    return tuple((k, _token(v)) for k, v in mapping.items() if k not in skip)
+    # Text, the most common value, stands for itself (no other token is a str).
+    return tuple((k, v if type(v) is str else _token(v)) for k, v in mapping.items() if k not in skip)
 
 
-def listing_key(variables: Any, attributes: Any) -> tuple[Any, ...] | None:
+def listing_key(entries: dict[str, Any], attributes: Any, values: dict[str, np.ndarray]) -> tuple[Any, ...] | None:
     """What xarray's decode of a listing depends on, as a hashable key; None when it cannot be keyed.
 
-    ``variables``: ``{name: Variable}`` as listed (stored values, attributes,
-    encoding); ``attributes``: the file's.  The key holds, per variable in order,
-    its name, dimensions, stored type, the length of the last dimension of
-    character arrays (joining characters makes it part of the decoded type), every
-    attribute and every encoding entry but those of :data:`_WHERE`, bit for bit.
-    Of the file's attributes the decode reads ``coordinates`` only: a file that has
-    one is not keyed (it would change the dataset's attributes too).
+    ``entries``: ``{name: (dims, attrs, encoding)}`` as listed, ``attributes``: the
+    file's, ``values``: each variable's stored array.  The key holds, per variable
+    in order, its name, dimensions, stored type, the length of the last dimension
+    of character arrays (joining characters makes it part of the decoded type),
+    every attribute and every encoding entry but those of :data:`_WHERE`, bit for
+    bit.  Of the file's attributes the decode reads ``coordinates`` only: a file
+    that has one is not keyed (it would change the dataset's attributes too).
     """
     if "coordinates" in attributes:
         return None
+    key = []
     try:
-        return tuple(
-            (
-                name,
-                var.dims,
-                var.dtype.str,
-                var.shape[-1] if var.dtype.kind == "S" and var.ndim else None,
-                _items_token(var.attrs),
-                _items_token(var.encoding, _WHERE),
-            )
-            for name, var in variables.items()
-        )
+        for name, (dims, attrs, encoding) in entries.items():
+            dtype = values[name].dtype
+            text = values[name].shape[-1] if dtype.kind == "S" and dims else None
+            key.append((name, dims, dtype.str, text, _items_token(attrs), _items_token(encoding, _WHERE)))
     except _Unkeyable:
         return None
+    return tuple(key)
 
 
 #: The lazy arrays xarray's decoders wrap stored values in: each computes from the array it wraps
@@ -254,23 +250,21 @@ class DecodeTemplate:
 
     @classmethod
     def learn(
-        cls, variables: Any, attributes: Any, values: dict[str, np.ndarray], packed: list[str]
+        cls, entries: dict[str, Any], attributes: Any, values: dict[str, np.ndarray], packed: list[str]
     ) -> DecodeTemplate | None:
-        """xarray's decode of a listing (``values``: each variable's stored array); None when unusable.
+        """xarray's decode of a listing (as :func:`listing_key` takes it); None when unusable.
 
         The decode is the one :func:`atlas.cli.sources._open_once` asks of
         ``xr.open_dataset``: the ``packed`` variables without mask-and-scale and
         time decoding.  A decode that warns or fails, or metadata that cannot be
         rebuilt for another file, make no template.
         """
-        slots = {name: NumpyIndexingAdapter(values[name]) for name in variables}
+        slots = {name: NumpyIndexingAdapter(values[name]) for name in entries}
         raw = {
-            name: Variable(
-                var.dims, LazilyIndexedArray(slots[name]), dict(var.attrs), dict(var.encoding), fastpath=True
-            )
-            for name, var in variables.items()
+            name: Variable(dims, LazilyIndexedArray(slots[name]), dict(attrs), dict(encoding), fastpath=True)
+            for name, (dims, attrs, encoding) in entries.items()
         }
-        originals = {name: (dict(var.attrs), dict(var.encoding)) for name, var in variables.items()}
+        originals = {name: (dict(attrs), dict(encoding)) for name, (_, attrs, encoding) in entries.items()}
         # As _open_once asks it: the mappings only when a variable is packed, since an empty
         # one is false where decode_cf_variables asks decode_times as a whole (whether a time's
         # units and calendar are copied to its bounds).
@@ -293,16 +287,22 @@ class DecodeTemplate:
                 alike = all(_times_decode_alike(d.times) for d in out)
             if caught or not alike:
                 return None
+            # The order and the coordinates of the dataset xarray's backend builds around them.
+            data_vars = {d.name: decoded[d.name] for d in out if not d.coord}
+            coords = Coordinates({d.name: decoded[d.name] for d in out if d.coord}, indexes={})
+            built = Dataset(data_vars, coords=coords, attrs=dict(attributes))
+            by_name = {d.name: d for d in out}
+            out = [by_name[name] for name in built.variables]
         except Exception:
             return None
         template = cls(out, slots, list(packed))
         template._release()
         return template
 
-    def apply(self, store: Any, variables: Any, attributes: Any, values: dict[str, np.ndarray]) -> Any:
+    def apply(self, store: Any, entries: dict[str, Any], attributes: Any, values: dict[str, np.ndarray]) -> Any:
         """The loaded dataset xarray's decode would give for this listing's ``values``; None to decode it there.
 
-        ``variables``/``attributes``: the file's listing (the key must equal the
+        ``entries``/``attributes``: the file's listing (its key must equal the
         template's); ``store``: its open store, which the dataset closes.
         """
         try:
@@ -315,25 +315,33 @@ class DecodeTemplate:
                 loaded = [(d, d.chain.get_duck_array()) for d in self._decoded]
             if caught:
                 return None
-            data_vars, coord_vars = {}, {}
+            variables, sizes, coord_names = {}, {}, set()
             for d, data in loaded:
                 shape = values[d.name].shape[: d.ndim]
                 if type(data) is not np.ndarray or data.dtype != d.dtype or data.shape != shape:
                     return None
-                raw = variables[d.name]
-                var = Variable(
-                    d.dims, data, _rebuild(d.attrs, raw.attrs, raw.encoding),
-                    _rebuild(d.encoding, raw.attrs, raw.encoding), fastpath=True,
+                _, attrs, encoding = entries[d.name]
+                variables[d.name] = Variable(
+                    d.dims, data, _rebuild(d.attrs, attrs, encoding), _rebuild(d.encoding, attrs, encoding),
+                    fastpath=True,
                 )  # fmt: skip
-                (coord_vars if d.coord else data_vars)[d.name] = var
+                for dim, size in zip(d.dims, shape, strict=True):
+                    sizes.setdefault(dim, size)
+                if d.coord:
+                    coord_names.add(d.name)
         except Exception:
             return None
         finally:
             self._release()
-        ds = Dataset(data_vars, coords=Coordinates(coord_vars, indexes={}), attrs=dict(attributes))
-        ds.set_close(store.close)
-        ds.encoding = store.get_encoding()
-        return ds
+        # What Dataset(data_vars, coords=Coordinates(coord_vars, indexes={}), attrs=...) builds, as
+        # xarray's backend does, without merging variables that come from one file and were
+        # checked when the template was made (the first file it serves is compared in full).
+        try:
+            return Dataset._construct_direct(
+                variables, coord_names, sizes, dict(attributes), {}, store.get_encoding(), store.close
+            )
+        except Exception:  # another xarray: its decode, as for any file the template cannot serve
+            return None
 
     def _release(self) -> None:
         # Hold no file's values between two files (a small file is up to the read-whole limit).
@@ -444,7 +452,7 @@ def decode_listed(
     ``templated=False`` (an xarray that builds default indexes in any case): ``decode`` only.
     """
     listing = store.read_listing() if templated else None
-    key = listing_key(*listing[:2]) if listing is not None else None
+    key = listing_key(*listing) if listing is not None else None
     template = templates.get(key) if key is not None else None
     if template is not None:
         ds = template.apply(store, *listing)

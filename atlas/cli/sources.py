@@ -35,7 +35,10 @@ nothing stored depends on.  A small plain file (numbers and characters, standard
 calendars) is listed by ``OnceStore`` itself (the variables and attributes xarray's
 listing gives, without its lazy wrapper per variable) and read whole, one netCDF4
 read per variable, and decoded from memory; when its listing says for sure which variables are
-packed, those are decoded as stored in the same pass instead of a second one.  A file whose variables total at most
+packed, those are decoded as stored in the same pass instead of a second one.  A file
+listed like one decoded before in the process is decoded by the template of that
+decode (:mod:`atlas.cli.netcdf_template`: xarray's lazy decoding functions over
+its values, checked against xarray's decode on the first file it serves).  A file whose variables total at most
 ``chunk_size`` bytes is loaded whole into memory right there and sent to the
 writer, so reading overlaps with writing; it is stored with ATLAS's default chunk
 shapes.  A larger file is reopened by the writer (:func:`open_streamed`) with
