@@ -1,10 +1,11 @@
 """Hypothesis-made files of one make, decoded by the template of their listing and by xarray.
 
 Each example is one recipe (format, dimensions, variables with varied attributes,
-as ``tests/test_netcdf_listing.py`` makes them) written three times with other
-values and other dimension lengths: the same listing, so the second and third
-files are decoded by the template the first one made.  Every file must load as
-the general path (``xr.open_dataset`` of the file) loads it.
+as ``tests/test_netcdf_listing.py`` makes them) written four times with other
+values and other dimension lengths: the same listing, which the second file makes
+a template of, checked against xarray's decode on the third and decoding the
+fourth.  Every file must load as the general path (``xr.open_dataset`` of the
+file) loads it.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def test_made_files_of_one_make_load_as_xarray_loads_them(tmp_path_factory, monk
     apply = DecodeTemplate.apply
     monkeypatch.setattr(DecodeTemplate, "apply", lambda self, *a: served.append(apply(self, *a)) or served[-1])
     folder = tmp_path_factory.mktemp("make")
-    for i in range(3):
+    for i in range(4):
         sizes = {"d0": data.draw(st.integers(1, 4)), "d1": recipe[1]["d1"]}  # d1 may be a text length
         path = folder / f"f{i}.nc"
         _write_like(path, recipe, i, sizes, data.draw(st.integers(1, 4)))
