@@ -151,9 +151,12 @@ def test_a_file_a_template_decoded_keeps_no_listing(tmp_path, served):
 
 @pytest.mark.parametrize(
     "days",
-    [[13131.0, np.nan, 21651.0, -1e12], [-1e12, np.nan, 5.0], [1e12, np.nan, 3.0, -1e12]],
-    ids=["last-overflows", "first-overflows", "both-overflow"],
-)
+    [
+        [13131.0, np.nan, 21651.0, -1e12], [-1e12, np.nan, 5.0], [1e12, np.nan, 3.0, -1e12],
+        [13131.0, 21651.0, -1e12], [-1e12, 5.0, 7.0], [1e12, -1e12],
+    ],
+    ids=["last-overflows", "first-overflows", "both-overflow", "last-no-nan", "first-no-nan", "both-no-nan"],
+)  # fmt: skip
 def test_a_time_xarray_refuses_by_its_first_and_last_values_is_refused(tmp_path, served, days):
     """xarray decodes a time's first and last values when it decodes the file, and refuses the
     file when they do not decode; the whole array may decode (a NaN among the values turns the

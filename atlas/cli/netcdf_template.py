@@ -173,12 +173,26 @@ def _time_decodes(chain: Any) -> list[Any]:
     return out
 
 
-def _times_decode_alike(times: list[Any]) -> bool:
+def _times_decode_alike(times: list[Any], always: bool = False) -> bool:
     """Whether xarray's decode-time check of each time (its first and last values) passes and gives the same type.
 
     Raises as that check raises (the file is then left to xarray's decode, which refuses it).
+
+    The check is made only on times with a NaN among the values they decode from
+    (unless ``always``): decoding the whole array checks its least and its largest
+    value before it converts any, and so fails (raises, warns, or decodes to
+    another type, each of which sends the file to xarray's decode) whenever its
+    first or last value would, but for a NaN, which hides the extremes from that
+    check: then only the check of the first and last values refuses an overflow.
     """
-    return all(_decode_cf_datetime_dtype(node.array, **node.func.keywords) == node.dtype for node in times)
+    for node in times:
+        if not always:
+            numbers = node.array.get_duck_array()
+            if numbers.dtype.kind != "f" or not np.isnan(numbers).any():
+                continue
+        if _decode_cf_datetime_dtype(node.array, **node.func.keywords) != node.dtype:
+            return False
+    return True
 
 
 def _copy_if_mutable(value: Any) -> Any:
@@ -284,7 +298,7 @@ class DecodeTemplate:
             # The check each file's times get (see apply) passes on this file as xarray's did.
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                alike = all(_times_decode_alike(d.times) for d in out)
+                alike = all(_times_decode_alike(d.times, always=True) for d in out)
             if caught or not alike:
                 return None
             # The order and the coordinates of the dataset xarray's backend builds around them.
