@@ -32,8 +32,10 @@ Guards, each falling back to xarray's whole decode for the file at hand:
 * xarray's decode of a time reads values too: it decodes the first and the last
   one, and refuses the file when they do not decode (which the whole array may
   well do: a NaN among the values turns an overflow into NaT).  A template makes
-  the same check of each file's times, and a file that fails it, warns or decodes
-  them to another type goes to xarray's decode (which refuses it);
+  the same check of each file's times with a NaN among their values (without one,
+  the whole array's own check of its least and largest values fails whenever
+  the first or the last would), and a file that fails it, warns or decodes them
+  to another type goes to xarray's decode (which refuses it);
 * a listing whose attributes or encodings hold values this module cannot compare
   bit for bit (objects, nested containers of them) gets no template.
 
