@@ -189,8 +189,8 @@ def _range_checked(numbers: np.ndarray) -> bool:
     """
     if numbers.size == 0 or numbers.dtype.kind not in "iuf":
         return False
-    with np.errstate(invalid="ignore"):
-        return bool(numbers.min() > _INT64.min and numbers.max() < _INT64.max)
+    # Compared as Python numbers, exactly whatever the array's type (a NaN compares false).
+    return _INT64.min < numbers.min().item() and numbers.max().item() < _INT64.max
 
 
 def _times_decode_alike(times: list[Any], always: bool = False) -> bool:
