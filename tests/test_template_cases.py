@@ -9,6 +9,7 @@ next ones are the template's alone.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -170,4 +171,51 @@ def test_a_time_xarray_refuses_by_its_first_and_last_values_is_refused(tmp_path,
     with pytest.raises(ValueError, match="unable to decode time units"):
         sources.load_source(sources.Source(odd, "f"), 1 << 30)
     _load_once_as_xarray(_profile(tmp_path / "after.nc", rng, 3, 2))
+    assert served[-1] is True  # the template still serves the files it decodes as xarray does
+
+
+_NAT = np.iinfo(np.int64).min
+
+
+def _stored_time(path: Path, values: list[float], dtype: str, fill: int | None) -> Path:
+    """A time stored as ``dtype`` (``fill``: its ``_FillValue``, the masked values of ``values``)."""
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("time", len(values))
+        time = nc.createVariable("time", dtype, ("time",), fill_value=fill)
+        time.units = "days since 1970-01-01"
+        time.calendar = "standard"
+        stored = np.array(values, dtype)
+        time[...] = stored if fill is None else np.ma.masked_equal(stored, fill)
+        nc.createVariable("temp", "f4", ("time",))[...] = np.arange(len(values))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fill", "values"),
+    [
+        ("i8", -999, [-10**12, -999, 5]), ("i8", -999, [5, -999, -10**12]), ("i8", -999, [-200000, -999, 5]),
+        ("i4", -999, [-2 * 10**9, -999, 5]), ("i8", None, [-10**12, _NAT, 5]),
+        ("f8", None, [-1e12, -2.0**63, 5.0]), ("f8", None, [5.0, 2.0**63, 1e12]), ("f8", None, [-2e5, -2.0**63, 5.0]),
+    ],
+    ids=[
+        "masked-first-far-before", "masked-last-far-before", "masked-first-before-reform", "masked-int32",
+        "int64-least", "float-minus-2-63", "float-2-63", "float-2-63-before-reform",
+    ],
+)  # fmt: skip
+def test_a_time_whose_range_check_skips_a_value_as_nat_gets_the_first_and_last_check(
+    tmp_path, served, dtype, fill, values
+):
+    """Decoding a whole time checks only its least and largest values, and checks nothing for one
+    it takes as NaT: NaN, int64's least value (what a masked integer time decodes to) or a float
+    that converts to it (2**63 either sign).  A first or last value beyond the nanosecond range
+    then decodes wrong without a warning, where xarray's check of the first and last values
+    refuses the file or warns; the file must be refused or warn as xarray's decode does."""
+    regular = [1.0, 2.0, 3.0] if dtype == "f8" else [1, 2, 3]
+    for i in range(3):  # met, learnt, checked
+        _load_once_as_xarray(_stored_time(tmp_path / f"p{i}.nc", regular, dtype, fill))
+    assert served == [True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the general path's own warnings are compared, not shown
+        _assert_as_xarray(_stored_time(tmp_path / "odd.nc", values, dtype, fill))
+    _load_once_as_xarray(_stored_time(tmp_path / "after.nc", regular, dtype, fill))
     assert served[-1] is True  # the template still serves the files it decodes as xarray does

@@ -32,10 +32,12 @@ Guards, each falling back to xarray's whole decode for the file at hand:
 * xarray's decode of a time reads values too: it decodes the first and the last
   one, and refuses the file when they do not decode (which the whole array may
   well do: a NaN among the values turns an overflow into NaT).  A template makes
-  the same check of each file's times with a NaN among their values (without one,
-  the whole array's own check of its least and largest values fails whenever
-  the first or the last would), and a file that fails it, warns or decodes them
-  to another type goes to xarray's decode (which refuses it);
+  the same check of each file's times whose least or largest value the whole
+  array's own range check takes as NaT (a NaN, int64's least value, which a
+  masked integer time becomes, or a float of 2**63 either sign: otherwise that
+  check fails whenever the first or the last value's would), and a file that
+  fails it, warns or decodes them to another type goes to xarray's decode
+  (which refuses it or warns);
 * a listing whose attributes or encodings hold values this module cannot compare
   bit for bit (objects, nested containers of them) gets no template.
 
@@ -78,6 +80,7 @@ MAX_SEEN = 256
 _WHERE = frozenset({"source", "original_shape", "chunksizes", "preferred_chunks"})
 #: Types whose values are never changed in place: a template shares them between datasets.
 _IMMUTABLE = (str, bytes, int, float, bool, type(None), np.generic, np.dtype, tuple, frozenset)
+_INT64 = np.iinfo(np.int64)
 
 
 class _Unkeyable(Exception):
@@ -175,23 +178,36 @@ def _time_decodes(chain: Any) -> list[Any]:
     return out
 
 
+def _range_checked(numbers: np.ndarray) -> bool:
+    """Whether decoding ``numbers`` whole checks that its least and largest values decode.
+
+    xarray's ``decode_cf_datetime`` checks those two values before it converts
+    any, but checks nothing for one it takes as NaT: a NaN, int64's least value
+    (what a masked integer time becomes) or a float that converts to it (2**63,
+    either sign).  Least and largest values strictly inside int64's range are
+    none of these.
+    """
+    if numbers.size == 0 or numbers.dtype.kind not in "iuf":
+        return False
+    # Compared as Python numbers, exactly whatever the array's type (a NaN compares false).
+    return _INT64.min < numbers.min().item() and numbers.max().item() < _INT64.max
+
+
 def _times_decode_alike(times: list[Any], always: bool = False) -> bool:
     """Whether xarray's decode-time check of each time (its first and last values) passes and gives the same type.
 
     Raises as that check raises (the file is then left to xarray's decode, which refuses it).
 
-    The check is made only on times with a NaN among the values they decode from
-    (unless ``always``): decoding the whole array checks its least and its largest
-    value before it converts any, and so fails (raises, warns, or decodes to
-    another type, each of which sends the file to xarray's decode) whenever its
-    first or last value would, but for a NaN, which hides the extremes from that
-    check: then only the check of the first and last values refuses an overflow.
+    The check is made only on times whose whole decode does not check their
+    least and largest values (:func:`_range_checked`), unless ``always``: where
+    it does, it fails (raises, warns, or decodes to another type, each of which
+    sends the file to xarray's decode) whenever the first or the last value
+    would; where a value taken as NaT hides the extremes from it, only the check
+    of the first and last values refuses an overflow.
     """
     for node in times:
-        if not always:
-            numbers = node.array.get_duck_array()
-            if numbers.dtype.kind != "f" or not np.isnan(numbers).any():
-                continue
+        if not always and _range_checked(node.array.get_duck_array()):
+            continue
         if _decode_cf_datetime_dtype(node.array, **node.func.keywords) != node.dtype:
             return False
     return True
