@@ -64,12 +64,25 @@ def _run_one(mode: str, src: str, store: str) -> None:
         ):  # fmt: skip
             report = atlas.ingest([src], store, client=client)
     wall = time.perf_counter() - t0
+    worker_atlas = None
+    if mode == "pool":  # which checkout the workers imported: ask the ingest's fork server for one more
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:
+            worker_atlas = pool.submit(_atlas_dir).result()
     print(json.dumps({
         "wall": wall, "datasets": report.datasets, "received": report.received_bytes,
         "segments": report.stored_bytes, "commit_s": report.commit_seconds, "commits": report.commits,
         "last_commit_s": getattr(report, "last_commit_seconds", report.commit_seconds),
-        "ingest_s": report.seconds,
+        "ingest_s": report.seconds, "atlas": _atlas_dir(), "worker_atlas": worker_atlas,
     }))  # fmt: skip
+
+
+def _atlas_dir() -> str:
+    import atlas
+
+    return str(Path(atlas.__file__).resolve().parent.parent)
 
 
 def _tree_cpu(root: int, seen: dict[tuple[int, str], float]) -> None:
@@ -96,7 +109,12 @@ def _tree_cpu(root: int, seen: dict[tuple[int, str], float]) -> None:
 
 
 def _child(*args: str, path: Path = ROOT) -> tuple[float, float, str]:
-    """Run ``python ARGS`` with ``path`` first on PYTHONPATH: wall seconds, CPU seconds and stdout.
+    """Run ``python ARGS`` in ``path`` with ``path`` first on PYTHONPATH: wall seconds, CPU seconds and stdout.
+
+    The child runs *in* the checkout: ``python -m atlas`` puts its working
+    directory first on ``sys.path``, and so does the fork server of an ingest's
+    worker processes (started with ``python -c``).  Run from another checkout, both
+    would import that checkout's ``atlas`` whatever PYTHONPATH says.
 
     The CPU time is the child's and every descendant's (worker processes, a fork
     server's children), sampled from /proc every 0.1 s: the last tenth of a second
@@ -106,7 +124,7 @@ def _child(*args: str, path: Path = ROOT) -> tuple[float, float, str]:
     seen: dict[tuple[int, str], float] = {}
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err, text=True, env=env)
+        proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err, text=True, env=env, cwd=path)
         while True:
             try:
                 proc.wait(0.1)
@@ -159,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     modes = [("pool", "ingest, pool of 2", ROOT)]
     modes += [("cluster", "ingest, LocalCluster 2", ROOT)] if args.cluster else []
     modes += [("pool", f"ingest, pool of 2 @{b.split('=', 1)[0]}", Path(b.split("=", 1)[1])) for b in args.ingest_base]
+    for _, path in [*bases, *((None, p) for _, _, p in modes)]:
+        _, _, seen = _child("-c", "import atlas, os; print(os.path.realpath(atlas.__file__))", path=path)
+        if Path(seen.strip()).parent.parent != path.resolve():  # python -m atlas imports the same
+            raise SystemExit(f"python -m atlas in {path} imports {seen.strip()}")
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     runs: dict[str, list[tuple[float, float]]] = {}
     extra: dict[str, list[dict]] = {}
@@ -185,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                 wall, cpu, text = _child(str(Path(__file__).resolve()), "--run-one", mode, str(src), str(out),
                                          path=path)  # fmt: skip
                 r = json.loads(text.strip().splitlines()[-1])
+                if r["atlas"] != str(path.resolve()) or r["worker_atlas"] not in (None, r["atlas"]):
+                    raise SystemExit(f"{label} ran {r.get('atlas')} (workers: {r.get('worker_atlas')}), not {path}")
                 r["stored"] = _tree_bytes(out)
                 runs.setdefault(label, []).append((wall, cpu))
                 extra.setdefault(label, []).append(r)
