@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,11 @@ logger = logging.getLogger("atlas")
 
 #: Errors of the store, not of a source: they fail the whole task.
 _FATAL = (BackendError, CorruptStoreError, StoreClosedError, ReadOnlyError, MemoryError)
+#: netCDF-C and HDF5 are not thread-safe: files opened, read and closed by several
+#: threads of one process crash it (xarray's own ``open_dataset`` too).  A dask
+#: worker runs one task per thread, so a process stages one source file at a time;
+#: the rest of a task (its segments, its part, its puts) runs beside.
+_FILES = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -79,27 +85,28 @@ def _stage_file(store: Any, item: Any, task: Task, pause: HeldPause) -> list[str
 
     ``pause`` holds a pause of the cyclic garbage collector across the files loaded
     whole (see :func:`run_task`); it is released before a streamed file is staged,
-    so that one's memory stays bounded.
+    so that one's memory stays bounded.  One file at a time per process (:data:`_FILES`).
     """
     from atlas.cli.ingest import write_file
     from atlas.cli.progress import source_context
     from atlas.cli.sources import load_source
 
-    with gc_paused():
-        loaded = load_source(item, task.chunk_size, task.engine)
-    try:
-        for text in loaded.warnings:
-            logger.warning("%s: %s", item.path, text)
-        if any(part.streamed for part in [loaded, *loaded.groups]):
-            pause.release()
-        else:
-            pause.hold()
-        with source_context(str(item.path)):
-            write_file(store, loaded, task.engine, task.skip_unsupported)
-        return [part.name for part in [loaded, *loaded.groups]]
-    finally:
-        for part in [loaded, *loaded.groups]:
-            part.close()
+    with _FILES:
+        with gc_paused():
+            loaded = load_source(item, task.chunk_size, task.engine)
+        try:
+            for text in loaded.warnings:
+                logger.warning("%s: %s", item.path, text)
+            if any(part.streamed for part in [loaded, *loaded.groups]):
+                pause.release()
+            else:
+                pause.hold()
+            with source_context(str(item.path)):
+                write_file(store, loaded, task.engine, task.skip_unsupported)
+            return [part.name for part in [loaded, *loaded.groups]]
+        finally:
+            for part in [loaded, *loaded.groups]:
+                part.close()
 
 
 def _stage_callable(store: Any, make: Callable[[], Iterable[tuple[str, Any]]]) -> list[str]:
