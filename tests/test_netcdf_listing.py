@@ -198,8 +198,12 @@ _ATTR_NAMES = {
 }  # fmt: skip
 
 
-def _write(path: Path, recipe) -> None:
+def _write(path: Path, recipe, values_seed: int | None = None, sizes: dict[str, int] | None = None,
+           records: int = 3) -> None:
+    """``recipe``'s file; with ``values_seed``, the same attributes over other values (some -9.5, a fill
+    value some recipes use), and ``sizes``/``records`` for the lengths of the dimensions."""
     fmt, dims, unlimited, variables, globals_ = recipe
+    dims = dims if sizes is None else sizes
     with netCDF4.Dataset(path, "w", format=fmt) as nc:
         for name, size in dims.items():
             nc.createDimension(name, size)
@@ -207,6 +211,7 @@ def _write(path: Path, recipe) -> None:
             nc.createDimension("rec", None)
         for spec in variables:
             rng = np.random.default_rng(spec["seed"])
+            values_rng = rng if values_seed is None else np.random.default_rng([spec["seed"], values_seed])
             dtype = np.dtype(spec["dtype"])
             attrs = {_ATTR_NAMES.get(k, k): _attr_value(k, dtype, rng) for k in spec["attrs"]}
             if fmt.startswith("NETCDF3") and attrs.get("_FillValue") is not None and dtype.kind == "S":
@@ -219,13 +224,15 @@ def _write(path: Path, recipe) -> None:
             var = nc.createVariable(spec["name"], stored, spec["dims"], fill_value=fill, **kwargs)
             var.set_auto_maskandscale(False)
             var.set_auto_chartostring(False)
-            shape = tuple(3 if d == "rec" else dims[d] for d in spec["dims"])
+            shape = tuple(records if d == "rec" else dims[d] for d in spec["dims"])
             if dtype.kind == "S":
-                values = rng.choice(np.array(list(b"ab "), dtype="S1"), size=shape)
+                values = values_rng.choice(np.array(list(b"ab "), dtype="S1"), size=shape)
             elif dtype.kind in "iu":
-                values = rng.integers(0, 100, size=shape).astype(dtype)
+                values = values_rng.integers(0 if values_seed is None else -6, 100, size=shape).astype(dtype)
             else:
-                values = rng.normal(size=shape).astype(dtype)
+                values = values_rng.normal(size=shape).astype(dtype)
+                if values_seed is not None:
+                    values[values_rng.random(shape) < 0.2] = -9.5
             var[...] = values
             for key, value in attrs.items():  # after the values: netCDF4 would apply them while writing
                 var.setncattr(key, value)

@@ -19,28 +19,14 @@ xr = pytest.importorskip("xarray")
 netCDF4 = pytest.importorskip("netCDF4")
 
 from test_netcdf_listing import _general  # noqa: E402
-from test_netcdf_template import _assert_as_xarray, _profile  # noqa: E402
+from test_netcdf_template import _assert_as_xarray, _profile, fresh_templates  # noqa: E402
 from test_sources import assert_same_dataset  # noqa: E402
 
 from atlas.cli import netcdf_template, sources  # noqa: E402
 from atlas.cli.netcdf_template import DecodeTemplate  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def served(monkeypatch):
-    """Each test starts with no template; the list says, per file tried, whether a template gave it."""
-    monkeypatch.setattr(netcdf_template.templates, "by_key", {})
-    monkeypatch.setattr(netcdf_template.templates, "seen", set(), raising=False)
-    out: list[bool] = []
-    apply = DecodeTemplate.apply
-
-    def counted(self, *args):
-        ds = apply(self, *args)
-        out.append(ds is not None)
-        return ds
-
-    monkeypatch.setattr(DecodeTemplate, "apply", counted)
-    return out
+#: Autouse: each test starts with no template; the list says, per file tried, whether a template gave it.
+served = fresh_templates
 
 
 def _compound_title(path: Path, value: float) -> Path:
